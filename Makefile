@@ -1,0 +1,59 @@
+# reach: every target is a thin wrapper over `python -m reach ...` (CBS Remote Access may have no make).
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PARAMS ?= params/stub.yaml
+ONLY   ?=
+SET    ?=
+BENCH_SIZES ?= 10000,100000
+
+.PHONY: help venv all stub panel reach matching effects summary render test test-all bench clean
+
+help: ## list the targets (default goal)
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@echo "  variables: PARAMS=$(PARAMS) SET='key=value ...' BENCH_SIZES=$(BENCH_SIZES)"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+venv: $(VENV)/.installed ## create .venv and install the package with its test extras
+
+all: $(VENV)/.installed ## run the whole suite on PARAMS (default: the embedded stub) into output/<run>/
+	$(PY) -m reach run --params $(PARAMS) $(if $(SET),--set $(SET))
+
+stub: $(VENV)/.installed ## regenerate the embedded synthetic microdata in data_stub/
+	$(PY) -m reach stub --out data_stub
+
+panel: $(VENV)/.installed ## build the firm-year panel only (notebook 01)
+	$(PY) -m reach run --params $(PARAMS) --only panel $(if $(SET),--set $(SET))
+
+reach: $(VENV)/.installed ## reach indicators (notebook 02; builds the panel first if missing)
+	$(PY) -m reach run --params $(PARAMS) --only reach $(if $(SET),--set $(SET))
+
+matching: $(VENV)/.installed ## matched control groups (notebook 03)
+	$(PY) -m reach run --params $(PARAMS) --only matching $(if $(SET),--set $(SET))
+
+effects: $(VENV)/.installed ## difference-in-differences effects (notebook 04)
+	$(PY) -m reach run --params $(PARAMS) --only effects $(if $(SET),--set $(SET))
+
+summary: $(VENV)/.installed ## the one-page summary (notebook 05)
+	$(PY) -m reach run --params $(PARAMS) --only summary $(if $(SET),--set $(SET))
+
+render: $(VENV)/.installed ## re-render the executed notebooks of PARAMS' run to HTML
+	$(PY) -m reach render --params $(PARAMS)
+
+test: $(VENV)/.installed ## run the tests CI runs (fast tier + notebook suite on the stub)
+	$(PY) -m pytest -m "not slow"
+
+test-all: $(VENV)/.installed ## run every test tier, slow included
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed ## benchmarks at BENCH_SIZES firms, side by side with peer packages
+	$(PY) -m reach bench --sizes $(BENCH_SIZES)
+
+clean: ## remove output/ and work/ (keeps .venv)
+	$(PY) -m reach clean 2>/dev/null || rm -rf output work
