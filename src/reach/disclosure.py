@@ -1,0 +1,1212 @@
+"""Statistical disclosure control: every exported number passes output checking.
+
+CBS lets results leave the Remote Access environment only after output
+checking. This module checks the suite's own outputs first, following ACRO's
+default rules and the ESSnet/SDAP output guidelines that CBS builds on:
+
+* frequency and magnitude cells need at least ``min_units`` distinct units
+  (firms, never rows);
+* dominance (N-k): the ``dominance_k`` largest unit contributions at most
+  ``dominance_max`` of the cell total;
+* p-ratio (p% rule): ``(total - x1 - x2) / x1 >= p_ratio_min``;
+* zero cells and negative contributions in magnitude tables go to human review;
+* no minima or maxima of microdata; medians/quantiles only with at least
+  ``min_units_each_side`` units strictly on each side;
+* estimates: at least ``min_dof`` residual degrees of freedom and at least
+  ``min_treated`` treated and ``min_control`` control units per reported row.
+
+:func:`check_table` and :func:`check_estimates` return an immutable
+:class:`Checked`; :meth:`Checked.suppress` is the only copy that may be
+exported (primary plus secondary suppression). :class:`OutputLog` writes that
+copy, refuses figures drawn from failing tables and keeps
+``disclosure_report.csv``, what a CBS output checker reads.
+:func:`scan_for_identifiers` searches written outputs for firm identifiers.
+
+The report never contains a disclosive number: it names the cells and the
+rules they failed, never their unit counts or contributions.
+"""
+from __future__ import annotations
+
+import html
+import itertools
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "Rules",
+    "Checked",
+    "check_table",
+    "check_estimates",
+    "OutputLog",
+    "scan_for_identifiers",
+    "STATS",
+    "REPORT_COLUMNS",
+]
+
+#: Statistics that :func:`check_table` can check.
+STATS = ("count", "sum", "mean", "share", "median", "quantile")
+_REFUSED_STATS = ("min", "max", "minimum", "maximum", "range")
+_MAGNITUDE = ("sum", "mean")
+_TOTAL = "Total"
+_REL_TOL = 1e-12  # float slack so that a value exactly at a threshold passes
+
+#: Columns of ``disclosure_report.csv`` (in this order).
+REPORT_COLUMNS = (
+    "notebook",
+    "object",
+    "kind",
+    "file",
+    "check",
+    "stat",
+    "n_cells",
+    "n_suppressed_primary",
+    "n_suppressed_secondary",
+    "n_review",
+    "n_rows_excluded",
+    "rules_failed",
+    "verdict",
+    "reason",
+    "suppressed_cells",
+    "review_cells",
+    "rules",
+)
+
+
+def _allowed(name: str, got: Any, allowed: Sequence[str]) -> ValueError:
+    return ValueError(f"{name} must be one of {list(allowed)}; got {got!r}")
+
+
+# --------------------------------------------------------------------------- rules
+@dataclass(frozen=True)
+class Rules:
+    """Thresholds of output checking (ACRO defaults, ESSnet/SDAP guidelines).
+
+    Parameters
+    ----------
+    min_units : int, default 10
+        Minimum distinct units (firms) behind every published cell.
+    dominance_k : int, default 2
+        Number of largest contributors in the N-k dominance rule.
+    dominance_max : float, default 0.90
+        Maximum share of the cell total held by the ``dominance_k`` largest.
+    p_ratio_min : float, default 0.10
+        Minimum of ``(total - x1 - x2) / x1`` (p% rule with p = 10%).
+    min_dof : int, default 10
+        Minimum residual degrees of freedom of a regression.
+    min_treated, min_control : int, default 10
+        Minimum treated / control units behind every reported estimate.
+    min_units_each_side : int, default 10
+        Medians and quantiles: minimum units strictly below and strictly above.
+
+    Notes
+    -----
+    Every threshold is inclusive on the safe side: a cell with exactly
+    ``min_units`` units, a top-k share of exactly ``dominance_max`` or a p-ratio
+    of exactly ``p_ratio_min`` passes.
+
+    Examples
+    --------
+    >>> Rules(**{"min_units": 10, "dominance_k": 2, "dominance_max": 0.9,
+    ...          "p_ratio_min": 0.1, "min_dof": 10, "min_treated": 10,
+    ...          "min_control": 10}).min_units
+    10
+    """
+
+    min_units: int = 10
+    dominance_k: int = 2
+    dominance_max: float = 0.90
+    p_ratio_min: float = 0.10
+    min_dof: int = 10
+    min_treated: int = 10
+    min_control: int = 10
+    min_units_each_side: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("min_units", "dominance_k", "min_dof", "min_treated", "min_control", "min_units_each_side"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"Rules.{name} must be an integer >= 1; got {v!r}")
+            object.__setattr__(self, name, int(v))
+        v = self.dominance_max
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not (0.0 < float(v) <= 1.0):
+            raise ValueError(f"Rules.dominance_max must be a number in (0, 1]; got {v!r}")
+        object.__setattr__(self, "dominance_max", float(v))
+        v = self.p_ratio_min  # 0 switches the p% rule off
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not (0.0 <= float(v) < math.inf):
+            raise ValueError(f"Rules.p_ratio_min must be a finite number >= 0; got {v!r}")
+        object.__setattr__(self, "p_ratio_min", float(v))
+
+    def describe(self) -> str:
+        """One-line statement of the thresholds, for the report."""
+        return (
+            f"min_units={self.min_units}; dominance top-{self.dominance_k}<={self.dominance_max:g}; "
+            f"p_ratio>={self.p_ratio_min:g}; min_dof={self.min_dof}; min_treated={self.min_treated}; "
+            f"min_control={self.min_control}; min_units_each_side={self.min_units_each_side}"
+        )
+
+
+def _as_rules(rules: Any, name: str) -> Rules:
+    """Accept Rules, a mapping such as ``params["disclosure"]``, or None (defaults)."""
+    if rules is None:
+        return Rules()
+    if isinstance(rules, Rules):
+        return rules
+    if isinstance(rules, Mapping):
+        return Rules(**dict(rules))
+    raise TypeError(f"check '{name}': rules must be a reach.disclosure.Rules or a mapping; got {type(rules).__name__}")
+
+
+# --------------------------------------------------------------------------- result
+_RULE_TEXT = {
+    "fail_min_units": "fewer than min_units distinct units",
+    "fail_dominance": "dominance (N-k)",
+    "fail_p_ratio": "p-ratio",
+    "fail_each_side": "too few units on a side of the median/quantile",
+    "fail_min_treated": "fewer than min_treated treated units",
+    "fail_min_control": "fewer than min_control control units",
+    "fail_min_dof": "fewer than min_dof residual degrees of freedom",
+    "review_zero_negative": "zero cell or negative contribution (review)",
+    "review_share_0_1": "share of exactly 0 or 1: group disclosure (review)",
+}
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A checked table or estimates table: per-cell verdicts and a publishable copy.
+
+    Do not construct directly; use :func:`check_table` or :func:`check_estimates`.
+
+    Attributes
+    ----------
+    name : str
+        Name of the check (usually the exported object's name).
+    stat : str
+        Statistic of the table (``count``, ``sum``, ..., ``estimates``).
+    by : tuple of str
+        Cell-defining columns.
+    kind : str
+        ``"table"`` or ``"estimates"``.
+    rules : Rules
+        Thresholds used.
+    n_rows_excluded : int
+        Input rows left out (missing value), counted, never silent.
+
+    Notes
+    -----
+    Verdict of a cell: ``"suppress"`` when any ``fail_*`` rule holds (primary)
+    or when it was chosen to protect another cell (secondary, column
+    ``suppression == "secondary"``), else ``"review"`` when any ``review_*``
+    flag holds, else ``"ok"``.
+    """
+
+    name: str
+    stat: str
+    by: tuple[str, ...]
+    kind: str
+    rules: Rules
+    _table: pd.DataFrame = field(repr=False)
+    _cells: pd.DataFrame = field(repr=False)
+    value_columns: tuple[str, ...] = ("value",)
+    count_columns: tuple[str, ...] = ("n_units",)
+    n_rows_excluded: int = 0
+    unprotectable: tuple[int, ...] = ()
+
+    # -- data ------------------------------------------------------------------
+    @property
+    def table(self) -> pd.DataFrame:
+        """Unsuppressed table (by-columns, ``value``, ``n_units``). NEVER export this."""
+        return self._table.copy()
+
+    @property
+    def cells(self) -> pd.DataFrame:
+        """Per cell: by-columns, ``n_units``, one bool column per rule, ``verdict``, ``reason``."""
+        return self._cells.copy()
+
+    @property
+    def _suppressed(self) -> np.ndarray:
+        return (self._cells["verdict"] == "suppress").to_numpy()
+
+    @property
+    def ok(self) -> bool:
+        """True when no cell is suppressed (primary or secondary)."""
+        return not bool(self._suppressed.any())
+
+    @property
+    def n_primary(self) -> int:
+        return int((self._cells["suppression"] == "primary").sum())
+
+    @property
+    def n_secondary(self) -> int:
+        return int((self._cells["suppression"] == "secondary").sum())
+
+    @property
+    def n_review(self) -> int:
+        return int((self._cells["verdict"] == "review").sum())
+
+    def suppress(self) -> pd.DataFrame:
+        """Publishable copy: suppressed cells' values and counts set to missing.
+
+        Returns
+        -------
+        DataFrame
+            Same columns as :attr:`table`; value columns are float with NaN,
+            count columns nullable ``Int64`` with ``<NA>`` in suppressed cells.
+        """
+        out = self._table.copy()
+        mask = self._suppressed
+        for col in self.value_columns:
+            if col in out.columns:
+                out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
+                out.loc[mask, col] = np.nan
+        for col in self.count_columns:
+            if col in out.columns:
+                vals = pd.to_numeric(out[col], errors="coerce").astype("Float64")
+                vals[mask] = pd.NA
+                # counts are integers unless the input held fractional values
+                out[col] = vals.astype("Int64") if bool((vals.dropna() % 1 == 0).all()) else vals
+        return out
+
+    # -- reporting -------------------------------------------------------------
+    def rules_failed(self) -> list[str]:
+        """Names of the rules at least one cell failed or was flagged by."""
+        cols = [c for c in self._cells.columns if c.startswith(("fail_", "review_"))]
+        return [c for c in cols if bool(self._cells[c].any())]
+
+    def verdict(self) -> str:
+        """``"review"`` if any cell needs review, else ``"suppressed"`` if any was suppressed, else ``"ok"``."""
+        if self.n_review:
+            return "review"
+        return "suppressed" if not self.ok else "ok"
+
+    def _cell_labels(self, mask: np.ndarray) -> str:
+        if not mask.any():
+            return ""
+        sub = self._cells.loc[mask]
+        if self.by:
+            keys = sub[list(self.by)].astype("object").astype(str)
+            labels = keys.apply(lambda r: "|".join(f"{c}={r[c]}" for c in self.by), axis=1).tolist()
+        else:
+            labels = [f"row={i}" for i in sub.index] if self.kind == "estimates" else ["all"] * len(sub)
+        reasons = sub["rule_names"].tolist()
+        return "; ".join(f"{lab} [{why}]" for lab, why in zip(labels, reasons))
+
+    def report_rows(self) -> pd.DataFrame:
+        """One row for ``disclosure_report.csv`` (columns of :data:`REPORT_COLUMNS` minus notebook/object/kind/file).
+
+        Names cells and rules only: no unit counts or contributions, which would
+        themselves be disclosive.
+        """
+        supp = self._suppressed
+        review = (self._cells["verdict"] == "review").to_numpy()
+        reason = ""
+        if self.unprotectable:
+            reason = f"{len(self.unprotectable)} suppressed cell(s) recoverable from totals published elsewhere"
+        row = {
+            "check": self.name,
+            "stat": self.stat,
+            "n_cells": len(self._cells),
+            "n_suppressed_primary": self.n_primary,
+            "n_suppressed_secondary": self.n_secondary,
+            "n_review": self.n_review,
+            "n_rows_excluded": self.n_rows_excluded,
+            "rules_failed": ";".join(r.removeprefix("fail_").removeprefix("review_") for r in self.rules_failed()),
+            "verdict": self.verdict(),
+            "reason": reason,
+            "suppressed_cells": self._cell_labels(supp),
+            "review_cells": self._cell_labels(review),
+            "rules": self.rules.describe(),
+        }
+        return pd.DataFrame([row])
+
+    def tidy(self) -> pd.DataFrame:
+        """Rule-level summary: columns ``rule, description, n_cells, n_flagged``."""
+        cols = [c for c in self._cells.columns if c.startswith(("fail_", "review_"))]
+        return pd.DataFrame(
+            {
+                "rule": cols,
+                "description": [_RULE_TEXT.get(c, c) for c in cols],
+                "n_cells": [len(self._cells)] * len(cols),
+                "n_flagged": [int(self._cells[c].sum()) for c in cols],
+            }
+        )
+
+    def summary(self) -> str:
+        """Short text: cells, suppressed (primary/secondary), review, rules failed."""
+        failed = ", ".join(self.rules_failed()) or "none"
+        return (
+            f"Disclosure check '{self.name}' ({self.kind}, stat={self.stat}): {len(self._cells)} cells; "
+            f"suppressed {self.n_primary} primary + {self.n_secondary} secondary; "
+            f"{self.n_review} for review; excluded rows {self.n_rows_excluded}; rules flagged: {failed}; "
+            f"verdict: {self.verdict()}"
+        )
+
+    def __repr__(self) -> str:  # never show cell values
+        return f"<Checked {self.summary()}>"
+
+    def _repr_html_(self) -> str:
+        # Only the publishable copy is ever rendered: rendered notebooks leave RA.
+        head = html.escape(self.summary())
+        return f"<p><b>{head}</b></p>" + self.suppress().to_html(index=False, na_rep="x")
+
+    def _repr_markdown_(self) -> str:
+        pub = self.suppress()
+        try:
+            body = pub.to_markdown(index=False)
+        except ImportError:  # tabulate is optional
+            body = "```\n" + pub.to_string(index=False, na_rep="x") + "\n```"
+        return f"**{self.summary()}**\n\n{body}"
+
+
+# --------------------------------------------------------------------------- check_table
+def _validate_frame(micro: Any, name: str, cols: Sequence[str]) -> pd.DataFrame:
+    if not isinstance(micro, pd.DataFrame):
+        raise TypeError(f"check '{name}': micro must be a pandas DataFrame; got {type(micro).__name__}")
+    missing = [c for c in cols if c not in micro.columns]
+    if missing:
+        raise ValueError(
+            f"check '{name}': column(s) {missing} not in the table; available: {list(micro.columns)[:30]}"
+        )
+    return micro
+
+
+def _row_positions(mask: pd.Series) -> list[int]:
+    # Positions only, never values: an error message may end up in a rendered notebook.
+    return np.flatnonzero(mask.to_numpy())[:5].tolist()
+
+
+def _cell_stats(
+    df: pd.DataFrame, keys: list[str], unit: str, value: str | None, stat: str, rules: Rules, q: float
+) -> pd.DataFrame:
+    """Per-cell statistic and rule results for cells defined by ``keys`` (vectorised)."""
+    if keys:
+        grouper = df.groupby(keys, dropna=False, sort=True, observed=True)
+        cell = grouper.ngroup().to_numpy()
+        labels = grouper.size().index.to_frame(index=False)  # robust to a by-column named "size"
+    else:
+        cell = np.zeros(len(df), dtype=np.int64)
+        labels = pd.DataFrame(index=[0])
+    n_cells = len(labels)
+    # Units as integer codes (factorised once by the caller): grouping on one int64
+    # key is an order of magnitude faster than on (cell, string id) pairs.
+    ucode = df["__unit_code__"].to_numpy()
+    n_codes = int(ucode.max()) + 1 if len(ucode) else 1
+    ukey, uniq = pd.factorize(cell.astype(np.int64) * n_codes + ucode, sort=True)
+    ucell = (uniq // n_codes).astype(np.int64)
+    work = pd.DataFrame({"cell": cell})
+    units = pd.DataFrame({"cell": ucell})
+    if value is not None:
+        v = df[value].to_numpy(dtype="float64")
+        work["v"] = v
+        units["c"] = np.bincount(ukey, weights=v, minlength=len(uniq))
+        if stat in ("median", "quantile"):
+            mm = pd.Series(v).groupby(ukey).agg(["min", "max"])
+            units["vmin"] = mm["min"].to_numpy()
+            units["vmax"] = mm["max"].to_numpy()
+    n_units = np.bincount(ucell, minlength=n_cells)
+    n_rows = np.bincount(cell, minlength=n_cells)
+    out = labels.reset_index(drop=True).copy()
+    out["n_units"] = n_units.astype("int64")
+    out["n_rows"] = n_rows.astype("int64")
+    out["fail_min_units"] = n_units < rules.min_units
+
+    if stat == "count":
+        out["value"] = n_units.astype("float64")
+    else:
+        vsum = np.bincount(cell, weights=work["v"].to_numpy(), minlength=n_cells)
+        if stat == "sum":
+            out["value"] = vsum
+        elif stat in ("mean", "share"):
+            out["value"] = vsum / np.where(n_rows > 0, n_rows, np.nan)
+        else:  # median / quantile over rows, sides over units
+            qv = work.groupby("cell")["v"].quantile(q).reindex(range(n_cells)).to_numpy()
+            out["value"] = qv
+            uq = qv[ucell]
+            below = np.bincount(ucell, weights=(units["vmax"].to_numpy() < uq), minlength=n_cells)
+            above = np.bincount(ucell, weights=(units["vmin"].to_numpy() > uq), minlength=n_cells)
+            out["n_below"] = below.astype("int64")
+            out["n_above"] = above.astype("int64")
+            need = rules.min_units_each_side
+            out["fail_each_side"] = (below < need) | (above < need)
+
+    if stat in _MAGNITUDE:
+        c = units["c"].to_numpy()
+        a = np.abs(c)
+        # Rank contributions within each cell, largest first (lexsort: last key is primary).
+        order = np.lexsort((-a, ucell))
+        a_sorted, cell_sorted = a[order], ucell[order]
+        starts = np.searchsorted(cell_sorted, np.arange(n_cells))
+        rank = np.arange(len(a_sorted)) - starts[cell_sorted]
+        total = np.bincount(cell_sorted, weights=a_sorted, minlength=n_cells)
+        topk = np.bincount(cell_sorted, weights=np.where(rank < rules.dominance_k, a_sorted, 0.0), minlength=n_cells)
+        top1 = np.bincount(cell_sorted, weights=np.where(rank == 0, a_sorted, 0.0), minlength=n_cells)
+        top2 = np.bincount(cell_sorted, weights=np.where(rank < 2, a_sorted, 0.0), minlength=n_cells)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(total > 0, topk / total, 0.0)
+            pratio = np.where(top1 > 0, (total - top2) / top1, np.inf)
+        out["top_k_share"] = share
+        out["p_ratio"] = pratio
+        out["fail_dominance"] = share > rules.dominance_max * (1 + _REL_TOL)
+        out["fail_p_ratio"] = pratio < rules.p_ratio_min * (1 - _REL_TOL)
+        neg = np.bincount(ucell, weights=(c < 0), minlength=n_cells) > 0
+        out["review_zero_negative"] = (out["value"].to_numpy() == 0) | neg
+    if stat == "share":
+        v = out["value"].to_numpy()
+        out["review_share_0_1"] = (v == 0) | (v == 1)
+    return out
+
+
+def _verdicts(cells: pd.DataFrame) -> pd.DataFrame:
+    fail_cols = [c for c in cells.columns if c.startswith("fail_")]
+    review_cols = [c for c in cells.columns if c.startswith("review_")]
+    fail = cells[fail_cols].to_numpy(dtype=bool).any(axis=1) if fail_cols else np.zeros(len(cells), bool)
+    rev = cells[review_cols].to_numpy(dtype=bool).any(axis=1) if review_cols else np.zeros(len(cells), bool)
+    cells["verdict"] = np.where(fail, "suppress", np.where(rev, "review", "ok"))
+    cells["suppression"] = np.where(fail, "primary", "")
+    flag_cols = fail_cols + review_cols
+    flags = cells[flag_cols].to_numpy(dtype=bool) if flag_cols else np.zeros((len(cells), 0), bool)
+    names = np.array([c.removeprefix("fail_").removeprefix("review_") for c in flag_cols], dtype=object)
+    cells["rule_names"] = [",".join(names[r]) for r in flags]
+    texts = np.array([_RULE_TEXT[c] for c in flag_cols], dtype=object)
+    cells["reason"] = ["; ".join(texts[r]) for r in flags]
+    return cells
+
+
+def _lines(cells: pd.DataFrame, by: list[str], margins: bool) -> list[tuple[list[int], int | None]]:
+    """Additive lines of the table: (member cell positions, total cell position or None).
+
+    With ``margins`` the total is a cell of the table labelled ``Total``; without,
+    the total is published elsewhere (declared additive) and is a known constant.
+    """
+    out: list[tuple[list[int], int | None]] = []
+    pos = np.arange(len(cells))
+    for j, col in enumerate(by):
+        others = [c for c in by if c != col]
+        is_total = cells[col].astype("object").eq(_TOTAL).to_numpy() if margins else np.zeros(len(cells), bool)
+        key = (
+            cells[others].astype("object").astype(str).agg("\x1f".join, axis=1)
+            if others
+            else pd.Series([""] * len(cells))
+        ).to_numpy()
+        for k in pd.unique(key):
+            in_line = key == k
+            members = pos[in_line & ~is_total].tolist()
+            totals = pos[in_line & is_total].tolist()
+            if margins and not totals:
+                continue
+            out.append((members, totals[0] if totals else None))
+    return out
+
+
+def _determined(A: np.ndarray, suppressed: np.ndarray) -> np.ndarray:
+    """Suppressed cells whose value is fixed by the published linear constraints.
+
+    ``A x = b`` with known cells moved to ``b``; unknown ``x_j`` is determined
+    iff every null-space vector of ``A[:, U]`` has a zero ``j``-th component.
+    """
+    from scipy.linalg import null_space
+
+    U = np.flatnonzero(suppressed)
+    if len(U) == 0 or A.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    sub = A[:, U]
+    sub = sub[np.abs(sub).sum(axis=1) > 0]
+    if sub.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    N = null_space(sub)
+    if N.shape[1] == 0:
+        return U
+    return U[np.linalg.norm(N, axis=1) < 1e-9]
+
+
+def _secondary(cells: pd.DataFrame, lines: list[tuple[list[int], int | None]]) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Secondary suppression until no suppressed cell can be recovered exactly.
+
+    First the classic pass (a line with a single unknown gets a second
+    suppression, the smallest other cell), then an exact check on the whole
+    system of line equations (catches e.g. a cell joining two suppressed
+    cycles), repeated until stable.
+    """
+    n = len(cells)
+    supp = (cells["verdict"] == "suppress").to_numpy().copy()
+    if not lines or not supp.any():
+        return np.zeros(n, bool), ()
+    # Cost: fewest units first, then smallest |value|, then table order (deterministic).
+    cost = np.lexsort((np.arange(n), np.abs(np.nan_to_num(cells["value"].to_numpy(dtype=float))), cells["n_units"].to_numpy()))
+    rank = np.empty(n, dtype=np.int64)
+    rank[cost] = np.arange(n)
+    line_members = [members + ([t] if t is not None else []) for members, t in lines]
+    A = np.zeros((len(lines), n))
+    for i, (members, t) in enumerate(lines):
+        A[i, members] = -1.0
+        if t is not None:
+            A[i, t] = 1.0
+    cell_lines: list[list[int]] = [[] for _ in range(n)]
+    for i, mem in enumerate(line_members):
+        for c in mem:
+            cell_lines[c].append(i)
+    initial = supp.copy()
+    unprotectable: set[int] = set()
+    for _ in range(n + 1):
+        changed = True
+        while changed:
+            changed = False
+            for mem in line_members:
+                m = np.asarray(mem)
+                k = int(supp[m].sum())
+                if k == 1:
+                    cand = m[~supp[m]]
+                    if len(cand) == 0:
+                        continue
+                    supp[cand[np.argmin(rank[cand])]] = True
+                    changed = True
+        det = [c for c in _determined(A, supp).tolist() if c not in unprotectable]
+        if not det:
+            break
+        target = det[0]
+        cand = sorted({c for i in cell_lines[target] for c in line_members[i] if not supp[c]}, key=lambda c: rank[c])
+        if not cand:
+            unprotectable.add(target)  # only published-elsewhere totals pin it down
+            continue
+        chosen = cand[0]
+        for c in cand:
+            trial = supp.copy()
+            trial[c] = True
+            if target not in set(_determined(A, trial).tolist()):
+                chosen = c
+                break
+        supp[chosen] = True
+    return supp & ~initial, tuple(sorted(unprotectable))
+
+
+def check_table(
+    micro: pd.DataFrame,
+    by: Sequence[str] | str = (),
+    value: str | None = None,
+    unit: str = "be_id",
+    stat: str = "count",
+    rules: Rules | None = None,
+    name: str = "table",
+    *,
+    margins: bool = False,
+    additive: bool = False,
+    q: float = 0.5,
+) -> Checked:
+    """Tabulate unit-level rows and check every cell against the disclosure rules.
+
+    Parameters
+    ----------
+    micro : DataFrame
+        Unit-level rows; a unit may have several rows (it counts once per cell).
+    by : sequence of str
+        Cell-defining columns; ``[]`` gives a single overall cell.
+    value : str, optional
+        Column tabulated (required unless ``stat="count"``).
+    unit : str, default "be_id"
+        Unit identifier; distinct units are counted, never rows.
+    stat : {"count", "sum", "mean", "share", "median", "quantile"}
+        ``count``: distinct units. ``sum``/``mean``: magnitude table over rows.
+        ``share``: mean of a 0/1 ``value``. ``median``/``quantile``: over rows
+        (quantile ``q``, linear interpolation). ``min``/``max`` are refused.
+    rules : Rules or dict, optional
+        Thresholds (a dict such as ``params["disclosure"]`` is accepted);
+        defaults to ``Rules()``.
+    name : str
+        Name of the check, used in the report.
+    margins : bool, default False
+        Add totals: every by-column also takes the label ``"Total"`` (all
+        combinations, so a 2-D table gets row, column and grand totals). The
+        by-columns then have object dtype. Totals are computed from the rows,
+        so a unit in several cells counts once in the total.
+    additive : bool, default False
+        Declare that totals of this table are published elsewhere (without
+        ``margins``): secondary suppression then protects against them too.
+    q : float, default 0.5
+        Quantile for ``stat="quantile"``.
+
+    Returns
+    -------
+    Checked
+
+    Notes
+    -----
+    Per cell :math:`c` with units :math:`i` and unit contributions
+    :math:`x_i = \\sum_{r \\in i} y_r` (absolute values, sorted
+    :math:`x_{(1)} \\ge x_{(2)} \\ge \\dots`), total :math:`T = \\sum_i |x_i|`:
+
+    * frequency: :math:`n_c \\ge` ``min_units``;
+    * dominance (N-k): :math:`\\sum_{j \\le k} x_{(j)} / T \\le` ``dominance_max``;
+    * p-ratio (p% rule, ACRO form): :math:`(T - x_{(1)} - x_{(2)}) / x_{(1)} \\ge`
+      ``p_ratio_min``, i.e. the second largest contributor cannot estimate the
+      largest to within p%;
+    * review: a zero cell value or any negative :math:`x_i` (magnitude tables);
+      a share of exactly 0 or 1 (everyone or no one in the cell has the trait);
+    * median/quantile :math:`m`: at least ``min_units_each_side`` units with
+      *all* their rows strictly below :math:`m` and as many with all rows
+      strictly above (a unit straddling :math:`m` or on it counts on no side).
+
+    Rows with a missing ``value`` are excluded and counted
+    (``Checked.n_rows_excluded``). Secondary suppression (with ``margins`` or
+    ``additive``): in every line (cells varying along one by-column, others
+    fixed, with its total), no suppressed cell may be the only unknown; the
+    cheapest other cell (fewest units, then smallest value) is added, and an
+    exact linear-algebra check on all lines at once is repeated until no
+    suppressed cell is determined. Interval (LP) protection is not attempted.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"be_id": [str(i) for i in range(25)],
+    ...                    "g": ["a"] * 12 + ["b"] * 13})
+    >>> chk = check_table(df, by=["g"], name="firms")
+    >>> chk.ok, chk.suppress()["n_units"].tolist()
+    (True, [12, 13])
+    """
+    rules = _as_rules(rules, name)
+    if isinstance(stat, str) and stat.lower() in _REFUSED_STATS:
+        raise ValueError(
+            f"check '{name}': stat={stat!r} refused: minima and maxima of microdata are the value of a single "
+            f"unit and are never publishable (ESSnet/SDAP output guidelines); allowed: {list(STATS)}"
+        )
+    if stat not in STATS:
+        raise _allowed(f"check '{name}': stat", stat, STATS)
+    by = [by] if isinstance(by, str) else list(by)
+    if value is None and stat != "count":
+        raise ValueError(f"check '{name}': stat={stat!r} needs a value column")
+    if unit in by:
+        raise ValueError(f"check '{name}': cannot tabulate by the unit identifier {unit!r}: that publishes identifiers")
+    if not (0 < q < 1):
+        raise ValueError(f"check '{name}': q must be in (0, 1); got {q!r}")
+    if stat == "median":
+        q = 0.5
+    cols = by + [unit] + ([value] if value is not None else [])
+    df = _validate_frame(micro, name, cols)
+    df = df[cols]
+    bad_unit = df[unit].isna()
+    if bad_unit.any():
+        raise ValueError(
+            f"check '{name}': column {unit!r} has {int(bad_unit.sum())} missing unit identifiers "
+            f"(row positions {_row_positions(bad_unit)}); every row must belong to a unit"
+        )
+    df = df.assign(__unit_code__=pd.factorize(df[unit])[0].astype(np.int64))
+    n_excluded = 0
+    if value is not None:
+        vals = pd.to_numeric(df[value], errors="coerce")
+        nonnum = vals.isna() & df[value].notna()
+        if nonnum.any():
+            raise ValueError(
+                f"check '{name}': column {value!r} is not numeric ({int(nonnum.sum())} rows, "
+                f"row positions {_row_positions(nonnum)})"
+            )
+        if stat == "share":
+            bad = vals.notna() & ~vals.isin([0, 1])
+            if bad.any():
+                raise ValueError(
+                    f"check '{name}': stat='share' needs a 0/1 column; {value!r} has {int(bad.sum())} other values "
+                    f"(row positions {_row_positions(bad)})"
+                )
+        keep = vals.notna()
+        n_excluded = int((~keep).sum())
+        df = df.assign(**{value: vals.astype("float64")}).loc[keep]
+
+    if margins and by:
+        if len(by) > 6:
+            raise ValueError(f"check '{name}': margins over {len(by)} by-columns (max 6) would be 2^{len(by)} tables")
+        parts = []
+        # every subset of by-columns summed over (the empty subset = interior cells)
+        for r in range(len(by) + 1):
+            for sub in itertools.combinations(by, r):
+                keep_cols = [c for c in by if c not in sub]
+                part = _cell_stats(df, keep_cols, unit, value, stat, rules, q)
+                for c in sub:
+                    part[c] = _TOTAL
+                for c in keep_cols:
+                    part[c] = part[c].astype("object")
+                parts.append(part)
+        cells = pd.concat(parts, ignore_index=True)
+        cells = cells[by + [c for c in cells.columns if c not in by]]
+    else:
+        cells = _cell_stats(df, by, unit, value, stat, rules, q)
+    for c in [c for c in cells.columns if c.startswith(("fail_", "review_"))]:
+        cells[c] = cells[c].fillna(False).astype(bool)
+    cells = _verdicts(cells)
+    unprotectable: tuple[int, ...] = ()
+    if (margins or additive) and by:
+        lines = _lines(cells, by, margins)
+        second, unprotectable = _secondary(cells, lines)
+        cells.loc[second, "verdict"] = "suppress"
+        cells.loc[second, "suppression"] = "secondary"
+        cells.loc[second, "rule_names"] = "secondary"
+        cells.loc[second, "reason"] = "secondary suppression: protects a suppressed cell from recovery via totals"
+    table = cells[by + ["value", "n_units"]].copy()
+    front = by + ["n_units", "n_rows", "value"]
+    cells = cells[front + [c for c in cells.columns if c not in front]]
+    table.columns = pd.Index([str(c) for c in table.columns])  # plain string labels, as a CSV round trip
+    return Checked(
+        name=name,
+        stat=stat if stat != "quantile" else f"quantile({q:g})",
+        by=tuple(by),
+        kind="table",
+        rules=rules,
+        _table=table,
+        _cells=cells,
+        n_rows_excluded=n_excluded,
+        unprotectable=unprotectable,
+    )
+
+
+# --------------------------------------------------------------------------- check_estimates
+_ESTIMATE_COLS = (
+    "estimate", "std_error", "conf_low", "conf_high", "statistic", "t_stat", "z_stat", "p_value", "pvalue",
+    "att", "se", "ci_low", "ci_high", "coef",
+)
+
+
+def _count_column(tidy: pd.DataFrame, spec: Any, what: str, name: str) -> np.ndarray | None:
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        if spec not in tidy.columns:
+            raise ValueError(
+                f"check '{name}': {what} column {spec!r} not in the estimates table; available: {list(tidy.columns)}"
+            )
+        return pd.to_numeric(tidy[spec], errors="coerce").to_numpy(dtype="float64")
+    if isinstance(spec, (int, float, np.integer, np.floating)) and not isinstance(spec, bool):
+        return np.full(len(tidy), float(spec))
+    arr = np.asarray(spec, dtype="float64")
+    if arr.shape != (len(tidy),):
+        raise ValueError(f"check '{name}': {what} must be a column name, a number or {len(tidy)} numbers; got shape {arr.shape}")
+    return arr
+
+
+def check_estimates(
+    tidy: pd.DataFrame,
+    name: str = "estimates",
+    n_treated: str | int | Sequence[float] | None = "n_treated",
+    n_control: str | int | Sequence[float] | None = "n_control",
+    df_resid: str | int | Sequence[float] | None = None,
+    rules: Rules | None = None,
+    *,
+    columns: Sequence[str] | None = None,
+) -> Checked:
+    """Check an estimates table: every row is a reported cell.
+
+    Parameters
+    ----------
+    tidy : DataFrame
+        One row per reported estimate (ATT(g,t), event-time point, coefficient).
+    name : str
+        Name of the check.
+    n_treated, n_control : str, number, sequence or None
+        Column name (or constant, or per-row values) of treated / control units
+        behind each row; ``None`` skips that rule.
+    df_resid : str, number, sequence or None
+        Residual degrees of freedom; ``None`` skips the rule.
+    rules : Rules, optional
+    columns : sequence of str, optional
+        Columns blanked in failing rows; default: those of
+        ``estimate, std_error, conf_low, conf_high, statistic, p_value, ...``
+        present. The count columns of failing rows are blanked too.
+
+    Returns
+    -------
+    Checked
+
+    Notes
+    -----
+    Row :math:`r` passes iff :math:`n^T_r \\ge` ``min_treated``,
+    :math:`n^C_r \\ge` ``min_control`` and :math:`df_r \\ge` ``min_dof``
+    (for the rules given). A missing count fails (unknown support).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"group": [2018, 2019], "estimate": [0.1, 0.2],
+    ...                   "n_treated": [12, 4], "n_control": [50, 50]})
+    >>> check_estimates(t, "att_gt").suppress()["estimate"].tolist()
+    [0.1, nan]
+    """
+    rules = _as_rules(rules, name)
+    if not isinstance(tidy, pd.DataFrame):
+        raise TypeError(f"check '{name}': tidy must be a pandas DataFrame; got {type(tidy).__name__}")
+    specs = {"n_treated": n_treated, "n_control": n_control, "df_resid": df_resid}
+    if all(v is None for v in specs.values()):
+        raise ValueError(f"check '{name}': give at least one of n_treated, n_control, df_resid")
+    table = tidy.reset_index(drop=True)
+    cells = pd.DataFrame(index=table.index)
+    id_cols = [c for c in table.columns if c not in _ESTIMATE_COLS and c not in
+               [s for s in specs.values() if isinstance(s, str)]]
+    for c in id_cols:
+        cells[c] = table[c]
+    thresholds = {"n_treated": rules.min_treated, "n_control": rules.min_control, "df_resid": rules.min_dof}
+    rule_col = {"n_treated": "fail_min_treated", "n_control": "fail_min_control", "df_resid": "fail_min_dof"}
+    count_cols: list[str] = []
+    for what, spec in specs.items():
+        arr = _count_column(table, spec, what, name)
+        if arr is None:
+            continue
+        if isinstance(spec, str):
+            count_cols.append(spec)
+        cells[what] = arr
+        cells[rule_col[what]] = ~(arr >= thresholds[what])  # NaN fails
+    cells["n_units"] = cells.get("n_treated", pd.Series(np.nan, index=cells.index)).to_numpy() + (
+        cells["n_control"].to_numpy() if "n_control" in cells else 0
+    )
+    cells = _verdicts(cells)
+    value_cols = tuple(columns) if columns is not None else tuple(c for c in _ESTIMATE_COLS if c in table.columns)
+    missing = [c for c in value_cols if c not in table.columns]
+    if missing:
+        raise ValueError(f"check '{name}': columns {missing} not in the estimates table; available: {list(table.columns)}")
+    return Checked(
+        name=name,
+        stat="estimates",
+        by=(),
+        kind="estimates",
+        rules=rules,
+        _table=table,
+        _cells=cells,
+        value_columns=value_cols,
+        count_columns=tuple(count_cols),
+    )
+
+
+# --------------------------------------------------------------------------- OutputLog
+class OutputLog:
+    """Export point of a notebook: writes checked tables and figures, keeps the report.
+
+    Parameters
+    ----------
+    output_dir : str or Path
+        The run's output folder (``output/<run>``).
+    notebook : str
+        Notebook name (``"03_matching"``).
+    reset : bool, optional
+        Drop this notebook's earlier report rows. Default: on the first
+        ``OutputLog`` of this notebook in the process (a fresh papermill kernel),
+        so re-running a notebook replaces its rows; objects written again
+        within a run replace their own row.
+
+    Notes
+    -----
+    Every call appends one row per object to ``output_dir/disclosure_report.csv``
+    (columns :data:`REPORT_COLUMNS`, no timestamps, rows ordered by notebook
+    then call order: two identical runs give byte-identical reports).
+    A figure is written only when none of its checked tables has a suppressed
+    cell, or when the caller declares ``drawn_from_suppressed=True`` (it
+    plotted ``suppress()``). A refused figure is closed, so it is not rendered
+    inline into the notebook either.
+
+    Examples
+    --------
+    >>> import tempfile, pandas as pd
+    >>> out = tempfile.mkdtemp()
+    >>> df = pd.DataFrame({"be_id": [str(i) for i in range(12)], "g": "a"})
+    >>> log = OutputLog(out, notebook="02_reach")
+    >>> log.table(check_table(df, by=["g"], name="n"), "n_firms")["n_units"].tolist()
+    [12]
+    """
+
+    REPORT = "disclosure_report.csv"
+    _started: set[tuple[str, str]] = set()  # (report path, notebook) already reset in this process
+
+    def __init__(self, output_dir: str | Path, notebook: str, *, reset: bool | None = None):
+        if not isinstance(notebook, str) or not notebook:
+            raise ValueError(f"OutputLog: notebook must be a non-empty string; got {notebook!r}")
+        self.output_dir = Path(output_dir)
+        self.notebook = notebook
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._reasons: dict[str, str] = {}
+        key = (str(self.report_path.resolve()), notebook)
+        # A fresh kernel (papermill run) starts the notebook's rows afresh; a second
+        # OutputLog in the same kernel must not wipe what the first one recorded.
+        if reset is None:
+            reset = key not in OutputLog._started
+        OutputLog._started.add(key)
+        if reset:
+            rep = self._read()
+            if len(rep):
+                self._write(rep.loc[rep["notebook"] != notebook])
+
+    @property
+    def report_path(self) -> Path:
+        return self.output_dir / self.REPORT
+
+    def _read(self) -> pd.DataFrame:
+        if not self.report_path.exists():
+            return pd.DataFrame(columns=list(REPORT_COLUMNS))
+        return pd.read_csv(self.report_path, dtype=str, keep_default_na=False)
+
+    def _write(self, rep: pd.DataFrame) -> None:
+        rep = rep.reindex(columns=list(REPORT_COLUMNS)).fillna("")
+        rep = rep.sort_values("notebook", kind="stable")
+        rep.to_csv(self.report_path, index=False, lineterminator="\n")
+
+    def _record(self, object_name: str, kind: str, file: str, checks: Sequence[Checked], verdict: str | None, reason: str) -> None:
+        rows = [c.report_rows() for c in checks]
+        if len(rows) == 1:
+            row = rows[0].iloc[0].to_dict()
+        else:  # a figure drawn from several checked tables: one row, pooled counts
+            all_rows = pd.concat(rows, ignore_index=True)
+            row = {
+                "check": ";".join(all_rows["check"]),
+                "stat": ";".join(all_rows["stat"]),
+                "n_rows_excluded": int(all_rows["n_rows_excluded"].sum()),
+                "rules_failed": ";".join(sorted({r for s in all_rows["rules_failed"] for r in s.split(";") if r})),
+                "verdict": "review" if (all_rows["verdict"] == "review").any() else (
+                    "suppressed" if (all_rows["verdict"] == "suppressed").any() else "ok"),
+                "suppressed_cells": " || ".join(s for s in all_rows["suppressed_cells"] if s),
+                "review_cells": " || ".join(s for s in all_rows["review_cells"] if s),
+                "rules": all_rows["rules"].iloc[0],
+                "reason": "; ".join(s for s in all_rows["reason"] if s),
+            }
+            for col in ("n_cells", "n_suppressed_primary", "n_suppressed_secondary", "n_review"):
+                row[col] = int(all_rows[col].sum())
+        row.update(notebook=self.notebook, object=object_name, kind=kind, file=file)
+        if verdict is not None:
+            row["verdict"] = verdict
+        if reason:
+            row["reason"] = "; ".join(s for s in (row.get("reason", ""), reason) if s)
+        rep = self._read()
+        rep = rep.loc[~((rep["notebook"] == self.notebook) & (rep["object"] == object_name))]
+        new = pd.DataFrame([{k: str(row.get(k, "")) for k in REPORT_COLUMNS}])
+        self._write(pd.concat([rep, new], ignore_index=True) if len(rep) else new)
+        self._reasons[object_name] = row["reason"] or row["verdict"]
+
+    @staticmethod
+    def _check_name(name: str) -> str:
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+            raise ValueError(f"OutputLog: object name must be letters, digits, '_', '-', '.'; got {name!r}")
+        return name
+
+    def table(self, checked: Checked, name: str, *, index: bool = False) -> pd.DataFrame:
+        """Write ``tables/<name>.csv`` (the suppressed copy), record it, return it.
+
+        Parameters
+        ----------
+        checked : Checked
+        name : str
+            File stem and report object name.
+        index : bool, default False
+            Write the DataFrame index.
+
+        Returns
+        -------
+        DataFrame
+            The publishable copy (``checked.suppress()``).
+        """
+        if not isinstance(checked, Checked):
+            raise TypeError(f"OutputLog.table('{name}'): expected a Checked; got {type(checked).__name__} "
+                            "(run reach.disclosure.check_table first)")
+        name = self._check_name(name)
+        pub = checked.suppress()
+        path = self.output_dir / "tables" / f"{name}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pub.to_csv(path, index=index, lineterminator="\n")
+        self._record(name, checked.kind, path.relative_to(self.output_dir).as_posix(), [checked], None, "")
+        return pub
+
+    def figure(
+        self,
+        fig: Any,
+        checked: Checked | Sequence[Checked],
+        name: str,
+        drawn_from_suppressed: bool = False,
+        *,
+        dpi: int = 150,
+    ) -> Path | None:
+        """Write ``figures/<name>.png`` if its tables allow it; else return None and record why.
+
+        Parameters
+        ----------
+        fig : matplotlib Figure (or seaborn grid with ``savefig``)
+        checked : Checked or sequence of Checked
+            The checked table(s) the figure was drawn from.
+        name : str
+        drawn_from_suppressed : bool, default False
+            True if the figure plots ``suppress()`` copies (suppressed cells are
+            absent from the plot); then it is written even if cells were suppressed.
+        dpi : int, default 150
+
+        Returns
+        -------
+        Path or None
+        """
+        checks = [checked] if isinstance(checked, Checked) else list(checked)
+        if not checks or not all(isinstance(c, Checked) for c in checks):
+            raise TypeError(f"OutputLog.figure('{name}'): checked must be a Checked or a list of Checked")
+        name = self._check_name(name)
+        failing = [c.name for c in checks if not c.ok]
+        if failing and not drawn_from_suppressed:
+            reason = (f"figure not written: checked table(s) {failing} have suppressed cells and the figure "
+                      "was not declared drawn from suppress()")
+            self._record(name, "figure", "", checks, "not_written", reason)
+            _close(fig)
+            return None
+        path = self.output_dir / "figures" / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=dpi, metadata={"Software": None})
+        note = "drawn from suppressed copy" if failing else ""
+        self._record(name, "figure", path.relative_to(self.output_dir).as_posix(), checks, None, note)
+        return path
+
+    def why(self, name: str) -> str:
+        """Reason recorded for an object of this notebook (e.g. why a figure was not written)."""
+        return self._reasons.get(name, "")
+
+    def report(self) -> pd.DataFrame:
+        """The report as written so far (all notebooks)."""
+        return self._read()
+
+
+def _close(fig: Any) -> None:
+    """Close a refused figure so the notebook does not render it inline either."""
+    try:
+        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
+
+        target = fig if isinstance(fig, Figure) else getattr(fig, "figure", None)  # seaborn grids hold .figure
+        if isinstance(target, Figure):
+            plt.close(target)
+    except ImportError:  # without matplotlib there is nothing to render
+        pass
+
+
+# --------------------------------------------------------------------------- identifier scan
+_TEXT_EXT = ("csv", "html", "htm", "ipynb", "json", "md", "txt", "tsv")
+_SEP = "[ .\u00a0\u202f]"
+_RUN = re.compile(rf"\d+(?:{_SEP}\d+)*")
+_SPLIT = re.compile(_SEP)
+_ENTITIES = re.compile(r"&nbsp;|&#160;|&#xa0;|\\u00a0", re.IGNORECASE)
+
+
+def _normalise_ids(identifiers: Iterable[Any], kind: str) -> list[str]:
+    ids = pd.Series(list(identifiers), dtype="object")
+    if ids.isna().any():
+        raise ValueError(f"scan_for_identifiers: {int(ids.isna().sum())} missing identifiers")
+    s = ids.map(lambda v: str(int(v)) if isinstance(v, (int, np.integer)) else str(v).strip())
+    bad = ~s.str.fullmatch(r"\d+")
+    if bad.any():
+        raise ValueError(
+            f"scan_for_identifiers: identifiers must be digit strings; {int(bad.sum())} are not "
+            f"(positions {np.flatnonzero(bad.to_numpy())[:5].tolist()})"
+        )
+    if kind == "kvk":
+        s = s.str.zfill(8)
+    return sorted(set(s.tolist()))
+
+
+def scan_for_identifiers(
+    paths: str | Path | Iterable[str | Path],
+    identifiers: Iterable[Any],
+    *,
+    kind: str = "be_id",
+    extensions: Sequence[str] = _TEXT_EXT,
+    min_stripped_digits: int = 7,
+) -> pd.DataFrame:
+    """Search text outputs for firm identifiers in any formatting.
+
+    Parameters
+    ----------
+    paths : path or iterable of paths
+        Files or folders (searched recursively for ``extensions``).
+    identifiers : iterable of str or int
+        Identifiers as digit strings (leading zeros significant).
+    kind : {"be_id", "kvk"}
+        ``kvk`` restores leading zeros to 8 digits first.
+    extensions : sequence of str
+        File types searched (csv, html, htm, ipynb, json, md, txt, tsv).
+    min_stripped_digits : int, default 7
+        The form without leading zeros is searched only if it keeps this many
+        digits (short numbers occur everywhere).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``file, identifier, form, n``; ``form`` is ``as_is``,
+        ``no_leading_zeros`` or ``separated`` (digit groups split by single
+        spaces/dots, e.g. ``1234 5678`` or ``12.34.56.78``). Empty if clean.
+
+    Notes
+    -----
+    Each file is read once; one compiled regex extracts every maximal digit
+    run, allowing single embedded separators (space, dot, no-break space).
+    A run is split into groups; a candidate is a single group, or a contiguous
+    sequence of groups of 1-4 digits (the first may be 1-4, the others 2-4)
+    concatenated. Candidates are looked up in a set of the searched forms, so
+    the cost is linear in the text size, not in identifiers x files. A digit
+    run inside a longer digit run is not a hit (another number).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "t.csv").write_text("kvk\\n1234 5678\\n2019\\n")
+    >>> scan_for_identifiers(d, ["12345678"], kind="kvk")[["identifier", "form"]].values.tolist()
+    [['12345678', 'separated']]
+    """
+    if kind not in ("be_id", "kvk"):
+        raise _allowed("scan_for_identifiers: kind", kind, ("be_id", "kvk"))
+    ids = _normalise_ids(identifiers, kind)
+    lookup: dict[str, list[tuple[str, str]]] = {}
+    for i in ids:
+        lookup.setdefault(i, []).append((i, "as_is"))
+        stripped = i.lstrip("0")
+        if stripped != i and len(stripped) >= min_stripped_digits:
+            lookup.setdefault(stripped, []).append((i, "no_leading_zeros"))
+    cols = ["file", "identifier", "form", "n"]
+    if not lookup:
+        return pd.DataFrame(columns=cols)
+    min_len = min(len(k) for k in lookup)
+    max_len = max(len(k) for k in lookup)
+    exts = {e.lower().lstrip(".") for e in extensions}
+    roots = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    files: list[Path] = []
+    for r in roots:
+        p = Path(r)
+        if p.is_dir():
+            files.extend(f for f in p.rglob("*") if f.is_file() and f.suffix.lower().lstrip(".") in exts)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"scan_for_identifiers: {p} does not exist")
+    hits: dict[tuple[str, str, str], int] = {}
+    for f in sorted(set(files)):
+        text = f.read_bytes().decode("utf-8", errors="replace")
+        text = _ENTITIES.sub(" ", text)
+        for run in _RUN.findall(text):
+            if len(run) < min_len:
+                continue  # fast path: the run cannot hold an identifier
+            groups = _SPLIT.split(run)
+            if len(groups) == 1:
+                for ident, form in lookup.get(run, ()):
+                    key = (f.as_posix(), ident, form)
+                    hits[key] = hits.get(key, 0) + 1
+                continue
+            for g in groups:  # each group on its own (an id next to another number)
+                for ident, form in lookup.get(g, ()):
+                    key = (f.as_posix(), ident, form)
+                    hits[key] = hits.get(key, 0) + 1
+            lens = [len(g) for g in groups]
+            for a in range(len(groups)):
+                if lens[a] > 4:
+                    continue
+                acc = groups[a]
+                for b in range(a + 1, len(groups)):
+                    if not 2 <= lens[b] <= 4:
+                        break
+                    acc += groups[b]
+                    if len(acc) > max_len:
+                        break
+                    if len(acc) >= min_len and acc in lookup:
+                        for ident, _ in lookup[acc]:
+                            key = (f.as_posix(), ident, "separated")
+                            hits[key] = hits.get(key, 0) + 1
+    if not hits:
+        return pd.DataFrame(columns=cols)
+    out = pd.DataFrame([(*k, v) for k, v in hits.items()], columns=cols)
+    return out.sort_values(cols[:3], kind="stable").reset_index(drop=True)

@@ -1,0 +1,301 @@
+"""Run the notebook suite with papermill, render HTML for reviewers, write the manifest.
+
+The runner is what ``make all`` and ``python -m reach run`` call. It validates
+the parameters before any notebook starts (papermill alone only warns about
+unknown keys), passes each notebook only the parameters it declares, stops at
+the first failing notebook with the failing cell's error, and keeps the
+partially executed notebook for diagnosis.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import json
+import logging
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from reach.params import INJECTED_KEYS, load_params
+
+__all__ = ["NOTEBOOKS", "STAGES", "SuiteError", "notebook_dir", "notebook_parameters", "run_suite", "render_html", "RunResult"]
+
+log = logging.getLogger("reach.runner")
+
+#: The suite in execution order.
+NOTEBOOKS: tuple[str, ...] = ("01_build_panel", "02_reach", "03_matching", "04_effects", "05_summary")
+#: ``--only`` choices and the notebooks each runs.
+STAGES: dict[str, tuple[str, ...]] = {
+    "panel": ("01_build_panel",),
+    "reach": ("02_reach",),
+    "matching": ("03_matching",),
+    "effects": ("04_effects",),
+    "summary": ("05_summary",),
+}
+#: Packages whose versions go into the manifest.
+MANIFEST_PACKAGES = ("reach", "numpy", "pandas", "scipy", "scikit-learn", "statsmodels", "linearmodels",
+                     "matplotlib", "seaborn", "pyreadstat", "pyarrow", "papermill", "nbconvert")
+
+
+class SuiteError(RuntimeError):
+    """A notebook of the suite failed; the message names it, the cell's error and the kept partial notebook."""
+
+
+def notebook_dir() -> Path:
+    """The folder holding the suite's notebooks (``notebooks/`` next to ``src/``)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "notebooks"
+        if (candidate / f"{NOTEBOOKS[0]}.ipynb").is_file():
+            return candidate
+    raise FileNotFoundError(
+        "cannot find the notebooks/ folder of the suite; run from a checkout of the reach repository"
+    )
+
+
+def notebook_parameters(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The parameters a notebook declares in its ``parameters`` cell: ``{name: {inferred_type_name, default, help}}``."""
+    import papermill as pm
+
+    return dict(pm.inspect_notebook(str(path)))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced: folders, executed notebooks, HTML files and timings."""
+
+    run_name: str
+    output_dir: Path
+    work_dir: Path
+    notebooks: tuple[Path, ...]
+    html: tuple[Path, ...]
+    seconds: Mapping[str, float] = field(default_factory=dict)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in MANIFEST_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _input_files(params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every input file the run reads (the version reach.io picks per year), with size and checksum."""
+    from reach.io import locate
+
+    data_dir = Path(params["data_dir"])
+    found: list[tuple[str, int | None, Path, int | None]] = []
+    for role, spec in params["inputs"].items():
+        if "pattern" in spec:
+            for year in range(params["first_year"], params["last_year"] + 1):
+                path, version, _ = locate(data_dir, spec["pattern"], year, role)
+                found.append((role, year, path, version))
+        else:
+            found.append((role, None, data_dir / spec["path"], None))
+    for name, spec in params["programmes"].items():
+        found.append((f"programme:{name}", None, data_dir / spec["path"], None))
+    return [{"role": role, "year": year, "path": str(path), "version": version,
+             "size": path.stat().st_size, "sha256": _sha256(path)} for role, year, path, version in found]
+
+
+def _exported(output_dir: Path) -> list[dict[str, Any]]:
+    """Exported tables and figures with checksums and the verdicts of the disclosure report."""
+    verdicts: dict[str, str] = {}
+    report = output_dir / "disclosure_report.csv"
+    if report.is_file():
+        with open(report, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("file"):
+                    verdicts[Path(row["file"]).as_posix()] = row.get("verdict", "")
+    files = []
+    for sub in ("tables", "figures"):
+        for path in sorted((output_dir / sub).glob("*")):
+            rel = path.relative_to(output_dir).as_posix()
+            files.append({"file": rel, "sha256": _sha256(path), "size": path.stat().st_size,
+                          "verdict": verdicts.get(rel, verdicts.get(path.name, "not in disclosure report"))})
+    return files
+
+
+def _drop_report_rows(output_dir: Path, notebooks: Iterable[str]) -> None:
+    """Forget disclosure-report rows of notebooks about to run again, so a rerun does not double them."""
+    report = output_dir / "disclosure_report.csv"
+    if not report.is_file():
+        return
+    names = set(notebooks)
+    with open(report, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        fields = reader.fieldnames or []
+        keep = [row for row in reader if row.get("notebook") not in names]
+    with open(report, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(keep)
+
+
+def render_html(executed: str | Path, html_path: str | Path | None = None, *, show_code: bool = False) -> Path:
+    """Render an executed notebook to one self-contained HTML file (figures embedded as data URIs).
+
+    Code cells are hidden unless ``show_code``; a reviewer reads narrative, tables and figures.
+    """
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    executed = Path(executed)
+    html_path = Path(html_path) if html_path else executed.with_suffix(".html")
+    nb = nbformat.read(executed, as_version=4)
+    exporter = HTMLExporter(template_name="lab")
+    exporter.exclude_input = not show_code
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    # the Remote Access environment has no internet: no CDN scripts for MathJax or widgets
+    exporter.mathjax_url = ""
+    exporter.require_js_url = ""
+    exporter.widget_renderer_url = ""
+    body, _ = exporter.from_notebook_node(nb)
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    html_path.write_text(body, encoding="utf-8")
+    return html_path
+
+
+def _failure_message(name: str, exc: Exception, partial: Path) -> str:
+    ename = getattr(exc, "ename", type(exc).__name__)
+    evalue = getattr(exc, "evalue", str(exc))
+    cell = getattr(exc, "exec_count", None)
+    where = f" in cell [{cell}]" if cell else ""
+    return (f"notebook {name} failed{where}: {ename}: {evalue}\n"
+            f"the partially executed notebook is kept at {partial}")
+
+
+def run_suite(
+    params_path: str | Path,
+    *,
+    only: Sequence[str] | str | None = None,
+    overrides: Iterable[str] | Mapping[str, Any] | None = None,
+    output_root: str | Path = "output",
+    work_root: str | Path = "work",
+    progress: bool = True,
+    render: bool = True,
+) -> RunResult:
+    """Run the suite (or ``only`` some stages) for one parameter file.
+
+    Parameters
+    ----------
+    params_path : str or Path
+        A ``params/*.yaml`` file.
+    only : str or sequence of str, optional
+        Stages from :data:`STAGES` (``panel``, ``reach``, ``matching``, ``effects``, ``summary``).
+        Later stages build the panel first when ``work/<run>/panel.parquet`` is missing.
+    overrides : iterable of "key=value", optional
+        Parameter overrides (``--set``), validated like the file.
+    output_root, work_root : str or Path
+        Parents of ``output/<run>`` (exported, disclosure-checked) and ``work/<run>`` (microdata).
+    progress : bool
+        Show papermill's per-cell progress bar.
+    render : bool
+        Render each executed notebook to HTML.
+
+    Returns
+    -------
+    RunResult
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    started = _dt.datetime.now(_dt.timezone.utc)
+    params = load_params(params_path, overrides)
+    run = params["run_name"]
+    output_dir = (Path(output_root) / run).resolve()
+    work_dir = (Path(work_root) / run).resolve()
+
+    if only:
+        stages = [only] if isinstance(only, str) else list(only)
+        bad = [s for s in stages if s not in STAGES]
+        if bad:
+            raise ValueError(f"--only must be among {list(STAGES)}, got {bad}")
+        names = [nb for nb in NOTEBOOKS if any(nb in STAGES[s] for s in stages)]
+        if names[0] != NOTEBOOKS[0] and not (work_dir / "panel.parquet").is_file():
+            names.insert(0, NOTEBOOKS[0])
+    else:
+        names = list(NOTEBOOKS)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if not only:
+        # a full run starts from an empty output folder so nothing stale is exported
+        for sub in ("tables", "figures", "headline", "notebooks"):
+            for path in sorted((output_dir / sub).glob("*")):
+                if path.is_file():
+                    path.unlink()
+        for stale in ("disclosure_report.csv", "manifest.json"):
+            (output_dir / stale).unlink(missing_ok=True)
+    else:
+        _drop_report_rows(output_dir, names)
+
+    nb_dir = notebook_dir()
+    injected = {"output_dir": str(output_dir), "work_dir": str(work_dir)}
+    executed: list[Path] = []
+    html: list[Path] = []
+    seconds: dict[str, float] = {}
+    for i, name in enumerate(names, 1):
+        source = nb_dir / f"{name}.ipynb"
+        declared = notebook_parameters(source)
+        passed = {k: v for k, v in {**params, **injected}.items() if k in declared}
+        target = output_dir / "notebooks" / f"{name}.ipynb"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        print(f"[{i}/{len(names)}] {name} ...", flush=True)
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(str(source), str(target), parameters=passed, progress_bar=progress,
+                                kernel_name="python3", cwd=str(nb_dir), log_output=False)
+        except PapermillExecutionError as exc:
+            raise SuiteError(_failure_message(name, exc, target)) from None
+        seconds[name] = round(time.perf_counter() - t0, 1)
+        print(f"[{i}/{len(names)}] {name} done in {seconds[name]:.1f} s", flush=True)
+        executed.append(target)
+        if render:
+            html.append(render_html(target, output_dir / f"{name}.html", show_code=bool(params.get("show_code"))))
+
+    manifest = {
+        "run_name": run,
+        "params_file": str(Path(params_path).resolve()),
+        "parameters": params,
+        "notebooks": names,
+        "seconds": seconds,
+        "seeds": {"seed": params.get("seed")},
+        "started": started.isoformat(timespec="seconds"),
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+        "platform": platform.platform(),
+        "versions": _versions(),
+        "inputs": _input_files(params),
+        "exported": _exported(output_dir),
+    }
+    (output_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+    print(f"done: {output_dir}", flush=True)
+    return RunResult(run, output_dir, work_dir, tuple(executed), tuple(html), seconds)

@@ -1,0 +1,127 @@
+"""The whole suite end to end on the stub: every notebook executes, reports render, nothing leaks.
+
+Runs once per session (module fixture) through the same entry point as
+``python -m reach run``; fewer bootstrap draws keep CI fast without changing
+what is exercised.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyreadstat
+import pytest
+
+from reach.report import read_headlines
+from reach.runner import NOTEBOOKS, run_suite
+
+pytestmark = pytest.mark.notebooks
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT / "params" / "stub.yaml"
+FAST = ["biters=199"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("suite")
+    return run_suite(PARAMS, overrides=FAST, output_root=base / "output", work_root=base / "work", progress=False)
+
+
+def test_every_notebook_executed_and_rendered(run):
+    assert [p.stem for p in run.notebooks] == list(NOTEBOOKS)
+    for name in NOTEBOOKS:
+        html = run.output_dir / f"{name}.html"
+        assert html.is_file() and html.stat().st_size > 10_000
+        text = html.read_text(encoding="utf-8")
+        assert "Traceback" not in text
+    # code is hidden by default: reviewers read narrative, tables and figures
+    assert "import reach" not in (run.output_dir / "02_reach.html").read_text(encoding="utf-8")
+
+
+def test_microdata_stays_in_work(run):
+    assert (run.work_dir / "panel.parquet").is_file()
+    assert not list(run.output_dir.rglob("*.parquet")) and not list(run.output_dir.rglob("*.sav"))
+
+
+def _stub_identifiers() -> tuple[set[str], set[str]]:
+    be, kvk = set(), set()
+    for path in (ROOT / "data_stub").rglob("*.sav"):
+        df, _ = pyreadstat.read_sav(str(path))
+        for col in df.columns:
+            if col.upper() == "BE_ID":
+                be |= set(df[col].dropna().astype(str))
+            if col.upper().startswith("KVK"):
+                kvk |= set(df[col].dropna().astype(str))
+    return be, kvk
+
+
+def test_no_identifier_of_the_stub_anywhere_in_output(run):
+    from reach.disclosure import scan_for_identifiers
+
+    be, kvk = _stub_identifiers()
+    assert len(be) > 1000 and len(kvk) > 1000
+    files = [p for p in run.output_dir.rglob("*") if p.is_file() and p.suffix != ".png"]
+    hits = pd.concat([scan_for_identifiers(files, sorted(be), kind="be_id"),
+                      scan_for_identifiers(files, sorted(kvk), kind="kvk")])
+    assert hits.empty, f"identifiers found in output:\n{hits.head(20).to_string()}"
+
+
+def test_disclosure_report_covers_every_exported_file(run):
+    report = run.output_dir / "disclosure_report.csv"
+    with open(report, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    reported = {Path(r["file"]).name for r in rows if r.get("file")}
+    exported = {p.name for sub in ("tables", "figures") for p in (run.output_dir / sub).glob("*")}
+    assert exported, "the suite exported nothing"
+    assert exported <= reported, f"exported without a disclosure verdict: {sorted(exported - reported)}"
+    assert {r["notebook"] for r in rows} >= {"01_build_panel", "02_reach", "03_matching", "04_effects"}
+
+
+def test_manifest(run):
+    m = json.loads((run.output_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert m["parameters"]["biters"] == 199 and m["seeds"]["seed"] == 0
+    assert m["versions"]["pandas"] and m["started"] <= m["finished"]
+    assert any("IHG_per_BE_ID2019V2" in f["path"] for f in m["inputs"])
+    assert not any("IHG_per_BE_ID2019V1" in f["path"] for f in m["inputs"])
+    assert all(len(f["sha256"]) == 64 for f in m["inputs"])
+    assert {Path(e["file"]).name for e in m["exported"]} == {
+        p.name for sub in ("tables", "figures") for p in (run.output_dir / sub).glob("*")}
+
+
+def test_summary_numbers_equal_recorded_numbers(run):
+    heads = read_headlines(run.output_dir)
+    assert {"panel", "reach", "matching", "effects", "summary"} <= set(heads)
+    summary = heads["summary"]
+    for section, numbers in summary["quoted"].items():
+        for key, value in numbers.items():
+            assert heads[section][key] == value, f"summary quotes {section}.{key}={value}, recorded {heads[section][key]}"
+    html = (run.output_dir / "05_summary.html").read_text(encoding="utf-8")
+    for text in summary["sentences"]:
+        assert text in html
+
+
+def test_same_parameters_same_tables(run, tmp_path):
+    """Reproducibility: a second run with the same parameters and data gives identical tables and numbers."""
+    again = run_suite(PARAMS, overrides=FAST, output_root=tmp_path / "output", work_root=tmp_path / "work",
+                      progress=False, render=False)
+    for sub, pattern in (("tables", "*.csv"), ("headline", "*.json")):
+        first = {p.name: p.read_bytes() for p in (run.output_dir / sub).glob(pattern)}
+        second = {p.name: p.read_bytes() for p in (again.output_dir / sub).glob(pattern)}
+        assert first.keys() == second.keys()
+        differ = [name for name in first if first[name] != second[name]]
+        assert not differ, f"{sub} differ between two identical runs: {differ}"
+    assert (run.output_dir / "disclosure_report.csv").read_bytes() == (again.output_dir / "disclosure_report.csv").read_bytes()
+
+
+def test_failing_notebook_stops_with_the_cell_error(tmp_path):
+    from reach.runner import SuiteError
+
+    with pytest.raises(SuiteError) as err:
+        run_suite(PARAMS, overrides=["programmes.nlib.columns.kvk=NoSuchColumn"],
+                  only="panel", output_root=tmp_path / "o", work_root=tmp_path / "w", progress=False, render=False)
+    text = str(err.value)
+    assert "01_build_panel failed" in text and "NoSuchColumn" in text and "partially executed notebook is kept" in text
+    assert (tmp_path / "o" / "stub" / "notebooks" / "01_build_panel.ipynb").is_file()
