@@ -1,0 +1,1305 @@
+"""Difference-in-differences with staggered adoption (Callaway & Sant'Anna 2021).
+
+Group-time average treatment effects ``ATT(g, t)`` as R ``did`` 2.x computes
+them for panel data (``att_gt``), their aggregations (``aggte``), a Wald
+pre-test, and the naive estimators users should see beside them (``twfe``,
+``did_2x2``, ``naive_difference``).
+
+Vocabulary follows R ``did``: ``yname``, ``tname``, ``idname``, ``gname``,
+``xformla``. ``gname`` holds the first treatment period of a unit, 0 for never
+treated units.
+
+Speed: the panel is reshaped once into a units x periods array; each (g, t)
+cell is then index arithmetic on vectors of length ``n_units``. Without
+covariates a cell is two weighted means; with covariates a closed-form OLS and
+a Newton-Raphson logit on the cell's units. Influence functions are kept as a
+dense ``(n_units, n_cells)`` array and the multiplier bootstrap multiplies
+blocks of Rademacher draws with it, so memory stays bounded.
+"""
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = [
+    "att_gt",
+    "aggte",
+    "twfe",
+    "did_2x2",
+    "naive_difference",
+    "cohort_from_treatment",
+    "event_study_plot",
+    "ATTgtResult",
+    "AggteResult",
+    "DiDEstimate",
+    "CONTROL_GROUPS",
+    "EST_METHODS",
+    "BASE_PERIODS",
+    "AGG_TYPES",
+]
+
+CONTROL_GROUPS = ("nevertreated", "notyettreated")
+EST_METHODS = ("dr", "ipw", "reg")
+BASE_PERIODS = ("varying", "universal")
+AGG_TYPES = ("simple", "dynamic", "group", "calendar")
+
+#: R's threshold for a degenerate standard error (sqrt(.Machine$double.eps) * 10).
+_TINY = math.sqrt(np.finfo(float).eps) * 10
+#: Bytes of Rademacher draws generated at once in the bootstrap.
+_BOOT_BLOCK_BYTES = 64 * 2**20
+#: Units above which the bootstrap shows a progress bar.
+_PROGRESS_MIN_UNITS = 200_000
+#: Largest dense influence-function array we agree to hold (bytes).
+_MAX_IF_BYTES = 8 * 2**30
+
+
+# --------------------------------------------------------------------------- helpers
+def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
+    return value
+
+
+def _examples(df: pd.DataFrame, mask, cols: Sequence[str]) -> str:
+    rows = df.loc[np.asarray(mask), list(cols)].head(5)
+    return rows.to_string(index=False)
+
+
+def _require(df: pd.DataFrame, cols: Sequence[str], table: str = "df") -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise KeyError(f"{table}: missing column(s) {missing}; available: {list(df.columns)[:30]}")
+
+
+def parse_xformla(xformla: str | None) -> list[str]:
+    """Covariate names of a one-sided formula such as ``"~ x1 + x2"``.
+
+    Only simple additive terms are supported (as the covariates of R ``did``'s
+    default specification). ``None``, ``"~1"`` and ``"~ 1"`` mean no covariates.
+
+    Examples
+    --------
+    >>> parse_xformla("~ log_employees + exporter")
+    ['log_employees', 'exporter']
+    >>> parse_xformla("~1")
+    []
+    """
+    if xformla is None:
+        return []
+    if not isinstance(xformla, str) or not xformla.strip().startswith("~"):
+        raise ValueError(f"xformla must be a one-sided formula string like '~ x1 + x2' or None; got {xformla!r}")
+    rhs = xformla.strip()[1:]
+    terms = [t.strip() for t in rhs.split("+") if t.strip()]
+    out = []
+    for t in terms:
+        if t == "1":
+            continue
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", t):
+            raise ValueError(
+                f"xformla term {t!r} is not supported: use plain column names joined by '+' (got {xformla!r})"
+            )
+        out.append(t)
+    return out
+
+
+def _quantile1(x: np.ndarray, q: float, axis: int = 0) -> np.ndarray:
+    """R's ``quantile(type = 1)`` (inverse of the empirical distribution function)."""
+    return np.quantile(x, q, axis=axis, method="inverted_cdf")
+
+
+# --------------------------------------------------------------------------- data preparation
+@dataclass(frozen=True)
+class _Panel:
+    ids: np.ndarray          # unit identifiers (n)
+    periods: np.ndarray      # sorted periods (T)
+    Y: np.ndarray            # (n, T)
+    G: np.ndarray            # first-treatment period per unit, 0 = never (n)
+    w: np.ndarray            # sampling weights normalised to mean 1 (n)
+    X: dict                  # covariate name -> (n, T)
+    cluster: np.ndarray | None  # integer codes of the extra cluster variable (n)
+    exclusions: dict
+
+
+def _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, allow_unbalanced_panel) -> _Panel:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"df must be a pandas DataFrame; got {type(df).__name__}")
+    extra_cluster = [c for c in (clustervars or []) if c != idname]
+    if len(extra_cluster) > 1:
+        raise ValueError(f"clustervars: at most one variable besides idname ({idname!r}); got {clustervars!r}")
+    cols = [yname, tname, idname, gname, *covs] + ([weightsname] if weightsname else []) + extra_cluster
+    _require(df, list(dict.fromkeys(cols)))
+    if allow_unbalanced_panel:
+        raise NotImplementedError(
+            "allow_unbalanced_panel=True (R did's repeated-cross-section estimator for unbalanced panels) is not "
+            "implemented; use the default, which keeps units observed in every period and reports how many were dropped."
+        )
+    d = df[list(dict.fromkeys(cols))]
+    for c in [yname, tname, gname, *covs] + ([weightsname] if weightsname else []):
+        if not (pd.api.types.is_numeric_dtype(d[c]) or pd.api.types.is_bool_dtype(d[c])):
+            raise TypeError(f"df: column {c!r} must be numeric; got dtype {d[c].dtype}")
+    excl: dict[str, int] = {}
+
+    dup = d.duplicated([idname, tname], keep=False)
+    if dup.any():
+        raise ValueError(
+            f"df: {int(dup.sum())} rows share a ({idname}, {tname}) pair; one row per unit and period is required. "
+            f"Examples:\n{_examples(d, dup, [idname, tname, yname, gname])}"
+        )
+    gvar = d.groupby(idname, sort=False)[gname].transform("nunique", dropna=False)
+    if (gvar > 1).any():
+        bad = gvar > 1
+        raise ValueError(
+            f"df: column {gname!r} (first treatment period) varies within {idname} for "
+            f"{d.loc[bad, idname].nunique()} unit(s); it must be constant per unit. Examples:\n"
+            f"{_examples(d, bad, [idname, tname, gname])}"
+        )
+    if d[gname].isna().any():
+        bad = d[gname].isna()
+        raise ValueError(f"df: column {gname!r} has missing values (use 0 for never treated). Examples:\n{_examples(d, bad, [idname, tname, gname])}")
+    if (d[gname] < 0).any():
+        bad = d[gname] < 0
+        raise ValueError(f"df: column {gname!r} must be 0 (never treated) or a period; got negatives. Examples:\n{_examples(d, bad, [idname, tname, gname])}")
+    if weightsname:
+        wv = d.groupby(idname, sort=False)[weightsname].transform("nunique", dropna=False)
+        if (wv > 1).any():
+            bad = wv > 1
+            raise ValueError(f"df: weights {weightsname!r} must be constant within unit. Examples:\n{_examples(d, bad, [idname, tname, weightsname])}")
+        if (d[weightsname] < 0).any():
+            raise ValueError(f"df: weights {weightsname!r} must be non-negative")
+
+    # Units with a missing outcome, covariate or weight in any period leave the balanced panel.
+    need = [yname, *covs] + ([weightsname] if weightsname else [])
+    rowbad = d[need].isna().any(axis=1)
+    if rowbad.any():
+        badids = d.loc[rowbad, idname].unique()
+        excl["units_with_missing_values"] = int(len(badids))
+        d = d[~d[idname].isin(badids)]
+    periods = np.sort(d[tname].unique())
+    T = len(periods)
+    nper = d.groupby(idname, sort=False)[tname].transform("size")
+    if (nper < T).any():
+        excl["units_not_observed_every_period"] = int(d.loc[nper < T, idname].nunique())
+        d = d[nper == T]
+    if len(d) == 0:
+        raise ValueError("df: no unit is observed in every period with non-missing data; cannot form a balanced panel")
+
+    d = d.sort_values([idname, tname], kind="stable")
+    ids = d[idname].to_numpy()[::T]
+    n = len(ids)
+    Y = d[yname].to_numpy(dtype=float).reshape(n, T)
+    G = d[gname].to_numpy(dtype=float)[::T]
+    # R did: cohorts first treated after the last period are not-yet-treated throughout: never treated here.
+    late = G > periods[-1]
+    if late.any():
+        excl["units_treated_after_last_period_set_never_treated"] = int(late.sum())
+        G = np.where(late, 0.0, G)
+    if weightsname:
+        w = d[weightsname].to_numpy(dtype=float)[::T]
+    else:
+        w = np.ones(n)
+    if w.sum() <= 0:
+        raise ValueError(f"df: weights {weightsname!r} sum to zero")
+    w = w / w.mean()
+    X = {c: d[c].to_numpy(dtype=float).reshape(n, T) for c in covs}
+    cluster = None
+    if extra_cluster:
+        cv = d[extra_cluster[0]]
+        cvar = d.groupby(idname, sort=False)[extra_cluster[0]].transform("nunique", dropna=False)
+        if (cvar > 1).any():
+            raise ValueError(f"clustervars: {extra_cluster[0]!r} varies over time within {idname}; it must be constant per unit")
+        cluster = pd.factorize(cv.to_numpy()[::T])[0]
+    return _Panel(ids=ids, periods=periods, Y=Y, G=G, w=w, X=X, cluster=cluster, exclusions=excl)
+
+
+# --------------------------------------------------------------------------- 2x2 estimators
+def _wls(X, y, w):
+    """Weighted least squares coefficients; None if X'WX is singular."""
+    XtW = X.T * w
+    A = XtW @ X
+    if np.linalg.matrix_rank(A) < A.shape[0]:
+        return None, None
+    return np.linalg.solve(A, XtW @ y), A
+
+
+def _logit(X, D, w, maxiter=50, tol=1e-10):
+    """Weighted logit by Newton-Raphson (glm(binomial) with prior weights)."""
+    beta = np.zeros(X.shape[1])
+    for _ in range(maxiter):
+        eta = X @ beta
+        p = 1.0 / (1.0 + np.exp(-eta))
+        W = w * p * (1 - p)
+        H = (X.T * W) @ X
+        g = X.T @ (w * (D - p))
+        try:
+            step = np.linalg.solve(H, g)
+        except np.linalg.LinAlgError:
+            return None, None
+        beta = beta + step
+        if np.max(np.abs(step)) < tol:
+            break
+    p = 1.0 / (1.0 + np.exp(-(X @ beta)))
+    H = (X.T * (w * p * (1 - p))) @ X
+    if not np.all(np.isfinite(H)) or np.linalg.matrix_rank(H) < H.shape[0]:
+        return None, None
+    return p, H
+
+
+def _drdid_cell(dY, D, X, w, method):
+    """One 2x2 ATT with covariates, as DRDID's drdid_panel / std_ipw_did_panel / reg_did_panel.
+
+    Returns (att, influence function on the cell's units) or (nan, None).
+    Weights ``w`` are normalised to mean one on the cell, as DRDID does.
+    """
+    n = len(dY)
+    w = w / w.mean()
+    C = 1.0 - D
+    need_or = method in ("dr", "reg")
+    need_ps = method in ("dr", "ipw")
+    if need_or:
+        coef, A = _wls(X, dY, w * C)
+        if coef is None:
+            return np.nan, None
+        out = X @ coef
+        # asymptotic linear representation of the OLS coefficients (control units only)
+        XpX_inv = np.linalg.inv(A / n)
+        alr_ols = ((w * C * (dY - out))[:, None] * X) @ XpX_inv
+    if need_ps:
+        ps, H = _logit(X, D, w)
+        if ps is None:
+            return np.nan, None
+        ps = np.minimum(ps, 1 - 1e-6)
+        alr_ps = ((w * (D - ps))[:, None] * X) @ (np.linalg.inv(H) * n)
+    w_t = w * D
+    if method == "reg":
+        w_c = w * D
+        att_t = w_t * dY
+        att_c = w_c * out
+        eta_t = att_t.mean() / w_t.mean()
+        eta_c = att_c.mean() / w_c.mean()
+        inf_t = (att_t - w_t * eta_t) / w_t.mean()
+        M1 = (w_c[:, None] * X).mean(axis=0)
+        inf_c = (att_c - w_c * eta_c + alr_ols @ M1) / w_c.mean()
+        return eta_t - eta_c, inf_t - inf_c
+    w_c = w * ps * C / (1 - ps)
+    if method == "ipw":
+        att_t = w_t * dY
+        att_c = w_c * dY
+        eta_t = att_t.mean() / w_t.mean()
+        eta_c = att_c.mean() / w_c.mean()
+        inf_t = (att_t - w_t * eta_t) / w_t.mean()
+        M2 = ((w_c * (dY - eta_c))[:, None] * X).mean(axis=0)
+        inf_c = (att_c - w_c * eta_c + alr_ps @ M2) / w_c.mean()
+        return eta_t - eta_c, inf_t - inf_c
+    # doubly robust (locally efficient, Sant'Anna & Zhao 2020, eq. 3.1)
+    r = dY - out
+    dr_t = w_t * r
+    dr_c = w_c * r
+    eta_t = dr_t.mean() / w_t.mean()
+    eta_c = dr_c.mean() / w_c.mean()
+    M1 = (w_t[:, None] * X).mean(axis=0)
+    inf_t = (dr_t - w_t * eta_t - alr_ols @ M1) / w_t.mean()
+    M2 = ((w_c * (r - eta_c))[:, None] * X).mean(axis=0)
+    M3 = (w_c[:, None] * X).mean(axis=0)
+    inf_c = (dr_c - w_c * eta_c + alr_ps @ M2 - alr_ols @ M3) / w_c.mean()
+    return eta_t - eta_c, inf_t - inf_c
+
+
+# --------------------------------------------------------------------------- bootstrap
+def _multiplier_bootstrap(IF, cluster, biters, seed, progress=None):
+    """Rademacher multiplier bootstrap of the columns of ``IF`` (as R did's ``mboot``).
+
+    Returns ``bres`` (biters x k): draws of sqrt(m) * mean(U * IF), with m the
+    number of units (or clusters, after averaging the influence function
+    within clusters as did 2.x does).
+    """
+    IF = np.asarray(IF, dtype=float)
+    if IF.ndim == 1:
+        IF = IF[:, None]
+    if cluster is not None:
+        ncl = int(cluster.max()) + 1
+        counts = np.bincount(cluster, minlength=ncl).astype(float)
+        order = np.argsort(cluster, kind="stable")
+        starts = np.r_[0, np.cumsum(np.bincount(cluster, minlength=ncl))[:-1]]
+        IF = np.add.reduceat(IF[order], starts, axis=0) / counts[:, None]
+    m, k = IF.shape
+    rng = np.random.default_rng(seed)
+    block = max(1, min(m, _BOOT_BLOCK_BYTES // max(1, biters)))
+    acc = np.zeros((biters, k))
+    starts = range(0, m, block)
+    show = progress if progress is not None else m >= _PROGRESS_MIN_UNITS
+    if show:
+        try:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, total=math.ceil(m / block), desc="multiplier bootstrap", leave=False)
+        except ImportError:  # pragma: no cover - tqdm is a dependency
+            pass
+    for s in starts:
+        e = min(m, s + block)
+        U = rng.integers(0, 2, size=(biters, e - s), dtype=np.int8).astype(np.float64)
+        U *= 2.0
+        U -= 1.0
+        acc += U @ IF[s:e]
+    return acc / math.sqrt(m), m
+
+
+def _boot_summary(bres, m, alp):
+    """Bootstrap standard errors (IQR-based) and the sup-t critical value, as R did's mboot."""
+    k = bres.shape[1]
+    se = np.full(k, np.nan)
+    ok = np.isfinite(bres).all(axis=0) & ((bres**2).sum(axis=0) > _TINY)
+    crit = np.nan
+    if ok.any():
+        b = bres[:, ok]
+        q = _quantile1(b, 0.75) - _quantile1(b, 0.25)
+        sig = q / (stats.norm.ppf(0.75) - stats.norm.ppf(0.25))
+        sig = np.where(sig <= _TINY, np.nan, sig)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.abs(b / sig)
+        bT = np.nanmax(np.where(np.isfinite(t), t, np.nan), axis=1) if np.isfinite(t).any() else np.array([])
+        bT = bT[np.isfinite(bT)]
+        if len(bT):
+            crit = float(_quantile1(bT, 1 - alp))
+        se[ok] = sig / math.sqrt(m)
+    return se, crit
+
+
+def _analytic_se(IF):
+    n = IF.shape[0]
+    se = np.sqrt((IF**2).mean(axis=0) / n)
+    return np.where(se <= _TINY, np.nan, se)
+
+
+# --------------------------------------------------------------------------- results
+def _fmt(x, nd=4):
+    return "NA" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
+
+
+def _readonly(a):
+    a = np.asarray(a)
+    a.flags.writeable = False
+    return a
+
+
+@dataclass(frozen=True, eq=False)
+class ATTgtResult:
+    """Group-time average treatment effects (immutable; see :func:`att_gt`).
+
+    Arrays are read-only. ``inffunc`` is the ``(n_units, n_cells)`` influence
+    function, scaled as R did's (``V = IF'IF/n``, ``se = sqrt(diag(V)/n)``).
+    """
+
+    groups: np.ndarray
+    times: np.ndarray
+    base_times: np.ndarray
+    att: np.ndarray
+    se: np.ndarray
+    se_analytic: np.ndarray
+    crit_val: float
+    n_treated: np.ndarray
+    n_control: np.ndarray
+    inffunc: np.ndarray = field(repr=False)
+    unit_cohort: np.ndarray = field(repr=False)
+    unit_weight: np.ndarray = field(repr=False)
+    cluster: np.ndarray | None = field(repr=False)
+    periods: np.ndarray = field(repr=False)
+    n_units: int = 0
+    yname: str = ""
+    xformla: str | None = None
+    control_group: str = "nevertreated"
+    est_method: str = "dr"
+    anticipation: int = 0
+    base_period: str = "varying"
+    bootstrap: bool = True
+    biters: int = 999
+    alp: float = 0.05
+    seed: int = 0
+    exclusions: dict = field(default_factory=dict)
+    notes: tuple = ()
+
+    @property
+    def post(self) -> np.ndarray:
+        return self.groups <= self.times
+
+    def tidy(self) -> pd.DataFrame:
+        """One row per (g, t): ``group, time, estimate, std_error, conf_low, conf_high,
+        pointwise_low, pointwise_high, n_treated, n_control, post``.
+
+        ``conf_low/conf_high`` use the simultaneous critical value (R did's
+        default ``cband = TRUE``); ``pointwise_*`` use the normal quantile.
+        """
+        z = stats.norm.ppf(1 - self.alp / 2)
+        c = self.crit_val if np.isfinite(self.crit_val) else z
+        return pd.DataFrame(
+            {
+                "group": self.groups.astype("int64"),
+                "time": self.times.astype("int64"),
+                "estimate": self.att,
+                "std_error": self.se,
+                "conf_low": self.att - c * self.se,
+                "conf_high": self.att + c * self.se,
+                "pointwise_low": self.att - z * self.se,
+                "pointwise_high": self.att + z * self.se,
+                "n_treated": self.n_treated.astype("int64"),
+                "n_control": self.n_control.astype("int64"),
+                "post": self.post,
+            }
+        )
+
+    def pretest(self) -> dict:
+        """Wald test that every pre-treatment ATT(g, t) is zero (R did's summary pre-test).
+
+        Uses the analytic variance ``V = IF'IF/n`` of the pre-treatment cells with a
+        non-degenerate variance. Returns ``{"statistic", "df", "pvalue"}``
+        (``pvalue`` NaN if there are no pre-periods or ``V`` is singular).
+        """
+        pre = (self.groups > self.times) & np.isfinite(self.se_analytic) & np.isfinite(self.att)
+        if not pre.any():
+            return {"statistic": np.nan, "df": 0, "pvalue": np.nan}
+        IF = self.inffunc[:, pre]
+        n = IF.shape[0]
+        V = IF.T @ IF / n
+        a = self.att[pre]
+        if np.linalg.cond(V) > 1 / np.finfo(float).eps:
+            return {"statistic": np.nan, "df": int(pre.sum()), "pvalue": np.nan}
+        W = float(n * a @ np.linalg.solve(V, a))
+        q = int(pre.sum())
+        return {"statistic": W, "df": q, "pvalue": float(stats.chi2.sf(W, q))}
+
+    def pretrend_test(self) -> dict:
+        """Alias of :meth:`pretest`."""
+        return self.pretest()
+
+    def summary(self) -> str:
+        t = self.tidy()
+        band = "Simult." if np.isfinite(self.crit_val) else "Pointwise"
+        lines = [
+            f"Group-time average treatment effects: {self.yname}",
+            f"(Callaway & Sant'Anna 2021; control group {self.control_group}, method {self.est_method}, "
+            f"xformla {self.xformla or '~1'}, anticipation {self.anticipation}, base period {self.base_period})",
+            f" group  time  ATT(g,t)  Std.Err  [{100 * (1 - self.alp):.0f}% {band} band]  n_treated n_control",
+        ]
+        for r in t.itertuples():
+            lines.append(
+                f" {r.group:5d} {r.time:5d} {_fmt(r.estimate):>9} {_fmt(r.std_error):>8} "
+                f" {_fmt(r.conf_low):>8} {_fmt(r.conf_high):>8}  {r.n_treated:9d} {r.n_control:9d}"
+            )
+        p = self.pretest()
+        lines.append(f"P-value for pre-test of parallel trends assumption: {_fmt(p['pvalue'], 5)}")
+        lines.append(
+            f"Units: {self.n_units}; standard errors: "
+            + (f"multiplier bootstrap ({self.biters} draws)" if self.bootstrap else "analytic (influence function)")
+        )
+        if self.exclusions:
+            lines.append("Excluded: " + ", ".join(f"{k} = {v}" for k, v in self.exclusions.items()))
+        for note in self.notes:
+            lines.append("Note: " + note)
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        t = self.tidy()
+        head = f"**ATT(g,t) for `{self.yname}`** ({self.est_method}, {self.control_group}); pre-test p = {_fmt(self.pretest()['pvalue'], 3)}\n\n"
+        cols = ["group", "time", "estimate", "std_error", "conf_low", "conf_high", "n_treated", "n_control"]
+        rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for r in t[cols].itertuples(index=False):
+            rows.append("| " + " | ".join(_fmt(v) if isinstance(v, float) else str(v) for v in r) + " |")
+        return head + "\n".join(rows)
+
+    def _repr_html_(self) -> str:
+        return self.tidy().to_html(index=False, float_format=lambda v: f"{v:.4f}")
+
+    def __repr__(self) -> str:
+        return (
+            f"ATTgtResult(yname={self.yname!r}, cells={len(self.att)}, n_units={self.n_units}, "
+            f"control_group={self.control_group!r}, est_method={self.est_method!r})"
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class AggteResult:
+    """Aggregated treatment effects (immutable; see :func:`aggte`)."""
+
+    type: str
+    overall_att: float
+    overall_se: float
+    keys: np.ndarray
+    att: np.ndarray
+    se: np.ndarray
+    crit_val: float
+    n_treated_keys: np.ndarray
+    n_control_keys: np.ndarray
+    n_treated: int
+    n_control: int
+    alp: float
+    yname: str = ""
+    bootstrap: bool = True
+    inffunc: np.ndarray | None = field(default=None, repr=False)
+    overall_inffunc: np.ndarray | None = field(default=None, repr=False)
+    min_e: float = -np.inf
+    max_e: float = np.inf
+    balance_e: int | None = None
+
+    _LEVEL = {"simple": "overall", "dynamic": "event_time", "group": "group", "calendar": "time"}
+
+    def tidy(self) -> pd.DataFrame:
+        """Overall row first (``key`` missing), then one row per event time / group / period.
+
+        Columns: ``type, level, key, estimate, std_error, conf_low, conf_high,
+        pointwise_low, pointwise_high, n_treated, n_control``. ``conf_*`` of the
+        keyed rows are simultaneous bands; the overall row's are pointwise.
+        """
+        z = stats.norm.ppf(1 - self.alp / 2)
+        c = self.crit_val if np.isfinite(self.crit_val) else z
+        overall = pd.DataFrame(
+            {
+                "type": [self.type],
+                "level": ["overall"],
+                "key": pd.array([pd.NA], dtype="Int64"),
+                "estimate": [self.overall_att],
+                "std_error": [self.overall_se],
+                "conf_low": [self.overall_att - z * self.overall_se],
+                "conf_high": [self.overall_att + z * self.overall_se],
+                "pointwise_low": [self.overall_att - z * self.overall_se],
+                "pointwise_high": [self.overall_att + z * self.overall_se],
+                "n_treated": [self.n_treated],
+                "n_control": [self.n_control],
+            }
+        )
+        if self.type == "simple" or len(self.keys) == 0:
+            return overall
+        keyed = pd.DataFrame(
+            {
+                "type": self.type,
+                "level": self._LEVEL[self.type],
+                "key": pd.array(self.keys.astype("int64"), dtype="Int64"),
+                "estimate": self.att,
+                "std_error": self.se,
+                "conf_low": self.att - c * self.se,
+                "conf_high": self.att + c * self.se,
+                "pointwise_low": self.att - z * self.se,
+                "pointwise_high": self.att + z * self.se,
+                "n_treated": self.n_treated_keys.astype("int64"),
+                "n_control": self.n_control_keys.astype("int64"),
+            }
+        )
+        return pd.concat([overall, keyed], ignore_index=True)
+
+    def summary(self) -> str:
+        z = stats.norm.ppf(1 - self.alp / 2)
+        lines = [
+            f"Aggregated treatment effects ({self.type}): {self.yname}",
+            f" overall ATT {_fmt(self.overall_att)}  Std.Err {_fmt(self.overall_se)}  "
+            f"[{100 * (1 - self.alp):.0f}% CI {_fmt(self.overall_att - z * self.overall_se)}, {_fmt(self.overall_att + z * self.overall_se)}]",
+        ]
+        if self.type != "simple":
+            lines.append(f" {self._LEVEL[self.type]:>10}  estimate  Std.Err  [simult. band]  n_treated")
+            t = self.tidy().iloc[1:]
+            for r in t.itertuples():
+                lines.append(
+                    f" {int(r.key):10d} {_fmt(r.estimate):>9} {_fmt(r.std_error):>8}  {_fmt(r.conf_low):>8} {_fmt(r.conf_high):>8}  {r.n_treated:9d}"
+                )
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        t = self.tidy()
+        cols = ["level", "key", "estimate", "std_error", "conf_low", "conf_high", "n_treated"]
+        rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for r in t[cols].itertuples(index=False):
+            rows.append("| " + " | ".join(_fmt(v) if isinstance(v, float) else str(v) for v in r) + " |")
+        return f"**Aggregated ATT ({self.type}) for `{self.yname}`**\n\n" + "\n".join(rows)
+
+    def _repr_html_(self) -> str:
+        return self.tidy().to_html(index=False, float_format=lambda v: f"{v:.4f}")
+
+    def __repr__(self) -> str:
+        return f"AggteResult(type={self.type!r}, overall_att={self.overall_att:.4f}, overall_se={self.overall_se:.4f})"
+
+
+@dataclass(frozen=True)
+class DiDEstimate:
+    """A single (naive or two-way fixed effects) estimate with its uncertainty."""
+
+    method: str
+    estimate: float
+    std_error: float
+    conf_low: float
+    conf_high: float
+    n_obs: int
+    n_units: int
+    n_treated: int
+    n_control: int
+    df_resid: float
+    note: str = ""
+
+    def tidy(self) -> pd.DataFrame:
+        """One row: ``method, estimate, std_error, conf_low, conf_high, n_obs, n_units, n_treated, n_control, df_resid``."""
+        return pd.DataFrame([{k: getattr(self, k) for k in
+                              ("method", "estimate", "std_error", "conf_low", "conf_high", "n_obs", "n_units",
+                               "n_treated", "n_control", "df_resid")}])
+
+    def summary(self) -> str:
+        return (f"{self.method}: {_fmt(self.estimate)} (s.e. {_fmt(self.std_error)}; CI {_fmt(self.conf_low)} to "
+                f"{_fmt(self.conf_high)}); {self.n_units} units ({self.n_treated} treated, {self.n_control} control)"
+                + (f". {self.note}" if self.note else ""))
+
+    def _repr_markdown_(self) -> str:
+        return self.summary()
+
+
+# --------------------------------------------------------------------------- att_gt
+def att_gt(
+    df: pd.DataFrame,
+    yname: str,
+    tname: str,
+    idname: str,
+    gname: str,
+    xformla: str | None = None,
+    control_group: str = "nevertreated",
+    est_method: str = "dr",
+    anticipation: int = 0,
+    base_period: str = "varying",
+    weightsname: str | None = None,
+    clustervars: Sequence[str] | None = None,
+    bootstrap: bool = True,
+    biters: int = 999,
+    alp: float = 0.05,
+    seed: int = 0,
+    allow_unbalanced_panel: bool = False,
+    progress: bool | None = None,
+) -> ATTgtResult:
+    r"""Group-time average treatment effects of Callaway & Sant'Anna (2021), panel data.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Long panel: one row per unit and period.
+    yname, tname, idname, gname : str
+        Outcome, period, unit identifier and first-treatment period (0 = never treated).
+    xformla : str, optional
+        Covariates, ``"~ x1 + x2"``; values are taken at the earlier of the two
+        periods of each comparison (the base period for post-treatment cells), as R did.
+    control_group : {"nevertreated", "notyettreated"}
+    est_method : {"dr", "ipw", "reg"}
+        Doubly robust (DRDID ``drdid_panel``), IPW (``std_ipw_did_panel``) or
+        outcome regression (``reg_did_panel``). Without covariates all three coincide.
+    anticipation : int
+        Periods of anticipation :math:`\delta`; the base period of cohort g is ``g - delta - 1``.
+    base_period : {"varying", "universal"}
+    weightsname : str, optional
+        Time-invariant sampling weights (e.g. matching weights).
+    clustervars : list of str, optional
+        ``idname`` and at most one other time-invariant variable; clustering needs the bootstrap.
+    bootstrap : bool
+        Multiplier-bootstrap standard errors (Rademacher weights, IQR-based, as R did).
+        The simultaneous critical value is always taken from the multiplier bootstrap.
+    biters, alp, seed : int, float, int
+        Bootstrap draws, significance level, random seed.
+    allow_unbalanced_panel : bool
+        Not implemented (raises); by default units not observed in every period are
+        dropped and counted in ``result.exclusions``.
+
+    Returns
+    -------
+    ATTgtResult
+
+    Notes
+    -----
+    For cohort :math:`g` and period :math:`t` with base period :math:`b`
+    (:math:`b = g-\delta-1` if :math:`t \ge g-\delta`, else :math:`t-1` for a varying base),
+
+    .. math:: ATT(g,t) = E[Y_t - Y_b \mid G=g] - E[Y_t - Y_b \mid C=1]
+
+    with :math:`C` the never-treated units, or the units not yet treated by
+    :math:`\max(t,b)+\delta` (other than cohort g). With covariates the second term
+    is :math:`E[m(X)\mid G=g]` (regression), a propensity-reweighted control mean
+    (IPW), or both (doubly robust, Sant'Anna & Zhao 2020). Each estimate has an
+    influence function :math:`\psi_i` over all n units (zero outside the cell);
+    the analytic standard error is :math:`\sqrt{\sum_i \psi_i^2}/n`.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> n = 400
+    >>> g = np.repeat(rng.choice([0, 2003], n), 3)
+    >>> panel = pd.DataFrame({"id": np.repeat(np.arange(n), 3), "year": np.tile([2001, 2002, 2003], n), "g": g})
+    >>> panel["y"] = rng.normal(size=3 * n) + 1.0 * ((panel.year >= panel.g) & (panel.g > 0))
+    >>> r = att_gt(panel, "y", "year", "id", "g", bootstrap=False)
+    >>> r.tidy()[["group", "time"]].values.tolist()
+    [[2003, 2002], [2003, 2003]]
+    """
+    _check_choice("control_group", control_group, CONTROL_GROUPS)
+    _check_choice("est_method", est_method, EST_METHODS)
+    _check_choice("base_period", base_period, BASE_PERIODS)
+    if not isinstance(anticipation, (int, np.integer)) or anticipation < 0:
+        raise ValueError(f"anticipation must be a non-negative integer; got {anticipation!r}")
+    if not 0 < alp < 1:
+        raise ValueError(f"alp must be in (0, 1); got {alp!r}")
+    if int(biters) < 1:
+        raise ValueError(f"biters must be a positive integer; got {biters!r}")
+    clustervars = list(clustervars) if clustervars else []
+    if any(c != idname for c in clustervars) and not bootstrap:
+        raise ValueError("clustering on a variable other than idname needs bootstrap=True (as in R did)")
+    covs = parse_xformla(xformla)
+    P = _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, allow_unbalanced_panel)
+    periods, Y, G, w = P.periods, P.Y, P.G, P.w
+    n, T = Y.shape
+    excl = dict(P.exclusions)
+    notes: list[str] = []
+
+    # R did drops units treated in the first period with a warning; we refuse, so nothing is silently dropped.
+    glist_all = np.unique(G[G > 0])
+    no_pre = [int(g) for g in glist_all if g - anticipation <= periods[0]]
+    if no_pre:
+        counts = {g: int((G == g).sum()) for g in no_pre}
+        raise ValueError(
+            f"df: cohort(s) {counts} (cohort: units) in {gname!r} have no pre-treatment period within "
+            f"{tname} {int(periods[0])}-{int(periods[-1])} (anticipation {anticipation}); ATT(g,t) needs a period "
+            f"before g - anticipation. Drop these units or start the panel earlier."
+        )
+    glist = glist_all
+    if len(glist) == 0:
+        raise ValueError(f"df: no treated units (all {gname!r} are 0 or after the last period)")
+    if control_group == "nevertreated" and not (G == 0).any():
+        raise ValueError(
+            f"df: control_group='nevertreated' but no unit has {gname!r} == 0 (never treated); "
+            f"use control_group='notyettreated' or add never-treated units"
+        )
+    if control_group == "notyettreated" and not (G == 0).any():
+        # R did: without never-treated units, the last cohort serves as the comparison and periods from it on are dropped.
+        gmax = glist.max()
+        keep_t = periods < gmax - anticipation
+        excl["periods_dropped_no_never_treated"] = int((~keep_t).sum())
+        notes.append(f"no never-treated units: cohort {int(gmax)} serves as not-yet-treated comparison; periods >= {int(gmax - anticipation)} dropped")
+        periods = periods[keep_t]
+        Y = Y[:, keep_t]
+        P = _Panel(P.ids, periods, Y, np.where(G == gmax, 0.0, G), w, {k: v[:, keep_t] for k, v in P.X.items()}, P.cluster, excl)
+        G = P.G
+        glist = glist[glist < gmax]
+        T = len(periods)
+        if T < 2 or len(glist) == 0:
+            raise ValueError("df: without never-treated units too few periods/cohorts remain to estimate any ATT(g,t)")
+
+    cells = []  # (g, target index, base index)
+    if base_period == "varying":
+        for g in glist:
+            b_post = int(np.searchsorted(periods, g - anticipation, side="left")) - 1
+            for ti in range(1, T):
+                if periods[ti] >= g - anticipation:
+                    cells.append((g, ti, b_post))
+                else:
+                    cells.append((g, ti, ti - 1))
+    else:
+        for g in glist:
+            b = int(np.searchsorted(periods, g - anticipation, side="left")) - 1
+            for ti in range(T):
+                cells.append((g, ti, b))
+    k = len(cells)
+    if n * k * 8 > _MAX_IF_BYTES:
+        raise MemoryError(
+            f"influence functions would need {n * k * 8 / 2**30:.1f} GiB ({n} units x {k} cells); "
+            f"restrict the periods or cohorts, or raise reach.did._MAX_IF_BYTES"
+        )
+    IF = np.zeros((n, k))
+    att = np.full(k, np.nan)
+    n_tr = np.zeros(k, dtype=np.int64)
+    n_co = np.zeros(k, dtype=np.int64)
+    groups = np.array([c[0] for c in cells], dtype=float)
+    times = np.array([periods[c[1]] for c in cells], dtype=float)
+    bases = np.array([periods[c[2]] for c in cells], dtype=float)
+    never = G == 0
+    dY_cache: dict[tuple[int, int], np.ndarray] = {}
+    for j, (g, ti, bi) in enumerate(cells):
+        if ti == bi:  # universal base: the reference period itself
+            att[j] = 0.0
+            n_tr[j] = int((G == g).sum())
+            n_co[j] = int(never.sum()) if control_group == "nevertreated" else 0
+            continue
+        treated = G == g
+        if control_group == "nevertreated":
+            control = never
+        else:
+            tc = periods[max(ti, bi)]
+            control = never | ((G > tc + anticipation) & ~treated)
+        n_tr[j] = int(treated.sum())
+        n_co[j] = int(control.sum())
+        if n_tr[j] == 0 or n_co[j] == 0:
+            notes.append(f"ATT({int(g)},{int(periods[ti])}): no {'treated' if n_tr[j] == 0 else 'comparison'} units; left missing")
+            continue
+        key = (ti, bi)
+        if key not in dY_cache:
+            dY_cache[key] = Y[:, ti] - Y[:, bi]
+        dY = dY_cache[key]
+        if not covs:
+            # closed form: all three methods reduce to a difference of weighted mean changes
+            wt = np.where(treated, w, 0.0)
+            wc = np.where(control, w, 0.0)
+            W1, W0 = wt.sum(), wc.sum()
+            m1 = wt @ dY / W1
+            m0 = wc @ dY / W0
+            att[j] = m1 - m0
+            IF[:, j] = n * (wt * (dY - m1) / W1 - wc * (dY - m0) / W0)
+        else:
+            idx = np.flatnonzero(treated | control)
+            cov_t = min(ti, bi)
+            Xc = np.column_stack([np.ones(len(idx))] + [P.X[c][idx, cov_t] for c in covs])
+            a, inf = _drdid_cell(dY[idx], treated[idx].astype(float), Xc, w[idx], est_method)
+            if inf is None:
+                notes.append(f"ATT({int(g)},{int(periods[ti])}): covariate model could not be estimated (singular design or separation); left missing")
+                continue
+            att[j] = a
+            IF[idx, j] = (n / len(idx)) * inf
+    small = [int(g) for g in glist if (G == g).sum() < len(covs) + 5]
+    if small:
+        notes.append(f"small cohort(s) {small}: fewer than {len(covs) + 5} units (R did warns likewise)")
+
+    se_an = _analytic_se(IF)
+    se_an = np.where(np.isfinite(att), se_an, np.nan)
+    bres, m = _multiplier_bootstrap(IF, P.cluster, int(biters), seed, progress)
+    se_b, crit = _boot_summary(bres, m, alp)
+    se = se_b if bootstrap else se_an
+    se = np.where(np.isfinite(att), se, np.nan)
+    if np.isfinite(crit) and crit >= 7:
+        notes.append(f"simultaneous critical value {crit:.2f} is large; small cohorts or little outcome variation")
+
+    return ATTgtResult(
+        groups=_readonly(groups), times=_readonly(times), base_times=_readonly(bases), att=_readonly(att),
+        se=_readonly(se), se_analytic=_readonly(se_an), crit_val=float(crit), n_treated=_readonly(n_tr),
+        n_control=_readonly(n_co), inffunc=_readonly(IF), unit_cohort=_readonly(G.copy()),
+        unit_weight=_readonly(w.copy()), cluster=None if P.cluster is None else _readonly(P.cluster),
+        periods=_readonly(periods.copy()), n_units=int(n), yname=yname, xformla=xformla,
+        control_group=control_group, est_method=est_method, anticipation=int(anticipation),
+        base_period=base_period, bootstrap=bool(bootstrap), biters=int(biters), alp=float(alp), seed=int(seed),
+        exclusions=excl, notes=tuple(dict.fromkeys(notes)),
+    )
+
+
+# --------------------------------------------------------------------------- aggte
+def _wif(keepers, pg, w, G, group):
+    """Influence function of the estimated aggregation weights (R did's ``wif``)."""
+    if len(keepers) == 0:
+        return np.zeros((len(G), 0))
+    gk = group[keepers]
+    ind = (G[:, None] == gk[None, :]) * w[:, None] - pg[keepers][None, :]
+    s = pg[keepers].sum()
+    if1 = ind / s
+    if2 = ind.sum(axis=1)[:, None] * (pg[keepers] / s**2)[None, :]
+    return if1 - if2
+
+
+def _agg_if(att, IF, which, weights, wif=None):
+    out = IF[:, which] @ weights
+    if wif is not None:
+        out = out + wif @ att[which]
+    return out
+
+
+def aggte(
+    result: ATTgtResult,
+    type: str = "simple",
+    min_e: float = -np.inf,
+    max_e: float = np.inf,
+    balance_e: int | None = None,
+    na_rm: bool = False,
+    bootstrap: bool | None = None,
+    biters: int | None = None,
+    alp: float | None = None,
+) -> AggteResult:
+    r"""Aggregate group-time ATTs as R did's ``aggte``.
+
+    Parameters
+    ----------
+    result : ATTgtResult
+    type : {"simple", "dynamic", "group", "calendar"}
+    min_e, max_e : float
+        Event-time window (``dynamic``; ``max_e`` also limits the post cells of the other types, as in R).
+    balance_e : int, optional
+        Keep only cohorts observed for at least ``balance_e`` periods after treatment (``dynamic``).
+    na_rm : bool
+        Drop cells with a missing ATT instead of raising.
+    bootstrap, biters, alp : optional
+        Override the settings of ``result``.
+
+    Returns
+    -------
+    AggteResult
+
+    Notes
+    -----
+    With :math:`\hat p_g` the (weighted) share of units in cohort g,
+
+    * simple: :math:`\theta = \sum_{g \le t} ATT(g,t)\, p_g / \sum_{g\le t} p_g`;
+    * dynamic: :math:`\theta(e) = \sum_g 1\{t-g=e\} ATT(g,t)\, p_g / \sum_g 1\{t-g=e\} p_g`,
+      overall = mean of :math:`\theta(e)` over :math:`e \ge 0`;
+    * group: :math:`\theta(g)` = mean of post-treatment :math:`ATT(g,t)`, overall weighted by :math:`p_g`;
+    * calendar: :math:`\theta(t)` = :math:`p_g`-weighted mean over cohorts treated by t, overall = mean over t.
+
+    The influence function of an aggregate is the weighted sum of the cell influence
+    functions plus a term for the estimated weights :math:`p_g`.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> n = 300
+    >>> panel = pd.DataFrame({"id": np.repeat(np.arange(n), 4), "year": np.tile([1, 2, 3, 4], n),
+    ...                       "g": np.repeat(rng.choice([0, 3, 4], n), 4)})
+    >>> panel["y"] = rng.normal(size=4 * n) + 2.0 * ((panel.year >= panel.g) & (panel.g > 0))
+    >>> a = aggte(att_gt(panel, "y", "year", "id", "g", biters=99), type="dynamic")
+    >>> a.tidy()["level"].tolist()[0]
+    'overall'
+    """
+    _check_choice("type", type, AGG_TYPES)
+    if not isinstance(result, ATTgtResult):
+        raise TypeError(f"result must be an ATTgtResult from att_gt; got {builtins_type(result).__name__}")
+    bootstrap = result.bootstrap if bootstrap is None else bool(bootstrap)
+    biters = result.biters if biters is None else int(biters)
+    alp = result.alp if alp is None else float(alp)
+    group = np.asarray(result.groups)
+    t = np.asarray(result.times)
+    att = np.asarray(result.att)
+    IF = result.inffunc
+    G = result.unit_cohort
+    w = result.unit_weight
+    n = IF.shape[0]
+    keep = np.ones(len(att), dtype=bool)
+    if np.isnan(att).any():
+        if not na_rm:
+            bad = [(int(a), int(b)) for a, b in zip(group[np.isnan(att)], t[np.isnan(att)])]
+            raise ValueError(f"missing ATT(g,t) for cells {bad[:5]}; pass na_rm=True to aggregate without them")
+        keep = ~np.isnan(att)
+    group, t, att, IF = group[keep], t[keep], att[keep], IF[:, keep]
+    n_tr_cell = np.asarray(result.n_treated)[keep]
+    n_co_cell = np.asarray(result.n_control)[keep]
+    glist = np.unique(group)
+    pgg = np.array([np.mean(w * (G == g)) for g in glist])
+    pg = pgg[np.searchsorted(glist, group)]
+    keepers = np.flatnonzero((group <= t) & (t <= group + max_e))
+    cohort_n = {g: int((G == g).sum()) for g in glist}
+
+    def se_of(cols):
+        return _analytic_se(cols)
+
+    keys = np.array([])
+    key_att = np.array([])
+    key_if = np.zeros((n, 0))
+    key_ntr = np.array([], dtype=np.int64)
+    key_nco = np.array([], dtype=np.int64)
+    if type == "simple":
+        if len(keepers) == 0:
+            raise ValueError("no post-treatment ATT(g,t) to aggregate")
+        wts = pg[keepers] / pg[keepers].sum()
+        overall = float(att[keepers] @ wts)
+        overall_if = _agg_if(att, IF, keepers, wts, _wif(keepers, pg, w, G, group))
+        n_treated = sum(cohort_n[g] for g in np.unique(group[keepers]))
+        n_control = int(n_co_cell[keepers].min())
+    elif type == "group":
+        atts, ifs, ntr, nco = [], [], [], []
+        for g in glist:
+            wg = np.flatnonzero((group == g) & (g <= t) & (t <= group + max_e))
+            if len(wg) == 0:
+                atts.append(np.nan)
+                ifs.append(np.zeros(n))
+                ntr.append(cohort_n[g])
+                nco.append(0)
+                continue
+            wts = pg[wg] / pg[wg].sum()
+            atts.append(float(att[wg].mean()))
+            ifs.append(_agg_if(att, IF, wg, wts))
+            ntr.append(cohort_n[g])
+            nco.append(int(n_co_cell[wg].min()))
+        keys, key_att, key_if = glist, np.array(atts), np.column_stack(ifs)
+        key_ntr, key_nco = np.array(ntr), np.array(nco)
+        ok = np.isfinite(key_att)
+        sel = np.flatnonzero(ok)
+        wts = pgg[sel] / pgg[sel].sum()
+        overall = float(key_att[sel] @ wts)
+        overall_if = _agg_if(key_att, key_if, sel, wts, _wif(sel, pgg, w, G, glist))
+        n_treated = int(key_ntr[sel].sum())
+        n_control = int(key_nco[sel].min())
+    elif type == "dynamic":
+        e_all = t - group
+        include = np.ones(len(att), dtype=bool)
+        eseq = np.unique(e_all)
+        if balance_e is not None:
+            include = (t.max() - group) >= balance_e
+            eseq = np.unique(e_all[include])
+            eseq = eseq[(eseq <= balance_e) & (eseq >= balance_e - t.max() + t.min())]
+        eseq = eseq[(eseq >= min_e) & (eseq <= max_e)]
+        atts, ifs, ntr, nco = [], [], [], []
+        for e in eseq:
+            we = np.flatnonzero((e_all == e) & include)
+            wts = pg[we] / pg[we].sum()
+            atts.append(float(att[we] @ wts))
+            ifs.append(_agg_if(att, IF, we, wts, _wif(we, pg, w, G, group)))
+            ntr.append(sum(cohort_n[g] for g in np.unique(group[we])))
+            nco.append(int(n_co_cell[we].min()))
+        keys, key_att = eseq, np.array(atts)
+        key_if = np.column_stack(ifs) if ifs else np.zeros((n, 0))
+        key_ntr, key_nco = np.array(ntr, dtype=np.int64), np.array(nco, dtype=np.int64)
+        epos = np.flatnonzero(eseq >= 0)
+        if len(epos) == 0:
+            raise ValueError("no event time >= 0 within [min_e, max_e] to aggregate")
+        overall = float(key_att[epos].mean())
+        overall_if = key_if[:, epos] @ np.full(len(epos), 1 / len(epos))
+        n_treated = int(key_ntr[epos].max())
+        n_control = int(key_nco[epos].min())
+    else:  # calendar
+        tlist = np.unique(t)
+        ctl = tlist[tlist >= group.min()]
+        atts, ifs, ntr, nco = [], [], [], []
+        for t1 in ctl:
+            wt = np.flatnonzero((t == t1) & (group <= t))
+            wts = pg[wt] / pg[wt].sum()
+            atts.append(float(att[wt] @ wts))
+            ifs.append(_agg_if(att, IF, wt, wts, _wif(wt, pg, w, G, group)))
+            ntr.append(sum(cohort_n[g] for g in np.unique(group[wt])))
+            nco.append(int(n_co_cell[wt].min()))
+        keys, key_att, key_if = ctl, np.array(atts), np.column_stack(ifs)
+        key_ntr, key_nco = np.array(ntr, dtype=np.int64), np.array(nco, dtype=np.int64)
+        overall = float(key_att.mean())
+        overall_if = key_if @ np.full(len(ctl), 1 / len(ctl))
+        n_treated = int(key_ntr.max())
+        n_control = int(key_nco.min())
+
+    allif = np.column_stack([overall_if, key_if])
+    bres, m = _multiplier_bootstrap(allif, result.cluster, biters, result.seed + 1, None)
+    se_b, _ = _boot_summary(bres, m, alp)
+    se_all = se_b if bootstrap else se_of(allif)
+    crit = np.nan
+    z = stats.norm.ppf(1 - alp / 2)
+    if key_if.shape[1] > 0:
+        _, crit = _boot_summary(bres[:, 1:], m, alp)
+        if not np.isfinite(crit) or crit < z:
+            crit = z
+    return AggteResult(
+        type=type, overall_att=overall, overall_se=float(se_all[0]), keys=_readonly(np.asarray(keys)),
+        att=_readonly(np.asarray(key_att, dtype=float)), se=_readonly(se_all[1:]), crit_val=float(crit),
+        n_treated_keys=_readonly(key_ntr), n_control_keys=_readonly(key_nco), n_treated=int(n_treated),
+        n_control=int(n_control), alp=alp, yname=result.yname, bootstrap=bootstrap,
+        inffunc=_readonly(key_if), overall_inffunc=_readonly(overall_if), min_e=min_e, max_e=max_e,
+        balance_e=balance_e,
+    )
+
+
+import builtins as _builtins  # noqa: E402  (aggte has a parameter named ``type``)
+
+builtins_type = _builtins.type
+
+
+# --------------------------------------------------------------------------- naive estimators
+def _treat_indicator(df, tname, treat, idname):
+    col = df[treat]
+    vals = pd.unique(col.dropna())
+    if set(np.asarray(vals, dtype=float)) <= {0.0, 1.0}:
+        return col.astype(float).to_numpy()
+    # a first-treatment column: treated from g on
+    g = col.to_numpy(dtype=float)
+    return ((g > 0) & (df[tname].to_numpy(dtype=float) >= g)).astype(float)
+
+
+def twfe(df: pd.DataFrame, yname: str, tname: str, idname: str, treat: str, weightsname: str | None = None,
+         alp: float = 0.05) -> DiDEstimate:
+    r"""Two-way fixed effects regression :math:`y_{it} = \alpha_i + \lambda_t + \beta D_{it} + e_{it}`.
+
+    ``treat`` is either a 0/1 treatment column or a first-treatment column (0 = never),
+    from which :math:`D_{it} = 1\{g_i > 0, t \ge g_i\}`. Estimated with linearmodels
+    ``PanelOLS`` (entity and time effects), standard errors clustered by unit.
+
+    Notes
+    -----
+    With staggered adoption and heterogeneous effects :math:`\beta` is a weighted average of
+    2x2 comparisons, some using already-treated units as controls (Goodman-Bacon 2021);
+    it is shown beside :func:`att_gt` for that reason, not as the preferred estimate.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(2)
+    >>> p = pd.DataFrame({"id": np.repeat(np.arange(200), 2), "t": np.tile([1, 2], 200),
+    ...                   "g": np.repeat(rng.choice([0, 2], 200), 2)})
+    >>> p["y"] = rng.normal(size=400) + 1.5 * ((p.t >= p.g) & (p.g > 0))
+    >>> abs(twfe(p, "y", "t", "id", "g").estimate - 1.5) < 0.3
+    True
+    """
+    from linearmodels.panel import PanelOLS
+
+    cols = [yname, tname, idname, treat] + ([weightsname] if weightsname else [])
+    _require(df, cols)
+    d = df[cols].dropna()
+    dup = d.duplicated([idname, tname], keep=False)
+    if dup.any():
+        raise ValueError(f"df: duplicate ({idname}, {tname}) rows. Examples:\n{_examples(d, dup, [idname, tname])}")
+    D = _treat_indicator(d, tname, treat, idname)
+    data = pd.DataFrame({"y": d[yname].to_numpy(dtype=float), "D": D},
+                        index=pd.MultiIndex.from_arrays([d[idname].to_numpy(), d[tname].to_numpy()]))
+    kw = {}
+    if weightsname:
+        kw["weights"] = pd.Series(d[weightsname].to_numpy(dtype=float), index=data.index)
+    mod = PanelOLS(data["y"], data[["D"]], entity_effects=True, time_effects=True, drop_absorbed=True, **kw)
+    res = mod.fit(cov_type="clustered", cluster_entity=True)
+    b = float(res.params["D"])
+    se = float(res.std_errors["D"])
+    z = stats.norm.ppf(1 - alp / 2)
+    ever = pd.Series(D, index=d[idname].to_numpy()).groupby(level=0).max()
+    return DiDEstimate("TWFE (unit and year effects)", b, se, b - z * se, b + z * se, int(res.nobs),
+                       int(ever.size), int((ever > 0).sum()), int((ever == 0).sum()), float(res.df_resid))
+
+
+def did_2x2(df: pd.DataFrame, yname: str, tname: str, idname: str, treated: str, post: str,
+            alp: float = 0.05) -> DiDEstimate:
+    r"""Classic two-group, two-period difference in differences.
+
+    OLS of :math:`y = a + b\,treated + c\,post + \beta\, treated \times post`,
+    standard errors clustered by unit (statsmodels). ``treated`` and ``post`` are 0/1 columns.
+
+    Notes
+    -----
+    :math:`\hat\beta = (\bar y_{1,post}-\bar y_{1,pre}) - (\bar y_{0,post}-\bar y_{0,pre})`;
+    on a balanced panel this equals ``att_gt`` for one cohort and two periods.
+
+    Examples
+    --------
+    >>> p = pd.DataFrame({"id": [1, 1, 2, 2, 3, 3, 4, 4], "t": [0, 1] * 4, "tr": [1, 1, 1, 1, 0, 0, 0, 0],
+    ...                   "y": [1.0, 3.0, 2.0, 4.5, 1.0, 1.5, 2.0, 2.5]})
+    >>> p["post"] = p.t
+    >>> round(did_2x2(p, "y", "t", "id", "tr", "post").estimate, 6)
+    1.75
+    """
+    import statsmodels.api as sm
+
+    _require(df, [yname, tname, idname, treated, post])
+    d = df[[yname, tname, idname, treated, post]].dropna()
+    for c in (treated, post):
+        bad = ~d[c].isin([0, 1])
+        if bad.any():
+            raise ValueError(f"df: column {c!r} must be 0/1. Examples:\n{_examples(d, bad, [idname, tname, c])}")
+    tr = d[treated].to_numpy(dtype=float)
+    po = d[post].to_numpy(dtype=float)
+    X = np.column_stack([np.ones(len(d)), tr, po, tr * po])
+    groups = pd.factorize(d[idname])[0]
+    res = sm.OLS(d[yname].to_numpy(dtype=float), X).fit(cov_type="cluster", cov_kwds={"groups": groups})
+    b, se = float(res.params[3]), float(res.bse[3])
+    z = stats.norm.ppf(1 - alp / 2)
+    units = d.groupby(idname)[treated].max()
+    return DiDEstimate("2x2 DiD", b, se, b - z * se, b + z * se, int(len(d)), int(units.size),
+                       int((units == 1).sum()), int((units == 0).sum()), float(res.df_resid))
+
+
+def naive_difference(df: pd.DataFrame, yname: str, tname: str, idname: str, gname: str,
+                     alp: float = 0.05) -> DiDEstimate:
+    r"""Naive users-versus-others comparison, as the 2023 evaluation made it.
+
+    Mean outcome of users in their years since first use minus the mean outcome of
+    never-users in the same years; OLS of y on a user dummy over those rows,
+    standard errors clustered by unit.
+
+    Notes
+    -----
+    :math:`\hat\Delta = \bar y_{users,\,t\ge g} - \bar y_{never,\,t \ge \min g}`. It attributes
+    every pre-existing difference between users and others to the programme.
+
+    Examples
+    --------
+    >>> p = pd.DataFrame({"id": [1, 1, 2, 2, 3, 3, 4, 4], "t": [1, 2] * 4, "g": [2, 2, 2, 2, 0, 0, 0, 0],
+    ...                   "y": [5.0, 6.0, 5.0, 7.0, 1.0, 2.0, 1.0, 3.0]})
+    >>> round(naive_difference(p, "y", "t", "id", "g").estimate, 6)
+    4.0
+    """
+    import statsmodels.api as sm
+
+    _require(df, [yname, tname, idname, gname])
+    d = df[[yname, tname, idname, gname]].dropna()
+    g = d[gname].to_numpy(dtype=float)
+    t = d[tname].to_numpy(dtype=float)
+    if not (g > 0).any() or not (g == 0).any():
+        raise ValueError(f"df: naive comparison needs users ({gname} > 0) and never-users ({gname} == 0)")
+    gmin = g[g > 0].min()
+    rows = ((g > 0) & (t >= g)) | ((g == 0) & (t >= gmin))
+    d = d[rows]
+    user = (d[gname].to_numpy(dtype=float) > 0).astype(float)
+    X = np.column_stack([np.ones(len(d)), user])
+    groups = pd.factorize(d[idname])[0]
+    res = sm.OLS(d[yname].to_numpy(dtype=float), X).fit(cov_type="cluster", cov_kwds={"groups": groups})
+    b, se = float(res.params[1]), float(res.bse[1])
+    z = stats.norm.ppf(1 - alp / 2)
+    units = pd.Series(user, index=d[idname].to_numpy()).groupby(level=0).max()
+    return DiDEstimate("naive users vs others", b, se, b - z * se, b + z * se, int(len(d)), int(units.size),
+                       int((units == 1).sum()), int((units == 0).sum()), float(res.df_resid))
+
+
+def cohort_from_treatment(df: pd.DataFrame, idname: str, tname: str, dname: str) -> pd.Series:
+    """First-treatment period per row (0 = never) from a 0/1 treatment column.
+
+    Staggered adoption requires treatment to be absorbing: once on, it stays on.
+    A unit whose treatment switches off raises ``ValueError`` listing examples.
+
+    Examples
+    --------
+    >>> d = pd.DataFrame({"id": [1, 1, 2, 2], "t": [1, 2, 1, 2], "d": [0, 1, 0, 0]})
+    >>> cohort_from_treatment(d, "id", "t", "d").tolist()
+    [2, 2, 0, 0]
+    """
+    _require(df, [idname, tname, dname])
+    d = df[[idname, tname, dname]]
+    bad = ~d[dname].isin([0, 1])
+    if bad.any():
+        raise ValueError(f"df: column {dname!r} must be 0/1. Examples:\n{_examples(d, bad, [idname, tname, dname])}")
+    s = d.sort_values([idname, tname], kind="stable")
+    off = s.groupby(idname, sort=False)[dname].cummax().astype(int) > s[dname].astype(int)
+    if off.any():
+        ids = s.loc[off, idname].unique()
+        ex = d[d[idname].isin(ids[:5])]
+        raise ValueError(
+            f"df: treatment {dname!r} switches off (1 then 0) for {len(ids)} unit(s); staggered DiD needs "
+            f"absorbing treatment. Examples:\n{ex.head(10).to_string(index=False)}"
+        )
+    first = d[tname].where(d[dname] == 1).groupby(d[idname]).transform("min")
+    return first.fillna(0).astype("int64")
+
+
+# --------------------------------------------------------------------------- plot
+def event_study_plot(agg: AggteResult, ax=None, title: str | None = None, data: pd.DataFrame | None = None):
+    """Event-study figure: estimates with pointwise (thick) and simultaneous (thin) 95% bands.
+
+    ``data`` may be a publishable (disclosure-checked) copy of ``agg.tidy()``;
+    suppressed rows (NaN) are not drawn.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib
+
+    matplotlib.use(matplotlib.get_backend())
+    import matplotlib.pyplot as plt
+
+    if agg.type != "dynamic":
+        raise ValueError(f"event_study_plot needs aggte(type='dynamic'); got type={agg.type!r}")
+    t = agg.tidy() if data is None else data
+    t = t[t["level"] == "event_time"].dropna(subset=["estimate"])
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 4))
+    else:
+        fig = ax.figure
+    e = t["key"].astype(float).to_numpy()
+    pre = e < 0
+    for mask, colour, label in ((pre, "tab:red", "before use"), (~pre, "tab:blue", "after use")):
+        if mask.any():
+            tt = t[mask]
+            ax.vlines(e[mask], tt["conf_low"], tt["conf_high"], color=colour, lw=1, alpha=0.6)
+            ax.vlines(e[mask], tt["pointwise_low"], tt["pointwise_high"], color=colour, lw=4, alpha=0.8)
+            ax.plot(e[mask], tt["estimate"], "o", color=colour, label=label)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axvline(-0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("years since first use")
+    ax.set_ylabel(f"ATT on {agg.yname}")
+    ax.set_title(title or f"Event study: {agg.yname} (thick: pointwise, thin: simultaneous {100 * (1 - agg.alp):.0f}% band)",
+                 fontsize=9)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig

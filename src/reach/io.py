@@ -1,0 +1,761 @@
+"""Read the run's microdata: locate files, map CBS names, validate, aggregate trade while streaming.
+
+Every input named in ``params["inputs"]`` and ``params["programmes"]`` is read
+from ``params["data_dir"]``: SPSS ``.sav``/``.zsav`` (pyreadstat), ``.csv`` or
+``.parquet``. Per-year files are found through a pattern with ``{year}``; a
+``V*`` in the pattern matches CBS's version suffix and the highest version
+wins (logged, and recorded in :attr:`Inputs.files`).
+
+Problems a user must fix (missing column, wrong type, unreadable or empty
+file, a year without a file) raise :class:`InputError` naming the file, the
+column, the count and up to five example rows. Problems a user can live with
+(negative trade values, unknown country codes, registrations outside the
+window, ...) are excluded, logged and counted in :attr:`Inputs.exclusions`.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import pandas as pd
+
+from reach import countries as _countries
+
+__all__ = ["InputError", "Inputs", "load_inputs", "locate", "read_columns", "ROLES"]
+
+log = logging.getLogger(__name__)
+
+#: Internal columns each input role must map (CONTRACTS.md section 2).
+ROLES: dict[str, tuple[str, ...]] = {
+    "register": ("be_id", "sbi", "size_class", "employees", "municipality"),
+    "kvk_link": ("kvk", "be_id"),
+    "trade": ("be_id", "country", "exports", "imports"),
+    "instruments": ("year", "instrument"),  # plus kvk or be_id
+}
+PER_YEAR_ROLES = ("register", "kvk_link", "trade")
+PROGRAMME_COLUMNS = ("kvk", "activity_id", "date", "year", "organiser_region", "activity_type")
+
+# Internal column -> kind used for type coercion.
+_KIND = {
+    "be_id": "id", "kvk": "id", "sbi": "code", "size_class": "code", "municipality": "code",
+    "country": "code", "instrument": "text", "activity_id": "id", "activity_type": "text",
+    "organiser_region": "text", "employees": "float", "exports": "float", "imports": "float",
+    "year": "int", "date": "date",
+}
+_N_EXAMPLES = 5
+_DEFAULT_CHUNKSIZE = 500_000
+_SUFFIXES = {".sav": "sav", ".zsav": "sav", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+class InputError(ValueError):
+    """An input file that cannot be used as it is; the message names file, column and examples."""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The run's typed input tables (CONTRACTS.md section 2).
+
+    Attributes
+    ----------
+    register, kvk_link, trade, instruments, participants : DataFrame
+        Tables with reach's internal column names and dtypes.
+    files : list of dict
+        One entry per file read: ``role, year, path, size, sha256, version, n_rows``.
+    exclusions : DataFrame
+        ``table, reason, n``: rows left out (or values recoded) and why.
+    first_year, last_year : int
+        The analysis window.
+    programmes : dict
+        Per programme key: ``label`` and ``default_year``.
+    growth_markets : tuple of str
+        ISO-2 codes of the growth markets.
+    """
+
+    register: pd.DataFrame
+    kvk_link: pd.DataFrame
+    trade: pd.DataFrame
+    instruments: pd.DataFrame
+    participants: pd.DataFrame
+    files: list = field(default_factory=list)
+    exclusions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["table", "reason", "n"]))
+    first_year: int = 0
+    last_year: int = 0
+    programmes: dict = field(default_factory=dict)
+    growth_markets: tuple = _countries.DEFAULT_GROWTH_MARKETS
+
+    def tidy(self) -> pd.DataFrame:
+        """Files read: ``role, year, file, version, n_rows, size`` (no microdata)."""
+        cols = ["role", "year", "file", "version", "n_rows", "size"]
+        rows = [{**f, "file": Path(f["path"]).name} for f in self.files]
+        out = pd.DataFrame(rows, columns=cols + [c for c in (rows[0] if rows else {}) if c not in cols])[cols]
+        return out.astype({"year": "Int64", "version": "Int64", "n_rows": "int64", "size": "int64"})
+
+    def summary(self) -> str:
+        """One line per table with its row count, then the exclusions."""
+        lines = [f"Inputs {self.first_year}-{self.last_year}: {len(self.files)} files read"]
+        for name in ("register", "kvk_link", "trade", "instruments", "participants"):
+            lines.append(f"  {name:<13} {len(getattr(self, name)):>12,} rows")
+        if len(self.exclusions):
+            lines.append("Exclusions:")
+            for r in self.exclusions.itertuples(index=False):
+                lines.append(f"  {r.table:<13} {r.reason}: {r.n:,}")
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        return "```\n" + self.summary() + "\n```"
+
+    def _repr_html_(self) -> str:
+        return "<pre>" + self.summary().replace("&", "&amp;").replace("<", "&lt;") + "</pre>"
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _version_regex(pattern: str, year: int) -> re.Pattern:
+    parts = re.split(r"(\{year\}|V\*|\*)", pattern)
+    out = []
+    for p in parts:
+        if p == "{year}":
+            out.append(re.escape(str(year)))
+        elif p == "V*":
+            out.append(r"[Vv](\d+)")
+        elif p == "*":
+            out.append(".*")
+        else:
+            out.append(re.escape(p))
+    return re.compile("^" + "".join(out) + "$")
+
+
+def locate(data_dir: str | Path, pattern: str, year: int, role: str = "input") -> tuple[Path, int | None, list[Path]]:
+    """Find the file of ``year`` matching ``pattern``; the highest ``V<n>`` version wins.
+
+    Parameters
+    ----------
+    data_dir : str or Path
+        Folder the pattern is relative to.
+    pattern : str
+        Glob pattern with ``{year}``; ``V*`` matches a numeric version suffix.
+    year : int
+    role : str
+        Name of the input, used in messages.
+
+    Returns
+    -------
+    (path, version, candidates)
+        ``version`` is None when the pattern has no ``V*``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> for v in (1, 2, 10): _ = (d / f"IHG2019V{v}.sav").write_bytes(b"x")
+    >>> p, v, c = locate(d, "IHG{year}V*.sav", 2019)
+    >>> p.name, v, len(c)
+    ('IHG2019V10.sav', 10, 3)
+    """
+    data_dir = Path(data_dir)
+    glob = pattern.replace("{year}", str(year))
+    rx = _version_regex(Path(pattern).name, year)
+    candidates = sorted(p for p in data_dir.glob(glob) if p.is_file())
+    if not candidates:
+        raise InputError(
+            f"{role}: no file for year {year}: nothing matches {glob!r} in {str(data_dir)!r} "
+            f"(pattern {pattern!r}); every year of the window needs one"
+        )
+    versioned = []
+    for p in candidates:
+        m = rx.match(p.name)
+        v = int(m.group(1)) if (m and m.groups() and m.group(1) is not None) else None
+        versioned.append((v if v is not None else -1, p.name, p, v))
+    versioned.sort()
+    _, _, path, version = versioned[-1]
+    if len(candidates) > 1:
+        log.info("%s %d: %d versions %s; using %s", role, year, len(candidates),
+                 [p.name for p in candidates], path.name)
+    return path, version, candidates
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _kind(path: Path) -> str:
+    kind = _SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise InputError(f"{path}: unsupported file type {path.suffix!r}; allowed: {sorted(_SUFFIXES)}")
+    return kind
+
+
+def _csv_sep(path: Path) -> str:
+    with path.open("r", encoding="utf-8", errors="replace") as fh:
+        head = fh.readline()
+    return ";" if head.count(";") > head.count(",") else ","
+
+
+def read_columns(path: str | Path) -> list[str]:
+    """Column names of a .sav/.csv/.parquet file without reading its rows.
+
+    Raises :class:`InputError` for an empty or unreadable file.
+    """
+    path = Path(path)
+    kind = _kind(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file does not exist")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty (0 bytes)")
+    try:
+        if kind == "sav":
+            import pyreadstat
+
+            _, meta = pyreadstat.read_sav(str(path), metadataonly=True)
+            return list(meta.column_names)
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        return list(pd.read_csv(path, nrows=0, sep=_csv_sep(path)).columns)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure becomes one clear message
+        raise InputError(f"{path}: cannot be read as {kind} ({type(exc).__name__}: {exc}); is the file corrupt?") from None
+
+
+def _iter_raw(path: Path, usecols: list[str], chunksize: int) -> Iterator[pd.DataFrame]:
+    kind = _kind(path)
+    try:
+        if kind == "sav":
+            import pyreadstat
+
+            for df, _ in pyreadstat.read_file_in_chunks(
+                pyreadstat.read_sav, str(path), chunksize=chunksize, usecols=usecols
+            ):
+                yield df
+        elif kind == "parquet":
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(path)
+            for batch in pf.iter_batches(batch_size=chunksize, columns=usecols):
+                yield batch.to_pandas()
+        else:
+            # strings throughout: identifiers keep their leading zeros; types are checked afterwards
+            yield from pd.read_csv(path, usecols=usecols, dtype=str, chunksize=chunksize,
+                                   sep=_csv_sep(path), keep_default_na=False, na_values=[""])
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{path}: reading failed ({type(exc).__name__}: {exc}); is the file corrupt?") from None
+
+
+# ----------------------------------------------------------------------------- coercion
+
+
+def _examples(df: pd.DataFrame, mask: np.ndarray, cols: list[str], offset: int = 0) -> str:
+    idx = np.flatnonzero(mask)[:_N_EXAMPLES]
+    ex = df.iloc[idx][cols].copy()
+    ex.index = idx + offset
+    ex.index.name = "row"
+    return ex.to_string()
+
+
+class _BadValues(Exception):
+    """Values of one column that do not fit its type, in one chunk (totalled over the file later)."""
+
+    def __init__(self, path, col, what, problem, frame, mask, offset):
+        super().__init__(problem)
+        self.path, self.col, self.what, self.problem = path, col, what, problem
+        self.n = int(mask.sum())
+        idx = np.flatnonzero(mask)[:_N_EXAMPLES]
+        self.examples = frame.iloc[idx].set_axis(idx + offset).rename_axis("row")
+
+    def error(self, n: int, examples: pd.DataFrame) -> InputError:
+        return InputError(f"{self.path}: column {self.col!r} ({self.what}) has {n} {self.problem}; "
+                          f"examples:\n{examples.head(_N_EXAMPLES).to_string()}")
+
+
+def _str_id(s: pd.Series, what: str, path: Path, col: str, offset: int, zfill: int | None = None) -> pd.Series:
+    """Identifiers/codes as stripped strings; integral numbers are written without decimals."""
+    if pd.api.types.is_bool_dtype(s.dtype):
+        raise InputError(f"{path}: column {col!r} ({what}) is boolean; expected codes or identifiers")
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        vals = s.to_numpy(dtype="float64", na_value=np.nan)
+        bad = np.isfinite(vals) & (vals != np.round(vals))
+        if bad.any():
+            raise _BadValues(path, col, what, "non-integer numeric values (expected identifiers/codes)",
+                             s.to_frame(col), bad, offset)
+        out = pd.Series(pd.NA, index=s.index, dtype="str")
+        ok = np.isfinite(vals)
+        out[ok] = pd.Series(vals[ok].astype("int64"), index=s.index[ok]).astype(str)
+    elif pd.api.types.is_datetime64_any_dtype(s.dtype):
+        raise InputError(f"{path}: column {col!r} ({what}) holds dates; expected codes or identifiers")
+    else:
+        out = s.astype("str").str.strip()
+        out = out.mask(out == "")
+    if zfill:
+        out = out.str.zfill(zfill)
+    return out
+
+
+def _float(s: pd.Series, what: str, path: Path, col: str, offset: int) -> pd.Series:
+    if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_datetime64_any_dtype(s.dtype):
+        raise InputError(f"{path}: column {col!r} ({what}) has type {s.dtype}; expected numbers")
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        return s.astype("float64")
+    txt = s.astype("str").str.strip()
+    txt = txt.mask(txt == "")
+    num = pd.to_numeric(txt, errors="coerce")
+    bad = (num.isna() & txt.notna()).to_numpy()
+    if bad.any():
+        raise _BadValues(path, col, what, f"values that are not numbers (wrong type: {s.dtype})",
+                         s.to_frame(col), bad, offset)
+    return num.astype("float64")
+
+
+def _int(s: pd.Series, what: str, path: Path, col: str, offset: int) -> pd.Series:
+    f = _float(s, what, path, col, offset)
+    vals = f.to_numpy()
+    bad = ~np.isfinite(vals) | (vals != np.round(vals))
+    if bad.any():
+        raise _BadValues(path, col, what, "missing or non-integer values", s.to_frame(col), bad, offset)
+    return pd.Series(vals.astype("int64"), index=s.index)
+
+
+def _date(s: pd.Series, what: str, path: Path, col: str, offset: int) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(s.dtype):
+        return s
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        raise InputError(f"{path}: column {col!r} ({what}) is numeric ({s.dtype}); expected dates")
+    txt = s.astype("str").str.strip()
+    txt = txt.mask(txt == "")
+    out = pd.to_datetime(txt, errors="coerce", format="mixed", dayfirst=False)
+    bad = (out.isna() & txt.notna()).to_numpy()
+    if bad.any():
+        raise _BadValues(path, col, what, "values that are not dates", s.to_frame(col), bad, offset)
+    return out
+
+
+_ZFILL = {"kvk": None, "municipality": 4, "size_class": 2}
+
+
+def _coerce(df: pd.DataFrame, colmap: Mapping[str, str], path: Path, offset: int) -> pd.DataFrame:
+    """Rename CBS -> internal names and coerce types; the error names the CBS column."""
+    out = {}
+    for internal, cbs in colmap.items():
+        kind = _KIND.get(internal, "text")
+        s = df[cbs]
+        if kind in ("id", "code", "text"):
+            out[internal] = _str_id(s, internal, path, cbs, offset, _ZFILL.get(internal))
+        elif kind == "float":
+            out[internal] = _float(s, internal, path, cbs, offset)
+        elif kind == "int":
+            out[internal] = _int(s, internal, path, cbs, offset)
+        else:
+            out[internal] = _date(s, internal, path, cbs, offset)
+    return pd.DataFrame(out, index=df.index)
+
+
+def _check_columns(path: Path, colmap: Mapping[str, str], role: str) -> None:
+    present = read_columns(path)
+    missing = [(i, c) for i, c in colmap.items() if c not in present]
+    if missing:
+        what = ", ".join(f"{c!r} (for {i})" for i, c in missing)
+        raise InputError(f"{role}: {path}: column {what} not found; columns present: {present}")
+
+
+def _read_table(path: Path, colmap: Mapping[str, str], role: str, chunksize: int) -> Iterator[pd.DataFrame]:
+    """Yield typed chunks with internal names; raise for an empty file."""
+    _check_columns(path, colmap, role)
+    offset = 0
+    usecols = list(dict.fromkeys(colmap.values()))
+    bad: _BadValues | None = None
+    n_bad, examples = 0, []
+    for raw in _iter_raw(path, usecols, chunksize):
+        if len(raw) == 0:
+            continue
+        try:
+            chunk = _coerce(raw, colmap, path, offset)
+        except _BadValues as exc:
+            # keep reading: the message gives the file-wide count, not the first chunk's
+            if bad is None or exc.col == bad.col:
+                bad = bad or exc
+                n_bad += exc.n
+                examples.append(exc.examples)
+            offset += len(raw)
+            continue
+        if bad is not None:
+            offset += len(raw)
+            continue
+        chunk["_row"] = np.arange(offset, offset + len(raw), dtype="int64")
+        offset += len(raw)
+        yield chunk
+    if bad is not None:
+        raise bad.error(n_bad, pd.concat(examples))
+    if offset == 0:
+        raise InputError(f"{role}: {path}: file has no rows")
+
+
+# ----------------------------------------------------------------------------- loader state
+
+
+class _Log:
+    """Collects files read and exclusions during one load."""
+
+    def __init__(self) -> None:
+        self.files: list[dict] = []
+        self.excl: dict[tuple[str, str], int] = {}
+
+    def file(self, role: str, year: int | None, path: Path, version: int | None, n_rows: int,
+             candidates: list[Path] | None = None) -> None:
+        self.files.append({
+            "role": role, "year": year, "path": str(path), "size": path.stat().st_size,
+            "sha256": _sha256(path), "version": version, "n_rows": int(n_rows),
+            "candidates": [p.name for p in (candidates or [path])],
+        })
+
+    def exclude(self, table: str, reason: str, n: int, examples: str = "") -> None:
+        if n <= 0:
+            return
+        self.excl[(table, reason)] = self.excl.get((table, reason), 0) + int(n)
+        log.warning("%s: %d rows: %s", table, n, reason)
+        if examples:  # example rows are microdata: only at debug level, never in a rendered notebook by default
+            log.debug("%s: %s; examples:\n%s", table, reason, examples)
+
+    def frame(self) -> pd.DataFrame:
+        rows = [{"table": t, "reason": r, "n": n} for (t, r), n in self.excl.items()]
+        return pd.DataFrame(rows, columns=["table", "reason", "n"]).astype({"n": "int64"})
+
+
+def _spec(params: Mapping[str, Any], role: str) -> Mapping[str, Any]:
+    try:
+        spec = params["inputs"][role]
+    except KeyError:
+        raise InputError(f"params: inputs.{role} is missing; needed: {list(ROLES)}") from None
+    cols = spec.get("columns") or {}
+    need = ROLES[role]
+    missing = [c for c in need if c not in cols]
+    if role == "instruments" and not ({"kvk", "be_id"} & set(cols)):
+        missing.append("kvk or be_id")
+    if missing:
+        raise InputError(f"params: inputs.{role}.columns must map {missing}; got {dict(cols)}")
+    return spec
+
+
+def _role_files(params, role, years) -> list[tuple[int | None, Path, int | None, list[Path]]]:
+    data_dir = Path(params["data_dir"])
+    spec = _spec(params, role)
+    if "pattern" in spec:
+        out = []
+        for y in years:
+            p, v, c = locate(data_dir, spec["pattern"], y, role)
+            out.append((y, p, v, c))
+        return out
+    p = data_dir / spec["path"]
+    if not p.is_file():
+        raise InputError(f"{role}: file {str(p)!r} does not exist")
+    return [(None, p, None, [p])]
+
+
+def _year_column(chunk: pd.DataFrame, year: int | None, role: str, path: Path) -> pd.DataFrame:
+    if year is not None:
+        chunk["year"] = np.int64(year)
+    elif "year" not in chunk:
+        raise InputError(f"{role}: {path} is one file for all years; map a 'year' column in inputs.{role}.columns")
+    return chunk
+
+
+def _window(df: pd.DataFrame, table: str, first: int, last: int, lg: _Log) -> pd.DataFrame:
+    out = (df["year"] < first) | (df["year"] > last)
+    if out.any():
+        lg.exclude(table, f"year outside window {first}-{last}", int(out.sum()),
+                   _examples(df, out.to_numpy(), ["year"]))
+        df = df.loc[~out]
+    return df
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _load_register(params, years, lg: _Log) -> pd.DataFrame:
+    spec = _spec(params, "register")
+    cols = {k: v for k, v in spec["columns"].items()}
+    chunksize = int(spec.get("chunksize", _DEFAULT_CHUNKSIZE))
+    parts = []
+    for year, path, version, cands in _role_files(params, "register", years):
+        n = 0
+        for ch in _read_table(path, cols, "register", chunksize):
+            n += len(ch)
+            parts.append(_year_column(ch, year, "register", path).drop(columns="_row"))
+        lg.file("register", year, path, version, n, cands)
+    reg = pd.concat(parts, ignore_index=True)
+    reg["year"] = reg["year"].astype("int64")
+    reg = _window(reg, "register", years[0], years[-1], lg)
+    miss = reg["be_id"].isna()
+    lg.exclude("register", "missing be_id", int(miss.sum()))
+    reg = reg.loc[~miss]
+    dup = reg.duplicated(["be_id", "year"], keep=False)
+    if dup.any():
+        raise InputError(
+            f"register: {int(dup.sum())} rows share a (be_id, year) key; one row per business unit "
+            f"and year is required. Examples:\n{_examples(reg, dup.to_numpy(), ['be_id', 'year'])}"
+        )
+    reg["sbi_section"] = _countries.sbi_section(reg["sbi"]).fillna("unknown")
+    n_sec = int((reg["sbi_section"] == "unknown").sum())
+    lg.exclude("register", "sbi code without section (sbi_section 'unknown')", n_sec)
+    reg["region"] = _countries.to_province(reg["municipality"]).fillna("unknown")
+    lg.exclude("register", "municipality not in crosswalk (region 'unknown')", int((reg["region"] == "unknown").sum()))
+    order = ["be_id", "year", "sbi", "sbi_section", "size_class", "employees", "municipality", "region"]
+    extra = [c for c in reg.columns if c not in order]
+    return reg[order + extra].sort_values(["be_id", "year"], ignore_index=True)
+
+
+def _load_kvk_link(params, years, lg: _Log) -> pd.DataFrame:
+    from reach.link import normalise_kvk
+
+    spec = _spec(params, "kvk_link")
+    chunksize = int(spec.get("chunksize", _DEFAULT_CHUNKSIZE))
+    parts = []
+    for year, path, version, cands in _role_files(params, "kvk_link", years):
+        n = 0
+        for ch in _read_table(path, dict(spec["columns"]), "kvk_link", chunksize):
+            n += len(ch)
+            parts.append(_year_column(ch, year, "kvk_link", path).drop(columns="_row"))
+        lg.file("kvk_link", year, path, version, n, cands)
+    kl = pd.concat(parts, ignore_index=True)[["kvk", "be_id", "year"]]
+    kl["year"] = kl["year"].astype("int64")
+    kl = _window(kl, "kvk_link", years[0], years[-1], lg)
+    norm, _ = normalise_kvk(kl["kvk"])
+    bad = norm.isna() | kl["be_id"].isna()
+    lg.exclude("kvk_link", "invalid kvk or missing be_id", int(bad.sum()),
+               _examples(kl, bad.to_numpy(), ["kvk", "be_id", "year"]))
+    kl = kl.assign(kvk=norm).loc[~bad]
+    dup = kl.duplicated(["kvk", "be_id", "year"])
+    lg.exclude("kvk_link", "exact duplicate rows", int(dup.sum()))
+    kl = kl.loc[~dup].sort_values(["kvk", "year", "be_id"], ignore_index=True)
+    amb = kl.duplicated(["kvk", "year"])
+    # one KvK number owning two business units in a year cannot be resolved from the link file:
+    # keep the lowest BE_ID so the linkage is deterministic, and count it
+    lg.exclude("kvk_link", "kvk linked to several be_id in one year (kept lowest be_id)", int(amb.sum()),
+               _examples(kl, kl.duplicated(["kvk", "year"], keep=False).to_numpy(), ["kvk", "be_id", "year"]))
+    return kl.loc[~amb].reset_index(drop=True)
+
+
+def _combine(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    df = pd.concat(parts, ignore_index=True)
+    return df.groupby(["be_id", "country"], sort=False, observed=True, as_index=False)[["exports", "imports"]].sum()
+
+
+def _load_trade(params, years, lg: _Log) -> pd.DataFrame:
+    spec = _spec(params, "trade")
+    chunksize = int(spec.get("chunksize", _DEFAULT_CHUNKSIZE))
+    cols = {k: spec["columns"][k] for k in ("be_id", "country", "exports", "imports")}
+    if "year" in spec["columns"]:
+        cols["year"] = spec["columns"]["year"]
+    out = []
+    for year, path, version, cands in _role_files(params, "trade", years):
+        n = 0
+        n_mapped = 0
+        acc: list[pd.DataFrame] = []
+        acc_rows = 0
+        for ch in _read_table(path, cols, "trade", chunksize):
+            n += len(ch)
+            ch = _year_column(ch, year, "trade", path)
+            if year is None:
+                ch = _window(ch, "trade", years[0], years[-1], lg)
+            iso = _countries.to_iso2(ch["country"])
+            unknown = iso.isna().to_numpy()
+            if unknown.any():
+                lg.exclude("trade", "unknown country code", int(unknown.sum()),
+                           f"{path}:\n" + _examples(ch.assign(_code=ch["country"]), unknown, ["country"]))
+            neg = ((ch["exports"] < 0) | (ch["imports"] < 0)).to_numpy()
+            if neg.any():
+                lg.exclude("trade", "negative exports or imports", int(neg.sum()),
+                           f"{path}:\n" + _examples(ch, neg, ["exports", "imports"]))
+            nob = ch["be_id"].isna().to_numpy()
+            lg.exclude("trade", "missing be_id", int(nob.sum()))
+            keep = ~(unknown | neg | nob)
+            n_mapped += int((~unknown).sum())
+            ch = ch.loc[keep, ["be_id", "year", "country", "exports", "imports"]].assign(country=iso[keep])
+            ch[["exports", "imports"]] = ch[["exports", "imports"]].fillna(0.0)
+            # aggregate goods codes per chunk, and fold partial sums once they outgrow the chunk:
+            # memory stays O(chunksize + distinct be_id x country), whatever the file's length
+            keys = ["be_id", "year", "country"]
+            acc.append(ch.groupby(keys, sort=False, as_index=False)[["exports", "imports"]].sum())
+            acc_rows += len(acc[-1])
+            if acc_rows > 2 * chunksize and len(acc) > 1:
+                folded = pd.concat(acc, ignore_index=True).groupby(keys, sort=False, as_index=False)[
+                    ["exports", "imports"]].sum()
+                acc, acc_rows = [folded], len(folded)
+        if n_mapped == 0:
+            raise InputError(
+                f"trade: {path}: none of the {n} country codes in column {cols['country']!r} is ISO-2 or a known "
+                f"numeric (GEONOM) code; wrong column mapped?"
+            )
+        lg.file("trade", year, path, version, n, cands)
+        out.append(pd.concat(acc, ignore_index=True).groupby(["be_id", "year", "country"], sort=False, as_index=False)[
+            ["exports", "imports"]].sum())
+    trade = pd.concat(out, ignore_index=True)
+    trade["year"] = trade["year"].astype("int64")
+    return trade.sort_values(["be_id", "year", "country"], ignore_index=True)
+
+
+def _load_instruments(params, years, kvk_link: pd.DataFrame, lg: _Log) -> pd.DataFrame:
+    from reach.link import normalise_kvk
+
+    spec = _spec(params, "instruments")
+    cols = dict(spec["columns"])
+    chunksize = int(spec.get("chunksize", _DEFAULT_CHUNKSIZE))
+    parts = []
+    for year, path, version, cands in _role_files(params, "instruments", years):
+        n = 0
+        for ch in _read_table(path, cols, "instruments", chunksize):
+            n += len(ch)
+            parts.append(_year_column(ch, year, "instruments", path).drop(columns="_row"))
+        lg.file("instruments", year, path, version, n, cands)
+    ins = pd.concat(parts, ignore_index=True)
+    ins["year"] = ins["year"].astype("int64")
+    ins = _window(ins, "instruments", years[0], years[-1], lg)
+    if "be_id" not in ins:
+        norm, _ = normalise_kvk(ins["kvk"])
+        bad = norm.isna()
+        lg.exclude("instruments", "invalid kvk", int(bad.sum()), _examples(ins, bad.to_numpy(), ["kvk", "year"]))
+        ins = ins.assign(kvk=norm).loc[~bad]
+        ins = ins.merge(kvk_link, on=["kvk", "year"], how="left", validate="many_to_one")
+    elif "kvk" not in ins:
+        ins["kvk"] = pd.Series(pd.NA, index=ins.index, dtype="str")
+    return ins[["kvk", "be_id", "year", "instrument"]].reset_index(drop=True)
+
+
+def _load_participants(params, years, lg: _Log) -> pd.DataFrame:
+    from reach.link import normalise_kvk
+
+    progs = params.get("programmes") or {}
+    if not progs:
+        raise InputError("params: 'programmes' is empty; at least one participant list is needed")
+    parts = []
+    for name, spec in progs.items():
+        cols = dict(spec.get("columns") or {})
+        if "kvk" not in cols:
+            raise InputError(f"params: programmes.{name}.columns must map 'kvk'; got {cols}")
+        unknown = [c for c in cols if c not in PROGRAMME_COLUMNS]
+        if unknown:
+            raise InputError(f"params: programmes.{name}.columns: unknown {unknown}; allowed {list(PROGRAMME_COLUMNS)}")
+        path = Path(params["data_dir"]) / spec["path"]
+        if not path.is_file():
+            raise InputError(f"programme {name}: file {str(path)!r} does not exist")
+        chunks = list(_read_table(path, cols, f"programme {name}", int(spec.get("chunksize", _DEFAULT_CHUNKSIZE))))
+        df = pd.concat(chunks, ignore_index=True)
+        lg.file(f"programme:{name}", None, path, None, len(df))
+        df = df.rename(columns={"kvk": "kvk_raw", "_row": "row"})
+        df["kvk"], _ = normalise_kvk(df["kvk_raw"])
+        if df["kvk"].isna().all():
+            raise InputError(
+                f"programme {name}: {path}: none of the {len(df)} values in column {cols['kvk']!r} is a valid "
+                f"KvK number (8 digits after removing spaces, dots and dashes); examples:\n"
+                f"{_examples(df, np.ones(len(df), bool), ['kvk_raw'])}"
+            )
+        default_year = spec.get("default_year")
+        if "year" in df:
+            year = df["year"].astype("int64")
+        elif "date" in df:
+            year = df["date"].dt.year.astype("Float64")
+            missing = year.isna().to_numpy()
+            if missing.any():
+                if default_year is None:
+                    raise InputError(
+                        f"programme {name}: {path}: {int(missing.sum())} records without a date in column "
+                        f"{cols['date']!r} and no default_year; set programmes.{name}.default_year. Examples:\n"
+                        f"{_examples(df, missing, ['date'])}"
+                    )
+                lg.exclude(f"participants:{name}", f"no date: year set to default_year {default_year}",
+                           int(missing.sum()))
+                year = year.fillna(default_year)
+            year = year.astype("int64")
+        elif default_year is not None:
+            year = pd.Series(np.int64(default_year), index=df.index)
+        else:
+            raise InputError(f"programme {name}: no 'date' or 'year' column mapped and default_year is null")
+        df["year"] = year.to_numpy(dtype="int64")
+        df["programme"] = name
+        for c in ("activity_id", "activity_type", "organiser_region"):
+            if c not in df:
+                df[c] = pd.Series(pd.NA, index=df.index, dtype="str")
+        if "date" not in df:
+            df["date"] = pd.Series(pd.NaT, index=df.index, dtype="datetime64[us]")
+        parts.append(df[["programme", "kvk_raw", "kvk", "year", "date", "activity_id", "activity_type",
+                         "organiser_region", "row"]])
+    out = pd.concat(parts, ignore_index=True)
+    out["date"] = pd.to_datetime(out["date"])
+    return out
+
+
+def load_inputs(params: Mapping[str, Any]) -> Inputs:
+    """Read, map and validate every input of a run.
+
+    Parameters
+    ----------
+    params : mapping
+        Parsed parameter file (``params/*.yaml``) with ``data_dir`` an absolute
+        path; uses ``first_year``, ``last_year``, ``inputs``, ``programmes`` and
+        ``growth_markets``.
+
+    Returns
+    -------
+    Inputs
+        Typed tables with internal names (CONTRACTS.md section 2), the files
+        read (version chosen, sha256) and the counted exclusions.
+
+    Raises
+    ------
+    InputError
+        For a missing file or year, a missing mapped column, a wrong type, an
+        unreadable or empty file, duplicate register keys, or a participant
+        list without any valid KvK number.
+
+    Notes
+    -----
+    Trade is aggregated over goods codes while the file is streamed in chunks
+    of ``inputs.trade.chunksize`` rows:
+    :math:`X_{b,t,c} = \\sum_{k} x_{b,t,c,k}` over goods codes :math:`k` for
+    business unit :math:`b`, year :math:`t`, country :math:`c`; partial sums are
+    folded whenever they exceed twice the chunk size.
+
+    Examples
+    --------
+    >>> inputs = load_inputs(params)                      # doctest: +SKIP
+    >>> inputs.trade.columns.tolist()                     # doctest: +SKIP
+    ['be_id', 'year', 'country', 'exports', 'imports']
+    """
+    try:
+        first, last = int(params["first_year"]), int(params["last_year"])
+        data_dir = Path(params["data_dir"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"params: first_year, last_year and data_dir are required ({exc})") from None
+    if last < first:
+        raise InputError(f"params: last_year {last} is before first_year {first}")
+    if not data_dir.is_dir():
+        raise InputError(f"params: data_dir {str(data_dir)!r} is not a folder")
+    years = list(range(first, last + 1))
+    lg = _Log()
+    participants = _load_participants(params, years, lg)
+    register = _load_register(params, years, lg)
+    kvk_link = _load_kvk_link(params, years, lg)
+    trade = _load_trade(params, years, lg)
+    instruments = _load_instruments(params, years, kvk_link, lg)
+    progs = {k: {"label": v.get("label", k), "default_year": v.get("default_year")}
+             for k, v in params["programmes"].items()}
+    return Inputs(
+        register=register, kvk_link=kvk_link, trade=trade, instruments=instruments,
+        participants=participants, files=lg.files, exclusions=lg.frame(), first_year=first, last_year=last,
+        programmes=progs, growth_markets=tuple(params.get("growth_markets") or _countries.DEFAULT_GROWTH_MARKETS),
+    )

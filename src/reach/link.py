@@ -1,0 +1,263 @@
+"""Link programme participants to business units (``be_id``) by year, with a waterfall.
+
+Participant lists carry KvK (Chamber of Commerce) numbers typed by people:
+leading zeros dropped, spaces, dots, letters. :func:`normalise_kvk` cleans
+them; :func:`link_participants` links every record through the KvK -> BE_ID
+file of its year and puts it in exactly one bucket of the linkage waterfall
+(CONTRACTS.md section 3), so that the counts add up to the input total.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["BUCKETS", "KVK_REASONS", "LinkResult", "normalise_kvk", "link_participants"]
+
+#: Waterfall buckets, in the order in which they are applied (first that applies wins).
+BUCKETS = (
+    "invalid_kvk",
+    "duplicate_record",
+    "outside_window",
+    "kvk_not_found",
+    "not_linked_that_year",
+    "not_in_register",
+    "linked",
+)
+#: Reasons :func:`normalise_kvk` gives (``ok`` for a valid number).
+KVK_REASONS = ("ok", "empty", "non_digit", "too_long")
+
+_SEPARATORS = r"[\s.\-_/]"  # spaces (also non-breaking), dots, dashes, underscores, slashes
+
+
+def normalise_kvk(values) -> tuple[pd.Series, pd.Series]:
+    """Normalise KvK numbers to 8-digit strings.
+
+    Parameters
+    ----------
+    values : array-like or Series
+        Raw KvK numbers (strings or numbers).
+
+    Returns
+    -------
+    (kvk, reason) : tuple of Series of str
+        ``kvk`` the 8-digit number or NA; ``reason`` one of
+        ``ok`` (valid), ``empty`` (nothing left after removing separators),
+        ``non_digit`` (letters or other characters), ``too_long`` (more than
+        8 digits).
+
+    Notes
+    -----
+    Rules, in order: remove whitespace, dots, dashes, underscores and
+    slashes; a number (int/float) is written without decimals; what is left
+    must be 1-8 digits; zeros are restored on the left to 8 digits
+    (``1234567`` -> ``01234567``). Work is done once per distinct raw value.
+
+    Examples
+    --------
+    >>> kvk, why = normalise_kvk(["1234567", "1234 5678", "12.34.56.78", "A2345678", "123456789", "", None])
+    >>> kvk.tolist()
+    ['01234567', '12345678', '12345678', nan, nan, nan, nan]
+    >>> why.tolist()
+    ['ok', 'ok', 'ok', 'non_digit', 'too_long', 'empty', 'empty']
+    """
+    s = values if isinstance(values, pd.Series) else pd.Series(values)
+    if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+        f = s.astype("float64")
+        txt = pd.Series(pd.NA, index=s.index, dtype="str")
+        whole = np.isfinite(f) & (f == np.round(f)) & (f >= 0)
+        txt[whole] = f[whole].astype("int64").astype(str)
+        txt[np.isfinite(f) & ~whole] = f[np.isfinite(f) & ~whole].astype(str)
+        s = txt
+    txt = s.astype("str")
+    # most numbers are already clean digits: the regex replace runs only on the rest
+    plain = txt.str.fullmatch(r"\d{1,8}").fillna(False).astype(bool)
+    clean = txt.fillna("")
+    rest = ~plain.to_numpy()
+    if rest.any():
+        clean = clean.copy()
+        clean[rest] = clean[rest].str.replace(_SEPARATORS, "", regex=True)
+    n = clean.str.len().to_numpy()
+    digits = plain.to_numpy() | clean.str.fullmatch(r"\d+").fillna(False).to_numpy(dtype=bool)
+    reason = np.where(n == 0, "empty", np.where(~digits, "non_digit", np.where(n > 8, "too_long", "ok")))
+    ok = reason == "ok"
+    kvk = clean.str.zfill(8).where(ok)
+    return (pd.Series(kvk.to_numpy(), index=s.index, dtype="str", name="kvk"),
+            pd.Series(reason, index=s.index, dtype="str", name="kvk_reason"))
+
+
+@dataclass(frozen=True)
+class LinkResult:
+    """Participants linked to business units (CONTRACTS.md section 3).
+
+    Attributes
+    ----------
+    records : DataFrame
+        Every participant record (``inputs.participants`` columns) plus
+        ``kvk_reason``, ``bucket`` and ``be_id`` (only for ``linked``).
+    waterfall : DataFrame
+        ``programme, bucket, n_records`` in :data:`BUCKETS` order plus a
+        ``total`` row per programme equal to the input row count.
+    firms : DataFrame
+        One row per programme x ``be_id``: ``first_year`` (the cohort, R ``did``'s
+        ``gname``), ``n_activities`` (distinct activities), ``n_records``
+        (linked records).
+    activities : DataFrame
+        Per programme x ``activity_id``: ``n_records`` (all records, as in
+        published participant counts), ``n_linked_records``, ``n_kvk``
+        (distinct valid KvK) and ``n_firms`` (distinct linked business units).
+    first_year, last_year : int
+        The window used.
+    """
+
+    records: pd.DataFrame
+    waterfall: pd.DataFrame
+    firms: pd.DataFrame
+    activities: pd.DataFrame
+    first_year: int = 0
+    last_year: int = 0
+
+    def tidy(self) -> pd.DataFrame:
+        """The waterfall (``programme, bucket, n_records``): counts of records, no microdata."""
+        return self.waterfall.copy()
+
+    def summary(self) -> str:
+        """The waterfall as text, one column per programme."""
+        wide = self.waterfall.pivot(index="bucket", columns="programme", values="n_records")
+        wide = wide.reindex(list(BUCKETS) + ["total"])
+        users = self.firms.groupby("programme").size()
+        lines = [f"Linkage {self.first_year}-{self.last_year} (records per bucket)", wide.to_string(),
+                 "Unique business units: " + ", ".join(f"{k} {v:,}" for k, v in users.items())]
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        return "```\n" + self.summary() + "\n```"
+
+    def _repr_html_(self) -> str:
+        return "<pre>" + self.summary().replace("&", "&amp;").replace("<", "&lt;") + "</pre>"
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+
+def link_participants(inputs, first_year: int | None = None, last_year: int | None = None) -> LinkResult:
+    """Link participant records to business units by year and build the waterfall.
+
+    Parameters
+    ----------
+    inputs : reach.io.Inputs
+        Uses ``participants``, ``kvk_link`` and ``register``.
+    first_year, last_year : int, optional
+        Window; defaults to ``inputs.first_year``/``inputs.last_year``.
+
+    Returns
+    -------
+    LinkResult
+
+    Notes
+    -----
+    Each record :math:`r` lands in the first bucket that applies:
+    invalid KvK; duplicate (same programme, KvK and activity as an earlier
+    record in file order; without activity ids the same KvK); year outside the
+    window; KvK in no link year; KvK not linked in year :math:`t_r`; linked
+    BE_ID :math:`b` without register record in :math:`t_r`; linked. Hence
+    :math:`\\sum_{buckets} n = N_{records}`. The cohort of firm :math:`b` in
+    programme :math:`p` is :math:`g_{bp} = \\min\\{t_r : r \\text{ linked to } b\\}`.
+    Several KvK numbers of one enterprise group can link to the same
+    :math:`b`; the firm then counts once.
+
+    Examples
+    --------
+    >>> res = link_participants(inputs)                           # doctest: +SKIP
+    >>> res.waterfall.query("bucket == 'total'")                  # doctest: +SKIP
+    """
+    first = int(inputs.first_year if first_year is None else first_year)
+    last = int(inputs.last_year if last_year is None else last_year)
+    rec = inputs.participants.copy()
+    kvk, reason = normalise_kvk(rec["kvk_raw"])
+    rec["kvk"] = kvk
+    rec["kvk_reason"] = reason
+    n = len(rec)
+    bucket = np.full(n, "", dtype=object)
+
+    invalid = rec["kvk"].isna().to_numpy()
+    bucket[invalid] = "invalid_kvk"
+
+    # file order within a programme is the order of `row`; NA activity compares equal (NLiB: same KvK)
+    order = np.lexsort((rec["row"].to_numpy(), rec["programme"].to_numpy().astype(str)))
+    act = rec["activity_id"].fillna("\x00<none>")
+    dup_sorted = pd.DataFrame({"p": rec["programme"].to_numpy()[order], "k": rec["kvk"].to_numpy()[order],
+                               "a": act.to_numpy()[order]}).duplicated()
+    dup = np.zeros(n, bool)
+    dup[order] = dup_sorted.to_numpy()
+    dup &= ~invalid
+    bucket[(bucket == "") & dup] = "duplicate_record"
+
+    yr = rec["year"].to_numpy()
+    bucket[(bucket == "") & ((yr < first) | (yr > last))] = "outside_window"
+
+    kl = inputs.kvk_link
+    known = rec["kvk"].isin(kl["kvk"].unique()).to_numpy()
+    bucket[(bucket == "") & ~known] = "kvk_not_found"
+
+    linked_be = rec[["kvk", "year"]].merge(kl[["kvk", "year", "be_id"]], on=["kvk", "year"], how="left",
+                                           validate="many_to_one")["be_id"].to_numpy()
+    has_link = pd.notna(linked_be)
+    bucket[(bucket == "") & ~has_link] = "not_linked_that_year"
+
+    reg_keys = pd.MultiIndex.from_frame(inputs.register[["be_id", "year"]])
+    cand = pd.MultiIndex.from_arrays([pd.Series(linked_be, dtype="str"), rec["year"].to_numpy()])
+    in_reg = cand.isin(reg_keys)
+    bucket[(bucket == "") & ~in_reg] = "not_in_register"
+    bucket[bucket == ""] = "linked"
+
+    rec["bucket"] = pd.Categorical(bucket, categories=list(BUCKETS))
+    rec["be_id"] = pd.Series(np.where(bucket == "linked", linked_be, None), index=rec.index, dtype="str")
+
+    programmes = list(dict.fromkeys(rec["programme"].tolist()))
+    if hasattr(inputs, "programmes") and inputs.programmes:
+        programmes = list(inputs.programmes) + [p for p in programmes if p not in inputs.programmes]
+    wf = (rec.groupby(["programme", "bucket"], observed=False).size().rename("n_records").reset_index())
+    wf = wf[wf["programme"].isin(programmes)]
+    totals = rec.groupby("programme").size().reindex(programmes, fill_value=0)
+    full = pd.MultiIndex.from_product([programmes, list(BUCKETS)], names=["programme", "bucket"])
+    wf = wf.set_index(["programme", "bucket"])["n_records"].reindex(full, fill_value=0).reset_index()
+    wf["bucket"] = wf["bucket"].astype(str)
+    tot = pd.DataFrame({"programme": programmes, "bucket": "total", "n_records": totals.to_numpy()})
+    wf = pd.concat([wf, tot], ignore_index=True)
+    wf["_p"] = wf["programme"].map({p: i for i, p in enumerate(programmes)})
+    wf["_b"] = wf["bucket"].map({b: i for i, b in enumerate(list(BUCKETS) + ["total"])})
+    wf = wf.sort_values(["_p", "_b"]).drop(columns=["_p", "_b"]).reset_index(drop=True)
+    wf["n_records"] = wf["n_records"].astype("int64")
+
+    lk = rec.loc[rec["bucket"] == "linked"]
+    # a record without activity id is its own activity (NLiB: one portal registration)
+    lk_act = lk["activity_id"].fillna("row:" + lk["row"].astype(str))
+    firms = (lk.assign(_act=lk_act).groupby(["programme", "be_id"], sort=True)
+             .agg(first_year=("year", "min"), n_activities=("_act", "nunique"), n_records=("row", "size"))
+             .reset_index())
+    firms = firms.astype({"first_year": "int64", "n_activities": "int64", "n_records": "int64"})
+
+    with_act = rec.loc[rec["activity_id"].notna()]
+    if len(with_act):
+        g = with_act.groupby(["programme", "activity_id"], sort=True)
+        activities = pd.DataFrame({
+            "n_records": g.size(),
+            "n_linked_records": with_act.assign(_l=(with_act["bucket"] == "linked").astype("int64"))
+            .groupby(["programme", "activity_id"], sort=True)["_l"].sum(),
+            "n_kvk": g["kvk"].nunique(),
+            "n_firms": g["be_id"].nunique(),
+        }).reset_index()
+        first_date = g["date"].min().reset_index(drop=True)
+        activities["year"] = g["year"].min().to_numpy()
+        activities["activity_type"] = g["activity_type"].first().to_numpy()
+        activities["organiser_region"] = g["organiser_region"].first().to_numpy()
+        activities["date"] = first_date.to_numpy()
+    else:
+        activities = pd.DataFrame(columns=["programme", "activity_id", "n_records", "n_linked_records", "n_kvk",
+                                           "n_firms", "year", "activity_type", "organiser_region", "date"])
+    activities = activities.astype({"n_records": "int64", "n_linked_records": "int64", "n_kvk": "int64",
+                                    "n_firms": "int64"})
+    return LinkResult(records=rec, waterfall=wf, firms=firms, activities=activities,
+                      first_year=first, last_year=last)

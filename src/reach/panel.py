@@ -1,0 +1,271 @@
+"""The firm-year panel every analysis uses (CONTRACTS.md section 4), and its storage.
+
+One row per business unit (``be_id``) and year in which it is in the register
+within the window; trade absent from the trade files is zero; instruments,
+programme cohorts and lagged pre-treatment covariates are attached with dense
+integer look-ups (no merges of the big tables, no loops over firms).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reach.link import LinkResult
+
+__all__ = ["build_panel", "save_run", "read_panel", "read_link", "panel_columns"]
+
+_LAGS = [("log_exports", 1), ("log_exports", 2), ("exporter", 1), ("n_dest", 1), ("log_employees", 1),
+         ("importer", 1)]
+
+
+def panel_columns(programmes, growth_markets) -> list[str]:
+    """The panel's columns, in order, for the given programme keys and growth markets.
+
+    Examples
+    --------
+    >>> panel_columns(["tinl"], ["CN"])[:3]
+    ['be_id', 'year', 'firm_id']
+    """
+    cols = ["be_id", "year", "firm_id", "sbi", "sbi_section", "size_class", "employees", "log_employees", "region",
+            "exports", "imports", "exports_gm", "imports_gm", "exporter", "importer", "intl_active", "n_dest",
+            "n_orig"]
+    cols += [f"gm_{c}" for c in growth_markets]
+    cols += ["log_exports", "ihs_exports", "log_exports_gm", "log_imports",
+             "instr_n", "instr_any", "instr_n_before", "instr_ever_before"]
+    for p in programmes:
+        cols += [f"g_{p}", f"d_{p}"]
+    cols += [f"{v}_lag{k}" for v, k in _LAGS] + ["export_growth_lag1"]
+    return cols
+
+
+def build_panel(inputs, link: LinkResult) -> pd.DataFrame:
+    """Build the firm-year panel.
+
+    Parameters
+    ----------
+    inputs : reach.io.Inputs
+        Register, trade and instruments, the window and the growth markets.
+    link : reach.link.LinkResult
+        Gives each programme's first-use year per ``be_id``.
+
+    Returns
+    -------
+    DataFrame
+        Columns of :func:`panel_columns`, sorted by ``be_id, year``.
+
+    Notes
+    -----
+    For unit :math:`i` and year :math:`t`, with :math:`X_{itc}` exports to country :math:`c`:
+    ``exports`` :math:`=\\sum_c X_{itc}` (0 if no trade record), ``n_dest`` :math:`=\\#\\{c: X_{itc}>0\\}`,
+    ``log_exports`` :math:`=\\log(1+X_{it})`, ``ihs_exports`` :math:`=\\operatorname{asinh}(X_{it})`;
+    ``instr_n_before`` :math:`=\\sum_{s<t} R_{is}` over registrations since the first window year;
+    ``g_p`` :math:`=\\min\\{t: i \\text{ linked in } p \\text{ in } t\\}` (0 = never), ``d_p = 1[t\\ge g_p>0]``;
+    a lag :math:`v_{i,t-k}` is NaN when :math:`i` has no register row in :math:`t-k`.
+
+    Examples
+    --------
+    >>> panel = build_panel(inputs, link)                                  # doctest: +SKIP
+    >>> panel.groupby("year")["exporter"].mean()                           # doctest: +SKIP
+    """
+    first, last = int(inputs.first_year), int(inputs.last_year)
+    ny = last - first + 1
+    gm = list(inputs.growth_markets)
+    programmes = list(inputs.programmes) if inputs.programmes else sorted(link.firms["programme"].unique())
+
+    reg = inputs.register
+    reg = reg.loc[(reg["year"] >= first) & (reg["year"] <= last)]
+    # factorize keeps the Arrow strings (no round trip through Python objects); sort=True makes
+    # firm_id the rank of be_id, stable across runs
+    fid, firms = pd.factorize(reg["be_id"], sort=True)
+    firms = pd.Index(firms)
+    fid = fid.astype("int64")
+    n_firms = len(firms)
+    yoff = reg["year"].to_numpy(dtype="int64") - first
+    order = np.lexsort((yoff, fid))
+    fid, yoff = fid[order], yoff[order]
+    reg = reg.iloc[order].reset_index(drop=True)
+    n = len(reg)
+    # dense (firm, year) -> panel row; -1 where the unit is not in the register that year
+    lookup = np.full(n_firms * ny, -1, dtype=np.int64)
+    key = fid * ny + yoff
+    lookup[key] = np.arange(n)
+
+    def rows_of(be_id: pd.Series, year: np.ndarray) -> np.ndarray:
+        f = firms.get_indexer(be_id)
+        y = np.asarray(year, dtype="int64") - first
+        ok = (f >= 0) & (y >= 0) & (y < ny)
+        out = np.full(len(f), -1, dtype=np.int64)
+        out[ok] = lookup[f[ok] * ny + y[ok]]
+        return out
+
+    def lag_of(values: np.ndarray, k: int) -> np.ndarray:
+        out = np.full(n, np.nan)
+        ok = yoff >= k
+        src = np.full(n, -1, dtype=np.int64)
+        src[ok] = lookup[key[ok] - k]
+        has = src >= 0
+        out[has] = values[src[has]]
+        return out
+
+    cols: dict[str, np.ndarray | pd.Series] = {
+        "be_id": reg["be_id"],
+        "year": reg["year"].to_numpy(dtype="int64"),
+        "firm_id": fid,
+    }
+    for c in ("sbi", "sbi_section", "size_class"):
+        cols[c] = reg[c]
+    emp = reg["employees"].to_numpy(dtype="float64")
+    cols["employees"] = emp
+    cols["log_employees"] = np.log1p(emp)
+    cols["region"] = reg["region"]
+
+    tr = inputs.trade
+    trow = rows_of(tr["be_id"], tr["year"].to_numpy())
+    inpanel = trow >= 0
+    tr_rows = trow[inpanel]
+    ex = tr["exports"].to_numpy(dtype="float64")[inpanel]
+    im = tr["imports"].to_numpy(dtype="float64")[inpanel]
+    country = tr["country"].to_numpy()[inpanel]
+    is_gm = np.isin(country, gm)
+    cols["exports"] = np.bincount(tr_rows, weights=ex, minlength=n)
+    cols["imports"] = np.bincount(tr_rows, weights=im, minlength=n)
+    cols["exports_gm"] = np.bincount(tr_rows[is_gm], weights=ex[is_gm], minlength=n)
+    cols["imports_gm"] = np.bincount(tr_rows[is_gm], weights=im[is_gm], minlength=n)
+    cols["exporter"] = (cols["exports"] > 0).astype("int64")
+    cols["importer"] = (cols["imports"] > 0).astype("int64")
+    cols["intl_active"] = (cols["exporter"] | cols["importer"]).astype("int64")
+    # trade rows are unique per (be_id, year, country), so counting positive rows counts countries
+    cols["n_dest"] = np.bincount(tr_rows[ex > 0], minlength=n).astype("int64")
+    cols["n_orig"] = np.bincount(tr_rows[im > 0], minlength=n).astype("int64")
+    for c in gm:
+        sel = (country == c) & ((ex > 0) | (im > 0))
+        cols[f"gm_{c}"] = (np.bincount(tr_rows[sel], minlength=n) > 0).astype("int64")
+    cols["log_exports"] = np.log1p(cols["exports"])
+    cols["ihs_exports"] = np.arcsinh(cols["exports"])
+    cols["log_exports_gm"] = np.log1p(cols["exports_gm"])
+    cols["log_imports"] = np.log1p(cols["imports"])
+
+    ins = inputs.instruments
+    ins = ins.loc[ins["be_id"].notna() & (ins["year"] >= first) & (ins["year"] <= last)]
+    f_ins = firms.get_indexer(ins["be_id"])
+    ok = f_ins >= 0
+    # a dense firm x year grid, because registrations in years without a register row still count "before"
+    grid = np.bincount(f_ins[ok] * ny + (ins["year"].to_numpy(dtype="int64")[ok] - first),
+                       minlength=n_firms * ny).reshape(n_firms, ny)
+    before = np.cumsum(grid, axis=1) - grid
+    cols["instr_n"] = grid.ravel()[key].astype("int64")
+    cols["instr_any"] = (cols["instr_n"] > 0).astype("int64")
+    cols["instr_n_before"] = before.ravel()[key].astype("int64")
+    cols["instr_ever_before"] = (cols["instr_n_before"] > 0).astype("int64")
+    del grid, before
+
+    fr = link.firms
+    for p in programmes:
+        sub = fr.loc[fr["programme"] == p]
+        g_firm = np.zeros(n_firms, dtype="int64")
+        f_p = firms.get_indexer(sub["be_id"])
+        okp = f_p >= 0
+        g_firm[f_p[okp]] = sub["first_year"].to_numpy(dtype="int64")[okp]
+        g = g_firm[fid]
+        cols[f"g_{p}"] = g
+        cols[f"d_{p}"] = ((g > 0) & (cols["year"] >= g)).astype("int64")
+
+    for v, k in _LAGS:
+        cols[f"{v}_lag{k}"] = lag_of(np.asarray(cols[v], dtype="float64"), k)
+    cols["export_growth_lag1"] = cols["log_exports_lag1"] - cols["log_exports_lag2"]
+
+    panel = pd.DataFrame(cols)
+    for c in ("be_id", "sbi", "sbi_section", "size_class", "region"):
+        if panel[c].dtype != "str":
+            panel[c] = panel[c].astype("str")
+    return panel[panel_columns(programmes, gm)]
+
+
+def _atomic_parquet(frames: dict[str, pd.DataFrame], work_dir: Path) -> dict[str, Path]:
+    """Write every frame to a temporary file first, then rename: a failure leaves no partial run."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    tmp = {}
+    try:
+        for name, df in frames.items():
+            fd, p = tempfile.mkstemp(prefix=f".{name}.", suffix=".parquet.tmp", dir=work_dir)
+            os.close(fd)
+            tmp[name] = Path(p)
+            df.to_parquet(tmp[name], index=False)
+    except Exception:
+        for p in tmp.values():
+            p.unlink(missing_ok=True)
+        raise
+    out = {}
+    for name, p in tmp.items():
+        final = work_dir / f"{name}.parquet"
+        os.replace(p, final)
+        out[name] = final
+    return out
+
+
+def save_run(work_dir, panel: pd.DataFrame, link: LinkResult) -> dict[str, Path]:
+    """Write the panel and the linkage to ``work_dir`` (microdata: never to ``output/``).
+
+    Files: ``panel.parquet``, ``participants.parquet`` (``link.records``),
+    ``firms.parquet``, ``waterfall.parquet``, ``activities.parquet``.
+
+    Returns
+    -------
+    dict
+        Name -> path written.
+
+    Examples
+    --------
+    >>> save_run("work/stub", panel, link)                                  # doctest: +SKIP
+    """
+    work_dir = Path(work_dir)
+    records = link.records.copy()
+    records["bucket"] = records["bucket"].astype(str)
+    frames = {"panel": panel, "participants": records, "firms": link.firms, "waterfall": link.waterfall,
+              "activities": link.activities}
+    paths = _atomic_parquet(frames, work_dir)
+    meta = pd.DataFrame({"first_year": [link.first_year], "last_year": [link.last_year]})
+    _atomic_parquet({"link_meta": meta}, work_dir)
+    return paths
+
+
+def _read(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run notebook 01_build_panel (or reach.panel.save_run) first")
+    return pd.read_parquet(path)
+
+
+def read_panel(work_dir) -> pd.DataFrame:
+    """Read ``work_dir/panel.parquet`` written by :func:`save_run`.
+
+    Examples
+    --------
+    >>> panel = read_panel("work/stub")                                     # doctest: +SKIP
+    """
+    return _read(Path(work_dir) / "panel.parquet")
+
+
+def read_link(work_dir) -> LinkResult:
+    """Read the :class:`~reach.link.LinkResult` written by :func:`save_run`.
+
+    Examples
+    --------
+    >>> link = read_link("work/stub")                                       # doctest: +SKIP
+    """
+    from reach.link import BUCKETS
+
+    work_dir = Path(work_dir)
+    records = _read(work_dir / "participants.parquet")
+    records["bucket"] = pd.Categorical(records["bucket"], categories=list(BUCKETS))
+    meta_path = work_dir / "link_meta.parquet"
+    first = last = 0
+    if meta_path.is_file():
+        meta = pd.read_parquet(meta_path)
+        first, last = int(meta["first_year"].iloc[0]), int(meta["last_year"].iloc[0])
+    return LinkResult(records=records, waterfall=_read(work_dir / "waterfall.parquet"),
+                      firms=_read(work_dir / "firms.parquet"), activities=_read(work_dir / "activities.parquet"),
+                      first_year=first, last_year=last)

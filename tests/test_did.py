@@ -1,0 +1,368 @@
+"""Tests of reach.did: golden numbers from R did, identities, planted effects, bad input."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reach.did import aggte, att_gt, cohort_from_treatment, did_2x2, event_study_plot, naive_difference, twfe
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = Path(__file__).parent / "golden"
+MPDTA = GOLDEN / "did_mpdta.csv"
+REF = json.loads((GOLDEN / "did_mpdta.json").read_text(encoding="utf-8"))
+TOL = REF["tolerances"]
+POINT = TOL["point"]["abs"]
+PVAL = TOL["pvalue"]["abs"]
+SE_REL = TOL["bootstrap_se_rel"]["rel"]
+
+
+@pytest.fixture(scope="module")
+def mpdta() -> pd.DataFrame:
+    return pd.read_csv(MPDTA)
+
+
+def _fit(mpdta, scenario, **kw):
+    call = REF["scenarios"][scenario]["call"]
+    return att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", xformla=call["xformla"],
+                  est_method=call["est_method"], control_group=call["control_group"], **kw)
+
+
+@pytest.fixture(scope="module")
+def fits(mpdta):
+    return {s: _fit(mpdta, s, biters=999, seed=1) for s in ("reg_nocov", "dr_lpop", "dr_nocov_calendar")}
+
+
+# --------------------------------------------------------------------------- golden: R did on mpdta
+def test_mpdta_data_shape(mpdta):
+    assert mpdta.shape == (2500, 6)
+    assert mpdta.groupby("first.treat")["countyreal"].nunique().to_dict() == {0: 309, 2004: 20, 2006: 40, 2007: 131}
+
+
+@pytest.mark.parametrize("scenario", ["reg_nocov", "dr_lpop"])
+def test_att_gt_matches_r_did(fits, scenario):
+    ref = np.array(REF["scenarios"][scenario]["att_gt"])
+    t = fits[scenario].tidy()
+    assert t[["group", "time"]].to_numpy().tolist() == ref[:, :2].astype(int).tolist()
+    np.testing.assert_allclose(t["estimate"], ref[:, 2], atol=POINT)
+    # R printed bootstrap SEs; ours (analytic, and our own bootstrap) must agree within the bootstrap's noise
+    np.testing.assert_allclose(fits[scenario].se_analytic, ref[:, 3], rtol=SE_REL)
+    np.testing.assert_allclose(t["std_error"], ref[:, 3], rtol=SE_REL)
+
+
+@pytest.mark.parametrize("scenario", ["reg_nocov", "dr_lpop"])
+def test_pretest_matches_r_did(fits, scenario):
+    p = fits[scenario].pretest()
+    assert p["df"] == 5
+    assert abs(p["pvalue"] - REF["scenarios"][scenario]["pretest_pvalue"]) <= PVAL
+
+
+@pytest.mark.parametrize(
+    "scenario,kind", [("reg_nocov", "dynamic"), ("reg_nocov", "group"), ("dr_lpop", "dynamic"), ("dr_nocov_calendar", "calendar")]
+)
+def test_aggte_matches_reference(fits, scenario, kind):
+    ref = REF["scenarios"][scenario][kind]
+    a = aggte(fits[scenario], type=kind, bootstrap=False)
+    assert abs(a.overall_att - ref["overall"][0]) <= POINT
+    assert a.overall_se == pytest.approx(ref["overall"][1], rel=SE_REL)
+    by = np.array(ref["by_key"])
+    assert a.keys.astype(int).tolist() == by[:, 0].astype(int).tolist()
+    np.testing.assert_allclose(a.att, by[:, 1], atol=POINT)
+    np.testing.assert_allclose(a.se, by[:, 2], rtol=SE_REL)
+    t = a.tidy()
+    assert list(t.columns) == ["type", "level", "key", "estimate", "std_error", "conf_low", "conf_high",
+                               "pointwise_low", "pointwise_high", "n_treated", "n_control"]
+    # simultaneous bands are at least as wide as pointwise ones
+    assert (t["conf_high"] - t["conf_low"] >= t["pointwise_high"] - t["pointwise_low"] - 1e-12).all()
+
+
+def test_simple_aggregation_is_cohort_size_weighted_mean(fits, mpdta):
+    """Independent computation: simple ATT = post-cell ATTs weighted by cohort size."""
+    r = fits["reg_nocov"]
+    t = r.tidy()
+    size = mpdta.drop_duplicates("countyreal")["first.treat"].value_counts()
+    post = t[t["post"]]
+    w = post["group"].map(size).to_numpy(dtype=float)
+    expected = float(np.sum(post["estimate"] * w) / w.sum())
+    a = aggte(r, "simple")
+    assert a.overall_att == pytest.approx(expected, abs=1e-12)
+    assert a.overall_att == pytest.approx(-0.0400, abs=POINT)  # R did vignette value for mpdta without covariates
+
+
+def test_analytic_se_equals_two_sample_formula(mpdta):
+    """Independent computation: without covariates se^2 = var1/n1 + var0/n0 of the outcome changes."""
+    r = att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", bootstrap=False)
+    wide = mpdta.pivot(index="countyreal", columns="year", values="lemp")
+    g = mpdta.drop_duplicates("countyreal").set_index("countyreal")["first.treat"].reindex(wide.index)
+    dy = wide[2006] - wide[2003]  # ATT(2004, 2006): base 2003
+    d1, d0 = dy[g == 2004], dy[g == 0]
+    expected = np.sqrt(d1.var(ddof=0) / len(d1) + d0.var(ddof=0) / len(d0))
+    t = r.tidy().set_index(["group", "time"])
+    assert t.loc[(2004, 2006), "std_error"] == pytest.approx(expected, rel=1e-10)
+    assert t.loc[(2004, 2006), "estimate"] == pytest.approx(d1.mean() - d0.mean(), abs=1e-12)
+    assert t.loc[(2004, 2006), "n_treated"] == 20 and t.loc[(2004, 2006), "n_control"] == 309
+
+
+def test_bootstrap_se_close_to_analytic(fits):
+    r = fits["dr_lpop"]
+    np.testing.assert_allclose(r.se, r.se_analytic, rtol=SE_REL)
+    assert 2.0 < r.crit_val < 4.0  # sup-t over 12 cells lies between the pointwise 1.96 and Bonferroni 2.87-ish region
+
+
+# --------------------------------------------------------------------------- identities
+def test_methods_identical_without_covariates(mpdta):
+    est = {m: att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", est_method=m, bootstrap=False)
+           for m in ("reg", "ipw", "dr")}
+    for m in ("ipw", "dr"):
+        np.testing.assert_allclose(est[m].att, est["reg"].att, atol=1e-12)
+        np.testing.assert_allclose(est[m].se_analytic, est["reg"].se_analytic, rtol=1e-10)
+
+
+def test_collinear_covariate_reported_not_crashed(mpdta):
+    """A covariate collinear with the intercept leaves the cells missing, with a note (R would stop)."""
+    d = mpdta.assign(c2=1.0)
+    for m in ("reg", "ipw", "dr"):
+        r = att_gt(d, "lemp", "year", "countyreal", "first.treat", xformla="~ c2", est_method=m, bootstrap=False)
+        assert np.isnan(r.att).all() and any("could not be estimated" in n for n in r.notes)
+    with pytest.raises(ValueError, match="na_rm"):
+        aggte(r, "simple")
+
+
+def test_covariate_methods_differ_but_agree_roughly(mpdta):
+    est = {m: att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", xformla="~ lpop", est_method=m,
+                     bootstrap=False).att for m in ("reg", "ipw", "dr")}
+    assert not np.allclose(est["reg"], est["ipw"], atol=1e-6)
+    np.testing.assert_allclose(est["reg"], est["dr"], atol=0.01)
+    np.testing.assert_allclose(est["ipw"], est["dr"], atol=0.01)
+
+
+def test_one_cohort_two_periods_equals_did_2x2(mpdta):
+    d = mpdta[mpdta["year"].isin([2003, 2004]) & mpdta["first.treat"].isin([0, 2004])].copy()
+    r = att_gt(d, "lemp", "year", "countyreal", "first.treat", bootstrap=False)
+    assert len(r.att) == 1
+    d["treated"] = (d["first.treat"] == 2004).astype(int)
+    d["post"] = (d["year"] == 2004).astype(int)
+    c = did_2x2(d, "lemp", "year", "countyreal", "treated", "post")
+    assert r.att[0] == pytest.approx(c.estimate, abs=1e-12)
+    # cluster-robust OLS SE differs from the influence-function SE only by the small-sample factor
+    assert r.se_analytic[0] == pytest.approx(c.std_error, rel=0.02)
+    tw = twfe(d, "lemp", "year", "countyreal", "first.treat")
+    assert tw.estimate == pytest.approx(c.estimate, abs=1e-10)
+
+
+def test_weights_equal_duplicated_units(mpdta):
+    """Integer sampling weights give the same ATT as physically duplicating the units."""
+    ids = mpdta["countyreal"].unique()
+    wt = pd.Series((ids % 3) + 1, index=ids)
+    d = mpdta.assign(w=mpdta["countyreal"].map(wt).astype(float))
+    r_w = att_gt(d, "lemp", "year", "countyreal", "first.treat", xformla="~ lpop", weightsname="w", bootstrap=False)
+    reps = [d[d["w"] >= k].assign(countyreal=lambda x, k=k: x["countyreal"] * 10 + k) for k in (1, 2, 3)]
+    dup = pd.concat(reps, ignore_index=True)
+    r_d = att_gt(dup, "lemp", "year", "countyreal", "first.treat", xformla="~ lpop", bootstrap=False)
+    np.testing.assert_allclose(r_w.att, r_d.att, atol=1e-9)
+
+
+def test_universal_base_period(mpdta):
+    v = att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", bootstrap=False)
+    u = att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", base_period="universal", bootstrap=False)
+    tv, tu = v.tidy().set_index(["group", "time"]), u.tidy().set_index(["group", "time"])
+    post = tv.index[tv["post"]]
+    np.testing.assert_allclose(tu.loc[post, "estimate"], tv.loc[post, "estimate"], atol=1e-12)
+    assert tu.loc[(2006, 2005), "estimate"] == 0.0  # the reference period g - 1
+    # universal pre-period effects are cumulated varying ones: ATT_u(2007,2004) = -(v(2007,2005)+v(2007,2006))
+    assert tu.loc[(2007, 2004), "estimate"] == pytest.approx(-(tv.loc[(2007, 2005), "estimate"] + tv.loc[(2007, 2006), "estimate"]), abs=1e-12)
+
+
+def test_notyettreated_last_cohort_equals_nevertreated(mpdta):
+    ny = att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", control_group="notyettreated", bootstrap=False).tidy()
+    nv = att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", bootstrap=False).tidy()
+    a = ny.set_index(["group", "time"]).loc[(2007, 2007)]
+    b = nv.set_index(["group", "time"]).loc[(2007, 2007)]
+    assert a["estimate"] == pytest.approx(b["estimate"], abs=1e-12)
+    # for 2004 at 2005 the not-yet-treated 2006/2007 cohorts join the comparison group
+    assert ny.set_index(["group", "time"]).loc[(2004, 2005), "n_control"] == 309 + 40 + 131
+
+
+# --------------------------------------------------------------------------- planted effects
+def _planted(seed=0, n=3000, years=range(2014, 2022)):
+    """Staggered panel with known dynamic effects and selection on levels and on a covariate trend."""
+    rng = np.random.default_rng(seed)
+    years = np.array(list(years))
+    T = len(years)
+    g = rng.choice([0, 2017, 2019, 2020], size=n, p=[0.5, 0.2, 0.15, 0.15])
+    size = rng.normal(size=n)
+    level = 2.0 * (g > 0) + size + rng.normal(size=n)  # users are bigger exporters already
+    e = years[None, :] - g[:, None]
+    effect = np.where((g[:, None] > 0) & (e >= 0), 0.2 + 0.1 * e, 0.0)
+    y = level[:, None] + 0.05 * (years - years[0])[None, :] + rng.normal(scale=0.3, size=(n, T)) + effect
+    df = pd.DataFrame({"id": np.repeat(np.arange(n), T), "year": np.tile(years, n), "g": np.repeat(g, T),
+                       "x": np.repeat(size, T), "y": y.ravel()})
+    return df
+
+
+def test_planted_effects_recovered_naive_is_not():
+    df = _planted()
+    r = att_gt(df, "y", "year", "id", "g", control_group="notyettreated", xformla="~ x", biters=499)
+    t = r.tidy()
+    truth = np.where(t["post"], 0.2 + 0.1 * (t["time"] - t["group"]), 0.0)
+    inside = (t["conf_low"] <= truth) & (truth <= t["conf_high"])
+    # a 95% simultaneous band misses somewhere in 5% of samples; allow one miss of 21 cells
+    # (30 replications of this design covered all cells every time)
+    assert (~inside).sum() <= 1, t[~inside]
+    a = aggte(r, "dynamic")
+    tt = a.tidy().iloc[1:]
+    e = tt["key"].astype(int).to_numpy()
+    truth_e = np.where(e >= 0, 0.2 + 0.1 * e, 0.0)
+    assert ((tt["conf_low"] <= truth_e) & (truth_e <= tt["conf_high"])).all()
+    s = aggte(r, "simple")
+    # true simple ATT: cohort-size weighted mean of the post cells' true effects
+    post = t[t["post"]]
+    sizes = df.drop_duplicates("id")["g"].value_counts()
+    true_simple = np.average(0.2 + 0.1 * (post["time"] - post["group"]), weights=post["group"].map(sizes))
+    assert abs(s.overall_att - true_simple) < 1.96 * s.overall_se
+    naive = naive_difference(df, "y", "year", "id", "g")
+    assert not (naive.conf_low <= true_simple <= naive.conf_high)
+    assert r.pretest()["pvalue"] > 0.01
+
+
+def test_event_study_plot_has_two_bands():
+    df = _planted(seed=3, n=800)
+    a = aggte(att_gt(df, "y", "year", "id", "g", biters=199), "dynamic")
+    fig = event_study_plot(a)
+    import matplotlib.pyplot as plt
+
+    ax = fig.axes[0]
+    assert len(ax.collections) == 4  # pointwise and simultaneous bands, before and after use
+    plt.close(fig)
+    with pytest.raises(ValueError, match="dynamic"):
+        event_study_plot(aggte(att_gt(df, "y", "year", "id", "g", biters=99), "group"))
+
+
+# --------------------------------------------------------------------------- bad input
+def test_no_never_treated_with_nevertreated(mpdta):
+    d = mpdta[mpdta["first.treat"] > 0]
+    with pytest.raises(ValueError, match="never treated"):
+        att_gt(d, "lemp", "year", "countyreal", "first.treat")
+    # not-yet-treated works (the last cohort becomes the comparison group, as in R did)
+    r = att_gt(d, "lemp", "year", "countyreal", "first.treat", control_group="notyettreated", bootstrap=False)
+    assert set(r.groups) == {2004, 2006} and r.times.max() == 2006
+
+
+def test_cohort_without_pre_period(mpdta):
+    d = mpdta.copy()
+    d.loc[d["countyreal"].isin(d["countyreal"].unique()[:3]), "first.treat"] = 2003
+    with pytest.raises(ValueError, match="no pre-treatment period"):
+        att_gt(d, "lemp", "year", "countyreal", "first.treat")
+    with pytest.raises(ValueError, match="no pre-treatment period"):  # 2004 - 1 anticipation = first year
+        att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", anticipation=1)
+
+
+def test_treatment_switching_off():
+    d = pd.DataFrame({"id": [1, 1, 1, 2, 2, 2], "year": [1, 2, 3] * 2, "d": [0, 1, 0, 0, 0, 0]})
+    with pytest.raises(ValueError, match="switches off"):
+        cohort_from_treatment(d, "id", "year", "d")
+    ok = cohort_from_treatment(d.assign(d=[0, 1, 1, 0, 0, 0]), "id", "year", "d")
+    assert ok.tolist() == [2, 2, 2, 0, 0, 0]
+    # a first-treatment column that changes within a unit is refused by att_gt
+    p = d.assign(g=[2, 2, 3, 0, 0, 0], y=1.0)
+    with pytest.raises(ValueError, match="varies within"):
+        att_gt(p, "y", "year", "id", "g")
+
+
+def test_duplicate_firm_years(mpdta):
+    d = pd.concat([mpdta, mpdta.iloc[[0]]])
+    with pytest.raises(ValueError, match="share a"):
+        att_gt(d, "lemp", "year", "countyreal", "first.treat")
+
+
+def test_bad_choices(mpdta):
+    with pytest.raises(ValueError, match=r"\['nevertreated', 'notyettreated'\].*'never'"):
+        att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", control_group="never")
+    with pytest.raises(ValueError, match="est_method"):
+        att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", est_method="ols")
+    with pytest.raises(KeyError, match="nope"):
+        att_gt(mpdta, "nope", "year", "countyreal", "first.treat")
+    with pytest.raises(NotImplementedError, match="unbalanced"):
+        att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", allow_unbalanced_panel=True)
+    r = att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", bootstrap=False)
+    with pytest.raises(ValueError, match="simple"):
+        aggte(r, type="overall")
+
+
+def test_unbalanced_units_dropped_and_counted(mpdta):
+    d = mpdta.drop(index=mpdta.index[(mpdta["countyreal"] == 8001) & (mpdta["year"] == 2005)])
+    r = att_gt(d, "lemp", "year", "countyreal", "first.treat", bootstrap=False)
+    assert r.exclusions == {"units_not_observed_every_period": 1}
+    assert r.n_units == 499
+
+
+def test_tiny_cohort_reported_not_crashed(mpdta):
+    from reach.disclosure import Rules, check_estimates
+
+    d = mpdta.copy()
+    tiny = d["countyreal"].isin(d.loc[d["first.treat"] == 0, "countyreal"].unique()[:3])
+    d.loc[tiny, "first.treat"] = 2005
+    r = att_gt(d, "lemp", "year", "countyreal", "first.treat", xformla="~ lpop", biters=199)
+    assert any("small cohort" in n for n in r.notes)
+    t = r.tidy()
+    assert (t.loc[t["group"] == 2005, "n_treated"] == 3).all()
+    chk = check_estimates(t, name="att_gt", rules=Rules())
+    pub = chk.suppress()
+    assert pub.loc[t["group"] == 2005, "estimate"].isna().all()
+    assert pub.loc[t["group"] == 2004, "estimate"].notna().all()
+    a = aggte(r, "dynamic")
+    assert np.isfinite(a.overall_att)
+
+
+def test_clustering_by_unit_level_variable(mpdta):
+    d = mpdta.assign(cl=mpdta["countyreal"])
+    r = att_gt(d, "lemp", "year", "countyreal", "first.treat", clustervars=["countyreal", "cl"], biters=999)
+    np.testing.assert_allclose(r.se, r.se_analytic, rtol=SE_REL)
+    with pytest.raises(ValueError, match="bootstrap=True"):
+        att_gt(d, "lemp", "year", "countyreal", "first.treat", clustervars=["cl"], bootstrap=False)
+
+
+def test_result_is_immutable(fits):
+    r = fits["reg_nocov"]
+    with pytest.raises(Exception):
+        r.att[0] = 1.0
+    with pytest.raises(Exception):
+        r.yname = "x"
+    assert "P-value for pre-test" in r.summary()
+    assert "ATT(g,t)" in r._repr_markdown_()
+
+
+# --------------------------------------------------------------------------- the stub
+STUB_TRUTH = ROOT / "data_stub" / "truth.json"
+STUB_PANEL = Path(os.environ.get("REACH_STUB_WORK", ROOT / "work" / "stub")) / "panel.parquet"
+
+
+@pytest.mark.skipif(not (STUB_TRUTH.is_file() and STUB_PANEL.is_file()),
+                    reason="needs data_stub/truth.json and work/stub/panel.parquet (notebook 01)")
+def test_stub_tinl_recovers_truth():
+    truth = json.loads(STUB_TRUTH.read_text(encoding="utf-8"))["effects"]["tinl"]
+    panel = pd.read_parquet(STUB_PANEL)
+    first = int(panel["year"].min())
+    panel = panel[(panel["g_tinl"] == 0) | (panel["g_tinl"] > first)]
+    r = att_gt(panel, truth["outcome"], "year", "firm_id", "g_tinl", xformla="~ log_employees",
+               control_group="notyettreated", biters=999)
+    t = r.tidy().set_index(["group", "time"])
+    hits = []
+    for cell in truth["att_gt"]:
+        key = (cell["group"], cell["time"])
+        if key in t.index:
+            row = t.loc[key]
+            hits.append(row["conf_low"] <= cell["att"] <= row["conf_high"])
+    assert hits and np.mean(hits) >= 0.9
+    a = aggte(r, "dynamic").tidy().iloc[1:].set_index("key")
+    for e, val in truth["dynamic"].items():
+        if int(e) in a.index:
+            assert a.loc[int(e), "conf_low"] - 0.02 <= val <= a.loc[int(e), "conf_high"] + 0.02
+    s = aggte(r, "simple")
+    assert abs(s.overall_att - truth["simple"]) <= 2.58 * s.overall_se
+    naive = naive_difference(panel, truth["outcome"], "year", "firm_id", "g_tinl")
+    assert not (naive.conf_low <= truth["simple"] <= naive.conf_high)

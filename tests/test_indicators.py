@@ -1,0 +1,409 @@
+"""Tests of reach.indicators.
+
+Unit tests use a small hand-built panel whose answers are known by construction
+(the planted rules are spelled out in ``_panel``); the stub tests compare every
+indicator with the realised shares the generator wrote to ``data_stub/truth.json``
+(CONTRACTS.md section 5), an independent computation.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reach import indicators as ind
+
+ROOT = Path(__file__).resolve().parents[1]
+YEARS = np.arange(2014, 2024)
+RULES = {"min_units": 10, "dominance_k": 2, "dominance_max": 0.90, "p_ratio_min": 0.10,
+         "min_dof": 10, "min_treated": 10, "min_control": 10}
+COMMON = dict(comparison_group="business_economy", never_treated_only=True, reach_window=5, rules=RULES)
+
+# ----------------------------------------------------------------------------- hand-built panel
+# Users (programme "p"): i = 0..19 cohort 2019, i = 20..49 cohort 2020, all present 2014-2023;
+#   i = 50, 51 cohort 2020 but entering in 2020 (no row in g-1, no trade).
+#   exporter every year iff i % 5 != 0 (40 of the 50 with a row in g-1), exports 1000 + 10 i (+100 from g on)
+#   imports only in g-3 iff i % 10 == 0 (5 firms: internationally active in the window, not in g-1)
+#   gm_CN = 1 in g-2 iff i % 4 == 0 (13 of 52); gm_CN = 1 in g-6 iff i % 4 == 1 (outside W = 5)
+#   employees 50 iff i even else 5; n_dest 3 iff exporter else 0  -> in target: i even and i % 5 != 0
+#   instruments: one registration in 2016 iff i < 15; i = 10..19: one in g; i = 20..29: 3 in g-1, 2 in g;
+#   i = 30..39: 2 in g.
+# Comparison (j = 0..69; 0..59 SBI section C, 60..69 SBI 95xxx section S) + 20 firms in section K:
+#   exporter (exports 500) iff j < 35, except in 2019 iff j < 21; gm_CN in 2014 iff j < 14;
+#   one instrument registration in 2017 iff j < 7. The K firms export and trade with CN every year
+#   and have instruments: including them would move every comparison share.
+
+
+def _panel(n_comp: int = 70, no_trade_year: int | None = None) -> pd.DataFrame:
+    rows = []
+    for i in range(52):
+        g = 2019 if i < 20 else 2020
+        years = YEARS if i < 50 else YEARS[YEARS >= 2020]
+        rows.append(pd.DataFrame({"kind": "user", "i": i, "year": years, "g": g}))
+    for j in range(n_comp):
+        rows.append(pd.DataFrame({"kind": "comp", "i": j, "year": YEARS, "g": 0}))
+    for k in range(20):
+        rows.append(pd.DataFrame({"kind": "fin", "i": k, "year": YEARS, "g": 0}))
+    p = pd.concat(rows, ignore_index=True)
+    user, comp, fin = (p["kind"] == k for k in ("user", "comp", "fin"))
+    i, t, g = p["i"].to_numpy(), p["year"].to_numpy(), p["g"].to_numpy()
+    p["be_id"] = np.select([user, comp], [1000000000 + i, 2000000000 + i], 3000000000 + i).astype(str)
+    p["be_id"] = p["be_id"].astype("str")
+    p["sbi_section"] = np.where(fin, "K", np.where(comp & (i >= 60), "S", "C"))
+    p["sbi"] = np.where(fin, "64191", np.where(comp & (i >= 60), "95110", "10110"))
+    exp_user = user & (i % 5 != 0) & (i < 50)
+    exp_comp = comp & np.where(t == 2019, i < 21, i < 35)
+    p["exports"] = np.where(exp_user, 1000 + 10 * i + np.where(t >= g, 100, 0), np.where(exp_comp, 500.0, np.where(fin, 9000.0, 0.0)))
+    p["imports"] = np.where(user & (i % 10 == 0) & (t == g - 3) & (i < 50), 300.0, np.where(fin, 50.0, 0.0))
+    if no_trade_year is not None:
+        p.loc[p["year"] == no_trade_year, ["exports", "imports"]] = 0.0
+    p["exporter"] = (p["exports"] > 0).astype("int64")
+    p["importer"] = (p["imports"] > 0).astype("int64")
+    p["intl_active"] = ((p["exports"] + p["imports"]) > 0).astype("int64")
+    p["n_dest"] = np.where(p["exporter"] == 1, 3, 0).astype("int64")
+    p["gm_CN"] = (((user & (i % 4 == 0) & (t == g - 2)) | (user & (i % 4 == 1) & (t == g - 6)) | (comp & (i < 14) & (t == 2014)) | fin)
+                  & (p["year"] != (no_trade_year or 0))).astype("int64")
+    p["gm_TR"] = 0
+    p["employees"] = np.where(user, np.where(i % 2 == 0, 50.0, 5.0), 20.0)
+    p["size_class"] = np.where(p["employees"] >= 10, "40", "21")
+    p["region"] = "ZH"
+    # instrument registrations per firm-year
+    n = np.zeros(len(p))
+    n += user & (i < 15) & (t == 2016)
+    n += user & (i >= 10) & (i < 20) & (t == g)
+    n += (user & (i >= 20) & (i < 30)) * (np.where(t == g - 1, 3, 0) + np.where(t == g, 2, 0))
+    n += (user & (i >= 30) & (i < 40)) * np.where(t == g, 2, 0)
+    n += comp & (i < 7) & (t == 2017)
+    n += fin & (t == 2015)
+    p["instr_n"] = n.astype("int64")
+    p["instr_any"] = (p["instr_n"] > 0).astype("int64")
+    p = p.sort_values(["be_id", "year"]).reset_index(drop=True)
+    p["instr_n_before"] = p.groupby("be_id")["instr_n"].cumsum() - p["instr_n"]
+    p["instr_ever_before"] = (p["instr_n_before"] > 0).astype("int64")
+    p["g_p"] = p["g"].astype("int64")
+    p["g_q"] = 0  # a programme without linked users
+    p["year"] = p["year"].astype("int64")
+    return p.drop(columns=["kind", "i", "g"])
+
+
+@pytest.fixture(scope="module")
+def panel() -> pd.DataFrame:
+    return _panel()
+
+
+def _cell(res, **where) -> tuple[float, float]:
+    """(value, n_units) of one cell of the published table."""
+    pub = res.published
+    m = np.ones(len(pub), bool)
+    for k, v in where.items():
+        m &= (pub[k].astype(str) == str(v)).to_numpy()
+    assert m.sum() == 1, f"expected one cell for {where}, found {m.sum()}"
+    row = pub[m].iloc[0]
+    return float(row["value"]), float(row["n_units"])
+
+
+# ----------------------------------------------------------------------------- 1-2
+
+
+def test_international_activity_by_construction(panel):
+    r = ind.international_activity(panel, "p", **COMMON)
+    assert _cell(r, measure="exporter_before", group="users", cohort="all") == (40 / 50, 50)
+    assert _cell(r, measure="intl_before", group="users", cohort="all") == (40 / 50, 50)
+    # all users are the denominator of the window measure; the two entrants count as not active
+    assert _cell(r, measure="intl_window", group="users", cohort="all") == pytest.approx((45 / 52, 52))
+    # comparison: 0.5 in 2018 (cohort 2019, 20 users), 0.3 in 2019 (cohort 2020, 30 users with a row)
+    assert _cell(r, measure="exporter_before", group="comparison", cohort="2019") == (0.5, 70)
+    assert _cell(r, measure="exporter_before", group="comparison", cohort="2020") == pytest.approx((0.3, 70))
+    assert _cell(r, measure="exporter_before", group="comparison", cohort="all")[0] == pytest.approx((20 * 0.5 + 30 * 0.3) / 50)
+    # window measure: weights are all users per cohort (20 and 32); comparison exports every window year j < 35
+    assert _cell(r, measure="intl_window", group="comparison", cohort="all")[0] == pytest.approx(0.5)
+    assert r.headline["intl_before"]["users"] == pytest.approx(0.8)
+    assert "80%" in r.narrative
+    assert list(r.tidy().columns) == ["measure", "group", "cohort", "value", "n_units"]
+
+
+def test_not_yet_treated_comparison_includes_later_users(panel):
+    r = ind.international_activity(panel, "p", **{**COMMON, "never_treated_only": False})
+    # cohort 2019: 70 never users + the 30 cohort-2020 users with a row in 2018 (the entrants have none)
+    assert _cell(r, measure="exporter_before", group="comparison", cohort="2019")[1] == 100
+    assert _cell(r, measure="exporter_before", group="comparison", cohort="2020")[1] == 70
+
+
+def test_target_group_comparison(panel):
+    tg = {"min_employees": 10, "max_employees": 250, "min_destinations": 1, "max_destinations": 5}
+    r = ind.international_activity(panel, "p", **{**COMMON, "comparison_group": "target_group"}, target_group=tg)
+    # comparison firms in the target group in g-1 are exactly the exporters (20 employees each), K firms too
+    assert _cell(r, measure="exporter_before", group="comparison", cohort="2019") == (1.0, 35 + 20)
+
+
+def test_growth_markets_window(panel):
+    r = ind.growth_market_presence(panel, "p", ["CN", "TR"], **COMMON)
+    assert _cell(r, measure="CN", group="users", cohort="all") == pytest.approx((13 / 52, 52))
+    assert _cell(r, measure="TR", group="users", cohort="all")[0] == 0.0
+    # comparison CN only in 2014: inside cohort 2019's window 2014-2018, outside cohort 2020's 2015-2019
+    assert _cell(r, measure="CN", group="comparison", cohort="2019")[0] == pytest.approx(0.2)
+    assert _cell(r, measure="CN", group="comparison", cohort="2020")[0] == 0.0
+    assert _cell(r, measure="CN", group="comparison", cohort="all")[0] == pytest.approx(20 * 0.2 / 52)
+    r3 = ind.growth_market_presence(panel, "p", ["CN"], **{**COMMON, "reach_window": 3})
+    assert _cell(r3, measure="CN", group="comparison", cohort="all")[0] == 0.0
+
+
+# ----------------------------------------------------------------------------- 3-5
+
+
+def test_target_group_fit_and_profile(panel):
+    r = ind.target_group_fit(panel, "p", rules=RULES)
+    # with a row in g-1: i = 0..49; inside: even and i % 5 != 0 -> 25 - 5 = 20
+    assert _cell(r, table="fit", cohort="all") == (20 / 50, 50)
+    assert r.headline["n_no_row_before"] == 2
+    assert r.headline["n_outside"] == 30
+    # outside: 25 odd (5 employees; 20 of them export) + 5 even non-exporters
+    assert _cell(r, table="profile", characteristic="exporter", category="exporter")[0] == 20
+    assert _cell(r, table="profile", characteristic="reason (first applying)", category="fewer employees than target")[0] == 25
+    assert np.isnan(_cell(r, table="profile", characteristic="reason (first applying)", category="fewer destinations than target")[0])  # 5 < 10: suppressed
+
+
+def test_prior_instrument_use(panel):
+    r = ind.prior_instrument_use(panel, "p", **COMMON)
+    # before g: i < 15 (2016) and i = 20..29 (3 in g-1) -> 25 of 52
+    assert _cell(r, group="users", cohort="all") == pytest.approx((25 / 52, 52))
+    assert _cell(r, group="comparison", cohort="all")[0] == pytest.approx(0.1)
+
+
+def test_instrument_use_after_categories(panel):
+    r = ind.instrument_use_after(panel, "p", reach_window=2, rules=RULES)
+    allrow = {c: _cell(r, prior_use="all", category=c)[0] for c in ind.INSTRUMENT_CATEGORIES}
+    assert allrow == {"none": 22, "one": 10, "several, not more than before": 10, "more than before": 10}
+    assert _cell(r, prior_use="all", category="all")[0] == 52
+    assert _cell(r, prior_use="used instruments before", category="none")[0] == 10
+    assert _cell(r, prior_use="used instruments before", category="several, not more than before")[0] == 10
+    assert np.isnan(_cell(r, prior_use="used instruments before", category="one")[0])  # 5 firms: suppressed
+    assert r.headline["all"]["none"] == pytest.approx(22 / 52)
+
+
+def test_instrument_after_windows_have_equal_length(panel):
+    # cohort 2023 would have an after window of one year: the before window shrinks to one year too
+    p = panel.copy()
+    late = p["be_id"].isin(p.loc[p["g_p"] == 2019, "be_id"].unique()[:12])
+    p.loc[late, "g_p"] = 2023
+    p.loc[late & (p["year"] == 2021), "instr_n"] = 5  # two years before: outside the shortened window
+    p.loc[late & (p["year"] == 2023), "instr_n"] = 2
+    r = ind.instrument_use_after(p, "p", reach_window=5, last_year=2023, rules=RULES)
+    tab = r.table.table
+    late_more = tab[(tab["prior_use"] == "all") & (tab["category"] == "more than before")]["value"].iloc[0]
+    # the 12 late firms: after = 2 > before (2022 only, 0) -> "more than before" (plus the 10 of i = 30..39)
+    assert late_more == 22
+
+
+# ----------------------------------------------------------------------------- 6, 8 (link records)
+
+
+def _link(regions: dict[str, str] | None = None) -> SimpleNamespace:
+    """Linked records: firms u0..u11 (be_id 1000000000+k) in activities a1 (org ZH) and a2 (org NH), 2019.
+
+    Each firm sends two persons to a1 (duplicates of the same pair); firms 0..5 also attend a2.
+    """
+    recs = []
+    for k in range(12):
+        for person in range(2):
+            recs.append(dict(programme="t", bucket="linked", be_id=str(1000000000 + k), year=2019,
+                             activity_id="a1", activity_type="beurs", organiser_region="ZH"))
+        if k < 6:
+            recs.append(dict(programme="t", bucket="linked", be_id=str(1000000000 + k), year=2019,
+                             activity_id="a2", activity_type="webinar", organiser_region="NH"))
+    recs.append(dict(programme="t", bucket="invalid_kvk", be_id=None, year=2019, activity_id="a1",
+                     activity_type="beurs", organiser_region="ZH"))
+    recs += [dict(programme="n", bucket="linked", be_id=str(1000000000 + k), year=2019, activity_id=None,
+                  activity_type=None, organiser_region=None) for k in range(15)]
+    return SimpleNamespace(records=pd.DataFrame(recs))
+
+
+def test_regional_reach(panel):
+    p = panel.copy()
+    # firms 0..3 are in NH, the rest in ZH (as registered in 2019)
+    p.loc[p["be_id"].isin([str(1000000000 + k) for k in range(4)]), "region"] = "NH"
+    r = ind.regional_reach(p, "t", _link(), rules=RULES)
+    # pairs: a1 x 12 firms (8 own region ZH), a2 x 6 firms (4 own region NH) -> 12 of 18
+    assert _cell(r, organiser_region="all")[0] == pytest.approx(12 / 18)
+    assert r.headline["n_participations"] == 18
+    assert _cell(r, organiser_region="ZH") == (8 / 12, 12)
+    assert np.isnan(_cell(r, organiser_region="NH")[0])  # 6 firms: suppressed
+
+
+def test_all_users_in_one_region(panel):
+    r = ind.regional_reach(panel, "t", _link(), rules=RULES)  # every firm in ZH
+    assert _cell(r, organiser_region="all")[0] == pytest.approx(12 / 18)
+    assert "one organiser region" in r.narrative or "range" in r.narrative
+
+
+def test_regional_reach_without_organiser_data(panel):
+    r = ind.regional_reach(panel, "n", _link(), rules=RULES)
+    assert r.empty and "no organiser-region data" in r.message
+    assert list(r.tidy().columns) == list(ind.REGION_COLUMNS)
+
+
+def test_participant_counts(panel):
+    r = ind.participant_counts(_link(), "t", rules=RULES)
+    assert _cell(r, dimension="all", measure="firms")[0] == 12
+    assert _cell(r, dimension="all", measure="participations")[0] == 18  # persons do not count twice
+    assert _cell(r, dimension="activity_type", category="beurs", measure="participations")[0] == 12
+    assert r.headline["participations_per_firm"] == pytest.approx(1.5)
+    rn = ind.participant_counts(_link(), "n", rules=RULES)
+    assert _cell(rn, dimension="activity_type", category="portal", measure="firms")[0] == 15
+
+
+# ----------------------------------------------------------------------------- 7
+
+
+def test_export_values(panel):
+    r = ind.export_values(panel, "p", **COMMON)
+    i = np.arange(50)
+    x_before = np.where(i % 5 != 0, 1000 + 10 * i, 0)
+    assert _cell(r, stat="mean", group="users", cohort="all", event_time=-1)[0] == pytest.approx(x_before.mean())
+    x_after = np.where(i % 5 != 0, 1100 + 10 * i, 0)
+    # event time +1: the two entrants are present (exports 0)
+    assert _cell(r, stat="mean", group="users", cohort="all", event_time=1)[0] == pytest.approx(x_after.sum() / 52)
+    # comparison: 0.5 x 500 in 2018 (cohort 2019), 0.3 x 500 in 2019 (cohort 2020), weights 20 and 30
+    assert _cell(r, stat="mean", group="comparison", cohort="all", event_time=-1)[0] == pytest.approx((20 * 250 + 30 * 150) / 50)
+    assert "not an effect" in r.narrative
+
+
+# ----------------------------------------------------------------------------- edge cases, bad input
+
+
+def test_programme_without_users(panel):
+    link = _link()
+    for r in (
+        ind.international_activity(panel, "q", **COMMON),
+        ind.growth_market_presence(panel, "q", ["CN"], **COMMON),
+        ind.target_group_fit(panel, "q", rules=RULES),
+        ind.prior_instrument_use(panel, "q", **COMMON),
+        ind.instrument_use_after(panel, "q", rules=RULES),
+        ind.export_values(panel, "q", **COMMON),
+        ind.participant_counts(link, "q", rules=RULES),
+    ):
+        assert r.empty and "no linked users" in r.message, r.name
+        assert r.tidy().empty and r.headline == {}
+        assert r.name in r.summary()
+
+
+def test_comparison_group_below_threshold():
+    p = _panel(n_comp=6)  # 6 comparison firms < min_units = 10
+    r = ind.international_activity(p, "p", **COMMON)
+    assert np.isnan(r.headline["intl_before"]["comparison"])
+    assert r.headline["intl_before"]["users"] == pytest.approx(0.8)
+    assert "suppressed" in r.narrative
+    e = ind.export_values(p, "p", **COMMON)
+    assert np.isnan(e.headline["comparison_mean_before"]) and "suppressed" in e.narrative
+
+
+def test_year_without_trade():
+    p = _panel(no_trade_year=2018)  # cohort 2019's g-1
+    r = ind.international_activity(p, "p", **COMMON)
+    assert _cell(r, measure="exporter_before", group="users", cohort="2019")[0] == 0.0
+    assert _cell(r, measure="exporter_before", group="users", cohort="2020")[0] == pytest.approx(24 / 30)
+    assert _cell(r, measure="exporter_before", group="comparison", cohort="2019")[0] == 0.0
+    # the window still sees the other years' trade
+    # (16 exporters in the other years + i = 0, 10 importing in 2016)
+    assert _cell(r, measure="intl_window", group="users", cohort="2019")[0] == pytest.approx(18 / 20)
+
+
+def test_bad_input_messages(panel):
+    with pytest.raises(ValueError, match=r"comparison_group must be one of \['business_economy', 'target_group'\]; got 'everyone'"):
+        ind.international_activity(panel, "p", comparison_group="everyone")
+    with pytest.raises(ValueError, match="programme 'zz' unknown"):
+        ind.prior_instrument_use(panel, "zz")
+    with pytest.raises(ValueError, match=r"panel lacks column\(s\) \['gm_RU'\]"):
+        ind.growth_market_presence(panel, "p", ["RU"])
+    with pytest.raises(ValueError, match="reach_window must be a positive integer"):
+        ind.export_values(panel, "p", reach_window=0)
+    with pytest.raises(ValueError, match="target_group needs exactly the keys"):
+        ind.target_group_fit(panel, "p", target_group={"min_employees": 10})
+    bad = panel.copy()
+    bad.loc[bad.index[0], "g_p"] = 2015
+    with pytest.raises(ValueError, match="not constant within be_id"):
+        ind.prior_instrument_use(bad, "p")
+
+
+def test_result_is_immutable(panel):
+    r = ind.prior_instrument_use(panel, "p", **COMMON)
+    with pytest.raises(AttributeError):
+        r.name = "x"
+    with pytest.raises(TypeError):
+        r.headline["users"] = 1.0
+    assert "prior_instrument_use" in r._repr_markdown_()
+
+
+# ----------------------------------------------------------------------------- stub vs truth.json
+
+
+def _stub():
+    """truth.json, panel, link result and params of the stub run.
+
+    Uses work/stub/ (written by notebook 01) when it is newer than truth.json, else builds
+    the panel from data_stub/ (the truth describes data_stub, so a stale panel must not be used).
+    """
+    truth_path = ROOT / "data_stub" / "truth.json"
+    if not truth_path.exists():
+        pytest.skip("data_stub/truth.json not generated yet")
+    truth = json.loads(truth_path.read_text())
+    from reach import panel as rp
+    from reach.params import load_params
+
+    params = load_params(ROOT / "params" / "stub.yaml")
+    work = ROOT / "work" / "stub"
+    built = [work / f for f in ("panel.parquet", "participants.parquet")]
+    if all(f.exists() and f.stat().st_mtime > truth_path.stat().st_mtime for f in built):
+        return truth, rp.read_panel(work), rp.read_link(work), params
+    from reach.io import load_inputs
+    from reach.link import link_participants
+
+    inputs = load_inputs(params)
+    link = link_participants(inputs)
+    return truth, rp.build_panel(inputs, link), link, params
+
+
+@pytest.fixture(scope="module")
+def stub():
+    return _stub()
+
+
+def _raw(res, key=None, **where) -> float:
+    """Unsuppressed cell (the truth is compared before disclosure control)."""
+    tab = (res.checked[key] if key else res.table).table
+    m = np.ones(len(tab), bool)
+    for k, v in where.items():
+        m &= (tab[k].astype(str) == str(v)).to_numpy()
+    assert m.sum() == 1, where
+    return float(tab.loc[m, "value"].iloc[0])
+
+
+@pytest.mark.parametrize("programme", ["nlib", "tinl"])
+def test_stub_matches_truth(stub, programme):
+    truth, panel, link, params = stub
+    t = truth["reach"][programme]
+    kw = dict(comparison_group=params["comparison_group"], never_treated_only=params["never_treated_only"],
+              reach_window=5, target_group=params["target_group"], rules=params["disclosure"])
+    tol = 1e-6  # truth shares are exact ratios of firm counts; allow float rounding only
+    r1 = ind.international_activity(panel, programme, **kw)
+    assert _raw(r1, measure="exporter_before", group="users", cohort="all") == pytest.approx(t["share_exporter_before"], abs=tol)
+    assert _raw(r1, measure="intl_before", group="users", cohort="all") == pytest.approx(t["share_intl_before"], abs=tol)
+    assert _raw(r1, measure="intl_window", group="users", cohort="all") == pytest.approx(t["share_intl_5y"], abs=tol)
+    r2 = ind.growth_market_presence(panel, programme, params["growth_markets"], **kw)
+    for m, share in t["share_gm_5y"].items():
+        assert _raw(r2, measure=m, group="users", cohort="all") == pytest.approx(share, abs=tol), m
+    r3 = ind.target_group_fit(panel, programme, target_group=params["target_group"], rules=params["disclosure"])
+    assert _raw(r3, "fit", cohort="all") == pytest.approx(t["share_target_group"], abs=tol)
+    r4 = ind.prior_instrument_use(panel, programme, **kw)
+    assert _raw(r4, group="users", cohort="all") == pytest.approx(t["share_instr_before"], abs=tol)
+    r6 = ind.regional_reach(panel, programme, link, rules=params["disclosure"])
+    if "share_own_region" in t and t["share_own_region"] is not None:
+        assert _raw(r6, organiser_region="all") == pytest.approx(t["share_own_region"], abs=tol)
+    else:
+        assert r6.empty
+    r8 = ind.participant_counts(link, programme, rules=params["disclosure"])
+    assert _raw(r8, "firms", dimension="all") == truth["n_users"][programme]

@@ -1,0 +1,226 @@
+"""reach.panel: columns, hand-checked values on the mini data, storage, truth and raw-file recomputation on the stub.
+
+Mini-data numbers are derived by hand from conftest.make_mini; stub numbers from
+data_stub/truth.json (planted by the generator) or recomputed in the test
+straight from the raw .sav files with pyreadstat.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyreadstat
+import pytest
+
+from conftest import ROOT, STUB_TRUTH, make_mini
+from reach.io import load_inputs
+from reach.link import link_participants
+from reach.panel import build_panel, panel_columns, read_link, read_panel, save_run
+
+
+@pytest.fixture
+def mini(mini_params):
+    inputs = load_inputs(mini_params)
+    link = link_participants(inputs)
+    return inputs, link, build_panel(inputs, link)
+
+
+def _row(panel, be_id, year):
+    r = panel[(panel["be_id"] == be_id) & (panel["year"] == year)]
+    assert len(r) == 1
+    return r.iloc[0]
+
+
+def test_panel_columns_follow_contract(mini):
+    inputs, _, panel = mini
+    expected = panel_columns(["nlib", "tinl"], inputs.growth_markets)
+    assert panel.columns.tolist() == expected
+    for c in ("firm_id", "year", "exporter", "importer", "intl_active", "n_dest", "n_orig", "gm_CN", "instr_n",
+              "instr_any", "instr_n_before", "instr_ever_before", "g_tinl", "d_tinl", "g_nlib", "d_nlib"):
+        assert panel[c].dtype == "int64", c
+    assert panel["be_id"].dtype == "str"
+    # one row per unit-year of the register; firm_id a dense code of be_id
+    assert len(panel) == len(inputs.register) == 12
+    assert not panel.duplicated(["be_id", "year"]).any()
+    assert sorted(panel["firm_id"].unique()) == list(range(panel["be_id"].nunique()))
+    assert (panel.groupby("be_id")["firm_id"].nunique() == 1).all()
+
+
+def test_trade_values_by_hand(mini):
+    _, _, panel = mini
+    r = _row(panel, "100000001", 2019)
+    # CN 100+50 (two goods chapters), DE 1000: exports 1150; imports 10 + 5; V2 of 2019 read
+    assert (r["exports"], r["imports"], r["exports_gm"], r["imports_gm"]) == (1150.0, 15.0, 150.0, 10.0)
+    assert (r["n_dest"], r["n_orig"], r["gm_CN"], r["gm_TR"]) == (2, 2, 1, 0)
+    assert r["log_exports"] == pytest.approx(np.log(1151.0))
+    assert r["ihs_exports"] == pytest.approx(np.log(1150.0 + np.sqrt(1150.0 ** 2 + 1)))
+    assert r["log_exports_gm"] == pytest.approx(np.log(151.0))
+    # a unit with imports only, and one absent from trade data: zeros, not missing
+    r2 = _row(panel, "100000002", 2018)
+    assert (r2["exports"], r2["imports"], r2["exporter"], r2["importer"], r2["intl_active"]) == (0.0, 20.0, 0, 1, 1)
+    r5 = _row(panel, "100000005", 2020)
+    assert (r5["exports"], r5["imports"], r5["n_dest"], r5["log_exports"]) == (0.0, 0.0, 0, 0.0)
+    # growth-market flag from exports to TR
+    assert _row(panel, "100000003", 2020)[["exports_gm", "gm_TR"]].tolist() == [60.0, 1]
+    # trade of a unit that is not in the register (999999999) does not create panel rows
+    assert "999999999" not in set(panel["be_id"])
+
+
+def test_instruments_before_and_in_year(mini):
+    _, _, panel = mini
+    p = panel.set_index(["be_id", "year"])
+    # 01234567 -> 100000001: registrations in 2018 and 2020; 2017's registration is outside the window
+    assert p.loc["100000001", ["instr_n", "instr_n_before", "instr_ever_before"]].values.tolist() == [
+        [1, 0, 0], [0, 1, 1], [1, 1, 1]]
+    assert p.loc["100000002", "instr_n_before"].tolist() == [0, 0, 1]
+    assert p.loc["100000005", "instr_ever_before"].tolist() == [0, 0, 0]
+
+
+def test_programme_cohorts_and_treatment(mini):
+    _, _, panel = mini
+    p = panel.set_index(["be_id", "year"])
+    assert p.loc["100000001", "g_tinl"].tolist() == [2018] * 3 and p.loc["100000001", "d_tinl"].tolist() == [1, 1, 1]
+    assert p.loc["100000002", "g_tinl"].tolist() == [2020] * 3 and p.loc["100000002", "d_tinl"].tolist() == [0, 0, 1]
+    assert p.loc["100000003", "d_tinl"].tolist() == [1, 1]
+    assert p.loc["100000004", ["g_tinl", "g_nlib", "d_tinl"]].values.tolist() == [[0, 0, 0]]
+    assert p.loc["100000005", "d_nlib"].tolist() == [0, 1, 1]
+
+
+def test_lags_follow_the_same_unit_and_are_missing_before_entry(mini):
+    _, _, panel = mini
+    p = panel.set_index(["be_id", "year"])
+    # 100000003 enters in 2019: no lag in 2019, 2019's value in 2020
+    assert np.isnan(p.loc[("100000003", 2019), "log_exports_lag1"])
+    assert p.loc[("100000003", 2020), "log_exports_lag1"] == pytest.approx(np.log(31.0))
+    assert np.isnan(p.loc[("100000003", 2020), "log_exports_lag2"])
+    assert p.loc[("100000001", 2020), "log_employees_lag1"] == pytest.approx(np.log(52.0))  # 51 employees in 2019
+    assert p.loc[("100000001", 2020), "export_growth_lag1"] == 0.0
+    assert p.loc[("100000002", 2019), ["exporter_lag1", "importer_lag1", "n_dest_lag1"]].tolist() == [0, 1, 0]
+
+
+def test_save_and_read_round_trip(mini, tmp_path):
+    _, link, panel = mini
+    paths = save_run(tmp_path / "work", panel, link)
+    assert {p.name for p in paths.values()} == {"panel.parquet", "participants.parquet", "firms.parquet",
+                                                "waterfall.parquet", "activities.parquet"}
+    pd.testing.assert_frame_equal(read_panel(tmp_path / "work"), panel, check_dtype=False)
+    back = read_link(tmp_path / "work")
+    pd.testing.assert_frame_equal(back.waterfall, link.waterfall)
+    pd.testing.assert_frame_equal(back.firms, link.firms)
+    assert back.records["bucket"].astype(str).tolist() == link.records["bucket"].astype(str).tolist()
+    assert (back.first_year, back.last_year) == (2018, 2020)
+    assert not list((tmp_path / "work").glob("*.tmp"))
+
+
+def test_save_run_leaves_nothing_on_failure(mini, tmp_path):
+    _, link, panel = mini
+    bad = panel.assign(employees=[object()] * len(panel))   # parquet cannot store it
+    with pytest.raises(Exception):
+        save_run(tmp_path / "w", bad, link)
+    assert not [p for p in (tmp_path / "w").iterdir()]
+
+
+def test_read_panel_missing_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="01_build_panel"):
+        read_panel(tmp_path)
+
+
+# ----------------------------------------------------------------------------- the stub
+
+stub_needed = pytest.mark.skipif(not STUB_TRUTH.is_file(), reason="data_stub/truth.json not generated yet")
+
+
+@pytest.fixture(scope="module")
+def stub(stub_params, stub_linked):
+    inputs, link = stub_linked
+    return stub_params, inputs, link, build_panel(inputs, link), json.loads(STUB_TRUTH.read_text())
+
+
+def _sav(params, rel):
+    df, _ = pyreadstat.read_sav(str(Path(params["data_dir"]) / rel))
+    return df
+
+
+@stub_needed
+def test_stub_panel_agrees_with_raw_files(stub):
+    """A handful of firms' values recomputed straight from the raw .sav files (no reach code)."""
+    params, inputs, _, panel, _ = stub
+    year = 2019
+    ihg = _sav(params, f"IHG/IHG_per_BE_ID{year}V2.sav")
+    abr = _sav(params, f"ABR/ABR_BE_{year}V1.sav")
+    gm = set(params["growth_markets"])
+    exporters = ihg.loc[ihg["Uitvoer"] > 0, "BE_ID"].unique()
+    firms = sorted(set(exporters) & set(abr["BE_ID"]))[:5] + sorted(set(abr["BE_ID"]) - set(ihg["BE_ID"]))[:2]
+    assert len(firms) == 7
+    for b in firms:
+        t = ihg[ihg["BE_ID"] == b]
+        r = _row(panel, b, year)
+        assert r["exports"] == pytest.approx(t["Uitvoer"].sum())
+        assert r["imports"] == pytest.approx(t["Invoer"].sum())
+        assert r["exports_gm"] == pytest.approx(t.loc[t["Land_HB"].isin(gm), "Uitvoer"].sum())
+        assert r["n_dest"] == t.loc[t["Uitvoer"] > 0, "Land_HB"].nunique()
+        assert r["employees"] == pytest.approx(abr.loc[abr["BE_ID"] == b, "WPActueel"].item())
+    # 2015 uses numeric GEONOM codes: CN exports recomputed via 720
+    ihg15 = _sav(params, "IHG/IHG_per_BE_ID2015V1.sav")
+    cn = ihg15[ihg15["Land_HB"].astype(str).str.lstrip("0") == "720"]
+    b = sorted(cn["BE_ID"].unique())[0]
+    if b in set(panel.loc[panel["year"] == 2015, "be_id"]):
+        assert _row(panel, b, 2015)["gm_CN"] == 1
+    # total exports per year equal the raw files' totals over units in the register
+    raw_total = ihg.loc[ihg["BE_ID"].isin(abr["BE_ID"]), "Uitvoer"].clip(lower=0).sum()
+    assert panel.loc[panel["year"] == year, "exports"].sum() == pytest.approx(raw_total, rel=1e-9)
+    assert len(panel) == len(inputs.register)
+
+
+@stub_needed
+def test_stub_population_and_reach_shares_equal_truth(stub):
+    _, _, _, panel, truth = stub
+    tol = 1e-9  # both sides count the same firms: exact up to float rounding
+    for year, share in truth["population"]["share_exporter"].items():
+        assert panel.loc[panel["year"] == int(year), "exporter"].mean() == pytest.approx(share, abs=tol), year
+    for prog, reach in truth["reach"].items():
+        users = panel.loc[panel[f"g_{prog}"] > 0].drop_duplicates("be_id")[["be_id", f"g_{prog}"]]
+        before = panel[["be_id", "year", "exporter", "intl_active"]].merge(users, on="be_id")
+        before = before[before["year"] == before[f"g_{prog}"] - 1]
+        assert before["exporter"].mean() == pytest.approx(reach["share_exporter_before"], abs=tol), prog
+        assert before["intl_active"].mean() == pytest.approx(reach["share_intl_before"], abs=tol), prog
+
+
+@stub_needed
+def test_stub_cohorts_in_panel_equal_truth(stub):
+    _, _, _, panel, truth = stub
+    for prog, sizes in truth["cohort_sizes"].items():
+        got = panel.loc[panel[f"g_{prog}"] > 0].drop_duplicates("be_id")[f"g_{prog}"].value_counts()
+        assert {str(k): int(v) for k, v in got.items()} == {k: int(v) for k, v in sizes.items()}
+
+
+# ----------------------------------------------------------------------------- notebook
+
+
+@pytest.mark.notebooks
+def test_notebook_01_runs_on_mini_data(tmp_path):
+    if not (ROOT / "src" / "reach" / "disclosure.py").is_file():
+        pytest.skip("reach.disclosure not written yet")
+    import papermill as pm
+
+    params = make_mini(tmp_path / "data")
+    out, work = tmp_path / "out", tmp_path / "work"
+    keys = ("run_name", "data_dir", "first_year", "last_year", "inputs", "programmes", "growth_markets", "disclosure")
+    pm.execute_notebook(str(ROOT / "notebooks" / "01_build_panel.ipynb"), str(tmp_path / "nb.ipynb"),
+                        parameters={**{k: params[k] for k in keys}, "output_dir": str(out), "work_dir": str(work)},
+                        cwd=str(ROOT / "notebooks"), progress_bar=False, kernel_name="python3")
+    assert (work / "panel.parquet").is_file() and (out / "tables" / "linkage_waterfall.csv").is_file()
+    assert not list(out.rglob("*.parquet"))
+    text = (tmp_path / "nb.ipynb").read_text(encoding="utf-8")
+    for ident in ("100000001", "01234567", "22222222"):   # no identifier of the mini data in the rendered notebook
+        assert ident not in text
+    # every cell of the mini data holds fewer than min_units=10 records and is suppressed, except the
+    # grand total: 6 NLiB + 8 TINL records written by make_mini
+    pub = pd.read_csv(out / "tables" / "linkage_waterfall.csv", dtype={"programme": str, "bucket": str})
+    grand = (pub["programme"] == "Total") & (pub["bucket"] == "Total")
+    assert pub.loc[grand, "value"].tolist() == [14]
+    assert pub.loc[~grand, "value"].isna().all()
+    heads = json.loads((out / "headline" / "panel.json").read_text())
+    assert heads["n_files"] == 12 and heads["users"] == {"nlib": None, "tinl": None}
