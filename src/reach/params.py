@@ -235,7 +235,7 @@ SCHEMA: dict[str, Spec] = {
     "match_method": Spec(str, "matching method", _choice("nearest")),
     "ratio": Spec(int, "controls per treated firm", _ratio),
     "replace": Spec(bool, "match with replacement"),
-    "caliper": Spec((int, float), "caliper in standard deviations of the propensity score distance (MatchIt convention)", _positive),
+    "caliper": Spec((int, float), "caliper in standard deviations of the propensity score (MatchIt default: the score itself, not its logit)", _positive),
     "ps_model": Spec(str, "propensity-score model", _choice("logit", "gbm")),
     "outcomes": Spec(list, "outcomes of the effect notebook (panel columns)", _subset(OUTCOMES)),
     "control_group": Spec(str, "DiD comparison units", _choice("nevertreated", "notyettreated")),

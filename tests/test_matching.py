@@ -1,0 +1,421 @@
+"""Tests of reach.matching.
+
+Truths used: R MatchIt's published Lalonde output (tests/golden/matchit_lalonde.json,
+sources cited there), a brute-force re-implementation of MatchIt's greedy algorithm
+written here independently of the vectorised code, statsmodels' cluster-robust WLS,
+and synthetic data with planted selection on a covariate.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reach import matching as rm
+from reach.matching import att, love_plot, match, match_cohorts, overlap_data, overlap_plot
+
+GOLDEN = Path(__file__).parent / "golden"
+LALONDE_COV = ["age", "educ", "race", "married", "nodegree", "re74", "re75"]
+
+
+@pytest.fixture(scope="module")
+def lalonde():
+    return pd.read_csv(GOLDEN / "matchit_lalonde.csv", index_col="id")
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return json.loads((GOLDEN / "matchit_lalonde.json").read_text())
+
+
+def _check_balance(bal: pd.DataFrame, ref: dict, phase: str, tol: float):
+    b = bal.set_index("variable")
+    for var, vals in ref.items():
+        for stat, col in (("mean_treated", "mean_treated"), ("mean_control", "mean_control"),
+                          ("smd", "smd"), ("var_ratio", "var_ratio"), ("ecdf_max", "ecdf_max")):
+            got = b.loc[var, f"{col}_{phase}"]
+            want = vals[stat]
+            if want is None:  # MatchIt prints "." (no variance ratio for binary covariates)
+                assert np.isnan(got), (var, stat)
+            else:
+                assert got == pytest.approx(want, abs=tol), (phase, var, stat, got, want)
+
+
+# --------------------------------------------------------------------------- golden
+
+@pytest.mark.parametrize("scenario", ["nearest_1to1", "nearest_replace"])
+def test_golden_matchit_lalonde(lalonde, golden, scenario):
+    sc = golden["scenarios"][scenario]
+    tol = golden["tolerances"][sc["tolerance"]]["abs"]
+    m = match(lalonde, "treat", LALONDE_COV, **sc["args"])
+    c = m.counts().set_index("group")
+    for grp in ("treated", "control"):
+        for k in ("all", "matched", "unmatched", "discarded"):
+            assert c.loc[grp, k] == sc["sample_sizes"][grp][k], (grp, k)
+    bal = m.balance()
+    if "balance_before" in sc:
+        _check_balance(bal, sc["balance_before"], "before", tol)
+    _check_balance(bal, sc["balance_after"], "after", tol)
+    if "ess" in sc["sample_sizes"]["control"]:
+        w = m.units.loc[~m.units["treated"] & (m.units["weights"] > 0), "weights"]
+        ess = w.sum() ** 2 / (w ** 2).sum()
+        assert ess == pytest.approx(sc["sample_sizes"]["control"]["ess"], abs=golden["tolerances"]["ess_2dp"]["abs"])
+        # MatchIt rescales control weights to sum to the number of matched controls
+        assert w.sum() == pytest.approx(sc["sample_sizes"]["control"]["matched"])
+
+
+# --------------------------------------------------------------------------- brute force reference
+
+def _brute_nearest(d, treat, stratum, ratio, replace, caliper):
+    """Straight transcription of MatchIt's documented greedy rule, O(n^2): visit treated by
+    descending distance (ties: data order); among available controls of the stratum pick the
+    smallest |d_t - d_c|; on equal distance prefer the control that sorts first by (d, row)
+    on the left of the treated unit, i.e. with the smaller distance, or the later row when tied."""
+    n = len(d)
+    order = sorted(np.flatnonzero(treat), key=lambda i: (-d[i], i))
+    used = np.zeros(n, dtype=bool)
+    pairs = []
+    got = {i: [] for i in order}
+    sort_pos = {i: r for r, i in enumerate(sorted(range(n), key=lambda i: (stratum[i], d[i], i)))}
+    for r in range(ratio):
+        for i in order:
+            if r > 0 and len(got[i]) < r:
+                continue
+            best = None
+            for j in range(n):
+                if treat[j] or stratum[j] != stratum[i] or (used[j] and not replace) or j in got[i]:
+                    continue
+                dist = abs(d[i] - d[j])
+                if caliper is not None and dist > caliper:
+                    continue
+                left = sort_pos[j] < sort_pos[i]
+                # key: distance, then left side first, then nearest in sort order
+                key = (dist, 0 if left else 1, abs(sort_pos[j] - sort_pos[i]))
+                if best is None or key < best[0]:
+                    best = (key, j)
+            if best is not None:
+                j = best[1]
+                pairs.append((i, j, r))
+                got[i].append(j)
+                if not replace:
+                    used[j] = True
+    return sorted(pairs)
+
+
+@pytest.mark.parametrize("replace", [False, True])
+@pytest.mark.parametrize("ratio", [1, 2])
+def test_greedy_equals_bruteforce_with_ties(replace, ratio):
+    rng = np.random.default_rng(5)
+    n = 160
+    # coarse scores create many exact ties between and within groups
+    d = np.round(rng.random(n), 1)
+    treat = rng.random(n) < 0.3
+    stratum = rng.integers(0, 3, n)
+    df = pd.DataFrame({"t": treat.astype(int), "s": stratum, "score": d, "x": rng.normal(size=n)})
+    cal = 0.15
+    m = match(df, "t", ["x"], exact="s", distance="score", caliper=cal, std_caliper=False,
+              ratio=ratio, replace=replace)
+    got = sorted(zip(m.pairs["treated_index"], m.pairs["control_index"], m.pairs["round"] - 1))
+    want = _brute_nearest(d, treat, stratum, ratio, replace, cal + 1e-12)
+    assert got == [(int(a), int(b), int(c)) for a, b, c in want]
+
+
+# --------------------------------------------------------------------------- invariants
+
+def _synthetic(n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(size=n)
+    x2 = rng.normal(size=n)
+    sec = rng.choice(list("ABCD"), size=n)
+    lp = -1.8 + 1.0 * x1 + 0.5 * x2 + (sec == "A") * 0.5
+    t = (rng.random(n) < 1 / (1 + np.exp(-lp))).astype(int)
+    y = 1.0 + x1 + 0.5 * x2 + 2.0 * t + rng.normal(size=n)
+    return pd.DataFrame({"t": t, "x1": x1, "x2": x2, "sec": sec, "y": y}, index=pd.RangeIndex(n) + 1000)
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_invariants_caliper_exact_reuse(replace):
+    df = _synthetic()
+    m = match(df, "t", ["x1", "x2"], exact="sec", caliper=0.05, replace=replace, ratio=2)
+    p = m.pairs
+    u = m.units
+    # caliper and exact constraints for every pair
+    dd = np.abs(u.loc[p["treated_index"], "distance"].to_numpy() - u.loc[p["control_index"], "distance"].to_numpy())
+    assert (dd <= m.caliper_width + 1e-12).all()
+    assert m.caliper_width == pytest.approx(0.05 * np.std(u["distance"], ddof=1))
+    assert (df.loc[p["treated_index"], "sec"].to_numpy() == df.loc[p["control_index"], "sec"].to_numpy()).all()
+    # no control twice without replacement; no control twice for the same treated with it
+    if not replace:
+        assert not p["control_index"].duplicated().any()
+    assert not p.duplicated(["treated_index", "control_index"]).any()
+    # every treated unit is matched or reported unmatched with a reason
+    treated = set(df.index[df["t"] == 1])
+    matched = set(p["treated_index"])
+    un = m.unmatched()
+    assert matched.isdisjoint(set(un["index"]))
+    assert matched | set(un["index"]) == treated
+    assert (un["reason"].str.len() > 0).all()
+    assert len(un) > 0  # the tight caliper leaves some treated units unmatched
+    assert set(un["reason"]) <= {rm.R_CALIPER, rm.R_USED}
+    # MatchIt weights: treated 1, controls sum to the number of matched controls
+    md = m.matched_data()
+    wt = md.loc[md["t"] == 1, "weights"]
+    wc = md.loc[md["t"] == 0, "weights"]
+    assert (wt == 1).all()
+    assert wc.sum() == pytest.approx(len(wc))
+    # independent weight computation from the pairs
+    k = p.groupby("treated_index").size()
+    raw = (1 / k.loc[p["treated_index"]].to_numpy())
+    raw = pd.Series(raw).groupby(p["control_index"].to_numpy()).sum()
+    raw = raw * len(raw) / raw.sum()
+    assert np.allclose(wc.sort_index().to_numpy(), raw.sort_index().to_numpy())
+
+
+def test_same_seed_same_matches():
+    df = _synthetic(400, seed=3)
+    kw = dict(ps_model="gbm", m_order="random", caliper=0.2, seed=11)
+    a, b = match(df, "t", ["x1", "x2"], **kw), match(df, "t", ["x1", "x2"], **kw)
+    pd.testing.assert_frame_equal(a.pairs, b.pairs)
+    # the seed matters where randomness is asked for (random matching order on a coarse score)
+    df["score"] = np.round(df["x1"], 1)
+    kw = dict(distance="score", m_order="random", caliper=None)
+    r = [match(df, "t", ["x1"], seed=s, **kw).pairs for s in (1, 1, 2)]
+    pd.testing.assert_frame_equal(r[0], r[1])
+    assert not r[0].equals(r[2])
+
+
+def test_discard_both_common_support():
+    df = _synthetic(2000, seed=4)
+    m = match(df, "t", ["x1", "x2"], discard="both", caliper=None)
+    u = m.units
+    dc = u.loc[~u["treated"], "distance"]
+    dt = u.loc[u["treated"], "distance"]
+    disc_t = u["treated"] & ((u["distance"] < dc.min()) | (u["distance"] > dc.max()))
+    disc_c = ~u["treated"] & ((u["distance"] < dt.min()) | (u["distance"] > dt.max()))
+    assert (u["discarded"] == (disc_t | disc_c)).all()
+    assert disc_c.sum() > 0
+    assert not set(m.pairs["control_index"]) & set(u.index[u["discarded"]])
+
+
+def test_balance_improves_on_planted_selection():
+    df = _synthetic(4000, seed=1)
+    m = match(df, "t", ["x1", "x2", "sec"], caliper=0.2)
+    b = m.balance().set_index("variable")
+    assert abs(b.loc["x1", "smd_before"]) > 0.5  # planted selection on x1
+    assert (b.drop(index="distance")["smd_after"].abs() < 0.1).all()
+    assert not b.drop(index="distance")["smd_flag"].any()
+
+
+def test_mahalanobis_within_caliper():
+    df = _synthetic(1200, seed=2)
+    m = match(df, "t", ["x1", "x2"], mahalanobis=True, caliper=0.25)
+    p = m.pairs
+    u = m.units
+    dd = np.abs(u.loc[p["treated_index"], "distance"].to_numpy() - u.loc[p["control_index"], "distance"].to_numpy())
+    assert (dd <= m.caliper_width + 1e-12).all()
+    assert not p["control_index"].duplicated().any()
+    # the first treated unit visited gets the Mahalanobis-nearest control among all within the caliper
+    # pairs are stored in visiting order: the first pair's treated unit chose from all controls
+    t0 = p["treated_index"].iloc[0]
+    c = u.index[~u["treated"] & (np.abs(u["distance"] - u.loc[t0, "distance"]) <= m.caliper_width)]
+    Z = df[["x1", "x2"]].to_numpy()
+    Zt, Zc = Z[df["t"] == 1], Z[df["t"] == 0]
+    S = (np.cov(Zt, rowvar=False) * (len(Zt) - 1) + np.cov(Zc, rowvar=False) * (len(Zc) - 1)) / (len(Z) - 2)
+    Si = np.linalg.inv(S)
+    diff = df.loc[c, ["x1", "x2"]].to_numpy() - df.loc[t0, ["x1", "x2"]].to_numpy()
+    best = c[np.argmin(np.einsum("ij,jk,ik->i", diff, Si, diff))]
+    assert p.loc[p["treated_index"] == t0, "control_index"].iloc[0] == best
+
+
+# --------------------------------------------------------------------------- effect
+
+def test_att_matches_statsmodels_cluster_and_planted_effect():
+    sm = pytest.importorskip("statsmodels.api")
+    df = _synthetic(3000, seed=6)
+    m = match(df, "t", ["x1", "x2"], exact="sec", caliper=0.2)
+    e = att(m, "y")
+    md = m.matched_data()
+    X = sm.add_constant(md["t"].astype(float))
+    fit = sm.WLS(md["y"], X, weights=md["weights"]).fit(
+        cov_type="cluster", cov_kwds={"groups": pd.factorize(md["subclass"])[0]})
+    assert e.estimate == pytest.approx(fit.params["t"], rel=1e-10)
+    assert e.std_error == pytest.approx(fit.bse["t"], rel=1e-8)
+    assert abs(e.estimate - 2.0) < 4 * e.std_error  # planted effect 2
+    assert e.n_treated == int((md["t"] == 1).sum()) and e.n == len(md)
+    assert list(e.tidy().columns) == rm.EFFECT_COLUMNS
+
+
+def test_att_with_replacement_hc1():
+    sm = pytest.importorskip("statsmodels.api")
+    df = _synthetic(2000, seed=7)
+    m = match(df, "t", ["x1", "x2"], replace=True, ratio=2, caliper=None)
+    e = att(m, "y")
+    md = m.matched_data()
+    fit = sm.WLS(md["y"], sm.add_constant(md["t"].astype(float)), weights=md["weights"]).fit(cov_type="HC1")
+    assert e.estimate == pytest.approx(fit.params["t"], rel=1e-10)
+    assert e.std_error == pytest.approx(fit.bse["t"], rel=1e-8)
+
+
+# --------------------------------------------------------------------------- bad input
+
+def test_constant_covariate_dropped_and_reported():
+    df = _synthetic(1000, seed=8).assign(k=3.0)
+    m = match(df, "t", ["x1", "k", "x2"], caliper=None)
+    assert ("k", "constant") in m.dropped_terms
+    assert "k" not in m.ps_coef.index
+    b = m.balance().set_index("variable")
+    assert b.loc["k", "smd_before"] == 0 and b.loc["k", "smd_after"] == 0
+    assert "constant" in m.summary()
+
+
+def test_perfect_separation_raises():
+    df = _synthetic(500, seed=9)
+    df["sep"] = np.where(df["t"] == 1, 1.0 + df["x1"].abs(), -df["x1"].abs())
+    with pytest.raises(ValueError, match="perfect separation.*sep"):
+        match(df, "t", ["x1", "sep"])
+
+
+def test_stratum_without_controls_reported():
+    df = _synthetic(1000, seed=10)
+    df.loc[(df["sec"] == "D") & (df["t"] == 0), "sec"] = "C"
+    m = match(df, "t", ["x1", "x2"], exact="sec", caliper=None)
+    un = m.unmatched()
+    td = set(df.index[(df["sec"] == "D") & (df["t"] == 1)])
+    assert set(un.loc[un["reason"] == rm.R_NO_STRATUM, "index"]) == td
+
+
+def test_missing_covariates_counted_or_error():
+    df = _synthetic(1000, seed=11)
+    df.loc[df.index[:7], "x2"] = np.nan
+    n_t_missing = int(df.loc[df.index[:7], "t"].sum())
+    m = match(df, "t", ["x1", "x2"], caliper=None)
+    c = m.counts().set_index("group")
+    assert c.loc["treated", "excluded_missing"] == n_t_missing
+    assert c["excluded_missing"].sum() == 7
+    assert c.loc["treated", "all"] == int(df["t"].sum())
+    un = m.unmatched()
+    assert (un["reason"] == f"{rm.R_MISSING} in x2").sum() == n_t_missing
+    with pytest.raises(ValueError, match="missing values in \\['x2'\\]"):
+        match(df, "t", ["x1", "x2"], missing="error")
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"ps_model": "probit"}, r"ps_model must be one of \['logit', 'gbm'\]; got 'probit'"),
+    ({"discard": "all"}, "discard must be one of"),
+    ({"m_order": "closest"}, "m_order must be one of"),
+    ({"ratio": 0}, "ratio must be a positive integer"),
+    ({"caliper": -1}, "caliper must be a positive number"),
+])
+def test_bad_choices(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        match(_synthetic(200), "t", ["x1"], **kw)
+
+
+def test_bad_treatment_and_columns():
+    df = _synthetic(200).assign(t2=lambda d: d["t"] * 2)
+    with pytest.raises(ValueError, match="must be 0/1"):
+        match(df, "t2", ["x1"])
+    with pytest.raises(ValueError, match="not found"):
+        match(df, "t", ["nope"])
+
+
+# --------------------------------------------------------------------------- staggered adoption
+
+def _panel(n=3000, seed=0):
+    """Planted panel 2014-2020: cohorts 2017 and 2019 selected on last year's exports (x)."""
+    rng = np.random.default_rng(seed)
+    years = np.arange(2014, 2021)
+    size = rng.normal(size=n)
+    x = size[:, None] + np.cumsum(rng.normal(scale=0.3, size=(n, years.size)), axis=1)
+    u = rng.random(n)
+    # selection: the probability of becoming a user rises with x in 2016
+    p = 1 / (1 + np.exp(-(-2.5 + 1.5 * x[:, 2])))
+    user = rng.random(n) < p
+    g = np.where(user, np.where(u < 0.5, 2017, 2019), 0)
+    ids = np.char.add("BE", np.arange(n).astype(str))
+    df = pd.DataFrame({
+        "be_id": np.repeat(ids, years.size), "year": np.tile(years, n), "g": np.repeat(g, years.size),
+        "x": x.ravel(), "sector": np.repeat(rng.choice(["A", "B"], n), years.size),
+    })
+    df["x_lag1"] = df.groupby("be_id")["x"].shift(1)
+    df = df[~((df["be_id"] == ids[0]) & (df["year"] == 2016))]  # one unit missing a reference-year row
+    return df.reset_index(drop=True)
+
+
+def test_match_cohorts_balance_weights_and_timing():
+    panel = _panel()
+    cm = match_cohorts(panel, "g", "year", "be_id", ["x_lag1"],
+                       exact="sector", caliper=0.2)
+    assert set(cm.matches) == {2017, 2019}
+    assert cm.predetermined == ("x_lag1",)
+    b = cm.balance(by_cohort=True)
+    cov = b[b["variable"] == "x_lag1"]
+    assert (cov["smd_before"].abs() > 0.3).all()
+    assert (cov["smd_after"].abs() < 0.1).all()
+    # covariates come from the row of year g (x_lag1 there = x in g-1)
+    md = cm.matched_data()
+    look = panel.set_index(["be_id", "year"])["x"]
+    want = look.reindex(list(zip(md["be_id"], md["cohort"] - 1))).to_numpy()
+    assert np.allclose(md["x_lag1"].to_numpy(), want)
+    # controls: never or not yet treated at g
+    g_of = panel.groupby("be_id")["g"].max()
+    ctrl = md[md["treated"] == 0]
+    gc = g_of.loc[ctrl["be_id"]].to_numpy()
+    assert ((gc == 0) | (gc > ctrl["cohort"].to_numpy())).all()
+    # stacked weights: treated 1, a control's weight = sum over cohorts
+    w = cm.unit_weights().set_index("be_id")["weight"]
+    tr = md.loc[md["treated"] == 1, "be_id"]
+    assert (w.loc[tr] == 1).all()
+    s = ctrl.groupby("be_id")["weights"].sum()
+    s = s[~s.index.isin(set(tr))]  # treated later: weight stays 1 (checked above)
+    assert len(s) > 0 and (s > 1).any()  # some controls serve both cohorts
+    assert np.allclose(w.loc[s.index].to_numpy(), s.to_numpy())
+    # every treated unit accounted for
+    treated_ids = set(g_of.index[g_of > 0])
+    un = cm.unmatched()
+    assert set(tr) | set(un["be_id"]) == treated_ids
+    c = cm.counts().set_index("cohort")
+    assert c["n_treated"].sum() == len(treated_ids)
+    assert (c["treated_matched"] + c["treated_unmatched"] + c["not_observed"] + c["excluded_missing"]
+            + c["discarded"] == c["n_treated"]).all()
+
+
+def test_match_cohorts_nevertreated_and_failure():
+    panel = _panel(1500, seed=2)
+    cm = match_cohorts(panel, "g", "year", "be_id", ["x_lag1"], control_group="nevertreated", caliper=None)
+    md = cm.matched_data()
+    g_of = panel.groupby("be_id")["g"].max()
+    assert (g_of.loc[md.loc[md["treated"] == 0, "be_id"]] == 0).all()
+    with pytest.raises(ValueError, match="control_group must be one of"):
+        match_cohorts(panel, "g", "year", "be_id", ["x_lag1"], control_group="all")
+    # a cohort that cannot be matched (constant covariate only -> perfect separation impossible, use sep)
+    p2 = panel.assign(sep=np.where(panel["g"] == 2017, 5.0, 0.0))
+    cm2 = match_cohorts(p2, "g", "year", "be_id", ["x_lag1", "sep"], caliper=None)
+    assert 2017 in cm2.failures and "separation" in cm2.failures[2017]
+    assert (cm2.unmatched().query("cohort == 2017")["reason"].str.contains("propensity model failed")).all()
+
+
+# --------------------------------------------------------------------------- plots / display
+
+def test_plots_and_display(lalonde):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    m = match(lalonde, "treat", LALONDE_COV, caliper=None)
+    assert isinstance(love_plot(m), Figure)
+    assert isinstance(overlap_plot(m), Figure)
+    od = overlap_data(m, bins=10)
+    assert set(od["phase"]) == {"before", "after"}
+    assert (od["phase"] == "before").sum() == 614 and (od["phase"] == "after").sum() == 370
+    tab = od.groupby(["phase", "group", "bin"])["weight"].sum().rename("value").reset_index()
+    assert isinstance(overlap_plot(tab), Figure)
+    assert "nearest-neighbour" in m._repr_markdown_()
+    assert list(m.tidy().columns) == rm.COUNT_COLUMNS
+    assert list(m.balance().columns) == rm.BALANCE_COLUMNS
+    with pytest.raises(Exception):
+        m.ratio = 2  # frozen
