@@ -40,6 +40,20 @@ def stub_linked(stub_params):
     return inputs, link_participants(inputs)
 
 
+@pytest.fixture(scope="session")
+def stub_panel(stub_linked):
+    """(panel, link, truth) of the stub, built once per session straight from data_stub/.
+
+    Tests never read work/stub/: it may be stale or absent on a fresh clone.
+    """
+    import json
+
+    from reach.panel import build_panel
+
+    inputs, link = stub_linked
+    return build_panel(inputs, link), link, json.loads(STUB_TRUTH.read_text(encoding="utf-8"))
+
+
 def write_sav(path: Path, df: pd.DataFrame) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pyreadstat.write_sav(df, str(path))

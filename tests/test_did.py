@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -337,15 +336,9 @@ def test_result_is_immutable(fits):
 
 
 # --------------------------------------------------------------------------- the stub
-STUB_TRUTH = ROOT / "data_stub" / "truth.json"
-STUB_PANEL = Path(os.environ.get("REACH_STUB_WORK", ROOT / "work" / "stub")) / "panel.parquet"
-
-
-@pytest.mark.skipif(not (STUB_TRUTH.is_file() and STUB_PANEL.is_file()),
-                    reason="needs data_stub/truth.json and work/stub/panel.parquet (notebook 01)")
-def test_stub_tinl_recovers_truth():
-    truth = json.loads(STUB_TRUTH.read_text(encoding="utf-8"))["effects"]["tinl"]
-    panel = pd.read_parquet(STUB_PANEL)
+def test_stub_tinl_recovers_truth(stub_panel):
+    panel, _, truth = stub_panel
+    truth = truth["effects"]["tinl"]
     first = int(panel["year"].min())
     panel = panel[(panel["g_tinl"] == 0) | (panel["g_tinl"] > first)]
     r = att_gt(panel, truth["outcome"], "year", "firm_id", "g_tinl", xformla="~ log_employees",

@@ -467,6 +467,17 @@ def test_output_log_tables_figures_and_report(tmp_path, mpl):
     assert "=3" not in (tmp_path / "disclosure_report.csv").read_text()
 
 
+def test_table_and_figure_of_one_name_keep_both_rows(tmp_path, mpl):
+    good = check_table(units_table({"a": [1.0] * 12, "b": [2.0] * 15}), by="g", value="x", stat="sum", name="good")
+    log = OutputLog(tmp_path, notebook="04_effects")
+    log.table(good, "event_study")
+    fig, _ = mpl.subplots()
+    log.figure(fig, good, "event_study")
+    log.table(good, "event_study")  # written again: replaces only the table's row
+    rep = pd.read_csv(tmp_path / "disclosure_report.csv", dtype=str, keep_default_na=False)
+    assert sorted(rep["file"]) == ["figures/event_study.png", "tables/event_study.csv"]
+
+
 def test_output_log_reruns_give_identical_report(tmp_path):
     chk = check_table(units_table({"a": [1.0] * 12}), by="g", value="x", stat="sum", name="t")
     est = check_estimates(pd.DataFrame({"estimate": [0.1], "n_treated": [20], "n_control": [20]}), "e")

@@ -341,35 +341,12 @@ def test_result_is_immutable(panel):
 # ----------------------------------------------------------------------------- stub vs truth.json
 
 
-def _stub():
-    """truth.json, panel, link result and params of the stub run.
-
-    Uses work/stub/ (written by notebook 01) when it is newer than truth.json, else builds
-    the panel from data_stub/ (the truth describes data_stub, so a stale panel must not be used).
-    """
-    truth_path = ROOT / "data_stub" / "truth.json"
-    if not truth_path.exists():
-        pytest.skip("data_stub/truth.json not generated yet")
-    truth = json.loads(truth_path.read_text())
-    from reach import panel as rp
+@pytest.fixture(scope="module")
+def stub(stub_panel):
     from reach.params import load_params
 
-    params = load_params(ROOT / "params" / "stub.yaml")
-    work = ROOT / "work" / "stub"
-    built = [work / f for f in ("panel.parquet", "participants.parquet")]
-    if all(f.exists() and f.stat().st_mtime > truth_path.stat().st_mtime for f in built):
-        return truth, rp.read_panel(work), rp.read_link(work), params
-    from reach.io import load_inputs
-    from reach.link import link_participants
-
-    inputs = load_inputs(params)
-    link = link_participants(inputs)
-    return truth, rp.build_panel(inputs, link), link, params
-
-
-@pytest.fixture(scope="module")
-def stub():
-    return _stub()
+    panel, link, truth = stub_panel
+    return truth, panel, link, load_params(ROOT / "params" / "stub.yaml")
 
 
 def _raw(res, key=None, **where) -> float:

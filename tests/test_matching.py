@@ -419,3 +419,21 @@ def test_plots_and_display(lalonde):
     assert list(m.balance().columns) == rm.BALANCE_COLUMNS
     with pytest.raises(Exception):
         m.ratio = 2  # frozen
+
+
+# ----------------------------------------------------------------------------- the stub
+def test_stub_balance_after_cohort_matching(stub_panel):
+    """With the stub's parameters, every covariate is balanced (|SMD| < 0.1) after matching,
+    where the users differed strongly from other firms before (selection planted by reach.synth)."""
+    from reach.params import load_params
+
+    panel, _, _ = stub_panel
+    p = load_params(Path(__file__).resolve().parents[1] / "params" / "stub.yaml", check_files=False)
+    cm = match_cohorts(panel, f"g_{p['programme']}", "year", "be_id", p["covariates"], exact=p["exact"] or None,
+                       ratio=p["ratio"], replace=p["replace"], caliper=p["caliper"], ps_model=p["ps_model"], seed=p["seed"])
+    bal = cm.balance().set_index("variable").drop(index="distance", errors="ignore")
+    assert set(p["covariates"]) <= set(bal.index)
+    assert bal["smd_before"].abs().max() > 1.0
+    assert (bal["smd_after"].abs() < 0.1).all(), bal[["smd_before", "smd_after"]]
+    md = cm.matched_data()
+    assert md.loc[md["treated"] == 1, "be_id"].nunique() >= 0.9 * (panel.groupby("be_id")["g_tinl"].first() > 2014).sum()

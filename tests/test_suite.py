@@ -57,6 +57,10 @@ def _stub_identifiers() -> tuple[set[str], set[str]]:
                 be |= set(df[col].dropna().astype(str))
             if col.upper().startswith("KVK"):
                 kvk |= set(df[col].dropna().astype(str))
+    # participant lists hold KvK numbers as typed (spaces, dots, no leading zero): scan their digits;
+    # entries with letters or too many digits identify nobody
+    digits = {"".join(ch for ch in k if ch.isdigit()) for k in kvk}
+    kvk = {d.zfill(8) for d in digits if 7 <= len(d) <= 8}
     return be, kvk
 
 

@@ -972,7 +972,8 @@ class OutputLog:
         if reason:
             row["reason"] = "; ".join(s for s in (row.get("reason", ""), reason) if s)
         rep = self._read()
-        rep = rep.loc[~((rep["notebook"] == self.notebook) & (rep["object"] == object_name))]
+        # a table and the figure drawn from it may share a name: each keeps its own row
+        rep = rep.loc[~((rep["notebook"] == self.notebook) & (rep["object"] == object_name) & (rep["kind"] == kind))]
         new = pd.DataFrame([{k: str(row.get(k, "")) for k in REPORT_COLUMNS}])
         self._write(pd.concat([rep, new], ignore_index=True) if len(rep) else new)
         self._reasons[object_name] = row["reason"] or row["verdict"]
