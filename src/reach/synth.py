@@ -1,0 +1,756 @@
+"""Synthetic microdata in CBS layout, with planted reach and planted effects.
+
+:func:`make_stub` writes a folder that looks like what a CBS Remote Access
+analyst gets (SPSS ``.sav`` files with CBS column names, versioned yearly
+files, messy participant lists) so that the whole suite runs unchanged on it,
+and a ``truth.json`` with what the generator planted: the linkage waterfall,
+the users and their cohorts, the realised reach shares and the realised
+treatment effects (``docs/CONTRACTS.md`` sections 1 and 5).
+
+Design of the data-generating process
+-------------------------------------
+Firm ``i`` has a base size ``E_i`` (employees) and ``l_i = log1p(E_i)``.
+Whether it exports (a permanent type), how many destinations it has and
+whether it imports all rise with ``l_i`` (and with its sector). Participation
+in the programmes is selected on ``l_i`` and on a propensity to use public
+instruments only, among established firms (in the register every year).
+Log exports of an exporter are
+
+.. math::
+
+    \\log Y_{it}(0) = \\mu_i + \\gamma_t + \\kappa (l_i - \\bar l)(t - t_0) + \\varepsilon_{it},
+
+with firm effects :math:`\\mu_i` (rising with size), common year shocks
+:math:`\\gamma_t` (a dip in 2020), a size-dependent trend and iid noise. Users
+are larger, so a naive users-vs-others comparison and an unconditional
+difference-in-differences are biased, while parallel trends hold
+conditionally on size: DiD with ``xformla="~ log_employees"`` or matching on
+pre-treatment covariates followed by DiD recovers the planted effect.
+
+TINL (cohorts 2018-2021, equal sizes) raises the exports of exporting users by
+the factor :math:`\\exp(\\tau_e)`, :math:`\\tau_e = 0.10 + 0.05 \\min(e, 3)` at
+event time :math:`e = t - g \\ge 0`; NLiB (all cohort 2019) has no effect.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["GROWTH_MARKETS", "Truth", "make_stub", "read_truth", "planted_effect"]
+
+#: The evaluation's ten growth markets (ISO-2).
+GROWTH_MARKETS = ("CN", "TR", "RO", "IN", "BG", "ZA", "RU", "MY", "MX", "TH")
+
+_BUCKETS = ("invalid_kvk", "duplicate_record", "outside_window", "kvk_not_found",
+            "not_linked_that_year", "not_in_register", "linked")
+_TINL_COHORTS = (2018, 2019, 2020, 2021)
+_TINL_LAST_ACTIVITY_YEAR = 2022  # programme ran 2017-2022; first use only in the cohort years
+_NLIB_YEAR = 2019  # default_year of the portal list (it has no dates)
+_STALE_YEAR = 2019  # year delivered twice: V1 stale, V2 correct
+_GEONOM_UNTIL = 2015  # trade files up to this year code countries as GEONOM numbers
+
+# Year shocks of log exports (the 2020 dip); years outside get the nearest value.
+_GAMMA = {2014: 0.00, 2015: 0.03, 2016: 0.05, 2017: 0.09, 2018: 0.12, 2019: 0.13,
+          2020: -0.07, 2021: 0.14, 2022: 0.19, 2023: 0.18}
+_KAPPA = 0.05  # size-dependent trend: log points per year per unit of log1p(employees)
+_L_CENTRE = 1.5
+
+# SBI 2008 codes (5 digits) with population weight and an exporting propensity shift.
+_SBI = [("01130", 3, 0.0), ("10890", 2, 0.9), ("20590", 1, 1.0), ("25620", 2, 0.6),
+        ("28990", 1, 1.0), ("41200", 4, -1.2), ("43210", 5, -1.2), ("46190", 4, 0.3),
+        ("46900", 4, 0.7), ("47190", 5, -0.8), ("47910", 4, -0.3), ("49410", 3, 0.0),
+        ("52290", 2, 0.3), ("56101", 4, -1.5), ("62010", 6, -0.3), ("64191", 1, -1.0),
+        ("68201", 3, -1.5), ("69201", 5, -1.0), ("70221", 6, -0.5), ("71121", 3, -0.5),
+        ("74101", 4, -0.5), ("77390", 1, -0.3), ("82990", 3, -0.3), ("86211", 3, -2.0),
+        ("95110", 1, -0.5), ("96021", 3, -2.0)]
+_MUNI_WEIGHT = {"0363": 8, "0599": 6, "0518": 5, "0344": 4, "0772": 3, "0855": 2, "0014": 2,
+                "0202": 2, "0268": 2, "0034": 2, "0392": 2, "0546": 1.5, "0153": 1.5,
+                "0193": 1.5, "0796": 1.5, "0935": 1.5, "0080": 1, "0106": 1, "0687": 1, "0983": 1}
+# Destination weights (exports); unlisted countries get 0.3. NL is never a destination.
+_XW = {"DE": 10, "BE": 9, "FR": 6, "GB": 5, "US": 3.5, "IT": 3, "ES": 3, "PL": 2.5, "SE": 1.5,
+       "DK": 1.5, "AT": 1.2, "CH": 1.2, "NO": 1.0, "IE": 0.8, "CZ": 1.0, "FI": 0.7, "PT": 0.6,
+       "HU": 0.6, "CN": 5.0, "TR": 2.4, "RO": 2.2, "IN": 2.4, "BG": 1.8, "ZA": 2.0, "RU": 2.2,
+       "MY": 1.8, "MX": 2.0, "TH": 2.0, "JP": 0.8, "CA": 0.6, "AE": 0.6}
+_MW_EXTRA = {"CN": 3.0, "IN": 0.5, "TH": 0.3, "MY": 0.3, "TR": 0.4}  # import origins add these
+_INSTRUMENTS = np.array(["WBSO", "Innovatiekrediet", "DHI", "PIB", "SIB", "DTIF", "MIT",
+                         "Starters International Business", "Vouchers DHI", "Garantie Ondernemingsfinanciering"])
+_INSTR_W = np.array([30, 4, 5, 3, 6, 3, 8, 6, 3, 4], dtype=float)
+_ACTIVITY_TYPES = np.array(["handelsmissie", "beurs", "webinar", "matchmaking"])
+_ACTIVITY_W = np.array([0.3, 0.3, 0.25, 0.15])
+# CBS size classes (GkSbsGecoordineerd): lower bound of employees -> code.
+_CHAPTERS = np.array([f"{i:02d}" for i in range(100)], dtype=object)
+_GK_LOWER = np.array([0, 1, 2, 3, 5, 10, 20, 50, 100, 150, 200, 250, 500, 1000, 2000])
+_GK_CODE = np.array(["00", "10", "21", "22", "30", "40", "50", "60", "71", "72", "81", "82", "91", "92", "93"])
+
+
+def planted_effect(event_time) -> np.ndarray:
+    """Planted TINL effect on log exports at event time ``e = t - g``.
+
+    Parameters
+    ----------
+    event_time : array-like of int
+
+    Returns
+    -------
+    numpy.ndarray
+        :math:`\\tau_e = 0.10 + 0.05 \\min(e, 3)` for ``e >= 0``, 0 before.
+
+    Examples
+    --------
+    >>> planted_effect([-1, 0, 1, 5]).round(2).tolist()
+    [0.0, 0.1, 0.15, 0.25]
+    """
+    e = np.asarray(event_time)
+    return np.where(e >= 0, 0.10 + 0.05 * np.minimum(np.maximum(e, 0), 3), 0.0)
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What :func:`make_stub` planted (``data_stub/truth.json``, CONTRACTS.md section 5).
+
+    Attributes mirror the keys of ``truth.json``. ``potential_outcomes``
+    exists only in memory (``None`` after :func:`read_truth`): one row per
+    linked user and register year with ``programme, be_id, year, cohort,
+    exports_0, exports_1`` (EUR, the totals of the written trade rows under
+    no treatment and under treatment), from which the planted ATTs can be
+    recomputed.
+
+    Notes
+    -----
+    The realised group-time effect is, over the linked cohort-``g`` firms
+    present in year ``t``,
+
+    .. math:: ATT(g, t) = \\frac{1}{N_{gt}} \\sum_i \\left[\\log(1 + Y_{it}(1)) - \\log(1 + Y_{it}(0))\\right];
+
+    ``simple`` averages the post-treatment cells weighted by cohort size (as
+    R ``did::aggte(type = "simple")``) and ``dynamic`` the cells with equal
+    event time ``e = t - g``, weighted by cohort size.
+    """
+
+    seed: int
+    n_firms: int
+    first_year: int
+    last_year: int
+    growth_markets: list
+    waterfall: dict
+    n_users: dict
+    cohort_sizes: dict
+    effects: dict
+    reach: dict
+    population: dict
+    potential_outcomes: pd.DataFrame | None = field(default=None, compare=False, repr=False)
+
+    def to_dict(self) -> dict:
+        """The JSON-serialisable part (everything but ``potential_outcomes``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "potential_outcomes"}
+
+    def tidy(self) -> pd.DataFrame:
+        """Planted group-time effects: ``programme, group, time, att``."""
+        rows = [{"programme": p, "group": int(r["group"]), "time": int(r["time"]), "att": float(r["att"])}
+                for p, eff in self.effects.items() for r in eff["att_gt"]]
+        return pd.DataFrame(rows, columns=["programme", "group", "time", "att"])
+
+    def summary(self) -> str:
+        """Short text: users, cohorts and planted overall effects."""
+        lines = [f"Synthetic stub: seed={self.seed}, n_firms={self.n_firms}, years {self.first_year}-{self.last_year}"]
+        for p in self.n_users:
+            wf = self.waterfall[p]
+            lines.append(f"  {p}: {self.n_users[p]} users, cohorts {self.cohort_sizes[p]}, "
+                         f"{wf['linked']} of {wf['total']} records linked, "
+                         f"planted simple ATT on {self.effects[p]['outcome']} = {self.effects[p]['simple']:.4f}")
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        return "```\n" + self.summary() + "\n```"
+
+    def _repr_html_(self) -> str:
+        return "<pre>" + self.summary().replace("&", "&amp;").replace("<", "&lt;") + "</pre>"
+
+
+def read_truth(path: str | Path) -> Truth:
+    """Read a ``truth.json`` written by :func:`make_stub` (``potential_outcomes`` is ``None``).
+
+    Parameters
+    ----------
+    path : str or Path
+        The file, or the stub folder holding ``truth.json``.
+
+    Returns
+    -------
+    Truth
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / "truth.json"
+    d = json.loads(p.read_text(encoding="utf-8"))
+    names = [f.name for f in fields(Truth) if f.name != "potential_outcomes"]
+    missing = [k for k in names if k not in d]
+    if missing:
+        raise ValueError(f"{p}: truth file lacks keys {missing}; it has {sorted(d)}")
+    return Truth(**{k: d[k] for k in names})
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _unique_ints(rng, low, high, n, exclude=None) -> np.ndarray:
+    """n distinct random integers in [low, high), in random order, none in ``exclude``.
+
+    Draws with replacement and drops repeats, because ``choice(replace=False)``
+    on a population of 1e8-1e11 would materialise the whole population.
+    """
+    out = np.empty(0, dtype=np.int64)
+    while out.size < n:
+        x = rng.integers(low, high, size=int((n - out.size) * 1.2) + 16)
+        x = np.concatenate([out, x])
+        _, first = np.unique(x, return_index=True)
+        x = x[np.sort(first)]
+        if exclude is not None:
+            x = x[~np.isin(x, exclude)]
+        out = x
+    return out[:n]
+
+
+def _size_class(emp: np.ndarray) -> np.ndarray:
+    return _GK_CODE[np.searchsorted(_GK_LOWER, emp, side="right") - 1]
+
+
+def _mess_kvk(rng, kvk: np.ndarray) -> np.ndarray:
+    """Format valid KvK numbers as people type them; all normalise back to ``kvk``."""
+    s = pd.Series(kvk, dtype="str")
+    u = rng.random(len(s))
+    spaced = s.str[:4] + " " + s.str[4:]
+    dotted = s.str[:2] + "." + s.str[2:4] + "." + s.str[4:6] + "." + s.str[6:]
+    dashed = s.str[:4] + "-" + s.str[4:]
+    nozero = s.str.lstrip("0")
+    out = np.where(u < 0.10, spaced, np.where(u < 0.20, dotted, np.where(u < 0.25, dashed, s)))
+    # dropping leading zeros is the commonest error where there are zeros to drop
+    out = np.where((u >= 0.25) & (u < 0.50) & s.str.startswith("0").to_numpy(), nozero, out)
+    return out.astype(object)
+
+
+def _invalid_kvk(rng, n: int) -> np.ndarray:
+    """Strings that are not 8 digits after removing separators and restoring zeros."""
+    digits = pd.Series(rng.integers(10_000_000, 100_000_000, size=n).astype(str), dtype="str")
+    letters = np.array(list("ABCDEFGHJKLMNPRSTX"))[rng.integers(0, 18, size=n)]
+    kind = rng.integers(0, 5, size=n)
+    lettered = digits.str[:3] + letters + digits.str[4:]
+    too_long = digits + pd.Series(rng.integers(1, 100, size=n).astype(str), dtype="str")
+    out = np.where(kind == 0, lettered, np.where(kind == 1, too_long, np.where(
+        kind == 2, "", np.where(kind == 3, "onbekend", "NL" + digits))))
+    return out.astype(object)
+
+
+def _kvk_str(x: np.ndarray) -> np.ndarray:
+    return pd.Series(x).astype(str).str.zfill(8).to_numpy(dtype=object)
+
+
+def _ids(prefix: str, numbers, width: int) -> np.ndarray:
+    """``prefix`` + zero-padded numbers, vectorised (record and activity identifiers)."""
+    return (prefix + pd.Series(numbers).astype(str).str.zfill(width)).to_numpy(dtype=object)
+
+
+def _obj(values) -> pd.Series:
+    """Strings as an object column: pyreadstat writes these much faster than arrow strings."""
+    return pd.Series(np.asarray(values, dtype=object), dtype=object)
+
+
+def _write_sav(df: pd.DataFrame, path: Path, formats: dict | None = None) -> None:
+    import pyreadstat
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pyreadstat.write_sav(df, str(path), compress=True, variable_format=formats or {})
+
+
+def _choose_sets(rng, n_pick: np.ndarray, weights: np.ndarray, chunk: int = 100_000):
+    """For each unit, ``n_pick[i]`` distinct categories drawn with probabilities ~ weights.
+
+    Gumbel top-k in chunks of units (bounded memory). Returns (unit, category).
+    """
+    logw = np.log(weights)
+    units, cats = [], []
+    idx = np.flatnonzero(n_pick > 0)
+    for a in range(0, idx.size, chunk):
+        ii = idx[a:a + chunk]
+        keys = logw[None, :] + rng.gumbel(size=(ii.size, weights.size))
+        order = np.argsort(-keys, axis=1)
+        take = np.arange(weights.size)[None, :] < n_pick[ii][:, None]
+        units.append(np.repeat(ii, take.sum(axis=1)))
+        cats.append(order[take])
+    if not units:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(units), np.concatenate(cats)
+
+
+# ----------------------------------------------------------------------------- main
+
+def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
+              first_year: int = 2014, last_year: int = 2023) -> Truth:
+    """Write synthetic CBS-shaped microdata with planted truth to ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Folder to write (created; existing stub files are overwritten).
+    n_firms : int, default 10_000
+        Business units ever alive in the window (each year's register holds
+        roughly 80% of them).
+    seed : int, default 0
+        Seed of the numpy ``Generator``; same seed, same files.
+    first_year, last_year : int, default 2014, 2023
+        Window of the yearly files. Must contain 2017-2022 (the programmes'
+        years and a year before the first cohort).
+
+    Returns
+    -------
+    Truth
+        What was planted; also written to ``out_dir/truth.json``.
+
+    Notes
+    -----
+    Files and columns follow ``docs/CONTRACTS.md`` section 1. Each participant
+    record is planted in one waterfall bucket (section 3): every user's first
+    record links; invalid numbers, unknown numbers, numbers of firms not linked
+    in that year and numbers of firms outside the register that year are
+    *extra* records, never a user's only record, so the linked firms are
+    exactly the treated firms. Trade is generated and written one year at a
+    time, so memory stays bounded for ``n_firms`` in the millions.
+
+    The export potential outcomes are (module docstring)
+    :math:`\\log Y_{it}(0) = \\mu_i + \\gamma_t + \\kappa (l_i - \\bar l)(t - t_0) + \\varepsilon_{it}`
+    and, for exporting TINL users of cohort ``g``,
+    :math:`Y_{it}(1) = Y_{it}(0) \\exp(\\tau_{t-g})` for ``t >= g``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from reach.synth import make_stub
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     truth = make_stub(d, n_firms=1_000, seed=1)
+    ...     sorted(p.name for p in (Path(d) / "Programmas").iterdir())
+    ['NLiB_portaal.sav', 'TINL_activiteiten.sav']
+    >>> sorted(truth.cohort_sizes["tinl"])
+    ['2018', '2019', '2020', '2021']
+    >>> truth.effects["nlib"]["simple"]
+    0.0
+    """
+    if not isinstance(n_firms, (int, np.integer)) or n_firms < 500:
+        raise ValueError(f"n_firms must be an integer >= 500 (enough users for four cohorts); got {n_firms!r}")
+    if not (first_year <= min(_TINL_COHORTS) - 1 and last_year >= _TINL_LAST_ACTIVITY_YEAR):
+        raise ValueError(f"the window must contain {min(_TINL_COHORTS) - 1}-{_TINL_LAST_ACTIVITY_YEAR}; "
+                         f"got first_year={first_year!r}, last_year={last_year!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n = int(n_firms)
+    years = np.arange(first_year, last_year + 1)
+    ss = np.random.SeedSequence(seed)
+    r_firm, r_trade, r_part, r_instr, r_year = (np.random.default_rng(s) for s in ss.spawn(5))
+    year_rngs = [np.random.default_rng(s) for s in np.random.SeedSequence([seed, 1]).spawn(len(years))]
+
+    countries = pd.read_csv(resources.files("reach").joinpath("data/countries.csv"), dtype=str)
+    munis = pd.read_csv(resources.files("reach").joinpath("data/municipalities.csv"), dtype=str)
+    iso = countries["iso2"].to_numpy()
+    geonom = countries["geonom"].str.zfill(3).to_numpy()
+    gm_idx = np.array([np.flatnonzero(iso == m)[0] for m in GROWTH_MARKETS])
+
+    # ---------------------------------------------------------------- firms
+    f = {}
+    emp0 = np.floor(np.exp(r_firm.normal(0.7, 1.5, size=n))).clip(0, 30_000)
+    lsz = np.log1p(emp0)
+    sbi_w = np.array([w for _, w, _ in _SBI], float)
+    sector = r_firm.choice(len(_SBI), size=n, p=sbi_w / sbi_w.sum())
+    sec_eff = np.array([e for _, _, e in _SBI])[sector]
+    muni_codes = munis["gemcode"].to_numpy()
+    mw = np.array([_MUNI_WEIGHT.get(c, 1.0) for c in muni_codes])
+    muni = r_firm.choice(len(muni_codes), size=n, p=mw / mw.sum())
+    province = munis["province"].to_numpy()[muni]
+
+    # entry and exit; established firms are in the register every year
+    est = r_firm.random(n) < 0.62
+    entry = np.where(r_firm.random(n) < 0.4, first_year, r_firm.integers(first_year + 1, last_year + 1, size=n))
+    last = np.where(r_firm.random(n) < 0.4, last_year, entry + np.floor(r_firm.random(n) * (last_year - entry)).astype(int))
+    both_full = (entry == first_year) & (last == last_year)
+    last = np.where(both_full & ~est, first_year + np.floor(r_firm.random(n) * (last_year - first_year)).astype(int), last)
+    entry = np.where(est, first_year, entry)
+    last = np.where(est, last_year, last)
+    # KvK registrations outlive some units by a year: linked, but not in the register
+    linger = (~est) & (last < last_year) & (r_firm.random(n) < 0.06)
+    link_last = last + linger
+
+    exporter = r_firm.random(n) < _sigmoid(-2.6 + 2.3 * lsz + 0.7 * sec_eff)
+    importer = r_firm.random(n) < _sigmoid(-2.2 + 2.0 * lsz + 0.4 * sec_eff)
+    mu = 9.3 + 0.9 * lsz + r_firm.normal(0, 1.1, size=n)
+    nu = 9.0 + 0.9 * lsz + r_firm.normal(0, 1.2, size=n)
+    z_instr = r_firm.normal(0, 1, size=n) + 0.4 * (lsz - 1.0)
+
+    # identifiers
+    n_kvk = 1 + np.where(r_firm.random(n) < 0.02 + 0.12 * (emp0 >= 50), r_firm.integers(1, 4, size=n), 0)
+    kvk_all = _unique_ints(r_firm, 0, 100_000_000, int(n_kvk.sum()))
+    kvk_firm = np.repeat(np.arange(n), n_kvk)
+    kvk_first = np.concatenate([[0], np.cumsum(n_kvk)[:-1]])
+    kvk_str = _kvk_str(kvk_all)
+    blen = r_firm.choice([9, 10, 11], size=n, p=[0.3, 0.4, 0.3])
+    be_num = _unique_ints(r_firm, 0, 10**8, n)  # distinct middle 8 digits make the ids distinct
+    be_str = (pd.Series(r_firm.integers(1, 10, size=n)).astype(str)
+              + pd.Series(be_num).astype(str).str.zfill(8)
+              + pd.Series(np.where(blen >= 10, r_firm.integers(0, 10, size=n).astype(str), ""))
+              + pd.Series(np.where(blen >= 11, r_firm.integers(0, 10, size=n).astype(str), ""))).to_numpy(dtype=object)
+
+    # ---------------------------------------------------------------- programme users
+    def top(score, k):
+        return np.sort(np.argsort(-score, kind="stable")[:k])
+
+    # Users are chosen on size and instrument propensity only (never on exporter
+    # status or outcome shocks), so parallel trends hold conditionally on size.
+    # Users are established firms (balanced for treated units); the two
+    # programmes' users are disjoint so NLiB's planted null is not TINL's effect.
+    elig = est.copy()
+    s_tinl = np.where(elig, 2.0 * lsz + 0.6 * z_instr + r_firm.logistic(size=n), -np.inf)
+    tinl = top(s_tinl, max(8, round(0.036 * n)))
+    elig[tinl] = False
+    s_nlib = np.where(elig, 1.3 * lsz + 0.6 * z_instr + r_firm.logistic(size=n), -np.inf)
+    nlib = top(s_nlib, max(8, round(0.032 * n)))
+    cohort_tinl = np.array(_TINL_COHORTS)[r_firm.permutation(tinl.size) % len(_TINL_COHORTS)]
+    g_tinl = np.zeros(n, dtype=np.int64)
+    g_tinl[tinl] = cohort_tinl
+
+    users = np.concatenate([tinl, nlib])
+    user_prog = np.array(["tinl"] * tinl.size + ["nlib"] * nlib.size)
+    user_g = np.concatenate([cohort_tinl, np.full(nlib.size, _NLIB_YEAR)])
+    upos = np.full(n, -1)
+    upos[users] = np.arange(users.size)
+
+    # ---------------------------------------------------------------- trade pairs (static)
+    cw_x = np.array([_XW.get(c, 0.3) for c in iso], float)
+    cw_x[iso == "NL"] = 1e-12
+    cw_m = cw_x + np.array([_MW_EXTRA.get(c, 0.0) for c in iso])
+    n_dest = np.where(exporter, 1 + r_trade.poisson(np.exp(-0.9 + 0.7 * lsz)), 0).clip(0, len(iso) - 1)
+    n_orig = np.where(importer, 1 + r_trade.poisson(np.exp(-0.9 + 0.65 * lsz)), 0).clip(0, len(iso) - 1)
+    xu, xc = _choose_sets(r_trade, n_dest, cw_x)
+    mu_, mc = _choose_sets(r_trade, n_orig, cw_m)
+    xs = r_trade.lognormal(0, 1, size=xu.size) * cw_x[xc]
+    ms = r_trade.lognormal(0, 1, size=mu_.size) * cw_m[mc]
+    key = np.concatenate([xu * len(iso) + xc, mu_ * len(iso) + mc])
+    ukey, inv = np.unique(key, return_inverse=True)
+    pxs = np.bincount(inv[:xu.size], weights=xs, minlength=ukey.size)
+    pms = np.bincount(inv[xu.size:], weights=ms, minlength=ukey.size)
+    p_firm, p_cty = ukey // len(iso), ukey % len(iso)
+    pxs /= np.bincount(p_firm, weights=pxs, minlength=n)[p_firm].clip(1e-300)
+    pms /= np.bincount(p_firm, weights=pms, minlength=n)[p_firm].clip(1e-300)
+    # goods chapters: 1-3 rows per firm x country; the loader must aggregate them
+    n_gs = r_trade.choice([1, 2, 3], size=ukey.size, p=[0.7, 0.22, 0.08])
+    rows = np.repeat(np.arange(ukey.size), n_gs)
+    gsh = r_trade.exponential(size=rows.size)
+    gsh /= np.bincount(rows, weights=gsh)[rows]
+    chapter = r_trade.integers(1, 98, size=rows.size)
+    chapter = np.where(chapter == 77, 76, chapter)  # chapter 77 is reserved in the HS
+    t_firm = p_firm[rows].astype(np.int64)
+    t_cty = p_cty[rows]
+    t_xs, t_ms = pxs[rows] * gsh, pms[rows] * gsh
+    t_chap = chapter.astype(np.int16)
+    del key, ukey, inv, xu, xc, mu_, mc, xs, ms, rows, gsh
+    t_user = upos[t_firm]
+    ut = t_user >= 0
+    ut_rows = np.flatnonzero(ut)
+    is_gm = np.isin(t_cty, gm_idx)
+    gm_col = np.full(len(iso), -1)
+    gm_col[gm_idx] = np.arange(gm_idx.size)
+
+    # ---------------------------------------------------------------- yearly files
+    ny, nu_ = len(years), users.size
+    U_exp = np.zeros((ny, nu_))
+    U_exp0 = np.zeros((ny, nu_))
+    U_imp = np.zeros((ny, nu_))
+    U_ndest = np.zeros((ny, nu_), dtype=np.int64)
+    U_emp = np.zeros((ny, nu_))
+    U_gm = np.zeros((ny, nu_, gm_idx.size), dtype=bool)
+    U_instr = np.zeros((ny, nu_), dtype=np.int64)
+    pop_share = {}
+    instr_parts = []
+    lam_instr = np.exp(-2.8 + 0.8 * z_instr)
+    for k, y in enumerate(years):
+        ry = year_rngs[k]
+        alive = (entry <= y) & (last >= y)
+        ai = np.flatnonzero(alive)
+        emp = np.where(emp0 >= 5, np.round(emp0 * np.exp(ry.normal(0, 0.04, size=n))), emp0)
+        reg = pd.DataFrame({
+            "BE_ID": _obj(be_str[ai]),
+            "SbiGecoordineerd": _obj(np.array([s for s, _, _ in _SBI])[sector[ai]]),
+            "GkSbsGecoordineerd": _obj(_size_class(emp[ai])),
+            "WPActueel": emp[ai].astype(float),
+            "gemcode": _obj(muni_codes[muni[ai]]),
+        })
+        _write_sav(reg, out / "ABR" / f"ABR_BE_{y}V1.sav")
+        lk = np.flatnonzero((entry[kvk_firm] <= y) & (link_last[kvk_firm] >= y))
+        _write_sav(pd.DataFrame({"KVK_NR": _obj(kvk_str[lk]),
+                                 "BE_ID": _obj(be_str[kvk_firm[lk]])}),
+                   out / "KvK" / f"KVK_BE_{y}V1.sav")
+
+        gam = _GAMMA.get(int(y), _GAMMA[min(max(int(y), 2014), 2023)])
+        eps = ry.normal(0, 0.3, size=n)
+        logy0 = mu + gam + _KAPPA * (lsz - _L_CENTRE) * (y - first_year) + eps
+        y0 = np.where(alive & exporter, np.exp(logy0), 0.0)
+        tau = np.where(g_tinl > 0, planted_effect(y - g_tinl), 0.0)
+        y1 = y0 * np.exp(tau)
+        m_tot = np.where(alive & importer, np.exp(nu + 0.7 * gam + ry.normal(0, 0.3, size=n)), 0.0)
+
+        def flows(total, share):
+            v = np.round(total[t_firm] * share)
+            return np.where((share > 0) & (total[t_firm] > 0), np.maximum(v, 1.0), 0.0)
+
+        xv, mv = flows(y1, t_xs), flows(m_tot, t_ms)
+        live = alive[t_firm]
+        code = geonom if y <= _GEONOM_UNTIL else iso
+        trade = pd.DataFrame({"BE_ID": _obj(be_str[t_firm[live]]),
+                              "Land_HB": _obj(code[t_cty[live]]),
+                              "GS2": _obj(_CHAPTERS[t_chap[live]]),
+                              "Uitvoer": xv[live], "Invoer": mv[live]})
+        if y == _STALE_YEAR:
+            keep = ry.random(len(trade)) >= 0.03
+            stale = trade[keep].assign(Uitvoer=np.round(trade["Uitvoer"][keep] * ry.uniform(0.7, 1.3, keep.sum())),
+                                       Invoer=np.round(trade["Invoer"][keep] * ry.uniform(0.7, 1.3, keep.sum())))
+            _write_sav(stale, out / "IHG" / f"IHG_per_BE_ID{y}V1.sav")
+            _write_sav(trade, out / "IHG" / f"IHG_per_BE_ID{y}V2.sav")
+        else:
+            _write_sav(trade, out / "IHG" / f"IHG_per_BE_ID{y}V1.sav")
+        del trade
+        pop_share[str(int(y))] = float((np.bincount(t_firm, weights=xv, minlength=n)[ai] > 0).mean())
+
+        # what the truth needs about users (tiny: users x years)
+        tu = t_user[ut_rows]
+        x0u = flows(y0, t_xs)[ut_rows]
+        U_exp[k] = np.bincount(tu, weights=xv[ut_rows], minlength=nu_)
+        U_exp0[k] = np.bincount(tu, weights=x0u, minlength=nu_)
+        U_imp[k] = np.bincount(tu, weights=mv[ut_rows], minlength=nu_)
+        # destinations: countries with positive exports summed over goods rows
+        pos = xv[ut_rows] > 0
+        dk = np.unique(tu[pos] * len(iso) + t_cty[ut_rows][pos])
+        U_ndest[k] = np.bincount(dk // len(iso), minlength=nu_)
+        g_rows = ut_rows[is_gm[ut_rows] & ((xv[ut_rows] > 0) | (mv[ut_rows] > 0))]
+        U_gm[k, t_user[g_rows], gm_col[t_cty[g_rows]]] = True
+        U_emp[k] = emp[users]
+
+        # instrument registrations (clean KvK, primary number)
+        cnt = ry.poisson(lam_instr[ai])
+        rf = np.repeat(ai, cnt)
+        instr_parts.append(pd.DataFrame({"firm": rf, "Jaar": np.full(rf.size, y, dtype=np.int64),
+                                         "inst": ry.choice(len(_INSTRUMENTS), size=rf.size, p=_INSTR_W / _INSTR_W.sum())}))
+        U_instr[k] = np.bincount(upos[rf][upos[rf] >= 0], minlength=nu_)
+
+    ins = pd.concat(instr_parts, ignore_index=True)
+    _write_sav(pd.DataFrame({"KVK_NR": _obj(kvk_str[kvk_first[ins["firm"].to_numpy()]]),
+                             "Jaar": ins["Jaar"].to_numpy(dtype=np.int64),
+                             "Regeling": _obj(_INSTRUMENTS[ins["inst"].to_numpy()])}),
+               out / "RVO" / "Achilles_instrumenten.sav", formats={"Jaar": "F4.0"})
+    del ins, instr_parts
+
+    # ---------------------------------------------------------------- participants
+    wf = {p: dict.fromkeys(_BUCKETS, 0) for p in ("nlib", "tinl")}
+    def firm_kvk_pick(fi, r):
+        """One of each firm's KvK numbers (enterprise groups register with any of them)."""
+        return kvk_all[kvk_first[fi] + np.floor(r.random(fi.size) * n_kvk[fi]).astype(int)]
+
+    non_user = np.ones(n, bool)
+    non_user[users] = False
+
+    def not_linked_firms(r, yrs):
+        """Distinct non-user firms, one per requested year, whose KvK is in the link files but not that year."""
+        cand = np.flatnonzero(non_user & ~est)
+        cand = cand[r.permutation(cand.size)]
+        out_f = np.full(yrs.size, -1)
+        used = np.zeros(n, bool)
+        for y in np.unique(yrs):  # a loop over a handful of years, not over firms
+            want = np.flatnonzero(yrs == y)
+            ok = cand[((entry[cand] > y) | (link_last[cand] < y)) & ~used[cand]][:want.size]
+            out_f[want[:ok.size]] = ok
+            used[ok] = True
+        return out_f
+
+    not_found_pool = _kvk_str(_unique_ints(r_part, 0, 100_000_000, max(64, n // 10), exclude=kvk_all))
+
+    # NLiB portal: one row per user (some twice), no dates
+    nl_f = nlib
+    dup = r_part.random(nl_f.size) < 0.08
+    nl_k = firm_kvk_pick(nl_f, r_part)
+    raw_rows = [_mess_kvk(r_part, _kvk_str(nl_k)), _mess_kvk(r_part, _kvk_str(nl_k[dup]))]
+    wf["nlib"]["linked"] = int(nl_f.size)
+    wf["nlib"]["duplicate_record"] = int(dup.sum())
+    k_inv, k_nf, k_nl = (max(2, round(c * nl_f.size)) for c in (0.03, 0.04, 0.03))
+    raw_rows.append(_invalid_kvk(r_part, k_inv))
+    raw_rows.append(not_found_pool[:k_nf])
+    nlf = not_linked_firms(r_part, np.full(k_nl, _NLIB_YEAR))
+    nlf = nlf[nlf >= 0]
+    raw_rows.append(_mess_kvk(r_part, _kvk_str(firm_kvk_pick(nlf, r_part))))
+    nrf = np.flatnonzero(linger & (last + 1 == _NLIB_YEAR))
+    nrf = nrf[r_part.permutation(nrf.size)][:max(1, round(0.02 * nl_f.size))]
+    raw_rows.append(_mess_kvk(r_part, _kvk_str(firm_kvk_pick(nrf, r_part))))
+    wf["nlib"].update(invalid_kvk=k_inv, kvk_not_found=k_nf, not_linked_that_year=int(nlf.size),
+                      not_in_register=int(nrf.size))
+    raw = np.concatenate(raw_rows)
+    # a portal export has no meaningful order; which of two equal records comes
+    # first does not change the counts
+    final = r_part.permutation(raw.size)
+    nlib_df = pd.DataFrame({"KvK_nummer": _obj(raw[final]),
+                            "Aanmeld_id": _obj(_ids("NLIB-", np.arange(1, raw.size + 1), 6))})
+    _write_sav(nlib_df, out / "Programmas" / "NLiB_portaal.sav")
+
+    # TINL activities
+    act_years = np.arange(min(_TINL_COHORTS), _TINL_LAST_ACTIVITY_YEAR + 1)
+    n_act_y = max(12, round(0.004 * n))
+    a_year = np.repeat(act_years, n_act_y)
+    a_id = _ids("TINL-", a_year.astype(str).astype(object) + "-" + _ids("", np.tile(np.arange(1, n_act_y + 1), act_years.size), 4), 0)
+    provs = np.unique(munis["province"].to_numpy())
+    a_reg = provs[r_part.integers(0, provs.size, size=a_year.size)]
+    a_type = r_part.choice(_ACTIVITY_TYPES, size=a_year.size, p=_ACTIVITY_W)
+    a_date = (pd.to_datetime(pd.Series(a_year).astype(str) + "-01-01")
+              + pd.to_timedelta(r_part.integers(0, 365, size=a_year.size), unit="D")).dt.date.to_numpy()
+    # events: the first in the cohort year, more in later programme years
+    n_extra = r_part.poisson(1.2, size=tinl.size)
+    ev_f = np.concatenate([tinl, np.repeat(tinl, n_extra)])
+    lo = np.concatenate([cohort_tinl, np.repeat(cohort_tinl, n_extra)])
+    ev_y = np.where(np.arange(ev_f.size) < tinl.size, lo,
+                    lo + np.floor(r_part.random(ev_f.size) * (act_years[-1] + 1 - lo)).astype(int))
+
+    def pick_activity(fi, yi, own_p):
+        """An activity of year yi; with probability own_p one organised in the firm's province."""
+        base = (yi - act_years[0]) * n_act_y
+        act = base + r_part.integers(0, n_act_y, size=fi.size)
+        want = r_part.random(fi.size) < own_p
+        key_a = (a_year - act_years[0]) * provs.size + np.searchsorted(provs, a_reg)
+        srt = np.argsort(key_a, kind="stable")
+        key_f = (yi - act_years[0]) * provs.size + np.searchsorted(provs, province[fi])
+        lo_, hi_ = np.searchsorted(key_a[srt], key_f, "left"), np.searchsorted(key_a[srt], key_f, "right")
+        has = want & (hi_ > lo_)
+        own = srt[np.minimum(lo_ + np.floor(r_part.random(fi.size) * (hi_ - lo_)).astype(int), srt.size - 1)]
+        return np.where(has, own, act)
+
+    ev_a = pick_activity(ev_f, ev_y, 0.5)
+    _, first_ev = np.unique(ev_f * a_year.size + ev_a, return_index=True)
+    first_ev = np.sort(first_ev)  # a firm attends an activity once; the cohort-year event is kept
+    ev_f, ev_y, ev_a = ev_f[first_ev], ev_y[first_ev], ev_a[first_ev]
+    ev_k = firm_kvk_pick(ev_f, r_part)
+    ev_k = np.where(r_part.random(ev_f.size) < 0.8, kvk_all[kvk_first[ev_f]], ev_k)
+    n_pers = 1 + r_part.poisson(0.5, size=ev_f.size)
+    wf["tinl"]["linked"] = int(ev_f.size)
+    wf["tinl"]["duplicate_record"] = int((n_pers - 1).sum())
+    r_act = np.repeat(ev_a, n_pers)
+    r_kvk = _mess_kvk(r_part, _kvk_str(np.repeat(ev_k, n_pers)))
+    r_first = np.repeat(np.cumsum(n_pers) - n_pers, n_pers) == np.arange(n_pers.sum())
+    k_inv, k_nf, k_nl = (max(2, round(c * ev_f.size)) for c in (0.03, 0.04, 0.03))
+    x_act_inv = r_part.integers(0, a_year.size, size=k_inv + k_nf)
+    nl_y = act_years[r_part.integers(0, act_years.size, size=k_nl)]
+    nlf = not_linked_firms(r_part, nl_y)
+    nl_y, nlf = nl_y[nlf >= 0], nlf[nlf >= 0]
+    nl_act = (nl_y - act_years[0]) * n_act_y + r_part.integers(0, n_act_y, size=nlf.size)
+    nrf = np.flatnonzero(linger & (last + 1 >= act_years[0]) & (last + 1 <= act_years[-1]))
+    nrf = np.sort(nrf[r_part.permutation(nrf.size)][:max(1, round(0.02 * ev_f.size))])
+    nr_act = (last[nrf] + 1 - act_years[0]) * n_act_y + r_part.integers(0, n_act_y, size=nrf.size)
+    wf["tinl"].update(invalid_kvk=k_inv, kvk_not_found=k_nf, not_linked_that_year=int(nlf.size),
+                      not_in_register=int(nrf.size))
+    t_act = np.concatenate([r_act, x_act_inv, nl_act, nr_act])
+    t_raw = np.concatenate([r_kvk, _invalid_kvk(r_part, k_inv), not_found_pool[-k_nf:],
+                            _mess_kvk(r_part, _kvk_str(firm_kvk_pick(nlf, r_part))),
+                            _mess_kvk(r_part, _kvk_str(firm_kvk_pick(nrf, r_part)))])
+    t_first = np.concatenate([r_first, np.ones(t_act.size - r_first.size, bool)])
+    # delivered sorted by activity; within an activity persons in random order, but a
+    # firm's first person before its colleagues (any order gives the same counts)
+    o = np.lexsort((~t_first, r_part.random(t_act.size), t_act))
+    t_act, t_raw = t_act[o], t_raw[o]
+    tinl_df = pd.DataFrame({
+        "KvK_nummer": _obj(t_raw),
+        "Activiteit_ID": _obj(a_id[t_act]),
+        "Datum": a_date[t_act],
+        "Organiserende_regio": _obj(a_reg[t_act]),
+        "Activiteit_type": _obj(a_type[t_act]),
+        "Persoon_ID": _obj(_ids("P", r_part.permutation(t_act.size) + 1, 7)),
+    })
+    _write_sav(tinl_df, out / "Programmas" / "TINL_activiteiten.sav", formats={"Datum": "DATE11"})
+    for p in wf:
+        wf[p]["total"] = int(sum(wf[p][b] for b in _BUCKETS))
+
+    # ---------------------------------------------------------------- truth
+    yi = {int(y): k for k, y in enumerate(years)}
+    po = pd.DataFrame({
+        "programme": np.repeat(user_prog, ny), "be_id": np.repeat(be_str[users], ny),
+        "year": np.tile(years.astype(np.int64), nu_), "cohort": np.repeat(user_g.astype(np.int64), ny),
+        "exports_0": np.where(user_prog[:, None] == "tinl", U_exp0.T, U_exp.T).ravel(),
+        "exports_1": U_exp.T.ravel(),
+    })
+    po = po.astype({"programme": "str", "be_id": "str"})
+    effects = {p: _effects(po[po["programme"] == p]) for p in ("tinl", "nlib")}
+
+    def shares(sel):
+        g = user_g[sel]
+        kb = np.array([yi[int(v) - 1] for v in g])
+        cols = np.flatnonzero(sel)
+        e_b, i_b = U_exp[kb, cols], U_imp[kb, cols]
+        win = (years[:, None] >= g[None, :] - 5) & (years[:, None] <= g[None, :] - 1)
+        trade_any = ((U_exp[:, cols] > 0) | (U_imp[:, cols] > 0)) & win
+        gm_any = (U_gm[:, cols, :] & win[:, :, None]).any(axis=0)
+        instr_b = ((U_instr[:, cols] > 0) & (years[:, None] < g[None, :])).any(axis=0)
+        emp_b, nd_b = U_emp[kb, cols], U_ndest[kb, cols]
+        return {
+            "share_exporter_before": float((e_b > 0).mean()),
+            "share_intl_before": float(((e_b > 0) | (i_b > 0)).mean()),
+            "share_intl_5y": float(trade_any.any(axis=0).mean()),
+            "share_gm_5y": {m: float(gm_any[:, j].mean()) for j, m in enumerate(GROWTH_MARKETS)},
+            "share_instr_before": float(instr_b.mean()),
+            "share_target_group": float(((emp_b >= 10) & (emp_b <= 250) & (nd_b >= 1) & (nd_b <= 5)).mean()),
+        }
+
+    reach = {p: shares(user_prog == p) for p in ("nlib", "tinl")}
+    reach["tinl"]["share_own_region"] = float((province[ev_f] == a_reg[ev_a]).mean())
+
+    d = {
+        "seed": int(seed), "n_firms": n, "first_year": int(first_year), "last_year": int(last_year),
+        "growth_markets": list(GROWTH_MARKETS),
+        "waterfall": wf,
+        "n_users": {"nlib": int(nlib.size), "tinl": int(tinl.size)},
+        "cohort_sizes": {"tinl": {str(c): int((cohort_tinl == c).sum()) for c in _TINL_COHORTS},
+                         "nlib": {str(_NLIB_YEAR): int(nlib.size)}},
+        "effects": effects,
+        "reach": reach,
+        "population": {"share_exporter": pop_share},
+    }
+    d = _round_floats(d)
+    (out / "truth.json").write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
+    return Truth(**d, potential_outcomes=po)
+
+
+def _effects(po: pd.DataFrame) -> dict:
+    """Realised ATT(g,t), simple and dynamic aggregates from potential outcomes."""
+    post = po[po["year"] >= po["cohort"]]
+    diff = np.log1p(post["exports_1"].to_numpy()) - np.log1p(post["exports_0"].to_numpy())
+    post = post.assign(d=diff, e=post["year"] - post["cohort"])
+    gt = post.groupby(["cohort", "year"], sort=True)["d"].mean()
+    att_gt = [{"group": int(g), "time": int(t), "att": float(v)} for (g, t), v in gt.items()]
+    # cohort-size weights per cell, as did::aggte; with users present every year
+    # this is the mean over firm-years
+    n_g = post.groupby(["cohort", "year"])["d"].size()
+    w = n_g.reindex(gt.index).to_numpy()
+    simple = float((gt.to_numpy() * w).sum() / w.sum())
+    cells = gt.reset_index().assign(n=w, e=lambda x: x["year"] - x["cohort"])
+    cells["dn"] = cells["d"] * cells["n"]
+    agg = cells.groupby("e")[["dn", "n"]].sum()
+    dyn = agg["dn"] / agg["n"]
+    return {"outcome": "log_exports", "att_gt": att_gt, "simple": simple,
+            "dynamic": {str(int(e)): float(v) for e, v in dyn.items()}}
+
+
+def _round_floats(x: Any, digits: int = 12) -> Any:
+    if isinstance(x, float):
+        return round(x, digits) + 0.0
+    if isinstance(x, dict):
+        return {k: _round_floats(v, digits) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_round_floats(v, digits) for v in x]
+    return x
