@@ -130,3 +130,12 @@ def test_overrides_parse_yaml_and_reach_into_mappings():
 def test_relative_data_dir_resolved_against_yaml(tmp_path):
     p = load_params(ROOT / "params" / "stub.yaml", check_files=False)
     assert Path(p["data_dir"]) == (ROOT / "data_stub").resolve()
+
+
+def test_readme_parameter_table_is_the_schema():
+    from reach.params import markdown_table
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start, end = "<!-- parameters:start", "<!-- parameters:end -->"
+    block = text[text.index(start):text.index(end)].split("\n", 1)[1].rstrip("\n")
+    assert block == markdown_table(), "README's parameter table is stale: paste reach.params.markdown_table()"

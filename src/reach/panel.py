@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import pandas as pd
 
 from reach.link import LinkResult
 
-__all__ = ["build_panel", "save_run", "read_panel", "read_link", "panel_columns"]
+__all__ = ["build_panel", "save_run", "read_panel", "read_link", "panel_columns", "analysis_sample", "Sample"]
 
 _LAGS = [("log_exports", 1), ("log_exports", 2), ("exporter", 1), ("n_dest", 1), ("log_employees", 1),
          ("importer", 1)]
@@ -183,6 +184,88 @@ def build_panel(inputs, link: LinkResult) -> pd.DataFrame:
         if panel[c].dtype != "str":
             panel[c] = panel[c].astype("str")
     return panel[panel_columns(programmes, gm)]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The panel rows one programme's analysis uses, and what was left out and why.
+
+    Attributes
+    ----------
+    panel : DataFrame
+        Rows within the window, without the left-out firms.
+    excluded : DataFrame
+        ``reason, n_firms``: every firm left out, counted once with its first reason.
+    """
+
+    panel: pd.DataFrame
+    excluded: pd.DataFrame
+
+    def tidy(self) -> pd.DataFrame:
+        return self.excluded.copy()
+
+    def summary(self, min_units: int = 10) -> str:
+        """Counts below ``min_units`` are said as "fewer than" (this text lands in rendered notebooks)."""
+        parts = [f"{int(r.n_firms):,} firms: {r.reason}" if r.n_firms >= min_units
+                 else f"fewer than {min_units} firms: {r.reason}" for r in self.excluded.itertuples()]
+        return "Left out of the analysis sample: " + ("; ".join(parts) if parts else "none") + "."
+
+    def _repr_markdown_(self) -> str:
+        return self.summary()
+
+
+def analysis_sample(panel: pd.DataFrame, programme: str, *, first_year: int | None = None,
+                    last_year: int | None = None, exclude_other_users: bool = True) -> Sample:
+    """Restrict the panel to what one programme's matching and effect estimation use.
+
+    Parameters
+    ----------
+    panel : DataFrame
+        The firm-year panel (:func:`build_panel`), with ``g_<programme>`` columns.
+    programme : str
+        The programme analysed.
+    first_year, last_year : int, optional
+        Window; rows outside it are dropped (no firm is counted for that alone).
+    exclude_other_users : bool, default True
+        Leave out firms that never used ``programme`` but used another programme of the
+        panel: as comparison firms they would carry the other programme's effect.
+
+    Returns
+    -------
+    Sample
+
+    Notes
+    -----
+    Users of the programme stay even when they also used another programme: the
+    estimate is then the effect of this programme for its users, whatever else
+    they used, which is what an evaluation of the programme asks.
+
+    Examples
+    --------
+    >>> p = pd.DataFrame({"be_id": ["1", "2", "3"], "year": 2019, "g_a": [2019, 0, 0], "g_b": [0, 2018, 0]})
+    >>> s = analysis_sample(p, "a")
+    >>> s.panel["be_id"].tolist(), s.summary()
+    (['1', '3'], 'Left out of the analysis sample: fewer than 10 firms: comparison firm used another programme (b).')
+    """
+    gcol = f"g_{programme}"
+    if gcol not in panel.columns:
+        known = [c[2:] for c in panel.columns if c.startswith("g_")]
+        raise ValueError(f"programme {programme!r} is not in the panel; programmes: {known}")
+    keep = np.ones(len(panel), bool)
+    if first_year is not None:
+        keep &= panel["year"].to_numpy() >= first_year
+    if last_year is not None:
+        keep &= panel["year"].to_numpy() <= last_year
+    rows = []
+    others = [c for c in panel.columns if c.startswith("g_") and c != gcol]
+    if exclude_other_users and others:
+        other_user = (panel[others].to_numpy() > 0).any(axis=1) & (panel[gcol].to_numpy() == 0)
+        n = panel.loc[other_user, "be_id"].nunique()
+        if n:
+            rows.append((f"comparison firm used another programme ({', '.join(c[2:] for c in others)})", n))
+        keep &= ~other_user
+    return Sample(panel.loc[keep].reset_index(drop=True),
+                  pd.DataFrame(rows, columns=["reason", "n_firms"]).astype({"n_firms": "int64"}))
 
 
 def _atomic_parquet(frames: dict[str, pd.DataFrame], work_dir: Path) -> dict[str, Path]:

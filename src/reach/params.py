@@ -24,6 +24,7 @@ __all__ = [
     "apply_overrides",
     "validate_params",
     "parse_override",
+    "markdown_table",
 ]
 
 #: Panel columns an outcome may name (CONTRACTS.md section 4).
@@ -230,6 +231,7 @@ SCHEMA: dict[str, Spec] = {
     "never_treated_only": Spec(bool, "comparison firms are never users of the programme"),
     "reach_window": Spec(int, "years before first use that count as 'before'", _positive),
     "target_group": Spec(dict, "the programme's target group: employee and export-destination bounds", _target_group),
+    "exclude_other_users": Spec(bool, "matching and effects leave out comparison firms that used another programme"),
     "covariates": Spec(list, "matching covariates (pre-treatment panel columns)", _subset(COVARIATES)),
     "exact": Spec(list, "exact-matching strata within each cohort", _subset(STRATA)),
     "match_method": Spec(str, "matching method", _choice("nearest")),
@@ -397,3 +399,17 @@ def load_params(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] |
         params["data_dir"] = str(data_dir)
     validate_params(params, source=str(path), check_files=check_files)
     return params
+
+
+def markdown_table() -> str:
+    """The parameter reference as a Markdown table (README's "Parameters" section is this text).
+
+    Examples
+    --------
+    >>> markdown_table().splitlines()[0]
+    '| key | type | meaning |'
+    """
+    lines = ["| key | type | meaning |", "|---|---|---|"]
+    for key, spec in SCHEMA.items():
+        lines.append(f"| `{key}` | {_type_name(spec.kind)} | {spec.doc} |")
+    return "\n".join(lines)

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["record_headline", "read_headlines"]
+__all__ = ["record_headline", "read_headlines", "fmt_number", "fmt_count", "fmt_share", "show_figure"]
 
 
 def _plain(value: Any) -> Any:
@@ -76,3 +76,77 @@ def read_headlines(output_dir: str | Path) -> dict[str, Any]:
     if not folder.is_dir():
         return {}
     return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))}
+
+
+# --------------------------------------------------------------------------- notebook display helpers
+# Shared by the notebooks so that a suppressed number reads the same everywhere.
+
+def fmt_number(value: Any, digits: int = 3, *, signed: bool = False) -> str:
+    """A published number as text; a suppressed (NaN/None) one as ``"suppressed"``.
+
+    Examples
+    --------
+    >>> fmt_number(0.1234), fmt_number(float("nan")), fmt_number(0.1, 2, signed=True)
+    ('0.123', 'suppressed', '+0.10')
+    """
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "suppressed"
+    try:
+        import pandas as pd
+
+        if pd.isna(value):
+            return "suppressed"
+    except (TypeError, ValueError):
+        pass
+    return f"{float(value):{'+' if signed else ''},.{digits}f}"
+
+
+def fmt_count(value: Any) -> str:
+    """A published count as text (thousands separated); a suppressed one as ``"suppressed"``.
+
+    Examples
+    --------
+    >>> fmt_count(12345.0), fmt_count(None)
+    ('12,345', 'suppressed')
+    """
+    text = fmt_number(value, 0)
+    return text
+
+
+def fmt_share(value: Any, digits: int = 0) -> str:
+    """A published share (0-1) as a percentage; a suppressed one as ``"suppressed"``.
+
+    Examples
+    --------
+    >>> fmt_share(0.944), fmt_share(float("nan"))
+    ('94%', 'suppressed')
+    """
+    text = fmt_number(None if value is None else 100 * float(value) if _finite(value) else value, digits)
+    return text if text == "suppressed" else f"{text}%"
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def show_figure(log: Any, fig: Any, checked: Any, name: str, *, drawn_from_suppressed: bool = True) -> Path | None:
+    """Export a figure through a :class:`reach.disclosure.OutputLog` and show it, or say why not.
+
+    The figure must have been drawn from the publishable copy (``checked.suppress()``),
+    which is what ``drawn_from_suppressed=True`` declares. A refused figure is not
+    shown inline either, so the rendered notebook never displays what was not exported.
+    """
+    from IPython.display import Markdown, display
+
+    path = log.figure(fig, checked, name, drawn_from_suppressed=drawn_from_suppressed)
+    if path is None:
+        display(Markdown(f"*Figure `{name}` not exported: {log.why(name)}*"))
+    else:
+        import matplotlib.pyplot as plt
+
+        display(fig)
+        plt.close(fig)
+    return path
