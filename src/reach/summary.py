@@ -6,6 +6,7 @@ from ``output/<run>/headline/*.json`` (already disclosure-checked) and listed in
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -167,9 +168,11 @@ def summarise(headlines: Mapping[str, Any], *, programme: str, label: str | None
                 continue
             detect = q("effects", f"{base}.{sample}.detectable")
             verdict = ("an effect" if detect else "no detectable effect")
+            scale = (f" (about {100 * (math.exp(att) - 1):+.0f}% in exports)"
+                     if outcome.startswith(("log_", "ihs_")) and abs(att) < 2 else "")
             effect.append(
                 f"Difference-in-differences {where}: average effect on {outcome} after first use "
-                f"{att:+.3f} ({level}% confidence interval {lo:+.3f} to {hi:+.3f}), that is {verdict}.")
+                f"{att:+.3f}{scale} ({level}% confidence interval {lo:+.3f} to {hi:+.3f}), that is {verdict}.")
             pre = q("effects", f"{base}.{sample}.pretest_pvalue")
             if pre is not None:
                 effect.append(
