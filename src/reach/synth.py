@@ -10,26 +10,45 @@ treatment effects (``docs/CONTRACTS.md`` sections 1 and 5).
 Design of the data-generating process
 -------------------------------------
 Firm ``i`` has a base size ``E_i`` (employees) and ``l_i = log1p(E_i)``.
-Whether it exports (a permanent type), how many destinations it has and
-whether it imports all rise with ``l_i`` (and with its sector). Participation
-in the programmes is selected on ``l_i`` and on a propensity to use public
-instruments only, among established firms (in the register every year).
-Log exports of an exporter are
+Participation in the programmes is selected on ``l_i`` and on a propensity to
+use public instruments only (time-invariant), among established firms (in the
+register every year).
+
+Trade has churn. Whether a firm exports in year ``t`` is a two-state Markov
+chain with stationary probability :math:`\\pi_i = \\sigma(a + b\\, l_i + s_{sector})`:
+an exporter stops with probability :math:`c(1-\\pi_i)`, a non-exporter starts
+with :math:`c\\pi_i` (``c = 0.2``), so the status is persistent for large
+firms, churns by a few percent a year overall and keeps the population share
+(~40%) constant. Importing follows the same kind of chain. Each firm has a
+static set of potential partner countries (growing with size); its main
+partner is active whenever it trades, each other one switches on and off by a
+chain with stationary probability 0.6, so destinations (and growth-market
+presence) are added and dropped yearly. Log exports of an exporter are
 
 .. math::
 
-    \\log Y_{it}(0) = \\mu_i + \\gamma_t + \\kappa (l_i - \\bar l)(t - t_0) + \\varepsilon_{it},
+    \\log Y_{it}(0) = \\mu_i + \\gamma_t + \\kappa (l_i - \\bar l)(t - t_0) - \\delta\\, N_{it} + \\varepsilon_{it},
 
 with firm effects :math:`\\mu_i` (rising with size), common year shocks
-:math:`\\gamma_t` (a dip in 2020), a size-dependent trend and iid noise. Users
-are larger, so a naive users-vs-others comparison and an unconditional
-difference-in-differences are biased, while parallel trends hold
-conditionally on size: DiD with ``xformla="~ log_employees"`` or matching on
-pre-treatment covariates followed by DiD recovers the planted effect.
+:math:`\\gamma_t` (a dip in 2020), a size-dependent trend, a discount
+:math:`\\delta` for the first year :math:`N_{it}=1` of an export spell and
+iid noise; the total is split over the active destinations by static weights.
+Users are larger, so a naive users-vs-others comparison and an unconditional
+difference-in-differences are biased. Because selection is on time-invariant
+size and the chains start and stay at their stationary laws, the whole export
+path (status, destinations, amounts) is independent of treatment given size:
+parallel trends hold conditionally on size, and DiD with
+``xformla="~ log_employees"`` (or matching on pre-treatment covariates
+followed by DiD) recovers the planted effect. (Conditioning additionally on
+base-period ``exporter`` is also valid in the population, but the linear
+outcome model then misfits the strongly non-linear entry and exit terms.)
 
 TINL (cohorts 2018-2021, equal sizes) raises the exports of exporting users by
 the factor :math:`\\exp(\\tau_e)`, :math:`\\tau_e = 0.10 + 0.05 \\min(e, 3)` at
-event time :math:`e = t - g \\ge 0`; NLiB (all cohort 2019) has no effect.
+event time :math:`e = t - g \\ge 0`; NLiB (all cohort 2019) has no effect. Both
+potential outcomes share every random draw except this multiplier, so the
+effect is on the intensive margin only: the true ATT on ``exporter`` and
+``n_dest`` is exactly 0 (``truth.json``: ``effects.<programme>.other_outcomes``).
 """
 from __future__ import annotations
 
@@ -60,6 +79,16 @@ _GAMMA = {2014: 0.00, 2015: 0.03, 2016: 0.05, 2017: 0.09, 2018: 0.12, 2019: 0.13
           2020: -0.07, 2021: 0.14, 2022: 0.19, 2023: 0.18}
 _KAPPA = 0.05  # size-dependent trend: log points per year per unit of log1p(employees)
 _L_CENTRE = 1.5
+# Extensive-margin dynamics. A firm's exporting (importing) state is a two-state
+# Markov chain with stationary probability pi_i (rising with size and sector):
+# entry c * pi_i, exit c * (1 - pi_i). Each potential partner country beyond the
+# firm's main one is active with stationary probability _RHO_PAIR.
+_CHURN_X = 0.20
+_CHURN_M = 0.20
+_CHURN_PAIR = 0.40
+_RHO_PAIR = 0.60
+_PI_MIN = 0.003  # below this a firm never trades (no potential partners: bounded memory)
+_ENTRY_DISCOUNT = 0.7  # log points: first-year exports of a new export spell are smaller
 
 # SBI 2008 codes (5 digits) with population weight and an exporting propensity shift.
 _SBI = [("01130", 3, 0.0), ("10890", 2, 0.9), ("20590", 1, 1.0), ("25620", 2, 0.6),
@@ -75,9 +104,9 @@ _MUNI_WEIGHT = {"0363": 8, "0599": 6, "0518": 5, "0344": 4, "0772": 3, "0855": 2
 # Destination weights (exports); unlisted countries get 0.3. NL is never a destination.
 _XW = {"DE": 10, "BE": 9, "FR": 6, "GB": 5, "US": 3.5, "IT": 3, "ES": 3, "PL": 2.5, "SE": 1.5,
        "DK": 1.5, "AT": 1.2, "CH": 1.2, "NO": 1.0, "IE": 0.8, "CZ": 1.0, "FI": 0.7, "PT": 0.6,
-       "HU": 0.6, "CN": 5.0, "TR": 2.4, "RO": 2.2, "IN": 2.4, "BG": 1.8, "ZA": 2.0, "RU": 2.2,
-       "MY": 1.8, "MX": 2.0, "TH": 2.0, "JP": 0.8, "CA": 0.6, "AE": 0.6}
-_MW_EXTRA = {"CN": 3.0, "IN": 0.5, "TH": 0.3, "MY": 0.3, "TR": 0.4}  # import origins add these
+       "HU": 0.6, "CN": 4.0, "TR": 2.6, "RO": 2.5, "IN": 2.6, "BG": 2.4, "ZA": 2.5, "RU": 2.5,
+       "MY": 2.4, "MX": 2.5, "TH": 2.4, "JP": 0.8, "CA": 0.6, "AE": 0.6}
+_MW_EXTRA = {"CN": 2.5, "IN": 0.4, "TH": 0.3, "MY": 0.3, "TR": 0.3}  # import origins add these
 _INSTRUMENTS = np.array(["WBSO", "Innovatiekrediet", "DHI", "PIB", "SIB", "DTIF", "MIT",
                          "Starters International Business", "Vouchers DHI", "Garantie Ondernemingsfinanciering"])
 _INSTR_W = np.array([30, 4, 5, 3, 6, 3, 8, 6, 3, 4], dtype=float)
@@ -117,8 +146,9 @@ class Truth:
     Attributes mirror the keys of ``truth.json``. ``potential_outcomes``
     exists only in memory (``None`` after :func:`read_truth`): one row per
     linked user and register year with ``programme, be_id, year, cohort,
-    exports_0, exports_1`` (EUR, the totals of the written trade rows under
-    no treatment and under treatment), from which the planted ATTs can be
+    exports_0, exports_1, n_dest_0, n_dest_1`` (EUR, the totals of the
+    written trade rows under no treatment and under treatment, and the number
+    of export destinations under each), from which the planted ATTs can be
     recomputed.
 
     Notes
@@ -325,8 +355,10 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
     exactly the treated firms. Trade is generated and written one year at a
     time, so memory stays bounded for ``n_firms`` in the millions.
 
+    Exporting, importing and each partner country switch on and off by
+    Markov chains carried from year to year as per-firm and per-pair arrays.
     The export potential outcomes are (module docstring)
-    :math:`\\log Y_{it}(0) = \\mu_i + \\gamma_t + \\kappa (l_i - \\bar l)(t - t_0) + \\varepsilon_{it}`
+    :math:`\\log Y_{it}(0) = \\mu_i + \\gamma_t + \\kappa (l_i - \\bar l)(t - t_0) - \\delta N_{it} + \\varepsilon_{it}`
     and, for exporting TINL users of cohort ``g``,
     :math:`Y_{it}(1) = Y_{it}(0) \\exp(\\tau_{t-g})` for ``t >= g``.
 
@@ -386,8 +418,9 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
     linger = (~est) & (last < last_year) & (r_firm.random(n) < 0.06)
     link_last = last + linger
 
-    exporter = r_firm.random(n) < _sigmoid(-2.6 + 2.3 * lsz + 0.7 * sec_eff)
-    importer = r_firm.random(n) < _sigmoid(-2.2 + 2.0 * lsz + 0.4 * sec_eff)
+    # Stationary probabilities of the extensive margins (exporting, importing).
+    pi_x = _sigmoid(-2.6 + 2.3 * lsz + 0.7 * sec_eff)
+    pi_m = _sigmoid(-2.2 + 2.0 * lsz + 0.4 * sec_eff)
     mu = 9.3 + 0.9 * lsz + r_firm.normal(0, 1.1, size=n)
     nu = 9.0 + 0.9 * lsz + r_firm.normal(0, 1.2, size=n)
     z_instr = r_firm.normal(0, 1, size=n) + 0.4 * (lsz - 1.0)
@@ -429,35 +462,52 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
     upos = np.full(n, -1)
     upos[users] = np.arange(users.size)
 
-    # ---------------------------------------------------------------- trade pairs (static)
+    # ---------------------------------------------------------------- trade pairs
+    # Each firm has a static set of *potential* partner countries with static
+    # weights; which of them are active, and whether the firm trades at all,
+    # follows Markov chains carried from year to year (below). Firms whose
+    # stationary probability is negligible get no potential partners and never
+    # trade, which keeps the pair arrays small for millions of firms.
     cw_x = np.array([_XW.get(c, 0.3) for c in iso], float)
     cw_x[iso == "NL"] = 1e-12
     cw_m = cw_x + np.array([_MW_EXTRA.get(c, 0.0) for c in iso])
-    n_dest = np.where(exporter, 1 + r_trade.poisson(np.exp(-0.9 + 0.7 * lsz)), 0).clip(0, len(iso) - 1)
-    n_orig = np.where(importer, 1 + r_trade.poisson(np.exp(-0.9 + 0.65 * lsz)), 0).clip(0, len(iso) - 1)
-    xu, xc = _choose_sets(r_trade, n_dest, cw_x)
-    mu_, mc = _choose_sets(r_trade, n_orig, cw_m)
-    xs = r_trade.lognormal(0, 1, size=xu.size) * cw_x[xc]
-    ms = r_trade.lognormal(0, 1, size=mu_.size) * cw_m[mc]
+    pot_x, pot_m = pi_x >= _PI_MIN, pi_m >= _PI_MIN
+    pi_x, pi_m = np.where(pot_x, pi_x, 0.0), np.where(pot_m, pi_m, 0.0)
+    # potential sets are larger than the active ones by 1/_RHO_PAIR (the main partner is always active)
+    k_x = np.where(pot_x, 1 + r_trade.poisson(np.exp(-0.9 + 0.7 * lsz) / _RHO_PAIR), 0).clip(0, len(iso) - 1)
+    k_m = np.where(pot_m, 1 + r_trade.poisson(np.exp(-0.9 + 0.65 * lsz) / _RHO_PAIR), 0).clip(0, len(iso) - 1)
+    xu, xc = _choose_sets(r_trade, k_x, cw_x)
+    mu_, mc = _choose_sets(r_trade, k_m, cw_m)
+    # _choose_sets lists each unit's categories best-ranked first: that one is the main partner
+    x_main = np.r_[True, xu[1:] != xu[:-1]] if xu.size else np.zeros(0, bool)
+    m_main = np.r_[True, mu_[1:] != mu_[:-1]] if mu_.size else np.zeros(0, bool)
+    xs = r_trade.lognormal(0, 1, size=xu.size) * cw_x[xc] * np.where(x_main, 3.0, 1.0)
+    ms = r_trade.lognormal(0, 1, size=mu_.size) * cw_m[mc] * np.where(m_main, 3.0, 1.0)
     key = np.concatenate([xu * len(iso) + xc, mu_ * len(iso) + mc])
     ukey, inv = np.unique(key, return_inverse=True)
-    pxs = np.bincount(inv[:xu.size], weights=xs, minlength=ukey.size)
-    pms = np.bincount(inv[xu.size:], weights=ms, minlength=ukey.size)
-    p_firm, p_cty = ukey // len(iso), ukey % len(iso)
-    pxs /= np.bincount(p_firm, weights=pxs, minlength=n)[p_firm].clip(1e-300)
-    pms /= np.bincount(p_firm, weights=pms, minlength=n)[p_firm].clip(1e-300)
+    npair = ukey.size
+    pxs = np.bincount(inv[:xu.size], weights=xs, minlength=npair)
+    pms = np.bincount(inv[xu.size:], weights=ms, minlength=npair)
+    has_x, has_m = pxs > 0, pms > 0
+    main_x = np.bincount(inv[:xu.size], weights=x_main, minlength=npair) > 0
+    main_m = np.bincount(inv[xu.size:], weights=m_main, minlength=npair) > 0
+    p_firm, p_cty = (ukey // len(iso)).astype(np.int64), ukey % len(iso)
+    # states in first_year - 1, drawn from the stationary distributions
+    x_on = r_trade.random(n) < pi_x
+    m_on = r_trade.random(n) < pi_m
+    px_on = has_x & (main_x | (r_trade.random(npair) < _RHO_PAIR))
+    pm_on = has_m & (main_m | (r_trade.random(npair) < _RHO_PAIR))
     # goods chapters: 1-3 rows per firm x country; the loader must aggregate them
-    n_gs = r_trade.choice([1, 2, 3], size=ukey.size, p=[0.7, 0.22, 0.08])
-    rows = np.repeat(np.arange(ukey.size), n_gs)
+    n_gs = r_trade.choice([1, 2, 3], size=npair, p=[0.7, 0.22, 0.08])
+    rows = np.repeat(np.arange(npair), n_gs)
     gsh = r_trade.exponential(size=rows.size)
     gsh /= np.bincount(rows, weights=gsh)[rows]
     chapter = r_trade.integers(1, 98, size=rows.size)
     chapter = np.where(chapter == 77, 76, chapter)  # chapter 77 is reserved in the HS
-    t_firm = p_firm[rows].astype(np.int64)
+    t_firm = p_firm[rows]
     t_cty = p_cty[rows]
-    t_xs, t_ms = pxs[rows] * gsh, pms[rows] * gsh
     t_chap = chapter.astype(np.int16)
-    del key, ukey, inv, xu, xc, mu_, mc, xs, ms, rows, gsh
+    del key, ukey, inv, xu, xc, mu_, mc, xs, ms, chapter
     t_user = upos[t_firm]
     ut = t_user >= 0
     ut_rows = np.flatnonzero(ut)
@@ -469,6 +519,7 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
     ny, nu_ = len(years), users.size
     U_exp = np.zeros((ny, nu_))
     U_exp0 = np.zeros((ny, nu_))
+    U_ndest0 = np.zeros((ny, nu_), dtype=np.int64)
     U_imp = np.zeros((ny, nu_))
     U_ndest = np.zeros((ny, nu_), dtype=np.int64)
     U_emp = np.zeros((ny, nu_))
@@ -495,20 +546,42 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
                                  "BE_ID": _obj(be_str[kvk_firm[lk]])}),
                    out / "KvK" / f"KVK_BE_{y}V1.sav")
 
+        # One step of the extensive-margin chains: entry with probability
+        # c * pi, exit with c * (1 - pi), so each firm's state stays at its
+        # stationary law pi. Treatment never enters these draws (they are
+        # shared by both potential outcomes): the planted effect is intensive only.
+        u = ry.random(n)
+        x_prev = x_on
+        x_on = np.where(x_on, u >= _CHURN_X * (1.0 - pi_x), u < _CHURN_X * pi_x)
+        u = ry.random(n)
+        m_on = np.where(m_on, u >= _CHURN_M * (1.0 - pi_m), u < _CHURN_M * pi_m)
+        u = ry.random(npair)
+        px_on = has_x & (main_x | np.where(px_on, u >= _CHURN_PAIR * (1.0 - _RHO_PAIR), u < _CHURN_PAIR * _RHO_PAIR))
+        u = ry.random(npair)
+        pm_on = has_m & (main_m | np.where(pm_on, u >= _CHURN_PAIR * (1.0 - _RHO_PAIR), u < _CHURN_PAIR * _RHO_PAIR))
+        del u
+        sx, sm = np.where(px_on, pxs, 0.0), np.where(pm_on, pms, 0.0)
+        sx /= np.bincount(p_firm, weights=sx, minlength=n)[p_firm].clip(1e-300)
+        sm /= np.bincount(p_firm, weights=sm, minlength=n)[p_firm].clip(1e-300)
+        t_xs, t_ms = sx[rows] * gsh, sm[rows] * gsh
+        del sx, sm
+
         gam = _GAMMA.get(int(y), _GAMMA[min(max(int(y), 2014), 2023)])
         eps = ry.normal(0, 0.3, size=n)
-        logy0 = mu + gam + _KAPPA * (lsz - _L_CENTRE) * (y - first_year) + eps
-        y0 = np.where(alive & exporter, np.exp(logy0), 0.0)
+        # new exporters start small (first year of an export spell)
+        logy0 = (mu + gam + _KAPPA * (lsz - _L_CENTRE) * (y - first_year) + eps
+                 - _ENTRY_DISCOUNT * (x_on & ~x_prev))
+        y0 = np.where(alive & x_on, np.exp(logy0), 0.0)
         tau = np.where(g_tinl > 0, planted_effect(y - g_tinl), 0.0)
         y1 = y0 * np.exp(tau)
-        m_tot = np.where(alive & importer, np.exp(nu + 0.7 * gam + ry.normal(0, 0.3, size=n)), 0.0)
+        m_tot = np.where(alive & m_on, np.exp(nu + 0.7 * gam + ry.normal(0, 0.3, size=n)), 0.0)
 
         def flows(total, share):
             v = np.round(total[t_firm] * share)
             return np.where((share > 0) & (total[t_firm] > 0), np.maximum(v, 1.0), 0.0)
 
         xv, mv = flows(y1, t_xs), flows(m_tot, t_ms)
-        live = alive[t_firm]
+        live = alive[t_firm] & ((xv > 0) | (mv > 0))
         code = geonom if y <= _GEONOM_UNTIL else iso
         trade = pd.DataFrame({"BE_ID": _obj(be_str[t_firm[live]]),
                               "Land_HB": _obj(code[t_cty[live]]),
@@ -532,9 +605,10 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
         U_exp0[k] = np.bincount(tu, weights=x0u, minlength=nu_)
         U_imp[k] = np.bincount(tu, weights=mv[ut_rows], minlength=nu_)
         # destinations: countries with positive exports summed over goods rows
-        pos = xv[ut_rows] > 0
-        dk = np.unique(tu[pos] * len(iso) + t_cty[ut_rows][pos])
-        U_ndest[k] = np.bincount(dk // len(iso), minlength=nu_)
+        for arr, val in ((U_ndest, xv[ut_rows]), (U_ndest0, x0u)):
+            pos = val > 0
+            dk = np.unique(tu[pos] * len(iso) + t_cty[ut_rows][pos])
+            arr[k] = np.bincount(dk // len(iso), minlength=nu_)
         g_rows = ut_rows[is_gm[ut_rows] & ((xv[ut_rows] > 0) | (mv[ut_rows] > 0))]
         U_gm[k, t_user[g_rows], gm_col[t_cty[g_rows]]] = True
         U_emp[k] = emp[users]
@@ -684,6 +758,8 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
         "year": np.tile(years.astype(np.int64), nu_), "cohort": np.repeat(user_g.astype(np.int64), ny),
         "exports_0": np.where(user_prog[:, None] == "tinl", U_exp0.T, U_exp.T).ravel(),
         "exports_1": U_exp.T.ravel(),
+        "n_dest_0": np.where(user_prog[:, None] == "tinl", U_ndest0.T, U_ndest.T).ravel(),
+        "n_dest_1": U_ndest.T.ravel(),
     })
     po = po.astype({"programme": "str", "be_id": "str"})
     effects = {p: _effects(po[po["programme"] == p]) for p in ("tinl", "nlib")}
@@ -742,8 +818,15 @@ def _effects(po: pd.DataFrame) -> dict:
     cells["dn"] = cells["d"] * cells["n"]
     agg = cells.groupby("e")[["dn", "n"]].sum()
     dyn = agg["dn"] / agg["n"]
+    # extensive margin and destinations: realised simple ATTs from both potential
+    # outcomes (0 by construction: treatment only scales positive flows)
+    other = {
+        "exporter": float(((post["exports_1"] > 0).astype(float) - (post["exports_0"] > 0)).mean()),
+        "n_dest": float((post["n_dest_1"] - post["n_dest_0"]).mean()),
+    }
     return {"outcome": "log_exports", "att_gt": att_gt, "simple": simple,
-            "dynamic": {str(int(e)): float(v) for e, v in dyn.items()}}
+            "dynamic": {str(int(e)): float(v) for e, v in dyn.items()},
+            "other_outcomes": other}
 
 
 def _round_floats(x: Any, digits: int = 12) -> Any:
