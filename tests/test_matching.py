@@ -421,19 +421,184 @@ def test_plots_and_display(lalonde):
         m.ratio = 2  # frozen
 
 
+# --------------------------------------------------------------------------- CohortMatch tables (notebook 03)
+
+def _planted_cohorts():
+    """The planted panel with three designed complications, and their independent truths.
+
+    * one cohort-2017 user has no 2016 row (not observed in g-1);
+    * ``MISSING`` units have x_lag1 missing in their 2017 row (read for cohort 2017): excluded;
+    * cohort 2019 cannot be matched: ``sep`` separates its users from everyone else.
+    """
+    panel = _panel(1500, seed=3)
+    g_of = panel.groupby("be_id")["g"].max()
+    gone = g_of.index[g_of == 2017][-1]
+    panel = panel[~((panel["be_id"] == gone) & (panel["year"] == 2016))].reset_index(drop=True)
+    missing = list(g_of.index[g_of == 0][:7]) + list(g_of.index[g_of == 2017][:3])
+    panel.loc[panel["be_id"].isin(missing) & (panel["year"] == 2017), "x_lag1"] = np.nan
+    panel["sep"] = np.where(panel["g"] == 2019, 5.0, 0.0) + np.where(panel["g"] == 2017, 1.0, 0.0) * np.sin(
+        np.arange(len(panel)))
+    return panel, g_of, set(missing)
+
+
+def test_status_units_counts_treated_and_controls():
+    panel, g_of, missing = _planted_cohorts()
+    cm = match_cohorts(panel, "g", "year", "be_id", ["x_lag1", "sep"], caliper=0.2)
+    assert set(cm.matches) == {2017} and 2019 in cm.failures
+    su = cm.status_units()
+    assert list(su.columns) == ["be_id", "cohort", "group", "status"]
+    assert set(su["status"]) <= set(rm.STATUSES)
+    n = su.groupby(["cohort", "group", "status"]).size()
+    # independent truths from the panel itself, not from the matcher
+    present_2016 = set(panel.loc[panel["year"] == 2016, "be_id"])
+    users17 = set(g_of.index[g_of == 2017])
+    ctrl17 = {u for u in present_2016 if g_of[u] == 0 or g_of[u] > 2017}  # not yet treated at 2017
+    assert su.query("cohort == 2017 and group == 'treated'")["be_id"].nunique() == len(users17)
+    assert n[(2017, "treated", rm.S_NOT_OBSERVED)] == len(users17 - present_2016) >= 1
+    assert n[(2017, "treated", rm.S_EXCLUDED)] == len(missing & users17 & present_2016)
+    assert n[(2017, "control", rm.S_EXCLUDED)] == len(missing & ctrl17)
+    assert su.query("cohort == 2017 and group == 'control'")["be_id"].nunique() == len(ctrl17)
+    md = cm.matched_data()
+    assert n[(2017, "treated", rm.S_MATCHED)] == (md["treated"] == 1).sum()
+    assert n[(2017, "control", rm.S_MATCHED)] == (md["treated"] == 0).sum()
+    # cohort 2019 failed: every one of its users observed in 2018 is "cohort not matched"
+    users19 = set(g_of.index[g_of == 2019])
+    obs19 = users19 & set(panel.loc[panel["year"] == 2018, "be_id"])
+    assert set(su.query("cohort == 2019")["status"]) == {rm.S_COHORT_FAILED}
+    assert set(su.query("cohort == 2019")["be_id"]) == obs19
+    # every user exactly once per its cohort: the treated rows add up to the cohort sizes
+    assert su.query("group == 'treated'").groupby("cohort").size().to_dict() == {
+        g: int(k) for g, k in cm.n_cohort_treated.items()}
+
+
+def test_balance_checked_blanks_a_covariate_failing_a_magnitude_rule():
+    from reach.disclosure import Rules
+
+    panel = _panel(2000, seed=4)
+    rng = np.random.default_rng(4)
+    # `spend`: small for everyone but one user and one non-user (both huge, every year), so
+    # in each phase x group cell the top contributor dominates the mean: dominance fails
+    g_of = panel.groupby("be_id")["g"].max()
+    big = {g_of.index[g_of == 2017][5], g_of.index[g_of == 0][5]}
+    panel["spend"] = np.where(panel["be_id"].isin(big), 1e7, rng.random(len(panel)))
+    cm = match_cohorts(panel, "g", "year", "be_id", ["x_lag1", "spend"], cohorts=[2017], caliper=None)
+    rules = Rules()
+    micro = cm.balance_micro()
+    cell = micro[(micro["phase"] == "before") & (micro["group"] == "treated")]
+    contrib = cell.groupby("be_id")["spend"].sum().abs().sort_values(ascending=False)
+    assert contrib.iloc[:2].sum() / contrib.sum() > rules.dominance_max  # the planted failure, by hand
+    pub = cm.balance_checked(rules, name="bal").suppress().set_index("variable")
+    value_cols = [c for c in rm.BALANCE_COLUMNS if c not in ("variable", "type", "smd_flag", "var_ratio_flag")]
+    assert pub.loc["spend", value_cols].isna().all()
+    assert pub.loc[["distance", "x_lag1"], value_cols].notna().all().all()
+    # counts: distinct firms, the smaller of before/after (after = the matched users)
+    md = cm.matched_data()
+    assert (pub.loc["x_lag1", "n_treated"] == (md["treated"] == 1).sum())
+    assert pub.loc["x_lag1", "n_control"] == (md["treated"] == 0).sum()
+    unchecked = cm.balance().set_index("variable")
+    assert pub.loc["x_lag1", "smd_after"] == pytest.approx(unchecked.loc["x_lag1", "smd_after"])
+
+
+def test_matched_units_contract_and_weights():
+    panel = _panel(2000, seed=5)
+    cm = match_cohorts(panel, "g", "year", "be_id", ["x_lag1"], caliper=0.2, ratio=2)
+    mu = cm.matched_units()
+    assert list(mu.columns) == ["be_id", "cohort", "treated", "weight"]
+    assert mu["cohort"].dtype == "int64" and mu["treated"].dtype == "int64" and mu["weight"].dtype == "float64"
+    assert not mu.duplicated(["be_id", "cohort"]).any()
+    for g, part in mu.groupby("cohort"):
+        t, c = part[part["treated"] == 1], part[part["treated"] == 0]
+        assert (t["weight"] == 1).all()
+        # MatchIt ATT weights: controls rescaled to sum to the number of distinct matched controls
+        assert c["weight"].sum() == pytest.approx(len(c))
+    md = cm.matched_data()
+    assert len(mu) == len(md) and set(zip(mu["be_id"], mu["cohort"])) == set(zip(md["be_id"], md["cohort"]))
+    # summed over cohorts, a control's weight is unit_weights'
+    uw = cm.unit_weights().set_index("be_id")["weight"]
+    ctrl_only = mu.groupby("be_id").filter(lambda d: (d["treated"] == 0).all())
+    s = ctrl_only.groupby("be_id")["weight"].sum()
+    assert np.allclose(uw.loc[s.index].to_numpy(), s.to_numpy())
+    empty = match_cohorts(panel, "g", "year", "be_id", ["x_lag1"], cohorts=[2030]).matched_units()
+    assert list(empty.columns) == list(mu.columns) and len(empty) == 0
+
+
+def test_ps_table_counts_and_coefficients():
+    panel = _panel(1500, seed=6)
+    cm = match_cohorts(panel, "g", "year", "be_id", ["x_lag1"], caliper=None)
+    t = cm.ps_table()
+    assert list(t.columns) == rm.PS_TABLE_COLUMNS
+    for g, m in cm.matches.items():
+        r = t[t["cohort"] == g].set_index("term")
+        assert np.allclose(r["estimate"].to_numpy(), m.ps_coef.to_numpy())
+        cs = m.units
+        assert (r["n_treated"] == cs["treated"].sum()).all() and (r["n_control"] == (~cs["treated"]).sum()).all()
+        assert (r["df_resid"] == len(cs) - 2).all()  # intercept + x_lag1
+    gbm = match_cohorts(panel, "g", "year", "be_id", ["x_lag1"], caliper=None, ps_model="gbm", cohorts=[2017])
+    assert list(gbm.ps_table().columns) == rm.PS_TABLE_COLUMNS and gbm.ps_table().empty
+
+
+def test_count_and_balance_summaries_from_published_tables():
+    panel = _panel(1500, seed=7)
+    cm = match_cohorts(panel, "g", "year", "be_id", ["x_lag1"], caliper=None)
+    pub = pd.DataFrame({
+        "cohort": [2017, 2017, 2017, 2019, 2019, 2019],
+        "group": ["treated", "treated", "control", "treated", "treated", "control"],
+        "status": ["matched", "unmatched", "matched", "matched", "not observed in g-1", "matched"],
+        "value": [40.0, 12.0, 40.0, 35.0, np.nan, 35.0]})
+    s = cm.count_summary(pub)
+    assert s["n_treated_matched"] == 75 and isinstance(s["n_treated_matched"], int)
+    assert s["n_treated"] is None  # adding up a suppressed cell would reveal it
+    assert s["n_controls_matched"] == 75 and s["any_suppressed"]
+    assert s["per_cohort"]["2017"]["n_treated"] == 52 and s["per_cohort"]["2019"]["n_treated"] is None
+    assert s["per_cohort"]["2017"]["max_abs_smd_after"] == pytest.approx(
+        cm.counts().set_index("cohort").loc[2017, "max_abs_smd_after"])
+    pub.loc[0, "value"] = np.nan
+    assert cm.count_summary(pub)["n_treated_matched"] is None
+    assert "max_abs_smd_after" not in cm.count_summary(pub)["per_cohort"]["2017"]
+    with pytest.raises(ValueError, match="published matched counts"):
+        cm.count_summary(pub.drop(columns="status"))
+
+
+def test_match_cohorts_rejects_bad_choices_up_front():
+    panel = _panel(600, seed=8)
+    with pytest.raises(ValueError, match=r"method must be one of \['nearest'\]; got 'optimal'"):
+        match_cohorts(panel, "g", "year", "be_id", ["x_lag1"], method="optimal")
+    with pytest.raises(ValueError, match="ratio must be a positive integer"):
+        match_cohorts(panel, "g", "year", "be_id", ["x_lag1"], ratio=0)
+
+
 # ----------------------------------------------------------------------------- the stub
-def test_stub_balance_after_cohort_matching(stub_panel):
-    """With the stub's parameters, every covariate is balanced (|SMD| < 0.1) after matching,
-    where the users differed strongly from other firms before (selection planted by reach.synth)."""
+#: |SMD| after matching counted as balanced (Stuart 2010; MatchIt's and cobalt's default threshold)
+STUB_SMD_MAX = 0.1
+
+
+def _stub_cohort_match(stub_panel, **extra):
+    """Match the stub as notebook 03 does: analysis sample first, then the parameters of stub.yaml."""
+    from reach.panel import analysis_sample
     from reach.params import load_params
 
     panel, _, _ = stub_panel
     p = load_params(Path(__file__).resolve().parents[1] / "params" / "stub.yaml", check_files=False)
-    cm = match_cohorts(panel, f"g_{p['programme']}", "year", "be_id", p["covariates"], exact=p["exact"] or None,
-                       ratio=p["ratio"], replace=p["replace"], caliper=p["caliper"], ps_model=p["ps_model"], seed=p["seed"])
+    sample = analysis_sample(panel, p["programme"], first_year=p["first_year"], last_year=p["last_year"],
+                             exclude_other_users=p["exclude_other_users"]).panel
+    cm = match_cohorts(sample, f"g_{p['programme']}", "year", "be_id", p["covariates"], exact=p["exact"] or None,
+                       ratio=p["ratio"], replace=p["replace"], caliper=p["caliper"], ps_model=p["ps_model"],
+                       seed=p["seed"], **{"mahalanobis": p["mahalanobis"], **extra})
+    return p, sample, cm
+
+
+def test_stub_balance_after_cohort_matching(stub_panel):
+    """With the stub's parameters, every covariate is balanced (|SMD| < 0.1) after matching,
+    where the users differed strongly from other firms before (selection planted by reach.synth)."""
+    p, sample, cm = _stub_cohort_match(stub_panel)
     bal = cm.balance().set_index("variable").drop(index="distance", errors="ignore")
     assert set(p["covariates"]) <= set(bal.index)
     assert bal["smd_before"].abs().max() > 1.0
-    assert (bal["smd_after"].abs() < 0.1).all(), bal[["smd_before", "smd_after"]]
+    assert (bal["smd_after"].abs() < STUB_SMD_MAX).all(), bal[["smd_before", "smd_after"]]
     md = cm.matched_data()
-    assert md.loc[md["treated"] == 1, "be_id"].nunique() >= 0.9 * (panel.groupby("be_id")["g_tinl"].first() > 2014).sum()
+    users = sample.groupby("be_id")[f"g_{p['programme']}"].first()
+    assert md.loc[md["treated"] == 1, "be_id"].nunique() >= 0.9 * (users > p["first_year"]).sum()
+    # the published counts of notebook 03 add up to the matched users
+    su = cm.status_units()
+    assert su.query("group == 'treated' and status == 'matched'")["be_id"].nunique() == \
+        md.loc[md["treated"] == 1, "be_id"].nunique()

@@ -80,6 +80,8 @@ __all__ = [
     "love_plot",
     "overlap_plot",
     "overlap_data",
+    "balance_summary",
+    "STATUSES",
     "METHODS",
     "PS_MODELS",
     "DISCARD",
@@ -109,6 +111,18 @@ BALANCE_COLUMNS = [
 ]
 COUNT_COLUMNS = ["group", "all", "excluded_missing", "discarded", "matched", "unmatched"]
 EFFECT_COLUMNS = ["term", "estimate", "std_error", "conf_low", "conf_high", "n_treated", "n_control", "n"]
+PS_TABLE_COLUMNS = ["cohort", "term", "estimate", "n_treated", "n_control", "df_resid"]
+#: after the id column (``idname``): the matched sample handed to the effect estimates
+MATCHED_UNITS_COLUMNS = ["cohort", "treated", "weight"]
+
+# status of a unit x cohort in CohortMatch.status_units (the labels of the published counts table)
+S_MATCHED = "matched"
+S_UNMATCHED = "unmatched"
+S_DISCARDED = "discarded"
+S_EXCLUDED = "excluded (missing)"
+S_NOT_OBSERVED = "not observed in g-1"
+S_COHORT_FAILED = "cohort not matched"
+STATUSES = (S_MATCHED, S_UNMATCHED, S_DISCARDED, S_EXCLUDED, S_NOT_OBSERVED, S_COHORT_FAILED)
 
 # reasons a treated unit is not matched (Match.unmatched)
 R_MISSING = "missing values"
@@ -566,6 +580,22 @@ def _order_treated(d: np.ndarray, m_order: str, seed: int) -> np.ndarray:
     return np.arange(n)
 
 
+def _find_root(ptr: list, j: int) -> int:
+    """Root of ``j`` in a union-find pointer list, compressing the path on the way.
+
+    ``ptr[j] == j`` marks an available slot; a used one points towards its
+    neighbour, so the root is the nearest available slot in that direction.
+    Plain lists, not arrays: this runs once per treated unit and numpy scalar
+    indexing would dominate its cost.
+    """
+    root = j
+    while ptr[root] != root:
+        root = ptr[root]
+    while ptr[j] != root:
+        ptr[j], j = root, ptr[j]
+    return root
+
+
 def _nn_1d(
     d: np.ndarray, treat: np.ndarray, stratum: np.ndarray, eligible: np.ndarray,
     order_t: np.ndarray, ratio: int, replace: bool, caliper: float | None,
@@ -633,22 +663,6 @@ def _nn_1d(
     nxt = list(range(m + 1))          # nxt[j] == j: j available (m is a sentinel)
     prv = list(range(m + 1))          # prv index shifted by one: prv[j+1] for control j; 0 is a sentinel
 
-    def find_next(j):
-        root = j
-        while nxt[root] != root:
-            root = nxt[root]
-        while nxt[j] != root:
-            nxt[j], j = root, nxt[j]
-        return root
-
-    def find_prev(j):  # j is a shifted index
-        root = j
-        while prv[root] != root:
-            root = prv[root]
-        while prv[j] != root:
-            prv[j], j = root, prv[j]
-        return root
-
     cd_l = cd.tolist()
     d_l = d[order_t].tolist()
     p_l = p_t.tolist()
@@ -663,8 +677,8 @@ def _nn_1d(
         still = []
         for ti in active:
             p, lo, hi, dti = p_l[ti], lo_l[ti], hi_l[ti], d_l[ti]
-            k_r = find_next(p) if p < m else m
-            k_l = find_prev(p) - 1          # shifted: control p-1 has index p
+            k_r = _find_root(nxt, p) if p < m else m
+            k_l = _find_root(prv, p) - 1    # shifted: control p-1 has index p
             okr = k_r < hi and abs(cd_l[k_r] - dti) <= cal
             okl = k_l >= lo and abs(dti - cd_l[k_l]) <= cal
             if okl and okr:
@@ -735,6 +749,28 @@ def _nn_mahalanobis(
             still.append(ti)
         active = still
     return np.asarray(tp, dtype=np.int64), np.asarray(cp, dtype=np.int64), np.asarray(rd, dtype=np.int64)
+
+
+_SPEC_CHOICES = {"method": METHODS, "ps_model": PS_MODELS, "discard": DISCARD, "m_order": M_ORDERS,
+                 "link": LINKS, "missing": MISSING}
+
+
+def _check_spec(**spec: Any) -> None:
+    """Validate the choices of :func:`match` given in ``spec`` (others are not looked at).
+
+    :func:`match_cohorts` calls it before the cohort loop: there a bad value would
+    otherwise surface as a per-cohort failure instead of an error.
+    """
+    for name, allowed in _SPEC_CHOICES.items():
+        if name in spec:
+            _choice(name, spec[name], allowed)
+    ratio = spec.get("ratio", 1)
+    if not isinstance(ratio, (int, np.integer)) or isinstance(ratio, bool) or ratio < 1:
+        raise ValueError(f"ratio must be a positive integer; got {ratio!r}")
+    caliper = spec.get("caliper")
+    if caliper is not None and (not isinstance(caliper, (int, float, np.floating, np.integer))
+                                or isinstance(caliper, bool) or not caliper > 0):
+        raise ValueError(f"caliper must be a positive number or None; got {caliper!r}")
 
 
 def match(
@@ -824,16 +860,8 @@ def match(
     >>> int(m.counts().set_index("group").loc["treated", "unmatched"])
     0
     """
-    _choice("method", method, METHODS)
-    _choice("ps_model", ps_model, PS_MODELS)
-    _choice("discard", discard, DISCARD)
-    _choice("m_order", m_order, M_ORDERS)
-    _choice("link", link, LINKS)
-    _choice("missing", missing, MISSING)
-    if not isinstance(ratio, (int, np.integer)) or isinstance(ratio, bool) or ratio < 1:
-        raise ValueError(f"ratio must be a positive integer; got {ratio!r}")
-    if caliper is not None and (not isinstance(caliper, (int, float, np.floating, np.integer)) or not caliper > 0):
-        raise ValueError(f"caliper must be a positive number or None; got {caliper!r}")
+    _check_spec(method=method, ps_model=ps_model, discard=discard, m_order=m_order, link=link,
+                missing=missing, ratio=ratio, caliper=caliper)
     if isinstance(covariates, str):
         covariates = [covariates]
     covariates = list(covariates)
@@ -1131,6 +1159,69 @@ def att(m: Match, outcome: str, alpha: float = 0.05) -> Effect:
 
 # ============================================================================ staggered adoption
 
+def _max_abs_smd(b: pd.DataFrame, col: str) -> float:
+    """Largest |SMD| over the covariates of a balance table (the distance row left out)."""
+    v = b.loc[b["variable"] != "distance", col].abs().to_numpy(dtype="float64")
+    return float(np.nanmax(v)) if np.isfinite(v).any() else np.nan
+
+
+def _finite_or_none(x: Any) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def balance_summary(published: pd.DataFrame, threshold: float = SMD_THRESHOLD) -> dict:
+    """Headline of a *publishable* balance table (e.g. ``CohortMatch.balance_checked().suppress()``).
+
+    Parameters
+    ----------
+    published : pandas.DataFrame
+        Balance table with ``variable, smd_before, smd_after``; suppressed rows are NaN.
+    threshold : float
+        |SMD| above which a covariate counts as imbalanced.
+
+    Returns
+    -------
+    dict
+        ``max_abs_smd_before``, ``max_abs_smd_after`` (over the published covariate
+        rows, the ``distance`` row left out; ``None`` if none is published),
+        ``worst`` (covariate with the largest |SMD| after, or ``None``),
+        ``n_above`` (covariates with |SMD| after above ``threshold``) and
+        ``n_suppressed`` (covariate rows not published).
+
+    Notes
+    -----
+    :math:`\\max_j |\\mathrm{SMD}_j|` over published covariates :math:`j`; a maximum
+    over published rows only is a lower bound when ``n_suppressed > 0``.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"variable": ["distance", "x", "z"], "smd_before": [1.5, 0.8, -0.4],
+    ...                   "smd_after": [0.01, -0.12, np.nan]})
+    >>> balance_summary(t)
+    {'max_abs_smd_before': 0.8, 'max_abs_smd_after': 0.12, 'worst': 'x', 'n_above': 1, 'n_suppressed': 1}
+    """
+    _require_columns(published, ["variable", "smd_before", "smd_after"], "published balance table")
+    cov = published[published["variable"] != "distance"]
+    before = cov["smd_before"].abs().astype("float64")
+    after = cov["smd_after"].abs().astype("float64")
+    return {
+        "max_abs_smd_before": _finite_or_none(before.max()) if before.notna().any() else None,
+        "max_abs_smd_after": _finite_or_none(after.max()) if after.notna().any() else None,
+        "worst": str(cov.loc[after.idxmax(), "variable"]) if after.notna().any() else None,
+        "n_above": int((after > threshold).sum()),
+        "n_suppressed": int(after.isna().sum()),
+    }
+
+
+def _example_panel(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    """Toy panel of the docstring examples: ``id, year`` (2018-2019), ``g`` (2019 or 0), ``x``."""
+    rng = np.random.default_rng(seed)
+    g = np.where(rng.random(n) < 0.2, 2019, 0)
+    return pd.DataFrame({"id": np.repeat(np.arange(n), 2), "year": np.tile([2018, 2019], n),
+                         "g": np.repeat(g, 2), "x": rng.normal(size=2 * n)})
+
+
 _PREDETERMINED = re.compile(r"(_lag\d+$)|(_before$)|(_before_)")
 
 
@@ -1214,20 +1305,284 @@ class CohortMatch:
             return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["cohort", *BALANCE_COLUMNS])
         if not self.matches:
             return pd.DataFrame(columns=BALANCE_COLUMNS)
-        Xs, ts, ws = [], [], []
+        keys, X, binary = self._stacked()
+        return _balance_table(X, binary, keys["treated"].to_numpy(), keys["weights"].to_numpy())
+
+    def _stacked(self) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+        """Every unit x cohort of the matched cohorts: keys, balance columns, binary flags.
+
+        ``keys`` has ``idname, cohort, treated`` (0/1), ``weights``; ``X`` the distance
+        and the balance design columns (a categorical level absent in a cohort is 0
+        there), row-aligned with ``keys``. Shared by :meth:`balance` and
+        :meth:`balance_micro` so the published table and its magnitude checks see
+        the same numbers.
+        """
+        ks, Xs = [], []
         binary: dict = {}
         for g, m in self.matches.items():
-            X = m._design.balance.loc[m.units.index]
-            X = pd.concat([m.units[["distance"]], X], axis=1).reset_index(drop=True)
-            Xs.append(X)
-            ts.append(m.units["treated"].to_numpy().astype(int))
-            ws.append(m.units["weights"].to_numpy())
+            u = m.units
+            ks.append(pd.DataFrame({self.idname: u.index, "cohort": g,
+                                    "treated": u["treated"].to_numpy().astype(int),
+                                    "weights": u["weights"].to_numpy()}))
+            Xs.append(pd.concat([u[["distance"]], m._design.balance.loc[u.index]], axis=1).reset_index(drop=True))
             binary.update(m._design.binary)
         X = pd.concat(Xs, ignore_index=True)
-        # a level absent in one cohort is a zero there
         X = X.fillna({c: 0.0 for c in X.columns if binary.get(c, False)})
         binary["distance"] = False
-        return _balance_table(X, binary, np.concatenate(ts), np.concatenate(ws))
+        return pd.concat(ks, ignore_index=True), X, binary
+
+    def balance_micro(self) -> pd.DataFrame:
+        """Unit-level rows behind :meth:`balance`, for magnitude checks. NEVER export this.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``idname, cohort, phase, group`` then ``distance`` and the balance
+            columns: every unit x cohort once with ``phase="before"``, and the
+            matched ones again with ``phase="after"`` (``group`` is
+            ``treated``/``control``). A unit counted in several cohorts is one
+            unit in a disclosure check (``unit=idname``).
+        """
+        if not self.matches:
+            return pd.DataFrame(columns=[self.idname, "cohort", "phase", "group", "distance"])
+        keys, X, _ = self._stacked()
+        front = pd.DataFrame({self.idname: keys[self.idname], "cohort": keys["cohort"],
+                              "group": np.where(keys["treated"] == 1, "treated", "control")})
+        both = pd.concat([front, X], axis=1)
+        after = keys["weights"].to_numpy() > 0
+        out = pd.concat([both.assign(phase="before"), both.loc[after].assign(phase="after")], ignore_index=True)
+        return out[[self.idname, "cohort", "phase", "group", *X.columns]]
+
+    def balance_checked(self, rules: Any = None, name: str = "balance"):
+        """Stacked balance table (:meth:`balance`) checked for disclosure.
+
+        Parameters
+        ----------
+        rules : reach.disclosure.Rules or dict, optional
+            Disclosure thresholds (``params["disclosure"]``); default ``Rules()``.
+        name : str
+            Name of the check (and of the exported table).
+
+        Returns
+        -------
+        reach.disclosure.Checked
+            From :func:`reach.disclosure.check_estimates`; its ``suppress()`` is the
+            publishable table: ``BALANCE_COLUMNS`` plus ``n_treated, n_control``.
+
+        Notes
+        -----
+        Every row reports means of a covariate over firms, so it is checked twice:
+
+        * as a magnitude table: the mean of the covariate per ``phase x group``
+          over the unit rows of :meth:`balance_micro` (:func:`check_table`,
+          ``stat="mean"``: at least ``min_units`` firms, dominance, p-ratio). A
+          covariate failing in any cell has its whole row blanked (its count is
+          set missing, which fails the estimates check below);
+        * as an estimate: :math:`n_T = \\min(n_T^{before}, n_T^{after}) \\ge`
+          ``min_treated`` and likewise :math:`n_C \\ge` ``min_control``, with
+          :math:`n` the distinct firms.
+
+        Examples
+        --------
+        >>> p = _example_panel()  # 300 firms, 2018-2019, about a fifth first use the programme in 2019
+        >>> cm = match_cohorts(p, "g", "year", "id", ["x"], caliper=None)
+        >>> pub = cm.balance_checked().suppress()
+        >>> pub["variable"].tolist(), bool(pub["smd_after"].notna().all())
+        (['distance', 'x'], True)
+        """
+        from reach.disclosure import check_estimates, check_table
+
+        bal = self.balance()
+        micro = self.balance_micro()
+        fails = [v for v in bal["variable"]
+                 if not check_table(micro, by=["phase", "group"], value=v, unit=self.idname, stat="mean",
+                                    rules=rules, name=f"{name}_{v}").ok]
+        n = micro.groupby(["phase", "group"])[self.idname].nunique()
+
+        def least(group: str) -> int:
+            return int(min(n.get(("before", group), 0), n.get(("after", group), 0)))
+
+        out = bal.assign(n_treated=float(least("treated")), n_control=float(least("control")))
+        out.loc[out["variable"].isin(fails), "n_treated"] = np.nan
+        value_cols = [c for c in BALANCE_COLUMNS if c not in ("variable", "type", "smd_flag", "var_ratio_flag")]
+        return check_estimates(out, name=name, n_treated="n_treated", n_control="n_control",
+                               rules=rules, columns=value_cols)
+
+    def status_units(self) -> pd.DataFrame:
+        """Every treated and candidate control unit of every cohort with its matching status.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``idname, cohort, group, status``: one row per unit x cohort (a control
+            appears once per cohort it was a candidate for). ``group`` is
+            ``treated``/``control``; ``status`` one of :data:`STATUSES`: matched,
+            unmatched, discarded (outside common support), excluded (missing
+            covariates), not observed in g-1 (treated without a row in the
+            reference year), cohort not matched (the cohort's model failed).
+            Unit-level: tabulate it with ``reach.disclosure.check_table(...,
+            by=["cohort", "group", "status"], unit=idname)``; never show it.
+
+        Notes
+        -----
+        Every treated unit of cohort :math:`g` appears exactly once, so the treated
+        rows of a cohort add up to ``n_cohort_treated[g]``.
+
+        Examples
+        --------
+        >>> p = _example_panel()  # 300 firms, 2018-2019, about a fifth first use the programme in 2019
+        >>> su = match_cohorts(p, "g", "year", "id", ["x"], caliper=None).status_units()
+        >>> su.groupby(["group", "status"]).size().to_dict()
+        {('control', 'matched'): 58, ('control', 'unmatched'): 184, ('treated', 'matched'): 58}
+        >>> int((p.groupby("id")["g"].max() == 2019).sum())  # every user once
+        58
+        """
+        gt = np.array(["control", "treated"], dtype=object)
+        parts = []
+        for g, m in self.matches.items():
+            u, ex = m.units, m.excluded
+            parts.append(pd.DataFrame({self.idname: u.index, "cohort": g,
+                                       "group": gt[u["treated"].to_numpy().astype(int)],
+                                       "status": u["status"].to_numpy()}))
+            parts.append(pd.DataFrame({self.idname: ex.index, "cohort": g,
+                                       "group": gt[(ex["treated"] == 1).to_numpy().astype(int)],
+                                       "status": S_EXCLUDED}))
+        no = self.not_observed
+        parts.append(pd.DataFrame({
+            self.idname: no[self.idname].to_numpy(), "cohort": no["cohort"].to_numpy(), "group": "treated",
+            "status": np.where(no["reason"].astype(str).str.startswith(R_NOT_OBSERVED), S_NOT_OBSERVED,
+                               S_COHORT_FAILED)}))
+        out = pd.concat([q for q in parts if len(q)], ignore_index=True) if any(len(q) for q in parts) else parts[-1]
+        return out.astype({"cohort": "int64"})
+
+    def count_summary(self, published: pd.DataFrame) -> dict:
+        """Headline counts from the *publishable* table of :meth:`status_units` counts.
+
+        Parameters
+        ----------
+        published : pandas.DataFrame
+            ``cohort, group, status, value``: the suppressed copy of a count check of
+            :meth:`status_units` (suppressed cells are NaN).
+
+        Returns
+        -------
+        dict
+            ``n_treated`` (users in the table), ``n_treated_matched`` (matched users),
+            ``n_controls_matched`` (matched control x cohort pairs), each an ``int``,
+            or ``None`` when a cell it would add up is suppressed (a total over
+            published cells could otherwise reveal the suppressed one);
+            ``any_suppressed`` (bool); ``per_cohort``: ``{"<g>": {n_treated,
+            n_treated_matched, n_treated_unmatched, n_controls_matched}}`` likewise,
+            plus ``max_abs_smd_before/after`` over the covariates of that cohort
+            when its matched users are publishable.
+
+        Examples
+        --------
+        >>> p = _example_panel()  # 300 firms, 2018-2019, about a fifth first use the programme in 2019
+        >>> cm = match_cohorts(p, "g", "year", "id", ["x"], caliper=None)
+        >>> pub = pd.DataFrame({"cohort": 2019, "group": ["treated", "control", "control"],
+        ...                     "status": ["matched", "matched", "unmatched"], "value": [58.0, 58.0, np.nan]})
+        >>> s = cm.count_summary(pub)
+        >>> s["n_treated_matched"], s["n_controls_matched"], s["any_suppressed"]
+        (58, 58, True)
+        """
+        _require_columns(published, ["cohort", "group", "status", "value"], "published matched counts")
+        val = published["value"]
+        grp, st = published["group"].to_numpy(), published["status"].to_numpy()
+
+        def total(mask: np.ndarray) -> int | None:
+            v = val[mask]
+            return None if v.isna().any() else int(round(float(v.sum())))
+
+        treated, matched = grp == "treated", st == S_MATCHED
+        out: dict = {
+            "n_treated": total(treated), "n_treated_matched": total(treated & matched),
+            "n_controls_matched": total((grp == "control") & matched), "any_suppressed": bool(val.isna().any()),
+        }
+        smd = self.counts().set_index("cohort")
+        per: dict = {}
+        coh = published["cohort"].to_numpy()
+        for g in sorted(pd.unique(coh)):
+            c = coh == g
+            r = {"n_treated": total(c & treated), "n_treated_matched": total(c & treated & matched),
+                 "n_treated_unmatched": total(c & treated & (st == S_UNMATCHED)),
+                 "n_controls_matched": total(c & (grp == "control") & matched)}
+            if r["n_treated_matched"] and int(g) in smd.index:
+                r.update({k: _finite_or_none(smd.loc[int(g), k]) for k in ("max_abs_smd_before", "max_abs_smd_after")})
+            per[str(g)] = r
+        out["per_cohort"] = per
+        return out
+
+    def ps_table(self) -> pd.DataFrame:
+        """Propensity-model coefficients of every cohort with the units behind them.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``PS_TABLE_COLUMNS``: ``cohort, term, estimate`` and per cohort
+            ``n_treated``, ``n_control`` (complete-case units in the model) and
+            ``df_resid`` (:math:`n_T + n_C - k`, ``k`` coefficients incl. the
+            intercept). Ready for ``reach.disclosure.check_estimates(...,
+            df_resid="df_resid")``. Empty for ``ps_model="gbm"`` or a user score.
+
+        Examples
+        --------
+        >>> p = _example_panel()  # 300 firms, 2018-2019, about a fifth first use the programme in 2019
+        >>> t = match_cohorts(p, "g", "year", "id", ["x"], caliper=None).ps_table()
+        >>> t[["term", "n_treated", "n_control", "df_resid"]].to_dict("records")[1]
+        {'term': 'x', 'n_treated': 58, 'n_control': 242, 'df_resid': 298}
+        """
+        parts = []
+        for g, m in self.matches.items():
+            if not len(m.ps_coef):
+                continue
+            c = m.counts().set_index("group")
+            n_t = int(c.loc["treated", "all"] - c.loc["treated", "excluded_missing"])
+            n_c = int(c.loc["control", "all"] - c.loc["control", "excluded_missing"])
+            t = m.ps_summary()
+            t.insert(0, "cohort", g)
+            parts.append(t.assign(n_treated=n_t, n_control=n_c, df_resid=n_t + n_c - len(m.ps_coef)))
+        if not parts:
+            dtypes = {"term": object, "estimate": "float64"}
+            return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "int64")) for c in PS_TABLE_COLUMNS})
+        return pd.concat(parts, ignore_index=True)[PS_TABLE_COLUMNS]
+
+    def matched_units(self) -> pd.DataFrame:
+        """The matched sample for the effect estimates: one row per matched unit x cohort.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``idname`` (as in the panel), ``cohort`` (int64), ``treated`` (int64 0/1),
+            ``weight`` (float64, the cohort's MatchIt ATT weight). Written by notebook
+            03 to ``work/<run>/matched_units.parquet`` (never ``output/``); a unit's
+            weight over cohorts is summed as in :meth:`unit_weights`.
+
+        Examples
+        --------
+        >>> p = _example_panel()  # 300 firms, 2018-2019, about a fifth first use the programme in 2019
+        >>> mu = match_cohorts(p, "g", "year", "id", ["x"], caliper=None).matched_units()
+        >>> list(mu.columns), mu.groupby("treated")["weight"].sum().to_dict()
+        (['id', 'cohort', 'treated', 'weight'], {0: 58.0, 1: 58.0})
+        """
+        parts = []
+        for g, m in self.matches.items():
+            u = m.units.loc[m.units["weights"] > 0]
+            parts.append(pd.DataFrame({self.idname: u.index, "cohort": np.int64(g),
+                                       "treated": u["treated"].to_numpy().astype("int64"),
+                                       "weight": u["weights"].to_numpy(dtype="float64")}))
+        if not parts:
+            return pd.DataFrame({self.idname: pd.Series(dtype=str), "cohort": pd.Series(dtype="int64"),
+                                 "treated": pd.Series(dtype="int64"), "weight": pd.Series(dtype="float64")})
+        return pd.concat(parts, ignore_index=True).astype({"cohort": "int64"})
+
+    def spec(self) -> str:
+        """The matching specification in words (identical for every cohort)."""
+        return next(iter(self.matches.values()))._spec() if self.matches else "no cohort could be matched"
+
+    def dropped_terms(self) -> dict:
+        """Per cohort, covariates left out of its propensity model: ``{g: ((term, reason), ...)}``."""
+        return {g: m.dropped_terms for g, m in self.matches.items() if m.dropped_terms}
 
     def unmatched(self) -> pd.DataFrame:
         """Treated units without match, all cohorts: ``idname, cohort, reason``."""
@@ -1256,8 +1611,8 @@ class CohortMatch:
                     "treated_unmatched": int(c.loc["treated", "unmatched"]),
                     "controls_available": int(c.loc["control", "all"] - c.loc["control", "excluded_missing"]),
                     "controls_matched": int(c.loc["control", "matched"]),
-                    "max_abs_smd_before": float(np.nanmax(np.abs(b["smd_before"].iloc[1:]))) if len(b) > 1 else np.nan,
-                    "max_abs_smd_after": float(np.nanmax(np.abs(b["smd_after"].iloc[1:]))) if len(b) > 1 else np.nan,
+                    "max_abs_smd_before": _max_abs_smd(b, "smd_before"),
+                    "max_abs_smd_after": _max_abs_smd(b, "smd_after"),
                     "status": "matched",
                 })
             else:
@@ -1283,8 +1638,8 @@ class CohortMatch:
                  c.to_string(index=False)]
         if len(self.matches):
             b = self.balance()
-            lines.append(f"stacked max |SMD| (covariates) before {np.nanmax(np.abs(b['smd_before'].iloc[1:])):.3f}, "
-                         f"after {np.nanmax(np.abs(b['smd_after'].iloc[1:])):.3f}")
+            lines.append(f"stacked max |SMD| (covariates) before {_max_abs_smd(b, 'smd_before'):.3f}, "
+                         f"after {_max_abs_smd(b, 'smd_after'):.3f}")
         return "\n".join(lines)
 
     def _repr_markdown_(self) -> str:
@@ -1362,50 +1717,74 @@ def match_cohorts(
     [2019]
     """
     _choice("control_group", control_group, CONTROL_GROUPS)
+    _check_spec(**match_kwargs)
     if not isinstance(anticipation, (int, np.integer)) or anticipation < 0:
         raise ValueError(f"anticipation must be a non-negative integer; got {anticipation!r}")
     covariates = [covariates] if isinstance(covariates, str) else list(covariates)
     exact_l = [exact] if isinstance(exact, str) else list(exact or [])
     _require_columns(panel, [gname, tname, idname, *covariates, *exact_l], "panel")
-    dup = panel.duplicated([idname, tname])
+    # integer unit codes (sorted ids) once: every per-cohort lookup below is then a numpy
+    # take; set membership on millions of string ids costs a minute in pandas
+    codes, uniq = pd.factorize(panel[idname], sort=True)
+    if (codes < 0).any():
+        bad = codes < 0
+        raise ValueError(f"panel: {int(bad.sum())} row(s) with a missing {idname}, e.g.:\n"
+                         + _examples(panel, bad, [idname, tname]))
+    years = panel[tname].to_numpy()
+    ycode = pd.factorize(years)[0].astype(np.int64)
+    dup = pd.Series(codes.astype(np.int64) * (int(ycode.max(initial=0)) + 1) + ycode).duplicated().to_numpy()
     if dup.any():
         raise ValueError(f"panel: {int(dup.sum())} duplicate ({idname}, {tname}) rows, e.g.:\n"
-                         + _examples(panel, dup.to_numpy(), [idname, tname]))
+                         + _examples(panel, dup, [idname, tname]))
     if predetermined is None:
         pre = [c for c in covariates + exact_l if _PREDETERMINED.search(c)]
     else:
         pre = list(predetermined)
     contemporaneous = [c for c in covariates + exact_l if c not in pre]
 
-    gvals = pd.to_numeric(panel[gname], errors="coerce")
-    unit_g = pd.Series(gvals.to_numpy(), index=panel[idname]).groupby(level=0).max()
-    all_cohorts = sorted(int(x) for x in unit_g[unit_g > 0].unique())
+    gvals = pd.to_numeric(panel[gname], errors="coerce").to_numpy(dtype="float64")
+    unit_g = pd.Series(gvals).groupby(codes).max().reindex(range(len(uniq))).to_numpy()  # NaN: unknown
+    all_cohorts = sorted(int(x) for x in np.unique(unit_g[unit_g > 0]))
     if cohorts is not None:
         all_cohorts = [int(c) for c in cohorts]
-    years = panel[tname].to_numpy()
     matches: dict[int, Match] = {}
     failures: dict[int, str] = {}
     not_obs = []
     n_treated: dict[int, int] = {}
     for g in all_cohorts:
         b = g - 1 - anticipation
-        treated_ids = unit_g.index[unit_g == g]
-        n_treated[g] = len(treated_ids)
-        base = panel.loc[years == b, [idname, gname, *contemporaneous]].set_index(idname)
-        nxt = panel.loc[years == b + 1, [idname, *pre]].set_index(idname) if pre else None
-        missing_t = treated_ids[~treated_ids.isin(base.index)]
-        if len(missing_t):
-            not_obs.append(pd.DataFrame({idname: missing_t, "cohort": g, "reason": f"{R_NOT_OBSERVED} {b}"}))
-        ug = unit_g.reindex(base.index)
-        is_t = (ug == g).to_numpy()
-        is_c = (ug == 0).to_numpy()
+        treated_codes = np.flatnonzero(unit_g == g)
+        n_treated[g] = treated_codes.size
+        rows_b = np.flatnonzero(years == b)
+        in_base = np.zeros(len(uniq), dtype=bool)
+        in_base[codes[rows_b]] = True
+        missing_t = treated_codes[~in_base[treated_codes]]
+        if missing_t.size:
+            not_obs.append(pd.DataFrame({idname: uniq.take(missing_t), "cohort": g,
+                                         "reason": f"{R_NOT_OBSERVED} {b}"}))
+        ug = unit_g[codes[rows_b]]
+        is_t = ug == g
+        is_c = ug == 0
         if control_group == "notyettreated":
-            is_c = is_c | (ug > g + anticipation).to_numpy()
-        cs = base.loc[is_t | is_c].copy()
-        cs["treated"] = is_t[is_t | is_c].astype(int)
+            is_c = is_c | (ug > g + anticipation)
+        rows = rows_b[is_t | is_c]
+        cs_codes = codes[rows]
+        cs = panel.iloc[rows][[gname, *contemporaneous]]
+        cs.index = pd.Index(uniq.take(cs_codes), name=idname)
+        cs = cs.assign(treated=is_t[is_t | is_c].astype(int))
         cs[idname] = cs.index
-        if nxt is not None:
-            cs = cs.join(nxt[pre], how="left")
+        if pre:
+            # predetermined covariates from the unit's row of year b + 1 (missing if it has none)
+            pos = np.full(len(uniq), -1, dtype=np.int64)
+            rows_n = np.flatnonzero(years == b + 1)
+            pos[codes[rows_n]] = rows_n
+            take = pos[cs_codes]
+            nxt = panel.iloc[np.where(take >= 0, take, 0)][pre].reset_index(drop=True)
+            nxt = nxt.astype({c: "float64" for c in pre if pd.api.types.is_integer_dtype(nxt[c])
+                              or pd.api.types.is_bool_dtype(nxt[c])})
+            nxt.loc[take < 0, :] = np.nan
+            nxt.index = cs.index
+            cs = pd.concat([cs, nxt], axis=1)
         try:
             if cs["treated"].sum() == 0:
                 raise ValueError("no treated unit observed in the reference year")

@@ -239,6 +239,7 @@ SCHEMA: dict[str, Spec] = {
     "replace": Spec(bool, "match with replacement"),
     "caliper": Spec((int, float), "caliper in standard deviations of the propensity score (MatchIt default: the score itself, not its logit)", _positive),
     "ps_model": Spec(str, "propensity-score model", _choice("logit", "gbm")),
+    "mahalanobis": Spec(bool, "match on the Mahalanobis distance of the covariates within the propensity-score caliper (MatchIt's mahvars)"),
     "outcomes": Spec(list, "outcomes of the effect notebook (panel columns)", _subset(OUTCOMES)),
     "control_group": Spec(str, "DiD comparison units", _choice("nevertreated", "notyettreated")),
     "est_method": Spec(str, "DiD estimator: doubly robust, inverse probability weighting, outcome regression", _choice("dr", "ipw", "reg")),
