@@ -384,3 +384,197 @@ def test_stub_matches_truth(stub, programme):
         assert r6.empty
     r8 = ind.participant_counts(link, programme, rules=params["disclosure"])
     assert _raw(r8, "firms", dimension="all") == truth["n_users"][programme]
+
+
+# ----------------------------------------------------------------------------- notebook helpers: figures, text, headline
+
+
+@pytest.fixture(scope="module")
+def results(panel):
+    """Every indicator on the hand-built panel (programme p; link programme t for 6 and 8)."""
+    p = panel.copy()
+    p.loc[p["be_id"].isin([str(1000000000 + k) for k in range(4)]), "region"] = "NH"
+    return [
+        ind.international_activity(panel, "p", **COMMON),
+        ind.growth_market_presence(panel, "p", ["CN", "TR"], **COMMON),
+        ind.target_group_fit(panel, "p", rules=RULES),
+        ind.prior_instrument_use(panel, "p", **COMMON),
+        ind.instrument_use_after(panel, "p", reach_window=2, rules=RULES),
+        ind.regional_reach(p, "t", _link(), rules=RULES),
+        ind.export_values(panel, "p", **COMMON),
+        ind.participant_counts(_link(), "t", rules=RULES),
+    ]
+
+
+def _texts(fig) -> list[str]:
+    out = []
+    for ax in fig.axes:
+        out += [t.get_text() for t in ax.texts]
+        leg = ax.get_legend()
+        out += [t.get_text() for t in leg.get_texts()] if leg else []
+    return out
+
+
+def test_every_figure_is_labelled_and_drawn_from_published(results):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    for r in results:
+        assert r.plottable, r.name
+        fig = r.figure("Programme P")
+        try:
+            assert isinstance(fig, Figure), r.name
+            titles = [ax.get_title() for ax in fig.axes] + [fig._suptitle.get_text() if fig._suptitle else ""]
+            assert any("Programme P" in t for t in titles), r.name
+            for ax in fig.axes:
+                assert ax.get_ylabel() and ax.get_xlabel(), (r.name, ax.get_xlabel(), ax.get_ylabel())
+            assert r.figure_name == f"{r.programme}_{ind.FIGURE_NAMES[r.name]}"
+        finally:
+            plt.close(fig)
+
+
+def test_figure_legends_carry_published_group_sizes(results):
+    import matplotlib.pyplot as plt
+
+    r1 = results[0]
+    fig = r1.figure("P")
+    try:
+        texts = _texts(fig)
+    finally:
+        plt.close(fig)
+    # 52 users in the window measure's denominator, 70 comparison firms (hand-built panel)
+    assert "users (n=52)" in texts and "comparison group (n=70)" in texts
+    # every share bar is labelled with its published value
+    assert "80%" in texts
+
+
+def test_suppressed_cell_is_marked_not_drawn(results):
+    import matplotlib.pyplot as plt
+
+    r5 = results[4]  # 'used instruments before' x 'one' holds 5 firms: suppressed
+    assert np.isnan(_cell(r5, prior_use="used instruments before", category="one")[0])
+    fig = r5.figure("P")
+    try:
+        texts = _texts(fig)
+        heights = [b.get_height() for b in fig.axes[0].patches]
+    finally:
+        plt.close(fig)
+    assert "suppressed" in texts
+    assert "used instruments before (n=25)" in texts  # 25 users registered before (see _panel)
+    assert max(heights) <= 1.0
+
+
+def test_nothing_to_plot_when_everything_is_suppressed(panel):
+    strict = {**RULES, "min_units": 10_000}
+    r = ind.prior_instrument_use(panel, "p", **{**COMMON, "rules": strict})
+    assert not r.plottable and "every cell was suppressed" in r.text
+    with pytest.raises(ValueError, match="no figure"):
+        r.figure()
+    empty = ind.regional_reach(panel, "n", _link(), rules=RULES)
+    assert not empty.plottable and empty.text.startswith("**Regional reach:**") and "no organiser-region data" in empty.text
+
+
+def test_export_names(results):
+    names = {r.name: list(r.exports) for r in results}
+    assert names["international_activity"] == ["p_international_activity"]
+    assert names["target_group_fit"] == ["p_target_group_fit_fit", "p_target_group_fit_profile"]
+    assert names["export_values"] == ["p_export_values_mean", "p_export_values_median"]
+    assert names["participant_counts"] == ["t_participant_counts_firms", "t_participant_counts_participations"]
+    assert all(isinstance(c, ind.Checked) for r in results for c in r.checks)
+
+
+def test_reach_headline_reads_published_cells(results):
+    h = ind.reach_headline(results, programme="p")
+    assert h["programme"] == "p" and h["comparison_group"] == "business_economy" and h["reach_window"] == 5
+    # the numbers planted in _panel (see the by-construction tests above)
+    assert h["share_exporter_before_users"] == pytest.approx(40 / 50)
+    assert h["share_exporter_before_comparison"] == pytest.approx((20 * 0.5 + 30 * 0.3) / 50)
+    assert h["share_any_growth_market_users"] == pytest.approx(13 / 52)
+    assert h["share_in_target_group"] == pytest.approx(20 / 50)
+    assert h["share_instr_before_users"] == pytest.approx(25 / 52)
+    assert h["share_after_none"] == pytest.approx(22 / 52)
+    assert h["share_own_region"] == pytest.approx(12 / 18)
+    assert h["n_firms"] == 12
+    import json
+
+    json.dumps(h)  # plain JSON values only
+
+
+def test_reach_headline_suppressed_is_none_and_empty_is_missing(panel):
+    small = _panel(n_comp=6)  # 6 comparison firms < min_units: every comparison cell suppressed
+    rs = [ind.international_activity(small, "p", **COMMON), ind.regional_reach(small, "n", _link(), rules=RULES)]
+    h = ind.reach_headline(rs)
+    assert h["share_exporter_before_comparison"] is None
+    assert h["share_exporter_before_users"] == pytest.approx(0.8)
+    assert "share_own_region" not in h  # no organiser data: the indicator is empty, nothing recorded
+    with pytest.raises(TypeError, match="IndicatorResult"):
+        ind.reach_headline([{"share": 1.0}])
+
+
+def test_comparison_description():
+    assert ind.comparison_description("business_economy", True) == (
+        "the business economy (SBI sections A-N without K, plus division 95), firms that never used the programme")
+    assert ind.comparison_description("target_group", False, short=True) == "the programme's target group, not yet users"
+    with pytest.raises(ValueError, match=r"comparison_group must be one of .*got 'all'"):
+        ind.comparison_description("all", True)
+
+
+def test_duplicate_firm_years_are_refused(panel):
+    dup = pd.concat([panel, panel.iloc[[0]]], ignore_index=True)
+    with pytest.raises(ValueError, match=r"1 \(be_id, year\) pairs with several rows; examples \(be_id, year\): \[\('1000000000', 2014\)\]"):
+        ind.international_activity(dup, "p", **COMMON)
+
+
+def test_grid_engine_matches_direct_merge():
+    """Comparison cells on a random panel (gaps, entry/exit, not-yet users) against plain pandas merges."""
+    rng = np.random.default_rng(7)
+    n, years = 400, np.arange(2014, 2024)
+    p = pd.DataFrame({"f": np.repeat(np.arange(n), len(years)), "year": np.tile(years, n)})
+    p = p[rng.random(len(p)) > 0.15].reset_index(drop=True)
+    p["be_id"] = (500000000 + p["f"]).astype(str)
+    p["sbi_section"] = np.where(p["f"] % 9 == 0, "K", "C")
+    p["sbi"] = "10110"
+    p["intl_active"] = (rng.random(len(p)) < 0.4).astype("int64")
+    p["exporter"] = p["intl_active"] * (rng.random(len(p)) < 0.8)
+    g = np.where(p["f"] < 60, 2018 + p["f"] % 4, 0)
+    p["g_p"] = g.astype("int64")
+    r = ind.international_activity(p, "p", **{**COMMON, "never_treated_only": False})
+    for cohort in (2018, 2021):
+        ref = p[(p["year"] == cohort - 1) & (p["sbi_section"] != "K") & ((p["g_p"] == 0) | (p["g_p"] > cohort))]
+        # intl_window: any trade in cohort-5 .. cohort-1, years without a row count as none
+        win = p[(p["year"] >= cohort - 5) & (p["year"] <= cohort - 1)].groupby("be_id")["intl_active"].max()
+        expected = win.reindex(ref["be_id"]).fillna(0).gt(0).mean()
+        raw = r.checked["international_activity"].table
+        got = raw[(raw["measure"] == "intl_window") & (raw["group"] == "comparison") & (raw["cohort"].astype(str) == str(cohort))]
+        assert float(got["value"].iloc[0]) == pytest.approx(expected)
+        assert int(got["n_units"].iloc[0]) == len(ref)
+        exp_before = ref["exporter"].gt(0).mean()
+        got_b = raw[(raw["measure"] == "exporter_before") & (raw["group"] == "comparison") & (raw["cohort"].astype(str) == str(cohort))]
+        assert float(got_b["value"].iloc[0]) == pytest.approx(exp_before)
+
+
+def test_part_by_part_check_equals_one_check_table(panel):
+    """The indicators check one measure at a time and join the verdicts: same as one check_table call."""
+    from reach.disclosure import check_table
+
+    r = ind.growth_market_presence(panel, "p", ["CN", "TR"], **{**COMMON, "rules": {**RULES, "min_units": 25}})
+    grid = ind._Grid.of(panel)
+    ref = ind._reference(grid, "p", "business_economy", True, None)
+    rows = ind._Rows("measure")
+    for m in ("CN", "TR"):
+        rows.add(m, ref, (grid.window(grid.values(f"gm_{m}"), ref.firm, ref.cohort, -5, -1) > 0).astype("int8"))
+    rows.add("any", ref, np.zeros(len(ref), "int8"))
+    whole = pd.concat([rows.frame(k) for k in range(3)], ignore_index=True)
+    whole = whole[whole["measure"] != "any"]
+    one = check_table(whole, by=["measure", "group", "cohort"], value="value", unit="be_id", stat="share",
+                      rules={**RULES, "min_units": 25}, name="x")
+    joined = r.table
+    keep = joined.table["measure"].astype(str) != "any"
+    pd.testing.assert_frame_equal(joined.table[keep].astype({"measure": str}).reset_index(drop=True),
+                                  one.table.astype({"measure": str}).reset_index(drop=True))
+    cols = ["verdict", "reason", "n_units"]
+    pd.testing.assert_frame_equal(joined.cells.loc[keep.to_numpy(), cols].reset_index(drop=True), one.cells[cols].reset_index(drop=True))
+    assert joined.n_primary == one.n_primary + int((~keep & (joined.cells["verdict"] == "suppress")).sum()) and joined.n_primary > 0

@@ -7,8 +7,10 @@ link result (:class:`reach.link.LinkResult`). Every function returns an
 :class:`IndicatorResult`: the disclosure-checked tables
 (:class:`reach.disclosure.Checked`, built on unit-level rows so that a notebook
 exports them through :class:`reach.disclosure.OutputLog`), a tidy publishable
-table, headline numbers taken only from the publishable copy, and a short
-narrative computed from those numbers.
+table, headline numbers taken only from the publishable copy, a short narrative
+computed from those numbers, and a figure drawn from the publishable table
+(:meth:`IndicatorResult.figure`). :func:`reach_headline` collects the flat
+headline numbers of notebook 02 (``headline/reach.json``) from the results.
 
 Comparison group and pseudo first-use years
 -------------------------------------------
@@ -37,22 +39,35 @@ computed from the publishable cohort cells only (NaN when a needed cell was
 suppressed). The users' all-cohort figure is a checked cell of its own (and
 equals the same weighted average of the users' cohort cells).
 
+Scale
+-----
+The panel is indexed once per call on a firm x year grid (an ``int32`` row index
+per firm and year), so a firm's value in any reference year, or its maximum or sum
+over a window, is one vectorised gather per year offset: no merges of reference
+rows with the panel and no Python loop over firms. The disclosure checks count
+distinct units per cell, so the comparison's cohort cells still need one row per
+(comparison firm, cohort, measure); those rows are integer codes and categoricals
+only, and they are checked one measure (or event time) at a time and the per-cell
+verdicts joined, so memory holds firms x cohorts rows, never firms x cohorts x measures.
+
 Nothing here is an effect: these are descriptive contrasts (see ``reach.did``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from reach.disclosure import Checked, Rules, check_table
+from reach.report import fmt_count, fmt_share
 
 __all__ = [
     "IndicatorResult",
     "COMPARISON_GROUPS",
+    "FIGURE_NAMES",
     "international_activity",
     "growth_market_presence",
     "target_group_fit",
@@ -62,6 +77,8 @@ __all__ = [
     "export_values",
     "participant_counts",
     "comparison_mask",
+    "comparison_description",
+    "reach_headline",
 ]
 
 COMPARISON_GROUPS = ("business_economy", "target_group")
@@ -74,6 +91,17 @@ ALL = "all"
 USERS = "users"
 COMPARISON = "comparison"
 INSTRUMENT_CATEGORIES = ("none", "one", "several, not more than before", "more than before")
+#: Stem of each indicator's figure (exported as ``<programme>_<stem>.png``).
+FIGURE_NAMES = MappingProxyType({
+    "international_activity": "intl_activity",
+    "growth_market_presence": "growth_markets",
+    "target_group_fit": "target_group_profile",
+    "prior_instrument_use": "prior_instruments",
+    "instrument_use_after": "instruments_after",
+    "regional_reach": "own_region_share",
+    "export_values": "export_values",
+    "participant_counts": "participant_counts",
+})
 
 
 # ----------------------------------------------------------------------------- result
@@ -102,6 +130,21 @@ class IndicatorResult:
         One-line definition of the indicator.
     message : str or None
         Why the indicator is empty or incomplete (no users, no organiser data, ...).
+    columns : tuple of str
+        Columns of :meth:`tidy`.
+    settings : Mapping[str, Any]
+        The settings the indicator was computed with (``reach_window``, ...), for labels.
+
+    Examples
+    --------
+    In a notebook, one section per indicator::
+
+        r = international_activity(panel, "tinl", rules=rules)
+        for name, chk in r.exports.items():
+            log.table(chk, name)
+        if r.plottable:
+            show_figure(log, r.figure("Trade and Innovate NL"), r.checks, r.figure_name)
+        display(Markdown(r.text))
     """
 
     name: str
@@ -113,6 +156,7 @@ class IndicatorResult:
     definition: str
     message: str | None = None
     columns: tuple[str, ...] = field(default=())
+    settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def empty(self) -> bool:
@@ -123,6 +167,72 @@ class IndicatorResult:
     def table(self) -> Checked | None:
         """The main checked table (the first one), or None when empty."""
         return next(iter(self.checked.values()), None)
+
+    @property
+    def checks(self) -> list[Checked]:
+        """Every checked table (what a figure of this indicator is drawn from)."""
+        return list(self.checked.values())
+
+    @property
+    def exports(self) -> dict[str, Checked]:
+        """Export name -> checked table: ``<programme>_<name>`` (``_<key>`` for secondary tables)."""
+        stem = f"{self.programme}_{self.name}"
+        return {stem + ("" if key == self.name else f"_{key}"): chk for key, chk in self.checked.items()}
+
+    @property
+    def figure_name(self) -> str:
+        """Export name of the figure: ``<programme>_<FIGURE_NAMES[name]>``."""
+        return f"{self.programme}_{FIGURE_NAMES.get(self.name, self.name)}"
+
+    @property
+    def plottable(self) -> bool:
+        """True when :meth:`figure` has at least one publishable number to draw."""
+        if self.empty or self.name not in _FIGURES:
+            return False
+        data = _FIGURES[self.name][0](self)
+        return bool(len(data)) and bool(data["value"].notna().any())
+
+    def figure(self, label: str | None = None):
+        """Figure of the indicator, drawn from the publishable table only.
+
+        Parameters
+        ----------
+        label : str, optional
+            Programme label for the title (default: the programme key).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            Axes labelled with units (shares in %, EUR 1,000, counts); legends carry
+            the publishable group sizes (``n suppressed`` otherwise); suppressed cells
+            are absent from the plot and marked ``suppressed``.
+
+        Raises
+        ------
+        ValueError
+            When there is nothing to draw (``plottable`` is False): no table, or every
+            plotted cell suppressed.
+        """
+        if not self.plottable:
+            why = self.message if self.empty else "every cell it would plot was suppressed by the disclosure rules"
+            raise ValueError(f"{self.name} [{self.programme}]: no figure: {why}")
+        prepare, draw = _FIGURES[self.name]
+        return draw(self, prepare(self), label or self.programme)
+
+    @property
+    def text(self) -> str:
+        """Markdown for the notebook: the narrative plus notes (why empty, why no figure)."""
+        title = self.name.replace("_", " ").capitalize()
+        if self.empty:
+            return f"**{title}:** {self.message}"
+        out = [self.narrative]
+        if self.message:
+            out.append(f"*Note:* {self.message}")
+        if self.headline.get("n_organiser_regions") == 1:
+            out.append("*All participations are in activities of a single organiser region.*")
+        if not self.plottable:
+            out.append(f"*No figure for {title.lower()}: every cell was suppressed by the disclosure rules.*")
+        return "\n\n".join(out)
 
     def tidy(self) -> pd.DataFrame:
         """Publishable table with this indicator's fixed columns (``columns``)."""
@@ -153,7 +263,7 @@ def _has_tabulate() -> bool:
     return True
 
 
-def _result(name, programme, checked, published, headline, narrative, definition, columns, message=None):
+def _result(name, programme, checked, published, headline, narrative, definition, columns, message=None, settings=None):
     published = published.copy()
     for c in columns:
         if c not in published.columns:
@@ -171,11 +281,19 @@ def _result(name, programme, checked, published, headline, narrative, definition
         definition=definition,
         message=message,
         columns=tuple(columns),
+        settings=MappingProxyType(dict(settings or {})),
     )
 
 
 def _empty(name, programme, definition, columns, message) -> IndicatorResult:
     return _result(name, programme, {}, pd.DataFrame(columns=list(columns)), {}, message, definition, columns, message)
+
+
+def _no_users(name, programme, definition, columns) -> IndicatorResult:
+    return _empty(
+        name, programme, definition, columns,
+        f"Programme {programme!r} has no linked users in the panel, so {name.replace('_', ' ')} cannot be computed.",
+    )
 
 
 # ----------------------------------------------------------------------------- validation
@@ -237,20 +355,6 @@ def _gcol(panel: pd.DataFrame, programme: str) -> str:
     return col
 
 
-def _users(panel: pd.DataFrame, programme: str) -> pd.DataFrame:
-    """One row per user: ``be_id``, ``cohort`` (first-use year g)."""
-    gcol = _gcol(panel, programme)
-    u = panel.loc[panel[gcol].fillna(0) > 0, ["be_id", gcol]]
-    per = u.groupby("be_id", sort=True)[gcol].agg(["min", "max"])
-    bad = per[per["min"] != per["max"]]
-    if len(bad):
-        raise ValueError(
-            f"panel column {gcol!r} is not constant within be_id for {len(bad)} firm(s); "
-            f"examples (be_id, min, max): {bad.head(5).reset_index().values.tolist()}"
-        )
-    return pd.DataFrame({"be_id": per.index.astype(str), "cohort": per["min"].astype("int64").to_numpy()})
-
-
 def comparison_mask(
     panel: pd.DataFrame,
     comparison_group: str = "business_economy",
@@ -297,147 +401,39 @@ def comparison_mask(
     return _in_target(panel["employees"], panel["n_dest"], tg)
 
 
-def _in_target(employees: pd.Series, n_dest: pd.Series, tg: Mapping) -> pd.Series:
-    emp = employees.astype("float64")
-    dest = n_dest.astype("float64")
+def _in_target(employees: Any, n_dest: Any, tg: Mapping) -> pd.Series:
+    emp = pd.Series(employees).astype("float64")
+    dest = pd.Series(n_dest).astype("float64")
     ok = emp.between(tg["min_employees"], tg["max_employees"]) & dest.between(tg["min_destinations"], tg["max_destinations"])
     return ok.fillna(False).astype(bool)
 
 
-# ----------------------------------------------------------------------------- reference frames
+def comparison_description(comparison_group: str, never_treated_only: bool, *, short: bool = False) -> str:
+    """Plain-language description of the comparison group, for narratives and notebooks.
 
+    Parameters
+    ----------
+    comparison_group : {"business_economy", "target_group"}
+    never_treated_only : bool
+    short : bool, default False
+        The compact form used inside narrative sentences.
 
-def _reference(
-    panel: pd.DataFrame,
-    programme: str,
-    comparison_group: str | None,
-    never_treated_only: bool,
-    target_group: Mapping | None,
-) -> pd.DataFrame:
-    """Rows ``be_id, group, cohort``: users (all) and, per user cohort g, comparison firms.
-
-    Comparison firms qualify for cohort g through their register row in g-1 (module docstring).
+    Examples
+    --------
+    >>> comparison_description("business_economy", True, short=True)
+    'the business economy (SBI A-N excl. K, plus 95), never users'
+    >>> comparison_description("target_group", False)
+    "the programme's target group, firms not (yet) using the programme"
     """
-    users = _users(panel, programme)
-    users.insert(1, "group", USERS)
-    if comparison_group is None or users.empty:
-        return users
-    gcol = _gcol(panel, programme)
-    pop = comparison_mask(panel, comparison_group, target_group)
-    g = panel[gcol].fillna(0).astype("int64")
-    base = panel.loc[pop, ["be_id", "year"]].assign(_g=g[pop].to_numpy())
-    parts = []
-    for cohort in np.sort(users["cohort"].unique()):  # loop over cohorts (a handful), never firms
-        rows = base[base["year"] == cohort - 1]
-        eligible = rows["_g"] == 0 if never_treated_only else (rows["_g"] == 0) | (rows["_g"] > cohort)
-        parts.append(pd.DataFrame({"be_id": rows.loc[eligible, "be_id"].astype(str).to_numpy(), "group": COMPARISON, "cohort": cohort}))
-    comp = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["be_id", "group", "cohort"])
-    comp["cohort"] = comp["cohort"].astype("int64")
-    return pd.concat([users, comp], ignore_index=True)
-
-
-def _at(panel: pd.DataFrame, ref: pd.DataFrame, cols: Sequence[str], offset: int) -> pd.DataFrame:
-    """``ref`` plus the panel's ``cols`` in year ``cohort + offset`` (NaN, ``_present`` False if no row)."""
-    left = ref.assign(year=ref["cohort"].astype("int64") + offset)
-    right = panel.loc[:, ["be_id", "year", *cols]].assign(_present=True)
-    right["be_id"] = right["be_id"].astype(str)
-    right["year"] = right["year"].astype("int64")
-    out = left.merge(right, on=["be_id", "year"], how="left", validate="many_to_one")
-    out["_present"] = out["_present"].fillna(False).astype(bool)
-    return out
-
-
-def _window_max(panel: pd.DataFrame, ref: pd.DataFrame, cols: Sequence[str], lo: int, hi: int, how: str = "max") -> pd.DataFrame:
-    """``ref`` plus per-firm aggregate of ``cols`` over years ``cohort+lo .. cohort+hi``; absent years count as 0."""
-    p = panel.loc[:, ["be_id", "year", *cols]].copy()
-    p["be_id"] = p["be_id"].astype(str)
-    out = []
-    for cohort, r in ref.groupby("cohort", sort=True):  # per cohort: the window slice, not a loop over firms
-        sl = p[(p["year"] >= cohort + lo) & (p["year"] <= cohort + hi)]
-        agg = sl.groupby("be_id")[list(cols)].agg(how)
-        merged = r.merge(agg, left_on="be_id", right_index=True, how="left")
-        out.append(merged)
-    res = pd.concat(out, ignore_index=True) if out else ref.assign(**{c: np.nan for c in cols})
-    res[list(cols)] = res[list(cols)].astype("float64").fillna(0.0)
-    return res
-
-
-def _stack_all(long: pd.DataFrame) -> pd.DataFrame:
-    """Cohort label as str plus the users' all-cohort rows (each user once more, cohort 'all')."""
-    long = long.copy()
-    long["cohort"] = long["cohort"].astype("int64").astype(str)
-    users_all = long[long["group"] == USERS].assign(cohort=ALL)
-    return pd.concat([long, users_all], ignore_index=True)
-
-
-def _weighted_comparison(pub: pd.DataFrame, long: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """Comparison all-cohort rows: users-weighted average of publishable comparison cohort cells.
-
-    ``keys`` are the by-columns other than group and cohort. Weights are the users'
-    cohort counts in each key's denominator (from the unit-level rows).
-    """
-    keys = list(keys)
-    u = long[(long["group"] == USERS) & (long["cohort"] != ALL)]
-    w = u.groupby(keys + ["cohort"], dropna=False)["be_id"].nunique().rename("w").reset_index()
-    c = pub[(pub["group"] == COMPARISON) & (pub["cohort"] != ALL)]
-    m = w.merge(c[keys + ["cohort", "value"]], on=keys + ["cohort"], how="left")
-    comp_long = long[(long["group"] == COMPARISON)]
-    n = comp_long.groupby(keys, dropna=False)["be_id"].nunique().rename("n_units").reset_index()
-
-    def combine(df):
-        if df["value"].isna().any() or df["w"].sum() == 0:
-            return np.nan
-        return float(np.average(df["value"].astype(float), weights=df["w"].astype(float)))
-
-    if m.empty:
-        return pd.DataFrame(columns=[*keys, "group", "cohort", "value", "n_units"])
-    vals = m.groupby(keys, dropna=False)[["w", "value"]].apply(combine).rename("value").reset_index()
-    out = vals.merge(n, on=keys, how="left").assign(group=COMPARISON, cohort=ALL)
-    out.loc[out["value"].isna(), "n_units"] = np.nan
-    return out[[*keys, "group", "cohort", "value", "n_units"]]
-
-
-def _published(chk: Checked) -> pd.DataFrame:
-    pub = chk.suppress().copy()
-    if "cohort" in pub.columns:
-        pub["cohort"] = pub["cohort"].astype(str)
-    return pub
-
-
-def _val(pub: pd.DataFrame, **where) -> float:
-    m = pd.Series(True, index=pub.index)
-    for k, v in where.items():
-        m &= pub[k].astype(str) == str(v)
-    vals = pub.loc[m, "value"]
-    return float(vals.iloc[0]) if len(vals) and pd.notna(vals.iloc[0]) else float("nan")
-
-
-def _n(pub: pd.DataFrame, **where) -> float:
-    m = pd.Series(True, index=pub.index)
-    for k, v in where.items():
-        m &= pub[k].astype(str) == str(v)
-    vals = pub.loc[m, "n_units"]
-    return float(vals.iloc[0]) if len(vals) and pd.notna(vals.iloc[0]) else float("nan")
-
-
-def _pct(x: float) -> str:
-    return "suppressed" if not np.isfinite(x) else f"{100 * x:.0f}%"
-
-
-def _int(x: float) -> str:
-    return "suppressed" if not np.isfinite(x) else f"{int(round(x)):,}"
-
-
-def _group_comparison_text(comparison_group: str, never_treated_only: bool) -> str:
-    pop = "the business economy (SBI A-N excl. K, plus 95)" if comparison_group == "business_economy" else "the programme's target group"
-    return pop + (", never users" if never_treated_only else ", not yet users")
-
-
-def _no_users(name, programme, definition, columns) -> IndicatorResult:
-    return _empty(
-        name, programme, definition, columns,
-        f"Programme {programme!r} has no linked users in the panel, so {name.replace('_', ' ')} cannot be computed.",
-    )
+    _check_choice("comparison_group", comparison_group, COMPARISON_GROUPS)
+    if comparison_group == "business_economy":
+        pop = "the business economy (SBI A-N excl. K, plus 95)" if short else \
+            "the business economy (SBI sections A-N without K, plus division 95)"
+    else:
+        pop = "the programme's target group"
+    if short:
+        return pop + (", never users" if never_treated_only else ", not yet users")
+    return pop + (", firms that never used the programme" if never_treated_only else ", firms not (yet) using the programme")
 
 
 def _settings(comparison_group, never_treated_only, reach_window, target_group, rules):
@@ -447,17 +443,340 @@ def _settings(comparison_group, never_treated_only, reach_window, target_group, 
     return _window(reach_window), _target(target_group), _rules(rules)
 
 
+# ----------------------------------------------------------------------------- firm x year grid
+
+
+@dataclass(frozen=True, eq=False)
+class _Grid:
+    """The panel indexed on a firm x year grid (``row[f, y - y0]`` = panel row or -1)."""
+
+    panel: pd.DataFrame
+    firm: np.ndarray  # panel row -> firm code
+    year: np.ndarray  # panel row -> year
+    ids: pd.Index  # firm code -> be_id (str)
+    y0: int
+    row: np.ndarray  # (n_firms, n_years) int32
+
+    @classmethod
+    def of(cls, panel: pd.DataFrame) -> "_Grid":
+        _require(panel, ["be_id", "year"])
+        firm, ids = pd.factorize(panel["be_id"].astype("str"), sort=False)
+        if (firm < 0).any():
+            bad = np.flatnonzero(firm < 0)[:5].tolist()
+            raise ValueError(f"panel column 'be_id' has {int((firm < 0).sum())} missing identifiers (row positions {bad})")
+        year = pd.to_numeric(panel["year"], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        if np.isnan(year).any():
+            bad = np.flatnonzero(np.isnan(year))[:5].tolist()
+            raise ValueError(f"panel column 'year' has {int(np.isnan(year).sum())} missing or non-numeric values (row positions {bad})")
+        year = year.astype("int64")
+        y0 = int(year.min()) if len(year) else 0
+        n_years = int(year.max()) - y0 + 1 if len(year) else 1
+        key = firm.astype("int64") * n_years + (year - y0)
+        count = np.bincount(key, minlength=len(ids) * n_years)
+        if (count > 1).any():
+            dup = np.flatnonzero(count > 1)
+            ex = [(str(ids[k // n_years]), int(k % n_years + y0)) for k in dup[:5]]
+            raise ValueError(f"panel has {len(dup)} (be_id, year) pairs with several rows; examples (be_id, year): {ex}")
+        row = np.full((len(ids), n_years), -1, dtype=np.int32 if len(year) < 2**31 else np.int64)
+        row[firm, year - y0] = np.arange(len(year))
+        return cls(panel, firm.astype("int64"), year, pd.Index(ids.astype(str)), y0, row)
+
+    @property
+    def n_firms(self) -> int:
+        return len(self.ids)
+
+    def values(self, col: str, dtype: str = "float64") -> np.ndarray:
+        """A panel column as a numpy array (missing -> NaN for numbers, kept for text)."""
+        s = self.panel[col]
+        if dtype == "object":
+            return s.astype("object").to_numpy()
+        return pd.to_numeric(s, errors="coerce").to_numpy(dtype=dtype, na_value=np.nan)
+
+    def rows(self, firm: np.ndarray, year: np.ndarray) -> np.ndarray:
+        """Panel row of each (firm, year), -1 when the firm has no row that year."""
+        idx = np.asarray(year, dtype="int64") - self.y0
+        ok = (idx >= 0) & (idx < self.row.shape[1]) & (firm >= 0)
+        out = np.full(len(idx), -1, dtype="int64")
+        out[ok] = self.row[firm[ok], idx[ok]]
+        return out
+
+    def at(self, values: np.ndarray, firm: np.ndarray, year: np.ndarray, fill: Any = np.nan) -> tuple[np.ndarray, np.ndarray]:
+        """(value, present) of each (firm, year); ``fill`` where the firm has no row."""
+        r = self.rows(firm, year)
+        present = r >= 0
+        out = values[np.maximum(r, 0)] if len(values) else np.full(len(r), fill)
+        if out.dtype == object:
+            out = out.copy()
+            out[~present] = fill
+            return out, present
+        return np.where(present, out, fill), present
+
+    def window(self, values: np.ndarray, firm: np.ndarray, start: np.ndarray, lo: int, hi: int, how: str = "max") -> np.ndarray:
+        """Per (firm, start): max or sum of ``values`` over years ``start+lo .. start+hi``; absent years count 0."""
+        reduce = {"max": np.fmax, "sum": np.add}[how]
+        acc = np.zeros(len(firm), dtype="float64")
+        for off in range(lo, hi + 1):  # a few year offsets, each a vectorised gather over all firms
+            v, _ = self.at(values, firm, start + off, 0.0)
+            acc = reduce(acc, np.nan_to_num(v.astype("float64")))
+        return acc
+
+    def first_use(self, programme: str) -> np.ndarray:
+        """First-use year per firm code (0 = never); it must be constant within a firm."""
+        gcol = _gcol(self.panel, programme)
+        g = np.nan_to_num(self.values(gcol)).astype("int64")
+        per = np.zeros(self.n_firms, dtype="int64")
+        per[self.firm] = g
+        bad = per[self.firm] != g
+        if bad.any():
+            codes = np.unique(self.firm[bad])
+            sub = pd.Series(g[np.isin(self.firm, codes[:5])]).groupby(self.firm[np.isin(self.firm, codes[:5])]).agg(["min", "max"])
+            ex = [[str(self.ids[k]), int(r["min"]), int(r["max"])] for k, r in sub.iterrows()]
+            raise ValueError(
+                f"panel column {gcol!r} is not constant within be_id for {len(codes)} firm(s); "
+                f"examples (be_id, min, max): {ex}"
+            )
+        return per
+
+
+@dataclass(frozen=True, eq=False)
+class _Ref:
+    """Reference units: users (all) and, per user cohort g, the comparison firms of g."""
+
+    firm: np.ndarray
+    cohort: np.ndarray
+    user: np.ndarray  # bool
+
+    def __len__(self) -> int:
+        return len(self.firm)
+
+    def take(self, mask: np.ndarray) -> "_Ref":
+        return _Ref(self.firm[mask], self.cohort[mask], self.user[mask])
+
+
+def _reference(
+    grid: _Grid,
+    programme: str,
+    comparison_group: str | None,
+    never_treated_only: bool,
+    target_group: Mapping | None,
+) -> _Ref:
+    """Users (all) and, per user cohort g, firms qualifying through their register row in g-1."""
+    g = grid.first_use(programme)
+    users = np.flatnonzero(g > 0)
+    firms, cohorts = [users], [g[users]]
+    if comparison_group is not None and len(users):
+        pop = comparison_mask(grid.panel, comparison_group, target_group).to_numpy()
+        g_row = g[grid.firm]
+        for cohort in np.unique(g[users]):  # loop over cohorts (a handful), never firms
+            eligible = (g_row == 0) if never_treated_only else (g_row == 0) | (g_row > cohort)
+            comp = grid.firm[(grid.year == cohort - 1) & pop & eligible]
+            firms.append(comp)
+            cohorts.append(np.full(len(comp), cohort, dtype="int64"))
+    user = np.zeros(sum(len(f) for f in firms), dtype=bool)
+    user[: len(users)] = True
+    return _Ref(np.concatenate(firms).astype("int64"), np.concatenate(cohorts).astype("int64"), user)
+
+
+def _prepare(panel, programme, columns, comparison_group="business_economy", never_treated_only=True,
+             reach_window=5, target_group=None, rules=None, *, comparison=True):
+    """Validated settings, the grid and the reference units shared by the indicator functions."""
+    W, tg, rules = _settings(comparison_group, never_treated_only, reach_window, target_group, rules)
+    _require(panel, ["be_id", "year", *columns])
+    grid = _Grid.of(panel)
+    ref = _reference(grid, programme, comparison_group if comparison else None, never_treated_only, tg)
+    settings = dict(comparison_group=comparison_group, never_treated_only=bool(never_treated_only), reach_window=W, target_group=tg)
+    return W, tg, rules, grid, ref, settings
+
+
+# ----------------------------------------------------------------------------- unit-level rows for check_table
+
+
+def _categorical(codes: np.ndarray, labels: Sequence[Any]) -> pd.Categorical:
+    """Codes into sorted labels, so check_table's cell order equals sorting the labels."""
+    labels = list(labels)
+    order = sorted(range(len(labels)), key=lambda i: labels[i])
+    rank = np.empty(len(labels), dtype="int64")
+    rank[order] = np.arange(len(labels))
+    return pd.Categorical.from_codes(rank[codes] if len(labels) else codes, [labels[i] for i in order])
+
+
+@dataclass
+class _Rows:
+    """Unit-level rows of one checked table, collected per part (a measure, an event time...).
+
+    A part is a set of reference units sharing one label of ``key``, with one value each.
+    :meth:`check` runs the disclosure checks part by part and joins the results: without
+    margins or declared totals every cell's verdict depends on its own rows only, so the
+    joined table is the one a single ``check_table`` call would give, while memory stays
+    at one part's rows (firms x cohorts, not firms x cohorts x parts).
+    """
+
+    key: str
+    key_last: bool = False  # by-columns (group, cohort, key) instead of (key, group, cohort)
+    parts: list = field(default_factory=list)
+
+    def add(self, label: Any, ref: _Ref, value: np.ndarray, keep: np.ndarray | None = None) -> None:
+        if keep is not None:
+            ref, value = ref.take(keep), value[keep]
+        self.parts.append((label, ref, np.asarray(value)))
+
+    @property
+    def by(self) -> list[str]:
+        return ["group", "cohort", self.key] if self.key_last else [self.key, "group", "cohort"]
+
+    def frame(self, k: int) -> pd.DataFrame:
+        """Rows of part ``k`` (integer unit codes, categorical labels) plus the users' all-cohort rows."""
+        cohorts = sorted({int(c) for _, ref, _ in self.parts for c in np.unique(ref.cohort)})
+        lut = np.zeros(max(cohorts, default=0) + 1, dtype="int64")
+        lut[cohorts] = np.arange(len(cohorts))
+        _, ref, value = self.parts[k]
+        u = ref.user
+        n = len(ref) + int(u.sum())
+        return pd.DataFrame({
+            "be_id": np.concatenate([ref.firm, ref.firm[u]]),
+            self.key: _categorical(np.full(n, k), [lab for lab, _, _ in self.parts]),
+            "group": _categorical(np.concatenate([u, u[u]]).astype("int64"), [COMPARISON, USERS]),
+            "cohort": _categorical(np.concatenate([lut[ref.cohort], np.full(int(u.sum()), len(cohorts))]),
+                                   [str(c) for c in cohorts] + [ALL]),
+            "value": np.concatenate([value, value[u]]),
+        })
+
+    def weighted_comparison(self, pub: pd.DataFrame) -> pd.DataFrame:
+        """Comparison all-cohort rows: users-weighted average of publishable comparison cohort cells.
+
+        Weights are the users' counts per cohort in each part's denominator; ``n_units``
+        counts the distinct comparison firms over the cohorts (NaN when the value is).
+        """
+        comp = pub[(pub["group"].astype(str) == COMPARISON) & (pub["cohort"].astype(str) != ALL)]
+        comp = comp.assign(_k=comp[self.key].astype(str), _c=comp["cohort"].astype(str)).set_index(["_k", "_c"])["value"]
+        rows = []
+        for label, ref, _ in self.parts:
+            coh, w = np.unique(ref.cohort[ref.user], return_counts=True)
+            if not len(coh):  # no users in this part's denominator: nothing to weight
+                continue
+            vals = np.array([comp.get((str(label), str(c)), np.nan) for c in coh], dtype="float64")
+            ok = not np.isnan(vals).any()
+            n = np.count_nonzero(np.bincount(ref.firm[~ref.user])) if (~ref.user).any() else 0
+            rows.append({self.key: label, "group": COMPARISON, "cohort": ALL,
+                         "value": float(np.average(vals, weights=w)) if ok else np.nan, "n_units": float(n) if ok else np.nan})
+        out = pd.DataFrame(rows, columns=[self.key, "group", "cohort", "value", "n_units"])
+        return out.sort_values(self.key, kind="stable", key=lambda s: s.map(str) if s.dtype == object else s, ignore_index=True)
+
+    def check(self, stats: Sequence[str], rules: Rules, names: Mapping[str, str]) -> dict[str, tuple[Checked, pd.DataFrame]]:
+        """Per stat: the checked table over ``by`` and its publishable copy with weighted comparison rows."""
+        pieces: dict[str, list[Checked]] = {stat: [] for stat in stats}
+        for k in range(len(self.parts)):  # a few parts; each check is vectorised over its rows
+            long = self.frame(k)
+            for stat in stats:
+                pieces[stat].append(check_table(long, by=self.by, value="value", unit="be_id", stat=stat, rules=rules,
+                                                name=names[stat]))
+            del long
+        out = {}
+        for stat in stats:
+            chk = _join_checked(pieces[stat])
+            pub = _published(chk)
+            cols = [*self.by, "value", "n_units"]
+            out[stat] = chk, pd.concat([pub[cols], self.weighted_comparison(pub)[cols]], ignore_index=True)
+        return out
+
+
+def _join_checked(parts: Sequence[Checked]) -> Checked:
+    """One Checked from checks of disjoint cell sets (same name, stat, by-columns and rules).
+
+    Exact only without margins or declared totals (then no cell's verdict depends on
+    another cell); cells are ordered as ``check_table`` orders them (by the by-columns).
+    """
+    from dataclasses import replace
+
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    for p in parts:
+        if (p.name, p.stat, p.by, p.rules) != (first.name, first.stat, first.by, first.rules) or p.n_secondary or p.unprotectable:
+            raise ValueError(f"cannot join checks {first.name!r} and {p.name!r}: different tables or secondary suppression")
+    by = list(first.by)
+    table = pd.concat([p.table for p in parts], ignore_index=True)
+    cells = pd.concat([p.cells for p in parts], ignore_index=True)
+    order = table.sort_values(by, kind="stable").index  # categorical by-columns sort in label order
+    return replace(first, _table=table.loc[order].reset_index(drop=True), _cells=cells.loc[order].reset_index(drop=True),
+                   n_rows_excluded=sum(p.n_rows_excluded for p in parts))
+
+
+def _published(chk: Checked) -> pd.DataFrame:
+    """``suppress()`` with plain (non-categorical) label columns; cohort as text."""
+    pub = chk.suppress().copy()
+    for c in chk.by:
+        if isinstance(pub[c].dtype, pd.CategoricalDtype):
+            pub[c] = pub[c].astype(pub[c].cat.categories.dtype)
+    if "cohort" in pub.columns:
+        pub["cohort"] = pub["cohort"].astype(str)
+    return pub
+
+
+def _cell(pub: pd.DataFrame, column: str = "value", **where) -> float:
+    """One publishable number (NaN when suppressed or absent)."""
+    m = pd.Series(True, index=pub.index)
+    for k, v in where.items():
+        m &= pub[k].astype(str) == str(v)
+    vals = pub.loc[m, column]
+    return float(vals.iloc[0]) if len(vals) and pd.notna(vals.iloc[0]) else float("nan")
+
+
+def _val(pub: pd.DataFrame, **where) -> float:
+    return _cell(pub, "value", **where)
+
+
+def _n(pub: pd.DataFrame, **where) -> float:
+    return _cell(pub, "n_units", **where)
+
+
+def _groups(pub: pd.DataFrame, **where) -> dict[str, float]:
+    """Users' and comparison's all-cohort share and size for one measure."""
+    return {"users": _val(pub, group=USERS, cohort=ALL, **where), "comparison": _val(pub, group=COMPARISON, cohort=ALL, **where),
+            "n_users": _n(pub, group=USERS, cohort=ALL, **where), "n_comparison": _n(pub, group=COMPARISON, cohort=ALL, **where)}
+
+
+# Narratives format numbers as every notebook does: a suppressed (NaN) number reads "suppressed".
+_pct, _int = fmt_share, fmt_count
+_money = fmt_count
+
+
 SHARE_COLUMNS = ("measure", "group", "cohort", "value", "n_units")
 
 
-def _share_indicator(long: pd.DataFrame, rules: Rules, name: str) -> tuple[Checked, pd.DataFrame]:
-    """check_table(share) on ``measure x group x cohort`` plus the weighted comparison rows."""
-    long = _stack_all(long)
-    chk = check_table(long, by=["measure", "group", "cohort"], value="value", unit="be_id", stat="share", rules=rules, name=name)
-    pub = _published(chk)
-    derived = _weighted_comparison(pub, long, ["measure"])
-    pub = pd.concat([pub[list(SHARE_COLUMNS)], derived], ignore_index=True)
-    return chk, pub
+def _stack_all(long: pd.DataFrame) -> pd.DataFrame:
+    """Users-only rows: cohort label as text plus each user once more under cohort 'all'."""
+    long = long.assign(cohort=long["cohort"].astype("int64").astype(str))
+    return pd.concat([long, long.assign(cohort=ALL)], ignore_index=True)
+
+
+def _prefix(grid: _Grid, values: np.ndarray, how: str) -> np.ndarray:
+    """Dense ``(n_firms, n_years + 1)`` prefix: column k = sum or max over the years before ``y0 + k``."""
+    dense = np.zeros((grid.n_firms, grid.row.shape[1] + 1), dtype="float64")
+    dense[grid.firm, grid.year - grid.y0 + 1] = np.nan_to_num(values)
+    return np.cumsum(dense, axis=1) if how == "sum" else np.maximum.accumulate(dense, axis=1)
+
+
+def _before(prefix: np.ndarray, grid: _Grid, firm: np.ndarray, year: np.ndarray) -> np.ndarray:
+    """Prefix value over the years before ``year`` (clipped to the panel's years)."""
+    return prefix[firm, np.clip(year - grid.y0, 0, prefix.shape[1] - 1)]
+
+
+def _span_sum(prefix: np.ndarray, grid: _Grid, firm: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Sum over years ``first .. last`` (inclusive; 0 when empty) from a sum prefix."""
+    return np.where(last >= first, _before(prefix, grid, firm, last + 1) - _before(prefix, grid, firm, first), 0.0)
+
+
+def _prior_flag(grid: _Grid, ref: _Ref) -> np.ndarray:
+    """1 when the firm registered for any instrument in a year before its (pseudo) first-use year.
+
+    ``instr_any`` in years < g and ``instr_ever_before`` in years <= g both only see years < g;
+    using both covers registrations in years without a register row.
+    """
+    ever = grid.values("instr_ever_before")
+    seen = _prefix(grid, np.fmax(np.nan_to_num(grid.values("instr_any")), np.nan_to_num(ever)), "max")
+    at_g, _ = grid.at(ever, ref.firm, ref.cohort, 0.0)
+    return ((_before(seen, grid, ref.firm, ref.cohort) > 0) | (np.nan_to_num(at_g) > 0)).astype("int8")
 
 
 # ----------------------------------------------------------------------------- 1. international activity
@@ -516,36 +835,28 @@ def international_activity(
     """
     name = "international_activity"
     definition = "share of firms that exported or imported in the year before first use, and at any time in the window before"
-    W, tg, rules = _settings(comparison_group, never_treated_only, reach_window, target_group, rules)
-    _require(panel, ["be_id", "year", "exporter", "intl_active"])
-    ref = _reference(panel, programme, comparison_group, never_treated_only, tg)
-    if not (ref["group"] == USERS).any():
+    W, tg, rules, grid, ref, settings = _prepare(panel, programme, ["exporter", "intl_active"], comparison_group,
+                                                 never_treated_only, reach_window, target_group, rules)
+    if not ref.user.any():
         return _no_users(name, programme, definition, SHARE_COLUMNS)
-    at = _at(panel, ref, ["exporter", "intl_active"], -1)
-    at = at[at["_present"]]
-    win = _window_max(panel, ref, ["intl_active"], -W, -1)
-    long = pd.concat(
-        [
-            at.assign(measure="exporter_before", value=(at["exporter"] > 0).astype("int64")),
-            at.assign(measure="intl_before", value=(at["intl_active"] > 0).astype("int64")),
-            win.assign(measure="intl_window", value=(win["intl_active"] > 0).astype("int64")),
-        ],
-        ignore_index=True,
-    )[["be_id", "group", "cohort", "measure", "value"]]
-    chk, pub = _share_indicator(long, rules, f"reach_intl_{programme}")
-    head = {
-        m: {"users": _val(pub, measure=m, group=USERS, cohort=ALL), "comparison": _val(pub, measure=m, group=COMPARISON, cohort=ALL),
-            "n_users": _n(pub, measure=m, group=USERS, cohort=ALL), "n_comparison": _n(pub, measure=m, group=COMPARISON, cohort=ALL)}
-        for m in ("exporter_before", "intl_before", "intl_window")
-    }
+    intl = grid.values("intl_active")
+    exporter, present = grid.at(grid.values("exporter"), ref.firm, ref.cohort - 1, 0.0)
+    intl_before, _ = grid.at(intl, ref.firm, ref.cohort - 1, 0.0)
+    rows = _Rows("measure")
+    rows.add("exporter_before", ref, (exporter > 0).astype("int8"), present)
+    rows.add("intl_before", ref, (intl_before > 0).astype("int8"), present)
+    rows.add("intl_window", ref, (grid.window(intl, ref.firm, ref.cohort, -W, -1) > 0).astype("int8"))
+    chk, pub = rows.check(["share"], rules, {"share": f"reach_intl_{programme}"})["share"]
+    head = {m: _groups(pub, measure=m) for m in ("exporter_before", "intl_before", "intl_window")}
     h1, hw = head["intl_before"], head["intl_window"]
     text = (
         f"In the year before first use, {_pct(h1['users'])} of {_int(h1['n_users'])} {programme} users traded internationally "
-        f"(exports or imports), against {_pct(h1['comparison'])} of the comparison group ({_group_comparison_text(comparison_group, never_treated_only)}, "
+        f"(exports or imports), against {_pct(h1['comparison'])} of the comparison group "
+        f"({comparison_description(comparison_group, never_treated_only, short=True)}, "
         f"same reference years). Over the {W} years before first use, {_pct(hw['users'])} of users traded at some point "
         f"(comparison: {_pct(hw['comparison'])}). {_pct(head['exporter_before']['users'])} of users already exported in the year before."
     )
-    return _result(name, programme, {"international_activity": chk}, pub, head, text, definition, SHARE_COLUMNS)
+    return _result(name, programme, {name: chk}, pub, head, text, definition, SHARE_COLUMNS, settings=settings)
 
 
 # ----------------------------------------------------------------------------- 2. growth markets
@@ -593,24 +904,24 @@ def growth_market_presence(
     """
     name = "growth_market_presence"
     definition = "share of firms that exported to or imported from each growth market in the window before first use"
-    W, tg, rules = _settings(comparison_group, never_treated_only, reach_window, target_group, rules)
     if isinstance(growth_markets, str):
         raise ValueError(f"growth_markets must be a list of ISO-2 codes, not a single string; got {growth_markets!r}")
     markets = [str(m) for m in growth_markets]
     if not markets:
         raise ValueError("growth_markets must list at least one ISO-2 code; got []")
-    cols = [f"gm_{m}" for m in markets]
-    _require(panel, ["be_id", "year", *cols])
-    ref = _reference(panel, programme, comparison_group, never_treated_only, tg)
-    if not (ref["group"] == USERS).any():
+    W, tg, rules, grid, ref, settings = _prepare(panel, programme, [f"gm_{m}" for m in markets], comparison_group,
+                                                 never_treated_only, reach_window, target_group, rules)
+    if not ref.user.any():
         return _no_users(name, programme, definition, SHARE_COLUMNS)
-    win = _window_max(panel, ref, cols, -W, -1)
-    win["gm_any"] = win[cols].max(axis=1)
-    parts = [win.assign(measure=m, value=(win[f"gm_{m}"] > 0).astype("int64")) for m in [*markets, "any"]]
-    long = pd.concat(parts, ignore_index=True)[["be_id", "group", "cohort", "measure", "value"]]
-    chk, pub = _share_indicator(long, rules, f"reach_growth_markets_{programme}")
-    head = {m: {"users": _val(pub, measure=m, group=USERS, cohort=ALL), "comparison": _val(pub, measure=m, group=COMPARISON, cohort=ALL)}
-            for m in [*markets, "any"]}
+    rows = _Rows("measure")
+    any_market = np.zeros(len(ref), dtype="int8")
+    for m in markets:  # a handful of markets, each vectorised over firms
+        traded = (grid.window(grid.values(f"gm_{m}"), ref.firm, ref.cohort, -W, -1) > 0).astype("int8")
+        any_market |= traded
+        rows.add(m, ref, traded)
+    rows.add("any", ref, any_market)
+    chk, pub = rows.check(["share"], rules, {"share": f"reach_growth_markets_{programme}"})["share"]
+    head = {m: _groups(pub, measure=m) for m in [*markets, "any"]}
     shares = pd.Series({m: head[m]["users"] for m in markets}).dropna()
     top = f"The most frequent growth market among users was {shares.idxmax()} ({_pct(shares.max())})" if len(shares) else "All market cells were suppressed"
     text = (
@@ -618,16 +929,18 @@ def growth_market_presence(
         f"{len(markets)} growth markets, against {_pct(head['any']['comparison'])} of the comparison group. "
         f"{top}; per market, users' shares range from {_pct(shares.min() if len(shares) else np.nan)} to {_pct(shares.max() if len(shares) else np.nan)}."
     )
-    return _result(name, programme, {"growth_market_presence": chk}, pub, head, text, definition, SHARE_COLUMNS)
+    return _result(name, programme, {name: chk}, pub, head, text, definition, SHARE_COLUMNS,
+                   settings={**settings, "growth_markets": tuple(markets)})
 
 
 # ----------------------------------------------------------------------------- 3. target group
 
 TARGET_COLUMNS = ("table", "characteristic", "category", "cohort", "value", "n_units")
+DEST_BANDS = ("0", "1-5", "6-10", "11+")
 
 
-def _dest_band(n: pd.Series) -> pd.Series:
-    return pd.cut(n.astype(float).fillna(0), [-np.inf, 0, 5, 10, np.inf], labels=["0", "1-5", "6-10", "11+"]).astype(str)
+def _dest_band(n: Any) -> np.ndarray:
+    return pd.cut(pd.Series(n).astype(float).fillna(0), [-np.inf, 0, 5, 10, np.inf], labels=list(DEST_BANDS)).astype(str).to_numpy()
 
 
 def target_group_fit(
@@ -654,7 +967,7 @@ def target_group_fit(
     IndicatorResult
         Tables ``fit`` (share per cohort and all) and ``profile`` (counts of users outside
         the target group by size class, exporter status, destinations band and reason).
-        ``tidy()`` columns ``table, characteristic, category, cohort, value, n_units``.
+        ``tidy()`` columns ``table, characteristic, category, cohort, value, n_units, share``.
 
     Notes
     -----
@@ -671,86 +984,68 @@ def target_group_fit(
     """
     name = "target_group_fit"
     definition = "share of users inside the target group in the year before first use; profile of users outside it"
-    tg, rules = _target(target_group), _rules(rules)
-    _require(panel, ["be_id", "year", "employees", "n_dest", "size_class", "exporter"])
-    ref = _reference(panel, programme, None, True, tg)
-    if ref.empty:
+    _, tg, rules, grid, ref, settings = _prepare(panel, programme, ["employees", "n_dest", "size_class", "exporter"],
+                                                 target_group=target_group, rules=rules, comparison=False)
+    if not len(ref):
         return _no_users(name, programme, definition, TARGET_COLUMNS)
-    at = _at(panel, ref, ["employees", "n_dest", "size_class", "exporter"], -1)
-    n_missing = int((~at["_present"]).sum())
-    at = at[at["_present"]].copy()
-    if at.empty:
+    year = ref.cohort - 1
+    emp, present = grid.at(grid.values("employees"), ref.firm, year)
+    n_missing = int((~present).sum())
+    if not present.any():
         return _empty(name, programme, definition, TARGET_COLUMNS,
                       f"None of the {len(ref)} users of {programme!r} has a register row in the year before first use.")
-    at["value"] = _in_target(at["employees"], at["n_dest"], tg).astype("int64")
-    fit_long = _stack_all(at[["be_id", "group", "cohort", "value"]].assign(characteristic="in_target_group", category="yes"))
+    at = pd.DataFrame({
+        "be_id": ref.firm, "cohort": ref.cohort, "employees": emp,
+        "n_dest": grid.at(grid.values("n_dest"), ref.firm, year)[0],
+        "size_class": grid.at(grid.values("size_class", "object"), ref.firm, year, None)[0],
+        "exporter": grid.at(grid.values("exporter"), ref.firm, year)[0],
+    })[present]
+    at["value"] = _in_target(at["employees"], at["n_dest"], tg).to_numpy().astype("int64")
+    fit_long = _stack_all(at[["be_id", "cohort", "value"]].assign(characteristic="in_target_group", category="yes"))
     fit = check_table(fit_long, by=["characteristic", "category", "cohort"], value="value", unit="be_id", stat="share",
                       rules=rules, name=f"reach_target_fit_{programme}")
-    out = at[at["value"] == 0].copy()
-    emp = out["employees"].astype(float)
+    out = at[at["value"] == 0]
+    emp_out = out["employees"].astype(float)
     nd = out["n_dest"].astype(float).fillna(0)
     reason = np.select(
-        [emp < tg["min_employees"], emp > tg["max_employees"], nd < tg["min_destinations"], nd > tg["max_destinations"]],
+        [emp_out < tg["min_employees"], emp_out > tg["max_employees"], nd < tg["min_destinations"], nd > tg["max_destinations"]],
         ["fewer employees than target", "more employees than target", "fewer destinations than target", "more destinations than target"],
         "employees unknown",
     )
-    prof = pd.concat(
-        [
-            pd.DataFrame({"be_id": out["be_id"], "characteristic": "size_class", "category": out["size_class"].astype(str)}),
-            pd.DataFrame({"be_id": out["be_id"], "characteristic": "exporter",
-                          "category": np.where(out["exporter"] > 0, "exporter", "non-exporter")}),
-            pd.DataFrame({"be_id": out["be_id"], "characteristic": "destinations", "category": _dest_band(out["n_dest"])}),
-            pd.DataFrame({"be_id": out["be_id"], "characteristic": "reason (first applying)", "category": reason}),
-            pd.DataFrame({"be_id": out["be_id"], "characteristic": "all outside target group", "category": ALL}),
-        ],
-        ignore_index=True,
-    )
+    profile_of = {
+        "size_class": out["size_class"].astype(str).to_numpy(),
+        "exporter": np.where(out["exporter"] > 0, "exporter", "non-exporter"),
+        "destinations": _dest_band(out["n_dest"]),
+        "reason (first applying)": reason,
+        "all outside target group": np.full(len(out), ALL),
+    }
+    prof = pd.concat([pd.DataFrame({"be_id": out["be_id"].to_numpy(), "characteristic": c, "category": v})
+                      for c, v in profile_of.items()], ignore_index=True)
     frames = {"fit": fit}
     pub_fit = _published(fit).assign(table="fit")
-    if len(prof):
+    if len(out):
         profile = check_table(prof, by=["characteristic", "category"], unit="be_id", stat="count", rules=rules,
                               name=f"reach_target_profile_{programme}")
         frames["profile"] = profile
-        pub_prof = profile.suppress().assign(table="profile", cohort=ALL)
-        total = _val(pub_prof, characteristic="all outside target group", category=ALL)
-        pub_prof["share"] = pub_prof["value"] / total
+        pub_prof = _published(profile).assign(table="profile", cohort=ALL)
+        pub_prof["share"] = pub_prof["value"] / _val(pub_prof, characteristic="all outside target group", category=ALL)
     else:
-        pub_prof = pd.DataFrame(columns=list(TARGET_COLUMNS))
+        pub_prof = pd.DataFrame(columns=[*TARGET_COLUMNS, "share"])
     pub = pd.concat([pub_fit, pub_prof], ignore_index=True)
-    share = _val(pub_fit, cohort=ALL)
-    n_users = _n(pub_fit, cohort=ALL)
+    share, n_users = _val(pub_fit, cohort=ALL), _n(pub_fit, cohort=ALL)
     head = {"share_in_target": share, "n_users_with_row_before": n_users, "n_no_row_before": n_missing,
-            "n_outside": _val(pub_prof, characteristic="all outside target group", category=ALL) if len(prof) else 0.0}
-    exp_out = _val(pub_prof, characteristic="exporter", category="exporter") / head["n_outside"] if len(prof) else np.nan
+            "n_outside": _val(pub_prof, characteristic="all outside target group", category=ALL) if len(out) else 0.0}
+    exp_out = _val(pub_prof, characteristic="exporter", category="exporter") / head["n_outside"] if len(out) else np.nan
     text = (
         f"{_pct(share)} of the {_int(n_users)} {programme} users with a register record in the year before first use were inside "
         f"the target group ({tg['min_employees']:.0f}-{tg['max_employees']:.0f} employees and {tg['min_destinations']:.0f}-"
         f"{tg['max_destinations']:.0f} export destinations), so {_pct(1 - share)} were outside it. "
         f"Of those outside, {_pct(exp_out)} exported. {n_missing} users had no register record in that year and are not classified."
     )
-    columns = (*TARGET_COLUMNS, "share")
-    return _result(name, programme, frames, pub, head, text, definition, columns)
+    return _result(name, programme, frames, pub, head, text, definition, (*TARGET_COLUMNS, "share"), settings=settings)
 
 
 # ----------------------------------------------------------------------------- 4. prior instruments
-
-
-def _prior_instruments(panel: pd.DataFrame, ref: pd.DataFrame) -> pd.DataFrame:
-    """``ref`` plus ``prior`` = any instrument registration in a year < cohort."""
-    p = panel.loc[:, ["be_id", "year", "instr_any", "instr_ever_before"]].copy()
-    p["be_id"] = p["be_id"].astype(str)
-    out = []
-    for cohort, r in ref.groupby("cohort", sort=True):
-        # instr_ever_before (year <= g) and instr_any (year <= g-1) both only see years < g;
-        # using both covers registrations in years without a register row.
-        sl = p[p["year"] <= cohort]
-        flag = np.where(sl["year"] < cohort, np.maximum(sl["instr_any"].fillna(0), sl["instr_ever_before"].fillna(0)),
-                        sl["instr_ever_before"].fillna(0))
-        agg = pd.Series(flag, index=sl.index).groupby(sl["be_id"]).max().rename("prior")
-        out.append(r.merge(agg, left_on="be_id", right_index=True, how="left"))
-    res = pd.concat(out, ignore_index=True)
-    res["prior"] = (res["prior"].fillna(0) > 0).astype("int64")
-    return res
 
 
 def prior_instrument_use(
@@ -790,27 +1085,26 @@ def prior_instrument_use(
     """
     name = "prior_instrument_use"
     definition = "share of firms registered for any public instrument (RVO/Achilles) in a year before first use"
-    W, tg, rules = _settings(comparison_group, never_treated_only, reach_window, target_group, rules)
-    _require(panel, ["be_id", "year", "instr_any", "instr_ever_before"])
-    ref = _reference(panel, programme, comparison_group, never_treated_only, tg)
-    if not (ref["group"] == USERS).any():
+    _, tg, rules, grid, ref, settings = _prepare(panel, programme, ["instr_any", "instr_ever_before"], comparison_group,
+                                                 never_treated_only, reach_window, target_group, rules)
+    if not ref.user.any():
         return _no_users(name, programme, definition, SHARE_COLUMNS)
-    pr = _prior_instruments(panel, ref)
-    long = pr.assign(measure="instr_before", value=pr["prior"])[["be_id", "group", "cohort", "measure", "value"]]
-    chk, pub = _share_indicator(long, rules, f"reach_prior_instruments_{programme}")
-    head = {"users": _val(pub, group=USERS, cohort=ALL), "comparison": _val(pub, group=COMPARISON, cohort=ALL),
-            "n_users": _n(pub, group=USERS, cohort=ALL), "n_comparison": _n(pub, group=COMPARISON, cohort=ALL)}
+    rows = _Rows("measure")
+    rows.add("instr_before", ref, _prior_flag(grid, ref))
+    chk, pub = rows.check(["share"], rules, {"share": f"reach_prior_instruments_{programme}"})["share"]
+    head = _groups(pub)
     text = (
         f"{_pct(head['users'])} of the {_int(head['n_users'])} {programme} users had registered for a public instrument before "
         f"first use, against {_pct(head['comparison'])} of the comparison group "
-        f"({_group_comparison_text(comparison_group, never_treated_only)}, same reference years)."
+        f"({comparison_description(comparison_group, never_treated_only, short=True)}, same reference years)."
     )
-    return _result(name, programme, {"prior_instrument_use": chk}, pub, head, text, definition, SHARE_COLUMNS)
+    return _result(name, programme, {name: chk}, pub, head, text, definition, SHARE_COLUMNS, settings=settings)
 
 
 # ----------------------------------------------------------------------------- 5. instruments after
 
 AFTER_COLUMNS = ("prior_use", "category", "value", "n_units", "share")
+PRIOR_USE = ("used instruments before", "no instruments before")
 
 
 def instrument_use_after(
@@ -858,38 +1152,30 @@ def instrument_use_after(
     """
     name = "instrument_use_after"
     definition = "users by instrument registrations after first use versus an equally long window before"
-    W, rules = _window(reach_window), _rules(rules)
-    _require(panel, ["be_id", "year", "instr_n", "instr_any", "instr_ever_before"])
-    ref = _reference(panel, programme, None, True, None)
-    if ref.empty:
+    W, _, rules, grid, ref, settings = _prepare(panel, programme, ["instr_n", "instr_any", "instr_ever_before"],
+                                                reach_window=reach_window, rules=rules, comparison=False)
+    if not len(ref):
         return _no_users(name, programme, definition, AFTER_COLUMNS)
-    T = int(panel["year"].max()) if last_year is None else int(last_year)
-    ref = ref.assign(L=np.clip(np.minimum(W, T - ref["cohort"] + 1), 0, None))
-    p = panel.loc[:, ["be_id", "year", "instr_n"]].copy()
-    p["be_id"] = p["be_id"].astype(str)
-    m = ref[["be_id", "cohort", "L"]].merge(p, on="be_id", how="left")
-    rel = m["year"] - m["cohort"]
-    n = m["instr_n"].fillna(0)
-    m["before"] = np.where((rel >= -m["L"]) & (rel <= -1), n, 0)
-    m["after"] = np.where((rel >= 0) & (rel <= m["L"] - 1), n, 0)
-    cnt = m.groupby("be_id")[["before", "after"]].sum()
-    r = ref.merge(cnt, left_on="be_id", right_index=True, how="left").fillna({"before": 0, "after": 0})
-    r = r.merge(_prior_instruments(panel, ref)[["be_id", "prior"]], on="be_id", how="left")
-    A, B = r["after"].to_numpy(), r["before"].to_numpy()
-    r["category"] = np.select([A == 0, A == 1, A <= B], list(INSTRUMENT_CATEGORIES[:3]), INSTRUMENT_CATEGORIES[3])
-    r["prior_use"] = np.where(r["prior"] > 0, "used instruments before", "no instruments before")
-    base = r[["be_id", "prior_use", "category"]]
+    T = int(grid.year.max()) if last_year is None else int(last_year)
+    L = np.clip(np.minimum(W, T - ref.cohort + 1), 0, None)
+    counts = _prefix(grid, grid.values("instr_n"), "sum")
+    B = _span_sum(counts, grid, ref.firm, ref.cohort - L, ref.cohort - 1)
+    A = _span_sum(counts, grid, ref.firm, ref.cohort, ref.cohort + L - 1)
+    base = pd.DataFrame({
+        "be_id": ref.firm,
+        "prior_use": np.where(_prior_flag(grid, ref) > 0, PRIOR_USE[0], PRIOR_USE[1]),
+        "category": np.select([A == 0, A == 1, A <= B], list(INSTRUMENT_CATEGORIES[:3]), INSTRUMENT_CATEGORIES[3]),
+    })
     long = pd.concat([base, base.assign(category=ALL), base.assign(prior_use=ALL), base.assign(prior_use=ALL, category=ALL)],
                      ignore_index=True)
     chk = check_table(long, by=["prior_use", "category"], unit="be_id", stat="count", rules=rules,
                       name=f"reach_instruments_after_{programme}")
-    pub = chk.suppress().copy()
+    pub = _published(chk)
     tot = pub[pub["category"] == ALL].set_index("prior_use")["value"]
     pub["share"] = pub["value"] / pub["prior_use"].map(tot).astype(float)
     order = {c: i for i, c in enumerate([*INSTRUMENT_CATEGORIES, ALL])}
     pub = pub.sort_values(["prior_use", "category"], key=lambda s: s.map(order) if s.name == "category" else s)
-    sh = lambda pu, c: float(pub.loc[(pub["prior_use"] == pu) & (pub["category"] == c), "share"].squeeze()) if ((pub["prior_use"] == pu) & (pub["category"] == c)).any() else np.nan  # noqa: E731
-    head = {pu: {c: sh(pu, c) for c in INSTRUMENT_CATEGORIES} for pu in [ALL, "used instruments before", "no instruments before"]}
+    head = {pu: {c: _cell(pub, "share", prior_use=pu, category=c) for c in INSTRUMENT_CATEGORIES} for pu in [ALL, *PRIOR_USE]}
     head["n_users"] = _val(pub, prior_use=ALL, category=ALL)
     text = (
         f"After first use, {_pct(head[ALL]['none'])} of {programme} users registered for no further public instrument, "
@@ -897,7 +1183,7 @@ def instrument_use_after(
         f"and {_pct(head[ALL]['more than before'])} for more than before (windows of up to {W} years on each side). "
         f"Among users without earlier instruments, {_pct(head['no instruments before']['none'])} registered for none."
     )
-    return _result(name, programme, {"instrument_use_after": chk}, pub, head, text, definition, AFTER_COLUMNS)
+    return _result(name, programme, {name: chk}, pub, head, text, definition, AFTER_COLUMNS, settings=settings)
 
 
 # ----------------------------------------------------------------------------- 6. regional reach
@@ -905,17 +1191,22 @@ def instrument_use_after(
 REGION_COLUMNS = ("organiser_region", "value", "n_units", "n_participations")
 
 
-def _linked_pairs(link: Any, programme: str) -> pd.DataFrame:
+def _unique_pairs(link: Any, programme: str) -> pd.DataFrame:
+    """Linked records of ``programme`` as unique (firm, activity) pairs, earliest year first.
+
+    Without an activity id every linked record is its own participation (NLiB portal users).
+    """
     recs = getattr(link, "records", link)
     _require(recs, ["programme", "bucket", "be_id", "year"], table="link.records")
     r = recs[(recs["programme"].astype(str) == programme) & (recs["bucket"].astype(str) == "linked")].copy()
     r["be_id"] = r["be_id"].astype(str)
-    if "activity_id" not in r.columns:
-        r["activity_id"] = pd.NA
-    # Without an activity id every linked record is its own participation (NLiB portal users).
+    r["year"] = r["year"].astype("int64")
+    for col in ("activity_id", "activity_type", "organiser_region"):
+        if col not in r.columns:
+            r[col] = pd.NA
     aid = r["activity_id"].astype("str")
     r["activity_key"] = aid.where(r["activity_id"].notna(), "row:" + r.index.astype(str))
-    return r
+    return r.sort_values("year", kind="stable").drop_duplicates(["be_id", "activity_key"])
 
 
 def regional_reach(
@@ -958,25 +1249,20 @@ def regional_reach(
     definition = "share of firm participations in activities organised by the firm's own region"
     rules = _rules(rules)
     _require(panel, ["be_id", "year", "region"])
-    r = _linked_pairs(link, programme)
-    if "organiser_region" not in r.columns or r["organiser_region"].notna().sum() == 0:
+    pairs = _unique_pairs(link, programme)
+    if pairs["organiser_region"].notna().sum() == 0:
         return _empty(name, programme, definition, REGION_COLUMNS,
                       f"Programme {programme!r} has no organiser-region data, so regional reach does not apply.")
-    if r.empty:
-        return _no_users(name, programme, definition, REGION_COLUMNS)
-    pairs = r.sort_values(["year"]).drop_duplicates(["be_id", "activity_key"])
     n_no_org = int(pairs["organiser_region"].isna().sum())
     pairs = pairs[pairs["organiser_region"].notna()]
-    reg = panel.loc[:, ["be_id", "year", "region"]].copy()
-    reg["be_id"] = reg["be_id"].astype(str)
-    reg["year"] = reg["year"].astype("int64")
-    pairs = pairs.assign(year=pairs["year"].astype("int64")).merge(reg, on=["be_id", "year"], how="left")
-    pairs["value"] = (pairs["region"].astype(str) == pairs["organiser_region"].astype(str)).astype("int64")
-    pairs["organiser_region"] = pairs["organiser_region"].astype(str)
+    grid = _Grid.of(panel)
+    region, _ = grid.at(grid.values("region", "object"), grid.ids.get_indexer(pairs["be_id"]), pairs["year"].to_numpy(), None)
+    org = pairs["organiser_region"].astype(str).to_numpy()
+    pairs = pairs.assign(organiser_region=org, value=(pd.Series(region).astype(str).to_numpy() == org).astype("int64"))
     long = pd.concat([pairs, pairs.assign(organiser_region=ALL)], ignore_index=True)[["be_id", "organiser_region", "value", "activity_key"]]
     chk = check_table(long, by=["organiser_region"], value="value", unit="be_id", stat="share", rules=rules,
                       name=f"reach_regional_{programme}")
-    pub = chk.suppress().copy()
+    pub = _published(chk)
     npart = long.groupby("organiser_region").size().rename("n_participations")
     pub["n_participations"] = pub["organiser_region"].map(npart).astype(float).where(pub["value"].notna())
     share = _val(pub, organiser_region=ALL)
@@ -991,7 +1277,7 @@ def regional_reach(
         f"from firms located in the organiser's own province; the rest came from elsewhere. {spread}"
     )
     msg = f"{n_no_org} participations without organiser region were left out." if n_no_org else None
-    return _result(name, programme, {"regional_reach": chk}, pub, head, text, definition, REGION_COLUMNS, msg)
+    return _result(name, programme, {name: chk}, pub, head, text, definition, REGION_COLUMNS, msg)
 
 
 # ----------------------------------------------------------------------------- 7. export values
@@ -1040,41 +1326,28 @@ def export_values(
     """
     name = "export_values"
     definition = "mean and median export value (EUR) by year relative to first use, users vs comparison (descriptive, not an effect)"
-    W, tg, rules = _settings(comparison_group, never_treated_only, reach_window, target_group, rules)
-    _require(panel, ["be_id", "year", "exports"])
-    ref = _reference(panel, programme, comparison_group, never_treated_only, tg)
-    if not (ref["group"] == USERS).any():
+    W, tg, rules, grid, ref, settings = _prepare(panel, programme, ["exports"], comparison_group, never_treated_only,
+                                                 reach_window, target_group, rules)
+    if not ref.user.any():
         return _no_users(name, programme, definition, EXPORT_COLUMNS)
-    parts = []
+    exports = grid.values("exports")
+    rows = _Rows("event_time", key_last=True)
     for e in range(-W, W + 1):  # a few event times; each step is vectorised over firms
-        a = _at(panel, ref, ["exports"], e)
-        parts.append(a[a["_present"]].assign(event_time=e))
-    long = pd.concat(parts, ignore_index=True)[["be_id", "group", "cohort", "event_time", "exports"]]
-    long["exports"] = long["exports"].astype("float64")
-    long = _stack_all(long)
-    frames, pubs = {}, []
-    for stat in ("mean", "median"):
-        chk = check_table(long, by=["group", "cohort", "event_time"], value="exports", unit="be_id", stat=stat, rules=rules,
-                          name=f"reach_exports_{stat}_{programme}")
-        frames[stat] = chk
-        pub = _published(chk)
-        derived = _weighted_comparison(pub, long, ["event_time"])
-        pubs.append(pd.concat([pub[["group", "cohort", "event_time", "value", "n_units"]], derived], ignore_index=True).assign(stat=stat))
-    pub = pd.concat(pubs, ignore_index=True)
+        x, present = grid.at(exports, ref.firm, ref.cohort + e)
+        rows.add(e, ref, x, present)
+    checked = rows.check(["mean", "median"], rules, {s: f"reach_exports_{s}_{programme}" for s in ("mean", "median")})
+    frames = {stat: chk for stat, (chk, _) in checked.items()}
+    pub = pd.concat([pub.assign(stat=stat) for stat, (_, pub) in checked.items()], ignore_index=True)
     pub["event_time"] = pub["event_time"].astype("int64")
-    v = lambda stat, grp, e: _val(pub, stat=stat, group=grp, cohort=ALL, event_time=e)  # noqa: E731
-    head = {f"{g}_{s}_{lab}": v(s, g, e) for g in (USERS, COMPARISON) for s in ("mean", "median") for lab, e in (("before", -1), ("after", 1))}
+    head = {f"{g}_{s}_{lab}": _val(pub, stat=s, group=g, cohort=ALL, event_time=e)
+            for g in (USERS, COMPARISON) for s in ("mean", "median") for lab, e in (("before", -1), ("after", 1))}
     text = (
         f"In the year before first use, {programme} users exported on average EUR {_money(head['users_mean_before'])} "
         f"(comparison group: EUR {_money(head['comparison_mean_before'])}); one year after, EUR {_money(head['users_mean_after'])} "
         f"(comparison: EUR {_money(head['comparison_mean_after'])}). These are descriptive averages of different firms, "
         f"not an effect of the programme: users already differed before first use."
     )
-    return _result(name, programme, frames, pub, head, text, definition, EXPORT_COLUMNS)
-
-
-def _money(x: float) -> str:
-    return "suppressed" if not np.isfinite(x) else f"{x:,.0f}"
+    return _result(name, programme, frames, pub, head, text, definition, EXPORT_COLUMNS, settings=settings)
 
 
 # ----------------------------------------------------------------------------- 8. participant counts
@@ -1119,18 +1392,14 @@ def participant_counts(
     name = "participant_counts"
     definition = "unique firms versus participations (unique firm-activity pairs) per year and activity type"
     rules = _rules(rules)
-    r = _linked_pairs(link, programme)
-    if r.empty:
+    pairs = _unique_pairs(link, programme)
+    if pairs.empty:
         return _no_users(name, programme, definition, COUNT_COLUMNS)
-    pairs = r.sort_values("year").drop_duplicates(["be_id", "activity_key"]).copy()
-    if "activity_type" not in pairs.columns:
-        pairs["activity_type"] = pd.NA
-    pairs["activity_type"] = pairs["activity_type"].astype("str").where(pairs["activity_type"].notna(), "portal")
-    pairs["one"] = 1.0
-    base = pairs[["be_id", "year", "activity_type", "one"]]
+    kind = pairs["activity_type"].astype("str").where(pairs["activity_type"].notna(), "portal")
+    base = pd.DataFrame({"be_id": pairs["be_id"], "year": pairs["year"].astype(str), "activity_type": kind, "one": 1.0})
     long = pd.concat(
         [
-            base.assign(dimension="year", category=base["year"].astype("int64").astype(str)),
+            base.assign(dimension="year", category=base["year"]),
             base.assign(dimension="activity_type", category=base["activity_type"]),
             base.assign(dimension=ALL, category=ALL),
         ],
@@ -1156,3 +1425,303 @@ def participant_counts(
         f"(unique firm-activity pairs), i.e. {ratio:.2f} per firm: {verdict}{busiest}"
     )
     return _result(name, programme, {"firms": firms, "participations": parts}, pub, head, text, definition, COUNT_COLUMNS)
+
+
+# ----------------------------------------------------------------------------- figures
+# Every figure is drawn from ``published`` (the suppress() copies plus derived rows), so a
+# suppressed cell is absent from the plot: its bar is empty and labelled "suppressed".
+
+GROUP_NAMES = {USERS: "users", COMPARISON: "comparison group"}
+
+
+def _n_label(name: str, n: Any, unit: str = "") -> str:
+    """Legend label with a publishable group size ('n suppressed' otherwise)."""
+    unit = f" {unit}" if unit else ""
+    return f"{name} (n={int(n):,}{unit})" if pd.notna(n) else f"{name} (n suppressed)"
+
+
+def _group_labels(pub: pd.DataFrame, **where) -> pd.Series:
+    """Per row: its group's name with the group's size in the cell(s) ``where``."""
+    sizes = {g: _n(pub, group=g, **where) for g in GROUP_NAMES}
+    return pub["group"].astype(str).map({g: _n_label(GROUP_NAMES[g], sizes[g]) for g in GROUP_NAMES})
+
+
+def _pct_axis(ax, axis: str = "y") -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    getattr(ax, f"{axis}axis").set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.0f}%"))
+    getattr(ax, f"set_{axis}lim")(0, 1.25 if axis == "y" else 1.12)  # headroom for bar labels and legend
+    getattr(ax, f"set_{axis}ticks")(np.linspace(0, 1, 6))  # no tick beyond 100% in the headroom
+
+
+def _bars(ax, data: pd.DataFrame, x: str, hue: str | None, *, y: str = "value", order: Sequence | None = None,
+          horizontal: bool = False, pct: bool = True, colors: Sequence | None = None) -> None:
+    """Grouped bars from a tidy table; a suppressed (NaN) bar stays empty and is labelled so."""
+    xs = list(order) if order is not None else list(dict.fromkeys(data[x]))
+    hues = list(dict.fromkeys(data[hue])) if hue else [None]
+    width = 0.8 / len(hues)
+    pos = np.arange(len(xs))
+    for j, h in enumerate(hues):
+        sub = data if h is None else data[data[hue] == h]
+        vals = sub.groupby(x, sort=False)[y].first().reindex(xs).astype(float).to_numpy()
+        where = pos - 0.4 + width * (j + 0.5)
+        draw = ax.barh if horizontal else ax.bar
+        bars = draw(where, np.nan_to_num(vals), width, label=h, color=colors)
+        text = ["suppressed" if np.isnan(v) else (f"{100 * v:.0f}%" if pct else f"{v:,.0f}") for v in vals]
+        ax.bar_label(bars, labels=text, fontsize=7, padding=2)
+    (ax.set_yticks if horizontal else ax.set_xticks)(pos, [str(v) for v in xs])
+    if horizontal:
+        ax.invert_yaxis()  # first category on top, as read
+    if hue:
+        ax.legend(title="", fontsize=8, loc="upper center", ncol=min(len(hues), 3))
+    ax.grid(axis="x" if horizontal else "y", alpha=0.3)
+
+
+def _new_figure(width: float, height: float, ncols: int = 1):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(width, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def _share_figure(data: pd.DataFrame, x: str, title: str, xlabel: str, ylabel: str, width: float = 9):
+    fig, (ax,) = _new_figure(width, 4.5)
+    _bars(ax, data.sort_values("group", ascending=False, kind="stable"), x, "group_label", order=list(dict.fromkeys(data[x])))
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    _pct_axis(ax)
+    fig.tight_layout()
+    return fig
+
+
+def _data_intl(r: IndicatorResult) -> pd.DataFrame:
+    pub = r.published[r.published["cohort"] == ALL].copy()
+    W = r.settings.get("reach_window", 5)
+    names = {"exporter_before": "exported in g-1", "intl_before": "exported or imported\nin g-1",
+             "intl_window": f"exported or imported\nin any of g-{W}..g-1"}
+    return pub.assign(x=pub["measure"].map(names), group_label=_group_labels(pub, measure="intl_window"))
+
+
+def _draw_intl(r, data, label):
+    return _share_figure(data, "x", f"{label}: international activity before first use",
+                         "trade in the reference period (g = year of first use)", "share of firms (%)")
+
+
+def _data_markets(r: IndicatorResult) -> pd.DataFrame:
+    pub = r.published[r.published["cohort"] == ALL].copy()
+    return pub.assign(x=pub["measure"].replace({"any": "any of them"}), group_label=_group_labels(pub, measure="any"))
+
+
+def _draw_markets(r, data, label):
+    W = r.settings.get("reach_window", 5)
+    return _share_figure(data, "x", f"{label}: traded with the market in the {W} years before first use",
+                         "growth market (ISO-2)", "share of firms (%)", width=11)
+
+
+def _data_prior(r: IndicatorResult) -> pd.DataFrame:
+    pub = r.published.copy()
+    return pub.assign(x=pub["cohort"].replace({ALL: "all cohorts"}), group_label=_group_labels(pub, cohort=ALL))
+
+
+def _draw_prior(r, data, label):
+    return _share_figure(data, "x", f"{label}: registered for a public instrument before first use",
+                         "first-use year (cohort)", "share registered for an instrument before (%)")
+
+
+def _data_profile(r: IndicatorResult) -> pd.DataFrame:
+    pub = r.published
+    prof = pub[(pub["table"] == "profile") & (pub["category"] != ALL)].copy()
+    band = {b: i for i, b in enumerate(DEST_BANDS)}
+    prof = prof.assign(_o=prof["category"].map(band).fillna(0)).sort_values(["characteristic", "_o", "category"])
+    return prof.assign(x=prof["characteristic"] + ": " + prof["category"].astype(str), value=prof["share"])
+
+
+def _draw_profile(r, data, label):
+    import matplotlib.pyplot as plt
+
+    kinds = list(dict.fromkeys(data["characteristic"]))
+    palette = dict(zip(kinds, plt.get_cmap("tab10").colors))
+    fig, (ax,) = _new_figure(10, 0.32 * len(data) + 1.8)
+    _bars(ax, data, "x", None, horizontal=True, colors=[palette[k] for k in data["characteristic"]])
+    n_out = _int(r.headline.get("n_outside", np.nan))
+    ax.set(ylabel="characteristic in the year before first use", xlabel="share of users outside the target group (%)",
+           title=f"{label}:\nprofile of users outside the target group (n={n_out})")
+    _pct_axis(ax, "x")
+    fig.tight_layout()
+    return fig
+
+
+def _data_after(r: IndicatorResult) -> pd.DataFrame:
+    pub = r.published
+    tot = pub[pub["category"] == ALL].set_index("prior_use")["value"]
+    data = pub[pub["category"] != ALL].copy()
+    names = {p: _n_label("all users" if p == ALL else p, tot.get(p, np.nan)) for p in data["prior_use"].unique()}
+    return data.assign(prior_label=data["prior_use"].map(names), value=data["share"])
+
+
+def _draw_after(r, data, label):
+    fig, (ax,) = _new_figure(10, 4.5)
+    _bars(ax, data, "category", "prior_label", order=INSTRUMENT_CATEGORIES)
+    ax.set(xlabel="instrument registrations after first use", ylabel="share of users (%)",
+           title=f"{label}: instrument use after first use, by earlier use")
+    _pct_axis(ax)
+    fig.tight_layout()
+    return fig
+
+
+def _data_region(r: IndicatorResult) -> pd.DataFrame:
+    pub = r.published.copy()
+    names = pub["organiser_region"].replace({ALL: "all organisers"})
+    return pub.assign(x=[_n_label(o, n, "firms") for o, n in zip(names, pub["n_units"])])
+
+
+def _draw_region(r, data, label):
+    fig, (ax,) = _new_figure(8, 0.4 * len(data) + 1.8)
+    _bars(ax, data, "x", None, horizontal=True)
+    ax.set(ylabel="organiser region (province)", xlabel="participations from the organiser's own province (%)",
+           title=f"{label}:\nparticipants from the organiser's own region")
+    _pct_axis(ax, "x")
+    fig.tight_layout()
+    return fig
+
+
+def _data_exports(r: IndicatorResult) -> pd.DataFrame:
+    pub = r.published[r.published["cohort"] == ALL].copy()
+    return pub.assign(group_label=_group_labels(pub, event_time=-1, stat="mean"))
+
+
+def _draw_exports(r, data, label):
+    fig, axes = _new_figure(12, 4.5, ncols=2)
+    for ax, stat in zip(axes, ("mean", "median")):
+        sub = data[data["stat"] == stat]
+        hidden = []
+        for color, grp in zip(("tab:blue", "tab:orange"), (USERS, COMPARISON)):  # users first, as in the bar charts
+            line = sub[sub["group"] == grp].sort_values("event_time")
+            if line["value"].notna().any():
+                ax.plot(line["event_time"], line["value"] / 1000, marker="o", color=color, label=line["group_label"].iloc[0])
+            else:
+                hidden.append(GROUP_NAMES[grp])
+        if hidden:
+            ax.text(0.02, 0.02, f"suppressed: {', '.join(hidden)}", transform=ax.transAxes, fontsize=8, color="grey")
+        if sub["value"].notna().any():
+            ax.legend(title="", fontsize=8)
+        ax.axvline(-0.5, color="grey", ls=":")
+        ax.grid(alpha=0.3)
+        ax.set(xlabel="years since first use (0 = year of first use)", ylabel=f"{stat} exports (EUR 1,000)",
+               title=f"{stat.capitalize()} export value")
+    fig.suptitle(f"{label}: export value around first use (descriptive, not an effect)")
+    fig.tight_layout()
+    return fig
+
+
+def _data_counts(r: IndicatorResult) -> pd.DataFrame:
+    pub = r.published[r.published["dimension"] != ALL].copy()
+    return pub.assign(measure_label=pub["measure"].map({"firms": "unique firms", "participations": "participations (firm x activity)"}))
+
+
+def _draw_counts(r, data, label):
+    dims = [d for d in ("year", "activity_type") if (data["dimension"] == d).any()]
+    fig, axes = _new_figure(6 * len(dims), 4.5, ncols=len(dims))
+    for ax, dim in zip(axes, dims):
+        _bars(ax, data[data["dimension"] == dim], "category", "measure_label", pct=False)
+        ax.set(xlabel="year of participation" if dim == "year" else "activity type",
+               ylabel="number (firms or participations)", title=f"per {dim.replace('_', ' ')}")
+        ax.set_ylim(0, 1.12 * max(1.0, float(np.nanmax(data["value"].to_numpy(dtype=float)))))
+        ax.tick_params(axis="x", rotation=45 if dim == "activity_type" else 0)
+    fig.suptitle(f"{label}: linked firms versus participations")
+    fig.tight_layout()
+    return fig
+
+
+#: indicator name -> (publishable data to plot, drawing function)
+_FIGURES: dict[str, tuple[Callable, Callable]] = {
+    "international_activity": (_data_intl, _draw_intl),
+    "growth_market_presence": (_data_markets, _draw_markets),
+    "target_group_fit": (_data_profile, _draw_profile),
+    "prior_instrument_use": (_data_prior, _draw_prior),
+    "instrument_use_after": (_data_after, _draw_after),
+    "regional_reach": (_data_region, _draw_region),
+    "export_values": (_data_exports, _draw_exports),
+    "participant_counts": (_data_counts, _draw_counts),
+}
+
+
+# ----------------------------------------------------------------------------- headline numbers
+
+
+def _after_key(category: str) -> str:
+    return "share_after_" + category.replace(", ", "_").replace(" ", "_")
+
+
+#: indicator name -> its flat ``headline/reach.json`` entries (from the result's publishable headline)
+_HEADLINE: dict[str, Callable[[Mapping], dict]] = {
+    "international_activity": lambda h: {
+        **{f"share_{m}_{g}": h[m][g] for m in ("exporter_before", "intl_before", "intl_window") for g in ("users", "comparison")},
+        "n_users_window": h["intl_window"]["n_users"]},
+    "growth_market_presence": lambda h: {f"share_any_growth_market_{g}": h["any"][g] for g in ("users", "comparison")},
+    "target_group_fit": lambda h: {"share_in_target_group": h["share_in_target"], "n_users_outside_target_group": h["n_outside"]},
+    "prior_instrument_use": lambda h: {f"share_instr_before_{g}": h[g] for g in ("users", "comparison")},
+    "instrument_use_after": lambda h: {_after_key(c): h[ALL][c] for c in INSTRUMENT_CATEGORIES},
+    "regional_reach": lambda h: {"share_own_region": h["share_own_region"]},
+    "export_values": lambda h: {f"exports_{k}": v for k, v in h.items()},
+    "participant_counts": lambda h: {"n_firms": h["n_firms"], "n_participations": h["n_participations"]},
+}
+
+
+def _publishable(x: Any) -> Any:
+    """A suppressed (NaN) number becomes None, so reach.json says null, never a value."""
+    if isinstance(x, (float, np.floating)) and not np.isfinite(x):
+        return None
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def reach_headline(
+    results: Iterable[IndicatorResult],
+    *,
+    programme: str | None = None,
+    comparison_group: str | None = None,
+    reach_window: int | None = None,
+) -> dict[str, Any]:
+    """Flat headline numbers of the reach notebook (``headline/reach.json``) from indicator results.
+
+    Parameters
+    ----------
+    results : iterable of IndicatorResult
+        The indicators of one programme; empty ones (no users, no organiser data) add no keys.
+    programme, comparison_group, reach_window : optional
+        Recorded as they are; by default taken from the results.
+
+    Returns
+    -------
+    dict
+        Keys such as ``share_exporter_before_users``, ``share_exporter_before_comparison``,
+        ``share_intl_before_users``, ``share_any_growth_market_users``,
+        ``share_instr_before_users``, ``share_in_target_group``, ``share_own_region``,
+        ``n_firms`` (read by notebook 05). Every number comes from a result's ``headline``,
+        which is read from the publishable table: a suppressed cell gives ``None``.
+
+    Notes
+    -----
+    Nothing is recomputed here: :math:`h_k = \\text{published}(c_k)` for the cell :math:`c_k`
+    behind key :math:`k`, or ``None`` when that cell was suppressed.
+
+    Examples
+    --------
+    >>> reach_headline([], programme="tinl", comparison_group="business_economy", reach_window=5)
+    {'programme': 'tinl', 'comparison_group': 'business_economy', 'reach_window': 5}
+    """
+    results = list(results)
+    for r in results:
+        if not isinstance(r, IndicatorResult):
+            raise TypeError(f"reach_headline expects IndicatorResult objects; got {type(r).__name__}")
+    first = next((r for r in results if r.settings), None)
+    settings = dict(first.settings) if first is not None else {}
+    out: dict[str, Any] = {
+        "programme": programme if programme is not None else (results[0].programme if results else None),
+        "comparison_group": comparison_group if comparison_group is not None else settings.get("comparison_group"),
+        "reach_window": reach_window if reach_window is not None else settings.get("reach_window"),
+    }
+    for r in results:
+        if r.empty or r.name not in _HEADLINE:
+            continue
+        out.update({k: _publishable(v) for k, v in _HEADLINE[r.name](r.headline).items()})
+    return out
