@@ -9,12 +9,15 @@ Vocabulary follows R ``did``: ``yname``, ``tname``, ``idname``, ``gname``,
 ``xformla``. ``gname`` holds the first treatment period of a unit, 0 for never
 treated units.
 
-Speed: the panel is reshaped once into a units x periods array; each (g, t)
-cell is then index arithmetic on vectors of length ``n_units``. Without
-covariates a cell is two weighted means; with covariates a closed-form OLS and
-a Newton-Raphson logit on the cell's units. Influence functions are kept as a
-dense ``(n_units, n_cells)`` array and the multiplier bootstrap multiplies
-blocks of Rademacher draws with it, so memory stays bounded.
+Speed: the panel is reshaped once (integer codes, no pandas groupby) into a
+units x periods array with units sorted by cohort, so a (g, t) cell reads
+contiguous slices. Without covariates a cell is two weighted means; with
+covariates a closed-form OLS and a Newton-Raphson logit on the cell's units.
+Influence functions are kept as a dense ``(n_units, n_cells)`` array. The
+multiplier bootstrap multiplies blocks of Rademacher bits (about 32 MB at a
+time) with it; without covariates it needs only per-cohort sums of the weighted
+outcomes (``T + 1`` columns instead of one per cell). :func:`aggte` reuses those
+draws through linear maps, so it does not bootstrap again.
 """
 from __future__ import annotations
 
@@ -43,6 +46,12 @@ __all__ = [
     "EST_METHODS",
     "BASE_PERIODS",
     "AGG_TYPES",
+    "effect_report",
+    "EffectReport",
+    "drop_without_pre_period",
+    "with_matching_weights",
+    "COMPARISON_METHODS",
+    "REPORT_TABLES",
 ]
 
 CONTROL_GROUPS = ("nevertreated", "notyettreated")
@@ -52,8 +61,8 @@ AGG_TYPES = ("simple", "dynamic", "group", "calendar")
 
 #: R's threshold for a degenerate standard error (sqrt(.Machine$double.eps) * 10).
 _TINY = math.sqrt(np.finfo(float).eps) * 10
-#: Bytes of Rademacher draws generated at once in the bootstrap.
-_BOOT_BLOCK_BYTES = 64 * 2**20
+#: Bytes of one block of multiplier draws (as float64) in the bootstrap.
+_BOOT_BLOCK_BYTES = 32 * 2**20
 #: Units above which the bootstrap shows a progress bar.
 _PROGRESS_MIN_UNITS = 200_000
 #: Largest dense influence-function array we agree to hold (bytes).
@@ -145,76 +154,112 @@ def _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, al
         if not (pd.api.types.is_numeric_dtype(d[c]) or pd.api.types.is_bool_dtype(d[c])):
             raise TypeError(f"df: column {c!r} must be numeric; got dtype {d[c].dtype}")
     excl: dict[str, int] = {}
-
-    dup = d.duplicated([idname, tname], keep=False)
+    # Everything below is integer codes and scatter/gather on numpy arrays: no pandas groupby,
+    # which dominated the run time at millions of rows.
+    uid, ids_all = pd.factorize(d[idname], sort=True)
+    if (uid < 0).any():
+        raise ValueError(f"df: column {idname!r} has missing values. Examples:\n{_examples(d, uid < 0, [idname, tname, yname])}")
+    tv = d[tname].to_numpy(dtype=float)
+    if np.isnan(tv).any():
+        raise ValueError(f"df: column {tname!r} has missing values. Examples:\n{_examples(d, np.isnan(tv), [idname, tname, yname])}")
+    periods_all, tcode = np.unique(tv, return_inverse=True)
+    nid, Tall = len(ids_all), len(periods_all)
+    cell = uid.astype(np.int64) * Tall + tcode
+    dup = np.bincount(cell, minlength=nid * Tall)[cell] > 1
     if dup.any():
         raise ValueError(
             f"df: {int(dup.sum())} rows share a ({idname}, {tname}) pair; one row per unit and period is required. "
             f"Examples:\n{_examples(d, dup, [idname, tname, yname, gname])}"
         )
-    gvar = d.groupby(idname, sort=False)[gname].transform("nunique", dropna=False)
-    if (gvar > 1).any():
-        bad = gvar > 1
+
+    def varies(values: np.ndarray) -> np.ndarray:
+        """Rows whose unit has more than one distinct value (NaN counted as a value, as nunique(dropna=False))."""
+        v = np.where(np.isnan(values), np.inf, values)
+        first = np.empty(nid)
+        first[uid] = v
+        return v != first[uid]
+
+    gv = d[gname].to_numpy(dtype=float)
+    bad = varies(gv)
+    if bad.any():
+        bad = np.isin(uid, np.unique(uid[bad]))
         raise ValueError(
             f"df: column {gname!r} (first treatment period) varies within {idname} for "
-            f"{d.loc[bad, idname].nunique()} unit(s); it must be constant per unit. Examples:\n"
+            f"{len(np.unique(uid[bad]))} unit(s); it must be constant per unit. Examples:\n"
             f"{_examples(d, bad, [idname, tname, gname])}"
         )
-    if d[gname].isna().any():
-        bad = d[gname].isna()
-        raise ValueError(f"df: column {gname!r} has missing values (use 0 for never treated). Examples:\n{_examples(d, bad, [idname, tname, gname])}")
-    if (d[gname] < 0).any():
-        bad = d[gname] < 0
-        raise ValueError(f"df: column {gname!r} must be 0 (never treated) or a period; got negatives. Examples:\n{_examples(d, bad, [idname, tname, gname])}")
+    if np.isnan(gv).any():
+        raise ValueError(f"df: column {gname!r} has missing values (use 0 for never treated). Examples:\n{_examples(d, np.isnan(gv), [idname, tname, gname])}")
+    if (gv < 0).any():
+        raise ValueError(f"df: column {gname!r} must be 0 (never treated) or a period; got negatives. Examples:\n{_examples(d, gv < 0, [idname, tname, gname])}")
     if weightsname:
-        wv = d.groupby(idname, sort=False)[weightsname].transform("nunique", dropna=False)
-        if (wv > 1).any():
-            bad = wv > 1
+        wv = d[weightsname].to_numpy(dtype=float)
+        bad = varies(wv)
+        if bad.any():
+            bad = np.isin(uid, np.unique(uid[bad]))
             raise ValueError(f"df: weights {weightsname!r} must be constant within unit. Examples:\n{_examples(d, bad, [idname, tname, weightsname])}")
-        if (d[weightsname] < 0).any():
+        if (wv < 0).any():
             raise ValueError(f"df: weights {weightsname!r} must be non-negative")
 
     # Units with a missing outcome, covariate or weight in any period leave the balanced panel.
     need = [yname, *covs] + ([weightsname] if weightsname else [])
-    rowbad = d[need].isna().any(axis=1)
+    vals = {c: d[c].to_numpy(dtype=float) for c in need}
+    rowbad = np.zeros(len(d), dtype=bool)
+    for c in need:
+        rowbad |= np.isnan(vals[c])
+    unit_ok = np.ones(nid, dtype=bool)
     if rowbad.any():
-        badids = d.loc[rowbad, idname].unique()
-        excl["units_with_missing_values"] = int(len(badids))
-        d = d[~d[idname].isin(badids)]
-    periods = np.sort(d[tname].unique())
+        unit_ok[uid[rowbad]] = False
+        excl["units_with_missing_values"] = int((~unit_ok).sum())
+    rows = unit_ok[uid]
+    present = np.zeros(Tall, dtype=bool)
+    present[tcode[rows]] = True
+    periods = periods_all[present]
     T = len(periods)
-    nper = d.groupby(idname, sort=False)[tname].transform("size")
-    if (nper < T).any():
-        excl["units_not_observed_every_period"] = int(d.loc[nper < T, idname].nunique())
-        d = d[nper == T]
-    if len(d) == 0:
+    nper = np.bincount(uid[rows], minlength=nid)
+    short = unit_ok & (nper < T)
+    if short.any():
+        excl["units_not_observed_every_period"] = int(short.sum())
+    keep_unit = unit_ok & (nper == T)
+    if not keep_unit.any():
         raise ValueError("df: no unit is observed in every period with non-missing data; cannot form a balanced panel")
+    rows = keep_unit[uid]
+    newid = np.cumsum(keep_unit) - 1
+    r_u = newid[uid[rows]]
+    r_t = np.cumsum(present)[tcode[rows]] - 1
+    n = int(keep_unit.sum())
 
-    d = d.sort_values([idname, tname], kind="stable")
-    ids = d[idname].to_numpy()[::T]
-    n = len(ids)
-    Y = d[yname].to_numpy(dtype=float).reshape(n, T)
-    G = d[gname].to_numpy(dtype=float)[::T]
+    def wide(v: np.ndarray) -> np.ndarray:
+        # Fortran order: one period's column is contiguous, which is how every (g, t) cell reads it
+        out = np.empty((n, T), order="F")
+        out[r_u, r_t] = v[rows]
+        return out
+
+    def per_unit(v: np.ndarray) -> np.ndarray:
+        out = np.empty(n)
+        out[r_u] = v[rows]
+        return out
+
+    ids = np.asarray(ids_all)[keep_unit]
+    Y = wide(vals[yname])
+    G = per_unit(gv)
     # R did: cohorts first treated after the last period are not-yet-treated throughout: never treated here.
     late = G > periods[-1]
     if late.any():
         excl["units_treated_after_last_period_set_never_treated"] = int(late.sum())
         G = np.where(late, 0.0, G)
-    if weightsname:
-        w = d[weightsname].to_numpy(dtype=float)[::T]
-    else:
-        w = np.ones(n)
+    w = per_unit(vals[weightsname]) if weightsname else np.ones(n)
     if w.sum() <= 0:
         raise ValueError(f"df: weights {weightsname!r} sum to zero")
     w = w / w.mean()
-    X = {c: d[c].to_numpy(dtype=float).reshape(n, T) for c in covs}
+    X = {c: wide(vals[c]) for c in covs}
     cluster = None
     if extra_cluster:
-        cv = d[extra_cluster[0]]
-        cvar = d.groupby(idname, sort=False)[extra_cluster[0]].transform("nunique", dropna=False)
-        if (cvar > 1).any():
+        ccode = pd.factorize(d[extra_cluster[0]])[0].astype(float)
+        ccode[ccode < 0] = np.nan
+        if varies(ccode).any():
             raise ValueError(f"clustervars: {extra_cluster[0]!r} varies over time within {idname}; it must be constant per unit")
-        cluster = pd.factorize(cv.to_numpy()[::T])[0]
+        cluster = pd.factorize(per_unit(ccode))[0]
     return _Panel(ids=ids, periods=periods, Y=Y, G=G, w=w, X=X, cluster=cluster, exclusions=excl)
 
 
@@ -312,42 +357,87 @@ def _drdid_cell(dY, D, X, w, method):
 
 
 # --------------------------------------------------------------------------- bootstrap
-def _multiplier_bootstrap(IF, cluster, biters, seed, progress=None):
+def _cluster_means(M: np.ndarray, cluster: np.ndarray) -> np.ndarray:
+    """Mean of the rows of ``M`` within each cluster (did 2.x averages the influence function so)."""
+    ncl = int(cluster.max()) + 1
+    counts = np.bincount(cluster, minlength=ncl).astype(float)
+    order = np.argsort(cluster, kind="stable")
+    starts = np.r_[0, np.cumsum(counts.astype(np.int64))[:-1]]
+    return np.add.reduceat(M[order], starts, axis=0) / counts[:, None]
+
+
+def _multiplier_bootstrap(IF, cluster, biters, seed, progress=None, extra=None, segments=None, dtype=np.float64):
     """Rademacher multiplier bootstrap of the columns of ``IF`` (as R did's ``mboot``).
 
-    Returns ``bres`` (biters x k): draws of sqrt(m) * mean(U * IF), with m the
-    number of units (or clusters, after averaging the influence function
-    within clusters as did 2.x does).
+    Parameters
+    ----------
+    IF : ndarray (n, k)
+        Influence functions.
+    cluster : ndarray of int or None
+        Cluster code per unit; the influence function is averaged within clusters first.
+    extra : ndarray (n, q), optional
+        More columns bootstrapped with the same draws (appended after ``IF``'s).
+    segments : sequence of int, optional
+        Row positions where a new segment (cohort) starts; the result then holds the
+        draws of every column within every segment, ``(biters, n_segments * width)``,
+        segment-major. Needs ``cluster=None``.
+    dtype : numpy dtype
+        Precision of the block products (the 0/1 draws are exact in either; per-block sums are
+        accumulated in float64). float32 halves the memory traffic, which bounds the speed.
+
+    Returns
+    -------
+    bres : ndarray (biters, k + q)
+        Draws of :math:`\\sqrt{m}\\,\\overline{U\\psi}` with m the number of units (or clusters).
+    m : int
+
+    Notes
+    -----
+    With :math:`U_i = 2B_i - 1`, :math:`B_i \\sim` Bernoulli(1/2),
+    :math:`\\sum_i U_i\\psi_i = 2\\sum_i B_i\\psi_i - \\sum_i\\psi_i`. The bits :math:`B`
+    come from random bytes unpacked per block of units, and each block is one BLAS
+    product, so memory is bounded by the block (about 32 MB) whatever n and biters are.
     """
     IF = np.asarray(IF, dtype=float)
     if IF.ndim == 1:
         IF = IF[:, None]
+    mats = [IF] if extra is None else [IF, np.asarray(extra, dtype=float).reshape(len(IF), -1)]
     if cluster is not None:
-        ncl = int(cluster.max()) + 1
-        counts = np.bincount(cluster, minlength=ncl).astype(float)
-        order = np.argsort(cluster, kind="stable")
-        starts = np.r_[0, np.cumsum(np.bincount(cluster, minlength=ncl))[:-1]]
-        IF = np.add.reduceat(IF[order], starts, axis=0) / counts[:, None]
-    m, k = IF.shape
+        mats = [_cluster_means(M, cluster) for M in mats]
+    if dtype != np.float64:
+        mats = [np.asarray(M, dtype=dtype, order="F") for M in mats]
+    m = mats[0].shape[0]
+    widths = [M.shape[1] for M in mats]
     rng = np.random.default_rng(seed)
-    block = max(1, min(m, _BOOT_BLOCK_BYTES // max(1, biters)))
-    acc = np.zeros((biters, k))
-    starts = range(0, m, block)
+    block = max(8, (_BOOT_BLOCK_BYTES // (8 * max(1, biters))) // 8 * 8)
+    width = sum(widths)
+    bounds = np.unique(np.r_[0, np.asarray([] if segments is None else segments, dtype=np.int64), m])
+    seg_of = []  # (start, end, segment) blocks that never straddle a segment boundary
+    for si, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        seg_of += [(s, min(b, s + block), si) for s in range(int(a), int(b), block)]
+    nseg = len(bounds) - 1 if segments is not None else 1
+    acc = np.zeros((biters, nseg * width))
+    totals = np.zeros(nseg * width)
+    starts = seg_of
     show = progress if progress is not None else m >= _PROGRESS_MIN_UNITS
     if show:
         try:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, total=math.ceil(m / block), desc="multiplier bootstrap", leave=False)
+            starts = tqdm(starts, total=len(seg_of), desc="multiplier bootstrap", leave=False)
         except ImportError:  # pragma: no cover - tqdm is a dependency
             pass
-    for s in starts:
-        e = min(m, s + block)
-        U = rng.integers(0, 2, size=(biters, e - s), dtype=np.int8).astype(np.float64)
-        U *= 2.0
-        U -= 1.0
-        acc += U @ IF[s:e]
-    return acc / math.sqrt(m), m
+    for s, e, si in starts:
+        nb = e - s
+        bits = np.unpackbits(rng.integers(0, 256, size=(biters, (nb + 7) // 8), dtype=np.uint8), axis=1, count=nb)
+        B = bits.astype(dtype)
+        col = si * width if segments is not None else 0
+        for M in mats:
+            k = M.shape[1]
+            acc[:, col:col + k] += B @ M[s:e]
+            totals[col:col + k] += M[s:e].sum(axis=0, dtype=np.float64)
+            col += k
+    return (2.0 * acc - totals[None, :]) / math.sqrt(m), m
 
 
 def _boot_summary(bres, m, alp):
@@ -371,15 +461,43 @@ def _boot_summary(bres, m, alp):
     return se, crit
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """Inner product without BLAS: a threaded level-1 BLAS call stalls on a busy shared machine."""
+    return float(np.einsum("i,i->", a, b))
+
+
+def _cohort_columns(G: np.ndarray, w: np.ndarray, cohorts: np.ndarray) -> np.ndarray:
+    """``(n, C)``: column c is :math:`w_i 1\\{G_i = g_c\\}` (the aggregation weights' influence functions are linear in these)."""
+    Z = np.zeros((len(G), len(cohorts)), order="F")
+    for c, g in enumerate(cohorts):
+        hit = G == g
+        Z[hit, c] = w[hit]
+    return Z
+
+
 def _analytic_se(IF):
     n = IF.shape[0]
-    se = np.sqrt((IF**2).mean(axis=0) / n)
+    # einsum: no (n, k) temporary for the squares
+    se = np.sqrt(np.einsum("ij,ij->j", IF, IF) / n / n)
     return np.where(se <= _TINY, np.nan, se)
 
 
 # --------------------------------------------------------------------------- results
 def _fmt(x, nd=4):
     return "NA" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
+
+
+def _intervals(est, se, crit, z) -> dict:
+    """Estimate columns of a tidy table: simultaneous (``crit``) and pointwise (``z``) bands."""
+    return {"estimate": est, "std_error": se, "conf_low": est - crit * se, "conf_high": est + crit * se,
+            "pointwise_low": est - z * se, "pointwise_high": est + z * se}
+
+
+def _markdown_table(t: pd.DataFrame, cols: Sequence[str]) -> str:
+    rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in t[list(cols)].itertuples(index=False):
+        rows.append("| " + " | ".join(_fmt(v) if isinstance(v, float) else str(v) for v in r) + " |")
+    return "\n".join(rows)
 
 
 def _readonly(a):
@@ -393,7 +511,11 @@ class ATTgtResult:
     """Group-time average treatment effects (immutable; see :func:`att_gt`).
 
     Arrays are read-only. ``inffunc`` is the ``(n_units, n_cells)`` influence
-    function, scaled as R did's (``V = IF'IF/n``, ``se = sqrt(diag(V)/n)``).
+    function, scaled as R did's (``V = IF'IF/n``, ``se = sqrt(diag(V)/n)``); its rows
+    (and ``unit_cohort``, ``unit_weight``, ``cluster``) are the units sorted by cohort.
+    ``boot_draws`` (``biters x n_cells``) and ``boot_cohort_draws`` (``biters x`` cohorts
+    ``boot_cohorts``) are the multiplier-bootstrap draws of the cells and of the cohort
+    indicators :math:`w_i 1\{G_i = g\}`: :func:`aggte` maps them linearly instead of redrawing.
     """
 
     groups: np.ndarray
@@ -423,6 +545,10 @@ class ATTgtResult:
     seed: int = 0
     exclusions: dict = field(default_factory=dict)
     notes: tuple = ()
+    boot_draws: np.ndarray | None = field(default=None, repr=False)
+    boot_cohorts: np.ndarray | None = field(default=None, repr=False)
+    boot_cohort_draws: np.ndarray | None = field(default=None, repr=False)
+    n_boot_units: int = 0
 
     @property
     def post(self) -> np.ndarray:
@@ -441,12 +567,7 @@ class ATTgtResult:
             {
                 "group": self.groups.astype("int64"),
                 "time": self.times.astype("int64"),
-                "estimate": self.att,
-                "std_error": self.se,
-                "conf_low": self.att - c * self.se,
-                "conf_high": self.att + c * self.se,
-                "pointwise_low": self.att - z * self.se,
-                "pointwise_high": self.att + z * self.se,
+                **_intervals(self.att, self.se, c, z),
                 "n_treated": self.n_treated.astype("int64"),
                 "n_control": self.n_control.astype("int64"),
                 "post": self.post,
@@ -506,11 +627,8 @@ class ATTgtResult:
     def _repr_markdown_(self) -> str:
         t = self.tidy()
         head = f"**ATT(g,t) for `{self.yname}`** ({self.est_method}, {self.control_group}); pre-test p = {_fmt(self.pretest()['pvalue'], 3)}\n\n"
-        cols = ["group", "time", "estimate", "std_error", "conf_low", "conf_high", "n_treated", "n_control"]
-        rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        for r in t[cols].itertuples(index=False):
-            rows.append("| " + " | ".join(_fmt(v) if isinstance(v, float) else str(v) for v in r) + " |")
-        return head + "\n".join(rows)
+        return head + _markdown_table(t, ["group", "time", "estimate", "std_error", "conf_low", "conf_high",
+                                          "n_treated", "n_control"])
 
     def _repr_html_(self) -> str:
         return self.tidy().to_html(index=False, float_format=lambda v: f"{v:.4f}")
@@ -562,12 +680,7 @@ class AggteResult:
                 "type": [self.type],
                 "level": ["overall"],
                 "key": pd.array([pd.NA], dtype="Int64"),
-                "estimate": [self.overall_att],
-                "std_error": [self.overall_se],
-                "conf_low": [self.overall_att - z * self.overall_se],
-                "conf_high": [self.overall_att + z * self.overall_se],
-                "pointwise_low": [self.overall_att - z * self.overall_se],
-                "pointwise_high": [self.overall_att + z * self.overall_se],
+                **_intervals(np.array([self.overall_att]), np.array([self.overall_se]), z, z),
                 "n_treated": [self.n_treated],
                 "n_control": [self.n_control],
             }
@@ -579,12 +692,7 @@ class AggteResult:
                 "type": self.type,
                 "level": self._LEVEL[self.type],
                 "key": pd.array(self.keys.astype("int64"), dtype="Int64"),
-                "estimate": self.att,
-                "std_error": self.se,
-                "conf_low": self.att - c * self.se,
-                "conf_high": self.att + c * self.se,
-                "pointwise_low": self.att - z * self.se,
-                "pointwise_high": self.att + z * self.se,
+                **_intervals(self.att, self.se, c, z),
                 "n_treated": self.n_treated_keys.astype("int64"),
                 "n_control": self.n_control_keys.astype("int64"),
             }
@@ -609,11 +717,8 @@ class AggteResult:
 
     def _repr_markdown_(self) -> str:
         t = self.tidy()
-        cols = ["level", "key", "estimate", "std_error", "conf_low", "conf_high", "n_treated"]
-        rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        for r in t[cols].itertuples(index=False):
-            rows.append("| " + " | ".join(_fmt(v) if isinstance(v, float) else str(v) for v in r) + " |")
-        return f"**Aggregated ATT ({self.type}) for `{self.yname}`**\n\n" + "\n".join(rows)
+        return (f"**Aggregated ATT ({self.type}) for `{self.yname}`**\n\n"
+                + _markdown_table(t, ["level", "key", "estimate", "std_error", "conf_low", "conf_high", "n_treated"]))
 
     def _repr_html_(self) -> str:
         return self.tidy().to_html(index=False, float_format=lambda v: f"{v:.4f}")
@@ -806,62 +911,101 @@ def att_gt(
             f"influence functions would need {n * k * 8 / 2**30:.1f} GiB ({n} units x {k} cells); "
             f"restrict the periods or cohorts, or raise reach.did._MAX_IF_BYTES"
         )
-    IF = np.zeros((n, k))
+    # Units sorted by cohort: every cohort is a contiguous block of rows, so a (g, t) cell reads
+    # slices (views) of the wide outcome array instead of masking all n units.
+    order = np.argsort(G, kind="stable")
+    G, w = G[order], w[order]
+    Y = np.asfortranarray(Y[order])
+    Xs = {c: np.asfortranarray(v[order]) for c, v in P.X.items()}
+    cluster = None if P.cluster is None else P.cluster[order]
+    cvals, cstart, csize = np.unique(G, return_index=True, return_counts=True)
+    block = {float(c): slice(int(s), int(s + m)) for c, s, m in zip(cvals, cstart, csize)}
+    size = {float(c): int(m) for c, m in zip(cvals, csize)}
+    never = block.get(0.0)
+
+    IF = np.zeros((n, k), order="F")  # column = one cell, contiguous
+    # Without covariates IF[:, j] = sum over cohorts c of R[(c, period), j] * w_i Y_i,period (and
+    # R[(c, T), j] * w_i): the bootstrap then needs only the per-cohort sums of U w Y (T + 1 columns),
+    # not all k cells. Y is centred per period first so the sums do not cancel.
+    structured = not covs and cluster is None
+    mu = Y.mean(axis=0)
+    cpos = {float(c): i for i, c in enumerate(cvals)}
+    R = np.zeros((len(cvals) * (T + 1), k)) if structured else None
     att = np.full(k, np.nan)
     n_tr = np.zeros(k, dtype=np.int64)
     n_co = np.zeros(k, dtype=np.int64)
     groups = np.array([c[0] for c in cells], dtype=float)
     times = np.array([periods[c[1]] for c in cells], dtype=float)
     bases = np.array([periods[c[2]] for c in cells], dtype=float)
-    never = G == 0
-    dY_cache: dict[tuple[int, int], np.ndarray] = {}
     for j, (g, ti, bi) in enumerate(cells):
         if ti == bi:  # universal base: the reference period itself
             att[j] = 0.0
-            n_tr[j] = int((G == g).sum())
-            n_co[j] = int(never.sum()) if control_group == "nevertreated" else 0
+            n_tr[j] = size[float(g)]
+            n_co[j] = size.get(0.0, 0) if control_group == "nevertreated" else 0
             continue
-        treated = G == g
         if control_group == "nevertreated":
-            control = never
+            ctrl = [never] if never is not None else []
         else:
             tc = periods[max(ti, bi)]
-            control = never | ((G > tc + anticipation) & ~treated)
-        n_tr[j] = int(treated.sum())
-        n_co[j] = int(control.sum())
-        if n_tr[j] == 0 or n_co[j] == 0:
-            notes.append(f"ATT({int(g)},{int(periods[ti])}): no {'treated' if n_tr[j] == 0 else 'comparison'} units; left missing")
+            ctrl = [block[c] for c in cvals if c == 0 or (c > tc + anticipation and c != g)]
+        tr = block[float(g)]
+        n_tr[j] = size[float(g)]
+        n_co[j] = sum(s.stop - s.start for s in ctrl)
+        if n_co[j] == 0:
+            notes.append(f"ATT({int(g)},{int(periods[ti])}): no comparison units; left missing")
             continue
-        key = (ti, bi)
-        if key not in dY_cache:
-            dY_cache[key] = Y[:, ti] - Y[:, bi]
-        dY = dY_cache[key]
         if not covs:
             # closed form: all three methods reduce to a difference of weighted mean changes
-            wt = np.where(treated, w, 0.0)
-            wc = np.where(control, w, 0.0)
-            W1, W0 = wt.sum(), wc.sum()
-            m1 = wt @ dY / W1
-            m0 = wc @ dY / W0
+            dY1 = Y[tr, ti] - Y[tr, bi]
+            W1 = w[tr].sum()
+            m1 = _dot(w[tr], dY1) / W1
+            dY0 = [Y[s, ti] - Y[s, bi] for s in ctrl]
+            W0 = sum(w[s].sum() for s in ctrl)
+            m0 = sum(_dot(w[s], d) for s, d in zip(ctrl, dY0)) / W0
             att[j] = m1 - m0
-            IF[:, j] = n * (wt * (dY - m1) / W1 - wc * (dY - m0) / W0)
+            IF[tr, j] = (n / W1) * w[tr] * (dY1 - m1)
+            for s, d in zip(ctrl, dY0):
+                IF[s, j] = (-n / W0) * w[s] * (d - m0)
+            if structured:
+                shift = mu[ti] - mu[bi]
+                for c, f, mm in [(float(g), n / W1, m1)] + [(float(G[s.start]), -n / W0, m0) for s in ctrl]:
+                    base = cpos[c] * (T + 1)
+                    R[base + ti, j] += f
+                    R[base + bi, j] -= f
+                    R[base + T, j] -= f * (mm - shift)
         else:
-            idx = np.flatnonzero(treated | control)
+            idx = np.concatenate([np.arange(s.start, s.stop) for s in [tr, *ctrl]])
+            D = np.zeros(len(idx))
+            D[: n_tr[j]] = 1.0
             cov_t = min(ti, bi)
-            Xc = np.column_stack([np.ones(len(idx))] + [P.X[c][idx, cov_t] for c in covs])
-            a, inf = _drdid_cell(dY[idx], treated[idx].astype(float), Xc, w[idx], est_method)
+            Xc = np.column_stack([np.ones(len(idx))] + [Xs[c][idx, cov_t] for c in covs])
+            a, inf = _drdid_cell(Y[idx, ti] - Y[idx, bi], D, Xc, w[idx], est_method)
             if inf is None:
                 notes.append(f"ATT({int(g)},{int(periods[ti])}): covariate model could not be estimated (singular design or separation); left missing")
                 continue
             att[j] = a
             IF[idx, j] = (n / len(idx)) * inf
-    small = [int(g) for g in glist if (G == g).sum() < len(covs) + 5]
+    small = [int(g) for g in glist if size[float(g)] < len(covs) + 5]
     if small:
         notes.append(f"small cohort(s) {small}: fewer than {len(covs) + 5} units (R did warns likewise)")
 
     se_an = _analytic_se(IF)
     se_an = np.where(np.isfinite(att), se_an, np.nan)
-    bres, m = _multiplier_bootstrap(IF, P.cluster, int(biters), seed, progress)
+    # The cohort indicators (times the weight) are bootstrapped with the same draws: aggte's
+    # influence functions are linear in the cells' and these, so it reuses the draws instead of redrawing.
+    if structured:
+        WY = np.empty((n, T + 1), order="F")
+        WY[:, :T] = (Y - mu) * w[:, None]
+        WY[:, T] = w
+        # float32 products: the centred sums lose ~1e-6 relative, far below the bootstrap's own noise
+        S, m = _multiplier_bootstrap(WY, None, int(biters), seed, progress, segments=cstart[1:], dtype=np.float32)
+        bres = S @ R
+        zcols = np.array([cpos[float(g)] * (T + 1) + T for g in glist], dtype=np.int64)
+        bres_all = np.column_stack([bres, S[:, zcols]])
+    else:
+        Z = _cohort_columns(G, w, glist)
+        bres_all, m = _multiplier_bootstrap(IF, cluster, int(biters), seed, progress, extra=Z)
+        bres = bres_all[:, :k]
     se_b, crit = _boot_summary(bres, m, alp)
     se = se_b if bootstrap else se_an
     se = np.where(np.isfinite(att), se, np.nan)
@@ -871,35 +1015,18 @@ def att_gt(
     return ATTgtResult(
         groups=_readonly(groups), times=_readonly(times), base_times=_readonly(bases), att=_readonly(att),
         se=_readonly(se), se_analytic=_readonly(se_an), crit_val=float(crit), n_treated=_readonly(n_tr),
-        n_control=_readonly(n_co), inffunc=_readonly(IF), unit_cohort=_readonly(G.copy()),
-        unit_weight=_readonly(w.copy()), cluster=None if P.cluster is None else _readonly(P.cluster),
+        n_control=_readonly(n_co), inffunc=_readonly(IF), unit_cohort=_readonly(G),
+        unit_weight=_readonly(w), cluster=None if cluster is None else _readonly(cluster),
         periods=_readonly(periods.copy()), n_units=int(n), yname=yname, xformla=xformla,
         control_group=control_group, est_method=est_method, anticipation=int(anticipation),
         base_period=base_period, bootstrap=bool(bootstrap), biters=int(biters), alp=float(alp), seed=int(seed),
         exclusions=excl, notes=tuple(dict.fromkeys(notes)),
+        boot_draws=_readonly(bres), boot_cohorts=_readonly(np.asarray(glist, dtype=float)),
+        boot_cohort_draws=_readonly(bres_all[:, k:]), n_boot_units=int(m),
     )
 
 
 # --------------------------------------------------------------------------- aggte
-def _wif(keepers, pg, w, G, group):
-    """Influence function of the estimated aggregation weights (R did's ``wif``)."""
-    if len(keepers) == 0:
-        return np.zeros((len(G), 0))
-    gk = group[keepers]
-    ind = (G[:, None] == gk[None, :]) * w[:, None] - pg[keepers][None, :]
-    s = pg[keepers].sum()
-    if1 = ind / s
-    if2 = ind.sum(axis=1)[:, None] * (pg[keepers] / s**2)[None, :]
-    return if1 - if2
-
-
-def _agg_if(att, IF, which, weights, wif=None):
-    out = IF[:, which] @ weights
-    if wif is not None:
-        out = out + wif @ att[which]
-    return out
-
-
 def aggte(
     result: ATTgtResult,
     type: str = "simple",
@@ -960,34 +1087,46 @@ def aggte(
     bootstrap = result.bootstrap if bootstrap is None else bool(bootstrap)
     biters = result.biters if biters is None else int(biters)
     alp = result.alp if alp is None else float(alp)
-    group = np.asarray(result.groups)
-    t = np.asarray(result.times)
-    att = np.asarray(result.att)
-    IF = result.inffunc
-    G = result.unit_cohort
-    w = result.unit_weight
-    n = IF.shape[0]
-    keep = np.ones(len(att), dtype=bool)
-    if np.isnan(att).any():
+    att_all = np.asarray(result.att)
+    keep = np.ones(len(att_all), dtype=bool)
+    if np.isnan(att_all).any():
         if not na_rm:
-            bad = [(int(a), int(b)) for a, b in zip(group[np.isnan(att)], t[np.isnan(att)])]
+            nan = np.isnan(att_all)
+            bad = [(int(a), int(b)) for a, b in zip(result.groups[nan], result.times[nan])]
             raise ValueError(f"missing ATT(g,t) for cells {bad[:5]}; pass na_rm=True to aggregate without them")
-        keep = ~np.isnan(att)
-    group, t, att, IF = group[keep], t[keep], att[keep], IF[:, keep]
-    n_tr_cell = np.asarray(result.n_treated)[keep]
-    n_co_cell = np.asarray(result.n_control)[keep]
+        keep = ~np.isnan(att_all)
+    kidx = np.flatnonzero(keep)
+    group, t, att = np.asarray(result.groups)[kidx], np.asarray(result.times)[kidx], att_all[kidx]
+    n_co_cell = np.asarray(result.n_control)[kidx]
+    G, w = result.unit_cohort, result.unit_weight
+    n = len(G)
+    cohorts = result.boot_cohorts if result.boot_cohorts is not None else np.unique(G[G > 0])
+    # per cohort: weighted share p_g and unit count, from one pass over the units
+    gval, ginv = np.unique(G, return_inverse=True)
+    wsum, cnt = np.bincount(ginv, weights=w) / n, np.bincount(ginv)
     glist = np.unique(group)
-    pgg = np.array([np.mean(w * (G == g)) for g in glist])
+    pgg = wsum[np.searchsorted(gval, glist)]
+    cohort_n = dict(zip(glist.tolist(), cnt[np.searchsorted(gval, glist)].tolist()))
     pg = pgg[np.searchsorted(glist, group)]
     keepers = np.flatnonzero((group <= t) & (t <= group + max_e))
-    cohort_n = {g: int((G == g).sum()) for g in glist}
 
-    def se_of(cols):
-        return _analytic_se(cols)
+    # Every aggregate is linear in the cells' influence functions and in the cohort columns Z
+    # (w_i 1{G_i = g}, which carry the estimated weights' uncertainty): column q of
+    # A (cells x q) and C (cohorts x q) define it. Cheap to build, and the bootstrap
+    # draws of att_gt are mapped through the same matrices instead of drawing again.
+    def combo(which, wts, wif_w=None):
+        a = np.zeros(len(att))
+        a[which] = wts
+        c = np.zeros(len(cohorts))
+        if wif_w is not None:  # wif_w = (p_g of the cells, their ATTs, their cohorts)
+            p, a_, gk = wif_w
+            s = p.sum()
+            np.add.at(c, np.searchsorted(cohorts, gk), a_ / s - (a_ @ p) / s**2)
+        return a, c
 
     keys = np.array([])
     key_att = np.array([])
-    key_if = np.zeros((n, 0))
+    cols: list[tuple[np.ndarray, np.ndarray]] = []
     key_ntr = np.array([], dtype=np.int64)
     key_nco = np.array([], dtype=np.int64)
     if type == "simple":
@@ -995,82 +1134,78 @@ def aggte(
             raise ValueError("no post-treatment ATT(g,t) to aggregate")
         wts = pg[keepers] / pg[keepers].sum()
         overall = float(att[keepers] @ wts)
-        overall_if = _agg_if(att, IF, keepers, wts, _wif(keepers, pg, w, G, group))
+        over = combo(keepers, wts, (pg[keepers], att[keepers], group[keepers]))
         n_treated = sum(cohort_n[g] for g in np.unique(group[keepers]))
         n_control = int(n_co_cell[keepers].min())
-    elif type == "group":
-        atts, ifs, ntr, nco = [], [], [], []
-        for g in glist:
-            wg = np.flatnonzero((group == g) & (g <= t) & (t <= group + max_e))
-            if len(wg) == 0:
+    else:
+        if type == "group":
+            units = [(g, np.flatnonzero((group == g) & (g <= t) & (t <= group + max_e))) for g in glist]
+            keys = glist
+        elif type == "dynamic":
+            e_all = t - group
+            include = np.ones(len(att), dtype=bool)
+            eseq = np.unique(e_all)
+            if balance_e is not None:
+                include = (t.max() - group) >= balance_e
+                eseq = np.unique(e_all[include])
+                eseq = eseq[(eseq <= balance_e) & (eseq >= balance_e - t.max() + t.min())]
+            keys = eseq[(eseq >= min_e) & (eseq <= max_e)]
+            units = [(e, np.flatnonzero((e_all == e) & include)) for e in keys]
+        else:  # calendar
+            tlist = np.unique(t)
+            keys = tlist[tlist >= group.min()]
+            units = [(t1, np.flatnonzero((t == t1) & (group <= t))) for t1 in keys]
+        atts, ntr, nco = [], [], []
+        for key, sel in units:
+            if len(sel) == 0:  # only for type="group": a cohort without post cells in the window
                 atts.append(np.nan)
-                ifs.append(np.zeros(n))
-                ntr.append(cohort_n[g])
+                cols.append((np.zeros(len(att)), np.zeros(len(cohorts))))
+                ntr.append(cohort_n[key])
                 nco.append(0)
                 continue
-            wts = pg[wg] / pg[wg].sum()
-            atts.append(float(att[wg].mean()))
-            ifs.append(_agg_if(att, IF, wg, wts))
-            ntr.append(cohort_n[g])
-            nco.append(int(n_co_cell[wg].min()))
-        keys, key_att, key_if = glist, np.array(atts), np.column_stack(ifs)
-        key_ntr, key_nco = np.array(ntr), np.array(nco)
-        ok = np.isfinite(key_att)
-        sel = np.flatnonzero(ok)
-        wts = pgg[sel] / pgg[sel].sum()
-        overall = float(key_att[sel] @ wts)
-        overall_if = _agg_if(key_att, key_if, sel, wts, _wif(sel, pgg, w, G, glist))
-        n_treated = int(key_ntr[sel].sum())
-        n_control = int(key_nco[sel].min())
-    elif type == "dynamic":
-        e_all = t - group
-        include = np.ones(len(att), dtype=bool)
-        eseq = np.unique(e_all)
-        if balance_e is not None:
-            include = (t.max() - group) >= balance_e
-            eseq = np.unique(e_all[include])
-            eseq = eseq[(eseq <= balance_e) & (eseq >= balance_e - t.max() + t.min())]
-        eseq = eseq[(eseq >= min_e) & (eseq <= max_e)]
-        atts, ifs, ntr, nco = [], [], [], []
-        for e in eseq:
-            we = np.flatnonzero((e_all == e) & include)
-            wts = pg[we] / pg[we].sum()
-            atts.append(float(att[we] @ wts))
-            ifs.append(_agg_if(att, IF, we, wts, _wif(we, pg, w, G, group)))
-            ntr.append(sum(cohort_n[g] for g in np.unique(group[we])))
-            nco.append(int(n_co_cell[we].min()))
-        keys, key_att = eseq, np.array(atts)
-        key_if = np.column_stack(ifs) if ifs else np.zeros((n, 0))
+            wts = pg[sel] / pg[sel].sum()
+            atts.append(float(att[sel] @ wts))
+            # within one cohort the weights are equal: no weight uncertainty to add
+            cols.append(combo(sel, wts, None if type == "group" else (pg[sel], att[sel], group[sel])))
+            ntr.append(cohort_n[key] if type == "group" else sum(cohort_n[g] for g in np.unique(group[sel])))
+            nco.append(int(n_co_cell[sel].min()))
+        key_att = np.array(atts, dtype=float)
         key_ntr, key_nco = np.array(ntr, dtype=np.int64), np.array(nco, dtype=np.int64)
-        epos = np.flatnonzero(eseq >= 0)
-        if len(epos) == 0:
-            raise ValueError("no event time >= 0 within [min_e, max_e] to aggregate")
-        overall = float(key_att[epos].mean())
-        overall_if = key_if[:, epos] @ np.full(len(epos), 1 / len(epos))
-        n_treated = int(key_ntr[epos].max())
-        n_control = int(key_nco[epos].min())
-    else:  # calendar
-        tlist = np.unique(t)
-        ctl = tlist[tlist >= group.min()]
-        atts, ifs, ntr, nco = [], [], [], []
-        for t1 in ctl:
-            wt = np.flatnonzero((t == t1) & (group <= t))
-            wts = pg[wt] / pg[wt].sum()
-            atts.append(float(att[wt] @ wts))
-            ifs.append(_agg_if(att, IF, wt, wts, _wif(wt, pg, w, G, group)))
-            ntr.append(sum(cohort_n[g] for g in np.unique(group[wt])))
-            nco.append(int(n_co_cell[wt].min()))
-        keys, key_att, key_if = ctl, np.array(atts), np.column_stack(ifs)
-        key_ntr, key_nco = np.array(ntr, dtype=np.int64), np.array(nco, dtype=np.int64)
-        overall = float(key_att.mean())
-        overall_if = key_if @ np.full(len(ctl), 1 / len(ctl))
-        n_treated = int(key_ntr.max())
-        n_control = int(key_nco.min())
+        KA = np.column_stack([a for a, _ in cols]) if cols else np.zeros((len(att), 0))
+        KC = np.column_stack([c for _, c in cols]) if cols else np.zeros((len(cohorts), 0))
+        if type == "group":
+            sel = np.flatnonzero(np.isfinite(key_att))
+            wts = pgg[sel] / pgg[sel].sum()
+            overall = float(key_att[sel] @ wts)
+            a_w, c_w = combo(sel, wts, (pgg[sel], key_att[sel], glist[sel]))
+            over = (KA[:, sel] @ wts, KC[:, sel] @ wts + c_w)
+            n_treated = int(key_ntr[sel].sum())
+            n_control = int(key_nco[sel].min())
+        else:
+            use = np.flatnonzero(keys >= 0) if type == "dynamic" else np.arange(len(keys))
+            if len(use) == 0:
+                raise ValueError("no event time >= 0 within [min_e, max_e] to aggregate")
+            overall = float(key_att[use].mean())
+            over = (KA[:, use].mean(axis=1), KC[:, use].mean(axis=1))
+            n_treated = int(key_ntr[use].max())
+            n_control = int(key_nco[use].min())
+    A = np.column_stack([over[0]] + [a for a, _ in cols])
+    C = np.column_stack([over[1]] + [c for _, c in cols])
+    A_full = np.zeros((len(att_all), A.shape[1]))
+    A_full[kidx] = A
+    cpos = np.searchsorted(cohorts, G)
+    on = (cpos < len(cohorts)) & (cohorts[np.minimum(cpos, len(cohorts) - 1)] == G) if len(cohorts) else np.zeros(n, bool)
+    C_ext = np.vstack([C, np.zeros((1, C.shape[1]))])
+    allif = result.inffunc @ A_full + w[:, None] * C_ext[np.where(on, cpos, len(cohorts))]
 
-    allif = np.column_stack([overall_if, key_if])
-    bres, m = _multiplier_bootstrap(allif, result.cluster, biters, result.seed + 1, None)
+    if result.boot_draws is not None and biters == result.biters:
+        bres = result.boot_draws @ A_full + result.boot_cohort_draws @ C
+        m = result.n_boot_units
+    else:
+        bres, m = _multiplier_bootstrap(allif, result.cluster, biters, result.seed + 1, None)
     se_b, _ = _boot_summary(bres, m, alp)
-    se_all = se_b if bootstrap else se_of(allif)
+    se_all = se_b if bootstrap else _analytic_se(allif)
+    key_if, overall_if = allif[:, 1:], allif[:, 0]
     crit = np.nan
     z = stats.norm.ppf(1 - alp / 2)
     if key_if.shape[1] > 0:
@@ -1303,3 +1438,298 @@ def event_study_plot(agg: AggteResult, ax=None, title: str | None = None, data: 
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- one outcome, one sample: the report
+#: Numeric columns of the published estimate tables (suppressed cells come back as NaN).
+_NUMERIC_PUB = ("estimate", "std_error", "conf_low", "conf_high", "pointwise_low", "pointwise_high",
+                "n_treated", "n_control", "statistic", "df", "p_value")
+#: Rows of the comparison table, in order.
+COMPARISON_METHODS = ("Callaway-Sant'Anna, simple average", "Callaway-Sant'Anna, event-study average",
+                      "two-way fixed effects", "naive users vs others")
+#: Tables of an :class:`EffectReport` (exported as ``<programme>_<outcome>_<sample>_<table>``).
+REPORT_TABLES = ("att_gt", "event_study", "comparison", "pretest")
+
+
+def _publishable(checked) -> pd.DataFrame:
+    pub = checked.suppress()
+    for c in pub.columns:
+        if c in _NUMERIC_PUB:
+            pub[c] = pd.to_numeric(pub[c], errors="coerce").astype(float)
+    return pub
+
+
+def _count_text(n: int, min_units: int) -> str:
+    """A firm count for running text; a count below the threshold is never given exactly."""
+    return f"fewer than {min_units}" if 0 < n < min_units else f"{n:,}"
+
+
+def drop_without_pre_period(panel: pd.DataFrame, gname: str, anticipation: int = 0, *, tname: str = "year",
+                            idname: str = "firm_id") -> tuple[pd.DataFrame, int]:
+    """Leave out users whose first use falls in the first year (no year before use in the window).
+
+    Returns the remaining rows and the number of units left out (show it with a threshold:
+    it can be small). :func:`att_gt` refuses such cohorts rather than dropping them silently.
+
+    Examples
+    --------
+    >>> p = pd.DataFrame({"firm_id": [1, 1, 2, 2], "year": [2014, 2015] * 2, "g": [2014, 2014, 0, 0]})
+    >>> rest, n = drop_without_pre_period(p, "g")
+    >>> rest["firm_id"].unique().tolist(), n
+    ([2], 1)
+    """
+    _require(panel, [gname, tname, idname], "panel")
+    first = panel[tname].min()
+    g = panel[gname].to_numpy(dtype=float)
+    no_pre = (g > 0) & (g - anticipation <= first)
+    return panel.loc[~no_pre], int(panel.loc[no_pre, idname].nunique())
+
+
+def with_matching_weights(panel: pd.DataFrame, matched_units: pd.DataFrame, *, key: str = "be_id",
+                          weight: str = "weight") -> pd.DataFrame:
+    """Rows of the matched units, with their matching weight summed over cohorts (column ``weight``).
+
+    A comparison firm matched in several cohorts counts with the sum of its weights, as a
+    weighted panel regression would treat it.
+    """
+    _require(matched_units, [key, weight], "matched_units")
+    w = matched_units.groupby(key, as_index=False)[weight].sum()
+    return panel.merge(w, on=key, how="inner")
+
+
+@dataclass(frozen=True, eq=False)
+class EffectReport:
+    """Effect of a programme on one outcome in one sample: estimates, checked tables, narrative.
+
+    Built by :func:`effect_report`. The estimator results (``att_gt``, ``dynamic``,
+    ``simple``, ``twfe``, ``naive``) are microdata-derived and unchecked; everything a
+    notebook shows or exports comes from ``checked`` (for :class:`reach.disclosure.OutputLog`)
+    and ``tables`` (the publishable copies: suppressed cells are NaN).
+
+    Attributes
+    ----------
+    checked : dict
+        ``{table: Checked}`` for the tables of :data:`REPORT_TABLES`.
+    tables : dict
+        ``{table: DataFrame}``: the publishable copies of ``checked``.
+    """
+
+    programme: str
+    outcome: str
+    sample: str
+    att_gt: ATTgtResult = field(repr=False)
+    dynamic: AggteResult = field(repr=False)
+    simple: AggteResult = field(repr=False)
+    twfe: DiDEstimate = field(repr=False)
+    naive: DiDEstimate = field(repr=False)
+    checked: dict = field(repr=False)
+    tables: dict = field(repr=False)
+    alp: float = 0.05
+    min_units: int = 10
+
+    @property
+    def tag(self) -> str:
+        return f"{self.programme}_{self.outcome}_{self.sample}"
+
+    def name(self, table: str) -> str:
+        """Export name of a table (and of the event-study figure): ``<programme>_<outcome>_<sample>_<table>``."""
+        _check_choice("table", table, REPORT_TABLES)
+        return f"{self.tag}_{table}"
+
+    def _cs(self) -> pd.Series:
+        return self.tables["comparison"].set_index("method").loc[COMPARISON_METHODS[0]]
+
+    @property
+    def detectable(self) -> bool:
+        """True when the published simple ATT's confidence interval excludes zero."""
+        cs = self._cs()
+        return bool(np.isfinite(cs["estimate"]) and np.isfinite(cs["std_error"])
+                    and (cs["conf_low"] > 0 or cs["conf_high"] < 0))
+
+    def headline(self) -> dict:
+        """Headline numbers, read only from the publishable tables (suppressed: NaN, recorded as null).
+
+        Keys: ``simple_att, simple_se, simple_conf_low, simple_conf_high, detectable,
+        pretest_pvalue, naive, twfe, n_treated, dynamic`` (``{event time: estimate}``).
+        """
+        cmp_ = self.tables["comparison"].set_index("method")
+        cs = cmp_.loc[COMPARISON_METHODS[0]]
+        dyn = self.tables["event_study"].iloc[1:]
+        return {
+            "simple_att": float(cs["estimate"]), "simple_se": float(cs["std_error"]),
+            "simple_conf_low": float(cs["conf_low"]), "simple_conf_high": float(cs["conf_high"]),
+            "dynamic": {str(int(k)): float(v) for k, v in zip(dyn["key"], dyn["estimate"])},
+            "twfe": float(cmp_.loc["two-way fixed effects", "estimate"]),
+            "naive": float(cmp_.loc["naive users vs others", "estimate"]),
+            "pretest_pvalue": float(self.tables["pretest"]["p_value"].iloc[0]),
+            "n_treated": float(cs["n_treated"]),
+            "detectable": self.detectable,
+        }
+
+    def verdict(self) -> str:
+        """One phrase: the effect with its interval, "no detectable effect", or "not publishable"."""
+        from reach.report import fmt_number
+
+        cs = self._cs()
+        if not np.isfinite(cs["estimate"]):
+            return "not publishable (too few firms)"
+        if self.detectable:
+            return (f"effect {fmt_number(cs['estimate'], signed=True)} (CI {fmt_number(cs['conf_low'])} to "
+                    f"{fmt_number(cs['conf_high'])})")
+        return "no detectable effect"
+
+    def narrative(self) -> str:
+        """Plain-language reading of the checked numbers (Markdown)."""
+        from reach.report import fmt_number as f
+
+        cmp_ = self.tables["comparison"].set_index("method")
+        cs, tw, nv = cmp_.loc[COMPARISON_METHODS[0]], cmp_.loc[COMPARISON_METHODS[2]], cmp_.loc[COMPARISON_METHODS[3]]
+        p = self.tables["pretest"]["p_value"].iloc[0]
+        lvl = int(round(100 * (1 - self.alp)))
+        head = f"**{self.outcome}, {self.sample} sample:**"
+        if not np.isfinite(cs["estimate"]):
+            text = f"{head} the overall effect rests on too few firms to be published under the disclosure rules."
+        elif not np.isfinite(cs["std_error"]):
+            text = (f"{head} no detectable effect: users' and comparison firms' {self.outcome} changed identically "
+                    f"(estimate {f(cs['estimate'])}, no variation to attach a confidence interval to).")
+        elif self.detectable:
+            direction = "higher" if cs["estimate"] > 0 else "lower"
+            pct = (f" (about {100 * (np.exp(cs['estimate']) - 1):+.0f}%)"
+                   if self.outcome.startswith(("log_", "ihs_")) else "")
+            text = (f"{head} after first use, users' {self.outcome} was on average {f(cs['estimate'])}{pct} {direction} "
+                    f"than it would have been without the programme ({lvl}% CI {f(cs['conf_low'])} to {f(cs['conf_high'])}).")
+        else:
+            text = (f"{head} no detectable effect: the average effect {f(cs['estimate'])} has a {lvl}% confidence "
+                    f"interval from {f(cs['conf_low'])} to {f(cs['conf_high'])}, which includes zero.")
+        if np.isfinite(nv["estimate"]):
+            far = (np.isfinite(cs["estimate"]) and np.isfinite(nv["std_error"])
+                   and abs(nv["estimate"]) > abs(cs["estimate"]) + 2 * nv["std_error"])
+            text += (f" The naive users-vs-others difference is {f(nv['estimate'])}"
+                     + (", far larger: it mostly reflects that users already differed before they used the programme."
+                        if far else "."))
+        if np.isfinite(tw["estimate"]):
+            text += f" Two-way fixed effects gives {f(tw['estimate'])}."
+        if np.isfinite(p):
+            text += (f" Pre-trend test p = {f(p)}: "
+                     + ("users' outcomes already moved differently before first use, so read the effect with caution."
+                        if p < self.alp else "no evidence that users' outcomes moved differently before first use."))
+        return text
+
+    def exclusions_text(self) -> str:
+        """Units the estimator left out of the balanced panel, counted safely; empty if none."""
+        ex = self.att_gt.exclusions
+        if not ex:
+            return ""
+        return "Left out of the balanced panel: " + "; ".join(
+            f"{k.replace('_', ' ')}: {_count_text(int(v), self.min_units)}" for k, v in ex.items()) + " firms."
+
+    def figure(self, title: str | None = None):
+        """Event-study figure drawn from the publishable event-study table (suppressed points absent)."""
+        return event_study_plot(self.dynamic, data=self.tables["event_study"],
+                                title=title or f"{self.programme}: {self.outcome}, {self.sample} sample")
+
+    def tidy(self) -> pd.DataFrame:
+        """The publishable comparison table (methods side by side)."""
+        return self.tables["comparison"].copy()
+
+    def summary(self) -> str:
+        return self.narrative().replace("**", "")
+
+    def _repr_markdown_(self) -> str:
+        return self.narrative()
+
+    def __repr__(self) -> str:  # never shows unchecked numbers
+        return f"EffectReport(programme={self.programme!r}, outcome={self.outcome!r}, sample={self.sample!r})"
+
+
+def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: str = "full",
+                  gname: str | None = None, tname: str = "year", idname: str = "firm_id",
+                  weightsname: str | None = None, xformla: str | None = None,
+                  control_group: str = "nevertreated", est_method: str = "dr", anticipation: int = 0,
+                  biters: int = 999, alp: float = 0.05, seed: int = 0, rules=None) -> EffectReport:
+    r"""Estimate a programme's effect on one outcome and check every table for disclosure.
+
+    Runs :func:`att_gt`, :func:`aggte` (dynamic and simple), :func:`twfe` and
+    :func:`naive_difference`, the Wald pre-test, and checks the four tables of
+    :data:`REPORT_TABLES` with :func:`reach.disclosure.check_estimates`.
+
+    Parameters
+    ----------
+    panel : DataFrame
+        Firm-year panel; users without a year before first use must be removed first
+        (:func:`drop_without_pre_period`).
+    outcome : str
+        Outcome column (``yname``).
+    programme : str
+        Programme key; ``gname`` defaults to ``g_<programme>``.
+    sample : str
+        Label of the sample (``full``, ``matched``), used in names and text.
+    weightsname : str, optional
+        Unit weights (matching weights for the matched sample).
+    xformla, control_group, est_method, anticipation, alp, seed
+        As :func:`att_gt`.
+    biters : int
+        Bootstrap draws; 0 means analytic standard errors (the simultaneous band then uses
+        999 draws).
+    rules : reach.disclosure.Rules, optional
+
+    Returns
+    -------
+    EffectReport
+
+    Notes
+    -----
+    The simple average :math:`\theta = \sum_{g\le t} ATT(g,t)\,p_g / \sum_{g \le t} p_g` is the
+    headline effect; the event-study average is the mean of :math:`\theta(e)` over
+    :math:`e \ge 0`. A table row resting on fewer treated or comparison units than the
+    rules allow is suppressed (NaN), never dropped or raised.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> n = 300
+    >>> p = pd.DataFrame({"firm_id": np.repeat(np.arange(n), 3), "year": np.tile([2001, 2002, 2003], n),
+    ...                   "g_x": np.repeat(rng.choice([0, 2003], n), 3)})
+    >>> p["y"] = rng.normal(size=3 * n)
+    >>> rep = effect_report(p, "y", programme="x", biters=99)
+    >>> rep.name("comparison"), rep.headline()["detectable"]
+    ('x_y_full_comparison', False)
+    """
+    from reach.disclosure import Rules, check_estimates
+
+    rules = rules if rules is not None else Rules()
+    gname = gname or f"g_{programme}"
+    _require(panel, [outcome, gname, tname, idname], "panel")
+    boot = int(biters) > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = att_gt(panel, outcome, tname, idname, gname, xformla=xformla, control_group=control_group,
+                   est_method=est_method, anticipation=anticipation, weightsname=weightsname,
+                   bootstrap=boot, biters=int(biters) if boot else 999, alp=alp, seed=seed)
+        dyn = aggte(r, "dynamic", na_rm=True)
+        simple = aggte(r, "simple", na_rm=True)
+        tw = twfe(panel, outcome, tname, idname, gname, weightsname=weightsname, alp=alp)
+        nv = naive_difference(panel, outcome, tname, idname, gname, alp=alp)
+    cols = ["estimate", "std_error", "conf_low", "conf_high", "n_treated", "n_control"]
+    comp = pd.concat([
+        simple.tidy()[cols].assign(method=COMPARISON_METHODS[0]),
+        dyn.tidy()[cols].iloc[[0]].assign(method=COMPARISON_METHODS[1]),
+        tw.tidy()[cols].assign(method=COMPARISON_METHODS[2]),
+        nv.tidy()[cols].assign(method=COMPARISON_METHODS[3]),
+    ], ignore_index=True)[["method", *cols]]
+    comp[["n_treated", "n_control"]] = comp[["n_treated", "n_control"]].astype("int64")
+    pre = r.pretest()
+    pre_cells = r.groups > r.times
+    pre_t = pd.DataFrame([{
+        "test": "pre-trends (Wald, all pre-treatment ATT(g,t) = 0)", "statistic": pre["statistic"],
+        "df": pre["df"], "p_value": pre["pvalue"],
+        "n_treated": int(r.n_treated[pre_cells].min()) if pre_cells.any() else 0,
+        "n_control": int(r.n_control[pre_cells].min()) if pre_cells.any() else 0}])
+    tag = f"{programme}_{outcome}_{sample}"
+    raw = {"comparison": comp, "pretest": pre_t, "event_study": dyn.tidy(), "att_gt": r.tidy()}
+    checked = {k: check_estimates(v, name=f"{tag}_{k}", n_treated="n_treated", n_control="n_control", rules=rules)
+               for k, v in raw.items()}
+    tables = {k: _publishable(c) for k, c in checked.items()}
+    return EffectReport(programme=programme, outcome=outcome, sample=sample, att_gt=r, dynamic=dyn, simple=simple,
+                        twfe=tw, naive=nv, checked=checked, tables=tables, alp=float(alp),
+                        min_units=int(rules.min_units))
