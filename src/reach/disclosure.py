@@ -43,6 +43,7 @@ __all__ = [
     "Checked",
     "check_table",
     "check_estimates",
+    "join_checked",
     "OutputLog",
     "scan_for_identifiers",
     "STATS",
@@ -876,6 +877,39 @@ def check_estimates(
 
 
 # --------------------------------------------------------------------------- OutputLog
+def join_checked(parts: Sequence[Checked]) -> Checked:
+    """One Checked from checks of disjoint cell sets (same name, stat, by-columns and rules).
+
+    Lets a large table be checked in parts (bounded memory) and exported as one.
+    Exact only without margins or declared totals: then no cell's verdict depends
+    on another cell, which is why parts with secondary suppression are refused.
+    Cells are ordered as :func:`check_table` orders them (by the by-columns).
+
+    Examples
+    --------
+    >>> a = pd.DataFrame({"be_id": [str(i) for i in range(12)], "g": "a"})
+    >>> b = pd.DataFrame({"be_id": [str(i) for i in range(3)], "g": "b"})
+    >>> both = join_checked([check_table(a, by="g", name="t"), check_table(b, by="g", name="t")])
+    >>> both.suppress()["value"].isna().tolist()
+    [False, True]
+    """
+    from dataclasses import replace
+
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    for p in parts:
+        if (p.name, p.stat, p.by, p.rules) != (first.name, first.stat, first.by, first.rules) or p.n_secondary or p.unprotectable:
+            raise ValueError(f"cannot join checks {first.name!r} and {p.name!r}: different tables or secondary suppression")
+    by = list(first.by)
+    table = pd.concat([p.table for p in parts], ignore_index=True)
+    cells = pd.concat([p.cells for p in parts], ignore_index=True)
+    order = table.sort_values(by, kind="stable").index  # categorical by-columns sort in label order
+    return replace(first, _table=table.loc[order].reset_index(drop=True), _cells=cells.loc[order].reset_index(drop=True),
+                   n_rows_excluded=sum(p.n_rows_excluded for p in parts))
+
+
+
 class OutputLog:
     """Export point of a notebook: writes checked tables and figures, keeps the report.
 

@@ -61,7 +61,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from reach.disclosure import Checked, Rules, check_table
+from reach.disclosure import Checked, Rules, check_table, join_checked
 from reach.report import fmt_count, fmt_share
 
 __all__ = [
@@ -673,33 +673,11 @@ class _Rows:
             del long
         out = {}
         for stat in stats:
-            chk = _join_checked(pieces[stat])
+            chk = join_checked(pieces[stat])
             pub = _published(chk)
             cols = [*self.by, "value", "n_units"]
             out[stat] = chk, pd.concat([pub[cols], self.weighted_comparison(pub)[cols]], ignore_index=True)
         return out
-
-
-def _join_checked(parts: Sequence[Checked]) -> Checked:
-    """One Checked from checks of disjoint cell sets (same name, stat, by-columns and rules).
-
-    Exact only without margins or declared totals (then no cell's verdict depends on
-    another cell); cells are ordered as ``check_table`` orders them (by the by-columns).
-    """
-    from dataclasses import replace
-
-    first = parts[0]
-    if len(parts) == 1:
-        return first
-    for p in parts:
-        if (p.name, p.stat, p.by, p.rules) != (first.name, first.stat, first.by, first.rules) or p.n_secondary or p.unprotectable:
-            raise ValueError(f"cannot join checks {first.name!r} and {p.name!r}: different tables or secondary suppression")
-    by = list(first.by)
-    table = pd.concat([p.table for p in parts], ignore_index=True)
-    cells = pd.concat([p.cells for p in parts], ignore_index=True)
-    order = table.sort_values(by, kind="stable").index  # categorical by-columns sort in label order
-    return replace(first, _table=table.loc[order].reset_index(drop=True), _cells=cells.loc[order].reset_index(drop=True),
-                   n_rows_excluded=sum(p.n_rows_excluded for p in parts))
 
 
 def _published(chk: Checked) -> pd.DataFrame:
