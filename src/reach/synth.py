@@ -14,12 +14,18 @@ Participation in the programmes is selected on ``l_i`` and on a propensity to
 use public instruments only (time-invariant), among established firms (in the
 register every year).
 
-Trade has churn. Whether a firm exports in year ``t`` is a two-state Markov
-chain with stationary probability :math:`\\pi_i = \\sigma(a + b\\, l_i + s_{sector})`:
-an exporter stops with probability :math:`c(1-\\pi_i)`, a non-exporter starts
-with :math:`c\\pi_i` (``c = 0.2``), so the status is persistent for large
-firms, churns by a few percent a year overall and keeps the population share
-(~40%) constant. Importing follows the same kind of chain. Each firm has a
+Trade has churn, concentrated where it is in real trade data: among small,
+young, marginal exporters. Whether a firm exports in year ``t`` is a Markov
+chain over (not exporting, first year of a spell, established exporter) with
+stationary exporter probability :math:`\\pi_i = \\sigma(a + b\\, l_i + s_{sector})`.
+The exit hazard falls steeply with size, export scale and firm age
+(:func:`_export_hazards`): young firms with no employees stop in roughly half
+of the years, first-year exporters more often, while exporters with ten or more
+employees and firms present all window (the programme users and their
+comparable controls) almost never stop; entry is set so that the exporter
+share stays at :math:`\\pi_i` (~40% of the population), so about 2% of
+firms switch status a year. Importing is a two-state chain with exit
+:math:`c(1-\\pi_i)` and entry :math:`c\\pi_i` (``c = 0.2``). Each firm has a
 static set of potential partner countries (growing with size); its main
 partner is active whenever it trades, each other one switches on and off by a
 chain with stationary probability 0.6, so destinations (and growth-market
@@ -34,10 +40,13 @@ with firm effects :math:`\\mu_i` (rising with size), common year shocks
 :math:`\\delta` for the first year :math:`N_{it}=1` of an export spell and
 iid noise; the total is split over the active destinations by static weights.
 Users are larger, so a naive users-vs-others comparison and an unconditional
-difference-in-differences are biased. Because selection is on time-invariant
-size and the chains start and stay at their stationary laws, the whole export
-path (status, destinations, amounts) is independent of treatment given size:
-parallel trends hold conditionally on size, and DiD with
+difference-in-differences are biased. Selection is on time-invariant
+characteristics and the chains start and stay at their stationary laws, whose
+means depend on size and sector only: users are old firms, whose exporting
+chain is slower, but a stationary chain's mean does not move, so the expected
+change of every export outcome (status, destinations, amounts) given size is
+the same for users and non-users. Parallel trends hold conditionally on size,
+and DiD with
 ``xformla="~ log_employees"`` (or matching on pre-treatment covariates
 followed by DiD) recovers the planted effect. (Conditioning additionally on
 base-period ``exporter`` is also valid in the population, but the linear
@@ -79,11 +88,16 @@ _GAMMA = {2014: 0.00, 2015: 0.03, 2016: 0.05, 2017: 0.09, 2018: 0.12, 2019: 0.13
           2020: -0.07, 2021: 0.14, 2022: 0.19, 2023: 0.18}
 _KAPPA = 0.05  # size-dependent trend: log points per year per unit of log1p(employees)
 _L_CENTRE = 1.5
-# Extensive-margin dynamics. A firm's exporting (importing) state is a two-state
-# Markov chain with stationary probability pi_i (rising with size and sector):
+# Extensive-margin dynamics. Exporting is a three-state chain (not exporting,
+# first year of a spell, established exporter) whose exit hazards fall steeply
+# with size, export scale and age (_export_hazards); entry is set so that the
+# stationary exporter probability is pi_i. Importing is a two-state chain with
 # entry c * pi_i, exit c * (1 - pi_i). Each potential partner country beyond the
 # firm's main one is active with stationary probability _RHO_PAIR.
-_CHURN_X = 0.20
+_EXIT_LOGIT = (0.2, 0.3, 0.9, 0.5)  # exit log-odds of an established exporter: 1, -l, -l^2, -scale
+_EXIT_OLD = 5.5  # log-odds less for old firms (in the register all window)
+_EXIT_NEW = 0.6  # log-odds added to the exit hazard in the first year of an export spell
+_ENTRY_MAX = 0.6
 _CHURN_M = 0.20
 _CHURN_PAIR = 0.40
 _RHO_PAIR = 0.60
@@ -232,6 +246,66 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _export_hazards(pi: np.ndarray, lsz: np.ndarray, scale: np.ndarray, old: np.ndarray):
+    """Yearly transition probabilities of the exporting chain.
+
+    Parameters
+    ----------
+    pi : numpy.ndarray
+        Stationary probability of exporting (0 for firms that never export).
+    lsz : numpy.ndarray
+        ``log1p`` of base employees.
+    scale : numpy.ndarray
+        Export scale relative to firms of the same size (log points).
+
+    Returns
+    -------
+    entry, exit_new, exit_est, p_non, p_new : numpy.ndarray
+        Entry hazard of a non-exporter, exit hazards of first-year and of
+        established exporters, and the stationary probabilities of not
+        exporting and of being in the first year of a spell.
+
+    Notes
+    -----
+    Established exporters stop with
+
+    .. math:: b_E = \\sigma(\\alpha_0 - \\alpha_1 l_i - \\alpha_2 l_i^2 - \\alpha_3 s_i - \\alpha_4 O_i),
+
+    where :math:`O_i = 1` for old firms (in the register all window), first-year
+    exporters with :math:`b_F = \\sigma(\\operatorname{logit} b_E + \\beta)`
+    (``_EXIT_LOGIT``, ``_EXIT_OLD``, ``_EXIT_NEW``): about half of the young
+    firms without employees stop in a year, young firms with ten employees
+    well under 1%, old firms hardly ever. With entry :math:`a` the stationary
+    law solves :math:`p_F = a p_N`, :math:`b_E p_E = (1 - b_F) p_F`, so
+
+    .. math:: a = \\frac{\\pi/(1-\\pi)}{1 + (1 - b_F)/b_E}
+
+    keeps the exporter share at :math:`\\pi_i` (entry capped at 0.6 for the
+    few very large firms whose :math:`\\pi_i` is close to 1; their share is
+    then a hair lower). The chain's speed varies with age and scale, its
+    stationary mean only with size and sector: expected changes of exports
+    given size do not depend on age, which keeps conditional parallel trends.
+
+    Examples
+    --------
+    >>> pi, size = np.array([0.1, 0.95, 0.1]), np.array([0.0, 3.0, 0.0])
+    >>> a, bf, be, pn, pf = _export_hazards(pi, size, np.zeros(3), np.array([False, False, True]))
+    >>> bool(be[0] > 0.3 and be[1] < 0.001 and be[2] < 0.01 and (bf > be).all())
+    True
+    >>> np.round(1 - pn, 4).tolist()
+    [0.1, 0.95, 0.1]
+    """
+    c0, c1, c2, c3 = _EXIT_LOGIT
+    lo = c0 - c1 * lsz - c2 * lsz ** 2 - c3 * scale - _EXIT_OLD * old
+    exit_est = _sigmoid(lo)
+    exit_new = _sigmoid(lo + _EXIT_NEW)
+    odds = pi / np.clip(1.0 - pi, 1e-12, None)
+    entry = np.clip(odds / (1.0 + (1.0 - exit_new) / exit_est), 0.0, _ENTRY_MAX)
+    # stationary law of (not, first year, established) given the capped entry
+    p_non = 1.0 / (1.0 + entry + entry * (1.0 - exit_new) / exit_est)
+    return entry, exit_new, exit_est, p_non, entry * p_non
+
+
 def _unique_ints(rng, low, high, n, exclude=None) -> np.ndarray:
     """n distinct random integers in [low, high), in random order, none in ``exclude``.
 
@@ -356,7 +430,8 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
     time, so memory stays bounded for ``n_firms`` in the millions.
 
     Exporting, importing and each partner country switch on and off by
-    Markov chains carried from year to year as per-firm and per-pair arrays.
+    Markov chains carried from year to year as per-firm and per-pair arrays;
+    the exporting chain's hazards are those of :func:`_export_hazards`.
     The export potential outcomes are (module docstring)
     :math:`\\log Y_{it}(0) = \\mu_i + \\gamma_t + \\kappa (l_i - \\bar l)(t - t_0) - \\delta N_{it} + \\varepsilon_{it}`
     and, for exporting TINL users of cohort ``g``,
@@ -493,7 +568,9 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
     main_m = np.bincount(inv[xu.size:], weights=m_main, minlength=npair) > 0
     p_firm, p_cty = (ukey // len(iso)).astype(np.int64), ukey % len(iso)
     # states in first_year - 1, drawn from the stationary distributions
-    x_on = r_trade.random(n) < pi_x
+    x_entry, x_exit_new, x_exit_est, p_non, p_new = _export_hazards(pi_x, lsz, mu - (9.3 + 0.9 * lsz), est)
+    u = r_trade.random(n)
+    x_on, x_new = u >= p_non, (u >= p_non) & (u < p_non + p_new)
     m_on = r_trade.random(n) < pi_m
     px_on = has_x & (main_x | (r_trade.random(npair) < _RHO_PAIR))
     pm_on = has_m & (main_m | (r_trade.random(npair) < _RHO_PAIR))
@@ -546,13 +623,12 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
                                  "BE_ID": _obj(be_str[kvk_firm[lk]])}),
                    out / "KvK" / f"KVK_BE_{y}V1.sav")
 
-        # One step of the extensive-margin chains: entry with probability
-        # c * pi, exit with c * (1 - pi), so each firm's state stays at its
-        # stationary law pi. Treatment never enters these draws (they are
+        # One step of the extensive-margin chains, each firm's state staying at
+        # its stationary law. Treatment never enters these draws (they are
         # shared by both potential outcomes): the planted effect is intensive only.
         u = ry.random(n)
-        x_prev = x_on
-        x_on = np.where(x_on, u >= _CHURN_X * (1.0 - pi_x), u < _CHURN_X * pi_x)
+        x_on, x_new = (np.where(x_on, u >= np.where(x_new, x_exit_new, x_exit_est), u < x_entry),
+                       ~x_on & (u < x_entry))
         u = ry.random(n)
         m_on = np.where(m_on, u >= _CHURN_M * (1.0 - pi_m), u < _CHURN_M * pi_m)
         u = ry.random(npair)
@@ -570,7 +646,7 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
         eps = ry.normal(0, 0.3, size=n)
         # new exporters start small (first year of an export spell)
         logy0 = (mu + gam + _KAPPA * (lsz - _L_CENTRE) * (y - first_year) + eps
-                 - _ENTRY_DISCOUNT * (x_on & ~x_prev))
+                 - _ENTRY_DISCOUNT * x_new)
         y0 = np.where(alive & x_on, np.exp(logy0), 0.0)
         tau = np.where(g_tinl > 0, planted_effect(y - g_tinl), 0.0)
         y1 = y0 * np.exp(tau)
