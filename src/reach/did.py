@@ -515,7 +515,7 @@ class ATTgtResult:
     (and ``unit_cohort``, ``unit_weight``, ``cluster``) are the units sorted by cohort.
     ``boot_draws`` (``biters x n_cells``) and ``boot_cohort_draws`` (``biters x`` cohorts
     ``boot_cohorts``) are the multiplier-bootstrap draws of the cells and of the cohort
-    indicators :math:`w_i 1\{G_i = g\}`: :func:`aggte` maps them linearly instead of redrawing.
+    indicators :math:`w_i 1\\{G_i = g\\}`: :func:`aggte` maps them linearly instead of redrawing.
     """
 
     groups: np.ndarray
