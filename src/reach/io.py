@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from reach import countries as _countries
+from reach.report import SummaryDisplay
 
 __all__ = ["InputError", "Inputs", "load_inputs", "locate", "read_columns", "ROLES"]
 
@@ -56,8 +57,8 @@ class InputError(ValueError):
     """An input file that cannot be used as it is; the message names file, column and examples."""
 
 
-@dataclass(frozen=True)
-class Inputs:
+@dataclass(frozen=True, repr=False)
+class Inputs(SummaryDisplay):
     """The run's typed input tables (CONTRACTS.md section 2).
 
     Attributes
@@ -106,14 +107,6 @@ class Inputs:
                 lines.append(f"  {r.table:<13} {r.reason}: {r.n:,}")
         return "\n".join(lines)
 
-    def _repr_markdown_(self) -> str:
-        return "```\n" + self.summary() + "\n```"
-
-    def _repr_html_(self) -> str:
-        return "<pre>" + self.summary().replace("&", "&amp;").replace("<", "&lt;") + "</pre>"
-
-    def __repr__(self) -> str:
-        return self.summary()
 
 
 # ----------------------------------------------------------------------------- files

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from reach.report import SummaryDisplay
 
 __all__ = ["BUCKETS", "KVK_REASONS", "LinkResult", "normalise_kvk", "link_participants"]
 
@@ -87,8 +88,8 @@ def normalise_kvk(values) -> tuple[pd.Series, pd.Series]:
             pd.Series(reason, index=s.index, dtype="str", name="kvk_reason"))
 
 
-@dataclass(frozen=True)
-class LinkResult:
+@dataclass(frozen=True, repr=False)
+class LinkResult(SummaryDisplay):
     """Participants linked to business units (CONTRACTS.md section 3).
 
     Attributes
@@ -131,14 +132,6 @@ class LinkResult:
                  "Unique business units: " + ", ".join(f"{k} {v:,}" for k, v in users.items())]
         return "\n".join(lines)
 
-    def _repr_markdown_(self) -> str:
-        return "```\n" + self.summary() + "\n```"
-
-    def _repr_html_(self) -> str:
-        return "<pre>" + self.summary().replace("&", "&amp;").replace("<", "&lt;") + "</pre>"
-
-    def __repr__(self) -> str:
-        return self.summary()
 
 
 def link_participants(inputs, first_year: int | None = None, last_year: int | None = None) -> LinkResult:

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["record_headline", "read_headlines", "fmt_number", "fmt_count", "fmt_share", "show_figure"]
+__all__ = ["record_headline", "read_headlines", "fmt_number", "fmt_count", "fmt_share", "show_figure", "SummaryDisplay"]
 
 
 def _plain(value: Any) -> Any:
@@ -79,6 +79,27 @@ def read_headlines(output_dir: str | Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- notebook display helpers
+class SummaryDisplay:
+    """Mixin: console and notebook display of a result from its ``summary()`` text.
+
+    ``summary()`` shows counts and labels only, never rows of microdata, so a
+    result printed in a notebook cannot leak a firm. Dataclasses using it need
+    ``repr=False`` (the generated repr would print their DataFrames).
+    """
+
+    def summary(self) -> str:  # pragma: no cover - implemented by the result classes
+        raise NotImplementedError
+
+    def _repr_markdown_(self) -> str:
+        return "```\n" + self.summary() + "\n```"
+
+    def _repr_html_(self) -> str:
+        return "<pre>" + self.summary().replace("&", "&amp;").replace("<", "&lt;") + "</pre>"
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+
 # Shared by the notebooks so that a suppressed number reads the same everywhere.
 
 def fmt_number(value: Any, digits: int = 3, *, signed: bool = False) -> str:
