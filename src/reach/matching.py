@@ -1751,7 +1751,12 @@ def match_cohorts(
     failures: dict[int, str] = {}
     not_obs = []
     n_treated: dict[int, int] = {}
-    for g in all_cohorts:
+    cohort_iter = all_cohorts
+    if len(panel) >= 1_000_000:  # register scale: show progress per cohort (minutes, not seconds)
+        from tqdm.auto import tqdm
+
+        cohort_iter = tqdm(all_cohorts, desc="matching cohorts", leave=False)
+    for g in cohort_iter:
         b = g - 1 - anticipation
         treated_codes = np.flatnonzero(unit_g == g)
         n_treated[g] = treated_codes.size
