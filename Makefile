@@ -52,8 +52,15 @@ test: $(VENV)/.installed ## run the tests CI runs (fast tier + notebook suite on
 test-all: $(VENV)/.installed ## run every test tier, slow included
 	$(PY) -m pytest
 
-bench: $(VENV)/.installed ## benchmarks at BENCH_SIZES firms, side by side with peer packages
-	$(PY) -m reach bench --sizes $(BENCH_SIZES)
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[test,bench]'
+	@touch $@
+
+bench: $(BENCH_VENV)/.installed ## benchmarks at BENCH_SIZES firms, side by side with peer packages (own venv: .venv-bench)
+	$(BENCH_VENV)/bin/python -m reach bench --sizes $(BENCH_SIZES)
 
 clean: ## remove output/ and work/ (keeps .venv)
 	$(PY) -m reach clean 2>/dev/null || rm -rf output work

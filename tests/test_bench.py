@@ -1,0 +1,78 @@
+"""Smoke test of the benchmark harness (``python -m reach bench``): it must not rot.
+
+Benchmarks are not tests: nothing here times anything. The harness is run at a
+tiny scale without peers (peer packages are bench-only and need not be
+installed), and its correctness checks are tested against known answers.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reach import bench
+
+
+def _toy_panel(effect_2018=0.5, effect_2020=0.25):
+    """Noise-free balanced panel with planted ATTs: y = firm + year trend + effect after g."""
+    years = np.arange(2014, 2024)
+    g = np.array([0, 0, 0, 2018, 2018, 2020, 2020, 2014])  # the last unit is treated in the first period
+    n = len(g)
+    df = pd.DataFrame({"firm_id": np.repeat(np.arange(n), len(years)), "year": np.tile(years, n),
+                       "g": np.repeat(g, len(years))})
+    firm_fe = np.repeat(np.linspace(0, 1, n), len(years))
+    eff = np.where(df["g"] == 2018, effect_2018, effect_2020) * ((df["g"] > 0) & (df["year"] >= df["g"]))
+    df[bench.OUTCOME] = firm_fe + 0.1 * (df["year"] - 2014) + eff
+    df["log_employees"] = 1.0
+    return df
+
+
+def test_reference_att_gt_recovers_planted_effects():
+    """Parallel trends hold exactly: ATT(g,t) is the planted effect after g and 0 before."""
+    for cg in ("nevertreated", "notyettreated"):
+        r = bench._reference_att_gt(_toy_panel(), cg)
+        assert set(r["group"]) == {2018, 2020}  # the first-period cohort is dropped, as R did
+        post = r[r["time"] >= r["group"]]
+        pre = r[r["time"] < r["group"]]
+        np.testing.assert_allclose(post.loc[post["group"] == 2018, "estimate"], 0.5, atol=1e-12)
+        np.testing.assert_allclose(post.loc[post["group"] == 2020, "estimate"], 0.25, atol=1e-12)
+        np.testing.assert_allclose(pre["estimate"], 0.0, atol=1e-12)
+        # R did's grid: every cohort x every period but the first (varying base)
+        assert len(r) == 2 * 9
+
+
+def test_compare_att_flags_differences(tmp_path):
+    a = pd.DataFrame({"group": [2018, 2018], "time": [2018, 2019], "estimate": [0.5, 0.6], "std_error": [0.1, 0.1]})
+    a.to_csv(tmp_path / "a.csv", index=False)
+    a.assign(estimate=a["estimate"] + 1e-9).to_csv(tmp_path / "b.csv", index=False)
+    a.assign(estimate=[0.5, 0.7]).to_csv(tmp_path / "c.csv", index=False)
+    d, txt = bench._compare_att(tmp_path / "a.csv", tmp_path / "b.csv")
+    assert d == pytest.approx(1e-9, rel=1e-3) and txt.startswith("identical")
+    d, txt = bench._compare_att(tmp_path / "a.csv", tmp_path / "c.csv")
+    assert d == pytest.approx(0.1) and txt.startswith("DIFFERENT")
+
+
+@pytest.mark.parametrize("sizes", [[], [0], ["ten"]])
+def test_bad_sizes_raise(tmp_path, sizes):
+    with pytest.raises(ValueError, match="sizes must be positive integers"):
+        bench.run_bench(sizes, out_dir=tmp_path, peers=False)
+
+
+def test_bench_smoke_tiny_scale_without_peers(tmp_path):
+    out = tmp_path / "results"
+    df = bench.run_bench([500], out_dir=out, peers=False, trade_rows=(20_000,), n_trade_firms=300,
+                         did_specs=("nevertreated",), timeout=120, log=lambda _: None)
+    assert list(df.columns) == list(bench.RESULT_COLUMNS)
+    ours = df[df["impl"] == "reach"]
+    bad = ours[ours["status"] != "ok"]
+    assert bad.empty, bad[["stage", "spec", "status", "note"]].to_string()
+    assert {"synth", "load_link_panel", "indicators", "att_gt", "aggte", "matching", "trade"} <= set(ours["stage"])
+    assert set(df["impl"]) <= {"reach", "numpy-reference", "naive"}  # no peer ran
+    # reach's att_gt equals the independent difference of mean changes (no covariates)
+    ref = df[(df["stage"] == "att_gt") & (df["impl"] == "numpy-reference")]
+    assert len(ref) == 1 and ref["max_abs_diff"].iloc[0] <= bench.DID_TOL
+    assert (ours["seconds"] >= 0).all() and (ours["peak_rss_mb"] > 0).all()
+    on_disk = pd.read_csv(out / "results.csv")
+    assert len(on_disk) == len(df)
+    assert "| stage | firms |" in (out / "results.md").read_text()
+    assert (out / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
