@@ -225,16 +225,41 @@ def read_columns(path: str | Path) -> list[str]:
         raise InputError(f"{path}: cannot be read as {kind} ({type(exc).__name__}: {exc}); is the file corrupt?") from None
 
 
+def _sav_column(values: list) -> Any:
+    """One column of pyreadstat's dict output as pyreadstat's pandas output would type it."""
+    import pyarrow as pa
+
+    try:
+        arr = pa.array(values)
+    except (pa.ArrowException, TypeError, ValueError):
+        return pd.Series(values)
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        return pd.array(arr, dtype="str")
+    if pa.types.is_floating(arr.type):
+        return arr.to_numpy(zero_copy_only=False).astype("float64", copy=False)
+    return pd.Series(values)
+
+
+def _sav_frame(cols: Mapping[str, list]) -> pd.DataFrame:
+    return pd.DataFrame({name: _sav_column(v) for name, v in cols.items()})
+
+
 def _iter_raw(path: Path, usecols: list[str], chunksize: int) -> Iterator[pd.DataFrame]:
     kind = _kind(path)
     try:
         if kind == "sav":
             import pyreadstat
 
-            for df, _ in pyreadstat.read_file_in_chunks(
-                pyreadstat.read_sav, str(path), chunksize=chunksize, usecols=usecols
+            # dict output skips pyreadstat's per-value pandas conversion (half the read time on
+            # goods-level files); _sav_frame builds the same frame from the lists in one pass per column
+            _, meta = pyreadstat.read_sav(str(path), metadataonly=True)
+            if meta.number_rows == 0:  # dict output cannot represent a file without rows
+                return
+            for cols, _ in pyreadstat.read_file_in_chunks(
+                pyreadstat.read_sav, str(path), chunksize=chunksize, usecols=usecols, output_format="dict"
             ):
-                yield df
+                yield _sav_frame(cols)
+                del cols
         elif kind == "parquet":
             import pyarrow.parquet as pq
 
