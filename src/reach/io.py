@@ -263,7 +263,9 @@ def _iter_raw(path: Path, usecols: list[str], chunksize: int) -> Iterator[pd.Dat
         elif kind == "parquet":
             import pyarrow.parquet as pq
 
-            pf = pq.ParquetFile(path)
+            # pre_buffer would read whole row groups ahead and keep them in arrow's pool: peak memory
+            # then grows with the file (5M -> 20M rows: 330 -> 530 MB); without it it stays flat (~300 MB)
+            pf = pq.ParquetFile(path, pre_buffer=False)
             for batch in pf.iter_batches(batch_size=chunksize, columns=usecols):
                 yield batch.to_pandas()
         else:
