@@ -31,6 +31,26 @@ from reach.disclosure import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _recoverable(A: np.ndarray, pub: pd.DataFrame, labels) -> list:
+    """Suppressed cells whose value the published equations ``A x = margins`` determine.
+
+    Cell j is determined iff the unit vector e_j lies in the row space of A restricted
+    to the suppressed columns (adding it does not raise the rank).
+    """
+    U = np.flatnonzero(pub["n_units"].isna().to_numpy())
+    if len(U) == 0:
+        return []
+    AU = A[:, U]
+    base = np.linalg.matrix_rank(AU)
+    out = []
+    for k, j in enumerate(U):
+        e = np.zeros(len(U))
+        e[k] = 1
+        if np.linalg.matrix_rank(np.vstack([AU, e])) == base:
+            out.append(labels[j])
+    return out
+
+
 # ----------------------------------------------------------------------------- helpers
 def units_table(contrib: dict[str, list[float]], rows_per_unit: int = 1) -> pd.DataFrame:
     """Micro rows: cell -> list of unit contributions; each unit split over rows_per_unit equal rows."""
@@ -81,19 +101,7 @@ def recoverable_cells(pub: pd.DataFrame, by=("r", "c")) -> list[tuple]:
         for rr in rows_:
             e[idx[(rr, cc)]] = -1
         eqs.append(e)
-    A = np.array(eqs)
-    U = np.flatnonzero(pub["n_units"].isna().to_numpy())
-    if len(U) == 0:
-        return []
-    AU = A[:, U]
-    base = np.linalg.matrix_rank(AU)
-    out = []
-    for k, j in enumerate(U):
-        e = np.zeros(len(U))
-        e[k] = 1
-        if np.linalg.matrix_rank(np.vstack([AU, e])) == base:
-            out.append(cells[j])
-    return out
+    return _recoverable(np.array(eqs), pub, cells)
 
 
 def single_unknown_lines(pub: pd.DataFrame, by=("r", "c")) -> list:
@@ -588,19 +596,7 @@ def recoverable_nd(pub: pd.DataFrame, by: list[str]) -> list[tuple]:
                 if other[d] != "Total" and all(other[j] == k[j] for j in range(len(by)) if j != d):
                     e[idx[other]] = -1
             eqs.append(e)
-    A = np.array(eqs)
-    U = np.flatnonzero(pub["n_units"].isna().to_numpy())
-    if len(U) == 0:
-        return []
-    AU = A[:, U]
-    base = np.linalg.matrix_rank(AU)
-    out = []
-    for k, j in enumerate(U):
-        e = np.zeros(len(U))
-        e[k] = 1
-        if np.linalg.matrix_rank(np.vstack([AU, e])) == base:
-            out.append(keys[j])
-    return out
+    return _recoverable(np.array(eqs), pub, keys)
 
 
 @pytest.mark.parametrize("seed", range(4))
