@@ -39,8 +39,19 @@ def test_every_notebook_executed_and_rendered(run):
         assert html.is_file() and html.stat().st_size > 10_000
         text = html.read_text(encoding="utf-8")
         assert "Traceback" not in text
+        # figures are shown as images, not as a "<Figure size ...>" placeholder
+        assert "Figure size" not in text, f"{name}.html shows a figure placeholder instead of the image"
     # code is hidden by default: reviewers read narrative, tables and figures
     assert "import reach" not in (run.output_dir / "02_reach.html").read_text(encoding="utf-8")
+
+
+def test_every_exported_figure_is_shown_in_its_report(run):
+    with open(run.output_dir / "disclosure_report.csv", newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["kind"] == "figure" and r["file"]]
+    for name in NOTEBOOKS:
+        n_written = sum(r["notebook"] == name for r in rows)
+        html = (run.output_dir / f"{name}.html").read_text(encoding="utf-8")
+        assert html.count("data:image/png;base64") >= n_written, name
 
 
 def test_microdata_stays_in_work(run):

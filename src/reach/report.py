@@ -166,8 +166,15 @@ def show_figure(log: Any, fig: Any, checked: Any, name: str, *, drawn_from_suppr
     if path is None:
         display(Markdown(f"*Figure `{name}` not exported: {log.why(name)}*"))
     else:
-        import matplotlib.pyplot as plt
+        import io
 
-        display(fig)
+        import matplotlib.pyplot as plt
+        from IPython.display import Image
+
+        # show exactly the exported PNG bytes: independent of the kernel's matplotlib backend
+        # (display(fig) prints "<Figure size ...>" when the inline formatter is not active)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        display(Image(data=buf.getvalue(), format="png"))
         plt.close(fig)
     return path
