@@ -158,3 +158,24 @@ def test_stub_users_and_cohorts_equal_truth(stub_link):
     for prog, sizes in truth["cohort_sizes"].items():
         got = res.firms.loc[res.firms["programme"] == prog, "first_year"].value_counts()
         assert {str(k): int(v) for k, v in got.items()} == {k: int(v) for k, v in sizes.items()}, prog
+
+
+def test_waterfall_check_table_and_figure(stub_linked):
+    """The exported waterfall: totals equal input rows, small buckets suppressed with a partner,
+    and the figure draws only published cells."""
+    from reach.link import check_waterfall, waterfall_figure, waterfall_table
+
+    _, link = stub_linked
+    chk = check_waterfall(link)
+    pub = chk.suppress()
+    for prog, n_rows in link.records.groupby("programme").size().items():
+        total = pub[(pub["programme"] == prog) & (pub["bucket"] == "Total")]["value"].iloc[0]
+        assert total == n_rows
+    small = pub[pub["n_units"].isna()]
+    assert len(small) == 0 or len(small) >= 2  # a suppressed cell never stands alone in its line
+    text = waterfall_table(pub, link)
+    assert list(text.index)[-1] == "Total" and (text == "suppressed").sum().sum() == len(small[small["programme"] != "Total"])
+    fig = waterfall_figure(pub)
+    bars = [p.get_width() for p in fig.axes[0].patches if p.get_width() > 0]
+    published = pub[(pub["programme"] != "Total") & (pub["bucket"] != "Total")]["value"].dropna()
+    assert sorted(bars) == sorted(published[published > 0].tolist())

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 from reach.report import SummaryDisplay
 
-__all__ = ["BUCKETS", "KVK_REASONS", "LinkResult", "normalise_kvk", "link_participants"]
+__all__ = ["BUCKETS", "KVK_REASONS", "LinkResult", "normalise_kvk", "link_participants", "check_waterfall",
+           "waterfall_table", "waterfall_figure"]
 
 #: Waterfall buckets, in the order in which they are applied (first that applies wins).
 BUCKETS = (
@@ -254,3 +255,60 @@ def link_participants(inputs, first_year: int | None = None, last_year: int | No
                                     "n_firms": "int64"})
     return LinkResult(records=rec, waterfall=wf, firms=firms, activities=activities,
                       first_year=first, last_year=last)
+
+
+# --------------------------------------------------------------------------- the waterfall as an exported table
+def check_waterfall(link: LinkResult, rules=None):
+    """The linkage waterfall as a disclosure-checked count table (records per programme x bucket).
+
+    Units are participant records; ``Total`` margins equal the input row counts, so a
+    suppressed bucket gets a partner suppression (it could otherwise be recovered).
+
+    Returns
+    -------
+    reach.disclosure.Checked
+        Named ``linkage_waterfall``.
+    """
+    from reach.disclosure import check_table
+
+    recs = link.records[["programme", "row", "bucket"]].copy()
+    recs["record"] = recs["programme"] + ":" + recs["row"].astype(str)
+    recs["bucket"] = recs["bucket"].astype(str)
+    return check_table(recs, by=["programme", "bucket"], unit="record", stat="count", rules=rules,
+                       name="linkage_waterfall", margins=True)
+
+
+def waterfall_table(published: pd.DataFrame, link: LinkResult) -> pd.DataFrame:
+    """Buckets (rows, in waterfall order, then ``Total``) x programmes of the publishable copy, as text.
+
+    A bucket no record reached reads 0; a suppressed count reads ``"suppressed"``.
+    """
+    pub = published[published["programme"] != "Total"]
+    shown = pub.pivot(index="bucket", columns="programme", values="value").reindex(list(BUCKETS) + ["Total"])
+    empty = (link.waterfall.pivot(index="bucket", columns="programme", values="n_records")
+             .reindex(index=shown.index, columns=shown.columns) == 0)
+    text = shown.astype(object).where(shown.notna(), "suppressed").mask(empty, 0)
+    return text.map(lambda v: v if isinstance(v, str) else f"{int(v):,}")
+
+
+def waterfall_figure(published: pd.DataFrame):
+    """Horizontal bars of records per bucket and programme, drawn from the publishable copy only.
+
+    A suppressed cell has no bar (its value is never drawn).
+    """
+    import matplotlib.pyplot as plt
+
+    plot = published[(published["programme"] != "Total") & (published["bucket"] != "Total")]
+    plot = plot.dropna(subset=["value"]).astype({"value": "float64"})
+    fig, ax = plt.subplots(figsize=(8, 4))
+    if plot.empty:
+        ax.text(0.5, 0.5, "every cell suppressed (fewer than the minimum number of records)", ha="center", va="center")
+        ax.set_axis_off()
+    else:
+        wide = plot.pivot(index="bucket", columns="programme", values="value").reindex(list(BUCKETS)[::-1])
+        wide.plot.barh(ax=ax)
+    ax.set_xlabel("participant records")
+    ax.set_ylabel("")
+    ax.set_title("Linkage waterfall per programme (records)")
+    fig.tight_layout()
+    return fig
