@@ -1613,7 +1613,14 @@ def event_study_plot(agg: AggteResult, ax=None, title: str | None = None, data: 
     ax.set_ylabel(f"ATT on {agg.yname}")
     ax.set_title(title or f"Event study: {agg.yname} (thick: pointwise, thin: simultaneous {100 * (1 - agg.alp):.0f}% band)",
                  fontsize=9)
-    ax.legend(frameon=False, fontsize=8)
+    from matplotlib.lines import Line2D
+
+    level = f"{100 * (1 - agg.alp):.0f}%"
+    # the bands differ only in width: say which is which, also when the caller sets the title
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], color="grey", lw=4, alpha=0.8, label=f"pointwise {level} CI"),
+                Line2D([], [], color="grey", lw=1, alpha=0.6, label=f"simultaneous {level} band")]
+    ax.legend(handles=handles, frameon=False, fontsize=8, loc="upper left")  # effects rise to the right
     fig.tight_layout()
     return fig
 
