@@ -506,20 +506,24 @@ def _window(df: pd.DataFrame, table: str, first: int, last: int, lg: _Log) -> pd
 # ----------------------------------------------------------------------------- tables
 
 
-def _load_register(params, years, lg: _Log) -> pd.DataFrame:
-    spec = _spec(params, "register")
-    cols = {k: v for k, v in spec["columns"].items()}
+def _read_role(params, role: str, years, lg: _Log) -> pd.DataFrame:
+    """Every file of ``role`` read in chunks, with its year, logged, concatenated and cut to the window."""
+    spec = _spec(params, role)
     chunksize = int(spec.get("chunksize", _DEFAULT_CHUNKSIZE))
     parts = []
-    for year, path, version, cands in _role_files(params, "register", years):
+    for year, path, version, cands in _role_files(params, role, years):
         n = 0
-        for ch in _read_table(path, cols, "register", chunksize):
+        for ch in _read_table(path, dict(spec["columns"]), role, chunksize):
             n += len(ch)
-            parts.append(_year_column(ch, year, "register", path).drop(columns="_row"))
-        lg.file("register", year, path, version, n, cands)
-    reg = pd.concat(parts, ignore_index=True)
-    reg["year"] = reg["year"].astype("int64")
-    reg = _window(reg, "register", years[0], years[-1], lg)
+            parts.append(_year_column(ch, year, role, path).drop(columns="_row"))
+        lg.file(role, year, path, version, n, cands)
+    df = pd.concat(parts, ignore_index=True)
+    df["year"] = df["year"].astype("int64")
+    return _window(df, role, years[0], years[-1], lg)
+
+
+def _load_register(params, years, lg: _Log) -> pd.DataFrame:
+    reg = _read_role(params, "register", years, lg)
     miss = reg["be_id"].isna()
     lg.exclude("register", "missing be_id", int(miss.sum()))
     reg = reg.loc[~miss]
@@ -542,18 +546,7 @@ def _load_register(params, years, lg: _Log) -> pd.DataFrame:
 def _load_kvk_link(params, years, lg: _Log) -> pd.DataFrame:
     from reach.link import normalise_kvk
 
-    spec = _spec(params, "kvk_link")
-    chunksize = int(spec.get("chunksize", _DEFAULT_CHUNKSIZE))
-    parts = []
-    for year, path, version, cands in _role_files(params, "kvk_link", years):
-        n = 0
-        for ch in _read_table(path, dict(spec["columns"]), "kvk_link", chunksize):
-            n += len(ch)
-            parts.append(_year_column(ch, year, "kvk_link", path).drop(columns="_row"))
-        lg.file("kvk_link", year, path, version, n, cands)
-    kl = pd.concat(parts, ignore_index=True)[["kvk", "be_id", "year"]]
-    kl["year"] = kl["year"].astype("int64")
-    kl = _window(kl, "kvk_link", years[0], years[-1], lg)
+    kl = _read_role(params, "kvk_link", years, lg)[["kvk", "be_id", "year"]]
     norm, _ = normalise_kvk(kl["kvk"])
     bad = norm.isna() | kl["be_id"].isna()
     lg.exclude("kvk_link", "invalid kvk or missing be_id", int(bad.sum()),
@@ -632,19 +625,7 @@ def _load_trade(params, years, lg: _Log) -> pd.DataFrame:
 def _load_instruments(params, years, kvk_link: pd.DataFrame, lg: _Log) -> pd.DataFrame:
     from reach.link import normalise_kvk
 
-    spec = _spec(params, "instruments")
-    cols = dict(spec["columns"])
-    chunksize = int(spec.get("chunksize", _DEFAULT_CHUNKSIZE))
-    parts = []
-    for year, path, version, cands in _role_files(params, "instruments", years):
-        n = 0
-        for ch in _read_table(path, cols, "instruments", chunksize):
-            n += len(ch)
-            parts.append(_year_column(ch, year, "instruments", path).drop(columns="_row"))
-        lg.file("instruments", year, path, version, n, cands)
-    ins = pd.concat(parts, ignore_index=True)
-    ins["year"] = ins["year"].astype("int64")
-    ins = _window(ins, "instruments", years[0], years[-1], lg)
+    ins = _read_role(params, "instruments", years, lg)
     if "be_id" not in ins:
         norm, _ = normalise_kvk(ins["kvk"])
         bad = norm.isna()
