@@ -130,8 +130,7 @@ def fmt_count(value: Any) -> str:
     >>> fmt_count(12345.0), fmt_count(None)
     ('12,345', 'suppressed')
     """
-    text = fmt_number(value, 0)
-    return text
+    return fmt_number(value, 0)
 
 
 def fmt_share(value: Any, digits: int = 0) -> str:
@@ -142,15 +141,8 @@ def fmt_share(value: Any, digits: int = 0) -> str:
     >>> fmt_share(0.944), fmt_share(float("nan"))
     ('94%', 'suppressed')
     """
-    text = fmt_number(None if value is None else 100 * float(value) if _finite(value) else value, digits)
-    return text if text == "suppressed" else f"{text}%"
-
-
-def _finite(value: Any) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
+    text = fmt_number(value, digits + 2)
+    return text if text == "suppressed" else f"{100 * float(value):.{digits}f}%"
 
 
 def show_figure(log: Any, fig: Any, checked: Any, name: str, *, drawn_from_suppressed: bool = True) -> Path | None:

@@ -15,14 +15,13 @@ import json
 import logging
 import platform
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from reach.params import INJECTED_KEYS, load_params
+from reach.params import load_params
 
 __all__ = ["NOTEBOOKS", "STAGES", "SuiteError", "notebook_dir", "notebook_parameters", "run_suite", "render_html", "RunResult"]
 
