@@ -11,9 +11,9 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _pins() -> dict[str, Requirement]:
+def _pins(name: str = "requirements-ra.txt") -> dict[str, Requirement]:
     out = {}
-    for line in (ROOT / "requirements-ra.txt").read_text(encoding="utf-8").splitlines():
+    for line in (ROOT / name).read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             req = Requirement(line)
@@ -32,8 +32,20 @@ def test_every_runtime_dependency_is_pinned_within_its_range():
 
 
 def test_pins_are_exact():
-    for name, req in _pins().items():
-        assert [s.operator for s in req.specifier] == ["=="], f"{name} must be pinned with ==, got {req.specifier}"
+    for file in ("requirements-ra.txt", "requirements-ra-test.txt"):
+        for name, req in _pins(file).items():
+            assert [s.operator for s in req.specifier] == ["=="], f"{file}: {name} must be pinned with ==, got {req.specifier}"
+
+
+def test_every_test_dependency_is_pinned_for_the_remote_access_check():
+    """.ci/run tests the pinned set on Python 3.12 with requirements-ra-test.txt: it must cover the `test` extra."""
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]["test"]
+    pins = _pins("requirements-ra-test.txt")
+    for dep in map(Requirement, extra):
+        name = dep.name.lower().replace("_", "-")
+        assert name in pins, f"{dep.name} is a test dependency but not pinned in requirements-ra-test.txt"
+        (pinned,) = [s.version for s in pins[name].specifier if s.operator == "=="]
+        assert dep.specifier.contains(pinned), f"{name}=={pinned} is outside pyproject's range {dep.specifier}"
 
 
 def test_offline_install_from_a_folder_of_wheels(tmp_path):

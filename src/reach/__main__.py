@@ -32,6 +32,28 @@ make targets and their python -m reach equivalents (CBS Remote Access may have n
 """
 
 
+def load_bench_harness():
+    """Import the benchmark harness from the checkout's ``bench/harness.py``.
+
+    Benchmarks are not part of the installed package (nothing in Remote Access
+    needs them): the harness is looked up in the current folder's ``bench/``,
+    then beside the source tree this package was imported from (an editable
+    install or ``PYTHONPATH=src``).
+    """
+    import importlib.util
+
+    candidates = [Path.cwd() / "bench" / "harness.py", Path(__file__).resolve().parents[2] / "bench" / "harness.py"]
+    for path in candidates:
+        if path.is_file():
+            spec = importlib.util.spec_from_file_location("harness", path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules["harness"] = module  # the harness's worker processes import it by this name
+            spec.loader.exec_module(module)
+            return module
+    raise FileNotFoundError("the benchmark harness is not installed with reach; run `python -m reach bench` from the "
+                            "repository folder (looked for " + ", ".join(str(c) for c in candidates) + ")")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m reach", description="reach: reach and effect of export promotion, from microdata.",
                                 epilog=MAKE_EQUIVALENTS, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             make_stub(args.out, **kwargs)
             print(f"stub written to {args.out}")
         elif args.command == "bench":
-            from reach.bench import run_bench
-
+            run_bench = load_bench_harness().run_bench
             sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
             run_bench(sizes, out_dir=args.out, peers=args.peers)
         elif args.command == "clean":
@@ -118,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(folder, ignore_errors=True)
             print("removed output/ and work/")
     except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        if args.command != "bench":
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,5 +1,11 @@
 """Benchmarks at register scale, side by side with peer packages (``python -m reach bench``).
 
+The harness lives in the repository's ``bench/`` folder, not in the installed
+package: an analyst's Remote Access installation carries no benchmark code.
+``python -m reach bench`` loads it from the checkout (see
+:func:`reach.__main__.load_bench_harness`); ``python bench/harness.py 10000``
+runs it directly.
+
 For each number of firms the harness generates CBS-shaped microdata with
 :func:`reach.synth.make_stub`, then runs every stage of the suite in a **fresh
 subprocess** and records its wall-clock time and its peak resident memory:
@@ -78,8 +84,9 @@ OUTCOME = "log_exports"
 MATCH_COVARIATES = ["log_exports_lag1", "export_growth_lag1", "n_dest_lag1", "log_employees_lag1", "importer_lag1",
                     "instr_ever_before"]
 MATCH_EXACT = ["sbi_section"]
-_REPO = Path(__file__).resolve().parents[2]
-_SRC = Path(__file__).resolve().parents[1]
+_BENCH = Path(__file__).resolve().parent
+_REPO = _BENCH.parent
+_SRC = _REPO / "src"
 _MB = 1024.0  # ru_maxrss is in KiB on Linux
 
 
@@ -568,7 +575,7 @@ def _run_stage(worker: str, spec: dict, scratch: Path, *, python: str | None = N
     spec_path = scratch / f"{tag}.spec.json"
     spec_path.write_text(json.dumps(spec))
     # import reach from this checkout even in a peer interpreter that does not have it installed
-    code = f"import sys; sys.path.insert(0, {str(_SRC)!r}); from reach.bench import _worker_main; " \
+    code = f"import sys; sys.path[:0] = [{str(_SRC)!r}, {str(_BENCH)!r}]; from harness import _worker_main; " \
            f"sys.exit(_worker_main(sys.argv[1]))"
     t0 = time.perf_counter()
     proc = subprocess.Popen([python or sys.executable, "-c", code, str(spec_path)], cwd=str(scratch),
@@ -1003,7 +1010,7 @@ def _plot(df, path: Path) -> None:
     plt.close(fig)
 
 
-if __name__ == "__main__":  # python -m reach.bench --stage spec.json (internal), or sizes for a quick run
+if __name__ == "__main__":  # python bench/harness.py --stage spec.json (internal), or sizes for a quick run
     if len(sys.argv) == 3 and sys.argv[1] == "--stage":
         sys.exit(_worker_main(sys.argv[2]))
     run_bench([int(s) for s in (sys.argv[1] if len(sys.argv) > 1 else "10000").split(",")])
