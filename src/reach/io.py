@@ -497,6 +497,30 @@ def _check_columns(path: Path, colmap: Mapping[str, str], role: str,
     return resolved
 
 
+def _csv_notation(path: Path, cols: list[str], chunksize: int, state: _FileState) -> None:
+    """Number notation (Dutch/English) of each numeric CSV column, from the whole file.
+
+    One pass over the numeric columns only: a chunk holding only ``4.632``-like values
+    cannot tell, a later one may; the typed read then uses the notation found and
+    still refuses values of the other notation or a column that never tells.
+    """
+    if not cols:
+        return
+    for raw in _iter_raw(path, cols, chunksize):
+        for c in cols:
+            if c in state.notation:
+                continue
+            txt = raw[c].astype("str").str.strip()
+            try:
+                _, how = _norm.parse_dutch_numbers(txt.mask(txt == ""))
+            except _norm.NumberFormatError:
+                continue  # mixed or ambiguous: the typed read reports it with examples
+            if how:
+                state.notation[c] = how
+        if all(c in state.notation for c in cols):
+            return
+
+
 def _read_table(path: Path, colmap: Mapping[str, str], role: str, chunksize: int,
                 state: _FileState | None = None) -> Iterator[pd.DataFrame]:
     """Yield typed chunks with internal names and ``_row`` (1-based row in the file); raise for an empty file."""
@@ -504,6 +528,8 @@ def _read_table(path: Path, colmap: Mapping[str, str], role: str, chunksize: int
     colmap = _check_columns(path, colmap, role, state)
     offset = 0
     usecols = list(dict.fromkeys(colmap.values()))
+    if _kind(path) == "csv":
+        _csv_notation(path, [c for i, c in colmap.items() if _KIND.get(i) in ("float", "int")], chunksize, state)
     bad: _BadValues | None = None
     n_bad, examples = 0, []
     for raw in _iter_raw(path, usecols, chunksize):
