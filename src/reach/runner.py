@@ -218,7 +218,8 @@ def _identifiers(work_dir: Path) -> tuple[list[str], list[str]]:
                 vals = pd.read_parquet(path, columns=[col])[col].dropna().astype(str)
             except Exception:  # noqa: BLE001 - an unreadable panel is not a reason to skip the scan
                 continue
-            into.update(v for v in vals.unique() if v.isdigit())
+            # BE_IDs have 9-11 digits, KvK numbers 8: a short digit string is a count, not a firm
+            into.update(v for v in vals.unique() if v.isdigit() and len(v) >= 6)
     return sorted(be), sorted(kvk)
 
 
