@@ -191,6 +191,18 @@ def test_trade_csv_ambiguous_thousands_dot_is_refused(tmp_path):
     assert "IHG_per_BE_ID2020V1.csv" in msg and "'Uitvoer'" in msg and "4.632" in msg and "4632" in msg
 
 
+def test_country_codes_that_do_not_exist_are_counted_not_summed(clean, tmp_path):
+    params = make_mini(tmp_path / "d")
+    path = Path(params["data_dir"]) / "IHG/IHG_per_BE_ID2020V1.sav"
+    df = _read(path)
+    extra = df.iloc[[0]].assign(Land_HB="ZZ", Uitvoer=5.0)          # two capitals, but no country
+    write_sav(path, pd.concat([df, extra], ignore_index=True))
+    inputs, _, panel = _run(params)
+    pd.testing.assert_frame_equal(panel, clean[1][2])
+    excl = inputs.exclusions.set_index(["table", "reason"])["n"]
+    assert excl[("trade", "unknown country code")] == 1
+
+
 def test_params_saved_as_cp1252_and_with_bom(tmp_path):
     text = STUB_YAML.read_text(encoding="utf-8").replace("label: NLinBusiness", "label: NLinBusiness café")
     text = text.replace("data_dir: ../data_stub", f"data_dir: {(STUB_YAML.parent / '../data_stub').resolve().as_posix()}")

@@ -112,7 +112,9 @@ def link_participants(inputs, first_year: int | None = None, last_year: int | No
     window; KvK in no link year; KvK not linked in year :math:`t_r`; linked
     BE_ID :math:`b` without register record in :math:`t_r`; linked. Hence
     :math:`\\sum_{buckets} n = N_{records}`. The cohort of firm :math:`b` in
-    programme :math:`p` is :math:`g_{bp} = \\min\\{t_r : r \\text{ linked to } b\\}`.
+    programme :math:`p` is :math:`g_{bp} = \\min\\{t_r : r \\text{ linked to } b\\}`, the minimum
+    also over records before the window (linked through the KvK's earliest link year): a firm
+    first treated before ``first_year`` keeps that year (``early``), it is never re-cohorted.
     Several KvK numbers of one enterprise group can link to the same
     :math:`b`; the firm then counts once.
 
