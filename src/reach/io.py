@@ -522,9 +522,27 @@ def _csv_notation(path: Path, cols: list[str], chunksize: int, state: _FileState
 
 
 def _read_table(path: Path, colmap: Mapping[str, str], role: str, chunksize: int,
-                state: _FileState | None = None) -> Iterator[pd.DataFrame]:
-    """Yield typed chunks with internal names and ``_row`` (1-based row in the file); raise for an empty file."""
+                state: _FileState | None = None, cache_dir: Path | None = None) -> Iterator[pd.DataFrame]:
+    """Yield typed chunks with internal names and ``_row`` (1-based row in the file); raise for an empty file.
+
+    With ``cache_dir``, a typed copy of the file is kept there and used while the
+    file and the mapping are unchanged (:mod:`reach.cache`).
+    """
     state = state if state is not None else _FileState()
+    if cache_dir is not None:
+        from reach.cache import cached_chunks
+
+        def state_out() -> dict:
+            return {"repairs": [[c, r, n] for (c, r), n in state.repairs.items()], "notation": state.notation}
+
+        def state_in(saved: dict) -> None:
+            for c, r, n in saved.get("repairs", []):
+                state.count(c, r, n)
+            state.notation.update(saved.get("notation", {}))
+
+        yield from cached_chunks(path, _sha256(path), colmap, role, chunksize, Path(cache_dir),
+                                 lambda: _read_table(path, colmap, role, chunksize, state), state_out, state_in)
+        return
     colmap = _check_columns(path, colmap, role, state)
     offset = 0
     usecols = list(dict.fromkeys(colmap.values()))
@@ -568,6 +586,7 @@ class _Log:
         self.files: list[dict] = []
         self.excl: dict[tuple[str, str], int] = {}
         self.rep: dict[tuple[str, str, str], int] = {}
+        self.cache_dir: Path | None = None
 
     def repair(self, table: str, column: str, reason: str, n: int) -> None:
         if n <= 0:
@@ -663,7 +682,7 @@ def _read_role(params, role: str, years, lg: _Log) -> pd.DataFrame:
     for year, path, version, cands in _role_files(params, role, years):
         n = 0
         state = _FileState()
-        for ch in _read_table(path, dict(spec["columns"]), role, chunksize, state):
+        for ch in _read_table(path, dict(spec["columns"]), role, chunksize, state, lg.cache_dir):
             n += len(ch)
             # file and row stay with each record until the checks are done: errors name them, not
             # a position in the combined all-years table
@@ -743,7 +762,7 @@ def _load_trade(params, years, lg: _Log) -> pd.DataFrame:
         acc: list[pd.DataFrame] = []
         acc_rows = 0
         state = _FileState()
-        for ch in _read_table(path, cols, "trade", chunksize, state):
+        for ch in _read_table(path, cols, "trade", chunksize, state, lg.cache_dir):
             n += len(ch)
             ch = _year_column(ch, year, "trade", path)
             if year is None:
@@ -822,7 +841,7 @@ def _load_participants(params, years, lg: _Log) -> pd.DataFrame:
             raise InputError(f"programme {name}: file {str(path)!r} does not exist")
         state = _FileState()
         chunks = list(_read_table(path, cols, f"programme {name}", int(spec.get("chunksize", _DEFAULT_CHUNKSIZE)),
-                                  state))
+                                  state, lg.cache_dir))
         df = pd.concat(chunks, ignore_index=True)
         lg.file(f"programme:{name}", None, path, None, len(df))
         lg.repairs_of(f"participants:{name}", state)
@@ -874,7 +893,7 @@ def _load_participants(params, years, lg: _Log) -> pd.DataFrame:
     return out
 
 
-def load_inputs(params: Mapping[str, Any]) -> Inputs:
+def load_inputs(params: Mapping[str, Any], cache_dir: str | Path | None = None) -> Inputs:
     """Read, map and validate every input of a run.
 
     Parameters
@@ -883,6 +902,11 @@ def load_inputs(params: Mapping[str, Any]) -> Inputs:
         Parsed parameter file (``params/*.yaml``) with ``data_dir`` an absolute
         path; uses ``first_year``, ``last_year``, ``inputs``, ``programmes`` and
         ``growth_markets``.
+    cache_dir : str or Path, optional
+        Folder for typed parquet copies of the input files (microdata: give a folder
+        under ``work/<run>/``). A copy is keyed by the file's checksum and its column
+        mapping: a changed file or mapping is read from the source again, an
+        unreadable copy is rebuilt with a warning. None: no copies.
 
     Returns
     -------
@@ -922,6 +946,7 @@ def load_inputs(params: Mapping[str, Any]) -> Inputs:
         raise InputError(f"params: data_dir {str(data_dir)!r} is not a folder")
     years = list(range(first, last + 1))
     lg = _Log()
+    lg.cache_dir = Path(cache_dir) if cache_dir is not None else None
     participants = _load_participants(params, years, lg)
     register = _load_register(params, years, lg)
     kvk_link = _load_kvk_link(params, years, lg)
