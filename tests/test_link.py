@@ -39,6 +39,8 @@ from reach.link import BUCKETS, LinkResult, link_participants, normalise_kvk
     ("1234567 0001", "01234567", "establishment_suffix"),
     ("123456780001", "12345678", "establishment_suffix"),  # 12 digits: KvK + establishment suffix
     ("A2345678", None, "non_digit"),
+    ("1234567.5", None, "non_digit"),         # a fraction: removing the dot would invent 12345675
+    ("-1", None, "non_digit"),                # a negative code, not KvK 00000001
     ("12345678a", None, "non_digit"),
     ("123456789", None, "too_long"),          # 9 digits: a BE_ID or a typo, not a KvK
     ("12345678901", None, "too_long"),
@@ -57,6 +59,11 @@ def test_normalise_kvk_numbers_and_alignment():
     assert got.index.tolist() == [10, 11, 12]
     assert got.tolist()[0::2] == ["01234567", "12345678"]
     assert why.tolist() == ["leading_zeros_restored", "empty", "ok"]
+
+
+def test_normalise_kvk_refuses_negative_and_fractional_numbers():
+    got, why = normalise_kvk(pd.Series([-1.0, 1234567.5, 12345678.0]))
+    assert got.isna().tolist() == [True, True, False] and why.tolist()[:2] == ["non_digit", "non_digit"]
 
 
 def test_normalise_kvk_vectorised_on_many_rows():

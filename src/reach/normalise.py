@@ -56,6 +56,7 @@ _SEP = re.compile(r"[\s.\-_/]")
 _EXCEL_DECIMAL = re.compile(r"^(\d{1,12})[.,]0+$")
 _SCIENTIFIC = re.compile(r"^(\d)(?:[.,](\d+))?[eE]\+?(\d{1,2})$")
 _SUFFIX = re.compile(r"^(\d{1,8})[\s.\-_/]+(\d{4})$")
+_FRACTION = re.compile(r"^-?\d{5,}[.,]\d{1,3}$|^-\d")
 
 
 def _one_kvk(raw: str) -> tuple[str | None, str]:
@@ -84,6 +85,9 @@ def _one_kvk(raw: str) -> tuple[str | None, str]:
         if len(digits) > 8:
             return None, "too_long"
         return digits.zfill(8), "scientific_notation"
+    if _FRACTION.match(s):
+        # 1234567.5: a number with a fraction is no identifier (removing the dot would invent one)
+        return None, "non_digit"
     m = _SUFFIX.match(s)
     if m and len(m.group(1)) + 4 > 8:
         return m.group(1).zfill(8), "establishment_suffix"
@@ -145,7 +149,8 @@ def normalise_kvk(values) -> tuple[pd.Series, pd.Series]:
         fin = np.isfinite(f.to_numpy())
         whole = fin & (f.to_numpy() == np.round(f.to_numpy())) & (f.to_numpy() >= 0)
         txt[whole] = f[whole].astype("int64").astype(str).to_numpy()
-        txt[fin & ~whole] = f[fin & ~whole].astype(str).to_numpy()
+        # negative or fractional numbers are refused, never turned into digits
+        txt[fin & ~whole] = ("x" + f[fin & ~whole].astype(str)).to_numpy()
         s = txt
         numeric = True
     else:
