@@ -251,7 +251,7 @@ def test_file_without_rows(mini_params, tmp_path):
 
 def test_participant_file_without_any_valid_kvk(mini_params, tmp_path):
     write_sav(Path(mini_params["data_dir"]) / "Programmas/NLiB_portaal.sav",
-              pd.DataFrame({"KvK_nummer": ["abc", "", "123456789012"], "Aanmeld_id": ["1", "2", "3"]}))
+              pd.DataFrame({"KvK_nummer": ["abc", "", "1234567890"], "Aanmeld_id": ["1", "2", "3"]}))
     _assert_fails_cleanly(mini_params, tmp_path, r"programme nlib: .*none of the 3 values in column 'KvK_nummer'")
 
 

@@ -21,16 +21,29 @@ from reach.link import BUCKETS, LinkResult, link_participants, normalise_kvk
 
 @pytest.mark.parametrize("raw, kvk, reason", [
     ("12345678", "12345678", "ok"),
-    ("1234567", "01234567", "ok"),            # leading zero dropped by a spreadsheet
-    ("123", "00000123", "ok"),                # zeros restored to 8 digits whatever the length
-    ("1234 5678", "12345678", "ok"),          # space
+    ("1234567", "01234567", "leading_zeros_restored"),    # leading zero dropped by a spreadsheet
+    ("123", "00000123", "leading_zeros_restored"),        # zeros restored to 8 digits whatever the length
+    ("1234 5678", "12345678", "separators_removed"),      # space
     (" 12345678 ", "12345678", "ok"),
-    ("12.34.56.78", "12345678", "ok"),        # dots
-    ("1234-5678", "12345678", "ok"),          # dash
-    ("1234\u00a05678", "12345678", "ok"),     # non-breaking space
+    ("12.34.56.78", "12345678", "separators_removed"),    # dots
+    ("1234-5678", "12345678", "separators_removed"),      # dash
+    ("1234\u00a05678", "12345678", "separators_removed"), # non-breaking space
+    # what Excel does (issue 18): the dot of a float is a decimal point, never a separator
+    ("12345678.0", "12345678", "excel_decimal"),
+    ("1234567.0", "01234567", "excel_decimal"),            # not the valid-looking 12345670
+    ("1234567,00", "01234567", "excel_decimal"),           # decimal comma
+    ("1.2345678E+07", "12345678", "scientific_notation"),
+    ("1,234567e+06", "01234567", "scientific_notation"),
+    ("1.23457E+07", None, "scientific_digits_lost"),       # Excel's display: 12345700, another firm
+    ("12345678-0001", "12345678", "establishment_suffix"),
+    ("1234567 0001", "01234567", "establishment_suffix"),
+    ("123456780001", "12345678", "establishment_suffix"),  # 12 digits: KvK + establishment suffix
     ("A2345678", None, "non_digit"),
+    ("1234567.5", None, "non_digit"),         # a fraction: removing the dot would invent 12345675
+    ("-1", None, "non_digit"),                # a negative code, not KvK 00000001
     ("12345678a", None, "non_digit"),
     ("123456789", None, "too_long"),          # 9 digits: a BE_ID or a typo, not a KvK
+    ("12345678901", None, "too_long"),
     ("", None, "empty"),
     (" . ", None, "empty"),
     (None, None, "empty"),
@@ -44,13 +57,20 @@ def test_normalise_kvk_rules(raw, kvk, reason):
 def test_normalise_kvk_numbers_and_alignment():
     got, why = normalise_kvk(pd.Series([1234567.0, np.nan, 12345678.0], index=[10, 11, 12]))
     assert got.index.tolist() == [10, 11, 12]
-    assert got.tolist()[0::2] == ["01234567", "12345678"] and why.tolist() == ["ok", "empty", "ok"]
+    assert got.tolist()[0::2] == ["01234567", "12345678"]
+    assert why.tolist() == ["leading_zeros_restored", "empty", "ok"]
+
+
+def test_normalise_kvk_refuses_negative_and_fractional_numbers():
+    got, why = normalise_kvk(pd.Series([-1.0, 1234567.5, 12345678.0]))
+    assert got.isna().tolist() == [True, True, False] and why.tolist()[:2] == ["non_digit", "non_digit"]
 
 
 def test_normalise_kvk_vectorised_on_many_rows():
     raw = pd.Series(np.arange(1, 200_001).astype(str))
     got, why = normalise_kvk(raw)
-    assert (why == "ok").all() and got.iloc[-1] == "00200000" and got.str.len().eq(8).all()
+    assert why.isin(["ok", "leading_zeros_restored"]).all() and got.iloc[-1] == "00200000"
+    assert got.str.len().eq(8).all()
 
 
 # ----------------------------------------------------------------------------- waterfall on the mini data
@@ -105,7 +125,9 @@ def test_first_year_from_date_and_default_year(mini_link):
     f = res.firms.set_index(["programme", "be_id"])["first_year"]
     assert f.loc["nlib"].eq(2019).all()                       # default_year
     assert f.loc[("tinl", "100000003")] == 2019               # 2018 record not linked that year
-    assert f.loc[("tinl", "100000002")] == 2020               # 2017 record outside the window
+    # the 2017 record lies before the window: first use is 2017 (full history), never re-cohorted to 2020
+    assert f.loc[("tinl", "100000002")] == 2017
+    assert res.early.set_index(["programme", "be_id"])["first_use"].to_dict() == {("tinl", "100000002"): 2017}
 
 
 def test_window_argument_overrides_inputs(mini_link):

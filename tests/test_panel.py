@@ -82,7 +82,8 @@ def test_programme_cohorts_and_treatment(mini):
     _, _, panel = mini
     p = panel.set_index(["be_id", "year"])
     assert p.loc["100000001", "g_tinl"].tolist() == [2018] * 3 and p.loc["100000001", "d_tinl"].tolist() == [1, 1, 1]
-    assert p.loc["100000002", "g_tinl"].tolist() == [2020] * 3 and p.loc["100000002", "d_tinl"].tolist() == [0, 0, 1]
+    # first use 2017 (before the window, record T0): treated in every window year, not a 2020 cohort
+    assert p.loc["100000002", "g_tinl"].tolist() == [2017] * 3 and p.loc["100000002", "d_tinl"].tolist() == [1, 1, 1]
     assert p.loc["100000003", "d_tinl"].tolist() == [1, 1]
     assert p.loc["100000004", ["g_tinl", "g_nlib", "d_tinl"]].values.tolist() == [[0, 0, 0]]
     assert p.loc["100000005", "d_nlib"].tolist() == [0, 1, 1]
@@ -104,7 +105,7 @@ def test_save_and_read_round_trip(mini, tmp_path):
     _, link, panel = mini
     paths = save_run(tmp_path / "work", panel, link)
     assert {p.name for p in paths.values()} == {"panel.parquet", "participants.parquet", "firms.parquet",
-                                                "waterfall.parquet", "activities.parquet"}
+                                                "waterfall.parquet", "activities.parquet", "early.parquet"}
     pd.testing.assert_frame_equal(read_panel(tmp_path / "work"), panel, check_dtype=False)
     back = read_link(tmp_path / "work")
     pd.testing.assert_frame_equal(back.waterfall, link.waterfall)

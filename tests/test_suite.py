@@ -142,4 +142,6 @@ def test_failing_notebook_stops_with_the_cell_error(tmp_path):
                   only="panel", output_root=tmp_path / "o", work_root=tmp_path / "w", progress=False, render=False)
     text = str(err.value)
     assert "01_build_panel failed" in text and "NoSuchColumn" in text and "partially executed notebook is kept" in text
-    assert (tmp_path / "o" / "stub" / "notebooks" / "01_build_panel.ipynb").is_file()
+    # kept under work/ (it may quote microdata in its error), never in output/ (issue 18)
+    assert (tmp_path / "w" / "stub" / "notebooks" / "01_build_panel.ipynb").is_file()
+    assert not (tmp_path / "o" / "stub" / "notebooks" / "01_build_panel.ipynb").exists()

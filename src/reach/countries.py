@@ -33,6 +33,19 @@ __all__ = [
 DEFAULT_GROWTH_MARKETS: tuple[str, ...] = ("CN", "TR", "RO", "IN", "BG", "ZA", "RU", "MY", "MX", "TH")
 
 _ISO2_RE = re.compile(r"^[A-Z]{2}$")
+#: ISO 3166-1 alpha-2 codes officially assigned (249), the only two-letter codes read as countries.
+ISO2_CODES = frozenset("""
+AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ
+CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR
+GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP
+KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT
+MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW
+SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG
+UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW
+""".split())
+#: Codes Eurostat/CBS trade statistics use besides ISO 3166 (Kosovo, EL for Greece, GB/XI Northern Ireland,
+#: Q* for stores and provisions, not specified or confidential): kept, they are part of total trade.
+TRADE_SPECIAL_CODES = frozenset("XK XI EL QP QQ QR QS QT QU QV QW QX QY QZ".split())
 
 # SBI 2008 divisions (first two digits) -> NACE section letter.
 _SECTION_BOUNDS = [
@@ -114,9 +127,10 @@ def to_iso2(codes: Iterable | pd.Series) -> pd.Series:
     -------
     Series of str
         ISO-2 codes, aligned with ``codes``; missing where the code is unknown.
-        Every two-letter code is accepted as ISO-2 (the crosswalk is needed only
-        for numeric codes and for country groups); numeric codes must be in the
-        crosswalk.
+        Two-letter codes must be officially assigned ISO 3166-1 codes
+        (:data:`ISO2_CODES`) or Eurostat's trade codes (:data:`TRADE_SPECIAL_CODES`);
+        a typo such as ``ZZ`` or ``N1`` is unknown (the loader counts and leaves it out);
+        numeric codes must be in the crosswalk.
 
     Notes
     -----
@@ -126,8 +140,8 @@ def to_iso2(codes: Iterable | pd.Series) -> pd.Series:
 
     Examples
     --------
-    >>> to_iso2(["720", "1", 3, " cn", "999"]).tolist()
-    ['CN', 'FR', 'NL', 'CN', nan]
+    >>> to_iso2(["720", "1", 3, " cn", "999", "ZZ"]).tolist()
+    ['CN', 'FR', 'NL', 'CN', nan, nan]
     """
     s = _as_str_series(codes)
     cat = s.astype("category")
@@ -139,7 +153,7 @@ def to_iso2(codes: Iterable | pd.Series) -> pd.Series:
     for raw, num in zip(cleaned, numeric):  # loop over distinct codes only
         if num:
             mapped.append(mapping.get(raw.zfill(3), mapping.get(raw.lstrip("0") or "0")))
-        elif _ISO2_RE.match(raw):
+        elif raw in ISO2_CODES or raw in TRADE_SPECIAL_CODES:
             mapped.append(raw)
         else:
             mapped.append(None)

@@ -8,9 +8,33 @@ wins (logged, and recorded in :attr:`Inputs.files`).
 
 Problems a user must fix (missing column, wrong type, unreadable or empty
 file, a year without a file) raise :class:`InputError` naming the file, the
-column, the count and up to five example rows. Problems a user can live with
-(negative trade values, unknown country codes, registrations outside the
-window, ...) are excluded, logged and counted in :attr:`Inputs.exclusions`.
+column, the count and up to five example rows, numbered as the file numbers
+them (1 = first data row). Problems a user can live with (negative trade
+values, unknown country codes, registrations outside the window, ...) are
+excluded, logged and counted in :attr:`Inputs.exclusions`; values repaired on
+the way in (what Excel and SPSS do to codes, numbers, dates: see
+:mod:`reach.normalise`) are counted with their reason in :attr:`Inputs.repairs`.
+Example rows quote microdata: they go to the console (the error) and the DEBUG
+log, never to a table of the run.
+
+CBS special values (sentinels) handled
+--------------------------------------
+
+=============  ==========================================  =====================================
+column         value                                       treatment
+=============  ==========================================  =====================================
+employees      negative (``-1``, ``-5``, ...: CBS unknown)  missing, counted (``Inputs.repairs``)
+employees      SPSS user-missing values                     missing (pyreadstat's default), counted
+exports,       negative (CBS unknown / correction codes)    trade row left out, counted
+imports                                                     (``Inputs.exclusions``): never summed
+country        code not ISO 3166 / Eurostat / GEONOM        trade row left out, counted
+=============  ==========================================  =====================================
+
+Column names are matched as given; when a year's file spells one differently
+only by case, spaces or a byte-order mark (``WPACTUEEL``, ``wpactueel``), it is
+used and the match counted. CSV files are read in their detected encoding
+(UTF-8, UTF-8 with BOM, cp1252) and separator, numbers in Dutch notation are
+detected per column (:func:`reach.normalise.parse_dutch_numbers`).
 """
 from __future__ import annotations
 
@@ -25,9 +49,10 @@ import numpy as np
 import pandas as pd
 
 from reach import countries as _countries
+from reach import normalise as _norm
 from reach.report import SummaryDisplay
 
-__all__ = ["InputError", "Inputs", "load_inputs", "locate", "read_columns", "ROLES"]
+__all__ = ["InputError", "Inputs", "load_inputs", "locate", "read_columns", "ROLES", "SENTINELS"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +74,12 @@ _KIND = {
     "year": "int", "date": "date",
 }
 _N_EXAMPLES = 5
+#: CBS sentinels handled: column -> (rule, treatment); the module docstring has the table.
+SENTINELS = {
+    "employees": ("< 0", "missing"),
+    "exports": ("< 0", "row left out"),
+    "imports": ("< 0", "row left out"),
+}
 _DEFAULT_CHUNKSIZE = 500_000
 _SUFFIXES = {".sav": "sav", ".zsav": "sav", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -69,6 +100,10 @@ class Inputs(SummaryDisplay):
         One entry per file read: ``role, year, path, size, sha256, version, n_rows``.
     exclusions : DataFrame
         ``table, reason, n``: rows left out (or values recoded) and why.
+    repairs : DataFrame
+        ``table, column, reason, n``: values read after a repair (codes zero-padded,
+        KvK numbers from Excel floats, Dutch number notation, day-first dates,
+        sentinels made missing, column names matched ignoring case), with counts.
     first_year, last_year : int
         The analysis window.
     programmes : dict
@@ -88,6 +123,7 @@ class Inputs(SummaryDisplay):
     last_year: int = 0
     programmes: dict = field(default_factory=dict)
     growth_markets: tuple = _countries.DEFAULT_GROWTH_MARKETS
+    repairs: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["table", "column", "reason", "n"]))
 
     def tidy(self) -> pd.DataFrame:
         """Files read: ``role, year, file, version, n_rows, size`` (no microdata)."""
@@ -105,6 +141,10 @@ class Inputs(SummaryDisplay):
             lines.append("Exclusions:")
             for r in self.exclusions.itertuples(index=False):
                 lines.append(f"  {r.table:<13} {r.reason}: {r.n:,}")
+        if len(self.repairs):
+            lines.append("Repairs:")
+            for r in self.repairs.itertuples(index=False):
+                lines.append(f"  {r.table:<13} {r.column}: {r.reason}: {r.n:,}")
         return "\n".join(lines)
 
 
@@ -191,8 +231,13 @@ def _kind(path: Path) -> str:
     return kind
 
 
+def _csv_encoding(path: Path) -> str:
+    with path.open("rb") as fh:
+        return _norm.detect_encoding(fh.read(1 << 16))
+
+
 def _csv_sep(path: Path) -> str:
-    with path.open("r", encoding="utf-8", errors="replace") as fh:
+    with path.open("r", encoding=_csv_encoding(path), errors="replace") as fh:
         head = fh.readline()
     return ";" if head.count(";") > head.count(",") else ","
 
@@ -218,7 +263,7 @@ def read_columns(path: str | Path) -> list[str]:
             import pyarrow.parquet as pq
 
             return list(pq.ParquetFile(path).schema_arrow.names)
-        return list(pd.read_csv(path, nrows=0, sep=_csv_sep(path)).columns)
+        return list(pd.read_csv(path, nrows=0, sep=_csv_sep(path), encoding=_csv_encoding(path)).columns)
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure becomes one clear message
@@ -270,8 +315,8 @@ def _iter_raw(path: Path, usecols: list[str], chunksize: int) -> Iterator[pd.Dat
                 yield batch.to_pandas()
         else:
             # strings throughout: identifiers keep their leading zeros; types are checked afterwards
-            yield from pd.read_csv(path, usecols=usecols, dtype=str, chunksize=chunksize,
-                                   sep=_csv_sep(path), keep_default_na=False, na_values=[""])
+            yield from pd.read_csv(path, usecols=usecols, dtype=str, chunksize=chunksize, sep=_csv_sep(path),
+                                   encoding=_csv_encoding(path), keep_default_na=False, na_values=[""])
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -282,9 +327,14 @@ def _iter_raw(path: Path, usecols: list[str], chunksize: int) -> Iterator[pd.Dat
 
 
 def _examples(df: pd.DataFrame, mask: np.ndarray, cols: list[str], offset: int = 0) -> str:
+    """Up to five rows; with ``_file``/``_row`` columns (per-file, 1-based) those name the rows."""
     idx = np.flatnonzero(mask)[:_N_EXAMPLES]
+    if "_row" in df.columns:
+        ex = df.iloc[idx][[c for c in ("_file", "_row") if c in df.columns] + cols].rename(
+            columns={"_file": "file", "_row": "row"})
+        return ex.to_string(index=False)
     ex = df.iloc[idx][cols].copy()
-    ex.index = idx + offset
+    ex.index = idx + offset + 1
     ex.index.name = "row"
     return ex.to_string()
 
@@ -297,14 +347,28 @@ class _BadValues(Exception):
         self.path, self.col, self.what, self.problem = path, col, what, problem
         self.n = int(mask.sum())
         idx = np.flatnonzero(mask)[:_N_EXAMPLES]
-        self.examples = frame.iloc[idx].set_axis(idx + offset).rename_axis("row")
+        # rows as the file numbers them: 1 = first data row (a spreadsheet shows it one lower, under the header)
+        self.examples = frame.iloc[idx].set_axis(idx + offset + 1).rename_axis("row")
 
     def error(self, n: int, examples: pd.DataFrame) -> InputError:
         return InputError(f"{self.path}: column {self.col!r} ({self.what}) has {n} {self.problem}; "
-                          f"examples:\n{examples.head(_N_EXAMPLES).to_string()}")
+                          f"examples (row 1 = first data row of the file):\n{examples.head(_N_EXAMPLES).to_string()}")
 
 
-def _str_id(s: pd.Series, what: str, path: Path, col: str, offset: int, zfill: int | None = None) -> pd.Series:
+class _FileState:
+    """What one file's reading learns as it goes: repairs counted, the number notation of each column."""
+
+    def __init__(self) -> None:
+        self.repairs: dict[tuple[str, str], int] = {}
+        self.notation: dict[str, str] = {}
+
+    def count(self, column: str, reason: str, n: int) -> None:
+        if n > 0:
+            self.repairs[(column, reason)] = self.repairs.get((column, reason), 0) + int(n)
+
+
+def _str_id(s: pd.Series, what: str, path: Path, col: str, offset: int, zfill: int | None = None,
+            state: _FileState | None = None) -> pd.Series:
     """Identifiers/codes as stripped strings; integral numbers are written without decimals."""
     if pd.api.types.is_bool_dtype(s.dtype):
         raise InputError(f"{path}: column {col!r} ({what}) is boolean; expected codes or identifiers")
@@ -323,18 +387,29 @@ def _str_id(s: pd.Series, what: str, path: Path, col: str, offset: int, zfill: i
         out = s.astype("str").str.strip()
         out = out.mask(out == "")
     if zfill:
-        out = out.str.zfill(zfill)
+        out, n = _norm.pad_codes(out, zfill)
+        if state is not None:
+            state.count(what, f"code stored as a number or without leading zeros: zero-padded to {zfill} digits", n)
     return out
 
 
-def _float(s: pd.Series, what: str, path: Path, col: str, offset: int) -> pd.Series:
+def _float(s: pd.Series, what: str, path: Path, col: str, offset: int, state: _FileState | None = None) -> pd.Series:
     if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_datetime64_any_dtype(s.dtype):
         raise InputError(f"{path}: column {col!r} ({what}) has type {s.dtype}; expected numbers")
     if pd.api.types.is_numeric_dtype(s.dtype):
         return s.astype("float64")
     txt = s.astype("str").str.strip()
     txt = txt.mask(txt == "")
-    num = pd.to_numeric(txt, errors="coerce")
+    before = (state.notation.get(col) if state is not None else None)
+    try:
+        num, how = _norm.parse_dutch_numbers(txt, before)
+    except _norm.NumberFormatError as exc:
+        raise _BadValues(path, col, what, exc.problem, s.to_frame(col), exc.mask, offset) from None
+    if state is not None and how:
+        state.notation[col] = how
+        if how == "nl":
+            n = int((txt.str.contains(r"[.,]", regex=True).fillna(False)).sum())
+            state.count(what, "number in Dutch notation (thousands dot, decimal comma) read as such", n)
     bad = (num.isna() & txt.notna()).to_numpy()
     if bad.any():
         raise _BadValues(path, col, what, f"values that are not numbers (wrong type: {s.dtype})",
@@ -342,8 +417,8 @@ def _float(s: pd.Series, what: str, path: Path, col: str, offset: int) -> pd.Ser
     return num.astype("float64")
 
 
-def _int(s: pd.Series, what: str, path: Path, col: str, offset: int) -> pd.Series:
-    f = _float(s, what, path, col, offset)
+def _int(s: pd.Series, what: str, path: Path, col: str, offset: int, state: _FileState | None = None) -> pd.Series:
+    f = _float(s, what, path, col, offset, state)
     vals = f.to_numpy()
     bad = ~np.isfinite(vals) | (vals != np.round(vals))
     if bad.any():
@@ -351,60 +426,135 @@ def _int(s: pd.Series, what: str, path: Path, col: str, offset: int) -> pd.Serie
     return pd.Series(vals.astype("int64"), index=s.index)
 
 
-def _date(s: pd.Series, what: str, path: Path, col: str, offset: int) -> pd.Series:
-    if pd.api.types.is_datetime64_any_dtype(s.dtype):
-        return s
-    if pd.api.types.is_numeric_dtype(s.dtype):
-        raise InputError(f"{path}: column {col!r} ({what}) is numeric ({s.dtype}); expected dates")
-    txt = s.astype("str").str.strip()
-    txt = txt.mask(txt == "")
-    out = pd.to_datetime(txt, errors="coerce", format="mixed", dayfirst=False)
-    bad = (out.isna() & txt.notna()).to_numpy()
+def _date(s: pd.Series, what: str, path: Path, col: str, offset: int, state: _FileState | None = None) -> pd.Series:
+    try:
+        out, repairs, bad = _norm.parse_dates(s)
+    except _norm.DateFormatError as exc:
+        raise _BadValues(path, col, what, exc.problem, s.to_frame(col), exc.mask, offset) from None
     if bad.any():
-        raise _BadValues(path, col, what, "values that are not dates", s.to_frame(col), bad, offset)
-    return out
+        what_bad = ("numbers that are not Excel date serials (expected dates)"
+                    if pd.api.types.is_numeric_dtype(s.dtype) else "values that are not dates")
+        raise _BadValues(path, col, what, what_bad, s.to_frame(col), bad, offset)
+    if state is not None:
+        for k, n in repairs.items():
+            state.count(what, {"excel_serial": "Excel date serial number converted to a date",
+                               "day_first": "date d-m-yyyy read day-first"}[k], n)
+    return pd.to_datetime(out)
 
 
-_ZFILL = {"kvk": None, "municipality": 4, "size_class": 2}
+_ZFILL = {"kvk": None, **_norm.CODE_WIDTH}
 
 
-def _coerce(df: pd.DataFrame, colmap: Mapping[str, str], path: Path, offset: int) -> pd.DataFrame:
+def _coerce(df: pd.DataFrame, colmap: Mapping[str, str], path: Path, offset: int,
+            state: _FileState | None = None) -> pd.DataFrame:
     """Rename CBS -> internal names and coerce types; the error names the CBS column."""
     out = {}
     for internal, cbs in colmap.items():
         kind = _KIND.get(internal, "text")
         s = df[cbs]
         if kind in ("id", "code", "text"):
-            out[internal] = _str_id(s, internal, path, cbs, offset, _ZFILL.get(internal))
+            out[internal] = _str_id(s, internal, path, cbs, offset, _ZFILL.get(internal), state)
         elif kind == "float":
-            out[internal] = _float(s, internal, path, cbs, offset)
+            out[internal] = _float(s, internal, path, cbs, offset, state)
         elif kind == "int":
-            out[internal] = _int(s, internal, path, cbs, offset)
+            out[internal] = _int(s, internal, path, cbs, offset, state)
         else:
-            out[internal] = _date(s, internal, path, cbs, offset)
+            out[internal] = _date(s, internal, path, cbs, offset, state)
     return pd.DataFrame(out, index=df.index)
 
 
-def _check_columns(path: Path, colmap: Mapping[str, str], role: str) -> None:
+def _name_key(name: str) -> str:
+    return re.sub(r"\s+", "", str(name).replace("\ufeff", "")).casefold()
+
+
+def _check_columns(path: Path, colmap: Mapping[str, str], role: str,
+                   state: _FileState | None = None) -> dict[str, str]:
+    """The mapping as this file spells it: exact names, else names equal up to case, spaces and a BOM.
+
+    CBS changes the capitals of a column between years (``WPActueel``/``WPACTUEEL``); the
+    mapping stays one per role and each tolerated spelling is counted.
+    """
     present = read_columns(path)
-    missing = [(i, c) for i, c in colmap.items() if c not in present]
+    by_key: dict[str, list[str]] = {}
+    for c in present:
+        by_key.setdefault(_name_key(c), []).append(c)
+    resolved, missing = {}, []
+    for internal, cbs in colmap.items():
+        if cbs in present:
+            resolved[internal] = cbs
+            continue
+        cands = by_key.get(_name_key(cbs), [])
+        if len(cands) == 1:
+            resolved[internal] = cands[0]
+            log.info("%s: %s: column %r matched as %r (case/spaces differ)", role, path.name, cbs, cands[0])
+            if state is not None:
+                state.count(internal, f"column name matched ignoring case and spaces ({cands[0]!r} for {cbs!r})", 1)
+        else:
+            missing.append((internal, cbs))
     if missing:
         what = ", ".join(f"{c!r} (for {i})" for i, c in missing)
         raise InputError(f"{role}: {path}: column {what} not found; columns present: {present}")
+    return resolved
 
 
-def _read_table(path: Path, colmap: Mapping[str, str], role: str, chunksize: int) -> Iterator[pd.DataFrame]:
-    """Yield typed chunks with internal names; raise for an empty file."""
-    _check_columns(path, colmap, role)
+def _csv_notation(path: Path, cols: list[str], chunksize: int, state: _FileState) -> None:
+    """Number notation (Dutch/English) of each numeric CSV column, from the whole file.
+
+    One pass over the numeric columns only: a chunk holding only ``4.632``-like values
+    cannot tell, a later one may; the typed read then uses the notation found and
+    still refuses values of the other notation or a column that never tells.
+    """
+    if not cols:
+        return
+    for raw in _iter_raw(path, cols, chunksize):
+        for c in cols:
+            if c in state.notation:
+                continue
+            txt = raw[c].astype("str").str.strip()
+            try:
+                _, how = _norm.parse_dutch_numbers(txt.mask(txt == ""))
+            except _norm.NumberFormatError:
+                continue  # mixed or ambiguous: the typed read reports it with examples
+            if how:
+                state.notation[c] = how
+        if all(c in state.notation for c in cols):
+            return
+
+
+def _read_table(path: Path, colmap: Mapping[str, str], role: str, chunksize: int,
+                state: _FileState | None = None, cache_dir: Path | None = None) -> Iterator[pd.DataFrame]:
+    """Yield typed chunks with internal names and ``_row`` (1-based row in the file); raise for an empty file.
+
+    With ``cache_dir``, a typed copy of the file is kept there and used while the
+    file and the mapping are unchanged (:mod:`reach.cache`).
+    """
+    state = state if state is not None else _FileState()
+    if cache_dir is not None:
+        from reach.cache import cached_chunks
+
+        def state_out() -> dict:
+            return {"repairs": [[c, r, n] for (c, r), n in state.repairs.items()], "notation": state.notation}
+
+        def state_in(saved: dict) -> None:
+            for c, r, n in saved.get("repairs", []):
+                state.count(c, r, n)
+            state.notation.update(saved.get("notation", {}))
+
+        yield from cached_chunks(path, _sha256(path), colmap, role, chunksize, Path(cache_dir),
+                                 lambda: _read_table(path, colmap, role, chunksize, state), state_out, state_in)
+        return
+    colmap = _check_columns(path, colmap, role, state)
     offset = 0
     usecols = list(dict.fromkeys(colmap.values()))
+    if _kind(path) == "csv":
+        _csv_notation(path, [c for i, c in colmap.items() if _KIND.get(i) in ("float", "int")], chunksize, state)
     bad: _BadValues | None = None
     n_bad, examples = 0, []
     for raw in _iter_raw(path, usecols, chunksize):
         if len(raw) == 0:
             continue
         try:
-            chunk = _coerce(raw, colmap, path, offset)
+            chunk = _coerce(raw, colmap, path, offset, state)
         except _BadValues as exc:
             # keep reading: the message gives the file-wide count, not the first chunk's
             if bad is None or exc.col == bad.col:
@@ -416,13 +566,14 @@ def _read_table(path: Path, colmap: Mapping[str, str], role: str, chunksize: int
         if bad is not None:
             offset += len(raw)
             continue
-        chunk["_row"] = np.arange(offset, offset + len(raw), dtype="int64")
+        chunk["_row"] = np.arange(offset + 1, offset + len(raw) + 1, dtype="int64")
         offset += len(raw)
         yield chunk
     if bad is not None:
         raise bad.error(n_bad, pd.concat(examples))
     if offset == 0:
         raise InputError(f"{role}: {path}: file has no rows")
+
 
 
 # ----------------------------------------------------------------------------- loader state
@@ -434,6 +585,24 @@ class _Log:
     def __init__(self) -> None:
         self.files: list[dict] = []
         self.excl: dict[tuple[str, str], int] = {}
+        self.rep: dict[tuple[str, str, str], int] = {}
+        self.cache_dir: Path | None = None
+
+    def repair(self, table: str, column: str, reason: str, n: int) -> None:
+        if n <= 0:
+            return
+        self.rep[(table, column, reason)] = self.rep.get((table, column, reason), 0) + int(n)
+        # DEBUG: a rendered notebook shows INFO, and small counts there would bypass disclosure control
+        log.debug("%s.%s: %d values: %s", table, column, n, reason)
+
+    def repairs_of(self, table: str, state: "_FileState") -> None:
+        for (col, reason), n in state.repairs.items():
+            self.repair(table, col, reason, n)
+        state.repairs.clear()
+
+    def repair_frame(self) -> pd.DataFrame:
+        rows = [{"table": t, "column": c, "reason": r, "n": n} for (t, c, r), n in self.rep.items()]
+        return pd.DataFrame(rows, columns=["table", "column", "reason", "n"]).astype({"n": "int64"})
 
     def file(self, role: str, year: int | None, path: Path, version: int | None, n_rows: int,
              candidates: list[Path] | None = None) -> None:
@@ -513,10 +682,14 @@ def _read_role(params, role: str, years, lg: _Log) -> pd.DataFrame:
     parts = []
     for year, path, version, cands in _role_files(params, role, years):
         n = 0
-        for ch in _read_table(path, dict(spec["columns"]), role, chunksize):
+        state = _FileState()
+        for ch in _read_table(path, dict(spec["columns"]), role, chunksize, state, lg.cache_dir):
             n += len(ch)
-            parts.append(_year_column(ch, year, role, path).drop(columns="_row"))
+            # file and row stay with each record until the checks are done: errors name them, not
+            # a position in the combined all-years table
+            parts.append(_year_column(ch, year, role, path).assign(_file=path.name))
         lg.file(role, year, path, version, n, cands)
+        lg.repairs_of(role, state)
     df = pd.concat(parts, ignore_index=True)
     df["year"] = df["year"].astype("int64")
     return _window(df, role, years[0], years[-1], lg)
@@ -531,8 +704,15 @@ def _load_register(params, years, lg: _Log) -> pd.DataFrame:
     if dup.any():
         raise InputError(
             f"register: {int(dup.sum())} rows share a (be_id, year) key; one row per business unit "
-            f"and year is required. Examples:\n{_examples(reg, dup.to_numpy(), ['be_id', 'year'])}"
+            f"and year is required. Examples (row 1 = first data row of the file):\n"
+            f"{_examples(reg, dup.to_numpy(), ['be_id', 'year'])}"
         )
+    # CBS writes unknown employment as a negative code (-1, -5): a number no firm can have
+    neg = (reg["employees"] < 0).to_numpy()
+    lg.repair("register", "employees", "negative value (CBS code for unknown) set to missing", int(neg.sum()))
+    if neg.any():
+        reg.loc[neg, "employees"] = np.nan
+    reg = reg.drop(columns=["_file", "_row"])
     reg["sbi_section"] = _countries.sbi_section(reg["sbi"]).fillna("unknown")
     n_sec = int((reg["sbi_section"] == "unknown").sum())
     lg.exclude("register", "sbi code without section (sbi_section 'unknown')", n_sec)
@@ -547,7 +727,9 @@ def _load_kvk_link(params, years, lg: _Log) -> pd.DataFrame:
     from reach.link import normalise_kvk
 
     kl = _read_role(params, "kvk_link", years, lg)[["kvk", "be_id", "year"]]
-    norm, _ = normalise_kvk(kl["kvk"])
+    norm, why = normalise_kvk(kl["kvk"])
+    for reason, n in why[why.isin(_norm.KVK_REPAIRED)].value_counts().items():
+        lg.repair("kvk_link", "kvk", f"KvK number repaired: {reason}", int(n))
     bad = norm.isna() | kl["be_id"].isna()
     lg.exclude("kvk_link", "invalid kvk or missing be_id", int(bad.sum()),
                _examples(kl, bad.to_numpy(), ["kvk", "be_id", "year"]))
@@ -580,7 +762,8 @@ def _load_trade(params, years, lg: _Log) -> pd.DataFrame:
         n_mapped = 0
         acc: list[pd.DataFrame] = []
         acc_rows = 0
-        for ch in _read_table(path, cols, "trade", chunksize):
+        state = _FileState()
+        for ch in _read_table(path, cols, "trade", chunksize, state, lg.cache_dir):
             n += len(ch)
             ch = _year_column(ch, year, "trade", path)
             if year is None:
@@ -615,6 +798,7 @@ def _load_trade(params, years, lg: _Log) -> pd.DataFrame:
                 f"numeric (GEONOM) code; wrong column mapped?"
             )
         lg.file("trade", year, path, version, n, cands)
+        lg.repairs_of("trade", state)
         out.append(pd.concat(acc, ignore_index=True).groupby(["be_id", "year", "country"], sort=False, as_index=False)[
             ["exports", "imports"]].sum())
     trade = pd.concat(out, ignore_index=True)
@@ -625,9 +809,11 @@ def _load_trade(params, years, lg: _Log) -> pd.DataFrame:
 def _load_instruments(params, years, kvk_link: pd.DataFrame, lg: _Log) -> pd.DataFrame:
     from reach.link import normalise_kvk
 
-    ins = _read_role(params, "instruments", years, lg)
+    ins = _read_role(params, "instruments", years, lg).drop(columns=["_file", "_row"])
     if "be_id" not in ins:
-        norm, _ = normalise_kvk(ins["kvk"])
+        norm, why = normalise_kvk(ins["kvk"])
+        for reason, n in why[why.isin(_norm.KVK_REPAIRED)].value_counts().items():
+            lg.repair("instruments", "kvk", f"KvK number repaired: {reason}", int(n))
         bad = norm.isna()
         lg.exclude("instruments", "invalid kvk", int(bad.sum()), _examples(ins, bad.to_numpy(), ["kvk", "year"]))
         ins = ins.assign(kvk=norm).loc[~bad]
@@ -654,10 +840,15 @@ def _load_participants(params, years, lg: _Log) -> pd.DataFrame:
         path = Path(params["data_dir"]) / spec["path"]
         if not path.is_file():
             raise InputError(f"programme {name}: file {str(path)!r} does not exist")
-        chunks = list(_read_table(path, cols, f"programme {name}", int(spec.get("chunksize", _DEFAULT_CHUNKSIZE))))
+        state = _FileState()
+        chunks = list(_read_table(path, cols, f"programme {name}", int(spec.get("chunksize", _DEFAULT_CHUNKSIZE)),
+                                  state, lg.cache_dir))
         df = pd.concat(chunks, ignore_index=True)
         lg.file(f"programme:{name}", None, path, None, len(df))
-        df = df.rename(columns={"kvk": "kvk_raw", "_row": "row"})
+        lg.repairs_of(f"participants:{name}", state)
+        # `row` is 0-based (CONTRACTS.md section 2); messages add 1
+        df = df.rename(columns={"kvk": "kvk_raw"})
+        df["row"] = df.pop("_row") - 1
         df["kvk"], _ = normalise_kvk(df["kvk_raw"])
         if df["kvk"].isna().all():
             raise InputError(
@@ -666,6 +857,9 @@ def _load_participants(params, years, lg: _Log) -> pd.DataFrame:
                 f"{_examples(df, np.ones(len(df), bool), ['kvk_raw'])}"
             )
         default_year = spec.get("default_year")
+        if default_year is not None and (isinstance(default_year, bool) or not isinstance(default_year, (int, np.integer))):
+            raise InputError(f"params: programmes.{name}.default_year must be an integer year (or null), "
+                             f"got {type(default_year).__name__} {default_year!r}")
         if "year" in df:
             year = df["year"].astype("int64")
         elif "date" in df:
@@ -700,7 +894,7 @@ def _load_participants(params, years, lg: _Log) -> pd.DataFrame:
     return out
 
 
-def load_inputs(params: Mapping[str, Any]) -> Inputs:
+def load_inputs(params: Mapping[str, Any], cache_dir: str | Path | None = None) -> Inputs:
     """Read, map and validate every input of a run.
 
     Parameters
@@ -709,6 +903,11 @@ def load_inputs(params: Mapping[str, Any]) -> Inputs:
         Parsed parameter file (``params/*.yaml``) with ``data_dir`` an absolute
         path; uses ``first_year``, ``last_year``, ``inputs``, ``programmes`` and
         ``growth_markets``.
+    cache_dir : str or Path, optional
+        Folder for typed parquet copies of the input files (microdata: give a folder
+        under ``work/<run>/``). A copy is keyed by the file's checksum and its column
+        mapping: a changed file or mapping is read from the source again, an
+        unreadable copy is rebuilt with a warning. None: no copies.
 
     Returns
     -------
@@ -748,6 +947,7 @@ def load_inputs(params: Mapping[str, Any]) -> Inputs:
         raise InputError(f"params: data_dir {str(data_dir)!r} is not a folder")
     years = list(range(first, last + 1))
     lg = _Log()
+    lg.cache_dir = Path(cache_dir) if cache_dir is not None else None
     participants = _load_participants(params, years, lg)
     register = _load_register(params, years, lg)
     kvk_link = _load_kvk_link(params, years, lg)
@@ -757,6 +957,7 @@ def load_inputs(params: Mapping[str, Any]) -> Inputs:
              for k, v in params["programmes"].items()}
     return Inputs(
         register=register, kvk_link=kvk_link, trade=trade, instruments=instruments,
-        participants=participants, files=lg.files, exclusions=lg.frame(), first_year=first, last_year=last,
+        participants=participants, files=lg.files, exclusions=lg.frame(), repairs=lg.repair_frame(),
+        first_year=first, last_year=last,
         programmes=progs, growth_markets=tuple(params.get("growth_markets") or _countries.DEFAULT_GROWTH_MARKETS),
     )

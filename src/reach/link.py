@@ -8,14 +8,16 @@ file of its year and puts it in exactly one bucket of the linkage waterfall
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+from reach.normalise import KVK_INVALID, KVK_OK, KVK_REPAIRED, normalise_kvk
 from reach.report import SummaryDisplay
 
 __all__ = ["BUCKETS", "KVK_REASONS", "LinkResult", "normalise_kvk", "link_participants", "check_waterfall",
-           "waterfall_table", "waterfall_figure"]
+           "waterfall_table", "waterfall_figure", "kvk_repairs", "early_users"]
 
 #: Waterfall buckets, in the order in which they are applied (first that applies wins).
 BUCKETS = (
@@ -27,66 +29,8 @@ BUCKETS = (
     "not_in_register",
     "linked",
 )
-#: Reasons :func:`normalise_kvk` gives (``ok`` for a valid number).
-KVK_REASONS = ("ok", "empty", "non_digit", "too_long")
-
-_SEPARATORS = r"[\s.\-_/]"  # spaces (also non-breaking), dots, dashes, underscores, slashes
-
-
-def normalise_kvk(values) -> tuple[pd.Series, pd.Series]:
-    """Normalise KvK numbers to 8-digit strings.
-
-    Parameters
-    ----------
-    values : array-like or Series
-        Raw KvK numbers (strings or numbers).
-
-    Returns
-    -------
-    (kvk, reason) : tuple of Series of str
-        ``kvk`` the 8-digit number or NA; ``reason`` one of
-        ``ok`` (valid), ``empty`` (nothing left after removing separators),
-        ``non_digit`` (letters or other characters), ``too_long`` (more than
-        8 digits).
-
-    Notes
-    -----
-    Rules, in order: remove whitespace, dots, dashes, underscores and
-    slashes; a number (int/float) is written without decimals; what is left
-    must be 1-8 digits; zeros are restored on the left to 8 digits
-    (``1234567`` -> ``01234567``). Work is done once per distinct raw value.
-
-    Examples
-    --------
-    >>> kvk, why = normalise_kvk(["1234567", "1234 5678", "12.34.56.78", "A2345678", "123456789", "", None])
-    >>> kvk.tolist()
-    ['01234567', '12345678', '12345678', nan, nan, nan, nan]
-    >>> why.tolist()
-    ['ok', 'ok', 'ok', 'non_digit', 'too_long', 'empty', 'empty']
-    """
-    s = values if isinstance(values, pd.Series) else pd.Series(values)
-    if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
-        f = s.astype("float64")
-        txt = pd.Series(pd.NA, index=s.index, dtype="str")
-        whole = np.isfinite(f) & (f == np.round(f)) & (f >= 0)
-        txt[whole] = f[whole].astype("int64").astype(str)
-        txt[np.isfinite(f) & ~whole] = f[np.isfinite(f) & ~whole].astype(str)
-        s = txt
-    txt = s.astype("str")
-    # most numbers are already clean digits: the regex replace runs only on the rest
-    plain = txt.str.fullmatch(r"\d{1,8}").fillna(False).astype(bool)
-    clean = txt.fillna("")
-    rest = ~plain.to_numpy()
-    if rest.any():
-        clean = clean.copy()
-        clean[rest] = clean[rest].str.replace(_SEPARATORS, "", regex=True)
-    n = clean.str.len().to_numpy()
-    digits = plain.to_numpy() | clean.str.fullmatch(r"\d+").fillna(False).to_numpy(dtype=bool)
-    reason = np.where(n == 0, "empty", np.where(~digits, "non_digit", np.where(n > 8, "too_long", "ok")))
-    ok = reason == "ok"
-    kvk = clean.str.zfill(8).where(ok)
-    return (pd.Series(kvk.to_numpy(), index=s.index, dtype="str", name="kvk"),
-            pd.Series(reason, index=s.index, dtype="str", name="kvk_reason"))
+#: Reasons :func:`normalise_kvk` gives: ``ok``, the repairs (number kept), the refusals (``invalid_kvk``).
+KVK_REASONS = (KVK_OK,) + KVK_REPAIRED + KVK_INVALID
 
 
 @dataclass(frozen=True, repr=False)
@@ -111,6 +55,11 @@ class LinkResult(SummaryDisplay):
         (distinct valid KvK) and ``n_firms`` (distinct linked business units).
     first_year, last_year : int
         The window used.
+    early : DataFrame
+        ``programme, be_id, first_use``: firms whose first use (over every record,
+        also those before the window) lies before ``first_year``. Their years in the
+        window are all "after": they are left out of the analysis, never given a
+        cohort inside the window (:func:`reach.panel.analysis_sample`).
     """
 
     records: pd.DataFrame
@@ -119,6 +68,8 @@ class LinkResult(SummaryDisplay):
     activities: pd.DataFrame
     first_year: int = 0
     last_year: int = 0
+    early: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        {"programme": pd.Series(dtype="str"), "be_id": pd.Series(dtype="str"), "first_use": pd.Series(dtype="int64")}))
 
     def tidy(self) -> pd.DataFrame:
         """The waterfall (``programme, bucket, n_records``): counts of records, no microdata."""
@@ -131,6 +82,10 @@ class LinkResult(SummaryDisplay):
         users = self.firms.groupby("programme").size()
         lines = [f"Linkage {self.first_year}-{self.last_year} (records per bucket)", wide.to_string(),
                  "Unique business units: " + ", ".join(f"{k} {v:,}" for k, v in users.items())]
+        if len(self.early):
+            early = self.early.groupby("programme").size()
+            lines.append(f"First used before {self.first_year} (left out of the analysis): "
+                         + ", ".join(f"{k} {v:,}" for k, v in early.items()))
         return "\n".join(lines)
 
 
@@ -157,7 +112,9 @@ def link_participants(inputs, first_year: int | None = None, last_year: int | No
     window; KvK in no link year; KvK not linked in year :math:`t_r`; linked
     BE_ID :math:`b` without register record in :math:`t_r`; linked. Hence
     :math:`\\sum_{buckets} n = N_{records}`. The cohort of firm :math:`b` in
-    programme :math:`p` is :math:`g_{bp} = \\min\\{t_r : r \\text{ linked to } b\\}`.
+    programme :math:`p` is :math:`g_{bp} = \\min\\{t_r : r \\text{ linked to } b\\}`, the minimum
+    also over records before the window (linked through the KvK's earliest link year): a firm
+    first treated before ``first_year`` keeps that year (``early``), it is never re-cohorted.
     Several KvK numbers of one enterprise group can link to the same
     :math:`b`; the firm then counts once.
 
@@ -232,6 +189,11 @@ def link_participants(inputs, first_year: int | None = None, last_year: int | No
              .agg(first_year=("year", "min"), n_activities=("_act", "nunique"), n_records=("row", "size"))
              .reset_index())
     firms = firms.astype({"first_year": "int64", "n_activities": "int64", "n_records": "int64"})
+    early = _first_use_before(rec, kl, first)
+    if len(early):
+        # the cohort is the first use over the whole history, never the first use inside the window
+        fu = firms.merge(early, on=["programme", "be_id"], how="left")["first_use"]
+        firms["first_year"] = np.where(fu.notna(), fu.fillna(0), firms["first_year"]).astype("int64")
 
     with_act = rec.loc[rec["activity_id"].notna()]
     if len(with_act):
@@ -254,7 +216,50 @@ def link_participants(inputs, first_year: int | None = None, last_year: int | No
     activities = activities.astype({"n_records": "int64", "n_linked_records": "int64", "n_kvk": "int64",
                                     "n_firms": "int64"})
     return LinkResult(records=rec, waterfall=wf, firms=firms, activities=activities,
-                      first_year=first, last_year=last)
+                      first_year=first, last_year=last, early=early)
+
+
+def _first_use_before(rec: pd.DataFrame, kl: pd.DataFrame, first: int) -> pd.DataFrame:
+    """Firms with a participation record before ``first`` (the window start): their first use.
+
+    The link file of a year before the window is not read, so such a record is linked
+    through the KvK number's earliest link year (KvK numbers rarely move between units).
+    """
+    pre = rec.loc[rec["kvk"].notna() & (rec["year"] < first), ["programme", "kvk", "year"]]
+    cols = {"programme": pd.Series(dtype="str"), "be_id": pd.Series(dtype="str"), "first_use": pd.Series(dtype="int64")}
+    if pre.empty or kl.empty:
+        return pd.DataFrame(cols)
+    earliest = kl.sort_values(["kvk", "year", "be_id"]).drop_duplicates("kvk")[["kvk", "be_id"]]
+    pre = pre.merge(earliest, on="kvk", how="inner")
+    if pre.empty:
+        return pd.DataFrame(cols)
+    out = (pre.groupby(["programme", "be_id"], sort=True)["year"].min().rename("first_use").reset_index())
+    return out.astype({"first_use": "int64"})
+
+
+def kvk_repairs(link: LinkResult) -> pd.DataFrame:
+    """KvK numbers repaired or refused per programme: ``programme, reason, n_records`` (no microdata).
+
+    ``ok`` is left out; a repaired number was kept (and linked if it could be),
+    a refused one is in the ``invalid_kvk`` bucket.
+
+    Examples
+    --------
+    >>> kvk_repairs(link)                                             # doctest: +SKIP
+    """
+    r = link.records.loc[link.records["kvk_reason"] != KVK_OK]
+    out = r.groupby(["programme", "kvk_reason"], sort=True).size().rename("n_records").reset_index()
+    out = out.rename(columns={"kvk_reason": "reason"})
+    out["kind"] = np.where(out["reason"].isin(KVK_REPAIRED), "repaired", "refused")
+    return out[["programme", "kind", "reason", "n_records"]].astype({"n_records": "int64"})
+
+
+def early_users(link: LinkResult) -> pd.DataFrame:
+    """Firms first treated before the window, per programme: ``programme, n_firms`` (counts only)."""
+    e = link.early
+    return (e.groupby("programme", sort=True).size().rename("n_firms").reset_index()
+            .astype({"n_firms": "int64"}) if len(e) else pd.DataFrame({"programme": pd.Series(dtype="str"),
+                                                                       "n_firms": pd.Series(dtype="int64")}))
 
 
 # --------------------------------------------------------------------------- the waterfall as an exported table

@@ -7,6 +7,7 @@ integer look-ups (no merges of the big tables, no loops over firms).
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import pandas as pd
 
 from reach.link import LinkResult
 
-__all__ = ["build_panel", "save_run", "read_panel", "read_link", "panel_columns", "analysis_sample", "Sample"]
+__all__ = ["build_panel", "save_run", "stale_reason", "PANEL_KEYS", "BUILD_FILE", "read_panel", "read_link", "panel_columns", "analysis_sample", "Sample"]
 
 _LAGS = [("log_exports", 1), ("log_exports", 2), ("exporter", 1), ("n_dest", 1), ("log_employees", 1),
          ("importer", 1)]
@@ -64,7 +65,9 @@ def build_panel(inputs, link: LinkResult) -> pd.DataFrame:
     ``exports`` :math:`=\\sum_c X_{itc}` (0 if no trade record), ``n_dest`` :math:`=\\#\\{c: X_{itc}>0\\}`,
     ``log_exports`` :math:`=\\log(1+X_{it})`, ``ihs_exports`` :math:`=\\operatorname{asinh}(X_{it})`;
     ``instr_n_before`` :math:`=\\sum_{s<t} R_{is}` over registrations since the first window year;
-    ``g_p`` :math:`=\\min\\{t: i \\text{ linked in } p \\text{ in } t\\}` (0 = never), ``d_p = 1[t\\ge g_p>0]``;
+    ``g_p`` :math:`=\\min\\{t: i \\text{ linked in } p \\text{ in } t\\}` (0 = never), ``d_p = 1[t\\ge g_p>0]``,
+    the minimum over every participation record, also those before the window (then :math:`g_p` lies
+    before ``first_year``: such firms are left out by :func:`analysis_sample`, never re-cohorted);
     a lag :math:`v_{i,t-k}` is NaN when :math:`i` has no register row in :math:`t-k`.
 
     Examples
@@ -164,7 +167,13 @@ def build_panel(inputs, link: LinkResult) -> pd.DataFrame:
     cols["instr_ever_before"] = (cols["instr_n_before"] > 0).astype("int64")
     del grid, before
 
-    fr = link.firms
+    fr = link.firms[["programme", "be_id", "first_year"]]
+    early = getattr(link, "early", None)
+    if early is not None and len(early):
+        # firms whose only records lie before the window are users too (first use before it)
+        only_early = early.rename(columns={"first_use": "first_year"})
+        fr = pd.concat([fr, only_early[["programme", "be_id", "first_year"]]], ignore_index=True)
+        fr = fr.groupby(["programme", "be_id"], as_index=False, sort=False)["first_year"].min()
     for p in programmes:
         sub = fr.loc[fr["programme"] == p]
         g_firm = np.zeros(n_firms, dtype="int64")
@@ -257,9 +266,17 @@ def analysis_sample(panel: pd.DataFrame, programme: str, *, first_year: int | No
     if last_year is not None:
         keep &= panel["year"].to_numpy() <= last_year
     rows = []
+    start = first_year if first_year is not None else (int(panel["year"].min()) if len(panel) else 0)
+    g_own = panel[gcol].to_numpy()
+    early = (g_own > 0) & (g_own < start)
+    if early.any():
+        # their years in the window are all treated: no "before" to compare with, and no valid control
+        rows.append((f"first used {programme} before the window ({start}): no untreated years to compare",
+                     panel.loc[early, "be_id"].nunique()))
+        keep &= ~early
     others = [c for c in panel.columns if c.startswith("g_") and c != gcol]
     if exclude_other_users and others:
-        other_user = (panel[others].to_numpy() > 0).any(axis=1) & (panel[gcol].to_numpy() == 0)
+        other_user = (panel[others].to_numpy() > 0).any(axis=1) & (panel[gcol].to_numpy() == 0) & ~early
         n = panel.loc[other_user, "be_id"].nunique()
         if n:
             rows.append((f"comparison firm used another programme ({', '.join(c[2:] for c in others)})", n))
@@ -290,11 +307,14 @@ def _atomic_parquet(frames: dict[str, pd.DataFrame], work_dir: Path) -> dict[str
     return out
 
 
-def save_run(work_dir, panel: pd.DataFrame, link: LinkResult) -> dict[str, Path]:
+def save_run(work_dir, panel: pd.DataFrame, link: LinkResult, inputs=None, params=None) -> dict[str, Path]:
     """Write the panel and the linkage to ``work_dir`` (microdata: never to ``output/``).
 
     Files: ``panel.parquet``, ``participants.parquet`` (``link.records``),
-    ``firms.parquet``, ``waterfall.parquet``, ``activities.parquet``.
+    ``firms.parquet``, ``waterfall.parquet``, ``activities.parquet``, ``early.parquet``
+    and, when ``inputs`` and ``params`` are given, ``panel_build.json``: the
+    parameters (:data:`PANEL_KEYS`) and input checksums the panel was built from,
+    which :func:`stale_reason` compares with a later run's.
 
     Returns
     -------
@@ -309,11 +329,100 @@ def save_run(work_dir, panel: pd.DataFrame, link: LinkResult) -> dict[str, Path]
     records = link.records.copy()
     records["bucket"] = records["bucket"].astype(str)
     frames = {"panel": panel, "participants": records, "firms": link.firms, "waterfall": link.waterfall,
-              "activities": link.activities}
+              "activities": link.activities, "early": link.early}
+    (work_dir / BUILD_FILE).unlink(missing_ok=True)  # a half-written run must not look up to date
     paths = _atomic_parquet(frames, work_dir)
     meta = pd.DataFrame({"first_year": [link.first_year], "last_year": [link.last_year]})
     _atomic_parquet({"link_meta": meta}, work_dir)
+    if inputs is not None and params is not None:
+        build = {"params": {k: params.get(k) for k in PANEL_KEYS},
+                 "inputs": [_file_entry(f["role"], f["year"], Path(f["path"]), f["sha256"]) for f in inputs.files]}
+        tmp = work_dir / (BUILD_FILE + ".tmp")
+        tmp.write_text(json.dumps(build, indent=1, sort_keys=True, default=str), encoding="utf-8")
+        os.replace(tmp, work_dir / BUILD_FILE)
+        paths["panel_build"] = work_dir / BUILD_FILE
     return paths
+
+
+#: Parameters the panel depends on: a change in any of them makes a saved panel stale.
+PANEL_KEYS = ("data_dir", "first_year", "last_year", "inputs", "programmes", "growth_markets")
+#: File in ``work/<run>/`` recording what the panel was built from.
+BUILD_FILE = "panel_build.json"
+
+
+def _file_entry(role, year, path: Path, sha256: str | None) -> dict:
+    st = path.stat()
+    return {"role": role, "year": year, "path": str(path), "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns),
+            "sha256": sha256}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stale_reason(work_dir, params, files: list[dict] | None = None) -> str | None:
+    """Why the panel saved in ``work_dir`` does not fit ``params`` (None when it does).
+
+    Parameters
+    ----------
+    work_dir : path
+        Folder written by :func:`save_run`.
+    params : mapping
+        The parameters of the run about to use the panel.
+    files : list of dict, optional
+        The input files the run would read now (``role, year, path``; as
+        ``reach.runner``'s input list); their checksums are compared with those
+        recorded. A file whose size and modification time are unchanged is not
+        hashed again.
+
+    Returns
+    -------
+    str or None
+        A sentence naming what changed: a parameter, an input file (added,
+        removed, other version, changed contents), or a missing record.
+
+    Examples
+    --------
+    >>> stale_reason("work/stub", params)                                  # doctest: +SKIP
+    "parameter 'first_year' changed: 2014 -> 2019"
+    """
+    work_dir = Path(work_dir)
+    if not (work_dir / "panel.parquet").is_file():
+        return f"no panel in {work_dir}"
+    build_path = work_dir / BUILD_FILE
+    if not build_path.is_file():
+        return f"{build_path.name} is missing: the panel does not record what it was built from"
+    try:
+        build = json.loads(build_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{build_path.name} cannot be read ({exc})"
+    now = json.loads(json.dumps({k: params.get(k) for k in PANEL_KEYS}, sort_keys=True, default=str))
+    for k in PANEL_KEYS:
+        if build["params"].get(k) != now.get(k):
+            return f"parameter {k!r} changed: {build['params'].get(k)!r} -> {now.get(k)!r}"
+    if files is None:
+        return None
+    old = {(f["role"], f["year"]): f for f in build["inputs"]}
+    new = {(f["role"], f["year"]): f for f in files}
+    for key in sorted(set(old) | set(new), key=str):
+        if key not in new or key not in old:
+            return f"input {key[0]} {key[1] or ''} {'added' if key in new else 'no longer read'}".replace("  ", " ")
+        a, b = old[key], new[key]
+        pa, pb = Path(a["path"]), Path(b["path"])
+        if pa != pb:
+            return f"input {key[0]} {key[1] or ''}: now {pb.name}, the panel was built from {pa.name}"
+        st = pb.stat()
+        if st.st_size == a["size"] and st.st_mtime_ns == a["mtime_ns"]:
+            continue
+        if (b.get("sha256") or _sha256(pb)) != a["sha256"]:
+            return f"input {pb.name} changed since the panel was built (checksum differs)"
+    return None
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -349,6 +458,9 @@ def read_link(work_dir) -> LinkResult:
     if meta_path.is_file():
         meta = pd.read_parquet(meta_path)
         first, last = int(meta["first_year"].iloc[0]), int(meta["last_year"].iloc[0])
+    extra = {}
+    if (work_dir / "early.parquet").is_file():
+        extra["early"] = pd.read_parquet(work_dir / "early.parquet")
     return LinkResult(records=records, waterfall=_read(work_dir / "waterfall.parquet"),
                       firms=_read(work_dir / "firms.parquet"), activities=_read(work_dir / "activities.parquet"),
-                      first_year=first, last_year=last)
+                      first_year=first, last_year=last, **extra)

@@ -214,6 +214,12 @@ def _programmes(value: Any, _: dict) -> str | None:
             return f"{name}: columns must include 'kvk' and may map {list(PROGRAMME_COLUMNS)}; unknown {bad}"
         if "date" not in cols and "year" not in cols and spec.get("default_year") is None:
             return f"{name}: a list without 'date' or 'year' needs 'default_year'"
+        dy = spec.get("default_year")
+        if dy is not None and (isinstance(dy, bool) or not isinstance(dy, int)):
+            # 2019.5 would silently become 2019 further on
+            return f"{name}: default_year must be an integer year (or null), got {type(dy).__name__} {dy!r}"
+        if dy is not None and not 1990 <= dy <= 2100:
+            return f"{name}: default_year must be a year between 1990 and 2100, got {dy!r}"
     return None
 
 
@@ -386,8 +392,12 @@ def load_params(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] |
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"parameter file {str(path)!r} does not exist")
+    from reach.normalise import read_text
+
+    # Windows Notepad saves cp1252 (or UTF-8 with a BOM): read what the file is, not what we hope
+    text, _ = read_text(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):

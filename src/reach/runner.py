@@ -23,7 +23,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from reach.params import load_params
 
-__all__ = ["NOTEBOOKS", "STAGES", "SuiteError", "notebook_dir", "notebook_parameters", "run_suite", "render_html", "RunResult"]
+__all__ = ["NOTEBOOKS", "STAGES", "SuiteError", "notebook_dir", "notebook_parameters", "run_suite", "render_html", "RunResult",
+           "scan_output", "panel_stage_needed"]
 
 log = logging.getLogger("reach.runner")
 
@@ -75,6 +76,12 @@ class RunResult:
     notebooks: tuple[Path, ...]
     html: tuple[Path, ...]
     seconds: Mapping[str, float] = field(default_factory=dict)
+
+
+def _copy(src: Path, dest: Path) -> None:
+    import shutil
+
+    shutil.copyfile(src, dest)
 
 
 def _sha256(path: Path) -> str:
@@ -182,6 +189,72 @@ def render_html(executed: str | Path, html_path: str | Path | None = None, *, sh
     return html_path
 
 
+def panel_stage_needed(params: Mapping[str, Any], work_dir: Path) -> str | None:
+    """Why the panel must be (re)built before later stages run; None when the saved one fits.
+
+    The panel records the parameters and input checksums it was built from
+    (:func:`reach.panel.stale_reason`); ``--only reach --set first_year=2019``
+    after a full run must not reuse the 2014 panel.
+    """
+    from reach.panel import stale_reason
+
+    try:
+        files = _input_files(params)
+    except Exception as exc:  # noqa: BLE001 - a missing input is reported by notebook 01 itself
+        return f"the input files cannot be listed ({exc})"
+    return stale_reason(work_dir, params, files)
+
+
+def _identifiers(work_dir: Path) -> tuple[list[str], list[str]]:
+    """Business-unit and KvK identifiers of the run's microdata (work/), for the leak scan."""
+    import pandas as pd
+
+    be, kvk = set(), set()
+    for name, col, into in (("panel.parquet", "be_id", be), ("participants.parquet", "kvk", kvk),
+                            ("participants.parquet", "be_id", be)):
+        path = work_dir / name
+        if path.is_file():
+            try:
+                vals = pd.read_parquet(path, columns=[col])[col].dropna().astype(str)
+            except Exception:  # noqa: BLE001 - an unreadable panel is not a reason to skip the scan
+                continue
+            # BE_IDs have 9-11 digits, KvK numbers 8: a short digit string is a count, not a firm
+            into.update(v for v in vals.unique() if v.isdigit() and len(v) >= 6)
+    return sorted(be), sorted(kvk)
+
+
+def scan_output(output_dir: Path, work_dir: Path) -> list[str]:
+    """Scan every file left under ``output_dir`` for identifiers; move files that leak to ``work_dir``.
+
+    Runs after every run, also a failed one: what is under ``output/`` goes to
+    output checking. A file quoting a BE_ID or KvK number (error examples,
+    a table of microdata) is moved to ``work/<run>/quarantine/`` (never deleted:
+    the analyst needs it to see what went wrong). Returns the files moved.
+    """
+    import shutil
+
+    from reach.disclosure import scan_for_identifiers
+
+    if not output_dir.is_dir():
+        return []
+    be, kvk = _identifiers(work_dir)
+    hits = []
+    if be:
+        hits.append(scan_for_identifiers(output_dir, be, kind="be_id"))
+    if kvk:
+        hits.append(scan_for_identifiers(output_dir, kvk, kind="kvk"))
+    leaking = sorted({f for h in hits for f in h["file"]})
+    moved = []
+    for f in leaking:
+        src = Path(f)
+        dest = work_dir / "quarantine" / src.relative_to(output_dir)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(src), str(dest))
+        moved.append(str(dest))
+        log.warning("identifiers found in %s: moved to %s", src, dest)
+    return moved
+
+
 def _failure_message(name: str, exc: Exception, partial: Path) -> str:
     ename = getattr(exc, "ename", type(exc).__name__)
     evalue = getattr(exc, "evalue", str(exc))
@@ -238,8 +311,11 @@ def run_suite(
         if bad:
             raise ValueError(f"--only must be among {list(STAGES)}, got {bad}")
         names = [nb for nb in NOTEBOOKS if any(nb in STAGES[s] for s in stages)]
-        if names[0] != NOTEBOOKS[0] and not (work_dir / "panel.parquet").is_file():
-            names.insert(0, NOTEBOOKS[0])
+        if names[0] != NOTEBOOKS[0]:
+            why = panel_stage_needed(params, work_dir)
+            if why:
+                print(f"rebuilding the panel first: {why}", flush=True)
+                names.insert(0, NOTEBOOKS[0])
     else:
         names = list(NOTEBOOKS)
 
@@ -265,21 +341,36 @@ def run_suite(
         source = nb_dir / f"{name}.ipynb"
         declared = notebook_parameters(source)
         passed = {k: v for k, v in {**params, **injected}.items() if k in declared}
-        target = output_dir / "notebooks" / f"{name}.ipynb"
+        # executed under work/ first: a failing notebook can quote microdata (error examples) and
+        # must never land in output/, which goes to output checking
+        target = work_dir / "notebooks" / f"{name}.ipynb"
         target.parent.mkdir(parents=True, exist_ok=True)
+        published = output_dir / "notebooks" / f"{name}.ipynb"
         print(f"[{i}/{len(names)}] {name} ...", flush=True)
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(str(source), str(target), parameters=passed, progress_bar=progress,
                                 kernel_name="python3", cwd=str(nb_dir), log_output=False)
         except PapermillExecutionError as exc:
-            raise SuiteError(_failure_message(name, exc, target)) from None
+            # an earlier run's copy of this notebook would now contradict the run: take it out of output/
+            published.unlink(missing_ok=True)
+            (output_dir / f"{name}.html").unlink(missing_ok=True)
+            moved = scan_output(output_dir, work_dir)
+            note = f"\nidentifiers found in output/: moved to work/: {moved}" if moved else ""
+            raise SuiteError(_failure_message(name, exc, target) + note) from None
+        published.parent.mkdir(parents=True, exist_ok=True)
+        _copy(target, published)
+        target = published
         seconds[name] = round(time.perf_counter() - t0, 1)
         print(f"[{i}/{len(names)}] {name} done in {seconds[name]:.1f} s", flush=True)
         executed.append(target)
         if render:
             html.append(render_html(target, output_dir / f"{name}.html", show_code=bool(params.get("show_code"))))
 
+    moved = scan_output(output_dir, work_dir)
+    if moved:
+        raise SuiteError(f"identifiers of firms found in files under {output_dir}; they were moved to "
+                         f"{work_dir / 'quarantine'} and must not be exported: {moved}")
     manifest = {
         "run_name": run,
         "params_file": str(Path(params_path).resolve()),

@@ -1,0 +1,90 @@
+"""Issue 18, runs: a failing notebook stays under work/, output/ is scanned for identifiers after every
+run (also a failed one), and ``--only`` with changed panel parameters rebuilds the panel first.
+
+The suite's notebooks are replaced by two tiny ones (a kernel per notebook, hence the
+``notebooks`` marker) so that the runner's behaviour is tested, not the analysis.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+import reach.runner as runner
+from conftest import STUB_YAML
+from reach.panel import BUILD_FILE, PANEL_KEYS, _file_entry
+from reach.params import load_params
+
+pytestmark = pytest.mark.notebooks
+
+
+def _notebook(path: Path, *body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('output_dir = "o"  # str\nwork_dir = "w"  # str')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params] + [nbformat.v4.new_code_cell(b) for b in body]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def fake_suite(tmp_path, monkeypatch):
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    monkeypatch.setattr(runner, "notebook_dir", lambda: nb_dir)
+    monkeypatch.setattr(runner, "NOTEBOOKS", ("01_build_panel", "02_reach"))
+    monkeypatch.setattr(runner, "STAGES", {"panel": ("01_build_panel",), "reach": ("02_reach",)})
+    return nb_dir
+
+
+def test_failing_notebook_is_kept_under_work_and_output_is_scanned(fake_suite, tmp_path):
+    out_root, work_root = tmp_path / "output", tmp_path / "work"
+    work = work_root / "stub"
+    work.mkdir(parents=True)
+    pd.DataFrame({"be_id": ["100000002", "100000007"], "year": [2019, 2019]}).to_parquet(work / "panel.parquet")
+    _notebook(fake_suite / "01_build_panel.ipynb",
+              "from pathlib import Path\n(Path(output_dir) / 'tables').mkdir(parents=True, exist_ok=True)\n"
+              "(Path(output_dir) / 'tables' / 'left.csv').write_text('be_id\\n100000007\\n')",
+              "raise ValueError('register: 2 rows share a (be_id, year) key; examples: 100000002 2019')")
+    _notebook(fake_suite / "02_reach.ipynb", "x = 1")
+    with pytest.raises(runner.SuiteError) as err:
+        runner.run_suite(STUB_YAML, output_root=out_root, work_root=work_root, progress=False, render=False)
+    msg = str(err.value)
+    kept = work / "notebooks" / "01_build_panel.ipynb"
+    assert str(kept) in msg and kept.is_file() and "100000002" in kept.read_text(encoding="utf-8")
+    out = out_root / "stub"
+    assert not (out / "notebooks" / "01_build_panel.ipynb").exists()
+    # the table written before the failure quoted an identifier: moved to work/, not left for output checking
+    assert not (out / "tables" / "left.csv").exists() and (work / "quarantine" / "tables" / "left.csv").is_file()
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert "100000002" not in f.read_text(encoding="utf-8", errors="replace")
+
+
+def test_only_with_changed_panel_parameters_rebuilds_the_panel(fake_suite, tmp_path, capsys):
+    out_root, work_root = tmp_path / "output", tmp_path / "work"
+    work = work_root / "stub"
+    work.mkdir(parents=True)
+    _notebook(fake_suite / "01_build_panel.ipynb",
+              "from pathlib import Path\n(Path(work_dir) / 'built.txt').write_text('yes')")
+    _notebook(fake_suite / "02_reach.ipynb", "x = 1")
+    # a panel built from the stub's parameters (first_year 2014), recorded as save_run records it
+    params = load_params(STUB_YAML)
+    pd.DataFrame({"be_id": ["100000001"], "year": [2014]}).to_parquet(work / "panel.parquet")
+    files = runner._input_files(params)
+    build = {"params": {k: params.get(k) for k in PANEL_KEYS},
+             "inputs": [_file_entry(f["role"], f["year"], Path(f["path"]), f["sha256"]) for f in files]}
+    (work / BUILD_FILE).write_text(json.dumps(build, default=str), encoding="utf-8")
+
+    res = runner.run_suite(STUB_YAML, only="reach", output_root=out_root, work_root=work_root, progress=False,
+                           render=False)
+    assert not (work / "built.txt").exists() and [p.stem for p in res.notebooks] == ["02_reach"]
+
+    res = runner.run_suite(STUB_YAML, only="reach", overrides=["first_year=2019"], output_root=out_root,
+                           work_root=work_root, progress=False, render=False)
+    assert "rebuilding the panel first: parameter 'first_year' changed: 2014 -> 2019" in capsys.readouterr().out
+    assert (work / "built.txt").is_file() and [p.stem for p in res.notebooks] == ["01_build_panel", "02_reach"]
+    assert (out_root / "stub" / "notebooks" / "02_reach.ipynb").is_file()
