@@ -446,10 +446,10 @@ class _CovDesign:
     varying base period). Rows: the cohort's ``m_t`` units first, then the controls.
     """
 
-    def __init__(self, Xr, w, m_t, method, beta0=None):
+    def __init__(self, Xr, w, m_t, method, beta0=None, overlap_max=0.999, trim_level=0.995):
         m = Xr.shape[1]
         self.m, self.m_t, self.Xr = m, m_t, Xr
-        self.ok, self.beta = True, None
+        self.ok, self.beta, self.reason, self.n_trimmed = True, None, "", 0
         wv = w / w.mean()
         self.wv_t, self.wv_c = wv[:m_t], wv[m_t:]
         self.Xt, self.Xc = Xr[:, :m_t], Xr[:, m_t:]
@@ -457,7 +457,7 @@ class _CovDesign:
         if method in ("dr", "reg"):
             A = _gram(self.Xc, self.wv_c)
             if np.linalg.matrix_rank(A) < A.shape[0]:
-                self.ok = False
+                self.ok, self.reason = False, "singular covariate matrix of the comparison units"
                 return
             self.A = A
             XpX_inv = np.linalg.inv(A / m)
@@ -467,12 +467,22 @@ class _CovDesign:
             D[:m_t] = 1.0
             ps, H, self.beta = _logit_rows(Xr, D, wv, beta0)
             if ps is None:
-                self.ok = False
+                self.ok, self.reason = False, "propensity-score logit failed (separation or singular design)"
+                return
+            # R did's overlap guard uses the unweighted score; with unit weights it is this one
+            ps_u = ps if np.all(wv == 1.0) else _logit_rows(Xr, D, np.ones(m))[0]
+            if ps_u is None or ps_u.max() >= overlap_max:
+                pmax = np.nan if ps_u is None else float(ps_u.max())
+                self.ok, self.reason = False, f"overlap fails: propensity score reaches {pmax:.4f} >= overlap_max {overlap_max}"
                 return
             ps = np.minimum(ps, 1 - 1e-6)
             self.Hinv_n = np.linalg.inv(H) * m
             ps_c = ps[m_t:]
             self.wc_ps = self.wv_c * ps_c / (1 - ps_c)  # IPW weights of the controls
+            trim = ps_c >= trim_level  # DRDID: comparison units this like the treated get no weight
+            if trim.any():
+                self.wc_ps[trim] = 0.0
+                self.n_trimmed = int(trim.sum())
             self.mwc = self.wc_ps.sum() / m
             self.aps_t = self.wv_t * (1 - ps[:m_t])  # w (D - ps) on the cohort
             self.aps_c = -self.wv_c * ps_c           # ... and on the controls
@@ -513,13 +523,19 @@ class _CovDesign:
         return eta_t - eta_c, inf_t, inf_c
 
 # --------------------------------------------------------------------------- bootstrap
-def _cluster_means(M: np.ndarray, cluster: np.ndarray) -> np.ndarray:
-    """Mean of the rows of ``M`` within each cluster (did 2.x averages the influence function so)."""
+def _cluster_sums(M: np.ndarray, cluster: np.ndarray) -> np.ndarray:
+    """Sum of the rows of ``M`` within each cluster (``rowsum`` in R did 2.5's ``mboot``).
+
+    R did up to 2.4 averaged the influence function within clusters; 2.5 sums it
+    (Callaway & Sant'Anna 2021, Remark 10): the estimator is a (1/n) average over units,
+    so its cluster-robust variance is :math:`n^{-2}\\sum_c S_c^2` with :math:`S_c` the
+    cluster sums. The two agree only when all clusters have the same size.
+    """
     ncl = int(cluster.max()) + 1
-    counts = np.bincount(cluster, minlength=ncl).astype(float)
+    counts = np.bincount(cluster, minlength=ncl)
     order = np.argsort(cluster, kind="stable")
-    starts = np.r_[0, np.cumsum(counts.astype(np.int64))[:-1]]
-    return np.add.reduceat(M[order], starts, axis=0) / counts[:, None]
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    return np.add.reduceat(M[order], starts, axis=0)
 
 
 def _multiplier_bootstrap(IF, cluster, biters, seed, progress=None, extra=None, segments=None, dtype=np.float64):
@@ -530,7 +546,8 @@ def _multiplier_bootstrap(IF, cluster, biters, seed, progress=None, extra=None, 
     IF : ndarray (n, k)
         Influence functions.
     cluster : ndarray of int or None
-        Cluster code per unit; the influence function is averaged within clusters first.
+        Cluster code per unit; the influence function is summed within clusters first
+        (R did 2.5), and one multiplier is drawn per cluster.
     extra : ndarray (n, q), optional
         More columns bootstrapped with the same draws (appended after ``IF``'s).
     segments : sequence of int, optional
@@ -544,8 +561,13 @@ def _multiplier_bootstrap(IF, cluster, biters, seed, progress=None, extra=None, 
     Returns
     -------
     bres : ndarray (biters, k + q)
-        Draws of :math:`\\sqrt{m}\\,\\overline{U\\psi}` with m the number of units (or clusters).
-    m : int
+        Draws of :math:`n^{-1/2}\\sum_c U_c S_c` with :math:`S_c` the influence function summed
+        within cluster c (a unit when there are no clusters) and n the number of units, so
+        that the standard error is the draws' scale over :math:`\\sqrt n` with or without
+        clusters (R did 2.5 scales by :math:`\\sqrt{C}` and multiplies the scale by
+        :math:`\\sqrt{C}/n`: the same number).
+    n : int
+        Number of units (rows of ``IF``).
 
     Notes
     -----
@@ -558,8 +580,9 @@ def _multiplier_bootstrap(IF, cluster, biters, seed, progress=None, extra=None, 
     if IF.ndim == 1:
         IF = IF[:, None]
     mats = [IF] if extra is None else [IF, np.asarray(extra, dtype=float).reshape(len(IF), -1)]
+    n_units = mats[0].shape[0]
     if cluster is not None:
-        mats = [_cluster_means(M, cluster) for M in mats]
+        mats = [_cluster_sums(M, cluster) for M in mats]
     if dtype != np.float64:
         mats = [np.asarray(M, dtype=dtype, order="F") for M in mats]
     m = mats[0].shape[0]
@@ -600,7 +623,7 @@ def _multiplier_bootstrap(IF, cluster, biters, seed, progress=None, extra=None, 
                 acc[:, col + nz] += B @ Mb[:, nz]
             totals[col:col + k] += Mb.sum(axis=0, dtype=np.float64)
             col += k
-    return (2.0 * acc - totals[None, :]) / math.sqrt(m), m
+    return (2.0 * acc - totals[None, :]) / math.sqrt(n_units), n_units
 
 
 def _boot_summary(bres, m, alp):
@@ -638,11 +661,28 @@ def _cohort_columns(G: np.ndarray, w: np.ndarray, cohorts: np.ndarray) -> np.nda
     return Z
 
 
-def _analytic_se(IF):
+def _analytic_se(IF, cluster=None):
+    """``sqrt(sum_i psi_i^2) / n``; with clusters the cluster-robust ``sqrt(sum_c S_c^2) / n``.
+
+    The clustered form is R did 2.5's analytic (``bstrap = FALSE``) cluster-robust
+    standard error (tests/testthat/test-cluster-analytic.R: ``sqrt(colSums(rowsum(inffunc, cl)^2)) / n``).
+    """
     n = IF.shape[0]
+    S = IF if cluster is None else _cluster_sums(IF, cluster)
     # einsum: no (n, k) temporary for the squares
-    se = np.sqrt(np.einsum("ij,ij->j", IF, IF) / n / n)
+    se = np.sqrt(np.einsum("ij,ij->j", S, S) / n / n)
     return np.where(se <= _TINY, np.nan, se)
+
+
+def _vcov(IF, cluster=None):
+    """Covariance matrix of the estimates whose influence functions are the columns of ``IF``
+    (``S'S / n^2`` with S the rows, or the cluster sums of the rows)."""
+    IF = np.asarray(IF, dtype=float)
+    if IF.ndim == 1:
+        IF = IF[:, None]
+    n = IF.shape[0]
+    S = IF if cluster is None else _cluster_sums(IF, cluster)
+    return S.T @ S / n / n
 
 
 # --------------------------------------------------------------------------- results
@@ -712,6 +752,11 @@ class ATTgtResult:
     boot_cohorts: np.ndarray | None = field(default=None, repr=False)
     boot_cohort_draws: np.ndarray | None = field(default=None, repr=False)
     n_boot_units: int = 0
+    cband: bool = True
+    na_cells: pd.DataFrame = field(default_factory=lambda: _na_frame([]), repr=False)
+    unit_ids: np.ndarray | None = field(default=None, repr=False)
+    panel: bool = True
+    allow_unbalanced_panel: bool = False
 
     @property
     def post(self) -> np.ndarray:
@@ -760,6 +805,18 @@ class ATTgtResult:
     def pretrend_test(self) -> dict:
         """Alias of :meth:`pretest`."""
         return self.pretest()
+
+    def vcov(self) -> np.ndarray:
+        """Covariance matrix of ``att`` (cells x cells) from the influence function.
+
+        :math:`V = S'S/n^2` with S the rows of ``inffunc`` (one per unit), or their sums
+        within the clusters of ``clustervars`` (cluster-robust). Missing cells give NaN rows.
+        """
+        V = _vcov(self.inffunc, self.cluster)
+        bad = ~np.isfinite(self.att)
+        V[bad, :] = np.nan
+        V[:, bad] = np.nan
+        return V
 
     def summary(self) -> str:
         t = self.tidy()
@@ -826,6 +883,18 @@ class AggteResult:
     min_e: float = -np.inf
     max_e: float = np.inf
     balance_e: int | None = None
+    cluster: np.ndarray | None = field(default=None, repr=False)
+
+    def vcov(self) -> np.ndarray:
+        """Covariance matrix of ``att`` (one row/column per key) from ``inffunc``.
+
+        ``inffunc`` has one row per unit (a firm that enters several cohorts' matched sets
+        in :func:`matched_att_gt` is one row: its contributions are already summed);
+        with ``clustervars`` the rows are summed within clusters first, so this is the
+        cluster-robust :math:`S'S/n^2` that R did 2.5's analytic standard errors use.
+        Use it, not ``inffunc'inffunc/n^2``, when the result was clustered.
+        """
+        return _vcov(self.inffunc, self.cluster)
 
     _LEVEL = {"simple": "overall", "dynamic": "event_time", "group": "group", "calendar": "time"}
 
@@ -922,6 +991,21 @@ class DiDEstimate:
 
 
 # --------------------------------------------------------------------------- att_gt
+def _na_frame(na_cells) -> pd.DataFrame:
+    """Cells left missing, one row each: ``group, time, reason``."""
+    return pd.DataFrame({"group": pd.array([int(c[0]) for c in na_cells], dtype="int64"),
+                         "time": pd.array([int(c[1]) for c in na_cells], dtype="int64"),
+                         "reason": [str(c[2]) for c in na_cells]})
+
+
+def _warn_na_cells(na_cells) -> None:
+    if na_cells:
+        shown = "; ".join(f"ATT({int(g)},{int(t)}): {r}" for g, t, r in na_cells[:5])
+        more = f" (and {len(na_cells) - 5} more)" if len(na_cells) > 5 else ""
+        warnings.warn(f"att_gt: {len(na_cells)} group-time cell(s) left missing (NA): {shown}{more}",
+                      UserWarning, stacklevel=3)
+
+
 def att_gt(
     df: pd.DataFrame,
     yname: str,
@@ -941,6 +1025,11 @@ def att_gt(
     seed: int = 0,
     allow_unbalanced_panel: bool = False,
     progress: bool | None = None,
+    panel: bool = True,
+    cband: bool | None = None,
+    overlap_max: float = 0.999,
+    trim_level: float = 0.995,
+    _groups: Sequence[float] | None = None,
 ) -> ATTgtResult:
     r"""Group-time average treatment effects of Callaway & Sant'Anna (2021), panel data.
 
@@ -963,15 +1052,35 @@ def att_gt(
     weightsname : str, optional
         Time-invariant sampling weights (e.g. matching weights).
     clustervars : list of str, optional
-        ``idname`` and at most one other time-invariant variable; clustering needs the bootstrap.
+        ``idname`` and at most one other time-invariant variable (a variable that varies
+        within a unit raises). With ``bootstrap=True`` one multiplier is drawn per cluster
+        and the influence function is summed within clusters (R did 2.5); with
+        ``bootstrap=False`` the standard errors are the analytic cluster-robust ones,
+        :math:`\sqrt{\sum_c S_c^2}/n`.
     bootstrap : bool
         Multiplier-bootstrap standard errors (Rademacher weights, IQR-based, as R did).
-        The simultaneous critical value is always taken from the multiplier bootstrap.
+    cband : bool, optional
+        Simultaneous (uniform) confidence band from the multiplier bootstrap's sup-t
+        critical value. Default: ``bootstrap`` (R did's default ``cband = TRUE`` needs the
+        bootstrap). With ``bootstrap=False, cband=False`` no bootstrap runs at all and
+        ``conf_low/conf_high`` are pointwise.
     biters, alp, seed : int, float, int
         Bootstrap draws, significance level, random seed.
     allow_unbalanced_panel : bool
-        Not implemented (raises); by default units not observed in every period are
-        dropped and counted in ``result.exclusions``.
+        Keep units not observed in every period (see :func:`_att_gt_unbalanced`).
+        By default (``False``, as R did) they are dropped, counted in
+        ``result.exclusions`` and a ``UserWarning`` says how many.
+    panel : bool
+        ``False``: the rows are repeated cross sections (no unit is followed); see
+        :func:`_att_gt_unbalanced`.
+    overlap_max : float
+        R did's overlap guard (dr and ipw): a cell whose unweighted propensity score
+        (logit of the cohort indicator on the covariates, intercept only without covariates)
+        reaches ``overlap_max`` for some unit is left missing (NA) with a warning; the cell and the
+        reason are listed in ``result.na_cells``.
+    trim_level : float
+        DRDID's trimming (dr and ipw): comparison units with a propensity score of
+        ``trim_level`` or more get weight zero in that cell.
 
     Returns
     -------
@@ -1011,15 +1120,30 @@ def att_gt(
         raise ValueError(f"alp must be in (0, 1); got {alp!r}")
     if int(biters) < 1:
         raise ValueError(f"biters must be a positive integer; got {biters!r}")
+    for name, v in (("overlap_max", overlap_max), ("trim_level", trim_level)):
+        if not (isinstance(v, (int, float)) and 0.5 < float(v) <= 1.0):
+            raise ValueError(f"{name} must be a probability in (0.5, 1]; got {v!r}")
+    cband = bool(bootstrap) if cband is None else bool(cband)
     clustervars = list(clustervars) if clustervars else []
-    if any(c != idname for c in clustervars) and not bootstrap:
-        raise ValueError("clustering on a variable other than idname needs bootstrap=True (as in R did)")
     covs = parse_xformla(xformla)
+    if allow_unbalanced_panel or not panel:
+        return _att_gt_unbalanced(
+            df, yname, tname, idname, gname, covs, xformla=xformla, control_group=control_group,
+            est_method=est_method, anticipation=anticipation, base_period=base_period, weightsname=weightsname,
+            clustervars=clustervars, bootstrap=bootstrap, biters=biters, alp=alp, seed=seed, panel=panel,
+            cband=cband, overlap_max=overlap_max, trim_level=trim_level, _groups=_groups)
     P = _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, allow_unbalanced_panel)
     periods, Y, G, w = P.periods, P.Y, P.G, P.w
     n, T = Y.shape
     excl = dict(P.exclusions)
     notes: list[str] = []
+    na_cells: list[tuple] = []
+    dropped = {k: v for k, v in excl.items() if k in ("units_not_observed_every_period", "units_with_missing_values")}
+    if dropped:
+        # R did warns when it balances the panel; a line in summary() is easy to miss
+        warnings.warn(f"att_gt: balanced panel required (allow_unbalanced_panel=False): dropped "
+                      + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dropped.items())
+                      + "; pass allow_unbalanced_panel=True to keep them", UserWarning, stacklevel=2)
 
     # R did drops units treated in the first period with a warning; we refuse, so nothing is silently dropped.
     glist_all = np.unique(G[G > 0])
@@ -1031,7 +1155,7 @@ def att_gt(
             f"{tname} {int(periods[0])}-{int(periods[-1])} (anticipation {anticipation}); ATT(g,t) needs a period "
             f"before g - anticipation. Drop these units or start the panel earlier."
         )
-    glist = glist_all
+    glist = glist_all if _groups is None else glist_all[np.isin(glist_all, np.asarray(_groups, dtype=float))]
     if len(glist) == 0:
         raise ValueError(f"df: no treated units (all {gname!r} are 0 or after the last period)")
     if control_group == "nevertreated" and not (G == 0).any():
@@ -1117,6 +1241,12 @@ def att_gt(
         n_co[j] = sum(s.stop - s.start for s in ctrl)
         if n_co[j] == 0:
             notes.append(f"ATT({int(g)},{int(periods[ti])}): no comparison units; left missing")
+            na_cells.append((g, periods[ti], "no comparison units"))
+            continue
+        if not covs and est_method in ("dr", "ipw") and n_tr[j] / (n_tr[j] + n_co[j]) >= overlap_max:
+            # R did's guard with an intercept-only score: the cohort's share of the cell
+            na_cells.append((g, periods[ti], f"overlap fails: cohort is {n_tr[j] / (n_tr[j] + n_co[j]):.4f} "
+                                             f">= overlap_max {overlap_max} of the cell's units"))
             continue
         if not covs:
             # closed form: all three methods reduce to a difference of weighted mean changes
@@ -1146,7 +1276,11 @@ def att_gt(
                 for r_, c in enumerate(covs, start=1):
                     Xr[r_] = np.concatenate([Xs[c][s, cov_t] for s in [tr, *ctrl]])
                 wc = np.concatenate([w[s] for s in [tr, *ctrl]])
-                des = _CovDesign(Xr, wc, n_tr[j], est_method, beta0=last_beta.get(float(g)))
+                des = _CovDesign(Xr, wc, n_tr[j], est_method, beta0=last_beta.get(float(g)),
+                                 overlap_max=overlap_max, trim_level=trim_level)
+                if des.n_trimmed:
+                    notes.append(f"cohort {int(g)}, covariates of {int(periods[cov_t])}: {des.n_trimmed} comparison "
+                                 f"unit(s) with propensity score >= trim_level {trim_level} get weight zero (DRDID)")
                 des_key = key
                 if des.beta is not None:
                     last_beta[float(g)] = des.beta
@@ -1154,7 +1288,11 @@ def att_gt(
                 dY_c = np.concatenate([Y[s, ti] - Y[s, bi] for s in ctrl]) if len(ctrl) > 1 else Y[ctrl[0], ti] - Y[ctrl[0], bi]
                 a, inf_t, inf_c = des.estimate(Y[tr, ti] - Y[tr, bi], dY_c, est_method)
             if not des.ok:
-                notes.append(f"ATT({int(g)},{int(periods[ti])}): covariate model could not be estimated (singular design or separation); left missing")
+                if des.reason.startswith("overlap"):
+                    na_cells.append((g, periods[ti], des.reason))
+                else:
+                    notes.append(f"ATT({int(g)},{int(periods[ti])}): covariate model could not be estimated (singular design or separation); left missing")
+                    na_cells.append((g, periods[ti], des.reason or "covariate model could not be estimated"))
                 continue
             att[j] = a
             scale = n / des.m
@@ -1167,8 +1305,21 @@ def att_gt(
     if small:
         notes.append(f"small cohort(s) {small}: fewer than {len(covs) + 5} units (R did warns likewise)")
 
-    se_an = _analytic_se(IF)
+    se_an = _analytic_se(IF, cluster)
     se_an = np.where(np.isfinite(att), se_an, np.nan)
+    _warn_na_cells(na_cells)
+    if not (bootstrap or cband):  # nothing needs the multiplier bootstrap: do not run it
+        return ATTgtResult(
+            groups=_readonly(groups), times=_readonly(times), base_times=_readonly(bases), att=_readonly(att),
+            se=_readonly(se_an), se_analytic=_readonly(se_an), crit_val=np.nan, n_treated=_readonly(n_tr),
+            n_control=_readonly(n_co), inffunc=_readonly(IF), unit_cohort=_readonly(G),
+            unit_weight=_readonly(w), cluster=None if cluster is None else _readonly(cluster),
+            periods=_readonly(periods.copy()), n_units=int(n), yname=yname, xformla=xformla,
+            control_group=control_group, est_method=est_method, anticipation=int(anticipation),
+            base_period=base_period, bootstrap=False, biters=int(biters), alp=float(alp), seed=int(seed),
+            exclusions=excl, notes=tuple(dict.fromkeys(notes)), cband=False, na_cells=_na_frame(na_cells),
+            unit_ids=_readonly(np.asarray(P.ids)[order]),
+        )
     # The cohort indicators (times the weight) are bootstrapped with the same draws: aggte's
     # influence functions are linear in the cells' and these, so it reuses the draws instead of redrawing.
     if structured:
@@ -1187,6 +1338,8 @@ def att_gt(
     se_b, crit = _boot_summary(bres, m, alp)
     se = se_b if bootstrap else se_an
     se = np.where(np.isfinite(att), se, np.nan)
+    if not cband:
+        crit = np.nan
     if np.isfinite(crit) and crit >= 7:
         notes.append(f"simultaneous critical value {crit:.2f} is large; small cohorts or little outcome variation")
 
@@ -1200,7 +1353,283 @@ def att_gt(
         base_period=base_period, bootstrap=bool(bootstrap), biters=int(biters), alp=float(alp), seed=int(seed),
         exclusions=excl, notes=tuple(dict.fromkeys(notes)),
         boot_draws=_readonly(bres), boot_cohorts=_readonly(np.asarray(glist, dtype=float)),
-        boot_cohort_draws=_readonly(bres_all[:, k:]), n_boot_units=int(m),
+        boot_cohort_draws=_readonly(bres_all[:, k:]), n_boot_units=int(m), cband=cband,
+        na_cells=_na_frame(na_cells), unit_ids=_readonly(np.asarray(P.ids)[order]),
+    )
+
+
+# --------------------------------------------------------------------------- unbalanced panels, repeated cross sections
+def _ols_alr(X, y, wsel, n):
+    """Weighted OLS on the rows with ``wsel > 0``: fitted values on all rows and the asymptotic
+    linear representation of the coefficients (n x k), or (None, None) if singular."""
+    A = (X.T * wsel) @ X / n
+    if np.linalg.cond(A) > 1 / np.finfo(float).eps:
+        return None, None
+    beta = np.linalg.solve(A, (X.T * wsel) @ y / n)
+    fit = X @ beta
+    return fit, ((wsel * (y - fit))[:, None] * X) @ np.linalg.inv(A)
+
+
+def _rc_cell(y, post, D, X, w, method, trim_level=0.995):
+    r"""One 2x2 ATT from repeated cross sections (rows of two periods), as DRDID 1.2's
+    ``reg_did_rc``, ``std_ipw_did_rc`` and ``drdid_rc`` (locally efficient doubly robust).
+
+    Returns ``(att, influence function per row, n_trimmed)``; ``(nan, None, 0)`` when a
+    regression is singular or the logit fails. Weights are normalised to mean one on the cell.
+    With ``X`` a column of ones every method is the difference of the four weighted means.
+    """
+    n = len(y)
+    w = w / w.mean()
+    C = 1.0 - D
+    pre = 1.0 - post
+    mean = np.mean
+    if method == "reg":
+        o_pre, a_pre = _ols_alr(X, y, w * C * pre, n)
+        o_post, a_post = _ols_alr(X, y, w * C * post, n)
+        if o_pre is None or o_post is None:
+            return np.nan, None, 0
+        w_tp, w_t1, w_c = w * D * pre, w * D * post, w * D
+        e_tp, e_t1 = mean(w_tp * y) / mean(w_tp), mean(w_t1 * y) / mean(w_t1)
+        e_c = mean(w_c * (o_post - o_pre)) / mean(w_c)
+        inf_t = (w_t1 * y - w_t1 * e_t1) / mean(w_t1) - (w_tp * y - w_tp * e_tp) / mean(w_tp)
+        M1 = (w_c[:, None] * X).mean(axis=0)
+        inf_c = (w_c * (o_post - o_pre) - w_c * e_c + a_post @ M1 - a_pre @ M1) / mean(w_c)
+        return (e_t1 - e_tp) - e_c, inf_t - inf_c, 0
+    ps, H = _logit(X, D, w)
+    if ps is None:
+        return np.nan, None, 0
+    ps = np.minimum(ps, 1 - 1e-6)
+    keep = np.where(D == 1, 1.0, (ps < trim_level).astype(float))
+    n_trim = int(((D == 0) & (ps >= trim_level)).sum())
+    alr_ps = ((w * (D - ps))[:, None] * X) @ (np.linalg.inv(H) * n)
+    w_tp, w_t1 = keep * w * D * pre, keep * w * D * post
+    odds = ps / (1 - ps)
+    w_cp, w_c1 = keep * w * odds * C * pre, keep * w * odds * C * post
+    if method == "ipw":
+        out_c = np.zeros(n)
+    else:
+        o_cpre, a_cpre = _ols_alr(X, y, w * C * pre, n)
+        o_cpost, a_cpost = _ols_alr(X, y, w * C * post, n)
+        o_tpre, a_tpre = _ols_alr(X, y, w * D * pre, n)
+        o_tpost, a_tpost = _ols_alr(X, y, w * D * post, n)
+        if any(o is None for o in (o_cpre, o_cpost, o_tpre, o_tpost)):
+            return np.nan, None, 0
+        out_c = post * o_cpost + (1 - post) * o_cpre
+    r = y - out_c
+
+    def eta(wt, v):
+        return wt * v / mean(wt)
+
+    parts = {k: eta(wt, r) for k, wt in (("tp", w_tp), ("t1", w_t1), ("cp", w_cp), ("c1", w_c1))}
+    att_ = {k: mean(v) for k, v in parts.items()}
+    wts = {"tp": w_tp, "t1": w_t1, "cp": w_cp, "c1": w_c1}
+    inf = {k: parts[k] - wts[k] * att_[k] / mean(wts[k]) for k in parts}
+    M2p = ((w_cp * (r - att_["cp"]))[:, None] * X).mean(axis=0) / mean(w_cp)
+    M2t = ((w_c1 * (r - att_["c1"]))[:, None] * X).mean(axis=0) / mean(w_c1)
+    inf_cont_ps = alr_ps @ (M2t - M2p)
+    est = (att_["t1"] - att_["tp"]) - (att_["c1"] - att_["cp"])
+    if method == "ipw":
+        return est, (inf["t1"] - inf["tp"]) - (inf["c1"] - inf["cp"] + inf_cont_ps), n_trim
+    w_d, w_dt1, w_dt0 = keep * w * D, keep * w * D * post, keep * w * D * pre
+    dpost, dpre = o_tpost - o_cpost, o_tpre - o_cpre
+    e = {"d1": eta(w_d, dpost), "dt1": eta(w_dt1, dpost), "d0": eta(w_d, dpre), "dt0": eta(w_dt0, dpre)}
+    ew = {"d1": w_d, "dt1": w_dt1, "d0": w_d, "dt0": w_dt0}
+    ae = {k: mean(v) for k, v in e.items()}
+    est += (ae["d1"] - ae["dt1"]) - (ae["d0"] - ae["dt0"])
+    ie = {k: e[k] - ew[k] * ae[k] / mean(ew[k]) for k in e}
+    M1t = -(w_t1[:, None] * post[:, None] * X).mean(axis=0) / mean(w_t1)
+    M1p = -(w_tp[:, None] * pre[:, None] * X).mean(axis=0) / mean(w_tp)
+    inf_treat_or = a_cpost @ M1t + a_cpre @ M1p
+    M3t = -(w_c1[:, None] * post[:, None] * X).mean(axis=0) / mean(w_c1)
+    M3p = -(w_cp[:, None] * pre[:, None] * X).mean(axis=0) / mean(w_cp)
+    inf_cont_or = a_cpost @ M3t + a_cpre @ M3p
+    inf_eff = (ie["d1"] - ie["dt1"]) - (ie["d0"] - ie["dt0"])
+    mom_post = ((w_d / mean(w_d) - w_dt1 / mean(w_dt1))[:, None] * X).mean(axis=0)
+    mom_pre = ((w_d / mean(w_d) - w_dt0 / mean(w_dt0))[:, None] * X).mean(axis=0)
+    inf_or = (a_tpost - a_cpost) @ mom_post - (a_tpre - a_cpre) @ mom_pre
+    inf_treat = inf["t1"] - inf["tp"] + inf_treat_or
+    inf_cont = inf["c1"] - inf["cp"] + inf_cont_ps + inf_cont_or
+    return est, inf_treat - inf_cont + inf_eff + inf_or, n_trim
+
+
+def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, control_group, est_method, anticipation,
+                       base_period, weightsname, clustervars, bootstrap, biters, alp, seed, panel, cband,
+                       overlap_max, trim_level, _groups=None) -> ATTgtResult:
+    r"""``att_gt`` for unbalanced panels (``allow_unbalanced_panel=True``) and repeated cross sections
+    (``panel=False``), as R did 2.5.
+
+    Every (g, t) cell takes the *rows* of cohort g and of the comparison cohorts in the base
+    period b and in t (a firm enters a cell when it is observed in b, in t, or both) and applies
+    DRDID's repeated-cross-section estimator (``reg_did_rc``, ``std_ipw_did_rc``, ``drdid_rc``;
+    covariates are each row's own). The influence function, computed per row and scaled by
+    :math:`n/n_1` (n units, :math:`n_1` rows in the cell), is summed over the rows of a unit,
+    so inference is clustered by unit (R did's ``aggregate(inf.func, list(id), sum)``). With
+    ``panel=False`` each row is its own unit. Without covariates the estimate is
+    :math:`(\bar Y_{g,t}-\bar Y_{g,b})-(\bar Y_{C,t}-\bar Y_{C,b})` over the rows of each period.
+    Note it differs from the balanced estimator even on a balanced panel (different influence
+    function; the point estimate without covariates is the same).
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"df must be a pandas DataFrame; got {type(df).__name__}")
+    extra_cluster = [c for c in clustervars if c != idname]
+    if len(extra_cluster) > 1:
+        raise ValueError(f"clustervars: at most one variable besides idname ({idname!r}); got {clustervars!r}")
+    cols = list(dict.fromkeys([yname, tname, gname, *covs] + ([idname] if idname else [])
+                              + ([weightsname] if weightsname else []) + extra_cluster))
+    _require(df, cols)
+    d = df[cols]
+    for c in [yname, tname, gname, *covs] + ([weightsname] if weightsname else []):
+        if not (pd.api.types.is_numeric_dtype(d[c]) or pd.api.types.is_bool_dtype(d[c])):
+            raise TypeError(f"df: column {c!r} must be numeric; got dtype {d[c].dtype}")
+    excl: dict[str, int] = {}
+    notes: list[str] = []
+    na_cells: list[tuple] = []
+    need = [yname, tname, gname, *covs] + ([weightsname] if weightsname else [])
+    bad = d[need].isna().any(axis=1).to_numpy()
+    if bad.any():
+        # R did drops rows with missing values (with a warning); we count them
+        excl["rows_with_missing_values"] = int(bad.sum())
+        warnings.warn(f"att_gt: {int(bad.sum())} row(s) with missing values in {need} dropped", UserWarning, stacklevel=3)
+        d = d.loc[~bad]
+    if panel:
+        uid, ids = pd.factorize(d[idname], sort=True)
+        if (uid < 0).any():
+            raise ValueError(f"df: column {idname!r} has missing values. Examples:\n{_examples(d, uid < 0, [idname, tname, yname])}")
+        dup = d.duplicated([idname, tname], keep=False).to_numpy()
+        if dup.any():
+            raise ValueError(f"df: {int(dup.sum())} rows share a ({idname}, {tname}) pair; one row per unit and period is "
+                             f"required. Examples:\n{_examples(d, dup, [idname, tname, yname, gname])}")
+        for c in [gname] + ([weightsname] if weightsname else []) + extra_cluster:
+            nun = d.groupby(uid)[c].nunique(dropna=False)
+            if (nun > 1).any():
+                badu = np.isin(uid, nun.index[nun > 1])
+                what = "first treatment period" if c == gname else ("weights" if c == weightsname else "cluster variable")
+                raise ValueError(f"df: column {c!r} ({what}) varies within {idname} for {int((nun > 1).sum())} unit(s); "
+                                 f"it must be constant per unit. Examples:\n{_examples(d, badu, [idname, tname, c])}")
+    else:
+        uid = np.arange(len(d))
+        ids = np.arange(len(d))
+    n = len(ids)
+    t_row = d[tname].to_numpy(dtype=float)
+    periods = np.unique(t_row)
+    T = len(periods)
+    tcode = np.searchsorted(periods, t_row)
+    y = d[yname].to_numpy(dtype=float)
+    G = d[gname].to_numpy(dtype=float)
+    if (G < 0).any():
+        raise ValueError(f"df: column {gname!r} must be 0 (never treated) or a period; got negatives")
+    late = G > periods[-1]
+    if late.any():
+        excl["units_treated_after_last_period_set_never_treated"] = int(len(np.unique(uid[late])))
+        G = np.where(late, 0.0, G)
+    w = d[weightsname].to_numpy(dtype=float) if weightsname else np.ones(len(d))
+    if (w < 0).any():
+        raise ValueError(f"df: weights {weightsname!r} must be non-negative")
+    Xall = np.column_stack([np.ones(len(d))] + [d[c].to_numpy(dtype=float) for c in covs])
+    if panel:
+        nper = np.bincount(uid, minlength=n)
+        if (nper < T).any():
+            excl["units_not_observed_every_period_kept"] = int((nper < T).sum())
+        if (nper == 1).any():
+            excl["units_observed_once_kept"] = int((nper == 1).sum())
+    G_unit = np.zeros(n)
+    G_unit[uid] = G
+    w_unit = np.zeros(n)
+    w_unit[uid] = w
+    cluster = None
+    if extra_cluster:
+        cc = pd.factorize(d[extra_cluster[0]])[0]
+        if (cc < 0).any():
+            raise ValueError(f"clustervars: {extra_cluster[0]!r} has missing values")
+        cl_unit = np.zeros(n, dtype=np.int64)
+        cl_unit[uid] = cc
+        cluster = pd.factorize(cl_unit)[0]
+
+    glist_all = np.unique(G[G > 0])
+    no_pre = [int(g) for g in glist_all if g - anticipation <= periods[0]]
+    if no_pre:
+        raise ValueError(
+            f"df: cohort(s) {no_pre} in {gname!r} have no pre-treatment period within {tname} "
+            f"{int(periods[0])}-{int(periods[-1])} (anticipation {anticipation}); drop these units or start earlier.")
+    glist = glist_all if _groups is None else glist_all[np.isin(glist_all, np.asarray(_groups, dtype=float))]
+    if len(glist) == 0:
+        raise ValueError(f"df: no treated units (all {gname!r} are 0 or after the last period)")
+    if control_group == "nevertreated" and not (G == 0).any():
+        raise ValueError(f"df: control_group='nevertreated' but no unit has {gname!r} == 0 (never treated); "
+                         f"use control_group='notyettreated' or add never-treated units")
+    cells = []
+    for g in glist:
+        b_post = int(np.searchsorted(periods, g - anticipation, side="left")) - 1
+        rng_t = range(1, T) if base_period == "varying" else range(T)
+        for ti in rng_t:
+            if periods[ti] >= g - anticipation:
+                cells.append((g, ti, b_post))
+            else:
+                cells.append((g, ti, ti - 1 if base_period == "varying" else b_post))
+    k = len(cells)
+    IF = np.zeros((n, k))
+    att = np.full(k, np.nan)
+    n_tr = np.zeros(k, dtype=np.int64)
+    n_co = np.zeros(k, dtype=np.int64)
+    groups = np.array([c[0] for c in cells], dtype=float)
+    times = np.array([periods[c[1]] for c in cells], dtype=float)
+    bases = np.array([periods[c[2]] for c in cells], dtype=float)
+    for j, (g, ti, bi) in enumerate(cells):
+        if ti == bi:
+            att[j] = 0.0
+            continue
+        tc = periods[max(ti, bi)]
+        ctrl_row = (G == 0) if control_group == "nevertreated" else ((G == 0) | ((G > tc + anticipation) & (G != g)))
+        rows = np.flatnonzero(((tcode == ti) | (tcode == bi)) & ((G == g) | ctrl_row))
+        Dr = (G[rows] == g).astype(float)
+        postr = (tcode[rows] == ti).astype(float)
+        n_tr[j] = len(np.unique(uid[rows][Dr == 1]))
+        n_co[j] = len(np.unique(uid[rows][Dr == 0]))
+        if min((Dr * postr).sum(), (Dr * (1 - postr)).sum(), ((1 - Dr) * postr).sum(), ((1 - Dr) * (1 - postr)).sum()) == 0:
+            na_cells.append((g, periods[ti], "no treated or no comparison rows in one of the two periods"))
+            continue
+        X = Xall[rows] if covs else Xall[rows, :1]
+        if est_method in ("dr", "ipw"):
+            pu = _logit(X, Dr, np.ones(len(rows)))[0] if covs else np.full(len(rows), Dr.mean())
+            if pu is None or pu.max() >= overlap_max:
+                na_cells.append((g, periods[ti], "overlap fails: propensity score reaches "
+                                 f"{np.nan if pu is None else pu.max():.4f} >= overlap_max {overlap_max}"))
+                continue
+        a, inf, ntrim = _rc_cell(y[rows], postr, Dr, X, w[rows], est_method, trim_level)
+        if inf is None or not np.isfinite(a):
+            na_cells.append((g, periods[ti], "covariate model could not be estimated (singular design or separation)"))
+            continue
+        if ntrim:
+            notes.append(f"ATT({int(g)},{int(periods[ti])}): {ntrim} comparison row(s) with propensity score >= "
+                         f"trim_level {trim_level} get weight zero (DRDID)")
+        att[j] = a
+        # per-row influence function, scaled to the n units, summed within unit (clustered by unit)
+        IF[:, j] = np.bincount(uid[rows], weights=(n / len(rows)) * inf, minlength=n)
+    _warn_na_cells(na_cells)
+    se_an = np.where(np.isfinite(att), _analytic_se(IF, cluster), np.nan)
+    crit, se, bres, Zd, m = np.nan, se_an, None, None, n
+    if bootstrap or cband:
+        Z = _cohort_columns(G_unit, w_unit / w_unit.mean(), glist)
+        bres_all, m = _multiplier_bootstrap(IF, cluster, int(biters), seed, None, extra=Z)
+        bres, Zd = bres_all[:, :k], bres_all[:, k:]
+        se_b, crit = _boot_summary(bres, m, alp)
+        if bootstrap:
+            se = np.where(np.isfinite(att), se_b, np.nan)
+        if not cband:
+            crit = np.nan
+    return ATTgtResult(
+        groups=_readonly(groups), times=_readonly(times), base_times=_readonly(bases), att=_readonly(att),
+        se=_readonly(se), se_analytic=_readonly(se_an), crit_val=float(crit), n_treated=_readonly(n_tr),
+        n_control=_readonly(n_co), inffunc=_readonly(IF), unit_cohort=_readonly(G_unit),
+        unit_weight=_readonly(w_unit / w_unit.mean()), cluster=None if cluster is None else _readonly(cluster),
+        periods=_readonly(periods.copy()), n_units=int(n), yname=yname, xformla=xformla,
+        control_group=control_group, est_method=est_method, anticipation=int(anticipation), base_period=base_period,
+        bootstrap=bool(bootstrap), biters=int(biters), alp=float(alp), seed=int(seed), exclusions=excl,
+        notes=tuple(dict.fromkeys(notes)), boot_draws=None if bres is None else _readonly(bres),
+        boot_cohorts=_readonly(np.asarray(glist, dtype=float)),
+        boot_cohort_draws=None if Zd is None else _readonly(Zd), n_boot_units=int(m), cband=cband,
+        na_cells=_na_frame(na_cells), unit_ids=_readonly(np.asarray(ids)), panel=bool(panel),
+        allow_unbalanced_panel=True,
     )
 
 
@@ -1215,6 +1644,7 @@ def aggte(
     bootstrap: bool | None = None,
     biters: int | None = None,
     alp: float | None = None,
+    cband: bool | None = None,
 ) -> AggteResult:
     r"""Aggregate group-time ATTs as R did's ``aggte``.
 
@@ -1228,8 +1658,9 @@ def aggte(
         Keep only cohorts observed for at least ``balance_e`` periods after treatment (``dynamic``).
     na_rm : bool
         Drop cells with a missing ATT instead of raising.
-    bootstrap, biters, alp : optional
-        Override the settings of ``result``.
+    bootstrap, biters, alp, cband : optional
+        Override the settings of ``result``. Without ``bootstrap`` and ``cband`` no
+        bootstrap runs and the keyed rows' ``conf_*`` are pointwise.
 
     Returns
     -------
@@ -1263,6 +1694,7 @@ def aggte(
     if not isinstance(result, ATTgtResult):
         raise TypeError(f"result must be an ATTgtResult from att_gt; got {builtins_type(result).__name__}")
     bootstrap = result.bootstrap if bootstrap is None else bool(bootstrap)
+    cband = result.cband if cband is None else bool(cband)
     biters = result.biters if biters is None else int(biters)
     alp = result.alp if alp is None else float(alp)
     att_all = np.asarray(result.att)
@@ -1376,27 +1808,28 @@ def aggte(
     C_ext = np.vstack([C, np.zeros((1, C.shape[1]))])
     allif = result.inffunc @ A_full + w[:, None] * C_ext[np.where(on, cpos, len(cohorts))]
 
-    if result.boot_draws is not None and biters == result.biters:
-        bres = result.boot_draws @ A_full + result.boot_cohort_draws @ C
-        m = result.n_boot_units
-    else:
-        bres, m = _multiplier_bootstrap(allif, result.cluster, biters, result.seed + 1, None)
-    se_b, _ = _boot_summary(bres, m, alp)
-    se_all = se_b if bootstrap else _analytic_se(allif)
     key_if, overall_if = allif[:, 1:], allif[:, 0]
     crit = np.nan
     z = stats.norm.ppf(1 - alp / 2)
-    if key_if.shape[1] > 0:
-        _, crit = _boot_summary(bres[:, 1:], m, alp)
-        if not np.isfinite(crit) or crit < z:
-            crit = z
+    if bootstrap or cband:
+        if result.boot_draws is not None and biters == result.biters:
+            bres = result.boot_draws @ A_full + result.boot_cohort_draws @ C
+            m = result.n_boot_units
+        else:
+            bres, m = _multiplier_bootstrap(allif, result.cluster, biters, result.seed + 1, None)
+        se_b, _ = _boot_summary(bres, m, alp)
+        if key_if.shape[1] > 0 and cband:
+            _, crit = _boot_summary(bres[:, 1:], m, alp)
+            if not np.isfinite(crit) or crit < z:
+                crit = z
+    se_all = se_b if bootstrap else _analytic_se(allif, result.cluster)
     return AggteResult(
         type=type, overall_att=overall, overall_se=float(se_all[0]), keys=_readonly(np.asarray(keys)),
         att=_readonly(np.asarray(key_att, dtype=float)), se=_readonly(se_all[1:]), crit_val=float(crit),
         n_treated_keys=_readonly(key_ntr), n_control_keys=_readonly(key_nco), n_treated=int(n_treated),
         n_control=int(n_control), alp=alp, yname=result.yname, bootstrap=bootstrap,
         inffunc=_readonly(key_if), overall_inffunc=_readonly(overall_if), min_e=min_e, max_e=max_e,
-        balance_e=balance_e,
+        balance_e=balance_e, cluster=result.cluster,
     )
 
 
