@@ -56,6 +56,8 @@ __all__ = [
     "EffectReport",
     "drop_without_pre_period",
     "with_matching_weights",
+    "matched_att_gt",
+    "matched_user_count",
     "COMPARISON_METHODS",
     "REPORT_TABLES",
 ]
@@ -1633,6 +1635,214 @@ def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, contro
     )
 
 
+# --------------------------------------------------------------------------- matched samples: stacked, cohort-wise
+#: Columns of the matched-units file written by notebook 03.
+MATCHED_UNIT_COLUMNS = ("cohort", "treated", "weight")
+
+
+def matched_user_count(matched_units: pd.DataFrame, key: str = "be_id") -> int:
+    """Matched users: distinct firms that are a treated row of some cohort (notebook 03's definition).
+
+    Examples
+    --------
+    >>> mu = pd.DataFrame({"be_id": ["a", "b", "a", "c"], "cohort": [2019, 2019, 2021, 2021],
+    ...                    "treated": [0, 1, 1, 0], "weight": [1.0, 1.0, 1.0, 1.0]})
+    >>> matched_user_count(mu)
+    2
+    """
+    _require(matched_units, [key, "treated"], "matched_units")
+    return int(matched_units.loc[matched_units["treated"].astype(int) == 1, key].nunique())
+
+
+def with_matching_weights(panel: pd.DataFrame, matched_units: pd.DataFrame, *, gname: str, key: str = "be_id",
+                          weight: str = "weight", tname: str = "year") -> pd.DataFrame:
+    r"""The stacked matched panel: one block of rows per cohort, holding that cohort's matched set.
+
+    Block g has the panel rows of cohort g's matched users and of *their* matched comparison
+    firms, with that match's weights. A firm in several cohorts' sets (a comparison firm
+    matched twice, or a comparison firm of 2019 that is a user in 2021) appears once per
+    block, in the role it was matched in there: never with summed weights, never as a user
+    of a cohort it was not matched as a user of.
+
+    Parameters
+    ----------
+    panel : DataFrame
+        Firm-year panel with ``key``, ``tname`` and ``gname`` (first use, 0 = never).
+    matched_units : DataFrame
+        ``key, cohort, treated, weight`` (notebook 03's ``matched_units.parquet``).
+    gname : str
+        First-use column of the panel.
+
+    Returns
+    -------
+    DataFrame
+        The panel columns plus ``cohort`` (the block), ``treated`` (0/1, role in the block),
+        ``weight`` (the match weight), ``stack_id`` (int64, one per cohort x firm) and
+        ``g_stack``: the block's cohort for its users; for comparison firms 0, or their own
+        first use if it comes later (they leave the not-yet-treated comparison set then).
+
+    Raises
+    ------
+    ValueError
+        A matched user whose first use in the panel is not its cohort, a comparison firm that
+        had already used the programme by the cohort's year, or duplicated (cohort, firm) rows;
+        the message lists examples.
+
+    Examples
+    --------
+    >>> p = pd.DataFrame({"be_id": ["a"] * 2 + ["b"] * 2, "year": [2018, 2019] * 2, "g": [2019] * 2 + [0] * 2})
+    >>> mu = pd.DataFrame({"be_id": ["a", "b"], "cohort": [2019, 2019], "treated": [1, 0], "weight": [1.0, 1.0]})
+    >>> s = with_matching_weights(p, mu, gname="g")
+    >>> s[["be_id", "cohort", "treated", "g_stack"]].drop_duplicates().values.tolist()
+    [['a', 2019, 1, 2019], ['b', 2019, 0, 0]]
+    """
+    _require(matched_units, [key, *MATCHED_UNIT_COLUMNS], "matched_units")
+    _require(panel, [key, tname, gname], "panel")
+    mu = matched_units[[key, "cohort", "treated", weight]].rename(columns={weight: "weight"})
+    dup = mu.duplicated([key, "cohort"], keep=False).to_numpy()
+    if dup.any():
+        raise ValueError(f"matched_units: {int(dup.sum())} rows repeat a ({key}, cohort) pair; one row per firm and "
+                         f"cohort is required. Examples:\n{_examples(mu, dup, [key, 'cohort', 'treated', 'weight'])}")
+    g_firm = panel.groupby(key, sort=False)[gname].first()
+    own = mu[key].map(g_firm)
+    missing = own.isna().to_numpy()
+    if missing.any():
+        raise ValueError(f"matched_units: {int(missing.sum())} matched firm(s) are not in the panel (were the samples "
+                         f"built from different runs?). Examples:\n{_examples(mu, missing, [key, 'cohort', 'treated'])}")
+    tr = mu["treated"].astype(int).to_numpy() == 1
+    coh = mu["cohort"].to_numpy(dtype=float)
+    ownv = own.to_numpy(dtype=float)
+    bad_user = tr & (ownv != coh)
+    if bad_user.any():
+        ex = mu.assign(**{f"panel_{gname}": ownv})
+        raise ValueError(f"matched_units: {int(bad_user.sum())} matched user(s) whose first use in the panel "
+                         f"({gname}) is not their cohort. Examples:\n"
+                         f"{_examples(ex, bad_user, [key, 'cohort', 'treated', f'panel_{gname}'])}")
+    bad_ctrl = ~tr & (ownv > 0) & (ownv <= coh)
+    if bad_ctrl.any():
+        ex = mu.assign(**{f"panel_{gname}": ownv})
+        raise ValueError(f"matched_units: {int(bad_ctrl.sum())} comparison firm(s) had already used the programme by "
+                         f"their cohort's first year. Examples:\n"
+                         f"{_examples(ex, bad_ctrl, [key, 'cohort', 'treated', f'panel_{gname}'])}")
+    mu = mu.assign(treated=tr.astype("int64"), cohort=mu["cohort"].astype("int64"),
+                   g_stack=np.where(tr, coh, np.where(ownv > coh, ownv, 0.0)).astype("int64"),
+                   stack_id=np.arange(len(mu), dtype="int64"))
+    out = panel.merge(mu, on=key, how="inner", suffixes=("", "_matched"))
+    return out.sort_values(["stack_id", tname], kind="stable", ignore_index=True)
+
+
+def matched_att_gt(stacked: pd.DataFrame, yname: str, tname: str = "year", *, key: str = "be_id",
+                   xformla: str | None = None, control_group: str = "notyettreated", est_method: str = "dr",
+                   anticipation: int = 0, allow_unbalanced_panel: bool = True, bootstrap: bool = True,
+                   cband: bool | None = None, biters: int = 999, alp: float = 0.05, seed: int = 0,
+                   overlap_max: float = 0.999, trim_level: float = 0.995) -> ATTgtResult:
+    r"""Group-time ATTs on a matched sample, each cohort on its own matched set (stacked design).
+
+    For every cohort g of ``stacked`` (from :func:`with_matching_weights`), :func:`att_gt`
+    estimates ATT(g, t) on block g only: its matched users against its matched comparison
+    firms, weighted by that match's weights (comparison firms that start using the programme
+    later leave the comparison set from then on with ``control_group="notyettreated"``, and
+    take no part with ``"nevertreated"``). The blocks' influence functions are then put on
+    one row per *firm* and summed over the blocks a firm belongs to, so :func:`aggte`'s
+    standard errors are clustered by firm: a firm matched in several cohorts counts once,
+    with its dependence across cohorts.
+
+    Returns
+    -------
+    ATTgtResult
+        As :func:`att_gt`; ``unit_ids`` are the firms, ``unit_cohort`` is a firm's cohort
+        as a matched user (0 for firms that are only comparison firms), so
+        :func:`aggte` weights cohorts by their number of matched users.
+
+    Notes
+    -----
+    With :math:`n_g` units in block g and N distinct firms, block g's influence function
+    :math:`\psi^{(g)}` (scaled to :math:`n_g`) becomes :math:`(N/n_g)\psi^{(g)}_i` on firm i's
+    row; a cell's standard error :math:`\sqrt{\sum_i\psi_i^2}/N` is unchanged, and the
+    covariance of cells of different cohorts comes from the firms they share. This is the
+    stacked DiD with cohort-specific comparison sets (Cengiz et al. 2019; Wing, Freedman and
+    Hollingsworth 2024) with Callaway-Sant'Anna cells inside each stack.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> n = 200
+    >>> p = pd.DataFrame({"be_id": np.repeat(np.arange(n).astype(str), 3), "year": np.tile([2017, 2018, 2019], n),
+    ...                   "g": np.repeat(np.where(np.arange(n) < 50, 2019, 0), 3)})
+    >>> p["y"] = rng.normal(size=3 * n) + 0.5 * ((p.g > 0) & (p.year >= p.g))
+    >>> mu = pd.DataFrame({"be_id": np.arange(100).astype(str), "cohort": 2019,
+    ...                    "treated": (np.arange(100) < 50).astype(int), "weight": 1.0})
+    >>> r = matched_att_gt(with_matching_weights(p, mu, gname="g"), "y", bootstrap=False, cband=False)
+    >>> r.n_units, r.tidy()["time"].tolist()
+    (100, [2018, 2019])
+    """
+    _require(stacked, [key, tname, yname, "cohort", "treated", "weight", "stack_id", "g_stack"], "stacked")
+    covs = parse_xformla(xformla)
+    cband = bool(bootstrap) if cband is None else bool(cband)
+    firms, firm_code = np.unique(stacked[key].astype(str).to_numpy(), return_inverse=True)
+    stacked = stacked.assign(_firm=firm_code)
+    N = len(firms)
+    parts, excl, notes, na = [], {}, [], []
+    for g, blk in stacked.groupby("cohort", sort=True):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = att_gt(blk, yname, tname, "stack_id", "g_stack", xformla=xformla, control_group=control_group,
+                       est_method=est_method, anticipation=anticipation, weightsname="weight", bootstrap=False,
+                       cband=False, allow_unbalanced_panel=allow_unbalanced_panel, overlap_max=overlap_max,
+                       trim_level=trim_level, _groups=[g])
+        for c in caught:  # say which cohort's set a warning is about
+            warnings.warn(f"cohort {int(g)} matched set: {c.message}", c.category, stacklevel=2)
+        firm_of = blk.drop_duplicates("stack_id").set_index("stack_id")["_firm"]
+        rows = firm_of.reindex(np.asarray(r.unit_ids)).to_numpy()
+        parts.append((r, rows))
+        for k_, v in r.exclusions.items():
+            excl[k_] = excl.get(k_, 0) + int(v)
+        notes += [f"cohort {int(g)}: {x}" for x in r.notes]
+        na.append(r.na_cells)
+    K = sum(len(r.att) for r, _ in parts)
+    IF = np.zeros((N, K))
+    j = 0
+    for r, rows in parts:
+        k = len(r.att)
+        # rescale from the block's n_g units to the N firms, then add: a firm in several blocks is one row
+        np.add.at(IF, (rows[:, None], np.arange(j, j + k)[None, :]), (N / r.n_units) * np.asarray(r.inffunc))
+        j += k
+    cat = lambda f: np.concatenate([np.asarray(getattr(r, f)) for r, _ in parts])  # noqa: E731
+    att = cat("att")
+    mu_t = stacked.loc[stacked["treated"] == 1].drop_duplicates("stack_id")
+    G = np.zeros(N)
+    G[mu_t["_firm"].to_numpy()] = mu_t["cohort"].to_numpy(dtype=float)
+    w = np.ones(N)
+    w[mu_t["_firm"].to_numpy()] = mu_t["weight"].to_numpy(dtype=float)
+    w = w / w.mean()
+    glist = np.unique(cat("groups"))
+    se_an = np.where(np.isfinite(att), _analytic_se(IF), np.nan)
+    crit, se, bres, Zd, m = np.nan, se_an, None, None, N
+    if bootstrap or cband:
+        bres_all, m = _multiplier_bootstrap(IF, None, int(biters), seed, None, extra=_cohort_columns(G, w, glist))
+        bres, Zd = bres_all[:, :K], bres_all[:, K:]
+        se_b, crit = _boot_summary(bres, m, alp)
+        if bootstrap:
+            se = np.where(np.isfinite(att), se_b, np.nan)
+        if not cband:
+            crit = np.nan
+    na_cells = pd.concat(na, ignore_index=True) if na else _na_frame([])
+    r0 = parts[0][0]
+    return ATTgtResult(
+        groups=_readonly(cat("groups")), times=_readonly(cat("times")), base_times=_readonly(cat("base_times")),
+        att=_readonly(att), se=_readonly(se), se_analytic=_readonly(se_an), crit_val=float(crit),
+        n_treated=_readonly(cat("n_treated")), n_control=_readonly(cat("n_control")), inffunc=_readonly(IF),
+        unit_cohort=_readonly(G), unit_weight=_readonly(w), cluster=None,
+        periods=_readonly(np.unique(np.concatenate([np.asarray(r.periods) for r, _ in parts]))), n_units=int(N),
+        yname=yname, xformla=xformla, control_group=control_group, est_method=est_method,
+        anticipation=int(anticipation), base_period="varying", bootstrap=bool(bootstrap), biters=int(biters),
+        alp=float(alp), seed=int(seed), exclusions=excl, notes=tuple(dict.fromkeys(notes)),
+        boot_draws=None if bres is None else _readonly(bres), boot_cohorts=_readonly(glist),
+        boot_cohort_draws=None if Zd is None else _readonly(Zd), n_boot_units=int(m), cband=cband,
+        na_cells=na_cells, unit_ids=_readonly(firms), panel=True, allow_unbalanced_panel=r0.allow_unbalanced_panel,
+    )
+
+
 # --------------------------------------------------------------------------- aggte
 def aggte(
     result: ATTgtResult,
@@ -2103,18 +2313,6 @@ def drop_without_pre_period(panel: pd.DataFrame, gname: str, anticipation: int =
     return panel.loc[~no_pre], int(panel.loc[no_pre, idname].nunique())
 
 
-def with_matching_weights(panel: pd.DataFrame, matched_units: pd.DataFrame, *, key: str = "be_id",
-                          weight: str = "weight") -> pd.DataFrame:
-    """Rows of the matched units, with their matching weight summed over cohorts (column ``weight``).
-
-    A comparison firm matched in several cohorts counts with the sum of its weights, as a
-    weighted panel regression would treat it.
-    """
-    _require(matched_units, [key, weight], "matched_units")
-    w = matched_units.groupby(key, as_index=False)[weight].sum()
-    return panel.merge(w, on=key, how="inner")
-
-
 @dataclass(frozen=True, eq=False)
 class EffectReport:
     """Effect of a programme on one outcome in one sample: estimates, checked tables, narrative.
@@ -2144,6 +2342,17 @@ class EffectReport:
     tables: dict = field(repr=False)
     alp: float = 0.05
     min_units: int = 10
+    n_balanced_drop: int = 0
+    not_estimable_reason: str = ""
+
+    @property
+    def estimable(self) -> bool:
+        """False when the effect is undefined (the outcome never changes, or every cell is missing)."""
+        return not self.not_estimable_reason
+
+    def na_cells(self) -> pd.DataFrame:
+        """Group-time cells left missing (NA) with the reason (``group, time, reason``): overlap, no comparison firms."""
+        return self.att_gt.na_cells.copy()
 
     @property
     def tag(self) -> str:
@@ -2174,6 +2383,7 @@ class EffectReport:
         cs = cmp_.loc[COMPARISON_METHODS[0]]
         dyn = self.tables["event_study"].iloc[1:]
         return {
+            "estimable": self.estimable, "not_estimable_reason": self.not_estimable_reason,
             "simple_att": float(cs["estimate"]), "simple_se": float(cs["std_error"]),
             "simple_conf_low": float(cs["conf_low"]), "simple_conf_high": float(cs["conf_high"]),
             "dynamic": {str(int(k)): float(v) for k, v in zip(dyn["key"], dyn["estimate"])},
@@ -2189,6 +2399,8 @@ class EffectReport:
         from reach.report import fmt_number
 
         cs = self._cs()
+        if not self.estimable:
+            return f"not estimable: {self.not_estimable_reason}"
         if not np.isfinite(cs["estimate"]):
             return "not publishable (too few firms)"
         if self.detectable:
@@ -2205,6 +2417,8 @@ class EffectReport:
         p = self.tables["pretest"]["p_value"].iloc[0]
         lvl = int(round(100 * (1 - self.alp)))
         head = f"**{self.outcome}, {self.sample} sample:**"
+        if not self.estimable:
+            return f"{head} not estimable: {self.not_estimable_reason}."
         if not np.isfinite(cs["estimate"]):
             text = f"{head} the overall effect rests on too few firms to be published under the disclosure rules."
         elif not np.isfinite(cs["std_error"]):
@@ -2234,12 +2448,21 @@ class EffectReport:
         return text
 
     def exclusions_text(self) -> str:
-        """Units the estimator left out of the balanced panel, counted safely; empty if none."""
+        """Which firms the estimates keep or leave out, counted safely; empty if nothing to say."""
         ex = self.att_gt.exclusions
-        if not ex:
-            return ""
-        return "Left out of the balanced panel: " + "; ".join(
-            f"{k.replace('_', ' ')}: {_count_text(int(v), self.min_units)}" for k, v in ex.items()) + " firms."
+        parts = []
+        if self.att_gt.allow_unbalanced_panel:
+            parts.append("Firms not observed in every year are kept (unbalanced panel: each ATT(g,t) uses the "
+                         "firms observed in its base year g-1 and in year t, inference clustered by firm); a balanced "
+                         f"panel would have dropped {_count_text(self.n_balanced_drop, self.min_units)} firms.")
+        if ex:
+            parts.append("Counted: " + "; ".join(
+                f"{k.replace('_', ' ')}: {_count_text(int(v), self.min_units)}" for k, v in ex.items()) + ".")
+        na = self.att_gt.na_cells
+        if len(na):
+            parts.append("Group-time cells not estimated (NA): " + "; ".join(
+                f"ATT({r.group},{r.time}): {r.reason}" for r in na.itertuples()) + ".")
+        return " ".join(parts)
 
     def figure(self, title: str | None = None):
         """Event-study figure drawn from the publishable event-study table (suppressed points absent)."""
@@ -2260,11 +2483,39 @@ class EffectReport:
         return f"EffectReport(programme={self.programme!r}, outcome={self.outcome!r}, sample={self.sample!r})"
 
 
+def _or_nan(fit, method: str) -> DiDEstimate:
+    """A comparison estimate, or an all-NaN one with the reason when the regression cannot run."""
+    try:
+        return fit()
+    except (ValueError, np.linalg.LinAlgError, ZeroDivisionError) as e:
+        return DiDEstimate(method, np.nan, np.nan, np.nan, np.nan, 0, 0, 0, 0, np.nan, note=f"not estimable: {e}")
+
+
+def _not_estimable(panel, outcome, idname, r, simple) -> str:
+    """Why an effect is undefined, or "" (never report an undefined effect as a 0.0 'no effect')."""
+    y = panel[outcome]
+    changes = panel.assign(_y=y).groupby(idname)["_y"].nunique(dropna=True)
+    if len(changes) and (changes <= 1).all():
+        vals = pd.unique(y.dropna())
+        v = f" (every firm has {outcome} = {vals[0]:g} in every year)" if len(vals) == 1 else ""
+        return f"{outcome} never changes over time within a firm in this sample{v}, so there is no change to compare"
+    if r is None or not np.isfinite(np.asarray(r.att, dtype=float)).any():
+        reasons = sorted(set(r.na_cells["reason"])) if r is not None and len(r.na_cells) else []
+        return "no group-time effect could be estimated" + (f" ({'; '.join(reasons)})" if reasons else "")
+    if simple is not None and not np.isfinite(simple.overall_se) and abs(simple.overall_att) < _TINY:
+        return (f"{outcome} changed identically for every firm entering the post-use comparisons, "
+                f"so the effect is not identified from variation")
+    return ""
+
+
 def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: str = "full",
                   gname: str | None = None, tname: str = "year", idname: str = "firm_id",
                   weightsname: str | None = None, xformla: str | None = None,
                   control_group: str = "nevertreated", est_method: str = "dr", anticipation: int = 0,
-                  biters: int = 999, alp: float = 0.05, seed: int = 0, rules=None) -> EffectReport:
+                  biters: int = 999, alp: float = 0.05, seed: int = 0, rules=None,
+                  matched_units: pd.DataFrame | None = None, key: str = "be_id",
+                  allow_unbalanced_panel: bool = False, overlap_max: float = 0.999,
+                  trim_level: float = 0.995) -> EffectReport:
     r"""Estimate a programme's effect on one outcome and check every table for disclosure.
 
     Runs :func:`att_gt`, :func:`aggte` (dynamic and simple), :func:`twfe` and
@@ -2283,9 +2534,13 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
     sample : str
         Label of the sample (``full``, ``matched``), used in names and text.
     weightsname : str, optional
-        Unit weights (matching weights for the matched sample).
-    xformla, control_group, est_method, anticipation, alp, seed
+        Unit weights (not with ``matched_units``).
+    xformla, control_group, est_method, anticipation, alp, seed, allow_unbalanced_panel, overlap_max, trim_level
         As :func:`att_gt`.
+    matched_units : DataFrame, optional
+        Notebook 03's matched units (``key, cohort, treated, weight``): the estimates are then
+        the stacked cohort-wise matched design of :func:`matched_att_gt` (each cohort on its
+        own matched set); TWFE and the naive comparison run on the same stacked sample.
     biters : int
         Bootstrap draws; 0 means analytic standard errors (the simultaneous band then uses
         999 draws).
@@ -2319,15 +2574,39 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
     gname = gname or f"g_{programme}"
     _require(panel, [outcome, gname, tname, idname], "panel")
     boot = int(biters) > 0
+    kw = dict(xformla=xformla, control_group=control_group, est_method=est_method, anticipation=anticipation,
+              bootstrap=boot, cband=True, biters=int(biters) if boot else 999, alp=alp, seed=seed,
+              allow_unbalanced_panel=allow_unbalanced_panel, overlap_max=overlap_max, trim_level=trim_level)
+    if matched_units is not None:
+        data = with_matching_weights(panel, matched_units, gname=gname, key=key, tname=tname)
+        est_id, est_g, est_w = "stack_id", "g_stack", "weight"
+    else:
+        data, est_id, est_g, est_w = panel, idname, gname, weightsname
+    # firms a balanced panel would drop: not observed (with the outcome) in every year of the sample
+    obs = data.dropna(subset=[outcome]).groupby(est_id)[tname].nunique()
+    n_bal_drop = int((obs < data[tname].nunique()).sum()) + int(data[est_id].nunique() - len(obs))
+    if matched_units is not None:  # count firms, not (cohort, firm) blocks
+        short = obs.index[obs < data[tname].nunique()]
+        n_bal_drop = int(data.loc[data[est_id].isin(short), key].nunique())
+    r = simple = dyn = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r = att_gt(panel, outcome, tname, idname, gname, xformla=xformla, control_group=control_group,
-                   est_method=est_method, anticipation=anticipation, weightsname=weightsname,
-                   bootstrap=boot, biters=int(biters) if boot else 999, alp=alp, seed=seed)
-        dyn = aggte(r, "dynamic", na_rm=True)
-        simple = aggte(r, "simple", na_rm=True)
-        tw = twfe(panel, outcome, tname, idname, gname, weightsname=weightsname, alp=alp)
-        nv = naive_difference(panel, outcome, tname, idname, gname, alp=alp)
+        try:
+            if matched_units is not None:
+                r = matched_att_gt(data, outcome, tname, key=key, **kw)
+            else:
+                r = att_gt(panel, outcome, tname, idname, gname, weightsname=weightsname, **kw)
+        except ValueError:
+            if not _not_estimable(data, outcome, est_id, None, None):
+                raise
+        if r is not None and np.isfinite(np.asarray(r.att, dtype=float)).any():
+            dyn = aggte(r, "dynamic", na_rm=True)
+            simple = aggte(r, "simple", na_rm=True)
+        tw = _or_nan(lambda: twfe(data, outcome, tname, est_id, est_g, weightsname=est_w, alp=alp), "TWFE")
+        nv = _or_nan(lambda: naive_difference(data, outcome, tname, est_id, est_g, alp=alp), "naive users vs others")
+    why = _not_estimable(data, outcome, est_id, r, simple)
+    if why:
+        return _not_estimable_report(programme, outcome, sample, r, tw, nv, why, alp, rules, n_bal_drop)
     cols = ["estimate", "std_error", "conf_low", "conf_high", "n_treated", "n_control"]
     comp = pd.concat([
         simple.tidy()[cols].assign(method=COMPARISON_METHODS[0]),
@@ -2350,4 +2629,34 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
     tables = {k: _publishable(c) for k, c in checked.items()}
     return EffectReport(programme=programme, outcome=outcome, sample=sample, att_gt=r, dynamic=dyn, simple=simple,
                         twfe=tw, naive=nv, checked=checked, tables=tables, alp=float(alp),
-                        min_units=int(rules.min_units))
+                        min_units=int(rules.min_units), n_balanced_drop=n_bal_drop)
+
+
+def _not_estimable_report(programme, outcome, sample, r, tw, nv, why, alp, rules, n_bal_drop) -> EffectReport:
+    """An :class:`EffectReport` whose estimate tables are empty of numbers: the effect is undefined."""
+    from reach.disclosure import check_estimates
+
+    nan = np.nan
+    cols = ["estimate", "std_error", "conf_low", "conf_high", "n_treated", "n_control"]
+    comp = pd.DataFrame({"method": list(COMPARISON_METHODS), **{c: nan for c in cols[:4]},
+                         "n_treated": 0, "n_control": 0})[["method", *cols]]
+    es = pd.DataFrame({"type": ["dynamic"], "level": ["overall"], "key": pd.array([pd.NA], dtype="Int64"),
+                       **{c: [nan] for c in ("estimate", "std_error", "conf_low", "conf_high", "pointwise_low",
+                                              "pointwise_high")}, "n_treated": [0], "n_control": [0]})
+    pre = pd.DataFrame([{"test": "pre-trends (Wald, all pre-treatment ATT(g,t) = 0)", "statistic": nan, "df": 0,
+                         "p_value": nan, "n_treated": 0, "n_control": 0}])
+    gt = r.tidy() if r is not None else pd.DataFrame(columns=["group", "time", *cols[:4], "pointwise_low",
+                                                              "pointwise_high", "n_treated", "n_control", "post"])
+    tag = f"{programme}_{outcome}_{sample}"
+    raw = {"comparison": comp, "pretest": pre, "event_study": es, "att_gt": gt}
+    checked = {k: check_estimates(v, name=f"{tag}_{k}", n_treated="n_treated", n_control="n_control", rules=rules)
+               for k, v in raw.items()}
+    tables = {k: _publishable(c) for k, c in checked.items()}
+    if r is None:
+        r = ATTgtResult(groups=np.array([]), times=np.array([]), base_times=np.array([]), att=np.array([]),
+                        se=np.array([]), se_analytic=np.array([]), crit_val=nan, n_treated=np.array([], dtype=np.int64),
+                        n_control=np.array([], dtype=np.int64), inffunc=np.zeros((0, 0)), unit_cohort=np.array([]),
+                        unit_weight=np.array([]), cluster=None, periods=np.array([]), yname=outcome)
+    return EffectReport(programme=programme, outcome=outcome, sample=sample, att_gt=r, dynamic=None, simple=None,
+                        twfe=tw, naive=nv, checked=checked, tables=tables, alp=float(alp),
+                        min_units=int(rules.min_units), n_balanced_drop=n_bal_drop, not_estimable_reason=why)
