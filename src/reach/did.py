@@ -51,6 +51,7 @@ __all__ = [
     "CONTROL_GROUPS",
     "EST_METHODS",
     "BASE_PERIODS",
+    "UNBALANCED_MODES",
     "AGG_TYPES",
     "effect_report",
     "EffectReport",
@@ -66,6 +67,7 @@ CONTROL_GROUPS = ("nevertreated", "notyettreated")
 EST_METHODS = ("dr", "ipw", "reg")
 BASE_PERIODS = ("varying", "universal")
 AGG_TYPES = ("simple", "dynamic", "group", "calendar")
+UNBALANCED_MODES = ("rc", "pairs")
 
 #: R's threshold for a degenerate standard error (sqrt(.Machine$double.eps) * 10).
 _TINY = math.sqrt(np.finfo(float).eps) * 10
@@ -305,14 +307,16 @@ def _logit(X, D, w, maxiter=50, tol=1e-10):
     return p, H
 
 
-def _drdid_cell(dY, D, X, w, method):
+def _drdid_cell(dY, D, X, w, method, trim_level=0.995):
     """One 2x2 ATT with covariates, as DRDID's drdid_panel / std_ipw_did_panel / reg_did_panel.
 
     The direct transcription; :class:`_CovDesign` computes the same faster, and the tests
-    check the two against each other.
+    check the two against each other. :func:`att_gt` uses it for the cells of an unbalanced
+    panel in ``unbalanced="pairs"`` mode, where every cell has its own set of units.
 
     Returns (att, influence function on the cell's units) or (nan, None).
-    Weights ``w`` are normalised to mean one on the cell, as DRDID does.
+    Weights ``w`` are normalised to mean one on the cell, as DRDID does; comparison units
+    with a propensity score of ``trim_level`` or more get weight zero (DRDID's trimming).
     """
     n = len(dY)
     w = w / w.mean()
@@ -333,6 +337,7 @@ def _drdid_cell(dY, D, X, w, method):
             return np.nan, None
         ps = np.minimum(ps, 1 - 1e-6)
         alr_ps = ((w * (D - ps))[:, None] * X) @ (np.linalg.inv(H) * n)
+        keep = np.where(D == 1, 1.0, (ps < trim_level).astype(float))
     w_t = w * D
     if method == "reg":
         w_c = w * D
@@ -344,7 +349,7 @@ def _drdid_cell(dY, D, X, w, method):
         M1 = (w_c[:, None] * X).mean(axis=0)
         inf_c = (att_c - w_c * eta_c + alr_ols @ M1) / w_c.mean()
         return eta_t - eta_c, inf_t - inf_c
-    w_c = w * ps * C / (1 - ps)
+    w_c = keep * w * ps * C / (1 - ps)
     if method == "ipw":
         att_t = w_t * dY
         att_c = w_c * dY
@@ -759,6 +764,7 @@ class ATTgtResult:
     unit_ids: np.ndarray | None = field(default=None, repr=False)
     panel: bool = True
     allow_unbalanced_panel: bool = False
+    unbalanced: str = "rc"
 
     @property
     def post(self) -> np.ndarray:
@@ -1031,6 +1037,7 @@ def att_gt(
     cband: bool | None = None,
     overlap_max: float = 0.999,
     trim_level: float = 0.995,
+    unbalanced: str = "rc",
     _groups: Sequence[float] | None = None,
 ) -> ATTgtResult:
     r"""Group-time average treatment effects of Callaway & Sant'Anna (2021), panel data.
@@ -1083,6 +1090,13 @@ def att_gt(
     trim_level : float
         DRDID's trimming (dr and ipw): comparison units with a propensity score of
         ``trim_level`` or more get weight zero in that cell.
+    unbalanced : {"rc", "pairs"}
+        How ``allow_unbalanced_panel=True`` keeps the units: ``"rc"`` as R did 2.5 (the
+        rows of each cell's two periods as repeated cross sections, influence function summed
+        by unit); ``"pairs"`` (reach's extension) each ATT(g, t) on the units observed in both
+        its base period and t, with the panel estimator. ``"pairs"`` is robust to firms
+        entering and leaving the register; ``"rc"`` assumes those changes of composition are
+        unrelated to the outcome.
 
     Returns
     -------
@@ -1126,6 +1140,9 @@ def att_gt(
         if not (isinstance(v, (int, float)) and 0.5 < float(v) <= 1.0):
             raise ValueError(f"{name} must be a probability in (0.5, 1]; got {v!r}")
     cband = bool(bootstrap) if cband is None else bool(cband)
+    _check_choice("unbalanced", unbalanced, UNBALANCED_MODES)
+    if unbalanced == "pairs" and not panel:
+        raise ValueError("unbalanced='pairs' follows units over time: it needs panel=True; got panel=False")
     clustervars = list(clustervars) if clustervars else []
     covs = parse_xformla(xformla)
     if allow_unbalanced_panel or not panel:
@@ -1133,7 +1150,8 @@ def att_gt(
             df, yname, tname, idname, gname, covs, xformla=xformla, control_group=control_group,
             est_method=est_method, anticipation=anticipation, base_period=base_period, weightsname=weightsname,
             clustervars=clustervars, bootstrap=bootstrap, biters=biters, alp=alp, seed=seed, panel=panel,
-            cband=cband, overlap_max=overlap_max, trim_level=trim_level, _groups=_groups)
+            cband=cband, overlap_max=overlap_max, trim_level=trim_level, _groups=_groups,
+            unbalanced=unbalanced if panel else "rc")
     P = _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, allow_unbalanced_panel)
     periods, Y, G, w = P.periods, P.Y, P.G, P.w
     n, T = Y.shape
@@ -1456,7 +1474,7 @@ def _rc_cell(y, post, D, X, w, method, trim_level=0.995):
 
 def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, control_group, est_method, anticipation,
                        base_period, weightsname, clustervars, bootstrap, biters, alp, seed, panel, cband,
-                       overlap_max, trim_level, _groups=None) -> ATTgtResult:
+                       overlap_max, trim_level, _groups=None, unbalanced="rc") -> ATTgtResult:
     r"""``att_gt`` for unbalanced panels (``allow_unbalanced_panel=True``) and repeated cross sections
     (``panel=False``), as R did 2.5.
 
@@ -1470,6 +1488,13 @@ def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, contro
     :math:`(\bar Y_{g,t}-\bar Y_{g,b})-(\bar Y_{C,t}-\bar Y_{C,b})` over the rows of each period.
     Note it differs from the balanced estimator even on a balanced panel (different influence
     function; the point estimate without covariates is the same).
+
+    ``unbalanced="pairs"`` (panels only) instead takes, for every cell, the units observed
+    (outcome and covariates) in *both* the base period and t, and applies the panel 2x2
+    estimator (DRDID's ``drdid_panel`` etc.) to their changes: each unit is one row, so the
+    influence function needs no summing. Unlike the repeated-cross-section form it is not
+    moved by firms entering or leaving between the two periods (a change of composition),
+    and on a balanced panel it is exactly the balanced estimator.
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"df must be a pandas DataFrame; got {type(df).__name__}")
@@ -1576,11 +1601,45 @@ def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, contro
     groups = np.array([c[0] for c in cells], dtype=float)
     times = np.array([periods[c[1]] for c in cells], dtype=float)
     bases = np.array([periods[c[2]] for c in cells], dtype=float)
+    pairs = unbalanced == "pairs"
+    if pairs:
+        Yw = np.full((n, T), np.nan)
+        Yw[uid, tcode] = y
+        Xw = [np.full((n, T), np.nan) for _ in covs]
+        for c_, xw in enumerate(Xw):
+            xw[uid, tcode] = Xall[:, c_ + 1]
     for j, (g, ti, bi) in enumerate(cells):
         if ti == bi:
             att[j] = 0.0
             continue
         tc = periods[max(ti, bi)]
+        if pairs:
+            ctrl_u = (G_unit == 0) if control_group == "nevertreated" else (
+                (G_unit == 0) | ((G_unit > tc + anticipation) & (G_unit != g)))
+            ok = np.isfinite(Yw[:, ti]) & np.isfinite(Yw[:, bi])
+            cov_t = min(ti, bi)
+            for xw in Xw:
+                ok &= np.isfinite(xw[:, cov_t])
+            units = np.flatnonzero(ok & ((G_unit == g) | ctrl_u))
+            Du = (G_unit[units] == g).astype(float)
+            n_tr[j], n_co[j] = int(Du.sum()), int((1 - Du).sum())
+            if n_tr[j] == 0 or n_co[j] == 0:
+                na_cells.append((g, periods[ti], "no cohort or no comparison firm observed in both years"))
+                continue
+            X = np.column_stack([np.ones(len(units))] + [xw[units, cov_t] for xw in Xw])
+            if est_method in ("dr", "ipw"):
+                pu = _logit(X, Du, np.ones(len(units)))[0] if covs else np.full(len(units), Du.mean())
+                if pu is None or pu.max() >= overlap_max:
+                    na_cells.append((g, periods[ti], "overlap fails: propensity score reaches "
+                                     f"{np.nan if pu is None else pu.max():.4f} >= overlap_max {overlap_max}"))
+                    continue
+            a, inf = _drdid_cell(Yw[units, ti] - Yw[units, bi], Du, X, w_unit[units], est_method, trim_level)
+            if inf is None or not np.isfinite(a):
+                na_cells.append((g, periods[ti], "covariate model could not be estimated (singular design or separation)"))
+                continue
+            att[j] = a
+            IF[units, j] = (n / len(units)) * inf
+            continue
         ctrl_row = (G == 0) if control_group == "nevertreated" else ((G == 0) | ((G > tc + anticipation) & (G != g)))
         rows = np.flatnonzero(((tcode == ti) | (tcode == bi)) & ((G == g) | ctrl_row))
         Dr = (G[rows] == g).astype(float)
@@ -1631,7 +1690,7 @@ def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, contro
         boot_cohorts=_readonly(np.asarray(glist, dtype=float)),
         boot_cohort_draws=None if Zd is None else _readonly(Zd), n_boot_units=int(m), cband=cband,
         na_cells=_na_frame(na_cells), unit_ids=_readonly(np.asarray(ids)), panel=bool(panel),
-        allow_unbalanced_panel=True,
+        allow_unbalanced_panel=True, unbalanced=unbalanced,
     )
 
 
@@ -1735,7 +1794,7 @@ def matched_att_gt(stacked: pd.DataFrame, yname: str, tname: str = "year", *, ke
                    xformla: str | None = None, control_group: str = "notyettreated", est_method: str = "dr",
                    anticipation: int = 0, allow_unbalanced_panel: bool = True, bootstrap: bool = True,
                    cband: bool | None = None, biters: int = 999, alp: float = 0.05, seed: int = 0,
-                   overlap_max: float = 0.999, trim_level: float = 0.995) -> ATTgtResult:
+                   overlap_max: float = 0.999, trim_level: float = 0.995, unbalanced: str = "pairs") -> ATTgtResult:
     r"""Group-time ATTs on a matched sample, each cohort on its own matched set (stacked design).
 
     For every cohort g of ``stacked`` (from :func:`with_matching_weights`), :func:`att_gt`
@@ -1789,7 +1848,7 @@ def matched_att_gt(stacked: pd.DataFrame, yname: str, tname: str = "year", *, ke
             r = att_gt(blk, yname, tname, "stack_id", "g_stack", xformla=xformla, control_group=control_group,
                        est_method=est_method, anticipation=anticipation, weightsname="weight", bootstrap=False,
                        cband=False, allow_unbalanced_panel=allow_unbalanced_panel, overlap_max=overlap_max,
-                       trim_level=trim_level, _groups=[g])
+                       trim_level=trim_level, unbalanced=unbalanced, _groups=[g])
         for c in caught:  # say which cohort's set a warning is about
             warnings.warn(f"cohort {int(g)} matched set: {c.message}", c.category, stacklevel=2)
         firm_of = blk.drop_duplicates("stack_id").set_index("stack_id")["_firm"]
@@ -1840,6 +1899,7 @@ def matched_att_gt(stacked: pd.DataFrame, yname: str, tname: str = "year", *, ke
         boot_draws=None if bres is None else _readonly(bres), boot_cohorts=_readonly(glist),
         boot_cohort_draws=None if Zd is None else _readonly(Zd), n_boot_units=int(m), cband=cband,
         na_cells=na_cells, unit_ids=_readonly(firms), panel=True, allow_unbalanced_panel=r0.allow_unbalanced_panel,
+        unbalanced=r0.unbalanced,
     )
 
 
@@ -2452,8 +2512,11 @@ class EffectReport:
         ex = self.att_gt.exclusions
         parts = []
         if self.att_gt.allow_unbalanced_panel:
-            parts.append("Firms not observed in every year are kept (unbalanced panel: each ATT(g,t) uses the "
-                         "firms observed in its base year g-1 and in year t, inference clustered by firm); a balanced "
+            how = ("each ATT(g,t) uses the firms observed in both its base year and year t"
+                   if self.att_gt.unbalanced == "pairs" else
+                   "each ATT(g,t) uses the firm-years of its base year and year t as repeated cross sections, "
+                   "inference clustered by firm")
+            parts.append(f"Firms not observed in every year are kept (unbalanced panel: {how}); a balanced "
                          f"panel would have dropped {_count_text(self.n_balanced_drop, self.min_units)} firms.")
         if ex:
             parts.append("Counted: " + "; ".join(
@@ -2515,7 +2578,7 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
                   biters: int = 999, alp: float = 0.05, seed: int = 0, rules=None,
                   matched_units: pd.DataFrame | None = None, key: str = "be_id",
                   allow_unbalanced_panel: bool = False, overlap_max: float = 0.999,
-                  trim_level: float = 0.995) -> EffectReport:
+                  trim_level: float = 0.995, unbalanced: str = "pairs") -> EffectReport:
     r"""Estimate a programme's effect on one outcome and check every table for disclosure.
 
     Runs :func:`att_gt`, :func:`aggte` (dynamic and simple), :func:`twfe` and
@@ -2537,6 +2600,10 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
         Unit weights (not with ``matched_units``).
     xformla, control_group, est_method, anticipation, alp, seed, allow_unbalanced_panel, overlap_max, trim_level
         As :func:`att_gt`.
+    unbalanced : {"pairs", "rc"}
+        As :func:`att_gt`; default ``"pairs"`` here (each ATT(g,t) on the firms observed in g-1
+        and t): register panels have entry and exit that the repeated-cross-section form would
+        read as an effect.
     matched_units : DataFrame, optional
         Notebook 03's matched units (``key, cohort, treated, weight``): the estimates are then
         the stacked cohort-wise matched design of :func:`matched_att_gt` (each cohort on its
@@ -2576,7 +2643,8 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
     boot = int(biters) > 0
     kw = dict(xformla=xformla, control_group=control_group, est_method=est_method, anticipation=anticipation,
               bootstrap=boot, cband=True, biters=int(biters) if boot else 999, alp=alp, seed=seed,
-              allow_unbalanced_panel=allow_unbalanced_panel, overlap_max=overlap_max, trim_level=trim_level)
+              allow_unbalanced_panel=allow_unbalanced_panel, overlap_max=overlap_max, trim_level=trim_level,
+              unbalanced=unbalanced)
     if matched_units is not None:
         data = with_matching_weights(panel, matched_units, gname=gname, key=key, tname=tname)
         est_id, est_g, est_w = "stack_id", "g_stack", "weight"
