@@ -474,7 +474,11 @@ class _CovDesign:
             D[:m_t] = 1.0
             ps, H, self.beta = _logit_rows(Xr, D, wv, beta0)
             if ps is None:
-                self.ok, self.reason = False, "propensity-score logit failed (separation or singular design)"
+                full_rank = np.linalg.matrix_rank(_gram(Xr, np.ones(m))) == Xr.shape[0]
+                # a full-rank design whose logit diverges is separated: some scores reach 1 (R's guard fails too)
+                self.ok, self.reason = False, ("overlap fails: the propensity score logit diverges (separation: "
+                                               f"scores reach 1 >= overlap_max {overlap_max})" if full_rank else
+                                               "propensity-score logit failed (singular design)")
                 return
             # R did's overlap guard uses the unweighted score; with unit weights it is this one
             ps_u = ps if np.all(wv == 1.0) else _logit_rows(Xr, D, np.ones(m))[0]
@@ -999,6 +1003,16 @@ class DiDEstimate:
 
 
 # --------------------------------------------------------------------------- att_gt
+def _is_balanced(df, idname, tname, need) -> bool:
+    """Every unit observed (without missing values in ``need``) in every period, once."""
+    if not isinstance(df, pd.DataFrame) or any(c not in df.columns for c in [idname, tname, *need]):
+        return False  # let the estimator raise its own, clearer error
+    d = df[[idname, tname, *need]]
+    if d.isna().any().any():
+        return False
+    return len(d) == d[idname].nunique() * d[tname].nunique() and not d.duplicated([idname, tname]).any()
+
+
 def _na_frame(na_cells) -> pd.DataFrame:
     """Cells left missing, one row each: ``group, time, reason``."""
     return pd.DataFrame({"group": pd.array([int(c[0]) for c in na_cells], dtype="int64"),
@@ -1145,6 +1159,9 @@ def att_gt(
         raise ValueError("unbalanced='pairs' follows units over time: it needs panel=True; got panel=False")
     clustervars = list(clustervars) if clustervars else []
     covs = parse_xformla(xformla)
+    if allow_unbalanced_panel and panel and _is_balanced(df, idname, tname, [yname, *covs] + ([weightsname] if weightsname else [])):
+        # R did 2.5 (NEWS 2.1): a balanced panel with allow_unbalanced_panel=TRUE uses the panel estimator
+        allow_unbalanced_panel = False
     if allow_unbalanced_panel or not panel:
         return _att_gt_unbalanced(
             df, yname, tname, idname, gname, covs, xformla=xformla, control_group=control_group,
@@ -1629,6 +1646,9 @@ def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, contro
             X = np.column_stack([np.ones(len(units))] + [xw[units, cov_t] for xw in Xw])
             if est_method in ("dr", "ipw"):
                 pu = _logit(X, Du, np.ones(len(units)))[0] if covs else np.full(len(units), Du.mean())
+                if pu is None and np.linalg.matrix_rank(X) < X.shape[1]:
+                    na_cells.append((g, periods[ti], "covariate model could not be estimated (singular design)"))
+                    continue
                 if pu is None or pu.max() >= overlap_max:
                     na_cells.append((g, periods[ti], "overlap fails: propensity score reaches "
                                      f"{np.nan if pu is None else pu.max():.4f} >= overlap_max {overlap_max}"))
@@ -1652,6 +1672,9 @@ def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, contro
         X = Xall[rows] if covs else Xall[rows, :1]
         if est_method in ("dr", "ipw"):
             pu = _logit(X, Dr, np.ones(len(rows)))[0] if covs else np.full(len(rows), Dr.mean())
+            if pu is None and np.linalg.matrix_rank(X) < X.shape[1]:
+                na_cells.append((g, periods[ti], "covariate model could not be estimated (singular design)"))
+                continue
             if pu is None or pu.max() >= overlap_max:
                 na_cells.append((g, periods[ti], "overlap fails: propensity score reaches "
                                  f"{np.nan if pu is None else pu.max():.4f} >= overlap_max {overlap_max}"))
