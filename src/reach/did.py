@@ -61,6 +61,8 @@ __all__ = [
     "matched_user_count",
     "COMPARISON_METHODS",
     "REPORT_TABLES",
+    "effects_intro",
+    "samples_text",
 ]
 
 CONTROL_GROUPS = ("nevertreated", "notyettreated")
@@ -2333,6 +2335,15 @@ def event_study_plot(agg: AggteResult, ax=None, title: str | None = None, data: 
             ax.vlines(e[mask], tt["conf_low"], tt["conf_high"], color=colour, lw=1, alpha=0.6)
             ax.vlines(e[mask], tt["pointwise_low"], tt["pointwise_high"], color=colour, lw=4, alpha=0.8)
             ax.plot(e[mask], tt["estimate"], "o", color=colour, label=label)
+    n_tr = pd.to_numeric(t["n_treated"], errors="coerce").to_numpy() if "n_treated" in t else np.array([])
+    if len(n_tr) and np.isfinite(n_tr).all() and len(np.unique(n_tr)) > 1:
+        # later event times rest on fewer (earlier) cohorts: say how many firms stand behind each point
+        ylo = float(np.nanmin(t["conf_low"].to_numpy(dtype=float)))
+        for ei, ni in zip(e, n_tr):
+            ax.annotate(f"{int(ni):,}", (ei, ylo), textcoords="offset points", xytext=(0, -12), ha="center",
+                        fontsize=7, color="dimgrey")
+        ax.text(0.99, 0.01, "numbers: users behind each point", transform=ax.transAxes, ha="right", va="bottom",
+                fontsize=7, color="dimgrey")
     ax.axhline(0, color="black", lw=0.8)
     ax.axvline(-0.5, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("years since first use")
@@ -2360,6 +2371,29 @@ COMPARISON_METHODS = ("Callaway-Sant'Anna, simple average", "Callaway-Sant'Anna,
                       "two-way fixed effects", "naive users vs others")
 #: Tables of an :class:`EffectReport` (exported as ``<programme>_<outcome>_<sample>_<table>``).
 REPORT_TABLES = ("att_gt", "event_study", "comparison", "pretest")
+
+
+#: Columns shown as whole numbers.
+_COUNT_COLS = ("n_treated", "n_control", "df", "group", "time", "key", "n_units", "n_obs")
+
+
+def _html_table(t: pd.DataFrame, digits: int = 4) -> str:
+    """HTML of a publishable table: no index, integer counts, suppressed (NaN) cells as "suppressed",
+    missing labels (the overall row's key) as "–"."""
+    out = pd.DataFrame(index=range(len(t)))
+    numeric = set(_NUMERIC_PUB) | set(_COUNT_COLS)
+    for c in t.columns:
+        v = t[c].reset_index(drop=True)
+        if c in _COUNT_COLS:
+            num = pd.to_numeric(v, errors="coerce")
+            out[c] = [("–" if c in ("key", "group", "time") else "suppressed") if pd.isna(x) else f"{int(x):,}"
+                      for x in num]
+        elif c in numeric or pd.api.types.is_float_dtype(v):
+            num = pd.to_numeric(v, errors="coerce")
+            out[c] = ["suppressed" if pd.isna(x) else f"{x:.{digits}f}" for x in num]
+        else:
+            out[c] = ["–" if pd.isna(x) else str(x) for x in v]
+    return out.to_html(index=False, escape=True)
 
 
 def _publishable(checked) -> pd.DataFrame:
@@ -2559,6 +2593,12 @@ class EffectReport:
         """The publishable comparison table (methods side by side)."""
         return self.tables["comparison"].copy()
 
+    def html(self, table: str, digits: int = 4) -> str:
+        """A publishable table as HTML for the notebook: no index column, counts as integers,
+        suppressed or undefined cells as "suppressed"/"–" (never ``NaN``/``<NA>``)."""
+        _check_choice("table", table, REPORT_TABLES)
+        return _html_table(self.tables[table], digits)
+
     def summary(self) -> str:
         return self.narrative().replace("**", "")
 
@@ -2751,3 +2791,61 @@ def _not_estimable_report(programme, outcome, sample, r, tw, nv, why, alp, rules
     return EffectReport(programme=programme, outcome=outcome, sample=sample, att_gt=r, dynamic=None, simple=None,
                         twfe=tw, naive=nv, checked=checked, tables=tables, alp=float(alp),
                         min_units=int(rules.min_units), n_balanced_drop=n_bal_drop, not_estimable_reason=why)
+
+
+def effects_intro(*, programme: str, first_year: int, last_year: int, control_group: str, est_method: str,
+                  xformla: str | None, anticipation: int, n_no_pre: int, matched_units: pd.DataFrame | None,
+                  allow_unbalanced_panel: bool, min_units: int = 10, key: str = "be_id") -> str:
+    """Markdown for notebook 04's opening: the design, the samples and who is left out (counts safe).
+
+    Examples
+    --------
+    >>> print(effects_intro(programme="x", first_year=2014, last_year=2023, control_group="notyettreated",
+    ...                     est_method="dr", xformla="~ size", anticipation=0, n_no_pre=3, matched_units=None,
+    ...                     allow_unbalanced_panel=True)[:44])
+    **Programme:** `x`, years 2014-2023; compari
+    """
+    comp = "firms that never used it" if control_group == "nevertreated" else "firms not yet using it"
+    text = (f"**Programme:** `{programme}`, years {first_year}-{last_year}; comparison: {comp}; method: {est_method}, "
+            f"covariates `{xformla or '~ 1'}` (base-year values), anticipation {anticipation}. Users whose first use "
+            f"falls in the first year ({first_year}) have no year before use and are left out "
+            f"({_count_text(int(n_no_pre), min_units)} firms).\n\n")
+    text += ("**Firms kept:** firms that are not in the register in every year (entry, exit) are kept: each "
+             "group-time effect ATT(g,t) compares the firms observed both in the year before first use (g-1, "
+             "the base year) and in year t. Dropping every firm not alive in all years (a balanced panel, R `did`'s "
+             "default) would remove young and closing firms, the programmes' own target group; how many it would "
+             "drop is given per outcome below.\n\n" if allow_unbalanced_panel else
+             "**Firms kept:** only firms observed in every year of the window (a balanced panel, R `did`'s default); "
+             "the number dropped is given per outcome below.\n\n")
+    if matched_units is None:
+        return text + "**Samples:** full (no matched sample from notebook 03 found)."
+    n_users = matched_user_count(matched_units, key)
+    n_cohorts = int(matched_units["cohort"].nunique())
+    return text + (
+        f"**Samples:** the full analysis sample, and the matched sample of notebook 03: "
+        f"{_count_text(n_users, min_units)} matched users in {n_cohorts} cohort(s) (the same count as notebooks 03 "
+        "and 05). The matched estimate is *stacked*: every cohort's effects are estimated on that cohort's own "
+        "matched set (its matched users and their matched comparison firms, with that match's weights); a firm "
+        "matched in several cohorts (as a comparison firm twice, or a comparison firm first and a user later) "
+        "takes part in each in the role it was matched in, and the cohorts are averaged with standard errors "
+        "clustered by firm, so such a firm is never counted twice nor as a user of a cohort it was not matched to.")
+
+
+def samples_text(full: EffectReport | None, matched: EffectReport | None) -> str:
+    """Why the full-sample and matched estimates of one outcome differ, read from the publishable numbers."""
+    from reach.report import fmt_number as f
+
+    if full is None or matched is None or not (full.estimable and matched.estimable):
+        return ""
+    a, b = full.headline(), matched.headline()
+    if not (np.isfinite(a["simple_att"]) and np.isfinite(b["simple_att"])):
+        return ""
+    return (f"**Full vs matched ({full.outcome}):** the full-sample estimate {f(a['simple_att'])} "
+            f"(CI {f(a['simple_conf_low'])} to {f(a['simple_conf_high'])}) assumes that users' {full.outcome} would "
+            f"have moved like that of *all* comparison firms of the same size in the base year (covariates "
+            f"`{full.att_gt.xformla or '~ 1'}`). The matched estimate {f(b['simple_att'])} (CI "
+            f"{f(b['simple_conf_low'])} to {f(b['simple_conf_high'])}) compares each cohort's users with comparison "
+            f"firms that had a similar export history (level, growth, destinations), size, imports and earlier use of "
+            f"public instruments. Users choose the programme when their exports are already moving, which size alone "
+            f"does not capture; where the two differ, that selection is the likely reason, and the matched estimate "
+            f"is the one to quote.")
