@@ -903,3 +903,44 @@ def test_outcome_that_never_changes_is_not_estimable():
     assert rep.tables["comparison"]["estimate"].isna().all()
     ok = effect_report(_report_panel(0.3, n=600), "y", programme="x", control_group="notyettreated", biters=99)
     assert ok.estimable and ok.headline()["not_estimable_reason"] == ""
+
+
+def test_report_tables_html_no_index_no_nan_and_figure_counts():
+    from reach.did import effect_report
+    from reach.disclosure import Rules
+
+    rep = effect_report(_report_panel(0.3, tiny=4), "y", programme="x", control_group="notyettreated", biters=99,
+                        rules=Rules())
+    for table in ("comparison", "event_study", "att_gt", "pretest"):
+        h = rep.html(table)
+        assert "NaN" not in h and "&lt;NA&gt;" not in h and "<NA>" not in h and "nan" not in h
+        head = h.split("</thead>")[0]
+        assert "<th></th>" not in head  # no index column
+    gt = rep.html("att_gt")
+    assert "suppressed" in gt  # the tiny cohort's cells (disclosure), not "undefined"
+    assert ">2015<" in gt and "2,015" not in gt  # years without thousands separators
+    cmp_ = rep.html("comparison")
+    assert ">1,500<" not in cmp_ and ".0<" not in cmp_.split("n_treated")[-1]  # counts are integers
+    es = rep.html("event_study")
+    assert "<td>–</td>" in es  # the overall row has no event time
+    import matplotlib.pyplot as plt
+
+    fig = rep.figure()
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "numbers: users behind each point" in texts  # the number of users differs between event times
+    plt.close(fig)
+    with pytest.raises(ValueError, match="table"):
+        rep.html("nope")
+
+
+def test_report_lists_na_cells_and_balanced_drop():
+    from reach.did import effect_report
+
+    df = _poor_overlap()
+    df = df.drop(index=df.index[::9]).rename(columns={"id": "firm_id", "g": "g_x"})
+    rep = effect_report(df, "y", programme="x", xformla="~ x", biters=99, allow_unbalanced_panel=True)
+    txt = rep.exclusions_text()
+    assert "would have dropped" in txt and f"{rep.n_balanced_drop:,}" in txt and rep.n_balanced_drop > 100
+    assert "ATT(2017," in txt and "overlap" in txt
+    assert set(rep.na_cells()["group"]) == {2017}
+    assert rep.estimable  # cohort 2019 is estimated

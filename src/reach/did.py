@@ -2377,20 +2377,29 @@ REPORT_TABLES = ("att_gt", "event_study", "comparison", "pretest")
 _COUNT_COLS = ("n_treated", "n_control", "df", "group", "time", "key", "n_units", "n_obs")
 
 
-def _html_table(t: pd.DataFrame, digits: int = 4) -> str:
-    """HTML of a publishable table: no index, integer counts, suppressed (NaN) cells as "suppressed",
-    missing labels (the overall row's key) as "–"."""
+def _html_table(t: pd.DataFrame, digits: int = 4, undefined: pd.DataFrame | None = None) -> str:
+    """HTML of a publishable table: no index, integer counts, years without separators; a missing
+    cell reads "–" when the estimator left it undefined (``undefined``: True where the unchecked
+    table was already missing) and "suppressed" when the disclosure check removed it. Never NaN/<NA>."""
     out = pd.DataFrame(index=range(len(t)))
     numeric = set(_NUMERIC_PUB) | set(_COUNT_COLS)
+    und = (undefined.reset_index(drop=True) if undefined is not None
+           else pd.DataFrame(False, index=range(len(t)), columns=t.columns))
+
+    def missing(c, i):
+        return "–" if (c in ("key", "group", "time") or (c in und and bool(und.at[i, c]))) else "suppressed"
+
     for c in t.columns:
         v = t[c].reset_index(drop=True)
         if c in _COUNT_COLS:
             num = pd.to_numeric(v, errors="coerce")
-            out[c] = [("–" if c in ("key", "group", "time") else "suppressed") if pd.isna(x) else f"{int(x):,}"
-                      for x in num]
+            fmt = "{:d}" if c in ("key", "group", "time") else "{:,d}"
+            out[c] = [missing(c, i) if pd.isna(x) else fmt.format(int(x)) for i, x in enumerate(num)]
         elif c in numeric or pd.api.types.is_float_dtype(v):
             num = pd.to_numeric(v, errors="coerce")
-            out[c] = ["suppressed" if pd.isna(x) else f"{x:.{digits}f}" for x in num]
+            out[c] = [missing(c, i) if pd.isna(x) else f"{x:.{digits}f}" for i, x in enumerate(num)]
+        elif pd.api.types.is_bool_dtype(v):
+            out[c] = ["yes" if x else "no" for x in v]
         else:
             out[c] = ["–" if pd.isna(x) else str(x) for x in v]
     return out.to_html(index=False, escape=True)
@@ -2461,6 +2470,7 @@ class EffectReport:
     min_units: int = 10
     n_balanced_drop: int = 0
     not_estimable_reason: str = ""
+    undefined: dict = field(default_factory=dict, repr=False)
 
     @property
     def estimable(self) -> bool:
@@ -2597,7 +2607,7 @@ class EffectReport:
         """A publishable table as HTML for the notebook: no index column, counts as integers,
         suppressed or undefined cells as "suppressed"/"–" (never ``NaN``/``<NA>``)."""
         _check_choice("table", table, REPORT_TABLES)
-        return _html_table(self.tables[table], digits)
+        return _html_table(self.tables[table], digits, self.undefined.get(table))
 
     def summary(self) -> str:
         return self.narrative().replace("**", "")
@@ -2711,8 +2721,14 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
     if matched_units is not None:
         data = with_matching_weights(panel, matched_units, gname=gname, key=key, tname=tname)
         est_id, est_g, est_w = "stack_id", "g_stack", "weight"
+        # TWFE and the naive comparison on the same stacked sample: a block's users are treated from its
+        # cohort on; comparison firms leave their block once they start using the programme themselves
+        cmp_data = data.loc[(data["treated"] == 1) | (data["g_stack"] == 0) | (data[tname] < data["g_stack"])]
+        cmp_data = cmp_data.assign(_g_block=np.where(cmp_data["treated"] == 1, cmp_data["cohort"], 0))
+        cmp_g = "_g_block"
     else:
         data, est_id, est_g, est_w = panel, idname, gname, weightsname
+        cmp_data, cmp_g = panel, gname
     # firms a balanced panel would drop: not observed (with the outcome) in every year of the sample
     obs = data.dropna(subset=[outcome]).groupby(est_id)[tname].nunique()
     n_bal_drop = int((obs < data[tname].nunique()).sum()) + int(data[est_id].nunique() - len(obs))
@@ -2733,8 +2749,9 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
         if r is not None and np.isfinite(np.asarray(r.att, dtype=float)).any():
             dyn = aggte(r, "dynamic", na_rm=True)
             simple = aggte(r, "simple", na_rm=True)
-        tw = _or_nan(lambda: twfe(data, outcome, tname, est_id, est_g, weightsname=est_w, alp=alp), "TWFE")
-        nv = _or_nan(lambda: naive_difference(data, outcome, tname, est_id, est_g, alp=alp), "naive users vs others")
+        tw = _or_nan(lambda: twfe(cmp_data, outcome, tname, est_id, cmp_g, weightsname=est_w, alp=alp), "TWFE")
+        nv = _or_nan(lambda: naive_difference(cmp_data, outcome, tname, est_id, cmp_g, alp=alp),
+                     "naive users vs others")
     why = _not_estimable(data, outcome, est_id, r, simple)
     if why:
         return _not_estimable_report(programme, outcome, sample, r, tw, nv, why, alp, rules, n_bal_drop)
@@ -2758,9 +2775,11 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
     checked = {k: check_estimates(v, name=f"{tag}_{k}", n_treated="n_treated", n_control="n_control", rules=rules)
                for k, v in raw.items()}
     tables = {k: _publishable(c) for k, c in checked.items()}
+    # which cells the estimator left undefined (not which the disclosure check removed): shown as "–"
+    undefined = {k: v.isna() for k, v in raw.items()}
     return EffectReport(programme=programme, outcome=outcome, sample=sample, att_gt=r, dynamic=dyn, simple=simple,
                         twfe=tw, naive=nv, checked=checked, tables=tables, alp=float(alp),
-                        min_units=int(rules.min_units), n_balanced_drop=n_bal_drop)
+                        min_units=int(rules.min_units), n_balanced_drop=n_bal_drop, undefined=undefined)
 
 
 def _not_estimable_report(programme, outcome, sample, r, tw, nv, why, alp, rules, n_bal_drop) -> EffectReport:
