@@ -22,7 +22,28 @@ Influence functions are kept as a dense ``(n_units, n_cells)`` array. The
 multiplier bootstrap multiplies blocks of Rademacher bits (about 32 MB at a
 time) with it; without covariates it needs only per-cohort sums of the weighted
 outcomes (``T + 1`` columns instead of one per cell). :func:`aggte` reuses those
-draws through linear maps, so it does not bootstrap again.
+draws through linear maps, so it does not bootstrap again. With ``bootstrap=False, cband=False``
+no bootstrap runs at all.
+
+R ``did`` 2.5 behaviour (bcallaway11/did 2.5.1, DRDID 1.2.3):
+
+* clustering: the influence function is *summed* within clusters, in the multiplier bootstrap and
+  in the analytic cluster-robust standard error :math:`\sqrt{\sum_c S_c^2}/n` (Callaway & Sant'Anna
+  2021, Remark 10); ``vcov()`` of the results gives the matching covariance;
+* overlap guard: a cell whose unweighted propensity score reaches ``overlap_max`` (0.999) is NA with
+  a warning and listed in ``result.na_cells``; comparison units with a score of ``trim_level`` (0.995)
+  or more get weight zero (DRDID);
+* unbalanced panels (``allow_unbalanced_panel=True``) and repeated cross sections (``panel=False``):
+  DRDID's repeated-cross-section estimators with the influence function summed by unit
+  (``unbalanced="rc"``, R's), or reach's ``unbalanced="pairs"``: each ATT(g,t) on the units observed
+  in both its base period and t. A balanced panel always gets the panel estimator (as R).
+
+Matched samples (:func:`with_matching_weights`, :func:`matched_att_gt`): a *stacked* design with
+cohort-specific comparison sets. Each cohort's ATT(g,t) is estimated on that cohort's matched set
+only (its matched users and their matched comparison firms, with that match's weights); the
+blocks' influence functions are put on one row per firm and summed, so a firm in several cohorts'
+sets (a comparison firm twice, or a comparison firm first and a user later) is clustered, never
+double-weighted and never a user of a cohort it was not matched to.
 """
 from __future__ import annotations
 
@@ -35,7 +56,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy.special import chdtrc, ndtri  # not scipy.stats: its import costs seconds
 
 __all__ = [
     "att_gt",
@@ -648,7 +669,7 @@ def _boot_summary(bres, m, alp):
     if ok.any():
         b = bres[:, ok]
         q = _quantile1(b, 0.75) - _quantile1(b, 0.25)
-        sig = q / (stats.norm.ppf(0.75) - stats.norm.ppf(0.25))
+        sig = q / (ndtri(0.75) - ndtri(0.25))
         sig = np.where(sig <= _TINY, np.nan, sig)
         with np.errstate(divide="ignore", invalid="ignore"):
             t = np.abs(b / sig)
@@ -783,7 +804,7 @@ class ATTgtResult:
         ``conf_low/conf_high`` use the simultaneous critical value (R did's
         default ``cband = TRUE``); ``pointwise_*`` use the normal quantile.
         """
-        z = stats.norm.ppf(1 - self.alp / 2)
+        z = ndtri(1 - self.alp / 2)
         c = self.crit_val if np.isfinite(self.crit_val) else z
         return pd.DataFrame(
             {
@@ -814,7 +835,7 @@ class ATTgtResult:
             return {"statistic": np.nan, "df": int(pre.sum()), "pvalue": np.nan}
         W = float(n * a @ np.linalg.solve(V, a))
         q = int(pre.sum())
-        return {"statistic": W, "df": q, "pvalue": float(stats.chi2.sf(W, q))}
+        return {"statistic": W, "df": q, "pvalue": float(chdtrc(q, W))}
 
     def pretrend_test(self) -> dict:
         """Alias of :meth:`pretest`."""
@@ -919,7 +940,7 @@ class AggteResult:
         pointwise_low, pointwise_high, n_treated, n_control``. ``conf_*`` of the
         keyed rows are simultaneous bands; the overall row's are pointwise.
         """
-        z = stats.norm.ppf(1 - self.alp / 2)
+        z = ndtri(1 - self.alp / 2)
         c = self.crit_val if np.isfinite(self.crit_val) else z
         overall = pd.DataFrame(
             {
@@ -946,7 +967,7 @@ class AggteResult:
         return pd.concat([overall, keyed], ignore_index=True)
 
     def summary(self) -> str:
-        z = stats.norm.ppf(1 - self.alp / 2)
+        z = ndtri(1 - self.alp / 2)
         lines = [
             f"Aggregated treatment effects ({self.type}): {self.yname}",
             f" overall ATT {_fmt(self.overall_att)}  Std.Err {_fmt(self.overall_se)}  "
@@ -2105,7 +2126,7 @@ def aggte(
 
     key_if, overall_if = allif[:, 1:], allif[:, 0]
     crit = np.nan
-    z = stats.norm.ppf(1 - alp / 2)
+    z = ndtri(1 - alp / 2)
     if bootstrap or cband:
         if result.boot_draws is not None and biters == result.biters:
             bres = result.boot_draws @ A_full + result.boot_cohort_draws @ C
@@ -2185,7 +2206,7 @@ def twfe(df: pd.DataFrame, yname: str, tname: str, idname: str, treat: str, weig
     res = mod.fit(cov_type="clustered", cluster_entity=True)
     b = float(res.params["D"])
     se = float(res.std_errors["D"])
-    z = stats.norm.ppf(1 - alp / 2)
+    z = ndtri(1 - alp / 2)
     ever = pd.Series(D, index=d[idname].to_numpy()).groupby(level=0).max()
     return DiDEstimate("TWFE (unit and year effects)", b, se, b - z * se, b + z * se, int(res.nobs),
                        int(ever.size), int((ever > 0).sum()), int((ever == 0).sum()), float(res.df_resid))
@@ -2225,7 +2246,7 @@ def did_2x2(df: pd.DataFrame, yname: str, tname: str, idname: str, treated: str,
     groups = pd.factorize(d[idname])[0]
     res = sm.OLS(d[yname].to_numpy(dtype=float), X).fit(cov_type="cluster", cov_kwds={"groups": groups})
     b, se = float(res.params[3]), float(res.bse[3])
-    z = stats.norm.ppf(1 - alp / 2)
+    z = ndtri(1 - alp / 2)
     units = d.groupby(idname)[treated].max()
     return DiDEstimate("2x2 DiD", b, se, b - z * se, b + z * se, int(len(d)), int(units.size),
                        int((units == 1).sum()), int((units == 0).sum()), float(res.df_resid))
@@ -2267,7 +2288,7 @@ def naive_difference(df: pd.DataFrame, yname: str, tname: str, idname: str, gnam
     groups = pd.factorize(d[idname])[0]
     res = sm.OLS(d[yname].to_numpy(dtype=float), X).fit(cov_type="cluster", cov_kwds={"groups": groups})
     b, se = float(res.params[1]), float(res.bse[1])
-    z = stats.norm.ppf(1 - alp / 2)
+    z = ndtri(1 - alp / 2)
     units = pd.Series(user, index=d[idname].to_numpy()).groupby(level=0).max()
     return DiDEstimate("naive users vs others", b, se, b - z * se, b + z * se, int(len(d)), int(units.size),
                        int((units == 1).sum()), int((units == 0).sum()), float(res.df_resid))
