@@ -287,8 +287,6 @@ def test_bad_choices(mpdta):
         att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", est_method="ols")
     with pytest.raises(KeyError, match="nope"):
         att_gt(mpdta, "nope", "year", "countyreal", "first.treat")
-    with pytest.raises(NotImplementedError, match="unbalanced"):
-        att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", allow_unbalanced_panel=True)
     r = att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", bootstrap=False)
     with pytest.raises(ValueError, match="simple"):
         aggte(r, type="overall")
@@ -323,8 +321,10 @@ def test_clustering_by_unit_level_variable(mpdta):
     d = mpdta.assign(cl=mpdta["countyreal"])
     r = att_gt(d, "lemp", "year", "countyreal", "first.treat", clustervars=["countyreal", "cl"], biters=999)
     np.testing.assert_allclose(r.se, r.se_analytic, rtol=SE_REL)
-    with pytest.raises(ValueError, match="bootstrap=True"):
-        att_gt(d, "lemp", "year", "countyreal", "first.treat", clustervars=["cl"], bootstrap=False)
+    # a unit-level cluster variable gives the unclustered analytic SEs exactly (R did 2.5: bstrap = FALSE allowed)
+    a = att_gt(d, "lemp", "year", "countyreal", "first.treat", clustervars=["cl"], bootstrap=False)
+    b = att_gt(d, "lemp", "year", "countyreal", "first.treat", bootstrap=False)
+    np.testing.assert_allclose(a.se, b.se, rtol=1e-12)
 
 
 def test_result_is_immutable(fits):
@@ -428,17 +428,13 @@ def test_effect_report_small_cohort_suppressed_not_crashed():
 
 
 def test_effect_report_helpers_count_exclusions():
-    from reach.did import drop_without_pre_period, with_matching_weights
+    from reach.did import drop_without_pre_period
 
     p = _report_panel(0.0, n=300).assign(be_id=lambda d: d["firm_id"].astype(str))
     first_users = p["firm_id"].unique()[:3]
     p.loc[p["firm_id"].isin(first_users), "g_x"] = 2014  # first year of the window: no pre-period
     rest, n = drop_without_pre_period(p, "g_x")
     assert n == 3 and not rest["firm_id"].isin(first_users).any() and len(rest) == len(p) - 3 * 8
-    mu = pd.DataFrame({"be_id": ["5", "5", "7"], "weight": [0.5, 1.0, 2.0]})
-    m = with_matching_weights(rest, mu)
-    assert sorted(m["be_id"].unique()) == ["5", "7"]
-    assert m.groupby("be_id")["weight"].first().to_dict() == {"5": 1.5, "7": 2.0}
 
 
 # --------------------------------------------------------------------------- fast covariate path
@@ -497,3 +493,454 @@ def test_warm_started_logit_equals_cold_start():
         p, H, _ = _logit_rows(np.ascontiguousarray(X.T), D, w, start)
         np.testing.assert_allclose(p, p0, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(H, H0, rtol=1e-12)
+
+
+# =========================================================================== issue 12
+# --------------------------------------------------------------------------- golden: DRDID repeated cross sections
+RC = json.loads((GOLDEN / "did_sim_rc.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("method", ["dr", "reg", "ipw"])
+def test_repeated_cross_sections_match_drdid_docs(method):
+    """att_gt(panel=False) on DRDID's sim_rc equals drdid_rc / reg_did_rc / std_ipw_did_rc's documented output."""
+    d = pd.read_csv(GOLDEN / "did_sim_rc.csv")
+    d = d.assign(period=d["post"].astype(int) + 1, g=np.where(d["d"] == 1, 2, 0))
+    r = att_gt(d, "y", "period", "id", "g", xformla="~ x1 + x2 + x3 + x4", est_method=method, panel=False,
+               bootstrap=False, cband=False)
+    ref = RC["estimates"][method]
+    tol = RC["tolerances"]
+    assert len(r.att) == 1 and r.n_units == 1000
+    assert abs(r.att[0] - ref["att"]) <= tol["point_reg" if method == "reg" else "point"]["abs"]
+    assert r.se[0] == pytest.approx(ref["se"], rel=tol["se_rel"]["rel"])
+
+
+# --------------------------------------------------------------------------- unbalanced panels
+def _unbalanced(seed=0, n=1500, years=range(2014, 2022), drop=0.25):
+    """_planted() with rows removed at random (entry, exit, gaps); a few units keep one row only."""
+    df = _planted(seed=seed, n=n, years=years)
+    rng = np.random.default_rng(seed + 100)
+    keep = rng.uniform(size=len(df)) > drop
+    once = df["id"].isin(df.loc[df["g"] == 0, "id"].unique()[:5])
+    keep &= ~once | (df["year"] == 2016)
+    return df[keep].reset_index(drop=True)
+
+
+def test_unbalanced_on_balanced_panel_is_the_panel_estimator(mpdta):
+    """R did 2.5: allow_unbalanced_panel=TRUE on a balanced panel uses the panel estimator; R's numbers stand."""
+    ref = np.array(REF["scenarios"]["dr_lpop"]["att_gt"])
+    for mode in ("rc", "pairs"):
+        r = att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", xformla="~ lpop", allow_unbalanced_panel=True,
+                   unbalanced=mode, bootstrap=False, cband=False)
+        np.testing.assert_allclose(r.att, ref[:, 2], atol=POINT)
+        np.testing.assert_allclose(r.se_analytic, ref[:, 3], rtol=SE_REL)
+
+
+def test_pairs_mode_equals_balanced_estimator_on_each_cells_units():
+    """Independent computation: every pairs-mode cell equals the balanced estimator run on the units observed
+    in both of the cell's years (no covariates: the difference of mean changes)."""
+    df = _unbalanced()
+    with pytest.warns(UserWarning, match="dropped"):  # the balanced default drops units, with a warning
+        att_gt(df, "y", "year", "id", "g", bootstrap=False, cband=False)
+    r = att_gt(df, "y", "year", "id", "g", allow_unbalanced_panel=True, unbalanced="pairs", bootstrap=False, cband=False)
+    assert r.exclusions["units_observed_once_kept"] == 5  # kept, counted
+    wide = df.pivot(index="id", columns="year", values="y")
+    G = df.groupby("id")["g"].first().reindex(wide.index)
+    for j in range(len(r.att)):
+        g, t, b = r.groups[j], r.times[j], r.base_times[j]
+        dy = wide[t] - wide[b]
+        both = dy.notna()
+        d1, d0 = dy[both & (G == g)], dy[both & (G == 0)]
+        assert r.att[j] == pytest.approx(d1.mean() - d0.mean(), abs=1e-12)
+        se = np.sqrt(d1.var(ddof=0) / len(d1) + d0.var(ddof=0) / len(d0)) * np.sqrt(len(both) / r.n_units) ** 0
+        # the influence function lives on the n units; its SE is the two-sample formula on the cell's units
+        assert r.se_analytic[j] == pytest.approx(se, rel=1e-9)
+        assert r.n_treated[j] == len(d1) and r.n_control[j] == len(d0)
+
+
+def test_rc_mode_sums_influence_function_by_unit():
+    """R did's unbalanced estimator: each cell's row-level influence function summed within unit.
+    Independent computation without covariates: four period-group means; the SE from the per-unit sums."""
+    df = _unbalanced(seed=2)
+    r = att_gt(df, "y", "year", "id", "g", allow_unbalanced_panel=True, unbalanced="rc", bootstrap=False, cband=False)
+    ids = np.sort(df["id"].unique())
+    n = len(ids)
+    for j in [0, 5, len(r.att) - 1]:
+        g, t, b = r.groups[j], r.times[j], r.base_times[j]
+        cell = df[df["year"].isin([t, b]) & df["g"].isin([g, 0])]
+        D, post, y = (cell["g"] == g).to_numpy(), (cell["year"] == t).to_numpy(), cell["y"].to_numpy()
+        means = {(a, p): y[(D == a) & (post == p)].mean() for a in (0, 1) for p in (0, 1)}
+        assert r.att[j] == pytest.approx((means[1, 1] - means[1, 0]) - (means[0, 1] - means[0, 0]), abs=1e-12)
+        n1 = len(cell)
+        cnt = {(a, p): ((D == a) & (post == p)).sum() for a in (0, 1) for p in (0, 1)}
+        sign = {(1, 1): 1, (1, 0): -1, (0, 1): -1, (0, 0): 1}
+        psi = np.zeros(len(cell))
+        for key in cnt:
+            m = (D == key[0]) & (post == key[1])
+            psi[m] = sign[key] * n1 / cnt[key] * (y[m] - means[key])
+        S = pd.Series((n / n1) * psi).groupby(cell["id"].to_numpy()).sum().reindex(ids, fill_value=0.0)
+        assert r.se_analytic[j] == pytest.approx(np.sqrt((S**2).sum()) / n, rel=1e-9)
+
+
+def test_unbalanced_recovers_planted_effect_with_covariates():
+    df = _unbalanced(seed=4, n=3000)
+    r = att_gt(df, "y", "year", "id", "g", xformla="~ x", control_group="notyettreated", allow_unbalanced_panel=True,
+               unbalanced="pairs", biters=299)
+    t = r.tidy()
+    truth = np.where(t["post"], 0.2 + 0.1 * (t["time"] - t["group"]), 0.0)
+    assert ((t["conf_low"] <= truth) & (truth <= t["conf_high"])).mean() >= 0.95
+    s = aggte(r, "simple")
+    post = t[t["post"]]
+    sizes = df.drop_duplicates("id")["g"].value_counts()
+    true_simple = np.average(0.2 + 0.1 * (post["time"] - post["group"]), weights=post["group"].map(sizes))
+    assert abs(s.overall_att - true_simple) < 2.58 * s.overall_se
+
+
+# --------------------------------------------------------------------------- cband and the bootstrap
+def test_no_bootstrap_without_bootstrap_and_cband(mpdta, monkeypatch):
+    import reach.did as rd
+
+    def boom(*a, **k):
+        raise AssertionError("the multiplier bootstrap ran")
+
+    monkeypatch.setattr(rd, "_multiplier_bootstrap", boom)
+    for kw in ({}, {"xformla": "~ lpop"}):
+        r = att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", bootstrap=False, cband=False, **kw)
+        assert r.boot_draws is None and not np.isfinite(r.crit_val)
+        t = r.tidy()
+        np.testing.assert_allclose(t["conf_low"], t["pointwise_low"])
+        for kind in ("simple", "dynamic", "group", "calendar"):
+            a = aggte(r, kind)
+            tt = a.tidy()
+            np.testing.assert_allclose(tt["conf_high"], tt["pointwise_high"])
+    with pytest.raises(AssertionError, match="bootstrap ran"):  # the band (R's default cband) needs the bootstrap
+        att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", bootstrap=False, cband=True)
+
+
+def test_cband_false_keeps_bootstrap_se_but_pointwise_intervals(mpdta):
+    r = att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", cband=False, biters=499)
+    t = r.tidy()
+    assert not np.isfinite(r.crit_val)
+    np.testing.assert_allclose(t["conf_low"], t["pointwise_low"])
+    np.testing.assert_allclose(r.se, r.se_analytic, rtol=SE_REL)  # bootstrap SEs, not the analytic ones
+    assert not np.allclose(r.se, r.se_analytic, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- clustering as R did 2.5
+def _clustered(seed=404, G=60):
+    """R did's tests/testthat/test-cluster-analytic.R design: clusters of sizes 1, 2, 4, 10 with a common
+    shock per cluster and period, treatment assigned by cluster."""
+    rng = np.random.default_rng(seed)
+    sz = np.resize([1, 2, 4, 10], G)
+    cl = np.repeat(np.arange(G), sz)
+    N = len(cl)
+    alpha = rng.normal(size=G)[cl]
+    eta = rng.normal(scale=1.5, size=(G, 4))
+    g = rng.choice([2, 3, 0], size=G, p=[0.34, 0.33, 0.33])[cl]
+    per = np.arange(1, 5)
+    y = alpha[:, None] + rng.normal(size=N)[:, None] + 0.3 * per + eta[cl] + ((g[:, None] != 0) & (per >= g[:, None])) \
+        + rng.normal(size=(N, 4))
+    return pd.DataFrame({"id": np.repeat(np.arange(N), 4), "t": np.tile(per, N), "cl": np.repeat(cl, 4),
+                         "g": np.repeat(g, 4), "y": y.ravel()})
+
+
+def test_analytic_cluster_se_is_cluster_sum_crve():
+    """R did 2.5 (test-cluster-analytic.R): with bstrap = FALSE the SE is sqrt(colSums(rowsum(inffunc, cl)^2)) / n."""
+    d = _clustered()
+    r = att_gt(d, "y", "t", "id", "g", clustervars=["id", "cl"], bootstrap=False, cband=False)
+    iid = att_gt(d, "y", "t", "id", "g", bootstrap=False, cband=False)
+    cl = d.groupby("id")["cl"].first().to_numpy()[np.argsort(d.groupby("id")["g"].first().to_numpy(), kind="stable")]
+    S = pd.DataFrame(np.asarray(r.inffunc)).groupby(cl).sum().to_numpy()
+    n = r.inffunc.shape[0]
+    np.testing.assert_allclose(r.se, np.sqrt((S**2).sum(axis=0)) / n, rtol=1e-10)
+    k = np.flatnonzero((r.groups == 2) & (r.times == 2))[0]
+    assert abs(r.se[k] - iid.se[k]) / iid.se[k] > 0.05
+    # aggregation: clustered SEs flow through aggte, and vcov() is the cluster-robust covariance
+    for kind in ("simple", "group", "dynamic"):
+        a, ai = aggte(r, kind), aggte(iid, kind)
+        assert abs(a.overall_se - ai.overall_se) / ai.overall_se > 0.02
+        if kind != "simple":
+            np.testing.assert_allclose(np.sqrt(np.diag(a.vcov())), a.se, rtol=1e-10)
+    np.testing.assert_allclose(np.sqrt(np.diag(r.vcov())), r.se, rtol=1e-10)
+
+
+def test_bootstrap_cluster_se_uses_sums_not_means():
+    """Unequal cluster sizes: the clustered multiplier bootstrap's SE is the cluster-sum CRVE
+    sqrt(sum_c S_c^2) / n (R did 2.5, mboot.R), not the cluster-mean version of R did <= 2.4."""
+    from reach.did import _boot_summary, _multiplier_bootstrap
+
+    rng = np.random.default_rng(0)
+    sizes = np.resize([1, 2, 40], 150)
+    cl = np.repeat(np.arange(len(sizes)), sizes)
+    shock = rng.normal(size=len(sizes))[cl]
+    IF = (shock + rng.normal(size=len(cl)))[:, None] * np.array([[1.0, 2.0]])
+    bres, m = _multiplier_bootstrap(IF, cl, 4999, 1)
+    se, crit = _boot_summary(bres, m, 0.05)
+    S = pd.DataFrame(IF).groupby(cl).sum().to_numpy()
+    crve = np.sqrt((S**2).sum(axis=0)) / len(IF)
+    np.testing.assert_allclose(se, crve, rtol=0.05)
+    M = pd.DataFrame(IF).groupby(cl).mean().to_numpy()
+    old = np.sqrt((M**2).sum(axis=0)) / len(M)  # R did <= 2.4: IQR scale of cluster means over sqrt(C)
+    assert (np.abs(se / old - 1) > 0.2).all()  # 28% apart here, 4x the bootstrap tolerance above
+    # and att_gt's clustered bootstrap agrees with its analytic cluster-robust SE
+    d = _clustered(seed=11, G=120)
+    an = att_gt(d, "y", "t", "id", "g", clustervars=["cl"], bootstrap=False, cband=False)
+    bs = att_gt(d, "y", "t", "id", "g", clustervars=["cl"], biters=2999, seed=3)
+    np.testing.assert_allclose(bs.se, an.se, rtol=0.15)
+
+
+def test_cluster_variable_varying_within_unit_is_refused():
+    d = _clustered()
+    d.loc[d.index[:3], "cl"] = 999  # unit 0 changes cluster in periods 1-3
+    for kw in ({}, {"allow_unbalanced_panel": True}):
+        with pytest.raises(ValueError, match="cl.*(varies|constant)"):
+            att_gt(d.iloc[1:] if kw else d, "y", "t", "id", "g", clustervars=["cl"], bootstrap=False, **kw)
+
+
+# --------------------------------------------------------------------------- overlap guard and trimming
+def _poor_overlap(seed=0, n=2000):
+    """Cohort 2017 (a few hundred) far from the comparison firms on x; cohort 2019 with good overlap."""
+    rng = np.random.default_rng(seed)
+    g = rng.choice([0, 2017, 2019], size=n, p=[0.7, 0.15, 0.15])
+    x = rng.normal(size=n) + np.where(g == 2017, 4.5, 0.0)
+    years = np.arange(2015, 2021)
+    y = x[:, None] + rng.normal(size=(n, len(years))) + 0.5 * ((g[:, None] > 0) & (years >= g[:, None]))
+    return pd.DataFrame({"id": np.repeat(np.arange(n), len(years)), "year": np.tile(years, n),
+                         "g": np.repeat(g, len(years)), "x": np.repeat(x, len(years)), "y": y.ravel()})
+
+
+@pytest.mark.parametrize("unbalanced", [False, True])
+def test_overlap_guard_sets_cells_na_with_reason(unbalanced):
+    df = _poor_overlap()
+    kw = {"allow_unbalanced_panel": True, "unbalanced": "rc"} if unbalanced else {}
+    if unbalanced:
+        df = df.drop(index=df.index[::7])
+    with pytest.warns(UserWarning, match="left missing"):
+        r = att_gt(df, "y", "year", "id", "g", xformla="~ x", bootstrap=False, cband=False, **kw)
+    t = r.tidy()
+    assert t.loc[t["group"] == 2017, "estimate"].isna().all()
+    assert t.loc[t["group"] == 2019, "estimate"].notna().all()
+    na = r.na_cells
+    assert set(na["group"]) == {2017} and len(na) == (t["group"] == 2017).sum()
+    assert na["reason"].str.contains("overlap").all() and na["reason"].str.contains("0.999").all()
+    a = aggte(r, "simple", na_rm=True)
+    assert np.isfinite(a.overall_att)
+    # overlap_max = 1 switches the guard off (the logit's scores stay below 1 without separation)
+    r1 = att_gt(df, "y", "year", "id", "g", xformla="~ x", bootstrap=False, cband=False, overlap_max=1.0, **kw)
+    assert len(r1.na_cells) < len(na) or np.isfinite(r1.att).sum() > np.isfinite(r.att).sum()
+
+
+def test_intercept_only_overlap_guard(mpdta):
+    """Without covariates R did's guard reduces to the cohort's share of the cell (>= 0.999 -> NA)."""
+    d = mpdta[(mpdta["first.treat"] != 0) | (mpdta["countyreal"] == mpdta.loc[mpdta["first.treat"] == 0, "countyreal"].min())]
+    big = pd.concat([d[d["first.treat"] == 2007].assign(countyreal=lambda x, k=k: x["countyreal"] * 100 + k)
+                     for k in range(8)])  # 1048 units of cohort 2007, 1 never-treated unit
+    d = pd.concat([d[d["first.treat"] != 2007], big])
+    with pytest.warns(UserWarning, match="overlap"):
+        r = att_gt(d, "lemp", "year", "countyreal", "first.treat", bootstrap=False, cband=False)
+    assert r.tidy().loc[lambda t: t["group"] == 2007, "estimate"].isna().all()
+    assert r.tidy().loc[lambda t: t["group"] == 2004, "estimate"].notna().all()
+    reg = att_gt(d, "lemp", "year", "countyreal", "first.treat", est_method="reg", bootstrap=False, cband=False)
+    assert np.isfinite(reg.att).all()  # the guard is for propensity-score methods only, as in R
+
+
+@pytest.mark.parametrize("method", ["dr", "ipw"])
+def test_trimming_equals_direct_drdid_with_trim(method):
+    """Comparison units with score >= trim_level get weight zero (DRDID); the fast path equals the direct one."""
+    from reach.did import _drdid_cell
+
+    df = _poor_overlap(n=1500)
+    df = df[df["g"] != 2017].copy()
+    df["x"] = df["x"] + np.where(df["g"] == 2019, 1.5, 0.0)
+    r_def = att_gt(df, "y", "year", "id", "g", xformla="~ x", est_method=method, bootstrap=False, cband=False)
+    r = att_gt(df, "y", "year", "id", "g", xformla="~ x", est_method=method, bootstrap=False, cband=False, trim_level=0.6)
+    assert any("trim_level 0.6" in n for n in r.notes)
+    assert not np.allclose(r.att, r_def.att)
+    wide = df.pivot(index="id", columns="year", values="y")
+    xw = df.pivot(index="id", columns="year", values="x")
+    G = df.groupby("id")["g"].first().reindex(wide.index).to_numpy()
+    for j in np.flatnonzero(r.times >= 2019)[:2]:
+        t, b = r.times[j], r.base_times[j]
+        idx = np.r_[np.flatnonzero(G == 2019), np.flatnonzero(G == 0)]
+        X = np.column_stack([np.ones(len(idx)), xw[min(t, b)].to_numpy()[idx]])
+        a, _ = _drdid_cell((wide[t] - wide[b]).to_numpy()[idx], (G[idx] == 2019).astype(float), X, np.ones(len(idx)),
+                           method, trim_level=0.6)
+        assert r.att[j] == pytest.approx(a, abs=1e-10)
+
+
+def test_bad_overlap_parameters(mpdta):
+    with pytest.raises(ValueError, match="overlap_max.*1.5"):
+        att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", overlap_max=1.5)
+    with pytest.raises(ValueError, match=r"\['rc', 'pairs'\].*'both'"):
+        att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", allow_unbalanced_panel=True, unbalanced="both")
+    with pytest.raises(ValueError, match="panel=True"):
+        att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", panel=False, unbalanced="pairs")
+
+
+# --------------------------------------------------------------------------- matched samples: stacked, cohort-wise
+def _hand_matched():
+    """Six firms, 2017-2022. 'a' is a comparison firm of cohort 2019 and a user in 2021; 'b' a comparison firm
+    of both cohorts (weights 0.5 and 1.5); 'u19' the 2019 user; 'u21' a 2021 user; 'c', 'n' never users."""
+    years = np.arange(2017, 2023)
+    g = {"a": 2021, "b": 0, "u19": 2019, "u21": 2021, "c": 0, "n": 0}
+    rng = np.random.default_rng(7)
+    rows = []
+    for f, gf in g.items():
+        base = rng.normal()
+        for t in years:
+            rows.append({"be_id": f, "year": t, "g_x": gf, "y": base + 0.1 * (t - 2017) + rng.normal(scale=0.1)
+                         + (0.4 if gf and t >= gf else 0.0)})
+    panel = pd.DataFrame(rows)
+    mu = pd.DataFrame({"be_id": ["u19", "a", "b", "u21", "b", "c"], "cohort": [2019, 2019, 2019, 2021, 2021, 2021],
+                       "treated": [1, 0, 0, 1, 0, 0], "weight": [1.0, 1.0, 0.5, 1.0, 1.5, 0.5]})
+    return panel, mu
+
+
+def test_matched_stack_roles_and_weights_hand_built():
+    from reach.did import matched_user_count, with_matching_weights
+
+    panel, mu = _hand_matched()
+    s = with_matching_weights(panel, mu, gname="g_x")
+    roles = s.drop_duplicates("stack_id").set_index(["cohort", "be_id"])[["treated", "weight", "g_stack"]]
+    # 'a': comparison firm (weight 1, leaves the comparison set in 2021) in 2019; user only in its own cohort
+    assert roles.loc[(2019, "a")].tolist() == [0, 1.0, 2021]
+    assert (2021, "a") not in roles.index  # never a user of a cohort it was not matched as a user of
+    # 'b': its own weight in each cohort, never summed
+    assert roles.loc[(2019, "b"), "weight"] == 0.5 and roles.loc[(2021, "b"), "weight"] == 1.5
+    assert roles.loc[(2019, "u19")].tolist() == [1, 1.0, 2019] and roles.loc[(2021, "u21")].tolist() == [1, 1.0, 2021]
+    assert len(s) == len(mu) * 6  # every (cohort, firm) block keeps all its years
+    assert matched_user_count(mu) == 2 == s.loc[s["treated"] == 1, "be_id"].nunique()
+
+
+def test_matched_att_gt_is_per_cohort_and_clustered_by_firm():
+    """Independent computation: each cohort's cells are the weighted DiD on that cohort's own matched set, and
+    the aggregate's SE is the firm-clustered sum of the per-cohort influence functions."""
+    from reach.did import matched_att_gt, with_matching_weights
+
+    panel, mu = _hand_matched()
+    s = with_matching_weights(panel, mu, gname="g_x")
+    r = matched_att_gt(s, "y", control_group="notyettreated", bootstrap=False, cband=False)
+    # one row per matched firm ('n' is in no matched set); 'a' counts as a user nowhere: it was matched
+    # only as a comparison firm (its own cohort-2021 user row is not in the matched sample)
+    assert r.n_units == 5 and sorted(r.unit_ids) == ["a", "b", "c", "u19", "u21"]
+    assert dict(zip(r.unit_ids, r.unit_cohort)) == {"a": 0, "b": 0, "c": 0, "u19": 2019, "u21": 2021}
+    wide = panel.pivot(index="be_id", columns="year", values="y")
+    t = r.tidy().set_index(["group", "time"])
+    # ATT(2019, 2020): u19 vs a (1.0) and b (0.5); ATT(2019, 2021): 'a' is treated from 2021 -> only b
+    for (g, tt, ctrl) in [(2019, 2020, {"a": 1.0, "b": 0.5}), (2019, 2021, {"b": 0.5}), (2021, 2022, {"b": 1.5, "c": 0.5})]:
+        user = "u19" if g == 2019 else "u21"
+        dy = wide[tt] - wide[g - 1]
+        expect = dy[user] - sum(w * dy[f] for f, w in ctrl.items()) / sum(ctrl.values())
+        assert t.loc[(g, tt), "estimate"] == pytest.approx(expect, abs=1e-12)
+        assert t.loc[(g, tt), "n_control"] == len(ctrl) and t.loc[(g, tt), "n_treated"] == 1
+    # firm-clustered aggregation: the simple ATT's influence function has one row per firm
+    a = aggte(r, "simple")
+    assert a.overall_inffunc.shape == (5,)
+    assert a.overall_se == pytest.approx(np.sqrt((a.overall_inffunc**2).sum()) / 5, rel=1e-12)
+    # 'b' enters both cohorts' sets: its row carries both contributions (summed, not duplicated)
+    IF = np.asarray(r.inffunc)
+    b = list(r.unit_ids).index("b")
+    assert (np.abs(IF[b, r.groups == 2019]).sum() > 0) and (np.abs(IF[b, r.groups == 2021]).sum() > 0)
+    # cohorts are weighted by their matched users (one each), not by rows of the stack
+    post = t[t["post"]]
+    assert a.overall_att == pytest.approx(post["estimate"].mean(), abs=1e-12)
+
+
+def test_matched_stack_bad_input():
+    from reach.did import with_matching_weights
+
+    panel, mu = _hand_matched()
+    wrong = mu.copy()
+    wrong.loc[wrong["be_id"] == "u21", "cohort"] = 2019  # matched as a user of a cohort it did not start in
+    wrong = wrong.drop_duplicates(["be_id", "cohort"])
+    with pytest.raises(ValueError, match="(?s)first use in the panel.*u21"):
+        with_matching_weights(panel, wrong, gname="g_x")
+    late = pd.concat([mu, pd.DataFrame({"be_id": ["u19"], "cohort": [2021], "treated": [0], "weight": [1.0]})])
+    with pytest.raises(ValueError, match="already used the programme"):
+        with_matching_weights(panel, late, gname="g_x")
+    with pytest.raises(ValueError, match="repeat a"):
+        with_matching_weights(panel, pd.concat([mu, mu.iloc[[0]]]), gname="g_x")
+    with pytest.raises(KeyError, match="weight"):
+        with_matching_weights(panel, mu.drop(columns="weight"), gname="g_x")
+
+
+def test_stub_matched_count_equals_notebook_03(stub_panel):
+    """The matched-user count of 04 (matched_user_count) is 03's (distinct treated be_id); the stacked estimate
+    covers the planted effect without dropping firms that are not alive in every year."""
+    from reach.did import drop_without_pre_period, effect_report, matched_user_count
+    from reach.matching import match_cohorts
+    from reach.panel import analysis_sample
+    import yaml
+
+    panel, _, truth = stub_panel
+    p = yaml.safe_load((ROOT / "params" / "stub.yaml").read_text(encoding="utf-8"))
+    sample = analysis_sample(panel, "tinl", first_year=p["first_year"], last_year=p["last_year"],
+                             exclude_other_users=p["exclude_other_users"]).panel
+    cm = match_cohorts(sample, gname="g_tinl", tname="year", idname="be_id", covariates=p["covariates"],
+                       control_group=p["control_group"], method=p["match_method"], ratio=p["ratio"],
+                       replace=p["replace"], caliper=p["caliper"], ps_model=p["ps_model"], seed=p["seed"],
+                       mahalanobis=p["mahalanobis"])
+    mu = cm.matched_units()
+    est, _ = drop_without_pre_period(sample, "g_tinl")
+    rep = effect_report(est, "log_exports", programme="tinl", sample="matched", xformla=p["xformla"],
+                        control_group=p["control_group"], biters=499, matched_units=mu, allow_unbalanced_panel=True)
+    assert rep.headline()["n_treated"] == matched_user_count(mu) == mu.loc[mu["treated"] == 1, "be_id"].nunique()
+    assert rep.n_balanced_drop > 0 and "would have dropped" in rep.exclusions_text()
+    h = rep.headline()
+    assert h["simple_conf_low"] <= truth["effects"]["tinl"]["simple"] <= h["simple_conf_high"]
+
+
+# --------------------------------------------------------------------------- not estimable
+def test_outcome_that_never_changes_is_not_estimable():
+    from reach.did import effect_report
+
+    df = _report_panel(0.3, n=600)
+    df["always"] = 1.0  # every firm exports in every year
+    rep = effect_report(df, "always", programme="x", control_group="notyettreated", biters=99)
+    assert not rep.estimable and rep.verdict().startswith("not estimable: always never changes")
+    assert "no detectable effect" not in rep.narrative() and "not estimable" in rep.narrative()
+    h = rep.headline()
+    assert h["estimable"] is False and np.isnan(h["simple_att"])  # never a 0.0 estimate
+    assert rep.tables["comparison"]["estimate"].isna().all()
+    ok = effect_report(_report_panel(0.3, n=600), "y", programme="x", control_group="notyettreated", biters=99)
+    assert ok.estimable and ok.headline()["not_estimable_reason"] == ""
+
+
+def test_report_tables_html_no_index_no_nan_and_figure_counts():
+    from reach.did import effect_report
+    from reach.disclosure import Rules
+
+    rep = effect_report(_report_panel(0.3, tiny=4), "y", programme="x", control_group="notyettreated", biters=99,
+                        rules=Rules())
+    for table in ("comparison", "event_study", "att_gt", "pretest"):
+        h = rep.html(table)
+        assert "NaN" not in h and "&lt;NA&gt;" not in h and "<NA>" not in h and "nan" not in h
+        head = h.split("</thead>")[0]
+        assert "<th></th>" not in head  # no index column
+    gt = rep.html("att_gt")
+    assert "suppressed" in gt  # the tiny cohort's cells (disclosure), not "undefined"
+    assert ">2015<" in gt and "2,015" not in gt  # years without thousands separators
+    cmp_ = rep.html("comparison")
+    assert ">1,500<" not in cmp_ and ".0<" not in cmp_.split("n_treated")[-1]  # counts are integers
+    es = rep.html("event_study")
+    assert "<td>–</td>" in es  # the overall row has no event time
+    import matplotlib.pyplot as plt
+
+    fig = rep.figure()
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "numbers: users behind each point" in texts  # the number of users differs between event times
+    plt.close(fig)
+    with pytest.raises(ValueError, match="table"):
+        rep.html("nope")
+
+
+def test_report_lists_na_cells_and_balanced_drop():
+    from reach.did import effect_report
+
+    df = _poor_overlap()
+    df = df.drop(index=df.index[::9]).rename(columns={"id": "firm_id", "g": "g_x"})
+    rep = effect_report(df, "y", programme="x", xformla="~ x", biters=99, allow_unbalanced_panel=True)
+    txt = rep.exclusions_text()
+    assert "would have dropped" in txt and f"{rep.n_balanced_drop:,}" in txt and rep.n_balanced_drop > 100
+    assert "ATT(2017," in txt and "overlap" in txt
+    assert set(rep.na_cells()["group"]) == {2017}
+    assert rep.estimable  # cohort 2019 is estimated

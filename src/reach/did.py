@@ -22,7 +22,28 @@ Influence functions are kept as a dense ``(n_units, n_cells)`` array. The
 multiplier bootstrap multiplies blocks of Rademacher bits (about 32 MB at a
 time) with it; without covariates it needs only per-cohort sums of the weighted
 outcomes (``T + 1`` columns instead of one per cell). :func:`aggte` reuses those
-draws through linear maps, so it does not bootstrap again.
+draws through linear maps, so it does not bootstrap again. With ``bootstrap=False, cband=False``
+no bootstrap runs at all.
+
+R ``did`` 2.5 behaviour (bcallaway11/did 2.5.1, DRDID 1.2.3):
+
+* clustering: the influence function is *summed* within clusters, in the multiplier bootstrap and
+  in the analytic cluster-robust standard error :math:`\sqrt{\sum_c S_c^2}/n` (Callaway & Sant'Anna
+  2021, Remark 10); ``vcov()`` of the results gives the matching covariance;
+* overlap guard: a cell whose unweighted propensity score reaches ``overlap_max`` (0.999) is NA with
+  a warning and listed in ``result.na_cells``; comparison units with a score of ``trim_level`` (0.995)
+  or more get weight zero (DRDID);
+* unbalanced panels (``allow_unbalanced_panel=True``) and repeated cross sections (``panel=False``):
+  DRDID's repeated-cross-section estimators with the influence function summed by unit
+  (``unbalanced="rc"``, R's), or reach's ``unbalanced="pairs"``: each ATT(g,t) on the units observed
+  in both its base period and t. A balanced panel always gets the panel estimator (as R).
+
+Matched samples (:func:`with_matching_weights`, :func:`matched_att_gt`): a *stacked* design with
+cohort-specific comparison sets. Each cohort's ATT(g,t) is estimated on that cohort's matched set
+only (its matched users and their matched comparison firms, with that match's weights); the
+blocks' influence functions are put on one row per firm and summed, so a firm in several cohorts'
+sets (a comparison firm twice, or a comparison firm first and a user later) is clustered, never
+double-weighted and never a user of a cohort it was not matched to.
 """
 from __future__ import annotations
 
@@ -35,7 +56,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy.special import chdtrc, ndtri  # not scipy.stats: its import costs seconds
 
 __all__ = [
     "att_gt",
@@ -51,19 +72,25 @@ __all__ = [
     "CONTROL_GROUPS",
     "EST_METHODS",
     "BASE_PERIODS",
+    "UNBALANCED_MODES",
     "AGG_TYPES",
     "effect_report",
     "EffectReport",
     "drop_without_pre_period",
     "with_matching_weights",
+    "matched_att_gt",
+    "matched_user_count",
     "COMPARISON_METHODS",
     "REPORT_TABLES",
+    "effects_intro",
+    "samples_text",
 ]
 
 CONTROL_GROUPS = ("nevertreated", "notyettreated")
 EST_METHODS = ("dr", "ipw", "reg")
 BASE_PERIODS = ("varying", "universal")
 AGG_TYPES = ("simple", "dynamic", "group", "calendar")
+UNBALANCED_MODES = ("rc", "pairs")
 
 #: R's threshold for a degenerate standard error (sqrt(.Machine$double.eps) * 10).
 _TINY = math.sqrt(np.finfo(float).eps) * 10
@@ -303,14 +330,16 @@ def _logit(X, D, w, maxiter=50, tol=1e-10):
     return p, H
 
 
-def _drdid_cell(dY, D, X, w, method):
+def _drdid_cell(dY, D, X, w, method, trim_level=0.995):
     """One 2x2 ATT with covariates, as DRDID's drdid_panel / std_ipw_did_panel / reg_did_panel.
 
     The direct transcription; :class:`_CovDesign` computes the same faster, and the tests
-    check the two against each other.
+    check the two against each other. :func:`att_gt` uses it for the cells of an unbalanced
+    panel in ``unbalanced="pairs"`` mode, where every cell has its own set of units.
 
     Returns (att, influence function on the cell's units) or (nan, None).
-    Weights ``w`` are normalised to mean one on the cell, as DRDID does.
+    Weights ``w`` are normalised to mean one on the cell, as DRDID does; comparison units
+    with a propensity score of ``trim_level`` or more get weight zero (DRDID's trimming).
     """
     n = len(dY)
     w = w / w.mean()
@@ -331,6 +360,7 @@ def _drdid_cell(dY, D, X, w, method):
             return np.nan, None
         ps = np.minimum(ps, 1 - 1e-6)
         alr_ps = ((w * (D - ps))[:, None] * X) @ (np.linalg.inv(H) * n)
+        keep = np.where(D == 1, 1.0, (ps < trim_level).astype(float))
     w_t = w * D
     if method == "reg":
         w_c = w * D
@@ -342,7 +372,7 @@ def _drdid_cell(dY, D, X, w, method):
         M1 = (w_c[:, None] * X).mean(axis=0)
         inf_c = (att_c - w_c * eta_c + alr_ols @ M1) / w_c.mean()
         return eta_t - eta_c, inf_t - inf_c
-    w_c = w * ps * C / (1 - ps)
+    w_c = keep * w * ps * C / (1 - ps)
     if method == "ipw":
         att_t = w_t * dY
         att_c = w_c * dY
@@ -446,10 +476,10 @@ class _CovDesign:
     varying base period). Rows: the cohort's ``m_t`` units first, then the controls.
     """
 
-    def __init__(self, Xr, w, m_t, method, beta0=None):
+    def __init__(self, Xr, w, m_t, method, beta0=None, overlap_max=0.999, trim_level=0.995):
         m = Xr.shape[1]
         self.m, self.m_t, self.Xr = m, m_t, Xr
-        self.ok, self.beta = True, None
+        self.ok, self.beta, self.reason, self.n_trimmed = True, None, "", 0
         wv = w / w.mean()
         self.wv_t, self.wv_c = wv[:m_t], wv[m_t:]
         self.Xt, self.Xc = Xr[:, :m_t], Xr[:, m_t:]
@@ -457,7 +487,7 @@ class _CovDesign:
         if method in ("dr", "reg"):
             A = _gram(self.Xc, self.wv_c)
             if np.linalg.matrix_rank(A) < A.shape[0]:
-                self.ok = False
+                self.ok, self.reason = False, "singular covariate matrix of the comparison units"
                 return
             self.A = A
             XpX_inv = np.linalg.inv(A / m)
@@ -467,12 +497,26 @@ class _CovDesign:
             D[:m_t] = 1.0
             ps, H, self.beta = _logit_rows(Xr, D, wv, beta0)
             if ps is None:
-                self.ok = False
+                full_rank = np.linalg.matrix_rank(_gram(Xr, np.ones(m))) == Xr.shape[0]
+                # a full-rank design whose logit diverges is separated: some scores reach 1 (R's guard fails too)
+                self.ok, self.reason = False, ("overlap fails: the propensity score logit diverges (separation: "
+                                               f"scores reach 1 >= overlap_max {overlap_max})" if full_rank else
+                                               "propensity-score logit failed (singular design)")
+                return
+            # R did's overlap guard uses the unweighted score; with unit weights it is this one
+            ps_u = ps if np.all(wv == 1.0) else _logit_rows(Xr, D, np.ones(m))[0]
+            if ps_u is None or ps_u.max() >= overlap_max:
+                pmax = np.nan if ps_u is None else float(ps_u.max())
+                self.ok, self.reason = False, f"overlap fails: propensity score reaches {pmax:.4f} >= overlap_max {overlap_max}"
                 return
             ps = np.minimum(ps, 1 - 1e-6)
             self.Hinv_n = np.linalg.inv(H) * m
             ps_c = ps[m_t:]
             self.wc_ps = self.wv_c * ps_c / (1 - ps_c)  # IPW weights of the controls
+            trim = ps_c >= trim_level  # DRDID: comparison units this like the treated get no weight
+            if trim.any():
+                self.wc_ps[trim] = 0.0
+                self.n_trimmed = int(trim.sum())
             self.mwc = self.wc_ps.sum() / m
             self.aps_t = self.wv_t * (1 - ps[:m_t])  # w (D - ps) on the cohort
             self.aps_c = -self.wv_c * ps_c           # ... and on the controls
@@ -513,13 +557,19 @@ class _CovDesign:
         return eta_t - eta_c, inf_t, inf_c
 
 # --------------------------------------------------------------------------- bootstrap
-def _cluster_means(M: np.ndarray, cluster: np.ndarray) -> np.ndarray:
-    """Mean of the rows of ``M`` within each cluster (did 2.x averages the influence function so)."""
+def _cluster_sums(M: np.ndarray, cluster: np.ndarray) -> np.ndarray:
+    """Sum of the rows of ``M`` within each cluster (``rowsum`` in R did 2.5's ``mboot``).
+
+    R did up to 2.4 averaged the influence function within clusters; 2.5 sums it
+    (Callaway & Sant'Anna 2021, Remark 10): the estimator is a (1/n) average over units,
+    so its cluster-robust variance is :math:`n^{-2}\\sum_c S_c^2` with :math:`S_c` the
+    cluster sums. The two agree only when all clusters have the same size.
+    """
     ncl = int(cluster.max()) + 1
-    counts = np.bincount(cluster, minlength=ncl).astype(float)
+    counts = np.bincount(cluster, minlength=ncl)
     order = np.argsort(cluster, kind="stable")
-    starts = np.r_[0, np.cumsum(counts.astype(np.int64))[:-1]]
-    return np.add.reduceat(M[order], starts, axis=0) / counts[:, None]
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    return np.add.reduceat(M[order], starts, axis=0)
 
 
 def _multiplier_bootstrap(IF, cluster, biters, seed, progress=None, extra=None, segments=None, dtype=np.float64):
@@ -530,7 +580,8 @@ def _multiplier_bootstrap(IF, cluster, biters, seed, progress=None, extra=None, 
     IF : ndarray (n, k)
         Influence functions.
     cluster : ndarray of int or None
-        Cluster code per unit; the influence function is averaged within clusters first.
+        Cluster code per unit; the influence function is summed within clusters first
+        (R did 2.5), and one multiplier is drawn per cluster.
     extra : ndarray (n, q), optional
         More columns bootstrapped with the same draws (appended after ``IF``'s).
     segments : sequence of int, optional
@@ -544,8 +595,13 @@ def _multiplier_bootstrap(IF, cluster, biters, seed, progress=None, extra=None, 
     Returns
     -------
     bres : ndarray (biters, k + q)
-        Draws of :math:`\\sqrt{m}\\,\\overline{U\\psi}` with m the number of units (or clusters).
-    m : int
+        Draws of :math:`n^{-1/2}\\sum_c U_c S_c` with :math:`S_c` the influence function summed
+        within cluster c (a unit when there are no clusters) and n the number of units, so
+        that the standard error is the draws' scale over :math:`\\sqrt n` with or without
+        clusters (R did 2.5 scales by :math:`\\sqrt{C}` and multiplies the scale by
+        :math:`\\sqrt{C}/n`: the same number).
+    n : int
+        Number of units (rows of ``IF``).
 
     Notes
     -----
@@ -558,8 +614,9 @@ def _multiplier_bootstrap(IF, cluster, biters, seed, progress=None, extra=None, 
     if IF.ndim == 1:
         IF = IF[:, None]
     mats = [IF] if extra is None else [IF, np.asarray(extra, dtype=float).reshape(len(IF), -1)]
+    n_units = mats[0].shape[0]
     if cluster is not None:
-        mats = [_cluster_means(M, cluster) for M in mats]
+        mats = [_cluster_sums(M, cluster) for M in mats]
     if dtype != np.float64:
         mats = [np.asarray(M, dtype=dtype, order="F") for M in mats]
     m = mats[0].shape[0]
@@ -600,7 +657,7 @@ def _multiplier_bootstrap(IF, cluster, biters, seed, progress=None, extra=None, 
                 acc[:, col + nz] += B @ Mb[:, nz]
             totals[col:col + k] += Mb.sum(axis=0, dtype=np.float64)
             col += k
-    return (2.0 * acc - totals[None, :]) / math.sqrt(m), m
+    return (2.0 * acc - totals[None, :]) / math.sqrt(n_units), n_units
 
 
 def _boot_summary(bres, m, alp):
@@ -612,7 +669,7 @@ def _boot_summary(bres, m, alp):
     if ok.any():
         b = bres[:, ok]
         q = _quantile1(b, 0.75) - _quantile1(b, 0.25)
-        sig = q / (stats.norm.ppf(0.75) - stats.norm.ppf(0.25))
+        sig = q / (ndtri(0.75) - ndtri(0.25))
         sig = np.where(sig <= _TINY, np.nan, sig)
         with np.errstate(divide="ignore", invalid="ignore"):
             t = np.abs(b / sig)
@@ -638,11 +695,28 @@ def _cohort_columns(G: np.ndarray, w: np.ndarray, cohorts: np.ndarray) -> np.nda
     return Z
 
 
-def _analytic_se(IF):
+def _analytic_se(IF, cluster=None):
+    """``sqrt(sum_i psi_i^2) / n``; with clusters the cluster-robust ``sqrt(sum_c S_c^2) / n``.
+
+    The clustered form is R did 2.5's analytic (``bstrap = FALSE``) cluster-robust
+    standard error (tests/testthat/test-cluster-analytic.R: ``sqrt(colSums(rowsum(inffunc, cl)^2)) / n``).
+    """
     n = IF.shape[0]
+    S = IF if cluster is None else _cluster_sums(IF, cluster)
     # einsum: no (n, k) temporary for the squares
-    se = np.sqrt(np.einsum("ij,ij->j", IF, IF) / n / n)
+    se = np.sqrt(np.einsum("ij,ij->j", S, S) / n / n)
     return np.where(se <= _TINY, np.nan, se)
+
+
+def _vcov(IF, cluster=None):
+    """Covariance matrix of the estimates whose influence functions are the columns of ``IF``
+    (``S'S / n^2`` with S the rows, or the cluster sums of the rows)."""
+    IF = np.asarray(IF, dtype=float)
+    if IF.ndim == 1:
+        IF = IF[:, None]
+    n = IF.shape[0]
+    S = IF if cluster is None else _cluster_sums(IF, cluster)
+    return S.T @ S / n / n
 
 
 # --------------------------------------------------------------------------- results
@@ -712,6 +786,12 @@ class ATTgtResult:
     boot_cohorts: np.ndarray | None = field(default=None, repr=False)
     boot_cohort_draws: np.ndarray | None = field(default=None, repr=False)
     n_boot_units: int = 0
+    cband: bool = True
+    na_cells: pd.DataFrame = field(default_factory=lambda: _na_frame([]), repr=False)
+    unit_ids: np.ndarray | None = field(default=None, repr=False)
+    panel: bool = True
+    allow_unbalanced_panel: bool = False
+    unbalanced: str = "rc"
 
     @property
     def post(self) -> np.ndarray:
@@ -724,7 +804,7 @@ class ATTgtResult:
         ``conf_low/conf_high`` use the simultaneous critical value (R did's
         default ``cband = TRUE``); ``pointwise_*`` use the normal quantile.
         """
-        z = stats.norm.ppf(1 - self.alp / 2)
+        z = ndtri(1 - self.alp / 2)
         c = self.crit_val if np.isfinite(self.crit_val) else z
         return pd.DataFrame(
             {
@@ -755,11 +835,23 @@ class ATTgtResult:
             return {"statistic": np.nan, "df": int(pre.sum()), "pvalue": np.nan}
         W = float(n * a @ np.linalg.solve(V, a))
         q = int(pre.sum())
-        return {"statistic": W, "df": q, "pvalue": float(stats.chi2.sf(W, q))}
+        return {"statistic": W, "df": q, "pvalue": float(chdtrc(q, W))}
 
     def pretrend_test(self) -> dict:
         """Alias of :meth:`pretest`."""
         return self.pretest()
+
+    def vcov(self) -> np.ndarray:
+        """Covariance matrix of ``att`` (cells x cells) from the influence function.
+
+        :math:`V = S'S/n^2` with S the rows of ``inffunc`` (one per unit), or their sums
+        within the clusters of ``clustervars`` (cluster-robust). Missing cells give NaN rows.
+        """
+        V = _vcov(self.inffunc, self.cluster)
+        bad = ~np.isfinite(self.att)
+        V[bad, :] = np.nan
+        V[:, bad] = np.nan
+        return V
 
     def summary(self) -> str:
         t = self.tidy()
@@ -826,6 +918,18 @@ class AggteResult:
     min_e: float = -np.inf
     max_e: float = np.inf
     balance_e: int | None = None
+    cluster: np.ndarray | None = field(default=None, repr=False)
+
+    def vcov(self) -> np.ndarray:
+        """Covariance matrix of ``att`` (one row/column per key) from ``inffunc``.
+
+        ``inffunc`` has one row per unit (a firm that enters several cohorts' matched sets
+        in :func:`matched_att_gt` is one row: its contributions are already summed);
+        with ``clustervars`` the rows are summed within clusters first, so this is the
+        cluster-robust :math:`S'S/n^2` that R did 2.5's analytic standard errors use.
+        Use it, not ``inffunc'inffunc/n^2``, when the result was clustered.
+        """
+        return _vcov(self.inffunc, self.cluster)
 
     _LEVEL = {"simple": "overall", "dynamic": "event_time", "group": "group", "calendar": "time"}
 
@@ -836,7 +940,7 @@ class AggteResult:
         pointwise_low, pointwise_high, n_treated, n_control``. ``conf_*`` of the
         keyed rows are simultaneous bands; the overall row's are pointwise.
         """
-        z = stats.norm.ppf(1 - self.alp / 2)
+        z = ndtri(1 - self.alp / 2)
         c = self.crit_val if np.isfinite(self.crit_val) else z
         overall = pd.DataFrame(
             {
@@ -863,7 +967,7 @@ class AggteResult:
         return pd.concat([overall, keyed], ignore_index=True)
 
     def summary(self) -> str:
-        z = stats.norm.ppf(1 - self.alp / 2)
+        z = ndtri(1 - self.alp / 2)
         lines = [
             f"Aggregated treatment effects ({self.type}): {self.yname}",
             f" overall ATT {_fmt(self.overall_att)}  Std.Err {_fmt(self.overall_se)}  "
@@ -922,6 +1026,31 @@ class DiDEstimate:
 
 
 # --------------------------------------------------------------------------- att_gt
+def _is_balanced(df, idname, tname, need) -> bool:
+    """Every unit observed (without missing values in ``need``) in every period, once."""
+    if not isinstance(df, pd.DataFrame) or any(c not in df.columns for c in [idname, tname, *need]):
+        return False  # let the estimator raise its own, clearer error
+    d = df[[idname, tname, *need]]
+    if d.isna().any().any():
+        return False
+    return len(d) == d[idname].nunique() * d[tname].nunique() and not d.duplicated([idname, tname]).any()
+
+
+def _na_frame(na_cells) -> pd.DataFrame:
+    """Cells left missing, one row each: ``group, time, reason``."""
+    return pd.DataFrame({"group": pd.array([int(c[0]) for c in na_cells], dtype="int64"),
+                         "time": pd.array([int(c[1]) for c in na_cells], dtype="int64"),
+                         "reason": [str(c[2]) for c in na_cells]})
+
+
+def _warn_na_cells(na_cells) -> None:
+    if na_cells:
+        shown = "; ".join(f"ATT({int(g)},{int(t)}): {r}" for g, t, r in na_cells[:5])
+        more = f" (and {len(na_cells) - 5} more)" if len(na_cells) > 5 else ""
+        warnings.warn(f"att_gt: {len(na_cells)} group-time cell(s) left missing (NA): {shown}{more}",
+                      UserWarning, stacklevel=3)
+
+
 def att_gt(
     df: pd.DataFrame,
     yname: str,
@@ -941,6 +1070,12 @@ def att_gt(
     seed: int = 0,
     allow_unbalanced_panel: bool = False,
     progress: bool | None = None,
+    panel: bool = True,
+    cband: bool | None = None,
+    overlap_max: float = 0.999,
+    trim_level: float = 0.995,
+    unbalanced: str = "rc",
+    _groups: Sequence[float] | None = None,
 ) -> ATTgtResult:
     r"""Group-time average treatment effects of Callaway & Sant'Anna (2021), panel data.
 
@@ -963,15 +1098,42 @@ def att_gt(
     weightsname : str, optional
         Time-invariant sampling weights (e.g. matching weights).
     clustervars : list of str, optional
-        ``idname`` and at most one other time-invariant variable; clustering needs the bootstrap.
+        ``idname`` and at most one other time-invariant variable (a variable that varies
+        within a unit raises). With ``bootstrap=True`` one multiplier is drawn per cluster
+        and the influence function is summed within clusters (R did 2.5); with
+        ``bootstrap=False`` the standard errors are the analytic cluster-robust ones,
+        :math:`\sqrt{\sum_c S_c^2}/n`.
     bootstrap : bool
         Multiplier-bootstrap standard errors (Rademacher weights, IQR-based, as R did).
-        The simultaneous critical value is always taken from the multiplier bootstrap.
+    cband : bool, optional
+        Simultaneous (uniform) confidence band from the multiplier bootstrap's sup-t
+        critical value. Default: ``bootstrap`` (R did's default ``cband = TRUE`` needs the
+        bootstrap). With ``bootstrap=False, cband=False`` no bootstrap runs at all and
+        ``conf_low/conf_high`` are pointwise.
     biters, alp, seed : int, float, int
         Bootstrap draws, significance level, random seed.
     allow_unbalanced_panel : bool
-        Not implemented (raises); by default units not observed in every period are
-        dropped and counted in ``result.exclusions``.
+        Keep units not observed in every period (see :func:`_att_gt_unbalanced`).
+        By default (``False``, as R did) they are dropped, counted in
+        ``result.exclusions`` and a ``UserWarning`` says how many.
+    panel : bool
+        ``False``: the rows are repeated cross sections (no unit is followed); see
+        :func:`_att_gt_unbalanced`.
+    overlap_max : float
+        R did's overlap guard (dr and ipw): a cell whose unweighted propensity score
+        (logit of the cohort indicator on the covariates, intercept only without covariates)
+        reaches ``overlap_max`` for some unit is left missing (NA) with a warning; the cell and the
+        reason are listed in ``result.na_cells``.
+    trim_level : float
+        DRDID's trimming (dr and ipw): comparison units with a propensity score of
+        ``trim_level`` or more get weight zero in that cell.
+    unbalanced : {"rc", "pairs"}
+        How ``allow_unbalanced_panel=True`` keeps the units: ``"rc"`` as R did 2.5 (the
+        rows of each cell's two periods as repeated cross sections, influence function summed
+        by unit); ``"pairs"`` (reach's extension) each ATT(g, t) on the units observed in both
+        its base period and t, with the panel estimator. ``"pairs"`` is robust to firms
+        entering and leaving the register; ``"rc"`` assumes those changes of composition are
+        unrelated to the outcome.
 
     Returns
     -------
@@ -1011,15 +1173,37 @@ def att_gt(
         raise ValueError(f"alp must be in (0, 1); got {alp!r}")
     if int(biters) < 1:
         raise ValueError(f"biters must be a positive integer; got {biters!r}")
+    for name, v in (("overlap_max", overlap_max), ("trim_level", trim_level)):
+        if not (isinstance(v, (int, float)) and 0.5 < float(v) <= 1.0):
+            raise ValueError(f"{name} must be a probability in (0.5, 1]; got {v!r}")
+    cband = bool(bootstrap) if cband is None else bool(cband)
+    _check_choice("unbalanced", unbalanced, UNBALANCED_MODES)
+    if unbalanced == "pairs" and not panel:
+        raise ValueError("unbalanced='pairs' follows units over time: it needs panel=True; got panel=False")
     clustervars = list(clustervars) if clustervars else []
-    if any(c != idname for c in clustervars) and not bootstrap:
-        raise ValueError("clustering on a variable other than idname needs bootstrap=True (as in R did)")
     covs = parse_xformla(xformla)
+    if allow_unbalanced_panel and panel and _is_balanced(df, idname, tname, [yname, *covs] + ([weightsname] if weightsname else [])):
+        # R did 2.5 (NEWS 2.1): a balanced panel with allow_unbalanced_panel=TRUE uses the panel estimator
+        allow_unbalanced_panel = False
+    if allow_unbalanced_panel or not panel:
+        return _att_gt_unbalanced(
+            df, yname, tname, idname, gname, covs, xformla=xformla, control_group=control_group,
+            est_method=est_method, anticipation=anticipation, base_period=base_period, weightsname=weightsname,
+            clustervars=clustervars, bootstrap=bootstrap, biters=biters, alp=alp, seed=seed, panel=panel,
+            cband=cband, overlap_max=overlap_max, trim_level=trim_level, _groups=_groups,
+            unbalanced=unbalanced if panel else "rc")
     P = _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, allow_unbalanced_panel)
     periods, Y, G, w = P.periods, P.Y, P.G, P.w
     n, T = Y.shape
     excl = dict(P.exclusions)
     notes: list[str] = []
+    na_cells: list[tuple] = []
+    dropped = {k: v for k, v in excl.items() if k in ("units_not_observed_every_period", "units_with_missing_values")}
+    if dropped:
+        # R did warns when it balances the panel; a line in summary() is easy to miss
+        warnings.warn(f"att_gt: balanced panel required (allow_unbalanced_panel=False): dropped "
+                      + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dropped.items())
+                      + "; pass allow_unbalanced_panel=True to keep them", UserWarning, stacklevel=2)
 
     # R did drops units treated in the first period with a warning; we refuse, so nothing is silently dropped.
     glist_all = np.unique(G[G > 0])
@@ -1031,7 +1215,7 @@ def att_gt(
             f"{tname} {int(periods[0])}-{int(periods[-1])} (anticipation {anticipation}); ATT(g,t) needs a period "
             f"before g - anticipation. Drop these units or start the panel earlier."
         )
-    glist = glist_all
+    glist = glist_all if _groups is None else glist_all[np.isin(glist_all, np.asarray(_groups, dtype=float))]
     if len(glist) == 0:
         raise ValueError(f"df: no treated units (all {gname!r} are 0 or after the last period)")
     if control_group == "nevertreated" and not (G == 0).any():
@@ -1117,6 +1301,12 @@ def att_gt(
         n_co[j] = sum(s.stop - s.start for s in ctrl)
         if n_co[j] == 0:
             notes.append(f"ATT({int(g)},{int(periods[ti])}): no comparison units; left missing")
+            na_cells.append((g, periods[ti], "no comparison units"))
+            continue
+        if not covs and est_method in ("dr", "ipw") and n_tr[j] / (n_tr[j] + n_co[j]) >= overlap_max:
+            # R did's guard with an intercept-only score: the cohort's share of the cell
+            na_cells.append((g, periods[ti], f"overlap fails: cohort is {n_tr[j] / (n_tr[j] + n_co[j]):.4f} "
+                                             f">= overlap_max {overlap_max} of the cell's units"))
             continue
         if not covs:
             # closed form: all three methods reduce to a difference of weighted mean changes
@@ -1146,7 +1336,11 @@ def att_gt(
                 for r_, c in enumerate(covs, start=1):
                     Xr[r_] = np.concatenate([Xs[c][s, cov_t] for s in [tr, *ctrl]])
                 wc = np.concatenate([w[s] for s in [tr, *ctrl]])
-                des = _CovDesign(Xr, wc, n_tr[j], est_method, beta0=last_beta.get(float(g)))
+                des = _CovDesign(Xr, wc, n_tr[j], est_method, beta0=last_beta.get(float(g)),
+                                 overlap_max=overlap_max, trim_level=trim_level)
+                if des.n_trimmed:
+                    notes.append(f"cohort {int(g)}, covariates of {int(periods[cov_t])}: {des.n_trimmed} comparison "
+                                 f"unit(s) with propensity score >= trim_level {trim_level} get weight zero (DRDID)")
                 des_key = key
                 if des.beta is not None:
                     last_beta[float(g)] = des.beta
@@ -1154,7 +1348,11 @@ def att_gt(
                 dY_c = np.concatenate([Y[s, ti] - Y[s, bi] for s in ctrl]) if len(ctrl) > 1 else Y[ctrl[0], ti] - Y[ctrl[0], bi]
                 a, inf_t, inf_c = des.estimate(Y[tr, ti] - Y[tr, bi], dY_c, est_method)
             if not des.ok:
-                notes.append(f"ATT({int(g)},{int(periods[ti])}): covariate model could not be estimated (singular design or separation); left missing")
+                if des.reason.startswith("overlap"):
+                    na_cells.append((g, periods[ti], des.reason))
+                else:
+                    notes.append(f"ATT({int(g)},{int(periods[ti])}): covariate model could not be estimated (singular design or separation); left missing")
+                    na_cells.append((g, periods[ti], des.reason or "covariate model could not be estimated"))
                 continue
             att[j] = a
             scale = n / des.m
@@ -1167,8 +1365,21 @@ def att_gt(
     if small:
         notes.append(f"small cohort(s) {small}: fewer than {len(covs) + 5} units (R did warns likewise)")
 
-    se_an = _analytic_se(IF)
+    se_an = _analytic_se(IF, cluster)
     se_an = np.where(np.isfinite(att), se_an, np.nan)
+    _warn_na_cells(na_cells)
+    if not (bootstrap or cband):  # nothing needs the multiplier bootstrap: do not run it
+        return ATTgtResult(
+            groups=_readonly(groups), times=_readonly(times), base_times=_readonly(bases), att=_readonly(att),
+            se=_readonly(se_an), se_analytic=_readonly(se_an), crit_val=np.nan, n_treated=_readonly(n_tr),
+            n_control=_readonly(n_co), inffunc=_readonly(IF), unit_cohort=_readonly(G),
+            unit_weight=_readonly(w), cluster=None if cluster is None else _readonly(cluster),
+            periods=_readonly(periods.copy()), n_units=int(n), yname=yname, xformla=xformla,
+            control_group=control_group, est_method=est_method, anticipation=int(anticipation),
+            base_period=base_period, bootstrap=False, biters=int(biters), alp=float(alp), seed=int(seed),
+            exclusions=excl, notes=tuple(dict.fromkeys(notes)), cband=False, na_cells=_na_frame(na_cells),
+            unit_ids=_readonly(np.asarray(P.ids)[order]),
+        )
     # The cohort indicators (times the weight) are bootstrapped with the same draws: aggte's
     # influence functions are linear in the cells' and these, so it reuses the draws instead of redrawing.
     if structured:
@@ -1187,6 +1398,8 @@ def att_gt(
     se_b, crit = _boot_summary(bres, m, alp)
     se = se_b if bootstrap else se_an
     se = np.where(np.isfinite(att), se, np.nan)
+    if not cband:
+        crit = np.nan
     if np.isfinite(crit) and crit >= 7:
         notes.append(f"simultaneous critical value {crit:.2f} is large; small cohorts or little outcome variation")
 
@@ -1200,7 +1413,539 @@ def att_gt(
         base_period=base_period, bootstrap=bool(bootstrap), biters=int(biters), alp=float(alp), seed=int(seed),
         exclusions=excl, notes=tuple(dict.fromkeys(notes)),
         boot_draws=_readonly(bres), boot_cohorts=_readonly(np.asarray(glist, dtype=float)),
-        boot_cohort_draws=_readonly(bres_all[:, k:]), n_boot_units=int(m),
+        boot_cohort_draws=_readonly(bres_all[:, k:]), n_boot_units=int(m), cband=cband,
+        na_cells=_na_frame(na_cells), unit_ids=_readonly(np.asarray(P.ids)[order]),
+    )
+
+
+# --------------------------------------------------------------------------- unbalanced panels, repeated cross sections
+def _ols_alr(X, y, wsel, n):
+    """Weighted OLS on the rows with ``wsel > 0``: fitted values on all rows and the asymptotic
+    linear representation of the coefficients (n x k), or (None, None) if singular."""
+    A = (X.T * wsel) @ X / n
+    if np.linalg.cond(A) > 1 / np.finfo(float).eps:
+        return None, None
+    beta = np.linalg.solve(A, (X.T * wsel) @ y / n)
+    fit = X @ beta
+    return fit, ((wsel * (y - fit))[:, None] * X) @ np.linalg.inv(A)
+
+
+def _rc_cell(y, post, D, X, w, method, trim_level=0.995):
+    r"""One 2x2 ATT from repeated cross sections (rows of two periods), as DRDID 1.2's
+    ``reg_did_rc``, ``std_ipw_did_rc`` and ``drdid_rc`` (locally efficient doubly robust).
+
+    Returns ``(att, influence function per row, n_trimmed)``; ``(nan, None, 0)`` when a
+    regression is singular or the logit fails. Weights are normalised to mean one on the cell.
+    With ``X`` a column of ones every method is the difference of the four weighted means.
+    """
+    n = len(y)
+    w = w / w.mean()
+    C = 1.0 - D
+    pre = 1.0 - post
+    mean = np.mean
+    if method == "reg":
+        o_pre, a_pre = _ols_alr(X, y, w * C * pre, n)
+        o_post, a_post = _ols_alr(X, y, w * C * post, n)
+        if o_pre is None or o_post is None:
+            return np.nan, None, 0
+        w_tp, w_t1, w_c = w * D * pre, w * D * post, w * D
+        e_tp, e_t1 = mean(w_tp * y) / mean(w_tp), mean(w_t1 * y) / mean(w_t1)
+        e_c = mean(w_c * (o_post - o_pre)) / mean(w_c)
+        inf_t = (w_t1 * y - w_t1 * e_t1) / mean(w_t1) - (w_tp * y - w_tp * e_tp) / mean(w_tp)
+        M1 = (w_c[:, None] * X).mean(axis=0)
+        inf_c = (w_c * (o_post - o_pre) - w_c * e_c + a_post @ M1 - a_pre @ M1) / mean(w_c)
+        return (e_t1 - e_tp) - e_c, inf_t - inf_c, 0
+    ps, H = _logit(X, D, w)
+    if ps is None:
+        return np.nan, None, 0
+    ps = np.minimum(ps, 1 - 1e-6)
+    keep = np.where(D == 1, 1.0, (ps < trim_level).astype(float))
+    n_trim = int(((D == 0) & (ps >= trim_level)).sum())
+    alr_ps = ((w * (D - ps))[:, None] * X) @ (np.linalg.inv(H) * n)
+    w_tp, w_t1 = keep * w * D * pre, keep * w * D * post
+    odds = ps / (1 - ps)
+    w_cp, w_c1 = keep * w * odds * C * pre, keep * w * odds * C * post
+    if method == "ipw":
+        out_c = np.zeros(n)
+    else:
+        o_cpre, a_cpre = _ols_alr(X, y, w * C * pre, n)
+        o_cpost, a_cpost = _ols_alr(X, y, w * C * post, n)
+        o_tpre, a_tpre = _ols_alr(X, y, w * D * pre, n)
+        o_tpost, a_tpost = _ols_alr(X, y, w * D * post, n)
+        if any(o is None for o in (o_cpre, o_cpost, o_tpre, o_tpost)):
+            return np.nan, None, 0
+        out_c = post * o_cpost + (1 - post) * o_cpre
+    r = y - out_c
+
+    def eta(wt, v):
+        return wt * v / mean(wt)
+
+    parts = {k: eta(wt, r) for k, wt in (("tp", w_tp), ("t1", w_t1), ("cp", w_cp), ("c1", w_c1))}
+    att_ = {k: mean(v) for k, v in parts.items()}
+    wts = {"tp": w_tp, "t1": w_t1, "cp": w_cp, "c1": w_c1}
+    inf = {k: parts[k] - wts[k] * att_[k] / mean(wts[k]) for k in parts}
+    M2p = ((w_cp * (r - att_["cp"]))[:, None] * X).mean(axis=0) / mean(w_cp)
+    M2t = ((w_c1 * (r - att_["c1"]))[:, None] * X).mean(axis=0) / mean(w_c1)
+    inf_cont_ps = alr_ps @ (M2t - M2p)
+    est = (att_["t1"] - att_["tp"]) - (att_["c1"] - att_["cp"])
+    if method == "ipw":
+        return est, (inf["t1"] - inf["tp"]) - (inf["c1"] - inf["cp"] + inf_cont_ps), n_trim
+    w_d, w_dt1, w_dt0 = keep * w * D, keep * w * D * post, keep * w * D * pre
+    dpost, dpre = o_tpost - o_cpost, o_tpre - o_cpre
+    e = {"d1": eta(w_d, dpost), "dt1": eta(w_dt1, dpost), "d0": eta(w_d, dpre), "dt0": eta(w_dt0, dpre)}
+    ew = {"d1": w_d, "dt1": w_dt1, "d0": w_d, "dt0": w_dt0}
+    ae = {k: mean(v) for k, v in e.items()}
+    est += (ae["d1"] - ae["dt1"]) - (ae["d0"] - ae["dt0"])
+    ie = {k: e[k] - ew[k] * ae[k] / mean(ew[k]) for k in e}
+    M1t = -(w_t1[:, None] * post[:, None] * X).mean(axis=0) / mean(w_t1)
+    M1p = -(w_tp[:, None] * pre[:, None] * X).mean(axis=0) / mean(w_tp)
+    inf_treat_or = a_cpost @ M1t + a_cpre @ M1p
+    M3t = -(w_c1[:, None] * post[:, None] * X).mean(axis=0) / mean(w_c1)
+    M3p = -(w_cp[:, None] * pre[:, None] * X).mean(axis=0) / mean(w_cp)
+    inf_cont_or = a_cpost @ M3t + a_cpre @ M3p
+    inf_eff = (ie["d1"] - ie["dt1"]) - (ie["d0"] - ie["dt0"])
+    mom_post = ((w_d / mean(w_d) - w_dt1 / mean(w_dt1))[:, None] * X).mean(axis=0)
+    mom_pre = ((w_d / mean(w_d) - w_dt0 / mean(w_dt0))[:, None] * X).mean(axis=0)
+    inf_or = (a_tpost - a_cpost) @ mom_post - (a_tpre - a_cpre) @ mom_pre
+    inf_treat = inf["t1"] - inf["tp"] + inf_treat_or
+    inf_cont = inf["c1"] - inf["cp"] + inf_cont_ps + inf_cont_or
+    return est, inf_treat - inf_cont + inf_eff + inf_or, n_trim
+
+
+def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, control_group, est_method, anticipation,
+                       base_period, weightsname, clustervars, bootstrap, biters, alp, seed, panel, cband,
+                       overlap_max, trim_level, _groups=None, unbalanced="rc") -> ATTgtResult:
+    r"""``att_gt`` for unbalanced panels (``allow_unbalanced_panel=True``) and repeated cross sections
+    (``panel=False``), as R did 2.5.
+
+    Every (g, t) cell takes the *rows* of cohort g and of the comparison cohorts in the base
+    period b and in t (a firm enters a cell when it is observed in b, in t, or both) and applies
+    DRDID's repeated-cross-section estimator (``reg_did_rc``, ``std_ipw_did_rc``, ``drdid_rc``;
+    covariates are each row's own). The influence function, computed per row and scaled by
+    :math:`n/n_1` (n units, :math:`n_1` rows in the cell), is summed over the rows of a unit,
+    so inference is clustered by unit (R did's ``aggregate(inf.func, list(id), sum)``). With
+    ``panel=False`` each row is its own unit. Without covariates the estimate is
+    :math:`(\bar Y_{g,t}-\bar Y_{g,b})-(\bar Y_{C,t}-\bar Y_{C,b})` over the rows of each period.
+    Note it differs from the balanced estimator even on a balanced panel (different influence
+    function; the point estimate without covariates is the same).
+
+    ``unbalanced="pairs"`` (panels only) instead takes, for every cell, the units observed
+    (outcome and covariates) in *both* the base period and t, and applies the panel 2x2
+    estimator (DRDID's ``drdid_panel`` etc.) to their changes: each unit is one row, so the
+    influence function needs no summing. Unlike the repeated-cross-section form it is not
+    moved by firms entering or leaving between the two periods (a change of composition),
+    and on a balanced panel it is exactly the balanced estimator.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"df must be a pandas DataFrame; got {type(df).__name__}")
+    extra_cluster = [c for c in clustervars if c != idname]
+    if len(extra_cluster) > 1:
+        raise ValueError(f"clustervars: at most one variable besides idname ({idname!r}); got {clustervars!r}")
+    cols = list(dict.fromkeys([yname, tname, gname, *covs] + ([idname] if idname else [])
+                              + ([weightsname] if weightsname else []) + extra_cluster))
+    _require(df, cols)
+    d = df[cols]
+    for c in [yname, tname, gname, *covs] + ([weightsname] if weightsname else []):
+        if not (pd.api.types.is_numeric_dtype(d[c]) or pd.api.types.is_bool_dtype(d[c])):
+            raise TypeError(f"df: column {c!r} must be numeric; got dtype {d[c].dtype}")
+    excl: dict[str, int] = {}
+    notes: list[str] = []
+    na_cells: list[tuple] = []
+    need = [yname, tname, gname, *covs] + ([weightsname] if weightsname else [])
+    bad = d[need].isna().any(axis=1).to_numpy()
+    if bad.any():
+        # R did drops rows with missing values (with a warning); we count them
+        excl["rows_with_missing_values"] = int(bad.sum())
+        warnings.warn(f"att_gt: {int(bad.sum())} row(s) with missing values in {need} dropped", UserWarning, stacklevel=3)
+        d = d.loc[~bad]
+    if panel:
+        uid, ids = pd.factorize(d[idname], sort=True)
+        if (uid < 0).any():
+            raise ValueError(f"df: column {idname!r} has missing values. Examples:\n{_examples(d, uid < 0, [idname, tname, yname])}")
+        dup = d.duplicated([idname, tname], keep=False).to_numpy()
+        if dup.any():
+            raise ValueError(f"df: {int(dup.sum())} rows share a ({idname}, {tname}) pair; one row per unit and period is "
+                             f"required. Examples:\n{_examples(d, dup, [idname, tname, yname, gname])}")
+        for c in [gname] + ([weightsname] if weightsname else []) + extra_cluster:
+            nun = d.groupby(uid)[c].nunique(dropna=False)
+            if (nun > 1).any():
+                badu = np.isin(uid, nun.index[nun > 1])
+                what = "first treatment period" if c == gname else ("weights" if c == weightsname else "cluster variable")
+                raise ValueError(f"df: column {c!r} ({what}) varies within {idname} for {int((nun > 1).sum())} unit(s); "
+                                 f"it must be constant per unit. Examples:\n{_examples(d, badu, [idname, tname, c])}")
+    else:
+        uid = np.arange(len(d))
+        ids = np.arange(len(d))
+    n = len(ids)
+    t_row = d[tname].to_numpy(dtype=float)
+    periods = np.unique(t_row)
+    T = len(periods)
+    tcode = np.searchsorted(periods, t_row)
+    y = d[yname].to_numpy(dtype=float)
+    G = d[gname].to_numpy(dtype=float)
+    if (G < 0).any():
+        raise ValueError(f"df: column {gname!r} must be 0 (never treated) or a period; got negatives")
+    late = G > periods[-1]
+    if late.any():
+        excl["units_treated_after_last_period_set_never_treated"] = int(len(np.unique(uid[late])))
+        G = np.where(late, 0.0, G)
+    w = d[weightsname].to_numpy(dtype=float) if weightsname else np.ones(len(d))
+    if (w < 0).any():
+        raise ValueError(f"df: weights {weightsname!r} must be non-negative")
+    Xall = np.column_stack([np.ones(len(d))] + [d[c].to_numpy(dtype=float) for c in covs])
+    if panel:
+        nper = np.bincount(uid, minlength=n)
+        if (nper < T).any():
+            excl["units_not_observed_every_period_kept"] = int((nper < T).sum())
+        if (nper == 1).any():
+            excl["units_observed_once_kept"] = int((nper == 1).sum())
+    G_unit = np.zeros(n)
+    G_unit[uid] = G
+    w_unit = np.zeros(n)
+    w_unit[uid] = w
+    cluster = None
+    if extra_cluster:
+        cc = pd.factorize(d[extra_cluster[0]])[0]
+        if (cc < 0).any():
+            raise ValueError(f"clustervars: {extra_cluster[0]!r} has missing values")
+        cl_unit = np.zeros(n, dtype=np.int64)
+        cl_unit[uid] = cc
+        cluster = pd.factorize(cl_unit)[0]
+
+    glist_all = np.unique(G[G > 0])
+    no_pre = [int(g) for g in glist_all if g - anticipation <= periods[0]]
+    if no_pre:
+        raise ValueError(
+            f"df: cohort(s) {no_pre} in {gname!r} have no pre-treatment period within {tname} "
+            f"{int(periods[0])}-{int(periods[-1])} (anticipation {anticipation}); drop these units or start earlier.")
+    glist = glist_all if _groups is None else glist_all[np.isin(glist_all, np.asarray(_groups, dtype=float))]
+    if len(glist) == 0:
+        raise ValueError(f"df: no treated units (all {gname!r} are 0 or after the last period)")
+    if control_group == "nevertreated" and not (G == 0).any():
+        raise ValueError(f"df: control_group='nevertreated' but no unit has {gname!r} == 0 (never treated); "
+                         f"use control_group='notyettreated' or add never-treated units")
+    cells = []
+    for g in glist:
+        b_post = int(np.searchsorted(periods, g - anticipation, side="left")) - 1
+        rng_t = range(1, T) if base_period == "varying" else range(T)
+        for ti in rng_t:
+            if periods[ti] >= g - anticipation:
+                cells.append((g, ti, b_post))
+            else:
+                cells.append((g, ti, ti - 1 if base_period == "varying" else b_post))
+    k = len(cells)
+    IF = np.zeros((n, k))
+    att = np.full(k, np.nan)
+    n_tr = np.zeros(k, dtype=np.int64)
+    n_co = np.zeros(k, dtype=np.int64)
+    groups = np.array([c[0] for c in cells], dtype=float)
+    times = np.array([periods[c[1]] for c in cells], dtype=float)
+    bases = np.array([periods[c[2]] for c in cells], dtype=float)
+    pairs = unbalanced == "pairs"
+    if pairs:
+        Yw = np.full((n, T), np.nan)
+        Yw[uid, tcode] = y
+        Xw = [np.full((n, T), np.nan) for _ in covs]
+        for c_, xw in enumerate(Xw):
+            xw[uid, tcode] = Xall[:, c_ + 1]
+    for j, (g, ti, bi) in enumerate(cells):
+        if ti == bi:
+            att[j] = 0.0
+            continue
+        tc = periods[max(ti, bi)]
+        if pairs:
+            ctrl_u = (G_unit == 0) if control_group == "nevertreated" else (
+                (G_unit == 0) | ((G_unit > tc + anticipation) & (G_unit != g)))
+            ok = np.isfinite(Yw[:, ti]) & np.isfinite(Yw[:, bi])
+            cov_t = min(ti, bi)
+            for xw in Xw:
+                ok &= np.isfinite(xw[:, cov_t])
+            units = np.flatnonzero(ok & ((G_unit == g) | ctrl_u))
+            Du = (G_unit[units] == g).astype(float)
+            n_tr[j], n_co[j] = int(Du.sum()), int((1 - Du).sum())
+            if n_tr[j] == 0 or n_co[j] == 0:
+                na_cells.append((g, periods[ti], "no cohort or no comparison firm observed in both years"))
+                continue
+            X = np.column_stack([np.ones(len(units))] + [xw[units, cov_t] for xw in Xw])
+            if est_method in ("dr", "ipw"):
+                pu = _logit(X, Du, np.ones(len(units)))[0] if covs else np.full(len(units), Du.mean())
+                if pu is None and np.linalg.matrix_rank(X) < X.shape[1]:
+                    na_cells.append((g, periods[ti], "covariate model could not be estimated (singular design)"))
+                    continue
+                if pu is None or pu.max() >= overlap_max:
+                    na_cells.append((g, periods[ti], "overlap fails: propensity score reaches "
+                                     f"{np.nan if pu is None else pu.max():.4f} >= overlap_max {overlap_max}"))
+                    continue
+            a, inf = _drdid_cell(Yw[units, ti] - Yw[units, bi], Du, X, w_unit[units], est_method, trim_level)
+            if inf is None or not np.isfinite(a):
+                na_cells.append((g, periods[ti], "covariate model could not be estimated (singular design or separation)"))
+                continue
+            att[j] = a
+            IF[units, j] = (n / len(units)) * inf
+            continue
+        ctrl_row = (G == 0) if control_group == "nevertreated" else ((G == 0) | ((G > tc + anticipation) & (G != g)))
+        rows = np.flatnonzero(((tcode == ti) | (tcode == bi)) & ((G == g) | ctrl_row))
+        Dr = (G[rows] == g).astype(float)
+        postr = (tcode[rows] == ti).astype(float)
+        n_tr[j] = len(np.unique(uid[rows][Dr == 1]))
+        n_co[j] = len(np.unique(uid[rows][Dr == 0]))
+        if min((Dr * postr).sum(), (Dr * (1 - postr)).sum(), ((1 - Dr) * postr).sum(), ((1 - Dr) * (1 - postr)).sum()) == 0:
+            na_cells.append((g, periods[ti], "no treated or no comparison rows in one of the two periods"))
+            continue
+        X = Xall[rows] if covs else Xall[rows, :1]
+        if est_method in ("dr", "ipw"):
+            pu = _logit(X, Dr, np.ones(len(rows)))[0] if covs else np.full(len(rows), Dr.mean())
+            if pu is None and np.linalg.matrix_rank(X) < X.shape[1]:
+                na_cells.append((g, periods[ti], "covariate model could not be estimated (singular design)"))
+                continue
+            if pu is None or pu.max() >= overlap_max:
+                na_cells.append((g, periods[ti], "overlap fails: propensity score reaches "
+                                 f"{np.nan if pu is None else pu.max():.4f} >= overlap_max {overlap_max}"))
+                continue
+        a, inf, ntrim = _rc_cell(y[rows], postr, Dr, X, w[rows], est_method, trim_level)
+        if inf is None or not np.isfinite(a):
+            na_cells.append((g, periods[ti], "covariate model could not be estimated (singular design or separation)"))
+            continue
+        if ntrim:
+            notes.append(f"ATT({int(g)},{int(periods[ti])}): {ntrim} comparison row(s) with propensity score >= "
+                         f"trim_level {trim_level} get weight zero (DRDID)")
+        att[j] = a
+        # per-row influence function, scaled to the n units, summed within unit (clustered by unit)
+        IF[:, j] = np.bincount(uid[rows], weights=(n / len(rows)) * inf, minlength=n)
+    _warn_na_cells(na_cells)
+    se_an = np.where(np.isfinite(att), _analytic_se(IF, cluster), np.nan)
+    crit, se, bres, Zd, m = np.nan, se_an, None, None, n
+    if bootstrap or cband:
+        Z = _cohort_columns(G_unit, w_unit / w_unit.mean(), glist)
+        bres_all, m = _multiplier_bootstrap(IF, cluster, int(biters), seed, None, extra=Z)
+        bres, Zd = bres_all[:, :k], bres_all[:, k:]
+        se_b, crit = _boot_summary(bres, m, alp)
+        if bootstrap:
+            se = np.where(np.isfinite(att), se_b, np.nan)
+        if not cband:
+            crit = np.nan
+    return ATTgtResult(
+        groups=_readonly(groups), times=_readonly(times), base_times=_readonly(bases), att=_readonly(att),
+        se=_readonly(se), se_analytic=_readonly(se_an), crit_val=float(crit), n_treated=_readonly(n_tr),
+        n_control=_readonly(n_co), inffunc=_readonly(IF), unit_cohort=_readonly(G_unit),
+        unit_weight=_readonly(w_unit / w_unit.mean()), cluster=None if cluster is None else _readonly(cluster),
+        periods=_readonly(periods.copy()), n_units=int(n), yname=yname, xformla=xformla,
+        control_group=control_group, est_method=est_method, anticipation=int(anticipation), base_period=base_period,
+        bootstrap=bool(bootstrap), biters=int(biters), alp=float(alp), seed=int(seed), exclusions=excl,
+        notes=tuple(dict.fromkeys(notes)), boot_draws=None if bres is None else _readonly(bres),
+        boot_cohorts=_readonly(np.asarray(glist, dtype=float)),
+        boot_cohort_draws=None if Zd is None else _readonly(Zd), n_boot_units=int(m), cband=cband,
+        na_cells=_na_frame(na_cells), unit_ids=_readonly(np.asarray(ids)), panel=bool(panel),
+        allow_unbalanced_panel=True, unbalanced=unbalanced,
+    )
+
+
+# --------------------------------------------------------------------------- matched samples: stacked, cohort-wise
+#: Columns of the matched-units file written by notebook 03.
+MATCHED_UNIT_COLUMNS = ("cohort", "treated", "weight")
+
+
+def matched_user_count(matched_units: pd.DataFrame, key: str = "be_id") -> int:
+    """Matched users: distinct firms that are a treated row of some cohort (notebook 03's definition).
+
+    Examples
+    --------
+    >>> mu = pd.DataFrame({"be_id": ["a", "b", "a", "c"], "cohort": [2019, 2019, 2021, 2021],
+    ...                    "treated": [0, 1, 1, 0], "weight": [1.0, 1.0, 1.0, 1.0]})
+    >>> matched_user_count(mu)
+    2
+    """
+    _require(matched_units, [key, "treated"], "matched_units")
+    return int(matched_units.loc[matched_units["treated"].astype(int) == 1, key].nunique())
+
+
+def with_matching_weights(panel: pd.DataFrame, matched_units: pd.DataFrame, *, gname: str, key: str = "be_id",
+                          weight: str = "weight", tname: str = "year") -> pd.DataFrame:
+    r"""The stacked matched panel: one block of rows per cohort, holding that cohort's matched set.
+
+    Block g has the panel rows of cohort g's matched users and of *their* matched comparison
+    firms, with that match's weights. A firm in several cohorts' sets (a comparison firm
+    matched twice, or a comparison firm of 2019 that is a user in 2021) appears once per
+    block, in the role it was matched in there: never with summed weights, never as a user
+    of a cohort it was not matched as a user of.
+
+    Parameters
+    ----------
+    panel : DataFrame
+        Firm-year panel with ``key``, ``tname`` and ``gname`` (first use, 0 = never).
+    matched_units : DataFrame
+        ``key, cohort, treated, weight`` (notebook 03's ``matched_units.parquet``).
+    gname : str
+        First-use column of the panel.
+
+    Returns
+    -------
+    DataFrame
+        The panel columns plus ``cohort`` (the block), ``treated`` (0/1, role in the block),
+        ``weight`` (the match weight), ``stack_id`` (int64, one per cohort x firm) and
+        ``g_stack``: the block's cohort for its users; for comparison firms 0, or their own
+        first use if it comes later (they leave the not-yet-treated comparison set then).
+
+    Raises
+    ------
+    ValueError
+        A matched user whose first use in the panel is not its cohort, a comparison firm that
+        had already used the programme by the cohort's year, or duplicated (cohort, firm) rows;
+        the message lists examples.
+
+    Examples
+    --------
+    >>> p = pd.DataFrame({"be_id": ["a"] * 2 + ["b"] * 2, "year": [2018, 2019] * 2, "g": [2019] * 2 + [0] * 2})
+    >>> mu = pd.DataFrame({"be_id": ["a", "b"], "cohort": [2019, 2019], "treated": [1, 0], "weight": [1.0, 1.0]})
+    >>> s = with_matching_weights(p, mu, gname="g")
+    >>> s[["be_id", "cohort", "treated", "g_stack"]].drop_duplicates().values.tolist()
+    [['a', 2019, 1, 2019], ['b', 2019, 0, 0]]
+    """
+    _require(matched_units, [key, *MATCHED_UNIT_COLUMNS], "matched_units")
+    _require(panel, [key, tname, gname], "panel")
+    mu = matched_units[[key, "cohort", "treated", weight]].rename(columns={weight: "weight"})
+    dup = mu.duplicated([key, "cohort"], keep=False).to_numpy()
+    if dup.any():
+        raise ValueError(f"matched_units: {int(dup.sum())} rows repeat a ({key}, cohort) pair; one row per firm and "
+                         f"cohort is required. Examples:\n{_examples(mu, dup, [key, 'cohort', 'treated', 'weight'])}")
+    g_firm = panel.groupby(key, sort=False)[gname].first()
+    own = mu[key].map(g_firm)
+    missing = own.isna().to_numpy()
+    if missing.any():
+        raise ValueError(f"matched_units: {int(missing.sum())} matched firm(s) are not in the panel (were the samples "
+                         f"built from different runs?). Examples:\n{_examples(mu, missing, [key, 'cohort', 'treated'])}")
+    tr = mu["treated"].astype(int).to_numpy() == 1
+    coh = mu["cohort"].to_numpy(dtype=float)
+    ownv = own.to_numpy(dtype=float)
+    bad_user = tr & (ownv != coh)
+    if bad_user.any():
+        ex = mu.assign(**{f"panel_{gname}": ownv})
+        raise ValueError(f"matched_units: {int(bad_user.sum())} matched user(s) whose first use in the panel "
+                         f"({gname}) is not their cohort. Examples:\n"
+                         f"{_examples(ex, bad_user, [key, 'cohort', 'treated', f'panel_{gname}'])}")
+    bad_ctrl = ~tr & (ownv > 0) & (ownv <= coh)
+    if bad_ctrl.any():
+        ex = mu.assign(**{f"panel_{gname}": ownv})
+        raise ValueError(f"matched_units: {int(bad_ctrl.sum())} comparison firm(s) had already used the programme by "
+                         f"their cohort's first year. Examples:\n"
+                         f"{_examples(ex, bad_ctrl, [key, 'cohort', 'treated', f'panel_{gname}'])}")
+    mu = mu.assign(treated=tr.astype("int64"), cohort=mu["cohort"].astype("int64"),
+                   g_stack=np.where(tr, coh, np.where(ownv > coh, ownv, 0.0)).astype("int64"),
+                   stack_id=np.arange(len(mu), dtype="int64"))
+    out = panel.merge(mu, on=key, how="inner", suffixes=("", "_matched"))
+    return out.sort_values(["stack_id", tname], kind="stable", ignore_index=True)
+
+
+def matched_att_gt(stacked: pd.DataFrame, yname: str, tname: str = "year", *, key: str = "be_id",
+                   xformla: str | None = None, control_group: str = "notyettreated", est_method: str = "dr",
+                   anticipation: int = 0, allow_unbalanced_panel: bool = True, bootstrap: bool = True,
+                   cband: bool | None = None, biters: int = 999, alp: float = 0.05, seed: int = 0,
+                   overlap_max: float = 0.999, trim_level: float = 0.995, unbalanced: str = "pairs") -> ATTgtResult:
+    r"""Group-time ATTs on a matched sample, each cohort on its own matched set (stacked design).
+
+    For every cohort g of ``stacked`` (from :func:`with_matching_weights`), :func:`att_gt`
+    estimates ATT(g, t) on block g only: its matched users against its matched comparison
+    firms, weighted by that match's weights (comparison firms that start using the programme
+    later leave the comparison set from then on with ``control_group="notyettreated"``, and
+    take no part with ``"nevertreated"``). The blocks' influence functions are then put on
+    one row per *firm* and summed over the blocks a firm belongs to, so :func:`aggte`'s
+    standard errors are clustered by firm: a firm matched in several cohorts counts once,
+    with its dependence across cohorts.
+
+    Returns
+    -------
+    ATTgtResult
+        As :func:`att_gt`; ``unit_ids`` are the firms, ``unit_cohort`` is a firm's cohort
+        as a matched user (0 for firms that are only comparison firms), so
+        :func:`aggte` weights cohorts by their number of matched users.
+
+    Notes
+    -----
+    With :math:`n_g` units in block g and N distinct firms, block g's influence function
+    :math:`\psi^{(g)}` (scaled to :math:`n_g`) becomes :math:`(N/n_g)\psi^{(g)}_i` on firm i's
+    row; a cell's standard error :math:`\sqrt{\sum_i\psi_i^2}/N` is unchanged, and the
+    covariance of cells of different cohorts comes from the firms they share. This is the
+    stacked DiD with cohort-specific comparison sets (Cengiz et al. 2019; Wing, Freedman and
+    Hollingsworth 2024) with Callaway-Sant'Anna cells inside each stack.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> n = 200
+    >>> p = pd.DataFrame({"be_id": np.repeat(np.arange(n).astype(str), 3), "year": np.tile([2017, 2018, 2019], n),
+    ...                   "g": np.repeat(np.where(np.arange(n) < 50, 2019, 0), 3)})
+    >>> p["y"] = rng.normal(size=3 * n) + 0.5 * ((p.g > 0) & (p.year >= p.g))
+    >>> mu = pd.DataFrame({"be_id": np.arange(100).astype(str), "cohort": 2019,
+    ...                    "treated": (np.arange(100) < 50).astype(int), "weight": 1.0})
+    >>> r = matched_att_gt(with_matching_weights(p, mu, gname="g"), "y", bootstrap=False, cband=False)
+    >>> r.n_units, r.tidy()["time"].tolist()
+    (100, [2018, 2019])
+    """
+    _require(stacked, [key, tname, yname, "cohort", "treated", "weight", "stack_id", "g_stack"], "stacked")
+    covs = parse_xformla(xformla)
+    cband = bool(bootstrap) if cband is None else bool(cband)
+    firms, firm_code = np.unique(stacked[key].astype(str).to_numpy(), return_inverse=True)
+    stacked = stacked.assign(_firm=firm_code)
+    N = len(firms)
+    parts, excl, notes, na = [], {}, [], []
+    for g, blk in stacked.groupby("cohort", sort=True):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = att_gt(blk, yname, tname, "stack_id", "g_stack", xformla=xformla, control_group=control_group,
+                       est_method=est_method, anticipation=anticipation, weightsname="weight", bootstrap=False,
+                       cband=False, allow_unbalanced_panel=allow_unbalanced_panel, overlap_max=overlap_max,
+                       trim_level=trim_level, unbalanced=unbalanced, _groups=[g])
+        for c in caught:  # say which cohort's set a warning is about
+            warnings.warn(f"cohort {int(g)} matched set: {c.message}", c.category, stacklevel=2)
+        firm_of = blk.drop_duplicates("stack_id").set_index("stack_id")["_firm"]
+        rows = firm_of.reindex(np.asarray(r.unit_ids)).to_numpy()
+        parts.append((r, rows))
+        for k_, v in r.exclusions.items():
+            excl[k_] = excl.get(k_, 0) + int(v)
+        notes += [f"cohort {int(g)}: {x}" for x in r.notes]
+        na.append(r.na_cells)
+    K = sum(len(r.att) for r, _ in parts)
+    IF = np.zeros((N, K))
+    j = 0
+    for r, rows in parts:
+        k = len(r.att)
+        # rescale from the block's n_g units to the N firms, then add: a firm in several blocks is one row
+        np.add.at(IF, (rows[:, None], np.arange(j, j + k)[None, :]), (N / r.n_units) * np.asarray(r.inffunc))
+        j += k
+    cat = lambda f: np.concatenate([np.asarray(getattr(r, f)) for r, _ in parts])  # noqa: E731
+    att = cat("att")
+    mu_t = stacked.loc[stacked["treated"] == 1].drop_duplicates("stack_id")
+    G = np.zeros(N)
+    G[mu_t["_firm"].to_numpy()] = mu_t["cohort"].to_numpy(dtype=float)
+    w = np.ones(N)
+    w[mu_t["_firm"].to_numpy()] = mu_t["weight"].to_numpy(dtype=float)
+    w = w / w.mean()
+    glist = np.unique(cat("groups"))
+    se_an = np.where(np.isfinite(att), _analytic_se(IF), np.nan)
+    crit, se, bres, Zd, m = np.nan, se_an, None, None, N
+    if bootstrap or cband:
+        bres_all, m = _multiplier_bootstrap(IF, None, int(biters), seed, None, extra=_cohort_columns(G, w, glist))
+        bres, Zd = bres_all[:, :K], bres_all[:, K:]
+        se_b, crit = _boot_summary(bres, m, alp)
+        if bootstrap:
+            se = np.where(np.isfinite(att), se_b, np.nan)
+        if not cband:
+            crit = np.nan
+    na_cells = pd.concat(na, ignore_index=True) if na else _na_frame([])
+    r0 = parts[0][0]
+    return ATTgtResult(
+        groups=_readonly(cat("groups")), times=_readonly(cat("times")), base_times=_readonly(cat("base_times")),
+        att=_readonly(att), se=_readonly(se), se_analytic=_readonly(se_an), crit_val=float(crit),
+        n_treated=_readonly(cat("n_treated")), n_control=_readonly(cat("n_control")), inffunc=_readonly(IF),
+        unit_cohort=_readonly(G), unit_weight=_readonly(w), cluster=None,
+        periods=_readonly(np.unique(np.concatenate([np.asarray(r.periods) for r, _ in parts]))), n_units=int(N),
+        yname=yname, xformla=xformla, control_group=control_group, est_method=est_method,
+        anticipation=int(anticipation), base_period="varying", bootstrap=bool(bootstrap), biters=int(biters),
+        alp=float(alp), seed=int(seed), exclusions=excl, notes=tuple(dict.fromkeys(notes)),
+        boot_draws=None if bres is None else _readonly(bres), boot_cohorts=_readonly(glist),
+        boot_cohort_draws=None if Zd is None else _readonly(Zd), n_boot_units=int(m), cband=cband,
+        na_cells=na_cells, unit_ids=_readonly(firms), panel=True, allow_unbalanced_panel=r0.allow_unbalanced_panel,
+        unbalanced=r0.unbalanced,
     )
 
 
@@ -1215,6 +1960,7 @@ def aggte(
     bootstrap: bool | None = None,
     biters: int | None = None,
     alp: float | None = None,
+    cband: bool | None = None,
 ) -> AggteResult:
     r"""Aggregate group-time ATTs as R did's ``aggte``.
 
@@ -1228,8 +1974,9 @@ def aggte(
         Keep only cohorts observed for at least ``balance_e`` periods after treatment (``dynamic``).
     na_rm : bool
         Drop cells with a missing ATT instead of raising.
-    bootstrap, biters, alp : optional
-        Override the settings of ``result``.
+    bootstrap, biters, alp, cband : optional
+        Override the settings of ``result``. Without ``bootstrap`` and ``cband`` no
+        bootstrap runs and the keyed rows' ``conf_*`` are pointwise.
 
     Returns
     -------
@@ -1263,6 +2010,7 @@ def aggte(
     if not isinstance(result, ATTgtResult):
         raise TypeError(f"result must be an ATTgtResult from att_gt; got {builtins_type(result).__name__}")
     bootstrap = result.bootstrap if bootstrap is None else bool(bootstrap)
+    cband = result.cband if cband is None else bool(cband)
     biters = result.biters if biters is None else int(biters)
     alp = result.alp if alp is None else float(alp)
     att_all = np.asarray(result.att)
@@ -1376,27 +2124,28 @@ def aggte(
     C_ext = np.vstack([C, np.zeros((1, C.shape[1]))])
     allif = result.inffunc @ A_full + w[:, None] * C_ext[np.where(on, cpos, len(cohorts))]
 
-    if result.boot_draws is not None and biters == result.biters:
-        bres = result.boot_draws @ A_full + result.boot_cohort_draws @ C
-        m = result.n_boot_units
-    else:
-        bres, m = _multiplier_bootstrap(allif, result.cluster, biters, result.seed + 1, None)
-    se_b, _ = _boot_summary(bres, m, alp)
-    se_all = se_b if bootstrap else _analytic_se(allif)
     key_if, overall_if = allif[:, 1:], allif[:, 0]
     crit = np.nan
-    z = stats.norm.ppf(1 - alp / 2)
-    if key_if.shape[1] > 0:
-        _, crit = _boot_summary(bres[:, 1:], m, alp)
-        if not np.isfinite(crit) or crit < z:
-            crit = z
+    z = ndtri(1 - alp / 2)
+    if bootstrap or cband:
+        if result.boot_draws is not None and biters == result.biters:
+            bres = result.boot_draws @ A_full + result.boot_cohort_draws @ C
+            m = result.n_boot_units
+        else:
+            bres, m = _multiplier_bootstrap(allif, result.cluster, biters, result.seed + 1, None)
+        se_b, _ = _boot_summary(bres, m, alp)
+        if key_if.shape[1] > 0 and cband:
+            _, crit = _boot_summary(bres[:, 1:], m, alp)
+            if not np.isfinite(crit) or crit < z:
+                crit = z
+    se_all = se_b if bootstrap else _analytic_se(allif, result.cluster)
     return AggteResult(
         type=type, overall_att=overall, overall_se=float(se_all[0]), keys=_readonly(np.asarray(keys)),
         att=_readonly(np.asarray(key_att, dtype=float)), se=_readonly(se_all[1:]), crit_val=float(crit),
         n_treated_keys=_readonly(key_ntr), n_control_keys=_readonly(key_nco), n_treated=int(n_treated),
         n_control=int(n_control), alp=alp, yname=result.yname, bootstrap=bootstrap,
         inffunc=_readonly(key_if), overall_inffunc=_readonly(overall_if), min_e=min_e, max_e=max_e,
-        balance_e=balance_e,
+        balance_e=balance_e, cluster=result.cluster,
     )
 
 
@@ -1457,7 +2206,7 @@ def twfe(df: pd.DataFrame, yname: str, tname: str, idname: str, treat: str, weig
     res = mod.fit(cov_type="clustered", cluster_entity=True)
     b = float(res.params["D"])
     se = float(res.std_errors["D"])
-    z = stats.norm.ppf(1 - alp / 2)
+    z = ndtri(1 - alp / 2)
     ever = pd.Series(D, index=d[idname].to_numpy()).groupby(level=0).max()
     return DiDEstimate("TWFE (unit and year effects)", b, se, b - z * se, b + z * se, int(res.nobs),
                        int(ever.size), int((ever > 0).sum()), int((ever == 0).sum()), float(res.df_resid))
@@ -1497,7 +2246,7 @@ def did_2x2(df: pd.DataFrame, yname: str, tname: str, idname: str, treated: str,
     groups = pd.factorize(d[idname])[0]
     res = sm.OLS(d[yname].to_numpy(dtype=float), X).fit(cov_type="cluster", cov_kwds={"groups": groups})
     b, se = float(res.params[3]), float(res.bse[3])
-    z = stats.norm.ppf(1 - alp / 2)
+    z = ndtri(1 - alp / 2)
     units = d.groupby(idname)[treated].max()
     return DiDEstimate("2x2 DiD", b, se, b - z * se, b + z * se, int(len(d)), int(units.size),
                        int((units == 1).sum()), int((units == 0).sum()), float(res.df_resid))
@@ -1539,7 +2288,7 @@ def naive_difference(df: pd.DataFrame, yname: str, tname: str, idname: str, gnam
     groups = pd.factorize(d[idname])[0]
     res = sm.OLS(d[yname].to_numpy(dtype=float), X).fit(cov_type="cluster", cov_kwds={"groups": groups})
     b, se = float(res.params[1]), float(res.bse[1])
-    z = stats.norm.ppf(1 - alp / 2)
+    z = ndtri(1 - alp / 2)
     units = pd.Series(user, index=d[idname].to_numpy()).groupby(level=0).max()
     return DiDEstimate("naive users vs others", b, se, b - z * se, b + z * se, int(len(d)), int(units.size),
                        int((units == 1).sum()), int((units == 0).sum()), float(res.df_resid))
@@ -1607,6 +2356,15 @@ def event_study_plot(agg: AggteResult, ax=None, title: str | None = None, data: 
             ax.vlines(e[mask], tt["conf_low"], tt["conf_high"], color=colour, lw=1, alpha=0.6)
             ax.vlines(e[mask], tt["pointwise_low"], tt["pointwise_high"], color=colour, lw=4, alpha=0.8)
             ax.plot(e[mask], tt["estimate"], "o", color=colour, label=label)
+    n_tr = pd.to_numeric(t["n_treated"], errors="coerce").to_numpy() if "n_treated" in t else np.array([])
+    if len(n_tr) and np.isfinite(n_tr).all() and len(np.unique(n_tr)) > 1:
+        # later event times rest on fewer (earlier) cohorts: say how many firms stand behind each point
+        ylo = float(np.nanmin(t["conf_low"].to_numpy(dtype=float)))
+        for ei, ni in zip(e, n_tr):
+            ax.annotate(f"{int(ni):,}", (ei, ylo), textcoords="offset points", xytext=(0, -12), ha="center",
+                        fontsize=7, color="dimgrey")
+        ax.text(0.99, 0.01, "numbers: users behind each point", transform=ax.transAxes, ha="right", va="bottom",
+                fontsize=7, color="dimgrey")
     ax.axhline(0, color="black", lw=0.8)
     ax.axvline(-0.5, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("years since first use")
@@ -1634,6 +2392,38 @@ COMPARISON_METHODS = ("Callaway-Sant'Anna, simple average", "Callaway-Sant'Anna,
                       "two-way fixed effects", "naive users vs others")
 #: Tables of an :class:`EffectReport` (exported as ``<programme>_<outcome>_<sample>_<table>``).
 REPORT_TABLES = ("att_gt", "event_study", "comparison", "pretest")
+
+
+#: Columns shown as whole numbers.
+_COUNT_COLS = ("n_treated", "n_control", "df", "group", "time", "key", "n_units", "n_obs")
+
+
+def _html_table(t: pd.DataFrame, digits: int = 4, undefined: pd.DataFrame | None = None) -> str:
+    """HTML of a publishable table: no index, integer counts, years without separators; a missing
+    cell reads "–" when the estimator left it undefined (``undefined``: True where the unchecked
+    table was already missing) and "suppressed" when the disclosure check removed it. Never NaN/<NA>."""
+    out = pd.DataFrame(index=range(len(t)))
+    numeric = set(_NUMERIC_PUB) | set(_COUNT_COLS)
+    und = (undefined.reset_index(drop=True) if undefined is not None
+           else pd.DataFrame(False, index=range(len(t)), columns=t.columns))
+
+    def missing(c, i):
+        return "–" if (c in ("key", "group", "time") or (c in und and bool(und.at[i, c]))) else "suppressed"
+
+    for c in t.columns:
+        v = t[c].reset_index(drop=True)
+        if c in _COUNT_COLS:
+            num = pd.to_numeric(v, errors="coerce")
+            fmt = "{:d}" if c in ("key", "group", "time") else "{:,d}"
+            out[c] = [missing(c, i) if pd.isna(x) else fmt.format(int(x)) for i, x in enumerate(num)]
+        elif c in numeric or pd.api.types.is_float_dtype(v):
+            num = pd.to_numeric(v, errors="coerce")
+            out[c] = [missing(c, i) if pd.isna(x) else f"{x:.{digits}f}" for i, x in enumerate(num)]
+        elif pd.api.types.is_bool_dtype(v):
+            out[c] = ["yes" if x else "no" for x in v]
+        else:
+            out[c] = ["–" if pd.isna(x) else str(x) for x in v]
+    return out.to_html(index=False, escape=True)
 
 
 def _publishable(checked) -> pd.DataFrame:
@@ -1670,18 +2460,6 @@ def drop_without_pre_period(panel: pd.DataFrame, gname: str, anticipation: int =
     return panel.loc[~no_pre], int(panel.loc[no_pre, idname].nunique())
 
 
-def with_matching_weights(panel: pd.DataFrame, matched_units: pd.DataFrame, *, key: str = "be_id",
-                          weight: str = "weight") -> pd.DataFrame:
-    """Rows of the matched units, with their matching weight summed over cohorts (column ``weight``).
-
-    A comparison firm matched in several cohorts counts with the sum of its weights, as a
-    weighted panel regression would treat it.
-    """
-    _require(matched_units, [key, weight], "matched_units")
-    w = matched_units.groupby(key, as_index=False)[weight].sum()
-    return panel.merge(w, on=key, how="inner")
-
-
 @dataclass(frozen=True, eq=False)
 class EffectReport:
     """Effect of a programme on one outcome in one sample: estimates, checked tables, narrative.
@@ -1711,6 +2489,18 @@ class EffectReport:
     tables: dict = field(repr=False)
     alp: float = 0.05
     min_units: int = 10
+    n_balanced_drop: int = 0
+    not_estimable_reason: str = ""
+    undefined: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def estimable(self) -> bool:
+        """False when the effect is undefined (the outcome never changes, or every cell is missing)."""
+        return not self.not_estimable_reason
+
+    def na_cells(self) -> pd.DataFrame:
+        """Group-time cells left missing (NA) with the reason (``group, time, reason``): overlap, no comparison firms."""
+        return self.att_gt.na_cells.copy()
 
     @property
     def tag(self) -> str:
@@ -1741,6 +2531,7 @@ class EffectReport:
         cs = cmp_.loc[COMPARISON_METHODS[0]]
         dyn = self.tables["event_study"].iloc[1:]
         return {
+            "estimable": self.estimable, "not_estimable_reason": self.not_estimable_reason,
             "simple_att": float(cs["estimate"]), "simple_se": float(cs["std_error"]),
             "simple_conf_low": float(cs["conf_low"]), "simple_conf_high": float(cs["conf_high"]),
             "dynamic": {str(int(k)): float(v) for k, v in zip(dyn["key"], dyn["estimate"])},
@@ -1756,6 +2547,8 @@ class EffectReport:
         from reach.report import fmt_number
 
         cs = self._cs()
+        if not self.estimable:
+            return f"not estimable: {self.not_estimable_reason}"
         if not np.isfinite(cs["estimate"]):
             return "not publishable (too few firms)"
         if self.detectable:
@@ -1772,6 +2565,8 @@ class EffectReport:
         p = self.tables["pretest"]["p_value"].iloc[0]
         lvl = int(round(100 * (1 - self.alp)))
         head = f"**{self.outcome}, {self.sample} sample:**"
+        if not self.estimable:
+            return f"{head} not estimable: {self.not_estimable_reason}."
         if not np.isfinite(cs["estimate"]):
             text = f"{head} the overall effect rests on too few firms to be published under the disclosure rules."
         elif not np.isfinite(cs["std_error"]):
@@ -1801,12 +2596,24 @@ class EffectReport:
         return text
 
     def exclusions_text(self) -> str:
-        """Units the estimator left out of the balanced panel, counted safely; empty if none."""
+        """Which firms the estimates keep or leave out, counted safely; empty if nothing to say."""
         ex = self.att_gt.exclusions
-        if not ex:
-            return ""
-        return "Left out of the balanced panel: " + "; ".join(
-            f"{k.replace('_', ' ')}: {_count_text(int(v), self.min_units)}" for k, v in ex.items()) + " firms."
+        parts = []
+        if self.att_gt.allow_unbalanced_panel:
+            how = ("each ATT(g,t) uses the firms observed in both its base year and year t"
+                   if self.att_gt.unbalanced == "pairs" else
+                   "each ATT(g,t) uses the firm-years of its base year and year t as repeated cross sections, "
+                   "inference clustered by firm")
+            parts.append(f"Firms not observed in every year are kept (unbalanced panel: {how}); a balanced "
+                         f"panel would have dropped {_count_text(self.n_balanced_drop, self.min_units)} firms.")
+        if ex:
+            parts.append("Counted: " + "; ".join(
+                f"{k.replace('_', ' ')}: {_count_text(int(v), self.min_units)}" for k, v in ex.items()) + ".")
+        na = self.att_gt.na_cells
+        if len(na):
+            parts.append("Group-time cells not estimated (NA): " + "; ".join(
+                f"ATT({r.group},{r.time}): {r.reason}" for r in na.itertuples()) + ".")
+        return " ".join(parts)
 
     def figure(self, title: str | None = None):
         """Event-study figure drawn from the publishable event-study table (suppressed points absent)."""
@@ -1816,6 +2623,12 @@ class EffectReport:
     def tidy(self) -> pd.DataFrame:
         """The publishable comparison table (methods side by side)."""
         return self.tables["comparison"].copy()
+
+    def html(self, table: str, digits: int = 4) -> str:
+        """A publishable table as HTML for the notebook: no index column, counts as integers,
+        suppressed or undefined cells as "suppressed"/"–" (never ``NaN``/``<NA>``)."""
+        _check_choice("table", table, REPORT_TABLES)
+        return _html_table(self.tables[table], digits, self.undefined.get(table))
 
     def summary(self) -> str:
         return self.narrative().replace("**", "")
@@ -1827,11 +2640,39 @@ class EffectReport:
         return f"EffectReport(programme={self.programme!r}, outcome={self.outcome!r}, sample={self.sample!r})"
 
 
+def _or_nan(fit, method: str) -> DiDEstimate:
+    """A comparison estimate, or an all-NaN one with the reason when the regression cannot run."""
+    try:
+        return fit()
+    except (ValueError, np.linalg.LinAlgError, ZeroDivisionError) as e:
+        return DiDEstimate(method, np.nan, np.nan, np.nan, np.nan, 0, 0, 0, 0, np.nan, note=f"not estimable: {e}")
+
+
+def _not_estimable(panel, outcome, idname, r, simple) -> str:
+    """Why an effect is undefined, or "" (never report an undefined effect as a 0.0 'no effect')."""
+    y = panel[outcome]
+    changes = panel.assign(_y=y).groupby(idname)["_y"].nunique(dropna=True)
+    if len(changes) and (changes <= 1).all():
+        vals = pd.unique(y.dropna())
+        v = f" (every firm has {outcome} = {vals[0]:g} in every year)" if len(vals) == 1 else ""
+        return f"{outcome} never changes over time within a firm in this sample{v}, so there is no change to compare"
+    if r is None or not np.isfinite(np.asarray(r.att, dtype=float)).any():
+        reasons = sorted(set(r.na_cells["reason"])) if r is not None and len(r.na_cells) else []
+        return "no group-time effect could be estimated" + (f" ({'; '.join(reasons)})" if reasons else "")
+    if simple is not None and not np.isfinite(simple.overall_se) and abs(simple.overall_att) < _TINY:
+        return (f"{outcome} changed identically for every firm entering the post-use comparisons, "
+                f"so the effect is not identified from variation")
+    return ""
+
+
 def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: str = "full",
                   gname: str | None = None, tname: str = "year", idname: str = "firm_id",
                   weightsname: str | None = None, xformla: str | None = None,
                   control_group: str = "nevertreated", est_method: str = "dr", anticipation: int = 0,
-                  biters: int = 999, alp: float = 0.05, seed: int = 0, rules=None) -> EffectReport:
+                  biters: int = 999, alp: float = 0.05, seed: int = 0, rules=None,
+                  matched_units: pd.DataFrame | None = None, key: str = "be_id",
+                  allow_unbalanced_panel: bool = False, overlap_max: float = 0.999,
+                  trim_level: float = 0.995, unbalanced: str = "pairs") -> EffectReport:
     r"""Estimate a programme's effect on one outcome and check every table for disclosure.
 
     Runs :func:`att_gt`, :func:`aggte` (dynamic and simple), :func:`twfe` and
@@ -1850,9 +2691,17 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
     sample : str
         Label of the sample (``full``, ``matched``), used in names and text.
     weightsname : str, optional
-        Unit weights (matching weights for the matched sample).
-    xformla, control_group, est_method, anticipation, alp, seed
+        Unit weights (not with ``matched_units``).
+    xformla, control_group, est_method, anticipation, alp, seed, allow_unbalanced_panel, overlap_max, trim_level
         As :func:`att_gt`.
+    unbalanced : {"pairs", "rc"}
+        As :func:`att_gt`; default ``"pairs"`` here (each ATT(g,t) on the firms observed in g-1
+        and t): register panels have entry and exit that the repeated-cross-section form would
+        read as an effect.
+    matched_units : DataFrame, optional
+        Notebook 03's matched units (``key, cohort, treated, weight``): the estimates are then
+        the stacked cohort-wise matched design of :func:`matched_att_gt` (each cohort on its
+        own matched set); TWFE and the naive comparison run on the same stacked sample.
     biters : int
         Bootstrap draws; 0 means analytic standard errors (the simultaneous band then uses
         999 draws).
@@ -1886,15 +2735,47 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
     gname = gname or f"g_{programme}"
     _require(panel, [outcome, gname, tname, idname], "panel")
     boot = int(biters) > 0
+    kw = dict(xformla=xformla, control_group=control_group, est_method=est_method, anticipation=anticipation,
+              bootstrap=boot, cband=True, biters=int(biters) if boot else 999, alp=alp, seed=seed,
+              allow_unbalanced_panel=allow_unbalanced_panel, overlap_max=overlap_max, trim_level=trim_level,
+              unbalanced=unbalanced)
+    if matched_units is not None:
+        data = with_matching_weights(panel, matched_units, gname=gname, key=key, tname=tname)
+        est_id, est_g, est_w = "stack_id", "g_stack", "weight"
+        # TWFE and the naive comparison on the same stacked sample: a block's users are treated from its
+        # cohort on; comparison firms leave their block once they start using the programme themselves
+        cmp_data = data.loc[(data["treated"] == 1) | (data["g_stack"] == 0) | (data[tname] < data["g_stack"])]
+        cmp_data = cmp_data.assign(_g_block=np.where(cmp_data["treated"] == 1, cmp_data["cohort"], 0))
+        cmp_g = "_g_block"
+    else:
+        data, est_id, est_g, est_w = panel, idname, gname, weightsname
+        cmp_data, cmp_g = panel, gname
+    # firms a balanced panel would drop: not observed (with the outcome) in every year of the sample
+    obs = data.dropna(subset=[outcome]).groupby(est_id)[tname].nunique()
+    n_bal_drop = int((obs < data[tname].nunique()).sum()) + int(data[est_id].nunique() - len(obs))
+    if matched_units is not None:  # count firms, not (cohort, firm) blocks
+        short = obs.index[obs < data[tname].nunique()]
+        n_bal_drop = int(data.loc[data[est_id].isin(short), key].nunique())
+    r = simple = dyn = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r = att_gt(panel, outcome, tname, idname, gname, xformla=xformla, control_group=control_group,
-                   est_method=est_method, anticipation=anticipation, weightsname=weightsname,
-                   bootstrap=boot, biters=int(biters) if boot else 999, alp=alp, seed=seed)
-        dyn = aggte(r, "dynamic", na_rm=True)
-        simple = aggte(r, "simple", na_rm=True)
-        tw = twfe(panel, outcome, tname, idname, gname, weightsname=weightsname, alp=alp)
-        nv = naive_difference(panel, outcome, tname, idname, gname, alp=alp)
+        try:
+            if matched_units is not None:
+                r = matched_att_gt(data, outcome, tname, key=key, **kw)
+            else:
+                r = att_gt(panel, outcome, tname, idname, gname, weightsname=weightsname, **kw)
+        except ValueError:
+            if not _not_estimable(data, outcome, est_id, None, None):
+                raise
+        if r is not None and np.isfinite(np.asarray(r.att, dtype=float)).any():
+            dyn = aggte(r, "dynamic", na_rm=True)
+            simple = aggte(r, "simple", na_rm=True)
+        tw = _or_nan(lambda: twfe(cmp_data, outcome, tname, est_id, cmp_g, weightsname=est_w, alp=alp), "TWFE")
+        nv = _or_nan(lambda: naive_difference(cmp_data, outcome, tname, est_id, cmp_g, alp=alp),
+                     "naive users vs others")
+    why = _not_estimable(data, outcome, est_id, r, simple)
+    if why:
+        return _not_estimable_report(programme, outcome, sample, r, tw, nv, why, alp, rules, n_bal_drop)
     cols = ["estimate", "std_error", "conf_low", "conf_high", "n_treated", "n_control"]
     comp = pd.concat([
         simple.tidy()[cols].assign(method=COMPARISON_METHODS[0]),
@@ -1915,6 +2796,96 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
     checked = {k: check_estimates(v, name=f"{tag}_{k}", n_treated="n_treated", n_control="n_control", rules=rules)
                for k, v in raw.items()}
     tables = {k: _publishable(c) for k, c in checked.items()}
+    # which cells the estimator left undefined (not which the disclosure check removed): shown as "–"
+    undefined = {k: v.isna() for k, v in raw.items()}
     return EffectReport(programme=programme, outcome=outcome, sample=sample, att_gt=r, dynamic=dyn, simple=simple,
                         twfe=tw, naive=nv, checked=checked, tables=tables, alp=float(alp),
-                        min_units=int(rules.min_units))
+                        min_units=int(rules.min_units), n_balanced_drop=n_bal_drop, undefined=undefined)
+
+
+def _not_estimable_report(programme, outcome, sample, r, tw, nv, why, alp, rules, n_bal_drop) -> EffectReport:
+    """An :class:`EffectReport` whose estimate tables are empty of numbers: the effect is undefined."""
+    from reach.disclosure import check_estimates
+
+    nan = np.nan
+    cols = ["estimate", "std_error", "conf_low", "conf_high", "n_treated", "n_control"]
+    comp = pd.DataFrame({"method": list(COMPARISON_METHODS), **{c: nan for c in cols[:4]},
+                         "n_treated": 0, "n_control": 0})[["method", *cols]]
+    es = pd.DataFrame({"type": ["dynamic"], "level": ["overall"], "key": pd.array([pd.NA], dtype="Int64"),
+                       **{c: [nan] for c in ("estimate", "std_error", "conf_low", "conf_high", "pointwise_low",
+                                              "pointwise_high")}, "n_treated": [0], "n_control": [0]})
+    pre = pd.DataFrame([{"test": "pre-trends (Wald, all pre-treatment ATT(g,t) = 0)", "statistic": nan, "df": 0,
+                         "p_value": nan, "n_treated": 0, "n_control": 0}])
+    gt = r.tidy() if r is not None else pd.DataFrame(columns=["group", "time", *cols[:4], "pointwise_low",
+                                                              "pointwise_high", "n_treated", "n_control", "post"])
+    tag = f"{programme}_{outcome}_{sample}"
+    raw = {"comparison": comp, "pretest": pre, "event_study": es, "att_gt": gt}
+    checked = {k: check_estimates(v, name=f"{tag}_{k}", n_treated="n_treated", n_control="n_control", rules=rules)
+               for k, v in raw.items()}
+    tables = {k: _publishable(c) for k, c in checked.items()}
+    if r is None:
+        r = ATTgtResult(groups=np.array([]), times=np.array([]), base_times=np.array([]), att=np.array([]),
+                        se=np.array([]), se_analytic=np.array([]), crit_val=nan, n_treated=np.array([], dtype=np.int64),
+                        n_control=np.array([], dtype=np.int64), inffunc=np.zeros((0, 0)), unit_cohort=np.array([]),
+                        unit_weight=np.array([]), cluster=None, periods=np.array([]), yname=outcome)
+    return EffectReport(programme=programme, outcome=outcome, sample=sample, att_gt=r, dynamic=None, simple=None,
+                        twfe=tw, naive=nv, checked=checked, tables=tables, alp=float(alp),
+                        min_units=int(rules.min_units), n_balanced_drop=n_bal_drop, not_estimable_reason=why)
+
+
+def effects_intro(*, programme: str, first_year: int, last_year: int, control_group: str, est_method: str,
+                  xformla: str | None, anticipation: int, n_no_pre: int, matched_units: pd.DataFrame | None,
+                  allow_unbalanced_panel: bool, min_units: int = 10, key: str = "be_id") -> str:
+    """Markdown for notebook 04's opening: the design, the samples and who is left out (counts safe).
+
+    Examples
+    --------
+    >>> print(effects_intro(programme="x", first_year=2014, last_year=2023, control_group="notyettreated",
+    ...                     est_method="dr", xformla="~ size", anticipation=0, n_no_pre=3, matched_units=None,
+    ...                     allow_unbalanced_panel=True)[:44])
+    **Programme:** `x`, years 2014-2023; compari
+    """
+    comp = "firms that never used it" if control_group == "nevertreated" else "firms not yet using it"
+    text = (f"**Programme:** `{programme}`, years {first_year}-{last_year}; comparison: {comp}; method: {est_method}, "
+            f"covariates `{xformla or '~ 1'}` (base-year values), anticipation {anticipation}. Users whose first use "
+            f"falls in the first year ({first_year}) have no year before use and are left out "
+            f"({_count_text(int(n_no_pre), min_units)} firms).\n\n")
+    text += ("**Firms kept:** firms that are not in the register in every year (entry, exit) are kept: each "
+             "group-time effect ATT(g,t) compares the firms observed both in the year before first use (g-1, "
+             "the base year) and in year t. Dropping every firm not alive in all years (a balanced panel, R `did`'s "
+             "default) would remove young and closing firms, the programmes' own target group; how many it would "
+             "drop is given per outcome below.\n\n" if allow_unbalanced_panel else
+             "**Firms kept:** only firms observed in every year of the window (a balanced panel, R `did`'s default); "
+             "the number dropped is given per outcome below.\n\n")
+    if matched_units is None:
+        return text + "**Samples:** full (no matched sample from notebook 03 found)."
+    n_users = matched_user_count(matched_units, key)
+    n_cohorts = int(matched_units["cohort"].nunique())
+    return text + (
+        f"**Samples:** the full analysis sample, and the matched sample of notebook 03: "
+        f"{_count_text(n_users, min_units)} matched users in {n_cohorts} cohort(s) (the same count as notebooks 03 "
+        "and 05). The matched estimate is *stacked*: every cohort's effects are estimated on that cohort's own "
+        "matched set (its matched users and their matched comparison firms, with that match's weights); a firm "
+        "matched in several cohorts (as a comparison firm twice, or a comparison firm first and a user later) "
+        "takes part in each in the role it was matched in, and the cohorts are averaged with standard errors "
+        "clustered by firm, so such a firm is never counted twice nor as a user of a cohort it was not matched to.")
+
+
+def samples_text(full: EffectReport | None, matched: EffectReport | None) -> str:
+    """Why the full-sample and matched estimates of one outcome differ, read from the publishable numbers."""
+    from reach.report import fmt_number as f
+
+    if full is None or matched is None or not (full.estimable and matched.estimable):
+        return ""
+    a, b = full.headline(), matched.headline()
+    if not (np.isfinite(a["simple_att"]) and np.isfinite(b["simple_att"])):
+        return ""
+    return (f"**Full vs matched ({full.outcome}):** the full-sample estimate {f(a['simple_att'])} "
+            f"(CI {f(a['simple_conf_low'])} to {f(a['simple_conf_high'])}) assumes that users' {full.outcome} would "
+            f"have moved like that of *all* comparison firms of the same size in the base year (covariates "
+            f"`{full.att_gt.xformla or '~ 1'}`). The matched estimate {f(b['simple_att'])} (CI "
+            f"{f(b['simple_conf_low'])} to {f(b['simple_conf_high'])}) compares each cohort's users with comparison "
+            f"firms that had a similar export history (level, growth, destinations), size, imports and earlier use of "
+            f"public instruments. Users choose the programme when their exports are already moving, which size alone "
+            f"does not capture; where the two differ, that selection is the likely reason, and the matched estimate "
+            f"is the one to quote.")

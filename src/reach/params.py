@@ -251,6 +251,7 @@ SCHEMA: dict[str, Spec] = {
     "est_method": Spec(str, "DiD estimator: doubly robust, inverse probability weighting, outcome regression", _choice("dr", "ipw", "reg")),
     "xformla": Spec((str, type(None)), "covariates for conditional parallel trends, e.g. '~ log_employees' (or null)", _xformla),
     "anticipation": Spec(int, "years of anticipation before first use", _nonnegative),
+    "allow_unbalanced_panel": Spec(bool, "effects keep firms not observed in every year (each ATT(g,t) on the firms observed in g-1 and t); false: balanced panel as R did's default"),
     "biters": Spec(int, "multiplier-bootstrap draws (0: analytic standard errors only)", _nonnegative),
     "alpha": Spec(float, "significance level of confidence intervals and tests", _alpha),
     "seed": Spec(int, "seed for matching ties and the bootstrap", _nonnegative),
