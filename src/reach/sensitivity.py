@@ -1,0 +1,664 @@
+r"""Sensitivity of event-study conclusions to violations of parallel trends.
+
+Rambachan & Roth (2023), "A More Credible Approach to Parallel Trends" (Review
+of Economic Studies 90(5)), as the R package HonestDiD (version 0.2.x) computes
+it, with scipy and numpy only.
+
+The event-study coefficients :math:`\hat\beta = (\hat\beta_{pre}', \hat\beta_{post}')'`
+are approximately :math:`N(\beta, \Sigma)` with :math:`\beta = (0', \tau')' + \delta`:
+the post-period coefficients are the treatment effects :math:`\tau` plus a bias
+:math:`\delta_{post}`, and the pre-period coefficients are the pre-trend
+:math:`\delta_{pre}`. The target is :math:`\theta = l'\tau`. Instead of assuming
+:math:`\delta_{post} = 0` (parallel trends), :math:`\delta` is restricted to a set
+
+* relative magnitudes :math:`\Delta^{RM}(\bar M)`: every post-period change
+  :math:`|\delta_{t+1}-\delta_t|` is at most :math:`\bar M` times the largest
+  pre-period change (``sensitivity_type="relative_magnitude"``);
+* smoothness :math:`\Delta^{SD}(M)`: every second difference
+  :math:`|(\delta_{t+1}-\delta_t)-(\delta_t-\delta_{t-1})|` is at most :math:`M`
+  (``sensitivity_type="smoothness"``; :math:`M=0` is a linear trend),
+
+and the confidence set for :math:`\theta` is valid for every :math:`\delta` in the
+set. Methods (HonestDiD's defaults):
+
+* ``"C-LF"`` (relative magnitudes) and ``"Conditional"``: test inversion over a
+  grid of :math:`\theta` with the conditional test of Andrews, Roth & Pakes
+  (2023) for moment inequalities with nuisance parameters, "C-LF" being its
+  hybrid with a least-favourable first stage of size :math:`\kappa=\alpha/10`.
+  :math:`\Delta^{RM}` is a union of polyhedra (one per location and sign of the
+  largest pre-period change); the set is the union of their confidence sets.
+* ``"FLCI"`` (smoothness): the optimal fixed-length confidence interval of
+  Armstrong & Kolesár (2018, 2020), an affine estimator
+  :math:`a + v'\hat\beta` with half-length :math:`\chi = \sigma_v\,
+  cv_\alpha(\bar b_v / \sigma_v)` minimised over :math:`v`, where
+  :math:`\bar b_v` is the worst-case bias over :math:`\Delta^{SD}(M)` and
+  :math:`cv_\alpha(t)` the :math:`1-\alpha` quantile of :math:`|N(t, 1)|`.
+
+Implementation note. The ARP test statistic is the value of the linear program
+:math:`\hat\eta = \min_{\eta,\gamma}\{\eta : y - X\gamma \le \eta\,\sigma_y\}`
+whose dual is :math:`\max\{\lambda' y : \lambda\ge 0, \lambda'\sigma_y = 1,
+\lambda' X = 0\}`. The dual feasible set does not depend on :math:`y` (nor on the
+:math:`\theta` being tested), so its vertices are enumerated once and the test
+is evaluated for the whole :math:`\theta` grid and for all least-favourable
+simulation draws with matrix products instead of one LP per point. The
+conditioning interval :math:`[V^{lo}, V^{up}]` is the set of values of the
+statistic along :math:`y(c) = s + \Sigma\gamma c/\gamma'\Sigma\gamma` for which
+the optimal vertex :math:`\gamma` stays optimal, in closed form. The numbers
+match HonestDiD's LP-and-bisection route (see ``tests/test_sensitivity.py``);
+what differs is the random draws of the least-favourable critical value (numpy,
+not R's generator) and the folded-normal quantile (exact, where R simulates
+:math:`10^6` draws).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, stats
+
+__all__ = [
+    "honest_did",
+    "sensitivity_results",
+    "original_ci",
+    "SensitivityResult",
+    "SENSITIVITY_TYPES",
+    "METHODS",
+]
+
+SENSITIVITY_TYPES = ("relative_magnitude", "smoothness")
+#: Allowed ``method`` per sensitivity type; the first is the default (HonestDiD's).
+METHODS = {"relative_magnitude": ("C-LF", "Conditional"), "smoothness": ("FLCI", "Conditional", "C-LF")}
+_DELTA = {"relative_magnitude": "DeltaRM", "smoothness": "DeltaSD"}
+_DEFAULT_GRID = {"relative_magnitude": tuple(np.round(np.arange(0.0, 2.01, 0.25), 10))}
+# Above this many candidate bases the dual vertices are not enumerated (the
+# event study would need about 10+ post periods); see _dual_vertices.
+_MAX_BASES = 250_000
+
+
+def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- linear algebra helpers
+def _gamma_matrix(l_vec: np.ndarray) -> np.ndarray:
+    """Invertible matrix whose first row is ``l_vec`` (then unit vectors, in order)."""
+    rows = [l_vec]
+    for j in range(len(l_vec)):
+        e = np.zeros(len(l_vec))
+        e[j] = 1.0
+        if np.linalg.matrix_rank(np.vstack(rows + [e])) > len(rows):
+            rows.append(e)
+        if len(rows) == len(l_vec):
+            break
+    return np.vstack(rows)
+
+
+def _dual_vertices(W: np.ndarray) -> np.ndarray:
+    """Vertices of ``{lam >= 0 : W' lam = e1}`` (rows), ``W = [sigma_y, X]`` of shape (m, k+1)."""
+    m, k1 = W.shape
+    n_bases = math.comb(m, k1)
+    if n_bases > _MAX_BASES:
+        raise ValueError(
+            f"too many post periods for the conditional test: {m} moments and {k1 - 1} nuisance "
+            f"parameters give {n_bases} candidate bases (limit {_MAX_BASES}); use fewer event times "
+            "(max_e in aggte) or sensitivity_type='smoothness' with method='FLCI'"
+        )
+    S = np.array(list(itertools.combinations(range(m), k1)), dtype=np.intp)
+    Wb = W[S]  # (n, k1, k1): rows of W for each basis
+    det = np.linalg.det(Wb)
+    scale = np.abs(W).max() ** k1
+    ok = np.abs(det) > 1e-12 * scale
+    S, Wb = S[ok], Wb[ok]
+    e1 = np.zeros(k1)
+    e1[0] = 1.0
+    lam_b = np.linalg.solve(np.transpose(Wb, (0, 2, 1)), np.broadcast_to(e1, (len(Wb), k1))[..., None])[..., 0]
+    feas = (lam_b >= -1e-10).all(axis=1)
+    V = np.zeros((int(feas.sum()), m))
+    np.put_along_axis(V, S[feas], np.maximum(lam_b[feas], 0.0), axis=1)
+    if len(V) == 0:
+        return V
+    return np.unique(np.round(V, 12), axis=0)
+
+
+def _truncnorm_ppf(p: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    lo = np.asarray(lo, float)
+    hi = np.asarray(hi, float)
+    out = np.full(lo.shape, np.nan)
+    ok = hi > lo
+    if ok.any():
+        out[ok] = stats.truncnorm.ppf(p, lo[ok], hi[ok])
+    # a degenerate truncation interval is a point mass
+    out[~ok] = lo[~ok]
+    return out
+
+
+# --------------------------------------------------------------------------- ARP conditional / hybrid test
+def _arp_accept(
+    theta: np.ndarray,
+    Y: np.ndarray,
+    a: np.ndarray,
+    X: np.ndarray,
+    SigmaY: np.ndarray,
+    alpha: float,
+    hybrid: str,
+    kappa: float,
+    sims: int,
+    seed: int,
+) -> np.ndarray:
+    """Accept (True) / reject for H0: theta, moments ``Y - a*theta - X gamma <= 0`` for some gamma."""
+    sd = np.sqrt(np.diag(SigmaY))
+    W = np.column_stack([sd, X])
+    V = _dual_vertices(W)
+    if len(V) == 0:  # eta = -inf: every theta is consistent with the moments
+        return np.ones(len(theta), bool)
+    Yg = Y[:, None] - a[:, None] * theta[None, :]  # (m, G)
+    E = V @ Yg  # (n_v, G): lam'y per vertex
+    best = E.argmax(axis=0)
+    eta = E[best, np.arange(len(theta))]
+    Gam = V[best]  # (G, m) optimal dual vertex per theta
+    SG = Gam @ SigmaY  # (G, m) = (Sigma gamma)'
+    s2 = np.einsum("gm,gm->g", SG, Gam)
+    reject = np.zeros(len(theta), bool)
+    if hybrid == "LF":
+        rng = np.random.default_rng(seed)
+        xi = rng.multivariate_normal(np.zeros(len(Y)), SigmaY, size=sims, method="eigh")
+        eta_sim = (V @ (-xi.T)).max(axis=0)
+        lf_cv = float(np.quantile(eta_sim, 1 - kappa))
+        first = eta > lf_cv
+        reject |= first
+        size = (alpha - kappa) / (1 - kappa)
+    else:
+        lf_cv = np.inf
+        size = alpha
+    tiny = s2 < np.finfo(float).eps
+    reject |= tiny & (eta > 0)
+    pos = ~tiny
+    with np.errstate(divide="ignore", invalid="ignore"):
+        B = (V @ SG.T) / np.where(pos, s2, 1.0)  # (n_v, G): lam' Sigma gamma / gamma' Sigma gamma
+        A0 = E - B * eta  # lam' s with s the part of y orthogonal to the statistic
+        slope = B - 1.0
+        cut = -A0 / slope
+        up = slope > 1e-10
+        lo = slope < -1e-10
+        vup = np.where(up, cut, np.inf).min(axis=0)
+        vlo = np.where(lo, cut, -np.inf).max(axis=0)
+    sig = np.sqrt(np.where(pos, s2, 1.0))
+    zlo = vlo / sig
+    zup = np.minimum(vup, lf_cv) / sig
+    stat = eta / sig
+    inside = pos & (zlo <= stat) & (stat <= zup) & ~reject
+    if inside.any():
+        cval = np.maximum(0.0, _truncnorm_ppf(1 - size, zlo[inside], zup[inside]))
+        reject[np.flatnonzero(inside)] = stat[inside] > cval
+    return ~reject
+
+
+def _arp_grid(betahat, sigma, npre, npost, A, d, l_vec, rows, theta, alpha, hybrid, kappa, sims, seed):
+    post = slice(npre, npre + npost)
+    AGinv = A[:, post] @ np.linalg.inv(_gamma_matrix(l_vec))
+    Y = A @ betahat - d
+    SY = A @ sigma @ A.T
+    r = np.asarray(rows)
+    return _arp_accept(theta, Y[r], AGinv[r, 0], AGinv[np.ix_(r, np.arange(1, npost))], SY[np.ix_(r, r)],
+                       alpha, hybrid, kappa, sims, seed)
+
+
+# --------------------------------------------------------------------------- Delta^RM
+def _A_rm(npre: int, npost: int, mbar: float, s: int, positive: bool) -> np.ndarray:
+    n = npre + npost
+    At = np.zeros((n, n + 1))
+    for r in range(n):
+        At[r, r], At[r, r + 1] = -1.0, 1.0
+    v = np.zeros(n + 1)
+    v[npre + s - 1], v[npre + s] = -1.0, 1.0  # first difference ending at period s (s <= 0)
+    if not positive:
+        v = -v
+    ub = np.vstack([np.tile(v, (npre, 1)), np.tile(mbar * v, (npost, 1))])
+    A = np.vstack([At - ub, -At - ub])
+    A = A[(A ** 2).sum(axis=1) > 1e-10]
+    return np.delete(A, npre, axis=1)  # period 0 is the normalised reference period
+
+
+def _post_rows(A: np.ndarray, npre: int) -> np.ndarray:
+    return np.flatnonzero((A[:, npre:] != 0).any(axis=1))
+
+
+def _rm_accept(betahat, sigma, npre, npost, l_vec, mbar, theta, alpha, hybrid, kappa, sims, seed):
+    acc = np.zeros(len(theta), bool)
+    for s in range(-(npre - 1), 1):
+        for positive in (True, False):
+            A = _A_rm(npre, npost, mbar, s, positive)
+            rows = _post_rows(A, npre)
+            acc |= _arp_grid(betahat, sigma, npre, npost, A, np.zeros(len(A)), l_vec, rows, theta,
+                             alpha, hybrid, kappa, sims, seed)
+    return acc
+
+
+# --------------------------------------------------------------------------- Delta^SD
+def _A_sd(npre: int, npost: int) -> np.ndarray:
+    n = npre + npost
+    At = np.zeros((n - 1, n + 1))
+    for r in range(n - 1):
+        At[r, r:r + 3] = (1.0, -2.0, 1.0)
+    At = np.delete(At, npre, axis=1)
+    return np.vstack([At, -At])
+
+
+def _sd_id_set_at_zero(npre, npost, l_vec, M):
+    """Identified set of l'tau when beta = 0, under Delta^SD(M) (LP, as HonestDiD's grid centre)."""
+    A = _A_sd(npre, npost)
+    n = npre + npost
+    c = np.concatenate([np.zeros(npre), l_vec])
+    Aeq = np.hstack([np.eye(npre), np.zeros((npre, npost))])
+    out = []
+    for sign in (1.0, -1.0):
+        res = optimize.linprog(sign * c, A_ub=A, b_ub=np.full(len(A), M), A_eq=Aeq, b_eq=np.zeros(npre),
+                               bounds=[(None, None)] * n, method="highs")
+        out.append(sign * res.fun if res.status == 0 else np.nan)
+    # bias delta in [min, max] => theta = l'beta - l'delta in [-max, -min]
+    return -out[1] if np.isfinite(out[1]) else -np.inf, -out[0] if np.isfinite(out[0]) else np.inf
+
+
+def _sd_accept(betahat, sigma, npre, npost, l_vec, M, theta, alpha, hybrid, kappa, sims, seed):
+    A = _A_sd(npre, npost)
+    rows = _post_rows(A, npre) if npost > 1 else np.arange(len(A))
+    return _arp_grid(betahat, sigma, npre, npost, A, np.full(len(A), M), l_vec, rows, theta,
+                     alpha, hybrid, kappa, sims, seed)
+
+
+# --------------------------------------------------------------------------- FLCI (smoothness)
+def _folded_normal_quantile(p: float, mu: float) -> float:
+    """``p`` quantile of ``|N(mu, 1)|`` (exact; HonestDiD simulates it)."""
+    mu = abs(mu)
+    f = lambda c: stats.norm.cdf(c - mu) - stats.norm.cdf(-c - mu) - p  # noqa: E731
+    hi = mu + stats.norm.ppf(p) + 10.0
+    return optimize.brentq(f, 0.0, hi, xtol=1e-12)
+
+
+class _FLCIProblem:
+    """The bias / standard-deviation frontier of affine estimators for l'tau under Delta^SD."""
+
+    def __init__(self, sigma, npre, npost, l_vec):
+        self.K, self.T = npre, npost
+        self.l = l_vec
+        D = np.eye(npre) - np.eye(npre, k=-1)  # pre-period weights = D w
+        self.D = D
+        Spre = sigma[:npre, :npre]
+        Spp = sigma[:npre, npre:]
+        Spost = sigma[npre:, npre:]
+        self.Q = D.T @ Spre @ D
+        self.q = 2 * D.T @ Spp @ l_vec
+        self.r = float(l_vec @ Spost @ l_vec)
+        s = np.arange(1, npost + 1)
+        self.c = float(s @ l_vec)  # sum of w: the estimator is unbiased for linear trends
+        self.const = sum(abs(np.arange(1, j + 1) @ l_vec[npost - j:]) for j in range(1, npost + 1)) - self.c
+        self.L = np.tril(np.ones((npre, npre)))
+        w0 = np.zeros(npre)
+        w0[-1] = self.c
+        self.w0 = w0
+        self.h0 = math.sqrt(max(self.var(w0), 0.0))
+        # minimum variance subject to sum(w) = c: KKT system
+        K = npre
+        kkt = np.block([[2 * self.Q, np.ones((K, 1))], [np.ones((1, K)), np.zeros((1, 1))]])
+        sol = np.linalg.lstsq(kkt, np.concatenate([-self.q, [self.c]]), rcond=None)[0]
+        self.wmin = sol[:K]
+        self.hmin = math.sqrt(max(self.var(self.wmin), 0.0))
+        self._cache: dict[float, tuple[float, np.ndarray]] = {}
+
+    def var(self, w):
+        return float(w @ self.Q @ w + self.q @ w + self.r)
+
+    def bias(self, w):
+        return float(self.const + np.abs(self.L @ w).sum())
+
+    def min_bias(self, h: float) -> tuple[float, np.ndarray]:
+        """Smallest worst-case bias (per unit of M) among weights with sd <= h."""
+        key = round(h, 14)
+        if key in self._cache:
+            return self._cache[key]
+        K = self.K
+        if h >= self.h0 - 1e-14:
+            start = self.w0.copy()
+        else:
+            # a feasible start on the segment from the minimum-variance weights to w0
+            t = optimize.brentq(lambda t: self.var(self.wmin + t * (self.w0 - self.wmin)) - h * h, 0.0, 1.0) \
+                if self.var(self.wmin) < h * h else 0.0
+            start = self.wmin + t * (self.w0 - self.wmin)
+        scale = max(self.h0, 1e-300) ** 2
+        x0 = np.concatenate([start, np.abs(self.L @ start)])
+        L = self.L
+        cons = [
+            {"type": "eq", "fun": lambda x: np.array([x[:K].sum() - self.c]),
+             "jac": lambda x: np.concatenate([np.ones(K), np.zeros(K)])[None, :]},
+            {"type": "ineq", "fun": lambda x: np.concatenate([x[K:] - L @ x[:K], x[K:] + L @ x[:K]]),
+             "jac": lambda x: np.block([[-L, np.eye(K)], [L, np.eye(K)]])},
+            {"type": "ineq", "fun": lambda x: np.array([(h * h - self.var(x[:K])) / scale]),
+             "jac": lambda x: np.concatenate([-(2 * self.Q @ x[:K] + self.q), np.zeros(K)])[None, :] / scale},
+        ]
+        res = optimize.minimize(lambda x: x[K:].sum(), x0, jac=lambda x: np.concatenate([np.zeros(K), np.ones(K)]),
+                                constraints=cons, method="SLSQP", options={"ftol": 1e-13, "maxiter": 500})
+        w = res.x[:K]
+        out = (self.bias(w), w)
+        self._cache[key] = out
+        return out
+
+    def half_length(self, h: float, M: float, alpha: float) -> float:
+        b, _ = self.min_bias(h)
+        return _folded_normal_quantile(1 - alpha, M * b / h) * h
+
+    def optimal(self, M: float, alpha: float) -> tuple[float, np.ndarray]:
+        lo, hi = self.hmin, self.h0
+        if hi - lo <= 1e-12 * max(hi, 1.0):
+            h = hi
+        else:
+            grid = np.linspace(lo, hi, 13)
+            vals = [self.half_length(h, M, alpha) for h in grid]
+            i = int(np.argmin(vals))
+            a, b = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+            res = optimize.minimize_scalar(lambda h: self.half_length(h, M, alpha), bounds=(a, b),
+                                           method="bounded", options={"xatol": 1e-10 * hi})
+            h = res.x if res.fun <= vals[i] else grid[i]
+        _, w = self.min_bias(h)
+        return self.half_length(h, M, alpha), np.concatenate([self.D @ w, self.l])
+
+
+def _flci(betahat, sigma, npre, npost, l_vec, M, alpha, problem=None):
+    prob = problem or _FLCIProblem(sigma, npre, npost, l_vec)
+    chi, v = prob.optimal(M, alpha)
+    centre = float(v @ betahat)
+    return centre - chi, centre + chi
+
+
+# --------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class SensitivityResult:
+    """Robust confidence sets over a grid of M (or Mbar); immutable.
+
+    Attributes
+    ----------
+    grid, lb, ub : numpy.ndarray
+        The M (smoothness) or Mbar (relative magnitudes) values and the robust
+        confidence set's bounds at each.
+    method, delta : str
+        ``"C-LF"``, ``"Conditional"`` or ``"FLCI"``; ``"DeltaRM"`` or ``"DeltaSD"``.
+    original_ci : tuple of float
+        The usual confidence interval for the same parameter under exact parallel trends.
+    estimate : float
+        The point estimate ``l'beta_post``.
+    breakdown_value : float
+        Largest grid value up to which every robust set excludes zero (NaN when
+        the set at the smallest grid value already contains zero).
+    """
+
+    sensitivity_type: str
+    method: str
+    delta: str
+    grid: np.ndarray
+    lb: np.ndarray
+    ub: np.ndarray
+    original_ci: tuple[float, float]
+    estimate: float
+    alpha: float
+    target: str = ""
+    yname: str = ""
+    l_vec: np.ndarray = field(default=None, repr=False)
+    n_treated: int | None = None
+    n_control: int | None = None
+
+    @property
+    def breakdown_value(self) -> float:
+        excl = (self.lb > 0) | (self.ub < 0)
+        if len(excl) == 0 or not excl[0]:
+            return float("nan")
+        bad = np.flatnonzero(~excl)
+        last = (bad[0] - 1) if len(bad) else len(excl) - 1
+        return float(self.grid[last])
+
+    @property
+    def parameter(self) -> str:
+        return "Mbar" if self.sensitivity_type == "relative_magnitude" else "M"
+
+    def tidy(self, include_original: bool = False) -> pd.DataFrame:
+        """One row per grid value: ``M, lb, ub, method, delta, excludes_zero``.
+
+        ``M`` holds Mbar for relative magnitudes. With ``include_original`` a first
+        row (``M`` missing, ``method="Original"``) gives the usual confidence interval.
+        """
+        t = pd.DataFrame({
+            "M": self.grid.astype(float), "lb": self.lb, "ub": self.ub,
+            "method": self.method, "delta": self.delta,
+            "excludes_zero": (self.lb > 0) | (self.ub < 0),
+        })
+        if include_original:
+            lo, hi = self.original_ci
+            head = pd.DataFrame({"M": [np.nan], "lb": [lo], "ub": [hi], "method": ["Original"],
+                                 "delta": [""], "excludes_zero": [lo > 0 or hi < 0]})
+            t = pd.concat([head, t], ignore_index=True)
+        return t
+
+    def summary(self) -> str:
+        p = self.parameter
+        lo, hi = self.original_ci
+        lines = [
+            f"Sensitivity to parallel trends ({self.delta}, {self.method}, alpha {self.alpha:g})"
+            + (f": {self.yname}" if self.yname else ""),
+            f" target {self.target or 'l_vec'}  estimate {self.estimate:.4g}  original CI [{lo:.4g}, {hi:.4g}]",
+            f" {p:>8}  {'lb':>10}  {'ub':>10}",
+        ]
+        for g, a, b in zip(self.grid, self.lb, self.ub):
+            lines.append(f" {g:8.4g}  {a:10.4g}  {b:10.4g}")
+        bv = self.breakdown_value
+        lines.append(f" breakdown value ({p}): " + ("none: zero is inside the set at the smallest value"
+                                                     if np.isnan(bv) else f"{bv:g}"))
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        t = self.tidy(include_original=True)
+        head = f"| {self.parameter} | lb | ub | method |\n|---|---|---|---|\n"
+        body = "".join(
+            f"| {'' if np.isnan(r.M) else f'{r.M:g}'} | {r.lb:.4g} | {r.ub:.4g} | {r.method} |\n" for r in t.itertuples()
+        )
+        bv = self.breakdown_value
+        return (f"**Sensitivity to parallel trends ({self.delta}, {self.method})"
+                + (f" for `{self.yname}`" if self.yname else "") + f", target {self.target}**\n\n"
+                + head + body + f"\nBreakdown value: {'none' if np.isnan(bv) else f'{bv:g}'}\n")
+
+    def _repr_html_(self) -> str:
+        return self.tidy(include_original=True).to_html(index=False, float_format=lambda v: f"{v:.4g}")
+
+
+# --------------------------------------------------------------------------- public functions
+def _check_inputs(betahat, sigma, num_pre_periods, num_post_periods, l_vec):
+    b = np.asarray(betahat, dtype=float).ravel()
+    S = np.asarray(sigma, dtype=float)
+    npre, npost = int(num_pre_periods), int(num_post_periods)
+    if npre < 1:
+        raise ValueError(f"num_pre_periods must be at least 1 (the restrictions are built from pre-trends); got {npre}")
+    if npost < 1:
+        raise ValueError(f"num_post_periods must be at least 1; got {npost}")
+    if len(b) != npre + npost:
+        raise ValueError(f"betahat has {len(b)} entries; num_pre_periods + num_post_periods = {npre + npost}")
+    if S.shape != (len(b), len(b)):
+        raise ValueError(f"sigma must be {len(b)} x {len(b)}; got shape {S.shape}")
+    if not np.all(np.isfinite(b)) or not np.all(np.isfinite(S)):
+        raise ValueError("betahat and sigma must be finite")
+    if not np.allclose(S, S.T, rtol=1e-8, atol=1e-12 * np.abs(S).max()):
+        raise ValueError("sigma must be symmetric")
+    if np.linalg.eigvalsh((S + S.T) / 2).min() < -1e-10 * np.abs(S).max():
+        raise ValueError("sigma must be positive semi-definite")
+    lv = np.zeros(npost) if l_vec is None else np.asarray(l_vec, dtype=float).ravel()
+    if l_vec is None:
+        lv[0] = 1.0
+    if len(lv) != npost:
+        raise ValueError(f"l_vec must have num_post_periods = {npost} entries; got {len(lv)}")
+    if not np.any(lv != 0):
+        raise ValueError("l_vec must not be all zero")
+    return b, (S + S.T) / 2, npre, npost, lv
+
+
+def original_ci(betahat, sigma, num_pre_periods, num_post_periods, l_vec=None, alpha=0.05):
+    r"""Usual confidence interval for :math:`\theta = l'\beta_{post}` (HonestDiD's ``constructOriginalCS``).
+
+    Notes
+    -----
+    :math:`l'\hat\beta_{post} \pm z_{1-\alpha/2}\sqrt{l'\Sigma_{post}l}`.
+
+    Examples
+    --------
+    >>> original_ci([0.1, 0.5], [[0.01, 0.0], [0.0, 0.04]], 1, 1)  # doctest: +ELLIPSIS
+    (0.108..., 0.891...)
+    """
+    b, S, npre, npost, lv = _check_inputs(betahat, sigma, num_pre_periods, num_post_periods, l_vec)
+    est = float(lv @ b[npre:])
+    se = math.sqrt(float(lv @ S[npre:, npre:] @ lv))
+    z = stats.norm.ppf(1 - alpha / 2)
+    return est - z * se, est + z * se
+
+
+def sensitivity_results(
+    betahat,
+    sigma,
+    num_pre_periods: int,
+    num_post_periods: int,
+    sensitivity_type: str = "relative_magnitude",
+    grid: Sequence[float] | None = None,
+    l_vec=None,
+    method: str | None = None,
+    alpha: float = 0.05,
+    grid_points: int = 1000,
+    grid_lb: float | None = None,
+    grid_ub: float | None = None,
+    hybrid_kappa: float | None = None,
+    lf_sims: int = 1000,
+    seed: int = 0,
+    target: str = "",
+    yname: str = "",
+) -> SensitivityResult:
+    r"""Robust confidence sets from event-study coefficients and their covariance.
+
+    The raw-input route, as HonestDiD's ``createSensitivityResults`` (smoothness)
+    and ``createSensitivityResults_relativeMagnitudes`` (relative magnitudes).
+
+    Parameters
+    ----------
+    betahat : array_like
+        Event-study coefficients, pre-periods first (in time order), then post-periods;
+        the reference period (normalised to zero) is left out.
+    sigma : array_like
+        Their covariance matrix.
+    num_pre_periods, num_post_periods : int
+    sensitivity_type : {"relative_magnitude", "smoothness"}
+    grid : sequence of float, optional
+        Mbar (relative magnitudes) or M (smoothness) values. Default: 0, 0.25, ..., 2
+        for Mbar; for M ten values from 0 to the pre-period standard error of the
+        first event time times two.
+    l_vec : array_like, optional
+        Weights of the target :math:`\theta = l'\tau`; default the first post period.
+    method : str, optional
+        ``"C-LF"`` (default) or ``"Conditional"`` for relative magnitudes; ``"FLCI"``
+        (default), ``"Conditional"`` or ``"C-LF"`` for smoothness.
+    alpha : float
+    grid_points, grid_lb, grid_ub : optional
+        The theta grid of the test inversion (conditional methods). Default 1000 points
+        on ``0 +/- 20 sd(theta_hat)`` (relative magnitudes) or the identified set at
+        :math:`\beta=0` ``+/- 20 sd`` (smoothness), as HonestDiD.
+    hybrid_kappa : float, optional
+        Size of the least-favourable first stage of "C-LF"; default ``alpha / 10``.
+    lf_sims, seed : int
+        Draws and seed of the least-favourable critical value.
+    target, yname : str
+        Labels for the display.
+
+    Returns
+    -------
+    SensitivityResult
+
+    Notes
+    -----
+    Relative magnitudes: :math:`\Delta^{RM}(\bar M) = \{\delta : |\delta_{t+1}-\delta_t|
+    \le \bar M \max_{s<0}|\delta_{s+1}-\delta_s|\ \forall t \ge 0\}`, the union over the
+    location :math:`s` and sign of the largest pre-period change of polyhedra
+    :math:`A_{s,\pm}\delta \le 0`. For each, :math:`H_0: \theta=\bar\theta` is
+    :math:`E[A\hat\beta - A_{post}\Gamma^{-1}(\bar\theta, \tilde\tau')'] \le 0` with nuisance
+    :math:`\tilde\tau` (Rambachan & Roth 2023, sec. 5), tested with ARP's conditional
+    test (or its least-favourable hybrid), using only moments that involve
+    post-periods. The confidence set is the union over :math:`(s,\pm)` of the accepted grid points;
+    ``lb``/``ub`` are the smallest / largest accepted grid point.
+
+    Smoothness: :math:`\Delta^{SD}(M) = \{\delta : |(\delta_{t+1}-\delta_t)-(\delta_t-\delta_{t-1})| \le M\}`.
+    The FLCI is :math:`v'\hat\beta \pm \chi` with
+    :math:`v = (w_{pre}', l')'`, :math:`\sum_s w`-constraint making :math:`v'\beta`
+    unbiased for linear trends, and :math:`\chi = \min_v \sigma_v cv_\alpha(M\bar b_v/\sigma_v)`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> b = np.array([0.01, -0.01, 0.0, 0.2, 0.25])
+    >>> S = np.diag([0.01, 0.01, 0.01, 0.01, 0.01]) ** 1 * 0.1
+    >>> r = sensitivity_results(b, S, 3, 2, "smoothness", grid=[0.0, 0.05])
+    >>> r.tidy()[["M", "method"]].to_dict("list")
+    {'M': [0.0, 0.05], 'method': ['FLCI', 'FLCI']}
+    """
+    b, S, npre, npost, lv = _check_inputs(betahat, sigma, num_pre_periods, num_post_periods, l_vec)
+    _check_choice("sensitivity_type", sensitivity_type, SENSITIVITY_TYPES)
+    allowed = METHODS[sensitivity_type]
+    method = allowed[0] if method is None else _check_choice("method", method, allowed)
+    alpha = float(alpha)
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1); got {alpha}")
+    kappa = alpha / 10 if hybrid_kappa is None else float(hybrid_kappa)
+    if not 0 < kappa < alpha:
+        raise ValueError(f"hybrid_kappa must be in (0, alpha); got {kappa}")
+    if grid is None:
+        if sensitivity_type == "relative_magnitude":
+            grid = _DEFAULT_GRID[sensitivity_type]
+        else:
+            grid = np.linspace(0.0, 2 * math.sqrt(S[0, 0]), 10)
+    g = np.asarray(grid, dtype=float).ravel()
+    if len(g) == 0 or not np.all(np.isfinite(g)) or (g < 0).any():
+        raise ValueError(f"grid must be a non-empty sequence of finite values >= 0; got {list(grid)}")
+    if sensitivity_type == "relative_magnitude" and npre < 2 and False:  # one pre period is enough (s = 0)
+        pass
+    sd_theta = math.sqrt(float(lv @ S[npre:, npre:] @ lv))
+    lbs, ubs = np.full(len(g), np.nan), np.full(len(g), np.nan)
+    hybrid = {"C-LF": "LF", "Conditional": "ARP"}.get(method)
+    flci_prob = _FLCIProblem(S, npre, npost, lv) if method == "FLCI" else None
+    for i, m in enumerate(g):
+        if method == "FLCI":
+            lbs[i], ubs[i] = _flci(b, S, npre, npost, lv, m, alpha, flci_prob)
+            continue
+        if sensitivity_type == "relative_magnitude":
+            lo = -20 * sd_theta if grid_lb is None else float(grid_lb)
+            hi = 20 * sd_theta if grid_ub is None else float(grid_ub)
+            theta = np.linspace(lo, hi, int(grid_points))
+            acc = _rm_accept(b, S, npre, npost, lv, m, theta, alpha, hybrid, kappa, lf_sims, seed)
+        else:
+            id_lo, id_hi = _sd_id_set_at_zero(npre, npost, lv, m)
+            lo = id_lo - 20 * sd_theta if grid_lb is None else float(grid_lb)
+            hi = id_hi + 20 * sd_theta if grid_ub is None else float(grid_ub)
+            theta = np.linspace(lo, hi, int(grid_points))
+            acc = _sd_accept(b, S, npre, npost, lv, m, theta, alpha, hybrid, kappa, lf_sims, seed)
+        if acc.any():
+            lbs[i], ubs[i] = theta[acc].min(), theta[acc].max()
+            if acc[0]:
+                lbs[i] = -np.inf  # open at the grid's end: the set is not bounded by the grid
+            if acc[-1]:
+                ubs[i] = np.inf
+    oc = original_ci(b, S, npre, npost, lv, alpha)
+    return SensitivityResult(
+        sensitivity_type=sensitivity_type, method=method, delta=_DELTA[sensitivity_type],
+        grid=_ro(g), lb=_ro(lbs), ub=_ro(ubs), original_ci=(float(oc[0]), float(oc[1])),
+        estimate=float(lv @ b[npre:]), alpha=alpha, target=target, yname=yname, l_vec=_ro(lv),
+    )
+
+
+def _ro(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, dtype=float)
+    a.setflags(write=False)
+    return a
