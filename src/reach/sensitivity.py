@@ -58,7 +58,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 __all__ = [
     "honest_did",
@@ -99,48 +99,88 @@ def _gamma_matrix(l_vec: np.ndarray) -> np.ndarray:
     return np.vstack(rows)
 
 
-def _dual_vertices(W: np.ndarray) -> np.ndarray:
-    """Vertices of ``{lam >= 0 : W' lam = e1}`` (rows), ``W = [sigma_y, X]`` of shape (m, k+1)."""
-    m, k1 = W.shape
+_RAYS: dict[bytes, np.ndarray] = {}
+
+
+def _cone_rays(X: np.ndarray) -> np.ndarray:
+    """Extreme rays of ``{lam >= 0 : X' lam = 0}``, scaled to ``sum(lam) = 1`` (rows); cached.
+
+    The dual feasible set ``{lam >= 0 : lam' sd = 1, lam' X = 0}`` of the ARP linear
+    program has the vertices ``r / (r' sd)``: ``sd > 0`` only rescales the rays, so one
+    enumeration serves every Mbar, location and sign of Delta^RM (their ``X`` agree).
+    """
+    m, k = X.shape
+    key = np.asarray(X.shape, np.int64).tobytes() + np.round(X, 12).tobytes()
+    if key in _RAYS:
+        return _RAYS[key]
+    k1 = k + 1
     n_bases = math.comb(m, k1)
     if n_bases > _MAX_BASES:
         raise ValueError(
-            f"too many post periods for the conditional test: {m} moments and {k1 - 1} nuisance "
+            f"too many post periods for the conditional test: {m} moments and {k} nuisance "
             f"parameters give {n_bases} candidate bases (limit {_MAX_BASES}); use fewer event times "
             "(max_e in aggte) or sensitivity_type='smoothness' with method='FLCI'"
         )
-    S = np.array(list(itertools.combinations(range(m), k1)), dtype=np.intp)
-    Wb = W[S]  # (n, k1, k1): rows of W for each basis
+    W = np.column_stack([np.ones(m), X])
+    S = np.array(list(itertools.combinations(range(m), k1)), dtype=np.intp).reshape(-1, k1)
+    Wb = W[S]  # (n, k1, k1): the rows of W in each candidate basis
     det = np.linalg.det(Wb)
-    scale = np.abs(W).max() ** k1
-    ok = np.abs(det) > 1e-12 * scale
+    ok = np.abs(det) > 1e-12 * max(np.abs(W).max(), 1.0) ** k1
     S, Wb = S[ok], Wb[ok]
     e1 = np.zeros(k1)
     e1[0] = 1.0
     lam_b = np.linalg.solve(np.transpose(Wb, (0, 2, 1)), np.broadcast_to(e1, (len(Wb), k1))[..., None])[..., 0]
     feas = (lam_b >= -1e-10).all(axis=1)
-    V = np.zeros((int(feas.sum()), m))
-    np.put_along_axis(V, S[feas], np.maximum(lam_b[feas], 0.0), axis=1)
-    if len(V) == 0:
-        return V
-    return np.unique(np.round(V, 12), axis=0)
+    R = np.zeros((int(feas.sum()), m))
+    np.put_along_axis(R, S[feas], np.maximum(lam_b[feas], 0.0), axis=1)
+    if len(_RAYS) > 256:
+        _RAYS.clear()
+    _RAYS[key] = R
+    return R
+
+
+def _dual_vertices(W: np.ndarray) -> np.ndarray:
+    """Vertices of ``{lam >= 0 : W' lam = e1}`` (rows), ``W = [sd, X]`` with ``sd > 0``."""
+    R = _cone_rays(W[:, 1:])
+    return R / (R @ W[:, 0])[:, None]
 
 
 def _truncnorm_ppf(p: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Quantile of N(0, 1) truncated to [lo, hi] (vectorised; upper tail via survival functions)."""
     lo = np.asarray(lo, float)
     hi = np.asarray(hi, float)
-    out = np.full(lo.shape, np.nan)
-    ok = hi > lo
-    if ok.any():
+    out = np.empty(lo.shape)
+    right = lo > 0  # both tails computed where the probabilities are not rounded away
+    with np.errstate(divide="ignore", invalid="ignore"):
+        Slo, Shi = special.ndtr(-lo), special.ndtr(-hi)
+        out[right] = -special.ndtri(Slo[right] - p * (Slo[right] - Shi[right]))
+        Flo, Fhi = special.ndtr(lo), special.ndtr(hi)
+        left = ~right
+        out[left] = special.ndtri(Flo[left] + p * (Fhi[left] - Flo[left]))
+    # far in a tail both probabilities underflow: fall back to scipy's log-space routine
+    bad = ~np.isfinite(out) | (hi <= lo)
+    if bad.any():
+        ok = bad & (hi > lo)
         out[ok] = stats.truncnorm.ppf(p, lo[ok], hi[ok])
-    # a degenerate truncation interval is a point mass
-    out[~ok] = lo[~ok]
+        out[bad & ~ok] = lo[bad & ~ok]  # a degenerate interval is a point mass
     return out
 
 
+_NORMALS: dict[tuple[int, int, int], np.ndarray] = {}
+
+
+def _std_normals(seed: int, sims: int, m: int) -> np.ndarray:
+    """The same standard-normal draws for every least-favourable critical value (as R's set.seed)."""
+    key = (seed, sims, m)
+    if key not in _NORMALS:
+        if len(_NORMALS) > 32:
+            _NORMALS.clear()
+        _NORMALS[key] = np.random.default_rng(seed).standard_normal((sims, m))
+    return _NORMALS[key]
+
+
 # --------------------------------------------------------------------------- ARP conditional / hybrid test
-def _arp_accept(
-    theta: np.ndarray,
+def _arp_test(
     Y: np.ndarray,
     a: np.ndarray,
     X: np.ndarray,
@@ -150,13 +190,25 @@ def _arp_accept(
     kappa: float,
     sims: int,
     seed: int,
-) -> np.ndarray:
-    """Accept (True) / reject for H0: theta, moments ``Y - a*theta - X gamma <= 0`` for some gamma."""
+):
+    """Test of H0: theta, ``E[Y - a*theta] - X gamma <= 0`` for some gamma; returns ``accept(theta_array)``."""
     sd = np.sqrt(np.diag(SigmaY))
-    W = np.column_stack([sd, X])
-    V = _dual_vertices(W)
+    V = _dual_vertices(np.column_stack([sd, X]))
     if len(V) == 0:  # eta = -inf: every theta is consistent with the moments
-        return np.ones(len(theta), bool)
+        return lambda theta: np.ones(len(theta), bool)
+    if hybrid == "LF":
+        ev, U = np.linalg.eigh(SigmaY)
+        xi = _std_normals(seed, sims, len(Y)) @ (U * np.sqrt(np.clip(ev, 0.0, None))).T
+        eta_sim = (V @ (-xi.T)).max(axis=0)
+        lf_cv = float(np.quantile(eta_sim, 1 - kappa))
+        size = (alpha - kappa) / (1 - kappa)
+    else:
+        lf_cv = np.inf
+        size = alpha
+    return lambda theta: _arp_accept(np.asarray(theta, float), Y, a, V, SigmaY, lf_cv, size)
+
+
+def _arp_accept(theta, Y, a, V, SigmaY, lf_cv, size) -> np.ndarray:
     Yg = Y[:, None] - a[:, None] * theta[None, :]  # (m, G)
     E = V @ Yg  # (n_v, G): lam'y per vertex
     best = E.argmax(axis=0)
@@ -164,18 +216,7 @@ def _arp_accept(
     Gam = V[best]  # (G, m) optimal dual vertex per theta
     SG = Gam @ SigmaY  # (G, m) = (Sigma gamma)'
     s2 = np.einsum("gm,gm->g", SG, Gam)
-    reject = np.zeros(len(theta), bool)
-    if hybrid == "LF":
-        rng = np.random.default_rng(seed)
-        xi = rng.multivariate_normal(np.zeros(len(Y)), SigmaY, size=sims, method="eigh")
-        eta_sim = (V @ (-xi.T)).max(axis=0)
-        lf_cv = float(np.quantile(eta_sim, 1 - kappa))
-        first = eta > lf_cv
-        reject |= first
-        size = (alpha - kappa) / (1 - kappa)
-    else:
-        lf_cv = np.inf
-        size = alpha
+    reject = eta > lf_cv  # least-favourable first stage (never with lf_cv = inf)
     tiny = s2 < np.finfo(float).eps
     reject |= tiny & (eta > 0)
     pos = ~tiny
@@ -199,14 +240,45 @@ def _arp_accept(
     return ~reject
 
 
-def _arp_grid(betahat, sigma, npre, npost, A, d, l_vec, rows, theta, alpha, hybrid, kappa, sims, seed):
+def _arp_grid(betahat, sigma, npre, npost, A, d, l_vec, rows, alpha, hybrid, kappa, sims, seed):
     post = slice(npre, npre + npost)
     AGinv = A[:, post] @ np.linalg.inv(_gamma_matrix(l_vec))
     Y = A @ betahat - d
     SY = A @ sigma @ A.T
     r = np.asarray(rows)
-    return _arp_accept(theta, Y[r], AGinv[r, 0], AGinv[np.ix_(r, np.arange(1, npost))], SY[np.ix_(r, r)],
-                       alpha, hybrid, kappa, sims, seed)
+    return _arp_test(Y[r], AGinv[r, 0], AGinv[np.ix_(r, np.arange(1, npost))], SY[np.ix_(r, r)],
+                     alpha, hybrid, kappa, sims, seed)
+
+
+def _union_accept(tests, theta: np.ndarray, step: int) -> np.ndarray:
+    """Grid points accepted by any of ``tests``: a pass over every ``step``-th point, then every point
+    between neighbours of that pass whose decisions differ (identical to the full grid unless an
+    accepted or rejected run is shorter than ``step`` points)."""
+    G = len(theta)
+    acc = np.zeros(G, bool)
+
+    def evaluate(ix):
+        res = np.zeros(len(ix), bool)
+        for f in tests:
+            todo = np.flatnonzero(~res)
+            if len(todo) == 0:
+                break
+            res[todo] = f(theta[ix[todo]])
+        acc[ix] = res
+
+    step = max(int(step), 1)
+    coarse = np.unique(np.r_[np.arange(0, G, step), G - 1])
+    evaluate(coarse)
+    fine = []
+    for i, j in zip(coarse[:-1], coarse[1:]):
+        if j - i > 1:
+            if acc[i] != acc[j]:
+                fine.append(np.arange(i + 1, j))
+            else:
+                acc[i + 1:j] = acc[i]
+    if fine:
+        evaluate(np.concatenate(fine))
+    return acc
 
 
 # --------------------------------------------------------------------------- Delta^RM
@@ -229,15 +301,15 @@ def _post_rows(A: np.ndarray, npre: int) -> np.ndarray:
     return np.flatnonzero((A[:, npre:] != 0).any(axis=1))
 
 
-def _rm_accept(betahat, sigma, npre, npost, l_vec, mbar, theta, alpha, hybrid, kappa, sims, seed):
-    acc = np.zeros(len(theta), bool)
+def _rm_accept(betahat, sigma, npre, npost, l_vec, mbar, theta, alpha, hybrid, kappa, sims, seed, step):
+    tests = []
     for s in range(-(npre - 1), 1):
         for positive in (True, False):
             A = _A_rm(npre, npost, mbar, s, positive)
             rows = _post_rows(A, npre)
-            acc |= _arp_grid(betahat, sigma, npre, npost, A, np.zeros(len(A)), l_vec, rows, theta,
-                             alpha, hybrid, kappa, sims, seed)
-    return acc
+            tests.append(_arp_grid(betahat, sigma, npre, npost, A, np.zeros(len(A)), l_vec, rows,
+                                   alpha, hybrid, kappa, sims, seed))
+    return _union_accept(tests, theta, step)
 
 
 # --------------------------------------------------------------------------- Delta^SD
@@ -265,107 +337,158 @@ def _sd_id_set_at_zero(npre, npost, l_vec, M):
     return -out[1] if np.isfinite(out[1]) else -np.inf, -out[0] if np.isfinite(out[0]) else np.inf
 
 
-def _sd_accept(betahat, sigma, npre, npost, l_vec, M, theta, alpha, hybrid, kappa, sims, seed):
+def _sd_accept(betahat, sigma, npre, npost, l_vec, M, theta, alpha, hybrid, kappa, sims, seed, step):
     A = _A_sd(npre, npost)
     rows = _post_rows(A, npre) if npost > 1 else np.arange(len(A))
-    return _arp_grid(betahat, sigma, npre, npost, A, np.full(len(A), M), l_vec, rows, theta,
+    test = _arp_grid(betahat, sigma, npre, npost, A, np.full(len(A), M), l_vec, rows,
                      alpha, hybrid, kappa, sims, seed)
+    return _union_accept([test], theta, step)
 
 
 # --------------------------------------------------------------------------- FLCI (smoothness)
 def _folded_normal_quantile(p: float, mu: float) -> float:
-    """``p`` quantile of ``|N(mu, 1)|`` (exact; HonestDiD simulates it)."""
-    mu = abs(mu)
-    f = lambda c: stats.norm.cdf(c - mu) - stats.norm.cdf(-c - mu) - p  # noqa: E731
-    hi = mu + stats.norm.ppf(p) + 10.0
-    return optimize.brentq(f, 0.0, hi, xtol=1e-12)
+    """``p`` quantile of ``|N(mu, 1)|`` (exact, by Newton's method; HonestDiD simulates it)."""
+    mu = abs(float(mu))
+    c = max(mu + float(special.ndtri(p)), float(special.ndtri((1 + p) / 2)))
+    for _ in range(50):
+        f = special.ndtr(c - mu) - special.ndtr(-c - mu) - p
+        d = math.exp(-0.5 * (c - mu) ** 2) / math.sqrt(2 * math.pi) + math.exp(-0.5 * (c + mu) ** 2) / math.sqrt(2 * math.pi)
+        step = f / d
+        c -= step
+        if abs(step) < 1e-13 * max(1.0, c):
+            break
+    return float(c)
 
 
 class _FLCIProblem:
-    """The bias / standard-deviation frontier of affine estimators for l'tau under Delta^SD."""
+    r"""The bias / standard-deviation frontier of affine estimators of l'tau under Delta^SD.
+
+    The estimator is :math:`v'\hat\beta` with post weights :math:`l` and pre weights
+    :math:`D w` (:math:`D` first differences), :math:`\sum_k w_k = \sum_s s\,l_s` so that it is
+    unbiased for linear trends. With the cumulative sums :math:`u = (u_1..u_{K-1})` of
+    :math:`w` (:math:`u_K = \sum w` fixed) the worst-case bias per unit of :math:`M` is
+    :math:`b_0 + \lVert u\rVert_1` and the variance a quadratic :math:`u'Pu + p'u + r_0`
+    (HonestDiD's formulation). Every point of the frontier solves the lasso
+    :math:`\min_u u'Pu + p'u + \lambda\lVert u\rVert_1` for some :math:`\lambda\ge 0`, whose
+    solution path is piecewise linear in :math:`\lambda`; it is computed exactly
+    (homotopy), and the half-length is minimised along it.
+    """
 
     def __init__(self, sigma, npre, npost, l_vec):
-        self.K, self.T = npre, npost
-        self.l = l_vec
-        D = np.eye(npre) - np.eye(npre, k=-1)  # pre-period weights = D w
-        self.D = D
-        Spre = sigma[:npre, :npre]
-        Spp = sigma[:npre, npre:]
-        Spost = sigma[npre:, npre:]
-        self.Q = D.T @ Spre @ D
-        self.q = 2 * D.T @ Spp @ l_vec
-        self.r = float(l_vec @ Spost @ l_vec)
-        s = np.arange(1, npost + 1)
-        self.c = float(s @ l_vec)  # sum of w: the estimator is unbiased for linear trends
-        self.const = sum(abs(np.arange(1, j + 1) @ l_vec[npost - j:]) for j in range(1, npost + 1)) - self.c
-        self.L = np.tril(np.ones((npre, npre)))
-        w0 = np.zeros(npre)
-        w0[-1] = self.c
-        self.w0 = w0
-        self.h0 = math.sqrt(max(self.var(w0), 0.0))
-        # minimum variance subject to sum(w) = c: KKT system
         K = npre
-        kkt = np.block([[2 * self.Q, np.ones((K, 1))], [np.ones((1, K)), np.zeros((1, 1))]])
-        sol = np.linalg.lstsq(kkt, np.concatenate([-self.q, [self.c]]), rcond=None)[0]
-        self.wmin = sol[:K]
-        self.hmin = math.sqrt(max(self.var(self.wmin), 0.0))
-        self._cache: dict[float, tuple[float, np.ndarray]] = {}
+        self.K, self.T, self.l = npre, npost, l_vec
+        D = np.eye(K) - np.eye(K, k=-1)
+        self.D = D
+        Q = D.T @ sigma[:K, :K] @ D
+        q = 2 * D.T @ sigma[:K, K:] @ l_vec
+        r = float(l_vec @ sigma[K:, K:] @ l_vec)
+        self.c = c = float(np.arange(1, npost + 1) @ l_vec)
+        self.b0 = float(sum(abs(np.arange(1, j + 1) @ l_vec[npost - j:]) for j in range(1, npost + 1)) - c + abs(c))
+        D1 = D[:, :-1]
+        eK = np.zeros(K)
+        eK[-1] = 1.0
+        self.D1, self.eK = D1, eK
+        self.P = D1.T @ Q @ D1
+        self.p = D1.T @ (2 * c * Q @ eK + q)
+        self.r0 = float(c * c * Q[-1, -1] + c * q[-1] + r)
+        self.segments = self._path()
 
-    def var(self, w):
-        return float(w @ self.Q @ w + self.q @ w + self.r)
+    def _path(self):
+        """Lasso homotopy: list of (lam_lo, lam_hi, active, alpha, beta) with u_A = alpha + lam*beta."""
+        P, p = self.P, self.p
+        n = len(p)
+        if n == 0:
+            return []
+        lam = float(np.abs(p).max())
+        segs = []
+        if lam <= 0:
+            return [(0.0, 0.0, np.array([], int), np.zeros(0), np.zeros(0))]
+        j0 = int(np.abs(p).argmax())
+        active, signs = [j0], {j0: -np.sign(p[j0])}
+        for _ in range(20 * n + 20):
+            A = np.array(active, int)
+            sA = np.array([signs[j] for j in active])
+            H = 2 * P[np.ix_(A, A)]
+            alpha_ = -np.linalg.solve(H, p[A])
+            beta_ = -np.linalg.solve(H, sA)
+            inactive = np.setdiff1d(np.arange(n), A)
+            events = []  # (lam', kind, index, sign)
+            for i, j in enumerate(A):
+                if abs(beta_[i]) > 1e-15:
+                    lt = -alpha_[i] / beta_[i]
+                    if 0 <= lt < lam * (1 - 1e-12):
+                        events.append((lt, "drop", j, 0.0))
+            if len(inactive):
+                gam = 2 * P[np.ix_(inactive, A)] @ alpha_ + p[inactive]
+                eta = 2 * P[np.ix_(inactive, A)] @ beta_
+                for i, j in enumerate(inactive):
+                    for sgn, denom, num in ((-1.0, 1 - eta[i], gam[i]), (1.0, 1 + eta[i], -gam[i])):
+                        if abs(denom) > 1e-15:
+                            lt = num / denom
+                            if 0 <= lt < lam * (1 - 1e-12):
+                                events.append((lt, "add", j, sgn))
+            nxt = max(events, key=lambda e: e[0]) if events else (0.0, "end", -1, 0.0)
+            segs.append((nxt[0], lam, A.copy(), alpha_, beta_))
+            lam = nxt[0]
+            if nxt[1] == "drop":
+                active.remove(nxt[2])
+                del signs[nxt[2]]
+            elif nxt[1] == "add":
+                active.append(nxt[2])
+                signs[nxt[2]] = nxt[3]
+            if lam <= 0 or nxt[1] == "end" or not active and lam <= 0:
+                break
+            if not active:  # everything dropped: u = 0 below this lambda too
+                segs.append((0.0, lam, np.array([], int), np.zeros(0), np.zeros(0)))
+                break
+        return segs
 
-    def bias(self, w):
-        return float(self.const + np.abs(self.L @ w).sum())
+    def _u(self, seg, lam):
+        u = np.zeros(len(self.p))
+        u[seg[2]] = seg[3] + lam * seg[4]
+        return u
 
-    def min_bias(self, h: float) -> tuple[float, np.ndarray]:
-        """Smallest worst-case bias (per unit of M) among weights with sd <= h."""
-        key = round(h, 14)
-        if key in self._cache:
-            return self._cache[key]
-        K = self.K
-        if h >= self.h0 - 1e-14:
-            start = self.w0.copy()
-        else:
-            # a feasible start on the segment from the minimum-variance weights to w0
-            t = optimize.brentq(lambda t: self.var(self.wmin + t * (self.w0 - self.wmin)) - h * h, 0.0, 1.0) \
-                if self.var(self.wmin) < h * h else 0.0
-            start = self.wmin + t * (self.w0 - self.wmin)
-        scale = max(self.h0, 1e-300) ** 2
-        x0 = np.concatenate([start, np.abs(self.L @ start)])
-        L = self.L
-        cons = [
-            {"type": "eq", "fun": lambda x: np.array([x[:K].sum() - self.c]),
-             "jac": lambda x: np.concatenate([np.ones(K), np.zeros(K)])[None, :]},
-            {"type": "ineq", "fun": lambda x: np.concatenate([x[K:] - L @ x[:K], x[K:] + L @ x[:K]]),
-             "jac": lambda x: np.block([[-L, np.eye(K)], [L, np.eye(K)]])},
-            {"type": "ineq", "fun": lambda x: np.array([(h * h - self.var(x[:K])) / scale]),
-             "jac": lambda x: np.concatenate([-(2 * self.Q @ x[:K] + self.q), np.zeros(K)])[None, :] / scale},
-        ]
-        res = optimize.minimize(lambda x: x[K:].sum(), x0, jac=lambda x: np.concatenate([np.zeros(K), np.ones(K)]),
-                                constraints=cons, method="SLSQP", options={"ftol": 1e-13, "maxiter": 500})
-        w = res.x[:K]
-        out = (self.bias(w), w)
-        self._cache[key] = out
-        return out
+    def _bias_sd(self, u):
+        var = float(u @ self.P @ u + self.p @ u + self.r0)
+        return self.b0 + float(np.abs(u).sum()), math.sqrt(max(var, 0.0))
 
-    def half_length(self, h: float, M: float, alpha: float) -> float:
-        b, _ = self.min_bias(h)
-        return _folded_normal_quantile(1 - alpha, M * b / h) * h
+    def _hl(self, u, M, alpha):
+        b, sd = self._bias_sd(u)
+        if sd <= 0:
+            return math.inf
+        return _folded_normal_quantile(1 - alpha, M * b / sd) * sd
 
     def optimal(self, M: float, alpha: float) -> tuple[float, np.ndarray]:
-        lo, hi = self.hmin, self.h0
-        if hi - lo <= 1e-12 * max(hi, 1.0):
-            h = hi
+        """Half-length and weight vector v = (pre weights, l) of the shortest FLCI."""
+        if not self.segments:
+            best_u = np.zeros(len(self.p))
+            best = self._hl(best_u, M, alpha)
         else:
-            grid = np.linspace(lo, hi, 13)
-            vals = [self.half_length(h, M, alpha) for h in grid]
-            i = int(np.argmin(vals))
-            a, b = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-            res = optimize.minimize_scalar(lambda h: self.half_length(h, M, alpha), bounds=(a, b),
-                                           method="bounded", options={"xatol": 1e-10 * hi})
-            h = res.x if res.fun <= vals[i] else grid[i]
-        _, w = self.min_bias(h)
-        return self.half_length(h, M, alpha), np.concatenate([self.D @ w, self.l])
+            best, best_u = math.inf, None
+            # the half-length at every breakpoint of the path, then a 1-D search on the
+            # segments next to the best breakpoint
+            ends = [self._hl(self._u(seg, seg[1]), M, alpha) for seg in self.segments]
+            ends.append(self._hl(self._u(self.segments[-1], self.segments[-1][0]), M, alpha))
+            k = int(np.argmin(ends))
+            for i in {max(k - 1, 0), min(k, len(self.segments) - 1)}:
+                seg = self.segments[i]
+                lo, hi = seg[0], seg[1]
+                for lam in (lo, hi):
+                    v = self._hl(self._u(seg, lam), M, alpha)
+                    if v < best:
+                        best, best_u = v, self._u(seg, lam)
+                if hi - lo > 1e-14 * max(hi, 1e-300):
+                    res = optimize.minimize_scalar(lambda lam: self._hl(self._u(seg, lam), M, alpha),
+                                                   bounds=(lo, hi), method="bounded",
+                                                   options={"xatol": 1e-9 * max(hi, 1e-300)})
+                    if res.fun < best:
+                        best, best_u = float(res.fun), self._u(seg, res.x)
+            # lam = lam_max and above: u = 0 (the estimator that only extrapolates the last pre-period)
+            v0 = self._hl(np.zeros(len(self.p)), M, alpha)
+            if v0 < best:
+                best, best_u = v0, np.zeros(len(self.p))
+        w = self.D1 @ best_u + self.c * self.eK
+        return best, np.concatenate([self.D @ w, self.l])
 
 
 def _flci(betahat, sigma, npre, npost, l_vec, M, alpha, problem=None):
@@ -537,6 +660,7 @@ def sensitivity_results(
     hybrid_kappa: float | None = None,
     lf_sims: int = 1000,
     seed: int = 0,
+    coarse_step: int = 10,
     target: str = "",
     yname: str = "",
 ) -> SensitivityResult:
@@ -572,6 +696,11 @@ def sensitivity_results(
         Size of the least-favourable first stage of "C-LF"; default ``alpha / 10``.
     lf_sims, seed : int
         Draws and seed of the least-favourable critical value.
+    coarse_step : int
+        The test is first run at every ``coarse_step``-th theta grid point, then at every
+        point between two of those whose decisions differ; 1 tests every point (HonestDiD).
+        The two agree unless the accepted set has a gap or island shorter than
+        ``coarse_step`` grid points.
     target, yname : str
         Labels for the display.
 
@@ -637,13 +766,13 @@ def sensitivity_results(
             lo = -20 * sd_theta if grid_lb is None else float(grid_lb)
             hi = 20 * sd_theta if grid_ub is None else float(grid_ub)
             theta = np.linspace(lo, hi, int(grid_points))
-            acc = _rm_accept(b, S, npre, npost, lv, m, theta, alpha, hybrid, kappa, lf_sims, seed)
+            acc = _rm_accept(b, S, npre, npost, lv, m, theta, alpha, hybrid, kappa, lf_sims, seed, coarse_step)
         else:
             id_lo, id_hi = _sd_id_set_at_zero(npre, npost, lv, m)
             lo = id_lo - 20 * sd_theta if grid_lb is None else float(grid_lb)
             hi = id_hi + 20 * sd_theta if grid_ub is None else float(grid_ub)
             theta = np.linspace(lo, hi, int(grid_points))
-            acc = _sd_accept(b, S, npre, npost, lv, m, theta, alpha, hybrid, kappa, lf_sims, seed)
+            acc = _sd_accept(b, S, npre, npost, lv, m, theta, alpha, hybrid, kappa, lf_sims, seed, coarse_step)
         if acc.any():
             lbs[i], ubs[i] = theta[acc].min(), theta[acc].max()
             if acc[0]:
@@ -662,3 +791,122 @@ def _ro(a: np.ndarray) -> np.ndarray:
     a = np.array(a, dtype=float)
     a.setflags(write=False)
     return a
+
+
+def _event_study_inputs(es) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Event times, estimates and covariance of a dynamic aggregation (reference period removed)."""
+    from reach.did import AggteResult
+
+    if not isinstance(es, AggteResult):
+        raise TypeError(f"es must be an AggteResult from reach.did.aggte(type='dynamic'); got {type(es).__name__}")
+    if es.type != "dynamic":
+        raise ValueError(f"es must be an event study: aggte(type='dynamic'); got type={es.type!r}")
+    keys = np.asarray(es.keys).astype(int)
+    att = np.asarray(es.att, dtype=float)
+    if hasattr(es, "vcov"):
+        V = np.asarray(es.vcov(), dtype=float)
+    else:
+        if es.inffunc is None:
+            raise ValueError("es has no influence functions (inffunc), so no covariance of the event-time estimates")
+        IF = np.asarray(es.inffunc, dtype=float)
+        n = IF.shape[0]
+        # same normalisation as the standard errors of reach.did (sqrt(diag) == se)
+        V = IF.T @ IF / n / n
+    if np.isnan(att).any():
+        bad = keys[np.isnan(att)].tolist()
+        raise ValueError(f"event-study estimates missing for event times {bad}")
+    # universal base period: the reference event time is an exact zero with no variance
+    ref = (att == 0) & (np.diag(V) <= 1e-300)
+    universal = bool(ref.any())
+    keep = ~ref
+    keys, att, V = keys[keep], att[keep], V[np.ix_(keep, keep)]
+    order = np.argsort(keys)
+    return keys[order], att[order], V[np.ix_(order, order)], universal
+
+
+def honest_did(
+    es,
+    event_time: int | str = 0,
+    sensitivity_type: str = "relative_magnitude",
+    grid: Sequence[float] | None = None,
+    alpha: float = 0.05,
+    method: str | None = None,
+    **kwargs: Any,
+) -> SensitivityResult:
+    r"""Sensitivity of an event-study effect to violations of parallel trends (Rambachan & Roth 2023).
+
+    Parameters
+    ----------
+    es : reach.did.AggteResult
+        ``aggte(..., type="dynamic")``: event-time estimates and their influence
+        functions. Pre-periods are the negative event times, post-periods the others.
+        Use ``att_gt(..., base_period="universal")`` so every pre-period estimate is
+        relative to the same reference period (a warning otherwise).
+    event_time : int or "average"
+        The target: the effect at this event time (>= 0), or ``"average"`` for the
+        mean of the post-period effects.
+    sensitivity_type : {"relative_magnitude", "smoothness"}
+    grid : sequence of float, optional
+        Mbar or M values (see :func:`sensitivity_results`).
+    alpha : float
+    method : str, optional
+        See :func:`sensitivity_results`; defaults "C-LF" (relative magnitudes), "FLCI" (smoothness).
+    **kwargs
+        Passed to :func:`sensitivity_results` (``grid_points``, ``lf_sims``, ``seed``, ...).
+
+    Returns
+    -------
+    SensitivityResult
+
+    Notes
+    -----
+    The covariance of the event-time estimates is :math:`\hat\Sigma = \psi'\psi/n^2`
+    from the units' influence functions :math:`\psi` (the same that give the standard
+    errors of :func:`reach.did.aggte`); the target is :math:`\theta = l'\tau` with
+    :math:`l = e_{event\_time}` or :math:`l = \iota/\bar T`. Event times must be
+    consecutive (HonestDiD's restrictions are on differences of adjacent periods).
+
+    Examples
+    --------
+    >>> from reach.synth import event_study_panel  # doctest: +SKIP
+    >>> res = honest_did(es, event_time="average", sensitivity_type="smoothness")  # doctest: +SKIP
+    >>> res.tidy().columns.tolist()  # doctest: +SKIP
+    ['M', 'lb', 'ub', 'method', 'delta', 'excludes_zero']
+    """
+    import warnings
+
+    _check_choice("sensitivity_type", sensitivity_type, SENSITIVITY_TYPES)
+    keys, att, V, universal = _event_study_inputs(es)
+    pre, post = keys[keys < 0], keys[keys >= 0]
+    if len(pre) == 0:
+        raise ValueError(
+            f"the event study has no pre-period estimates (event times {keys.tolist()}); both "
+            "relative magnitudes and smoothness need at least one: aggregate with a smaller min_e"
+        )
+    if len(post) == 0:
+        raise ValueError(f"the event study has no event time >= 0 (event times {keys.tolist()})")
+    ref_gap = 2 if universal else 1
+    gaps = np.diff(pre).tolist() + np.diff(post).tolist()
+    if any(g != 1 for g in gaps) or (post[0] - pre[-1]) > ref_gap or post[0] != 0:
+        raise ValueError(f"event times must be consecutive around the reference period; got {keys.tolist()}")
+    if not universal:
+        warnings.warn(
+            "the event study has no reference event time with an exact zero: its pre-period estimates are "
+            "probably short differences (att_gt base_period='varying'); Rambachan & Roth's restrictions are "
+            "stated for estimates relative to one reference period: use att_gt(..., base_period='universal')",
+            UserWarning, stacklevel=2,
+        )
+    if isinstance(event_time, str):
+        _check_choice("event_time", event_time, ["average"])
+        l_vec = np.full(len(post), 1.0 / len(post))
+        target = "average of event times " + f"{post[0]}..{post[-1]}"
+    else:
+        if event_time not in post.tolist():
+            raise ValueError(f"event_time must be 'average' or one of {post.tolist()}; got {event_time!r}")
+        l_vec = (post == int(event_time)).astype(float)
+        target = f"event time {int(event_time)}"
+    res = sensitivity_results(att, V, len(pre), len(post), sensitivity_type=sensitivity_type, grid=grid,
+                              l_vec=l_vec, method=method, alpha=alpha, target=target, yname=es.yname, **kwargs)
+    ntr = int(np.asarray(es.n_treated_keys)[np.isin(np.asarray(es.keys).astype(int), post)].min()) \
+        if len(getattr(es, "n_treated_keys", [])) else int(es.n_treated)
+    return SensitivityResult(**{**res.__dict__, "n_treated": ntr, "n_control": int(es.n_control)})
