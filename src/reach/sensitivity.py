@@ -240,9 +240,9 @@ def _arp_accept(theta, Y, a, V, SigmaY, lf_cv, size) -> np.ndarray:
     return ~reject
 
 
-def _arp_grid(betahat, sigma, npre, npost, A, d, l_vec, rows, alpha, hybrid, kappa, sims, seed):
+def _arp_grid(betahat, sigma, npre, npost, A, d, l_vec, rows, alpha, hybrid, kappa, sims, seed, Ginv=None):
     post = slice(npre, npre + npost)
-    AGinv = A[:, post] @ np.linalg.inv(_gamma_matrix(l_vec))
+    AGinv = A[:, post] @ (np.linalg.inv(_gamma_matrix(l_vec)) if Ginv is None else Ginv)
     Y = A @ betahat - d
     SY = A @ sigma @ A.T
     r = np.asarray(rows)
@@ -303,12 +303,13 @@ def _post_rows(A: np.ndarray, npre: int) -> np.ndarray:
 
 def _rm_accept(betahat, sigma, npre, npost, l_vec, mbar, theta, alpha, hybrid, kappa, sims, seed, step):
     tests = []
+    Ginv = np.linalg.inv(_gamma_matrix(l_vec))
     for s in range(-(npre - 1), 1):
         for positive in (True, False):
             A = _A_rm(npre, npost, mbar, s, positive)
             rows = _post_rows(A, npre)
             tests.append(_arp_grid(betahat, sigma, npre, npost, A, np.zeros(len(A)), l_vec, rows,
-                                   alpha, hybrid, kappa, sims, seed))
+                                   alpha, hybrid, kappa, sims, seed, Ginv))
     return _union_accept(tests, theta, step)
 
 
@@ -320,6 +321,16 @@ def _A_sd(npre: int, npost: int) -> np.ndarray:
         At[r, r:r + 3] = (1.0, -2.0, 1.0)
     At = np.delete(At, npre, axis=1)
     return np.vstack([At, -At])
+
+
+def _sd_m_upper_bound(betahat, sigma, npre, alpha):
+    """Default largest M: the largest one-sided upper confidence bound of a pre-period second
+    difference (HonestDiD's ``DeltaSD_upperBound_Mpre``); with one pre-period its standard error."""
+    if npre < 2:
+        return math.sqrt(sigma[0, 0])
+    A = _A_sd(npre, 0)
+    sd = np.sqrt(np.diag(A @ sigma[:npre, :npre] @ A.T))
+    return float((A @ betahat[:npre] + stats.norm.ppf(1 - alpha) * sd).max())
 
 
 def _sd_id_set_at_zero(npre, npost, l_vec, M):
@@ -516,7 +527,9 @@ class SensitivityResult:
         The point estimate ``l'beta_post``.
     breakdown_value : float
         Largest grid value up to which every robust set excludes zero (NaN when
-        the set at the smallest grid value already contains zero).
+        the set at the smallest grid value already contains zero). ``lb``/``ub`` are
+        -inf/inf where the set is unbounded on the (extended) test-inversion grid and NaN
+        where it is empty.
     """
 
     sensitivity_type: str
@@ -680,8 +693,8 @@ def sensitivity_results(
     sensitivity_type : {"relative_magnitude", "smoothness"}
     grid : sequence of float, optional
         Mbar (relative magnitudes) or M (smoothness) values. Default: 0, 0.25, ..., 2
-        for Mbar; for M ten values from 0 to the pre-period standard error of the
-        first event time times two.
+        for Mbar; for M ten values from 0 to the largest upper confidence bound of a
+        pre-period second difference (HonestDiD's default).
     l_vec : array_like, optional
         Weights of the target :math:`\theta = l'\tau`; default the first post period.
     method : str, optional
@@ -691,7 +704,8 @@ def sensitivity_results(
     grid_points, grid_lb, grid_ub : optional
         The theta grid of the test inversion (conditional methods). Default 1000 points
         on ``0 +/- 20 sd(theta_hat)`` (relative magnitudes) or the identified set at
-        :math:`\beta=0` ``+/- 20 sd`` (smoothness), as HonestDiD.
+        :math:`\beta=0` ``+/- 20 sd`` (smoothness), as HonestDiD; unlike HonestDiD, a default
+        grid is extended (same step) when the set is empty on it or reaches one of its ends.
     hybrid_kappa : float, optional
         Size of the least-favourable first stage of "C-LF"; default ``alpha / 10``.
     lf_sims, seed : int
@@ -748,12 +762,10 @@ def sensitivity_results(
         if sensitivity_type == "relative_magnitude":
             grid = _DEFAULT_GRID[sensitivity_type]
         else:
-            grid = np.linspace(0.0, 2 * math.sqrt(S[0, 0]), 10)
+            grid = np.linspace(0.0, _sd_m_upper_bound(b, S, npre, alpha), 10)
     g = np.asarray(grid, dtype=float).ravel()
     if len(g) == 0 or not np.all(np.isfinite(g)) or (g < 0).any():
         raise ValueError(f"grid must be a non-empty sequence of finite values >= 0; got {list(grid)}")
-    if sensitivity_type == "relative_magnitude" and npre < 2 and False:  # one pre period is enough (s = 0)
-        pass
     sd_theta = math.sqrt(float(lv @ S[npre:, npre:] @ lv))
     lbs, ubs = np.full(len(g), np.nan), np.full(len(g), np.nan)
     hybrid = {"C-LF": "LF", "Conditional": "ARP"}.get(method)
@@ -763,28 +775,56 @@ def sensitivity_results(
             lbs[i], ubs[i] = _flci(b, S, npre, npost, lv, m, alpha, flci_prob)
             continue
         if sensitivity_type == "relative_magnitude":
-            lo = -20 * sd_theta if grid_lb is None else float(grid_lb)
-            hi = 20 * sd_theta if grid_ub is None else float(grid_ub)
-            theta = np.linspace(lo, hi, int(grid_points))
-            acc = _rm_accept(b, S, npre, npost, lv, m, theta, alpha, hybrid, kappa, lf_sims, seed, coarse_step)
+            lo, hi = -20 * sd_theta, 20 * sd_theta
+            run = lambda th, m=m: _rm_accept(b, S, npre, npost, lv, m, th, alpha, hybrid, kappa,  # noqa: E731
+                                             lf_sims, seed, coarse_step)
         else:
             id_lo, id_hi = _sd_id_set_at_zero(npre, npost, lv, m)
-            lo = id_lo - 20 * sd_theta if grid_lb is None else float(grid_lb)
-            hi = id_hi + 20 * sd_theta if grid_ub is None else float(grid_ub)
-            theta = np.linspace(lo, hi, int(grid_points))
-            acc = _sd_accept(b, S, npre, npost, lv, m, theta, alpha, hybrid, kappa, lf_sims, seed, coarse_step)
-        if acc.any():
-            lbs[i], ubs[i] = theta[acc].min(), theta[acc].max()
-            if acc[0]:
-                lbs[i] = -np.inf  # open at the grid's end: the set is not bounded by the grid
-            if acc[-1]:
-                ubs[i] = np.inf
+            lo, hi = id_lo - 20 * sd_theta, id_hi + 20 * sd_theta
+            run = lambda th, m=m: _sd_accept(b, S, npre, npost, lv, m, th, alpha, hybrid, kappa,  # noqa: E731
+                                             lf_sims, seed, coarse_step)
+        lo = lo if grid_lb is None else float(grid_lb)
+        hi = hi if grid_ub is None else float(grid_ub)
+        lbs[i], ubs[i] = _invert(run, lo, hi, int(grid_points), float(lv @ b[npre:]),
+                                 extend=grid_lb is None and grid_ub is None)
     oc = original_ci(b, S, npre, npost, lv, alpha)
     return SensitivityResult(
         sensitivity_type=sensitivity_type, method=method, delta=_DELTA[sensitivity_type],
         grid=_ro(g), lb=_ro(lbs), ub=_ro(ubs), original_ci=(float(oc[0]), float(oc[1])),
         estimate=float(lv @ b[npre:]), alpha=alpha, target=target, yname=yname, l_vec=_ro(lv),
     )
+
+
+def _invert(run, lo: float, hi: float, n: int, estimate: float, extend: bool, max_extend: int = 4):
+    """Smallest and largest accepted theta of the grid ``linspace(lo, hi, n)``.
+
+    HonestDiD's default grid is centred on zero (relative magnitudes) or on the identified set at
+    beta = 0 (smoothness), +/- 20 standard errors. When the accepted set is empty there or touches
+    an end of the grid, the grid is extended with the same step (so the original points and
+    decisions are kept) towards the estimate / the open end, at most ``max_extend`` times. Still
+    open: +/-inf; still empty: NaN (every theta rejected: the restrictions are rejected).
+    """
+    if n < 2:
+        raise ValueError(f"grid_points must be at least 2; got {n}")
+    step = (hi - lo) / (n - 1)
+    k_lo, k_hi = 0, n - 1
+    theta = lo + step * np.arange(k_lo, k_hi + 1)
+    acc = run(theta)
+    for _ in range(max_extend if extend and step > 0 else 0):
+        width = k_hi - k_lo
+        if acc.any():
+            if not (acc[0] or acc[-1]):
+                break
+            k_lo -= width if acc[0] else 0
+            k_hi += width if acc[-1] else 0
+        else:
+            k_est = math.floor((estimate - lo) / step)
+            k_lo, k_hi = min(k_lo, k_est - width // 2), max(k_hi, k_est + width // 2)
+        theta = lo + step * np.arange(k_lo, k_hi + 1)
+        acc = run(theta)
+    if not acc.any():
+        return np.nan, np.nan
+    return (-np.inf if acc[0] else theta[acc].min()), (np.inf if acc[-1] else theta[acc].max())
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
