@@ -654,7 +654,7 @@ def original_ci(betahat, sigma, num_pre_periods, num_post_periods, l_vec=None, a
     est = float(lv @ b[npre:])
     se = math.sqrt(float(lv @ S[npre:, npre:] @ lv))
     z = stats.norm.ppf(1 - alpha / 2)
-    return est - z * se, est + z * se
+    return float(est - z * se), float(est + z * se)
 
 
 def sensitivity_results(
@@ -908,10 +908,20 @@ def honest_did(
 
     Examples
     --------
-    >>> from reach.synth import event_study_panel  # doctest: +SKIP
-    >>> res = honest_did(es, event_time="average", sensitivity_type="smoothness")  # doctest: +SKIP
-    >>> res.tidy().columns.tolist()  # doctest: +SKIP
+    >>> import pandas as pd
+    >>> from reach.did import aggte, att_gt
+    >>> rng = np.random.default_rng(1)
+    >>> n = 600
+    >>> panel = pd.DataFrame({"id": np.repeat(np.arange(n), 6), "year": np.tile(np.arange(1, 7), n),
+    ...                       "g": np.repeat(rng.choice([0, 4, 5], n), 6)})
+    >>> panel["y"] = rng.normal(size=6 * n) + 1.0 * ((panel.year >= panel.g) & (panel.g > 0))
+    >>> es = aggte(att_gt(panel, "y", "year", "id", "g", base_period="universal", bootstrap=False),
+    ...            type="dynamic")
+    >>> res = honest_did(es, event_time="average", sensitivity_type="smoothness", grid=[0.0, 0.5])
+    >>> res.tidy().columns.tolist()
     ['M', 'lb', 'ub', 'method', 'delta', 'excludes_zero']
+    >>> bool(res.lb[0] > 0)  # the planted effect of 1 survives a linear pre-trend
+    True
     """
     import warnings
 
