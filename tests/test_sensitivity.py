@@ -67,10 +67,10 @@ def test_bc_conditional_smoothness_default_theta_grid_exact():
     np.testing.assert_allclose(r.ub, ref["ub"], atol=EXACT)
 
 
-@pytest.mark.parametrize("coarse_step", [1, 10])
-def test_bc_conditional_single_cases_exact(coarse_step):
+@pytest.mark.parametrize("search, coarse_step", [("grid", 1), ("grid", 10), ("bracket", 10)])
+def test_bc_conditional_single_cases_exact(search, coarse_step):
     b, S, npre, npost = _bc()
-    kw = dict(method="Conditional", coarse_step=coarse_step)
+    kw = dict(method="Conditional", search=search, coarse_step=coarse_step)
     r = sensitivity_results(b, S, npre, npost, "smoothness", grid=[0.1], grid_points=200, **kw)
     np.testing.assert_allclose([r.lb[0], r.ub[0]], BC["sd_conditional_M0.1_grid200"], atol=EXACT)
     r = sensitivity_results(b, S, npre, npost, "relative_magnitude", grid=[1.0], grid_points=200, **kw)
@@ -232,13 +232,28 @@ def test_sets_widen_with_m(stype, method):
     assert np.all(np.diff(r.lb) <= 1e-12) and np.all(np.diff(r.ub) >= -1e-12)
 
 
-def test_coarse_to_fine_inversion_equals_full_grid():
+@pytest.mark.parametrize("fast", [dict(search="grid"), dict(search="bracket")])
+def test_fast_inversions_equal_the_full_grid(fast):
     b, S, npre, npost = _med()
-    full = sensitivity_results(b, S, npre, npost, "relative_magnitude", grid=[0.5, 2.0], coarse_step=1,
-                               l_vec=[0.5, 0.5])
-    fast = sensitivity_results(b, S, npre, npost, "relative_magnitude", grid=[0.5, 2.0], l_vec=[0.5, 0.5])
-    np.testing.assert_array_equal(full.lb, fast.lb)
-    np.testing.assert_array_equal(full.ub, fast.ub)
+    kw = dict(grid=[0.0, 0.5, 2.0], l_vec=[0.5, 0.5])
+    full = sensitivity_results(b, S, npre, npost, "relative_magnitude", search="grid", coarse_step=1, **kw)
+    quick = sensitivity_results(b, S, npre, npost, "relative_magnitude", **fast, **kw)
+    np.testing.assert_array_equal(full.lb, quick.lb)
+    np.testing.assert_array_equal(full.ub, quick.ub)
+
+
+def test_bracketing_extends_the_grid_to_a_large_estimate():
+    npre, npost = 3, 2
+    rng = np.random.default_rng(5)
+    L = rng.normal(size=(5, 5)) * 0.01
+    S = L @ L.T + np.eye(5) * 1e-4
+    b = np.array([0.01, -0.01, 0.005, 1.0, 1.1])  # effect of ~ 60 standard errors
+    kw = dict(grid=[0.0, 1.0], method="Conditional")
+    full = sensitivity_results(b, S, npre, npost, "relative_magnitude", search="grid", coarse_step=1, **kw)
+    quick = sensitivity_results(b, S, npre, npost, "relative_magnitude", **kw)
+    assert np.all(np.isfinite(quick.lb)) and np.all(quick.lb > 0.5)
+    np.testing.assert_allclose(quick.lb, full.lb, atol=1e-12)
+    np.testing.assert_allclose(quick.ub, full.ub, atol=1e-12)
 
 
 def test_dual_vertices_give_the_lp_value():

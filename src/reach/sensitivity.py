@@ -196,16 +196,20 @@ def _arp_test(
     V = _dual_vertices(np.column_stack([sd, X]))
     if len(V) == 0:  # eta = -inf: every theta is consistent with the moments
         return lambda theta: np.ones(len(theta), bool)
-    if hybrid == "LF":
-        ev, U = np.linalg.eigh(SigmaY)
-        xi = _std_normals(seed, sims, len(Y)) @ (U * np.sqrt(np.clip(ev, 0.0, None))).T
-        eta_sim = (V @ (-xi.T)).max(axis=0)
-        lf_cv = float(np.quantile(eta_sim, 1 - kappa))
-        size = (alpha - kappa) / (1 - kappa)
-    else:
-        lf_cv = np.inf
-        size = alpha
-    return lambda theta: _arp_accept(np.asarray(theta, float), Y, a, V, SigmaY, lf_cv, size)
+    state: dict[str, float] = {}
+
+    def accept(theta):
+        if not state:  # the least-favourable critical value, computed when first needed
+            if hybrid == "LF":
+                ev, U = np.linalg.eigh(SigmaY)
+                xi = _std_normals(seed, sims, len(Y)) @ (U * np.sqrt(np.clip(ev, 0.0, None))).T
+                eta_sim = (V @ (-xi.T)).max(axis=0)
+                state.update(lf_cv=float(np.quantile(eta_sim, 1 - kappa)), size=(alpha - kappa) / (1 - kappa))
+            else:
+                state.update(lf_cv=np.inf, size=alpha)
+        return _arp_accept(np.asarray(theta, float), Y, a, V, SigmaY, state["lf_cv"], state["size"])
+
+    return accept
 
 
 def _arp_accept(theta, Y, a, V, SigmaY, lf_cv, size) -> np.ndarray:
@@ -301,7 +305,8 @@ def _post_rows(A: np.ndarray, npre: int) -> np.ndarray:
     return np.flatnonzero((A[:, npre:] != 0).any(axis=1))
 
 
-def _rm_accept(betahat, sigma, npre, npost, l_vec, mbar, theta, alpha, hybrid, kappa, sims, seed, step):
+def _rm_tests(betahat, sigma, npre, npost, l_vec, mbar, alpha, hybrid, kappa, sims, seed):
+    """One test per location and sign of the largest pre-period change (Delta^RM is their union)."""
     tests = []
     Ginv = np.linalg.inv(_gamma_matrix(l_vec))
     for s in range(-(npre - 1), 1):
@@ -310,7 +315,7 @@ def _rm_accept(betahat, sigma, npre, npost, l_vec, mbar, theta, alpha, hybrid, k
             rows = _post_rows(A, npre)
             tests.append(_arp_grid(betahat, sigma, npre, npost, A, np.zeros(len(A)), l_vec, rows,
                                    alpha, hybrid, kappa, sims, seed, Ginv))
-    return _union_accept(tests, theta, step)
+    return tests
 
 
 # --------------------------------------------------------------------------- Delta^SD
@@ -348,12 +353,11 @@ def _sd_id_set_at_zero(npre, npost, l_vec, M):
     return -out[1] if np.isfinite(out[1]) else -np.inf, -out[0] if np.isfinite(out[0]) else np.inf
 
 
-def _sd_accept(betahat, sigma, npre, npost, l_vec, M, theta, alpha, hybrid, kappa, sims, seed, step):
+def _sd_tests(betahat, sigma, npre, npost, l_vec, M, alpha, hybrid, kappa, sims, seed):
     A = _A_sd(npre, npost)
     rows = _post_rows(A, npre) if npost > 1 else np.arange(len(A))
-    test = _arp_grid(betahat, sigma, npre, npost, A, np.full(len(A), M), l_vec, rows,
-                     alpha, hybrid, kappa, sims, seed)
-    return _union_accept([test], theta, step)
+    return [_arp_grid(betahat, sigma, npre, npost, A, np.full(len(A), M), l_vec, rows,
+                      alpha, hybrid, kappa, sims, seed)]
 
 
 # --------------------------------------------------------------------------- FLCI (smoothness)
@@ -673,6 +677,7 @@ def sensitivity_results(
     hybrid_kappa: float | None = None,
     lf_sims: int = 1000,
     seed: int = 0,
+    search: str = "bracket",
     coarse_step: int = 10,
     target: str = "",
     yname: str = "",
@@ -710,11 +715,15 @@ def sensitivity_results(
         Size of the least-favourable first stage of "C-LF"; default ``alpha / 10``.
     lf_sims, seed : int
         Draws and seed of the least-favourable critical value.
+    search : {"bracket", "grid"}
+        How the theta grid is searched (conditional methods). "grid": the test at every
+        grid point (HonestDiD; the set is the hull of the accepted points), with a pass
+        over every ``coarse_step``-th point first and every point between two of those whose
+        decisions differ (``coarse_step=1``: all points). "bracket" (default, much faster):
+        the ends are bracketed and bisected on the same grid from an accepted point,
+        which gives the same grid points when the accepted set is an interval.
     coarse_step : int
-        The test is first run at every ``coarse_step``-th theta grid point, then at every
-        point between two of those whose decisions differ; 1 tests every point (HonestDiD).
-        The two agree unless the accepted set has a gap or island shorter than
-        ``coarse_step`` grid points.
+        See ``search``.
     target, yname : str
         Labels for the display.
 
@@ -755,6 +764,7 @@ def sensitivity_results(
     alpha = float(alpha)
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1); got {alpha}")
+    _check_choice("search", search, ("bracket", "grid"))
     kappa = alpha / 10 if hybrid_kappa is None else float(hybrid_kappa)
     if not 0 < kappa < alpha:
         raise ValueError(f"hybrid_kappa must be in (0, alpha); got {kappa}")
@@ -776,17 +786,21 @@ def sensitivity_results(
             continue
         if sensitivity_type == "relative_magnitude":
             lo, hi = -20 * sd_theta, 20 * sd_theta
-            run = lambda th, m=m: _rm_accept(b, S, npre, npost, lv, m, th, alpha, hybrid, kappa,  # noqa: E731
-                                             lf_sims, seed, coarse_step)
+            tests = _rm_tests(b, S, npre, npost, lv, m, alpha, hybrid, kappa, lf_sims, seed)
         else:
             id_lo, id_hi = _sd_id_set_at_zero(npre, npost, lv, m)
             lo, hi = id_lo - 20 * sd_theta, id_hi + 20 * sd_theta
-            run = lambda th, m=m: _sd_accept(b, S, npre, npost, lv, m, th, alpha, hybrid, kappa,  # noqa: E731
-                                             lf_sims, seed, coarse_step)
+            tests = _sd_tests(b, S, npre, npost, lv, m, alpha, hybrid, kappa, lf_sims, seed)
         lo = lo if grid_lb is None else float(grid_lb)
         hi = hi if grid_ub is None else float(grid_ub)
-        lbs[i], ubs[i] = _invert(run, lo, hi, int(grid_points), float(lv @ b[npre:]),
-                                 extend=grid_lb is None and grid_ub is None)
+        extend = grid_lb is None and grid_ub is None
+        if search == "grid":
+            run = lambda th, tests=tests: _union_accept(tests, th, coarse_step)  # noqa: E731
+            lbs[i], ubs[i] = _invert(run, lo, hi, int(grid_points), float(lv @ b[npre:]), extend=extend)
+        else:
+            run = lambda th, tests=tests: _union_accept(tests, th, 1)  # noqa: E731
+            lbs[i], ubs[i] = _invert_bracket(run, lo, hi, int(grid_points), float(lv @ b[npre:]), extend,
+                                             coarse_step)
     oc = original_ci(b, S, npre, npost, lv, alpha)
     return SensitivityResult(
         sensitivity_type=sensitivity_type, method=method, delta=_DELTA[sensitivity_type],
@@ -825,6 +839,66 @@ def _invert(run, lo: float, hi: float, n: int, estimate: float, extend: bool, ma
     if not acc.any():
         return np.nan, np.nan
     return (-np.inf if acc[0] else theta[acc].min()), (np.inf if acc[-1] else theta[acc].max())
+
+
+def _invert_bracket(point_test, lo: float, hi: float, n: int, estimate: float, extend: bool,
+                    coarse_step: int, max_span: int = 64):
+    """Ends of the accepted set on the lattice ``lo + k * step`` (step of ``linspace(lo, hi, n)``)
+    found by bracketing from an accepted point, assuming the accepted set is connected.
+
+    From an accepted lattice point (the estimate's, else one of a pass over every
+    ``coarse_step``-th point of the default grid), each end is bracketed by testing the
+    points at offsets 1, 2, 4, ... at once, then narrowed by testing 16 points of the bracket
+    at a time. Without ``extend`` the lattice is limited to the default grid; with it, to
+    ``max_span`` times the default grid's width. Returns the same grid points as testing every
+    point when the accepted set is an interval.
+    """
+    if n < 2:
+        raise ValueError(f"grid_points must be at least 2; got {n}")
+    step = (hi - lo) / (n - 1)
+    if not step > 0:
+        raise ValueError(f"the theta grid needs grid_lb < grid_ub; got {lo}, {hi}")
+    kmin, kmax = (-(max_span * n), (max_span + 1) * n) if extend else (0, n - 1)
+    memo: dict[int, bool] = {}
+
+    def f(ks):
+        ks = [int(k) for k in ks]
+        new = sorted({k for k in ks if k not in memo})
+        if new:
+            memo.update(zip(new, point_test(lo + step * np.array(new, float)).tolist()))
+        return np.array([memo[k] for k in ks], bool)
+
+    k0 = int(np.clip(round((estimate - lo) / step), kmin, kmax))
+    if not f([k0])[0]:
+        ks = np.unique(np.r_[np.arange(0, n, max(int(coarse_step), 1)), n - 1])
+        acc = f(ks)
+        if not acc.any():
+            return np.nan, np.nan
+        k0 = int(ks[acc][np.argmin(np.abs(ks[acc] - k0))])
+
+    def end(direction: int) -> float:
+        room = (kmax - k0) if direction > 0 else (k0 - kmin)
+        if room == 0:
+            return direction * np.inf
+        offs = np.unique(np.minimum(2 ** np.arange(0, int(math.log2(room)) + 2), room))
+        acc = f(k0 + direction * offs)
+        if acc.all():
+            return direction * np.inf  # accepted up to the end of the lattice: open
+        r = int(offs[np.argmin(acc)])  # first rejected offset
+        a = int(offs[np.argmin(acc) - 1]) if np.argmin(acc) > 0 else 0
+        while r - a > 1:
+            inner = np.unique(np.linspace(a, r, 18).round().astype(int))[1:-1]
+            inner = inner[(inner > a) & (inner < r)]
+            acc = f(k0 + direction * inner)
+            if acc.all():
+                a = int(inner[-1])
+            else:
+                i = int(np.argmin(acc))
+                r = int(inner[i])
+                a = int(inner[i - 1]) if i > 0 else a
+        return lo + step * (k0 + direction * a)
+
+    return end(-1), end(1)
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
