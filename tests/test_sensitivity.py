@@ -396,3 +396,47 @@ def test_sigma_must_be_symmetric_psd():
         sensitivity_results([0.1, 0.2], [[1.0, 0.5], [0.0, 1.0]], 1, 1)
     with pytest.raises(ValueError, match="positive semi-definite"):
         sensitivity_results([0.1, 0.2], [[1.0, 2.0], [2.0, 1.0]], 1, 1)
+
+
+# --------------------------------------------------------------------------- publishing
+def test_sensitivity_table_passes_and_suppresses_by_rules(mpdta_es):
+    from reach.disclosure import Rules
+
+    _, es = mpdta_es
+    res = honest_did(es, event_time=0, grid=[0.0, 1.0])
+    ok = sens.sensitivity_table(res)
+    assert ok.ok
+    pub = ok.suppress()
+    assert list(pub.columns) == ["outcome", "target", "M", "lb", "ub", "method", "delta", "excludes_zero",
+                                 "n_treated", "n_control"]
+    assert pub["method"].tolist() == ["Original", "C-LF", "C-LF"]
+    np.testing.assert_allclose(pub["lb"].to_numpy(), np.r_[res.original_ci[0], res.lb])
+    strict = sens.sensitivity_table(res, rules=Rules(min_treated=res.n_treated + 1))
+    assert not strict.ok
+    blank = strict.suppress()
+    assert len(blank) == 3  # suppressed, not dropped
+    assert blank[["lb", "ub", "excludes_zero"]].isna().all().all()
+    assert blank["M"].tolist()[1:] == [0.0, 1.0]
+    with pytest.raises(ValueError, match="n_treated / n_control"):
+        sens.sensitivity_table(sensitivity_results([0.0, 0.1, 0.2], np.eye(3) * 0.01, 1, 2, grid=[0.0]))
+
+
+def test_sensitivity_plot_draws_only_published_rows(mpdta_es):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from reach.disclosure import Rules
+
+    _, es = mpdta_es
+    res = honest_did(es, event_time="average", sensitivity_type="smoothness", grid=[0.0, 0.01, 0.02])
+    fig = sens.sensitivity_plot(res)
+    ax = fig.axes[0]
+    segs = [seg for c in ax.collections for seg in c.get_segments()]
+    assert len(segs) == 4  # original + three grid values
+    assert ax.get_xlabel() == "M"
+    plt.close(fig)
+    pub = sens.sensitivity_table(res, rules=Rules(min_control=10 ** 9)).suppress()
+    fig = sens.sensitivity_plot(res, data=pub)
+    assert sum(len(c.get_segments()) for c in fig.axes[0].collections) == 0
+    plt.close(fig)

@@ -62,6 +62,8 @@ from scipy import optimize, special, stats
 
 __all__ = [
     "honest_did",
+    "sensitivity_table",
+    "sensitivity_plot",
     "sensitivity_results",
     "original_ci",
     "SensitivityResult",
@@ -1048,3 +1050,108 @@ def honest_did(
     ntr = int(np.asarray(es.n_treated_keys)[np.isin(np.asarray(es.keys).astype(int), post)].min()) \
         if len(getattr(es, "n_treated_keys", [])) else int(es.n_treated)
     return SensitivityResult(**{**res.__dict__, "n_treated": ntr, "n_control": int(es.n_control)})
+
+
+# --------------------------------------------------------------------------- publishing
+def sensitivity_table(res: SensitivityResult, rules=None, name: str | None = None):
+    """Disclosure check of a sensitivity analysis: the original CI and one row per grid value.
+
+    Parameters
+    ----------
+    res : SensitivityResult
+        From :func:`honest_did` (which records the treated and comparison units behind
+        the target), or from :func:`sensitivity_results` with ``n_treated`` / ``n_control``
+        set via :func:`dataclasses.replace`.
+    rules : reach.disclosure.Rules or mapping, optional
+        Rows resting on fewer treated / comparison units than the rules allow are
+        suppressed (bounds and ``excludes_zero`` blanked), never dropped.
+    name : str, optional
+        Name of the check; default ``sensitivity_<outcome>_<delta>``.
+
+    Returns
+    -------
+    reach.disclosure.Checked
+        ``.suppress()`` is the publishable table (columns ``outcome, target, M, lb, ub,
+        method, delta, excludes_zero, n_treated, n_control``).
+
+    Examples
+    --------
+    >>> import dataclasses
+    >>> r = sensitivity_results([0.0, 0.02, 0.5, 0.6], np.eye(4) * 0.01, 2, 2, "smoothness", grid=[0.0])
+    >>> r = dataclasses.replace(r, n_treated=8, n_control=400)
+    >>> bool(sensitivity_table(r).suppress()["lb"].isna().all())  # 8 treated < 10: suppressed
+    True
+    """
+    from reach.disclosure import check_estimates
+
+    if not isinstance(res, SensitivityResult):
+        raise TypeError(f"res must be a SensitivityResult; got {type(res).__name__}")
+    if res.n_treated is None or res.n_control is None:
+        raise ValueError("res has no n_treated / n_control (units behind the estimate): use honest_did on an "
+                         "aggte result, or set them with dataclasses.replace(res, n_treated=..., n_control=...)")
+    t = res.tidy(include_original=True)
+    t["excludes_zero"] = t["excludes_zero"].astype(float)
+    t.insert(0, "outcome", res.yname)
+    t.insert(1, "target", res.target)
+    t["n_treated"] = int(res.n_treated)
+    t["n_control"] = int(res.n_control)
+    label = "_".join(x for x in ("sensitivity", res.yname, res.delta) if x)
+    return check_estimates(t, name or label, n_treated="n_treated", n_control="n_control", rules=rules,
+                           columns=["lb", "ub", "excludes_zero"])
+
+
+def sensitivity_plot(res: SensitivityResult, ax=None, data: pd.DataFrame | None = None, title: str | None = None):
+    """Robust confidence sets against M / Mbar beside the original CI (HonestDiD's createSensitivityPlot).
+
+    ``data`` may be the publishable table of :func:`sensitivity_table` (``.suppress()``):
+    suppressed rows (missing bounds) are not drawn. Unbounded sets are drawn to the
+    edge of the plot with an open end marker.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> r = sensitivity_results([0.0, 0.02, 0.5, 0.6], np.eye(4) * 0.01, 2, 2, "smoothness", grid=[0.0, 0.1])
+    >>> fig = sensitivity_plot(r)
+    >>> fig.axes[0].get_xlabel()
+    'M'
+    """
+    import matplotlib.pyplot as plt
+
+    t = res.tidy(include_original=True) if data is None else data
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+    else:
+        fig = ax.figure
+    grid_rows = t[t["method"] != "Original"]
+    orig = t[t["method"] == "Original"]
+    m = grid_rows["M"].to_numpy(float)
+    gap = (np.ptp(m) if len(m) > 1 and np.ptp(m) > 0 else 1.0) / max(len(m), 4)
+    x_orig = (m.min() if len(m) else 0.0) - gap
+    finite = np.r_[grid_rows[["lb", "ub"]].to_numpy(float).ravel(), orig[["lb", "ub"]].to_numpy(float).ravel()]
+    finite = finite[np.isfinite(finite)]
+    span = (finite.min(), finite.max()) if len(finite) else (-1.0, 1.0)
+    pad = 0.1 * (span[1] - span[0] or 1.0)
+    lo_edge, hi_edge = span[0] - pad, span[1] + pad
+    for x, rows, colour, label in ((np.full(len(orig), x_orig), orig, "tab:grey", "original"),
+                                   (m, grid_rows, "tab:blue", f"robust ({res.method})")):
+        lb = rows["lb"].to_numpy(float)
+        ub = rows["ub"].to_numpy(float)
+        keep = ~(np.isnan(lb) | np.isnan(ub))
+        if keep.any():
+            ax.vlines(x[keep], np.clip(lb[keep], lo_edge, hi_edge), np.clip(ub[keep], lo_edge, hi_edge),
+                      color=colour, lw=3, label=label)
+            for arr, edge, marker in ((lb, lo_edge, "v"), (ub, hi_edge, "^")):
+                open_end = keep & np.isinf(arr)
+                if open_end.any():
+                    ax.plot(x[open_end], np.full(open_end.sum(), edge), marker, color=colour)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_ylim(lo_edge - pad, hi_edge + pad)
+    ax.set_xlabel(res.parameter)
+    ax.set_ylabel(f"{100 * (1 - res.alpha):.0f}% confidence set" + (f" ({res.yname})" if res.yname else ""))
+    ax.set_title(title or f"Sensitivity to parallel trends ({res.delta}), {res.target or 'target'}", fontsize=9)
+    if ax.get_legend_handles_labels()[0]:  # nothing to label when every row is suppressed
+        ax.legend(fontsize=8, loc="best")
+    return fig
