@@ -43,7 +43,10 @@ is evaluated for the whole :math:`\theta` grid and for all least-favourable
 simulation draws with matrix products instead of one LP per point. The
 conditioning interval :math:`[V^{lo}, V^{up}]` is the set of values of the
 statistic along :math:`y(c) = s + \Sigma\gamma c/\gamma'\Sigma\gamma` for which
-the optimal vertex :math:`\gamma` stays optimal, in closed form. The numbers
+the optimal vertex :math:`\gamma` stays optimal, in closed form. The test
+inversion brackets the ends of the confidence set on HonestDiD's theta grid
+(``search="bracket"``) instead of testing all 1000 points (``search="grid"``); both
+give the same grid points when the set is an interval. The numbers
 match HonestDiD's LP-and-bisection route (see ``tests/test_sensitivity.py``);
 what differs is the random draws of the least-favourable critical value (numpy,
 not R's generator) and the folded-normal quantile (exact, where R simulates
@@ -76,8 +79,8 @@ SENSITIVITY_TYPES = ("relative_magnitude", "smoothness")
 METHODS = {"relative_magnitude": ("C-LF", "Conditional"), "smoothness": ("FLCI", "Conditional", "C-LF")}
 _DELTA = {"relative_magnitude": "DeltaRM", "smoothness": "DeltaSD"}
 _DEFAULT_GRID = {"relative_magnitude": tuple(np.round(np.arange(0.0, 2.01, 0.25), 10))}
-# Above this many candidate bases the dual vertices are not enumerated (the
-# event study would need about 10+ post periods); see _dual_vertices.
+# Above this many candidate bases the dual vertices are not enumerated (relative
+# magnitudes with more than 10 post periods); see _cone_rays.
 _MAX_BASES = 250_000
 
 
