@@ -54,6 +54,7 @@ not R's generator) and the folded-normal quantile (exact, where R simulates
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -990,6 +991,8 @@ def honest_did(
     Returns
     -------
     SensitivityResult
+        With ``n_treated`` / ``n_control`` the smallest numbers of treated / comparison
+        units behind any event-time estimate used (for :func:`sensitivity_table`).
 
     Notes
     -----
@@ -1050,9 +1053,12 @@ def honest_did(
         target = f"event time {int(event_time)}"
     res = sensitivity_results(att, V, len(pre), len(post), sensitivity_type=sensitivity_type, grid=grid,
                               l_vec=l_vec, method=method, alpha=alpha, target=target, yname=es.yname, **kwargs)
-    ntr = int(np.asarray(es.n_treated_keys)[np.isin(np.asarray(es.keys).astype(int), post)].min()) \
-        if len(getattr(es, "n_treated_keys", [])) else int(es.n_treated)
-    return SensitivityResult(**{**res.__dict__, "n_treated": ntr, "n_control": int(es.n_control)})
+    # every event-time estimate enters the robust set: it rests on the smallest of their supports
+    used = np.isin(np.asarray(es.keys).astype(int), keys)
+    ntr_keys, nco_keys = np.asarray(es.n_treated_keys), np.asarray(es.n_control_keys)
+    ntr = int(ntr_keys[used].min()) if len(ntr_keys) == len(used) and used.any() else int(es.n_treated)
+    nco = int(nco_keys[used].min()) if len(nco_keys) == len(used) and used.any() else int(es.n_control)
+    return dataclasses.replace(res, n_treated=ntr, n_control=nco)
 
 
 # --------------------------------------------------------------------------- publishing
