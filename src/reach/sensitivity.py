@@ -760,10 +760,13 @@ def sensitivity_results(
     --------
     >>> import numpy as np
     >>> b = np.array([0.01, -0.01, 0.0, 0.2, 0.25])
-    >>> S = np.diag([0.01, 0.01, 0.01, 0.01, 0.01]) ** 1 * 0.1
+    >>> S = np.eye(5) * 0.001
     >>> r = sensitivity_results(b, S, 3, 2, "smoothness", grid=[0.0, 0.05])
     >>> r.tidy()[["M", "method"]].to_dict("list")
     {'M': [0.0, 0.05], 'method': ['FLCI', 'FLCI']}
+    >>> r = sensitivity_results(b, S, 3, 2, "relative_magnitude", grid=[0.0, 1.0])
+    >>> bool(r.lb[0] > 0), r.method
+    (True, 'C-LF')
     """
     b, S, npre, npost, lv = _check_inputs(betahat, sigma, num_pre_periods, num_post_periods, l_vec)
     _check_choice("sensitivity_type", sensitivity_type, SENSITIVITY_TYPES)
