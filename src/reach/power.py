@@ -547,7 +547,7 @@ def placebo(panel: pd.DataFrame, yname: str, *, gname: str, tname: str = "year",
     :math:`z_{1-\alpha/2}s_d - \hat\theta_d`: adding :math:`\delta` to the post-period outcomes
     of the pseudo-users shifts every post ATT(g,t), hence the simple ATT, by exactly
     :math:`\delta` and leaves the influence function unchanged, so draw d detects
-    :math:`\delta` (significantly positive) iff :math:`\delta > z_{1-\alpha/2}s_d - \hat\theta_d`.
+    :math:`\delta` (significantly positive) iff :math:`\delta \ge z_{1-\alpha/2}s_d - \hat\theta_d`.
     Draws share comparison firms, so they are not independent: the binomial band is a guide.
 
     Examples
@@ -662,8 +662,10 @@ def placebo(panel: pd.DataFrame, yname: str, *, gname: str, tname: str = "year",
     if (~ok).any():
         excl["draws_without_estimate"] = int((~ok).sum())
     reject = np.abs(est[ok]) > z * se[ok]
+    # draw d detects delta iff delta >= z s_d - theta_d: the smallest delta detected in a share >= power
+    # of the draws is the ceil(power * D)-th smallest threshold
     thresholds = np.sort(z * se[ok] - est[ok])
-    planted = float(np.quantile(thresholds, power, method="higher")) if ok.any() else np.nan
+    planted = float(thresholds[math.ceil(power * len(thresholds)) - 1]) if ok.any() else np.nan
     return PlaceboResult(
         yname=yname, n_draws=int(n_draws), alpha=alpha, power=power, seed=int(seed), cohort_sizes=cohort_sizes,
         estimates=_readonly(est), std_errors=_readonly(se), n_treated=need, n_control=_readonly(n_co),
