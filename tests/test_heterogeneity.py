@@ -245,3 +245,14 @@ def test_stub_planted_subgroup_effect_recovered(stub_panel, stub_params):
     for group, att in het["simple"].items():
         r = _row(res, "subgroup", by, group)
         assert r.conf_low <= att <= r.conf_high, (group, att, r.to_dict())
+
+
+def test_users_first_using_after_the_window_are_counted_not_compared():
+    p = make_panel(n=400, n_users=80, seed=7)
+    late = p.loc[p.g_x > 0, "firm_id"].unique()[:4]
+    p.loc[p.firm_id.isin(late), "g_x"] = 2030
+    res = heterogeneity(p, "y", {"e": "exporter_before"}, gname="g_x")
+    assert res.exclusions["users_first_use_after_window"] == 4
+    assert _row(res, "overall", "all", "all users").n_treated == 76
+    sub = res.tidy()
+    assert sub.loc[sub.kind == "subgroup", "n_treated"].sum() == 76

@@ -489,6 +489,11 @@ def heterogeneity(panel: pd.DataFrame, yname: str, subgroups: Mapping[str, Any] 
     lab = classify_users(panel, subgroups, gname=gname, tname=tname, idname=idname, anticipation=anticipation,
                          target_group=target_group).set_index(idname)
     lab = lab.loc[lab.index.isin(d[idname].unique())]
+    # first use after the window: att_gt counts such firms as never treated, so they are no users here
+    late = lab[gname].to_numpy() > d[tname].max()
+    if late.any():
+        excl["users_first_use_after_window"] = int(late.sum())
+        lab = lab.loc[~late]
     for dim in subgroups:
         n_unknown = int((lab[dim] == UNKNOWN).sum())
         if n_unknown:
@@ -569,7 +574,11 @@ def dose_split(panel: pd.DataFrame, yname: str, firms: pd.DataFrame, *, programm
     if f.empty:
         raise ValueError(f"firms: no rows for programme {programme!r}; programmes: {sorted(firms['programme'].unique())}")
     units = panel.drop_duplicates(idname)[[idname, key, gname]]
-    users = units[(units[gname] > 0) & units[idname].isin(d[idname].unique())].merge(f, on=key, how="left")
+    users = units[(units[gname] > 0) & units[idname].isin(d[idname].unique())]
+    late = users[gname].to_numpy() > d[tname].max()
+    if late.any():  # att_gt would count them as never treated: neither users nor comparison firms here
+        excl["users_first_use_after_window"] = int(late.sum())
+    users = users[~late].merge(f, on=key, how="left")
     missing = users["n_activities"].isna()
     if missing.any():
         excl["users_without_activity_count"] = int(missing.sum())
