@@ -256,3 +256,16 @@ def test_users_first_using_after_the_window_are_counted_not_compared():
     assert _row(res, "overall", "all", "all users").n_treated == 76
     sub = res.tidy()
     assert sub.loc[sub.kind == "subgroup", "n_treated"].sum() == 76
+
+
+def test_subgroup_with_too_few_comparison_firms_is_suppressed():
+    """Comparison within the subgroup: a level whose never-users are too few is suppressed, not published."""
+    p = make_panel(n=400, n_users=100, seed=8)
+    users = p.loc[p.g_x > 0, "firm_id"].unique()
+    never = p.loc[p.g_x == 0, "firm_id"].unique()
+    p["kind"] = np.where(p.firm_id.isin(np.r_[users[:30], never[:5]]), "a", "b")
+    res = heterogeneity(p, "y", {"kind": "kind"}, gname="g_x")
+    a = _row(res, "subgroup", "kind", "a")
+    assert a.status == "suppressed: fewer than 10 comparison firms" and np.isnan(a.estimate)
+    assert _row(res, "subgroup", "kind", "b").status.startswith("suppressed (secondary)")
+    assert res.publishable().loc[lambda t: t.dimension == "kind", "estimate"].isna().all()

@@ -217,8 +217,12 @@ class HeterogeneityResult:
                                columns=["estimate", "std_error", "conf_low", "conf_high", "p_value"])
 
     def publishable(self) -> pd.DataFrame:
-        """Publishable copy: suppressed rows' numbers are NaN."""
-        return self.checked().suppress()
+        """Publishable copy: suppressed rows' numbers are NaN, and their status says so."""
+        chk = self.checked()
+        pub = chk.suppress()
+        blanked = (chk.cells["verdict"] == "suppress").to_numpy() & (pub["status"] == "estimated").to_numpy()
+        pub.loc[blanked, "status"] = "suppressed: disclosure rules (treated or comparison firms)"
+        return pub
 
     def difference(self, dimension: str, subgroup: str | None = None) -> pd.Series:
         """The publishable difference row of ``dimension`` (``subgroup`` minus the reference level)."""
@@ -332,6 +336,7 @@ def _estimate(d: pd.DataFrame, labels: pd.Series, dims: dict, *, yname, gname, t
     """
     z = stats.norm.ppf(1 - alpha / 2)
     min_t = int(getattr(rules, "min_treated", 10))
+    min_c = int(getattr(rules, "min_control", 10))
     uid = d[idname].to_numpy()
     ug = d.groupby(idname, sort=True)[gname].first()
     never = ug.index[ug.to_numpy() == 0].to_numpy()
@@ -377,6 +382,10 @@ def _estimate(d: pd.DataFrame, labels: pd.Series, dims: dict, *, yname, gname, t
             except ValueError as e:  # e.g. no comparison firms for a cohort: reported, not raised
                 sub_rows[lev] = _row(dim, lev, "", "subgroup", np.nan, np.nan, len(ids), len(never),
                                      f"not estimable: {str(e).splitlines()[0][:200]}", z)
+                continue
+            if f.n_control < min_c:  # decided here, not only by the check, so that the protection below sees it
+                sub_rows[lev] = _row(dim, lev, "", "subgroup", np.nan, np.nan, len(ids), f.n_control,
+                                     f"suppressed: fewer than {min_c} comparison firms", z)
                 continue
             fits[lev] = f
             sub_rows[lev] = _row(dim, lev, "", "subgroup", f.att, f.se, f.n_treated, f.n_control, "estimated", z)

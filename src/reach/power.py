@@ -157,6 +157,11 @@ class MDE:
                 f"({100 * self.power:.0f}% power, {100 * self.alpha:g}% significance)")
         return (users + text if users else text[0].upper() + text[1:]) + "."
 
+    def headline(self) -> dict:
+        """Numbers for ``reach.report.record_headline``: ``mde, mde_percent, std_error, alpha, power``."""
+        return {"mde": self.mde, "mde_percent": self.mde_percent, "std_error": self.std_error,
+                "alpha": self.alpha, "power": self.power}
+
     def summary(self) -> str:
         pct = f" ({100 * self.mde_percent:.1f}%)" if np.isfinite(self.mde_percent) else ""
         return (f"Minimum detectable effect, {self.yname or 'estimate'}: {_fmt(self.mde)}{pct} = "
@@ -441,6 +446,14 @@ class PlaceboResult:
 
         return check_estimates(self.tidy(), name=name or f"placebo_{self.yname}", rules=rules,
                                columns=["value", "percent", "band_low", "band_high"])
+
+    def headline(self) -> dict:
+        """Numbers for ``reach.report.record_headline``: rate, band, calibration and the three MDEs."""
+        return {"n_draws": self.n_draws, "false_positive_rate": self.false_positive_rate,
+                "band_low": self.band[0], "band_high": self.band[1], "calibrated": self.calibrated,
+                "analytic_mde": self.analytic_mde, "empirical_mde_sd": self.empirical_mde_sd,
+                "empirical_mde_planted": self.empirical_mde_planted,
+                "empirical_mde_planted_percent": self._pct(self.empirical_mde_planted)}
 
     def sentence(self, what: str = "exports", min_units: int = 10) -> str:
         """Plain-language reading of the empirical MDE and of the false-positive check."""
