@@ -4,15 +4,17 @@ The evaluation's question "does it help firms that were not exporting yet?" is a
 comparison of two subgroup effects. Subgroups are declared before estimation (a
 parameter) and defined from **pre-treatment information only**: a user's values in its
 reference year :math:`b = g - 1 - \\text{anticipation}` (the year before first use).
-Comparison firms are not split: each subgroup's users are compared with all eligible
-comparison firms (never-users of the analysis sample; with ``control_group =
-"notyettreated"`` also the subgroup's own later users), with covariates through
-``xformla`` when parallel trends hold only conditionally.
+By default (``comparison="same_subgroup"``) comparison firms are the never-users that
+belong to the same subgroup in the same reference year, cohort by cohort: a subgroup
+defined by a pre-period outcome (exporting in g - 1) then compares like with like, and
+mean reversion of that outcome does not masquerade as an effect. With
+``comparison="all"`` each subgroup's users are compared with all never-users of the
+analysis sample. Covariates enter through ``xformla`` in both.
 
 Per subgroup :func:`reach.did.att_gt` + :func:`reach.did.aggte` (``"simple"``) give the
 ATT; the difference between two subgroups gets its standard error from the stacked
-influence functions (the comparison firms are shared, so the two estimates are
-correlated). A subgroup with fewer users than the disclosure rules' ``min_treated`` is
+influence functions (shared comparison firms make the two estimates correlated; they are
+independent only when the comparison sets differ). A subgroup with fewer users than the disclosure rules' ``min_treated`` is
 reported as suppressed, not estimated and not an error.
 
 :func:`dose_split` splits users by the number of programme activities they attended
@@ -459,16 +461,27 @@ def heterogeneity(panel: pd.DataFrame, yname: str, subgroups: Mapping[str, Any] 
     order : dict, optional
         ``{dimension: [levels]}``: the first level is the reference of the differences
         (default: the "not" level of a named rule, e.g. ``non-exporter``; else sorted labels).
+    comparison : {"same_subgroup", "all"}
+        Comparison firms of a subgroup: never-users in the same subgroup in each cohort's
+        reference year, or all never-users.
 
     Returns
     -------
     HeterogeneityResult
+        A level with fewer than ``min_treated`` users or ``min_control`` comparison firms is
+        reported as suppressed; when it would otherwise be recoverable as the overall minus
+        the published levels, the smallest other level is withheld too (secondary suppression).
 
     Notes
     -----
-    Users' labels come from their reference year :math:`b = g-1-\text{anticipation}`. For
-    subgroup :math:`s` the sample is its users plus all never-users, and
-    :math:`\hat\theta_s` is the simple aggregate of :func:`reach.did.aggte`, with influence
+    Users' labels come from their reference year :math:`b = g-1-\text{anticipation}`.
+    With ``comparison="all"`` the sample of subgroup :math:`s` is its users plus all
+    never-users and :math:`\hat\theta_s` is the simple aggregate of :func:`reach.did.aggte`.
+    With ``comparison="same_subgroup"`` cohort :math:`g`'s users of :math:`s` are compared
+    with the never-users in :math:`s` in year :math:`b_g` (one estimate per cohort), and
+    :math:`\hat\theta_s = \sum_g w_g \hat\theta_{s,g}` with the simple aggregation's weights
+    :math:`w_g \propto n_{s,g} \times` (post periods of g), taken as fixed (cohort sizes are
+    known; the estimated-weight term of ``aggte`` is left out). Each estimate has an influence
     function :math:`\psi_{s,i}` over its :math:`n_s` units (analytic standard errors,
     :math:`\hat\theta_s - \theta_s \approx \sum_i \phi_{s,i}`, :math:`\phi_{s,i} = \psi_{s,i}/n_s`).
     The difference of subgroups :math:`a` and :math:`b` has variance
