@@ -1569,8 +1569,8 @@ class Effect:
         return self.tidy().to_html(index=False)
 
 
-def att(m: Match, outcome: str, alpha: float = 0.05) -> Effect:
-    """ATT as the weighted difference in means on the matched sample.
+def att(m: Match, outcome: str, alpha: float = 0.05, vcov: str = "auto") -> Effect:
+    """ATT as the weighted difference in means on the matched (or weighted) sample.
 
     Parameters
     ----------
@@ -1579,6 +1579,15 @@ def att(m: Match, outcome: str, alpha: float = 0.05) -> Effect:
         Column of the data given to :func:`match`.
     alpha : float
         1 - confidence level (normal critical value, as ``marginaleffects``).
+    vcov : {"auto", "CR1", "HC1", "HC3"}
+        Sandwich variance. ``"auto"`` follows MatchIt's vignette "Estimating Effects After
+        Matching" (4.7): cluster-robust by pair (``vcov = ~subclass``; sandwich's
+        ``vcovCL``, type HC1 for ``lm``: ``"CR1"``) after nearest-neighbour matching
+        *without* replacement; the robust ``"HC3"`` (``vcov = "HC3"``) where controls do
+        not belong to one pair: matching with replacement and coarsened exact matching
+        without k:k. Entropy balancing uses ``"HC3"`` too, treating the weights as fixed
+        (WeightIt's M-estimation correction for estimated weights is not applied).
+        ``"HC1"`` is the heteroskedasticity-robust SE with the :math:`n/(n-2)` factor.
 
     Returns
     -------
@@ -1591,15 +1600,14 @@ def att(m: Match, outcome: str, alpha: float = 0.05) -> Effect:
 
     .. math:: \\hat\\tau = \\frac{\\sum_{T} w_i y_i}{\\sum_T w_i} - \\frac{\\sum_C w_i y_i}{\\sum_C w_i}.
 
-    Its variance is the cluster-robust sandwich with pair membership (``subclass``)
-    as cluster, MatchIt's recommendation (``lm(y ~ treat, weights = weights)`` with
-    ``sandwich::vcovCL(cluster = ~subclass)``, type HC1):
+    With :math:`B = (X'WX)^{-1}`, :math:`u_i = w_i x_i \\hat e_i` and the leverage
+    :math:`h_i = w_i x_i' B x_i`:
 
-    .. math:: V = \\frac{G}{G-1}\\frac{n-1}{n-2}\\,(X'WX)^{-1}\\Big(\\sum_g u_g u_g'\\Big)(X'WX)^{-1},
-              \\quad u_g = \\sum_{i\\in g} w_i x_i \\hat e_i.
+    .. math:: V_{CR1} = \\frac{G}{G-1}\\frac{n-1}{n-2}\\,B\\Big(\\sum_g u_g u_g'\\Big)B,\\quad
+              V_{HC1} = \\frac{n}{n-2}\\,B\\Big(\\sum_i u_i u_i'\\Big)B,\\quad
+              V_{HC3} = B\\Big(\\sum_i \\frac{u_i u_i'}{(1-h_i)^2}\\Big)B,
 
-    With replacement controls belong to several pairs; then every unit is its own
-    cluster (HC1 robust SE), as MatchIt's vignette suggests in place of pair clustering.
+    :math:`u_g = \\sum_{i\\in g} u_i` over the units of pair :math:`g`.
 
     Examples
     --------
@@ -1607,11 +1615,19 @@ def att(m: Match, outcome: str, alpha: float = 0.05) -> Effect:
     >>> df = pd.DataFrame({"x": rng.normal(size=300)})
     >>> df["t"] = (rng.random(300) < 0.3).astype(int)
     >>> df["y"] = df["x"] + 2.0 * df["t"]
-    >>> round(att(match(df, "t", ["x"], caliper=None), "y").estimate) == 2
-    True
+    >>> e = att(match(df, "t", ["x"]), "y")
+    >>> round(e.estimate) == 2, e.vcov
+    (True, 'cluster-robust by pair (CR1)')
     """
     if not isinstance(m, Match):
         raise ValueError(f"m must be a Match (from reach.matching.match); got {type(m).__name__}")
+    _choice("vcov", vcov, VCOV_TYPES)
+    paired = m.method == "nearest" and not m.replace
+    if vcov == "auto":
+        vcov = "CR1" if paired else "HC3"
+    if vcov == "CR1" and not paired:
+        raise ValueError(f"vcov='CR1' clusters by matched pair, which needs nearest-neighbour matching without "
+                         f"replacement; got method={m.method!r}, replace={m.replace}. Use 'HC3' or 'HC1'.")
     _require_columns(m._data, [outcome], "matched data")
     md = m.matched_data()
     y = pd.to_numeric(md[outcome], errors="coerce").to_numpy(dtype="float64")
@@ -1625,20 +1641,28 @@ def att(m: Match, outcome: str, alpha: float = 0.05) -> Effect:
     XtWX = X.T @ (X * w[:, None])
     beta = np.linalg.solve(XtWX, X.T @ (w * y))
     e = y - X @ beta
-    if m.replace:
-        clusters = np.arange(len(y))
-        vtype = "HC1 robust"
-    else:
-        clusters = pd.factorize(md["subclass"].astype("Int64"))[0]
-        vtype = "cluster-robust by pair (CR1)"
-    G = int(clusters.max()) + 1
-    sc = X * (w * e)[:, None]
-    U = np.zeros((G, 2))
-    np.add.at(U, clusters, sc)
     bread = np.linalg.inv(XtWX)
     n = len(y)
-    adj = (G / (G - 1) if G > 1 else 1.0) * ((n - 1) / (n - 2) if n > 2 else 1.0)
-    V = adj * bread @ (U.T @ U) @ bread
+    sc = X * (w * e)[:, None]
+    if vcov == "CR1":
+        clusters = pd.factorize(md["subclass"].astype("Int64"))[0]
+        vtype = "cluster-robust by pair (CR1)"
+        G = int(clusters.max()) + 1
+        U = np.zeros((G, 2))
+        np.add.at(U, clusters, sc)
+        adj = (G / (G - 1) if G > 1 else 1.0) * ((n - 1) / (n - 2) if n > 2 else 1.0)
+        meat = U.T @ U
+    elif vcov == "HC1":
+        vtype, G = "HC1 robust", n
+        adj = n / (n - 2) if n > 2 else 1.0
+        meat = sc.T @ sc
+    else:
+        vtype, G = "HC3 robust", n
+        h = w * np.einsum("ij,jk,ik->i", X, bread, X)
+        u = sc / (1.0 - h)[:, None]
+        adj = 1.0
+        meat = u.T @ u
+    V = adj * bread @ meat @ bread
     se = float(math.sqrt(V[1, 1]))
     z = float(stats.norm.ppf(1 - alpha / 2))
     est = float(beta[1])
@@ -2353,6 +2377,9 @@ def overlap_data(m: Match | CohortMatch, bins: int = 20) -> pd.DataFrame:
         u = m.units[["treated", "distance", "weights"]].copy()
         u["unit"] = u.index
         u = u.reset_index(drop=True)
+    if not u["distance"].notna().any():
+        raise ValueError("overlap_data: this design has no propensity score (method 'cem' or 'ebal'); "
+                         "judge it by its balance table instead")
     lo, hi = float(np.nanmin(u["distance"])), float(np.nanmax(u["distance"]))
     if hi <= lo:
         hi = lo + 1.0
