@@ -812,10 +812,41 @@ def _nn_mahalanobis(
         cand = cand[ok(ti, cand)]
         return choose(ti, cand) if cand.size else -1
 
+    K0 = 16
+    d_l = d.tolist()
+    pre: dict[int, dict] = {}
+
+    def first_neighbours(s: int) -> dict:
+        """The K0 nearest controls of every treated unit of stratum ``s``, in one vectorised query."""
+        if s not in pre:
+            tree, c_data = tree_of(s), blocks[s][2]
+            t_in = order_t[stratum[order_t] == s]
+            kk = min(K0, c_data.size)
+            dd, ii = tree.query(M[t_in], k=kk)
+            dd, ii = dd.reshape(len(t_in), kk), ii.reshape(len(t_in), kk)
+            cc = c_data[ii]
+            pre[s] = {int(t_): (dd[j].tolist(), cc[j].tolist()) for j, t_ in enumerate(t_in)}
+        return pre[s]
+
     def kdtree(ti: int, s: int, nwin: int, cs, ds, a, b) -> int:
         tree = tree_of(s)
         c_data = blocks[s][2]
-        k = 16
+        # fast path: the precomputed K0 neighbours, checked in plain Python
+        dd0, cc0 = first_neighbours(s)[ti]
+        dti, tk = d_l[ti], taken.get(ti, ())
+        valid = [j for j, c in enumerate(cc0)
+                 if abs(d_l[c] - dti) <= cal and (replace or not used[c]) and c not in tk]
+        if valid:
+            cv = np.asarray([cc0[j] for j in valid], dtype=np.int64)
+            r2 = np.sum((M[cv] - M[ti]) ** 2, axis=1).min()
+            bound = math.sqrt(r2) * (1 + 1e-9) + 1e-12
+            if len(cc0) >= c_data.size or dd0[-1] > bound:
+                return choose(ti, np.asarray([cc0[j] for j in valid if dd0[j] <= bound], dtype=np.int64))
+        elif len(cc0) >= c_data.size:
+            return -1
+        k = 4 * K0
+        if k >= nwin:
+            return brute(ti, cs, ds, a, b)
         while True:
             kk = min(k, c_data.size)
             dd, ii = tree.query(M[ti], k=kk)
