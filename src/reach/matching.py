@@ -1,37 +1,52 @@
-"""Matched control groups: propensity scores, nearest-neighbour matching, balance.
+"""Matched control groups: nearest-neighbour matching, coarsened exact matching, entropy balancing.
 
 This module builds the control group the 2023 evaluation lacked. It follows R
-*MatchIt* 4 (``matchit(method = "nearest")``) and *cobalt* (``bal.tab``) closely
-enough that the same specification gives the same matched sets and balance
-numbers (tested against MatchIt's published Lalonde output, see
-``tests/golden/matchit_lalonde.json``):
+*MatchIt* 4.7 (``matchit(method = "nearest" | "cem")``), *WeightIt* (``method = "ebal"``)
+and *cobalt* (``bal.tab``) closely enough that the same specification gives the same
+matched sets and balance numbers (tested against the packages' published Lalonde
+output, see ``tests/golden/matchit_lalonde*.json``):
 
 * **propensity score** (``ps_model="logit"``): unpenalised logistic regression
   fitted by iteratively reweighted least squares, as R ``glm(family = binomial)``
   (same convergence rule); ``"gbm"`` is scikit-learn's histogram gradient boosting;
-  or a user-given score column (``distance=``).
+  or a user-given score column (``distance=``). ``reestimate=True`` refits it on the
+  units left after ``discard`` (MatchIt).
 * **distance** used for matching and the caliper: as MatchIt's ``distance = "glm"``,
   the propensity score *itself* with ``link="logit"`` (MatchIt's default), or its
   logit (the linear predictor) with ``link="linear.logit"``. MatchIt's manual:
   "``link = "linear.logit"``: the linear predictor is used as the distance".
   The often quoted "0.2 SD of the logit" (Austin 2011) therefore needs
   ``link="linear.logit"``; the default reproduces MatchIt's default.
-* **caliper**: with ``std_caliper=True`` the width is ``caliper * sd(distance)``
-  over all non-discarded units (treated and control, R's ``sd`` with n-1), exactly
-  as MatchIt's ``process_caliper``.
+* **caliper**: none by default (MatchIt). With ``std_caliper=True`` the width is
+  ``caliper * sd(distance)`` over all non-discarded units (treated and control, R's
+  ``sd`` with n-1), exactly as MatchIt's ``process_caliper``.
 * **greedy nearest neighbour** (MatchIt's ``nn_matchC_vec``): all units are ordered
   by distance (stable: ties keep data order); treated units are visited in
-  ``m_order`` (``"largest"`` = descending distance, MatchIt's default for a
-  propensity score); each takes the nearest *available* control on the left or
-  right of it in that order; when both are equally far the left one (lower
-  distance, or for equal distance the earlier row) wins. A side whose nearest
-  available control lies outside the caliper has no candidate. With ``ratio=k``
-  matching runs in ``k`` rounds (every treated unit gets its first control before
-  any gets its second). Exact strata (``exact=``) are matched separately.
+  ``m_order`` (default "largest" = descending score, MatchIt's default for a
+  propensity score; "data" for plain Mahalanobis matching); each takes the nearest
+  *available* control on the left or right of it in that order; when both are equally
+  far the left one (lower distance, or for equal distance the earlier row) wins. A side
+  whose nearest available control lies outside the caliper has no candidate. With
+  ``ratio=k`` matching runs in ``k`` rounds (every treated unit gets its first control
+  before any gets its second). Exact strata (``exact=``) are matched separately.
+* **Mahalanobis distance** (``mahalanobis=True`` on all covariates, or ``mahvars=`` on a
+  subset, within the score caliper: MatchIt's ``mahvars``; without caliper MatchIt's
+  ``distance = "mahalanobis"``): covariates scaled, pooled within-group covariance of the
+  units *not discarded*, generalized inverse, pivoted Cholesky coordinates; exact ties
+  are broken as MatchIt 4.7's scan along the first coordinate (``_pick``). Neighbours are
+  found with a k-d tree per stratum (no quadratic step); ``algorithm="brute"`` is the
+  plain search over every control in the caliper window and gives identical pairs.
 * **weights** (MatchIt's ``get_weights_from_mm``, ATT): a matched treated unit has
   weight 1; a control gets :math:`\\sum_{t} 1/k_t` over the treated units ``t`` it
   is matched to (``k_t`` = number of controls of ``t``); control weights are then
   rescaled to sum to the number of distinct matched controls.
+* **coarsened exact matching** (``method="cem"``, Iacus, King & Porro 2012; MatchIt's
+  in-house ``cem_matchit``): Sturges' (or given) equal-width bins per numeric covariate,
+  categories exact (``grouping=`` merges values), strata with both groups kept, weights
+  :math:`n_{T,s}/n_{C,s}` normalised to mean 1 over matched controls.
+* **entropy balancing** (``method="ebal"``, Hainmueller 2012; WeightIt): control weights
+  :math:`\\propto e^{\\lambda' x}` reproducing the users' means (``moments=2``: and
+  variances) exactly, from the convex dual by Newton's method; sum = number of users.
 * **balance** (cobalt / ``summary.matchit``): means, the standardised mean
   difference ``(mean_T - mean_C) / s_T`` where ``s_T`` is the treated group's
   standard deviation in the *unmatched* sample (n-1 for continuous covariates,
@@ -45,18 +60,19 @@ the controls of its stratum is one ``numpy.searchsorted``; "nearest available
 control" is a pair of union-find pointers with path compression, so the only
 Python loop runs over *treated* units (never over controls) at amortised O(1)
 each. Matching with replacement is fully vectorised. 2 million rows with exact
-strata match in seconds (see ``bench/``).
+strata match in seconds (see ``bench/matching.md``).
 
 Missing values in the treatment, covariates or exact variables are a *counted
 exclusion*: those rows take no part in the propensity model or matching, are
 counted in :meth:`Match.summary`, and excluded treated units are listed by
 :meth:`Match.unmatched` with the reason. Constant and collinear covariates are
-dropped from the propensity model (as R ``glm`` aliases them) and reported;
-complete separation of treated and controls raises ``ValueError``.
+dropped from the propensity model (as R ``glm`` aliases them) and reported (cem:
+dropped with a note; ebal: an error); complete separation of treated and controls
+raises ``ValueError``; infeasible balance constraints (ebal) raise ``ValueError``.
 
 Staggered adoption: :func:`match_cohorts` matches each adoption cohort on
 covariates measured before its first use and returns weights for
-``reach.did.att_gt(weightsname=...)``.
+``reach.did.att_gt(weightsname=...)``, for every method.
 """
 from __future__ import annotations
 
@@ -2102,9 +2118,12 @@ class CohortMatch:
         -------
         pandas.DataFrame
             ``idname`` (as in the panel), ``cohort`` (int64), ``treated`` (int64 0/1),
-            ``weight`` (float64, the cohort's MatchIt ATT weight). Written by notebook
-            03 to ``work/<run>/matched_units.parquet`` (never ``output/``); a unit's
-            weight over cohorts is summed as in :meth:`unit_weights`.
+            ``weight`` (float64, the cohort's ATT weight: users 1; comparison firms
+            MatchIt's matching weights for ``"nearest"``, its stratum weights (mean 1)
+            for ``"cem"``, WeightIt's entropy-balancing weights (summing to the cohort's
+            users) for ``"ebal"``; firms with weight 0 are left out). Written by
+            notebook 03 to ``work/<run>/matched_units.parquet`` (never ``output/``); a
+            unit's weight over cohorts is summed as in :meth:`unit_weights`.
 
         Examples
         --------
@@ -2233,7 +2252,8 @@ def match_cohorts(
     cohorts : sequence of int, optional
         Cohorts to match (default: every ``g > 0`` in the panel).
     **match_kwargs
-        Passed to :func:`match` (ratio, replace, caliper, ps_model, seed, ...).
+        Passed to :func:`match` (method, ratio, replace, caliper, ps_model, seed, ...);
+        every ``method`` ("nearest", "cem", "ebal") works cohort by cohort.
 
     Returns
     -------
