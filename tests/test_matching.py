@@ -928,3 +928,15 @@ def test_plots_never_switch_the_backend(lalonde, monkeypatch):
     love_plot(m)
     overlap_plot(m)
     assert matplotlib.get_backend() == before
+
+
+def test_params_match_method_accepts_designs_and_lists():
+    from reach.params import load_params
+
+    stub = Path(__file__).resolve().parents[1] / "params" / "stub.yaml"
+    assert load_params(stub, {"match_method": ["nearest", "cem", "ebal"]}, check_files=False)["match_method"] == [
+        "nearest", "cem", "ebal"]
+    assert load_params(stub, {"match_method": "ebal"}, check_files=False)["match_method"] == "ebal"
+    for bad in ("optimal", ["nearest", "nearest"], []):
+        with pytest.raises(ValueError, match="match_method.*must be one of \\['nearest', 'cem', 'ebal'\\]"):
+            load_params(stub, {"match_method": bad}, check_files=False)
