@@ -820,6 +820,8 @@ def _nn_mahalanobis(
         return good
 
     def choose(ti: int, cand: np.ndarray) -> int:
+        if cand.size == 1:
+            return int(cand[0])
         dist = np.sum((M[cand] - M[ti]) ** 2, axis=1)
         return int(cand[_pick(cand, dist, pos, int(pos[ti]))])
 
@@ -830,6 +832,7 @@ def _nn_mahalanobis(
 
     K0 = 16
     d_l = d.tolist()
+    used_l = [False] * n  # mirror of `used` for fast scalar access in the loop below
     pre: dict[int, dict] = {}
 
     def first_neighbours(s: int) -> dict:
@@ -849,9 +852,9 @@ def _nn_mahalanobis(
         c_data = blocks[s][2]
         # fast path: the precomputed K0 neighbours, checked in plain Python
         dd0, cc0 = first_neighbours(s)[ti]
-        dti, tk = d_l[ti], taken.get(ti, ())
+        dti, tk, ul = d_l[ti], taken.get(ti, ()), used_l
         valid = [j for j, c in enumerate(cc0)
-                 if abs(d_l[c] - dti) <= cal and (replace or not used[c]) and c not in tk]
+                 if abs(d_l[c] - dti) <= cal and (replace or not ul[c]) and c not in tk]
         if valid:
             cv = np.asarray([cc0[j] for j in valid], dtype=np.int64)
             r2 = np.sum((M[cv] - M[ti]) ** 2, axis=1).min()
@@ -907,6 +910,7 @@ def _nn_mahalanobis(
             taken.setdefault(ti, []).append(k)
             if not replace:
                 used[k] = True
+                used_l[k] = True
             still.append(ti)
         active = still
     return np.asarray(tp, dtype=np.int64), np.asarray(cp, dtype=np.int64), np.asarray(rd, dtype=np.int64)
