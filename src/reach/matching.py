@@ -234,24 +234,33 @@ def _design(df: pd.DataFrame, covariates: Sequence[str]) -> _Design:
 
 
 def _reduce_rank(X: np.ndarray, names: list[str], tol: float = 1e-7) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
-    """Drop constant and (sequentially) collinear columns, keeping data order as R's lm/glm does."""
+    """Drop constant and (sequentially) collinear columns, keeping data order as R's lm/glm does.
+
+    Column ``j`` is collinear when its residual on the intercept and the columns before it
+    has norm at most ``tol`` times its centred norm. One Householder QR of the centred
+    columns gives every residual norm (:math:`|R_{jj}|`) at once; a column found collinear
+    lies in the span of the earlier ones, so keeping it in the factorisation changes none
+    of the later residuals beyond that tolerance.
+    """
     n, k = X.shape
-    keep: list[int] = []
     dropped: list[tuple[str, str]] = []
-    Q = np.ones((n, 1)) / math.sqrt(n)  # intercept
+    if k == 0:
+        return X, [], dropped
+    Xc = X - X.mean(axis=0)
+    nx = np.linalg.norm(Xc, axis=0)
+    const = [bool(nx[j] <= tol * max(1.0, np.abs(X[:, j]).max()) * math.sqrt(n) or np.ptp(X[:, j]) == 0)
+             for j in range(k)]
+    cols = [j for j in range(k) if not const[j]]
+    diag = np.abs(np.diag(np.linalg.qr(Xc[:, cols], mode="r"))) if cols else np.zeros(0)
+    res = dict(zip(cols, diag))
+    keep: list[int] = []
     for j in range(k):
-        x = X[:, j] - X[:, j].mean()
-        nx = np.linalg.norm(x)
-        if nx <= tol * max(1.0, np.abs(X[:, j]).max()) * math.sqrt(n) or np.ptp(X[:, j]) == 0:
+        if const[j]:
             dropped.append((names[j], "constant"))
-            continue
-        r = X[:, j] - Q @ (Q.T @ X[:, j])
-        r = r - Q @ (Q.T @ r)  # re-orthogonalise for stability
-        if np.linalg.norm(r) <= tol * nx:
+        elif res[j] <= tol * nx[j]:
             dropped.append((names[j], "collinear"))
-            continue
-        Q = np.column_stack([Q, r / np.linalg.norm(r)])
-        keep.append(j)
+        else:
+            keep.append(j)
     return X[:, keep], [names[j] for j in keep], dropped
 
 
