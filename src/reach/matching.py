@@ -1550,10 +1550,14 @@ def _match_ebal(idx, t, stratum, Xm, design, moments, table, common) -> Match:
         names = names + [f"{names[j]}^2" for j in sq]
     w = np.zeros(len(idx))
     reason = np.full(len(idx), "", dtype=object)
+    # rows grouped by stratum once (a mask per stratum would pass over all rows each time)
+    by = np.argsort(stratum, kind="stable")
+    sorted_s = stratum[by]
+    several = sorted_s.size > 0 and sorted_s[0] != sorted_s[-1]
     for s in np.unique(stratum[t]):
-        ins = stratum == s
-        ti, ci = t & ins, (~t) & ins
-        if not ci.any():
+        rows = by[np.searchsorted(sorted_s, s, side="left"):np.searchsorted(sorted_s, s, side="right")]
+        ti, ci = rows[t[rows]], rows[~t[rows]]
+        if not ci.size:
             reason[ti] = R_NO_STRATUM
             continue
         Xt, Xc = X[ti], X[ci]
@@ -1561,7 +1565,7 @@ def _match_ebal(idx, t, stratum, Xm, design, moments, table, common) -> Match:
         sd = Xc.std(axis=0)
         sd = np.where(sd > 0, sd, 1.0)
         cols = []
-        where = f" (exact stratum {int(s)})" if len(np.unique(stratum)) > 1 else ""
+        where = f" (exact stratum {int(s)})" if several else ""
         for j, nm in enumerate(names):
             lo, hi = Xc[:, j].min(), Xc[:, j].max()
             if lo == hi:
@@ -1584,9 +1588,9 @@ def _match_ebal(idx, t, stratum, Xm, design, moments, table, common) -> Match:
                     f"reproduce the users' means of {[names[j] for j in cols]} (largest remaining standardised "
                     f"difference {gmax:.3g}); the users' profile lies outside what the comparison firms span jointly.")
         else:
-            p = np.full(ci.sum(), 1.0 / ci.sum())
+            p = np.full(ci.size, 1.0 / ci.size)
         w[ti] = 1.0
-        w[ci] = p * ti.sum()  # WeightIt ATT: control weights sum to the number of treated units
+        w[ci] = p * ti.size  # WeightIt ATT: control weights sum to the number of treated units
     return _weighting_match(idx, t, stratum, w, np.zeros(len(idx), dtype=np.int64), reason, common, dropped,
                             moments=int(moments))
 
