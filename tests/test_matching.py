@@ -69,13 +69,13 @@ def test_golden_matchit_lalonde(lalonde, golden, scenario):
 
 # --------------------------------------------------------------------------- brute force reference
 
-def _brute_nearest(d, treat, stratum, ratio, replace, caliper):
+def _brute_nearest(d, treat, stratum, ratio, replace, caliper, smallest=False):
     """Straight transcription of MatchIt's documented greedy rule, O(n^2): visit treated by
     descending distance (ties: data order); among available controls of the stratum pick the
     smallest |d_t - d_c|; on equal distance prefer the control that sorts first by (d, row)
     on the left of the treated unit, i.e. with the smaller distance, or the later row when tied."""
     n = len(d)
-    order = sorted(np.flatnonzero(treat), key=lambda i: (-d[i], i))
+    order = sorted(np.flatnonzero(treat), key=lambda i: (d[i] if smallest else -d[i], i))
     used = np.zeros(n, dtype=bool)
     pairs = []
     got = {i: [] for i in order}
@@ -940,3 +940,43 @@ def test_params_match_method_accepts_designs_and_lists():
     for bad in ("optimal", ["nearest", "nearest"], []):
         with pytest.raises(ValueError, match="match_method.*must be one of \\['nearest', 'cem', 'ebal'\\]"):
             load_params(stub, {"match_method": bad}, check_files=False)
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_atc_matches_controls_to_users_as_bruteforce(replace):
+    """estimand="ATC": every control (focal) gets the nearest available user, visited in MatchIt's
+    ATC default order "smallest"; checked against the brute-force transcription with the roles of
+    the groups swapped."""
+    rng = np.random.default_rng(22)
+    n = 160
+    d = np.round(rng.random(n), 1)
+    treat = rng.random(n) < 0.6  # more users than controls: the ATC can match every control
+    stratum = rng.integers(0, 3, n)
+    df = pd.DataFrame({"t": treat.astype(int), "s": stratum, "score": d, "x": rng.normal(size=n), "y": 0.0})
+    m = match(df, "t", ["x"], exact="s", distance="score", caliper=0.15, std_caliper=False, replace=replace,
+              estimand="ATC")
+    assert m.m_order == "smallest"
+    got = sorted(zip(m.pairs["treated_index"], m.pairs["control_index"], m.pairs["round"] - 1))
+    want = _brute_nearest(d, ~treat, stratum, 1, replace, 0.15 + 1e-12, smallest=True)
+    assert got == [(int(a), int(b), int(c)) for a, b, c in want]
+    u = m.units
+    assert (u.loc[~u["treated"] & (u["weights"] > 0), "weights"] == 1).all()  # focal units weigh 1
+    un = m.unmatched()
+    assert set(un["index"]) == set(u.index[~u["treated"] & (u["weights"] == 0)])
+    df["y"] = df["x"] + 3.0 * df["t"]
+    assert att(m, "y").tidy()["term"].iloc[0] == "ATC(y)"
+    with pytest.raises(ValueError, match="estimand='ATC' is available for method='nearest' only"):
+        match(df, "t", ["x"], method="cem", estimand="ATC")
+    with pytest.raises(ValueError, match="estimand must be one of \\['ATT', 'ATC'\\]; got 'ATE'"):
+        match(df, "t", ["x"], estimand="ATE")
+
+
+def test_atc_balance_standardised_by_control_sd(lalonde):
+    m = match(lalonde, "treat", LALONDE_COV, estimand="ATC", replace=True)
+    b = m.balance().set_index("variable")
+    c = lalonde[lalonde["treat"] == 0]
+    t = lalonde[lalonde["treat"] == 1]
+    assert b.loc["age", "smd_before"] == pytest.approx((t["age"].mean() - c["age"].mean()) / c["age"].std())
+    p = c["married"].mean()
+    assert b.loc["married", "smd_before"] == pytest.approx((t["married"].mean() - p) / np.sqrt(p * (1 - p)))
+    assert m.counts().set_index("group").loc["control", "matched"] == len(c)  # with replacement: every control

@@ -115,6 +115,7 @@ METHODS = ("nearest", "cem", "ebal")
 VCOV_TYPES = ("auto", "CR1", "HC1", "HC3")
 #: nearest-neighbour search for Mahalanobis matching ("brute": every control inside the caliper window)
 ALGORITHMS = ("auto", "kdtree", "brute")
+ESTIMANDS = ("ATT", "ATC")
 PS_MODELS = ("logit", "gbm")
 DISCARD = ("none", "both", "control", "treated")
 M_ORDERS = ("largest", "smallest", "data", "random")
@@ -345,7 +346,7 @@ def _ecdf_max(xt, wt, xc, wc) -> float:
 
 def _balance_table(
     X: pd.DataFrame, binary: Mapping[str, bool], treat: np.ndarray,
-    w_after: np.ndarray,
+    w_after: np.ndarray, focal: int = 1,
 ) -> pd.DataFrame:
     """Balance before (all rows, weight 1) and after (rows with w_after > 0, weighted)."""
     t = treat == 1
@@ -359,10 +360,12 @@ def _balance_table(
         xt, xc = x[t], x[c]
         ones_t, ones_c = np.ones(xt.size), np.ones(xc.size)
         mt, mc = (_wmean(xt, ones_t) if xt.size else np.nan), (_wmean(xc, ones_c) if xc.size else np.nan)
+        # standardised by the focal group's SD (cobalt's s.d.denom: treated for the ATT, control for the ATC)
+        xf, mf, ones_f = (xt, mt, ones_t) if focal == 1 else (xc, mc, ones_c)
         if is_bin:
-            sd = math.sqrt(mt * (1 - mt)) if xt.size else np.nan
+            sd = math.sqrt(mf * (1 - mf)) if xf.size else np.nan
         else:
-            sd = math.sqrt(_wvar(xt, ones_t)) if xt.size > 1 else np.nan
+            sd = math.sqrt(_wvar(xf, ones_f)) if xf.size > 1 else np.nan
         if not (sd > 0):
             # constant among treated: fall back on the pooled SD so the SMD stays finite
             vt = mt * (1 - mt) if is_bin else (_wvar(xt, ones_t) if xt.size > 1 else 0.0)
@@ -466,6 +469,7 @@ class Match:
     _data: pd.DataFrame = field(repr=False)
     _design: _Design = field(repr=False)
     mahvars: tuple = ()
+    estimand: str = "ATT"
     reestimate: bool = False
     algorithm: str = "auto"
     cutpoints: Any = None
@@ -503,7 +507,8 @@ class Match:
             X = pd.concat([self.units[["distance"]], X], axis=1)
             binary["distance"] = False
         return _balance_table(
-            X, binary, self.units["treated"].to_numpy().astype(int), self.units["weights"].to_numpy()
+            X, binary, self.units["treated"].to_numpy().astype(int), self.units["weights"].to_numpy(),
+            focal=0 if self.estimand == "ATC" else 1,
         )
 
     def matched_data(self) -> pd.DataFrame:
@@ -522,10 +527,12 @@ class Match:
         return out
 
     def unmatched(self) -> pd.DataFrame:
-        """Treated units without any match, with the reason (``index``, ``reason``)."""
-        u = self.units[(self.units["treated"]) & (self.units["weights"] == 0)]
+        """Focal units (treated; controls for the ATC) without any match, with the reason
+        (``index``, ``reason``)."""
+        focal = self.estimand != "ATC"
+        u = self.units[(self.units["treated"] == focal) & (self.units["weights"] == 0)]
         a = pd.DataFrame({"index": u.index, "reason": u["reason"].to_numpy()})
-        e = self.excluded[self.excluded["treated"] == 1]
+        e = self.excluded[self.excluded["treated"] == (1 if focal else 0)]
         b = pd.DataFrame({"index": e.index, "reason": e["reason"].to_numpy()})
         return pd.concat([a, b], ignore_index=True)
 
@@ -571,7 +578,8 @@ class Match:
         ex = f"exact on {list(self.exact)}" if self.exact else "no exact strata"
         return (f"{self.ratio}:1 nearest-neighbour matching {rep} replacement on the {dist}{mah}; "
                 f"{cal}; {ex}; order {self.m_order}; discard {self.discard}"
-                + ("; score re-estimated after discarding" if self.reestimate else ""))
+                + ("; score re-estimated after discarding" if self.reestimate else "")
+                + ("; estimand ATC (controls matched to users)" if self.estimand == "ATC" else ""))
 
     def summary(self) -> str:
         """Specification, sample sizes, reasons for unmatched treated units, balance."""
@@ -1104,7 +1112,7 @@ def _ebal_solve(C: np.ndarray, tol: float = 1e-11, maxit: int = 200) -> tuple[np
 
 
 _SPEC_CHOICES = {"method": METHODS, "ps_model": PS_MODELS, "discard": DISCARD, "m_order": M_ORDERS,
-                 "link": LINKS, "missing": MISSING, "algorithm": ALGORITHMS}
+                 "link": LINKS, "missing": MISSING, "algorithm": ALGORITHMS, "estimand": ESTIMANDS}
 #: arguments of :func:`match` that only nearest-neighbour matching uses, with their defaults
 _NEAREST_ONLY = {"ratio": 1, "replace": False, "caliper": None, "distance": None, "mahalanobis": False,
                  "mahvars": None, "discard": "none", "m_order": None, "reestimate": False}
@@ -1136,6 +1144,8 @@ def _check_spec(**spec: Any) -> None:
         if bad:
             raise ValueError(f"method={method!r} does not use {sorted(bad)} (nearest-neighbour matching only); "
                              f"got {bad}. Leave them at their defaults {[_NEAREST_ONLY[k] for k in sorted(bad)]}")
+    if spec.get("estimand", "ATT") != "ATT" and method != "nearest":
+        raise ValueError(f"estimand={spec['estimand']!r} is available for method='nearest' only; got method={method!r}")
     for name in ("cutpoints", "grouping"):
         if method != "cem" and spec.get(name) is not None:
             raise ValueError(f"{name} is for method='cem' only; got method={method!r}")
@@ -1175,6 +1185,7 @@ def match(
     table: str = "df",
     mahvars: Sequence[str] | str | None = None,
     reestimate: bool = False,
+    estimand: str = "ATT",
     cutpoints: Any = None,
     grouping: Mapping | None = None,
     moments: int = 1,
@@ -1238,6 +1249,10 @@ def match(
         the caliper of the propensity score estimated from ``covariates``.
     reestimate : bool
         Refit the propensity model on the units left after ``discard`` (MatchIt).
+    estimand : {"ATT", "ATC"}
+        nearest only: the focal group whose units each get matches (MatchIt's
+        ``estimand``): the treated (ATT) or the controls (ATC, default order
+        ``"smallest"``, balance standardised by the controls' SD).
     cutpoints : None, "sturges", int or mapping, optional
         cem only: bins per numeric covariate; ``None``/``"sturges"`` = Sturges' number of
         equal-width bins, an int = that many bins, a mapping covariate -> (``"sturges"``,
@@ -1291,7 +1306,7 @@ def match(
     _check_spec(method=method, ps_model=ps_model, discard=discard, m_order=m_order, link=link,
                 missing=missing, ratio=ratio, caliper=caliper, algorithm=algorithm, replace=replace,
                 distance=distance, mahalanobis=mahalanobis, mahvars=mahvars, reestimate=reestimate,
-                cutpoints=cutpoints, grouping=grouping, moments=moments)
+                cutpoints=cutpoints, grouping=grouping, moments=moments, estimand=estimand)
     if isinstance(covariates, str):
         covariates = [covariates]
     covariates = list(covariates)
@@ -1350,12 +1365,16 @@ def match(
     common = dict(treatment=treatment, covariates=tuple(covariates), exact=tuple(exact_l), method=method,
                   ps_model=ps_model, seed=seed, std_caliper=bool(std_caliper), link=link, excluded=excluded,
                   _data=df, _design=design)
+    m_order_arg = m_order
     if method == "cem":
         return _match_cem(df, idx, t, stratum, covariates, cutpoints, grouping, table, common)
     if method == "ebal":
         return _match_ebal(idx, t, stratum, Xm, design, moments, table, common)
 
     m_order = _resolve_m_order(m_order, mahalanobis, mahvars_l, caliper, discard, distance)
+    if estimand == "ATC" and m_order_arg is None and m_order == "largest":
+        m_order = "smallest"  # MatchIt: switch(estimand, ATC = "smallest", "largest")
+    f = t if estimand == "ATT" else ~t  # focal group: the units that each get matches
 
     # ---------------- distance
     def score(rows: np.ndarray):
@@ -1415,7 +1434,7 @@ def match(
     if caliper is not None:
         cal_w = float(caliper) * (float(np.std(dist[eligible], ddof=1)) if std_caliper else 1.0)
 
-    t_pos = np.flatnonzero(t & eligible)
+    t_pos = np.flatnonzero(f & eligible)
     order_t = t_pos[_order_treated(dist[t_pos], m_order, seed)]
     if mahalanobis or mahvars_l:
         if mahvars_l:
@@ -1427,10 +1446,10 @@ def match(
         Z = Zdf.to_numpy(dtype="float64")
         # MatchIt: the covariance comes from the units that remain after discarding
         M = _mahalanobis_coords(Z, t, eligible)
-        tp, cp, rd = _nn_mahalanobis(M, dist, t, stratum, eligible, order_t, int(ratio), bool(replace), cal_w,
+        tp, cp, rd = _nn_mahalanobis(M, dist, f, stratum, eligible, order_t, int(ratio), bool(replace), cal_w,
                                      algorithm)
     else:
-        tp, cp, rd = _nn_1d(dist, t, stratum, eligible, order_t, int(ratio), bool(replace), cal_w)
+        tp, cp, rd = _nn_1d(dist, f, stratum, eligible, order_t, int(ratio), bool(replace), cal_w)
 
     # ---------------- weights (MatchIt get_weights_from_mm, ATT)
     n = len(idx)
@@ -1452,10 +1471,10 @@ def match(
     reason = np.full(n, "", dtype=object)
     status = np.where(w > 0, "matched", "unmatched").astype(object)
     status[discarded] = "discarded"
-    reason[discarded & t] = R_DISCARDED
-    un_t = np.flatnonzero(t & eligible & (k_t == 0))
+    reason[discarded & f] = R_DISCARDED
+    un_t = np.flatnonzero(f & eligible & (k_t == 0))
     if un_t.size:
-        c_el = np.flatnonzero((~t) & eligible)
+        c_el = np.flatnonzero((~f) & eligible)
         ck = np.lexsort((dist[c_el], stratum[c_el]))
         cs, cdd = stratum[c_el][ck], dist[c_el][ck]
         lo = np.searchsorted(cs, stratum[un_t], side="left")
@@ -1478,7 +1497,7 @@ def match(
     }, index=idx)
     units.loc[units["subclass"] == 0, "subclass"] = pd.NA
     if replace:
-        units.loc[~units["treated"], "subclass"] = pd.NA
+        units.loc[units["treated"] != f, "subclass"] = pd.NA
     pairs = pd.DataFrame({
         "treated_index": idx[tp], "control_index": idx[cp],
         "subclass": sub[tp] if tp.size else np.empty(0, dtype=np.int64), "round": rd + 1,
@@ -1487,6 +1506,7 @@ def match(
         ratio=int(ratio), replace=bool(replace), caliper=caliper, distance=distance,
         mahalanobis=bool(mahalanobis or mahvars_l), discard=discard, m_order=m_order, caliper_width=cal_w,
         dropped_terms=tuple(dropped), ps_coef=coef, units=units, pairs=pairs, mahvars=tuple(mahvars_l),
+        estimand=estimand,
         reestimate=bool(reestimate), algorithm=algorithm, **common,
     )
 
@@ -1612,18 +1632,19 @@ class Effect:
     n_clusters: int
     alpha: float
     vcov: str
+    estimand: str = "ATT"
 
     def tidy(self) -> pd.DataFrame:
         """One row: ``term, estimate, std_error, conf_low, conf_high, n_treated, n_control, n``."""
         return pd.DataFrame([{
-            "term": f"ATT({self.outcome})", "estimate": self.estimate, "std_error": self.std_error,
+            "term": f"{self.estimand}({self.outcome})", "estimate": self.estimate, "std_error": self.std_error,
             "conf_low": self.conf_low, "conf_high": self.conf_high, "n_treated": self.n_treated,
             "n_control": self.n_control, "n": self.n,
         }], columns=EFFECT_COLUMNS)
 
     def summary(self) -> str:
         lvl = int(round(100 * (1 - self.alpha)))
-        return (f"ATT on {self.outcome}: {self.estimate:.4g} (SE {self.std_error:.4g}, {self.vcov}; "
+        return (f"{self.estimand} on {self.outcome}: {self.estimate:.4g} (SE {self.std_error:.4g}, {self.vcov}; "
                 f"{lvl}% CI {self.conf_low:.4g} to {self.conf_high:.4g}); "
                 f"{self.n_treated} treated, {self.n_control} control units, {self.n_clusters} clusters")
 
@@ -1734,7 +1755,7 @@ def att(m: Match, outcome: str, alpha: float = 0.05, vcov: str = "auto") -> Effe
     return Effect(
         outcome=outcome, estimate=est, std_error=se, conf_low=est - z * se, conf_high=est + z * se,
         n_treated=int((T == 1).sum()), n_control=int((T == 0).sum()), n=n, n_clusters=G,
-        alpha=alpha, vcov=vtype,
+        alpha=alpha, vcov=vtype, estimand=m.estimand,
     )
 
 
@@ -2303,6 +2324,9 @@ def match_cohorts(
     """
     _choice("control_group", control_group, CONTROL_GROUPS)
     _check_spec(**match_kwargs)
+    if match_kwargs.get("estimand", "ATT") != "ATT":
+        raise ValueError("match_cohorts estimates effects on each cohort's users: estimand must be 'ATT'; "
+                         f"got {match_kwargs['estimand']!r}")
     if not isinstance(anticipation, (int, np.integer)) or anticipation < 0:
         raise ValueError(f"anticipation must be a non-negative integer; got {anticipation!r}")
     covariates = [covariates] if isinstance(covariates, str) else list(covariates)
