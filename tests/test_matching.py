@@ -69,13 +69,13 @@ def test_golden_matchit_lalonde(lalonde, golden, scenario):
 
 # --------------------------------------------------------------------------- brute force reference
 
-def _brute_nearest(d, treat, stratum, ratio, replace, caliper):
+def _brute_nearest(d, treat, stratum, ratio, replace, caliper, smallest=False):
     """Straight transcription of MatchIt's documented greedy rule, O(n^2): visit treated by
     descending distance (ties: data order); among available controls of the stratum pick the
     smallest |d_t - d_c|; on equal distance prefer the control that sorts first by (d, row)
     on the left of the treated unit, i.e. with the smaller distance, or the later row when tied."""
     n = len(d)
-    order = sorted(np.flatnonzero(treat), key=lambda i: (-d[i], i))
+    order = sorted(np.flatnonzero(treat), key=lambda i: (d[i] if smallest else -d[i], i))
     used = np.zeros(n, dtype=bool)
     pairs = []
     got = {i: [] for i in order}
@@ -252,11 +252,19 @@ def test_att_with_replacement_hc1():
     sm = pytest.importorskip("statsmodels.api")
     df = _synthetic(2000, seed=7)
     m = match(df, "t", ["x1", "x2"], replace=True, ratio=2, caliper=None)
-    e = att(m, "y")
     md = m.matched_data()
-    fit = sm.WLS(md["y"], sm.add_constant(md["t"].astype(float)), weights=md["weights"]).fit(cov_type="HC1")
-    assert e.estimate == pytest.approx(fit.params["t"], rel=1e-10)
-    assert e.std_error == pytest.approx(fit.bse["t"], rel=1e-8)
+    X = sm.add_constant(md["t"].astype(float))
+    for vcov in ("HC1", "HC3"):
+        e = att(m, "y", vcov=vcov)
+        fit = sm.WLS(md["y"], X, weights=md["weights"]).fit(cov_type=vcov)
+        assert e.estimate == pytest.approx(fit.params["t"], rel=1e-10)
+        assert e.std_error == pytest.approx(fit.bse["t"], rel=1e-8), vcov
+    # MatchIt's vignette: with replacement controls are in no single pair, use HC3 robust SEs
+    assert att(m, "y").vcov == "HC3 robust"
+    with pytest.raises(ValueError, match="vcov='CR1' clusters by matched pair"):
+        att(m, "y", vcov="CR1")
+    with pytest.raises(ValueError, match=r"vcov must be one of \['auto', 'CR1', 'HC1', 'HC3'\]; got 'HC0'"):
+        att(m, "y", vcov="HC0")
 
 
 # --------------------------------------------------------------------------- bad input
@@ -561,7 +569,7 @@ def test_count_and_balance_summaries_from_published_tables():
 
 def test_match_cohorts_rejects_bad_choices_up_front():
     panel = _panel(600, seed=8)
-    with pytest.raises(ValueError, match=r"method must be one of \['nearest'\]; got 'optimal'"):
+    with pytest.raises(ValueError, match=r"method must be one of \['nearest', 'cem', 'ebal'\]; got 'optimal'"):
         match_cohorts(panel, "g", "year", "be_id", ["x_lag1"], method="optimal")
     with pytest.raises(ValueError, match="ratio must be a positive integer"):
         match_cohorts(panel, "g", "year", "be_id", ["x_lag1"], ratio=0)
@@ -602,3 +610,373 @@ def test_stub_balance_after_cohort_matching(stub_panel):
     su = cm.status_units()
     assert su.query("group == 'treated' and status == 'matched'")["be_id"].nunique() == \
         md.loc[md["treated"] == 1, "be_id"].nunique()
+
+
+# ============================================================================ issue 16: MatchIt 4.7 parity, cem, ebal
+
+@pytest.fixture(scope="module")
+def golden47():
+    return json.loads((GOLDEN / "matchit_lalonde_v47.json").read_text())
+
+
+@pytest.mark.parametrize("scenario", ["cem_cutpoints_grouping", "mahvars_subset_replace_ratio3",
+                                      "mahalanobis_all_within_caliper"])
+def test_golden_matchit_47_lalonde(lalonde, golden47, scenario):
+    """Published MatchIt 4.7.2 examples (reference pages; sources in the golden file)."""
+    sc = golden47["scenarios"][scenario]
+    tol = golden47["tolerances"][sc["tolerance"]]["abs"]
+    m = match(lalonde, "treat", sc["covariates"], **sc["args"])
+    c = m.counts().set_index("group")
+    for grp in ("treated", "control"):
+        for k in ("all", "matched", "unmatched", "discarded"):
+            assert c.loc[grp, k] == sc["sample_sizes"][grp][k], (grp, k)
+    bal = m.balance()
+    if "balance_before" in sc:
+        _check_balance(bal, sc["balance_before"], "before", tol)
+    _check_balance(bal, sc["balance_after"], "after", tol)
+    assert set(bal["variable"]) == set(sc["balance_after"])
+    if "ess" in sc["sample_sizes"]["control"]:
+        w = m.units.loc[~m.units["treated"] & (m.units["weights"] > 0), "weights"]
+        ess = w.sum() ** 2 / (w ** 2).sum()
+        assert ess == pytest.approx(sc["sample_sizes"]["control"]["ess"], abs=golden47["tolerances"]["ess_2dp"]["abs"])
+
+
+def test_mahalanobis_search_kdtree_equals_brute_force():
+    """The k-d tree path returns exactly the pairs of the quadratic path (coarse covariates: many ties)."""
+    rng = np.random.default_rng(12)
+    n = 1500
+    df = pd.DataFrame({"x1": np.round(rng.normal(size=n), 1), "x2": rng.integers(0, 4, n).astype(float),
+                       "s": rng.integers(0, 3, n)})
+    df["t"] = (rng.random(n) < 1 / (1 + np.exp(1.2 - 0.8 * df["x1"]))).astype(int)
+    for kw in (dict(caliper=0.5, ratio=2), dict(caliper=None, ratio=3, replace=True), dict(caliper=None),
+               dict(caliper=0.1, exact="s", ratio=2), dict(mahvars=["x1"], caliper=1.0)):
+        kw = {"mahalanobis": "mahvars" not in kw, **kw}
+        a = match(df, "t", ["x1", "x2"], algorithm="brute", **kw).pairs
+        b = match(df, "t", ["x1", "x2"], algorithm="kdtree", **kw).pairs
+        assert len(a) > 100
+        pd.testing.assert_frame_equal(a, b, obj=str(kw))
+
+
+def _tie_frame(x_t: float, rows: list[tuple[int, float]]) -> pd.DataFrame:
+    """One treated unit at ``x_t`` between controls; a few far units keep the score model finite."""
+    data = [(1, x_t)] + rows + [(1, -0.5), (0, 10.0), (1, 8.0), (0, -10.0)]
+    return pd.DataFrame(data, columns=["t", "x"], index=[f"u{i}" for i in range(len(data))])
+
+
+@pytest.mark.parametrize("x_t,rows,want", [
+    # two identical controls *below* the treated unit: MatchIt scans downward from it, and a tie
+    # replaces the current best, so the control met last - the earlier row - wins
+    (0.0, [(0, -1.0), (0, -1.0), (0, 3.0)], "u1"),
+    # identical controls *above*: scanned upward, the later row is met last and wins
+    (0.0, [(0, 1.0), (0, 1.0), (0, -3.0)], "u2"),
+    # equally far on both sides at the same scan offset: right is visited after left and wins
+    (0.0, [(0, -1.0), (0, 1.0)], "u2"),
+])
+def test_mahalanobis_ties_follow_matchit_scan(x_t, rows, want):
+    """Hand-built ties (no published number exists): MatchIt 4.7.2's find_control_mahcovs
+    (src/internal.cpp) visits units outward from the treated one along the first Mahalanobis
+    coordinate, alternating left/right, and replaces the best on ``<=``; with one covariate that
+    coordinate is x itself."""
+    df = _tie_frame(x_t, rows)
+    m = match(df, "t", ["x"], mahalanobis=True, m_order="data")
+    first = m.pairs.loc[m.pairs["treated_index"] == "u0", "control_index"]
+    assert first.tolist() == [want]
+
+
+def test_defaults_are_matchits():
+    df = _synthetic(600, seed=13)
+    m = match(df, "t", ["x1", "x2"])
+    assert m.caliper is None and m.caliper_width is None and m.m_order == "largest"
+    # MatchIt's distance = "mahalanobis": the score plays no part, order "data"
+    assert match(df, "t", ["x1", "x2"], mahalanobis=True).m_order == "data"
+    # Mahalanobis within a score caliper (mahvars): the score is the distance, order "largest"
+    assert match(df, "t", ["x1", "x2"], mahalanobis=True, caliper=0.2).m_order == "largest"
+    assert match(df, "t", ["x1", "x2"], mahvars="x1").m_order == "largest"
+
+
+def _brute_mahalanobis(Z, treat, eligible, order, caliper_ok):
+    """Independent greedy 1:1 Mahalanobis matching, covariance from the eligible units only,
+    exact ties to the earliest row (no exact ties occur in the continuous data used)."""
+    Ze, te = Z[eligible], treat[eligible]
+    C = np.vstack([Ze[te] - Ze[te].mean(0), Ze[~te] - Ze[~te].mean(0)])
+    Si = np.linalg.inv(C.T @ C)
+    used = set()
+    out = []
+    for i in order:
+        best = None
+        for j in np.flatnonzero(~treat & eligible):
+            if j in used or not caliper_ok(i, j):
+                continue
+            dz = Z[i] - Z[j]
+            dd = dz @ Si @ dz
+            if best is None or dd < best[0]:
+                best = (dd, j)
+        if best is not None:
+            used.add(best[1])
+            out.append((i, best[1]))
+    return out
+
+
+def test_discard_mahalanobis_uses_covariance_of_remaining_units():
+    rng = np.random.default_rng(14)
+    n = 400
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    t = rng.random(n) < 1 / (1 + np.exp(1.0 - 1.2 * x1))
+    # controls far outside the users' score range, with a huge x2: discarded, and if they entered
+    # the covariance they would shrink x2's weight in the distance and change the pairs
+    far = np.flatnonzero(~t)[:25]
+    x1[far] = -6.0 - rng.random(far.size)
+    x2[far] = rng.choice([-40.0, 40.0], far.size)
+    df = pd.DataFrame({"t": t.astype(int), "x1": x1, "x2": x2})
+    m = match(df, "t", ["x1", "x2"], mahalanobis=True, discard="control")
+    u = m.units
+    assert u["discarded"].sum() >= 20
+    eligible = ~u["discarded"].to_numpy()
+    Z = df[["x1", "x2"]].to_numpy()
+    order = np.flatnonzero(t & eligible)  # m_order "data" (no caliper, discard only on the score)
+    assert m.m_order == "largest"  # discard uses the score: MatchIt's default order stays "largest"
+    d = u["distance"].to_numpy()
+    order = order[np.lexsort((order, -d[order]))]
+    want = _brute_mahalanobis(Z, t, eligible, order, lambda i, j: True)
+    got = list(zip(m.pairs["treated_index"], m.pairs["control_index"]))
+    assert got == [(int(a), int(b)) for a, b in want]
+    # the covariance of all complete cases (discarded included) gives other pairs
+    other = _brute_mahalanobis(Z, t, np.ones(n, dtype=bool), order, lambda i, j: eligible[j])
+    assert other != want
+
+
+def test_reestimate_refits_score_on_units_left():
+    sm = pytest.importorskip("statsmodels.api")
+    df = _synthetic(1500, seed=15)
+    m = match(df, "t", ["x1", "x2"], discard="both", reestimate=True)
+    kept = ~m.units["discarded"]
+    assert (~kept).sum() > 0
+    fit = sm.Logit(df.loc[kept[kept].index, "t"], sm.add_constant(df.loc[kept[kept].index, ["x1", "x2"]])).fit(disp=0)
+    assert np.allclose(m.ps_coef.to_numpy(), fit.params.to_numpy(), rtol=1e-6)
+    p = fit.predict(sm.add_constant(df[["x1", "x2"]]))
+    assert np.allclose(m.units["distance"].to_numpy(), p.loc[m.units.index].to_numpy(), rtol=1e-6)
+    assert "re-estimated" in m.summary()
+
+
+# ------------------------------------------------------------------------- cem
+
+def test_cem_strata_never_mix_cells_and_weights_by_hand():
+    rng = np.random.default_rng(16)
+    n = 2000
+    df = pd.DataFrame({"x": rng.normal(size=n), "z": rng.exponential(size=n), "sec": rng.choice(list("abc"), n)})
+    df["t"] = (rng.random(n) < 1 / (1 + np.exp(1.0 - df["x"]))).astype(int)
+    m = match(df, "t", ["x", "z", "sec"], method="cem")
+    # independent coarsening: Sturges' number of equal-width bins, R findInterval on the inner edges
+    k = int(np.ceil(np.log2(n) + 1))
+    cell = pd.DataFrame({c: np.digitize(df[c], np.linspace(df[c].min(), df[c].max(), k + 1)[1:-1], right=False)
+                         for c in ("x", "z")}).assign(sec=df["sec"])
+    key = cell.astype(str).agg("|".join, axis=1)
+    u = m.units
+    sub = u["subclass"].dropna()
+    assert (key.loc[sub.index].groupby(sub.to_numpy()).nunique() == 1).all()  # one cell per stratum
+    assert sub.groupby(key.loc[sub.index].to_numpy()).nunique().max() == 1     # one stratum per cell
+    grp = pd.DataFrame({"key": key, "t": df["t"]})
+    nt = grp[grp["t"] == 1].groupby("key").size()
+    nc = grp[grp["t"] == 0].groupby("key").size()
+    both = nt.index.intersection(nc.index)
+    matched = key.isin(both)
+    assert (u["weights"] > 0).equals(matched)
+    wc = (nt / nc).reindex(key[(df["t"] == 0) & matched]).to_numpy()
+    wc = wc * len(wc) / wc.sum()
+    assert np.allclose(u.loc[(df["t"] == 0) & matched, "weights"].to_numpy(), wc)
+    assert (u.loc[(df["t"] == 1) & matched, "weights"] == 1).all()
+    un = m.unmatched()
+    assert set(un["index"]) == set(df.index[(df["t"] == 1) & ~matched])
+    assert (un["reason"] == rm.R_NO_CELL).all()
+    assert "coarsened exact matching" in m.summary() and m.bins["sec"] == "exact"
+
+
+def test_cem_cutpoints_constant_covariate_and_bad_input():
+    df = _synthetic(800, seed=17).assign(k=1.0)
+    m = match(df, "t", ["x1", "k"], method="cem", cutpoints={"x1": [-1.0, 0.0, 1.0]})
+    assert ("k", "constant") in m.dropped_terms and "constant" in m.summary()
+    b = np.searchsorted([-1.0, 0.0, 1.0], df["x1"], side="right")
+    sub = m.units["subclass"].dropna()
+    assert (pd.Series(b, index=df.index).loc[sub.index].groupby(sub.to_numpy()).nunique() == 1).all()
+    assert m.units["subclass"].nunique() == 4
+    with pytest.raises(ValueError, match="cutpoints for 'x1' must be 'sturges', a number of bins or a list"):
+        match(df, "t", ["x1"], method="cem", cutpoints={"x1": "fd"})
+    with pytest.raises(ValueError, match=r"cutpoints: \['nope'\] are not covariates"):
+        match(df, "t", ["x1"], method="cem", cutpoints={"nope": 3})
+    with pytest.raises(ValueError, match=r"method='cem' does not use \['caliper', 'ratio'\]"):
+        match(df, "t", ["x1"], method="cem", caliper=0.2, ratio=2)
+    with pytest.raises(ValueError, match="cutpoints is for method='cem' only"):
+        match(df, "t", ["x1"], cutpoints=3)
+    with pytest.raises(ValueError, match="no propensity score"):
+        overlap_data(m)
+
+
+# ------------------------------------------------------------------------- ebal
+
+def _ebal_primal(X: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Independent entropy balancing: the primal (minimum KL divergence from uniform subject to
+    the moment constraints and sum 1) solved by scipy's SLSQP."""
+    from scipy.optimize import minimize
+
+    n = len(X)
+    cons = [{"type": "eq", "fun": lambda w: X.T @ w - target}, {"type": "eq", "fun": lambda w: w.sum() - 1}]
+    res = minimize(lambda w: np.sum(w * np.log(np.maximum(w, 1e-300) * n)), np.full(n, 1 / n),
+                   jac=lambda w: np.log(np.maximum(w, 1e-300) * n) + 1, constraints=cons,
+                   bounds=[(1e-12, 1)] * n, method="SLSQP", options={"ftol": 1e-14, "maxiter": 500})
+    assert res.success, res.message
+    return res.x
+
+
+def test_ebal_hits_moments_and_matches_primal():
+    rng = np.random.default_rng(18)
+    n = 240
+    df = pd.DataFrame({"x": rng.normal(size=n), "b": (rng.random(n) < 0.4).astype(float)})
+    df["t"] = (rng.random(n) < 1 / (1 + np.exp(1.0 - 0.8 * df["x"] - df["b"]))).astype(int)
+    m = match(df, "t", ["x", "b"], method="ebal")
+    u = m.units
+    wc = u.loc[~u["treated"], "weights"]
+    Xt, Xc = df.loc[df["t"] == 1, ["x", "b"]], df.loc[wc.index, ["x", "b"]]
+    # invariant: the weighted comparison means are the users' means (1e-8 of the covariate's SD)
+    diff = (Xc.mul(wc, axis=0).sum() / wc.sum() - Xt.mean()) / Xc.std()
+    assert diff.abs().max() < 1e-8
+    assert wc.sum() == pytest.approx(len(Xt))  # WeightIt ATT: control weights sum to n treated
+    assert (u.loc[u["treated"], "weights"] == 1).all()
+    ref = _ebal_primal(Xc.to_numpy(), Xt.mean().to_numpy())
+    assert np.allclose(wc.to_numpy() / wc.sum(), ref, atol=1e-6)  # SLSQP's own accuracy
+    b = m.balance().set_index("variable")
+    assert (b["smd_after"].abs() < 1e-8).all() and (b["smd_before"].abs() > 0.1).any()
+    # moments=2: variances too
+    m2 = match(df, "t", ["x", "b"], method="ebal", moments=2)
+    w2 = m2.units.loc[~m2.units["treated"], "weights"].to_numpy()
+    xc = df.loc[df["t"] == 0, "x"].to_numpy()
+    xt = df.loc[df["t"] == 1, "x"].to_numpy()
+    mu = np.sum(w2 * xc) / w2.sum()
+    assert mu == pytest.approx(xt.mean(), abs=1e-8)
+    assert np.sum(w2 * (xc - mu) ** 2) / w2.sum() == pytest.approx(np.mean((xt - xt.mean()) ** 2), abs=1e-8)
+
+
+def test_ebal_planted_effect_and_exact_strata():
+    df = _synthetic(3000, seed=19)
+    m = match(df, "t", ["x1", "x2"], exact="sec", method="ebal")
+    for s, part in df.groupby("sec"):
+        u = m.units.loc[part.index]
+        wc = u.loc[~u["treated"], "weights"]
+        xt = part.loc[part["t"] == 1, ["x1", "x2"]].mean()
+        xc = part.loc[wc.index, ["x1", "x2"]].mul(wc, axis=0).sum() / wc.sum()
+        assert np.allclose(xc, xt, atol=1e-8), s
+        assert wc.sum() == pytest.approx((part["t"] == 1).sum())
+    e = att(m, "y")
+    assert e.vcov == "HC3 robust" and abs(e.estimate - 2.0) < 4 * e.std_error  # planted effect 2
+
+
+def test_ebal_bad_input():
+    df = _synthetic(600, seed=20)
+    with pytest.raises(ValueError, match=r"covariate column\(s\) \['k'\] have one value"):
+        match(df.assign(k=2.0), "t", ["x1", "k"], method="ebal")
+    # users' mean outside the comparison firms' range
+    out = df.assign(z=np.where(df["t"] == 1, 5.0 + df["x1"].abs(), -df["x1"].abs()))
+    with pytest.raises(ValueError, match="infeasible.*users' mean of 'z'.*not strictly inside"):
+        match(out, "t", ["x1", "z"], method="ebal")
+    # jointly infeasible: each mean inside its range, but no comparison firm has a and b together
+    n = 300
+    a = np.r_[np.ones(50), np.zeros(50), np.ones(100), np.zeros(100)]
+    b = np.r_[np.ones(50), np.ones(50), np.zeros(100), np.ones(100)]
+    t = np.r_[np.ones(100), np.zeros(200)].astype(int)
+    j = pd.DataFrame({"t": t, "a": a, "b": b, "x": np.random.default_rng(0).normal(size=n)})
+    with pytest.raises(ValueError, match="entropy balancing is infeasible: no positive weights"):
+        match(j, "t", ["a", "b"], method="ebal")
+    with pytest.raises(ValueError, match="moments must be 1"):
+        match(df, "t", ["x1"], method="ebal", moments=3)
+    # a stratum with users and no comparison firms: its users are unmatched, with the reason
+    d2 = df.copy()
+    d2.loc[(d2["sec"] == "D") & (d2["t"] == 0), "sec"] = "C"
+    m = match(d2, "t", ["x1"], method="ebal", exact="sec")
+    un = m.unmatched()
+    assert set(un["index"]) == set(d2.index[(d2["sec"] == "D") & (d2["t"] == 1)])
+    assert (un["reason"] == rm.R_NO_STRATUM).all()
+
+
+@pytest.mark.parametrize("method", ["cem", "ebal"])
+def test_match_cohorts_weighting_designs_contract(method):
+    panel = _panel(2000, seed=21)
+    cm = match_cohorts(panel, "g", "year", "be_id", ["x_lag1", "sector"], caliper=None, method=method)
+    assert set(cm.matches) == {2017, 2019}
+    mu = cm.matched_units()
+    assert list(mu.columns) == ["be_id", "cohort", "treated", "weight"]
+    for g, part in mu.groupby("cohort"):
+        t, c = part[part["treated"] == 1], part[part["treated"] == 0]
+        assert (t["weight"] == 1).all() and len(c) > 0
+        if method == "cem":  # MatchIt normalize: matched controls' weights average 1
+            assert c["weight"].sum() == pytest.approx(len(c))
+        else:  # WeightIt ATT: control weights sum to the number of users
+            assert c["weight"].sum() == pytest.approx(len(t))
+    b = cm.balance(by_cohort=True)
+    assert "distance" not in set(b["variable"])
+    assert cm.ps_table().empty
+    assert ("coarsened exact" if method == "cem" else "entropy balancing") in cm.spec()
+
+
+def test_plots_never_switch_the_backend(lalonde, monkeypatch):
+    import matplotlib
+
+    def forbidden(*a, **k):
+        raise AssertionError("reach.matching must not call matplotlib.use")
+
+    monkeypatch.setattr(matplotlib, "use", forbidden)
+    before = matplotlib.get_backend()
+    m = match(lalonde, "treat", LALONDE_COV)
+    love_plot(m)
+    overlap_plot(m)
+    assert matplotlib.get_backend() == before
+
+
+def test_params_match_method_accepts_designs_and_lists():
+    from reach.params import load_params
+
+    stub = Path(__file__).resolve().parents[1] / "params" / "stub.yaml"
+    assert load_params(stub, {"match_method": ["nearest", "cem", "ebal"]}, check_files=False)["match_method"] == [
+        "nearest", "cem", "ebal"]
+    assert load_params(stub, {"match_method": "ebal"}, check_files=False)["match_method"] == "ebal"
+    for bad in ("optimal", ["nearest", "nearest"], []):
+        with pytest.raises(ValueError, match="match_method.*must be one of \\['nearest', 'cem', 'ebal'\\]"):
+            load_params(stub, {"match_method": bad}, check_files=False)
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_atc_matches_controls_to_users_as_bruteforce(replace):
+    """estimand="ATC": every control (focal) gets the nearest available user, visited in MatchIt's
+    ATC default order "smallest"; checked against the brute-force transcription with the roles of
+    the groups swapped."""
+    rng = np.random.default_rng(22)
+    n = 160
+    d = np.round(rng.random(n), 1)
+    treat = rng.random(n) < 0.6  # more users than controls: the ATC can match every control
+    stratum = rng.integers(0, 3, n)
+    df = pd.DataFrame({"t": treat.astype(int), "s": stratum, "score": d, "x": rng.normal(size=n), "y": 0.0})
+    m = match(df, "t", ["x"], exact="s", distance="score", caliper=0.15, std_caliper=False, replace=replace,
+              estimand="ATC")
+    assert m.m_order == "smallest"
+    got = sorted(zip(m.pairs["treated_index"], m.pairs["control_index"], m.pairs["round"] - 1))
+    want = _brute_nearest(d, ~treat, stratum, 1, replace, 0.15 + 1e-12, smallest=True)
+    assert got == [(int(a), int(b), int(c)) for a, b, c in want]
+    u = m.units
+    assert (u.loc[~u["treated"] & (u["weights"] > 0), "weights"] == 1).all()  # focal units weigh 1
+    un = m.unmatched()
+    assert set(un["index"]) == set(u.index[~u["treated"] & (u["weights"] == 0)])
+    df["y"] = df["x"] + 3.0 * df["t"]
+    assert att(m, "y").tidy()["term"].iloc[0] == "ATC(y)"
+    with pytest.raises(ValueError, match="estimand='ATC' is available for method='nearest' only"):
+        match(df, "t", ["x"], method="cem", estimand="ATC")
+    with pytest.raises(ValueError, match="estimand must be one of \\['ATT', 'ATC'\\]; got 'ATE'"):
+        match(df, "t", ["x"], estimand="ATE")
+
+
+def test_atc_balance_standardised_by_control_sd(lalonde):
+    m = match(lalonde, "treat", LALONDE_COV, estimand="ATC", replace=True)
+    b = m.balance().set_index("variable")
+    c = lalonde[lalonde["treat"] == 0]
+    t = lalonde[lalonde["treat"] == 1]
+    assert b.loc["age", "smd_before"] == pytest.approx((t["age"].mean() - c["age"].mean()) / c["age"].std())
+    p = c["married"].mean()
+    assert b.loc["married", "smd_before"] == pytest.approx((t["married"].mean() - p) / np.sqrt(p * (1 - p)))
+    assert m.counts().set_index("group").loc["control", "matched"] == len(c)  # with replacement: every control

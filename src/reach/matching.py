@@ -1,37 +1,52 @@
-"""Matched control groups: propensity scores, nearest-neighbour matching, balance.
+"""Matched control groups: nearest-neighbour matching, coarsened exact matching, entropy balancing.
 
 This module builds the control group the 2023 evaluation lacked. It follows R
-*MatchIt* 4 (``matchit(method = "nearest")``) and *cobalt* (``bal.tab``) closely
-enough that the same specification gives the same matched sets and balance
-numbers (tested against MatchIt's published Lalonde output, see
-``tests/golden/matchit_lalonde.json``):
+*MatchIt* 4.7 (``matchit(method = "nearest" | "cem")``), *WeightIt* (``method = "ebal"``)
+and *cobalt* (``bal.tab``) closely enough that the same specification gives the same
+matched sets and balance numbers (tested against the packages' published Lalonde
+output, see ``tests/golden/matchit_lalonde*.json``):
 
 * **propensity score** (``ps_model="logit"``): unpenalised logistic regression
   fitted by iteratively reweighted least squares, as R ``glm(family = binomial)``
   (same convergence rule); ``"gbm"`` is scikit-learn's histogram gradient boosting;
-  or a user-given score column (``distance=``).
+  or a user-given score column (``distance=``). ``reestimate=True`` refits it on the
+  units left after ``discard`` (MatchIt).
 * **distance** used for matching and the caliper: as MatchIt's ``distance = "glm"``,
   the propensity score *itself* with ``link="logit"`` (MatchIt's default), or its
   logit (the linear predictor) with ``link="linear.logit"``. MatchIt's manual:
   "``link = "linear.logit"``: the linear predictor is used as the distance".
   The often quoted "0.2 SD of the logit" (Austin 2011) therefore needs
   ``link="linear.logit"``; the default reproduces MatchIt's default.
-* **caliper**: with ``std_caliper=True`` the width is ``caliper * sd(distance)``
-  over all non-discarded units (treated and control, R's ``sd`` with n-1), exactly
-  as MatchIt's ``process_caliper``.
+* **caliper**: none by default (MatchIt). With ``std_caliper=True`` the width is
+  ``caliper * sd(distance)`` over all non-discarded units (treated and control, R's
+  ``sd`` with n-1), exactly as MatchIt's ``process_caliper``.
 * **greedy nearest neighbour** (MatchIt's ``nn_matchC_vec``): all units are ordered
   by distance (stable: ties keep data order); treated units are visited in
-  ``m_order`` (``"largest"`` = descending distance, MatchIt's default for a
-  propensity score); each takes the nearest *available* control on the left or
-  right of it in that order; when both are equally far the left one (lower
-  distance, or for equal distance the earlier row) wins. A side whose nearest
-  available control lies outside the caliper has no candidate. With ``ratio=k``
-  matching runs in ``k`` rounds (every treated unit gets its first control before
-  any gets its second). Exact strata (``exact=``) are matched separately.
+  ``m_order`` (default "largest" = descending score, MatchIt's default for a
+  propensity score; "data" for plain Mahalanobis matching); each takes the nearest
+  *available* control on the left or right of it in that order; when both are equally
+  far the left one (lower distance, or for equal distance the earlier row) wins. A side
+  whose nearest available control lies outside the caliper has no candidate. With
+  ``ratio=k`` matching runs in ``k`` rounds (every treated unit gets its first control
+  before any gets its second). Exact strata (``exact=``) are matched separately.
+* **Mahalanobis distance** (``mahalanobis=True`` on all covariates, or ``mahvars=`` on a
+  subset, within the score caliper: MatchIt's ``mahvars``; without caliper MatchIt's
+  ``distance = "mahalanobis"``): covariates scaled, pooled within-group covariance of the
+  units *not discarded*, generalized inverse, pivoted Cholesky coordinates; exact ties
+  are broken as MatchIt 4.7's scan along the first coordinate (``_pick``). Neighbours are
+  found with a k-d tree per stratum (no quadratic step); ``algorithm="brute"`` is the
+  plain search over every control in the caliper window and gives identical pairs.
 * **weights** (MatchIt's ``get_weights_from_mm``, ATT): a matched treated unit has
   weight 1; a control gets :math:`\\sum_{t} 1/k_t` over the treated units ``t`` it
   is matched to (``k_t`` = number of controls of ``t``); control weights are then
   rescaled to sum to the number of distinct matched controls.
+* **coarsened exact matching** (``method="cem"``, Iacus, King & Porro 2012; MatchIt's
+  in-house ``cem_matchit``): Sturges' (or given) equal-width bins per numeric covariate,
+  categories exact (``grouping=`` merges values), strata with both groups kept, weights
+  :math:`n_{T,s}/n_{C,s}` normalised to mean 1 over matched controls.
+* **entropy balancing** (``method="ebal"``, Hainmueller 2012; WeightIt): control weights
+  :math:`\\propto e^{\\lambda' x}` reproducing the users' means (``moments=2``: and
+  variances) exactly, from the convex dual by Newton's method; sum = number of users.
 * **balance** (cobalt / ``summary.matchit``): means, the standardised mean
   difference ``(mean_T - mean_C) / s_T`` where ``s_T`` is the treated group's
   standard deviation in the *unmatched* sample (n-1 for continuous covariates,
@@ -45,18 +60,19 @@ the controls of its stratum is one ``numpy.searchsorted``; "nearest available
 control" is a pair of union-find pointers with path compression, so the only
 Python loop runs over *treated* units (never over controls) at amortised O(1)
 each. Matching with replacement is fully vectorised. 2 million rows with exact
-strata match in seconds (see ``bench/``).
+strata match in seconds (see ``bench/matching.md``).
 
 Missing values in the treatment, covariates or exact variables are a *counted
 exclusion*: those rows take no part in the propensity model or matching, are
 counted in :meth:`Match.summary`, and excluded treated units are listed by
 :meth:`Match.unmatched` with the reason. Constant and collinear covariates are
-dropped from the propensity model (as R ``glm`` aliases them) and reported;
-complete separation of treated and controls raises ``ValueError``.
+dropped from the propensity model (as R ``glm`` aliases them) and reported (cem:
+dropped with a note; ebal: an error); complete separation of treated and controls
+raises ``ValueError``; infeasible balance constraints (ebal) raise ``ValueError``.
 
 Staggered adoption: :func:`match_cohorts` matches each adoption cohort on
 covariates measured before its first use and returns weights for
-``reach.did.att_gt(weightsname=...)``.
+``reach.did.att_gt(weightsname=...)``, for every method.
 """
 from __future__ import annotations
 
@@ -83,6 +99,8 @@ __all__ = [
     "balance_summary",
     "STATUSES",
     "METHODS",
+    "VCOV_TYPES",
+    "ALGORITHMS",
     "PS_MODELS",
     "DISCARD",
     "M_ORDERS",
@@ -92,7 +110,12 @@ __all__ = [
     "VR_BOUNDS",
 ]
 
-METHODS = ("nearest",)
+METHODS = ("nearest", "cem", "ebal")
+#: sandwich variance types of :func:`att` ("auto": MatchIt's vignette recommendation per design)
+VCOV_TYPES = ("auto", "CR1", "HC1", "HC3")
+#: nearest-neighbour search for Mahalanobis matching ("brute": every control inside the caliper window)
+ALGORITHMS = ("auto", "kdtree", "brute")
+ESTIMANDS = ("ATT", "ATC")
 PS_MODELS = ("logit", "gbm")
 DISCARD = ("none", "both", "control", "treated")
 M_ORDERS = ("largest", "smallest", "data", "random")
@@ -128,6 +151,7 @@ STATUSES = (S_MATCHED, S_UNMATCHED, S_DISCARDED, S_EXCLUDED, S_NOT_OBSERVED, S_C
 R_MISSING = "missing values"
 R_DISCARDED = "discarded: outside common support"
 R_NO_STRATUM = "no control in exact stratum"
+R_NO_CELL = "no control in coarsened stratum"
 R_CALIPER = "no control within caliper"
 R_USED = "controls within reach already used"
 R_NOT_OBSERVED = "not observed in the reference year"
@@ -211,24 +235,33 @@ def _design(df: pd.DataFrame, covariates: Sequence[str]) -> _Design:
 
 
 def _reduce_rank(X: np.ndarray, names: list[str], tol: float = 1e-7) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
-    """Drop constant and (sequentially) collinear columns, keeping data order as R's lm/glm does."""
+    """Drop constant and (sequentially) collinear columns, keeping data order as R's lm/glm does.
+
+    Column ``j`` is collinear when its residual on the intercept and the columns before it
+    has norm at most ``tol`` times its centred norm. One Householder QR of the centred
+    columns gives every residual norm (:math:`|R_{jj}|`) at once; a column found collinear
+    lies in the span of the earlier ones, so keeping it in the factorisation changes none
+    of the later residuals beyond that tolerance.
+    """
     n, k = X.shape
-    keep: list[int] = []
     dropped: list[tuple[str, str]] = []
-    Q = np.ones((n, 1)) / math.sqrt(n)  # intercept
+    if k == 0:
+        return X, [], dropped
+    Xc = X - X.mean(axis=0)
+    nx = np.linalg.norm(Xc, axis=0)
+    const = [bool(nx[j] <= tol * max(1.0, np.abs(X[:, j]).max()) * math.sqrt(n) or np.ptp(X[:, j]) == 0)
+             for j in range(k)]
+    cols = [j for j in range(k) if not const[j]]
+    diag = np.abs(np.diag(np.linalg.qr(Xc[:, cols], mode="r"))) if cols else np.zeros(0)
+    res = dict(zip(cols, diag))
+    keep: list[int] = []
     for j in range(k):
-        x = X[:, j] - X[:, j].mean()
-        nx = np.linalg.norm(x)
-        if nx <= tol * max(1.0, np.abs(X[:, j]).max()) * math.sqrt(n) or np.ptp(X[:, j]) == 0:
+        if const[j]:
             dropped.append((names[j], "constant"))
-            continue
-        r = X[:, j] - Q @ (Q.T @ X[:, j])
-        r = r - Q @ (Q.T @ r)  # re-orthogonalise for stability
-        if np.linalg.norm(r) <= tol * nx:
+        elif res[j] <= tol * nx[j]:
             dropped.append((names[j], "collinear"))
-            continue
-        Q = np.column_stack([Q, r / np.linalg.norm(r)])
-        keep.append(j)
+        else:
+            keep.append(j)
     return X[:, keep], [names[j] for j in keep], dropped
 
 
@@ -313,7 +346,7 @@ def _ecdf_max(xt, wt, xc, wc) -> float:
 
 def _balance_table(
     X: pd.DataFrame, binary: Mapping[str, bool], treat: np.ndarray,
-    w_after: np.ndarray,
+    w_after: np.ndarray, focal: int = 1,
 ) -> pd.DataFrame:
     """Balance before (all rows, weight 1) and after (rows with w_after > 0, weighted)."""
     t = treat == 1
@@ -327,10 +360,12 @@ def _balance_table(
         xt, xc = x[t], x[c]
         ones_t, ones_c = np.ones(xt.size), np.ones(xc.size)
         mt, mc = (_wmean(xt, ones_t) if xt.size else np.nan), (_wmean(xc, ones_c) if xc.size else np.nan)
+        # standardised by the focal group's SD (cobalt's s.d.denom: treated for the ATT, control for the ATC)
+        xf, mf, ones_f = (xt, mt, ones_t) if focal == 1 else (xc, mc, ones_c)
         if is_bin:
-            sd = math.sqrt(mt * (1 - mt)) if xt.size else np.nan
+            sd = math.sqrt(mf * (1 - mf)) if xf.size else np.nan
         else:
-            sd = math.sqrt(_wvar(xt, ones_t)) if xt.size > 1 else np.nan
+            sd = math.sqrt(_wvar(xf, ones_f)) if xf.size > 1 else np.nan
         if not (sd > 0):
             # constant among treated: fall back on the pooled SD so the SMD stays finite
             vt = mt * (1 - mt) if is_bin else (_wvar(xt, ones_t) if xt.size > 1 else 0.0)
@@ -433,6 +468,15 @@ class Match:
     excluded: pd.DataFrame
     _data: pd.DataFrame = field(repr=False)
     _design: _Design = field(repr=False)
+    mahvars: tuple = ()
+    estimand: str = "ATT"
+    reestimate: bool = False
+    algorithm: str = "auto"
+    cutpoints: Any = None
+    grouping: Any = None
+    moments: int = 1
+    #: cem: the inner cut points used per numeric covariate ("exact" for categorical ones)
+    bins: Mapping = field(default_factory=dict)
 
     # ---------------------------------------------------------------- tables
     def balance(self) -> pd.DataFrame:
@@ -463,7 +507,8 @@ class Match:
             X = pd.concat([self.units[["distance"]], X], axis=1)
             binary["distance"] = False
         return _balance_table(
-            X, binary, self.units["treated"].to_numpy().astype(int), self.units["weights"].to_numpy()
+            X, binary, self.units["treated"].to_numpy().astype(int), self.units["weights"].to_numpy(),
+            focal=0 if self.estimand == "ATC" else 1,
         )
 
     def matched_data(self) -> pd.DataFrame:
@@ -482,10 +527,12 @@ class Match:
         return out
 
     def unmatched(self) -> pd.DataFrame:
-        """Treated units without any match, with the reason (``index``, ``reason``)."""
-        u = self.units[(self.units["treated"]) & (self.units["weights"] == 0)]
+        """Focal units (treated; controls for the ATC) without any match, with the reason
+        (``index``, ``reason``)."""
+        focal = self.estimand != "ATC"
+        u = self.units[(self.units["treated"] == focal) & (self.units["weights"] == 0)]
         a = pd.DataFrame({"index": u.index, "reason": u["reason"].to_numpy()})
-        e = self.excluded[self.excluded["treated"] == 1]
+        e = self.excluded[self.excluded["treated"] == (1 if focal else 0)]
         b = pd.DataFrame({"index": e.index, "reason": e["reason"].to_numpy()})
         return pd.concat([a, b], ignore_index=True)
 
@@ -512,15 +559,27 @@ class Match:
         return pd.DataFrame({"term": self.ps_coef.index, "estimate": self.ps_coef.to_numpy()})
 
     def _spec(self) -> str:
+        ex = f"exact on {list(self.exact)}" if self.exact else "no exact strata"
+        if self.method == "cem":
+            cut = "Sturges bins" if self.cutpoints in (None, "sturges") else f"cut points {self.cutpoints!r}"
+            return (f"coarsened exact matching on {list(self.covariates)} ({cut}; categorical covariates exactly); "
+                    f"{ex}; MatchIt's ATT stratum weights")
+        if self.method == "ebal":
+            mom = "means" if self.moments == 1 else "means and variances"
+            return (f"entropy balancing: comparison-firm weights reproducing the users' {mom} of "
+                    f"{list(self.covariates)}; {ex}; WeightIt's ATT weights")
         rep = "with" if self.replace else "without"
         dist = (f"user score {self.distance!r}" if self.distance else
                 f"propensity score ({self.ps_model}{', linear predictor' if self.link == 'linear.logit' else ''})")
-        mah = "; Mahalanobis distance within the caliper" if self.mahalanobis else ""
+        mah = ((f"; Mahalanobis distance on {list(self.mahvars)}" if self.mahvars else "; Mahalanobis distance")
+               + (" within the caliper" if self.caliper_width is not None else "")) if self.mahalanobis else ""
         cal = (f"caliper {self.caliper} {'SD' if self.std_caliper else 'units'} of the distance (= {self.caliper_width:.4g})"
                if self.caliper_width is not None else "no caliper")
         ex = f"exact on {list(self.exact)}" if self.exact else "no exact strata"
         return (f"{self.ratio}:1 nearest-neighbour matching {rep} replacement on the {dist}{mah}; "
-                f"{cal}; {ex}; order {self.m_order}; discard {self.discard}")
+                f"{cal}; {ex}; order {self.m_order}; discard {self.discard}"
+                + ("; score re-estimated after discarding" if self.reestimate else "")
+                + ("; estimand ATC (controls matched to users)" if self.estimand == "ATC" else ""))
 
     def summary(self) -> str:
         """Specification, sample sizes, reasons for unmatched treated units, balance."""
@@ -701,58 +760,362 @@ def _nn_1d(
     return tp_a, cp_a, np.asarray(rd, dtype=np.int64)
 
 
+def _pick(cand: np.ndarray, dist: np.ndarray, pos: np.ndarray, p_t: int) -> int:
+    """Position in ``cand`` of the smallest distance, exact ties broken as MatchIt 4.7's scan.
+
+    MatchIt (``find_control_mahcovs``) visits units outward from the treated unit along the
+    sort order of the first Mahalanobis coordinate (``pos``; ties in data order), alternating
+    left then right, and a control at least as close as the current best *replaces* it: of
+    exactly tied controls the one visited last wins, i.e. the largest offset
+    :math:`|pos_c - pos_t|`, and on the right side at equal offset.
+    """
+    dmin = dist.min()
+    tied = np.flatnonzero(dist == dmin)
+    if tied.size == 1:
+        return int(tied[0])
+    pc = pos[cand[tied]]
+    key = np.abs(pc - p_t) * 2 + (pc > p_t)
+    return int(tied[np.argmax(key)])
+
+
 def _nn_mahalanobis(
     M: np.ndarray, d: np.ndarray, treat: np.ndarray, stratum: np.ndarray, eligible: np.ndarray,
-    order_t: np.ndarray, ratio: int, replace: bool, caliper: float | None,
+    order_t: np.ndarray, ratio: int, replace: bool, caliper: float | None, algorithm: str = "auto",
 ):
-    """Greedy nearest neighbour on the Mahalanobis distance (rows of M already whitened),
-    candidates restricted to the exact stratum and the distance caliper (MatchIt ``mahvars``).
+    """Greedy nearest neighbour on the Mahalanobis distance (rows of ``M`` already whitened),
+    candidates restricted to the exact stratum and the score caliper (MatchIt ``mahvars``).
 
-    A loop over treated units; each step looks at the candidate controls of its stratum
-    within the caliper window (searchsorted), so cost is O(n_t * window)."""
+    Every treated unit (visited in ``order_t``, ``ratio`` rounds) takes the available control
+    with the smallest squared distance :math:`\\lVert M_i - M_j \\rVert^2`; exactly tied
+    controls (e.g. identical covariates) are broken as MatchIt 4.7 does (:func:`_pick`), from
+    the sort order of the first column of ``M`` with ties in data order.
+
+    ``algorithm="brute"`` computes the distance to every control of the stratum inside the
+    caliper window of the score (cost: window size per treated unit, quadratic when the
+    caliper is wide). ``"kdtree"`` queries a k-d tree of the stratum's controls for the
+    ``k`` nearest (``k`` grows while none of them is usable), then collects *every* control
+    within the best usable distance (a ball query) and chooses among those exactly as the
+    brute path does, so both return the same pairs. ``"auto"`` uses the tree only where the
+    caliper window holds more than a few hundred controls.
+    """
+    from scipy.spatial import cKDTree
+
     n = d.size
+    rows = np.arange(n)
+    pos = np.empty(n, dtype=np.int64)
+    pos[np.argsort(M[:, 0], kind="stable")] = rows
     is_c = (~treat) & eligible
-    cidx = np.flatnonzero(is_c)
-    key = np.lexsort((cidx, d[cidx], stratum[cidx]))
-    cidx = cidx[key]
-    cs, cdist = stratum[cidx], d[cidx]
-    used = np.zeros(cidx.size, dtype=bool)
     cal = np.inf if caliper is None else float(caliper)
-    tp, cp, rd = [], [], []
-    active = list(order_t)
-    taken: dict[int, set] = {}
+    used = np.zeros(n, dtype=bool)
+    taken: dict[int, list] = {}
+    tp: list[int] = []
+    cp: list[int] = []
+    rd: list[int] = []
+    # per stratum: controls sorted by score (the caliper window) and a k-d tree in data order
+    cstr = stratum[is_c]
+    cpos = rows[is_c]
+    blocks: dict[int, tuple] = {}
+    for s in np.unique(stratum[order_t]):
+        c = cpos[cstr == s]
+        o = np.lexsort((c, d[c]))
+        blocks[int(s)] = (c[o], d[c[o]], c, None)
+    small = 256  # window below this: brute force is cheaper than a tree query
+
+    def tree_of(s: int):
+        cs, ds, c_data, tree = blocks[s]
+        if tree is None:
+            tree = cKDTree(M[c_data])
+            blocks[s] = (cs, ds, c_data, tree)
+        return tree
+
+    def ok(ti: int, c: np.ndarray) -> np.ndarray:
+        good = np.abs(d[c] - d[ti]) <= cal
+        if not replace:
+            good &= ~used[c]
+        for k in taken.get(ti, ()):
+            good &= c != k
+        return good
+
+    def choose(ti: int, cand: np.ndarray) -> int:
+        if cand.size == 1:
+            return int(cand[0])
+        dist = np.sum((M[cand] - M[ti]) ** 2, axis=1)
+        return int(cand[_pick(cand, dist, pos, int(pos[ti]))])
+
+    def brute(ti: int, cs: np.ndarray, ds: np.ndarray, a: int, b: int) -> int:
+        cand = cs[a:b]
+        cand = cand[ok(ti, cand)]
+        return choose(ti, cand) if cand.size else -1
+
+    K0 = 16
+    d_l = d.tolist()
+    used_l = [False] * n  # mirror of `used` for fast scalar access in the loop below
+    pre: dict[int, dict] = {}
+
+    def first_neighbours(s: int) -> dict:
+        """The K0 nearest controls of every treated unit of stratum ``s``, in one vectorised query."""
+        if s not in pre:
+            tree, c_data = tree_of(s), blocks[s][2]
+            t_in = order_t[stratum[order_t] == s]
+            kk = min(K0, c_data.size)
+            dd, ii = tree.query(M[t_in], k=kk)
+            dd, ii = dd.reshape(len(t_in), kk), ii.reshape(len(t_in), kk)
+            cc = c_data[ii]
+            pre[s] = {int(t_): (dd[j].tolist(), cc[j].tolist()) for j, t_ in enumerate(t_in)}
+        return pre[s]
+
+    def kdtree(ti: int, s: int, nwin: int, cs, ds, a, b) -> int:
+        tree = tree_of(s)
+        c_data = blocks[s][2]
+        # fast path: the precomputed K0 neighbours, checked in plain Python
+        dd0, cc0 = first_neighbours(s)[ti]
+        dti, tk, ul = d_l[ti], taken.get(ti, ()), used_l
+        valid = [j for j, c in enumerate(cc0)
+                 if abs(d_l[c] - dti) <= cal and (replace or not ul[c]) and c not in tk]
+        if valid:
+            cv = np.asarray([cc0[j] for j in valid], dtype=np.int64)
+            r2 = np.sum((M[cv] - M[ti]) ** 2, axis=1).min()
+            bound = math.sqrt(r2) * (1 + 1e-9) + 1e-12
+            if len(cc0) >= c_data.size or dd0[-1] > bound:
+                return choose(ti, np.asarray([cc0[j] for j in valid if dd0[j] <= bound], dtype=np.int64))
+        elif len(cc0) >= c_data.size:
+            return -1
+        k = 4 * K0
+        if k >= nwin:
+            return brute(ti, cs, ds, a, b)
+        while True:
+            kk = min(k, c_data.size)
+            dd, ii = tree.query(M[ti], k=kk)
+            dd, ii = np.atleast_1d(dd), np.atleast_1d(ii)
+            cand = c_data[ii]
+            good = ok(ti, cand)
+            if good.any():
+                r2 = np.sum((M[cand[good]] - M[ti]) ** 2, axis=1).min()
+                bound = math.sqrt(r2) * (1 + 1e-9) + 1e-12
+                # every control at least as close as the best usable one is among the k returned
+                # (the k-th is farther than the bound): choose among those exactly as brute force does
+                if kk >= c_data.size or dd[-1] > bound:
+                    return choose(ti, cand[good & (dd <= bound)])
+            elif kk >= c_data.size:
+                return -1
+            k *= 4
+            if k >= nwin:  # the tree would look at more controls than the caliper window holds
+                return brute(ti, cs, ds, a, b)
+
+    active = [int(t) for t in order_t]
     for r in range(ratio):
         still = []
         for ti in active:
-            lo = np.searchsorted(cs, stratum[ti], side="left")
-            hi = np.searchsorted(cs, stratum[ti], side="right")
+            cs, ds, c_data, _ = blocks[int(stratum[ti])]
             if np.isfinite(cal):
-                a = lo + np.searchsorted(cdist[lo:hi], d[ti] - cal, side="left")
-                b = lo + np.searchsorted(cdist[lo:hi], d[ti] + cal, side="right")
+                a = int(np.searchsorted(ds, d[ti] - cal, side="left"))
+                b = int(np.searchsorted(ds, d[ti] + cal, side="right"))
             else:
-                a, b = lo, hi
-            cand = np.arange(a, b)
-            if not replace:
-                cand = cand[~used[cand]]
-            if ti in taken:
-                cand = cand[~np.isin(cand, list(taken[ti]))]
-            if cand.size == 0:
+                a, b = 0, cs.size
+            nwin = b - a
+            if nwin == 0:
                 continue
-            dist = np.sum((M[cidx[cand]] - M[ti]) ** 2, axis=1)
-            k = int(cand[np.argmin(dist)])  # argmin: first = lowest (distance, row) on ties
+            if algorithm == "brute" or (algorithm == "auto" and nwin <= small):
+                k = brute(ti, cs, ds, a, b)
+            else:
+                k = kdtree(ti, int(stratum[ti]), nwin, cs, ds, a, b)
+            if k < 0:
+                continue
             tp.append(ti)
-            cp.append(int(cidx[k]))
+            cp.append(k)
             rd.append(r)
-            taken.setdefault(ti, set()).add(k)
+            taken.setdefault(ti, []).append(k)
             if not replace:
                 used[k] = True
+                used_l[k] = True
             still.append(ti)
         active = still
     return np.asarray(tp, dtype=np.int64), np.asarray(cp, dtype=np.int64), np.asarray(rd, dtype=np.int64)
 
 
+def _pivoted_cholesky(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Upper ``R`` and pivot ``piv`` with ``R'R = A[piv][:, piv]`` (LAPACK ``dpstrf``'s rule:
+    at each step the largest remaining diagonal, first on ties), as R's ``chol(pivot = TRUE)``."""
+    A = np.array(A, dtype="float64")
+    k = A.shape[0]
+    piv = np.arange(k)
+    R = np.zeros_like(A)
+    for j in range(k):
+        rem = np.array([A[piv[i], piv[i]] - np.sum(R[:j, i] ** 2) for i in range(j, k)])
+        q = j + int(np.argmax(rem))
+        if rem[q - j] <= 0:
+            break
+        piv[[j, q]] = piv[[q, j]]
+        R[:, [j, q]] = R[:, [q, j]]
+        R[j, j] = math.sqrt(rem[q - j])
+        for i in range(j + 1, k):
+            R[j, i] = (A[piv[j], piv[i]] - np.sum(R[:j, j] * R[:j, i])) / R[j, j]
+    return R, piv
+
+
+def _mahalanobis_coords(Z: np.ndarray, t: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """Coordinates whose squared Euclidean distances are Mahalanobis distances, as MatchIt 4.7
+    (``transform_covariates``): columns without variance dropped, scaled (all units), the pooled
+    within-group covariance of the units *not discarded* (each column centred on its group mean),
+    its inverse (a generalized inverse when near-singular) factored by a pivoted Cholesky.
+    """
+    Z = np.asarray(Z, dtype="float64")
+    var_ok = np.ptp(Z, axis=0) >= math.sqrt(np.finfo(float).eps) if len(Z) else np.zeros(Z.shape[1], bool)
+    Z = Z[:, var_ok]
+    if Z.shape[1] == 0:
+        raise ValueError("Mahalanobis matching: every matching variable has one value")
+    sd = Z.std(axis=0, ddof=1)
+    X = (Z - Z.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    C = X[eligible].copy()
+    te = t[eligible]
+    for g in (True, False):
+        if (te == g).any():
+            C[te == g] -= C[te == g].mean(axis=0)
+    S = C.T @ C / max(len(C) - 2, 1)
+    inv = None
+    if np.linalg.det(S) > 1e-8:
+        try:
+            inv = np.linalg.inv(S)
+        except np.linalg.LinAlgError:
+            inv = None
+    if inv is None:
+        U, dd, Vt = np.linalg.svd(S)
+        keep = dd > max(1e-8 * dd[0], 0)
+        inv = Vt[keep].T @ np.diag(1 / dd[keep]) @ U[:, keep].T
+    R, piv = _pivoted_cholesky(inv)
+    return X @ R[:, np.argsort(piv)].T
+
+
+# ============================================================================ coarsened exact matching
+
+def _coarsen(data: pd.DataFrame, covariates: Sequence[str], cutpoints: Any, table: str,
+             grouping: Mapping | None = None):
+    """Bin codes per covariate (MatchIt's ``cem_matchit``); returns (codes, dropped, bins).
+
+    ``grouping``: covariate -> list of lists of values that share one bin (MatchIt's
+    ``grouping``); such a covariate is matched on its groups, never cut numerically.
+    """
+    grouping = dict(grouping or {})
+    unknown = [k for k in grouping if k not in covariates]
+    if unknown:
+        raise ValueError(f"grouping: {unknown} are not covariates; covariates: {list(covariates)}")
+    if cutpoints is None or isinstance(cutpoints, (str, int, np.integer)):
+        default, per = ("sturges" if cutpoints is None else cutpoints), {}
+    elif isinstance(cutpoints, Mapping):
+        default, per = "sturges", dict(cutpoints)
+        unknown = [k for k in per if k not in covariates]
+        if unknown:
+            raise ValueError(f"cutpoints: {unknown} are not covariates; covariates: {list(covariates)}")
+    else:
+        raise ValueError("cutpoints must be None, 'sturges', a number of bins, or a mapping "
+                         f"covariate -> ('sturges' | number of bins | list of cut points); got {cutpoints!r}")
+    codes: dict[str, np.ndarray] = {}
+    dropped: list = []
+    bins: dict[str, Any] = {}
+    n = len(data)
+    for c in covariates:
+        s = data[c]
+        if c in grouping:
+            groups = grouping[c]
+            if not isinstance(groups, (list, tuple)) or not all(isinstance(g, (list, tuple)) for g in groups):
+                raise ValueError(f"grouping for {c!r} must be a list of lists of values; got {groups!r}")
+            sv = s.astype(str)
+            lab = sv.copy()
+            for g in groups:
+                lab[sv.isin([str(v) for v in g])] = "\x00" + str(g[0])
+            codes[c] = pd.factorize(lab, sort=True)[0]
+            bins[c] = "grouped"
+            continue
+        if _is_categorical(s):
+            if c in per:
+                raise ValueError(f"cutpoints: {c!r} is categorical (matched exactly); give cut points only "
+                                 "for numeric covariates")
+            codes[c] = pd.factorize(s.astype(str), sort=True)[0]
+            bins[c] = "exact"
+            continue
+        x = s.to_numpy(dtype="float64")
+        if n == 0 or np.ptp(x) == 0:
+            dropped.append((c, "constant"))
+            continue
+        spec = per.get(c, default)
+        if isinstance(spec, str):
+            if spec != "sturges":
+                raise ValueError(f"cutpoints for {c!r} must be 'sturges', a number of bins or a list of "
+                                 f"cut points; got {spec!r}")
+            k = int(math.ceil(math.log2(n) + 1))  # R nclass.Sturges
+        elif isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+            if spec < 1:
+                raise ValueError(f"cutpoints for {c!r}: number of bins must be >= 1; got {spec!r}")
+            k = int(spec)
+        elif isinstance(spec, (list, tuple, np.ndarray)) and len(spec) and all(
+                isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in spec):
+            k = None
+        else:
+            raise ValueError(f"cutpoints for {c!r} must be 'sturges', a number of bins or a list of cut "
+                             f"points; got {spec!r}")
+        if k is None:
+            interior = np.unique(np.asarray(spec, dtype="float64"))
+        else:
+            # k equal-width bins over the observed range, outer edges open (R: seq(min, max, length = k + 1))
+            interior = np.linspace(x.min(), x.max(), k + 1)[1:-1]
+        codes[c] = np.searchsorted(interior, x, side="right")  # R findInterval: [b_i, b_{i+1})
+        bins[c] = interior
+    return pd.DataFrame(codes, index=data.index), dropped, bins
+
+
+# ============================================================================ entropy balancing
+
+def _ebal_solve(C: np.ndarray, tol: float = 1e-11, maxit: int = 200) -> tuple[np.ndarray, float, bool]:
+    """Entropy-balancing weights for rows of ``C`` (already centred on the target) by Newton's method.
+
+    Minimises the convex dual :math:`f(\\lambda) = \\log \\sum_j \\exp(\\lambda' c_j)`; at its
+    minimum the weights :math:`p_j \\propto \\exp(\\lambda' c_j)` give :math:`\\sum_j p_j c_j = 0`.
+    Returns (weights summing to 1, largest |gradient|, converged).
+    """
+    k = C.shape[1]
+    lam = np.zeros(k)
+
+    def f(l):
+        e = C @ l
+        m = e.max()
+        return m + math.log(np.exp(e - m).sum())
+
+    fv = f(lam)
+    g = np.zeros(k)
+    for _ in range(maxit):
+        e = C @ lam
+        p = np.exp(e - e.max())
+        p /= p.sum()
+        g = p @ C
+        if np.abs(g).max() < tol:
+            return p, float(np.abs(g).max()), True
+        H = (C * p[:, None]).T @ C - np.outer(g, g)
+        try:
+            step = np.linalg.solve(H + 1e-14 * np.eye(k), g)
+        except np.linalg.LinAlgError:
+            step = np.linalg.lstsq(H, g, rcond=None)[0]
+        t = 1.0
+        while t > 1e-12:
+            new = lam - t * step
+            fn = f(new)
+            if fn <= fv - 1e-4 * t * float(g @ step) or fn < fv:
+                break
+            t /= 2
+        else:
+            break
+        lam, fv = new, fn
+    e = C @ lam
+    p = np.exp(e - e.max())
+    p /= p.sum()
+    g = p @ C
+    return p, float(np.abs(g).max()), bool(np.abs(g).max() < tol)
+
+
 _SPEC_CHOICES = {"method": METHODS, "ps_model": PS_MODELS, "discard": DISCARD, "m_order": M_ORDERS,
-                 "link": LINKS, "missing": MISSING}
+                 "link": LINKS, "missing": MISSING, "algorithm": ALGORITHMS, "estimand": ESTIMANDS}
+#: arguments of :func:`match` that only nearest-neighbour matching uses, with their defaults
+_NEAREST_ONLY = {"ratio": 1, "replace": False, "caliper": None, "distance": None, "mahalanobis": False,
+                 "mahvars": None, "discard": "none", "m_order": None, "reestimate": False}
 
 
 def _check_spec(**spec: Any) -> None:
@@ -762,7 +1125,7 @@ def _check_spec(**spec: Any) -> None:
     otherwise surface as a per-cohort failure instead of an error.
     """
     for name, allowed in _SPEC_CHOICES.items():
-        if name in spec:
+        if name in spec and not (name == "m_order" and spec[name] is None):
             _choice(name, spec[name], allowed)
     ratio = spec.get("ratio", 1)
     if not isinstance(ratio, (int, np.integer)) or isinstance(ratio, bool) or ratio < 1:
@@ -771,6 +1134,34 @@ def _check_spec(**spec: Any) -> None:
     if caliper is not None and (not isinstance(caliper, (int, float, np.floating, np.integer))
                                 or isinstance(caliper, bool) or not caliper > 0):
         raise ValueError(f"caliper must be a positive number or None; got {caliper!r}")
+    moments = spec.get("moments", 1)
+    if moments not in (1, 2) or isinstance(moments, bool):
+        raise ValueError(f"moments must be 1 (means) or 2 (means and variances); got {moments!r}")
+    method = spec.get("method", "nearest")
+    if method in ("cem", "ebal"):
+        bad = {k: spec[k] for k, v in _NEAREST_ONLY.items() if k in spec and spec[k] != v
+               and not (isinstance(v, bool) and spec[k] is False)}
+        if bad:
+            raise ValueError(f"method={method!r} does not use {sorted(bad)} (nearest-neighbour matching only); "
+                             f"got {bad}. Leave them at their defaults {[_NEAREST_ONLY[k] for k in sorted(bad)]}")
+    if spec.get("estimand", "ATT") != "ATT" and method != "nearest":
+        raise ValueError(f"estimand={spec['estimand']!r} is available for method='nearest' only; got method={method!r}")
+    for name in ("cutpoints", "grouping"):
+        if method != "cem" and spec.get(name) is not None:
+            raise ValueError(f"{name} is for method='cem' only; got method={method!r}")
+    if method != "ebal" and spec.get("moments", 1) != 1:
+        raise ValueError(f"moments is for method='ebal' only; got method={method!r}")
+
+
+def _resolve_m_order(m_order: str | None, mahalanobis: bool, mahvars: Sequence[str], caliper: float | None,
+                     discard: str, distance: str | None) -> str:
+    """MatchIt's default order: "data" when the score plays no part in matching (its
+    ``distance = "mahalanobis"``: Mahalanobis on the covariates, no caliper, no discard),
+    otherwise "largest" (a propensity score is the distance, also with ``mahvars``)."""
+    if m_order is not None:
+        return m_order
+    pure_mahalanobis = mahalanobis and not mahvars and caliper is None and discard == "none" and distance is None
+    return "data" if pure_mahalanobis else "largest"
 
 
 def match(
@@ -781,19 +1172,26 @@ def match(
     method: str = "nearest",
     ratio: int = 1,
     replace: bool = False,
-    caliper: float | None = 0.2,
+    caliper: float | None = None,
     ps_model: str = "logit",
     seed: int = 0,
     distance: str | None = None,
     mahalanobis: bool = False,
     discard: str = "none",
-    m_order: str = "largest",
+    m_order: str | None = None,
     std_caliper: bool = True,
     link: str = "logit",
     missing: str = "exclude",
     table: str = "df",
+    mahvars: Sequence[str] | str | None = None,
+    reestimate: bool = False,
+    estimand: str = "ATT",
+    cutpoints: Any = None,
+    grouping: Mapping | None = None,
+    moments: int = 1,
+    algorithm: str = "auto",
 ) -> Match:
-    """Greedy nearest-neighbour matching on the propensity score, as R MatchIt.
+    """Matching and weighting designs for the ATT, as R MatchIt (and WeightIt for ``"ebal"``).
 
     Parameters
     ----------
@@ -802,18 +1200,23 @@ def match(
     treatment : str
         0/1 (or boolean) treatment column; 1 = treated (the focal group, ATT).
     covariates : sequence of str
-        Covariates of the propensity model and of the balance table. Non-numeric
-        columns are categorical (dummies, first sorted level as reference).
+        Covariates of the propensity model (nearest), of the coarsening (cem) or of the
+        balance constraints (ebal), and of the balance table. Non-numeric columns are
+        categorical (dummies, first sorted level as reference; exact in cem).
     exact : str or sequence of str, optional
-        Columns whose combination defines strata within which units must match.
-    method : {"nearest"}
+        Columns whose combination defines strata within which units must match (ebal:
+        balance is reached within each stratum).
+    method : {"nearest", "cem", "ebal"}
+        Greedy nearest-neighbour matching (MatchIt ``"nearest"``), coarsened exact
+        matching (MatchIt ``"cem"``, Iacus, King & Porro 2012) or entropy balancing
+        (WeightIt ``"ebal"``, Hainmueller 2012).
     ratio : int
-        Controls per treated unit (k:1), matched in ``ratio`` rounds.
+        Controls per treated unit (k:1), matched in ``ratio`` rounds (nearest only).
     replace : bool
-        Whether a control may be matched to several treated units.
+        Whether a control may be matched to several treated units (nearest only).
     caliper : float or None
-        Maximum distance between matched units; ``None`` for no caliper. In SDs of
-        the distance when ``std_caliper`` (MatchIt's convention).
+        Maximum distance between matched units; ``None`` (MatchIt's default) for no
+        caliper. In SDs of the distance when ``std_caliper`` (MatchIt's convention).
     ps_model : {"logit", "gbm"}
         Propensity model; ignored when ``distance`` names a score column.
     seed : int
@@ -821,13 +1224,17 @@ def match(
     distance : str, optional
         Column with a user-given score used as the distance (no model is fitted).
     mahalanobis : bool
-        Match on the Mahalanobis distance of the covariates (pooled within-group
-        covariance) among controls within the score caliper (MatchIt ``mahvars``).
+        Match on the Mahalanobis distance of all covariates (pooled within-group
+        covariance of the units not discarded). With a caliper this is MatchIt's
+        ``mahvars = covariates`` (Mahalanobis within a score caliper); without caliper or
+        discard it is MatchIt's ``distance = "mahalanobis"``.
     discard : {"none", "both", "control", "treated"}
         Common-support rule on the score (MatchIt): drop units outside the range of
         the other group's scores before matching.
-    m_order : {"largest", "smallest", "data", "random"}
-        Order in which treated units choose their controls.
+    m_order : {"largest", "smallest", "data", "random"} or None
+        Order in which treated units choose their controls. ``None``: MatchIt's default,
+        ``"data"`` for plain Mahalanobis matching (no caliper, no discard, no
+        ``mahvars``), else ``"largest"``.
     std_caliper : bool
         Caliper in standard deviations of the distance (True) or in raw units.
     link : {"logit", "linear.logit"}
@@ -837,6 +1244,26 @@ def match(
         (default), or raise ``ValueError``.
     table : str
         Name of the table, used in error messages.
+    mahvars : str or sequence of str, optional
+        Match on the Mahalanobis distance of *these* columns (MatchIt ``mahvars``), within
+        the caliper of the propensity score estimated from ``covariates``.
+    reestimate : bool
+        Refit the propensity model on the units left after ``discard`` (MatchIt).
+    estimand : {"ATT", "ATC"}
+        nearest only: the focal group whose units each get matches (MatchIt's
+        ``estimand``): the treated (ATT) or the controls (ATC, default order
+        ``"smallest"``, balance standardised by the controls' SD).
+    cutpoints : None, "sturges", int or mapping, optional
+        cem only: bins per numeric covariate; ``None``/``"sturges"`` = Sturges' number of
+        equal-width bins, an int = that many bins, a mapping covariate -> (``"sturges"``,
+        number of bins or a list of cut points). Categorical covariates match exactly.
+    grouping : mapping, optional
+        cem only: covariate -> list of lists of values sharing a bin (MatchIt ``grouping``),
+        e.g. ``{"race": [["white", "hispan"], ["black"]]}``.
+    moments : {1, 2}
+        ebal only: balance means (1) or means and variances (2) of numeric covariates.
+    algorithm : {"auto", "kdtree", "brute"}
+        Search for Mahalanobis neighbours; every choice gives the same pairs.
 
     Returns
     -------
@@ -844,43 +1271,66 @@ def match(
 
     Notes
     -----
-    With distance :math:`d_i` (score), greedy matching visits treated units in
-    ``m_order`` and gives each the available control :math:`j` of its stratum
-    minimising :math:`|d_i - d_j|` subject to :math:`|d_i - d_j| \\le c\\,
-    \\mathrm{sd}(d)`. Weights are MatchIt's ATT weights (module docstring), so that
-    the weighted control mean estimates :math:`E[Y(0) \\mid T=1]` on the matched
-    sample.
+    *nearest*: with distance :math:`d_i` (score), greedy matching visits treated units
+    in ``m_order`` and gives each the available control :math:`j` of its stratum
+    minimising :math:`|d_i - d_j|` (or the Mahalanobis distance) subject to
+    :math:`|d_i - d_j| \\le c\\,\\mathrm{sd}(d)`. Weights are MatchIt's ATT weights
+    (module docstring).
+
+    *cem*: numeric covariates are cut into bins (R's ``findInterval`` on
+    :math:`k` equal-width bins over the range, Sturges: :math:`k = \\lceil \\log_2 n + 1\\rceil`),
+    strata are the combinations of bins, categories and ``exact`` values; strata holding
+    treated and control units are kept. Treated weight 1; control weight
+    :math:`n_{T,s}/n_{C,s}` in stratum :math:`s`, rescaled so matched controls' weights
+    average 1 (MatchIt's ``normalize = TRUE``).
+
+    *ebal*: control weights :math:`w_j = n_T\\,e^{\\lambda' x_j}/\\sum_k e^{\\lambda' x_k}`
+    with :math:`\\lambda` minimising the convex dual
+    :math:`\\log\\sum_j e^{\\lambda'(x_j - \\bar x_T)}` (Newton's method), so that
+    :math:`\\sum_j w_j x_j / n_T = \\bar x_T` exactly; they sum to :math:`n_T` as WeightIt's
+    ATT weights. Treated weight 1.
 
     Examples
     --------
     >>> rng = np.random.default_rng(1)
     >>> x = rng.normal(size=400)
     >>> df = pd.DataFrame({"x": x, "t": (rng.random(400) < 1 / (1 + np.exp(1.5 - x))).astype(int)})
-    >>> m = match(df, "t", ["x"], caliper=None)
+    >>> m = match(df, "t", ["x"])
     >>> int(m.counts().set_index("group").loc["treated", "unmatched"])
     0
+    >>> e = match(df, "t", ["x"], method="ebal")
+    >>> b = e.balance().set_index("variable")
+    >>> bool(abs(b.loc["x", "smd_after"]) < 1e-8)
+    True
     """
     _check_spec(method=method, ps_model=ps_model, discard=discard, m_order=m_order, link=link,
-                missing=missing, ratio=ratio, caliper=caliper)
+                missing=missing, ratio=ratio, caliper=caliper, algorithm=algorithm, replace=replace,
+                distance=distance, mahalanobis=mahalanobis, mahvars=mahvars, reestimate=reestimate,
+                cutpoints=cutpoints, grouping=grouping, moments=moments, estimand=estimand)
     if isinstance(covariates, str):
         covariates = [covariates]
     covariates = list(covariates)
     exact_l = [exact] if isinstance(exact, str) else list(exact or [])
+    mahvars_l = [mahvars] if isinstance(mahvars, str) else list(mahvars or [])
     if not covariates and distance is None:
         raise ValueError("covariates: give at least one covariate (or a distance column)")
-    need = [treatment, *covariates, *exact_l] + ([distance] if distance else [])
+    need = [treatment, *covariates, *exact_l, *[v for v in mahvars_l if v not in covariates]] + (
+        [distance] if distance else [])
     _require_columns(df, need, table)
     if not df.index.is_unique:
         raise ValueError(f"{table}: the index must be unique (one row per unit)")
 
     tr = _treatment_vector(df[treatment], table, treatment)
     design = _design(df, covariates)
-    check_cols = [c for c in [*covariates, *exact_l] + ([distance] if distance else [])]
+    check_cols = list(dict.fromkeys([*covariates, *exact_l, *mahvars_l] + ([distance] if distance else [])))
     na = pd.isna(tr) | df[check_cols].isna().any(axis=1).to_numpy()
     if distance:
         dv = pd.to_numeric(df[distance], errors="coerce").to_numpy(dtype="float64")
         na |= ~np.isfinite(dv)
     na |= ~np.isfinite(design.model.to_numpy(dtype="float64")).all(axis=1) if design.model.shape[1] else False
+    mah_design = _design(df, mahvars_l).model if mahvars_l else None
+    if mah_design is not None and mah_design.shape[1]:
+        na |= ~np.isfinite(mah_design.to_numpy(dtype="float64")).all(axis=1)
     if na.any():
         if missing == "error":
             bad_cols = [c for c in check_cols if df[c].isna().any()]
@@ -905,28 +1355,53 @@ def match(
         raise ValueError(f"{table}: no control units ({treatment} == 0) with complete data")
     Xm = design.model.loc[idx]
 
-    # ---------------- distance
-    dropped: list = []
-    coef = pd.Series(dtype="float64")
-    if distance:
-        dist = pd.to_numeric(df.loc[idx, distance]).to_numpy(dtype="float64")
-    elif ps_model == "logit":
-        X, names, dropped = _reduce_rank(Xm.to_numpy(dtype="float64"), list(Xm.columns))
-        sep = _separating(Xm[names], t.astype(int)) if names else []
-        eta, b, conv = _fit_logit(X, t.astype(float))
-        pt, pc = eta[t], eta[~t]
-        if sep or (pt.min() > pc.max()) or (pt.max() < pc.min()):
-            raise ValueError(
-                f"{table}: perfect separation: the propensity model separates treated and controls completely"
-                + (f"; covariate(s) that alone separate them: {sep}" if sep else "")
-                + ". Drop or coarsen these covariates, or use them as exact strata."
-            )
-        if not conv:
-            raise ValueError(f"{table}: the logistic propensity model did not converge in 25 IRLS iterations "
-                             "(quasi-separation?); check covariates " + str(names))
-        coef = pd.Series(b, index=["(Intercept)", *names])
-        dist = eta if link == "linear.logit" else 1.0 / (1.0 + np.exp(-eta))
+    # ---------------- strata
+    if exact_l:
+        # vectorised stratum code: one group number per combination (sorted, so deterministic)
+        stratum = df.loc[idx, exact_l].groupby(exact_l, sort=True, dropna=False, observed=True).ngroup().to_numpy(dtype=np.int64)
     else:
+        stratum = np.zeros(len(idx), dtype=np.int64)
+
+    common = dict(treatment=treatment, covariates=tuple(covariates), exact=tuple(exact_l), method=method,
+                  ps_model=ps_model, seed=seed, std_caliper=bool(std_caliper), link=link, excluded=excluded,
+                  _data=df, _design=design)
+    m_order_arg = m_order
+    if method == "cem":
+        return _match_cem(df, idx, t, stratum, covariates, cutpoints, grouping, table, common)
+    if method == "ebal":
+        return _match_ebal(idx, t, stratum, Xm, design, moments, table, common)
+
+    m_order = _resolve_m_order(m_order, mahalanobis, mahvars_l, caliper, discard, distance)
+    if estimand == "ATC" and m_order_arg is None and m_order == "largest":
+        m_order = "smallest"  # MatchIt: switch(estimand, ATC = "smallest", "largest")
+    f = t if estimand == "ATT" else ~t  # focal group: the units that each get matches
+
+    # ---------------- distance
+    def score(rows: np.ndarray):
+        """Distance for all units from a model fitted on ``rows``: (dist, coef, dropped)."""
+        if distance:
+            return pd.to_numeric(df.loc[idx, distance]).to_numpy(dtype="float64"), pd.Series(dtype="float64"), []
+        Xa = Xm.to_numpy(dtype="float64")
+        tt = t[rows]
+        if ps_model == "logit":
+            X, names, drop = _reduce_rank(Xa[rows], list(Xm.columns))
+            sep = _separating(Xm.iloc[np.flatnonzero(rows)][names], tt.astype(int)) if names else []
+            eta, b, conv = _fit_logit(X, tt.astype(float))
+            pt, pc = eta[tt], eta[~tt]
+            if sep or (pt.min() > pc.max()) or (pt.max() < pc.min()):
+                raise ValueError(
+                    f"{table}: perfect separation: the propensity model separates treated and controls completely"
+                    + (f"; covariate(s) that alone separate them: {sep}" if sep else "")
+                    + ". Drop or coarsen these covariates, or use them as exact strata."
+                )
+            if not conv:
+                raise ValueError(f"{table}: the logistic propensity model did not converge in 25 IRLS iterations "
+                                 "(quasi-separation?); check covariates " + str(names))
+            cf = pd.Series(b, index=["(Intercept)", *names])
+            eta_all = b[0] + Xm[names].to_numpy(dtype="float64") @ b[1:] if names else np.full(len(idx), b[0])
+            if rows.all():
+                eta_all = eta  # bit-identical to the fit itself
+            return (eta_all if link == "linear.logit" else 1.0 / (1.0 + np.exp(-eta_all))), cf, drop
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         from threadpoolctl import threadpool_limits
@@ -935,17 +1410,12 @@ def match(
         # OpenMP threads busy-wait; on small samples on a shared 2-core machine that costs
         # seconds per fit for no gain, so small fits run single-threaded
         with threadpool_limits(1 if len(Xm) < 100_000 else None):
-            clf.fit(Xm.to_numpy(dtype="float64"), t.astype(int))
-            p = clf.predict_proba(Xm.to_numpy(dtype="float64"))[:, 1]
+            clf.fit(Xa[rows], tt.astype(int))
+            p = clf.predict_proba(Xa)[:, 1]
         p = np.clip(p, 1e-12, 1 - 1e-12)
-        dist = np.log(p / (1 - p)) if link == "linear.logit" else p
+        return (np.log(p / (1 - p)) if link == "linear.logit" else p), pd.Series(dtype="float64"), []
 
-    # ---------------- strata
-    if exact_l:
-        # vectorised stratum code: one group number per combination (sorted, so deterministic)
-        stratum = df.loc[idx, exact_l].groupby(exact_l, sort=True, dropna=False, observed=True).ngroup().to_numpy(dtype=np.int64)
-    else:
-        stratum = np.zeros(len(idx), dtype=np.int64)
+    dist, coef, dropped = score(np.ones(len(idx), dtype=bool))
 
     # ---------------- common support (MatchIt discard)
     discarded = np.zeros(len(idx), dtype=bool)
@@ -956,27 +1426,30 @@ def match(
         if discard in ("both", "treated"):
             discarded |= t & ((dist < dc_.min()) | (dist > dc_.max()))
     eligible = ~discarded
+    if reestimate and discarded.any() and not distance:
+        # MatchIt's reestimate: the score of the units left is refitted on them alone
+        dist, coef, dropped = score(eligible)
 
     cal_w = None
     if caliper is not None:
         cal_w = float(caliper) * (float(np.std(dist[eligible], ddof=1)) if std_caliper else 1.0)
 
-    t_pos = np.flatnonzero(t & eligible)
+    t_pos = np.flatnonzero(f & eligible)
     order_t = t_pos[_order_treated(dist[t_pos], m_order, seed)]
-    if mahalanobis:
-        if not covariates:
-            raise ValueError("mahalanobis=True needs covariates")
-        Z = Xm.to_numpy(dtype="float64")
-        Z, _, _ = _reduce_rank(Z, list(Xm.columns))
-        Zt, Zc = Z[t], Z[~t]
-        S = ((np.cov(Zt, rowvar=False) * (Zt.shape[0] - 1) if Zt.shape[0] > 1 else 0)
-             + np.cov(Zc, rowvar=False) * (Zc.shape[0] - 1)) / max(len(Z) - 2, 1)
-        S = np.atleast_2d(S)
-        L = np.linalg.cholesky(np.linalg.inv(S))
-        M = Z @ L
-        tp, cp, rd = _nn_mahalanobis(M, dist, t, stratum, eligible, order_t, int(ratio), bool(replace), cal_w)
+    if mahalanobis or mahvars_l:
+        if mahvars_l:
+            Zdf = mah_design.loc[idx]
+        else:
+            if not covariates:
+                raise ValueError("mahalanobis=True needs covariates")
+            Zdf = Xm
+        Z = Zdf.to_numpy(dtype="float64")
+        # MatchIt: the covariance comes from the units that remain after discarding
+        M = _mahalanobis_coords(Z, t, eligible)
+        tp, cp, rd = _nn_mahalanobis(M, dist, f, stratum, eligible, order_t, int(ratio), bool(replace), cal_w,
+                                     algorithm)
     else:
-        tp, cp, rd = _nn_1d(dist, t, stratum, eligible, order_t, int(ratio), bool(replace), cal_w)
+        tp, cp, rd = _nn_1d(dist, f, stratum, eligible, order_t, int(ratio), bool(replace), cal_w)
 
     # ---------------- weights (MatchIt get_weights_from_mm, ATT)
     n = len(idx)
@@ -998,10 +1471,10 @@ def match(
     reason = np.full(n, "", dtype=object)
     status = np.where(w > 0, "matched", "unmatched").astype(object)
     status[discarded] = "discarded"
-    reason[discarded & t] = R_DISCARDED
-    un_t = np.flatnonzero(t & eligible & (k_t == 0))
+    reason[discarded & f] = R_DISCARDED
+    un_t = np.flatnonzero(f & eligible & (k_t == 0))
     if un_t.size:
-        c_el = np.flatnonzero((~t) & eligible)
+        c_el = np.flatnonzero((~f) & eligible)
         ck = np.lexsort((dist[c_el], stratum[c_el]))
         cs, cdd = stratum[c_el][ck], dist[c_el][ck]
         lo = np.searchsorted(cs, stratum[un_t], side="left")
@@ -1024,18 +1497,122 @@ def match(
     }, index=idx)
     units.loc[units["subclass"] == 0, "subclass"] = pd.NA
     if replace:
-        units.loc[~units["treated"], "subclass"] = pd.NA
+        units.loc[units["treated"] != f, "subclass"] = pd.NA
     pairs = pd.DataFrame({
         "treated_index": idx[tp], "control_index": idx[cp],
         "subclass": sub[tp] if tp.size else np.empty(0, dtype=np.int64), "round": rd + 1,
     })
     return Match(
-        treatment=treatment, covariates=tuple(covariates), exact=tuple(exact_l), method=method,
-        ratio=int(ratio), replace=bool(replace), caliper=caliper, ps_model=ps_model, seed=seed,
-        distance=distance, mahalanobis=bool(mahalanobis), discard=discard, m_order=m_order,
-        std_caliper=bool(std_caliper), link=link, caliper_width=cal_w, dropped_terms=tuple(dropped),
-        ps_coef=coef, units=units, pairs=pairs, excluded=excluded, _data=df, _design=design,
+        ratio=int(ratio), replace=bool(replace), caliper=caliper, distance=distance,
+        mahalanobis=bool(mahalanobis or mahvars_l), discard=discard, m_order=m_order, caliper_width=cal_w,
+        dropped_terms=tuple(dropped), ps_coef=coef, units=units, pairs=pairs, mahvars=tuple(mahvars_l),
+        estimand=estimand,
+        reestimate=bool(reestimate), algorithm=algorithm, **common,
     )
+
+
+def _weighting_match(idx, t, stratum, w, subclass, reason, common, dropped, **extra) -> Match:
+    """A :class:`Match` for designs without pairs or score (cem, ebal)."""
+    n = len(idx)
+    status = np.where(w > 0, S_MATCHED, S_UNMATCHED).astype(object)
+    units = pd.DataFrame({
+        "treated": t, "distance": np.full(n, np.nan), "discarded": np.zeros(n, dtype=bool), "weights": w,
+        "subclass": pd.array(np.where(subclass > 0, subclass, 0), dtype="Int64"), "stratum": stratum,
+        "status": status, "reason": reason,
+    }, index=idx)
+    units.loc[units["subclass"] == 0, "subclass"] = pd.NA
+    e = np.empty(0, dtype=np.int64)
+    pairs = pd.DataFrame({"treated_index": idx[e], "control_index": idx[e], "subclass": e, "round": e})
+    return Match(ratio=1, replace=False, caliper=None, distance=None, mahalanobis=False, discard="none",
+                 m_order="data", caliper_width=None, dropped_terms=tuple(dropped), ps_coef=pd.Series(dtype="float64"),
+                 units=units, pairs=pairs, **common, **extra)
+
+
+def _match_cem(df, idx, t, stratum, covariates, cutpoints, grouping, table, common) -> Match:
+    """Coarsened exact matching (MatchIt ``method = "cem"``, ``k2k = FALSE``)."""
+    codes, dropped, bins = _coarsen(df.loc[idx], covariates, cutpoints, table, grouping)
+    key = pd.concat([codes.reset_index(drop=True), pd.Series(stratum, name="__exact__")], axis=1)
+    cell = key.groupby(list(key.columns), sort=True).ngroup().to_numpy(dtype=np.int64)
+    n_cells = int(cell.max()) + 1 if cell.size else 0
+    n_t = np.bincount(cell[t], minlength=n_cells)
+    n_c = np.bincount(cell[~t], minlength=n_cells)
+    both = (n_t > 0) & (n_c > 0)
+    matched = both[cell]
+    # subclass numbers in order of first appearance among the group of the first row, as MatchIt's
+    # intersect(ex[treat == first], ex[treat == other])
+    g0 = t[0] if len(t) else True
+    first = pd.unique(cell[(t == g0) & matched])
+    sub_of = np.zeros(n_cells, dtype=np.int64)
+    sub_of[first] = np.arange(1, first.size + 1)
+    subclass = np.where(matched, sub_of[cell], 0)
+    w = np.zeros(len(idx))
+    w[t & matched] = 1.0
+    c = (~t) & matched
+    w[c] = n_t[cell[c]] / n_c[cell[c]]
+    if c.any():
+        w[c] *= c.sum() / w[c].sum()  # MatchIt normalize = TRUE: matched controls' weights average 1
+    reason = np.full(len(idx), "", dtype=object)
+    reason[t & ~matched] = R_NO_CELL
+    return _weighting_match(idx, t, stratum, w, subclass, reason, common, dropped,
+                            cutpoints=cutpoints, bins=MappingProxyType(bins), grouping=grouping)
+
+
+def _match_ebal(idx, t, stratum, Xm, design, moments, table, common) -> Match:
+    """Entropy balancing (WeightIt ``method = "ebal"``, ATT) within each exact stratum."""
+    const = [c for c in Xm.columns if np.ptp(Xm[c].to_numpy(dtype="float64")) == 0]
+    if const:
+        raise ValueError(f"{table}: entropy balancing: covariate column(s) {const} have one value for every "
+                         "unit; a constant has nothing to balance and makes the constraints singular. Leave it out.")
+    X, names, dropped = _reduce_rank(Xm.to_numpy(dtype="float64"), list(Xm.columns))
+    if moments == 2:
+        sq = [j for j, c in enumerate(names) if not design.binary.get(c, False)]
+        X = np.column_stack([X, X[:, sq] ** 2])
+        names = names + [f"{names[j]}^2" for j in sq]
+    w = np.zeros(len(idx))
+    reason = np.full(len(idx), "", dtype=object)
+    # rows grouped by stratum once (a mask per stratum would pass over all rows each time)
+    by = np.argsort(stratum, kind="stable")
+    sorted_s = stratum[by]
+    several = sorted_s.size > 0 and sorted_s[0] != sorted_s[-1]
+    for s in np.unique(stratum[t]):
+        rows = by[np.searchsorted(sorted_s, s, side="left"):np.searchsorted(sorted_s, s, side="right")]
+        ti, ci = rows[t[rows]], rows[~t[rows]]
+        if not ci.size:
+            reason[ti] = R_NO_STRATUM
+            continue
+        Xt, Xc = X[ti], X[ci]
+        target = Xt.mean(axis=0)
+        sd = Xc.std(axis=0)
+        sd = np.where(sd > 0, sd, 1.0)
+        cols = []
+        where = f" (exact stratum {int(s)})" if several else ""
+        for j, nm in enumerate(names):
+            lo, hi = Xc[:, j].min(), Xc[:, j].max()
+            if lo == hi:
+                if np.all(Xt[:, j] == lo):
+                    continue  # the same constant in both groups: balanced already
+            tol = 1e-12 * max(1.0, abs(target[j]))
+            if target[j] < lo - tol or target[j] > hi + tol or (lo == hi) or (
+                    (abs(target[j] - lo) <= tol or abs(target[j] - hi) <= tol) and not np.all(Xt[:, j] == target[j])):
+                raise ValueError(
+                    f"{table}: entropy balancing is infeasible{where}: the users' mean of {nm!r} ({target[j]:.6g}) "
+                    f"is not strictly inside the comparison firms' range [{lo:.6g}, {hi:.6g}]; no positive weights "
+                    "can reproduce it. Coarsen or drop the covariate, add exact strata, or use another design.")
+            cols.append(j)
+        C = (Xc[:, cols] - target[cols]) / sd[cols]
+        if C.shape[1]:
+            p, gmax, ok = _ebal_solve(C)
+            if not ok:
+                raise ValueError(
+                    f"{table}: entropy balancing is infeasible{where}: no positive weights on the comparison firms "
+                    f"reproduce the users' means of {[names[j] for j in cols]} (largest remaining standardised "
+                    f"difference {gmax:.3g}); the users' profile lies outside what the comparison firms span jointly.")
+        else:
+            p = np.full(ci.size, 1.0 / ci.size)
+        w[ti] = 1.0
+        w[ci] = p * ti.size  # WeightIt ATT: control weights sum to the number of treated units
+    return _weighting_match(idx, t, stratum, w, np.zeros(len(idx), dtype=np.int64), reason, common, dropped,
+                            moments=int(moments))
 
 
 # ============================================================================ effect
@@ -1055,18 +1632,19 @@ class Effect:
     n_clusters: int
     alpha: float
     vcov: str
+    estimand: str = "ATT"
 
     def tidy(self) -> pd.DataFrame:
         """One row: ``term, estimate, std_error, conf_low, conf_high, n_treated, n_control, n``."""
         return pd.DataFrame([{
-            "term": f"ATT({self.outcome})", "estimate": self.estimate, "std_error": self.std_error,
+            "term": f"{self.estimand}({self.outcome})", "estimate": self.estimate, "std_error": self.std_error,
             "conf_low": self.conf_low, "conf_high": self.conf_high, "n_treated": self.n_treated,
             "n_control": self.n_control, "n": self.n,
         }], columns=EFFECT_COLUMNS)
 
     def summary(self) -> str:
         lvl = int(round(100 * (1 - self.alpha)))
-        return (f"ATT on {self.outcome}: {self.estimate:.4g} (SE {self.std_error:.4g}, {self.vcov}; "
+        return (f"{self.estimand} on {self.outcome}: {self.estimate:.4g} (SE {self.std_error:.4g}, {self.vcov}; "
                 f"{lvl}% CI {self.conf_low:.4g} to {self.conf_high:.4g}); "
                 f"{self.n_treated} treated, {self.n_control} control units, {self.n_clusters} clusters")
 
@@ -1077,8 +1655,8 @@ class Effect:
         return self.tidy().to_html(index=False)
 
 
-def att(m: Match, outcome: str, alpha: float = 0.05) -> Effect:
-    """ATT as the weighted difference in means on the matched sample.
+def att(m: Match, outcome: str, alpha: float = 0.05, vcov: str = "auto") -> Effect:
+    """ATT as the weighted difference in means on the matched (or weighted) sample.
 
     Parameters
     ----------
@@ -1087,6 +1665,15 @@ def att(m: Match, outcome: str, alpha: float = 0.05) -> Effect:
         Column of the data given to :func:`match`.
     alpha : float
         1 - confidence level (normal critical value, as ``marginaleffects``).
+    vcov : {"auto", "CR1", "HC1", "HC3"}
+        Sandwich variance. ``"auto"`` follows MatchIt's vignette "Estimating Effects After
+        Matching" (4.7): cluster-robust by pair (``vcov = ~subclass``; sandwich's
+        ``vcovCL``, type HC1 for ``lm``: ``"CR1"``) after nearest-neighbour matching
+        *without* replacement; the robust ``"HC3"`` (``vcov = "HC3"``) where controls do
+        not belong to one pair: matching with replacement and coarsened exact matching
+        without k:k. Entropy balancing uses ``"HC3"`` too, treating the weights as fixed
+        (WeightIt's M-estimation correction for estimated weights is not applied).
+        ``"HC1"`` is the heteroskedasticity-robust SE with the :math:`n/(n-2)` factor.
 
     Returns
     -------
@@ -1099,15 +1686,14 @@ def att(m: Match, outcome: str, alpha: float = 0.05) -> Effect:
 
     .. math:: \\hat\\tau = \\frac{\\sum_{T} w_i y_i}{\\sum_T w_i} - \\frac{\\sum_C w_i y_i}{\\sum_C w_i}.
 
-    Its variance is the cluster-robust sandwich with pair membership (``subclass``)
-    as cluster, MatchIt's recommendation (``lm(y ~ treat, weights = weights)`` with
-    ``sandwich::vcovCL(cluster = ~subclass)``, type HC1):
+    With :math:`B = (X'WX)^{-1}`, :math:`u_i = w_i x_i \\hat e_i` and the leverage
+    :math:`h_i = w_i x_i' B x_i`:
 
-    .. math:: V = \\frac{G}{G-1}\\frac{n-1}{n-2}\\,(X'WX)^{-1}\\Big(\\sum_g u_g u_g'\\Big)(X'WX)^{-1},
-              \\quad u_g = \\sum_{i\\in g} w_i x_i \\hat e_i.
+    .. math:: V_{CR1} = \\frac{G}{G-1}\\frac{n-1}{n-2}\\,B\\Big(\\sum_g u_g u_g'\\Big)B,\\quad
+              V_{HC1} = \\frac{n}{n-2}\\,B\\Big(\\sum_i u_i u_i'\\Big)B,\\quad
+              V_{HC3} = B\\Big(\\sum_i \\frac{u_i u_i'}{(1-h_i)^2}\\Big)B,
 
-    With replacement controls belong to several pairs; then every unit is its own
-    cluster (HC1 robust SE), as MatchIt's vignette suggests in place of pair clustering.
+    :math:`u_g = \\sum_{i\\in g} u_i` over the units of pair :math:`g`.
 
     Examples
     --------
@@ -1115,11 +1701,19 @@ def att(m: Match, outcome: str, alpha: float = 0.05) -> Effect:
     >>> df = pd.DataFrame({"x": rng.normal(size=300)})
     >>> df["t"] = (rng.random(300) < 0.3).astype(int)
     >>> df["y"] = df["x"] + 2.0 * df["t"]
-    >>> round(att(match(df, "t", ["x"], caliper=None), "y").estimate) == 2
-    True
+    >>> e = att(match(df, "t", ["x"]), "y")
+    >>> round(e.estimate) == 2, e.vcov
+    (True, 'cluster-robust by pair (CR1)')
     """
     if not isinstance(m, Match):
         raise ValueError(f"m must be a Match (from reach.matching.match); got {type(m).__name__}")
+    _choice("vcov", vcov, VCOV_TYPES)
+    paired = m.method == "nearest" and not m.replace
+    if vcov == "auto":
+        vcov = "CR1" if paired else "HC3"
+    if vcov == "CR1" and not paired:
+        raise ValueError(f"vcov='CR1' clusters by matched pair, which needs nearest-neighbour matching without "
+                         f"replacement; got method={m.method!r}, replace={m.replace}. Use 'HC3' or 'HC1'.")
     _require_columns(m._data, [outcome], "matched data")
     md = m.matched_data()
     y = pd.to_numeric(md[outcome], errors="coerce").to_numpy(dtype="float64")
@@ -1133,27 +1727,35 @@ def att(m: Match, outcome: str, alpha: float = 0.05) -> Effect:
     XtWX = X.T @ (X * w[:, None])
     beta = np.linalg.solve(XtWX, X.T @ (w * y))
     e = y - X @ beta
-    if m.replace:
-        clusters = np.arange(len(y))
-        vtype = "HC1 robust"
-    else:
-        clusters = pd.factorize(md["subclass"].astype("Int64"))[0]
-        vtype = "cluster-robust by pair (CR1)"
-    G = int(clusters.max()) + 1
-    sc = X * (w * e)[:, None]
-    U = np.zeros((G, 2))
-    np.add.at(U, clusters, sc)
     bread = np.linalg.inv(XtWX)
     n = len(y)
-    adj = (G / (G - 1) if G > 1 else 1.0) * ((n - 1) / (n - 2) if n > 2 else 1.0)
-    V = adj * bread @ (U.T @ U) @ bread
+    sc = X * (w * e)[:, None]
+    if vcov == "CR1":
+        clusters = pd.factorize(md["subclass"].astype("Int64"))[0]
+        vtype = "cluster-robust by pair (CR1)"
+        G = int(clusters.max()) + 1
+        U = np.zeros((G, 2))
+        np.add.at(U, clusters, sc)
+        adj = (G / (G - 1) if G > 1 else 1.0) * ((n - 1) / (n - 2) if n > 2 else 1.0)
+        meat = U.T @ U
+    elif vcov == "HC1":
+        vtype, G = "HC1 robust", n
+        adj = n / (n - 2) if n > 2 else 1.0
+        meat = sc.T @ sc
+    else:
+        vtype, G = "HC3 robust", n
+        h = w * np.einsum("ij,jk,ik->i", X, bread, X)
+        u = sc / (1.0 - h)[:, None]
+        adj = 1.0
+        meat = u.T @ u
+    V = adj * bread @ meat @ bread
     se = float(math.sqrt(V[1, 1]))
     z = float(stats.norm.ppf(1 - alpha / 2))
     est = float(beta[1])
     return Effect(
         outcome=outcome, estimate=est, std_error=se, conf_low=est - z * se, conf_high=est + z * se,
         n_treated=int((T == 1).sum()), n_control=int((T == 0).sum()), n=n, n_clusters=G,
-        alpha=alpha, vcov=vtype,
+        alpha=alpha, vcov=vtype, estimand=m.estimand,
     )
 
 
@@ -1554,9 +2156,12 @@ class CohortMatch:
         -------
         pandas.DataFrame
             ``idname`` (as in the panel), ``cohort`` (int64), ``treated`` (int64 0/1),
-            ``weight`` (float64, the cohort's MatchIt ATT weight). Written by notebook
-            03 to ``work/<run>/matched_units.parquet`` (never ``output/``); a unit's
-            weight over cohorts is summed as in :meth:`unit_weights`.
+            ``weight`` (float64, the cohort's ATT weight: users 1; comparison firms
+            MatchIt's matching weights for ``"nearest"``, its stratum weights (mean 1)
+            for ``"cem"``, WeightIt's entropy-balancing weights (summing to the cohort's
+            users) for ``"ebal"``; firms with weight 0 are left out). Written by
+            notebook 03 to ``work/<run>/matched_units.parquet`` (never ``output/``); a
+            unit's weight over cohorts is summed as in :meth:`unit_weights`.
 
         Examples
         --------
@@ -1685,7 +2290,8 @@ def match_cohorts(
     cohorts : sequence of int, optional
         Cohorts to match (default: every ``g > 0`` in the panel).
     **match_kwargs
-        Passed to :func:`match` (ratio, replace, caliper, ps_model, seed, ...).
+        Passed to :func:`match` (method, ratio, replace, caliper, ps_model, seed, ...);
+        every ``method`` ("nearest", "cem", "ebal") works cohort by cohort.
 
     Returns
     -------
@@ -1718,6 +2324,9 @@ def match_cohorts(
     """
     _choice("control_group", control_group, CONTROL_GROUPS)
     _check_spec(**match_kwargs)
+    if match_kwargs.get("estimand", "ATT") != "ATT":
+        raise ValueError("match_cohorts estimates effects on each cohort's users: estimand must be 'ATT'; "
+                         f"got {match_kwargs['estimand']!r}")
     if not isinstance(anticipation, (int, np.integer)) or anticipation < 0:
         raise ValueError(f"anticipation must be a non-negative integer; got {anticipation!r}")
     covariates = [covariates] if isinstance(covariates, str) else list(covariates)
@@ -1819,16 +2428,15 @@ def love_plot(m: Match | CohortMatch | pd.DataFrame, threshold: float = SMD_THRE
     balance table with ``variable, smd_before, smd_after`` (e.g. the publishable,
     disclosure-checked copy; NaN values are not drawn). Returns a matplotlib Figure.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # a Figure object, not pyplot: a library must not switch (or depend on) the user's backend
+    from matplotlib.figure import Figure
 
     b = m if isinstance(m, pd.DataFrame) else m.balance()
     _require_columns(b, ["variable", "smd_before", "smd_after"], "balance table")
     b = b.iloc[::-1]
     y = np.arange(len(b))
-    fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(b) + 1.5))
+    fig = Figure(figsize=(6.5, 0.35 * len(b) + 1.5))
+    ax = fig.subplots()
     ax.scatter(np.abs(b["smd_before"]), y, marker="o", facecolors="white", edgecolors="black", label="before")
     ax.scatter(np.abs(b["smd_after"]), y, marker="o", color="black", label="after")
     ax.axvline(threshold, color="grey", linestyle="--", linewidth=1)
@@ -1862,6 +2470,9 @@ def overlap_data(m: Match | CohortMatch, bins: int = 20) -> pd.DataFrame:
         u = m.units[["treated", "distance", "weights"]].copy()
         u["unit"] = u.index
         u = u.reset_index(drop=True)
+    if not u["distance"].notna().any():
+        raise ValueError("overlap_data: this design has no propensity score (method 'cem' or 'ebal'); "
+                         "judge it by its balance table instead")
     lo, hi = float(np.nanmin(u["distance"])), float(np.nanmax(u["distance"]))
     if hi <= lo:
         hi = lo + 1.0
@@ -1883,10 +2494,7 @@ def overlap_plot(m: Match | CohortMatch | pd.DataFrame, bins: int = 20, title: s
     copy of a disclosure check of :func:`overlap_data`; NaN cells are left empty).
     Bars show the share of each group's units per bin. Returns a matplotlib Figure.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     if isinstance(m, pd.DataFrame):
         tab = m
@@ -1894,7 +2502,8 @@ def overlap_plot(m: Match | CohortMatch | pd.DataFrame, bins: int = 20, title: s
     else:
         od = overlap_data(m, bins=bins)
         tab = od.groupby(["phase", "group", "bin"], observed=True)["weight"].sum().rename("value").reset_index()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2, sharey=True)
     edges = np.sort(tab["bin"].unique())
     width = float(np.min(np.diff(edges))) if edges.size > 1 else 1.0
     for ax, phase in zip(axes, ("before", "after")):

@@ -94,6 +94,14 @@ def _choice(*allowed: str) -> Callable[[Any, dict], str | None]:
     return check
 
 
+def _match_methods(value: Any, _: dict) -> str | None:
+    allowed = ["nearest", "cem", "ebal"]
+    vals = [value] if isinstance(value, str) else list(value)
+    if not vals or any(v not in allowed for v in vals) or len(set(vals)) != len(vals):
+        return f"must be one of {allowed} or a list of distinct ones, got {value!r}"
+    return None
+
+
 def _subset(allowed: Iterable[str]) -> Callable[[Any, dict], str | None]:
     allowed = tuple(allowed)
 
@@ -240,7 +248,7 @@ SCHEMA: dict[str, Spec] = {
     "exclude_other_users": Spec(bool, "matching and effects leave out comparison firms that used another programme"),
     "covariates": Spec(list, "matching covariates (pre-treatment panel columns)", _subset(COVARIATES)),
     "exact": Spec(list, "exact-matching strata within each cohort", _subset(STRATA)),
-    "match_method": Spec(str, "matching method", _choice("nearest")),
+    "match_method": Spec((str, list), "matching design(s): nearest, cem or ebal; a list compares them (the first feeds notebook 04)", _match_methods),
     "ratio": Spec(int, "controls per treated firm", _ratio),
     "replace": Spec(bool, "match with replacement"),
     "caliper": Spec((int, float), "caliper in standard deviations of the propensity score (MatchIt default: the score itself, not its logit)", _positive),
