@@ -71,10 +71,10 @@ NAMES = {"tinl": "Trade and Innovate NL", "nlib": "NLinBusiness"}
 
 def test_comparison_leads_with_the_primary_and_explains_the_other_sample():
     c = compare_programmes(HEADS, ["nlib", "tinl"], names=NAMES, primary={"sample": "matched", "outcome": "log_exports"})
-    assert c.lead[0].startswith("NLinBusiness: exports about +1% higher") and "no detectable effect" in c.lead[0]
+    assert c.lead[0].startswith("NLinBusiness: change in exports after first use +1%") and "no detectable effect" in c.lead[0]
     tinl = c.lead[1]
     # exp(0.18)-1 = 19.7%, exp(0.12)-1 = 12.7%, exp(0.24)-1 = 27.1% (printed rounded)
-    assert "about +20% higher" in tinl and "+13% to +27%" in tinl and "270 users" in tinl and "an effect" in tinl
+    assert "first use +20%" in tinl and "+13% to +27%" in tinl and "270 users" in tinl and "an effect" in tinl
     assert c.derived["tinl.pct_change"]["value"] == pytest.approx(100 * math.expm1(0.18))
     (diff,) = c.differences  # NLiB's full-sample estimate is suppressed: nothing to compare
     assert diff.startswith("Trade and Innovate NL on all firms: +0.140") and "no detectable effect" in diff
@@ -100,8 +100,12 @@ def test_comparison_tables_have_fixed_columns_integers_and_no_code_names():
     for code in ("log_exports", "tinl", "nlib", "nan", "NaN", "None"):
         assert code not in text
     r = c.reach_table()
-    assert r.loc[r["indicator"] == "participations in the organiser's own region",
-                 "NLinBusiness: users"].item() == "suppressed"
+    own = r[r["indicator"] == "participations in the organiser's own region"]
+    assert own["NLinBusiness: users"].item() == "not measured"  # absent from the headline: not suppressed
+    assert own["Trade and Innovate NL: comparison group"].item() == "not measured"
+    heads = {**HEADS, "reach_nlib": {**HEADS["reach_nlib"], "share_exporter_before_users": None}}
+    r2 = compare_programmes(heads, ["nlib", "tinl"], names=NAMES).reach_table()
+    assert r2.loc[0, "NLinBusiness: users"] == "suppressed"  # recorded as null: suppressed
     assert r.loc[0, "Trade and Innovate NL: comparison group"] == "41%"
 
 

@@ -11,9 +11,11 @@ widths) are listed in ``derived`` with the quoted numbers they come from.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from reach import labels
@@ -295,6 +297,9 @@ class Comparison:
     reach: pd.DataFrame = field(repr=False)
     quoted: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     derived: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: (programme, indicator, "users"|"comparison") that the reach notebook did not measure at all
+    #: (e.g. own-region shares of a programme without regional activities), as opposed to suppressed.
+    not_measured: frozenset = frozenset()
 
     @property
     def sentences(self) -> tuple[str, ...]:
@@ -351,15 +356,15 @@ class Comparison:
         rows = []
         for stem, text in REACH_INDICATORS:
             sub = self.reach[self.reach["indicator"] == stem]
-            if sub[["users", "comparison"]].isna().all().all():
-                continue  # no programme recorded it (e.g. own region for programmes without activities)
+            if all((p, stem, "users") in self.not_measured for p in self.programmes):
+                continue  # no programme measures it
             row = {"indicator": text}
             for p in self.programmes:
                 r = sub[sub["programme"] == p]
-                u = r["users"].iloc[0] if len(r) else None
-                c = r["comparison"].iloc[0] if len(r) else None
-                row[f"{self.names[p]}: users"] = _share_text(u)
-                row[f"{self.names[p]}: comparison group"] = _share_text(c) if c is not None else "not measured"
+                for who, col in (("users", "users"), ("comparison group", "comparison")):
+                    v = r[col].iloc[0] if len(r) else None
+                    row[f"{self.names[p]}: {who}"] = ("not measured" if (p, stem, col) in self.not_measured
+                                                      else _share_text(v))
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -427,8 +432,8 @@ class Comparison:
         ax.set_yticks(ticks, names)
         ax.invert_yaxis()
         level = int(round(100 * (1 - self.alpha)))
-        ax.set_xlabel(f"change in exports (%), with {level}% confidence interval" if log_scale
-                      else f"effect on {labels.outcome(self.primary['outcome'])}, with {level}% confidence interval")
+        ax.set_xlabel(f"change in exports (%)\nwith {level}% confidence interval" if log_scale
+                      else f"effect on {labels.outcome(self.primary['outcome'])}\nwith {level}% confidence interval")
         ax.set_title("Effect per programme", fontsize=11)
         handles, hl = ax.get_legend_handles_labels()
         uniq = dict(zip(hl, handles))
@@ -444,7 +449,8 @@ class Comparison:
 
 
 def _isnum(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    # numbers.Real covers numpy scalars (a published count column is Int64); pd.NA is not Real
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)) and math.isfinite(x)
 
 
 def _num(x: Any, digits: int = 3, signed: bool = False) -> str:
@@ -509,7 +515,7 @@ def compare_programmes(headlines: Mapping[str, Any], programmes: Sequence[str], 
     ...      "simple_conf_low": 0.12, "simple_conf_high": 0.24, "detectable": True, "n_treated": 270.0}}}}}
     >>> c = compare_programmes(h, ["tinl"], names={"tinl": "TINL"})
     >>> c.lead[0]
-    'TINL: exports about +20% higher after first use (95% confidence interval +13% to +27%; +0.180 log points, +0.120 to +0.240), from 270 users on the matched sample: an effect.'
+    'TINL: change in exports after first use +20% (95% confidence interval +13% to +27%; +0.180 log points, +0.120 to +0.240), from 270 users on the matched sample: an effect.'
     """
     primary = dict(primary or {"sample": "matched", "outcome": "log_exports"})
     names = {p: (names or {}).get(p, p) for p in programmes}
@@ -531,6 +537,7 @@ def compare_programmes(headlines: Mapping[str, Any], programmes: Sequence[str], 
         return value
 
     rows, reach_rows = [], []
+    not_measured: set[tuple[str, str, str]] = set()
     for p in programmes:
         sec = section_name(headlines, "effects", p)
         outs = lookup(headlines, sec, "outcomes") or {}
@@ -550,10 +557,13 @@ def compare_programmes(headlines: Mapping[str, Any], programmes: Sequence[str], 
         rsec = section_name(headlines, "reach", p)
         n_firms = lookup(headlines, rsec, "n_firms")
         for stem, _ in REACH_INDICATORS:
-            u = lookup(headlines, rsec, f"{stem}_users")
-            if u is None:
-                u = lookup(headlines, rsec, stem)
-            c = lookup(headlines, rsec, f"{stem}_comparison")
+            node = headlines.get(rsec) or {}
+            key_u = f"{stem}_users" if f"{stem}_users" in node else stem
+            u, c = node.get(key_u), node.get(f"{stem}_comparison")
+            if key_u not in node:
+                not_measured.add((p, stem, "users"))
+            if f"{stem}_comparison" not in node:
+                not_measured.add((p, stem, "comparison"))
             reach_rows.append({"programme": p, "indicator": stem, "users": math.nan if u is None else u,
                                "comparison": math.nan if c is None else c,
                                "n_firms": math.nan if n_firms is None else n_firms})
@@ -584,7 +594,7 @@ def compare_programmes(headlines: Mapping[str, Any], programmes: Sequence[str], 
             pc = d(f"{p}.pct_change", pct_change(att), "100*(exp(b)-1)", [f"{sec}:{base}.{p_sample}.simple_att"])
             pl = d(f"{p}.pct_low", pct_change(lo), "100*(exp(l)-1)", [f"{sec}:{base}.{p_sample}.simple_conf_low"])
             ph = d(f"{p}.pct_high", pct_change(hi), "100*(exp(u)-1)", [f"{sec}:{base}.{p_sample}.simple_conf_high"])
-            lead.append(f"{names[p]}: exports about {_signed_pct(pc)} {'higher' if pc >= 0 else 'lower'} after first use "
+            lead.append(f"{names[p]}: change in exports after first use {_signed_pct(pc)} "
                         f"({level}% confidence interval {_signed_pct(pl)} to {_signed_pct(ph)}; "
                         f"{att:+.3f} log points, {lo:+.3f} to {hi:+.3f}){users}{where}: {verdict}.")
         else:
@@ -619,7 +629,7 @@ def compare_programmes(headlines: Mapping[str, Any], programmes: Sequence[str], 
             overlap = o_lo <= hi and lo <= o_hi
             if bool(o_det) != bool(det):
                 why.append("the two intervals overlap, so the estimates do not contradict each other: one interval "
-                           "just reaches zero and the other does not" if overlap else
+                           "includes zero and the other does not" if overlap else
                            "the intervals do not overlap: the choice of comparison group matters; quote the primary estimate")
         text += " It differs from the primary estimate because " + "; ".join(why) + "."
         differences.append(text)
@@ -651,4 +661,4 @@ def compare_programmes(headlines: Mapping[str, Any], programmes: Sequence[str], 
         "All numbers passed the run's disclosure checks; suppressed numbers are reported as suppressed.",
     )
     return Comparison(tuple(programmes), names, primary, alpha, tuple(lead), tuple(differences), tuple(reach_text),
-                      caveats, effects, reach, quoted, derived)
+                      caveats, effects, reach, quoted, derived, frozenset(not_measured))
