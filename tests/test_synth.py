@@ -499,7 +499,7 @@ def test_realism_of_committed_stub():
         assert gm["CN"] == max(gm.values()) and all(lo <= v <= hi for v in gm.values()), p
     assert 0.18 <= np.median(list(t.reach["nlib"]["share_gm_5y"].values())) <= 0.30
     assert min(t.cohort_sizes["tinl"].values()) >= 80
-    assert min(t.cohort_sizes["nlw"].values()) >= 60 and t.effects["nlw"]["simple"] == 0.0
+    assert min(t.cohort_sizes["nlw"].values()) >= 40 and t.effects["nlw"]["simple"] == 0.0
     assert t.n_firms - sum(t.n_users.values()) > 0.9 * t.n_firms  # a large never-treated pool
 
 

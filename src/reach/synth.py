@@ -554,10 +554,12 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
     cohort_tinl = np.array(_TINL_COHORTS)[r_firm.permutation(tinl.size) % len(_TINL_COHORTS)]
     g_tinl = np.zeros(n, dtype=np.int64)
     g_tinl[tinl] = cohort_tinl
-    # NLWorks: consortium members, disjoint from the other two, from their own stream
+    # NLWorks: consortium members, disjoint from the other two, from their own stream; selected
+    # only mildly on size, so that the large firms the other programmes' comparison groups need
+    # (their users are left out of each other's comparison groups) are not used up
     elig[nlib] = False
-    s_nlw = np.where(elig, 1.5 * lsz + 0.4 * z_instr + r_nlw.logistic(size=n), -np.inf)
-    nlw = top(s_nlw, max(6, round(0.025 * n)))
+    s_nlw = np.where(elig, 0.6 * lsz + 0.4 * z_instr + r_nlw.logistic(size=n), -np.inf)
+    nlw = top(s_nlw, max(6, round(0.015 * n)))
     cohort_nlw = np.array(_NLW_COHORTS)[r_nlw.permutation(nlw.size) % len(_NLW_COHORTS)]
 
     users = np.concatenate([tinl, nlib, nlw])
