@@ -117,7 +117,7 @@ def test_summary_numbers_equal_recorded_numbers(run):
     progs = load_params(PARAMS, check_files=False)["programmes"]
     assert {"panel", "summary"} | {f"{s}_{p}" for s in ("reach", "matching", "effects") for p in progs} <= set(heads)
     summary = heads["summary"]
-    assert summary["quoted"].get("reach") and summary["quoted"].get("effects")
+    assert all(summary["quoted"].get(f"{s}_{p}") for s in ("reach", "effects") for p in progs)
     for section, numbers in summary["quoted"].items():
         for key, value in numbers.items():
             assert lookup(heads, section, key) == value, f"summary quotes {section}.{key}={value}"
