@@ -130,6 +130,8 @@ def make_mini(root: Path) -> dict:
     params["first_year"], params["last_year"] = MINI_YEARS[0], MINI_YEARS[-1]
     params["inputs"]["trade"]["chunksize"] = 2      # many chunks: exercises streaming aggregation
     params["programmes"]["nlib"]["default_year"] = 2019
+    # the mini data set has the two programmes of the evaluation only (the stub adds NLWorks)
+    params["programmes"] = {k: v for k, v in params["programmes"].items() if k in ("nlib", "tinl")}
     return params
 
 
@@ -137,3 +139,27 @@ def make_mini(root: Path) -> dict:
 def mini_params(tmp_path) -> dict:
     """A fresh mini data set in tmp_path/data and its params."""
     return make_mini(tmp_path / "data")
+
+
+# The stub suite, run once per session and shared by the notebook-tier modules
+# (test_suite, test_reports); fewer bootstrap draws keep CI fast without changing what is exercised.
+SUITE_FAST = ["biters=199"]
+
+
+@pytest.fixture(scope="session")
+def stub_suite_run(tmp_path_factory):
+    from reach.runner import run_suite
+
+    base = tmp_path_factory.mktemp("suite")
+    return run_suite(STUB_YAML, overrides=SUITE_FAST, output_root=base / "output", work_root=base / "work",
+                     progress=False)
+
+
+@pytest.fixture(scope="session")
+def stub_suite_rerun(tmp_path_factory, stub_suite_run):
+    """A second run with the same parameters and data (reproducibility; compare of identical runs)."""
+    from reach.runner import run_suite
+
+    base = tmp_path_factory.mktemp("suite_again")
+    return run_suite(STUB_YAML, overrides=SUITE_FAST, output_root=base / "output", work_root=base / "work",
+                     progress=False, render=False)

@@ -87,6 +87,7 @@ class Files:
         self.instr = _read(d / "RVO" / "Achilles_instrumenten.sav")
         self.nlib = _read(d / "Programmas" / "NLiB_portaal.sav")
         self.tinl = _read(d / "Programmas" / "TINL_activiteiten.sav")
+        self.nlw = _read(d / "Programmas" / "NLWorks_consortia.sav")
 
 
 def _waterfall(rec: pd.DataFrame, key: list[str], files: Files, window: tuple[int, int]) -> pd.DataFrame:
@@ -116,8 +117,10 @@ def _recompute(files: Files, truth: dict) -> dict:
     window = (truth["first_year"], truth["last_year"])
     nl = files.nlib.assign(year=2019)
     tn = files.tinl.assign(year=pd.to_datetime(files.tinl["Datum"]).dt.year)
-    recs = {"nlib": _waterfall(nl, [], files, window), "tinl": _waterfall(tn, ["Activiteit_ID"], files, window)}
-    out = {"waterfall": {}, "n_users": {}, "cohort_sizes": {}, "reach": {}}
+    nw = files.nlw.assign(year=files.nlw["Startjaar"].astype(int))
+    recs = {"nlib": _waterfall(nl, [], files, window), "tinl": _waterfall(tn, ["Activiteit_ID"], files, window),
+            "nlw": _waterfall(nw, ["Consortium_ID"], files, window)}
+    out = {"waterfall": {}, "n_users": {}, "cohort_sizes": {}, "reach": {}, "target_group_before": {}}
     tr = files.trade
     exp_y = tr.groupby(["BE_ID", "year"])["Uitvoer"].sum()
     imp_y = tr.groupby(["BE_ID", "year"])["Invoer"].sum()
@@ -140,6 +143,8 @@ def _recompute(files: Files, truth: dict) -> dict:
         i_b = np.array([imp_y.get(k, 0.0) for k in keys])[has_row]
         emp_b = np.array([emp.get(k, np.nan) for k in keys])[has_row]
         nd_b = np.array([ndest.get(k, 0) for k in keys])[has_row]
+        out["target_group_before"][p] = pd.Series((emp_b >= 10) & (emp_b <= 250) & (nd_b >= 1) & (nd_b <= 5),
+                                                  index=g.index[has_row])
         gdf = g.rename("g").reset_index().rename(columns={"be_id": "BE_ID"})
         w = tr.merge(gdf, on="BE_ID")
         w = w[(w["year"] >= w["g"] - 5) & (w["year"] <= w["g"] - 1) & ((w["Uitvoer"] > 0) | (w["Invoer"] > 0))]
@@ -260,6 +265,9 @@ def test_files_columns_types_and_identifiers():
     assert meta.original_variable_types["Datum"].startswith("DATE")
     assert set(tn["Activiteit_type"]) == {"handelsmissie", "beurs", "webinar", "matchmaking"}
     assert set(tn["Organiserende_regio"]) <= set(pd.read_csv(ROOT / "src/reach/data/municipalities.csv")["province"])
+    nw, meta = pyreadstat.read_sav(str(STUB / "Programmas/NLWorks_consortia.sav"))
+    assert list(nw.columns) == ["KvK_nummer", "Consortium_ID", "Startjaar"]
+    assert set(nw["Startjaar"].astype(int)) == {2019, 2020, 2021}
     # every kind of mess of CONTRACTS section 1 is present
     raw = pd.concat([nl["KvK_nummer"], tn["KvK_nummer"]])
     assert raw.str.contains(" ").any() and raw.str.contains(r"\.").any() and (raw == "").any()
@@ -285,7 +293,7 @@ def test_linked_firms_are_the_treated_and_observed_exports_are_y1(small):
     files = Files(d, truth.to_dict())
     got = _recompute(files, truth.to_dict())
     po = truth.potential_outcomes
-    for p in ("nlib", "tinl"):
+    for p in ("nlib", "tinl", "nlw"):
         linked = got["linked_records"][p]
         g = linked[linked["bucket"] == "linked"].groupby("be_id")["year"].min()
         planted = po[po["programme"] == p].groupby("be_id")["cohort"].first()
@@ -303,7 +311,7 @@ def test_linked_firms_are_the_treated_and_observed_exports_are_y1(small):
 def test_planted_att_recomputed_from_potential_outcomes(small):
     _, truth = small
     po = truth.potential_outcomes
-    for p in ("tinl", "nlib"):
+    for p in ("tinl", "nlib", "nlw"):
         x = po[(po["programme"] == p) & (po["year"] >= po["cohort"])]
         x = x.assign(d=np.log1p(x["exports_1"]) - np.log1p(x["exports_0"]), e=x["year"] - x["cohort"])
         cells = x.groupby(["cohort", "year"])["d"].agg(["mean", "size"])
@@ -317,18 +325,48 @@ def test_planted_att_recomputed_from_potential_outcomes(small):
         assert truth.effects[p]["dynamic"] == pytest.approx({str(k): v for k, v in dyn.items()}, abs=1e-10)
     # NLiB has no effect; TINL's effect is the planted tau_e on the firm-years that export
     # (log1p(Y e^tau) - log1p(Y) = tau up to 1/Y, and Y is in the thousands of EUR)
-    assert all(r["att"] == 0.0 for r in truth.effects["nlib"]["att_gt"])
+    assert all(r["att"] == 0.0 for p in ("nlib", "nlw") for r in truth.effects[p]["att_gt"])
     x = po[(po["programme"] == "tinl") & (po["year"] >= po["cohort"])]
-    share = (x["exports_0"] > 0).groupby(x["year"] - x["cohort"]).mean()
-    for e, v in truth.effects["tinl"]["dynamic"].items():
-        assert v == pytest.approx(share[int(e)] * planted_effect(int(e)), abs=1e-3), e
+    e = x["year"] - x["cohort"]
+    want = ((x["exports_0"] > 0) * planted_effect(e, x["in_target_group"].to_numpy(bool))).groupby(e).mean()
+    for ev, v in truth.effects["tinl"]["dynamic"].items():
+        assert v == pytest.approx(want[int(ev)], abs=1e-3), ev
+
+
+@pytest.mark.parametrize("which", ["small", "committed"])
+def test_heterogeneity_rule_and_effects(which, small, request):
+    """The planted subgroup is what the files show in g-1, and its ATTs come from both potential outcomes."""
+    if which == "small":
+        d, t = small
+        truth = t.to_dict()
+        got = _recompute(Files(d, truth), truth)
+    else:
+        truth, _, got = request.getfixturevalue("committed")
+    het = truth["heterogeneity"]["tinl"]
+    assert het["by"] == "target_group_before" and "10 <= employees <= 250" in het["definition"]
+    tg = got["target_group_before"]["tinl"]
+    inside, outside = int(tg.sum()), int((~tg).sum())
+    assert het["n_users"] == {"inside target group": inside, "outside target group": outside}
+    assert min(inside, outside) >= 0.2 * len(tg)  # both groups large enough to estimate
+    simple = het["simple"]
+    assert simple["inside target group"] - simple["outside target group"] == pytest.approx(0.10, abs=0.03)
+    # the overall realised ATT is the firm-year weighted mix of the two groups
+    assert min(simple.values()) < truth["effects"]["tinl"]["simple"] < max(simple.values())
+    if which == "small":
+        po = t.potential_outcomes
+        x = po[(po["programme"] == "tinl") & (po["year"] >= po["cohort"])]
+        flag = x["be_id"].map(tg)
+        assert flag.notna().all() and (flag.to_numpy(bool) == x["in_target_group"].to_numpy(bool)).all()
+        d_ = np.log1p(x["exports_1"]) - np.log1p(x["exports_0"])
+        assert simple["inside target group"] == pytest.approx(d_[flag.to_numpy(bool)].mean(), abs=1e-10)
+        assert simple["outside target group"] == pytest.approx(d_[~flag.to_numpy(bool)].mean(), abs=1e-10)
 
 
 def test_other_outcomes_have_zero_effect_by_construction(small):
     """The effect is intensive only: exporter status and destinations equal under Y(0) and Y(1)."""
     _, truth = small
     po = truth.potential_outcomes
-    for p in ("tinl", "nlib"):
+    for p in ("tinl", "nlib", "nlw"):
         x = po[po["programme"] == p]
         assert ((x["exports_0"] > 0) == (x["exports_1"] > 0)).all()
         assert (x["n_dest_0"] == x["n_dest_1"]).all()
@@ -461,6 +499,7 @@ def test_realism_of_committed_stub():
         assert gm["CN"] == max(gm.values()) and all(lo <= v <= hi for v in gm.values()), p
     assert 0.18 <= np.median(list(t.reach["nlib"]["share_gm_5y"].values())) <= 0.30
     assert min(t.cohort_sizes["tinl"].values()) >= 80
+    assert min(t.cohort_sizes["nlw"].values()) >= 40 and t.effects["nlw"]["simple"] == 0.0
     assert t.n_firms - sum(t.n_users.values()) > 0.9 * t.n_firms  # a large never-treated pool
 
 

@@ -4,6 +4,7 @@
     python -m reach render --params params/stub.yaml [--show-code]
     python -m reach stub --out data_stub [--n-firms 10000] [--seed 0]
     python -m reach check-params params/nlib.yaml
+    python -m reach compare output/<run_a> output/<run_b> [--out DIR]
     python -m reach bench --sizes 10000,100000
     python -m reach clean
 """
@@ -28,6 +29,7 @@ make targets and their python -m reach equivalents (CBS Remote Access may have n
   make stub                python -m reach stub --out data_stub
   make bench               python -m reach bench --sizes 10000,100000
   make clean               python -m reach clean
+  (yearly monitoring)      python -m reach compare output/<run_a> output/<run_b>
   make test                python -m pytest -m "not slow"
 """
 
@@ -88,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench/results", help="folder for the results table and plot")
     bench.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True, help="also time peer packages when installed")
 
+    cmp_ = sub.add_parser("compare", help="compare two runs' headline numbers (yearly monitoring), differences flagged")
+    cmp_.add_argument("run_a", help="first run folder, e.g. output/stub_2023")
+    cmp_.add_argument("run_b", help="second run folder, e.g. output/stub_2024")
+    cmp_.add_argument("--out", default=None,
+                      help="folder for comparison.csv, differences.csv, comparison.md (default: output/compare/<a>_vs_<b>)")
+    cmp_.add_argument("--tolerance", type=float, default=1e-9, help="relative tolerance for 'same' (default 1e-9)")
+
     sub.add_parser("clean", help="remove output/ and work/")
     return p
 
@@ -106,11 +115,12 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         elif args.command == "render":
             from reach.params import load_params
-            from reach.runner import NOTEBOOKS, render_html
+            from reach.runner import executed_name, executed_names, render_html
 
             params = load_params(args.params, check_files=False)
             out = Path(args.output_root) / params["run_name"]
-            found = [out / "notebooks" / f"{n}.ipynb" for n in NOTEBOOKS if (out / "notebooks" / f"{n}.ipynb").is_file()]
+            stems = [executed_name(nb, p) for nb, p in executed_names(params)]
+            found = [out / "notebooks" / f"{n}.ipynb" for n in stems if (out / "notebooks" / f"{n}.ipynb").is_file()]
             if not found:
                 print(f"error: no executed notebooks in {out / 'notebooks'}; run `python -m reach run --params {args.params}` first",
                       file=sys.stderr)
@@ -134,6 +144,18 @@ def main(argv: list[str] | None = None) -> int:
             run_bench = load_bench_harness().run_bench
             sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
             run_bench(sizes, out_dir=args.out, peers=args.peers)
+        elif args.command == "compare":
+            from reach.compare import compare_runs
+
+            try:
+                res = compare_runs(args.run_a, args.run_b, tolerance=args.tolerance)
+            except FileNotFoundError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            out = Path(args.out) if args.out else Path("output") / "compare" / f"{Path(args.run_a).name}_vs_{Path(args.run_b).name}"
+            paths = res.write(out)
+            print(res.summary())
+            print("written: " + ", ".join(str(p) for p in paths))
         elif args.command == "clean":
             for folder in ("output", "work"):
                 shutil.rmtree(folder, ignore_errors=True)

@@ -231,6 +231,29 @@ def _programmes(value: Any, _: dict) -> str | None:
     return None
 
 
+def _analyse(value: Any, params: dict) -> str | None:
+    known = list((params.get("programmes") or {}).keys())
+    if value == "all":
+        return None
+    if isinstance(value, str) or not value:
+        return f"must be 'all' or a non-empty list of programme keys among {known}, got {value!r}"
+    bad = [v for v in value if v not in known]
+    return f"unknown programmes {bad}; known programmes: {known}" if bad else None
+
+
+def _primary(value: Any, params: dict) -> str | None:
+    need = ("sample", "outcome")
+    missing, extra = [k for k in need if k not in value], [k for k in value if k not in need]
+    if missing or extra:
+        return f"needs exactly the keys {list(need)}; missing {missing}, unknown {extra}"
+    if value["sample"] not in ("matched", "full"):
+        return f"sample must be one of ['matched', 'full'], got {value['sample']!r}"
+    outs = params.get("outcomes") or list(OUTCOMES)
+    if value["outcome"] not in outs:
+        return f"outcome must be one of the run's outcomes {list(outs)}, got {value['outcome']!r}"
+    return None
+
+
 SCHEMA: dict[str, Spec] = {
     "run_name": Spec(str, "name of the run: output goes to output/<run_name>/, panels to work/<run_name>/",
                      lambda v, _: None if re.fullmatch(r"[A-Za-z0-9_.-]+", v) else f"must be letters, digits, '_', '-', '.', got {v!r}"),
@@ -241,6 +264,8 @@ SCHEMA: dict[str, Spec] = {
     "programmes": Spec(dict, "participant lists per programme: path, column mapping, label, default_year", _programmes),
     "growth_markets": Spec(list, "ISO-2 codes of the growth markets", _iso2_list),
     "programme": Spec(str, "the programme that notebooks 02-05 analyse", _programme),
+    "analyse": Spec((str, list), "programmes the run analyses (02-04 once each, 05 side by side): 'all' or a list of keys", _analyse),
+    "primary": Spec(dict, "the primary estimate, declared in advance: {sample: matched|full, outcome: <outcome>}", _primary),
     "comparison_group": Spec(str, "reach comparison group", _choice("business_economy", "target_group")),
     "never_treated_only": Spec(bool, "comparison firms are never users of the programme"),
     "reach_window": Spec(int, "years before first use that count as 'before'", _positive),

@@ -23,8 +23,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from reach.params import load_params
 
-__all__ = ["NOTEBOOKS", "STAGES", "SuiteError", "notebook_dir", "notebook_parameters", "run_suite", "render_html", "RunResult",
-           "scan_output", "panel_stage_needed"]
+__all__ = ["NOTEBOOKS", "STAGES", "PER_PROGRAMME", "SuiteError", "notebook_dir", "notebook_parameters", "run_suite",
+           "render_html", "RunResult", "analysed_programmes", "executed_name", "executed_names", "scan_output",
+           "panel_stage_needed"]
 
 log = logging.getLogger("reach.runner")
 
@@ -38,9 +39,54 @@ STAGES: dict[str, tuple[str, ...]] = {
     "effects": ("04_effects",),
     "summary": ("05_summary",),
 }
+#: Notebooks executed once per analysed programme (``programme=<key>``); their executed copies,
+#: HTML files and disclosure-report rows are named ``<notebook>_<key>`` (docs/CONTRACTS.md section 7).
+PER_PROGRAMME: tuple[str, ...] = ("02_reach", "03_matching", "04_effects")
 #: Packages whose versions go into the manifest.
 MANIFEST_PACKAGES = ("reach", "numpy", "pandas", "scipy", "scikit-learn", "statsmodels", "linearmodels",
                      "matplotlib", "seaborn", "pyreadstat", "pyarrow", "papermill", "nbconvert")
+
+
+def analysed_programmes(params: Mapping[str, Any]) -> list[str]:
+    """Programme keys a run analyses: ``analyse`` (``"all"``: every key of ``programmes``, in file order).
+
+    Examples
+    --------
+    >>> analysed_programmes({"programmes": {"nlib": {}, "tinl": {}}, "analyse": "all"})
+    ['nlib', 'tinl']
+    >>> analysed_programmes({"programmes": {"nlib": {}, "tinl": {}}, "analyse": ["tinl"]})
+    ['tinl']
+    """
+    known = list(params.get("programmes") or {})
+    chosen = params.get("analyse", "all")
+    if chosen == "all":
+        return known
+    bad = [c for c in chosen if c not in known]
+    if bad:
+        raise ValueError(f"analyse: unknown programmes {bad}; known programmes: {known}")
+    return list(chosen)
+
+
+def executed_name(notebook: str, programme: str | None = None) -> str:
+    """Stem of an executed notebook: ``02_reach_tinl`` for per-programme notebooks, else the notebook's name.
+
+    Examples
+    --------
+    >>> executed_name("02_reach", "tinl"), executed_name("05_summary", "tinl")
+    ('02_reach_tinl', '05_summary')
+    """
+    return f"{notebook}_{programme}" if notebook in PER_PROGRAMME and programme else notebook
+
+
+def executed_names(params: Mapping[str, Any], notebooks: Sequence[str] = NOTEBOOKS) -> list[tuple[str, str | None]]:
+    """``(notebook, programme or None)`` in execution order: each per-programme notebook for every analysed programme."""
+    out: list[tuple[str, str | None]] = []
+    for nb in notebooks:
+        if nb in PER_PROGRAMME:
+            out.extend((nb, p) for p in analysed_programmes(params))
+        else:
+            out.append((nb, None))
+    return out
 
 
 class SuiteError(RuntimeError):
@@ -330,23 +376,26 @@ def run_suite(
         for stale in ("disclosure_report.csv", "manifest.json"):
             (output_dir / stale).unlink(missing_ok=True)
     else:
-        _drop_report_rows(output_dir, names)
+        _drop_report_rows(output_dir, [executed_name(nb, p) for nb, p in executed_names(params, names)])
 
     nb_dir = notebook_dir()
     injected = {"output_dir": str(output_dir), "work_dir": str(work_dir)}
     executed: list[Path] = []
     html: list[Path] = []
     seconds: dict[str, float] = {}
-    for i, name in enumerate(names, 1):
-        source = nb_dir / f"{name}.ipynb"
+    jobs = executed_names(params, names)
+    for i, (notebook, prog) in enumerate(jobs, 1):
+        source = nb_dir / f"{notebook}.ipynb"
         declared = notebook_parameters(source)
-        passed = {k: v for k, v in {**params, **injected}.items() if k in declared}
+        per_run = {"programme": prog} if prog else {}
+        passed = {k: v for k, v in {**params, **injected, **per_run}.items() if k in declared}
+        name = executed_name(notebook, prog)
         # executed under work/ first: a failing notebook can quote microdata (error examples) and
         # must never land in output/, which goes to output checking
         target = work_dir / "notebooks" / f"{name}.ipynb"
         target.parent.mkdir(parents=True, exist_ok=True)
         published = output_dir / "notebooks" / f"{name}.ipynb"
-        print(f"[{i}/{len(names)}] {name} ...", flush=True)
+        print(f"[{i}/{len(jobs)}] {name} ...", flush=True)
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(str(source), str(target), parameters=passed, progress_bar=progress,
@@ -362,7 +411,7 @@ def run_suite(
         _copy(target, published)
         target = published
         seconds[name] = round(time.perf_counter() - t0, 1)
-        print(f"[{i}/{len(names)}] {name} done in {seconds[name]:.1f} s", flush=True)
+        print(f"[{i}/{len(jobs)}] {name} done in {seconds[name]:.1f} s", flush=True)
         executed.append(target)
         if render:
             html.append(render_html(target, output_dir / f"{name}.html", show_code=bool(params.get("show_code"))))
@@ -375,7 +424,8 @@ def run_suite(
         "run_name": run,
         "params_file": str(Path(params_path).resolve()),
         "parameters": params,
-        "notebooks": names,
+        "notebooks": [executed_name(nb, p) for nb, p in executed_names(params, names)],
+        "programmes": analysed_programmes(params),
         "seconds": seconds,
         "seeds": {"seed": params.get("seed")},
         "started": started.isoformat(timespec="seconds"),

@@ -54,7 +54,11 @@ outcome model then misfits the strongly non-linear entry and exit terms.)
 
 TINL (cohorts 2018-2021, equal sizes) raises the exports of exporting users by
 the factor :math:`\\exp(\\tau_e)`, :math:`\\tau_e = 0.10 + 0.05 \\min(e, 3)` at
-event time :math:`e = t - g \\ge 0`; NLiB (all cohort 2019) has no effect. Both
+event time :math:`e = t - g \\ge 0`, plus 0.10 for users inside the programme's
+target group in ``g - 1`` (the one planted subgroup effect, ``truth.json``
+``heterogeneity``); NLiB (all cohort 2019) and NLWorks (sector consortia,
+project start years 2019-2021, ``Programmas/NLWorks_consortia.sav``) have no
+effect. Both
 potential outcomes share every random draw except this multiplier, so the
 effect is on the intensive margin only: the true ATT on ``exporter`` and
 ``n_dest`` is exactly 0 (``truth.json``: ``effects.<programme>.other_outcomes``).
@@ -80,6 +84,16 @@ _BUCKETS = ("invalid_kvk", "duplicate_record", "outside_window", "kvk_not_found"
 _TINL_COHORTS = (2018, 2019, 2020, 2021)
 _TINL_LAST_ACTIVITY_YEAR = 2022  # programme ran 2017-2022; first use only in the cohort years
 _NLIB_YEAR = 2019  # default_year of the portal list (it has no dates)
+_NLW_COHORTS = (2019, 2020, 2021)  # NLWorks: project start years of the sector consortia
+_NLW_FILE = "NLWorks_consortia.sav"
+# Heterogeneity planted for issue 15: TINL's effect is this much larger (log points) for
+# users inside the programme's target group in the year before first use.
+_HET_EXTRA = 0.10
+_HET_RULE = "target_group_before"
+_HET_DEFINITION = ("inside the target group in the year before first use (g-1): 10 <= employees <= 250 "
+                   "and 1 <= number of export destinations <= 5 (register employees, IHG destinations "
+                   "with exports > 0 in g-1)")
+_HET_LABELS = ("inside target group", "outside target group")
 _STALE_YEAR = 2019  # year delivered twice: V1 stale, V2 correct
 _GEONOM_UNTIL = 2015  # trade files up to this year code countries as GEONOM numbers
 
@@ -132,25 +146,32 @@ _GK_LOWER = np.array([0, 1, 2, 3, 5, 10, 20, 50, 100, 150, 200, 250, 500, 1000, 
 _GK_CODE = np.array(["00", "10", "21", "22", "30", "40", "50", "60", "71", "72", "81", "82", "91", "92", "93"])
 
 
-def planted_effect(event_time) -> np.ndarray:
+def planted_effect(event_time, in_target_group=False) -> np.ndarray:
     """Planted TINL effect on log exports at event time ``e = t - g``.
 
     Parameters
     ----------
     event_time : array-like of int
+    in_target_group : bool or array-like of bool, default False
+        Whether the user was inside the programme's target group in ``g - 1``
+        (the planted heterogeneity, ``truth.json`` key ``heterogeneity``).
 
     Returns
     -------
     numpy.ndarray
-        :math:`\\tau_e = 0.10 + 0.05 \\min(e, 3)` for ``e >= 0``, 0 before.
+        :math:`\\tau_e = 0.10 + 0.05 \\min(e, 3) + 0.10\\,T` for ``e >= 0``
+        (``T = 1`` inside the target group), 0 before.
 
     Examples
     --------
     >>> planted_effect([-1, 0, 1, 5]).round(2).tolist()
     [0.0, 0.1, 0.15, 0.25]
+    >>> planted_effect([-1, 0], in_target_group=True).round(2).tolist()
+    [0.0, 0.2]
     """
     e = np.asarray(event_time)
-    return np.where(e >= 0, 0.10 + 0.05 * np.minimum(np.maximum(e, 0), 3), 0.0)
+    extra = _HET_EXTRA * np.asarray(in_target_group, dtype=float)
+    return np.where(e >= 0, 0.10 + 0.05 * np.minimum(np.maximum(e, 0), 3) + extra, 0.0)
 
 
 @dataclass(frozen=True)
@@ -188,6 +209,7 @@ class Truth:
     effects: dict
     reach: dict
     population: dict
+    heterogeneity: dict = field(default_factory=dict)
     potential_outcomes: pd.DataFrame | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
@@ -234,10 +256,10 @@ def read_truth(path: str | Path) -> Truth:
         p = p / "truth.json"
     d = json.loads(p.read_text(encoding="utf-8"))
     names = [f.name for f in fields(Truth) if f.name != "potential_outcomes"]
-    missing = [k for k in names if k not in d]
+    missing = [k for k in names if k not in d and k != "heterogeneity"]
     if missing:
         raise ValueError(f"{p}: truth file lacks keys {missing}; it has {sorted(d)}")
-    return Truth(**{k: d[k] for k in names})
+    return Truth(**{k: d[k] for k in names if k in d})
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -444,7 +466,7 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
     >>> with tempfile.TemporaryDirectory() as d:
     ...     truth = make_stub(d, n_firms=1_000, seed=1)
     ...     sorted(p.name for p in (Path(d) / "Programmas").iterdir())
-    ['NLiB_portaal.sav', 'TINL_activiteiten.sav']
+    ['NLWorks_consortia.sav', 'NLiB_portaal.sav', 'TINL_activiteiten.sav']
     >>> sorted(truth.cohort_sizes["tinl"])
     ['2018', '2019', '2020', '2021']
     >>> truth.effects["nlib"]["simple"]
@@ -460,7 +482,9 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
     n = int(n_firms)
     years = np.arange(first_year, last_year + 1)
     ss = np.random.SeedSequence(seed)
-    r_firm, r_trade, r_part, r_instr, r_year = (np.random.default_rng(s) for s in ss.spawn(5))
+    # the sixth stream (NLWorks) was added later: spawned children are keyed by index,
+    # so the first five streams, and every file drawn from them, are unchanged
+    r_firm, r_trade, r_part, r_instr, r_year, r_nlw = (np.random.default_rng(s) for s in ss.spawn(6))
     year_rngs = [np.random.default_rng(s) for s in np.random.SeedSequence([seed, 1]).spawn(len(years))]
 
     countries = pd.read_csv(resources.files("reach").joinpath("data/countries.csv"), dtype=str)
@@ -530,10 +554,19 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
     cohort_tinl = np.array(_TINL_COHORTS)[r_firm.permutation(tinl.size) % len(_TINL_COHORTS)]
     g_tinl = np.zeros(n, dtype=np.int64)
     g_tinl[tinl] = cohort_tinl
+    # NLWorks: consortium members, disjoint from the other two, from their own stream; selected
+    # only mildly on size, so that the large firms the other programmes' comparison groups need
+    # (their users are left out of each other's comparison groups) are not used up
+    elig[nlib] = False
+    s_nlw = np.where(elig, 0.6 * lsz + 0.4 * z_instr + r_nlw.logistic(size=n), -np.inf)
+    nlw = top(s_nlw, max(6, round(0.015 * n)))
+    cohort_nlw = np.array(_NLW_COHORTS)[r_nlw.permutation(nlw.size) % len(_NLW_COHORTS)]
 
-    users = np.concatenate([tinl, nlib])
-    user_prog = np.array(["tinl"] * tinl.size + ["nlib"] * nlib.size)
-    user_g = np.concatenate([cohort_tinl, np.full(nlib.size, _NLIB_YEAR)])
+    users = np.concatenate([tinl, nlib, nlw])
+    user_prog = np.array(["tinl"] * tinl.size + ["nlib"] * nlib.size + ["nlw"] * nlw.size)
+    user_g = np.concatenate([cohort_tinl, np.full(nlib.size, _NLIB_YEAR), cohort_nlw])
+    # target-group membership of TINL users in g-1, set in the yearly loop when g-1 is drawn
+    tg_tinl = np.zeros(n, dtype=bool)
     upos = np.full(n, -1)
     upos[users] = np.arange(users.size)
 
@@ -648,7 +681,7 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
         logy0 = (mu + gam + _KAPPA * (lsz - _L_CENTRE) * (y - first_year) + eps
                  - _ENTRY_DISCOUNT * x_new)
         y0 = np.where(alive & x_on, np.exp(logy0), 0.0)
-        tau = np.where(g_tinl > 0, planted_effect(y - g_tinl), 0.0)
+        tau = np.where(g_tinl > 0, planted_effect(y - g_tinl, tg_tinl), 0.0)
         y1 = y0 * np.exp(tau)
         m_tot = np.where(alive & m_on, np.exp(nu + 0.7 * gam + ry.normal(0, 0.3, size=n)), 0.0)
 
@@ -688,6 +721,10 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
         g_rows = ut_rows[is_gm[ut_rows] & ((xv[ut_rows] > 0) | (mv[ut_rows] > 0))]
         U_gm[k, t_user[g_rows], gm_col[t_cty[g_rows]]] = True
         U_emp[k] = emp[users]
+        # the heterogeneity rule is observed in g-1, before the effect starts
+        nxt = np.flatnonzero(g_tinl[users] == y + 1)
+        tg_tinl[users[nxt]] = ((U_emp[k, nxt] >= 10) & (U_emp[k, nxt] <= 250)
+                               & (U_ndest[k, nxt] >= 1) & (U_ndest[k, nxt] <= 5))
 
         # instrument registrations (clean KvK, primary number)
         cnt = ry.poisson(lam_instr[ai])
@@ -704,7 +741,7 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
     del ins, instr_parts
 
     # ---------------------------------------------------------------- participants
-    wf = {p: dict.fromkeys(_BUCKETS, 0) for p in ("nlib", "tinl")}
+    wf = {p: dict.fromkeys(_BUCKETS, 0) for p in ("nlib", "tinl", "nlw")}
     def firm_kvk_pick(fi, r):
         """One of each firm's KvK numbers (enterprise groups register with any of them)."""
         return kvk_all[kvk_first[fi] + np.floor(r.random(fi.size) * n_kvk[fi]).astype(int)]
@@ -824,6 +861,41 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
         "Persoon_ID": _obj(_ids("P", r_part.permutation(t_act.size) + 1, 7)),
     })
     _write_sav(tinl_df, out / "Programmas" / "TINL_activiteiten.sav", formats={"Datum": "DATE11"})
+
+    # NLWorks consortia: one row per member firm and consortium, with the project start
+    # year; some firms join a second, later consortium; some members are registered twice
+    n_cons = max(6, round(nlw.size / 8))
+    c_year = np.array(_NLW_COHORTS)[np.arange(n_cons) % len(_NLW_COHORTS)]
+    c_id = _ids("NLW-", np.arange(1, n_cons + 1), 4)
+    def consortium_of(yrs):
+        cand = [np.flatnonzero(c_year == y_) for y_ in yrs]
+        return np.array([c[r_nlw.integers(0, c.size)] for c in cand], dtype=np.int64)
+    w_first = consortium_of(cohort_nlw)
+    second = r_nlw.random(nlw.size) < 0.2
+    later = np.minimum(cohort_nlw[second] + 1 + r_nlw.integers(0, 2, size=int(second.sum())), max(_NLW_COHORTS))
+    w_f = np.concatenate([nlw, nlw[second]])
+    w_c = np.concatenate([w_first, consortium_of(later)])
+    _, keep_first = np.unique(w_f * n_cons + w_c, return_index=True)
+    keep_first = np.sort(keep_first)
+    w_f, w_c = w_f[keep_first], w_c[keep_first]
+    w_k = firm_kvk_pick(w_f, r_nlw)
+    twice = r_nlw.random(w_f.size) < 0.05
+    wf["nlw"]["linked"] = int(w_f.size)
+    wf["nlw"]["duplicate_record"] = int(twice.sum())
+    k_inv, k_nf = (max(2, round(c * w_f.size)) for c in (0.02, 0.03))
+    nf_pool = _kvk_str(_unique_ints(r_nlw, 0, 100_000_000, k_nf,
+                                    exclude=kvk_all))
+    wf["nlw"].update(invalid_kvk=k_inv, kvk_not_found=k_nf)
+    n_raw = w_f.size + int(twice.sum()) + k_inv + k_nf
+    cons = np.concatenate([w_c, w_c[twice], r_nlw.integers(0, n_cons, size=k_inv + k_nf)])
+    kraw = np.concatenate([_mess_kvk(r_nlw, _kvk_str(w_k)), _mess_kvk(r_nlw, _kvk_str(w_k[twice])),
+                           _invalid_kvk(r_nlw, k_inv), nf_pool])
+    # delivered by consortium; a member's first registration before its repeat
+    first_reg = np.r_[np.ones(w_f.size, bool), np.zeros(int(twice.sum()), bool), np.ones(k_inv + k_nf, bool)]
+    o = np.lexsort((~first_reg, r_nlw.random(n_raw), cons))
+    _write_sav(pd.DataFrame({"KvK_nummer": _obj(kraw[o]), "Consortium_ID": _obj(c_id[cons[o]]),
+                             "Startjaar": c_year[cons[o]].astype(np.int64)}),
+               out / "Programmas" / _NLW_FILE, formats={"Startjaar": "F4.0"})
     for p in wf:
         wf[p]["total"] = int(sum(wf[p][b] for b in _BUCKETS))
 
@@ -838,7 +910,22 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
         "n_dest_1": U_ndest.T.ravel(),
     })
     po = po.astype({"programme": "str", "be_id": "str"})
-    effects = {p: _effects(po[po["programme"] == p]) for p in ("tinl", "nlib")}
+    # target-group membership in g-1 of every user (the heterogeneity rule, observed in the files)
+    kb_all = np.array([yi[int(v) - 1] for v in user_g])
+    cols_all = np.arange(nu_)
+    emp_gm1, nd_gm1 = U_emp[kb_all, cols_all], U_ndest[kb_all, cols_all]
+    in_tg = (emp_gm1 >= 10) & (emp_gm1 <= 250) & (nd_gm1 >= 1) & (nd_gm1 <= 5)
+    assert (in_tg[user_prog == "tinl"] == tg_tinl[tinl]).all()  # planted on what the files show
+    po["in_target_group"] = np.repeat(in_tg, ny)
+    effects = {p: _effects(po[po["programme"] == p]) for p in ("tinl", "nlib", "nlw")}
+    het_simple = {}
+    for lab, flag in zip(_HET_LABELS, (True, False)):
+        sub = po[(po["programme"] == "tinl") & (po["in_target_group"] == flag)]
+        het_simple[lab] = _effects(sub)["simple"] if len(sub) else None
+    heterogeneity = {"tinl": {"by": _HET_RULE, "definition": _HET_DEFINITION, "simple": het_simple,
+                              "n_users": {lab: int(((user_prog == "tinl") & (in_tg == flag)).sum())
+                                          for lab, flag in zip(_HET_LABELS, (True, False))},
+                              "planted_extra": _HET_EXTRA}}
 
     def shares(sel):
         g = user_g[sel]
@@ -859,19 +946,21 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
             "share_target_group": float(((emp_b >= 10) & (emp_b <= 250) & (nd_b >= 1) & (nd_b <= 5)).mean()),
         }
 
-    reach = {p: shares(user_prog == p) for p in ("nlib", "tinl")}
+    reach = {p: shares(user_prog == p) for p in ("nlib", "tinl", "nlw")}
     reach["tinl"]["share_own_region"] = float((province[ev_f] == a_reg[ev_a]).mean())
 
     d = {
         "seed": int(seed), "n_firms": n, "first_year": int(first_year), "last_year": int(last_year),
         "growth_markets": list(GROWTH_MARKETS),
         "waterfall": wf,
-        "n_users": {"nlib": int(nlib.size), "tinl": int(tinl.size)},
+        "n_users": {"nlib": int(nlib.size), "tinl": int(tinl.size), "nlw": int(nlw.size)},
         "cohort_sizes": {"tinl": {str(c): int((cohort_tinl == c).sum()) for c in _TINL_COHORTS},
-                         "nlib": {str(_NLIB_YEAR): int(nlib.size)}},
+                         "nlib": {str(_NLIB_YEAR): int(nlib.size)},
+                         "nlw": {str(c): int((cohort_nlw == c).sum()) for c in _NLW_COHORTS}},
         "effects": effects,
         "reach": reach,
         "population": {"share_exporter": pop_share},
+        "heterogeneity": heterogeneity,
     }
     d = _round_floats(d)
     (out / "truth.json").write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")

@@ -1,0 +1,164 @@
+"""The reports a reviewer reads (issue 14): every programme analysed, 05 quotes recorded numbers, plain language.
+
+Uses the session's stub run (conftest ``stub_suite_run``). The HTML lint lists every
+offending report and pattern; violations in reports whose text comes from modules
+owned elsewhere are listed in ``KNOWN`` (an explicit xfail per report and pattern),
+so that integration can clear them one by one: a report with a violation not in its
+list fails; a report with only listed violations is an expected failure naming them; a
+clean report passes (then its entry can go).
+"""
+from __future__ import annotations
+
+import math
+import re
+from html import unescape
+from pathlib import Path
+
+import pytest
+
+from html_lint import lint_html
+from reach import labels
+from reach.params import SCHEMA, load_params
+from reach.report import read_headlines
+from reach.runner import analysed_programmes, executed_name, executed_names
+from reach.summary import lookup
+
+pytestmark = pytest.mark.notebooks
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = load_params(ROOT / "params" / "stub.yaml", check_files=False)
+PROGRAMMES = analysed_programmes(PARAMS)
+REPORTS = [executed_name(nb, p) for nb, p in executed_names(PARAMS)]
+# Code names of this run a reader must not see: programme keys and parameter names with an underscore.
+RUN_CODES = tuple(PROGRAMMES) + tuple(k for k in SCHEMA if "_" in k)
+
+#: Known violations, by report stem prefix -> patterns, with the module whose text causes them.
+#: Clear an entry when its owner switches to reach.labels / the display helpers.
+KNOWN: dict[str, dict[str, str]] = {
+    "01_build_panel": {  # notebook 01, reach.io / reach.link (issue 18)
+        "PosixPath": "a bare path expression as the last line of a cell",
+        "<NA>": "files table shows missing versions as <NA>",
+        "log line": "reach.io INFO log captured in the output",
+        "stderr box": "reach.io log written to stderr",
+        "code name": "reach.io in the log line; table values",
+        "index column": "files/exclusions tables shown with their index",
+        "empty table": "rows-excluded table shown when empty",
+    },
+    "02_reach": {  # text of reach.indicators (issue 13): "of 360 tinl users"
+        "code name": "indicators.py narrative uses the programme key instead of labels.programme",
+    },
+    "03_matching": {  # notebook 03, reach.matching (issue 16)
+        "code name": "covariate names and reach.matching in prose and tables",
+        "NaN": "balance table shows NaN for binary covariates",
+        "index column": "tables displayed with their index",
+        "float count": "counts as floats in tables",
+    },
+    "04_effects": {  # notebook 04, reach.did (issue 12)
+        "code name": "outcome codes in headings and verdicts",
+        "NaN": "estimates tables with NaN",
+        "index column": "tables displayed with their index",
+        "float count": "counts as floats in tables",
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def run(stub_suite_run):
+    return stub_suite_run
+
+
+@pytest.fixture(scope="module")
+def heads(run):
+    return read_headlines(run.output_dir)
+
+
+def _known(report: str) -> dict[str, str]:
+    return next((v for k, v in KNOWN.items() if report.startswith(k)), {})
+
+
+def test_every_programme_has_reach_and_effect_outputs(run, heads):
+    assert len(PROGRAMMES) >= 3  # the stub: NLiB, TINL and the NLWorks-like consortia
+    for p in PROGRAMMES:
+        for nb in ("02_reach", "03_matching", "04_effects"):
+            assert (run.output_dir / "notebooks" / f"{nb}_{p}.ipynb").is_file(), (nb, p)
+            assert (run.output_dir / f"{nb}_{p}.html").is_file(), (nb, p)
+        reach = heads[f"reach_{p}"]
+        assert reach["programme"] == p and reach["n_firms"] is not None
+        eff = heads[f"effects_{p}"]
+        assert eff["programme"] == p
+        primary = PARAMS["primary"]
+        h = eff["outcomes"][primary["outcome"]][primary["sample"]]
+        assert h["simple_att"] is not None and h["simple_conf_low"] < h["simple_conf_high"]
+        assert heads[f"matching_{p}"]["n_treated_matched"] is not None
+
+
+def test_effects_per_programme_agree_with_the_planted_truth(heads):
+    """TINL has a planted effect, NLiB and NLWorks none: the primary intervals say so (stub truth)."""
+    import json
+
+    truth = json.loads((ROOT / "data_stub" / "truth.json").read_text(encoding="utf-8"))
+    primary = PARAMS["primary"]
+    for p in PROGRAMMES:
+        h = heads[f"effects_{p}"]["outcomes"][primary["outcome"]][primary["sample"]]
+        planted = truth["effects"][p]["simple"]
+        # a 95% interval misses the truth in 5% of runs; a bootstrap of 199 draws widens that a little:
+        # allow the half-width again on each side (a genuine bias of that size would still fail)
+        half = (h["simple_conf_high"] - h["simple_conf_low"]) / 2
+        assert h["simple_conf_low"] - half <= planted <= h["simple_conf_high"] + half, (p, h, planted)
+    assert heads["effects_tinl"]["outcomes"][primary["outcome"]][primary["sample"]]["detectable"]
+
+
+def test_summary_quotes_every_programme_and_only_recorded_numbers(run, heads):
+    summary = heads["summary"]
+    assert summary["programmes"] == PROGRAMMES and summary["primary"] == PARAMS["primary"]
+    html = unescape((run.output_dir / "05_summary.html").read_text(encoding="utf-8"))
+    for p in PROGRAMMES:
+        assert any(s.startswith(f"effects_{p}") for s in summary["quoted"]), p
+        assert any(s.startswith(f"reach_{p}") for s in summary["quoted"]), p
+        assert labels.programme(PARAMS, p) in html
+    for section, numbers in summary["quoted"].items():
+        for key, value in numbers.items():
+            assert lookup(heads, section, key) == value, f"05 quotes {section}.{key}={value}"
+    # derived numbers (percent changes, interval-width ratios) recomputed from the recorded ones
+    for name, d in summary["derived"].items():
+        src = [lookup(heads, *s.split(":", 1)) for s in d["from"]]
+        if d["formula"].startswith("100*(exp("):
+            assert d["value"] == pytest.approx(100 * math.expm1(src[0]), rel=1e-12), name
+        else:
+            lo_o, hi_o, lo_p, hi_p = src
+            assert d["value"] == pytest.approx((hi_o - lo_o) / (hi_p - lo_p), rel=1e-12), name
+    for text in summary["sentences"]:
+        assert text in html, text
+    # every number printed in 05's sentences is a quoted or derived number (as printed)
+    printed = {n for s in summary["sentences"] for n in re.findall(r"[+-]?\d[\d,]*\.?\d*", s)}
+    allowed = set()
+    for numbers in summary["quoted"].values():
+        for v in numbers.values():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                allowed |= {f"{v:+.3f}", f"{v:.3f}", f"{int(round(v)):,}", f"{100 * v:.0f}", f"{v:.1f}"}
+    for d in summary["derived"].values():
+        allowed |= {f"{d['value']:+.0f}", f"{d['value']:.1f}"}
+    level = str(int(round(100 * (1 - PARAMS["alpha"]))))
+    allowed |= {level, "0"}
+    strays = sorted(n for n in printed if n.rstrip(".,") not in allowed and n.lstrip("+-").rstrip(".,") not in allowed)
+    assert not strays, f"05 prints numbers that are neither recorded nor derived: {strays}"
+
+
+def test_summary_page_has_two_figures(run):
+    html = (run.output_dir / "05_summary.html").read_text(encoding="utf-8")
+    assert len(re.findall(r"<img[^>]+src=\"data:image/png;base64", html)) == 2
+    assert (run.output_dir / "figures" / "summary_effects.png").is_file()
+    assert (run.output_dir / "figures" / "summary_reach.png").is_file()
+
+
+@pytest.mark.parametrize("report", REPORTS)
+def test_html_lint(run, report):
+    """No PosixPath, <NA>, NaN, Traceback, log lines, index columns, float counts or code names."""
+    findings = lint_html(run.output_dir / f"{report}.html", extra_codes=RUN_CODES)
+    known = _known(report)
+    new = [f for f in findings if f.pattern not in known]
+    assert not new, "reader-facing problems:\n" + "\n".join(map(str, new[:25]))
+    seen = {f.pattern for f in findings}
+    if seen:  # only listed ones left: expected failure until their owner clears them
+        pytest.xfail(f"{report}: known violations (owned elsewhere): "
+                     + "; ".join(f"{p} ({known[p]})" for p in sorted(seen)))
