@@ -303,16 +303,23 @@ def test_quantile_each_side():
 
 # ----------------------------------------------------------------------------- share
 def test_share_rules():
+    # a share is a frequency table: numerator and complement each need min_units firms (issue 13)
     micro = units_table({
         "n9": [1, 0] * 4 + [1],
         "n10": [1, 0] * 5,
+        "both10": [1, 0] * 10,
+        "num9": [1] * 9 + [0] * 30,
+        "comp9": [1] * 30 + [0] * 9,
         "all": [1] * 12,
         "none": [0] * 12,
     })
     chk = check_table(micro, by=["g"], value="x", stat="share")
     c = chk.cells.set_index("g")
     assert c.loc["n10", "value"] == 0.5
-    assert verdicts(chk) == {"all": "review", "n10": "ok", "n9": "suppress", "none": "review"}
+    assert verdicts(chk) == {"all": "suppress", "both10": "ok", "comp9": "suppress", "n10": "suppress",
+                             "n9": "suppress", "none": "suppress", "num9": "suppress"}
+    assert c.loc["num9", "fail_numerator"] and not c.loc["num9", "fail_complement"]
+    assert c.loc["comp9", "fail_complement"] and not c.loc["comp9", "fail_numerator"]
     bad = micro.assign(x=micro["x"] * 2)
     with pytest.raises(ValueError, match="0/1"):
         check_table(bad, by=["g"], value="x", stat="share")
