@@ -1217,7 +1217,12 @@ class OutputLog:
         path = self.output_dir / "tables" / f"{name}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         pub.to_csv(path, index=index, lineterminator="\n")
-        self._record(name, checked.kind, path.relative_to(self.output_dir).as_posix(), [checked], None, "")
+        file = path.relative_to(self.output_dir).as_posix()
+        self._record(name, checked.kind, file, [checked], None, "")
+        from reach.publish import register_table
+
+        # every exported cell goes to the run's registry for the run-level differencing audit
+        register_table(self.notebook, name, file, checked, pub)
         return pub
 
     def figure(

@@ -406,20 +406,35 @@ def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 50) ->
         inv_s, sid_s = inv[order], sid[order]
         starts = np.searchsorted(inv_s, np.arange(len(uniq) + 1))
         sig_of: dict[bytes, int] = {}
-        atom_of_unit = np.empty(len(uniq), dtype=np.int64)
+        sigs: list[np.ndarray] = []
         for u in range(len(uniq)):
-            key = sid_s[starts[u]:starts[u + 1]].tobytes()
-            atom_of_unit[u] = sig_of.setdefault(key, len(sig_of))
-        n_atoms = len(sig_of)
+            sig = np.unique(sid_s[starts[u]:starts[u + 1]])
+            key = sig.tobytes()
+            if key not in sig_of:
+                sig_of[key] = len(sigs)
+                sigs.append(sig)
+        index = {(ti, r, k): s for s, (ti, r, k) in enumerate(set_meta)}
+        # An empty numerator or complement has no firm, hence no atom; the attacker does not know it is
+        # empty. Phantom atoms: every observed signature with the trait switched off (out of every
+        # numerator) and on (into the numerator of every share cell holding it).
+        num_of = {s: index[(ti, r, "num")] for s, (ti, r, k) in enumerate(set_meta)
+                  if k == "cell" and (ti, r, "num") in index}
+        is_num = np.array([k == "num" for _, _, k in set_meta])
+        for sig in list(sigs):
+            off = sig[~is_num[sig]]
+            on = np.unique(np.concatenate([off, np.array([num_of[c] for c in off if c in num_of], dtype=off.dtype)]))
+            for variant in (off, on):
+                key = variant.tobytes()
+                if key not in sig_of:
+                    sig_of[key] = len(sigs)
+                    sigs.append(variant)
+        n_atoms = len(sigs)
         from scipy import sparse
 
-        pair_atoms = atom_of_unit[inv]
-        M = sparse.csr_matrix((np.ones(len(sid)), (sid, pair_atoms)), shape=(len(set_units), n_atoms))
-        M.data[:] = 1.0  # membership, not multiplicity
-        M.sum_duplicates()
-        M.data[:] = 1.0
+        rows_i = np.concatenate(sigs) if sigs else np.zeros(0, np.int64)
+        cols_i = np.repeat(np.arange(n_atoms), [len(g) for g in sigs])
+        M = sparse.csr_matrix((np.ones(len(rows_i)), (rows_i, cols_i)), shape=(len(set_units), n_atoms))
         true_size = np.array([len(np.unique(u)) for u in set_units], dtype=float)
-        index = {(ti, r, k): s for s, (ti, r, k) in enumerate(set_meta)}
 
         def constraints(sup: set[tuple[int, int]]):
             eq_rows, eq_b, ub_rows, ub_b, srcs = [], [], [], [], []
