@@ -136,23 +136,22 @@ def test_adversarial_nested_tables_recover_no_protected_cell(registry, seed):
 
 
 def test_attacker_recovers_without_the_audit(registry):
-    """The attacker is not toothless: without the run audit, nested tables give cells back."""
-    pop = pd.DataFrame({"be_id": [str(10**8 + i) for i in range(60)],
-                        "a": ["a0"] * 50 + ["a1"] * 4 + ["a2"] * 6, "b": "b0", "x": [1, 0] * 30})
+    """The attacker has teeth: nested tables checked one by one give a cell back; after the audit they do not."""
+    pop = pd.DataFrame({"be_id": [str(10**8 + i) for i in range(73)],
+                        "a": ["a0"] * 53 + ["a1"] * 20, "b": ["b0"] * 50 + ["b1"] * 3 + ["b0"] * 20, "x": 1})
     out = registry / "output"
     log = OutputLog(out, notebook="nb", reset=True)
-    log.table(check_table(pop, by=["a"], rules=Rules(), name="by_a"), "by_a")
-    log.table(check_table(pop, by=[], rules=Rules(), name="all"), "all")
-    published = [{"name": "by_a", "stat": "count", "by": ["a"]}, {"name": "all", "stat": "count", "by": []}]
-    # a1 and a2 suppressed, total 60 and a0 = 50 published: a1 + a2 = 10, each unknown in [0, 10]:
-    # safe; now publish a2's complement in another table: a0 + a1 = 54 -> a1 = 4
-    pop2 = pop.assign(g=np.where(pop["a"] == "a2", "other", "main"))
-    log.table(check_table(pop2, by=["g"], rules=Rules(), name="by_g"), "by_g")
-    published.append({"name": "by_g", "stat": "count", "by": []})
-    tables, _ = publish.load_registry(registry / "work" / "registry")
-    before = publish.audit_cells(tables)
-    assert len(before.targets) and not before.targets["safe_before"].all()
-    assert (~before.targets["safe_before"]).sum() >= 1 and before.n_unprotected == 0
+    published = []
+    for by in (["a"], ["a", "b"]):
+        name = "by_" + "_".join(by)
+        log.table(check_table(pop, by=by, rules=Rules(), name=name), name)
+        published.append({"name": name, "stat": "count", "by": by})
+    # a0 = 53 published, a0|b0 = 50 published, a0|b1 suppressed: 53 - 50 = 3
+    recovered = _attack(pop, out, published, step=0.001)
+    assert len(recovered) == 1 and "a0|b1" not in recovered[0] and "'b': 'b1'" in recovered[0]
+    audit = publish.audit_run(out, registry / "work")
+    assert not audit.targets["safe_before"].all() and audit.n_unprotected == 0
+    assert _attack(pop, out, published, step=0.001) == []
 
 
 def test_line_total_published_elsewhere_is_protected(registry):
