@@ -311,22 +311,26 @@ def _label(labels: Mapping[str, Any], i: int) -> str:
     return "|".join(f"{k}={v}" for k, v in labels.items()) or f"row={i}"
 
 
-def _bounds(c: np.ndarray, A_eq, b_eq, A_ub, b_ub) -> tuple[float, float]:
+def _bounds(c: np.ndarray, A_eq, b_eq, A_ub, b_ub, min_units: float = 0.0) -> tuple[float, float]:
     """Smallest and largest value of ``c @ x`` over ``x >= 0`` meeting the published constraints."""
     from scipy.optimize import linprog
 
     out = []
-    for sign in (1.0, -1.0):
-        res = linprog(sign * c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_eq, bounds=(0, None), method="highs")
+    for sign in (-1.0, 1.0):  # the upper bound first: below min_units already decides
+        if out and out[0] < min_units - 1e-6:
+            return 0.0, out[0]
+        res = linprog(sign * c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_eq, bounds=(0, None), method="highs",
+                      options={"time_limit": 30.0})
         if res.status == 3:  # unbounded
             out.append(-math.inf if sign > 0 else math.inf)
+            continue
         elif res.status != 0:
             # infeasible only through float slack of rounded constraints: treat as unprotected
             # so the caller suppresses more (safe side)
             out.append(math.nan)
         else:
             out.append(sign * res.fun)
-    return out[0], out[1]
+    return out[1], out[0]
 
 
 def _safe(lo: float, hi: float, n_true: float, min_units: int) -> bool:
@@ -336,7 +340,8 @@ def _safe(lo: float, hi: float, n_true: float, min_units: int) -> bool:
     return hi >= min_units - 1e-6 and (n_true <= 0 or lo <= n_true - 1 + 1e-6)
 
 
-def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 50) -> Audit:
+def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 50,
+                lp_stats: Sequence[str] = ("count", "share"), time_budget: float = 90.0) -> Audit:
     r"""Audit all registered cells of a run together against differencing; suppress more where needed.
 
     Parameters
@@ -344,6 +349,14 @@ def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 50) ->
     tables : sequence of dict
         From :func:`load_registry` (each with ``rows`` and, for ``check_table``
         tables, ``members``).
+    max_rounds : int
+        Most extra suppressions per protected cell.
+    lp_stats : sequence of str
+        Statistics whose tables enter the interval attack (frequency tables by
+        default; the unit counts of magnitude tables enter the line-total attack).
+    time_budget : float
+        Seconds of linear programming; protected cells not reached within it are
+        listed as ``not audited`` and count as unprotected (the output goes to review).
 
     Returns
     -------
@@ -379,7 +392,7 @@ def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 50) ->
     set_units: list[np.ndarray] = []
     for ti, t in enumerate(tables):
         m = t.get("members")
-        if m is None:
+        if m is None or t["stat"] not in lp_stats:
             continue
         cell, unit, trait = np.asarray(m["cell"]), np.asarray(m["unit"]), np.asarray(m["trait"]).astype(bool)
         order = np.argsort(cell, kind="stable")
@@ -436,36 +449,49 @@ def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 50) ->
         M = sparse.csr_matrix((np.ones(len(rows_i)), (rows_i, cols_i)), shape=(len(set_units), n_atoms))
         true_size = np.array([len(np.unique(u)) for u in set_units], dtype=float)
 
-        def constraints(sup: set[tuple[int, int]]):
-            eq_rows, eq_b, ub_rows, ub_b, srcs = [], [], [], [], []
-            for s, (ti, r, k) in enumerate(set_meta):
-                if k != "cell" or (ti, r) in sup:
+        # every published constraint once, with the cell that publishes it; removing a cell = masking rows
+        eq_rows, eq_b, eq_own, ub_rows, ub_b, ub_own, srcs = [], [], [], [], [], [], []
+        for s, (ti, r, k) in enumerate(set_meta):
+            if k != "cell" or (ti, r) in sup_now:
+                continue
+            t = tables[ti]
+            pub = t["rows"][r]["published"]
+            n = pub.get("n_units")
+            if n is None and t["stat"] == "count":
+                n = pub.get("value")
+            if n is not None:
+                half = t["count_base"] / 2 if t["count_base"] > 1 else 0.0
+                if half:
+                    ub_rows += [M[s], -M[s]]
+                    ub_b += [n + half, -(n - half)]
+                    ub_own += [s, s]
+                else:
+                    eq_rows.append(M[s])
+                    eq_b.append(float(n))
+                    eq_own.append(s)
+                srcs.append((ti, r, "count"))
+            p_ = pub.get("value")
+            if t["stat"] == "share" and p_ is not None:
+                h = (t["share_step"] or 0.0) / 2 + 1e-9
+                num = M[index[(ti, r, "num")]]
+                ub_rows += [num - (p_ + h) * M[s], (p_ - h) * M[s] - num]
+                ub_b += [0.0, 0.0]
+                ub_own += [s, s]
+                srcs.append((ti, r, "share"))
+        EQ = sparse.vstack(eq_rows).tocsr() if eq_rows else None
+        UB = sparse.vstack(ub_rows).tocsr() if ub_rows else None
+        EQb, UBb = np.array(eq_b), np.array(ub_b)
+        eq_own_a, ub_own_a = np.array(eq_own, dtype=np.int64), np.array(ub_own, dtype=np.int64)
+
+        def constraints(removed: set[int]):
+            out = []
+            for A, b, own in ((EQ, EQb, eq_own_a), (UB, UBb, ub_own_a)):
+                if A is None:
+                    out += [None, None]
                     continue
-                t = tables[ti]
-                row = t["rows"][r]
-                pub = row["published"]
-                n = pub.get("n_units")
-                if n is None and t["stat"] == "count":
-                    n = pub.get("value")
-                if n is not None:
-                    half = t["count_base"] / 2 if t["count_base"] > 1 else 0.0
-                    if half:
-                        ub_rows += [M[s], -M[s]]
-                        ub_b += [n + half, -(n - half)]
-                    else:
-                        eq_rows.append(M[s])
-                        eq_b.append(float(n))
-                    srcs.append((ti, r, "count"))
-                p = pub.get("value")
-                if t["stat"] == "share" and p is not None:
-                    h = (t["share_step"] or 0.0) / 2 + 1e-9
-                    num = M[index[(ti, r, "num")]]
-                    ub_rows += [num - (p + h) * M[s], (p - h) * M[s] - num]
-                    ub_b += [0.0, 0.0]
-                    srcs.append((ti, r, "share"))
-            A_eq = sparse.vstack(eq_rows).tocsr() if eq_rows else None
-            A_ub = sparse.vstack(ub_rows).tocsr() if ub_rows else None
-            return A_eq, (np.array(eq_b) if eq_rows else None), A_ub, (np.array(ub_b) if ub_rows else None), srcs
+                keep = ~np.isin(own, list(removed)) if removed else np.ones(len(own), bool)
+                out += [A[keep], b[keep]] if keep.any() else [None, None]
+            return out[0], out[1], out[2], out[3], srcs
 
         # protected cells
         targets: list[tuple[int, int, str, np.ndarray, float]] = []
@@ -485,41 +511,52 @@ def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 50) ->
                 if comp < mu:
                     targets.append((ti, r, "complement", (M[s] - M[ns]).toarray().ravel(), comp))
         sup = set(sup_now)
-        A_eq, b_eq, A_ub, b_ub, srcs = constraints(sup)
+        removed: set[int] = set()
+        A_eq, b_eq, A_ub, b_ub, srcs = constraints(removed)
         for ti, r, k in srcs:
             t = tables[ti]
             cons_rows.append({"source": "published cell", "kind": k, "object": t["object"],
                               "cell": _label(t["rows"][r]["labels"], r)})
+        published_set = np.array([k == "cell" and (ti, r) not in sup for ti, r, k in set_meta])
+        import time
+
+        deadline = time.perf_counter() + time_budget
+        # the smallest cells first: they are the easiest to recover
+        targets.sort(key=lambda x: x[4])
         for ti, r, what, c, n in targets:
             t = tables[ti]
             mu = t["min_units"]
-            lo, hi = _bounds(c, A_eq, b_eq, A_ub, b_ub)
+            if time.perf_counter() > deadline:
+                target_rows.append({"object": t["object"], "cell": _label(t["rows"][r]["labels"], r), "set": what,
+                                    "attack": "interval LP not run (time budget)", "safe_before": False,
+                                    "safe_after": False, "action": "review by the output checker"})
+                continue
+            lo, hi = _bounds(c, A_eq, b_eq, A_ub, b_ub, mu)
             before = _safe(lo, hi, n, mu)
             action = ""
             rounds = 0
             while not _safe(lo, hi, n, mu) and rounds < max_rounds:
                 rounds += 1
                 # published cells sharing firms with the protected one, cheapest first
-                cand = [(true_size[s], s) for s, (tj, rr, k) in enumerate(set_meta)
-                        if k == "cell" and (tj, rr) not in sup and M[s].toarray().ravel() @ c > 0]
+                overlap = np.asarray(M @ c).ravel() > 0
+                cand = sorted((true_size[s], s) for s in np.flatnonzero(overlap & published_set))
                 if not cand:
                     break
-                cand.sort()
                 chosen = cand[0][1]
-                for _, s in cand[:25]:
-                    tj, rr, _ = set_meta[s]
-                    trial = sup | {(tj, rr)}
-                    e = constraints(trial)
-                    l2, h2 = _bounds(c, e[0], e[1], e[2], e[3])
+                for _, s in cand[:5]:
+                    e = constraints(removed | {int(s)})
+                    l2, h2 = _bounds(c, e[0], e[1], e[2], e[3], mu)
                     if _safe(l2, h2, n, mu):
                         chosen = s
                         break
                 tj, rr, _ = set_meta[chosen]
                 sup.add((tj, rr))
+                removed.add(int(chosen))
+                published_set[chosen] = False
                 suppressed.setdefault((tables[tj]["notebook"], tables[tj]["object"]), []).append(rr)
                 action += ("; " if action else "") + f"suppressed {tables[tj]['object']}:{_label(tables[tj]['rows'][rr]['labels'], rr)}"
-                A_eq, b_eq, A_ub, b_ub, _ = constraints(sup)
-                lo, hi = _bounds(c, A_eq, b_eq, A_ub, b_ub)
+                A_eq, b_eq, A_ub, b_ub, _ = constraints(removed)
+                lo, hi = _bounds(c, A_eq, b_eq, A_ub, b_ub, mu)
             target_rows.append({"object": t["object"], "cell": _label(t["rows"][r]["labels"], r), "set": what,
                                 "attack": "interval LP over published cells", "safe_before": before,
                                 "safe_after": _safe(lo, hi, n, mu), "action": action})
