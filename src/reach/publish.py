@@ -341,7 +341,7 @@ def _safe(lo: float, hi: float, n_true: float, min_units: int) -> bool:
 
 
 def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 50,
-                lp_stats: Sequence[str] = ("count", "share"), time_budget: float = 120.0,
+                lp_stats: Sequence[str] = ("count", "share"), lp_budget: int = 200,
                 max_set_units: int = 2000) -> Audit:
     r"""Audit all registered cells of a run together against differencing; suppress more where needed.
 
@@ -355,9 +355,10 @@ def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 50,
     lp_stats : sequence of str
         Statistics whose tables enter the interval attack (frequency tables by
         default; the unit counts of magnitude tables enter the line-total attack).
-    time_budget : float
-        Seconds of linear programming; protected cells not reached within it are
-        listed as ``not audited`` and count as unprotected (the output goes to review).
+    lp_budget : int
+        Most linear programmes solved (a count, not seconds: two runs give the same
+        result); protected cells not reached within it are listed as ``not
+        audited`` and count as unprotected (the output goes to review).
     max_set_units : int
         Cells of more units stay out of the interval attack (they split the firms
         into thousands of atoms and make each LP take seconds); their counts still
@@ -525,24 +526,30 @@ def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 50,
             cons_rows.append({"source": "published cell", "kind": k, "object": t["object"],
                               "cell": _label(t["rows"][r]["labels"], r)})
         published_set = np.array([k == "cell" and (ti, r) not in sup for ti, r, k in set_meta])
-        import time
+        n_lp = [0]
 
-        deadline = time.perf_counter() + time_budget
+        def over() -> bool:
+            return n_lp[0] >= lp_budget
+
+        def bounds(*args: Any) -> tuple[float, float]:
+            n_lp[0] += 1
+            return _bounds(*args)
+
         # the smallest cells first: they are the easiest to recover
         targets.sort(key=lambda x: x[4])
         for ti, r, what, c, n in targets:
             t = tables[ti]
             mu = t["min_units"]
-            if time.perf_counter() > deadline:
+            if over():
                 target_rows.append({"object": t["object"], "cell": _label(t["rows"][r]["labels"], r), "set": what,
-                                    "attack": "interval LP not run (time budget)", "safe_before": False,
+                                    "attack": "interval LP not run (LP budget)", "safe_before": False,
                                     "safe_after": False, "action": "review by the output checker"})
                 continue
-            lo, hi = _bounds(c, A_eq, b_eq, A_ub, b_ub, mu)
+            lo, hi = bounds(c, A_eq, b_eq, A_ub, b_ub, mu)
             before = _safe(lo, hi, n, mu)
             action = ""
             rounds = 0
-            while not _safe(lo, hi, n, mu) and rounds < max_rounds and time.perf_counter() <= deadline:
+            while not _safe(lo, hi, n, mu) and rounds < max_rounds and not over():
                 rounds += 1
                 # published cells sharing firms with the protected one, cheapest first
                 overlap = np.asarray(M @ c).ravel() > 0
@@ -551,10 +558,10 @@ def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 50,
                     break
                 chosen = cand[0][1]
                 for _, s in cand[:5]:
-                    if time.perf_counter() > deadline:
+                    if over():
                         break
                     e = constraints(removed | {int(s)})
-                    l2, h2 = _bounds(c, e[0], e[1], e[2], e[3], mu)
+                    l2, h2 = bounds(c, e[0], e[1], e[2], e[3], mu)
                     if _safe(l2, h2, n, mu):
                         chosen = s
                         break
@@ -565,7 +572,7 @@ def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 50,
                 suppressed.setdefault((tables[tj]["notebook"], tables[tj]["object"]), []).append(rr)
                 action += ("; " if action else "") + f"suppressed {tables[tj]['object']}:{_label(tables[tj]['rows'][rr]['labels'], rr)}"
                 A_eq, b_eq, A_ub, b_ub, _ = constraints(removed)
-                lo, hi = _bounds(c, A_eq, b_eq, A_ub, b_ub, mu)
+                lo, hi = bounds(c, A_eq, b_eq, A_ub, b_ub, mu)
             target_rows.append({"object": t["object"], "cell": _label(t["rows"][r]["labels"], r), "set": what,
                                 "attack": "interval LP over published cells", "safe_before": before,
                                 "safe_after": _safe(lo, hi, n, mu), "action": action})
