@@ -586,3 +586,16 @@ def test_part_by_part_check_equals_one_check_table(panel):
     cols = ["verdict", "reason", "n_units"]
     pd.testing.assert_frame_equal(joined.cells.loc[keep.to_numpy(), cols].reset_index(drop=True), one.cells[cols].reset_index(drop=True))
     assert joined.n_primary == one.n_primary + int((~keep & (joined.cells["verdict"] == "suppress")).sum()) and joined.n_primary > 0
+
+
+def test_stage_output_shape(panel):
+    """Indicators offer the publishing layer's shape: tables / figures / headline / narrative (issue 13)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    r = ind.international_activity(panel, "p", **COMMON)
+    stage = r.stage_output("P")
+    assert set(stage.tables) == set(r.exports) and stage.headline == dict(r.headline)
+    assert stage.narrative == (r.narrative,)
+    assert list(stage.figures) == ([r.figure_name] if r.plottable else [])
+    assert stage.tidy()["kind"].value_counts()["table"] == len(r.exports)
