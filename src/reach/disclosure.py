@@ -254,6 +254,7 @@ _RULE_TEXT = {
     "fail_dominance": "dominance (N-k)",
     "fail_p_ratio": "p-ratio",
     "fail_each_side": "too few units on a side of the median/quantile",
+    "fail_all_same": "all units contribute the same value",
     "fail_numerator": "share: fewer than min_units units with the trait (numerator)",
     "fail_complement": "share: fewer than min_units units without the trait (complement)",
     "fail_min_treated": "fewer than min_treated treated units",
@@ -554,6 +555,9 @@ def _cell_stats(
         out["p_ratio"] = pratio
         out["fail_dominance"] = share > rules.dominance_max * (1 + _REL_TOL)
         out["fail_p_ratio"] = pratio < rules.p_ratio_min * (1 - _REL_TOL)
+        # every unit contributes the same value: the mean is each unit's value (ACRO "all-values-are-same")
+        ext = pd.Series(c).groupby(ucell).agg(["min", "max"]).reindex(range(n_cells))
+        out["fail_all_same"] = (ext["min"] == ext["max"]).to_numpy() & (n_units > 1)
         neg = np.bincount(ucell, weights=(c < 0), minlength=n_cells) > 0
         out["review_zero_negative"] = (out["value"].to_numpy() == 0) | neg
     trait = np.zeros(len(ucell), dtype=bool)

@@ -867,7 +867,7 @@ def _acro_sdc(row: Mapping[str, str]) -> dict[str, Any]:
     summary = {"suppressed": n_sup > 0, "negative": int("zero_negative" in failed),
                "missing": 0, "threshold": int("min_units" in failed or "numerator" in failed or "complement" in failed),
                "p-ratio": int("p_ratio" in failed), "nk-rule": int("dominance" in failed),
-               "all-values-are-same": int("share_0_1" in failed)}
+               "all-values-are-same": int("all_same" in failed or "share_0_1" in failed)}
     cells = {k: [] for k in ("negative", "missing", "threshold", "p-ratio", "nk-rule", "all-values-are-same")}
     return {"summary": summary, "cells": cells}
 
