@@ -253,7 +253,9 @@ def test_participant_counts(panel):
     r = ind.participant_counts(_link(), "t", rules=RULES)
     assert _cell(r, dimension="all", measure="firms")[0] == 12
     assert _cell(r, dimension="all", measure="participations")[0] == 18  # persons do not count twice
-    assert _cell(r, dimension="activity_type", category="beurs", measure="participations")[0] == 12
+    # every one of these firms took part once: all contributions equal, so the sum reveals each firm's
+    # value (ACRO's all-values-are-same rule, issue 13): suppressed
+    assert np.isnan(_cell(r, dimension="activity_type", category="beurs", measure="participations")[0])
     assert r.headline["participations_per_firm"] == pytest.approx(1.5)
     rn = ind.participant_counts(_link(), "n", rules=RULES)
     assert _cell(rn, dimension="activity_type", category="portal", measure="firms")[0] == 15
