@@ -11,6 +11,7 @@ exactly. The truth is known because the population is generated here.
 from __future__ import annotations
 
 import itertools
+import re
 import json
 import math
 from pathlib import Path
@@ -312,3 +313,41 @@ def test_stage_output_publishes_tables_and_headline(registry):
     assert out["firms"]["n_units"].tolist() == [15, 15]
     assert json.loads((registry / "output" / "headline" / "reach.json").read_text())["n"] == 30
     assert stage.tidy()["kind"].tolist() == ["table", "headline"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("disclosure.min_units=0", "min_units must be an integer >= 1; got 0"),
+    ("disclosure.min_units=-3", "min_units must be an integer >= 1; got -3"),
+    ("disclosure.dominance_max=1.5", "dominance_max must be a number in (0, 1]; got 1.5"),
+    ("disclosure.p_ratio_min=2", "p_ratio_min must be a number in [0, 1]; got 2"),
+    ("disclosure.rounding.share_pp=0", "share_pp must be a number in (0, 100]; got 0"),
+    ("disclosure.rounding.count_base=-5", "count_base must be an integer >= 1; got -5"),
+])
+def test_nonsense_rules_stop_before_any_notebook_runs(tmp_path, override, message):
+    from reach.runner import run_suite
+
+    params = Path(__file__).resolve().parents[1] / "params" / "stub.yaml"
+    with pytest.raises(Exception, match=re.escape(message)):
+        run_suite(params, overrides=[override], output_root=tmp_path / "o", work_root=tmp_path / "w",
+                  progress=False, render=False)
+    assert not list(tmp_path.rglob("*.ipynb"))
+
+
+def test_rounding_publishes_shares_to_a_tenth_of_a_point_and_money_to_thousands():
+    micro = pd.DataFrame({"be_id": [str(10**8 + i) for i in range(40)], "g": "a",
+                          "x": [1] * 13 + [0] * 27, "eur": np.arange(40) * 1234.5 + 100})
+    share = check_table(micro, by="g", value="x", stat="share").suppress()["value"].item()
+    assert share == 0.325  # 13/40 = 0.325 exactly at 0.1 pp
+    micro2 = micro.assign(x=[1] * 14 + [0] * 26)
+    assert check_table(micro2, by="g", value="x", stat="share").suppress()["value"].item() == 0.35
+    money = check_table(micro, by="g", value="eur", stat="mean", units="EUR").suppress()["value"].item()
+    assert money == 24000.0  # mean 24,172.75 -> EUR 24,000
+    counts = check_table(micro, by="g", rules=Rules(rounding={"count_base": 5}), units="count").suppress()
+    assert counts["value"].item() == 40 and counts["n_units"].item() == 40
+
+
+def test_median_is_the_mean_of_the_central_observations():
+    micro = pd.DataFrame({"be_id": [str(10**8 + i) for i in range(25)], "g": "a", "x": np.arange(25) ** 2.0})
+    med = check_table(micro, by="g", value="x", stat="median").table["value"].item()
+    assert med == pytest.approx((11 ** 2 + 12 ** 2 + 13 ** 2) / 3)  # odd n: three central values, no single firm
+    assert med not in set(micro["x"])
