@@ -351,3 +351,15 @@ def test_median_is_the_mean_of_the_central_observations():
     med = check_table(micro, by="g", value="x", stat="median").table["value"].item()
     assert med == pytest.approx((11 ** 2 + 12 ** 2 + 13 ** 2) / 3)  # odd n: three central values, no single firm
     assert med not in set(micro["x"])
+
+
+def test_summary_claiming_all_passed_goes_to_review_when_verdicts_disagree(registry):
+    out = _mini_run(registry)
+    (out / "headline" / "summary.json").write_text(json.dumps(
+        {"caveats": ["All numbers passed the run's disclosure checks; suppressed cells are reported as suppressed."]}))
+    (out / "05_summary.html").write_text("<p>All numbers passed the run's disclosure checks.</p>")
+    audit = publish.audit_run(out, registry / "work")
+    rep = publish.record_run(out, registry / "work", audit, roots={str(out): "output/mini", str(registry): "."})
+    # 02_reach.html holds an unregistered number (review), so the summary's claim is false
+    row = rep.loc[rep["file"] == "05_summary.html"].iloc[0]
+    assert row["verdict"] == "review" and "the verdicts say" in row["reason"]
