@@ -340,7 +340,7 @@ def _safe(lo: float, hi: float, n_true: float, min_units: int) -> bool:
     return hi >= min_units - 1e-6 and (n_true <= 0 or lo <= n_true - 1 + 1e-6)
 
 
-def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 50,
+def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 6,
                 lp_stats: Sequence[str] = ("count", "share"), lp_budget: int = 200,
                 max_set_units: int = 2000) -> Audit:
     r"""Audit all registered cells of a run together against differencing; suppress more where needed.
@@ -557,7 +557,7 @@ def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 50,
                 if not cand:
                     break
                 chosen = cand[0][1]
-                for _, s in cand[:5]:
+                for _, s in cand[:3]:
                     if over():
                         break
                     e = constraints(removed | {int(s)})
@@ -668,7 +668,8 @@ def _apply_suppression(output_dir: Path, tables: Sequence[Mapping[str, Any]], au
 
 
 # =========================================================================== audit of rendered outputs
-_NUM = re.compile(r"(?<![\w.])[-+\u2212]?\d{1,3}(?:,\d{3})+(?:\.\d+)?%?|(?<![\w.])[-+\u2212]?\d+(?:\.\d+)?%?")
+_NUM = re.compile(r"(?<![\w.])[-+\u2212]?\d{1,3}(?:,\d{3})+(?:\.\d+)?%?"
+                  r"|(?<![\w.])[-+\u2212]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?%?")
 _TAGS = re.compile(r"<script.*?</script>|<style.*?</style>|data:image/[a-z]+;base64,[A-Za-z0-9+/=]+|<[^>]+>",
                    re.DOTALL | re.IGNORECASE)
 
@@ -690,7 +691,9 @@ def _matches(token: str, known: np.ndarray) -> bool:
         v = float(tok)
     except ValueError:
         return True
-    digits = len(tok.split(".")[1]) if "." in tok else 0
+    mant = tok.lower().split("e")[0]
+    exp = int(tok.lower().split("e")[1]) if "e" in tok.lower() else 0
+    digits = (len(mant.split(".")[1]) if "." in mant else 0) - exp
     tol = 0.5 * 10 ** (-digits) * (1 + 1e-9)
     for w in {v, -v, abs(v)}:
         if _near(known, w, tol) or _near(known, w / 100.0, tol / 100.0):
