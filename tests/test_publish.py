@@ -296,6 +296,9 @@ def test_checks_statement_is_computed_from_verdicts():
     text = publish.checks_statement(mixed)
     assert text.startswith("1 of 3 outputs passed") and "x.html" in text and "y.csv" in text
     assert "All" not in text
+    withdrawn = pd.DataFrame({"file": ["a.csv", ""], "verdict": ["ok", "not_written"]})
+    assert publish.checks_statement(withdrawn) == ("All 1 outputs passed the disclosure checks. "
+                                                   "1 figure(s) were not released.")
 
 
 def test_nothing_registered_outside_a_run(tmp_path, monkeypatch):

@@ -940,6 +940,9 @@ def checks_statement(report: pd.DataFrame | str | Path) -> str:
     if not isinstance(report, pd.DataFrame):
         report = pd.read_csv(report, dtype=str, keep_default_na=False)
     rep = report.fillna("")
+    # an object that was not written is no output (a refused or withdrawn figure)
+    withheld = int((rep["verdict"] == "not_written").sum())
+    rep = rep.loc[rep["verdict"] != "not_written"]
     n = len(rep)
     if n == 0:
         return "No output was checked."
@@ -948,7 +951,8 @@ def checks_statement(report: pd.DataFrame | str | Path) -> str:
     if review.empty:
         n_sup = int((rep["verdict"] == "suppressed").sum())
         extra = f" ({n_sup} with suppressed cells)" if n_sup else ""
-        return f"All {n} outputs passed the disclosure checks{extra}."
+        held = f" {withheld} figure(s) were not released." if withheld else ""
+        return f"All {n} outputs passed the disclosure checks{extra}.{held}"
     names = ", ".join((r["file"] or r.get("object", "")) for _, r in review.head(6).iterrows())
     more = ", ..." if len(review) > 6 else ""
     return (f"{int(safe.sum())} of {n} outputs passed the disclosure checks; {len(review)} need review by the "
