@@ -254,13 +254,15 @@ def test_p_ratio_at_below_above():
 # ----------------------------------------------------------------------------- zeros, negatives
 def test_zero_and_negative_magnitudes_go_to_review():
     micro = units_table({
-        "zero": [0.0] * 12,
-        "neg": [-1.0] + [5.0] * 11,
-        "fine": [5.0] * 12,
+        "zero": [1.0, -1.0] * 6,
+        "neg": [-1.0] + [5.0 + i for i in range(11)],
+        "fine": [5.0 + i for i in range(12)],
+        "same": [5.0] * 12,
     })
     chk = check_table(micro, by=["g"], value="x", stat="sum")
-    assert verdicts(chk) == {"fine": "ok", "neg": "review", "zero": "review"}
-    assert chk.ok  # review is not suppression
+    # "same": every firm contributes 5, so the mean is each firm's value (ACRO's all-values-are-same): suppressed
+    assert verdicts(chk) == {"fine": "ok", "neg": "review", "same": "suppress", "zero": "review"}
+    assert not chk.cells.set_index("g").loc[["fine", "neg", "zero"], "fail_all_same"].any()
     assert chk.verdict() == "review"
     # negative contributions count by absolute value in dominance: |-100| dominates
     dom = check_table(units_table({"n": [-100.0] + [1.0] * 10}), by="g", value="x", stat="sum")
@@ -303,16 +305,23 @@ def test_quantile_each_side():
 
 # ----------------------------------------------------------------------------- share
 def test_share_rules():
+    # a share is a frequency table: numerator and complement each need min_units firms (issue 13)
     micro = units_table({
         "n9": [1, 0] * 4 + [1],
         "n10": [1, 0] * 5,
+        "both10": [1, 0] * 10,
+        "num9": [1] * 9 + [0] * 30,
+        "comp9": [1] * 30 + [0] * 9,
         "all": [1] * 12,
         "none": [0] * 12,
     })
     chk = check_table(micro, by=["g"], value="x", stat="share")
     c = chk.cells.set_index("g")
     assert c.loc["n10", "value"] == 0.5
-    assert verdicts(chk) == {"all": "review", "n10": "ok", "n9": "suppress", "none": "review"}
+    assert verdicts(chk) == {"all": "suppress", "both10": "ok", "comp9": "suppress", "n10": "suppress",
+                             "n9": "suppress", "none": "suppress", "num9": "suppress"}
+    assert c.loc["num9", "fail_numerator"] and not c.loc["num9", "fail_complement"]
+    assert c.loc["comp9", "fail_complement"] and not c.loc["comp9", "fail_numerator"]
     bad = micro.assign(x=micro["x"] * 2)
     with pytest.raises(ValueError, match="0/1"):
         check_table(bad, by=["g"], value="x", stat="share")
@@ -387,7 +396,7 @@ def test_additive_without_margins_one_dimension():
 
 # ----------------------------------------------------------------------------- Checked object
 def test_checked_is_immutable_and_repr_shows_only_publishable():
-    micro = units_table({"a": [123.456] * 3, "b": [7.0] * 12})
+    micro = units_table({"a": [123.456] * 3, "b": [7.0 + i for i in range(12)]})
     chk = check_table(micro, by="g", value="x", stat="sum")
     with pytest.raises(dataclasses.FrozenInstanceError):
         chk.name = "x"
@@ -395,7 +404,7 @@ def test_checked_is_immutable_and_repr_shows_only_publishable():
     t.loc[0, "value"] = -1
     assert chk.table.loc[0, "value"] != -1
     html_ = chk._repr_html_()
-    assert "370.368" not in html_ and "84" in html_  # suppressed sum 3*123.456 hidden, b's sum shown
+    assert "370.368" not in html_ and "150" in html_  # suppressed sum 3*123.456 hidden, b's sum shown
     assert "1 primary" in chk.summary()
     tidy = chk.tidy()
     assert list(tidy.columns) == ["rule", "description", "n_cells", "n_flagged"]
@@ -440,8 +449,10 @@ def mpl():
 
 
 def test_output_log_tables_figures_and_report(tmp_path, mpl):
-    good = check_table(units_table({"a": [1.0] * 12, "b": [2.0] * 15}), by="g", value="x", stat="sum", name="good")
-    bad = check_table(units_table({"a": [1.0] * 3, "b": [2.0] * 15}), by="g", value="x", stat="sum", name="bad")
+    good = check_table(units_table({"a": [1.0 + i for i in range(12)], "b": [2.0 + i for i in range(15)]}), by="g",
+                       value="x", stat="sum", name="good")
+    bad = check_table(units_table({"a": [1.0, 2.0, 3.0], "b": [2.0 + i for i in range(15)]}), by="g", value="x", stat="sum",
+                      name="bad")
     log = OutputLog(tmp_path, notebook="02_reach")
     pub = log.table(bad, "bad_table")
     written = pd.read_csv(tmp_path / "tables" / "bad_table.csv")
@@ -477,7 +488,8 @@ def test_output_log_tables_figures_and_report(tmp_path, mpl):
 
 
 def test_table_and_figure_of_one_name_keep_both_rows(tmp_path, mpl):
-    good = check_table(units_table({"a": [1.0] * 12, "b": [2.0] * 15}), by="g", value="x", stat="sum", name="good")
+    good = check_table(units_table({"a": [1.0 + i for i in range(12)], "b": [2.0 + i for i in range(15)]}), by="g",
+                       value="x", stat="sum", name="good")
     log = OutputLog(tmp_path, notebook="04_effects")
     log.table(good, "event_study")
     fig, _ = mpl.subplots()
@@ -488,7 +500,7 @@ def test_table_and_figure_of_one_name_keep_both_rows(tmp_path, mpl):
 
 
 def test_output_log_reruns_give_identical_report(tmp_path):
-    chk = check_table(units_table({"a": [1.0] * 12}), by="g", value="x", stat="sum", name="t")
+    chk = check_table(units_table({"a": [1.0 + i for i in range(12)]}), by="g", value="x", stat="sum", name="t")
     est = check_estimates(pd.DataFrame({"estimate": [0.1], "n_treated": [20], "n_control": [20]}), "e")
 
     def run():
@@ -573,7 +585,7 @@ def test_scan_many_identifiers_big_text(tmp_path):
 
 
 def test_output_log_second_instance_keeps_rows_reset_drops_them(tmp_path):
-    chk = check_table(units_table({"a": [1.0] * 12}), by="g", value="x", stat="sum", name="t")
+    chk = check_table(units_table({"a": [1.0 + i for i in range(12)]}), by="g", value="x", stat="sum", name="t")
     OutputLog(tmp_path, notebook="03_matching").table(chk, "first")
     OutputLog(tmp_path, notebook="03_matching").table(chk, "second")  # same kernel: keeps "first"
     assert pd.read_csv(tmp_path / "disclosure_report.csv")["object"].tolist() == ["first", "second"]
@@ -631,3 +643,44 @@ def test_join_checked_equals_one_check_and_refuses_dependent_parts():
     assert joined.cells["verdict"].tolist() == whole.cells["verdict"].tolist()
     with pytest.raises(ValueError, match="cannot join"):
         join_checked([whole, check_table(micro, by="g", value="x", stat="mean", name="t")])
+
+
+# ----------------------------------------------------------------------------- ACRO cross-check (issue 13)
+def _acro_flags(values: np.ndarray) -> bool:
+    """ACRO 1.0.1's default table checks of one magnitude cell (acro/default.yaml, acro/sdc_agg_funcs.py of
+    github:AI-SDC/ACRO): threshold 10, nk-rule n=2 k=0.90, p-ratio 0.10, all values the same, zeros disclosive."""
+    v = np.sort(np.abs(values))[::-1]
+    total = v.sum()
+    if len(v) < 10:
+        return True
+    if total == 0:
+        return True
+    if v[:2].sum() / total > 0.90:
+        return True
+    if (total - v[0] - v[1]) / v[0] < 0.10:
+        return True
+    return bool((values == values[0]).all())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_reach_is_at_least_as_strict_as_acro_on_magnitude_tables(seed):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g in range(40):
+        n = int(rng.integers(1, 25))
+        kind = rng.choice(["lognormal", "dominant", "same", "zero"])
+        x = {"lognormal": rng.lognormal(10, 1, n), "dominant": np.r_[1e6, rng.uniform(1, 10, n - 1)],
+             "same": np.full(n, 500.0), "zero": np.zeros(n)}[kind]
+        rows += [{"be_id": f"{g}-{i}", "g": f"g{g:02d}", "x": float(v)} for i, v in enumerate(x)]
+    micro = pd.DataFrame(rows)
+    for stat in ("sum", "mean"):
+        chk = check_table(micro, by="g", value="x", stat=stat)
+        cells = chk.cells.set_index("g")
+        for g, part in micro.groupby("g"):
+            if _acro_flags(part["x"].to_numpy()):
+                assert cells.loc[g, "verdict"] in ("suppress", "review"), (stat, g)
+    # frequency tables: ACRO's threshold rule on counts
+    counts = check_table(micro, by="g", stat="count").cells.set_index("g")
+    for g, part in micro.groupby("g"):
+        if len(part) < 10:
+            assert counts.loc[g, "verdict"] == "suppress"

@@ -85,6 +85,74 @@ def _allowed(name: str, got: Any, allowed: Sequence[str]) -> ValueError:
 
 # --------------------------------------------------------------------------- rules
 @dataclass(frozen=True)
+class Rounding:
+    r"""Published precision of shares, money and counts.
+
+    Parameters
+    ----------
+    share_pp : float, default 0.1
+        Shares are rounded to this many percentage points (0.1 pp = 0.001).
+    money : float, default 1000
+        Money amounts (units ``"EUR"``) are rounded to this many euros.
+    count_base : int, default 1
+        Counts are rounded to a multiple of this base (5 where CBS asks for it; 1 = exact).
+
+    Notes
+    -----
+    Rounding :math:`x` to step :math:`s` publishes :math:`s \cdot \mathrm{round}(x / s)`
+    (half away from zero), so a reader knows :math:`x` only within :math:`\pm s/2`,
+    which is the interval the run-level audit uses for rounded cells.
+
+    Examples
+    --------
+    >>> Rounding(share_pp=0.1).apply(0.035714, "share")
+    0.036
+    >>> Rounding(money=1000).apply(123456.0, "EUR")
+    123000.0
+    """
+
+    share_pp: float = 0.1
+    money: float = 1000.0
+    count_base: int = 1
+
+    def __post_init__(self) -> None:
+        for name, lo, hi in (("share_pp", 0.0, 100.0), ("money", 0.0, math.inf)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not (lo < float(v) <= hi):
+                raise ValueError(f"Rules.rounding.{name} must be a number in ({lo:g}, {hi:g}]; got {v!r}")
+            object.__setattr__(self, name, float(v))
+        v = self.count_base
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"Rules.rounding.count_base must be an integer >= 1; got {v!r}")
+        object.__setattr__(self, "count_base", int(v))
+
+    def step(self, units: str | None) -> float | None:
+        """Rounding step for a value in ``units`` (``share``, ``EUR``, ``count``), None for other units."""
+        if units == "share":
+            return self.share_pp / 100.0
+        if units == "EUR":
+            return self.money
+        if units == "count":
+            return float(self.count_base) if self.count_base > 1 else None
+        return None
+
+    def apply(self, value: Any, units: str | None) -> Any:
+        """Round ``value`` (scalar or array) to the published precision of ``units``."""
+        step = self.step(units)
+        if step is None:
+            return value
+        arr = np.asarray(value, dtype="float64")
+        out = np.sign(arr) * np.floor(np.abs(arr) / step + 0.5) * step
+        # a clean decimal representation (0.036, not 0.036000000000000004)
+        digits = max(0, -int(math.floor(math.log10(step)))) if step < 1 else 0
+        out = np.round(out, digits + 1)
+        return float(out) if np.ndim(out) == 0 else out
+
+
+UNITS = ("count", "share", "EUR", "log", "index", "ratio", "number")
+
+
+@dataclass(frozen=True)
 class Rules:
     """Thresholds of output checking (ACRO defaults, ESSnet/SDAP guidelines).
 
@@ -104,6 +172,9 @@ class Rules:
         Minimum treated / control units behind every reported estimate.
     min_units_each_side : int, default 10
         Medians and quantiles: minimum units strictly below and strictly above.
+    rounding : Rounding or dict, optional
+        Published precision (:class:`Rounding`): shares to ``share_pp``
+        percentage points, money to ``money`` euros, counts to ``count_base``.
 
     Notes
     -----
@@ -127,6 +198,7 @@ class Rules:
     min_treated: int = 10
     min_control: int = 10
     min_units_each_side: int = 10
+    rounding: Rounding = field(default_factory=Rounding)
 
     def __post_init__(self) -> None:
         for name in ("min_units", "dominance_k", "min_dof", "min_treated", "min_control", "min_units_each_side"):
@@ -138,17 +210,27 @@ class Rules:
         if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not (0.0 < float(v) <= 1.0):
             raise ValueError(f"Rules.dominance_max must be a number in (0, 1]; got {v!r}")
         object.__setattr__(self, "dominance_max", float(v))
-        v = self.p_ratio_min  # 0 switches the p% rule off
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not (0.0 <= float(v) < math.inf):
-            raise ValueError(f"Rules.p_ratio_min must be a finite number >= 0; got {v!r}")
+        v = self.p_ratio_min  # 0 switches the p% rule off; a ratio above 1 is no p% rule
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not (0.0 <= float(v) <= 1.0):
+            raise ValueError(f"Rules.p_ratio_min must be a number in [0, 1]; got {v!r}")
         object.__setattr__(self, "p_ratio_min", float(v))
+        r = self.rounding
+        if isinstance(r, Mapping):
+            bad = [k for k in r if k not in ("share_pp", "money", "count_base")]
+            if bad:
+                raise ValueError(f"Rules.rounding: unknown keys {bad}; allowed: ['share_pp', 'money', 'count_base']")
+            r = Rounding(**dict(r))
+        if not isinstance(r, Rounding):
+            raise ValueError(f"Rules.rounding must be a Rounding or a dict; got {r!r}")
+        object.__setattr__(self, "rounding", r)
 
     def describe(self) -> str:
         """One-line statement of the thresholds, for the report."""
         return (
             f"min_units={self.min_units}; dominance top-{self.dominance_k}<={self.dominance_max:g}; "
             f"p_ratio>={self.p_ratio_min:g}; min_dof={self.min_dof}; min_treated={self.min_treated}; "
-            f"min_control={self.min_control}; min_units_each_side={self.min_units_each_side}"
+            f"min_control={self.min_control}; min_units_each_side={self.min_units_each_side}; "
+            f"rounding shares {self.rounding.share_pp:g}pp, money {self.rounding.money:g}, counts base {self.rounding.count_base}"
         )
 
 
@@ -159,6 +241,9 @@ def _as_rules(rules: Any, name: str) -> Rules:
     if isinstance(rules, Rules):
         return rules
     if isinstance(rules, Mapping):
+        bad = [k for k in rules if k not in Rules.__dataclass_fields__]
+        if bad:
+            raise ValueError(f"check '{name}': unknown disclosure rules {bad}; allowed: {list(Rules.__dataclass_fields__)}")
         return Rules(**dict(rules))
     raise TypeError(f"check '{name}': rules must be a reach.disclosure.Rules or a mapping; got {type(rules).__name__}")
 
@@ -169,6 +254,9 @@ _RULE_TEXT = {
     "fail_dominance": "dominance (N-k)",
     "fail_p_ratio": "p-ratio",
     "fail_each_side": "too few units on a side of the median/quantile",
+    "fail_all_same": "all units contribute the same value",
+    "fail_numerator": "share: fewer than min_units units with the trait (numerator)",
+    "fail_complement": "share: fewer than min_units units without the trait (complement)",
     "fail_min_treated": "fewer than min_treated treated units",
     "fail_min_control": "fewer than min_control control units",
     "fail_min_dof": "fewer than min_dof residual degrees of freedom",
@@ -217,6 +305,11 @@ class Checked:
     count_columns: tuple[str, ...] = ("n_units",)
     n_rows_excluded: int = 0
     unprotectable: tuple[int, ...] = ()
+    units: str | None = None
+    #: Unit membership of the cells (for the run-level audit of :mod:`reach.publish`):
+    #: ``{"cell": int64 cell position, "unit": uint64 hash of the unit id, "trait": bool}``,
+    #: one entry per (cell, unit). Never exported: it identifies the units of each cell.
+    members: Mapping[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     # -- data ------------------------------------------------------------------
     @property
@@ -261,14 +354,19 @@ class Checked:
         """
         out = self._table.copy()
         mask = self._suppressed
+        rounding = self.rules.rounding
         for col in self.value_columns:
             if col in out.columns:
                 out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
                 out.loc[mask, col] = np.nan
+                # published precision: a share to 0.1 pp cannot be read back into its numerator
+                out[col] = rounding.apply(out[col].to_numpy(), self.units)
         for col in self.count_columns:
             if col in out.columns:
                 vals = pd.to_numeric(out[col], errors="coerce").astype("Float64")
                 vals[mask] = pd.NA
+                if rounding.count_base > 1:
+                    vals = pd.array(rounding.apply(vals.to_numpy(dtype="float64", na_value=np.nan), "count"), dtype="Float64")
                 # counts are integers unless the input held fractional values
                 out[col] = vals.astype("Int64") if bool((vals.dropna() % 1 == 0).all()) else vals
         return out
@@ -425,7 +523,10 @@ def _cell_stats(
         elif stat in ("mean", "share"):
             out["value"] = vsum / np.where(n_rows > 0, n_rows, np.nan)
         else:  # median / quantile over rows, sides over units
-            qv = work.groupby("cell")["v"].quantile(q).reindex(range(n_cells)).to_numpy()
+            if stat == "median":
+                qv = _central_mean(work["cell"].to_numpy(), work["v"].to_numpy(), n_cells)
+            else:
+                qv = work.groupby("cell")["v"].quantile(q).reindex(range(n_cells)).to_numpy()
             out["value"] = qv
             uq = qv[ucell]
             below = np.bincount(ucell, weights=(units["vmax"].to_numpy() < uq), minlength=n_cells)
@@ -454,11 +555,50 @@ def _cell_stats(
         out["p_ratio"] = pratio
         out["fail_dominance"] = share > rules.dominance_max * (1 + _REL_TOL)
         out["fail_p_ratio"] = pratio < rules.p_ratio_min * (1 - _REL_TOL)
+        # every unit contributes the same value: the mean is each unit's value (ACRO "all-values-are-same")
+        ext = pd.Series(c).groupby(ucell).agg(["min", "max"]).reindex(range(n_cells))
+        out["fail_all_same"] = (ext["min"] == ext["max"]).to_numpy() & (n_units > 1)
         neg = np.bincount(ucell, weights=(c < 0), minlength=n_cells) > 0
         out["review_zero_negative"] = (out["value"].to_numpy() == 0) | neg
+    trait = np.zeros(len(ucell), dtype=bool)
     if stat == "share":
+        # a share is a frequency table: the units with the trait and those without
+        # are both cells a reader can compute (share x n), so both need min_units
+        rows_per_unit = np.bincount(ukey, minlength=len(uniq))
+        c = units["c"].to_numpy()
+        trait = c > 0
+        n_num = np.bincount(ucell, weights=trait, minlength=n_cells)
+        n_comp = np.bincount(ucell, weights=(rows_per_unit - c) > 0, minlength=n_cells)
+        out["fail_numerator"] = n_num < rules.min_units
+        out["fail_complement"] = n_comp < rules.min_units
         v = out["value"].to_numpy()
         out["review_share_0_1"] = (v == 0) | (v == 1)
+    # unit hashes per cell: what the run-level audit intersects across tables
+    hashes = df["__unit_hash__"].to_numpy()
+    first_row = np.zeros(n_codes, dtype=np.int64)
+    first_row[ucode[::-1]] = np.arange(len(ucode))[::-1]
+    out.attrs["members"] = {"cell": ucell, "unit": hashes[first_row[uniq % n_codes]], "trait": trait}
+    return out
+
+
+def _central_mean(cell: np.ndarray, v: np.ndarray, n_cells: int) -> np.ndarray:
+    """Median published as the mean of the central observations: never one unit's value.
+
+    Odd :math:`n`: mean of the three central order statistics; even :math:`n`: of the two.
+    """
+    out = np.full(n_cells, np.nan)
+    order = np.lexsort((v, cell))
+    cs, vs = cell[order], v[order]
+    starts = np.searchsorted(cs, np.arange(n_cells))
+    ends = np.searchsorted(cs, np.arange(n_cells), side="right")
+    for c in range(n_cells):
+        n = ends[c] - starts[c]
+        if n == 0:
+            continue
+        mid = starts[c] + n // 2
+        lo, hi = (mid - 1, mid + 2) if n % 2 else (mid - 1, mid + 1)
+        lo, hi = max(lo, starts[c]), min(hi, ends[c])
+        out[c] = vs[lo:hi].mean()
     return out
 
 
@@ -597,6 +737,7 @@ def check_table(
     margins: bool = False,
     additive: bool = False,
     q: float = 0.5,
+    units: str | None = None,
 ) -> Checked:
     """Tabulate unit-level rows and check every cell against the disclosure rules.
 
@@ -629,6 +770,10 @@ def check_table(
         ``margins``): secondary suppression then protects against them too.
     q : float, default 0.5
         Quantile for ``stat="quantile"``.
+    units : {"count", "share", "EUR", "log", "index", "ratio", "number"}, optional
+        Units of ``value`` (default: ``count`` for counts, ``share`` for shares,
+        none otherwise); :attr:`Rules.rounding` rounds shares, ``EUR`` and counts
+        in :meth:`Checked.suppress`.
 
     Returns
     -------
@@ -649,7 +794,11 @@ def check_table(
       a share of exactly 0 or 1 (everyone or no one in the cell has the trait);
     * median/quantile :math:`m`: at least ``min_units_each_side`` units with
       *all* their rows strictly below :math:`m` and as many with all rows
-      strictly above (a unit straddling :math:`m` or on it counts on no side).
+      strictly above (a unit straddling :math:`m` or on it counts on no side);
+      the published median is the mean of the central order statistics (two
+      for an even number of rows, three for an odd one), never one row's value;
+    * share: the units with the trait (numerator) and those without
+      (complement) each number at least ``min_units``.
 
     Rows with a missing ``value`` are excluded and counted
     (``Checked.n_rows_excluded``). Secondary suppression (with ``margins`` or
@@ -685,6 +834,8 @@ def check_table(
         raise ValueError(f"check '{name}': q must be in (0, 1); got {q!r}")
     if stat == "median":
         q = 0.5
+    if units is not None and units not in UNITS:
+        raise _allowed(f"check '{name}': units", units, UNITS)
     cols = by + [unit] + ([value] if value is not None else [])
     df = _validate_frame(micro, name, cols)
     df = df[cols]
@@ -694,7 +845,9 @@ def check_table(
             f"check '{name}': column {unit!r} has {int(bad_unit.sum())} missing unit identifiers "
             f"(row positions {_row_positions(bad_unit)}); every row must belong to a unit"
         )
-    df = df.assign(__unit_code__=pd.factorize(df[unit])[0].astype(np.int64))
+    codes, uniques = pd.factorize(df[unit])
+    uhash = pd.util.hash_array(np.asarray(uniques, dtype=object).astype(str))
+    df = df.assign(__unit_code__=codes.astype(np.int64), __unit_hash__=uhash[codes])
     n_excluded = 0
     if value is not None:
         vals = pd.to_numeric(df[value], errors="coerce")
@@ -719,11 +872,16 @@ def check_table(
         if len(by) > 6:
             raise ValueError(f"check '{name}': margins over {len(by)} by-columns (max 6) would be 2^{len(by)} tables")
         parts = []
+        member_parts: list[dict[str, np.ndarray]] = []
+        offset = 0
         # every subset of by-columns summed over (the empty subset = interior cells)
         for r in range(len(by) + 1):
             for sub in itertools.combinations(by, r):
                 keep_cols = [c for c in by if c not in sub]
                 part = _cell_stats(df, keep_cols, unit, value, stat, rules, q)
+                m = part.attrs.pop("members")
+                member_parts.append({**m, "cell": m["cell"] + offset})
+                offset += len(part)
                 for c in sub:
                     part[c] = _TOTAL
                 for c in keep_cols:
@@ -731,8 +889,11 @@ def check_table(
                 parts.append(part)
         cells = pd.concat(parts, ignore_index=True)
         cells = cells[by + [c for c in cells.columns if c not in by]]
+        members = {k: np.concatenate([m[k] for m in member_parts]) for k in ("cell", "unit", "trait")}
     else:
         cells = _cell_stats(df, by, unit, value, stat, rules, q)
+        members = cells.attrs.pop("members")
+    cells.attrs.clear()
     for c in [c for c in cells.columns if c.startswith(("fail_", "review_"))]:
         cells[c] = cells[c].fillna(False).astype(bool)
     cells = _verdicts(cells)
@@ -758,6 +919,8 @@ def check_table(
         _cells=cells,
         n_rows_excluded=n_excluded,
         unprotectable=unprotectable,
+        units=units if units is not None else {"count": "count", "share": "share"}.get(stat),
+        members=members,
     )
 
 
@@ -766,6 +929,9 @@ _ESTIMATE_COLS = (
     "estimate", "std_error", "conf_low", "conf_high", "statistic", "t_stat", "z_stat", "p_value", "pvalue",
     "att", "se", "ci_low", "ci_high", "coef",
 )
+
+
+_DOF_COLS = ("df_resid", "df", "dof", "df_denom")
 
 
 def _count_column(tidy: pd.DataFrame, spec: Any, what: str, name: str) -> np.ndarray | None:
@@ -807,7 +973,8 @@ def check_estimates(
         Column name (or constant, or per-row values) of treated / control units
         behind each row; ``None`` skips that rule.
     df_resid : str, number, sequence or None
-        Residual degrees of freedom; ``None`` skips the rule.
+        Residual degrees of freedom; ``None`` uses a column named ``df_resid``,
+        ``df``, ``dof`` or ``df_denom`` if the table has one, else skips the rule.
     rules : Rules, optional
     columns : sequence of str, optional
         Columns blanked in failing rows; default: those of
@@ -835,6 +1002,10 @@ def check_estimates(
     rules = _as_rules(rules, name)
     if not isinstance(tidy, pd.DataFrame):
         raise TypeError(f"check '{name}': tidy must be a pandas DataFrame; got {type(tidy).__name__}")
+    if df_resid is None:
+        # a degrees-of-freedom column the caller did not name still binds: a pre-trend
+        # test on 0 degrees of freedom is not "ok"
+        df_resid = next((c for c in _DOF_COLS if c in tidy.columns), None)
     specs = {"n_treated": n_treated, "n_control": n_control, "df_resid": df_resid}
     if all(v is None for v in specs.values()):
         raise ValueError(f"check '{name}': give at least one of n_treated, n_control, df_resid")
@@ -905,8 +1076,16 @@ def join_checked(parts: Sequence[Checked]) -> Checked:
     table = pd.concat([p.table for p in parts], ignore_index=True)
     cells = pd.concat([p.cells for p in parts], ignore_index=True)
     order = table.sort_values(by, kind="stable").index  # categorical by-columns sort in label order
+    members = None
+    if all(p.members is not None for p in parts):
+        offsets = np.cumsum([0] + [len(p.table) for p in parts[:-1]])
+        cell = np.concatenate([p.members["cell"] + o for p, o in zip(parts, offsets)])
+        new_pos = np.empty(len(order), dtype=np.int64)
+        new_pos[np.asarray(order)] = np.arange(len(order))
+        members = {"cell": new_pos[cell], "unit": np.concatenate([p.members["unit"] for p in parts]),
+                   "trait": np.concatenate([p.members["trait"] for p in parts])}
     return replace(first, _table=table.loc[order].reset_index(drop=True), _cells=cells.loc[order].reset_index(drop=True),
-                   n_rows_excluded=sum(p.n_rows_excluded for p in parts))
+                   n_rows_excluded=sum(p.n_rows_excluded for p in parts), members=members)
 
 
 
@@ -1042,7 +1221,12 @@ class OutputLog:
         path = self.output_dir / "tables" / f"{name}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         pub.to_csv(path, index=index, lineterminator="\n")
-        self._record(name, checked.kind, path.relative_to(self.output_dir).as_posix(), [checked], None, "")
+        file = path.relative_to(self.output_dir).as_posix()
+        self._record(name, checked.kind, file, [checked], None, "")
+        from reach.publish import register_table
+
+        # every exported cell goes to the run's registry for the run-level differencing audit
+        register_table(self.notebook, name, file, checked, pub)
         return pub
 
     def figure(

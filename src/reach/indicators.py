@@ -234,6 +234,18 @@ class IndicatorResult:
             out.append(f"*No figure for {title.lower()}: every cell was suppressed by the disclosure rules.*")
         return "\n\n".join(out)
 
+    def stage_output(self, label: str | None = None) -> "StageOutput":
+        """The indicator in the publishing layer's shape (:class:`reach.publish.StageOutput`).
+
+        ``tables`` are the checked exports, ``figures`` the figure drawn from the
+        published table (when plottable), ``headline`` and ``narrative`` as computed.
+        """
+        from reach.publish import StageOutput
+
+        figures = {self.figure_name: (self.figure(label), self.checks)} if self.plottable else {}
+        return StageOutput(tables=dict(self.exports), figures=figures, headline=dict(self.headline),
+                           narrative=(self.narrative,) if self.narrative else ())
+
     def tidy(self) -> pd.DataFrame:
         """Publishable table with this indicator's fixed columns (``columns``)."""
         return self.published.loc[:, list(self.columns)].reset_index(drop=True).copy()

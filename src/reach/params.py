@@ -57,7 +57,7 @@ STRATA = ("sbi_section", "size_class", "region")
 #: Panel columns usable in ``xformla`` (values are taken at the base period).
 XFORMLA_TERMS = ("log_employees", "employees", "log_exports", "exporter", "n_dest", "importer", "instr_ever_before")
 
-DISCLOSURE_KEYS = ("min_units", "dominance_k", "dominance_max", "p_ratio_min", "min_dof", "min_treated", "min_control", "min_units_each_side")
+DISCLOSURE_KEYS = ("min_units", "dominance_k", "dominance_max", "p_ratio_min", "min_dof", "min_treated", "min_control", "min_units_each_side", "rounding")
 INPUT_ROLES = {
     "register": ("be_id", "sbi", "size_class", "employees", "municipality"),
     "kvk_link": ("kvk", "be_id"),
@@ -161,7 +161,15 @@ def _disclosure(value: Any, _: dict) -> str | None:
     bad = [k for k in value if k not in DISCLOSURE_KEYS]
     if bad:
         return f"unknown rules {bad}; allowed: {list(DISCLOSURE_KEYS)}"
+    try:  # the same validation the notebooks meet, before any notebook runs (issue 13)
+        from reach.disclosure import Rules
+
+        Rules(**value)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
     for k, v in value.items():
+        if k == "rounding":
+            continue
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
             return f"rule {k!r} must be a non-negative number, got {v!r}"
     for k in ("dominance_max", "p_ratio_min"):

@@ -12,7 +12,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["record_headline", "read_headlines", "fmt_number", "fmt_count", "fmt_share", "show_figure", "SummaryDisplay"]
+__all__ = ["record_headline", "read_headlines", "fmt_number", "fmt_count", "fmt_share", "show_figure", "SummaryDisplay",
+           "checks_statement"]
 
 
 def _plain(value: Any) -> Any:
@@ -64,8 +65,11 @@ def record_headline(output_dir: str | Path, section: str, numbers: Mapping[str, 
     >>> read_headlines(p.parent.parent)["effects"]["att"]
     0.12
     """
+    from reach.publish import register_numbers
+
     path = Path(output_dir) / "headline" / f"{section}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    register_numbers(f"headline:{section}", numbers)
     path.write_text(json.dumps(_plain(numbers), indent=2, sort_keys=True), encoding="utf-8")
     return path
 
@@ -119,6 +123,10 @@ def fmt_number(value: Any, digits: int = 3, *, signed: bool = False) -> str:
             return "suppressed"
     except (TypeError, ValueError):
         pass
+    from reach.publish import register_numbers
+
+    # what is formatted for narrative text is published: the output audit must know it
+    register_numbers("text", [value])
     return f"{float(value):{'+' if signed else ''},.{digits}f}"
 
 
@@ -170,3 +178,24 @@ def show_figure(log: Any, fig: Any, checked: Any, name: str, *, drawn_from_suppr
         display(Image(data=buf.getvalue(), format="png"))
         plt.close(fig)
     return path
+
+
+def checks_statement(output_dir_or_report: Any) -> str:
+    """The summary's sentence about the disclosure checks, computed from the verdicts.
+
+    Accepts ``output/<run>`` (reads its ``disclosure_report.csv``) or a report
+    DataFrame; see :func:`reach.publish.checks_statement`. Notebook 05 quotes
+    this instead of a fixed "every number passed".
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> checks_statement(pd.DataFrame({"file": ["t.csv"], "verdict": ["ok"]}))
+    'All 1 outputs passed the disclosure checks.'
+    """
+    from reach import publish
+
+    src = output_dir_or_report
+    if isinstance(src, (str, Path)) and Path(src).is_dir():
+        src = Path(src) / "disclosure_report.csv"
+    return publish.checks_statement(src)

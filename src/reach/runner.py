@@ -13,7 +13,9 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import os
 import platform
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from reach import publish
 from reach.params import load_params
 
 __all__ = ["NOTEBOOKS", "STAGES", "PER_PROGRAMME", "SuiteError", "notebook_dir", "notebook_parameters", "run_suite",
@@ -172,8 +175,36 @@ def _input_files(params: Mapping[str, Any]) -> list[dict[str, Any]]:
             found.append((role, None, data_dir / spec["path"], None))
     for name, spec in params["programmes"].items():
         found.append((f"programme:{name}", None, data_dir / spec["path"], None))
-    return [{"role": role, "year": year, "path": str(path), "version": version,
+    return [{"role": role, "year": year, "path": _relative(path, data_dir), "version": version,
              "size": path.stat().st_size, "sha256": _sha256(path)} for role, year, path, version in found]
+
+
+def _relative(path: str | Path, root: str | Path) -> str:
+    """``path`` relative to ``root`` (POSIX form); no machine path leaves the run."""
+    import os
+
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), Path(root).resolve())).as_posix()
+    except ValueError:  # another drive on Windows
+        return Path(path).name
+
+
+def _repo_root() -> Path:
+    return notebook_dir().parent
+
+
+def _roots(output_dir: Path, work_dir: Path, params: Mapping[str, Any], run: str) -> dict[str, str]:
+    """Absolute machine paths and what replaces them in the outputs (longest paths are replaced first)."""
+    repo = _repo_root()
+
+    def rel(p: Path, fallback: str) -> str:
+        r = _relative(p, repo)
+        return r if not r.startswith("..") else fallback
+
+    roots = {str(output_dir): rel(output_dir, f"output/{run}"), str(work_dir): rel(work_dir, f"work/{run}"),
+             str(Path(params["data_dir"]).resolve()): "<data_dir>", str(params["data_dir"]): "<data_dir>",
+             str(notebook_dir()): "notebooks", str(repo): ".", str(Path.home()): "~"}
+    return {k: v for k, v in roots.items() if k and k not in (".", "/")}
 
 
 def _exported(output_dir: Path) -> list[dict[str, Any]]:
@@ -301,6 +332,14 @@ def scan_output(output_dir: Path, work_dir: Path) -> list[str]:
     return moved
 
 
+def _restore_env(saved: Mapping[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def _failure_message(name: str, exc: Exception, partial: Path) -> str:
     ename = getattr(exc, "ename", type(exc).__name__)
     evalue = getattr(exc, "evalue", str(exc))
@@ -367,16 +406,28 @@ def run_suite(
 
     output_dir.mkdir(parents=True, exist_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)
+    registry = work_dir / "registry"
     if not only:
         # a full run starts from an empty output folder so nothing stale is exported
         for sub in ("tables", "figures", "headline", "notebooks"):
             for path in sorted((output_dir / sub).glob("*")):
                 if path.is_file():
                     path.unlink()
-        for stale in ("disclosure_report.csv", "manifest.json"):
+        for stale in ("disclosure_report.csv", "manifest.json", "results.json", "disclosure_audit.csv"):
             (output_dir / stale).unlink(missing_ok=True)
+        shutil.rmtree(output_dir / "checksums", ignore_errors=True)
+        shutil.rmtree(registry, ignore_errors=True)
     else:
-        _drop_report_rows(output_dir, [executed_name(nb, p) for nb, p in executed_names(params, names)])
+        executed_now = [executed_name(nb, p) for nb, p in executed_names(params, names)]
+        _drop_report_rows(output_dir, executed_now)
+        for name in executed_now:  # the registry forgets the notebooks about to run again
+            for stale in [*(registry / "tables").glob(f"{name}__*"), registry / "numbers" / f"{name}.jsonl"]:
+                stale.unlink(missing_ok=True)
+    registry.mkdir(parents=True, exist_ok=True)
+    # the papermill kernels inherit the environment: every OutputLog / record_headline / fmt_* registers
+    # its numbers in work/<run>/registry (with the microdata, never in output/)
+    saved_env = {k: os.environ.get(k) for k in (publish.ENV_REGISTRY, publish.ENV_NOTEBOOK)}
+    os.environ[publish.ENV_REGISTRY] = str(registry)
 
     nb_dir = notebook_dir()
     injected = {"output_dir": str(output_dir), "work_dir": str(work_dir)}
@@ -397,10 +448,12 @@ def run_suite(
         published = output_dir / "notebooks" / f"{name}.ipynb"
         print(f"[{i}/{len(jobs)}] {name} ...", flush=True)
         t0 = time.perf_counter()
+        os.environ[publish.ENV_NOTEBOOK] = name
         try:
             pm.execute_notebook(str(source), str(target), parameters=passed, progress_bar=progress,
                                 kernel_name="python3", cwd=str(nb_dir), log_output=False)
         except PapermillExecutionError as exc:
+            _restore_env(saved_env)
             # an earlier run's copy of this notebook would now contradict the run: take it out of output/
             published.unlink(missing_ok=True)
             (output_dir / f"{name}.html").unlink(missing_ok=True)
@@ -416,13 +469,19 @@ def run_suite(
         if render:
             html.append(render_html(target, output_dir / f"{name}.html", show_code=bool(params.get("show_code"))))
 
+    _restore_env(saved_env)
+    # the run-level differencing audit of every registered cell: suppress more, rewrite, withdraw figures
+    audit = publish.audit_run(output_dir, work_dir)
+    print(audit.summary(), flush=True)
+    roots = _roots(output_dir, work_dir, params, run)
     moved = scan_output(output_dir, work_dir)
     if moved:
         raise SuiteError(f"identifiers of firms found in files under {output_dir}; they were moved to "
                          f"{work_dir / 'quarantine'} and must not be exported: {moved}")
     manifest = {
         "run_name": run,
-        "params_file": str(Path(params_path).resolve()),
+        "params_file": _relative(params_path, _repo_root()) if not _relative(params_path, _repo_root()).startswith("..")
+        else Path(params_path).name,
         "parameters": params,
         "notebooks": [executed_name(nb, p) for nb, p in executed_names(params, names)],
         "programmes": analysed_programmes(params),
@@ -431,11 +490,20 @@ def run_suite(
         "started": started.isoformat(timespec="seconds"),
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": _git_commit(),
-        "platform": platform.platform(),
+        # OS family and Python version only: no host, kernel or distribution strings
+        "platform": f"{platform.system()} / Python {platform.python_version()}",
         "versions": _versions(),
         "inputs": _input_files(params),
         "exported": _exported(output_dir),
     }
-    (output_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+    text = json.dumps(manifest, indent=2, default=str)
+    for old_path, new_path in sorted(roots.items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(json.dumps(old_path)[1:-1], new_path)
+    (output_dir / "manifest.json").write_text(text, encoding="utf-8")
+    # every file gets a verdict: audit of rendered numbers, machine-path scrub, results.json + checksums/
+    whitelist = "\n".join(p.read_text(encoding="utf-8") for p in sorted(nb_dir.glob("*.ipynb")))
+    whitelist += "\n" + Path(params_path).read_text(encoding="utf-8") + "\n" + json.dumps(params, default=str)
+    publish.record_run(output_dir, work_dir, audit, roots=roots, whitelist_text=whitelist,
+                       first_year=int(params["first_year"]) - 10, last_year=int(params["last_year"]) + 10)
     print(f"done: {output_dir}", flush=True)
     return RunResult(run, output_dir, work_dir, tuple(executed), tuple(html), seconds)

@@ -1,0 +1,1072 @@
+r"""The publishing layer: every number that leaves a run is registered, audited and recorded.
+
+Notebooks keep calling :class:`reach.disclosure.OutputLog` (``table``,
+``figure``), :func:`reach.report.show_figure`, :func:`reach.report.record_headline`
+and the ``fmt_*`` formatters; each of them registers what it publishes here.
+The runner points the layer at ``work/<run>/registry/`` (environment variables
+:data:`ENV_REGISTRY` and :data:`ENV_NOTEBOOK`, inherited by the papermill
+kernels), so the registry, which holds the unit memberships of every cell,
+stays with the microdata. After the last notebook the runner calls
+:func:`audit_run` and :func:`record_run`, which
+
+1. audits the registered cells of the whole run together (:func:`audit_cells`):
+   an interval (LP) attack over nested and overlapping populations, as
+   tau-ARGUS's audit, and a search for published totals of table lines;
+   it suppresses more cells until no cell below ``min_units`` can be bounded
+   inside its protection interval, rewrites the affected tables and withdraws
+   figures drawn from them;
+2. audits the numbers of the rendered outputs (HTML, executed notebooks,
+   headline JSON) against the registered numbers (:func:`audit_numbers`);
+3. replaces machine paths, user and host names (:func:`scrub_paths`);
+4. writes ``disclosure_audit.csv``, completes ``disclosure_report.csv`` with a
+   row per output file and writes a SACRO-compatible ``results.json`` and
+   ``checksums/`` in the format of ACRO's ``finalise`` (:func:`write_results_json`).
+
+Stage results offer one shape, :class:`StageOutput` (``tables``, ``figures``,
+``headline``, ``narrative``), published by :meth:`StageOutput.publish`.
+:func:`checks_statement` gives the summary's sentence about the checks,
+computed from the verdicts.
+"""
+from __future__ import annotations
+
+import csv
+import getpass
+import hashlib
+import html as _html
+import json
+import math
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "ENV_REGISTRY", "ENV_NOTEBOOK", "StageOutput", "register_table", "register_numbers", "text",
+    "registered_numbers", "load_registry", "audit_cells", "Audit", "audit_numbers", "scrub_paths",
+    "scan_for_machine_paths", "write_results_json", "checks_statement", "audit_run", "record_run", "FILE_VERDICTS",
+]
+
+#: Folder of the run's registry (set by the runner; unset: nothing is registered).
+ENV_REGISTRY = "REACH_REGISTRY"
+#: Name of the notebook being executed (set by the runner).
+ENV_NOTEBOOK = "REACH_NOTEBOOK"
+#: Verdicts a file can get in ``disclosure_report.csv``.
+FILE_VERDICTS = ("ok", "suppressed", "review", "not_written", "fail")
+_SAFE_VERDICTS = ("ok", "suppressed")
+
+
+def _registry() -> Path | None:
+    path = os.environ.get(ENV_REGISTRY)
+    return Path(path) if path else None
+
+
+def _notebook(default: str = "session") -> str:
+    return os.environ.get(ENV_NOTEBOOK) or default
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (np.generic,)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    try:
+        if v is not pd.NA and not isinstance(v, (str, bytes)) and pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    if v is pd.NA:
+        return None
+    return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+
+
+# =========================================================================== registration
+def register_table(notebook: str, name: str, file: str, checked: Any, published: pd.DataFrame) -> Path | None:
+    """Register the cells of an exported table (called by :meth:`reach.disclosure.OutputLog.table`).
+
+    Writes ``<registry>/tables/<notebook>__<name>.json`` (labels, published
+    values, true unit counts, verdicts) and, when the check kept unit
+    memberships, ``.npz`` with them. Nothing is written outside a run.
+    """
+    reg = _registry()
+    if reg is None:
+        return None
+    folder = reg / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    cells = checked.cells
+    table = checked.table
+    by = list(checked.by)
+    fails = [c for c in cells.columns if c.startswith("fail_")]
+    rows = []
+    for i in range(len(cells)):
+        labels = {c: _plain(cells.iloc[i][c]) for c in by} if by else (
+            {c: _plain(table.iloc[i][c]) for c in table.columns
+             if c not in checked.value_columns and c not in checked.count_columns
+             and not pd.api.types.is_float_dtype(table[c])} if checked.kind == "estimates" else {})
+        rows.append({
+            "labels": labels,
+            "published": {c: _plain(published.iloc[i][c]) for c in published.columns
+                          if c in checked.value_columns or c in checked.count_columns},
+            "n_true": _plain(cells.iloc[i].get("n_units")),
+            "suppressed": bool(cells.iloc[i]["verdict"] == "suppress"),
+            "failed": [c for c in fails if bool(cells.iloc[i][c])],
+        })
+    meta = {"notebook": notebook, "object": name, "check": checked.name, "file": file, "kind": checked.kind,
+            "stat": checked.stat, "units": checked.units, "by": by, "min_units": checked.rules.min_units,
+            "share_step": checked.rules.rounding.step("share") if checked.units == "share" else None,
+            "count_base": checked.rules.rounding.count_base,
+            "value_columns": list(checked.value_columns), "count_columns": list(checked.count_columns),
+            "rows": rows}
+    stem = f"{notebook}__{name}"
+    (folder / f"{stem}.json").write_text(json.dumps(meta, default=str), encoding="utf-8")
+    if checked.members is not None:
+        np.savez_compressed(folder / f"{stem}.npz", **{k: np.asarray(v) for k, v in checked.members.items()})
+    return folder / f"{stem}.json"
+
+
+def register_numbers(source: str, numbers: Any, *, notebook: str | None = None) -> None:
+    """Register published numbers (headline JSON, narrative text) so the output audit knows them.
+
+    ``numbers`` may be nested mappings/lists; every int/float leaf is registered.
+    """
+    reg = _registry()
+    if reg is None:
+        return
+    leaves: list[float] = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, Mapping):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x)
+        else:
+            v = _plain(v)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                leaves.append(float(v))
+
+    walk(numbers)
+    if not leaves:
+        return
+    folder = reg / "numbers"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{notebook or _notebook()}.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"source": source, "values": leaves}) + "\n")
+
+
+def text(template: str, **numbers: Any) -> str:
+    """Narrative text whose numbers are registered: ``text("{n} firms", n=fmt_count(x))``.
+
+    Numbers passed as values (not pre-formatted strings) are formatted with
+    :func:`reach.report.fmt_number` and registered.
+
+    Examples
+    --------
+    >>> text("{n} firms used {p}", n=120, p="TINL")
+    '120 firms used TINL'
+    """
+    from reach.report import fmt_number
+
+    out: dict[str, Any] = {}
+    for k, v in numbers.items():
+        if isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
+            digits = 0 if float(v).is_integer() else 3
+            out[k] = fmt_number(v, digits).replace(",", "") if digits == 0 else fmt_number(v, digits)
+            register_numbers("text", [v])
+        else:
+            out[k] = v
+    return template.format(**out)
+
+
+def load_registry(registry: str | Path) -> tuple[list[dict[str, Any]], list[float]]:
+    """Registered tables (meta with ``members`` arrays when kept) and registered loose numbers."""
+    registry = Path(registry)
+    tables = []
+    for path in sorted((registry / "tables").glob("*.json")):
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        npz = path.with_suffix(".npz")
+        if npz.is_file():
+            with np.load(npz) as z:
+                meta["members"] = {k: z[k] for k in z.files}
+        tables.append(meta)
+    numbers: list[float] = []
+    for path in sorted((registry / "numbers").glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                numbers.extend(json.loads(line)["values"])
+    return tables, numbers
+
+
+def registered_numbers(tables: Sequence[Mapping[str, Any]], numbers: Iterable[float]) -> set[float]:
+    """Every published number of the run: table cells (values and counts), labels, headline/narrative numbers."""
+    out = {float(v) for v in numbers if v is not None}
+    for t in tables:
+        for row in t["rows"]:
+            for v in row["published"].values():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    out.add(float(v))
+            for v in row["labels"].values():
+                try:
+                    out.add(float(v))
+                except (TypeError, ValueError):
+                    pass
+    return {v for v in out if math.isfinite(v)}
+
+
+# =========================================================================== stage shape
+@dataclass(frozen=True)
+class StageOutput:
+    """What a stage offers for publishing: checked tables, figures, headline numbers, narrative.
+
+    Attributes
+    ----------
+    tables : mapping name -> Checked
+    figures : mapping name -> (figure, Checked or list of Checked)
+        Figures drawn from the ``suppress()`` copies of their tables.
+    headline : mapping
+        Numbers for ``headline/<section>.json``; each must also be a published cell.
+    narrative : tuple of str
+        Sentences built with :func:`text` or the ``fmt_*`` formatters (registered).
+
+    Examples
+    --------
+    >>> StageOutput(headline={"n": 12}).summary()
+    'StageOutput: 0 tables, 0 figures, 1 headline numbers, 0 sentences'
+    """
+
+    tables: Mapping[str, Any] = field(default_factory=dict)
+    figures: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
+    headline: Mapping[str, Any] = field(default_factory=dict)
+    narrative: tuple[str, ...] = ()
+
+    def publish(self, log: Any, section: str | None = None) -> dict[str, Any]:
+        """Export everything through ``log`` (:class:`reach.disclosure.OutputLog`); returns the published tables."""
+        from reach.report import record_headline
+
+        out = {name: log.table(chk, name) for name, chk in self.tables.items()}
+        for name, (fig, checks) in self.figures.items():
+            log.figure(fig, checks, name, drawn_from_suppressed=True)
+        if section and self.headline:
+            record_headline(log.output_dir, section, self.headline)
+        register_numbers("narrative", [])
+        return out
+
+    def tidy(self) -> pd.DataFrame:
+        """One row per published object: ``kind, name``."""
+        rows = [("table", n) for n in self.tables] + [("figure", n) for n in self.figures]
+        rows += [("headline", n) for n in self.headline] + [("narrative", str(i)) for i in range(len(self.narrative))]
+        return pd.DataFrame(rows, columns=["kind", "name"])
+
+    def summary(self) -> str:
+        return (f"StageOutput: {len(self.tables)} tables, {len(self.figures)} figures, "
+                f"{len(self.headline)} headline numbers, {len(self.narrative)} sentences")
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+
+# =========================================================================== run-level differencing audit
+@dataclass(frozen=True)
+class Audit:
+    """Result of the run-level differencing audit.
+
+    Attributes
+    ----------
+    constraints : DataFrame
+        One row per published constraint used: ``source, kind, object, cell``.
+    targets : DataFrame
+        One row per protected cell: ``object, cell, set, safe_before, safe_after, action``
+        (never its value or bounds: those would themselves be disclosive).
+    suppressed : dict
+        ``{(notebook, object): [row positions]}`` newly suppressed by the audit.
+    """
+
+    constraints: pd.DataFrame
+    targets: pd.DataFrame
+    suppressed: Mapping[tuple[str, str], list[int]]
+
+    @property
+    def n_unprotected(self) -> int:
+        return int((~self.targets["safe_after"]).sum()) if len(self.targets) else 0
+
+    def tidy(self) -> pd.DataFrame:
+        return self.targets.copy()
+
+    def summary(self) -> str:
+        n_new = sum(len(v) for v in self.suppressed.values())
+        return (f"Run-level differencing audit: {len(self.constraints)} published constraints, "
+                f"{len(self.targets)} protected cells, {n_new} more cells suppressed, "
+                f"{self.n_unprotected} cells still recoverable")
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+
+def _label(labels: Mapping[str, Any], i: int) -> str:
+    return "|".join(f"{k}={v}" for k, v in labels.items()) or f"row={i}"
+
+
+def _bounds(c: np.ndarray, A_eq, b_eq, A_ub, b_ub, min_units: float = 0.0) -> tuple[float, float]:
+    """Smallest and largest value of ``c @ x`` over ``x >= 0`` meeting the published constraints."""
+    from scipy.optimize import linprog
+
+    out = []
+    for sign in (-1.0, 1.0):  # the upper bound first: below min_units already decides
+        if out and out[0] < min_units - 1e-6:
+            return 0.0, out[0]
+        res = linprog(sign * c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_eq, bounds=(0, None), method="highs",
+                      options={"time_limit": 30.0})
+        if res.status == 3:  # unbounded
+            out.append(-math.inf if sign > 0 else math.inf)
+            continue
+        elif res.status != 0:
+            # infeasible only through float slack of rounded constraints: treat as unprotected
+            # so the caller suppresses more (safe side)
+            out.append(math.nan)
+        else:
+            out.append(sign * res.fun)
+    return out[1], out[0]
+
+
+def _safe(lo: float, hi: float, n_true: float, min_units: int) -> bool:
+    """Protection interval: the attacker cannot show the cell is below ``min_units`` nor pin its lower end."""
+    if math.isnan(lo) or math.isnan(hi):
+        return False
+    return hi >= min_units - 1e-6 and (n_true <= 0 or lo <= n_true - 1 + 1e-6)
+
+
+def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 6,
+                lp_stats: Sequence[str] = ("count", "share"), lp_budget: int = 200,
+                max_set_units: int = 2000) -> Audit:
+    r"""Audit all registered cells of a run together against differencing; suppress more where needed.
+
+    Parameters
+    ----------
+    tables : sequence of dict
+        From :func:`load_registry` (each with ``rows`` and, for ``check_table``
+        tables, ``members``).
+    max_rounds : int
+        Most extra suppressions per protected cell.
+    lp_stats : sequence of str
+        Statistics whose tables enter the interval attack (frequency tables by
+        default; the unit counts of magnitude tables enter the line-total attack).
+    lp_budget : int
+        Most linear programmes solved (a count, not seconds: two runs give the same
+        result); protected cells not reached within it are listed as ``not
+        audited`` and count as unprotected (the output goes to review).
+    max_set_units : int
+        Cells of more units stay out of the interval attack (they split the firms
+        into thousands of atoms and make each LP take seconds); their counts still
+        enter the line-total attack. A limitation, stated in the audit record.
+
+    Returns
+    -------
+    Audit
+        ``suppressed`` lists the extra cells to blank; the caller rewrites the files.
+
+    Notes
+    -----
+    Every published cell with unit membership is a set :math:`S` of firms.
+    The firms split into *atoms* (firms in exactly the same published sets);
+    :math:`x_a \ge 0` is the size of atom :math:`a`. Published counts give
+    :math:`\sum_{a \subseteq S} x_a = n_S` (within :math:`\pm b/2` for counts
+    rounded to base :math:`b`); a published share :math:`p` of :math:`S` with
+    numerator set :math:`N` gives :math:`(p - h) n_S \le n_N \le (p + h) n_S`
+    with :math:`h` half the rounding step. Protected cells are the suppressed
+    cells with fewer than ``min_units`` firms and the numerators/complements
+    below ``min_units`` of suppressed shares. For each, two linear programmes
+    (HiGHS) give the attacker's interval :math:`[l, u]`; the cell is protected
+    iff :math:`u \ge` ``min_units`` and :math:`l \le n - 1` (``n`` its true size).
+    Otherwise the published cell overlapping it with the fewest firms whose
+    removal protects it (else the one with the fewest firms) is suppressed,
+    and the audit repeats: removing a constraint only widens every interval,
+    so cells protected earlier stay protected.
+
+    A second attack covers totals published without unit membership
+    (estimates tables' ``n_treated``/``n_control``, headline counts): a line of a
+    table (cells varying along one by-column) with one suppressed cell whose
+    true line total equals a published count anywhere in the run gives that
+    cell back by subtraction; the cheapest other cell of the line is suppressed.
+    """
+    # ---- sets
+    set_meta: list[tuple[int, int, str]] = []  # (table index, row, "cell" | "num")
+    set_units: list[np.ndarray] = []
+    for ti, t in enumerate(tables):
+        m = t.get("members")
+        if m is None or t["stat"] not in lp_stats:
+            continue
+        cell, unit, trait = np.asarray(m["cell"]), np.asarray(m["unit"]), np.asarray(m["trait"]).astype(bool)
+        order = np.argsort(cell, kind="stable")
+        cell, unit, trait = cell[order], unit[order], trait[order]
+        bounds = np.searchsorted(cell, np.arange(len(t["rows"]) + 1))
+        for r in range(len(t["rows"])):
+            u = unit[bounds[r]:bounds[r + 1]]
+            if len(u) > max_set_units:
+                continue  # a large population: see Notes
+            set_meta.append((ti, r, "cell"))
+            set_units.append(u)
+            if t["stat"] == "share":
+                set_meta.append((ti, r, "num"))
+                set_units.append(u[trait[bounds[r]:bounds[r + 1]]])
+    suppressed: dict[tuple[str, str], list[int]] = {}
+    sup_now = {(ti, r) for ti, t in enumerate(tables) for r, row in enumerate(t["rows"]) if row["suppressed"]}
+
+    cons_rows: list[dict[str, Any]] = []
+    target_rows: list[dict[str, Any]] = []
+    if set_units:
+        allu = np.concatenate(set_units) if set_units else np.zeros(0, np.uint64)
+        uniq, inv = np.unique(allu, return_inverse=True)
+        sid = np.repeat(np.arange(len(set_units)), [len(u) for u in set_units])
+        # atom signature per unit: the sorted list of sets holding it
+        order = np.lexsort((sid, inv))
+        inv_s, sid_s = inv[order], sid[order]
+        starts = np.searchsorted(inv_s, np.arange(len(uniq) + 1))
+        sig_of: dict[bytes, int] = {}
+        sigs: list[np.ndarray] = []
+        for u in range(len(uniq)):
+            sig = np.unique(sid_s[starts[u]:starts[u + 1]])
+            key = sig.tobytes()
+            if key not in sig_of:
+                sig_of[key] = len(sigs)
+                sigs.append(sig)
+        index = {(ti, r, k): s for s, (ti, r, k) in enumerate(set_meta)}
+        # An empty numerator or complement has no firm, hence no atom; the attacker does not know it is
+        # empty. Phantom atoms: every observed signature with the trait switched off (out of every
+        # numerator) and on (into the numerator of every share cell holding it).
+        num_of = {s: index[(ti, r, "num")] for s, (ti, r, k) in enumerate(set_meta)
+                  if k == "cell" and (ti, r, "num") in index}
+        is_num = np.array([k == "num" for _, _, k in set_meta])
+        for sig in list(sigs):
+            off = sig[~is_num[sig]]
+            on = np.unique(np.concatenate([off, np.array([num_of[c] for c in off if c in num_of], dtype=off.dtype)]))
+            for variant in (off, on):
+                key = variant.tobytes()
+                if key not in sig_of:
+                    sig_of[key] = len(sigs)
+                    sigs.append(variant)
+        n_atoms = len(sigs)
+        from scipy import sparse
+
+        rows_i = np.concatenate(sigs) if sigs else np.zeros(0, np.int64)
+        cols_i = np.repeat(np.arange(n_atoms), [len(g) for g in sigs])
+        M = sparse.csr_matrix((np.ones(len(rows_i)), (rows_i, cols_i)), shape=(len(set_units), n_atoms))
+        true_size = np.array([len(np.unique(u)) for u in set_units], dtype=float)
+
+        # every published constraint once, with the cell that publishes it; removing a cell = masking rows
+        eq_rows, eq_b, eq_own, ub_rows, ub_b, ub_own, srcs = [], [], [], [], [], [], []
+        for s, (ti, r, k) in enumerate(set_meta):
+            if k != "cell" or (ti, r) in sup_now:
+                continue
+            t = tables[ti]
+            pub = t["rows"][r]["published"]
+            n = pub.get("n_units")
+            if n is None and t["stat"] == "count":
+                n = pub.get("value")
+            if n is not None:
+                half = t["count_base"] / 2 if t["count_base"] > 1 else 0.0
+                if half:
+                    ub_rows += [M[s], -M[s]]
+                    ub_b += [n + half, -(n - half)]
+                    ub_own += [s, s]
+                else:
+                    eq_rows.append(M[s])
+                    eq_b.append(float(n))
+                    eq_own.append(s)
+                srcs.append((ti, r, "count"))
+            p_ = pub.get("value")
+            if t["stat"] == "share" and p_ is not None:
+                h = (t["share_step"] or 0.0) / 2 + 1e-9
+                num = M[index[(ti, r, "num")]]
+                ub_rows += [num - (p_ + h) * M[s], (p_ - h) * M[s] - num]
+                ub_b += [0.0, 0.0]
+                ub_own += [s, s]
+                srcs.append((ti, r, "share"))
+        EQ = sparse.vstack(eq_rows).tocsr() if eq_rows else None
+        UB = sparse.vstack(ub_rows).tocsr() if ub_rows else None
+        EQb, UBb = np.array(eq_b), np.array(ub_b)
+        eq_own_a, ub_own_a = np.array(eq_own, dtype=np.int64), np.array(ub_own, dtype=np.int64)
+
+        def constraints(removed: set[int]):
+            out = []
+            for A, b, own in ((EQ, EQb, eq_own_a), (UB, UBb, ub_own_a)):
+                if A is None:
+                    out += [None, None]
+                    continue
+                keep = ~np.isin(own, list(removed)) if removed else np.ones(len(own), bool)
+                out += [A[keep], b[keep]] if keep.any() else [None, None]
+            return out[0], out[1], out[2], out[3], srcs
+
+        # protected cells
+        targets: list[tuple[int, int, str, np.ndarray, float]] = []
+        for s, (ti, r, k) in enumerate(set_meta):
+            t = tables[ti]
+            row = t["rows"][r]
+            if not row["suppressed"] or k != "cell":
+                continue
+            mu = t["min_units"]
+            if true_size[s] < mu:
+                targets.append((ti, r, "cell", M[s].toarray().ravel(), true_size[s]))
+            if t["stat"] == "share":
+                ns = index[(ti, r, "num")]
+                if true_size[ns] < mu:
+                    targets.append((ti, r, "numerator", M[ns].toarray().ravel(), true_size[ns]))
+                comp = true_size[s] - true_size[ns]
+                if comp < mu:
+                    targets.append((ti, r, "complement", (M[s] - M[ns]).toarray().ravel(), comp))
+        sup = set(sup_now)
+        removed: set[int] = set()
+        A_eq, b_eq, A_ub, b_ub, srcs = constraints(removed)
+        for ti, r, k in srcs:
+            t = tables[ti]
+            cons_rows.append({"source": "published cell", "kind": k, "object": t["object"],
+                              "cell": _label(t["rows"][r]["labels"], r)})
+        published_set = np.array([k == "cell" and (ti, r) not in sup for ti, r, k in set_meta])
+        n_lp = [0]
+
+        def over() -> bool:
+            return n_lp[0] >= lp_budget
+
+        def bounds(*args: Any) -> tuple[float, float]:
+            n_lp[0] += 1
+            return _bounds(*args)
+
+        # the smallest cells first: they are the easiest to recover
+        targets.sort(key=lambda x: x[4])
+        for ti, r, what, c, n in targets:
+            t = tables[ti]
+            mu = t["min_units"]
+            if over():
+                target_rows.append({"object": t["object"], "cell": _label(t["rows"][r]["labels"], r), "set": what,
+                                    "attack": "interval LP not run (LP budget)", "safe_before": False,
+                                    "safe_after": False, "action": "review by the output checker"})
+                continue
+            lo, hi = bounds(c, A_eq, b_eq, A_ub, b_ub, mu)
+            before = _safe(lo, hi, n, mu)
+            action = ""
+            rounds = 0
+            while not _safe(lo, hi, n, mu) and rounds < max_rounds and not over():
+                rounds += 1
+                # published cells sharing firms with the protected one, cheapest first
+                overlap = np.asarray(M @ c).ravel() > 0
+                cand = sorted((true_size[s], s) for s in np.flatnonzero(overlap & published_set))
+                if not cand:
+                    break
+                chosen = cand[0][1]
+                for _, s in cand[:3]:
+                    if over():
+                        break
+                    e = constraints(removed | {int(s)})
+                    l2, h2 = bounds(c, e[0], e[1], e[2], e[3], mu)
+                    if _safe(l2, h2, n, mu):
+                        chosen = s
+                        break
+                tj, rr, _ = set_meta[chosen]
+                sup.add((tj, rr))
+                removed.add(int(chosen))
+                published_set[chosen] = False
+                suppressed.setdefault((tables[tj]["notebook"], tables[tj]["object"]), []).append(rr)
+                action += ("; " if action else "") + f"suppressed {tables[tj]['object']}:{_label(tables[tj]['rows'][rr]['labels'], rr)}"
+                A_eq, b_eq, A_ub, b_ub, _ = constraints(removed)
+                lo, hi = bounds(c, A_eq, b_eq, A_ub, b_ub, mu)
+            target_rows.append({"object": t["object"], "cell": _label(t["rows"][r]["labels"], r), "set": what,
+                                "attack": "interval LP over published cells", "safe_before": before,
+                                "safe_after": _safe(lo, hi, n, mu), "action": action})
+        sup_now = sup
+
+    # ---- totals published without membership (line subtraction)
+    published_counts: set[float] = set()
+    for t in tables:
+        for row in t["rows"]:
+            for col, v in row["published"].items():
+                if col in t["count_columns"] and isinstance(v, (int, float)) and v is not None:
+                    published_counts.add(float(v))
+    for ti, t in enumerate(tables):
+        if t["kind"] != "table" or not t["by"] or t["stat"] != "count":
+            continue
+        rows = t["rows"]
+        by = t["by"]
+        for col in by:
+            others = [c for c in by if c != col]
+            lines: dict[str, list[int]] = {}
+            for r, row in enumerate(rows):
+                if row["labels"].get(col) == "Total":
+                    continue
+                lines.setdefault("\x1f".join(str(row["labels"].get(c)) for c in others), []).append(r)
+            for key, members in lines.items():
+                unknown = [r for r in members if (ti, r) in sup_now]
+                if len(unknown) != 1 or len(members) < 2:
+                    continue
+                r0 = unknown[0]
+                if rows[r0]["n_true"] is None or rows[r0]["n_true"] >= t["min_units"]:
+                    continue
+                total = sum(float(rows[r]["n_true"] or 0) for r in members)
+                if total not in published_counts:
+                    continue
+                known = [r for r in members if (ti, r) not in sup_now]
+                cheapest = min(known, key=lambda r: (rows[r]["n_true"] or 0, r))
+                sup_now.add((ti, cheapest))
+                suppressed.setdefault((t["notebook"], t["object"]), []).append(cheapest)
+                cons_rows.append({"source": "published total elsewhere", "kind": "line total", "object": t["object"],
+                                  "cell": f"line {col} at {key.replace(chr(31), '|') or 'all'}"})
+                target_rows.append({"object": t["object"], "cell": _label(rows[r0]["labels"], r0), "set": "cell",
+                                    "attack": "line total published elsewhere", "safe_before": False,
+                                    "safe_after": True,
+                                    "action": f"suppressed {t['object']}:{_label(rows[cheapest]['labels'], cheapest)}"})
+    cons = pd.DataFrame(cons_rows, columns=["source", "kind", "object", "cell"])
+    targ = pd.DataFrame(target_rows, columns=["object", "cell", "set", "attack", "safe_before", "safe_after", "action"])
+    return Audit(cons, targ, {k: sorted(set(v)) for k, v in suppressed.items()})
+
+
+def _apply_suppression(output_dir: Path, tables: Sequence[Mapping[str, Any]], audit: Audit) -> list[str]:
+    """Blank the newly suppressed cells in the written tables and update their report rows; returns changed checks."""
+    changed: list[str] = []
+    report_path = output_dir / "disclosure_report.csv"
+    rep = pd.read_csv(report_path, dtype=str, keep_default_na=False) if report_path.is_file() else None
+    for t in tables:
+        rows = audit.suppressed.get((t["notebook"], t["object"]))
+        if not rows or not t["file"]:
+            continue
+        path = output_dir / t["file"]
+        if path.is_file():
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+            for col in t["value_columns"] + t["count_columns"]:
+                if col in df.columns:
+                    df.loc[rows, col] = ""
+            df.to_csv(path, index=False, lineterminator="\n")
+        for r in rows:
+            t["rows"][r]["suppressed"] = True
+            t["rows"][r]["published"] = {k: None for k in t["rows"][r]["published"]}
+        changed.append(t["check"])
+        if rep is not None:
+            sel = (rep["notebook"] == t["notebook"]) & (rep["object"] == t["object"]) & (rep["kind"] == t["kind"])
+            for i in rep.index[sel]:
+                n2 = int(rep.at[i, "n_suppressed_secondary"] or 0) + len(rows)
+                rep.at[i, "n_suppressed_secondary"] = str(n2)
+                if rep.at[i, "verdict"] == "ok":
+                    rep.at[i, "verdict"] = "suppressed"
+                labels = "; ".join(f"{_label(t['rows'][r]['labels'], r)} [run audit]" for r in rows)
+                rep.at[i, "suppressed_cells"] = "; ".join(s for s in (rep.at[i, "suppressed_cells"], labels) if s)
+                note = f"run-level audit: {len(rows)} more cell(s) suppressed against differencing across tables"
+                rep.at[i, "reason"] = "; ".join(s for s in (rep.at[i, "reason"], note) if s)
+    if rep is not None:
+        # figures drawn from a table the audit changed show cells that are now suppressed: withdraw them
+        for i in rep.index[rep["kind"] == "figure"]:
+            checks = set(rep.at[i, "check"].split(";"))
+            if checks & set(changed) and rep.at[i, "file"]:
+                (output_dir / rep.at[i, "file"]).unlink(missing_ok=True)
+                rep.at[i, "verdict"] = "not_written"
+                rep.at[i, "reason"] = "; ".join(s for s in (rep.at[i, "reason"],
+                                                              "withdrawn by the run-level audit: drawn from cells suppressed later") if s)
+                rep.at[i, "file"] = ""
+        rep.to_csv(report_path, index=False, lineterminator="\n")
+    return changed
+
+
+# =========================================================================== audit of rendered outputs
+_NUM = re.compile(r"(?<![\w.])[-+\u2212]?\d{1,3}(?:,\d{3})+(?:\.\d+)?%?"
+                  r"|(?<![\w.])[-+\u2212]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?%?")
+_TAGS = re.compile(r"<script.*?</script>|<style.*?</style>|data:image/[a-z]+;base64,[A-Za-z0-9+/=]+|<[^>]+>",
+                   re.DOTALL | re.IGNORECASE)
+
+
+def _tokens(text: str) -> list[str]:
+    return _NUM.findall(text)
+
+
+def _near(arr: np.ndarray, v: float, tol: float) -> bool:
+    """Is any value of the sorted ``arr`` within ``tol`` of ``v``?"""
+    i = np.searchsorted(arr, v - tol)
+    return bool(i < len(arr) and arr[i] <= v + tol)
+
+
+def _matches(token: str, known: np.ndarray) -> bool:
+    """Does a registered number round to ``token`` (``94%`` also matches the share 0.94)?"""
+    tok = token.replace(",", "").replace("\u2212", "-").lstrip("+").rstrip("%")
+    try:
+        v = float(tok)
+    except ValueError:
+        return True
+    mant = tok.lower().split("e")[0]
+    exp = int(tok.lower().split("e")[1]) if "e" in tok.lower() else 0
+    digits = (len(mant.split(".")[1]) if "." in mant else 0) - exp
+    tol = 0.5 * 10 ** (-digits) * (1 + 1e-9)
+    for w in {v, -v, abs(v)}:
+        if _near(known, w, tol) or _near(known, w / 100.0, tol / 100.0):
+            return True
+    return False
+
+
+def _rendered_text(path: Path) -> str:
+    """The text a reader sees: HTML without scripts, styles, images and tags; a notebook's outputs and markdown."""
+    raw = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix.lower() in (".html", ".htm"):
+        return _html.unescape(_TAGS.sub(" ", raw))
+    if path.suffix.lower() == ".ipynb":
+        nb = json.loads(raw)
+        parts = []
+        for cell in nb.get("cells", []):
+            if cell.get("cell_type") == "markdown":
+                parts.append("".join(cell.get("source", "")))
+            for out in cell.get("outputs", []):
+                if "text" in out:
+                    parts.append("".join(out["text"]))
+                data = out.get("data", {})
+                for mime in ("text/markdown", "text/plain", "text/html"):
+                    if mime in data:
+                        body = "".join(data[mime])
+                        parts.append(_html.unescape(_TAGS.sub(" ", body)) if mime == "text/html" else body)
+                        break
+        return "\n".join(parts)
+    return raw
+
+
+def audit_numbers(files: Iterable[str | Path], known: Iterable[float], *, whitelist_text: str = "",
+                  first_year: int = 1990, last_year: int = 2040) -> pd.DataFrame:
+    """Numbers in rendered outputs that are no registered cell: ``file, n_numbers, n_unregistered, context``.
+
+    A token (``3,831``, ``0.12``, ``94%``) is registered when a registered number
+    rounds to it (a percentage also as a share). Years, and numbers occurring in
+    ``whitelist_text`` (the unexecuted notebooks: text written by the authors,
+    not computed from data; parameter values) are whitelisted. ``context`` shows
+    where with every number masked as ``#``: the report itself discloses nothing.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.md"
+    >>> _ = p.write_text("We reached 1,234 firms (12.5%) in 2019; 7 were left out.")
+    >>> row = audit_numbers([p], [1234, 0.125]).iloc[0]
+    >>> int(row["n_numbers"]), int(row["n_unregistered"])
+    (4, 1)
+    """
+    arr = np.array(sorted(set(float(v) for v in known)), dtype=float)
+    white = {t.replace(",", "").rstrip("%") for t in _tokens(whitelist_text)}
+    rows = []
+    for f in files:
+        path = Path(f)
+        body = _rendered_text(path)
+        found = 0
+        bad: list[str] = []
+        for m in _NUM.finditer(body):
+            tok = m.group(0)
+            found += 1
+            plain = tok.replace(",", "").replace("\u2212", "-").lstrip("+-").rstrip("%")
+            if plain in white or (plain.isdigit() and first_year <= int(plain) <= last_year):
+                continue
+            if _matches(tok, arr):
+                continue
+            ctx = body[max(0, m.start() - 40):m.end() + 20].replace("\n", " ")
+            bad.append(_NUM.sub("#", ctx).strip())
+        rows.append({"file": path.name, "n_numbers": found, "n_unregistered": len(bad),
+                     "context": " | ".join(bad[:5])})
+    return pd.DataFrame(rows, columns=["file", "n_numbers", "n_unregistered", "context"])
+
+
+# =========================================================================== machine paths
+def _machine_strings(roots: Mapping[str, str | Path]) -> list[tuple[str, str]]:
+    """(absolute string, replacement) pairs, longest first, in POSIX, native and JSON-escaped forms."""
+    pairs: list[tuple[str, str]] = []
+    for path, repl in roots.items():
+        p = str(path)
+        if not p or len(p) < 2:
+            continue
+        forms = {p, p.replace("\\", "/"), p.replace("/", "\\"), p.replace("\\", "\\\\"),
+                 Path(p).as_posix(), str(Path(p).resolve())}
+        pairs.extend((f, repl) for f in forms if len(f) > 1)
+    return sorted(set(pairs), key=lambda x: -len(x[0]))
+
+
+def scrub_paths(files: Iterable[str | Path], roots: Mapping[str, str]) -> dict[str, int]:
+    """Replace absolute paths (output, work, data, repository, home) in text files; returns replacements per file.
+
+    Also drops papermill's and the kernel's machine details from executed notebooks.
+    """
+    pairs = _machine_strings(roots)
+    done: dict[str, int] = {}
+    for f in files:
+        path = Path(f)
+        text = path.read_text(encoding="utf-8", errors="replace")
+        n = 0
+        for old, new in pairs:
+            k = text.count(old)
+            if k:
+                text = text.replace(old, new)
+                n += k
+        if path.suffix == ".ipynb":
+            nb = json.loads(text)
+            pm = nb.get("metadata", {}).get("papermill", {})
+            for key in ("input_path", "output_path"):
+                if key in pm and pm[key]:
+                    pm[key] = Path(str(pm[key])).name
+            pm.pop("environment_variables", None)
+            li = nb.get("metadata", {}).get("language_info", {})
+            for key in list(li):
+                if key not in ("name", "version", "file_extension", "mimetype"):
+                    li.pop(key)
+            text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+        path.write_text(text, encoding="utf-8")
+        done[path.name] = n
+    return done
+
+
+def scan_for_machine_paths(files: Iterable[str | Path], *, home: str | None = None, user: str | None = None,
+                           host: str | None = None, extra: Sequence[str] = ()) -> pd.DataFrame:
+    """Files holding the analyst's home directory, user name (as a path component), host name or ``extra`` strings.
+
+    Returns ``file, what, n`` (empty when clean).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "m.json").write_text('{"p": "C:\\\\Users\\\\jdoe\\\\run"}')
+    >>> scan_for_machine_paths([d / "m.json"], home="/nowhere", user="jdoe")["what"].tolist()
+    ['user']
+    """
+    home = home if home is not None else str(Path.home())
+    user = user if user is not None else getpass.getuser()
+    host = host if host is not None else socket.gethostname()
+    pats: dict[str, re.Pattern] = {}
+    if home and len(home) > 1:
+        pats["home"] = re.compile(re.escape(home))
+    if user and len(user) >= 2:
+        pats["user"] = re.compile(rf"[/\\]{re.escape(user)}(?:[/\\]|$|\")", re.IGNORECASE)
+    if host and len(host) >= 4:
+        pats["host"] = re.compile(rf"(?<![\w-]){re.escape(host)}(?![\w-])", re.IGNORECASE)
+    for i, s in enumerate(extra):
+        if s and len(s) > 1:
+            pats[f"path{i}"] = re.compile(re.escape(s))
+    rows = []
+    for f in files:
+        text = Path(f).read_text(encoding="utf-8", errors="replace")
+        for what, pat in pats.items():
+            n = len(pat.findall(text))
+            if n:
+                rows.append({"file": Path(f).as_posix(), "what": what, "n": n})
+    return pd.DataFrame(rows, columns=["file", "what", "n"])
+
+
+# =========================================================================== SACRO record
+_ACRO_STATUS = {"ok": "pass", "suppressed": "review", "review": "review", "not_written": "fail", "fail": "fail"}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _acro_sdc(row: Mapping[str, str]) -> dict[str, Any]:
+    """ACRO's ``sdc`` block (summary counts per check and cell lists) from a report row."""
+    failed = set(filter(None, (row.get("rules_failed") or "").split(";")))
+    n_sup = int(row.get("n_suppressed_primary") or 0) + int(row.get("n_suppressed_secondary") or 0)
+    summary = {"suppressed": n_sup > 0, "negative": int("zero_negative" in failed),
+               "missing": 0, "threshold": int("min_units" in failed or "numerator" in failed or "complement" in failed),
+               "p-ratio": int("p_ratio" in failed), "nk-rule": int("dominance" in failed),
+               "all-values-are-same": int("all_same" in failed or "share_0_1" in failed)}
+    cells = {k: [] for k in ("negative", "missing", "threshold", "p-ratio", "nk-rule", "all-values-are-same")}
+    return {"summary": summary, "cells": cells}
+
+
+def write_results_json(output_dir: str | Path, report: pd.DataFrame, *, version: str = "reach") -> Path:
+    """Write ``results.json`` and ``checksums/`` in the format of ACRO's ``Records.finalise(path, "json")``.
+
+    One result per row of ``disclosure_report.csv`` (every output file has one):
+    ``uid, status (pass|review|fail), type, properties, files [{name, sdc}],
+    outcome, command, summary, timestamp, comments, exception``. A file whose
+    reach verdict is ``suppressed`` gets ACRO status ``review`` (ACRO marks a
+    table with suppressed cells "review"), ``ok`` gets ``pass``.
+    """
+    from importlib import metadata
+
+    output_dir = Path(output_dir)
+    results: dict[str, Any] = {}
+    for i, row in enumerate(report.fillna("").to_dict("records")):
+        verdict = row.get("verdict", "")
+        status = _ACRO_STATUS.get(verdict, "review")
+        kind = row.get("kind", "")
+        acro_type = {"table": "table", "estimates": "regression", "figure": "histogram"}.get(kind, "custom")
+        file = row.get("file", "")
+        summary = f"{status}; {row.get('rules_failed', '')}".rstrip("; ") if row.get("rules_failed") else status
+        results[f"output_{i}"] = {
+            "uid": f"output_{i}",
+            "status": status,
+            "type": acro_type,
+            "properties": {"method": row.get("stat") or kind, "notebook": row.get("notebook", ""),
+                           "object": row.get("object", ""), "reach_verdict": verdict},
+            "files": [{"name": file, "sdc": _acro_sdc(row)}] if file else [],
+            "outcome": {},
+            "command": f"{row.get('notebook', '')}: {row.get('object', '')}",
+            "summary": summary,
+            "timestamp": "",
+            "comments": [c for c in (row.get("reason", ""), row.get("suppressed_cells", ""),
+                                     row.get("review_cells", "")) if c],
+            "exception": "",
+        }
+    try:
+        reach_version = metadata.version("reach")
+    except metadata.PackageNotFoundError:
+        reach_version = "unknown"
+    out = {"version": reach_version, "tool": "reach", "results": results}
+    path = output_dir / "results.json"
+    path.write_text(json.dumps(out, indent=4), encoding="utf-8")
+    checksums = output_dir / "checksums"
+    checksums.mkdir(exist_ok=True)
+    for f in sorted(output_dir.rglob("*")):
+        if f.is_file() and checksums not in f.parents:
+            target = checksums / (f.relative_to(output_dir).as_posix() + ".txt")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(_sha256(f), encoding="utf-8")
+    return path
+
+
+# =========================================================================== summary statement
+def checks_statement(report: pd.DataFrame | str | Path) -> str:
+    """The summary's sentence about the disclosure checks, computed from the verdicts of the report.
+
+    Examples
+    --------
+    >>> rep = pd.DataFrame({"file": ["a.csv", "b.csv"], "verdict": ["ok", "review"]})
+    >>> checks_statement(rep)
+    '1 of 2 outputs passed the disclosure checks; 1 need review by the output checker (b.csv).'
+    """
+    if not isinstance(report, pd.DataFrame):
+        report = pd.read_csv(report, dtype=str, keep_default_na=False)
+    rep = report.fillna("")
+    # an object that was not written is no output (a refused or withdrawn figure)
+    withheld = int((rep["verdict"] == "not_written").sum())
+    rep = rep.loc[rep["verdict"] != "not_written"]
+    n = len(rep)
+    if n == 0:
+        return "No output was checked."
+    safe = rep["verdict"].isin(_SAFE_VERDICTS)
+    review = rep.loc[~safe]
+    if review.empty:
+        n_sup = int((rep["verdict"] == "suppressed").sum())
+        extra = f" ({n_sup} with suppressed cells)" if n_sup else ""
+        held = f" {withheld} figure(s) were not released." if withheld else ""
+        return f"All {n} outputs passed the disclosure checks{extra}.{held}"
+    names = ", ".join((r["file"] or r.get("object", "")) for _, r in review.head(6).iterrows())
+    more = ", ..." if len(review) > 6 else ""
+    return (f"{int(safe.sum())} of {n} outputs passed the disclosure checks; {len(review)} need review by the "
+            f"output checker ({names}{more}).")
+
+
+# =========================================================================== finalise
+def _file_rows(output_dir: Path, report: pd.DataFrame, numbers: pd.DataFrame, leaks: pd.DataFrame) -> pd.DataFrame:
+    """Report rows for every file under output_dir not yet in the report (HTML, notebooks, JSON, manifest)."""
+    listed = set(report["file"]) if len(report) else set()
+    rows = []
+    num = numbers.set_index("file") if len(numbers) else pd.DataFrame()
+    leak_files = set(Path(f).name for f in leaks["file"]) if len(leaks) else set()
+    for f in sorted(output_dir.rglob("*")):
+        if not f.is_file():
+            continue
+        rel = f.relative_to(output_dir).as_posix()
+        if rel in listed or rel.startswith("checksums/") or rel in ("results.json", "disclosure_report.csv"):
+            continue
+        kind = {".html": "report", ".ipynb": "notebook", ".json": "record", ".csv": "table", ".png": "figure"}.get(
+            f.suffix.lower(), "other")
+        verdict, reason = "ok", ""
+        if f.name in num.index:
+            k = int(num.loc[f.name, "n_unregistered"])
+            if k:
+                verdict = "review"
+                reason = (f"{k} number(s) not among the registered cells (audit of rendered numbers): "
+                          f"{num.loc[f.name, 'context']}")
+        elif kind in ("table", "figure", "other"):
+            verdict, reason = "review", "file not written through the publishing layer"
+        if f.name in leak_files:
+            verdict = "fail"
+            reason = "; ".join(s for s in (reason, "machine path, user or host name found") if s)
+        rows.append({"notebook": "", "object": f.stem, "kind": kind, "file": rel, "check": "", "stat": "",
+                     "verdict": verdict, "reason": reason})
+    return pd.DataFrame(rows)
+
+
+def audit_run(output_dir: str | Path, work_dir: str | Path) -> Audit:
+    """Step 1 of finalising: audit the registered cells, blank what must go, write ``disclosure_audit.csv``."""
+    output_dir, work_dir = Path(output_dir), Path(work_dir)
+    tables, _ = load_registry(work_dir / "registry")
+    audit = audit_cells(tables)
+    _apply_suppression(output_dir, tables, audit)
+    # the audit's record: which constraints, which protected cells, what was done (never values or bounds)
+    rec = pd.concat([audit.constraints.assign(record="constraint"), audit.targets.assign(record="protected cell")],
+                    ignore_index=True)
+    rec = rec.reindex(columns=["record", "source", "kind", "object", "cell", "set", "attack", "safe_before",
+                               "safe_after", "action"])
+    rec.to_csv(output_dir / "disclosure_audit.csv", index=False, lineterminator="\n")
+    return audit
+
+
+def record_run(output_dir: str | Path, work_dir: str | Path, audit: Audit, *, roots: Mapping[str, str] | None = None,
+               whitelist_text: str = "", first_year: int = 1990, last_year: int = 2040,
+               extra_known: Iterable[float] = ()) -> pd.DataFrame:
+    """Step 2: scrub machine paths, audit rendered numbers, give every file a verdict, write results.json.
+
+    Parameters
+    ----------
+    roots : mapping absolute path -> replacement, optional
+        Machine paths to replace in every text output.
+    whitelist_text : str
+        Text of the unexecuted notebooks and parameter values (numbers there are not data).
+    extra_known : iterable of float
+        Further published numbers (e.g. parameter values).
+
+    Returns
+    -------
+    DataFrame
+        The final disclosure report (one row per output file, at least).
+    """
+    from reach.disclosure import REPORT_COLUMNS
+
+    output_dir, work_dir = Path(output_dir), Path(work_dir)
+    tables, numbers = load_registry(work_dir / "registry")
+    text_files = [f for f in sorted(output_dir.rglob("*")) if f.is_file()
+                  and f.suffix.lower() in (".html", ".ipynb", ".json", ".csv", ".md", ".txt")
+                  and "checksums" not in f.relative_to(output_dir).parts]
+    scrub_paths([f for f in text_files if f.suffix.lower() in (".html", ".ipynb", ".json")], roots or {})
+    known = np.array(sorted(registered_numbers(tables, list(numbers) + list(extra_known))))
+    rendered = [f for f in text_files if f.suffix.lower() in (".html", ".ipynb")
+                or (f.suffix.lower() == ".json" and f.parent.name == "headline")]
+    nums = audit_numbers(rendered, known, whitelist_text=whitelist_text, first_year=first_year, last_year=last_year)
+    leaks = scan_for_machine_paths(text_files, extra=[str(p) for p in (roots or {}) if len(str(p)) > 3])
+    report_path = output_dir / "disclosure_report.csv"
+    rep = pd.read_csv(report_path, dtype=str, keep_default_na=False) if report_path.is_file() else \
+        pd.DataFrame(columns=list(REPORT_COLUMNS))
+    rep = rep.loc[~rep["kind"].isin(["report", "notebook", "record", "audit"])]
+    audit_row = pd.DataFrame([{"notebook": "", "object": "run_audit", "kind": "audit", "file": "disclosure_audit.csv",
+                               "check": "run audit", "verdict": "ok" if audit.n_unprotected == 0 else "review",
+                               "reason": audit.summary()}])
+    rep = pd.concat([rep, audit_row], ignore_index=True)
+    rep = pd.concat([rep, _file_rows(output_dir, rep, nums, leaks)], ignore_index=True)
+    rep = rep.reindex(columns=list(REPORT_COLUMNS)).fillna("")
+    _check_summary_statement(output_dir, rep)
+    rep.to_csv(report_path, index=False, lineterminator="\n")
+    write_results_json(output_dir, rep)
+    return rep
+
+
+def _check_summary_statement(output_dir: Path, rep: pd.DataFrame) -> None:
+    """A summary that claims every check passed while some output needs review goes to review itself."""
+    final = checks_statement(rep)
+    if final.startswith("All "):
+        return
+    summary = output_dir / "headline" / "summary.json"
+    if not summary.is_file():
+        return
+    text = summary.read_text(encoding="utf-8")
+    if not re.search(r"(All|all|Every|every) (numbers?|outputs?)[^\"]{0,40}passed", text):
+        return
+    for name in ("headline/summary.json", "05_summary.html", "notebooks/05_summary.ipynb"):
+        sel = rep["file"] == name
+        rep.loc[sel, "verdict"] = "review"
+        rep.loc[sel, "reason"] = rep.loc[sel, "reason"].map(lambda r: "; ".join(
+            x for x in (r, f"the summary says every check passed, the verdicts say: {final}") if x))

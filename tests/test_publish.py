@@ -1,0 +1,368 @@
+"""The publishing layer (issue 13): run-level differencing audit, rendered-number audit, SACRO record.
+
+The adversarial test publishes random nested tables of a small synthetic
+population through :class:`reach.disclosure.OutputLog`, lets the run audit
+suppress more, and then attacks the *written CSV files* with an independent
+attacker: an integer programme (scipy ``milp``) over the counts of the
+population's attribute combinations, knowing every published number and the
+rounding. It must not prove any protected cell below ``min_units`` nor pin it
+exactly. The truth is known because the population is generated here.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reach import publish
+from reach.disclosure import OutputLog, Rules, check_estimates, check_table
+
+MIN_UNITS = 10
+
+
+@pytest.fixture()
+def registry(tmp_path, monkeypatch):
+    reg = tmp_path / "work" / "registry"
+    monkeypatch.setenv(publish.ENV_REGISTRY, str(reg))
+    monkeypatch.setenv(publish.ENV_NOTEBOOK, "nb")
+    return tmp_path
+
+
+def _population(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    # skewed category probabilities so that small cells (1-9 firms) occur in most draws
+    a = rng.choice(["a0", "a1", "a2"], size=n, p=[0.6, 0.3, 0.1])
+    b = rng.choice(["b0", "b1"], size=n, p=[0.8, 0.2])
+    trait = (rng.random(n) < rng.choice([0.1, 0.5, 0.9])).astype(int)
+    return pd.DataFrame({"be_id": [f"{100000000 + i}" for i in range(n)], "a": a, "b": b, "x": trait})
+
+
+def _publish_random_tables(pop: pd.DataFrame, out: Path, rng: np.random.Generator) -> list[dict]:
+    """Publish a random selection of nested count and share tables; return what the attacker knows of each."""
+    log = OutputLog(out, notebook="nb", reset=True)
+    specs = [("count", ["a"], False), ("count", ["b"], False), ("count", ["a", "b"], False),
+             ("count", ["a", "b"], True), ("share", ["a"], False), ("share", ["b"], False), ("count", [], False),
+             ("share", ["a", "b"], False)]
+    chosen = [s for s in specs if rng.random() < 0.7] or specs[:2]
+    published = []
+    for i, (stat, by, margins) in enumerate(chosen):
+        name = f"t{i}_{stat}_{'_'.join(by) or 'all'}{'_m' if margins else ''}"
+        chk = check_table(pop, by=by, value="x" if stat == "share" else None, stat=stat,
+                          rules=Rules(min_units=MIN_UNITS), name=name, margins=margins)
+        log.table(chk, name)
+        published.append({"name": name, "stat": stat, "by": by})
+    return published
+
+
+def _atoms(pop: pd.DataFrame) -> list[tuple[str, str, int]]:
+    return list(itertools.product(sorted(pop["a"].unique()), sorted(pop["b"].unique()), [0, 1]))
+
+
+def _mask(atoms, labels: dict, part: str = "cell") -> np.ndarray:
+    keep = []
+    for a, b, x in atoms:
+        ok = all(v == "Total" or {"a": a, "b": b}[k] == v for k, v in labels.items())
+        if part == "numerator":
+            ok = ok and x == 1
+        elif part == "complement":
+            ok = ok and x == 0
+        keep.append(ok)
+    return np.array(keep, dtype=float)
+
+
+def _attack(pop: pd.DataFrame, out: Path, published: list[dict], step: float) -> list[str]:
+    """Independent attacker on the written CSVs: integer bounds of every protected cell; returns the recovered."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    atoms = _atoms(pop)
+    A, lo, hi = [], [], []
+    protected = []
+    for spec in published:
+        df = pd.read_csv(out / "tables" / f"{spec['name']}.csv", dtype={c: str for c in spec["by"]})
+        for _, row in df.iterrows():
+            labels = {c: row[c] for c in spec["by"]}
+            cell = _mask(atoms, labels)
+            n_true = int(pop.loc[np.all([(pop[c] == v) for c, v in labels.items() if v != "Total"] or
+                                        [np.ones(len(pop), bool)], axis=0), "be_id"].nunique())
+            if pd.notna(row["n_units"]):
+                A.append(cell)
+                lo.append(float(row["n_units"]))
+                hi.append(float(row["n_units"]))
+            elif n_true < MIN_UNITS:
+                protected.append((spec["name"], labels, "cell", cell, n_true))
+            if spec["stat"] == "share":
+                num = _mask(atoms, labels, "numerator")
+                sub = pop.loc[np.all([(pop[c] == v) for c, v in labels.items() if v != "Total"] or
+                                     [np.ones(len(pop), bool)], axis=0)]
+                n_num = int(sub["x"].sum())
+                if pd.notna(row["value"]):
+                    h = step / 2 + 1e-9
+                    A += [num - (row["value"] + h) * cell, num - (row["value"] - h) * cell]
+                    lo += [-np.inf, 0.0]
+                    hi += [0.0, np.inf]
+                else:
+                    if n_num < MIN_UNITS:
+                        protected.append((spec["name"], labels, "numerator", num, n_num))
+                    if len(sub) - n_num < MIN_UNITS:
+                        protected.append((spec["name"], labels, "complement", _mask(atoms, labels, "complement"),
+                                          len(sub) - n_num))
+    cons = [LinearConstraint(np.array(A), lo, hi)] if A else []
+    recovered = []
+    for name, labels, part, c, n in protected:
+        bounds = []
+        for sign in (1, -1):
+            res = milp(sign * c, constraints=cons, integrality=np.ones(len(atoms)), bounds=Bounds(0, np.inf))
+            bounds.append(sign * res.fun if res.status == 0 else (math.inf if sign < 0 else 0.0))
+        low, high = bounds
+        if high < MIN_UNITS or low == high:
+            recovered.append(f"{name} {labels} {part}: true {n}, attacker [{low}, {high}]")
+    return recovered
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_adversarial_nested_tables_recover_no_protected_cell(registry, seed):
+    rng = np.random.default_rng(seed)
+    pop = _population(rng, int(rng.integers(40, 120)))
+    out = registry / "output"
+    published = _publish_random_tables(pop, out, rng)
+    audit = publish.audit_run(out, registry / "work")
+    assert audit.n_unprotected == 0, audit.targets
+    recovered = _attack(pop, out, published, step=Rules().rounding.step("share"))
+    assert not recovered, "\n".join(recovered)
+
+
+def test_attacker_recovers_without_the_audit(registry):
+    """The attacker has teeth: nested tables checked one by one give a cell back; after the audit they do not."""
+    pop = pd.DataFrame({"be_id": [str(10**8 + i) for i in range(73)],
+                        "a": ["a0"] * 53 + ["a1"] * 20, "b": ["b0"] * 50 + ["b1"] * 3 + ["b0"] * 20, "x": 1})
+    out = registry / "output"
+    log = OutputLog(out, notebook="nb", reset=True)
+    published = []
+    for by in (["a"], ["a", "b"]):
+        name = "by_" + "_".join(by)
+        log.table(check_table(pop, by=by, rules=Rules(), name=name), name)
+        published.append({"name": name, "stat": "count", "by": by})
+    # a0 = 53 published, a0|b0 = 50 published, a0|b1 suppressed: 53 - 50 = 3
+    recovered = _attack(pop, out, published, step=0.001)
+    assert len(recovered) == 1 and "a0|b1" not in recovered[0] and "'b': 'b1'" in recovered[0]
+    audit = publish.audit_run(out, registry / "work")
+    assert not audit.targets["safe_before"].all() and audit.n_unprotected == 0
+    assert _attack(pop, out, published, step=0.001) == []
+
+
+def test_line_total_published_elsewhere_is_protected(registry):
+    """Issue 13's first attack: 90 users per cohort elsewhere minus the matched count gives the unmatched back."""
+    rows = []
+    for cohort, unmatched in ((2018, 4), (2019, 1)):
+        for i in range(90):
+            rows.append({"be_id": f"{cohort}{i:05d}", "cohort": cohort,
+                         "status": "unmatched" if i < unmatched else "matched"})
+    micro = pd.DataFrame(rows)
+    out = registry / "output"
+    log = OutputLog(out, notebook="nb", reset=True)
+    log.table(check_table(micro, by=["cohort", "status"], rules=Rules(), name="matched_counts"), "matched_counts")
+    est = pd.DataFrame({"cohort": [2018, 2019], "estimate": [0.1, 0.2], "n_treated": [90, 90], "n_control": [500, 500]})
+    log.table(check_estimates(est, "ps_model", rules=Rules()), "ps_model")
+    audit = publish.audit_run(out, registry / "work")
+    published = pd.read_csv(out / "tables" / "matched_counts.csv")
+    # the matched count of each cohort is now suppressed too: 90 - x no longer gives the unmatched
+    assert published["n_units"].isna().sum() == 4
+    line = audit.targets.loc[audit.targets["attack"] == "line total published elsewhere"]
+    assert len(line) == 2 and line["safe_after"].all() and audit.n_unprotected == 0
+    rep = pd.read_csv(out / "disclosure_report.csv", dtype=str, keep_default_na=False)
+    row = rep.loc[rep["object"] == "matched_counts"].iloc[0]
+    assert row["n_suppressed_secondary"] == "2" and "run-level audit" in row["reason"]
+    audit_csv = pd.read_csv(out / "disclosure_audit.csv")
+    assert {"constraint", "protected cell"} <= set(audit_csv["record"])
+
+
+def test_figure_drawn_from_cells_suppressed_by_the_audit_is_withdrawn(registry):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    micro = pd.DataFrame({"be_id": [f"{i:09d}" for i in range(90)], "cohort": 2018,
+                          "status": ["unmatched"] * 4 + ["matched"] * 86})
+    out = registry / "output"
+    log = OutputLog(out, notebook="nb", reset=True)
+    chk = check_table(micro, by=["cohort", "status"], rules=Rules(), name="mc")
+    log.table(chk, "mc")
+    fig, ax = plt.subplots()
+    ax.bar([0], [1])
+    assert log.figure(fig, chk, "mc_fig", drawn_from_suppressed=True) is not None
+    est = pd.DataFrame({"cohort": [2018], "estimate": [0.1], "n_treated": [90], "n_control": [500]})
+    log.table(check_estimates(est, "ps", rules=Rules()), "ps")
+    publish.audit_run(out, registry / "work")
+    assert not (out / "figures" / "mc_fig.png").exists()
+    rep = pd.read_csv(out / "disclosure_report.csv", dtype=str, keep_default_na=False)
+    assert rep.loc[rep["object"] == "mc_fig", "verdict"].item() == "not_written"
+
+
+# ----------------------------------------------------------------------------- rendered numbers, record
+def _mini_run(registry: Path) -> Path:
+    out = registry / "output"
+    micro = pd.DataFrame({"be_id": [f"{i:09d}" for i in range(40)], "g": ["a"] * 25 + ["b"] * 15})
+    log = OutputLog(out, notebook="nb", reset=True)
+    log.table(check_table(micro, by=["g"], rules=Rules(), name="n"), "n")
+    from reach.report import fmt_count, record_headline
+
+    record_headline(out, "reach", {"n_firms": 40})
+    sentence = f"We reached {fmt_count(40)} firms, {fmt_count(25)} in group a."
+    (out / "02_reach.html").write_text(
+        f"<html><style>.x{{width: 777px}}</style><body><p>{sentence}</p><p>Also 3,831 firms left out "
+        f"in 2019.</p><pre>PosixPath('{out}/tables/n.csv')</pre></body></html>", encoding="utf-8")
+    nb = {"cells": [{"cell_type": "markdown", "source": sentence, "metadata": {}}],
+          "metadata": {"papermill": {"input_path": str(registry / "notebooks" / "02_reach.ipynb"),
+                                     "output_path": str(out / "notebooks" / "02_reach.ipynb"),
+                                     "parameters": {"output_dir": str(out)}},
+                       "language_info": {"name": "python", "version": "3.12.1", "pygments_lexer": "ipython3"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (out / "notebooks").mkdir()
+    (out / "notebooks" / "02_reach.ipynb").write_text(json.dumps(nb), encoding="utf-8")
+    return out
+
+
+def test_every_output_file_has_a_verdict_in_report_and_results_json(registry):
+    out = _mini_run(registry)
+    audit = publish.audit_run(out, registry / "work")
+    rep = publish.record_run(out, registry / "work", audit, roots={str(out): "output/mini", str(registry): "."})
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()
+             and "checksums" not in p.relative_to(out).parts} - {"results.json", "disclosure_report.csv"}
+    assert files <= set(rep["file"])
+    assert rep["verdict"].isin(publish.FILE_VERDICTS).all()
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert set(results) >= {"version", "results"}
+    listed = {f["name"] for r in results["results"].values() for f in r["files"]}
+    assert files <= listed
+    for r in results["results"].values():  # ACRO finalise_json keys
+        assert {"uid", "status", "type", "properties", "files", "outcome", "command", "summary", "timestamp",
+                "comments", "exception"} <= set(r)
+        assert r["status"] in ("pass", "review", "fail")
+        for f in r["files"]:
+            assert set(f["sdc"]) == {"summary", "cells"}
+    # checksums/ as ACRO writes them: sha256 hex of each file
+    import hashlib
+
+    csum = out / "checksums" / "tables" / "n.csv.txt"
+    assert csum.read_text() == hashlib.sha256((out / "tables" / "n.csv").read_bytes()).hexdigest()
+
+
+def test_unregistered_numbers_in_reports_go_to_review(registry):
+    out = _mini_run(registry)
+    audit = publish.audit_run(out, registry / "work")
+    rep = publish.record_run(out, registry / "work", audit, roots={str(out): "output/mini", str(registry): "."})
+    html = rep.loc[rep["file"] == "02_reach.html"].iloc[0]
+    # 3,831 is no registered cell: the report says where (masked), never the number itself
+    assert html["verdict"] == "review" and "1 number(s)" in html["reason"] and "3,831" not in html["reason"]
+    nb = rep.loc[rep["file"] == "notebooks/02_reach.ipynb"].iloc[0]
+    assert nb["verdict"] == "ok"  # 40 and 25 were formatted by fmt_count: registered
+    assert rep.loc[rep["file"] == "headline/reach.json", "verdict"].item() == "ok"
+    assert "review" in publish.checks_statement(out / "disclosure_report.csv")
+
+
+def test_machine_paths_are_scrubbed(registry):
+    out = _mini_run(registry)
+    audit = publish.audit_run(out, registry / "work")
+    publish.record_run(out, registry / "work", audit, roots={str(out): "output/mini", str(registry): "."})
+    for f in (out / "02_reach.html", out / "notebooks" / "02_reach.ipynb"):
+        text = f.read_text(encoding="utf-8")
+        assert str(registry) not in text and str(Path.home()) not in text
+    nb = json.loads((out / "notebooks" / "02_reach.ipynb").read_text(encoding="utf-8"))
+    assert nb["metadata"]["papermill"]["input_path"] == "02_reach.ipynb"
+    assert nb["metadata"]["papermill"]["parameters"]["output_dir"] == "output/mini"
+    assert set(nb["metadata"]["language_info"]) == {"name", "version"}
+
+
+def test_scan_for_machine_paths_finds_home_user_and_host(tmp_path):
+    f = tmp_path / "m.json"
+    f.write_text('{"a": "/home/jdoe/reach/output", "b": "C:\\\\Users\\\\jdoe\\\\x", "host": "ra-desk-042"}')
+    hits = publish.scan_for_machine_paths([f], home="/home/jdoe", user="jdoe", host="ra-desk-042")
+    assert set(hits["what"]) == {"home", "user", "host"}
+    g = tmp_path / "clean.json"
+    g.write_text('{"a": "output/stub", "jdoework": 1}')
+    assert publish.scan_for_machine_paths([g], home="/home/jdoe", user="jdoe", host="ra-desk-042").empty
+
+
+def test_checks_statement_is_computed_from_verdicts():
+    ok = pd.DataFrame({"file": ["a.csv", "b.csv"], "verdict": ["ok", "suppressed"]})
+    assert publish.checks_statement(ok) == "All 2 outputs passed the disclosure checks (1 with suppressed cells)."
+    mixed = pd.DataFrame({"file": ["a.csv", "x.html", "y.csv"], "verdict": ["ok", "review", "review"]})
+    text = publish.checks_statement(mixed)
+    assert text.startswith("1 of 3 outputs passed") and "x.html" in text and "y.csv" in text
+    assert "All" not in text
+    withdrawn = pd.DataFrame({"file": ["a.csv", ""], "verdict": ["ok", "not_written"]})
+    assert publish.checks_statement(withdrawn) == ("All 1 outputs passed the disclosure checks. "
+                                                   "1 figure(s) were not released.")
+
+
+def test_nothing_registered_outside_a_run(tmp_path, monkeypatch):
+    monkeypatch.delenv(publish.ENV_REGISTRY, raising=False)
+    micro = pd.DataFrame({"be_id": [str(i) for i in range(12)], "g": "a"})
+    OutputLog(tmp_path, notebook="nb").table(check_table(micro, by="g"), "t")
+    assert not list(tmp_path.rglob("*.npz")) and not (tmp_path / "registry").exists()
+
+
+def test_stage_output_publishes_tables_and_headline(registry):
+    micro = pd.DataFrame({"be_id": [str(10**8 + i) for i in range(30)], "g": ["a"] * 15 + ["b"] * 15})
+    stage = publish.StageOutput(tables={"firms": check_table(micro, by="g", name="firms")}, headline={"n": 30})
+    log = OutputLog(registry / "output", notebook="nb", reset=True)
+    out = stage.publish(log, "reach")
+    assert out["firms"]["n_units"].tolist() == [15, 15]
+    assert json.loads((registry / "output" / "headline" / "reach.json").read_text())["n"] == 30
+    assert stage.tidy()["kind"].tolist() == ["table", "headline"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("disclosure.min_units=0", "min_units must be an integer >= 1; got 0"),
+    ("disclosure.min_units=-3", "min_units must be an integer >= 1; got -3"),
+    ("disclosure.dominance_max=1.5", "dominance_max must be a number in (0, 1]; got 1.5"),
+    ("disclosure.p_ratio_min=2", "p_ratio_min must be a number in [0, 1]; got 2"),
+    ("disclosure.rounding.share_pp=0", "share_pp must be a number in (0, 100]; got 0"),
+    ("disclosure.rounding.count_base=-5", "count_base must be an integer >= 1; got -5"),
+])
+def test_nonsense_rules_stop_before_any_notebook_runs(tmp_path, override, message):
+    from reach.runner import run_suite
+
+    params = Path(__file__).resolve().parents[1] / "params" / "stub.yaml"
+    with pytest.raises(Exception, match=re.escape(message)):
+        run_suite(params, overrides=[override], output_root=tmp_path / "o", work_root=tmp_path / "w",
+                  progress=False, render=False)
+    assert not list(tmp_path.rglob("*.ipynb"))
+
+
+def test_rounding_publishes_shares_to_a_tenth_of_a_point_and_money_to_thousands():
+    micro = pd.DataFrame({"be_id": [str(10**8 + i) for i in range(40)], "g": "a",
+                          "x": [1] * 13 + [0] * 27, "eur": np.arange(40) * 1234.5 + 100})
+    share = check_table(micro, by="g", value="x", stat="share").suppress()["value"].item()
+    assert share == 0.325  # 13/40 = 0.325 exactly at 0.1 pp
+    micro2 = micro.assign(x=[1] * 14 + [0] * 26)
+    assert check_table(micro2, by="g", value="x", stat="share").suppress()["value"].item() == 0.35
+    money = check_table(micro, by="g", value="eur", stat="mean", units="EUR").suppress()["value"].item()
+    assert money == 24000.0  # mean 24,172.75 -> EUR 24,000
+    counts = check_table(micro, by="g", rules=Rules(rounding={"count_base": 5}), units="count").suppress()
+    assert counts["value"].item() == 40 and counts["n_units"].item() == 40
+
+
+def test_median_is_the_mean_of_the_central_observations():
+    micro = pd.DataFrame({"be_id": [str(10**8 + i) for i in range(25)], "g": "a", "x": np.arange(25) ** 2.0})
+    med = check_table(micro, by="g", value="x", stat="median").table["value"].item()
+    assert med == pytest.approx((11 ** 2 + 12 ** 2 + 13 ** 2) / 3)  # odd n: three central values, no single firm
+    assert med not in set(micro["x"])
+
+
+def test_summary_claiming_all_passed_goes_to_review_when_verdicts_disagree(registry):
+    out = _mini_run(registry)
+    (out / "headline" / "summary.json").write_text(json.dumps(
+        {"caveats": ["All numbers passed the run's disclosure checks; suppressed cells are reported as suppressed."]}))
+    (out / "05_summary.html").write_text("<p>All numbers passed the run's disclosure checks.</p>")
+    audit = publish.audit_run(out, registry / "work")
+    rep = publish.record_run(out, registry / "work", audit, roots={str(out): "output/mini", str(registry): "."})
+    # 02_reach.html holds an unregistered number (review), so the summary's claim is false
+    row = rep.loc[rep["file"] == "05_summary.html"].iloc[0]
+    assert row["verdict"] == "review" and "the verdicts say" in row["reason"]
