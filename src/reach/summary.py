@@ -237,7 +237,8 @@ def summarise(headlines: Mapping[str, Any], *, programme: str, label: str | None
         "Reach shares describe who took part; they are not effects.",
         "The effect estimates assume that, given the covariates, users' exports would have moved "
         "like those of comparable non-users (conditional parallel trends).",
-        "All numbers passed the run's disclosure checks; suppressed cells are reported as suppressed.",
+        "Suppressed cells are reported as suppressed; the verdict of every output is in the run's "
+        "disclosure report (disclosure_report.csv).",
     ]
     matched = get("matching", "n_treated_matched")
     if matched is not None:
@@ -478,7 +479,7 @@ def _interval(a: Any, b: Any, pct: bool = False) -> str:
 def compare_programmes(headlines: Mapping[str, Any], programmes: Sequence[str], *,
                        names: Mapping[str, str] | None = None,
                        primary: Mapping[str, str] | None = None,
-                       alpha: float = 0.05) -> Comparison:
+                       alpha: float = 0.05, checks: str | None = None) -> Comparison:
     """Every programme side by side from a run's headline numbers, led by the primary estimate.
 
     Parameters
@@ -495,6 +496,10 @@ def compare_programmes(headlines: Mapping[str, Any], programmes: Sequence[str], 
         (default matched sample, log exports).
     alpha : float
         Significance level of the intervals.
+    checks : str, optional
+        The sentence about the disclosure checks, computed from the run's verdicts
+        (:func:`reach.report.checks_statement`); without it the summary says which
+        report to read instead of claiming that every number passed.
 
     Returns
     -------
@@ -658,7 +663,8 @@ def compare_programmes(headlines: Mapping[str, Any], programmes: Sequence[str], 
         "Reach shares describe who took part; they are not effects.",
         "The effect estimates assume that, given the covariates, users' exports would have moved like those of "
         "comparable non-users (conditional parallel trends).",
-        "All numbers passed the run's disclosure checks; suppressed numbers are reported as suppressed.",
+        (checks or "The verdict of every output is in the run's disclosure report (disclosure_report.csv).")
+        + " Suppressed numbers are reported as suppressed.",
     )
     return Comparison(tuple(programmes), names, primary, alpha, tuple(lead), tuple(differences), tuple(reach_text),
                       caveats, effects, reach, quoted, derived, frozenset(not_measured))
