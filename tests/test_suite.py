@@ -105,6 +105,9 @@ def test_manifest(run):
     m = json.loads((run.output_dir / "manifest.json").read_text(encoding="utf-8"))
     assert m["parameters"]["biters"] == 199 and m["seeds"]["seed"] == 0
     assert m["versions"]["pandas"] and m["started"] <= m["finished"]
+    # where time and memory go, per executed notebook (issue 17): the kernel holds at least the panel
+    assert set(m["peak_rss_mb"]) == set(m["seconds"]) == set(m["notebooks"])
+    assert all(v is not None and v > 50 for v in m["peak_rss_mb"].values())
     assert any("IHG_per_BE_ID2019V2" in f["path"] for f in m["inputs"])
     assert not any("IHG_per_BE_ID2019V1" in f["path"] for f in m["inputs"])
     assert all(len(f["sha256"]) == 64 for f in m["inputs"])

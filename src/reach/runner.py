@@ -332,6 +332,55 @@ def scan_output(output_dir: Path, work_dir: Path) -> list[str]:
     return moved
 
 
+class _PeakMemory:
+    """Peak resident memory (MB) of this process and its children (the notebook kernel) while in the block.
+
+    Polled by a daemon thread with psutil (installed with ipykernel, on Windows too); without psutil
+    the peak is None. The analyst sees in ``manifest.json`` where time and memory go.
+    """
+
+    def __init__(self, interval: float = 0.25):
+        self.interval = interval
+        self.peak_mb: float | None = None
+
+    def _sample(self, proc) -> float:
+        total = 0
+        for p in [proc, *proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except Exception:  # noqa: BLE001 - a child that just ended
+                continue
+        return total / 2**20
+
+    def _poll(self, proc) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.peak_mb = max(self.peak_mb or 0.0, self._sample(proc))
+            except Exception:  # noqa: BLE001 - measuring must never stop a run
+                return
+
+    def __enter__(self) -> "_PeakMemory":
+        import threading
+
+        try:
+            import psutil
+        except ImportError:
+            return self
+        proc = psutil.Process()
+        self.peak_mb = self._sample(proc)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, args=(proc,), daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if hasattr(self, "_thread"):
+            self._stop.set()
+            self._thread.join(timeout=2)
+        if self.peak_mb is not None:
+            self.peak_mb = round(self.peak_mb, 1)
+
+
 def _restore_env(saved: Mapping[str, str | None]) -> None:
     for key, value in saved.items():
         if value is None:
@@ -434,6 +483,7 @@ def run_suite(
     executed: list[Path] = []
     html: list[Path] = []
     seconds: dict[str, float] = {}
+    peak_mb: dict[str, float | None] = {}
     jobs = executed_names(params, names)
     for i, (notebook, prog) in enumerate(jobs, 1):
         source = nb_dir / f"{notebook}.ipynb"
@@ -448,10 +498,12 @@ def run_suite(
         published = output_dir / "notebooks" / f"{name}.ipynb"
         print(f"[{i}/{len(jobs)}] {name} ...", flush=True)
         t0 = time.perf_counter()
+        memory = _PeakMemory()
         os.environ[publish.ENV_NOTEBOOK] = name
         try:
-            pm.execute_notebook(str(source), str(target), parameters=passed, progress_bar=progress,
-                                kernel_name="python3", cwd=str(nb_dir), log_output=False)
+            with memory:
+                pm.execute_notebook(str(source), str(target), parameters=passed, progress_bar=progress,
+                                    kernel_name="python3", cwd=str(nb_dir), log_output=False)
         except PapermillExecutionError as exc:
             _restore_env(saved_env)
             # an earlier run's copy of this notebook would now contradict the run: take it out of output/
@@ -464,6 +516,7 @@ def run_suite(
         _copy(target, published)
         target = published
         seconds[name] = round(time.perf_counter() - t0, 1)
+        peak_mb[name] = memory.peak_mb
         print(f"[{i}/{len(jobs)}] {name} done in {seconds[name]:.1f} s", flush=True)
         executed.append(target)
         if render:
@@ -486,6 +539,8 @@ def run_suite(
         "notebooks": [executed_name(nb, p) for nb, p in executed_names(params, names)],
         "programmes": analysed_programmes(params),
         "seconds": seconds,
+        # peak resident memory of the runner and the notebook's kernel while each notebook ran
+        "peak_rss_mb": peak_mb,
         "seeds": {"seed": params.get("seed")},
         "started": started.isoformat(timespec="seconds"),
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
