@@ -414,7 +414,10 @@ def stale_reason(work_dir, params, files: list[dict] | None = None) -> str | Non
         if key not in new or key not in old:
             return f"input {key[0]} {key[1] or ''} {'added' if key in new else 'no longer read'}".replace("  ", " ")
         a, b = old[key], new[key]
-        pa, pb = Path(a["path"]), Path(b["path"])
+        # the runner's manifest lists paths relative to data_dir; the panel's record may hold absolute ones
+        pa, pb = (Path(x["path"]) if Path(x["path"]).is_absolute() else Path(params["data_dir"]) / x["path"]
+                  for x in (a, b))
+        pa, pb = pa.resolve(), pb.resolve()
         if pa != pb:
             return f"input {key[0]} {key[1] or ''}: now {pb.name}, the panel was built from {pa.name}"
         st = pb.stat()

@@ -948,6 +948,8 @@ def checks_statement(report: pd.DataFrame | str | Path) -> str:
         return "No output was checked."
     safe = rep["verdict"].isin(_SAFE_VERDICTS)
     review = rep.loc[~safe]
+    # counts of outputs (not of firms): registered so that the summary that quotes them is no "review"
+    register_numbers("text", [n, int(safe.sum()), len(review), withheld, int((rep["verdict"] == "suppressed").sum())])
     if review.empty:
         n_sup = int((rep["verdict"] == "suppressed").sum())
         extra = f" ({n_sup} with suppressed cells)" if n_sup else ""

@@ -276,7 +276,9 @@ def panel_stage_needed(params: Mapping[str, Any], work_dir: Path) -> str | None:
     from reach.panel import stale_reason
 
     try:
-        files = _input_files(params)
+        # the manifest's list holds paths relative to data_dir (no machine path leaves the run);
+        # the comparison with the panel's record needs the files themselves
+        files = [{**f, "path": str(Path(params["data_dir"]) / f["path"])} for f in _input_files(params)]
     except Exception as exc:  # noqa: BLE001 - a missing input is reported by notebook 01 itself
         return f"the input files cannot be listed ({exc})"
     return stale_reason(work_dir, params, files)

@@ -301,6 +301,9 @@ class Comparison:
     #: (programme, indicator, "users"|"comparison") that the reach notebook did not measure at all
     #: (e.g. own-region shares of a programme without regional activities), as opposed to suppressed.
     not_measured: frozenset = frozenset()
+    #: the sentence about the disclosure checks, computed from the run's verdicts (not from headline
+    #: numbers: recorded apart from the sentences, and re-checked by the run's final audit)
+    checks: str = ""
 
     @property
     def sentences(self) -> tuple[str, ...]:
@@ -445,6 +448,7 @@ class Comparison:
     def record(self) -> dict[str, Any]:
         """What notebook 05 records as its headline: sentences, quoted and derived numbers."""
         return {"programmes": list(self.programmes), "primary": dict(self.primary), "sentences": list(self.sentences),
+                "checks": self.checks,
                 "quoted": {k: dict(v) for k, v in self.quoted.items()},
                 "derived": {k: dict(v) for k, v in self.derived.items()}}
 
@@ -663,8 +667,8 @@ def compare_programmes(headlines: Mapping[str, Any], programmes: Sequence[str], 
         "Reach shares describe who took part; they are not effects.",
         "The effect estimates assume that, given the covariates, users' exports would have moved like those of "
         "comparable non-users (conditional parallel trends).",
-        (checks or "The verdict of every output is in the run's disclosure report (disclosure_report.csv).")
-        + " Suppressed numbers are reported as suppressed.",
+        "Suppressed numbers are reported as suppressed; the verdict of every output is in the run's disclosure "
+        "report (disclosure_report.csv).",
     )
     return Comparison(tuple(programmes), names, primary, alpha, tuple(lead), tuple(differences), tuple(reach_text),
-                      caveats, effects, reach, quoted, derived, frozenset(not_measured))
+                      caveats, effects, reach, quoted, derived, frozenset(not_measured), checks or "")
