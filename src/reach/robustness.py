@@ -389,7 +389,7 @@ class HowSure:
                "are left out, as in the placebo and the subgroups)"
                if _finite(_int_or_none(self.notes.get("sensitivity_dropped"))) else "") + ".\n"
             f"2. **What effect could the design have detected?** The minimum detectable effect at "
-            f"{100 * self.power:.0f}% power and {100 * self.alpha:g}% significance, from the standard error on the "
+            f"{100 * self.power:.0f}% power and {100 * self.alpha:g}% significance, from the standard error "
             f"{_where(self.sample)}; and placebo programmes among firms that never used it, with the real "
             "cohort sizes and the users' profile: with no effect to find, about "
             f"{100 * self.alpha:g}% of them should look significant.\n"
@@ -432,9 +432,11 @@ class HowSure:
             if rm.get("significant_at_zero") is None:
                 text = "suppressed (too few firms behind the event study)."
             elif bv == 0:
-                text = ("the average effect after first use is significant only if parallel trends hold after first "
-                        "use at least as well as before it allows (breakdown value Mbar = 0): any larger violation "
-                        "makes it indistinguishable from zero.")
+                g = self.sensitivity[outcome][("relative_magnitude", "average")].grid
+                nxt = f" as large as {100 * g[1]:.0f}% of the largest pre-period change" if len(g) > 1 else ""
+                text = ("the average effect after first use is significant if parallel trends hold exactly after first "
+                        f"use (Mbar = 0), but not once the violation after first use may be{nxt} (breakdown value "
+                        "Mbar = 0).")
             elif bv is None:
                 text = (f"the average effect after first use is not significant at {lvl}% even when no violation "
                         "after first use is allowed (Mbar = 0): there is no conclusion to break down.")

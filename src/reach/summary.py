@@ -496,8 +496,9 @@ def _how_sure_sentences(headlines: Mapping[str, Any], sec: str, name: str, outco
                        "for a violation of parallel trends to break down.")
         elif bv is not None and bv == 0:
             out.append(f"{name}: the average effect after first use is significant only if parallel trends hold "
-                       "after first use at least as well as before (breakdown value 0 of the relative-magnitudes "
-                       "sensitivity analysis): any larger violation makes it indistinguishable from zero.")
+                       "exactly after first use (breakdown value 0 of the relative-magnitudes sensitivity analysis): "
+                       "a violation of parallel trends after first use of any size tried makes it indistinguishable "
+                       "from zero.")
         elif _isnum(bv):
             out.append(f"{name}: the average effect after first use stays significant as long as violations of "
                        f"parallel trends after first use are at most {100 * bv:.0f}% of the largest change of the "
