@@ -146,16 +146,13 @@ def _progress_in_notebook():
 def event_study_universal(panel: pd.DataFrame, outcome: str, *, gname: str, tname: str = "year",
                           idname: str = "firm_id", xformla: str | None = None,
                           control_group: str = "notyettreated", est_method: str = "dr", anticipation: int = 0,
-                          alpha: float = 0.05):
+                          allow_unbalanced_panel: bool = True, alpha: float = 0.05):
     r"""Event study with a universal base period, as input of :func:`reach.sensitivity.honest_did`.
 
     Returns
     -------
-    es : reach.did.AggteResult
-        ``aggte(att_gt(..., base_period="universal", bootstrap=False), type="dynamic")`` on the
-        firms observed in every year of the panel.
-    n_dropped : int
-        Firms left out because they are not observed in every year (counted, not hidden).
+    reach.did.AggteResult
+        ``aggte(att_gt(..., base_period="universal", bootstrap=False), type="dynamic")``.
 
     Notes
     -----
@@ -165,11 +162,11 @@ def event_study_universal(panel: pd.DataFrame, outcome: str, *, gname: str, tnam
     bound (with the default varying base period they would be year-on-year changes).
     Analytic standard errors: HonestDiD works with the covariance of the event-time
     estimates, :math:`\hat\Sigma = \psi'\psi/n^2` from their influence functions.
-    Balanced panel: with firms entering and leaving, R ``did``'s unbalanced-panel route treats
-    the data as repeated cross-sections, and over the long differences of a universal base
-    period (up to seven years on the stub) that estimator compares different firms in the two
-    years; on the stub it gives pre-period coefficients of about -1 with standard errors above
-    1 where the balanced panel gives about 0.0 +/- 0.05. Every coefficient then rests on the same firms.
+    With ``allow_unbalanced_panel`` each ATT(g, t) uses the firms observed in both years
+    (``unbalanced="pairs"``, as :func:`reach.did.effect_report`), not R ``did``'s
+    repeated-cross-section route: over the long differences of a universal base period that
+    route compares different firms in the two years (on the stub: pre-period coefficients of
+    about -1 with standard errors above 1, against about 0.0 +/- 0.05 with pairs).
 
     Examples
     --------
@@ -178,24 +175,17 @@ def event_study_universal(panel: pd.DataFrame, outcome: str, *, gname: str, tnam
     >>> p = pd.DataFrame({"firm_id": np.repeat(np.arange(n), 5), "year": np.tile(np.arange(2016, 2021), n),
     ...                   "g": np.repeat(rng.choice([0, 2019, 2020], n), 5)})
     >>> p["y"] = rng.normal(size=5 * n)
-    >>> es, n_dropped = event_study_universal(p, "y", gname="g", xformla=None)
+    >>> es = event_study_universal(p, "y", gname="g", xformla=None)
     >>> es.type, [int(k) for k in es.keys]
     ('dynamic', [-4, -3, -2, -1, 0, 1])
     """
-    import warnings
-
     from reach.did import aggte, att_gt
 
-    n_years = panel[tname].nunique()
-    obs = panel.groupby(idname)[tname].nunique()
-    n_dropped = int((obs < n_years).sum())
-    with warnings.catch_warnings():
-        # the dropped firms are counted above and said in the text; the warning would only repeat it
-        warnings.filterwarnings("ignore", message=r"att_gt: balanced panel required")
-        r = att_gt(panel, outcome, tname, idname, gname, xformla=xformla, control_group=control_group,
-                   est_method=est_method, anticipation=anticipation, base_period="universal", bootstrap=False,
-                   allow_unbalanced_panel=False, alp=alpha)
-    return aggte(r, type="dynamic"), n_dropped
+    kw = {"unbalanced": "pairs"} if allow_unbalanced_panel else {}
+    r = att_gt(panel, outcome, tname, idname, gname, xformla=xformla, control_group=control_group,
+               est_method=est_method, anticipation=anticipation, base_period="universal", bootstrap=False,
+               allow_unbalanced_panel=bool(allow_unbalanced_panel), alp=alpha, **kw)
+    return aggte(r, type="dynamic")
 
 
 def _sensitivity(es, outcome: str, mbar: Sequence[float], alpha: float) -> dict:
@@ -383,11 +373,7 @@ class HowSure:
             "Mbar times the largest change of the pre-trend before first use; *smoothness* lets the pre-trend "
             "continue, bending by at most M per year. The **breakdown value** is the largest Mbar at which the "
             "effect is still significant. As HonestDiD recommends, the event study behind it is re-estimated with "
-            "a *universal base period* (every year compared with the year before first use) on all firms "
-            "observed in every year"
-            + (f" ({_count(_int_or_none(self.notes.get('sensitivity_dropped')))} firms not observed in every year "
-               "are left out, as in the placebo and the subgroups)"
-               if _finite(_int_or_none(self.notes.get("sensitivity_dropped"))) else "") + ".\n"
+            "a *universal base period* (every year compared with the year before first use) on all firms.\n"
             f"2. **What effect could the design have detected?** The minimum detectable effect at "
             f"{100 * self.power:.0f}% power and {100 * self.alpha:g}% significance, from the standard error "
             f"{_where(self.sample)}; and placebo programmes among firms that never used it, with the real "
@@ -578,6 +564,10 @@ class HowSure:
                        + (("yes, a detectable effect." if r["estimate"] > 0 else "a detectable negative effect.")
                           if sig else "no detectable effect for them."))
             lines.append(f"\n**Does it help firms that were not exporting yet?** On {_outcome(self.outcome)}, {ans}")
+        n_out = self.heterogeneity.exclusions.get("units_not_observed_every_period")
+        if _finite(n_out) and n_out > 0:
+            lines.append(f"\n{_count(n_out)} firms not observed in every year are left out of the subgroup "
+                         "comparisons and the placebo programmes (both need every firm in every year).")
         return ("Subgroup comparisons (each compared with non-users of the same subgroup in the same year):\n\n"
                 + "\n".join(lines))
 
@@ -625,13 +615,6 @@ def _where(sample: str) -> str:
     return "on the matched sample" if sample == "matched" else "on all firms"
 
 
-def _int_or_none(x: Any) -> int | None:
-    try:
-        return int(x)
-    except (TypeError, ValueError):
-        return None
-
-
 def _val(x: Any) -> float | None:
     return float(x) if _finite(x) else None
 
@@ -648,7 +631,7 @@ def _status(s: str) -> str:
 def how_sure(panel: pd.DataFrame, reports: Mapping, *, programme: str, label: str | None = None,
              primary: Mapping[str, str], outcomes: Sequence[str], xformla: str | None = None,
              control_group: str = "notyettreated", est_method: str = "dr", anticipation: int = 0,
-             alpha: float = 0.05, power: float = 0.8,
+             allow_unbalanced_panel: bool = True, alpha: float = 0.05, power: float = 0.8,
              sensitivity_mbar: Sequence[float] = DEFAULT_MBAR, placebo_draws: int = 100,
              placebo_covariates: Sequence[str] | None = None, subgroups: Mapping[str, Any] | None = None,
              target_group: Mapping | None = None, firms: pd.DataFrame | None = None, rules=None, seed: int = 0,
@@ -669,9 +652,9 @@ def how_sure(panel: pd.DataFrame, reports: Mapping, *, programme: str, label: st
         ``{"sample", "outcome"}`` (params ``primary``); placebo and heterogeneity use its outcome.
     outcomes : sequence of str
         Outcomes of the sensitivity analysis and the MDE table.
-    xformla, control_group, est_method, anticipation, alpha
-        The run's estimator settings. The sensitivity event study, the placebo and the
-        subgroups use the firms observed in every year (see :func:`event_study_universal`).
+    xformla, control_group, est_method, anticipation, allow_unbalanced_panel, alpha
+        The run's estimator settings (:func:`event_study_universal`). The placebo and the
+        subgroups use the firms observed in every year (their functions count the others).
     power : float
         Power of the minimum detectable effects (params ``power``).
     sensitivity_mbar : sequence of float
@@ -738,10 +721,9 @@ def how_sure(panel: pd.DataFrame, reports: Mapping, *, programme: str, label: st
     sens: dict[str, dict] = {}
     for y in outcomes:
         try:
-            es, n_dropped = event_study_universal(panel, y, gname=gname, xformla=xformla,
-                                                  control_group=control_group, est_method=est_method,
-                                                  anticipation=anticipation, alpha=alpha)
-            notes["sensitivity_dropped"] = str(n_dropped)
+            es = event_study_universal(panel, y, gname=gname, xformla=xformla, control_group=control_group,
+                                       est_method=est_method, anticipation=anticipation,
+                                       allow_unbalanced_panel=allow_unbalanced_panel, alpha=alpha)
             sens[y] = _sensitivity(es, y, sensitivity_mbar, alpha)
         except ValueError as e:  # e.g. no pre-period or gaps in event times: said, not hidden
             notes[f"sensitivity_{y}"] = str(e)
