@@ -693,8 +693,18 @@ def how_sure(panel: pd.DataFrame, reports: Mapping, *, programme: str, label: st
 
     Examples
     --------
-    >>> hs = how_sure  # the notebook call; see notebooks/04_effects.ipynb
-    >>> callable(hs)
+    A planted effect of 1 with parallel trends (no reports: no MDE; no placebo, no subgroups):
+
+    >>> rng = np.random.default_rng(0)
+    >>> n = 400
+    >>> p = pd.DataFrame({"firm_id": np.repeat(np.arange(n), 6), "year": np.tile(np.arange(2016, 2022), n),
+    ...                   "g_x": np.repeat(rng.choice([0, 0, 2019, 2020], n), 6)})
+    >>> p["y"] = rng.normal(size=6 * n) + 1.0 * ((p.year >= p.g_x) & (p.g_x > 0))
+    >>> res = how_sure(p, {}, programme="x", primary={"sample": "full", "outcome": "y"}, outcomes=["y"],
+    ...                xformla=None, control_group="nevertreated", placebo_draws=0, subgroups={}, progress=False)
+    >>> sorted(res.checked), sorted(res.headline())
+    (['sensitivity'], ['mde', 'sensitivity'])
+    >>> res.headline()["sensitivity"]["y"]["relative_magnitude"]["average"]["significant_at_zero"]
     True
     """
     from reach.disclosure import Rules, check_estimates
