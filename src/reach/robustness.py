@@ -478,7 +478,11 @@ class HowSure:
                 f"significant at {100 * self.alpha:g}% (band {_num(100 * p['band_low'], 1)}% to "
                 f"{_num(100 * p['band_high'], 1)}%), {check} the nominal level; effects smaller than {emp} would "
                 f"have gone undetected in more than {100 * (1 - self.power):.0f}% of them (empirical minimum "
-                "detectable effect).")
+                "detectable effect)."
+                + ("" if p["calibrated"] else
+                   " Placebo users drawn to resemble the real users (on the matching covariates, which include "
+                   "pre-period exports) pick up trends and mean reversion that the comparison on all firms does not "
+                   "remove: read the estimate on all firms with care (bench/placebo.md)."))
         elif self.notes.get("placebo"):
             lines.append(self.notes["placebo"])
         return "\n\n".join(lines)
