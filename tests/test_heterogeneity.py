@@ -234,20 +234,30 @@ def test_stub_default_subgroups_run_with_suppression(stub_panel, stub_params):
     assert _row(res, "overall", "all", "all users").conf_low <= 0  # NLiB: zero effect
 
 
+# truth.json names subgroups as the stub generator does; the library's named rules and their labels
+_TRUTH_RULES = {"target_group_before": ("target_group", {"inside target group": "inside",
+                                                         "outside target group": "outside"})}
+
+
 def test_stub_planted_subgroup_effect_recovered(stub_panel, stub_params):
+    """The stub plants an extra effect (truth planted_extra) for TINL users inside the target group in g-1:
+    each subgroup's true simple ATT (truth.json heterogeneity.tinl.simple) is inside its 95% CI, the subgroup
+    sizes are the planted ones, and the planted difference is inside the difference's CI."""
     _, _, truth = stub_panel
-    het = truth.get("heterogeneity", {}).get("tinl")
-    if het is None:
-        pytest.skip("data_stub/truth.json has no heterogeneity.tinl yet (the stub generator plants it later)")
+    het = truth["heterogeneity"]["tinl"]
     est, _, _ = _stub_est(stub_panel, stub_params, "tinl")
-    by, definition = het["by"], het.get("definition", het["by"])
-    rule = definition if isinstance(definition, dict) or definition in ("target_group", "exporter_before",
-                                                                         "gm_exporter_before") else by
+    by = het["by"]
+    rule, names = _TRUTH_RULES[by]
     res = heterogeneity(est, truth["effects"]["tinl"]["outcome"], {by: rule}, gname="g_tinl",
                         target_group=stub_params["target_group"], **_stub_kw(stub_params))
     for group, att in het["simple"].items():
-        r = _row(res, "subgroup", by, group)
+        r = _row(res, "subgroup", by, names[group])
+        assert r.status == "estimated", r.to_dict()
+        assert r.n_treated == het["n_users"][group]
         assert r.conf_low <= att <= r.conf_high, (group, att, r.to_dict())
+    d = _row(res, "difference", by, "inside")
+    true_diff = het["simple"]["inside target group"] - het["simple"]["outside target group"]
+    assert d.conf_low <= true_diff <= d.conf_high, d.to_dict()
 
 
 def test_users_first_using_after_the_window_are_counted_not_compared():

@@ -162,3 +162,40 @@ def test_html_lint(run, report):
     if seen:  # only listed ones left: expected failure until their owner clears them
         pytest.xfail(f"{report}: known violations (owned elsewhere): "
                      + "; ".join(f"{p} ({known[p]})" for p in sorted(seen)))
+
+
+def test_how_sure_recorded_in_04_and_quoted_in_05(run, heads):
+    """04 records the sensitivity, MDE, placebo and subgroup numbers per programme; 05 quotes the MDE and the
+    breakdown value from them (the MDE recomputed from the recorded standard error: Bloom 1995)."""
+    import json
+
+    from scipy import stats
+
+    primary, alpha, power = PARAMS["primary"], PARAMS["alpha"], PARAMS["power"]
+    o, smp = primary["outcome"], primary["sample"]
+    truth = json.loads((ROOT / "data_stub" / "truth.json").read_text(encoding="utf-8"))
+    html05 = unescape((run.output_dir / "05_summary.html").read_text(encoding="utf-8"))
+    quoted = heads["summary"]["quoted"]
+    for p in PROGRAMMES:
+        eff = heads[f"effects_{p}"]
+        est = eff["outcomes"][o][smp]
+        mde = eff["mde"][o]
+        k = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+        assert mde["mde"] == pytest.approx(k * est["simple_se"], rel=1e-9), p
+        assert mde["n_treated"] == est["n_treated"] and mde["power"] == power and mde["alpha"] == alpha
+        rm = eff["sensitivity"][o]["relative_magnitude"]["average"]
+        assert rm["grid_max"] == max(PARAMS["sensitivity_mbar"]) and rm["method"] == "C-LF"
+        assert eff["sensitivity"][o]["smoothness"]["average"]["method"] == "FLCI"
+        assert set(eff["sensitivity"]) == set(PARAMS["outcomes"])
+        assert eff["placebo"]["n_draws"] == PARAMS["placebo_draws"]
+        assert set(PARAMS["subgroups"]) <= set(eff["heterogeneity"])
+        assert (run.output_dir / "figures" / f"sensitivity_{p}.png").is_file()
+        sentence = (f"{labels.programme(PARAMS, p)}: with {int(round(mde['n_treated'])):,} users, effects smaller "
+                    f"than {100 * mde['mde_percent']:.0f}% of exports cannot be told apart from zero")
+        assert sentence in html05, sentence
+        assert quoted[f"effects_{p}"][f"mde.{o}.mde_percent"] == mde["mde_percent"]
+        assert quoted[f"effects_{p}"][f"sensitivity.{o}.relative_magnitude.average.significant_at_zero"] \
+            == rm["significant_at_zero"]
+    # TINL's planted effect is larger than what the design can detect; it has activities, NLiB none
+    assert truth["effects"]["tinl"]["simple"] > heads["effects_tinl"]["mde"][o]["mde"]
+    assert "dose" in heads["effects_tinl"] and "dose" not in heads["effects_nlib"]

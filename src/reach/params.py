@@ -262,6 +262,28 @@ def _primary(value: Any, params: dict) -> str | None:
     return None
 
 
+def _mbar_grid(value: Any, _: dict) -> str | None:
+    ok = bool(value) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value)
+    if not ok or list(value) != sorted(value):
+        return f"must be a non-empty increasing list of numbers >= 0 (e.g. [0, 0.5, 1, 1.5, 2]), got {value!r}"
+    return None
+
+
+#: Named subgroup rules of reach.heterogeneity (any other string is a panel column).
+SUBGROUP_RULES = ("target_group", "exporter_before", "gm_exporter_before")
+
+
+def _subgroups(value: Any, _: dict) -> str | None:
+    for dim, rule in value.items():
+        if isinstance(rule, str) and rule:
+            continue
+        if isinstance(rule, dict) and "column" in rule and set(rule) <= {"column", "threshold", "labels"}:
+            continue
+        return (f"{dim}: a rule is one of {list(SUBGROUP_RULES)}, a panel column name, or "
+                f"{{column: name, threshold: x, labels: [at_or_below, above]}}; got {rule!r}")
+    return None
+
+
 SCHEMA: dict[str, Spec] = {
     "run_name": Spec(str, "name of the run: output goes to output/<run_name>/, panels to work/<run_name>/",
                      lambda v, _: None if re.fullmatch(r"[A-Za-z0-9_.-]+", v) else f"must be letters, digits, '_', '-', '.', got {v!r}"),
@@ -296,6 +318,10 @@ SCHEMA: dict[str, Spec] = {
     "biters": Spec(int, "multiplier-bootstrap draws (0: analytic standard errors only)", _nonnegative),
     "alpha": Spec(float, "significance level of confidence intervals and tests", _alpha),
     "seed": Spec(int, "seed for matching ties and the bootstrap", _nonnegative),
+    "power": Spec(float, "power of the minimum detectable effects (notebook 04: 'How sure are we?')", _alpha),
+    "placebo_draws": Spec(int, "placebo programmes drawn among never-users to check the inference (0: none)", _nonnegative),
+    "sensitivity_mbar": Spec(list, "Mbar grid of the relative-magnitudes sensitivity to parallel trends (HonestDiD)", _mbar_grid),
+    "subgroups": Spec(dict, "pre-declared subgroups for heterogeneity: name -> target_group, exporter_before, gm_exporter_before or a panel column", _subgroups),
     "disclosure": Spec(dict, "statistical disclosure control rules (reach.disclosure.Rules)", _disclosure),
     "show_code": Spec(bool, "rendered HTML shows the code cells (runner option)"),
 }

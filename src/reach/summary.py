@@ -304,10 +304,13 @@ class Comparison:
     #: the sentence about the disclosure checks, computed from the run's verdicts (not from headline
     #: numbers: recorded apart from the sentences, and re-checked by the run's final audit)
     checks: str = ""
+    #: Per programme, from notebook 04's "How sure are we?": the minimum detectable effect and the
+    #: breakdown value of the sensitivity to parallel trends, in words.
+    how_sure: tuple[str, ...] = ()
 
     @property
     def sentences(self) -> tuple[str, ...]:
-        return self.lead + self.differences + self.reach_text + self.caveats
+        return self.lead + self.differences + self.how_sure + self.reach_text + self.caveats
 
     def tidy(self) -> pd.DataFrame:
         """Effects: one row per programme, outcome and sample (columns :data:`EFFECT_COLUMNS`)."""
@@ -320,6 +323,7 @@ class Comparison:
     def summary(self) -> str:
         return "\n".join(["Primary estimate"] + [f"- {s}" for s in self.lead]
                          + ["Other estimates"] + [f"- {s}" for s in self.differences]
+                         + ["How sure are we?"] + [f"- {s}" for s in self.how_sure]
                          + ["Reach"] + [f"- {s}" for s in self.reach_text]
                          + ["Caveats"] + [f"- {s}" for s in self.caveats])
 
@@ -332,6 +336,7 @@ class Comparison:
 
         return "\n".join([block("The primary estimate, declared before the run", self.lead),
                           block("How the other estimates differ, and why", self.differences),
+                          block("How sure are we?", self.how_sure),
                           block("Whom the programmes reach", self.reach_text),
                           block("What these numbers can and cannot say", self.caveats)])
 
@@ -451,6 +456,59 @@ class Comparison:
                 "checks": self.checks,
                 "quoted": {k: dict(v) for k, v in self.quoted.items()},
                 "derived": {k: dict(v) for k, v in self.derived.items()}}
+
+
+def _how_sure_sentences(headlines: Mapping[str, Any], sec: str, name: str, outcome: str, q) -> list[str]:
+    """The minimum detectable effect and the breakdown value of one programme, in words.
+
+    Reads ``mde.<outcome>`` and ``sensitivity.<outcome>.relative_magnitude.average`` of the
+    programme's effects section (recorded by notebook 04, :meth:`reach.robustness.HowSure.headline`);
+    every number printed goes through ``q`` (quoted). Nothing is said when 04 did not record them.
+
+    Examples
+    --------
+    >>> h = {"effects_tinl": {"mde": {"log_exports": {"n_treated": 270.0, "mde_percent": 0.11, "mde": 0.104,
+    ...      "power": 0.8, "alpha": 0.05}}, "sensitivity": {"log_exports": {"relative_magnitude": {"average":
+    ...      {"significant_at_zero": True, "breakdown_value": 0.75}}}}}}
+    >>> for s in _how_sure_sentences(h, "effects_tinl", "TINL", "log_exports", lambda sec, k: lookup(h, sec, k)):
+    ...     print(s)
+    TINL: with 270 users, effects smaller than 11% of exports cannot be told apart from zero (80% power, 5% significance).
+    TINL: the average effect after first use stays significant as long as violations of parallel trends after first use are at most 75% of the largest change of the pre-trend before first use (breakdown value of the relative-magnitudes sensitivity analysis).
+    """
+    out: list[str] = []
+    base = f"mde.{outcome}"
+    if lookup(headlines, sec, base) is not None:
+        mde = q(sec, f"{base}.mde")
+        if mde is None:
+            out.append(f"{name}: the minimum detectable effect is suppressed (the estimate behind it is).")
+        else:
+            n = q(sec, f"{base}.n_treated")
+            pct = q(sec, f"{base}.mde_percent") if labels.is_log_outcome(outcome) else None
+            power, alpha = q(sec, f"{base}.power"), q(sec, f"{base}.alpha")
+            size = (f"{100 * pct:.0f}% of exports" if _isnum(pct) else f"{mde:.3f} ({labels.outcome(outcome)})")
+            users = f"with {int(round(n)):,} users, " if _isnum(n) else ""
+            out.append(f"{name}: {users}effects smaller than {size} cannot be told apart from zero "
+                       f"({100 * power:.0f}% power, {100 * alpha:.0f}% significance).")
+    rm = f"sensitivity.{outcome}.relative_magnitude.average"
+    if lookup(headlines, sec, rm) is not None:
+        sig = q(sec, f"{rm}.significant_at_zero")
+        bv = q(sec, f"{rm}.breakdown_value")
+        if sig is None:
+            out.append(f"{name}: the sensitivity to parallel trends is suppressed (too few firms).")
+        elif not sig:
+            out.append(f"{name}: the average effect after first use is not significant even if parallel trends hold "
+                       "exactly after first use (on the firms observed in every year), so there is no conclusion "
+                       "for a violation of parallel trends to break down.")
+        elif bv is not None and bv == 0:
+            out.append(f"{name}: the average effect after first use is significant only if parallel trends hold "
+                       "exactly after first use (breakdown value 0 of the relative-magnitudes sensitivity analysis): "
+                       "a violation of parallel trends after first use of any size tried makes it indistinguishable "
+                       "from zero.")
+        elif _isnum(bv):
+            out.append(f"{name}: the average effect after first use stays significant as long as violations of "
+                       f"parallel trends after first use are at most {100 * bv:.0f}% of the largest change of the "
+                       "pre-trend before first use (breakdown value of the relative-magnitudes sensitivity analysis).")
+    return out
 
 
 def _isnum(x: Any) -> bool:
@@ -643,6 +701,10 @@ def compare_programmes(headlines: Mapping[str, Any], programmes: Sequence[str], 
         text += " It differs from the primary estimate because " + "; ".join(why) + "."
         differences.append(text)
 
+    how_sure: list[str] = []
+    for p in programmes:
+        how_sure.extend(_how_sure_sentences(headlines, section_name(headlines, "effects", p), names[p], p_outcome, q))
+
     reach_text: list[str] = []
     for p in programmes:
         rsec = section_name(headlines, "reach", p)
@@ -671,4 +733,5 @@ def compare_programmes(headlines: Mapping[str, Any], programmes: Sequence[str], 
         "report (disclosure_report.csv).",
     )
     return Comparison(tuple(programmes), names, primary, alpha, tuple(lead), tuple(differences), tuple(reach_text),
-                      caveats, effects, reach, quoted, derived, frozenset(not_measured), checks or "")
+                      caveats, effects, reach, quoted, derived, frozenset(not_measured), checks or "",
+                      tuple(how_sure))
