@@ -2604,7 +2604,7 @@ class EffectReport:
                     f"(estimate {f(cs['estimate'])}, no variation to attach a confidence interval to).")
         elif self.detectable:
             direction = "higher" if cs["estimate"] > 0 else "lower"
-            pct = (f" (about {100 * (np.exp(cs['estimate']) - 1):+.0f}%)"
+            pct = (f" (about {f(100 * np.expm1(cs['estimate']), 0, signed=True)}%)"
                    if self.outcome.startswith(("log_", "ihs_")) else "")
             text = (f"{head} after first use, users' {name} was on average {f(cs['estimate'])}{pct} {direction} "
                     f"than it would have been without the programme ({lvl}% CI {f(cs['conf_low'])} to {f(cs['conf_high'])}).")
@@ -2627,7 +2627,10 @@ class EffectReport:
 
     def exclusions_text(self) -> str:
         """Which firms the estimates keep or leave out, counted safely; empty if nothing to say."""
+        from reach.publish import register_counts
+
         ex = self.att_gt.exclusions
+        register_counts([self.n_balanced_drop, *ex.values()], self.min_units)  # printed below: known to the audit
         parts = []
         if self.att_gt.allow_unbalanced_panel:
             how = ("each ATT(g,t) uses the firms observed in both its base year and year t"
@@ -2898,6 +2901,9 @@ def effects_intro(*, programme: str, first_year: int, last_year: int, control_gr
         return text + "**Samples:** full (no matched sample from notebook 03 found)."
     n_users = matched_user_count(matched_units, key)
     n_cohorts = int(matched_units["cohort"].nunique())
+    from reach.publish import register_counts
+
+    register_counts([n_users, n_no_pre], min_units)  # printed below: known to the audit of rendered numbers
     return text + (
         f"**Samples:** the full analysis sample, and the matched sample of notebook 03: "
         f"{_count_text(n_users, min_units)} matched users in {n_cohorts} cohort(s) (the same count as notebooks 03 "

@@ -1404,15 +1404,18 @@ def participant_counts(
     years = pub[(pub["dimension"] == "year") & (pub["measure"] == "firms")].dropna(subset=["value"])
     busiest = f" The year with most participating firms was {years.loc[years['value'].idxmax(), 'category']}." if len(years) else ""
     ratio = head["participations_per_firm"]
+    from reach.report import fmt_number  # registers the derived numbers it prints (output audit)
+
     if not np.isfinite(ratio):
         verdict = "the ratio cannot be published."
     elif ratio > 1.005:
-        verdict = f"counting participations instead of firms would overstate reach by {100 * (ratio - 1):.0f}%."
+        verdict = f"counting participations instead of firms would overstate reach by {fmt_number(100 * (ratio - 1), 0)}%."
     else:
         verdict = "each firm took part once, so participations and firms coincide."
     text = (
         f"{_int(head['n_firms'])} distinct firms took part in the programme, with {_int(head['n_participations'])} participations "
-        f"(unique firm-activity pairs), i.e. {ratio:.2f} per firm: {verdict}{busiest}"
+        f"(unique firm-activity pairs)"
+        + (f", i.e. {fmt_number(ratio, 2)} per firm: {verdict}" if np.isfinite(ratio) else f": {verdict}") + busiest
     )
     return _result(name, programme, {"firms": firms, "participations": parts}, pub, head, text, definition, COUNT_COLUMNS)
 
