@@ -929,6 +929,17 @@ TARGET_COLUMNS = ("table", "characteristic", "category", "cohort", "value", "n_u
 DEST_BANDS = ("0", "1-5", "6-10", "11+")
 
 
+def _size_label(code: Any) -> str:
+    """A size-class code as its employee range (:func:`reach.labels.size_class`); unknown codes as text."""
+    from reach import labels
+
+    if code is None or (not isinstance(code, str) and pd.isna(code)):
+        return "size class unknown"
+    text = str(code).strip()
+    key = f"{int(float(text)):02d}" if text.replace(".", "", 1).isdigit() else text
+    return labels.SIZE_CLASSES.get(key, text)
+
+
 def _dest_band(n: Any) -> np.ndarray:
     return pd.cut(pd.Series(n).astype(float).fillna(0), [-np.inf, 0, 5, 10, np.inf], labels=list(DEST_BANDS)).astype(str).to_numpy()
 
@@ -1003,7 +1014,8 @@ def target_group_fit(
         "employees unknown",
     )
     profile_of = {
-        "size_class": out["size_class"].astype(str).to_numpy(),
+        # CBS size-class codes (10, 21, 71) mean nothing to a reader: the table and figure carry their labels
+        "size_class": np.array([_size_label(c) for c in out["size_class"]], dtype=object),
         "exporter": np.where(out["exporter"] > 0, "exporter", "non-exporter"),
         "destinations": _dest_band(out["n_dest"]),
         "reason (first applying)": reason,
