@@ -94,7 +94,9 @@ def test_summary_quotes_every_programme_and_only_recorded_numbers(run, heads):
     for text in summary["sentences"]:
         assert text in html, text
     # every number printed in 05's sentences is a quoted or derived number (as printed)
-    printed = {n for s in summary["sentences"] for n in re.findall(r"[+-]?\d[\d,]*\.?\d*", s)}
+    # the statement about the checks counts outputs and verdicts (reach.publish.checks_statement, tested there)
+    sentences = [s for s in summary["sentences"] if "outputs passed the disclosure checks" not in s]
+    printed = {n for s in sentences for n in re.findall(r"[+-]?\d[\d,]*\.?\d*", s)}
     allowed = set()
     for numbers in summary["quoted"].values():
         for v in numbers.values():
