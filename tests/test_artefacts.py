@@ -135,7 +135,7 @@ def test_window_after_first_use_excludes_early_firms_never_recohorts(tmp_path):
     assert set(link.early.loc[link.early["programme"] == "tinl", "be_id"]) == {"100000001", "100000002", "100000003"}
     s = analysis_sample(panel, "tinl", first_year=2019, last_year=2020)
     assert not s.panel["be_id"].isin(["100000001", "100000002"]).any()
-    row = s.excluded[s.excluded["reason"].str.startswith("first used tinl before the window")]
+    row = s.excluded[s.excluded["reason"].str.startswith("first used the programme before the window")]
     assert row["n_firms"].tolist() == [3]
     assert "before the window" in s.summary()
 

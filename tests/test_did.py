@@ -920,7 +920,7 @@ def test_report_tables_html_no_index_no_nan_and_figure_counts():
     assert "suppressed" in gt  # the tiny cohort's cells (disclosure), not "undefined"
     assert ">2015<" in gt and "2,015" not in gt  # years without thousands separators
     cmp_ = rep.html("comparison")
-    assert ">1,500<" not in cmp_ and ".0<" not in cmp_.split("n_treated")[-1]  # counts are integers
+    assert ">1,500<" not in cmp_ and ".0<" not in cmp_.split(">users<")[-1]  # counts are integers
     es = rep.html("event_study")
     assert "<td>–</td>" in es  # the overall row has no event time
     import matplotlib.pyplot as plt

@@ -2423,7 +2423,34 @@ def _html_table(t: pd.DataFrame, digits: int = 4, undefined: pd.DataFrame | None
             out[c] = ["yes" if x else "no" for x in v]
         else:
             out[c] = ["–" if pd.isna(x) else str(x) for x in v]
-    return out.to_html(index=False, escape=True)
+    return out.rename(columns=_header).to_html(index=False, escape=True)
+
+
+#: Reader-facing headers of the report tables that reach.labels.COLUMNS does not name.
+_HEADERS = {"group": "first-use year", "time": "year", "key": "years since first use", "type": "aggregation",
+            "statistic": "test statistic", "df": "degrees of freedom", "p_value": "p-value",
+            "pointwise_low": "lower bound (pointwise)", "pointwise_high": "upper bound (pointwise)"}
+
+
+def _header(column: str) -> str:
+    from reach import labels
+
+    return _HEADERS.get(column) or labels.column(column)
+
+
+def _outcome_label(code: str) -> str:
+    """An outcome's reader-facing name (the code itself when the label table does not know it)."""
+    from reach import labels
+
+    return labels.label(code, "outcome")
+
+
+def _covariates_text(xformla: str | None) -> str:
+    """A covariate formula (``"~ log_employees + x"``) in words: "employees (log), x"; "none" for ``~ 1``."""
+    from reach import labels
+
+    terms = [t.strip() for t in (xformla or "~ 1").replace("~", " ").split("+") if t.strip() not in ("", "1")]
+    return ", ".join(labels.COVARIATES.get(t) or labels.OUTCOMES.get(t) or labels.covariate(t) for t in terms) or "none"
 
 
 def _publishable(checked) -> pd.DataFrame:
@@ -2564,19 +2591,22 @@ class EffectReport:
         cs, tw, nv = cmp_.loc[COMPARISON_METHODS[0]], cmp_.loc[COMPARISON_METHODS[2]], cmp_.loc[COMPARISON_METHODS[3]]
         p = self.tables["pretest"]["p_value"].iloc[0]
         lvl = int(round(100 * (1 - self.alp)))
-        head = f"**{self.outcome}, {self.sample} sample:**"
+        from reach import labels
+
+        name = _outcome_label(self.outcome)
+        head = f"**{name}, {labels.label(self.sample, 'sample')}:**"
         if not self.estimable:
             return f"{head} not estimable: {self.not_estimable_reason}."
         if not np.isfinite(cs["estimate"]):
             text = f"{head} the overall effect rests on too few firms to be published under the disclosure rules."
         elif not np.isfinite(cs["std_error"]):
-            text = (f"{head} no detectable effect: users' and comparison firms' {self.outcome} changed identically "
+            text = (f"{head} no detectable effect: users' and comparison firms' {name} changed identically "
                     f"(estimate {f(cs['estimate'])}, no variation to attach a confidence interval to).")
         elif self.detectable:
             direction = "higher" if cs["estimate"] > 0 else "lower"
-            pct = (f" (about {100 * (np.exp(cs['estimate']) - 1):+.0f}%)"
+            pct = (f" (about {f(100 * np.expm1(cs['estimate']), 0, signed=True)}%)"
                    if self.outcome.startswith(("log_", "ihs_")) else "")
-            text = (f"{head} after first use, users' {self.outcome} was on average {f(cs['estimate'])}{pct} {direction} "
+            text = (f"{head} after first use, users' {name} was on average {f(cs['estimate'])}{pct} {direction} "
                     f"than it would have been without the programme ({lvl}% CI {f(cs['conf_low'])} to {f(cs['conf_high'])}).")
         else:
             text = (f"{head} no detectable effect: the average effect {f(cs['estimate'])} has a {lvl}% confidence "
@@ -2597,7 +2627,10 @@ class EffectReport:
 
     def exclusions_text(self) -> str:
         """Which firms the estimates keep or leave out, counted safely; empty if nothing to say."""
+        from reach.publish import register_counts
+
         ex = self.att_gt.exclusions
+        register_counts([self.n_balanced_drop, *ex.values()], self.min_units)  # printed below: known to the audit
         parts = []
         if self.att_gt.allow_unbalanced_panel:
             how = ("each ATT(g,t) uses the firms observed in both its base year and year t"
@@ -2618,7 +2651,7 @@ class EffectReport:
     def figure(self, title: str | None = None):
         """Event-study figure drawn from the publishable event-study table (suppressed points absent)."""
         return event_study_plot(self.dynamic, data=self.tables["event_study"],
-                                title=title or f"{self.programme}: {self.outcome}, {self.sample} sample")
+                                title=title or f"{_outcome_label(self.outcome)}, {self.sample} sample")
 
     def tidy(self) -> pd.DataFrame:
         """The publishable comparison table (methods side by side)."""
@@ -2835,7 +2868,8 @@ def _not_estimable_report(programme, outcome, sample, r, tw, nv, why, alp, rules
 
 def effects_intro(*, programme: str, first_year: int, last_year: int, control_group: str, est_method: str,
                   xformla: str | None, anticipation: int, n_no_pre: int, matched_units: pd.DataFrame | None,
-                  allow_unbalanced_panel: bool, min_units: int = 10, key: str = "be_id") -> str:
+                  allow_unbalanced_panel: bool, min_units: int = 10, key: str = "be_id",
+                  label: str | None = None) -> str:
     """Markdown for notebook 04's opening: the design, the samples and who is left out (counts safe).
 
     Examples
@@ -2843,11 +2877,17 @@ def effects_intro(*, programme: str, first_year: int, last_year: int, control_gr
     >>> print(effects_intro(programme="x", first_year=2014, last_year=2023, control_group="notyettreated",
     ...                     est_method="dr", xformla="~ size", anticipation=0, n_no_pre=3, matched_units=None,
     ...                     allow_unbalanced_panel=True)[:44])
-    **Programme:** `x`, years 2014-2023; compari
+    **Programme:** x, years 2014-2023; compariso
+
+    ``label`` is the programme's reader-facing name (:func:`reach.labels.programme`); without it the
+    key is shown.
     """
+    from reach import labels
+
     comp = "firms that never used it" if control_group == "nevertreated" else "firms not yet using it"
-    text = (f"**Programme:** `{programme}`, years {first_year}-{last_year}; comparison: {comp}; method: {est_method}, "
-            f"covariates `{xformla or '~ 1'}` (base-year values), anticipation {anticipation}. Users whose first use "
+    text = (f"**Programme:** {label or programme}, years {first_year}-{last_year}; comparison: {comp}; "
+            f"method: {labels.label(est_method, 'method')}, covariates: {_covariates_text(xformla)} (base-year values), "
+            f"anticipation {anticipation} years. Users whose first use "
             f"falls in the first year ({first_year}) have no year before use and are left out "
             f"({_count_text(int(n_no_pre), min_units)} firms).\n\n")
     text += ("**Firms kept:** firms that are not in the register in every year (entry, exit) are kept: each "
@@ -2861,6 +2901,9 @@ def effects_intro(*, programme: str, first_year: int, last_year: int, control_gr
         return text + "**Samples:** full (no matched sample from notebook 03 found)."
     n_users = matched_user_count(matched_units, key)
     n_cohorts = int(matched_units["cohort"].nunique())
+    from reach.publish import register_counts
+
+    register_counts([n_users, n_no_pre], min_units)  # printed below: known to the audit of rendered numbers
     return text + (
         f"**Samples:** the full analysis sample, and the matched sample of notebook 03: "
         f"{_count_text(n_users, min_units)} matched users in {n_cohorts} cohort(s) (the same count as notebooks 03 "
@@ -2880,10 +2923,11 @@ def samples_text(full: EffectReport | None, matched: EffectReport | None) -> str
     a, b = full.headline(), matched.headline()
     if not (np.isfinite(a["simple_att"]) and np.isfinite(b["simple_att"])):
         return ""
-    return (f"**Full vs matched ({full.outcome}):** the full-sample estimate {f(a['simple_att'])} "
-            f"(CI {f(a['simple_conf_low'])} to {f(a['simple_conf_high'])}) assumes that users' {full.outcome} would "
-            f"have moved like that of *all* comparison firms of the same size in the base year (covariates "
-            f"`{full.att_gt.xformla or '~ 1'}`). The matched estimate {f(b['simple_att'])} (CI "
+    name = _outcome_label(full.outcome)
+    return (f"**Full vs matched ({name}):** the full-sample estimate {f(a['simple_att'])} "
+            f"(CI {f(a['simple_conf_low'])} to {f(a['simple_conf_high'])}) assumes that users' {name} would "
+            f"have moved like that of *all* comparison firms with the same base-year covariates "
+            f"({_covariates_text(full.att_gt.xformla)})). The matched estimate {f(b['simple_att'])} (CI "
             f"{f(b['simple_conf_low'])} to {f(b['simple_conf_high'])}) compares each cohort's users with comparison "
             f"firms that had a similar export history (level, growth, destinations), size, imports and earlier use of "
             f"public instruments. Users choose the programme when their exports are already moving, which size alone "

@@ -304,7 +304,7 @@ def _empty(name, programme, definition, columns, message) -> IndicatorResult:
 def _no_users(name, programme, definition, columns) -> IndicatorResult:
     return _empty(
         name, programme, definition, columns,
-        f"Programme {programme!r} has no linked users in the panel, so {name.replace('_', ' ')} cannot be computed.",
+        f"The programme has no linked users in the panel, so {name.replace('_', ' ')} cannot be computed.",
     )
 
 
@@ -840,7 +840,7 @@ def international_activity(
     head = {m: _groups(pub, measure=m) for m in ("exporter_before", "intl_before", "intl_window")}
     h1, hw = head["intl_before"], head["intl_window"]
     text = (
-        f"In the year before first use, {_pct(h1['users'])} of {_int(h1['n_users'])} {programme} users traded internationally "
+        f"In the year before first use, {_pct(h1['users'])} of {_int(h1['n_users'])} users traded internationally "
         f"(exports or imports), against {_pct(h1['comparison'])} of the comparison group "
         f"({comparison_description(comparison_group, never_treated_only, short=True)}, "
         f"same reference years). Over the {W} years before first use, {_pct(hw['users'])} of users traded at some point "
@@ -915,7 +915,7 @@ def growth_market_presence(
     shares = pd.Series({m: head[m]["users"] for m in markets}).dropna()
     top = f"The most frequent growth market among users was {shares.idxmax()} ({_pct(shares.max())})" if len(shares) else "All market cells were suppressed"
     text = (
-        f"In the {W} years before first use, {_pct(head['any']['users'])} of {programme} users traded with at least one of the "
+        f"In the {W} years before first use, {_pct(head['any']['users'])} of users traded with at least one of the "
         f"{len(markets)} growth markets, against {_pct(head['any']['comparison'])} of the comparison group. "
         f"{top}; per market, users' shares range from {_pct(shares.min() if len(shares) else np.nan)} to {_pct(shares.max() if len(shares) else np.nan)}."
     )
@@ -927,6 +927,17 @@ def growth_market_presence(
 
 TARGET_COLUMNS = ("table", "characteristic", "category", "cohort", "value", "n_units")
 DEST_BANDS = ("0", "1-5", "6-10", "11+")
+
+
+def _size_label(code: Any) -> str:
+    """A size-class code as its employee range (:func:`reach.labels.size_class`); unknown codes as text."""
+    from reach import labels
+
+    if code is None or (not isinstance(code, str) and pd.isna(code)):
+        return "size class unknown"
+    text = str(code).strip()
+    key = f"{int(float(text)):02d}" if text.replace(".", "", 1).isdigit() else text
+    return labels.SIZE_CLASSES.get(key, text)
 
 
 def _dest_band(n: Any) -> np.ndarray:
@@ -983,7 +994,7 @@ def target_group_fit(
     n_missing = int((~present).sum())
     if not present.any():
         return _empty(name, programme, definition, TARGET_COLUMNS,
-                      f"None of the {len(ref)} users of {programme!r} has a register row in the year before first use.")
+                      f"None of the {len(ref)} users has a register row in the year before first use.")
     at = pd.DataFrame({
         "be_id": ref.firm, "cohort": ref.cohort, "employees": emp,
         "n_dest": grid.at(grid.values("n_dest"), ref.firm, year)[0],
@@ -1003,7 +1014,8 @@ def target_group_fit(
         "employees unknown",
     )
     profile_of = {
-        "size_class": out["size_class"].astype(str).to_numpy(),
+        # CBS size-class codes (10, 21, 71) mean nothing to a reader: the table and figure carry their labels
+        "size_class": np.array([_size_label(c) for c in out["size_class"]], dtype=object),
         "exporter": np.where(out["exporter"] > 0, "exporter", "non-exporter"),
         "destinations": _dest_band(out["n_dest"]),
         "reason (first applying)": reason,
@@ -1027,7 +1039,7 @@ def target_group_fit(
             "n_outside": _val(pub_prof, characteristic="all outside target group", category=ALL) if len(out) else 0.0}
     exp_out = _val(pub_prof, characteristic="exporter", category="exporter") / head["n_outside"] if len(out) else np.nan
     text = (
-        f"{_pct(share)} of the {_int(n_users)} {programme} users with a register record in the year before first use were inside "
+        f"{_pct(share)} of the {_int(n_users)} users with a register record in the year before first use were inside "
         f"the target group ({tg['min_employees']:.0f}-{tg['max_employees']:.0f} employees and {tg['min_destinations']:.0f}-"
         f"{tg['max_destinations']:.0f} export destinations), so {_pct(1 - share)} were outside it. "
         f"Of those outside, {_pct(exp_out)} exported. {n_missing} users had no register record in that year and are not classified."
@@ -1084,7 +1096,7 @@ def prior_instrument_use(
     chk, pub = rows.check(["share"], rules, {"share": f"reach_prior_instruments_{programme}"})["share"]
     head = _groups(pub)
     text = (
-        f"{_pct(head['users'])} of the {_int(head['n_users'])} {programme} users had registered for a public instrument before "
+        f"{_pct(head['users'])} of the {_int(head['n_users'])} users had registered for a public instrument before "
         f"first use, against {_pct(head['comparison'])} of the comparison group "
         f"({comparison_description(comparison_group, never_treated_only, short=True)}, same reference years)."
     )
@@ -1168,7 +1180,7 @@ def instrument_use_after(
     head = {pu: {c: _cell(pub, "share", prior_use=pu, category=c) for c in INSTRUMENT_CATEGORIES} for pu in [ALL, *PRIOR_USE]}
     head["n_users"] = _val(pub, prior_use=ALL, category=ALL)
     text = (
-        f"After first use, {_pct(head[ALL]['none'])} of {programme} users registered for no further public instrument, "
+        f"After first use, {_pct(head[ALL]['none'])} of users registered for no further public instrument, "
         f"{_pct(head[ALL]['one'])} for one, {_pct(head[ALL]['several, not more than before'])} for several but not more than before, "
         f"and {_pct(head[ALL]['more than before'])} for more than before (windows of up to {W} years on each side). "
         f"Among users without earlier instruments, {_pct(head['no instruments before']['none'])} registered for none."
@@ -1242,7 +1254,7 @@ def regional_reach(
     pairs = _unique_pairs(link, programme)
     if pairs["organiser_region"].notna().sum() == 0:
         return _empty(name, programme, definition, REGION_COLUMNS,
-                      f"Programme {programme!r} has no organiser-region data, so regional reach does not apply.")
+                      "The programme has no organiser-region data, so regional reach does not apply.")
     n_no_org = int(pairs["organiser_region"].isna().sum())
     pairs = pairs[pairs["organiser_region"].notna()]
     grid = _Grid.of(panel)
@@ -1263,7 +1275,7 @@ def regional_reach(
     spread = (f"Across organiser regions the own-region share ranges from {_pct(per.min())} to {_pct(per.max())}."
               if len(per) > 1 else "Only one organiser region has a publishable cell.")
     text = (
-        f"{_pct(share)} of the {_int(head['n_participations'])} {programme} participations (unique firm-activity pairs) came "
+        f"{_pct(share)} of the {_int(head['n_participations'])} participations (unique firm-activity pairs) came "
         f"from firms located in the organiser's own province; the rest came from elsewhere. {spread}"
     )
     msg = f"{n_no_org} participations without organiser region were left out." if n_no_org else None
@@ -1332,7 +1344,7 @@ def export_values(
     head = {f"{g}_{s}_{lab}": _val(pub, stat=s, group=g, cohort=ALL, event_time=e)
             for g in (USERS, COMPARISON) for s in ("mean", "median") for lab, e in (("before", -1), ("after", 1))}
     text = (
-        f"In the year before first use, {programme} users exported on average EUR {_money(head['users_mean_before'])} "
+        f"In the year before first use, users exported on average EUR {_money(head['users_mean_before'])} "
         f"(comparison group: EUR {_money(head['comparison_mean_before'])}); one year after, EUR {_money(head['users_mean_after'])} "
         f"(comparison: EUR {_money(head['comparison_mean_after'])}). These are descriptive averages of different firms, "
         f"not an effect of the programme: users already differed before first use."
@@ -1404,15 +1416,18 @@ def participant_counts(
     years = pub[(pub["dimension"] == "year") & (pub["measure"] == "firms")].dropna(subset=["value"])
     busiest = f" The year with most participating firms was {years.loc[years['value'].idxmax(), 'category']}." if len(years) else ""
     ratio = head["participations_per_firm"]
+    from reach.report import fmt_number  # registers the derived numbers it prints (output audit)
+
     if not np.isfinite(ratio):
         verdict = "the ratio cannot be published."
     elif ratio > 1.005:
-        verdict = f"counting participations instead of firms would overstate reach by {100 * (ratio - 1):.0f}%."
+        verdict = f"counting participations instead of firms would overstate reach by {fmt_number(100 * (ratio - 1), 0)}%."
     else:
         verdict = "each firm took part once, so participations and firms coincide."
     text = (
-        f"{_int(head['n_firms'])} distinct firms took part in {programme}, with {_int(head['n_participations'])} participations "
-        f"(unique firm-activity pairs), i.e. {ratio:.2f} per firm: {verdict}{busiest}"
+        f"{_int(head['n_firms'])} distinct firms took part in the programme, with {_int(head['n_participations'])} participations "
+        f"(unique firm-activity pairs)"
+        + (f", i.e. {fmt_number(ratio, 2)} per firm: {verdict}" if np.isfinite(ratio) else f": {verdict}") + busiest
     )
     return _result(name, programme, {"firms": firms, "participations": parts}, pub, head, text, definition, COUNT_COLUMNS)
 

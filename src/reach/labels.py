@@ -25,7 +25,8 @@ import pandas as pd
 
 __all__ = ["OUTCOMES", "METHODS", "CONTROL_GROUPS", "SAMPLES", "SIZE_CLASSES", "REGIONS", "COMPARISON_GROUPS",
            "COLUMNS", "TABLE", "outcome", "method", "control_group", "sample", "size_class", "region",
-           "comparison_group", "column", "programme", "label", "relabel", "code_names", "is_log_outcome"]
+           "comparison_group", "column", "covariate", "COVARIATES", "programme", "label", "relabel", "code_names",
+           "is_log_outcome"]
 
 #: Outcomes of the effect notebook (reach.panel columns).
 OUTCOMES: dict[str, str] = {
@@ -88,6 +89,21 @@ REGIONS: dict[str, str] = {
     "GE": "Gelderland", "UT": "Utrecht", "NH": "Noord-Holland", "ZH": "Zuid-Holland", "ZE": "Zeeland",
     "NB": "Noord-Brabant", "LI": "Limburg", "unknown": "region unknown",
 }
+#: Matching and effect covariates (reach.panel columns, measured before first use).
+COVARIATES: dict[str, str] = {
+    "log_exports_lag1": "exports in the year before (log)",
+    "export_growth_lag1": "export growth in the year before",
+    "n_dest_lag1": "destination countries in the year before",
+    "log_employees_lag1": "employees in the year before (log)",
+    "importer_lag1": "importing in the year before",
+    "exporter_lag1": "exporting in the year before",
+    "instr_ever_before": "used a public instrument before",
+    "log_employees": "employees (log)",
+    "sbi_section": "sector (SBI section)",
+    "size_class": "size class",
+    "distance": "propensity score",
+    "(Intercept)": "intercept",
+}
 #: Column names of tables shown to readers.
 COLUMNS: dict[str, str] = {
     "n_firms": "firms", "n_users": "users", "n_treated": "users", "n_control": "comparison firms",
@@ -103,6 +119,7 @@ COLUMNS: dict[str, str] = {
 TABLE: dict[str, dict[str, str]] = {
     "outcome": OUTCOMES, "method": METHODS, "control_group": CONTROL_GROUPS, "sample": SAMPLES,
     "comparison_group": COMPARISON_GROUPS, "size_class": SIZE_CLASSES, "region": REGIONS, "column": COLUMNS,
+    "covariate": COVARIATES,
 }
 
 
@@ -201,6 +218,17 @@ def column(code: str) -> str:
     ('comparison firms', 'cohort year')
     """
     return COLUMNS.get(code, str(code).replace("_", " "))
+
+
+def covariate(code: str) -> str:
+    """A covariate's label; an unlisted covariate reads as its name with spaces for underscores.
+
+    Examples
+    --------
+    >>> covariate("log_exports_lag1"), covariate("my_var")
+    ('exports in the year before (log)', 'my var')
+    """
+    return COVARIATES.get(code, str(code).replace("_", " "))
 
 
 def programme(params: Mapping[str, Any] | None, key: str) -> str:

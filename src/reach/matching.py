@@ -575,6 +575,10 @@ class Match:
                + (" within the caliper" if self.caliper_width is not None else "")) if self.mahalanobis else ""
         cal = (f"caliper {self.caliper} {'SD' if self.std_caliper else 'units'} of the distance (= {self.caliper_width:.4g})"
                if self.caliper_width is not None else "no caliper")
+        if self.caliper_width is not None:
+            from reach.publish import register_numbers
+
+            register_numbers("text", [self.caliper_width])  # printed in the specification line
         ex = f"exact on {list(self.exact)}" if self.exact else "no exact strata"
         return (f"{self.ratio}:1 nearest-neighbour matching {rep} replacement on the {dist}{mah}; "
                 f"{cal}; {ex}; order {self.m_order}; discard {self.discard}"

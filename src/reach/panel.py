@@ -215,6 +215,9 @@ class Sample:
 
     def summary(self, min_units: int = 10) -> str:
         """Counts below ``min_units`` are said as "fewer than" (this text lands in rendered notebooks)."""
+        from reach.publish import register_counts
+
+        register_counts(self.excluded["n_firms"], min_units)  # printed exactly: known to the output audit
         parts = [f"{int(r.n_firms):,} firms: {r.reason}" if r.n_firms >= min_units
                  else f"fewer than {min_units} firms: {r.reason}" for r in self.excluded.itertuples()]
         return "Left out of the analysis sample: " + ("; ".join(parts) if parts else "none") + "."
@@ -254,7 +257,7 @@ def analysis_sample(panel: pd.DataFrame, programme: str, *, first_year: int | No
     >>> p = pd.DataFrame({"be_id": ["1", "2", "3"], "year": 2019, "g_a": [2019, 0, 0], "g_b": [0, 2018, 0]})
     >>> s = analysis_sample(p, "a")
     >>> s.panel["be_id"].tolist(), s.summary()
-    (['1', '3'], 'Left out of the analysis sample: fewer than 10 firms: comparison firm used another programme (b).')
+    (['1', '3'], 'Left out of the analysis sample: fewer than 10 firms: comparison firm used another programme.')
     """
     gcol = f"g_{programme}"
     if gcol not in panel.columns:
@@ -271,7 +274,7 @@ def analysis_sample(panel: pd.DataFrame, programme: str, *, first_year: int | No
     early = (g_own > 0) & (g_own < start)
     if early.any():
         # their years in the window are all treated: no "before" to compare with, and no valid control
-        rows.append((f"first used {programme} before the window ({start}): no untreated years to compare",
+        rows.append((f"first used the programme before the window ({start}): no untreated years to compare",
                      panel.loc[early, "be_id"].nunique()))
         keep &= ~early
     others = [c for c in panel.columns if c.startswith("g_") and c != gcol]
@@ -279,7 +282,8 @@ def analysis_sample(panel: pd.DataFrame, programme: str, *, first_year: int | No
         other_user = (panel[others].to_numpy() > 0).any(axis=1) & (panel[gcol].to_numpy() == 0) & ~early
         n = panel.loc[other_user, "be_id"].nunique()
         if n:
-            rows.append((f"comparison firm used another programme ({', '.join(c[2:] for c in others)})", n))
+            # the other programmes are named in the run's parameters; a reader-facing reason carries no keys
+            rows.append(("comparison firm used another programme", n))
         keep &= ~other_user
     return Sample(panel.loc[keep].reset_index(drop=True),
                   pd.DataFrame(rows, columns=["reason", "n_firms"]).astype({"n_firms": "int64"}))

@@ -123,6 +123,14 @@ def register_table(notebook: str, name: str, file: str, checked: Any, published:
             "rows": rows}
     stem = f"{notebook}__{name}"
     (folder / f"{stem}.json").write_text(json.dumps(meta, default=str), encoding="utf-8")
+    # the other numeric columns of the published copy (standard errors, bounds, test statistics) leave the
+    # run in the same file and are shown in the reports: known to the audit of rendered numbers
+    other = [c for c in published.columns if c not in meta["value_columns"] and c not in meta["count_columns"]
+             and c not in by and pd.api.types.is_numeric_dtype(published[c])
+             and not pd.api.types.is_bool_dtype(published[c])]
+    if other:
+        register_numbers(f"table:{name}", published[other].to_numpy(dtype=float, na_value=np.nan).ravel().tolist(),
+                         notebook=notebook)
     if checked.members is not None:
         np.savez_compressed(folder / f"{stem}.npz", **{k: np.asarray(v) for k, v in checked.members.items()})
     return folder / f"{stem}.json"
@@ -157,6 +165,23 @@ def register_numbers(source: str, numbers: Any, *, notebook: str | None = None) 
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{notebook or _notebook()}.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"source": source, "values": leaves}) + "\n")
+
+
+def register_counts(counts: Iterable[Any], min_units: int) -> None:
+    """Register counts that running text prints exactly (those of at least ``min_units``; smaller ones
+    read "fewer than ..." and a zero reveals no unit), so the audit of rendered numbers knows them.
+
+    Examples
+    --------
+    >>> register_counts([3, 470, None], 10)  # outside a run: nothing is written
+    """
+    shown = []
+    for n in counts:
+        v = _plain(n)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= min_units:
+            shown.append(int(round(v)))
+    if shown:
+        register_numbers("text", shown)
 
 
 def text(template: str, **numbers: Any) -> str:

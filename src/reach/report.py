@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 __all__ = ["record_headline", "read_headlines", "fmt_number", "fmt_count", "fmt_share", "show_figure", "SummaryDisplay",
-           "checks_statement"]
+           "checks_statement", "html_table"]
 
 
 def _plain(value: Any) -> Any:
@@ -151,6 +151,66 @@ def fmt_share(value: Any, digits: int = 0) -> str:
     """
     text = fmt_number(value, digits + 2)
     return text if text == "suppressed" else f"{100 * float(value):.{digits}f}%"
+
+
+def html_table(table: Any, *, digits: int = 3, counts: Sequence[str] = (), undefined: Any = None,
+               kinds: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None) -> str:
+    """A published table as HTML for a reader: no index column, integer counts, no ``NaN``/``<NA>``.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The publishable copy (``OutputLog.table`` / ``Checked.suppress()``); a missing cell was
+        either undefined or suppressed.
+    digits : int
+        Decimals of non-count numbers (the rounded copy of a registered cell).
+    counts : sequence of str
+        Columns shown as integers with thousands separators.
+    undefined : pandas.DataFrame, optional
+        True where the *unchecked* table was already missing (e.g. a variance ratio of a
+        binary covariate): such a cell reads "–"; every other missing cell reads "suppressed".
+    kinds : mapping, optional
+        ``{column: kind}``: values labelled with :func:`reach.labels.label` (``"outcome"``, ``"covariate"``).
+    headers : mapping, optional
+        Header texts; other headers come from :func:`reach.labels.column`.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"variable": ["n_dest_lag1"], "n_treated": [12.0], "smd": [float("nan")]})
+    >>> h = html_table(t, counts=["n_treated"], kinds={"variable": "covariate"})
+    >>> "destination countries in the year before" in h and ">12<" in h and ">suppressed<" in h
+    True
+    """
+    import pandas as pd
+
+    from reach import labels
+
+    t = table.reset_index(drop=True)
+    und = (undefined.reset_index(drop=True) if undefined is not None and len(undefined) == len(t) else None)
+    out = pd.DataFrame(index=range(len(t)))
+    for c in t.columns:
+        v = t[c]
+
+        def missing(i: int, c: str = c) -> str:
+            return "–" if und is not None and c in und.columns and bool(und.at[i, c]) else "suppressed"
+
+        if kinds and c in kinds:
+            out[c] = ["–" if pd.isna(x) else labels.label(x, kinds[c]) for x in v]
+        elif c in counts:
+            num = pd.to_numeric(v, errors="coerce")
+            out[c] = [missing(i) if pd.isna(x) else f"{int(round(float(x))):,d}" for i, x in enumerate(num)]
+        elif pd.api.types.is_bool_dtype(v):
+            out[c] = ["yes" if x else "no" for x in v]
+        elif pd.api.types.is_numeric_dtype(v):
+            num = pd.to_numeric(v, errors="coerce")
+            # + 0.0: an exact zero never reads "-0.000"
+            out[c] = [missing(i) if pd.isna(x) else f"{round(float(x), digits) + 0.0:,.{digits}f}"
+                      for i, x in enumerate(num)]
+        else:
+            out[c] = ["–" if x is None or (not isinstance(x, str) and pd.isna(x)) else str(x) for x in v]
+    head = {c: (headers or {}).get(c) or labels.column(c) for c in out.columns}
+    return out.rename(columns=head).to_html(index=False, escape=True)
 
 
 def show_figure(log: Any, fig: Any, checked: Any, name: str, *, drawn_from_suppressed: bool = True) -> Path | None:
