@@ -61,7 +61,7 @@ def require_columns(df: Any, cols: Iterable[str], table: str = "df", hint: str =
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"{table} must be a pandas DataFrame; got {type(df).__name__}")
-    missing = [c for c in cols if c not in df.columns]
+    missing = [c for c in dict.fromkeys(cols) if c not in df.columns]
     if missing:
         raise ColumnError(f"{table} lacks column(s) {missing}; it has {list(df.columns)[:30]}"
                           + (f" ({hint})" if hint else ""))

@@ -38,7 +38,6 @@ detected per column (:func:`reach.normalise.parse_dutch_numbers`).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
+from reach import _checks
 from reach import countries as _countries
 from reach import normalise as _norm
 from reach.report import SummaryDisplay
@@ -216,14 +216,6 @@ def locate(data_dir: str | Path, pattern: str, year: int, role: str = "input") -
     return path, version, candidates
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _kind(path: Path) -> str:
     kind = _SUFFIXES.get(path.suffix.lower())
     if kind is None:
@@ -326,17 +318,15 @@ def _iter_raw(path: Path, usecols: list[str], chunksize: int) -> Iterator[pd.Dat
 # ----------------------------------------------------------------------------- coercion
 
 
-def _examples(df: pd.DataFrame, mask: np.ndarray, cols: list[str], offset: int = 0) -> str:
-    """Up to five rows; with ``_file``/``_row`` columns (per-file, 1-based) those name the rows."""
-    idx = np.flatnonzero(mask)[:_N_EXAMPLES]
+def _row_examples(df: pd.DataFrame, mask: np.ndarray, cols: list[str]) -> str:
+    """:func:`reach._checks.examples` with rows as the file numbers them (1 = first data row).
+
+    Tables read with per-file ``_file``/``_row`` columns are named by those; others by position + 1.
+    """
     if "_row" in df.columns:
-        ex = df.iloc[idx][[c for c in ("_file", "_row") if c in df.columns] + cols].rename(
-            columns={"_file": "file", "_row": "row"})
-        return ex.to_string(index=False)
-    ex = df.iloc[idx][cols].copy()
-    ex.index = idx + offset + 1
-    ex.index.name = "row"
-    return ex.to_string()
+        named = df.rename(columns={"_file": "file", "_row": "row"})
+        return _checks.examples(named, mask, [c for c in ("file", "row") if c in named.columns] + cols)
+    return _checks.examples(df, mask, cols, offset=1)
 
 
 class _BadValues(Exception):
@@ -540,7 +530,7 @@ def _read_table(path: Path, colmap: Mapping[str, str], role: str, chunksize: int
                 state.count(c, r, n)
             state.notation.update(saved.get("notation", {}))
 
-        yield from cached_chunks(path, _sha256(path), colmap, role, chunksize, Path(cache_dir),
+        yield from cached_chunks(path, _checks.sha256(path), colmap, role, chunksize, Path(cache_dir),
                                  lambda: _read_table(path, colmap, role, chunksize, state), state_out, state_in)
         return
     colmap = _check_columns(path, colmap, role, state)
@@ -608,7 +598,7 @@ class _Log:
              candidates: list[Path] | None = None) -> None:
         self.files.append({
             "role": role, "year": year, "path": str(path), "size": path.stat().st_size,
-            "sha256": _sha256(path), "version": version, "n_rows": int(n_rows),
+            "sha256": _checks.sha256(path), "version": version, "n_rows": int(n_rows),
             "candidates": [p.name for p in (candidates or [path])],
         })
 
@@ -667,7 +657,7 @@ def _window(df: pd.DataFrame, table: str, first: int, last: int, lg: _Log) -> pd
     out = (df["year"] < first) | (df["year"] > last)
     if out.any():
         lg.exclude(table, f"year outside window {first}-{last}", int(out.sum()),
-                   _examples(df, out.to_numpy(), ["year"]))
+                   _row_examples(df, out.to_numpy(), ["year"]))
         df = df.loc[~out]
     return df
 
@@ -705,7 +695,7 @@ def _load_register(params, years, lg: _Log) -> pd.DataFrame:
         raise InputError(
             f"register: {int(dup.sum())} rows share a (be_id, year) key; one row per business unit "
             f"and year is required. Examples (row 1 = first data row of the file):\n"
-            f"{_examples(reg, dup.to_numpy(), ['be_id', 'year'])}"
+            f"{_row_examples(reg, dup.to_numpy(), ['be_id', 'year'])}"
         )
     # CBS writes unknown employment as a negative code (-1, -5): a number no firm can have
     neg = (reg["employees"] < 0).to_numpy()
@@ -732,7 +722,7 @@ def _load_kvk_link(params, years, lg: _Log) -> pd.DataFrame:
         lg.repair("kvk_link", "kvk", f"KvK number repaired: {reason}", int(n))
     bad = norm.isna() | kl["be_id"].isna()
     lg.exclude("kvk_link", "invalid kvk or missing be_id", int(bad.sum()),
-               _examples(kl, bad.to_numpy(), ["kvk", "be_id", "year"]))
+               _row_examples(kl, bad.to_numpy(), ["kvk", "be_id", "year"]))
     kl = kl.assign(kvk=norm).loc[~bad]
     dup = kl.duplicated(["kvk", "be_id", "year"])
     lg.exclude("kvk_link", "exact duplicate rows", int(dup.sum()))
@@ -741,7 +731,7 @@ def _load_kvk_link(params, years, lg: _Log) -> pd.DataFrame:
     # one KvK number owning two business units in a year cannot be resolved from the link file:
     # keep the lowest BE_ID so the linkage is deterministic, and count it
     lg.exclude("kvk_link", "kvk linked to several be_id in one year (kept lowest be_id)", int(amb.sum()),
-               _examples(kl, kl.duplicated(["kvk", "year"], keep=False).to_numpy(), ["kvk", "be_id", "year"]))
+               _row_examples(kl, kl.duplicated(["kvk", "year"], keep=False).to_numpy(), ["kvk", "be_id", "year"]))
     return kl.loc[~amb].reset_index(drop=True)
 
 
@@ -772,11 +762,11 @@ def _load_trade(params, years, lg: _Log) -> pd.DataFrame:
             unknown = iso.isna().to_numpy()
             if unknown.any():
                 lg.exclude("trade", "unknown country code", int(unknown.sum()),
-                           f"{path}:\n" + _examples(ch.assign(_code=ch["country"]), unknown, ["country"]))
+                           f"{path}:\n" + _row_examples(ch.assign(_code=ch["country"]), unknown, ["country"]))
             neg = ((ch["exports"] < 0) | (ch["imports"] < 0)).to_numpy()
             if neg.any():
                 lg.exclude("trade", "negative exports or imports", int(neg.sum()),
-                           f"{path}:\n" + _examples(ch, neg, ["exports", "imports"]))
+                           f"{path}:\n" + _row_examples(ch, neg, ["exports", "imports"]))
             nob = ch["be_id"].isna().to_numpy()
             lg.exclude("trade", "missing be_id", int(nob.sum()))
             keep = ~(unknown | neg | nob)
@@ -815,7 +805,7 @@ def _load_instruments(params, years, kvk_link: pd.DataFrame, lg: _Log) -> pd.Dat
         for reason, n in why[why.isin(_norm.KVK_REPAIRED)].value_counts().items():
             lg.repair("instruments", "kvk", f"KvK number repaired: {reason}", int(n))
         bad = norm.isna()
-        lg.exclude("instruments", "invalid kvk", int(bad.sum()), _examples(ins, bad.to_numpy(), ["kvk", "year"]))
+        lg.exclude("instruments", "invalid kvk", int(bad.sum()), _row_examples(ins, bad.to_numpy(), ["kvk", "year"]))
         ins = ins.assign(kvk=norm).loc[~bad]
         ins = ins.merge(kvk_link, on=["kvk", "year"], how="left", validate="many_to_one")
     elif "kvk" not in ins:
@@ -854,7 +844,7 @@ def _load_participants(params, years, lg: _Log) -> pd.DataFrame:
             raise InputError(
                 f"programme {name}: {path}: none of the {len(df)} values in column {cols['kvk']!r} is a valid "
                 f"KvK number (8 digits after removing spaces, dots and dashes); examples:\n"
-                f"{_examples(df, np.ones(len(df), bool), ['kvk_raw'])}"
+                f"{_row_examples(df, np.ones(len(df), bool), ['kvk_raw'])}"
             )
         default_year = spec.get("default_year")
         if default_year is not None and (isinstance(default_year, bool) or not isinstance(default_year, (int, np.integer))):
@@ -870,7 +860,7 @@ def _load_participants(params, years, lg: _Log) -> pd.DataFrame:
                     raise InputError(
                         f"programme {name}: {path}: {int(missing.sum())} records without a date in column "
                         f"{cols['date']!r} and no default_year; set programmes.{name}.default_year. Examples:\n"
-                        f"{_examples(df, missing, ['date'])}"
+                        f"{_row_examples(df, missing, ['date'])}"
                     )
                 lg.exclude(f"participants:{name}", f"no date: year set to default_year {default_year}",
                            int(missing.sum()))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reach import _checks
 from reach.link import LinkResult
 
 __all__ = ["build_panel", "save_run", "stale_reason", "PANEL_KEYS", "BUILD_FILE", "read_panel", "read_link", "panel_columns", "analysis_sample", "Sample"]
@@ -356,16 +357,6 @@ def _file_entry(role, year, path: Path, sha256: str | None) -> dict:
             "sha256": sha256}
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def stale_reason(work_dir, params, files: list[dict] | None = None) -> str | None:
     """Why the panel saved in ``work_dir`` does not fit ``params`` (None when it does).
 
@@ -420,7 +411,7 @@ def stale_reason(work_dir, params, files: list[dict] | None = None) -> str | Non
         st = pb.stat()
         if st.st_size == a["size"] and st.st_mtime_ns == a["mtime_ns"]:
             continue
-        if (b.get("sha256") or _sha256(pb)) != a["sha256"]:
+        if (b.get("sha256") or _checks.sha256(pb)) != a["sha256"]:
             return f"input {pb.name} changed since the panel was built (checksum differs)"
     return None
 
