@@ -293,25 +293,13 @@ def _wls(X, y, w):
 
 
 def _logit(X, D, w, maxiter=50, tol=1e-10):
-    """Weighted logit by Newton-Raphson (glm(binomial) with prior weights)."""
-    beta = np.zeros(X.shape[1])
-    for _ in range(maxiter):
-        eta = X @ beta
-        p = 1.0 / (1.0 + np.exp(-eta))
-        W = w * p * (1 - p)
-        H = (X.T * W) @ X
-        g = X.T @ (w * (D - p))
-        try:
-            step = np.linalg.solve(H, g)
-        except np.linalg.LinAlgError:
-            return None, None
-        beta = beta + step
-        if np.max(np.abs(step)) < tol:
-            break
-    p = 1.0 / (1.0 + np.exp(-(X @ beta)))
-    H = (X.T * (w * p * (1 - p))) @ X
-    if not np.all(np.isfinite(H)) or np.linalg.matrix_rank(H) < H.shape[0]:
-        return None, None
+    """Weighted logit by Newton-Raphson (glm(binomial) with prior weights) on a design ``X`` (m, k).
+
+    Returns the fitted probabilities and the Hessian ``X' diag(w p (1-p)) X`` at the
+    solution, or ``(None, None)`` if a Newton step or the final Hessian is singular.
+    The fit itself is :func:`_logit_rows`' (one Newton-Raphson in this module), cold-started.
+    """
+    p, H, _ = _logit_rows(np.ascontiguousarray(np.asarray(X, dtype=float).T), D, w, None, maxiter, tol)
     return p, H
 
 
@@ -404,10 +392,10 @@ def _gram(Xr, q):
 
 
 def _newton_logit(Xr, D, w, beta, maxiter, tol):
-    """Newton-Raphson of :func:`_logit` on ``Xr`` (k, m) from ``beta``.
+    """Newton-Raphson of the weighted logit on ``Xr`` (k, m) from ``beta``; stops when no coefficient moves by ``tol``.
 
-    Returns ``(p, H, beta, converged)``, p and H at the final coefficients (the evaluation
-    :func:`_logit` repeats after its loop is the loop's last one here), or None if a step is singular.
+    Returns ``(p, H, beta, converged)``, p and H at the final coefficients (the loop's
+    last evaluation, not repeated after it), or None if a step is singular.
     """
     wD = w * D
     done = False
@@ -433,11 +421,14 @@ def _newton_logit(Xr, D, w, beta, maxiter, tol):
 
 
 def _logit_rows(Xr, D, w, beta0=None, maxiter=50, tol=1e-10):
-    """:func:`_logit` on the transposed design ``Xr`` (k, m), optionally warm-started.
+    """The module's one logit fitter: :func:`_newton_logit` on the transposed design ``Xr`` (k, m), optionally warm-started.
 
     Returns ``(p, H, beta)`` or ``(None, None, None)``. The warm start (a neighbouring
     cell's coefficients) saves iterations; if it fails or does not converge the fit is
-    redone from zero, so the outcome is :func:`_logit`'s whatever the start.
+    redone from zero, so the outcome is the cold start's whatever the start.
+    (``matching._fit_logit`` is R ``glm.fit``'s IRLS with its start and deviance stopping rule,
+    which MatchIt's golden numbers need; ``power._newton_logit`` is ridge-penalised for separated
+    designs: different objectives or stopping rules, hence not this one.)
     """
     for b0 in ([] if beta0 is None else [np.asarray(beta0, dtype=float)]) + [np.zeros(Xr.shape[0])]:
         # a warm start that overflows is retried from zero: its warnings are not the fit's

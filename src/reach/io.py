@@ -42,7 +42,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -52,7 +52,8 @@ from reach import countries as _countries
 from reach import normalise as _norm
 from reach.report import SummaryDisplay
 
-__all__ = ["InputError", "Inputs", "load_inputs", "locate", "read_columns", "ROLES", "SENTINELS"]
+__all__ = ["InputError", "Inputs", "load_inputs", "locate", "read_columns", "ROLES", "ROLE_IDS", "SENTINELS",
+           "PROGRAMME_COLUMNS", "missing_role_columns"]
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,10 @@ ROLES: dict[str, tuple[str, ...]] = {
     "register": ("be_id", "sbi", "size_class", "employees", "municipality"),
     "kvk_link": ("kvk", "be_id"),
     "trade": ("be_id", "country", "exports", "imports"),
-    "instruments": ("year", "instrument"),  # plus kvk or be_id
+    "instruments": ("year", "instrument"),  # plus one of ROLE_IDS["instruments"]
 }
+#: Identifier columns of which a role must map at least one (instruments come by KvK or by be_id).
+ROLE_IDS: dict[str, tuple[str, ...]] = {"instruments": ("kvk", "be_id")}
 PER_YEAR_ROLES = ("register", "kvk_link", "trade")
 PROGRAMME_COLUMNS = ("kvk", "activity_id", "date", "year", "organiser_region", "activity_type")
 
@@ -615,16 +618,34 @@ class _Log:
         return pd.DataFrame(rows, columns=["table", "reason", "n"]).astype({"n": "int64"})
 
 
+def missing_role_columns(role: str, mapped: Iterable[str]) -> list[str]:
+    """Internal columns of input ``role`` that a ``columns`` mapping leaves out (``[]`` when complete).
+
+    The one statement of what each input table must provide: :mod:`reach.params` validates
+    a parameter file with it before any notebook runs, and :func:`load_inputs` again.
+
+    Examples
+    --------
+    >>> missing_role_columns("instruments", ["be_id", "year"])
+    ['instrument']
+    >>> missing_role_columns("instruments", ["year", "instrument"])
+    ['kvk or be_id']
+    """
+    mapped = set(mapped)
+    missing = [c for c in ROLES[role] if c not in mapped]
+    ids = ROLE_IDS.get(role)
+    if ids and not mapped & set(ids):
+        missing.append(" or ".join(ids))
+    return missing
+
+
 def _spec(params: Mapping[str, Any], role: str) -> Mapping[str, Any]:
     try:
         spec = params["inputs"][role]
     except KeyError:
         raise InputError(f"params: inputs.{role} is missing; needed: {list(ROLES)}") from None
     cols = spec.get("columns") or {}
-    need = ROLES[role]
-    missing = [c for c in need if c not in cols]
-    if role == "instruments" and not ({"kvk", "be_id"} & set(cols)):
-        missing.append("kvk or be_id")
+    missing = missing_role_columns(role, cols)
     if missing:
         raise InputError(f"params: inputs.{role}.columns must map {missing}; got {dict(cols)}")
     return spec

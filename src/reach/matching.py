@@ -253,6 +253,8 @@ def _fit_logit(X: np.ndarray, y: np.ndarray, maxit: int = 25, epsilon: float = 1
 
     Returns (linear predictor, coefficients on the given scale incl. intercept first, converged).
     Columns are centred and scaled internally for conditioning; that changes no fitted value.
+    Not ``did._logit_rows`` (Newton from zero, step tolerance): MatchIt's numbers come from
+    ``glm``'s start (``mustart``), deviance stopping rule and convergence flag, reproduced here.
     """
     n = X.shape[0]
     mu_x = X.mean(axis=0) if X.shape[1] else np.zeros(0)

@@ -216,8 +216,7 @@ class Sample:
 
     def summary(self, min_units: int = 10) -> str:
         """Counts below ``min_units`` are said as "fewer than" (this text lands in rendered notebooks)."""
-        parts = [f"{int(r.n_firms):,} firms: {r.reason}" if r.n_firms >= min_units
-                 else f"fewer than {min_units} firms: {r.reason}" for r in self.excluded.itertuples()]
+        parts = [f"{_checks.count_text(r.n_firms, min_units, 'firms')}: {r.reason}" for r in self.excluded.itertuples()]
         return "Left out of the analysis sample: " + ("; ".join(parts) if parts else "none") + "."
 
     def _repr_markdown_(self) -> str:

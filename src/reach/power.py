@@ -317,7 +317,11 @@ def reference_values(panel: pd.DataFrame, ids: np.ndarray, years: np.ndarray, co
 
 
 def _newton_logit(X: np.ndarray, y: np.ndarray, ridge: float = 1e-6, maxiter: int = 50) -> np.ndarray:
-    """Logit coefficients by Newton-Raphson; a tiny ridge keeps separated designs finite."""
+    """Logit coefficients by Newton-Raphson; a tiny ridge keeps separated designs finite.
+
+    Not ``did._logit_rows``: the pseudo-user sampling needs finite odds even when a covariate
+    separates users from never-users, where an unpenalised fit has none.
+    """
     beta = np.zeros(X.shape[1])
     for _ in range(maxiter):
         p = 1.0 / (1.0 + np.exp(-np.clip(X @ beta, -30, 30)))

@@ -12,8 +12,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["record_headline", "read_headlines", "fmt_number", "fmt_count", "fmt_share", "show_figure", "SummaryDisplay",
-           "checks_statement"]
+from reach._checks import count_text  # re-exported for notebooks: the one wording of a small count
+
+__all__ = ["record_headline", "read_headlines", "fmt_number", "fmt_count", "count_text", "fmt_share", "show_figure",
+           "SummaryDisplay", "checks_statement"]
 
 
 def _plain(value: Any) -> Any:
