@@ -38,7 +38,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from reach._checks import check_choice
+from reach._checks import check_choice, require_columns
 
 __all__ = [
     "Rules",
@@ -462,13 +462,7 @@ class Checked:
 
 # --------------------------------------------------------------------------- check_table
 def _validate_frame(micro: Any, name: str, cols: Sequence[str]) -> pd.DataFrame:
-    if not isinstance(micro, pd.DataFrame):
-        raise TypeError(f"check '{name}': micro must be a pandas DataFrame; got {type(micro).__name__}")
-    missing = [c for c in cols if c not in micro.columns]
-    if missing:
-        raise ValueError(
-            f"check '{name}': column(s) {missing} not in the table; available: {list(micro.columns)[:30]}"
-        )
+    require_columns(micro, cols, f"check '{name}': micro")
     return micro
 
 
@@ -1028,9 +1022,7 @@ def check_estimates(
     )
     cells = _verdicts(cells)
     value_cols = tuple(columns) if columns is not None else tuple(c for c in _ESTIMATE_COLS if c in table.columns)
-    missing = [c for c in value_cols if c not in table.columns]
-    if missing:
-        raise ValueError(f"check '{name}': columns {missing} not in the estimates table; available: {list(table.columns)}")
+    require_columns(table, value_cols, f"check '{name}': the estimates table")
     return Checked(
         name=name,
         stat="estimates",

@@ -76,7 +76,6 @@ _KIND = {
     "organiser_region": "text", "employees": "float", "exports": "float", "imports": "float",
     "year": "int", "date": "date",
 }
-_N_EXAMPLES = 5
 #: CBS sentinels handled: column -> (rule, treatment); the module docstring has the table.
 SENTINELS = {
     "employees": ("< 0", "missing"),
@@ -339,13 +338,13 @@ class _BadValues(Exception):
         super().__init__(problem)
         self.path, self.col, self.what, self.problem = path, col, what, problem
         self.n = int(mask.sum())
-        idx = np.flatnonzero(mask)[:_N_EXAMPLES]
+        idx = np.flatnonzero(mask)[:_checks.N_EXAMPLES]
         # rows as the file numbers them: 1 = first data row (a spreadsheet shows it one lower, under the header)
         self.examples = frame.iloc[idx].set_axis(idx + offset + 1).rename_axis("row")
 
     def error(self, n: int, examples: pd.DataFrame) -> InputError:
         return InputError(f"{self.path}: column {self.col!r} ({self.what}) has {n} {self.problem}; "
-                          f"examples (row 1 = first data row of the file):\n{examples.head(_N_EXAMPLES).to_string()}")
+                          f"examples (row 1 = first data row of the file):\n{examples.head(_checks.N_EXAMPLES).to_string()}")
 
 
 class _FileState:
