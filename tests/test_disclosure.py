@@ -178,7 +178,7 @@ def test_min_max_refused_and_bad_stat():
         check_table(micro, by=["g"], value="x", stat="avg")
     with pytest.raises(ValueError, match="unit identifier"):
         check_table(micro, by=["be_id"], stat="count")
-    with pytest.raises(ValueError, match="not in the table"):
+    with pytest.raises(ValueError, match=r"micro lacks column\(s\)"):
         check_table(micro, by=["nope"], stat="count", name="tbl")
 
 

@@ -94,7 +94,7 @@ def test_bad_comparison_and_missing_column():
     p = make_panel(n=200, n_users=40)
     with pytest.raises(ValueError, match="comparison must be one of \\['same_subgroup', 'all'\\]; got 'none'"):
         heterogeneity(p, "y", {"e": "exporter_before"}, gname="g_x", comparison="none")
-    with pytest.raises(ValueError, match=r"missing column\(s\) \['nope'\]"):
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['nope'\]"):
         heterogeneity(p, "y", {"e": "nope"}, gname="g_x")
 
 

@@ -326,7 +326,7 @@ def test_bad_treatment_and_columns():
     df = _synthetic(200).assign(t2=lambda d: d["t"] * 2)
     with pytest.raises(ValueError, match="must be 0/1"):
         match(df, "t2", ["x1"])
-    with pytest.raises(ValueError, match="not found"):
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['nope'\]"):
         match(df, "t", ["nope"])
 
 

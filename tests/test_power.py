@@ -202,7 +202,7 @@ def test_placebo_bad_input_errors():
         placebo(p, "y", gname="g", n_draws=1)
     with pytest.raises(ValueError, match="control_group must be one of .*got 'never'"):
         placebo(p, "y", gname="g", control_group="never")
-    with pytest.raises(ValueError, match=r"missing column\(s\) \['nope'\]"):
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['nope'\]"):
         placebo(p, "y", gname="g", covariates=["nope"])
     never = p.loc[p.g == 0, "firm_id"].unique()
     small = p[(p.g > 0) | p.firm_id.isin(never[:60])]

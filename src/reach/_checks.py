@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["ColumnError", "check_choice", "require_columns", "examples", "sha256", "count_text", "N_EXAMPLES"]
+__all__ = ["ColumnError", "check_choice", "choice_error", "require_columns", "examples", "sha256", "count_text", "N_EXAMPLES"]
 
 #: Example rows quoted in an error message (they go to the analyst's console, never to output/).
 N_EXAMPLES = 5
@@ -44,9 +44,25 @@ def check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
     ...
     ValueError: method must be one of ['nearest', 'cem']; got 'optimal'
     """
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
+    problem = choice_error(value, allowed)
+    if problem:
+        raise ValueError(f"{name} {problem}")
     return value
+
+
+def choice_error(value: Any, allowed: Sequence[str]) -> str | None:
+    """What is wrong with a choice, for validators that collect messages rather than raise (``None``: fine).
+
+    Examples
+    --------
+    >>> choice_error("ols", ("dr", "ipw", "reg"))
+    "must be one of ['dr', 'ipw', 'reg']; got 'ols'"
+    >>> choice_error("dr", ("dr", "ipw", "reg")) is None
+    True
+    """
+    if not isinstance(value, str) or value not in allowed:
+        return f"must be one of {list(allowed)}; got {value!r}"
+    return None
 
 
 def require_columns(df: Any, cols: Iterable[str], table: str = "df", hint: str = "") -> None:
@@ -61,7 +77,7 @@ def require_columns(df: Any, cols: Iterable[str], table: str = "df", hint: str =
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"{table} must be a pandas DataFrame; got {type(df).__name__}")
-    missing = [c for c in cols if c not in df.columns]
+    missing = [c for c in dict.fromkeys(cols) if c not in df.columns]
     if missing:
         raise ColumnError(f"{table} lacks column(s) {missing}; it has {list(df.columns)[:30]}"
                           + (f" ({hint})" if hint else ""))

@@ -52,11 +52,13 @@ import math
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy.special import chdtrc, ndtri  # not scipy.stats: its import costs seconds
+
+from reach._checks import check_choice, count_text, examples, require_columns
 
 __all__ = [
     "att_gt",
@@ -103,23 +105,6 @@ _MAX_IF_BYTES = 8 * 2**30
 
 
 # --------------------------------------------------------------------------- helpers
-def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
-    return value
-
-
-def _examples(df: pd.DataFrame, mask, cols: Sequence[str]) -> str:
-    rows = df.loc[np.asarray(mask), list(cols)].head(5)
-    return rows.to_string(index=False)
-
-
-def _require(df: pd.DataFrame, cols: Sequence[str], table: str = "df") -> None:
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise KeyError(f"{table}: missing column(s) {missing}; available: {list(df.columns)[:30]}")
-
-
 def parse_xformla(xformla: str | None) -> list[str]:
     """Covariate names of a one-sided formula such as ``"~ x1 + x2"``.
 
@@ -176,7 +161,7 @@ def _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, al
     if len(extra_cluster) > 1:
         raise ValueError(f"clustervars: at most one variable besides idname ({idname!r}); got {clustervars!r}")
     cols = [yname, tname, idname, gname, *covs] + ([weightsname] if weightsname else []) + extra_cluster
-    _require(df, list(dict.fromkeys(cols)))
+    require_columns(df, list(dict.fromkeys(cols)))
     if allow_unbalanced_panel:
         raise NotImplementedError(
             "allow_unbalanced_panel=True (R did's repeated-cross-section estimator for unbalanced panels) is not "
@@ -191,10 +176,10 @@ def _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, al
     # which dominated the run time at millions of rows.
     uid, ids_all = pd.factorize(d[idname], sort=True)
     if (uid < 0).any():
-        raise ValueError(f"df: column {idname!r} has missing values. Examples:\n{_examples(d, uid < 0, [idname, tname, yname])}")
+        raise ValueError(f"df: column {idname!r} has missing values. Examples:\n{examples(d, uid < 0, [idname, tname, yname])}")
     tv = d[tname].to_numpy(dtype=float)
     if np.isnan(tv).any():
-        raise ValueError(f"df: column {tname!r} has missing values. Examples:\n{_examples(d, np.isnan(tv), [idname, tname, yname])}")
+        raise ValueError(f"df: column {tname!r} has missing values. Examples:\n{examples(d, np.isnan(tv), [idname, tname, yname])}")
     tcode, periods_all = pd.factorize(tv, sort=True)  # hashing: 6x faster than np.unique's sort at 6M rows
     periods_all = np.asarray(periods_all, dtype=float)
     nid, Tall = len(ids_all), len(periods_all)
@@ -203,7 +188,7 @@ def _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, al
     if dup.any():
         raise ValueError(
             f"df: {int(dup.sum())} rows share a ({idname}, {tname}) pair; one row per unit and period is required. "
-            f"Examples:\n{_examples(d, dup, [idname, tname, yname, gname])}"
+            f"Examples:\n{examples(d, dup, [idname, tname, yname, gname])}"
         )
 
     def varies(values: np.ndarray) -> np.ndarray:
@@ -220,18 +205,18 @@ def _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, al
         raise ValueError(
             f"df: column {gname!r} (first treatment period) varies within {idname} for "
             f"{len(np.unique(uid[bad]))} unit(s); it must be constant per unit. Examples:\n"
-            f"{_examples(d, bad, [idname, tname, gname])}"
+            f"{examples(d, bad, [idname, tname, gname])}"
         )
     if np.isnan(gv).any():
-        raise ValueError(f"df: column {gname!r} has missing values (use 0 for never treated). Examples:\n{_examples(d, np.isnan(gv), [idname, tname, gname])}")
+        raise ValueError(f"df: column {gname!r} has missing values (use 0 for never treated). Examples:\n{examples(d, np.isnan(gv), [idname, tname, gname])}")
     if (gv < 0).any():
-        raise ValueError(f"df: column {gname!r} must be 0 (never treated) or a period; got negatives. Examples:\n{_examples(d, gv < 0, [idname, tname, gname])}")
+        raise ValueError(f"df: column {gname!r} must be 0 (never treated) or a period; got negatives. Examples:\n{examples(d, gv < 0, [idname, tname, gname])}")
     if weightsname:
         wv = d[weightsname].to_numpy(dtype=float)
         bad = varies(wv)
         if bad.any():
             bad = np.isin(uid, np.unique(uid[bad]))
-            raise ValueError(f"df: weights {weightsname!r} must be constant within unit. Examples:\n{_examples(d, bad, [idname, tname, weightsname])}")
+            raise ValueError(f"df: weights {weightsname!r} must be constant within unit. Examples:\n{examples(d, bad, [idname, tname, weightsname])}")
         if (wv < 0).any():
             raise ValueError(f"df: weights {weightsname!r} must be non-negative")
 
@@ -308,25 +293,13 @@ def _wls(X, y, w):
 
 
 def _logit(X, D, w, maxiter=50, tol=1e-10):
-    """Weighted logit by Newton-Raphson (glm(binomial) with prior weights)."""
-    beta = np.zeros(X.shape[1])
-    for _ in range(maxiter):
-        eta = X @ beta
-        p = 1.0 / (1.0 + np.exp(-eta))
-        W = w * p * (1 - p)
-        H = (X.T * W) @ X
-        g = X.T @ (w * (D - p))
-        try:
-            step = np.linalg.solve(H, g)
-        except np.linalg.LinAlgError:
-            return None, None
-        beta = beta + step
-        if np.max(np.abs(step)) < tol:
-            break
-    p = 1.0 / (1.0 + np.exp(-(X @ beta)))
-    H = (X.T * (w * p * (1 - p))) @ X
-    if not np.all(np.isfinite(H)) or np.linalg.matrix_rank(H) < H.shape[0]:
-        return None, None
+    """Weighted logit by Newton-Raphson (glm(binomial) with prior weights) on a design ``X`` (m, k).
+
+    Returns the fitted probabilities and the Hessian ``X' diag(w p (1-p)) X`` at the
+    solution, or ``(None, None)`` if a Newton step or the final Hessian is singular.
+    The fit itself is :func:`_logit_rows`' (one Newton-Raphson in this module), cold-started.
+    """
+    p, H, _ = _logit_rows(np.ascontiguousarray(np.asarray(X, dtype=float).T), D, w, None, maxiter, tol)
     return p, H
 
 
@@ -419,10 +392,10 @@ def _gram(Xr, q):
 
 
 def _newton_logit(Xr, D, w, beta, maxiter, tol):
-    """Newton-Raphson of :func:`_logit` on ``Xr`` (k, m) from ``beta``.
+    """Newton-Raphson of the weighted logit on ``Xr`` (k, m) from ``beta``; stops when no coefficient moves by ``tol``.
 
-    Returns ``(p, H, beta, converged)``, p and H at the final coefficients (the evaluation
-    :func:`_logit` repeats after its loop is the loop's last one here), or None if a step is singular.
+    Returns ``(p, H, beta, converged)``, p and H at the final coefficients (the loop's
+    last evaluation, not repeated after it), or None if a step is singular.
     """
     wD = w * D
     done = False
@@ -448,11 +421,14 @@ def _newton_logit(Xr, D, w, beta, maxiter, tol):
 
 
 def _logit_rows(Xr, D, w, beta0=None, maxiter=50, tol=1e-10):
-    """:func:`_logit` on the transposed design ``Xr`` (k, m), optionally warm-started.
+    """The module's one logit fitter: :func:`_newton_logit` on the transposed design ``Xr`` (k, m), optionally warm-started.
 
     Returns ``(p, H, beta)`` or ``(None, None, None)``. The warm start (a neighbouring
     cell's coefficients) saves iterations; if it fails or does not converge the fit is
-    redone from zero, so the outcome is :func:`_logit`'s whatever the start.
+    redone from zero, so the outcome is the cold start's whatever the start.
+    (``matching._fit_logit`` is R ``glm.fit``'s IRLS with its start and deviance stopping rule,
+    which MatchIt's golden numbers need; ``power._newton_logit`` is ridge-penalised for separated
+    designs: different objectives or stopping rules, hence not this one.)
     """
     for b0 in ([] if beta0 is None else [np.asarray(beta0, dtype=float)]) + [np.zeros(Xr.shape[0])]:
         # a warm start that overflows is retried from zero: its warnings are not the fit's
@@ -1164,9 +1140,9 @@ def att_gt(
     >>> r.tidy()[["group", "time"]].values.tolist()
     [[2003, 2002], [2003, 2003]]
     """
-    _check_choice("control_group", control_group, CONTROL_GROUPS)
-    _check_choice("est_method", est_method, EST_METHODS)
-    _check_choice("base_period", base_period, BASE_PERIODS)
+    check_choice("control_group", control_group, CONTROL_GROUPS)
+    check_choice("est_method", est_method, EST_METHODS)
+    check_choice("base_period", base_period, BASE_PERIODS)
     if not isinstance(anticipation, (int, np.integer)) or anticipation < 0:
         raise ValueError(f"anticipation must be a non-negative integer; got {anticipation!r}")
     if not 0 < alp < 1:
@@ -1177,7 +1153,7 @@ def att_gt(
         if not (isinstance(v, (int, float)) and 0.5 < float(v) <= 1.0):
             raise ValueError(f"{name} must be a probability in (0.5, 1]; got {v!r}")
     cband = bool(bootstrap) if cband is None else bool(cband)
-    _check_choice("unbalanced", unbalanced, UNBALANCED_MODES)
+    check_choice("unbalanced", unbalanced, UNBALANCED_MODES)
     if unbalanced == "pairs" and not panel:
         raise ValueError("unbalanced='pairs' follows units over time: it needs panel=True; got panel=False")
     clustervars = list(clustervars) if clustervars else []
@@ -1543,7 +1519,7 @@ def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, contro
         raise ValueError(f"clustervars: at most one variable besides idname ({idname!r}); got {clustervars!r}")
     cols = list(dict.fromkeys([yname, tname, gname, *covs] + ([idname] if idname else [])
                               + ([weightsname] if weightsname else []) + extra_cluster))
-    _require(df, cols)
+    require_columns(df, cols)
     d = df[cols]
     for c in [yname, tname, gname, *covs] + ([weightsname] if weightsname else []):
         if not (pd.api.types.is_numeric_dtype(d[c]) or pd.api.types.is_bool_dtype(d[c])):
@@ -1561,18 +1537,18 @@ def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, contro
     if panel:
         uid, ids = pd.factorize(d[idname], sort=True)
         if (uid < 0).any():
-            raise ValueError(f"df: column {idname!r} has missing values. Examples:\n{_examples(d, uid < 0, [idname, tname, yname])}")
+            raise ValueError(f"df: column {idname!r} has missing values. Examples:\n{examples(d, uid < 0, [idname, tname, yname])}")
         dup = d.duplicated([idname, tname], keep=False).to_numpy()
         if dup.any():
             raise ValueError(f"df: {int(dup.sum())} rows share a ({idname}, {tname}) pair; one row per unit and period is "
-                             f"required. Examples:\n{_examples(d, dup, [idname, tname, yname, gname])}")
+                             f"required. Examples:\n{examples(d, dup, [idname, tname, yname, gname])}")
         for c in [gname] + ([weightsname] if weightsname else []) + extra_cluster:
             nun = d.groupby(uid)[c].nunique(dropna=False)
             if (nun > 1).any():
                 badu = np.isin(uid, nun.index[nun > 1])
                 what = "first treatment period" if c == gname else ("weights" if c == weightsname else "cluster variable")
                 raise ValueError(f"df: column {c!r} ({what}) varies within {idname} for {int((nun > 1).sum())} unit(s); "
-                                 f"it must be constant per unit. Examples:\n{_examples(d, badu, [idname, tname, c])}")
+                                 f"it must be constant per unit. Examples:\n{examples(d, badu, [idname, tname, c])}")
     else:
         uid = np.arange(len(d))
         ids = np.arange(len(d))
@@ -1755,7 +1731,7 @@ def matched_user_count(matched_units: pd.DataFrame, key: str = "be_id") -> int:
     >>> matched_user_count(mu)
     2
     """
-    _require(matched_units, [key, "treated"], "matched_units")
+    require_columns(matched_units, [key, "treated"], "matched_units")
     return int(matched_units.loc[matched_units["treated"].astype(int) == 1, key].nunique())
 
 
@@ -1801,19 +1777,19 @@ def with_matching_weights(panel: pd.DataFrame, matched_units: pd.DataFrame, *, g
     >>> s[["be_id", "cohort", "treated", "g_stack"]].drop_duplicates().values.tolist()
     [['a', 2019, 1, 2019], ['b', 2019, 0, 0]]
     """
-    _require(matched_units, [key, *MATCHED_UNIT_COLUMNS], "matched_units")
-    _require(panel, [key, tname, gname], "panel")
+    require_columns(matched_units, [key, *MATCHED_UNIT_COLUMNS], "matched_units")
+    require_columns(panel, [key, tname, gname], "panel")
     mu = matched_units[[key, "cohort", "treated", weight]].rename(columns={weight: "weight"})
     dup = mu.duplicated([key, "cohort"], keep=False).to_numpy()
     if dup.any():
         raise ValueError(f"matched_units: {int(dup.sum())} rows repeat a ({key}, cohort) pair; one row per firm and "
-                         f"cohort is required. Examples:\n{_examples(mu, dup, [key, 'cohort', 'treated', 'weight'])}")
+                         f"cohort is required. Examples:\n{examples(mu, dup, [key, 'cohort', 'treated', 'weight'])}")
     g_firm = panel.groupby(key, sort=False)[gname].first()
     own = mu[key].map(g_firm)
     missing = own.isna().to_numpy()
     if missing.any():
         raise ValueError(f"matched_units: {int(missing.sum())} matched firm(s) are not in the panel (were the samples "
-                         f"built from different runs?). Examples:\n{_examples(mu, missing, [key, 'cohort', 'treated'])}")
+                         f"built from different runs?). Examples:\n{examples(mu, missing, [key, 'cohort', 'treated'])}")
     tr = mu["treated"].astype(int).to_numpy() == 1
     coh = mu["cohort"].to_numpy(dtype=float)
     ownv = own.to_numpy(dtype=float)
@@ -1822,13 +1798,13 @@ def with_matching_weights(panel: pd.DataFrame, matched_units: pd.DataFrame, *, g
         ex = mu.assign(**{f"panel_{gname}": ownv})
         raise ValueError(f"matched_units: {int(bad_user.sum())} matched user(s) whose first use in the panel "
                          f"({gname}) is not their cohort. Examples:\n"
-                         f"{_examples(ex, bad_user, [key, 'cohort', 'treated', f'panel_{gname}'])}")
+                         f"{examples(ex, bad_user, [key, 'cohort', 'treated', f'panel_{gname}'])}")
     bad_ctrl = ~tr & (ownv > 0) & (ownv <= coh)
     if bad_ctrl.any():
         ex = mu.assign(**{f"panel_{gname}": ownv})
         raise ValueError(f"matched_units: {int(bad_ctrl.sum())} comparison firm(s) had already used the programme by "
                          f"their cohort's first year. Examples:\n"
-                         f"{_examples(ex, bad_ctrl, [key, 'cohort', 'treated', f'panel_{gname}'])}")
+                         f"{examples(ex, bad_ctrl, [key, 'cohort', 'treated', f'panel_{gname}'])}")
     mu = mu.assign(treated=tr.astype("int64"), cohort=mu["cohort"].astype("int64"),
                    g_stack=np.where(tr, coh, np.where(ownv > coh, ownv, 0.0)).astype("int64"),
                    stack_id=np.arange(len(mu), dtype="int64"))
@@ -1881,7 +1857,7 @@ def matched_att_gt(stacked: pd.DataFrame, yname: str, tname: str = "year", *, ke
     >>> r.n_units, r.tidy()["time"].tolist()
     (100, [2018, 2019])
     """
-    _require(stacked, [key, tname, yname, "cohort", "treated", "weight", "stack_id", "g_stack"], "stacked")
+    require_columns(stacked, [key, tname, yname, "cohort", "treated", "weight", "stack_id", "g_stack"], "stacked")
     covs = parse_xformla(xformla)
     cband = bool(bootstrap) if cband is None else bool(cband)
     firms, firm_code = np.unique(stacked[key].astype(str).to_numpy(), return_inverse=True)
@@ -2006,7 +1982,7 @@ def aggte(
     >>> a.tidy()["level"].tolist()[0]
     'overall'
     """
-    _check_choice("type", type, AGG_TYPES)
+    check_choice("type", type, AGG_TYPES)
     if not isinstance(result, ATTgtResult):
         raise TypeError(f"result must be an ATTgtResult from att_gt; got {builtins_type(result).__name__}")
     bootstrap = result.bootstrap if bootstrap is None else bool(bootstrap)
@@ -2191,11 +2167,11 @@ def twfe(df: pd.DataFrame, yname: str, tname: str, idname: str, treat: str, weig
     from linearmodels.panel import PanelOLS
 
     cols = [yname, tname, idname, treat] + ([weightsname] if weightsname else [])
-    _require(df, cols)
+    require_columns(df, cols)
     d = df[cols].dropna()
     dup = d.duplicated([idname, tname], keep=False)
     if dup.any():
-        raise ValueError(f"df: duplicate ({idname}, {tname}) rows. Examples:\n{_examples(d, dup, [idname, tname])}")
+        raise ValueError(f"df: duplicate ({idname}, {tname}) rows. Examples:\n{examples(d, dup, [idname, tname])}")
     D = _treat_indicator(d, tname, treat, idname)
     data = pd.DataFrame({"y": d[yname].to_numpy(dtype=float), "D": D},
                         index=pd.MultiIndex.from_arrays([d[idname].to_numpy(), d[tname].to_numpy()]))
@@ -2234,12 +2210,12 @@ def did_2x2(df: pd.DataFrame, yname: str, tname: str, idname: str, treated: str,
     """
     import statsmodels.api as sm
 
-    _require(df, [yname, tname, idname, treated, post])
+    require_columns(df, [yname, tname, idname, treated, post])
     d = df[[yname, tname, idname, treated, post]].dropna()
     for c in (treated, post):
         bad = ~d[c].isin([0, 1])
         if bad.any():
-            raise ValueError(f"df: column {c!r} must be 0/1. Examples:\n{_examples(d, bad, [idname, tname, c])}")
+            raise ValueError(f"df: column {c!r} must be 0/1. Examples:\n{examples(d, bad, [idname, tname, c])}")
     tr = d[treated].to_numpy(dtype=float)
     po = d[post].to_numpy(dtype=float)
     X = np.column_stack([np.ones(len(d)), tr, po, tr * po])
@@ -2274,7 +2250,7 @@ def naive_difference(df: pd.DataFrame, yname: str, tname: str, idname: str, gnam
     """
     import statsmodels.api as sm
 
-    _require(df, [yname, tname, idname, gname])
+    require_columns(df, [yname, tname, idname, gname])
     d = df[[yname, tname, idname, gname]].dropna()
     g = d[gname].to_numpy(dtype=float)
     t = d[tname].to_numpy(dtype=float)
@@ -2306,11 +2282,11 @@ def cohort_from_treatment(df: pd.DataFrame, idname: str, tname: str, dname: str)
     >>> cohort_from_treatment(d, "id", "t", "d").tolist()
     [2, 2, 0, 0]
     """
-    _require(df, [idname, tname, dname])
+    require_columns(df, [idname, tname, dname])
     d = df[[idname, tname, dname]]
     bad = ~d[dname].isin([0, 1])
     if bad.any():
-        raise ValueError(f"df: column {dname!r} must be 0/1. Examples:\n{_examples(d, bad, [idname, tname, dname])}")
+        raise ValueError(f"df: column {dname!r} must be 0/1. Examples:\n{examples(d, bad, [idname, tname, dname])}")
     s = d.sort_values([idname, tname], kind="stable")
     off = s.groupby(idname, sort=False)[dname].cummax().astype(int) > s[dname].astype(int)
     if off.any():
@@ -2461,11 +2437,6 @@ def _publishable(checked) -> pd.DataFrame:
     return pub
 
 
-def _count_text(n: int, min_units: int) -> str:
-    """A firm count for running text; a count below the threshold is never given exactly."""
-    return f"fewer than {min_units}" if 0 < n < min_units else f"{n:,}"
-
-
 def drop_without_pre_period(panel: pd.DataFrame, gname: str, anticipation: int = 0, *, tname: str = "year",
                             idname: str = "firm_id") -> tuple[pd.DataFrame, int]:
     """Leave out users whose first use falls in the first year (no year before use in the window).
@@ -2480,7 +2451,7 @@ def drop_without_pre_period(panel: pd.DataFrame, gname: str, anticipation: int =
     >>> rest["firm_id"].unique().tolist(), n
     ([2], 1)
     """
-    _require(panel, [gname, tname, idname], "panel")
+    require_columns(panel, [gname, tname, idname], "panel")
     first = panel[tname].min()
     g = panel[gname].to_numpy(dtype=float)
     no_pre = (g > 0) & (g - anticipation <= first)
@@ -2535,7 +2506,7 @@ class EffectReport:
 
     def name(self, table: str) -> str:
         """Export name of a table (and of the event-study figure): ``<programme>_<outcome>_<sample>_<table>``."""
-        _check_choice("table", table, REPORT_TABLES)
+        check_choice("table", table, REPORT_TABLES)
         return f"{self.tag}_{table}"
 
     def _cs(self) -> pd.Series:
@@ -2638,10 +2609,10 @@ class EffectReport:
                    "each ATT(g,t) uses the firm-years of its base year and year t as repeated cross sections, "
                    "inference clustered by firm")
             parts.append(f"Firms not observed in every year are kept (unbalanced panel: {how}); a balanced "
-                         f"panel would have dropped {_count_text(self.n_balanced_drop, self.min_units)} firms.")
+                         f"panel would have dropped {count_text(self.n_balanced_drop, self.min_units)} firms.")
         if ex:
             parts.append("Counted: " + "; ".join(
-                f"{k.replace('_', ' ')}: {_count_text(int(v), self.min_units)}" for k, v in ex.items()) + ".")
+                f"{k.replace('_', ' ')}: {count_text(int(v), self.min_units)}" for k, v in ex.items()) + ".")
         na = self.att_gt.na_cells
         if len(na):
             parts.append("Group-time cells not estimated (NA): " + "; ".join(
@@ -2660,7 +2631,7 @@ class EffectReport:
     def html(self, table: str, digits: int = 4) -> str:
         """A publishable table as HTML for the notebook: no index column, counts as integers,
         suppressed or undefined cells as "suppressed"/"–" (never ``NaN``/``<NA>``)."""
-        _check_choice("table", table, REPORT_TABLES)
+        check_choice("table", table, REPORT_TABLES)
         return _html_table(self.tables[table], digits, self.undefined.get(table))
 
     def summary(self) -> str:
@@ -2766,7 +2737,7 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
 
     rules = rules if rules is not None else Rules()
     gname = gname or f"g_{programme}"
-    _require(panel, [outcome, gname, tname, idname], "panel")
+    require_columns(panel, [outcome, gname, tname, idname], "panel")
     boot = int(biters) > 0
     kw = dict(xformla=xformla, control_group=control_group, est_method=est_method, anticipation=anticipation,
               bootstrap=boot, cband=True, biters=int(biters) if boot else 999, alp=alp, seed=seed,
@@ -2889,7 +2860,7 @@ def effects_intro(*, programme: str, first_year: int, last_year: int, control_gr
             f"method: {labels.label(est_method, 'method')}, covariates: {_covariates_text(xformla)} (base-year values), "
             f"anticipation {anticipation} years. Users whose first use "
             f"falls in the first year ({first_year}) have no year before use and are left out "
-            f"({_count_text(int(n_no_pre), min_units)} firms).\n\n")
+            f"({count_text(int(n_no_pre), min_units)} firms).\n\n")
     text += ("**Firms kept:** firms that are not in the register in every year (entry, exit) are kept: each "
              "group-time effect ATT(g,t) compares the firms observed both in the year before first use (g-1, "
              "the base year) and in year t. Dropping every firm not alive in all years (a balanced panel, R `did`'s "
@@ -2906,7 +2877,7 @@ def effects_intro(*, programme: str, first_year: int, last_year: int, control_gr
     register_counts([n_users, n_no_pre], min_units)  # printed below: known to the audit of rendered numbers
     return text + (
         f"**Samples:** the full analysis sample, and the matched sample of notebook 03: "
-        f"{_count_text(n_users, min_units)} matched users in {n_cohorts} cohort(s) (the same count as notebooks 03 "
+        f"{count_text(n_users, min_units)} matched users in {n_cohorts} cohort(s) (the same count as notebooks 03 "
         "and 05). The matched estimate is *stacked*: every cohort's effects are estimated on that cohort's own "
         "matched set (its matched users and their matched comparison firms, with that match's weights); a firm "
         "matched in several cohorts (as a comparison firm twice, or a comparison firm first and a user later) "

@@ -38,6 +38,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from reach._checks import check_choice, require_columns
+
 __all__ = [
     "Rules",
     "Checked",
@@ -77,10 +79,6 @@ REPORT_COLUMNS = (
     "review_cells",
     "rules",
 )
-
-
-def _allowed(name: str, got: Any, allowed: Sequence[str]) -> ValueError:
-    return ValueError(f"{name} must be one of {list(allowed)}; got {got!r}")
 
 
 # --------------------------------------------------------------------------- rules
@@ -464,13 +462,7 @@ class Checked:
 
 # --------------------------------------------------------------------------- check_table
 def _validate_frame(micro: Any, name: str, cols: Sequence[str]) -> pd.DataFrame:
-    if not isinstance(micro, pd.DataFrame):
-        raise TypeError(f"check '{name}': micro must be a pandas DataFrame; got {type(micro).__name__}")
-    missing = [c for c in cols if c not in micro.columns]
-    if missing:
-        raise ValueError(
-            f"check '{name}': column(s) {missing} not in the table; available: {list(micro.columns)[:30]}"
-        )
+    require_columns(micro, cols, f"check '{name}': micro")
     return micro
 
 
@@ -823,8 +815,7 @@ def check_table(
             f"check '{name}': stat={stat!r} refused: minima and maxima of microdata are the value of a single "
             f"unit and are never publishable (ESSnet/SDAP output guidelines); allowed: {list(STATS)}"
         )
-    if stat not in STATS:
-        raise _allowed(f"check '{name}': stat", stat, STATS)
+    check_choice(f"check '{name}': stat", stat, STATS)
     by = [by] if isinstance(by, str) else list(by)
     if value is None and stat != "count":
         raise ValueError(f"check '{name}': stat={stat!r} needs a value column")
@@ -834,8 +825,8 @@ def check_table(
         raise ValueError(f"check '{name}': q must be in (0, 1); got {q!r}")
     if stat == "median":
         q = 0.5
-    if units is not None and units not in UNITS:
-        raise _allowed(f"check '{name}': units", units, UNITS)
+    if units is not None:
+        check_choice(f"check '{name}': units", units, UNITS)
     cols = by + [unit] + ([value] if value is not None else [])
     df = _validate_frame(micro, name, cols)
     df = df[cols]
@@ -1031,9 +1022,7 @@ def check_estimates(
     )
     cells = _verdicts(cells)
     value_cols = tuple(columns) if columns is not None else tuple(c for c in _ESTIMATE_COLS if c in table.columns)
-    missing = [c for c in value_cols if c not in table.columns]
-    if missing:
-        raise ValueError(f"check '{name}': columns {missing} not in the estimates table; available: {list(table.columns)}")
+    require_columns(table, value_cols, f"check '{name}': the estimates table")
     return Checked(
         name=name,
         stat="estimates",
@@ -1368,8 +1357,7 @@ def scan_for_identifiers(
     >>> scan_for_identifiers(d, ["12345678"], kind="kvk")[["identifier", "form"]].values.tolist()
     [['12345678', 'separated']]
     """
-    if kind not in ("be_id", "kvk"):
-        raise _allowed("scan_for_identifiers: kind", kind, ("be_id", "kvk"))
+    check_choice("scan_for_identifiers: kind", kind, ("be_id", "kvk"))
     ids = _normalise_ids(identifiers, kind)
     lookup: dict[str, list[tuple[str, str]]] = {}
     for i in ids:

@@ -30,8 +30,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from reach._checks import check_choice, require_columns
 from reach.did import CONTROL_GROUPS, EST_METHODS, parse_xformla
-from reach.power import _check_choice, _check_level, _Fit, _fmt, _require, balanced_rows, fit_simple, reference_values
+from reach.power import _check_level, _Fit, _fmt, balanced_rows, fit_simple, reference_values
 
 __all__ = [
     "heterogeneity",
@@ -165,7 +166,7 @@ def classify_users(panel: pd.DataFrame, subgroups: Mapping[str, Any] | None = No
     for dim, rule in subgroups.items():
         _check_rule(dim, rule)
     cols = sorted({c for r in subgroups.values() for c in _rule_columns(r)})
-    _require(panel, [gname, tname, idname, *cols])
+    require_columns(panel, [gname, tname, idname, *cols], "panel")
     ug = panel.groupby(idname, sort=True)[gname].first()
     users = ug[ug > 0]
     ids = users.index.to_numpy()
@@ -418,11 +419,11 @@ def _estimate(d: pd.DataFrame, labels: pd.Series, dims: dict, *, yname, gname, t
 
 
 def _prepare(panel, yname, gname, tname, idname, xformla, control_group, est_method, alpha):
-    _check_choice("control_group", control_group, CONTROL_GROUPS)
-    _check_choice("est_method", est_method, EST_METHODS)
+    check_choice("control_group", control_group, CONTROL_GROUPS)
+    check_choice("est_method", est_method, EST_METHODS)
     alpha = _check_level("alpha", alpha)
     xcovs = parse_xformla(xformla)
-    _require(panel, [yname, gname, tname, idname, *xcovs])
+    require_columns(panel, [yname, gname, tname, idname, *xcovs], "panel")
     bal = balanced_rows(panel, tname, idname, [yname, *xcovs])
     excl = {}
     n_out = panel[idname].nunique() - panel.loc[bal, idname].nunique()
@@ -506,7 +507,7 @@ def heterogeneity(panel: pd.DataFrame, yname: str, subgroups: Mapping[str, Any] 
     """
     rules = _rules(rules)
     subgroups = dict(DEFAULT_SUBGROUPS if subgroups is None else subgroups)
-    _check_choice("comparison", comparison, COMPARISONS)
+    check_choice("comparison", comparison, COMPARISONS)
     d, excl, alpha = _prepare(panel, yname, gname, tname, idname, xformla, control_group, est_method, alpha)
     lab = classify_users(panel, subgroups, gname=gname, tname=tname, idname=idname, anticipation=anticipation,
                          target_group=target_group).set_index(idname)
@@ -585,12 +586,12 @@ def dose_split(panel: pd.DataFrame, yname: str, firms: pd.DataFrame, *, programm
     """
     if hasattr(firms, "firms") and not isinstance(firms, pd.DataFrame):
         firms = firms.firms
-    _require(firms, ["programme", key, "n_activities"], "firms")
+    require_columns(firms, ["programme", key, "n_activities"], "firms")
     if isinstance(split_at, bool) or not isinstance(split_at, (int, np.integer)) or split_at < 2:
         raise ValueError(f"split_at must be an integer >= 2; got {split_at!r}")
     rules = _rules(rules)
     gname = gname or f"g_{programme}"
-    _require(panel, [key, idname, gname])
+    require_columns(panel, [key, idname, gname], "panel")
     d, excl, alpha = _prepare(panel, yname, gname, tname, idname, xformla, control_group, est_method, alpha)
     f = firms.loc[firms["programme"] == programme, [key, "n_activities"]]
     if f.empty:

@@ -61,6 +61,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from reach._checks import check_choice, require_columns
 from reach.disclosure import Checked, Rules, check_table, join_checked
 from reach.report import fmt_count, fmt_share
 
@@ -91,6 +92,8 @@ ALL = "all"
 USERS = "users"
 COMPARISON = "comparison"
 INSTRUMENT_CATEGORIES = ("none", "one", "several, not more than before", "more than before")
+#: Where a missing-column error points the analyst.
+_PANEL_HINT = "see CONTRACTS.md section 4 for the panel's columns"
 #: Stem of each indicator's figure (exported as ``<programme>_<stem>.png``).
 FIGURE_NAMES = MappingProxyType({
     "international_activity": "intl_activity",
@@ -319,11 +322,6 @@ def _rules(rules: Rules | Mapping | None) -> Rules:
     return rules
 
 
-def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
-
-
 def _target(target_group: Mapping | None) -> dict:
     if target_group is None:
         return dict(DEFAULT_TARGET_GROUP)
@@ -344,17 +342,6 @@ def _window(reach_window: Any) -> int:
     if isinstance(reach_window, bool) or not isinstance(reach_window, (int, np.integer)) or reach_window < 1:
         raise ValueError(f"reach_window must be a positive integer number of years; got {reach_window!r}")
     return int(reach_window)
-
-
-def _require(df: pd.DataFrame, cols: Iterable[str], table: str = "panel") -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"{table} must be a pandas DataFrame; got {type(df).__name__}")
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"{table} lacks column(s) {missing}; it has {list(df.columns)[:30]} "
-            "(see CONTRACTS.md section 4 for the panel's columns)"
-        )
 
 
 def _gcol(panel: pd.DataFrame, programme: str) -> str:
@@ -402,14 +389,14 @@ def comparison_mask(
     >>> comparison_mask(p).tolist()
     [True, False, True]
     """
-    _check_choice("comparison_group", comparison_group, COMPARISON_GROUPS)
+    check_choice("comparison_group", comparison_group, COMPARISON_GROUPS)
     if comparison_group == "business_economy":
-        _require(panel, ["sbi_section", "sbi"])
+        require_columns(panel, ["sbi_section", "sbi"], "panel", _PANEL_HINT)
         sec = panel["sbi_section"].astype("str")
         div = panel["sbi"].astype("str").str[:2]
         return (sec.isin(BUSINESS_ECONOMY_SECTIONS) | div.isin(BUSINESS_ECONOMY_DIVISIONS)).fillna(False).astype(bool)
     tg = _target(target_group)
-    _require(panel, ["employees", "n_dest"])
+    require_columns(panel, ["employees", "n_dest"], "panel", _PANEL_HINT)
     return _in_target(panel["employees"], panel["n_dest"], tg)
 
 
@@ -437,7 +424,7 @@ def comparison_description(comparison_group: str, never_treated_only: bool, *, s
     >>> comparison_description("target_group", False)
     "the programme's target group, firms not (yet) using the programme"
     """
-    _check_choice("comparison_group", comparison_group, COMPARISON_GROUPS)
+    check_choice("comparison_group", comparison_group, COMPARISON_GROUPS)
     if comparison_group == "business_economy":
         pop = "the business economy (SBI A-N excl. K, plus 95)" if short else \
             "the business economy (SBI sections A-N without K, plus division 95)"
@@ -449,7 +436,7 @@ def comparison_description(comparison_group: str, never_treated_only: bool, *, s
 
 
 def _settings(comparison_group, never_treated_only, reach_window, target_group, rules):
-    _check_choice("comparison_group", comparison_group, COMPARISON_GROUPS)
+    check_choice("comparison_group", comparison_group, COMPARISON_GROUPS)
     if not isinstance(never_treated_only, (bool, np.bool_)):
         raise ValueError(f"never_treated_only must be True or False; got {never_treated_only!r}")
     return _window(reach_window), _target(target_group), _rules(rules)
@@ -471,7 +458,7 @@ class _Grid:
 
     @classmethod
     def of(cls, panel: pd.DataFrame) -> "_Grid":
-        _require(panel, ["be_id", "year"])
+        require_columns(panel, ["be_id", "year"], "panel", _PANEL_HINT)
         firm, ids = pd.factorize(panel["be_id"].astype("str"), sort=False)
         if (firm < 0).any():
             bad = np.flatnonzero(firm < 0)[:5].tolist()
@@ -593,7 +580,7 @@ def _prepare(panel, programme, columns, comparison_group="business_economy", nev
              reach_window=5, target_group=None, rules=None, *, comparison=True):
     """Validated settings, the grid and the reference units shared by the indicator functions."""
     W, tg, rules = _settings(comparison_group, never_treated_only, reach_window, target_group, rules)
-    _require(panel, ["be_id", "year", *columns])
+    require_columns(panel, ["be_id", "year", *columns], "panel", _PANEL_HINT)
     grid = _Grid.of(panel)
     ref = _reference(grid, programme, comparison_group if comparison else None, never_treated_only, tg)
     settings = dict(comparison_group=comparison_group, never_treated_only=bool(never_treated_only), reach_window=W, target_group=tg)
@@ -1199,7 +1186,7 @@ def _unique_pairs(link: Any, programme: str) -> pd.DataFrame:
     Without an activity id every linked record is its own participation (NLiB portal users).
     """
     recs = getattr(link, "records", link)
-    _require(recs, ["programme", "bucket", "be_id", "year"], table="link.records")
+    require_columns(recs, ["programme", "bucket", "be_id", "year"], "link.records", _PANEL_HINT)
     r = recs[(recs["programme"].astype(str) == programme) & (recs["bucket"].astype(str) == "linked")].copy()
     r["be_id"] = r["be_id"].astype(str)
     r["year"] = r["year"].astype("int64")
@@ -1250,7 +1237,7 @@ def regional_reach(
     name = "regional_reach"
     definition = "share of firm participations in activities organised by the firm's own region"
     rules = _rules(rules)
-    _require(panel, ["be_id", "year", "region"])
+    require_columns(panel, ["be_id", "year", "region"], "panel", _PANEL_HINT)
     pairs = _unique_pairs(link, programme)
     if pairs["organiser_region"].notna().sum() == 0:
         return _empty(name, programme, definition, REGION_COLUMNS,

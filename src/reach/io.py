@@ -38,21 +38,22 @@ detected per column (:func:`reach.normalise.parse_dutch_numbers`).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
 
+from reach import _checks
 from reach import countries as _countries
 from reach import normalise as _norm
 from reach.report import SummaryDisplay
 
-__all__ = ["InputError", "Inputs", "load_inputs", "locate", "read_columns", "ROLES", "SENTINELS"]
+__all__ = ["InputError", "Inputs", "load_inputs", "locate", "read_columns", "ROLES", "ROLE_IDS", "SENTINELS",
+           "PROGRAMME_COLUMNS", "missing_role_columns"]
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,10 @@ ROLES: dict[str, tuple[str, ...]] = {
     "register": ("be_id", "sbi", "size_class", "employees", "municipality"),
     "kvk_link": ("kvk", "be_id"),
     "trade": ("be_id", "country", "exports", "imports"),
-    "instruments": ("year", "instrument"),  # plus kvk or be_id
+    "instruments": ("year", "instrument"),  # plus one of ROLE_IDS["instruments"]
 }
+#: Identifier columns of which a role must map at least one (instruments come by KvK or by be_id).
+ROLE_IDS: dict[str, tuple[str, ...]] = {"instruments": ("kvk", "be_id")}
 PER_YEAR_ROLES = ("register", "kvk_link", "trade")
 PROGRAMME_COLUMNS = ("kvk", "activity_id", "date", "year", "organiser_region", "activity_type")
 
@@ -73,7 +76,6 @@ _KIND = {
     "organiser_region": "text", "employees": "float", "exports": "float", "imports": "float",
     "year": "int", "date": "date",
 }
-_N_EXAMPLES = 5
 #: CBS sentinels handled: column -> (rule, treatment); the module docstring has the table.
 SENTINELS = {
     "employees": ("< 0", "missing"),
@@ -216,14 +218,6 @@ def locate(data_dir: str | Path, pattern: str, year: int, role: str = "input") -
     return path, version, candidates
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _kind(path: Path) -> str:
     kind = _SUFFIXES.get(path.suffix.lower())
     if kind is None:
@@ -326,17 +320,15 @@ def _iter_raw(path: Path, usecols: list[str], chunksize: int) -> Iterator[pd.Dat
 # ----------------------------------------------------------------------------- coercion
 
 
-def _examples(df: pd.DataFrame, mask: np.ndarray, cols: list[str], offset: int = 0) -> str:
-    """Up to five rows; with ``_file``/``_row`` columns (per-file, 1-based) those name the rows."""
-    idx = np.flatnonzero(mask)[:_N_EXAMPLES]
+def _row_examples(df: pd.DataFrame, mask: np.ndarray, cols: list[str]) -> str:
+    """:func:`reach._checks.examples` with rows as the file numbers them (1 = first data row).
+
+    Tables read with per-file ``_file``/``_row`` columns are named by those; others by position + 1.
+    """
     if "_row" in df.columns:
-        ex = df.iloc[idx][[c for c in ("_file", "_row") if c in df.columns] + cols].rename(
-            columns={"_file": "file", "_row": "row"})
-        return ex.to_string(index=False)
-    ex = df.iloc[idx][cols].copy()
-    ex.index = idx + offset + 1
-    ex.index.name = "row"
-    return ex.to_string()
+        named = df.rename(columns={"_file": "file", "_row": "row"})
+        return _checks.examples(named, mask, [c for c in ("file", "row") if c in named.columns] + cols)
+    return _checks.examples(df, mask, cols, offset=1)
 
 
 class _BadValues(Exception):
@@ -346,13 +338,13 @@ class _BadValues(Exception):
         super().__init__(problem)
         self.path, self.col, self.what, self.problem = path, col, what, problem
         self.n = int(mask.sum())
-        idx = np.flatnonzero(mask)[:_N_EXAMPLES]
+        idx = np.flatnonzero(mask)[:_checks.N_EXAMPLES]
         # rows as the file numbers them: 1 = first data row (a spreadsheet shows it one lower, under the header)
         self.examples = frame.iloc[idx].set_axis(idx + offset + 1).rename_axis("row")
 
     def error(self, n: int, examples: pd.DataFrame) -> InputError:
         return InputError(f"{self.path}: column {self.col!r} ({self.what}) has {n} {self.problem}; "
-                          f"examples (row 1 = first data row of the file):\n{examples.head(_N_EXAMPLES).to_string()}")
+                          f"examples (row 1 = first data row of the file):\n{examples.head(_checks.N_EXAMPLES).to_string()}")
 
 
 class _FileState:
@@ -540,7 +532,7 @@ def _read_table(path: Path, colmap: Mapping[str, str], role: str, chunksize: int
                 state.count(c, r, n)
             state.notation.update(saved.get("notation", {}))
 
-        yield from cached_chunks(path, _sha256(path), colmap, role, chunksize, Path(cache_dir),
+        yield from cached_chunks(path, _checks.sha256(path), colmap, role, chunksize, Path(cache_dir),
                                  lambda: _read_table(path, colmap, role, chunksize, state), state_out, state_in)
         return
     colmap = _check_columns(path, colmap, role, state)
@@ -608,7 +600,7 @@ class _Log:
              candidates: list[Path] | None = None) -> None:
         self.files.append({
             "role": role, "year": year, "path": str(path), "size": path.stat().st_size,
-            "sha256": _sha256(path), "version": version, "n_rows": int(n_rows),
+            "sha256": _checks.sha256(path), "version": version, "n_rows": int(n_rows),
             "candidates": [p.name for p in (candidates or [path])],
         })
 
@@ -625,16 +617,34 @@ class _Log:
         return pd.DataFrame(rows, columns=["table", "reason", "n"]).astype({"n": "int64"})
 
 
+def missing_role_columns(role: str, mapped: Iterable[str]) -> list[str]:
+    """Internal columns of input ``role`` that a ``columns`` mapping leaves out (``[]`` when complete).
+
+    The one statement of what each input table must provide: :mod:`reach.params` validates
+    a parameter file with it before any notebook runs, and :func:`load_inputs` again.
+
+    Examples
+    --------
+    >>> missing_role_columns("instruments", ["be_id", "year"])
+    ['instrument']
+    >>> missing_role_columns("instruments", ["year", "instrument"])
+    ['kvk or be_id']
+    """
+    mapped = set(mapped)
+    missing = [c for c in ROLES[role] if c not in mapped]
+    ids = ROLE_IDS.get(role)
+    if ids and not mapped & set(ids):
+        missing.append(" or ".join(ids))
+    return missing
+
+
 def _spec(params: Mapping[str, Any], role: str) -> Mapping[str, Any]:
     try:
         spec = params["inputs"][role]
     except KeyError:
         raise InputError(f"params: inputs.{role} is missing; needed: {list(ROLES)}") from None
     cols = spec.get("columns") or {}
-    need = ROLES[role]
-    missing = [c for c in need if c not in cols]
-    if role == "instruments" and not ({"kvk", "be_id"} & set(cols)):
-        missing.append("kvk or be_id")
+    missing = missing_role_columns(role, cols)
     if missing:
         raise InputError(f"params: inputs.{role}.columns must map {missing}; got {dict(cols)}")
     return spec
@@ -667,7 +677,7 @@ def _window(df: pd.DataFrame, table: str, first: int, last: int, lg: _Log) -> pd
     out = (df["year"] < first) | (df["year"] > last)
     if out.any():
         lg.exclude(table, f"year outside window {first}-{last}", int(out.sum()),
-                   _examples(df, out.to_numpy(), ["year"]))
+                   _row_examples(df, out.to_numpy(), ["year"]))
         df = df.loc[~out]
     return df
 
@@ -705,7 +715,7 @@ def _load_register(params, years, lg: _Log) -> pd.DataFrame:
         raise InputError(
             f"register: {int(dup.sum())} rows share a (be_id, year) key; one row per business unit "
             f"and year is required. Examples (row 1 = first data row of the file):\n"
-            f"{_examples(reg, dup.to_numpy(), ['be_id', 'year'])}"
+            f"{_row_examples(reg, dup.to_numpy(), ['be_id', 'year'])}"
         )
     # CBS writes unknown employment as a negative code (-1, -5): a number no firm can have
     neg = (reg["employees"] < 0).to_numpy()
@@ -732,7 +742,7 @@ def _load_kvk_link(params, years, lg: _Log) -> pd.DataFrame:
         lg.repair("kvk_link", "kvk", f"KvK number repaired: {reason}", int(n))
     bad = norm.isna() | kl["be_id"].isna()
     lg.exclude("kvk_link", "invalid kvk or missing be_id", int(bad.sum()),
-               _examples(kl, bad.to_numpy(), ["kvk", "be_id", "year"]))
+               _row_examples(kl, bad.to_numpy(), ["kvk", "be_id", "year"]))
     kl = kl.assign(kvk=norm).loc[~bad]
     dup = kl.duplicated(["kvk", "be_id", "year"])
     lg.exclude("kvk_link", "exact duplicate rows", int(dup.sum()))
@@ -741,7 +751,7 @@ def _load_kvk_link(params, years, lg: _Log) -> pd.DataFrame:
     # one KvK number owning two business units in a year cannot be resolved from the link file:
     # keep the lowest BE_ID so the linkage is deterministic, and count it
     lg.exclude("kvk_link", "kvk linked to several be_id in one year (kept lowest be_id)", int(amb.sum()),
-               _examples(kl, kl.duplicated(["kvk", "year"], keep=False).to_numpy(), ["kvk", "be_id", "year"]))
+               _row_examples(kl, kl.duplicated(["kvk", "year"], keep=False).to_numpy(), ["kvk", "be_id", "year"]))
     return kl.loc[~amb].reset_index(drop=True)
 
 
@@ -772,11 +782,11 @@ def _load_trade(params, years, lg: _Log) -> pd.DataFrame:
             unknown = iso.isna().to_numpy()
             if unknown.any():
                 lg.exclude("trade", "unknown country code", int(unknown.sum()),
-                           f"{path}:\n" + _examples(ch.assign(_code=ch["country"]), unknown, ["country"]))
+                           f"{path}:\n" + _row_examples(ch.assign(_code=ch["country"]), unknown, ["country"]))
             neg = ((ch["exports"] < 0) | (ch["imports"] < 0)).to_numpy()
             if neg.any():
                 lg.exclude("trade", "negative exports or imports", int(neg.sum()),
-                           f"{path}:\n" + _examples(ch, neg, ["exports", "imports"]))
+                           f"{path}:\n" + _row_examples(ch, neg, ["exports", "imports"]))
             nob = ch["be_id"].isna().to_numpy()
             lg.exclude("trade", "missing be_id", int(nob.sum()))
             keep = ~(unknown | neg | nob)
@@ -815,7 +825,7 @@ def _load_instruments(params, years, kvk_link: pd.DataFrame, lg: _Log) -> pd.Dat
         for reason, n in why[why.isin(_norm.KVK_REPAIRED)].value_counts().items():
             lg.repair("instruments", "kvk", f"KvK number repaired: {reason}", int(n))
         bad = norm.isna()
-        lg.exclude("instruments", "invalid kvk", int(bad.sum()), _examples(ins, bad.to_numpy(), ["kvk", "year"]))
+        lg.exclude("instruments", "invalid kvk", int(bad.sum()), _row_examples(ins, bad.to_numpy(), ["kvk", "year"]))
         ins = ins.assign(kvk=norm).loc[~bad]
         ins = ins.merge(kvk_link, on=["kvk", "year"], how="left", validate="many_to_one")
     elif "kvk" not in ins:
@@ -854,7 +864,7 @@ def _load_participants(params, years, lg: _Log) -> pd.DataFrame:
             raise InputError(
                 f"programme {name}: {path}: none of the {len(df)} values in column {cols['kvk']!r} is a valid "
                 f"KvK number (8 digits after removing spaces, dots and dashes); examples:\n"
-                f"{_examples(df, np.ones(len(df), bool), ['kvk_raw'])}"
+                f"{_row_examples(df, np.ones(len(df), bool), ['kvk_raw'])}"
             )
         default_year = spec.get("default_year")
         if default_year is not None and (isinstance(default_year, bool) or not isinstance(default_year, (int, np.integer))):
@@ -870,7 +880,7 @@ def _load_participants(params, years, lg: _Log) -> pd.DataFrame:
                     raise InputError(
                         f"programme {name}: {path}: {int(missing.sum())} records without a date in column "
                         f"{cols['date']!r} and no default_year; set programmes.{name}.default_year. Examples:\n"
-                        f"{_examples(df, missing, ['date'])}"
+                        f"{_row_examples(df, missing, ['date'])}"
                     )
                 lg.exclude(f"participants:{name}", f"no date: year set to default_year {default_year}",
                            int(missing.sum()))

@@ -80,11 +80,13 @@ import math
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from reach._checks import check_choice, examples, require_columns
 
 __all__ = [
     "Match",
@@ -160,25 +162,6 @@ R_MODEL = "propensity model failed"
 
 # ============================================================================ helpers
 
-def _choice(name: str, value: Any, allowed: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
-    return value
-
-
-def _examples(df: pd.DataFrame, mask: np.ndarray | pd.Series, cols: Sequence[str]) -> str:
-    rows = df.loc[np.asarray(mask), list(cols)].head(5)
-    return rows.to_string(max_cols=12)
-
-
-def _require_columns(df: pd.DataFrame, cols: Iterable[str], table: str) -> None:
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"{table}: column(s) {missing} not found; available columns: {list(df.columns)[:30]}"
-        )
-
-
 def _is_categorical(s: pd.Series) -> bool:
     return not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s))
 
@@ -193,7 +176,7 @@ def _treatment_vector(s: pd.Series, table: str, name: str) -> np.ndarray:
     if bad.any():
         raise ValueError(
             f"{table}: treatment column {name!r} must be 0/1 or boolean; "
-            f"{int(bad.sum())} row(s) are not, e.g.:\n" + _examples(s.to_frame(), bad, [name])
+            f"{int(bad.sum())} row(s) are not, e.g.:\n" + examples(s.to_frame(), bad, [name])
         )
     return v
 
@@ -270,6 +253,8 @@ def _fit_logit(X: np.ndarray, y: np.ndarray, maxit: int = 25, epsilon: float = 1
 
     Returns (linear predictor, coefficients on the given scale incl. intercept first, converged).
     Columns are centred and scaled internally for conditioning; that changes no fitted value.
+    Not ``did._logit_rows`` (Newton from zero, step tolerance): MatchIt's numbers come from
+    ``glm``'s start (``mustart``), deviance stopping rule and convergence flag, reproduced here.
     """
     n = X.shape[0]
     mu_x = X.mean(axis=0) if X.shape[1] else np.zeros(0)
@@ -1130,7 +1115,7 @@ def _check_spec(**spec: Any) -> None:
     """
     for name, allowed in _SPEC_CHOICES.items():
         if name in spec and not (name == "m_order" and spec[name] is None):
-            _choice(name, spec[name], allowed)
+            check_choice(name, spec[name], allowed)
     ratio = spec.get("ratio", 1)
     if not isinstance(ratio, (int, np.integer)) or isinstance(ratio, bool) or ratio < 1:
         raise ValueError(f"ratio must be a positive integer; got {ratio!r}")
@@ -1320,7 +1305,7 @@ def match(
         raise ValueError("covariates: give at least one covariate (or a distance column)")
     need = [treatment, *covariates, *exact_l, *[v for v in mahvars_l if v not in covariates]] + (
         [distance] if distance else [])
-    _require_columns(df, need, table)
+    require_columns(df, need, table)
     if not df.index.is_unique:
         raise ValueError(f"{table}: the index must be unique (one row per unit)")
 
@@ -1340,7 +1325,7 @@ def match(
             bad_cols = [c for c in check_cols if df[c].isna().any()]
             raise ValueError(
                 f"{table}: {int(na.sum())} row(s) with missing values in {bad_cols or [treatment]}, e.g.:\n"
-                + _examples(df, na, [treatment, *bad_cols][:8])
+                + examples(df, na, [treatment, *bad_cols][:8])
             )
     miss_reason = np.full(len(df), "", dtype=object)
     if na.any():
@@ -1711,20 +1696,20 @@ def att(m: Match, outcome: str, alpha: float = 0.05, vcov: str = "auto") -> Effe
     """
     if not isinstance(m, Match):
         raise ValueError(f"m must be a Match (from reach.matching.match); got {type(m).__name__}")
-    _choice("vcov", vcov, VCOV_TYPES)
+    check_choice("vcov", vcov, VCOV_TYPES)
     paired = m.method == "nearest" and not m.replace
     if vcov == "auto":
         vcov = "CR1" if paired else "HC3"
     if vcov == "CR1" and not paired:
         raise ValueError(f"vcov='CR1' clusters by matched pair, which needs nearest-neighbour matching without "
                          f"replacement; got method={m.method!r}, replace={m.replace}. Use 'HC3' or 'HC1'.")
-    _require_columns(m._data, [outcome], "matched data")
+    require_columns(m._data, [outcome], "matched data")
     md = m.matched_data()
     y = pd.to_numeric(md[outcome], errors="coerce").to_numpy(dtype="float64")
     if np.isnan(y).any():
         bad = np.isnan(y)
         raise ValueError(f"matched data: outcome {outcome!r} is missing for {int(bad.sum())} matched unit(s), e.g.:\n"
-                         + _examples(md, bad, [m.treatment, outcome]))
+                         + examples(md, bad, [m.treatment, outcome]))
     T = m.units.loc[md.index, "treated"].to_numpy().astype(float)
     w = md["weights"].to_numpy(dtype="float64")
     X = np.column_stack([np.ones_like(T), T])
@@ -1807,7 +1792,7 @@ def balance_summary(published: pd.DataFrame, threshold: float = SMD_THRESHOLD) -
     >>> balance_summary(t)
     {'max_abs_smd_before': 0.8, 'max_abs_smd_after': 0.12, 'worst': 'x', 'n_above': 1, 'n_suppressed': 1}
     """
-    _require_columns(published, ["variable", "smd_before", "smd_after"], "published balance table")
+    require_columns(published, ["variable", "smd_before", "smd_after"], "published balance table")
     cov = published[published["variable"] != "distance"]
     before = cov["smd_before"].abs().astype("float64")
     after = cov["smd_after"].abs().astype("float64")
@@ -2092,7 +2077,7 @@ class CohortMatch:
         >>> s["n_treated_matched"], s["n_controls_matched"], s["any_suppressed"]
         (58, 58, True)
         """
-        _require_columns(published, ["cohort", "group", "status", "value"], "published matched counts")
+        require_columns(published, ["cohort", "group", "status", "value"], "published matched counts")
         val = published["value"]
         grp, st = published["group"].to_numpy(), published["status"].to_numpy()
 
@@ -2326,7 +2311,7 @@ def match_cohorts(
     >>> list(cm.matches)
     [2019]
     """
-    _choice("control_group", control_group, CONTROL_GROUPS)
+    check_choice("control_group", control_group, CONTROL_GROUPS)
     _check_spec(**match_kwargs)
     if match_kwargs.get("estimand", "ATT") != "ATT":
         raise ValueError("match_cohorts estimates effects on each cohort's users: estimand must be 'ATT'; "
@@ -2335,20 +2320,20 @@ def match_cohorts(
         raise ValueError(f"anticipation must be a non-negative integer; got {anticipation!r}")
     covariates = [covariates] if isinstance(covariates, str) else list(covariates)
     exact_l = [exact] if isinstance(exact, str) else list(exact or [])
-    _require_columns(panel, [gname, tname, idname, *covariates, *exact_l], "panel")
+    require_columns(panel, [gname, tname, idname, *covariates, *exact_l], "panel")
     # integer unit codes (sorted ids) once: every per-cohort lookup below is then a numpy
     # take; set membership on millions of string ids costs a minute in pandas
     codes, uniq = pd.factorize(panel[idname], sort=True)
     if (codes < 0).any():
         bad = codes < 0
         raise ValueError(f"panel: {int(bad.sum())} row(s) with a missing {idname}, e.g.:\n"
-                         + _examples(panel, bad, [idname, tname]))
+                         + examples(panel, bad, [idname, tname]))
     years = panel[tname].to_numpy()
     ycode = pd.factorize(years)[0].astype(np.int64)
     dup = pd.Series(codes.astype(np.int64) * (int(ycode.max(initial=0)) + 1) + ycode).duplicated().to_numpy()
     if dup.any():
         raise ValueError(f"panel: {int(dup.sum())} duplicate ({idname}, {tname}) rows, e.g.:\n"
-                         + _examples(panel, dup, [idname, tname]))
+                         + examples(panel, dup, [idname, tname]))
     if predetermined is None:
         pre = [c for c in covariates + exact_l if _PREDETERMINED.search(c)]
     else:
@@ -2436,7 +2421,7 @@ def love_plot(m: Match | CohortMatch | pd.DataFrame, threshold: float = SMD_THRE
     from matplotlib.figure import Figure
 
     b = m if isinstance(m, pd.DataFrame) else m.balance()
-    _require_columns(b, ["variable", "smd_before", "smd_after"], "balance table")
+    require_columns(b, ["variable", "smd_before", "smd_after"], "balance table")
     b = b.iloc[::-1]
     y = np.arange(len(b))
     fig = Figure(figsize=(6.5, 0.35 * len(b) + 1.5))
@@ -2502,7 +2487,7 @@ def overlap_plot(m: Match | CohortMatch | pd.DataFrame, bins: int = 20, title: s
 
     if isinstance(m, pd.DataFrame):
         tab = m
-        _require_columns(tab, ["phase", "group", "bin", "value"], "overlap table")
+        require_columns(tab, ["phase", "group", "bin", "value"], "overlap table")
     else:
         od = overlap_data(m, bins=bins)
         tab = od.groupby(["phase", "group", "bin"], observed=True)["weight"].sum().rename("value").reset_index()

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reach import _checks
 from reach.link import LinkResult
 
 __all__ = ["build_panel", "save_run", "stale_reason", "PANEL_KEYS", "BUILD_FILE", "read_panel", "read_link", "panel_columns", "analysis_sample", "Sample"]
@@ -218,8 +219,7 @@ class Sample:
         from reach.publish import register_counts
 
         register_counts(self.excluded["n_firms"], min_units)  # printed exactly: known to the output audit
-        parts = [f"{int(r.n_firms):,} firms: {r.reason}" if r.n_firms >= min_units
-                 else f"fewer than {min_units} firms: {r.reason}" for r in self.excluded.itertuples()]
+        parts = [f"{_checks.count_text(r.n_firms, min_units, 'firms')}: {r.reason}" for r in self.excluded.itertuples()]
         return "Left out of the analysis sample: " + ("; ".join(parts) if parts else "none") + "."
 
     def _repr_markdown_(self) -> str:
@@ -360,16 +360,6 @@ def _file_entry(role, year, path: Path, sha256: str | None) -> dict:
             "sha256": sha256}
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def stale_reason(work_dir, params, files: list[dict] | None = None) -> str | None:
     """Why the panel saved in ``work_dir`` does not fit ``params`` (None when it does).
 
@@ -427,7 +417,7 @@ def stale_reason(work_dir, params, files: list[dict] | None = None) -> str | Non
         st = pb.stat()
         if st.st_size == a["size"] and st.st_mtime_ns == a["mtime_ns"]:
             continue
-        if (b.get("sha256") or _sha256(pb)) != a["sha256"]:
+        if (b.get("sha256") or _checks.sha256(pb)) != a["sha256"]:
             return f"input {pb.name} changed since the panel was built (checksum differs)"
     return None
 

@@ -16,6 +16,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
+from reach import io as _io
+from reach._checks import choice_error
+
 __all__ = [
     "SCHEMA",
     "RUNNER_KEYS",
@@ -58,13 +61,9 @@ STRATA = ("sbi_section", "size_class", "region")
 XFORMLA_TERMS = ("log_employees", "employees", "log_exports", "exporter", "n_dest", "importer", "instr_ever_before")
 
 DISCLOSURE_KEYS = ("min_units", "dominance_k", "dominance_max", "p_ratio_min", "min_dof", "min_treated", "min_control", "min_units_each_side", "rounding")
-INPUT_ROLES = {
-    "register": ("be_id", "sbi", "size_class", "employees", "municipality"),
-    "kvk_link": ("kvk", "be_id"),
-    "trade": ("be_id", "country", "exports", "imports"),
-    "instruments": ("kvk", "year", "instrument"),
-}
-PROGRAMME_COLUMNS = ("kvk", "activity_id", "date", "year", "organiser_region", "activity_type")
+#: Input tables and the columns each must map, programme-list columns: :mod:`reach.io` reads them, so it says.
+INPUT_ROLES = _io.ROLES
+PROGRAMME_COLUMNS = _io.PROGRAMME_COLUMNS
 
 #: Keys the runner uses itself; they need not be notebook parameters.
 RUNNER_KEYS = ("show_code",)
@@ -87,9 +86,7 @@ class Spec:
 
 def _choice(*allowed: str) -> Callable[[Any, dict], str | None]:
     def check(value: Any, _: dict) -> str | None:
-        if value not in allowed:
-            return f"must be one of {list(allowed)}, got {value!r}"
-        return None
+        return choice_error(value, allowed)
 
     return check
 
@@ -204,7 +201,7 @@ def _inputs(value: Any, _: dict) -> str | None:
         cols = spec.get("columns")
         if not isinstance(cols, Mapping):
             return f"{role}: 'columns' must map reach names to the file's column names"
-        need = [c for c in INPUT_ROLES[role] if c not in cols]
+        need = _io.missing_role_columns(role, cols)
         if need:
             return f"{role}: columns must map {list(INPUT_ROLES[role])}; missing {need}"
         unknown = [k for k in spec if k not in ("pattern", "path", "columns", "chunksize")]

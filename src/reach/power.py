@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from reach._checks import check_choice, count_text, require_columns
 from reach.did import CONTROL_GROUPS, EST_METHODS, AggteResult, aggte, att_gt, parse_xformla
 
 __all__ = [
@@ -55,20 +56,6 @@ def _check_level(name: str, value: Any) -> float:
     return float(value)
 
 
-def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
-    return value
-
-
-def _require(df: Any, cols: Sequence[str], table: str = "panel") -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"{table} must be a pandas DataFrame; got {type(df).__name__}")
-    missing = [c for c in dict.fromkeys(cols) if c not in df.columns]
-    if missing:
-        raise ValueError(f"{table}: missing column(s) {missing}; available: {list(df.columns)}")
-
-
 def _readonly(a) -> np.ndarray:
     a = np.array(a, copy=True)
     a.flags.writeable = False
@@ -82,10 +69,6 @@ def _fmt(x: float, nd: int = 4) -> str:
 def _is_log(yname: str) -> bool:
     """Outcomes whose differences are (approximately) log points: a percent reading makes sense."""
     return str(yname).startswith(("log_", "ihs_"))
-
-
-def _count_text(n: int, min_units: int) -> str:
-    return f"fewer than {min_units}" if 0 < n < min_units else f"{n:,}"
 
 
 def mde_multiplier(alpha: float = 0.05, power: float = 0.8) -> float:
@@ -148,7 +131,7 @@ class MDE:
 
     def sentence(self, what: str = "exports", min_units: int = 10) -> str:
         """The plain-language reading, e.g. "With 360 users, effects smaller than 17% of exports cannot be told apart from zero"."""
-        users = "" if self.n_treated is None else f"With {_count_text(int(self.n_treated), min_units)} users, "
+        users = "" if self.n_treated is None else f"With {count_text(int(self.n_treated), min_units)} users, "
         if not np.isfinite(self.mde):
             return f"{users}the minimum detectable effect cannot be computed (no standard error)."
         size = (f"{100 * self.mde_percent:.0f}% of {what}" if np.isfinite(self.mde_percent)
@@ -334,7 +317,11 @@ def reference_values(panel: pd.DataFrame, ids: np.ndarray, years: np.ndarray, co
 
 
 def _newton_logit(X: np.ndarray, y: np.ndarray, ridge: float = 1e-6, maxiter: int = 50) -> np.ndarray:
-    """Logit coefficients by Newton-Raphson; a tiny ridge keeps separated designs finite."""
+    """Logit coefficients by Newton-Raphson; a tiny ridge keeps separated designs finite.
+
+    Not ``did._logit_rows``: the pseudo-user sampling needs finite odds even when a covariate
+    separates users from never-users, where an unpenalised fit has none.
+    """
     beta = np.zeros(X.shape[1])
     for _ in range(maxiter):
         p = 1.0 / (1.0 + np.exp(-np.clip(X @ beta, -30, 30)))
@@ -460,7 +447,7 @@ class PlaceboResult:
         m = self.empirical_mde_planted
         size = f"{100 * self._pct(m):.0f}% of {what}" if np.isfinite(self._pct(m)) else f"{_fmt(m, 3)} ({self.yname})"
         check = ("in line with" if self.calibrated else "outside the range expected from")
-        return (f"In {self.n_draws} placebo programmes of {_count_text(self.n_treated, min_units)} firms that never used "
+        return (f"In {self.n_draws} placebo programmes of {count_text(self.n_treated, min_units)} firms that never used "
                 f"the programme, effects smaller than {size} went undetected in more than "
                 f"{100 * (1 - self.power):.0f}% of draws; {100 * self.false_positive_rate:.1f}% of the placebo "
                 f"estimates were significant at {100 * self.alpha:g}%, {check} the nominal level.")
@@ -574,14 +561,14 @@ def placebo(panel: pd.DataFrame, yname: str, *, gname: str, tname: str = "year",
     >>> res.n_treated, res.n_draws, list(res.tidy().columns) == list(PLACEBO_COLUMNS)
     (40, 20, True)
     """
-    _check_choice("control_group", control_group, CONTROL_GROUPS)
-    _check_choice("est_method", est_method, EST_METHODS)
+    check_choice("control_group", control_group, CONTROL_GROUPS)
+    check_choice("est_method", est_method, EST_METHODS)
     if isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer)) or n_draws < 2:
         raise ValueError(f"n_draws must be an integer >= 2; got {n_draws!r}")
     alpha, power, band_level = _check_level("alpha", alpha), _check_level("power", power), _check_level("band_level", band_level)
     covariates = list(covariates or [])
     xcovs = parse_xformla(xformla)
-    _require(panel, [yname, gname, tname, idname, *covariates, *xcovs])
+    require_columns(panel, [yname, gname, tname, idname, *covariates, *xcovs], "panel")
     excl: dict[str, int] = {}
     bal = balanced_rows(panel, tname, idname, [yname, *xcovs])
     n_units_all = panel[idname].nunique()

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import getpass
-import hashlib
 import html as _html
 import json
 import math
@@ -44,6 +43,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+from reach import _checks
 
 __all__ = [
     "ENV_REGISTRY", "ENV_NOTEBOOK", "StageOutput", "register_table", "register_numbers", "text",
@@ -880,14 +881,6 @@ def scan_for_machine_paths(files: Iterable[str | Path], *, home: str | None = No
 _ACRO_STATUS = {"ok": "pass", "suppressed": "review", "review": "review", "not_written": "fail", "fail": "fail"}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _acro_sdc(row: Mapping[str, str]) -> dict[str, Any]:
     """ACRO's ``sdc`` block (summary counts per check and cell lists) from a report row."""
     failed = set(filter(None, (row.get("rules_failed") or "").split(";")))
@@ -948,7 +941,7 @@ def write_results_json(output_dir: str | Path, report: pd.DataFrame, *, version:
         if f.is_file() and checksums not in f.parents:
             target = checksums / (f.relative_to(output_dir).as_posix() + ".txt")
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(_sha256(f), encoding="utf-8")
+            target.write_text(_checks.sha256(f), encoding="utf-8")
     return path
 
 

@@ -12,8 +12,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["record_headline", "read_headlines", "fmt_number", "fmt_count", "fmt_share", "show_figure", "SummaryDisplay",
-           "checks_statement", "html_table"]
+from reach._checks import count_text  # re-exported for notebooks: the one wording of a small count
+
+__all__ = ["record_headline", "read_headlines", "fmt_number", "fmt_count", "count_text", "fmt_share", "show_figure",
+           "SummaryDisplay", "checks_statement", "html_table"]
 
 
 def _plain(value: Any) -> Any:

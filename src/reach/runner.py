@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from reach import publish
+from reach import _checks, publish
 from reach.params import load_params
 
 __all__ = ["NOTEBOOKS", "STAGES", "PER_PROGRAMME", "SuiteError", "notebook_dir", "notebook_parameters", "run_suite",
@@ -133,14 +132,6 @@ def _copy(src: Path, dest: Path) -> None:
     shutil.copyfile(src, dest)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
@@ -176,7 +167,7 @@ def _input_files(params: Mapping[str, Any]) -> list[dict[str, Any]]:
     for name, spec in params["programmes"].items():
         found.append((f"programme:{name}", None, data_dir / spec["path"], None))
     return [{"role": role, "year": year, "path": _relative(path, data_dir), "version": version,
-             "size": path.stat().st_size, "sha256": _sha256(path)} for role, year, path, version in found]
+             "size": path.stat().st_size, "sha256": _checks.sha256(path)} for role, year, path, version in found]
 
 
 def _relative(path: str | Path, root: str | Path) -> str:
@@ -220,7 +211,7 @@ def _exported(output_dir: Path) -> list[dict[str, Any]]:
     for sub in ("tables", "figures"):
         for path in sorted((output_dir / sub).glob("*")):
             rel = path.relative_to(output_dir).as_posix()
-            files.append({"file": rel, "sha256": _sha256(path), "size": path.stat().st_size,
+            files.append({"file": rel, "sha256": _checks.sha256(path), "size": path.stat().st_size,
                           "verdict": verdicts.get(rel, verdicts.get(path.name, "not in disclosure report"))})
     return files
 

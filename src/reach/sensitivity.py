@@ -64,6 +64,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
 
+from reach._checks import check_choice
+
 __all__ = [
     "honest_did",
     "sensitivity_table",
@@ -83,12 +85,6 @@ _DEFAULT_GRID = {"relative_magnitude": tuple(np.round(np.arange(0.0, 2.01, 0.25)
 # Above this many candidate bases the dual vertices are not enumerated (relative
 # magnitudes with more than 10 post periods); see _cone_rays.
 _MAX_BASES = 250_000
-
-
-def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
-    return value
 
 
 # --------------------------------------------------------------------------- linear algebra helpers
@@ -769,13 +765,13 @@ def sensitivity_results(
     (True, 'C-LF')
     """
     b, S, npre, npost, lv = _check_inputs(betahat, sigma, num_pre_periods, num_post_periods, l_vec)
-    _check_choice("sensitivity_type", sensitivity_type, SENSITIVITY_TYPES)
+    check_choice("sensitivity_type", sensitivity_type, SENSITIVITY_TYPES)
     allowed = METHODS[sensitivity_type]
-    method = allowed[0] if method is None else _check_choice("method", method, allowed)
+    method = allowed[0] if method is None else check_choice("method", method, allowed)
     alpha = float(alpha)
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1); got {alpha}")
-    _check_choice("search", search, ("bracket", "grid"))
+    check_choice("search", search, ("bracket", "grid"))
     kappa = alpha / 10 if hybrid_kappa is None else float(hybrid_kappa)
     if not 0 < kappa < alpha:
         raise ValueError(f"hybrid_kappa must be in (0, alpha); got {kappa}")
@@ -1024,7 +1020,7 @@ def honest_did(
     """
     import warnings
 
-    _check_choice("sensitivity_type", sensitivity_type, SENSITIVITY_TYPES)
+    check_choice("sensitivity_type", sensitivity_type, SENSITIVITY_TYPES)
     keys, att, V, universal = _event_study_inputs(es)
     pre, post = keys[keys < 0], keys[keys >= 0]
     if len(pre) == 0:
@@ -1046,7 +1042,7 @@ def honest_did(
             UserWarning, stacklevel=2,
         )
     if isinstance(event_time, str):
-        _check_choice("event_time", event_time, ["average"])
+        check_choice("event_time", event_time, ["average"])
         l_vec = np.full(len(post), 1.0 / len(post))
         target = "average of event times " + f"{post[0]}..{post[-1]}"
     else:

@@ -74,10 +74,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reach.countries import DEFAULT_GROWTH_MARKETS
+
 __all__ = ["GROWTH_MARKETS", "Truth", "make_stub", "read_truth", "planted_effect"]
 
 #: The evaluation's ten growth markets (ISO-2).
-GROWTH_MARKETS = ("CN", "TR", "RO", "IN", "BG", "ZA", "RU", "MY", "MX", "TH")
+GROWTH_MARKETS = DEFAULT_GROWTH_MARKETS  # the stub plants its effects in the evaluation's markets
 
 _BUCKETS = ("invalid_kvk", "duplicate_record", "outside_window", "kvk_not_found",
             "not_linked_that_year", "not_in_register", "linked")
