@@ -28,7 +28,7 @@ no bootstrap runs at all.
 R ``did`` 2.5 behaviour (bcallaway11/did 2.5.1, DRDID 1.2.3):
 
 * clustering: the influence function is *summed* within clusters, in the multiplier bootstrap and
-  in the analytic cluster-robust standard error :math:`\sqrt{\sum_c S_c^2}/n` (Callaway & Sant'Anna
+  in the analytic cluster-robust standard error :math:`\\sqrt{\\sum_c S_c^2}/n` (Callaway & Sant'Anna
   2021, Remark 10); ``vcov()`` of the results gives the matching covariance;
 * overlap guard: a cell whose unweighted propensity score reaches ``overlap_max`` (0.999) is NA with
   a warning and listed in ``result.na_cells``; comparison units with a score of ``trim_level`` (0.995)
