@@ -684,3 +684,14 @@ def test_reach_is_at_least_as_strict_as_acro_on_magnitude_tables(seed):
     for g, part in micro.groupby("g"):
         if len(part) < 10:
             assert counts.loc[g, "verdict"] == "suppress"
+
+
+def test_identifier_scan_ignores_sha256_digests(tmp_path):
+    """A checksum file's hex digest can hold a digit run equal to a KvK number by chance: not a leak.
+    The same number in a table is still found."""
+    from reach.disclosure import scan_for_identifiers
+
+    (tmp_path / "manifest.json.txt").write_text("a" * 20 + "07546635" + "b" * 36, encoding="utf-8")
+    (tmp_path / "t.csv").write_text("x\n7546635\n", encoding="utf-8")
+    hits = scan_for_identifiers(tmp_path, ["07546635"], kind="kvk")
+    assert [p.split("/")[-1] for p in hits["file"]] == ["t.csv"]

@@ -76,7 +76,7 @@ def test_only_with_changed_panel_parameters_rebuilds_the_panel(fake_suite, tmp_p
     pd.DataFrame({"be_id": ["100000001"], "year": [2014]}).to_parquet(work / "panel.parquet")
     files = runner._input_files(params)
     build = {"params": {k: params.get(k) for k in PANEL_KEYS},
-             "inputs": [_file_entry(f["role"], f["year"], Path(f["path"]), f["sha256"]) for f in files]}
+             "inputs": [_file_entry(f["role"], f["year"], Path(params["data_dir"]) / f["path"], f["sha256"]) for f in files]}
     (work / BUILD_FILE).write_text(json.dumps(build, default=str), encoding="utf-8")
 
     res = runner.run_suite(STUB_YAML, only="reach", output_root=out_root, work_root=work_root, progress=False,

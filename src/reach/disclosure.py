@@ -1290,6 +1290,9 @@ _SEP = "[ .\u00a0\u202f]"
 _RUN = re.compile(rf"\d+(?:{_SEP}\d+)*")
 _SPLIT = re.compile(_SEP)
 _ENTITIES = re.compile(r"&nbsp;|&#160;|&#xa0;|\\u00a0", re.IGNORECASE)
+#: SHA-256 digests (checksums/, manifest): hexadecimal, they carry no identifier, but their digit runs
+#: can match one by chance
+_HEX_DIGEST = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{64}(?![0-9A-Za-z])")
 
 
 def _normalise_ids(identifiers: Iterable[Any], kind: str) -> list[str]:
@@ -1384,7 +1387,7 @@ def scan_for_identifiers(
     hits: dict[tuple[str, str, str], int] = {}
     for f in sorted(set(files)):
         text = f.read_bytes().decode("utf-8", errors="replace")
-        text = _ENTITIES.sub(" ", text)
+        text = _HEX_DIGEST.sub(" ", _ENTITIES.sub(" ", text))
         for run in _RUN.findall(text):
             if len(run) < min_len:
                 continue  # fast path: the run cannot hold an identifier
