@@ -81,10 +81,12 @@ def test_only_with_changed_panel_parameters_rebuilds_the_panel(fake_suite, tmp_p
 
     res = runner.run_suite(STUB_YAML, only="reach", output_root=out_root, work_root=work_root, progress=False,
                            render=False)
-    assert not (work / "built.txt").exists() and [p.stem for p in res.notebooks] == ["02_reach"]
+    # 02 runs once per analysed programme (issue 14): 02_reach_<key>
+    per_programme = [f"02_reach_{k}" for k in runner.analysed_programmes(params)]
+    assert not (work / "built.txt").exists() and [p.stem for p in res.notebooks] == per_programme
 
     res = runner.run_suite(STUB_YAML, only="reach", overrides=["first_year=2019"], output_root=out_root,
                            work_root=work_root, progress=False, render=False)
     assert "rebuilding the panel first: parameter 'first_year' changed: 2014 -> 2019" in capsys.readouterr().out
-    assert (work / "built.txt").is_file() and [p.stem for p in res.notebooks] == ["01_build_panel", "02_reach"]
-    assert (out_root / "stub" / "notebooks" / "02_reach.ipynb").is_file()
+    assert (work / "built.txt").is_file() and [p.stem for p in res.notebooks] == ["01_build_panel", *per_programme]
+    assert all((out_root / "stub" / "notebooks" / f"{n}.ipynb").is_file() for n in per_programme)
