@@ -303,6 +303,21 @@ def _logit(X, D, w, maxiter=50, tol=1e-10):
     return p, H
 
 
+def _overlap_problem(X: np.ndarray, D: np.ndarray, has_covs: bool, overlap_max: float) -> str | None:
+    """Why a cell's propensity-score step cannot run (None when it can).
+
+    As R did 2.5's ``compute.att_gt``: an unweighted logit of the cell's units, and the cell is left
+    missing when the largest fitted score reaches ``overlap_max`` (did: 0.999) or the logit fails.
+    """
+    pu = _logit(X, D, np.ones(len(D)))[0] if has_covs else np.full(len(D), D.mean())
+    if pu is None and np.linalg.matrix_rank(X) < X.shape[1]:
+        return "covariate model could not be estimated (singular design)"
+    if pu is None or pu.max() >= overlap_max:
+        return (f"overlap fails: propensity score reaches {np.nan if pu is None else pu.max():.4f} "
+                f">= overlap_max {overlap_max}")
+    return None
+
+
 def _drdid_cell(dY, D, X, w, method, trim_level=0.995):
     """One 2x2 ATT with covariates, as DRDID's drdid_panel / std_ipw_did_panel / reg_did_panel.
 
@@ -1643,15 +1658,10 @@ def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, contro
                 na_cells.append((g, periods[ti], "no cohort or no comparison firm observed in both years"))
                 continue
             X = np.column_stack([np.ones(len(units))] + [xw[units, cov_t] for xw in Xw])
-            if est_method in ("dr", "ipw"):
-                pu = _logit(X, Du, np.ones(len(units)))[0] if covs else np.full(len(units), Du.mean())
-                if pu is None and np.linalg.matrix_rank(X) < X.shape[1]:
-                    na_cells.append((g, periods[ti], "covariate model could not be estimated (singular design)"))
-                    continue
-                if pu is None or pu.max() >= overlap_max:
-                    na_cells.append((g, periods[ti], "overlap fails: propensity score reaches "
-                                     f"{np.nan if pu is None else pu.max():.4f} >= overlap_max {overlap_max}"))
-                    continue
+            why = _overlap_problem(X, Du, bool(covs), overlap_max) if est_method in ("dr", "ipw") else None
+            if why:
+                na_cells.append((g, periods[ti], why))
+                continue
             a, inf = _drdid_cell(Yw[units, ti] - Yw[units, bi], Du, X, w_unit[units], est_method, trim_level)
             if inf is None or not np.isfinite(a):
                 na_cells.append((g, periods[ti], "covariate model could not be estimated (singular design or separation)"))
@@ -1669,15 +1679,10 @@ def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, contro
             na_cells.append((g, periods[ti], "no treated or no comparison rows in one of the two periods"))
             continue
         X = Xall[rows] if covs else Xall[rows, :1]
-        if est_method in ("dr", "ipw"):
-            pu = _logit(X, Dr, np.ones(len(rows)))[0] if covs else np.full(len(rows), Dr.mean())
-            if pu is None and np.linalg.matrix_rank(X) < X.shape[1]:
-                na_cells.append((g, periods[ti], "covariate model could not be estimated (singular design)"))
-                continue
-            if pu is None or pu.max() >= overlap_max:
-                na_cells.append((g, periods[ti], "overlap fails: propensity score reaches "
-                                 f"{np.nan if pu is None else pu.max():.4f} >= overlap_max {overlap_max}"))
-                continue
+        why = _overlap_problem(X, Dr, bool(covs), overlap_max) if est_method in ("dr", "ipw") else None
+        if why:
+            na_cells.append((g, periods[ti], why))
+            continue
         a, inf, ntrim = _rc_cell(y[rows], postr, Dr, X, w[rows], est_method, trim_level)
         if inf is None or not np.isfinite(a):
             na_cells.append((g, periods[ti], "covariate model could not be estimated (singular design or separation)"))
