@@ -600,6 +600,9 @@ class HowSure:
             ax.set_ylabel(f"{int(round(100 * (1 - self.alpha)))}% confidence set, {_outcome(self.outcome)}")
         fig.suptitle(f"{self.label}: sensitivity to violations of parallel trends", fontsize=10)
         fig.tight_layout()
+        from reach.report import tidy_legends
+
+        tidy_legends(fig)  # a legend never over an interval
         return fig
 
     def summary(self) -> str:
