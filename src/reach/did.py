@@ -2345,10 +2345,12 @@ def event_study_plot(agg: AggteResult, ax=None, title: str | None = None, data: 
         lo = float(np.nanmin(t["conf_low"].to_numpy(dtype=float)))
         hi = float(np.nanmax(t["conf_high"].to_numpy(dtype=float)))
         span = (hi - lo) or 1.0
-        ax.set_ylim(lo - 0.16 * span, hi + 0.05 * span)
+        ax.set_ylim(lo - 0.24 * span, hi + 0.05 * span)
         for ei, ni in zip(e, n_tr):
             ax.annotate(f"{int(ni):,}", (ei, 0), xycoords=("data", "axes fraction"), textcoords="offset points",
                         xytext=(0, 3), ha="center", va="bottom", fontsize=7, color="dimgrey")
+        ax.annotate("numbers: users behind each point", (1, 0), xycoords="axes fraction", textcoords="offset points",
+                    xytext=(-3, 14), ha="right", va="bottom", fontsize=7, color="dimgrey")
     ax.axhline(0, color="black", lw=0.8)
     ax.axvline(-0.5, color="grey", lw=0.8, ls="--")
     from reach import labels
@@ -2364,8 +2366,6 @@ def event_study_plot(agg: AggteResult, ax=None, title: str | None = None, data: 
     handles, _ = ax.get_legend_handles_labels()
     handles += [Line2D([], [], color="grey", lw=4, alpha=0.8, label=f"pointwise {level} CI"),
                 Line2D([], [], color="grey", lw=1, alpha=0.6, label=f"simultaneous {level} band")]
-    if counts:
-        handles.append(Line2D([], [], color="none", label="numbers at the bottom: users behind each point"))
     from reach.report import place_legend
 
     fig.tight_layout()
