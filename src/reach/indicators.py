@@ -1523,7 +1523,14 @@ def _draw_markets(r, data, label):
 
 def _data_prior(r: IndicatorResult) -> pd.DataFrame:
     pub = r.published.copy()
-    return pub.assign(x=pub["cohort"].replace({ALL: "all cohorts"}), group_label=_group_labels(pub, cohort=ALL))
+    # cohorts differ in size: each bar pair says how many users it rests on (the legend gives all cohorts)
+    def name(c):
+        n = _n(pub, group=USERS, cohort=c)
+        head = "all cohorts" if c == ALL else str(c)
+        return f"{head}\n({int(n):,} users)" if pd.notna(n) else f"{head}\n(users suppressed)"
+
+    names = {c: name(c) for c in pub["cohort"].unique()}
+    return pub.assign(x=pub["cohort"].map(names), group_label=_group_labels(pub, cohort=ALL))
 
 
 def _draw_prior(r, data, label):

@@ -406,7 +406,9 @@ class Comparison:
             ax.set_title(f"{self.names[p]}\n({_count(n.iloc[0])} firms reached)" if len(n) else self.names[p],
                          fontsize=10)
             ax.set_xlim(0, 100)
-            ax.set_xlabel("% of firms")
+            # the own-region row counts participations, every other row firms: the axis says so
+            ax.set_xlabel("% of firms" + ("\n(own region: % of participations)"
+                                          if any(s == "share_own_region" for s, _ in inds) else ""))
             ax.grid(axis="x", alpha=0.3)
         axes[0][0].set_yticks(y, [txt for _, txt in inds])
         axes[0][0].invert_yaxis()
