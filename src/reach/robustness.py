@@ -138,8 +138,8 @@ def _progress_in_notebook():
     handle = display(Markdown("*placebo draws: starting*"), display_id=True)
     with contextlib.redirect_stderr(_DisplayProgress(handle)):
         yield
-    # the bar's last state names the outcome's code; the rendered report keeps a plain line
-    handle.update(Markdown("*placebo draws: done*"))
+    # the bar's last state names the outcome's code, and "done" tells a reader nothing: the line goes
+    handle.update(Markdown(""))
 
 
 # --------------------------------------------------------------------------- estimation
