@@ -520,6 +520,14 @@ class HowSure:
                              (f"{_num(r.conf_low, 3, True)} to {_num(r.conf_high, 3, True)}"
                               if _finite(r.conf_low) else ""),
                          "status": _status(r.status)})
+        import re
+
+        from reach.publish import register_numbers
+
+        # subgroup names carry the bounds of their definition ("3-4 employees"): constants of the label
+        # table, not data; registered so the audit of rendered numbers knows them
+        register_numbers("label", [int(x) for r in rows for x in re.findall(r"\d+", f"{r['subgroup dimension']} "
+                                                                                   f"{r['subgroup']}")])
         return _html_table(pd.DataFrame(rows))
 
     def heterogeneity_html(self) -> str:
