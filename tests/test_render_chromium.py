@@ -57,9 +57,6 @@ def _probe(html: Path, tmp: Path) -> tuple[dict, str]:
 
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Known rendering problems owned elsewhere (report prefix -> problem kind), cleared at integration:
-#: notebook 04 moves its group-time tables to an appendix in issue 12.
-KNOWN = {"04_effects": {"height"}}
 
 
 def _reports() -> list[str]:
@@ -93,8 +90,4 @@ def test_report_renders_without_errors_and_every_image_decodes(run, report, tmp_
                               "(group-time tables belong in an appendix)")
     if report == "05_summary" and out["n_img"] != 2:
         problems["images"] = f"{out['n_img']} images, expected the two figures"
-    known = next((v for k, v in KNOWN.items() if report.startswith(k)), set())
-    new = {k: v for k, v in problems.items() if k not in known}
-    assert not new, f"{report}.html: " + "; ".join(new.values())
-    if problems:
-        pytest.xfail(f"{report}.html: known (owned elsewhere): " + "; ".join(problems.values()))
+    assert not problems, f"{report}.html: " + "; ".join(problems.values())

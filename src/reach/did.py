@@ -2338,20 +2338,27 @@ def event_study_plot(agg: AggteResult, ax=None, title: str | None = None, data: 
             ax.vlines(e[mask], tt["pointwise_low"], tt["pointwise_high"], color=colour, lw=4, alpha=0.8)
             ax.plot(e[mask], tt["estimate"], "o", color=colour, label=label)
     n_tr = pd.to_numeric(t["n_treated"], errors="coerce").to_numpy() if "n_treated" in t else np.array([])
-    if len(n_tr) and np.isfinite(n_tr).all() and len(np.unique(n_tr)) > 1:
-        # later event times rest on fewer (earlier) cohorts: say how many firms stand behind each point
-        ylo = float(np.nanmin(t["conf_low"].to_numpy(dtype=float)))
+    counts = len(n_tr) and np.isfinite(n_tr).all() and len(np.unique(n_tr)) > 1
+    if counts:
+        # later event times rest on fewer (earlier) cohorts: say how many firms stand behind each point, in a
+        # row of its own just above the x axis (room made below the lowest band)
+        lo = float(np.nanmin(t["conf_low"].to_numpy(dtype=float)))
+        hi = float(np.nanmax(t["conf_high"].to_numpy(dtype=float)))
+        span = (hi - lo) or 1.0
+        ax.set_ylim(lo - 0.24 * span, hi + 0.05 * span)
         for ei, ni in zip(e, n_tr):
-            ax.annotate(f"{int(ni):,}", (ei, ylo), textcoords="offset points", xytext=(0, -12), ha="center",
-                        fontsize=7, color="dimgrey")
-        ax.text(0.99, 0.01, "numbers: users behind each point", transform=ax.transAxes, ha="right", va="bottom",
-                fontsize=7, color="dimgrey")
+            ax.annotate(f"{int(ni):,}", (ei, 0), xycoords=("data", "axes fraction"), textcoords="offset points",
+                        xytext=(0, 3), ha="center", va="bottom", fontsize=7, color="dimgrey")
+        ax.annotate("numbers: users behind each point", (1, 0), xycoords="axes fraction", textcoords="offset points",
+                    xytext=(-3, 14), ha="right", va="bottom", fontsize=7, color="dimgrey")
     ax.axhline(0, color="black", lw=0.8)
     ax.axvline(-0.5, color="grey", lw=0.8, ls="--")
+    from reach import labels
+
     ax.set_xlabel("years since first use")
-    ax.set_ylabel(f"ATT on {agg.yname}")
-    ax.set_title(title or f"Event study: {agg.yname} (thick: pointwise, thin: simultaneous {100 * (1 - agg.alp):.0f}% band)",
-                 fontsize=9)
+    ax.set_ylabel(labels.effect_axis(agg.yname))  # "Effect on exports (log points)", not the column name
+    ax.set_title(title or f"Event study: {labels.label(agg.yname, 'outcome')} (thick: pointwise, thin: simultaneous "
+                 f"{100 * (1 - agg.alp):.0f}% band)", fontsize=9)
     from matplotlib.lines import Line2D
 
     level = f"{100 * (1 - agg.alp):.0f}%"
@@ -2359,7 +2366,11 @@ def event_study_plot(agg: AggteResult, ax=None, title: str | None = None, data: 
     handles, _ = ax.get_legend_handles_labels()
     handles += [Line2D([], [], color="grey", lw=4, alpha=0.8, label=f"pointwise {level} CI"),
                 Line2D([], [], color="grey", lw=1, alpha=0.6, label=f"simultaneous {level} band")]
-    ax.legend(handles=handles, frameon=False, fontsize=8, loc="upper left")  # effects rise to the right
+    from reach.report import place_legend
+
+    fig.tight_layout()
+    # in a corner free of points, bands and counts (computed from the drawn figure), else beside the axes
+    place_legend(ax, handles=handles, frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -2367,7 +2378,7 @@ def event_study_plot(agg: AggteResult, ax=None, title: str | None = None, data: 
 # --------------------------------------------------------------------------- one outcome, one sample: the report
 #: Numeric columns of the published estimate tables (suppressed cells come back as NaN).
 _NUMERIC_PUB = ("estimate", "std_error", "conf_low", "conf_high", "pointwise_low", "pointwise_high",
-                "n_treated", "n_control", "statistic", "df", "p_value")
+                "n_treated", "n_control", "n_control_all", "statistic", "df", "p_value")
 #: Rows of the comparison table, in order.
 COMPARISON_METHODS = ("Callaway-Sant'Anna, simple average", "Callaway-Sant'Anna, event-study average",
                       "two-way fixed effects", "naive users vs others")
@@ -2376,10 +2387,14 @@ REPORT_TABLES = ("att_gt", "event_study", "comparison", "pretest")
 
 
 #: Columns shown as whole numbers.
-_COUNT_COLS = ("n_treated", "n_control", "df", "group", "time", "key", "n_units", "n_obs")
+_COUNT_COLS = ("n_treated", "n_control", "n_control_all", "df", "group", "time", "key", "n_units", "n_obs")
+#: Header of ``n_control`` in the tables of aggregates: the disclosure count is the smallest comparison set behind
+#: any group-time cell, which a reader would otherwise take for the number of comparison firms (``n_control_all``).
+_AGGREGATE_HEADERS = {"n_control": "smallest comparison group in a cell", "n_control_all": "comparison firms (all)"}
 
 
-def _html_table(t: pd.DataFrame, digits: int = 4, undefined: pd.DataFrame | None = None) -> str:
+def _html_table(t: pd.DataFrame, digits: int = 4, undefined: pd.DataFrame | None = None,
+                headers: dict | None = None) -> str:
     """HTML of a publishable table: no index, integer counts, years without separators; a missing
     cell reads "–" when the estimator left it undefined (``undefined``: True where the unchecked
     table was already missing) and "suppressed" when the disclosure check removed it. Never NaN/<NA>."""
@@ -2404,7 +2419,7 @@ def _html_table(t: pd.DataFrame, digits: int = 4, undefined: pd.DataFrame | None
             out[c] = ["yes" if x else "no" for x in v]
         else:
             out[c] = ["–" if pd.isna(x) else str(x) for x in v]
-    return out.rename(columns=_header).to_html(index=False, escape=True)
+    return out.rename(columns=lambda c: (headers or {}).get(c) or _header(c)).to_html(index=False, escape=True)
 
 
 #: Reader-facing headers of the report tables that reach.labels.COLUMNS does not name.
@@ -2542,6 +2557,10 @@ class EffectReport:
             "naive": float(cmp_.loc["naive users vs others", "estimate"]),
             "pretest_pvalue": float(self.tables["pretest"]["p_value"].iloc[0]),
             "n_treated": float(cs["n_treated"]),
+            # every comparison firm of the estimate, and the smallest comparison set behind any of its cells
+            # (the disclosure count): a reader takes the latter for the former without both
+            "n_control_all": float(cs["n_control_all"]) if "n_control_all" in cs else float("nan"),
+            "n_control_min": float(cs["n_control"]),
             "detectable": self.detectable,
         }
 
@@ -2587,6 +2606,7 @@ class EffectReport:
         else:
             text = (f"{head} no detectable effect: the average effect {f(cs['estimate'])} has a {lvl}% confidence "
                     f"interval from {f(cs['conf_low'])} to {f(cs['conf_high'])}, which includes zero.")
+        text += self._counts_sentence(cs)
         if np.isfinite(nv["estimate"]):
             far = (np.isfinite(cs["estimate"]) and np.isfinite(nv["std_error"])
                    and abs(nv["estimate"]) > abs(cs["estimate"]) + 2 * nv["std_error"])
@@ -2600,6 +2620,22 @@ class EffectReport:
                      + ("users' outcomes already moved differently before first use, so read the effect with caution."
                         if p < self.alp else "no evidence that users' outcomes moved differently before first use."))
         return text
+
+    def _counts_sentence(self, cs: pd.Series) -> str:
+        """Users and comparison firms behind the estimate, and the smallest comparison group of a cell (published)."""
+        from reach.report import fmt_count
+
+        n_all, n_min, n_tr = cs.get("n_control_all", np.nan), cs["n_control"], cs["n_treated"]
+        if not (np.isfinite(n_all) and np.isfinite(n_min) and np.isfinite(n_tr)):
+            return ""
+        pairs = ""
+        if self.sample == "matched":
+            n_pairs = float(self.tables["comparison"].set_index("method").loc[COMPARISON_METHODS[2], "n_control"])
+            if np.isfinite(n_pairs) and int(n_pairs) != int(n_all):
+                pairs = f" in {fmt_count(n_pairs)} firm-cohort matches (a firm can be matched to several cohorts)"
+        return (f" It compares {fmt_count(n_tr)} users with {fmt_count(n_all)} comparison firms{pairs}; the smallest "
+                f"comparison group behind a single group-time effect has {fmt_count(n_min)} firms (the count the "
+                "disclosure rules check).")
 
     def exclusions_text(self) -> str:
         """Which firms the estimates keep or leave out, counted safely; empty if nothing to say."""
@@ -2637,7 +2673,14 @@ class EffectReport:
         """A publishable table as HTML for the notebook: no index column, counts as integers,
         suppressed or undefined cells as "suppressed"/"–" (never ``NaN``/``<NA>``)."""
         check_choice("table", table, REPORT_TABLES)
-        return _html_table(self.tables[table], digits, self.undefined.get(table))
+        t, und = self.tables[table], self.undefined.get(table)
+        if table == "comparison" and und is not None:
+            # TWFE and the naive difference are one regression each, no group-time cells: no "smallest cell" ("–")
+            t, und = t.copy(), und.copy()
+            other = t["method"].isin(COMPARISON_METHODS[2:]).to_numpy()
+            t.loc[other, "n_control"] = np.nan
+            und.loc[other, "n_control"] = True
+        return _html_table(t, digits, und, headers=None if table == "att_gt" else _AGGREGATE_HEADERS)
 
     def summary(self) -> str:
         return self.narrative().replace("**", "")
@@ -2793,6 +2836,13 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
         nv.tidy()[cols].assign(method=COMPARISON_METHODS[3]),
     ], ignore_index=True)[["method", *cols]]
     comp[["n_treated", "n_control"]] = comp[["n_treated", "n_control"]].astype("int64")
+    n_all = _comparison_firms(data, outcome, r, matched=matched_units is not None, key=key, idname=idname,
+                              gname=gname, control_group=control_group, anticipation=anticipation)
+    # the Callaway-Sant'Anna rows: every firm that can serve as comparison; on the full sample TWFE and naive count
+    # theirs already, on the stacked matched sample they count firm-cohort blocks: there distinct firms for all rows
+    comp.insert(comp.columns.get_loc("n_control"), "n_control_all",
+                [n_all] * 4 if matched_units is not None else
+                [n_all, n_all, int(comp.at[2, "n_control"]), int(comp.at[3, "n_control"])])
     pre = r.pretest()
     pre_cells = r.groups > r.times
     pre_t = pd.DataFrame([{
@@ -2802,7 +2852,8 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
         "n_control": int(r.n_control[pre_cells].min()) if pre_cells.any() else 0}])
     tag = f"{programme}_{outcome}_{sample}"
     raw = {"comparison": comp, "pretest": pre_t, "event_study": dyn.tidy(), "att_gt": r.tidy()}
-    checked = {k: check_estimates(v, name=f"{tag}_{k}", n_treated="n_treated", n_control="n_control", rules=rules)
+    checked = {k: check_estimates(v, name=f"{tag}_{k}", n_treated="n_treated", n_control="n_control", rules=rules,
+                                  columns=_value_columns(v))
                for k, v in raw.items()}
     tables = {k: _publishable(c) for k, c in checked.items()}
     # which cells the estimator left undefined (not which the disclosure check removed): shown as "–"
@@ -2812,6 +2863,33 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
                         min_units=int(rules.min_units), n_balanced_drop=n_bal_drop, undefined=undefined)
 
 
+def _value_columns(t: pd.DataFrame) -> list[str]:
+    """Columns a failing row blanks: the estimates, and the count of every comparison firm (registered with them)."""
+    return [c for c in ("estimate", "std_error", "conf_low", "conf_high", "statistic", "p_value", "n_control_all")
+            if c in t.columns]
+
+
+def _comparison_firms(data: pd.DataFrame, outcome: str, r, *, matched: bool, key: str, idname: str, gname: str,
+                      control_group: str, anticipation: int) -> int:
+    r"""Every firm that serves as comparison in at least one group-time cell of the estimate.
+
+    Matched (stacked) sample: the distinct comparison firms of the matched sets (``treated == 0``). Full sample:
+    the never users with the outcome, and under ``notyettreated`` also the users whose first use lies after the
+    earliest estimated cohort :math:`g_{min}` plus anticipation (each is a not-yet user in cell
+    :math:`(g_{min}, g_{min})`). The tables' ``n_control`` of an aggregate is instead the smallest comparison set
+    behind any cell (what the disclosure rule needs).
+    """
+    d = data.dropna(subset=[outcome])
+    if matched:
+        return int(d.loc[d["treated"] == 0, key].nunique())
+    g = d[gname].to_numpy(dtype=float)
+    eligible = g == 0
+    groups = np.asarray(r.groups, dtype=float) if r is not None else np.array([])
+    if control_group == "notyettreated" and groups.size:
+        eligible |= g > groups.min() + anticipation
+    return int(d.loc[eligible, idname].nunique())
+
+
 def _not_estimable_report(programme, outcome, sample, r, tw, nv, why, alp, rules, n_bal_drop) -> EffectReport:
     """An :class:`EffectReport` whose estimate tables are empty of numbers: the effect is undefined."""
     from reach.disclosure import check_estimates
@@ -2819,7 +2897,7 @@ def _not_estimable_report(programme, outcome, sample, r, tw, nv, why, alp, rules
     nan = np.nan
     cols = ["estimate", "std_error", "conf_low", "conf_high", "n_treated", "n_control"]
     comp = pd.DataFrame({"method": list(COMPARISON_METHODS), **{c: nan for c in cols[:4]},
-                         "n_treated": 0, "n_control": 0})[["method", *cols]]
+                         "n_treated": 0, "n_control": 0, "n_control_all": 0})[["method", *cols, "n_control_all"]]
     es = pd.DataFrame({"type": ["dynamic"], "level": ["overall"], "key": pd.array([pd.NA], dtype="Int64"),
                        **{c: [nan] for c in ("estimate", "std_error", "conf_low", "conf_high", "pointwise_low",
                                               "pointwise_high")}, "n_treated": [0], "n_control": [0]})
@@ -2829,7 +2907,8 @@ def _not_estimable_report(programme, outcome, sample, r, tw, nv, why, alp, rules
                                                               "pointwise_high", "n_treated", "n_control", "post"])
     tag = f"{programme}_{outcome}_{sample}"
     raw = {"comparison": comp, "pretest": pre, "event_study": es, "att_gt": gt}
-    checked = {k: check_estimates(v, name=f"{tag}_{k}", n_treated="n_treated", n_control="n_control", rules=rules)
+    checked = {k: check_estimates(v, name=f"{tag}_{k}", n_treated="n_treated", n_control="n_control", rules=rules,
+                                  columns=_value_columns(v))
                for k, v in raw.items()}
     tables = {k: _publishable(c) for k, c in checked.items()}
     if r is None:

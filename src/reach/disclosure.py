@@ -544,6 +544,8 @@ def _cell_stats(
             share = np.where(total > 0, topk / total, 0.0)
             pratio = np.where(top1 > 0, (total - top2) / top1, np.inf)
         out["top_k_share"] = share
+        # the largest unit alone (reach.report.dominated_cells: a plotted point resting on one firm)
+        out["top_1_share"] = np.where(total > 0, top1 / np.where(total > 0, total, 1.0), 0.0)
         out["p_ratio"] = pratio
         out["fail_dominance"] = share > rules.dominance_max * (1 + _REL_TOL)
         out["fail_p_ratio"] = pratio < rules.p_ratio_min * (1 - _REL_TOL)

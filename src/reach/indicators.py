@@ -1448,7 +1448,12 @@ def _pct_axis(ax, axis: str = "y") -> None:
 
 def _bars(ax, data: pd.DataFrame, x: str, hue: str | None, *, y: str = "value", order: Sequence | None = None,
           horizontal: bool = False, pct: bool = True, colors: Sequence | None = None) -> None:
-    """Grouped bars from a tidy table; a suppressed (NaN) bar stays empty and is labelled so."""
+    """Grouped bars from a tidy table; a suppressed (NaN) bar stays empty and is labelled so.
+
+    A row with a ``missing_text`` column says why its bar is empty instead (e.g. "not possible" for a
+    combination that cannot occur: a structural zero is no suppression)."""
+    from reach.report import place_legend
+
     xs = list(order) if order is not None else list(dict.fromkeys(data[x]))
     hues = list(dict.fromkeys(data[hue])) if hue else [None]
     width = 0.8 / len(hues)
@@ -1456,17 +1461,20 @@ def _bars(ax, data: pd.DataFrame, x: str, hue: str | None, *, y: str = "value", 
     for j, h in enumerate(hues):
         sub = data if h is None else data[data[hue] == h]
         vals = sub.groupby(x, sort=False)[y].first().reindex(xs).astype(float).to_numpy()
+        why = (sub.groupby(x, sort=False)["missing_text"].first().reindex(xs) if "missing_text" in sub
+               else pd.Series(np.nan, index=xs))
         where = pos - 0.4 + width * (j + 0.5)
         draw = ax.barh if horizontal else ax.bar
         bars = draw(where, np.nan_to_num(vals), width, label=h, color=colors)
-        text = ["suppressed" if np.isnan(v) else (f"{100 * v:.0f}%" if pct else f"{v:,.0f}") for v in vals]
+        text = [(w if isinstance(w, str) else "suppressed") if np.isnan(v) else (f"{100 * v:.0f}%" if pct else f"{v:,.0f}")
+                for v, w in zip(vals, why)]
         ax.bar_label(bars, labels=text, fontsize=7, padding=2)
     (ax.set_yticks if horizontal else ax.set_xticks)(pos, [str(v) for v in xs])
     if horizontal:
         ax.invert_yaxis()  # first category on top, as read
-    if hue:
-        ax.legend(title="", fontsize=8, loc="upper center", ncol=min(len(hues), 3))
     ax.grid(axis="x" if horizontal else "y", alpha=0.3)
+    if hue:  # in a corner free of bars and labels, else outside the axes
+        place_legend(ax, title="", fontsize=8, ncol=min(len(hues), 3))
 
 
 def _new_figure(width: float, height: float, ncols: int = 1):
@@ -1477,10 +1485,14 @@ def _new_figure(width: float, height: float, ncols: int = 1):
 
 
 def _share_figure(data: pd.DataFrame, x: str, title: str, xlabel: str, ylabel: str, width: float = 9):
+    from reach.report import place_legend
+
     fig, (ax,) = _new_figure(width, 4.5)
     _bars(ax, data.sort_values("group", ascending=False, kind="stable"), x, "group_label", order=list(dict.fromkeys(data[x])))
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     _pct_axis(ax)
+    fig.tight_layout()
+    place_legend(ax, title="", fontsize=8, ncol=2)  # again: the percent axis changed the free space
     fig.tight_layout()
     return fig
 
@@ -1511,7 +1523,14 @@ def _draw_markets(r, data, label):
 
 def _data_prior(r: IndicatorResult) -> pd.DataFrame:
     pub = r.published.copy()
-    return pub.assign(x=pub["cohort"].replace({ALL: "all cohorts"}), group_label=_group_labels(pub, cohort=ALL))
+    # cohorts differ in size: each bar pair says how many users it rests on (the legend gives all cohorts)
+    def name(c):
+        n = _n(pub, group=USERS, cohort=c)
+        head = "all cohorts" if c == ALL else str(c)
+        return f"{head}\n({int(n):,} users)" if pd.notna(n) else f"{head}\n(users suppressed)"
+
+    names = {c: name(c) for c in pub["cohort"].unique()}
+    return pub.assign(x=pub["cohort"].map(names), group_label=_group_labels(pub, cohort=ALL))
 
 
 def _draw_prior(r, data, label):
@@ -1522,9 +1541,13 @@ def _draw_prior(r, data, label):
 def _data_profile(r: IndicatorResult) -> pd.DataFrame:
     pub = r.published
     prof = pub[(pub["table"] == "profile") & (pub["category"] != ALL)].copy()
-    band = {b: i for i, b in enumerate(DEST_BANDS)}
+    from reach import labels
+
+    # destination bands and size classes in their natural order, not alphabetically
+    band = {**{b: i for i, b in enumerate(DEST_BANDS)}, **{t: i for i, t in enumerate(labels.SIZE_CLASSES.values())}}
     prof = prof.assign(_o=prof["category"].map(band).fillna(0)).sort_values(["characteristic", "_o", "category"])
-    return prof.assign(x=prof["characteristic"] + ": " + prof["category"].astype(str), value=prof["share"])
+    return prof.assign(x=prof["characteristic"].map(labels.characteristic) + ": " + prof["category"].astype(str),
+                       value=prof["share"])
 
 
 def _draw_profile(r, data, label):
@@ -1547,27 +1570,46 @@ def _data_after(r: IndicatorResult) -> pd.DataFrame:
     tot = pub[pub["category"] == ALL].set_index("prior_use")["value"]
     data = pub[pub["category"] != ALL].copy()
     names = {p: _n_label("all users" if p == ALL else p, tot.get(p, np.nan)) for p in data["prior_use"].unique()}
-    return data.assign(prior_label=data["prior_use"].map(names), value=data["share"])
+    data = data.assign(prior_label=data["prior_use"].map(names), value=data["share"])
+    # "several, not more than before" needs at least two registrations before: impossible without any
+    # (a structural zero, labelled as such rather than "suppressed")
+    impossible = pd.DataFrame({"prior_use": [PRIOR_USE[1]], "category": [INSTRUMENT_CATEGORIES[2]],
+                               "prior_label": [names.get(PRIOR_USE[1], PRIOR_USE[1])], "value": [np.nan],
+                               "missing_text": ["not possible"]})
+    keep = ~((data["prior_use"] == PRIOR_USE[1]) & (data["category"] == INSTRUMENT_CATEGORIES[2]))
+    if PRIOR_USE[1] not in names:
+        return data
+    return pd.concat([data[keep], impossible], ignore_index=True)
 
 
 def _draw_after(r, data, label):
     fig, (ax,) = _new_figure(10, 4.5)
+    from reach.report import tidy_legends
+
     _bars(ax, data, "category", "prior_label", order=INSTRUMENT_CATEGORIES)
     ax.set(xlabel="instrument registrations after first use", ylabel="share of users (%)",
            title=f"{label}: instrument use after first use, by earlier use")
     _pct_axis(ax)
     fig.tight_layout()
+    tidy_legends(fig)  # the percent axis changed the free space
     return fig
 
 
 def _data_region(r: IndicatorResult) -> pd.DataFrame:
+    from reach import labels
+
     pub = r.published.copy()
-    names = pub["organiser_region"].replace({ALL: "all organisers"})
-    return pub.assign(x=[_n_label(o, n, "firms") for o, n in zip(names, pub["n_units"])])
+    names = pub["organiser_region"].map(lambda o: "all organisers" if o == ALL else labels.label(o, "region"))
+    # the bars are shares of participations: the n beside them counts participations too (firms in brackets)
+    return pub.assign(x=[f"{o} (n={int(p):,} participations, {int(f):,} firms)" if pd.notna(p) and pd.notna(f)
+                         else f"{o} (n suppressed)" for o, p, f in zip(names, pub["n_participations"], pub["n_units"])])
 
 
 def _draw_region(r, data, label):
-    fig, (ax,) = _new_figure(8, 0.4 * len(data) + 1.8)
+    from reach.publish import register_numbers
+
+    register_numbers("figure", data["n_participations"].dropna().tolist())  # printed beside the bars
+    fig, (ax,) = _new_figure(9, 0.4 * len(data) + 1.8)
     _bars(ax, data, "x", None, horizontal=True)
     ax.set(ylabel="organiser region (province)", xlabel="participations from the organiser's own province (%)",
            title=f"{label}:\nparticipants from the organiser's own region")
@@ -1582,31 +1624,70 @@ def _data_exports(r: IndicatorResult) -> pd.DataFrame:
 
 
 def _draw_exports(r, data, label):
-    fig, axes = _new_figure(12, 4.5, ncols=2)
+    from matplotlib.lines import Line2D
+
+    from reach.report import dominance_note, dominated_cells, place_legend
+
+    # points where one firm holds more than half of the total (the dominance check of the mean table)
+    dom = dominated_cells([c for k, c in r.checked.items() if k == "mean"])
+    dom = dom[dom["cohort"].astype(str) == ALL] if len(dom) else dom
+    ringed = {(g, int(e)) for g, e in zip(dom.get("group", []), dom.get("event_time", []))}
+    n_ringed, legends = 0, []
+    fig, axes = _new_figure(12, 4.8, ncols=2)
     for ax, stat in zip(axes, ("mean", "median")):
         sub = data[data["stat"] == stat]
-        hidden = []
-        for color, grp in zip(("tab:blue", "tab:orange"), (USERS, COMPARISON)):  # users first, as in the bar charts
+        hidden, extra = [], []
+        for color, grp, offset in (("tab:blue", USERS, 7), ("tab:orange", COMPARISON, -11)):  # users first
             line = sub[sub["group"] == grp].sort_values("event_time")
-            if line["value"].notna().any():
-                ax.plot(line["event_time"], line["value"] / 1000, marker="o", color=color, label=line["group_label"].iloc[0])
-            else:
+            if not line["value"].notna().any():
                 hidden.append(GROUP_NAMES[grp])
-        if hidden:
-            ax.text(0.02, 0.02, f"suppressed: {', '.join(hidden)}", transform=ax.transAxes, fontsize=8, color="grey")
-        if sub["value"].notna().any():
-            ax.legend(title="", fontsize=8)
+                continue
+            x, yv = line["event_time"].to_numpy(dtype=float), line["value"].to_numpy(dtype=float) / 1000
+            n = pd.to_numeric(line["n_units"], errors="coerce").to_numpy(dtype=float)
+            varies = len(np.unique(n[np.isfinite(n)])) > 1
+            name = (f"{GROUP_NAMES[grp]} (small numbers: firms behind each point)" if varies
+                    else line["group_label"].iloc[0])
+            ax.plot(x, yv, marker="o", color=color, label=name)
+            if varies:  # later years rest on fewer (earlier) cohorts: say how many firms each point rests on
+                for xi, yi, ni in zip(x, yv, n):
+                    if np.isfinite(yi) and np.isfinite(ni):
+                        ax.annotate(f"{int(ni):,}", (xi, yi), textcoords="offset points", xytext=(0, offset),
+                                    ha="center", fontsize=6, color=color)
+            if stat == "mean":
+                hit = [(xi, yi) for xi, yi in zip(x, yv) if (grp, int(xi)) in ringed and np.isfinite(yi)]
+                if hit:
+                    n_ringed += len(hit)
+                    ax.scatter(*zip(*hit), s=160, facecolors="none", edgecolors="black", linewidths=1.2, zorder=5)
+        if hidden:  # a legend entry, not a text over the data
+            extra.append(Line2D([], [], color="none", label=f"suppressed: {', '.join(hidden)}"))
+        if stat == "mean" and n_ringed:
+            extra.append(Line2D([], [], ls="none", marker="o", markersize=10, markerfacecolor="none",
+                                markeredgecolor="black", label="one firm holds more than a quarter of the point's total"))
         ax.axvline(-0.5, color="grey", ls=":")
         ax.grid(alpha=0.3)
         ax.set(xlabel="years since first use (0 = year of first use)", ylabel=f"{stat} exports (EUR 1,000)",
                title=f"{stat.capitalize()} export value")
+        handles, names = ax.get_legend_handles_labels()
+        legends.append((ax, handles + extra, names + [h.get_label() for h in extra]))
     fig.suptitle(f"{label}: export value around first use (descriptive, not an effect)")
-    fig.tight_layout()
+    note = dominance_note(n_ringed)
+    if note:
+        fig.text(0.01, 0.005, note + " A spike there is that firm, not the group.", fontsize=8, color="dimgrey",
+                 ha="left", va="bottom")
+    fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
+    for ax, handles, names in legends:
+        if handles:
+            place_legend(ax, handles=handles, labels=names, fontsize=7, ncol=1)
+    fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
     return fig
 
 
 def _data_counts(r: IndicatorResult) -> pd.DataFrame:
+    from reach import labels
+
     pub = r.published[r.published["dimension"] != ALL].copy()
+    acts = pub["dimension"] == "activity_type"
+    pub.loc[acts, "category"] = pub.loc[acts, "category"].map(lambda c: labels.label(c, "activity_type"))
     return pub.assign(measure_label=pub["measure"].map({"firms": "unique firms", "participations": "participations (firm x activity)"}))
 
 
@@ -1621,6 +1702,9 @@ def _draw_counts(r, data, label):
         ax.tick_params(axis="x", rotation=45 if dim == "activity_type" else 0)
     fig.suptitle(f"{label}: linked firms versus participations")
     fig.tight_layout()
+    from reach.report import tidy_legends
+
+    tidy_legends(fig)  # the axis limits changed the free space
     return fig
 
 

@@ -26,7 +26,8 @@ import pandas as pd
 __all__ = ["OUTCOMES", "METHODS", "CONTROL_GROUPS", "SAMPLES", "SIZE_CLASSES", "REGIONS", "COMPARISON_GROUPS",
            "COLUMNS", "TABLE", "outcome", "method", "control_group", "sample", "size_class", "region",
            "comparison_group", "column", "covariate", "COVARIATES", "programme", "label", "relabel", "code_names",
-           "is_log_outcome"]
+           "is_log_outcome", "BUCKETS", "bucket", "EFFECT_AXES", "effect_axis", "CHARACTERISTICS", "characteristic",
+           "ACTIVITY_TYPES"]
 
 #: Outcomes of the effect notebook (reach.panel columns).
 OUTCOMES: dict[str, str] = {
@@ -104,6 +105,42 @@ COVARIATES: dict[str, str] = {
     "distance": "propensity score",
     "(Intercept)": "intercept",
 }
+#: Linkage waterfall buckets (reach.link.BUCKETS, docs/CONTRACTS.md section 3) -> what happened to a record.
+BUCKETS: dict[str, str] = {
+    "invalid_kvk": "KvK number invalid",
+    "duplicate_record": "duplicate record",
+    "outside_window": "outside the analysis years",
+    "kvk_not_found": "KvK number in no KvK link file",
+    "not_linked_that_year": "KvK number not linked that year",
+    "not_in_register": "business unit not in the register that year",
+    "linked": "linked to a business unit",
+    "Total": "all records",
+}
+#: The effect's unit on a figure axis, per outcome (log outcomes: log points, about a percent change for small values).
+EFFECT_AXES: dict[str, str] = {
+    "log_exports": "Effect on exports (log points)",
+    "ihs_exports": "Effect on exports (inverse hyperbolic sine points)",
+    "exports": "Effect on exports (EUR)",
+    "exporter": "Effect on the share of firms exporting (proportion)",
+    "n_dest": "Effect on the number of destination countries",
+    "log_exports_gm": "Effect on exports to growth markets (log points)",
+    "exports_gm": "Effect on exports to growth markets (EUR)",
+    "log_imports": "Effect on imports (log points)",
+    "importer": "Effect on the share of firms importing (proportion)",
+    "intl_active": "Effect on the share of firms trading internationally (proportion)",
+    "log_employees": "Effect on employees (log points)",
+    "employees": "Effect on employees",
+}
+#: TINL activity types (participant list ``Activiteit_type``) -> English.
+ACTIVITY_TYPES: dict[str, str] = {
+    "handelsmissie": "trade mission", "beurs": "trade fair", "webinar": "webinar", "matchmaking": "matchmaking",
+    "portal": "portal", "consortium": "consortium",
+}
+#: Firm characteristics of the reach notebook's target-group profile.
+CHARACTERISTICS: dict[str, str] = {
+    "size_class": "size class", "destinations": "destinations", "exporter": "exporting",
+    "reason (first applying)": "reason (first applying)",
+}
 #: Column names of tables shown to readers.
 COLUMNS: dict[str, str] = {
     "n_firms": "firms", "n_users": "users", "n_treated": "users", "n_control": "comparison firms",
@@ -113,13 +150,15 @@ COLUMNS: dict[str, str] = {
     "simple_att": "effect", "simple_se": "standard error",
     "simple_conf_low": "lower bound", "simple_conf_high": "upper bound",
     "pretest_pvalue": "pre-trend test p-value", "detectable": "effect detectable",
+    "n_control_all": "comparison firms (all)", "n_control_min": "smallest comparison group in a cell",
 }
 
 #: Every table, by kind (the lint of rendered reports searches for these code names).
 TABLE: dict[str, dict[str, str]] = {
     "outcome": OUTCOMES, "method": METHODS, "control_group": CONTROL_GROUPS, "sample": SAMPLES,
     "comparison_group": COMPARISON_GROUPS, "size_class": SIZE_CLASSES, "region": REGIONS, "column": COLUMNS,
-    "covariate": COVARIATES,
+    "covariate": COVARIATES, "bucket": BUCKETS, "effect_axis": EFFECT_AXES, "characteristic": CHARACTERISTICS,
+    "activity_type": ACTIVITY_TYPES,
 }
 
 
@@ -207,6 +246,39 @@ def region(code: str) -> str:
     'Noord-Holland'
     """
     return _get("region", code)
+
+
+def bucket(code: str) -> str:
+    """What happened to a participant record, for a linkage-waterfall bucket code.
+
+    Examples
+    --------
+    >>> bucket("not_linked_that_year"), bucket("Total")
+    ('KvK number not linked that year', 'all records')
+    """
+    return _get("bucket", code)
+
+
+def effect_axis(code: str) -> str:
+    """Axis title of an effect on outcome ``code``, with its unit; an unlisted outcome reads "Effect on <label>".
+
+    Examples
+    --------
+    >>> effect_axis("log_exports"), effect_axis("my_var")
+    ('Effect on exports (log points)', 'Effect on my var')
+    """
+    return EFFECT_AXES.get(str(code)) or f"Effect on {label(code, 'outcome').replace('_', ' ')}"
+
+
+def characteristic(code: str) -> str:
+    """A characteristic of the target-group profile (``size_class`` -> "size class").
+
+    Examples
+    --------
+    >>> characteristic("size_class")
+    'size class'
+    """
+    return CHARACTERISTICS.get(str(code), str(code).replace("_", " "))
 
 
 def column(code: str) -> str:
@@ -315,7 +387,7 @@ def code_names(min_length: int = 4) -> list[str]:
     """
     jargon = {"notyettreated", "nevertreated", "ihs_exports", "n_dest"}
     found = set()
-    for kind in ("outcome", "control_group", "comparison_group"):
+    for kind in ("outcome", "control_group", "comparison_group", "bucket"):
         for code in TABLE[kind]:
             if ("_" in code or code in jargon) and len(code) >= min_length:
                 found.add(code)

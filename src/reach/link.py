@@ -296,22 +296,40 @@ def waterfall_table(published: pd.DataFrame, link: LinkResult) -> pd.DataFrame:
     return text.map(lambda v: v if isinstance(v, str) else f"{int(v):,}")
 
 
-def waterfall_figure(published: pd.DataFrame):
+def waterfall_figure(published: pd.DataFrame, names: dict | None = None):
     """Horizontal bars of records per bucket and programme, drawn from the publishable copy only.
 
-    A suppressed cell has no bar (its value is never drawn).
+    A suppressed cell has no bar (its value is never drawn) and reads "suppressed"; buckets carry
+    their plain names (:func:`reach.labels.bucket`), programmes ``names`` (key -> label, default
+    the keys). The legend sits where it covers no bar (:func:`reach.report.place_legend`).
     """
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    plot = published[(published["programme"] != "Total") & (published["bucket"] != "Total")]
-    plot = plot.dropna(subset=["value"]).astype({"value": "float64"})
-    fig, ax = plt.subplots(figsize=(8, 4))
+    from reach import labels
+    from reach.report import place_legend
+
+    cells = published[(published["programme"] != "Total") & (published["bucket"] != "Total")]
+    plot = cells.dropna(subset=["value"]).astype({"value": "float64"})
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     if plot.empty:
         ax.text(0.5, 0.5, "every cell suppressed (fewer than the minimum number of records)", ha="center", va="center")
         ax.set_axis_off()
     else:
-        wide = plot.pivot(index="bucket", columns="programme", values="value").reindex(list(BUCKETS)[::-1])
-        wide.plot.barh(ax=ax)
+        order = list(BUCKETS)[::-1]
+        progs = list(dict.fromkeys(cells["programme"]))
+        wide = cells.pivot(index="bucket", columns="programme", values="value").reindex(order).astype("float64")
+        height = 0.8 / len(progs)
+        for k, prog in enumerate(progs):
+            ypos = np.arange(len(order)) - 0.4 + height * (k + 0.5)
+            vals = wide[prog].to_numpy() if prog in wide else np.full(len(order), np.nan)
+            ax.barh(ypos, np.nan_to_num(vals), height, label=(names or {}).get(prog, prog))
+            shown = set(cells.loc[cells["programme"] == prog, "bucket"])  # a cell of the check, not an empty bucket
+            for y, v, b in zip(ypos, vals, order):
+                if np.isnan(v):  # no record reached an absent bucket: a zero (as in the table), not a suppression
+                    ax.text(0, y, " suppressed" if b in shown else " 0", va="center", fontsize=6, color="dimgrey")
+        ax.set_yticks(np.arange(len(order)), [labels.bucket(b) for b in order])
+        place_legend(ax, fontsize=8, title="programme")
     ax.set_xlabel("participant records")
     ax.set_ylabel("")
     ax.set_title("Linkage waterfall per programme (records)")

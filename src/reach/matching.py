@@ -2426,15 +2426,20 @@ def love_plot(m: Match | CohortMatch | pd.DataFrame, threshold: float = SMD_THRE
     y = np.arange(len(b))
     fig = Figure(figsize=(6.5, 0.35 * len(b) + 1.5))
     ax = fig.subplots()
-    ax.scatter(np.abs(b["smd_before"]), y, marker="o", facecolors="white", edgecolors="black", label="before")
-    ax.scatter(np.abs(b["smd_after"]), y, marker="o", color="black", label="after")
+    ax.scatter(np.abs(b["smd_before"]), y, marker="o", facecolors="white", edgecolors="black", label="before matching")
+    ax.scatter(np.abs(b["smd_after"]), y, marker="o", color="black", label="after matching")
     ax.axvline(threshold, color="grey", linestyle="--", linewidth=1)
     ax.axvline(0, color="black", linewidth=0.5)
+    from reach import labels
+
     ax.set_yticks(y)
-    ax.set_yticklabels(b["variable"])
+    ax.set_yticklabels([labels.covariate(v) for v in b["variable"]])  # reader names, not column names
     ax.set_xlabel("absolute standardised mean difference")
     ax.set_title(title or "Covariate balance")
-    ax.legend(loc="lower right")
+    fig.tight_layout()
+    from reach.report import place_legend
+
+    place_legend(ax)  # a corner free of points, else beside the axes
     fig.tight_layout()
     return fig
 
@@ -2500,11 +2505,15 @@ def overlap_plot(m: Match | CohortMatch | pd.DataFrame, bins: int = 20, title: s
             s = tab[(tab["phase"] == phase) & (tab["group"] == grp)]
             tot = np.nansum(s["value"])
             share = s["value"] / tot if tot > 0 else s["value"]
-            ax.bar(s["bin"] + off, share, width=width, align="edge", alpha=0.5, color=colr, label=grp)
+            ax.bar(s["bin"] + off, share, width=width, align="edge", alpha=0.5, color=colr,
+                   label={"treated": "users", "control": "comparison firms"}[grp])
         ax.set_title(f"{phase} matching")
         ax.set_xlabel("distance (propensity score)")
     axes[0].set_ylabel("share of group")
-    axes[1].legend()
     fig.suptitle(title or "Overlap of the propensity score")
+    fig.tight_layout()
+    from reach.report import place_legend
+
+    place_legend(axes[1], fontsize=8)  # a corner free of bars, else below the axes
     fig.tight_layout()
     return fig

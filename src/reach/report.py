@@ -15,7 +15,8 @@ import numpy as np
 from reach._checks import count_text  # re-exported for notebooks: the one wording of a small count
 
 __all__ = ["record_headline", "read_headlines", "fmt_number", "fmt_count", "count_text", "fmt_share", "show_figure",
-           "SummaryDisplay", "checks_statement", "html_table"]
+           "SummaryDisplay", "checks_statement", "html_table", "place_legend", "legend_overlaps", "tidy_legends",
+           "dominated_cells", "dominance_note", "DOMINANT_SHARE", "figure_html", "details_html", "markdown_html"]
 
 
 def _plain(value: Any) -> Any:
@@ -221,9 +222,11 @@ def show_figure(log: Any, fig: Any, checked: Any, name: str, *, drawn_from_suppr
     The figure must have been drawn from the publishable copy (``checked.suppress()``),
     which is what ``drawn_from_suppressed=True`` declares. A refused figure is not
     shown inline either, so the rendered notebook never displays what was not exported.
+    Before export, every legend that covers plotted data is moved (:func:`tidy_legends`).
     """
     from IPython.display import Markdown, display
 
+    tidy_legends(fig)
     path = log.figure(fig, checked, name, drawn_from_suppressed=drawn_from_suppressed)
     if path is None:
         display(Markdown(f"*Figure `{name}` not exported: {log.why(name)}*"))
@@ -240,6 +243,58 @@ def show_figure(log: Any, fig: Any, checked: Any, name: str, *, drawn_from_suppr
         display(Image(data=buf.getvalue(), format="png"))
         plt.close(fig)
     return path
+
+
+def figure_html(log: Any, fig: Any, checked: Any, name: str, *, drawn_from_suppressed: bool = True) -> str:
+    """Export a figure like :func:`show_figure` and return it as an inline ``<img>`` (for a ``<details>`` block).
+
+    The image is the exported PNG's bytes; a refused figure returns the reason instead, so the
+    report never shows what was not exported.
+    """
+    import base64
+    import html as _html
+
+    import matplotlib.pyplot as plt
+
+    tidy_legends(fig)
+    path = log.figure(fig, checked, name, drawn_from_suppressed=drawn_from_suppressed)
+    if path is None:
+        return f"<p><em>Figure not exported: {_html.escape(log.why(name))}</em></p>"
+    plt.close(fig)
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" style="max-width:100%" alt="{_html.escape(name)}"/>'
+
+
+def details_html(summary: str, *parts: str, open_: bool = False) -> str:
+    """A collapsed ``<details>`` block: ``summary`` (plain text, escaped) and HTML ``parts`` inside.
+
+    Examples
+    --------
+    >>> details_html("tables & figure", "<p>x</p>")
+    '<details><summary>tables &amp; figure</summary><p>x</p></details>'
+    """
+    import html as _html
+
+    return (f"<details{' open' if open_ else ''}><summary>{_html.escape(summary)}</summary>"
+            + "".join(parts) + "</details>")
+
+
+def markdown_html(text: str) -> str:
+    """The notebooks' narrative Markdown (``**bold**``, ``*italic*``, ```code```) as HTML, escaped otherwise.
+
+    Examples
+    --------
+    >>> markdown_html("**a:** b *c* <d>")
+    '<p><b>a:</b> b <i>c</i> &lt;d&gt;</p>'
+    """
+    import html as _html
+    import re
+
+    out = _html.escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", out)
+    out = re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<i>\1</i>", out)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    return "".join(f"<p>{p}</p>" for p in out.split("\n\n") if p.strip())
 
 
 def checks_statement(output_dir_or_report: Any) -> str:
@@ -261,3 +316,307 @@ def checks_statement(output_dir_or_report: Any) -> str:
     if isinstance(src, (str, Path)) and Path(src).is_dir():
         src = Path(src) / "disclosure_report.csv"
     return publish.checks_statement(src)
+
+
+# --------------------------------------------------------------------------- legends that never hide data
+#: Places tried for a legend inside the axes, in order of preference (matplotlib ``loc`` names).
+_CORNERS = ("upper right", "upper left", "lower right", "lower left", "upper center", "lower center",
+            "center right", "center left")
+
+
+def _renderer(fig: Any) -> Any:
+    """A renderer for ``fig`` (a bare :class:`matplotlib.figure.Figure` gets an Agg canvas)."""
+    if not hasattr(fig.canvas, "get_renderer"):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(fig)
+    return fig.canvas.get_renderer()
+
+
+def _data_extents(ax: Any, renderer: Any) -> tuple[np.ndarray, list[Any]]:
+    """What a legend of ``ax`` must not cover, in display pixels: points and boxes.
+
+    Points: the vertices of data lines (with 16 points between two vertices, so a line crossing
+    the legend between two markers counts), scatter offsets and the ends of interval bars.
+    Boxes: bars with a non-zero extent and the texts of the axes (bar labels, counts, notes).
+    Reference lines (``axhline``/``axvline``: not in data coordinates) are no data.
+    """
+    from matplotlib.collections import LineCollection, PathCollection, PolyCollection
+    from matplotlib.patches import Rectangle
+
+    pts: list[np.ndarray] = []
+
+    def dense(xy: np.ndarray) -> np.ndarray:
+        xy = xy[np.isfinite(xy).all(axis=1)]
+        if len(xy) < 2:
+            return xy
+        t = np.linspace(0, 1, 17)[:-1, None]
+        segs = [a + t * (b - a) for a, b in zip(xy[:-1], xy[1:])]
+        return np.vstack(segs + [xy[-1:]])
+
+    for line in ax.get_lines():
+        if not line.get_visible() or line.get_transform() != ax.transData:
+            continue
+        xy = np.asarray(line.get_xydata(), dtype=float)
+        if len(xy):
+            pts.append(dense(ax.transData.transform(xy)))
+    for coll in ax.collections:
+        if not coll.get_visible():
+            continue
+        if isinstance(coll, PathCollection):
+            off = np.asarray(coll.get_offsets(), dtype=float)
+            if len(off):
+                pts.append(coll.get_offset_transform().transform(off))
+        elif isinstance(coll, (LineCollection, PolyCollection)):
+            tr = coll.get_transform()
+            for path in coll.get_paths():
+                v = np.asarray(path.vertices, dtype=float)
+                if len(v):
+                    pts.append(dense(tr.transform(v)))
+    boxes = []
+    for patch in ax.patches:
+        if isinstance(patch, Rectangle) and patch.get_visible() and patch.get_width() and patch.get_height():
+            boxes.append(patch.get_window_extent(renderer))
+    # texts of the axes (bar labels, counts, notes) and its titles and tick labels: a legend moved
+    # outside the axes must not sit on the axis label either
+    texts = [*ax.texts, ax.title, ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels(), *ax.get_yticklabels()]
+    for text in texts:
+        if text.get_visible() and text.get_text().strip():
+            boxes.append(text.get_window_extent(renderer))
+    points = np.vstack(pts) if pts else np.zeros((0, 2))
+    return points, boxes
+
+
+def _covers(bbox: Any, points: np.ndarray, boxes: list[Any], pad: float = 2.0) -> list[str]:
+    """What of (points, boxes) lies inside ``bbox`` grown by ``pad`` pixels."""
+    x0, y0, x1, y1 = bbox.x0 - pad, bbox.y0 - pad, bbox.x1 + pad, bbox.y1 + pad
+    hits = []
+    if len(points):
+        inside = (points[:, 0] >= x0) & (points[:, 0] <= x1) & (points[:, 1] >= y0) & (points[:, 1] <= y1)
+        if inside.any():
+            hits.append(f"{int(inside.sum())} plotted point(s)")
+    n_box = sum(1 for b in boxes if b.x0 < x1 and b.x1 > x0 and b.y0 < y1 and b.y1 > y0)
+    if n_box:
+        hits.append(f"{n_box} bar(s) or label(s)")
+    return hits
+
+
+def legend_overlaps(fig_or_ax: Any) -> list[str]:
+    """Every legend of a figure that covers plotted data, described; empty when none does.
+
+    Reads the drawn figure through matplotlib's renderer: a legend's box (display pixels)
+    against the vertices of data lines, scatter points, interval bars, bars and the axes'
+    texts (see :func:`place_legend`). Figure-level legends are checked against every axes.
+
+    Examples
+    --------
+    >>> from matplotlib.figure import Figure
+    >>> fig = Figure(); ax = fig.subplots()
+    >>> _ = ax.plot([0, 1], [0, 1], "o-", label="a"); _ = ax.legend(loc="upper left")
+    >>> legend_overlaps(fig)
+    []
+    >>> _ = ax.plot([0, 0.05], [1, 0.95], "o", label="b"); _ = ax.legend(loc="upper left")
+    >>> legend_overlaps(fig)[0].startswith("axes 0")
+    True
+    """
+    if hasattr(fig_or_ax, "transData"):  # one Axes
+        fig, axes, fig_legends = fig_or_ax.figure, [fig_or_ax], []
+    else:
+        fig = fig_or_ax
+        axes, fig_legends = list(fig.axes), list(getattr(fig, "legends", []))
+    renderer = _renderer(fig)
+    fig.draw_without_rendering()
+    out = []
+    extents = {id(ax): _data_extents(ax, renderer) for ax in fig.axes}
+    for i, ax in enumerate(axes):
+        leg = ax.get_legend()
+        if leg is not None and leg.get_visible():
+            hits = _covers(leg.get_window_extent(renderer), *extents[id(ax)])
+            if hits:
+                out.append(f"axes {i} ({ax.get_title() or 'untitled'}): legend covers " + ", ".join(hits))
+    for leg in fig_legends:
+        box = leg.get_window_extent(renderer)
+        for i, ax in enumerate(fig.axes):
+            hits = _covers(box, *extents[id(ax)])
+            if hits:
+                out.append(f"figure legend over axes {i}: covers " + ", ".join(hits))
+    return out
+
+
+def place_legend(ax: Any, *, outside: str = "auto", **kwargs: Any) -> Any:
+    """Draw the legend of ``ax`` where it covers no data: a free corner, else outside the axes.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        Axes whose labelled artists make the legend (or pass ``handles``/``labels``).
+    outside : {"auto", "right", "below"}
+        Where the legend goes when no corner inside the axes is free: to the right of the axes,
+        or below its axis label. ``"auto"``: right for a figure with one axes, below otherwise
+        (a legend to the right of the left panel would sit on the right panel).
+    **kwargs
+        Passed to :meth:`~matplotlib.axes.Axes.legend` (``handles``, ``labels``, ``fontsize``,
+        ``ncol``, ``frameon``, ``title``); ``loc`` and ``bbox_to_anchor`` are chosen here.
+
+    Returns
+    -------
+    matplotlib.legend.Legend or None
+        None when the axes have nothing to label.
+
+    Notes
+    -----
+    The figure is drawn once per candidate place: the legend's box in display pixels is
+    compared with every data vertex, bar and text of the axes (:func:`legend_overlaps`). Corners
+    are tried in the order of ``_CORNERS``; the first that covers nothing wins. Outside the axes
+    the legend is anchored in points from the axes' own tight box (tick labels and axis label
+    included), so a later ``tight_layout`` that resizes the axes does not move it onto them.
+
+    Examples
+    --------
+    >>> from matplotlib.figure import Figure
+    >>> fig = Figure(); ax = fig.subplots()
+    >>> _ = ax.plot(range(10), range(10), "o", label="rising")
+    >>> leg = place_legend(ax)
+    >>> leg._loc in (2, 4)  # upper left or lower right: the diagonal leaves those free
+    True
+    >>> legend_overlaps(fig)
+    []
+    """
+    from matplotlib import transforms
+
+    handles, labels_ = ax.get_legend_handles_labels()
+    if "handles" in kwargs:
+        handles = kwargs.pop("handles")
+        labels_ = kwargs.pop("labels", [h.get_label() for h in handles])
+    elif "labels" in kwargs:
+        labels_ = kwargs.pop("labels")
+    kwargs.pop("loc", None)
+    kwargs.pop("bbox_to_anchor", None)
+    if not handles:
+        return None
+    fig = ax.figure
+    renderer = _renderer(fig)
+    fig.draw_without_rendering()
+    points, boxes = _data_extents(ax, renderer)
+    for loc in _CORNERS:
+        leg = ax.legend(handles, labels_, loc=loc, **kwargs)
+        if not _covers(leg.get_window_extent(renderer), points, boxes):
+            return leg
+    side = outside if outside != "auto" else ("right" if len(fig.axes) == 1 else "below")
+    tight = ax.get_tightbbox(renderer, for_layout_only=True)
+    box = ax.get_window_extent(renderer)
+    px_per_pt = fig.dpi / 72.0
+    if side == "right":
+        gap = (max(tight.x1 - box.x1, 0) / px_per_pt) + 4
+        anchor = transforms.offset_copy(ax.transAxes, fig=fig, x=gap, y=0, units="points")
+        return ax.legend(handles, labels_, loc="upper left", bbox_to_anchor=(1.0, 1.0), bbox_transform=anchor,
+                         borderaxespad=0, **kwargs)
+    if side != "below":
+        raise ValueError(f"place_legend: outside must be 'auto', 'right' or 'below'; got {outside!r}")
+    gap = (max(box.y0 - tight.y0, 0) / px_per_pt) + 4
+    anchor = transforms.offset_copy(ax.transAxes, fig=fig, x=0, y=-gap, units="points")
+    kwargs.setdefault("ncol", min(len(handles), 3))
+    return ax.legend(handles, labels_, loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=anchor,
+                     borderaxespad=0, **kwargs)
+
+
+def tidy_legends(fig: Any) -> int:
+    """Move every axes legend of ``fig`` that covers plotted data (:func:`place_legend`); re-layout.
+
+    Returns the number of legends moved. Figure-level legends (placed below the panels by
+    their authors) are left alone. A figure laid out with ``tight_layout`` is laid out again
+    so a legend moved outside the axes is inside the saved image.
+    """
+    if not hasattr(fig, "axes"):
+        fig = getattr(fig, "figure", fig)  # seaborn grids hold .figure
+    if not hasattr(fig, "axes"):
+        return 0
+    moved = 0
+    for ax in fig.axes:
+        leg = ax.get_legend()
+        if leg is None or not leg.get_visible():
+            continue
+        if not legend_overlaps(ax):
+            continue
+        props = {"fontsize": leg._fontsize, "frameon": leg.get_frame_on(), "ncol": leg._ncols,
+                 "title": leg.get_title().get_text() or None}
+        place_legend(ax, handles=leg.legend_handles, labels=[t.get_text() for t in leg.get_texts()], **props)
+        moved += 1
+    if moved and fig.get_layout_engine() is None:
+        fig.tight_layout()
+    return moved
+
+
+# --------------------------------------------------------------------------- one firm behind a plotted point
+#: A plotted magnitude (mean, sum) gets a note when one firm holds more than this share of its total:
+#: a quarter of a mean of 180 firms is 45 firms' worth, enough to make a spike (the stub's TINL line).
+DOMINANT_SHARE = 0.25
+
+
+def dominated_cells(checked: Any, share: float = DOMINANT_SHARE) -> pd.DataFrame:
+    """Cells of a magnitude table whose largest single contributor holds more than ``share`` of the total.
+
+    Parameters
+    ----------
+    checked : reach.disclosure.Checked or sequence of them
+        Checks of ``sum``/``mean`` tables (other statistics have no contributions and give no rows).
+    share : float
+        Threshold on the largest unit's share of the cell total, in (0, 1].
+
+    Returns
+    -------
+    pandas.DataFrame
+        The by-columns of the dominated cells that were **published** (suppressed cells are not
+        plotted), plus ``check``. Never the share itself nor the unit: only *that* one firm
+        dominates, which is what a reader of the figure needs.
+
+    Notes
+    -----
+    Reads the dominance check of :func:`reach.disclosure.check_table` (``top_1_share``: the
+    largest unit's :math:`|x_{(1)}| / \\sum_i |x_i|`). A cell can pass the N-k rule (the two largest
+    at most 90%) and still rest mostly on one firm: a spike in a line of means is then that firm,
+    not the group.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from reach.disclosure import Rules, check_table
+    >>> micro = pd.DataFrame({"unit": range(24), "year": [1] * 12 + [2] * 12,
+    ...                       "x": [1.0] * 11 + [30.0] + [1.0] * 12})
+    >>> c = check_table(micro, by=["year"], unit="unit", value="x", stat="mean", rules=Rules(min_units=10))
+    >>> dominated_cells(c)["year"].tolist()
+    [1]
+    """
+    import pandas as pd
+
+    if not 0 < float(share) <= 1:
+        raise ValueError(f"dominated_cells: share must be in (0, 1]; got {share!r}")
+    checks = checked if isinstance(checked, (list, tuple)) else [checked]
+    parts = []
+    for c in checks:
+        cells = c.cells
+        if "top_1_share" not in cells.columns:
+            continue
+        hit = (cells["top_1_share"] > share) & (cells["verdict"] != "suppress")
+        if hit.any():
+            parts.append(cells.loc[hit, list(c.by)].assign(check=c.name))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["check"])
+
+
+def dominance_note(n_points: int, share: float = DOMINANT_SHARE, marker: str = "ringed") -> str:
+    """The note under a figure with ``n_points`` dominated points ("" for none); names no firm.
+
+    Examples
+    --------
+    >>> dominance_note(1)
+    'Ringed point: one firm holds more than a quarter of the total behind it.'
+    >>> dominance_note(2, 0.5)
+    'Ringed points: one firm holds more than half of the total behind each.'
+    >>> dominance_note(0)
+    ''
+    """
+    if n_points <= 0:
+        return ""
+    what = {0.5: "half", 0.25: "a quarter"}.get(float(share), f"{100 * share:.0f}%")
+    lead = f"{marker.capitalize()} point" + ("s" if n_points > 1 else "")
+    return f"{lead}: one firm holds more than {what} of the total behind {'each' if n_points > 1 else 'it'}."

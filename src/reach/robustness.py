@@ -138,8 +138,8 @@ def _progress_in_notebook():
     handle = display(Markdown("*placebo draws: starting*"), display_id=True)
     with contextlib.redirect_stderr(_DisplayProgress(handle)):
         yield
-    # the bar's last state names the outcome's code; the rendered report keeps a plain line
-    handle.update(Markdown("*placebo draws: done*"))
+    # the bar's last state names the outcome's code, and "done" tells a reader nothing: the line goes
+    handle.update(Markdown(""))
 
 
 # --------------------------------------------------------------------------- estimation
@@ -520,6 +520,14 @@ class HowSure:
                              (f"{_num(r.conf_low, 3, True)} to {_num(r.conf_high, 3, True)}"
                               if _finite(r.conf_low) else ""),
                          "status": _status(r.status)})
+        import re
+
+        from reach.publish import register_numbers
+
+        # subgroup names carry the bounds of their definition ("3-4 employees"): constants of the label
+        # table, not data; registered so the audit of rendered numbers knows them
+        register_numbers("label", [int(x) for r in rows for x in re.findall(r"\d+", f"{r['subgroup dimension']} "
+                                                                                   f"{r['subgroup']}")])
         return _html_table(pd.DataFrame(rows))
 
     def heterogeneity_html(self) -> str:
@@ -600,6 +608,9 @@ class HowSure:
             ax.set_ylabel(f"{int(round(100 * (1 - self.alpha)))}% confidence set, {_outcome(self.outcome)}")
         fig.suptitle(f"{self.label}: sensitivity to violations of parallel trends", fontsize=10)
         fig.tight_layout()
+        from reach.report import tidy_legends
+
+        tidy_legends(fig)  # a legend never over an interval
         return fig
 
     def summary(self) -> str:

@@ -261,7 +261,8 @@ REACH_INDICATORS: tuple[tuple[str, str], ...] = (
 )
 #: Columns of :meth:`Comparison.tidy` (one row per programme, outcome and sample).
 EFFECT_COLUMNS = ("programme", "outcome", "sample", "primary", "estimate", "std_error", "conf_low", "conf_high",
-                  "pct_change", "pct_low", "pct_high", "n_treated", "detectable", "pretest_pvalue")
+                  "pct_change", "pct_low", "pct_high", "n_treated", "n_control_all", "n_control_min", "detectable",
+                  "pretest_pvalue")
 #: Columns of :meth:`Comparison.reach_tidy` (one row per programme and indicator).
 REACH_COLUMNS = ("programme", "indicator", "users", "comparison", "n_firms")
 
@@ -352,6 +353,10 @@ class Comparison:
             row = {"programme": self.names[r.programme],
                    "sample": labels.sample(r.sample) + (" (primary)" if r.primary else ""),
                    "users": _count(r.n_treated),
+                   # every comparison firm, and the smallest comparison group behind one group-time effect (the
+                   # disclosure count): without both a reader takes the latter for the number of matched controls
+                   "comparison firms (all)": _count(r.n_control_all),
+                   "smallest comparison group in a cell": _count(r.n_control_min),
                    f"effect ({labels.outcome(outcome)})": _num(r.estimate, signed=True),
                    f"{level}% confidence interval": _interval(r.conf_low, r.conf_high)}
             if log_scale:
@@ -401,7 +406,9 @@ class Comparison:
             ax.set_title(f"{self.names[p]}\n({_count(n.iloc[0])} firms reached)" if len(n) else self.names[p],
                          fontsize=10)
             ax.set_xlim(0, 100)
-            ax.set_xlabel("% of firms")
+            # the own-region row counts participations, every other row firms: the axis says so
+            ax.set_xlabel("% of firms" + ("\n(own region: % of participations)"
+                                          if any(s == "share_own_region" for s, _ in inds) else ""))
             ax.grid(axis="x", alpha=0.3)
         axes[0][0].set_yticks(y, [txt for _, txt in inds])
         axes[0][0].invert_yaxis()
@@ -614,8 +621,11 @@ def compare_programmes(headlines: Mapping[str, Any], programmes: Sequence[str], 
                        "primary": outcome == p_outcome and sample == p_sample}
                 for key, col in (("simple_att", "estimate"), ("simple_se", "std_error"), ("simple_conf_low", "conf_low"),
                                  ("simple_conf_high", "conf_high"), ("n_treated", "n_treated"),
+                                 ("n_control_all", "n_control_all"), ("n_control_min", "n_control_min"),
                                  ("detectable", "detectable"), ("pretest_pvalue", "pretest_pvalue")):
                     v = (h or {}).get(key)
+                    if key.startswith("n_control") and outcome == p_outcome and v is not None:
+                        q(sec, f"outcomes.{outcome}.{sample}.{key}")  # shown in the effect table: quoted
                     row[col] = v if v is not None else (None if key == "detectable" else math.nan)
                 for src, col in (("estimate", "pct_change"), ("conf_low", "pct_low"), ("conf_high", "pct_high")):
                     row[col] = (pct_change(row[src]) if labels.is_log_outcome(outcome) else None)

@@ -1,0 +1,246 @@
+"""Figures a reviewer reads (issue 14): no legend over data, firms behind each point, a note on one-firm points.
+
+Every library plotting function is drawn on small synthetic data and read back through
+matplotlib's renderer (:func:`reach.report.legend_overlaps`: the legend's box in display pixels
+against every data vertex, bar and text). The dominance note is tested on a series where one
+firm is planted to hold most of one point's total.
+"""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # tests draw off-screen; the library itself never switches the backend
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from reach import indicators as ind
+from reach import labels
+from reach.disclosure import Rules, check_table
+from reach.report import (DOMINANT_SHARE, dominance_note, dominated_cells, legend_overlaps, place_legend,
+                          tidy_legends)
+from test_indicators import COMMON, _link, _panel
+
+
+def _all_texts(fig) -> str:
+    return "\n".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))
+
+
+# --------------------------------------------------------------------------- the overlap check itself
+def test_overlap_check_sees_a_legend_over_points_and_place_legend_finds_a_free_corner():
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
+    x = np.linspace(0, 1, 30)
+    ax.plot(x, x, "o-", label="rising")  # the diagonal: upper left and lower right are free
+    ax.legend(loc="upper right")  # ... but not upper right, where the line ends
+    assert legend_overlaps(fig), "a legend on the line's last points must be seen"
+    leg = place_legend(ax)
+    assert leg is not None and legend_overlaps(fig) == []
+    assert leg._loc in (2, 4)  # upper left or lower right
+
+
+def test_place_legend_goes_outside_when_every_corner_is_taken():
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
+    gx, gy = np.meshgrid(np.linspace(0, 1, 25), np.linspace(0, 1, 25))  # points everywhere
+    ax.scatter(gx.ravel(), gy.ravel(), s=4, label="everywhere")
+    ax.plot([0, 1], [0.5, 0.5], label="a line")
+    place_legend(ax)
+    fig.tight_layout()
+    assert legend_overlaps(fig) == []
+    box = ax.get_legend().get_window_extent(fig.canvas.get_renderer())
+    assert box.x0 >= ax.get_window_extent().x1  # beside the axes, not on them
+
+
+def test_tidy_legends_moves_only_legends_over_data():
+    fig = Figure(figsize=(8, 3))
+    left, right = fig.subplots(1, 2)
+    left.plot([0, 1], [0, 1], "o-", label="a")
+    left.legend(loc="lower right")  # free on a rising line
+    x = np.linspace(0, 1, 21)
+    right.plot(x, 1 - (x - 0.5) ** 2, "o", label="a peak in the middle")
+    right.set_ylim(0.7, 1.01)
+    right.legend(loc="upper center")  # on the peak
+    assert len(legend_overlaps(fig)) == 1
+    assert tidy_legends(fig) == 1
+    assert legend_overlaps(fig) == []
+
+
+# --------------------------------------------------------------------------- every library plotting function
+@pytest.fixture(scope="module")
+def panel():
+    return _panel()
+
+
+@pytest.mark.parametrize("name", ["international_activity", "growth_market_presence", "target_group_fit",
+                                  "prior_instrument_use", "instrument_use_after", "regional_reach", "export_values",
+                                  "participant_counts"])
+def test_reach_figures_have_no_legend_over_data(panel, name):
+    link = _link()
+    calls = {
+        "international_activity": lambda: ind.international_activity(panel, "p", **COMMON),
+        "growth_market_presence": lambda: ind.growth_market_presence(panel, "p", ["CN", "TR"], **COMMON),
+        "target_group_fit": lambda: ind.target_group_fit(panel, "p", rules=COMMON["rules"]),
+        "prior_instrument_use": lambda: ind.prior_instrument_use(panel, "p", **COMMON),
+        "instrument_use_after": lambda: ind.instrument_use_after(panel, "p", reach_window=5, last_year=2023,
+                                                                 rules=COMMON["rules"]),
+        "regional_reach": lambda: ind.regional_reach(panel, "t", link, rules=Rules(min_units=5)),
+        "export_values": lambda: ind.export_values(panel, "p", **COMMON),
+        "participant_counts": lambda: ind.participant_counts(link, "t", rules=Rules(min_units=5)),
+    }
+    r = calls[name]()
+    if not r.plottable:
+        pytest.skip(f"{name}: nothing publishable on the synthetic panel")
+    fig = r.figure("P")
+    assert legend_overlaps(fig) == [], name
+    text = _all_texts(fig)
+    assert "size_class" not in text and "organiser_region" not in text  # plain names, not codes
+
+
+def test_regional_reach_n_counts_what_it_plots(panel):
+    """The bars are shares of participations: the n beside them counts participations (firms in brackets)."""
+    r = ind.regional_reach(panel, "t", _link(), rules=Rules(min_units=5))
+    fig = r.figure("T")
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    # 12 firms in a1 (two persons each count once) + 6 of them in a2: 18 participations of 12 firms
+    assert "all organisers (n=18 participations, 12 firms)" in ticks
+    assert "Zuid-Holland (n suppressed)" in ticks  # every firm from the own region: the complement is too small
+
+
+def test_instrument_use_after_labels_an_impossible_bar_not_possible(panel):
+    """'several, not more than before' cannot happen without earlier registrations: a structural zero."""
+    r = ind.instrument_use_after(panel, "p", reach_window=5, last_year=2023, rules=Rules(min_units=3))
+    fig = r.figure("P")
+    bar_texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "not possible" in bar_texts
+
+
+def test_export_values_state_the_firms_behind_each_point_where_they_vary(panel):
+    r = ind.export_values(panel, "p", **COMMON)
+    fig = r.figure("P")
+    pub = r.published[(r.published["stat"] == "mean") & (r.published["cohort"] == "all")
+                      & (r.published["group"] == "users")]
+    n = pub["n_units"].dropna().astype(int)
+    assert n.nunique() > 1  # the synthetic cohorts enter in different years
+    annotated = [t.get_text() for t in fig.axes[0].texts]
+    for v in n.unique():
+        assert f"{v:,}" in annotated
+    assert "firms behind each point" in _all_texts(fig)
+
+
+def test_waterfall_figure_plain_labels_and_legend():
+    from reach.link import BUCKETS, waterfall_figure
+
+    rows = [("a", b, v) for b, v in zip(BUCKETS, [30, np.nan, None, 40, np.nan, 25, 500])]
+    rows += [("b", b, v) for b, v in zip(BUCKETS, [12, 15, None, 60, 44, 20, 700])]
+    pub = pd.DataFrame([r for r in rows if r[2] is not None], columns=["programme", "bucket", "value"])
+    fig = waterfall_figure(pub, names={"a": "Programme A", "b": "Programme B"})
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [labels.bucket(b) for b in BUCKETS[::-1]]
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["Programme A", "Programme B"]
+    notes = [t.get_text().strip() for t in ax.texts]
+    assert notes.count("suppressed") == 2 and notes.count("0") == 2  # a cell of the check vs a bucket nobody reached
+    assert legend_overlaps(fig) == []
+
+
+def test_matching_figures_have_no_legend_over_data():
+    from reach.matching import love_plot, overlap_plot
+
+    bal = pd.DataFrame({"variable": ["log_exports_lag1", "n_dest_lag1", "instr_ever_before", "distance"],
+                        "smd_before": [2.8, 0.9, 0.4, 1.9], "smd_after": [0.05, 0.02, 0.01, 0.03]})
+    fig = love_plot(bal)
+    assert legend_overlaps(fig) == []
+    assert labels.covariate("log_exports_lag1") in [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    bins = np.linspace(0, 0.95, 20)
+    tab = pd.concat([pd.DataFrame({"phase": ph, "group": grp, "bin": bins,
+                                   "value": np.exp(-((bins - mu) ** 2) / 0.02) * 100 + 10})
+                     for ph in ("before", "after") for grp, mu in (("treated", 0.6), ("control", 0.1 if ph == "before" else 0.6))])
+    fig = overlap_plot(tab)
+    assert legend_overlaps(fig) == []
+    assert sorted(t.get_text() for t in fig.axes[1].get_legend().get_texts()) == ["comparison firms", "users"]
+
+
+def test_event_study_plot_axis_from_the_label_table_counts_and_legend():
+    from reach.did import effect_report
+
+    rng = np.random.default_rng(0)
+    n, years = 400, np.arange(2001, 2009)
+    g = np.repeat(rng.choice([0, 2004, 2006], n, p=[0.5, 0.25, 0.25]), len(years))
+    p = pd.DataFrame({"firm_id": np.repeat(np.arange(n), len(years)), "year": np.tile(years, n), "g_x": g})
+    p["log_exports"] = rng.normal(size=len(p)) + 0.3 * ((p["g_x"] > 0) & (p["year"] >= p["g_x"]))
+    rep = effect_report(p, "log_exports", programme="x", biters=99)
+    fig = rep.figure("X")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "Effect on exports (log points)" == labels.effect_axis("log_exports")
+    assert legend_overlaps(fig) == []
+    n_tr = rep.tables["event_study"].iloc[1:]["n_treated"].dropna().astype(int)
+    assert n_tr.nunique() > 1 and {f"{v:,}" for v in n_tr} <= {t.get_text() for t in ax.texts}
+    # both comparison counts: every comparison firm and the smallest comparison set of a cell
+    cmp_ = rep.tables["comparison"].set_index("method").iloc[0]
+    assert cmp_["n_control_all"] == (p.loc[p["g_x"] == 0, "firm_id"].nunique()
+                                     + 0)  # never-treated comparison: the never users
+    assert cmp_["n_control_all"] >= cmp_["n_control"]
+    html = rep.html("comparison")
+    assert "comparison firms (all)" in html and "smallest comparison group in a cell" in html
+    h = rep.headline()
+    assert h["n_control_all"] == cmp_["n_control_all"] and h["n_control_min"] == cmp_["n_control"]
+
+
+def test_summary_figures_have_no_legend_over_data():
+    from reach.summary import compare_programmes
+
+    def eff(b, lo, hi, n):
+        return {"simple_att": b, "simple_conf_low": lo, "simple_conf_high": hi, "detectable": lo > 0,
+                "n_treated": n, "n_control_all": 5 * n, "n_control_min": n // 2}
+
+    heads = {f"effects_{p}": {"outcomes": {"log_exports": {"matched": eff(b, b - 0.1, b + 0.1, 300),
+                                                           "full": eff(b / 2, b / 2 - 0.2, b / 2 + 0.2, 320)}}}
+             for p, b in (("a", 0.2), ("b", 0.0))}
+    for p in ("a", "b"):
+        heads[f"reach_{p}"] = {"n_firms": 300, "share_exporter_before_users": 0.8,
+                               "share_exporter_before_comparison": 0.4, "share_in_target_group": 0.3}
+    c = compare_programmes(heads, ["a", "b"], names={"a": "A", "b": "B"})
+    for fig in (c.effect_figure(), c.reach_figure()):
+        assert legend_overlaps(fig) == []
+    table = c.effect_table()
+    assert table["comparison firms (all)"].tolist() == ["1,500", "1,600"] * 2
+    assert table["smallest comparison group in a cell"].tolist() == ["150", "160"] * 2
+
+
+# --------------------------------------------------------------------------- one firm behind a point
+def test_dominated_cells_on_a_planted_series():
+    """Year 3 rests mostly on one firm (planted); the other years are spread evenly: only year 3 is named."""
+    rng = np.random.default_rng(1)
+    micro = pd.DataFrame({"unit": np.tile(np.arange(40), 5), "year": np.repeat(np.arange(1, 6), 40),
+                          "x": rng.uniform(90, 110, 200)})
+    micro.loc[(micro["year"] == 3) & (micro["unit"] == 7), "x"] = 3000.0  # 3000 / (3000 + 39 x ~100): ~44%
+    c = check_table(micro, by=["year"], unit="unit", value="x", stat="mean", rules=Rules(min_units=10))
+    assert c.ok  # it passes the N-k rule (top two < 90%): it is published, and needs a note
+    dom = dominated_cells(c)
+    assert dom["year"].tolist() == [3] and "unit" not in dom.columns  # the point, never the firm
+    assert dominated_cells(c, share=0.5).empty  # the threshold is a parameter
+    assert dominance_note(len(dom)).startswith("Ringed point: one firm holds more than a quarter")
+    assert DOMINANT_SHARE == 0.25
+
+
+def test_export_values_figure_rings_a_point_one_firm_dominates(panel):
+    """One user's exports planted at ~30x in 2021 (event time +2 of cohort 2019): about a third of that point's total,
+    published (the two largest hold < 90%), ringed and noted."""
+    p = panel.copy()
+    big = (p["be_id"] == "1000000001") & (p["year"] == 2021)
+    p.loc[big, "exports"] = 30_000.0
+    r = ind.export_values(p, "p", **COMMON)
+    dom = dominated_cells(r.checked["mean"])
+    assert {(g, int(e)) for g, e, c in zip(dom["group"], dom["event_time"], dom["cohort"].astype(str))
+            if c == "all"} == {("users", 2)}
+    fig = r.figure("P")
+    rings = [c for c in fig.axes[0].collections if c.get_sizes().size and c.get_sizes()[0] > 100]
+    assert len(rings) == 1 and rings[0].get_offsets()[:, 0].tolist() == [2.0]
+    assert "one firm holds more than a quarter" in _all_texts(fig)
+    assert "1000000001" not in _all_texts(fig)
+    assert legend_overlaps(fig) == []
+    # without the planted firm: no ring, no note
+    fig0 = ind.export_values(panel, "p", **COMMON).figure("P")
+    assert "one firm holds" not in _all_texts(fig0)
