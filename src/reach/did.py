@@ -2316,9 +2316,6 @@ def event_study_plot(agg: AggteResult, ax=None, title: str | None = None, data: 
     -------
     matplotlib.figure.Figure
     """
-    import matplotlib
-
-    matplotlib.use(matplotlib.get_backend())
     import matplotlib.pyplot as plt
 
     if agg.type != "dynamic":
