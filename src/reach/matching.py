@@ -1296,11 +1296,86 @@ def match(
                 missing=missing, ratio=ratio, caliper=caliper, algorithm=algorithm, replace=replace,
                 distance=distance, mahalanobis=mahalanobis, mahvars=mahvars, reestimate=reestimate,
                 cutpoints=cutpoints, grouping=grouping, moments=moments, estimand=estimand)
-    if isinstance(covariates, str):
-        covariates = [covariates]
-    covariates = list(covariates)
-    exact_l = [exact] if isinstance(exact, str) else list(exact or [])
-    mahvars_l = [mahvars] if isinstance(mahvars, str) else list(mahvars or [])
+    s = _match_sample(df, treatment, covariates, exact, mahvars, distance, missing, table)
+    common = dict(treatment=treatment, covariates=tuple(s.covariates), exact=tuple(s.exact), method=method,
+                  ps_model=ps_model, seed=seed, std_caliper=bool(std_caliper), link=link, excluded=s.excluded,
+                  _data=df, _design=s.design)
+    if method == "cem":
+        return _match_cem(df, s.idx, s.t, s.stratum, s.covariates, cutpoints, grouping, table, common)
+    if method == "ebal":
+        return _match_ebal(s.idx, s.t, s.stratum, s.Xm, s.design, moments, table, common)
+
+    m_order_arg = m_order
+    m_order = _resolve_m_order(m_order, mahalanobis, s.mahvars, caliper, discard, distance)
+    if estimand == "ATC" and m_order_arg is None and m_order == "largest":
+        m_order = "smallest"  # MatchIt: switch(estimand, ATC = "smallest", "largest")
+    f = s.t if estimand == "ATT" else ~s.t  # focal group: the units that each get matches
+
+    def score(rows: np.ndarray):
+        return _distance(df, s.idx, s.t, s.Xm, rows, distance=distance, ps_model=ps_model, link=link,
+                         seed=seed, table=table)
+
+    dist, coef, dropped = score(np.ones(len(s.idx), dtype=bool))
+    discarded = _discarded(dist, s.t, discard)
+    eligible = ~discarded
+    if reestimate and discarded.any() and not distance:
+        # MatchIt's reestimate: the score of the units left is refitted on them alone
+        dist, coef, dropped = score(eligible)
+    cal_w = None
+    if caliper is not None:
+        cal_w = float(caliper) * (float(np.std(dist[eligible], ddof=1)) if std_caliper else 1.0)
+
+    t_pos = np.flatnonzero(f & eligible)
+    order_t = t_pos[_order_treated(dist[t_pos], m_order, seed)]
+    if mahalanobis or s.mahvars:
+        if not s.mahvars and not s.covariates:
+            raise ValueError("mahalanobis=True needs covariates")
+        Z = (s.mah_design.loc[s.idx] if s.mahvars else s.Xm).to_numpy(dtype="float64")
+        # MatchIt: the covariance comes from the units that remain after discarding
+        M = _mahalanobis_coords(Z, s.t, eligible)
+        tp, cp, rd = _nn_mahalanobis(M, dist, f, s.stratum, eligible, order_t, int(ratio), bool(replace), cal_w,
+                                     algorithm)
+    else:
+        tp, cp, rd = _nn_1d(dist, f, s.stratum, eligible, order_t, int(ratio), bool(replace), cal_w)
+    units, pairs = _nearest_units(s, f, dist, discarded, eligible, tp, cp, rd, cal_w, bool(replace))
+    return Match(
+        ratio=int(ratio), replace=bool(replace), caliper=caliper, distance=distance,
+        mahalanobis=bool(mahalanobis or s.mahvars), discard=discard, m_order=m_order, caliper_width=cal_w,
+        dropped_terms=tuple(dropped), ps_coef=coef, units=units, pairs=pairs, mahvars=tuple(s.mahvars),
+        estimand=estimand,
+        reestimate=bool(reestimate), algorithm=algorithm, **common,
+    )
+
+
+# ---------------------------------------------------------------------------- match's stages
+# match() runs: _match_sample (validation, missing values, strata) -> _distance (propensity score
+# or a given distance) and _discarded (common support) -> _nn_1d / _nn_mahalanobis (the greedy
+# matching) -> _nearest_units (weights, subclasses, statuses and reasons: the result).
+
+@dataclass(frozen=True)
+class _Sample:
+    """The units :func:`match` works on, after validation and the missing-value rule."""
+
+    covariates: list
+    exact: list
+    mahvars: list
+    design: _Design
+    mah_design: pd.DataFrame | None
+    excluded: pd.DataFrame
+    idx: pd.Index
+    t: np.ndarray
+    Xm: pd.DataFrame
+    stratum: np.ndarray
+
+
+def _as_list(x: Sequence[str] | str | None) -> list:
+    return [x] if isinstance(x, str) else list(x or [])
+
+
+def _match_sample(df: pd.DataFrame, treatment: str, covariates, exact, mahvars, distance: str | None,
+                  missing: str, table: str) -> _Sample:
+    """Checks the columns, applies the missing-value rule (counted with reasons) and numbers the exact strata."""
+    covariates, exact_l, mahvars_l = _as_list(covariates), _as_list(exact), _as_list(mahvars)
     if not covariates and distance is None:
         raise ValueError("covariates: give at least one covariate (or a distance column)")
     need = [treatment, *covariates, *exact_l, *[v for v in mahvars_l if v not in covariates]] + (
@@ -1311,22 +1386,15 @@ def match(
 
     tr = _treatment_vector(df[treatment], table, treatment)
     design = _design(df, covariates)
-    check_cols = list(dict.fromkeys([*covariates, *exact_l, *mahvars_l] + ([distance] if distance else [])))
-    na = pd.isna(tr) | df[check_cols].isna().any(axis=1).to_numpy()
-    if distance:
-        dv = pd.to_numeric(df[distance], errors="coerce").to_numpy(dtype="float64")
-        na |= ~np.isfinite(dv)
-    na |= ~np.isfinite(design.model.to_numpy(dtype="float64")).all(axis=1) if design.model.shape[1] else False
     mah_design = _design(df, mahvars_l).model if mahvars_l else None
-    if mah_design is not None and mah_design.shape[1]:
-        na |= ~np.isfinite(mah_design.to_numpy(dtype="float64")).all(axis=1)
-    if na.any():
-        if missing == "error":
-            bad_cols = [c for c in check_cols if df[c].isna().any()]
-            raise ValueError(
-                f"{table}: {int(na.sum())} row(s) with missing values in {bad_cols or [treatment]}, e.g.:\n"
-                + examples(df, na, [treatment, *bad_cols][:8])
-            )
+    check_cols = list(dict.fromkeys([*covariates, *exact_l, *mahvars_l] + ([distance] if distance else [])))
+    na = _missing_rows(df, tr, design, mah_design, check_cols, distance)
+    if na.any() and missing == "error":
+        bad_cols = [c for c in check_cols if df[c].isna().any()]
+        raise ValueError(
+            f"{table}: {int(na.sum())} row(s) with missing values in {bad_cols or [treatment]}, e.g.:\n"
+            + examples(df, na, [treatment, *bad_cols][:8])
+        )
     miss_reason = np.full(len(df), "", dtype=object)
     if na.any():
         isna = df[check_cols].isna()
@@ -1335,113 +1403,91 @@ def match(
             miss_reason[i] = f"{R_MISSING} in {', '.join(cols) if cols else treatment}"
     excluded = pd.DataFrame({"treated": tr[na], "reason": miss_reason[na]}, index=df.index[na])
 
-    keep = ~na
-    idx = df.index[keep]
-    t = tr[keep].astype(bool)
+    idx = df.index[~na]
+    t = tr[~na].astype(bool)
     if t.sum() == 0:
         raise ValueError(f"{table}: no treated units ({treatment} == 1) with complete data")
     if (~t).sum() == 0:
         raise ValueError(f"{table}: no control units ({treatment} == 0) with complete data")
-    Xm = design.model.loc[idx]
-
-    # ---------------- strata
     if exact_l:
         # vectorised stratum code: one group number per combination (sorted, so deterministic)
         stratum = df.loc[idx, exact_l].groupby(exact_l, sort=True, dropna=False, observed=True).ngroup().to_numpy(dtype=np.int64)
     else:
         stratum = np.zeros(len(idx), dtype=np.int64)
+    return _Sample(covariates, exact_l, mahvars_l, design, mah_design, excluded, idx, t, design.model.loc[idx],
+                   stratum)
 
-    common = dict(treatment=treatment, covariates=tuple(covariates), exact=tuple(exact_l), method=method,
-                  ps_model=ps_model, seed=seed, std_caliper=bool(std_caliper), link=link, excluded=excluded,
-                  _data=df, _design=design)
-    m_order_arg = m_order
-    if method == "cem":
-        return _match_cem(df, idx, t, stratum, covariates, cutpoints, grouping, table, common)
-    if method == "ebal":
-        return _match_ebal(idx, t, stratum, Xm, design, moments, table, common)
 
-    m_order = _resolve_m_order(m_order, mahalanobis, mahvars_l, caliper, discard, distance)
-    if estimand == "ATC" and m_order_arg is None and m_order == "largest":
-        m_order = "smallest"  # MatchIt: switch(estimand, ATC = "smallest", "largest")
-    f = t if estimand == "ATT" else ~t  # focal group: the units that each get matches
+def _missing_rows(df, tr, design: _Design, mah_design, check_cols: list, distance: str | None) -> np.ndarray:
+    """Rows with a missing treatment, covariate, stratum or distance, or a non-finite model column."""
+    na = pd.isna(tr) | df[check_cols].isna().any(axis=1).to_numpy()
+    if distance:
+        dv = pd.to_numeric(df[distance], errors="coerce").to_numpy(dtype="float64")
+        na |= ~np.isfinite(dv)
+    na |= ~np.isfinite(design.model.to_numpy(dtype="float64")).all(axis=1) if design.model.shape[1] else False
+    if mah_design is not None and mah_design.shape[1]:
+        na |= ~np.isfinite(mah_design.to_numpy(dtype="float64")).all(axis=1)
+    return na
 
-    # ---------------- distance
-    def score(rows: np.ndarray):
-        """Distance for all units from a model fitted on ``rows``: (dist, coef, dropped)."""
-        if distance:
-            return pd.to_numeric(df.loc[idx, distance]).to_numpy(dtype="float64"), pd.Series(dtype="float64"), []
-        Xa = Xm.to_numpy(dtype="float64")
-        tt = t[rows]
-        if ps_model == "logit":
-            X, names, drop = _reduce_rank(Xa[rows], list(Xm.columns))
-            sep = _separating(Xm.iloc[np.flatnonzero(rows)][names], tt.astype(int)) if names else []
-            eta, b, conv = _fit_logit(X, tt.astype(float))
-            pt, pc = eta[tt], eta[~tt]
-            if sep or (pt.min() > pc.max()) or (pt.max() < pc.min()):
-                raise ValueError(
-                    f"{table}: perfect separation: the propensity model separates treated and controls completely"
-                    + (f"; covariate(s) that alone separate them: {sep}" if sep else "")
-                    + ". Drop or coarsen these covariates, or use them as exact strata."
-                )
-            if not conv:
-                raise ValueError(f"{table}: the logistic propensity model did not converge in 25 IRLS iterations "
-                                 "(quasi-separation?); check covariates " + str(names))
-            cf = pd.Series(b, index=["(Intercept)", *names])
-            eta_all = b[0] + Xm[names].to_numpy(dtype="float64") @ b[1:] if names else np.full(len(idx), b[0])
-            if rows.all():
-                eta_all = eta  # bit-identical to the fit itself
-            return (eta_all if link == "linear.logit" else 1.0 / (1.0 + np.exp(-eta_all))), cf, drop
-        from sklearn.ensemble import HistGradientBoostingClassifier
 
-        from threadpoolctl import threadpool_limits
+def _distance(df, idx, t, Xm, rows: np.ndarray, *, distance, ps_model, link, seed, table):
+    """Distance for all units from a model fitted on ``rows``: (dist, coef, dropped)."""
+    if distance:
+        return pd.to_numeric(df.loc[idx, distance]).to_numpy(dtype="float64"), pd.Series(dtype="float64"), []
+    Xa = Xm.to_numpy(dtype="float64")
+    tt = t[rows]
+    if ps_model == "gbm":
+        return _gbm_score(Xa, rows, tt, link, seed), pd.Series(dtype="float64"), []
+    X, names, drop = _reduce_rank(Xa[rows], list(Xm.columns))
+    sep = _separating(Xm.iloc[np.flatnonzero(rows)][names], tt.astype(int)) if names else []
+    eta, b, conv = _fit_logit(X, tt.astype(float))
+    pt, pc = eta[tt], eta[~tt]
+    if sep or (pt.min() > pc.max()) or (pt.max() < pc.min()):
+        raise ValueError(
+            f"{table}: perfect separation: the propensity model separates treated and controls completely"
+            + (f"; covariate(s) that alone separate them: {sep}" if sep else "")
+            + ". Drop or coarsen these covariates, or use them as exact strata."
+        )
+    if not conv:
+        raise ValueError(f"{table}: the logistic propensity model did not converge in 25 IRLS iterations "
+                         "(quasi-separation?); check covariates " + str(names))
+    cf = pd.Series(b, index=["(Intercept)", *names])
+    eta_all = b[0] + Xm[names].to_numpy(dtype="float64") @ b[1:] if names else np.full(len(idx), b[0])
+    if rows.all():
+        eta_all = eta  # bit-identical to the fit itself
+    return (eta_all if link == "linear.logit" else 1.0 / (1.0 + np.exp(-eta_all))), cf, drop
 
-        clf = HistGradientBoostingClassifier(random_state=seed)
-        # OpenMP threads busy-wait; on small samples on a shared 2-core machine that costs
-        # seconds per fit for no gain, so small fits run single-threaded
-        with threadpool_limits(1 if len(Xm) < 100_000 else None):
-            clf.fit(Xa[rows], tt.astype(int))
-            p = clf.predict_proba(Xa)[:, 1]
-        p = np.clip(p, 1e-12, 1 - 1e-12)
-        return (np.log(p / (1 - p)) if link == "linear.logit" else p), pd.Series(dtype="float64"), []
 
-    dist, coef, dropped = score(np.ones(len(idx), dtype=bool))
+def _gbm_score(Xa: np.ndarray, rows: np.ndarray, tt: np.ndarray, link: str, seed: int) -> np.ndarray:
+    """Gradient-boosted propensity score (scikit-learn), on the probability or the logit scale."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
 
-    # ---------------- common support (MatchIt discard)
-    discarded = np.zeros(len(idx), dtype=bool)
+    from threadpoolctl import threadpool_limits
+
+    clf = HistGradientBoostingClassifier(random_state=seed)
+    # OpenMP threads busy-wait; on small samples on a shared 2-core machine that costs
+    # seconds per fit for no gain, so small fits run single-threaded
+    with threadpool_limits(1 if len(Xa) < 100_000 else None):
+        clf.fit(Xa[rows], tt.astype(int))
+        p = clf.predict_proba(Xa)[:, 1]
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return np.log(p / (1 - p)) if link == "linear.logit" else p
+
+
+def _discarded(dist: np.ndarray, t: np.ndarray, discard: str) -> np.ndarray:
+    """MatchIt's ``discard``: units outside the other group's range of the distance."""
+    discarded = np.zeros(len(dist), dtype=bool)
     if discard != "none":
         dt_, dc_ = dist[t], dist[~t]
         if discard in ("both", "control"):
             discarded |= (~t) & ((dist < dt_.min()) | (dist > dt_.max()))
         if discard in ("both", "treated"):
             discarded |= t & ((dist < dc_.min()) | (dist > dc_.max()))
-    eligible = ~discarded
-    if reestimate and discarded.any() and not distance:
-        # MatchIt's reestimate: the score of the units left is refitted on them alone
-        dist, coef, dropped = score(eligible)
+    return discarded
 
-    cal_w = None
-    if caliper is not None:
-        cal_w = float(caliper) * (float(np.std(dist[eligible], ddof=1)) if std_caliper else 1.0)
 
-    t_pos = np.flatnonzero(f & eligible)
-    order_t = t_pos[_order_treated(dist[t_pos], m_order, seed)]
-    if mahalanobis or mahvars_l:
-        if mahvars_l:
-            Zdf = mah_design.loc[idx]
-        else:
-            if not covariates:
-                raise ValueError("mahalanobis=True needs covariates")
-            Zdf = Xm
-        Z = Zdf.to_numpy(dtype="float64")
-        # MatchIt: the covariance comes from the units that remain after discarding
-        M = _mahalanobis_coords(Z, t, eligible)
-        tp, cp, rd = _nn_mahalanobis(M, dist, f, stratum, eligible, order_t, int(ratio), bool(replace), cal_w,
-                                     algorithm)
-    else:
-        tp, cp, rd = _nn_1d(dist, f, stratum, eligible, order_t, int(ratio), bool(replace), cal_w)
-
-    # ---------------- weights (MatchIt get_weights_from_mm, ATT)
-    n = len(idx)
+def _nearest_weights(tp: np.ndarray, cp: np.ndarray, n: int, replace: bool):
+    """MatchIt's ``get_weights_from_mm`` (ATT) and subclasses: (weights, subclass, matches per focal unit)."""
     w = np.zeros(n)
     k_t = np.bincount(tp, minlength=n).astype(float)
     w[k_t > 0] = 1.0
@@ -1456,60 +1502,65 @@ def match(
     sub[mt] = np.arange(1, mt.size + 1)
     if not replace and cp.size:
         sub[cp] = sub[tp]
-    # ---------------- reasons for unmatched treated
+    return w, sub, k_t
+
+
+def _unmatched_reasons(un_t: np.ndarray, f, eligible, stratum, dist, cal_w) -> np.ndarray:
+    """Why each unmatched focal unit found no control: no control in its stratum, none within the caliper, or all used."""
+    c_el = np.flatnonzero((~f) & eligible)
+    ck = np.lexsort((dist[c_el], stratum[c_el]))
+    cs, cdd = stratum[c_el][ck], dist[c_el][ck]
+    lo = np.searchsorted(cs, stratum[un_t], side="left")
+    hi = np.searchsorted(cs, stratum[un_t], side="right")
+    none = hi <= lo
+    # distance to the nearest control of the stratum, ignoring use
+    pos = _insert_pos(cs, cdd, stratum[un_t], dist[un_t])
+    if cdd.size:
+        left = np.where(pos - 1 >= lo, np.abs(dist[un_t] - cdd[np.clip(pos - 1, 0, cdd.size - 1)]), np.inf)
+        right = np.where(pos < hi, np.abs(cdd[np.clip(pos, 0, cdd.size - 1)] - dist[un_t]), np.inf)
+        near = np.minimum(left, right)
+    else:
+        near = np.full(un_t.size, np.inf)
+    return np.where(none, R_NO_STRATUM, np.where((cal_w is not None) & (near > (cal_w or np.inf)), R_CALIPER, R_USED))
+
+
+def _nearest_units(s: _Sample, f, dist, discarded, eligible, tp, cp, rd, cal_w, replace: bool):
+    """The ``units`` and ``pairs`` tables of a nearest-neighbour :class:`Match`."""
+    idx, n = s.idx, len(s.idx)
+    w, sub, k_t = _nearest_weights(tp, cp, n, replace)
     reason = np.full(n, "", dtype=object)
     status = np.where(w > 0, "matched", "unmatched").astype(object)
     status[discarded] = "discarded"
     reason[discarded & f] = R_DISCARDED
     un_t = np.flatnonzero(f & eligible & (k_t == 0))
     if un_t.size:
-        c_el = np.flatnonzero((~f) & eligible)
-        ck = np.lexsort((dist[c_el], stratum[c_el]))
-        cs, cdd = stratum[c_el][ck], dist[c_el][ck]
-        lo = np.searchsorted(cs, stratum[un_t], side="left")
-        hi = np.searchsorted(cs, stratum[un_t], side="right")
-        none = hi <= lo
-        # distance to the nearest control of the stratum, ignoring use
-        pos = _insert_pos(cs, cdd, stratum[un_t], dist[un_t])
-        if cdd.size:
-            left = np.where(pos - 1 >= lo, np.abs(dist[un_t] - cdd[np.clip(pos - 1, 0, cdd.size - 1)]), np.inf)
-            right = np.where(pos < hi, np.abs(cdd[np.clip(pos, 0, cdd.size - 1)] - dist[un_t]), np.inf)
-            near = np.minimum(left, right)
-        else:
-            near = np.full(un_t.size, np.inf)
-        r = np.where(none, R_NO_STRATUM, np.where((cal_w is not None) & (near > (cal_w or np.inf)), R_CALIPER, R_USED))
-        reason[un_t] = r
-    units = pd.DataFrame({
-        "treated": t, "distance": dist, "discarded": discarded, "weights": w,
-        "subclass": pd.array(np.where(sub > 0, sub, 0), dtype="Int64"), "stratum": stratum,
-        "status": status, "reason": reason,
-    }, index=idx)
-    units.loc[units["subclass"] == 0, "subclass"] = pd.NA
+        reason[un_t] = _unmatched_reasons(un_t, f, eligible, s.stratum, dist, cal_w)
+    units = _units_table(idx, s.t, dist, discarded, w, sub, s.stratum, status, reason)
     if replace:
         units.loc[units["treated"] != f, "subclass"] = pd.NA
     pairs = pd.DataFrame({
         "treated_index": idx[tp], "control_index": idx[cp],
         "subclass": sub[tp] if tp.size else np.empty(0, dtype=np.int64), "round": rd + 1,
     })
-    return Match(
-        ratio=int(ratio), replace=bool(replace), caliper=caliper, distance=distance,
-        mahalanobis=bool(mahalanobis or mahvars_l), discard=discard, m_order=m_order, caliper_width=cal_w,
-        dropped_terms=tuple(dropped), ps_coef=coef, units=units, pairs=pairs, mahvars=tuple(mahvars_l),
-        estimand=estimand,
-        reestimate=bool(reestimate), algorithm=algorithm, **common,
-    )
+    return units, pairs
+
+
+def _units_table(idx, t, dist, discarded, w, subclass, stratum, status, reason) -> pd.DataFrame:
+    """:attr:`Match.units`: one row per unit with complete data (subclass NA when unmatched)."""
+    units = pd.DataFrame({
+        "treated": t, "distance": dist, "discarded": discarded, "weights": w,
+        "subclass": pd.array(np.where(subclass > 0, subclass, 0), dtype="Int64"), "stratum": stratum,
+        "status": status, "reason": reason,
+    }, index=idx)
+    units.loc[units["subclass"] == 0, "subclass"] = pd.NA
+    return units
 
 
 def _weighting_match(idx, t, stratum, w, subclass, reason, common, dropped, **extra) -> Match:
     """A :class:`Match` for designs without pairs or score (cem, ebal)."""
     n = len(idx)
     status = np.where(w > 0, S_MATCHED, S_UNMATCHED).astype(object)
-    units = pd.DataFrame({
-        "treated": t, "distance": np.full(n, np.nan), "discarded": np.zeros(n, dtype=bool), "weights": w,
-        "subclass": pd.array(np.where(subclass > 0, subclass, 0), dtype="Int64"), "stratum": stratum,
-        "status": status, "reason": reason,
-    }, index=idx)
-    units.loc[units["subclass"] == 0, "subclass"] = pd.NA
+    units = _units_table(idx, t, np.full(n, np.nan), np.zeros(n, dtype=bool), w, subclass, stratum, status, reason)
     e = np.empty(0, dtype=np.int64)
     pairs = pd.DataFrame({"treated_index": idx[e], "control_index": idx[e], "subclass": e, "round": e})
     return Match(ratio=1, replace=False, caliper=None, distance=None, mahalanobis=False, discard="none",
