@@ -423,7 +423,8 @@ def test_plots_and_display(lalonde):
     tab = od.groupby(["phase", "group", "bin"])["weight"].sum().rename("value").reset_index()
     assert isinstance(overlap_plot(tab), Figure)
     assert "nearest-neighbour" in m._repr_markdown_()
-    assert list(m.tidy().columns) == rm.COUNT_COLUMNS
+    assert list(m.counts().columns) == rm.COUNT_COLUMNS
+    assert list(m.tidy().columns) == rm.COUNT_TIDY_COLUMNS
     assert list(m.balance().columns) == rm.BALANCE_COLUMNS
     with pytest.raises(Exception):
         m.ratio = 2  # frozen

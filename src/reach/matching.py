@@ -87,6 +87,7 @@ import pandas as pd
 from scipy import stats
 
 from reach._checks import check_choice, examples, require_columns
+from reach._display import COUNT_CORE, ESTIMATE_CORE, ResultDisplay, count_table, estimate_table
 
 __all__ = [
     "Match",
@@ -110,6 +111,9 @@ __all__ = [
     "CONTROL_GROUPS",
     "SMD_THRESHOLD",
     "VR_BOUNDS",
+    "EFFECT_COLUMNS",
+    "PS_TABLE_COLUMNS",
+    "COUNT_TIDY_COLUMNS",
 ]
 
 METHODS = ("nearest", "cem", "ebal")
@@ -135,8 +139,17 @@ BALANCE_COLUMNS = [
     "smd_flag", "var_ratio_flag",
 ]
 COUNT_COLUMNS = ["group", "all", "excluded_missing", "discarded", "matched", "unmatched"]
-EFFECT_COLUMNS = ["term", "estimate", "std_error", "conf_low", "conf_high", "n_treated", "n_control", "n"]
-PS_TABLE_COLUMNS = ["cohort", "term", "estimate", "n_treated", "n_control", "df_resid"]
+#: Columns of :meth:`Effect.tidy`: the estimate core (``reach._display.ESTIMATE_CORE``; normal test of
+#: zero), then the outcome, the number of units and clusters, and the variance type.
+EFFECT_COLUMNS = [*ESTIMATE_CORE, "outcome", "n", "n_clusters", "vcov"]
+#: Columns of :meth:`CohortMatch.ps_table`: the estimate core (``term`` the covariate; the logistic
+#: coefficients have no standard error here), then ``cohort`` and ``df_resid``.
+PS_TABLE_COLUMNS = [*ESTIMATE_CORE, "cohort", "df_resid"]
+#: Columns of :meth:`Match.tidy` and :meth:`CohortMatch.tidy` (the count core ``group..., n_units,
+#: value``): ``group`` treated / control, ``sample`` all / excluded_missing / discarded / matched /
+#: unmatched (cohort-wise: also ``cohort`` first and ``not_observed``); ``n_units`` = ``value``, the
+#: number of firms.
+COUNT_TIDY_COLUMNS = ["group", "sample", *COUNT_CORE]
 #: after the id column (``idname``): the matched sample handed to the effect estimates
 MATCHED_UNITS_COLUMNS = ["cohort", "treated", "weight"]
 
@@ -388,6 +401,16 @@ def _balance_table(
     return pd.DataFrame(rows, columns=BALANCE_COLUMNS)
 
 
+def _long_counts(counts: pd.DataFrame, groups: list) -> pd.DataFrame:
+    """A wide sample-size table (one column per sample) as a count table ``groups, sample, n_units, value``."""
+    long = counts.melt(id_vars=groups, var_name="sample", value_name="value")
+    long["value"] = long["value"].astype("int64")
+    long["n_units"] = long["value"]  # every count is a count of firms
+    order = {g: i for i, g in enumerate(counts[groups[0]])}
+    long = long.sort_values(groups[0], key=lambda s: s.map(order), kind="stable")
+    return count_table(long, [*groups, "sample"])
+
+
 def _md_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     cols = list(df.columns)
     out = ["| " + " | ".join(str(c) for c in cols) + " |", "|" + "---|" * len(cols)]
@@ -404,8 +427,8 @@ def _md_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
 
 # ============================================================================ Match
 
-@dataclass(frozen=True)
-class Match:
+@dataclass(frozen=True, repr=False)
+class Match(ResultDisplay):
     """Result of :func:`match` (immutable).
 
     Attributes
@@ -536,8 +559,8 @@ class Match:
         return pd.DataFrame(rows, columns=COUNT_COLUMNS)
 
     def tidy(self) -> pd.DataFrame:
-        """The sample-size table (:meth:`counts`)."""
-        return self.counts()
+        """The sample sizes of :meth:`counts` as a count table, columns :data:`COUNT_TIDY_COLUMNS`."""
+        return _long_counts(self.counts(), ["group"])
 
     def ps_summary(self) -> pd.DataFrame:
         """Propensity-model coefficients (logit only): ``term, estimate``."""
@@ -592,10 +615,7 @@ class Match:
     def _repr_markdown_(self) -> str:
         return ("**Matching:** " + self._spec() + "\n\n" + _md_table(self.counts()))
 
-    def _repr_html_(self) -> str:
-        return "<p><b>Matching:</b> " + self._spec() + "</p>" + self.counts().to_html(index=False)
-
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # one line: summary() also computes the balance table
         c = self.counts().set_index("group")
         return (f"Match(treated matched {c.loc['treated', 'matched']}/{c.loc['treated', 'all']}, "
                 f"controls matched {c.loc['control', 'matched']}/{c.loc['control', 'all']})")
@@ -1657,8 +1677,8 @@ def _match_ebal(idx, t, stratum, Xm, design, moments, table, common) -> Match:
 
 # ============================================================================ effect
 
-@dataclass(frozen=True)
-class Effect:
+@dataclass(frozen=True, repr=False)
+class Effect(ResultDisplay):
     """ATT on a matched sample (immutable). See :func:`att`."""
 
     outcome: str
@@ -1675,12 +1695,13 @@ class Effect:
     estimand: str = "ATT"
 
     def tidy(self) -> pd.DataFrame:
-        """One row: ``term, estimate, std_error, conf_low, conf_high, n_treated, n_control, n``."""
-        return pd.DataFrame([{
+        """One row, columns :data:`EFFECT_COLUMNS` (``statistic`` = estimate / SE, normal ``p_value``)."""
+        return estimate_table(pd.DataFrame([{
             "term": f"{self.estimand}({self.outcome})", "estimate": self.estimate, "std_error": self.std_error,
             "conf_low": self.conf_low, "conf_high": self.conf_high, "n_treated": self.n_treated,
-            "n_control": self.n_control, "n": self.n,
-        }], columns=EFFECT_COLUMNS)
+            "n_control": self.n_control, "outcome": self.outcome, "n": self.n, "n_clusters": self.n_clusters,
+            "vcov": self.vcov,
+        }]), EFFECT_COLUMNS[len(ESTIMATE_CORE):])
 
     def summary(self) -> str:
         lvl = int(round(100 * (1 - self.alpha)))
@@ -1690,9 +1711,6 @@ class Effect:
 
     def _repr_markdown_(self) -> str:
         return _md_table(self.tidy())
-
-    def _repr_html_(self) -> str:
-        return self.tidy().to_html(index=False)
 
 
 def att(m: Match, outcome: str, alpha: float = 0.05, vcov: str = "auto") -> Effect:
@@ -1867,8 +1885,8 @@ def _example_panel(n: int = 300, seed: int = 0) -> pd.DataFrame:
 _PREDETERMINED = re.compile(r"(_lag\d+$)|(_before$)|(_before_)")
 
 
-@dataclass(frozen=True)
-class CohortMatch:
+@dataclass(frozen=True, repr=False)
+class CohortMatch(ResultDisplay):
     """Cohort-wise matching result of :func:`match_cohorts` (immutable).
 
     Attributes
@@ -2161,9 +2179,9 @@ class CohortMatch:
         Returns
         -------
         pandas.DataFrame
-            ``PS_TABLE_COLUMNS``: ``cohort, term, estimate`` and per cohort
-            ``n_treated``, ``n_control`` (complete-case units in the model) and
-            ``df_resid`` (:math:`n_T + n_C - k`, ``k`` coefficients incl. the
+            ``PS_TABLE_COLUMNS``: ``term, estimate`` (no standard error or test) and per
+            cohort ``n_treated``, ``n_control`` (complete-case units in the model), then
+            ``cohort`` and ``df_resid`` (:math:`n_T + n_C - k`, ``k`` coefficients incl. the
             intercept). Ready for ``reach.disclosure.check_estimates(...,
             df_resid="df_resid")``. Empty for ``ps_model="gbm"`` or a user score.
 
@@ -2182,12 +2200,11 @@ class CohortMatch:
             n_t = int(c.loc["treated", "all"] - c.loc["treated", "excluded_missing"])
             n_c = int(c.loc["control", "all"] - c.loc["control", "excluded_missing"])
             t = m.ps_summary()
-            t.insert(0, "cohort", g)
-            parts.append(t.assign(n_treated=n_t, n_control=n_c, df_resid=n_t + n_c - len(m.ps_coef)))
+            parts.append(t.assign(n_treated=n_t, n_control=n_c, cohort=g, df_resid=n_t + n_c - len(m.ps_coef)))
         if not parts:
-            dtypes = {"term": object, "estimate": "float64"}
-            return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "int64")) for c in PS_TABLE_COLUMNS})
-        return pd.concat(parts, ignore_index=True)[PS_TABLE_COLUMNS]
+            dtypes = {"term": object, "cohort": "int64", "df_resid": "int64", "n_treated": "int64", "n_control": "int64"}
+            return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "float64")) for c in PS_TABLE_COLUMNS})
+        return estimate_table(pd.concat(parts, ignore_index=True), PS_TABLE_COLUMNS[len(ESTIMATE_CORE):], tests=False)
 
     def matched_units(self) -> pd.DataFrame:
         """The matched sample for the effect estimates: one row per matched unit x cohort.
@@ -2273,8 +2290,14 @@ class CohortMatch:
             "max_abs_smd_after", "status"])
 
     def tidy(self) -> pd.DataFrame:
-        """Per-cohort counts (:meth:`counts`)."""
-        return self.counts()
+        """Per-cohort sample sizes as a count table: ``cohort`` first, then :data:`COUNT_TIDY_COLUMNS`."""
+        parts = [_long_counts(m.counts(), ["group"]).assign(cohort=g) for g, m in self.matches.items()]
+        c = self.counts()
+        # users absent in their reference year never reach match(): counted here, per cohort
+        parts.append(pd.DataFrame({"cohort": c["cohort"], "group": "treated", "sample": "not_observed",
+                                   "n_units": c["not_observed"], "value": c["not_observed"]}))
+        t = pd.concat(parts, ignore_index=True).sort_values(["cohort", "group"], kind="stable", ignore_index=True)
+        return count_table(t.astype({"n_units": "int64", "value": "int64"}), ["cohort", "group", "sample"])
 
     def summary(self) -> str:
         c = self.counts()
@@ -2290,8 +2313,10 @@ class CohortMatch:
     def _repr_markdown_(self) -> str:
         return _md_table(self.counts())
 
-    def _repr_html_(self) -> str:
-        return self.counts().to_html(index=False)
+    def __repr__(self) -> str:  # one line: summary() also computes the stacked balance table
+        c = self.counts()
+        return (f"CohortMatch({len(c)} cohorts, users matched {int(c['treated_matched'].sum())}/"
+                f"{int(c['n_treated'].sum())}, {len(self.failures)} cohort(s) not matched)")
 
 
 def match_cohorts(
