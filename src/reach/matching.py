@@ -114,6 +114,8 @@ __all__ = [
     "EFFECT_COLUMNS",
     "PS_TABLE_COLUMNS",
     "COUNT_TIDY_COLUMNS",
+    "MATCHED_UNITS_COLUMNS",
+    "MATCH_WEIGHT",
 ]
 
 METHODS = ("nearest", "cem", "ebal")
@@ -151,7 +153,14 @@ PS_TABLE_COLUMNS = [*ESTIMATE_CORE, "cohort", "df_resid"]
 #: number of firms.
 COUNT_TIDY_COLUMNS = ["group", "sample", *COUNT_CORE]
 #: after the id column (``idname``): the matched sample handed to the effect estimates
-MATCHED_UNITS_COLUMNS = ["cohort", "treated", "weight"]
+#: ``weight`` is the deprecated alias of ``match_weight`` (one release; ``reach.did.with_matching_weights``
+#: still reads it).
+MATCHED_UNITS_COLUMNS = ["cohort", "treated", "match_weight", "weight"]
+#: The matching weight is ``match_weight`` in every table of this module (``Match.units``,
+#: ``matched_data``, ``unit_weights``, ``matched_units``); ``weights`` / ``weight`` (MatchIt's name and
+#: the old one of the cohort-wise tables) stay one release as alias columns. ``reach.did``'s
+#: ``weightsname`` keeps R did's name: it is any weight column (sampling or matching).
+MATCH_WEIGHT = "match_weight"
 
 # status of a unit x cohort in CohortMatch.status_units (the labels of the published counts table)
 S_MATCHED = "matched"
@@ -445,8 +454,8 @@ class Match(ResultDisplay):
         Logistic-regression coefficients on the covariates' own scale (``ps_model="logit"``).
     units : pandas.DataFrame
         One row per complete-case input row (index = input index): ``treated``,
-        ``distance``, ``discarded``, ``weights``, ``subclass``, ``stratum``, ``status``,
-        ``reason``.
+        ``distance``, ``discarded``, ``match_weight`` (``weights``: its deprecated alias, MatchIt's
+        name), ``subclass``, ``stratum``, ``status``, ``reason``.
     pairs : pandas.DataFrame
         ``treated_index, control_index, subclass, round``: one row per matched pair.
     excluded : pandas.DataFrame
@@ -515,22 +524,23 @@ class Match(ResultDisplay):
             X = pd.concat([self.units[["distance"]], X], axis=1)
             binary["distance"] = False
         return _balance_table(
-            X, binary, self.units["treated"].to_numpy().astype(int), self.units["weights"].to_numpy(),
+            X, binary, self.units["treated"].to_numpy().astype(int), self.units[MATCH_WEIGHT].to_numpy(),
             focal=0 if self.estimand == "ATC" else 1,
         )
 
     def matched_data(self) -> pd.DataFrame:
-        """Matched rows of the input with ``weights``, ``subclass`` and ``distance``.
+        """Matched rows of the input with ``match_weight``, ``subclass`` and ``distance``.
 
         As MatchIt's ``match_data()``: one row per matched unit (with replacement a
         control appears once, its weight counting its uses). ``subclass`` is the
         pair/set id of treated units and, without replacement, of their controls;
         with replacement controls may belong to several sets and get ``<NA>``.
         """
-        u = self.units[self.units["weights"] > 0]
+        u = self.units[self.units[MATCH_WEIGHT] > 0]
         out = self._data.loc[u.index].copy()
         out["distance"] = u["distance"].to_numpy()
-        out["weights"] = u["weights"].to_numpy()
+        out[MATCH_WEIGHT] = u[MATCH_WEIGHT].to_numpy()
+        out["weights"] = out[MATCH_WEIGHT]  # deprecated alias (MatchIt's name), one release
         out["subclass"] = u["subclass"].to_numpy()
         return out
 
@@ -538,7 +548,7 @@ class Match(ResultDisplay):
         """Focal units (treated; controls for the ATC) without any match, with the reason
         (``index``, ``reason``)."""
         focal = self.estimand != "ATC"
-        u = self.units[(self.units["treated"] == focal) & (self.units["weights"] == 0)]
+        u = self.units[(self.units["treated"] == focal) & (self.units[MATCH_WEIGHT] == 0)]
         a = pd.DataFrame({"index": u.index, "reason": u["reason"].to_numpy()})
         e = self.excluded[self.excluded["treated"] == (1 if focal else 0)]
         b = pd.DataFrame({"index": e.index, "reason": e["reason"].to_numpy()})
@@ -551,7 +561,7 @@ class Match(ResultDisplay):
             u = self.units[self.units["treated"] == flag]
             ex = int((self.excluded["treated"] == (1 if flag else 0)).sum())
             disc = int(u["discarded"].sum())
-            matched = int((u["weights"] > 0).sum())
+            matched = int((u[MATCH_WEIGHT] > 0).sum())
             rows.append({
                 "group": g, "all": len(u) + ex, "excluded_missing": ex, "discarded": disc,
                 "matched": matched, "unmatched": len(u) - disc - matched,
@@ -1568,7 +1578,7 @@ def _nearest_units(s: _Sample, f, dist, discarded, eligible, tp, cp, rd, cal_w, 
 def _units_table(idx, t, dist, discarded, w, subclass, stratum, status, reason) -> pd.DataFrame:
     """:attr:`Match.units`: one row per unit with complete data (subclass NA when unmatched)."""
     units = pd.DataFrame({
-        "treated": t, "distance": dist, "discarded": discarded, "weights": w,
+        "treated": t, "distance": dist, "discarded": discarded, MATCH_WEIGHT: w, "weights": w,
         "subclass": pd.array(np.where(subclass > 0, subclass, 0), dtype="Int64"), "stratum": stratum,
         "status": status, "reason": reason,
     }, index=idx)
@@ -1780,7 +1790,7 @@ def att(m: Match, outcome: str, alpha: float = 0.05, vcov: str = "auto") -> Effe
         raise ValueError(f"matched data: outcome {outcome!r} is missing for {int(bad.sum())} matched unit(s), e.g.:\n"
                          + examples(md, bad, [m.treatment, outcome]))
     T = m.units.loc[md.index, "treated"].to_numpy().astype(float)
-    w = md["weights"].to_numpy(dtype="float64")
+    w = md[MATCH_WEIGHT].to_numpy(dtype="float64")
     X = np.column_stack([np.ones_like(T), T])
     XtWX = X.T @ (X * w[:, None])
     beta = np.linalg.solve(XtWX, X.T @ (w * y))
@@ -1918,11 +1928,13 @@ class CohortMatch(ResultDisplay):
             md.insert(0, "cohort", g)
             parts.append(md)
         if not parts:
-            return pd.DataFrame(columns=["cohort", self.idname, "weights", "subclass", "distance"])
+            return pd.DataFrame(columns=["cohort", self.idname, MATCH_WEIGHT, "weights", "subclass", "distance"])
         return pd.concat(parts, ignore_index=True)
 
     def unit_weights(self) -> pd.DataFrame:
-        """``(idname, weight)`` for ``reach.did.att_gt(weightsname=...)``.
+        """``(idname, match_weight, weight)`` for ``reach.did.att_gt(weightsname="match_weight")``.
+
+        ``weight`` is the deprecated alias of ``match_weight`` (one release).
 
         Treated units have weight 1 (they belong to one cohort). A control gets the
         *sum* of its matching weights over the cohorts it was matched for; units
@@ -1942,13 +1954,14 @@ class CohortMatch(ResultDisplay):
         """
         md = self.matched_data()
         if md.empty:
-            return pd.DataFrame({self.idname: pd.Series(dtype=object), "weight": pd.Series(dtype="float64")})
-        out = md.groupby(self.idname, sort=True, observed=True)["weights"].sum().rename("weight")
+            return pd.DataFrame({self.idname: pd.Series(dtype=object), MATCH_WEIGHT: pd.Series(dtype="float64"),
+                                 "weight": pd.Series(dtype="float64")})
+        out = md.groupby(self.idname, sort=True, observed=True)[MATCH_WEIGHT].sum().rename(MATCH_WEIGHT)
         # a unit treated in its own cohort keeps weight 1 even if it was also a not-yet-treated
         # control for an earlier cohort: its own ATT(g,t) must stay the plain treated mean
         treated_ids = md.loc[md[self._treat_col] == 1, self.idname].unique()
         out.loc[out.index.isin(treated_ids)] = 1.0
-        return out.reset_index()
+        return out.reset_index().assign(weight=lambda d: d[MATCH_WEIGHT])  # deprecated alias, one release
 
     def balance(self, by_cohort: bool = False) -> pd.DataFrame:
         """Balance over all cohorts stacked (default) or per cohort (``cohort`` column).
@@ -1966,7 +1979,7 @@ class CohortMatch(ResultDisplay):
         if not self.matches:
             return pd.DataFrame(columns=BALANCE_COLUMNS)
         keys, X, binary = self._stacked()
-        return _balance_table(X, binary, keys["treated"].to_numpy(), keys["weights"].to_numpy())
+        return _balance_table(X, binary, keys["treated"].to_numpy(), keys[MATCH_WEIGHT].to_numpy())
 
     def _stacked(self) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         """Every unit x cohort of the matched cohorts: keys, balance columns, binary flags.
@@ -1983,7 +1996,7 @@ class CohortMatch(ResultDisplay):
             u = m.units
             ks.append(pd.DataFrame({self.idname: u.index, "cohort": g,
                                     "treated": u["treated"].to_numpy().astype(int),
-                                    "weights": u["weights"].to_numpy()}))
+                                    MATCH_WEIGHT: u[MATCH_WEIGHT].to_numpy()}))
             Xs.append(pd.concat([u[["distance"]], m._design.balance.loc[u.index]], axis=1).reset_index(drop=True))
             binary.update(m._design.binary)
         X = pd.concat(Xs, ignore_index=True)
@@ -2009,7 +2022,7 @@ class CohortMatch(ResultDisplay):
         front = pd.DataFrame({self.idname: keys[self.idname], "cohort": keys["cohort"],
                               "group": np.where(keys["treated"] == 1, "treated", "control")})
         both = pd.concat([front, X], axis=1)
-        after = keys["weights"].to_numpy() > 0
+        after = keys[MATCH_WEIGHT].to_numpy() > 0
         out = pd.concat([both.assign(phase="before"), both.loc[after].assign(phase="after")], ignore_index=True)
         return out[[self.idname, "cohort", "phase", "group", *X.columns]]
 
@@ -2213,29 +2226,32 @@ class CohortMatch(ResultDisplay):
         -------
         pandas.DataFrame
             ``idname`` (as in the panel), ``cohort`` (int64), ``treated`` (int64 0/1),
-            ``weight`` (float64, the cohort's ATT weight: users 1; comparison firms
+            ``match_weight`` (float64, the cohort's ATT weight: users 1; comparison firms
             MatchIt's matching weights for ``"nearest"``, its stratum weights (mean 1)
             for ``"cem"``, WeightIt's entropy-balancing weights (summing to the cohort's
             users) for ``"ebal"``; firms with weight 0 are left out). Written by
             notebook 03 to ``work/<run>/matched_units.parquet`` (never ``output/``); a
-            unit's weight over cohorts is summed as in :meth:`unit_weights`.
+            unit's weight over cohorts is summed as in :meth:`unit_weights`. Then ``weight``,
+            the deprecated alias of ``match_weight`` (one release).
 
         Examples
         --------
         >>> p = _example_panel()  # 300 firms, 2018-2019, about a fifth first use the programme in 2019
         >>> mu = match_cohorts(p, "g", "year", "id", ["x"], caliper=None).matched_units()
-        >>> list(mu.columns), mu.groupby("treated")["weight"].sum().to_dict()
-        (['id', 'cohort', 'treated', 'weight'], {0: 58.0, 1: 58.0})
+        >>> list(mu.columns), mu.groupby("treated")["match_weight"].sum().to_dict()
+        (['id', 'cohort', 'treated', 'match_weight', 'weight'], {0: 58.0, 1: 58.0})
         """
         parts = []
         for g, m in self.matches.items():
-            u = m.units.loc[m.units["weights"] > 0]
+            u = m.units.loc[m.units[MATCH_WEIGHT] > 0]
+            w = u[MATCH_WEIGHT].to_numpy(dtype="float64")
             parts.append(pd.DataFrame({self.idname: u.index, "cohort": np.int64(g),
                                        "treated": u["treated"].to_numpy().astype("int64"),
-                                       "weight": u["weights"].to_numpy(dtype="float64")}))
+                                       MATCH_WEIGHT: w, "weight": w}))
         if not parts:
             return pd.DataFrame({self.idname: pd.Series(dtype=str), "cohort": pd.Series(dtype="int64"),
-                                 "treated": pd.Series(dtype="int64"), "weight": pd.Series(dtype="float64")})
+                                 "treated": pd.Series(dtype="int64"), MATCH_WEIGHT: pd.Series(dtype="float64"),
+                                 "weight": pd.Series(dtype="float64")})
         return pd.concat(parts, ignore_index=True).astype({"cohort": "int64"})
 
     def spec(self) -> str:
