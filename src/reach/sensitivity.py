@@ -1027,8 +1027,10 @@ def honest_did(
     >>> es = aggte(att_gt(panel, "y", "year", "id", "g", base_period="universal", bootstrap=False),
     ...            type="dynamic")
     >>> res = honest_did(es, event_time="average", sensitivity_type="smoothness", grid=[0.0, 0.5])
-    >>> res.tidy().columns.tolist()
-    ['M', 'lb', 'ub', 'method', 'delta', 'excludes_zero']
+    >>> res.tidy()[["M", "conf_low", "method", "delta"]].columns.tolist() == ["M", "conf_low", "method", "delta"]
+    True
+    >>> res.tidy().columns.tolist()[:3]
+    ['term', 'estimate', 'std_error']
     >>> bool(res.lb[0] > 0)  # the planted effect of 1 survives a linear pre-trend
     True
     """
