@@ -497,6 +497,53 @@ def _weighted_sample(rng: np.random.Generator, weights: np.ndarray, k: int) -> n
     return np.argpartition(-keys, k - 1)[:k] if k > 0 else np.array([], dtype=np.int64)
 
 
+def _propensity_odds(panel, users: pd.Series, pool_ids: np.ndarray, cohorts: np.ndarray, sizes: pd.Series,
+                     covariates, anticipation: int, tname: str, idname: str, excl: dict) -> np.ndarray:
+    """Sampling odds of every never-user per cohort: pseudo-users get the real users' covariate profile.
+
+    A ridge logit of use on the covariates (users vs never-users, in each cohort's reference
+    year) gives each never-user's odds relative to the largest; without covariates all are 1.
+    Never-users lacking a covariate get odds 0 (counted in ``excl``).
+    """
+    odds = np.ones((len(pool_ids), len(cohorts)))
+    if not covariates:
+        return odds
+    Xu, Xn = [], []
+    for c, g in enumerate(cohorts):
+        b = int(g) - 1 - int(anticipation)
+        yrs = {v: (b + 1 if _predetermined(v) else b) for v in covariates}
+        uid = users.index[users.to_numpy() == g].to_numpy()
+        xu = np.column_stack([reference_values(panel, uid, np.full(len(uid), yrs[v]), [v], tname=tname,
+                                               idname=idname)[v].to_numpy(dtype=float) for v in covariates])
+        xn = np.column_stack([reference_values(panel, pool_ids, np.full(len(pool_ids), yrs[v]), [v], tname=tname,
+                                               idname=idname)[v].to_numpy(dtype=float) for v in covariates])
+        Xu.append(xu)
+        Xn.append(xn)
+    Xu_all, Xn_all = np.vstack(Xu), np.vstack(Xn)
+    okU, okN = np.isfinite(Xu_all).all(axis=1), np.isfinite(Xn_all).all(axis=1)
+    if (~okU).any():
+        excl["users_missing_covariates_left_out_of_propensity_model"] = int((~okU).sum())
+    X = np.vstack([Xu_all[okU], Xn_all[okN]])
+    mu, sd = X.mean(axis=0), X.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    Z = np.column_stack([np.ones(len(X)), (X - mu) / sd])
+    y = np.r_[np.ones(okU.sum()), np.zeros(okN.sum())]
+    beta = _newton_logit(Z, y)
+    for c in range(len(cohorts)):
+        xn = Xn[c]
+        ok = np.isfinite(xn).all(axis=1)
+        eta = np.column_stack([np.ones(len(xn)), (np.where(ok[:, None], xn, 0.0) - mu) / sd]) @ beta
+        # odds relative to the largest: the intercept cancels in proportional sampling
+        o = np.exp(np.clip(eta - eta[ok].max(), -700, 0)) if ok.any() else np.zeros(len(xn))
+        odds[:, c] = np.where(ok, o, 0.0)
+        if (~ok).any():
+            excl[f"never_users_missing_covariates_cohort_{int(cohorts[c])}"] = int((~ok).sum())
+        if int((odds[:, c] > 0).sum()) < 2 * sizes.iloc[c]:
+            raise ValueError(f"cohort {int(cohorts[c])}: too few never-users with covariates to draw "
+                             f"{int(sizes.iloc[c])} pseudo-users")
+    return odds
+
+
 def placebo(panel: pd.DataFrame, yname: str, *, gname: str, tname: str = "year", idname: str = "firm_id",
             covariates: Sequence[str] | None = None, xformla: str | None = None,
             control_group: str = "nevertreated", est_method: str = "dr", anticipation: int = 0,
@@ -597,41 +644,7 @@ def placebo(panel: pd.DataFrame, yname: str, *, gname: str, tname: str = "year",
             f"{need} pseudo-users and leave as many comparison firms; placebo needs at least {2 * need}")
 
     # Propensity of use: pseudo-users get the real users' covariate profile.
-    odds = np.ones((len(pool_ids), len(cohorts)))
-    if covariates:
-        Xu, Xn = [], []
-        for c, g in enumerate(cohorts):
-            b = int(g) - 1 - int(anticipation)
-            yrs = {v: (b + 1 if _predetermined(v) else b) for v in covariates}
-            uid = users.index[users.to_numpy() == g].to_numpy()
-            xu = np.column_stack([reference_values(panel, uid, np.full(len(uid), yrs[v]), [v], tname=tname,
-                                                   idname=idname)[v].to_numpy(dtype=float) for v in covariates])
-            xn = np.column_stack([reference_values(panel, pool_ids, np.full(len(pool_ids), yrs[v]), [v], tname=tname,
-                                                   idname=idname)[v].to_numpy(dtype=float) for v in covariates])
-            Xu.append(xu)
-            Xn.append(xn)
-        Xu_all, Xn_all = np.vstack(Xu), np.vstack(Xn)
-        okU, okN = np.isfinite(Xu_all).all(axis=1), np.isfinite(Xn_all).all(axis=1)
-        if (~okU).any():
-            excl["users_missing_covariates_left_out_of_propensity_model"] = int((~okU).sum())
-        X = np.vstack([Xu_all[okU], Xn_all[okN]])
-        mu, sd = X.mean(axis=0), X.std(axis=0)
-        sd = np.where(sd > 0, sd, 1.0)
-        Z = np.column_stack([np.ones(len(X)), (X - mu) / sd])
-        y = np.r_[np.ones(okU.sum()), np.zeros(okN.sum())]
-        beta = _newton_logit(Z, y)
-        for c in range(len(cohorts)):
-            xn = Xn[c]
-            ok = np.isfinite(xn).all(axis=1)
-            eta = np.column_stack([np.ones(len(xn)), (np.where(ok[:, None], xn, 0.0) - mu) / sd]) @ beta
-            # odds relative to the largest: the intercept cancels in proportional sampling
-            o = np.exp(np.clip(eta - eta[ok].max(), -700, 0)) if ok.any() else np.zeros(len(xn))
-            odds[:, c] = np.where(ok, o, 0.0)
-            if (~ok).any():
-                excl[f"never_users_missing_covariates_cohort_{int(cohorts[c])}"] = int((~ok).sum())
-            if int((odds[:, c] > 0).sum()) < 2 * sizes.iloc[c]:
-                raise ValueError(f"cohort {int(cohorts[c])}: too few never-users with covariates to draw "
-                                 f"{int(sizes.iloc[c])} pseudo-users")
+    odds = _propensity_odds(panel, users, pool_ids, cohorts, sizes, covariates, anticipation, tname, idname, excl)
 
     # The never-user panel is built once; each draw only rewrites the cohort column.
     dn = d[d[idname].isin(pool_ids)].reset_index(drop=True)
