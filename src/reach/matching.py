@@ -703,40 +703,46 @@ def _nn_1d(
     hi_t = np.searchsorted(cs, stratum[order_t], side="right")
     p_t = p_all[order_t]
     cal = np.inf if caliper is None else float(caliper)
+    if replace:
+        return _nn_1d_replace(d, order_t, ctrl_sorted, cd, lo_t, hi_t, p_t, ratio, cal)
+    return _nn_1d_greedy(d, order_t, ctrl_sorted, cd, lo_t, hi_t, p_t, ratio, cal)
 
+
+def _nn_1d_replace(d, order_t, ctrl_sorted, cd, lo_t, hi_t, p_t, ratio: int, cal: float):
+    """With replacement, vectorised: each treated unit takes its ``ratio`` nearest controls, independently."""
     tp_out: list = []
     cp_out: list = []
     rd_out: list = []
-    if replace:
-        # vectorised: each treated unit takes its `ratio` nearest controls, independently
-        t = order_t
-        dt, lo, hi = d[t], lo_t, hi_t
-        left = p_t - 1
-        right = p_t.copy()
-        alive = np.ones(t.size, dtype=bool)
-        for r in range(ratio):
-            okl = alive & (left >= lo)
-            okr = alive & (right < hi)
-            dl = np.where(okl, np.abs(dt - cd[np.clip(left, 0, max(cd.size - 1, 0))]) if cd.size else np.inf, np.inf)
-            dr = np.where(okr, np.abs(cd[np.clip(right, 0, max(cd.size - 1, 0))] - dt) if cd.size else np.inf, np.inf)
-            dl = np.where(dl > cal, np.inf, dl)
-            dr = np.where(dr > cal, np.inf, dr)
-            take_l = np.isfinite(dl) & (dl <= dr)
-            take_r = np.isfinite(dr) & ~take_l
-            got = take_l | take_r
-            cpos = np.where(take_l, left, right)
-            tp_out.append(t[got])
-            cp_out.append(ctrl_sorted[cpos[got]])
-            rd_out.append(np.full(int(got.sum()), r))
-            left = np.where(take_l, left - 1, left)
-            right = np.where(take_r, right + 1, right)
-            alive = got
-        if not tp_out:
-            e = np.empty(0, dtype=np.int64)
-            return e, e, e
-        return np.concatenate(tp_out), np.concatenate(cp_out), np.concatenate(rd_out)
+    t = order_t
+    dt, lo, hi = d[t], lo_t, hi_t
+    left = p_t - 1
+    right = p_t.copy()
+    alive = np.ones(t.size, dtype=bool)
+    for r in range(ratio):
+        okl = alive & (left >= lo)
+        okr = alive & (right < hi)
+        dl = np.where(okl, np.abs(dt - cd[np.clip(left, 0, max(cd.size - 1, 0))]) if cd.size else np.inf, np.inf)
+        dr = np.where(okr, np.abs(cd[np.clip(right, 0, max(cd.size - 1, 0))] - dt) if cd.size else np.inf, np.inf)
+        dl = np.where(dl > cal, np.inf, dl)
+        dr = np.where(dr > cal, np.inf, dr)
+        take_l = np.isfinite(dl) & (dl <= dr)
+        take_r = np.isfinite(dr) & ~take_l
+        got = take_l | take_r
+        cpos = np.where(take_l, left, right)
+        tp_out.append(t[got])
+        cp_out.append(ctrl_sorted[cpos[got]])
+        rd_out.append(np.full(int(got.sum()), r))
+        left = np.where(take_l, left - 1, left)
+        right = np.where(take_r, right + 1, right)
+        alive = got
+    if not tp_out:
+        e = np.empty(0, dtype=np.int64)
+        return e, e, e
+    return np.concatenate(tp_out), np.concatenate(cp_out), np.concatenate(rd_out)
 
-    # without replacement: union-find "next available" pointers on the sorted controls
+
+def _nn_1d_greedy(d, order_t, ctrl_sorted, cd, lo_t, hi_t, p_t, ratio: int, cal: float):
+    """Without replacement, in visiting order: union-find "next available" pointers on the sorted controls."""
     m = ctrl_sorted.size
     nxt = list(range(m + 1))          # nxt[j] == j: j available (m is a sentinel)
     prv = list(range(m + 1))          # prv index shifted by one: prv[j+1] for control j; 0 is a sentinel
@@ -2335,6 +2341,43 @@ class CohortMatch(ResultDisplay):
                 f"{int(c['n_treated'].sum())}, {len(self.failures)} cohort(s) not matched)")
 
 
+def _cohort_cross_section(panel, g: int, b: int, treated_codes, *, codes, uniq, years, unit_g, gname, idname,
+                          pre, contemporaneous, control_group, anticipation):
+    """Cohort ``g``'s users and eligible controls as one row per unit in reference year ``b``.
+
+    Contemporaneous covariates come from year ``b``, predetermined ones (lags, "before" flags)
+    from the unit's row of year ``b + 1`` (missing if it has none). Returns the cross-section
+    (index: the unit ids) and the codes of users absent in year ``b``.
+    """
+    rows_b = np.flatnonzero(years == b)
+    in_base = np.zeros(len(uniq), dtype=bool)
+    in_base[codes[rows_b]] = True
+    missing_t = treated_codes[~in_base[treated_codes]]
+    ug = unit_g[codes[rows_b]]
+    is_t = ug == g
+    is_c = ug == 0
+    if control_group == "notyettreated":
+        is_c = is_c | (ug > g + anticipation)
+    rows = rows_b[is_t | is_c]
+    cs_codes = codes[rows]
+    cs = panel.iloc[rows][[gname, *contemporaneous]]
+    cs.index = pd.Index(uniq.take(cs_codes), name=idname)
+    cs = cs.assign(treated=is_t[is_t | is_c].astype(int))
+    cs[idname] = cs.index
+    if pre:
+        pos = np.full(len(uniq), -1, dtype=np.int64)
+        rows_n = np.flatnonzero(years == b + 1)
+        pos[codes[rows_n]] = rows_n
+        take = pos[cs_codes]
+        nxt = panel.iloc[np.where(take >= 0, take, 0)][pre].reset_index(drop=True)
+        nxt = nxt.astype({c: "float64" for c in pre if pd.api.types.is_integer_dtype(nxt[c])
+                          or pd.api.types.is_bool_dtype(nxt[c])})
+        nxt.loc[take < 0, :] = np.nan
+        nxt.index = cs.index
+        cs = pd.concat([cs, nxt], axis=1)
+    return cs, missing_t
+
+
 def match_cohorts(
     panel: pd.DataFrame,
     gname: str,
@@ -2450,36 +2493,13 @@ def match_cohorts(
         b = g - 1 - anticipation
         treated_codes = np.flatnonzero(unit_g == g)
         n_treated[g] = treated_codes.size
-        rows_b = np.flatnonzero(years == b)
-        in_base = np.zeros(len(uniq), dtype=bool)
-        in_base[codes[rows_b]] = True
-        missing_t = treated_codes[~in_base[treated_codes]]
+        cs, missing_t = _cohort_cross_section(panel, g, b, treated_codes, codes=codes, uniq=uniq, years=years,
+                                              unit_g=unit_g, gname=gname, idname=idname, pre=pre,
+                                              contemporaneous=contemporaneous, control_group=control_group,
+                                              anticipation=anticipation)
         if missing_t.size:
             not_obs.append(pd.DataFrame({idname: uniq.take(missing_t), "cohort": g,
                                          "reason": f"{R_NOT_OBSERVED} {b}"}))
-        ug = unit_g[codes[rows_b]]
-        is_t = ug == g
-        is_c = ug == 0
-        if control_group == "notyettreated":
-            is_c = is_c | (ug > g + anticipation)
-        rows = rows_b[is_t | is_c]
-        cs_codes = codes[rows]
-        cs = panel.iloc[rows][[gname, *contemporaneous]]
-        cs.index = pd.Index(uniq.take(cs_codes), name=idname)
-        cs = cs.assign(treated=is_t[is_t | is_c].astype(int))
-        cs[idname] = cs.index
-        if pre:
-            # predetermined covariates from the unit's row of year b + 1 (missing if it has none)
-            pos = np.full(len(uniq), -1, dtype=np.int64)
-            rows_n = np.flatnonzero(years == b + 1)
-            pos[codes[rows_n]] = rows_n
-            take = pos[cs_codes]
-            nxt = panel.iloc[np.where(take >= 0, take, 0)][pre].reset_index(drop=True)
-            nxt = nxt.astype({c: "float64" for c in pre if pd.api.types.is_integer_dtype(nxt[c])
-                              or pd.api.types.is_bool_dtype(nxt[c])})
-            nxt.loc[take < 0, :] = np.nan
-            nxt.index = cs.index
-            cs = pd.concat([cs, nxt], axis=1)
         try:
             if cs["treated"].sum() == 0:
                 raise ValueError("no treated unit observed in the reference year")
