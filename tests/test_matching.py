@@ -423,7 +423,8 @@ def test_plots_and_display(lalonde):
     tab = od.groupby(["phase", "group", "bin"])["weight"].sum().rename("value").reset_index()
     assert isinstance(overlap_plot(tab), Figure)
     assert "nearest-neighbour" in m._repr_markdown_()
-    assert list(m.tidy().columns) == rm.COUNT_COLUMNS
+    assert list(m.counts().columns) == rm.COUNT_COLUMNS
+    assert list(m.tidy().columns) == rm.COUNT_TIDY_COLUMNS
     assert list(m.balance().columns) == rm.BALANCE_COLUMNS
     with pytest.raises(Exception):
         m.ratio = 2  # frozen
@@ -511,8 +512,12 @@ def test_matched_units_contract_and_weights():
     panel = _panel(2000, seed=5)
     cm = match_cohorts(panel, "g", "year", "be_id", ["x_lag1"], caliper=0.2, ratio=2)
     mu = cm.matched_units()
-    assert list(mu.columns) == ["be_id", "cohort", "treated", "weight"]
+    assert list(mu.columns) == ["be_id", "cohort", "treated", "match_weight", "weight"]
     assert mu["cohort"].dtype == "int64" and mu["treated"].dtype == "int64" and mu["weight"].dtype == "float64"
+    # weight: the deprecated alias of match_weight (one release), in every cohort-wise table
+    assert mu["weight"].equals(mu["match_weight"])
+    assert cm.unit_weights()["weight"].equals(cm.unit_weights()["match_weight"])
+    assert cm.matched_data()["weights"].equals(cm.matched_data()["match_weight"])
     assert not mu.duplicated(["be_id", "cohort"]).any()
     for g, part in mu.groupby("cohort"):
         t, c = part[part["treated"] == 1], part[part["treated"] == 0]
@@ -902,7 +907,7 @@ def test_match_cohorts_weighting_designs_contract(method):
     cm = match_cohorts(panel, "g", "year", "be_id", ["x_lag1", "sector"], caliper=None, method=method)
     assert set(cm.matches) == {2017, 2019}
     mu = cm.matched_units()
-    assert list(mu.columns) == ["be_id", "cohort", "treated", "weight"]
+    assert list(mu.columns) == ["be_id", "cohort", "treated", "match_weight", "weight"]
     for g, part in mu.groupby("cohort"):
         t, c = part[part["treated"] == 1], part[part["treated"] == 0]
         assert (t["weight"] == 1).all() and len(c) > 0

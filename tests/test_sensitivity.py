@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 from scipy import optimize, stats
 
+from reach._display import ESTIMATE_CORE
 from reach import sensitivity as sens
 from reach.sensitivity import SensitivityResult, honest_did, original_ci, sensitivity_results
 
@@ -320,9 +321,18 @@ def test_honest_did_equals_raw_route(mpdta_es):
 def test_result_is_immutable_with_fixed_tidy_columns(mpdta_es):
     _, es = mpdta_es
     res = honest_did(es, event_time="average", sensitivity_type="smoothness", grid=[0.0, 0.01])
-    assert list(res.tidy().columns) == ["M", "lb", "ub", "method", "delta", "excludes_zero"]
+    assert list(res.tidy().columns) == [*ESTIMATE_CORE, "M", "method", "delta", "excludes_zero", "lb", "ub"]
+    assert list(res.tidy().columns) == list(sens.SENSITIVITY_COLUMNS)
     t = res.tidy(include_original=True)
     assert len(t) == 3 and t.loc[0, "method"] == "Original" and np.isnan(t.loc[0, "M"])
+    # the core: the robust set is the interval, the point estimate repeats on every row; the
+    # deprecated aliases lb / ub equal conf_low / conf_high
+    np.testing.assert_array_equal(t["conf_low"].to_numpy(), np.r_[res.original_ci[0], res.lb])
+    np.testing.assert_array_equal(t["lb"].to_numpy(), t["conf_low"].to_numpy())
+    np.testing.assert_array_equal(t["ub"].to_numpy(), t["conf_high"].to_numpy())
+    assert res.target == "average of event times 0..3"
+    assert (t["estimate"] == res.estimate).all() and (t["term"] == res.target).all()
+    assert t[["std_error", "statistic", "p_value"]].isna().all().all()
     with pytest.raises(dataclasses.FrozenInstanceError):
         res.method = "x"
     with pytest.raises(ValueError):
@@ -330,7 +340,8 @@ def test_result_is_immutable_with_fixed_tidy_columns(mpdta_es):
     text = res.summary()
     assert "breakdown value (M)" in text and "DeltaSD" in text
     assert "| M | lb | ub | method |" in res._repr_markdown_()
-    assert "<table" in res._repr_html_()
+    assert res._repr_html_() is None  # the notebook shows the Markdown view, never a DataFrame
+    assert repr(res).startswith("SensitivityResult:") and "DeltaSD" in repr(res)
 
 
 def test_breakdown_value_rules():
@@ -409,15 +420,15 @@ def test_sensitivity_table_passes_and_suppresses_by_rules(mpdta_es):
     ok = sens.sensitivity_table(res)
     assert ok.ok
     pub = ok.suppress()
-    assert list(pub.columns) == ["outcome", "target", "M", "lb", "ub", "method", "delta", "excludes_zero",
-                                 "n_treated", "n_control"]
+    assert list(pub.columns) == [*ESTIMATE_CORE, "outcome", "target", "M", "method", "delta", "excludes_zero",
+                                 "lb", "ub"]
     assert pub["method"].tolist() == ["Original", "C-LF", "C-LF"]
     np.testing.assert_allclose(pub["lb"].to_numpy(), np.r_[res.original_ci[0], res.lb])
     strict = sens.sensitivity_table(res, rules=Rules(min_treated=res.n_treated + 1))
     assert not strict.ok
     blank = strict.suppress()
     assert len(blank) == 3  # suppressed, not dropped
-    assert blank[["lb", "ub", "excludes_zero"]].isna().all().all()
+    assert blank[["lb", "ub", "excludes_zero", "estimate", "conf_low", "conf_high"]].isna().all().all()
     assert blank["M"].tolist()[1:] == [0.0, 1.0]
     with pytest.raises(ValueError, match="n_treated / n_control"):
         sens.sensitivity_table(sensitivity_results([0.0, 0.1, 0.2], np.eye(3) * 0.01, 1, 2, grid=[0.0]))

@@ -481,6 +481,18 @@ def test_committed_stub_matches_fresh_generation(tmp_path):
                       first_year=committed["first_year"], last_year=committed["last_year"])
     _assert_close_tree(fresh.to_dict(), committed, "truth", rel=1e-9)
     assert read_truth(STUB) == read_truth(tmp_path / "truth.json")
+    # every committed file is what the generator writes today: the same file names, the same
+    # truth.json bytes and the same .sav contents (a .sav header carries its creation time, so
+    # frames and SPSS formats are compared, not bytes). Refactoring make_stub must keep this.
+    a, b = _digest(STUB), _digest(tmp_path)
+    assert set(a) == set(b)
+    for rel in a:
+        if rel.endswith(".sav"):
+            (x, mx), (y, my) = pyreadstat.read_sav(str(STUB / rel)), pyreadstat.read_sav(str(tmp_path / rel))
+            pd.testing.assert_frame_equal(x, y, obj=rel)
+            assert mx.original_variable_types == my.original_variable_types, rel
+        else:
+            assert a[rel] == b[rel], rel
     size = sum(p.stat().st_size for p in STUB.rglob("*") if p.is_file())
     assert size <= 6.5e6, f"committed stub is {size / 1e6:.1f} MB"
 

@@ -22,12 +22,17 @@ from typing import Any, Iterator, Mapping
 
 import pandas as pd
 
+from reach._display import ESTIMATE_CORE, ResultDisplay, estimate_table
 from reach.report import read_headlines
 
 __all__ = ["RunComparison", "compare_runs", "flatten", "COLUMNS", "STATUSES"]
 
-#: Columns of :meth:`RunComparison.tidy`.
-COLUMNS = ("section", "key", "value_a", "value_b", "difference", "status", "disclosure")
+#: Columns of one compared number (:attr:`RunComparison.table`).
+_ROW_COLUMNS = ("section", "key", "value_a", "value_b", "difference", "status", "disclosure")
+#: Columns of :meth:`RunComparison.tidy`: the estimate core (``reach._display.ESTIMATE_CORE``; ``term``
+#: is ``section.key``, ``estimate`` the difference b - a as a number, missing when it is suppressed
+#: or one run lacks the number; no standard error, test or counts), then the compared numbers.
+COLUMNS = (*ESTIMATE_CORE, *_ROW_COLUMNS)
 #: Values of the ``status`` column.
 STATUSES = ("same", "different", "only in a", "only in b", "suppressed in a", "suppressed in b")
 #: Sections not compared: 05's sentences repeat numbers of the other sections.
@@ -60,7 +65,7 @@ def _is_count(key: str) -> bool:
 
 
 @dataclass(frozen=True, repr=False)
-class RunComparison:
+class RunComparison(ResultDisplay):
     """Two runs' headline numbers side by side.
 
     Attributes
@@ -68,7 +73,8 @@ class RunComparison:
     run_a, run_b : Path
         The two run folders (``output/<run>``).
     table : DataFrame
-        Columns :data:`COLUMNS`, one row per number of either run.
+        One row per number of either run: ``section, key, value_a, value_b, difference, status,
+        disclosure`` (``difference`` is ``"suppressed"`` for a withheld difference of counts).
     parameters : DataFrame
         Parameters that differ between the runs' manifests (``parameter, value_a, value_b``).
     min_units : int
@@ -82,7 +88,11 @@ class RunComparison:
     min_units: int = 10
 
     def tidy(self) -> pd.DataFrame:
-        return self.table.loc[:, list(COLUMNS)].copy()
+        """One row per number, columns :data:`COLUMNS`."""
+        t = self.table.loc[:, list(_ROW_COLUMNS)].copy()
+        t.insert(0, "term", t["section"].astype(str) + "." + t["key"].astype(str))
+        t.insert(1, "estimate", pd.to_numeric(t["difference"], errors="coerce").astype("float64"))
+        return estimate_table(t, _ROW_COLUMNS, tests=False)
 
     @property
     def differences(self) -> pd.DataFrame:
@@ -106,12 +116,6 @@ class RunComparison:
             lines.append("Parameters that differ: " + ", ".join(
                 f"{r.parameter} ({r.value_a} -> {r.value_b})" for r in self.parameters.itertuples(index=False)))
         return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        return self.summary()
-
-    def _repr_markdown_(self) -> str:
-        return "```\n" + self.summary() + "\n```"
 
     def write(self, out_dir: str | Path) -> list[Path]:
         """Write ``comparison.csv`` (every number), ``differences.csv`` and ``comparison.md`` to ``out_dir``."""
@@ -222,7 +226,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, tolerance: float = 1e-
         rows.append({"section": key[0], "key": key[1], "value_a": math.nan if a is None else a,
                      "value_b": math.nan if b is None else b, "difference": diff, "status": status,
                      "disclosure": disclosure})
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    table = pd.DataFrame(rows, columns=list(_ROW_COLUMNS))
     pa, pb = ma.get("parameters") or {}, mb.get("parameters") or {}
     skip = {"data_dir", "run_name"}
     prm = [{"parameter": k, "value_a": json.dumps(pa.get(k), default=str), "value_b": json.dumps(pb.get(k), default=str)}

@@ -31,6 +31,7 @@ import pandas as pd
 from scipy import stats
 
 from reach._checks import check_choice, require_columns
+from reach._display import ESTIMATE_CORE, ResultDisplay
 from reach.did import CONTROL_GROUPS, EST_METHODS, parse_xformla
 from reach.power import _check_level, _Fit, _fmt, balanced_rows, fit_simple, reference_values
 
@@ -57,8 +58,10 @@ DEFAULT_TARGET_GROUP = {"min_employees": 10, "max_employees": 250, "min_destinat
 #: Comparison firms of a subgroup: never-users in the same subgroup in the cohort's reference year, or all never-users.
 COMPARISONS = ("same_subgroup", "all")
 #: Columns of :meth:`HeterogeneityResult.tidy`.
-HET_COLUMNS = ("dimension", "subgroup", "reference", "kind", "estimate", "std_error", "conf_low", "conf_high",
-               "p_value", "n_treated", "n_control", "status")
+#: The estimate core (``reach._display.ESTIMATE_CORE``; ``term`` names the row, e.g.
+#: ``"size_class: 10-49"`` or ``"size_class: 50+ - 10-49"``), then the row's dimension, subgroup,
+#: reference level (differences), kind and status.
+HET_COLUMNS = (*ESTIMATE_CORE, "dimension", "subgroup", "reference", "kind", "status")
 #: Label of the dose split.
 DOSE_NOTE = ("Descriptive dose split, not causal for the dose: firms choose how many activities they attend, "
              "and the count includes activities after first use. Each group's estimate is the effect of the "
@@ -190,8 +193,8 @@ def _level_order(rule: Any, labels: np.ndarray, order: Sequence[str] | None) -> 
     return sorted(present)
 
 
-@dataclass(frozen=True, eq=False)
-class HeterogeneityResult:
+@dataclass(frozen=True, eq=False, repr=False)
+class HeterogeneityResult(ResultDisplay):
     """Subgroup effects and their differences (immutable; see :func:`heterogeneity`).
 
     ``tidy()`` is microdata-derived and unchecked; ``checked()`` / ``publishable()`` apply
@@ -217,7 +220,7 @@ class HeterogeneityResult:
         from reach.disclosure import check_estimates
 
         return check_estimates(self.rows, name=name or f"heterogeneity_{self.yname}", rules=self.rules,
-                               columns=["estimate", "std_error", "conf_low", "conf_high", "p_value"])
+                               columns=["estimate", "std_error", "statistic", "conf_low", "conf_high", "p_value"])
 
     def publishable(self) -> pd.DataFrame:
         """Publishable copy: suppressed rows' numbers are NaN, and their status says so."""
@@ -297,10 +300,17 @@ def _rules(rules):
     raise TypeError(f"rules must be a reach.disclosure.Rules or a mapping; got {type(rules).__name__}")
 
 
+def _term(dimension: str, subgroup: str, reference: str, kind: str) -> str:
+    if kind == "overall":
+        return subgroup
+    return f"{dimension}: {subgroup}" + (f" - {reference}" if kind == "difference" else "")
+
+
 def _row(dimension, subgroup, reference, kind, est, se, n_t, n_c, status, z) -> dict:
     ok = np.isfinite(est) and np.isfinite(se) and se > 0
-    return {"dimension": dimension, "subgroup": subgroup, "reference": reference, "kind": kind,
-            "estimate": est, "std_error": se,
+    return {"term": _term(dimension, subgroup, reference, kind), "dimension": dimension, "subgroup": subgroup,
+            "reference": reference, "kind": kind, "estimate": est, "std_error": se,
+            "statistic": est / se if ok else np.nan,
             "conf_low": est - z * se if ok else np.nan, "conf_high": est + z * se if ok else np.nan,
             "p_value": float(2 * stats.norm.sf(abs(est / se))) if ok else np.nan,
             "n_treated": float(n_t), "n_control": float(n_c), "status": status}

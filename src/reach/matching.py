@@ -87,6 +87,7 @@ import pandas as pd
 from scipy import stats
 
 from reach._checks import check_choice, examples, require_columns
+from reach._display import COUNT_CORE, ESTIMATE_CORE, ResultDisplay, count_table, estimate_table
 
 __all__ = [
     "Match",
@@ -110,6 +111,11 @@ __all__ = [
     "CONTROL_GROUPS",
     "SMD_THRESHOLD",
     "VR_BOUNDS",
+    "EFFECT_COLUMNS",
+    "PS_TABLE_COLUMNS",
+    "COUNT_TIDY_COLUMNS",
+    "MATCHED_UNITS_COLUMNS",
+    "MATCH_WEIGHT",
 ]
 
 METHODS = ("nearest", "cem", "ebal")
@@ -135,10 +141,26 @@ BALANCE_COLUMNS = [
     "smd_flag", "var_ratio_flag",
 ]
 COUNT_COLUMNS = ["group", "all", "excluded_missing", "discarded", "matched", "unmatched"]
-EFFECT_COLUMNS = ["term", "estimate", "std_error", "conf_low", "conf_high", "n_treated", "n_control", "n"]
-PS_TABLE_COLUMNS = ["cohort", "term", "estimate", "n_treated", "n_control", "df_resid"]
+#: Columns of :meth:`Effect.tidy`: the estimate core (``reach._display.ESTIMATE_CORE``; normal test of
+#: zero), then the outcome, the number of units and clusters, and the variance type.
+EFFECT_COLUMNS = [*ESTIMATE_CORE, "outcome", "n", "n_clusters", "vcov"]
+#: Columns of :meth:`CohortMatch.ps_table`: the estimate core (``term`` the covariate; the logistic
+#: coefficients have no standard error here), then ``cohort`` and ``df_resid``.
+PS_TABLE_COLUMNS = [*ESTIMATE_CORE, "cohort", "df_resid"]
+#: Columns of :meth:`Match.tidy` and :meth:`CohortMatch.tidy` (the count core ``group..., n_units,
+#: value``): ``group`` treated / control, ``sample`` all / excluded_missing / discarded / matched /
+#: unmatched (cohort-wise: also ``cohort`` first and ``not_observed``); ``n_units`` = ``value``, the
+#: number of firms.
+COUNT_TIDY_COLUMNS = ["group", "sample", *COUNT_CORE]
 #: after the id column (``idname``): the matched sample handed to the effect estimates
-MATCHED_UNITS_COLUMNS = ["cohort", "treated", "weight"]
+#: ``weight`` is the deprecated alias of ``match_weight`` (one release; ``reach.did.with_matching_weights``
+#: still reads it).
+MATCHED_UNITS_COLUMNS = ["cohort", "treated", "match_weight", "weight"]
+#: The matching weight is ``match_weight`` in every table of this module (``Match.units``,
+#: ``matched_data``, ``unit_weights``, ``matched_units``); ``weights`` / ``weight`` (MatchIt's name and
+#: the old one of the cohort-wise tables) stay one release as alias columns. ``reach.did``'s
+#: ``weightsname`` keeps R did's name: it is any weight column (sampling or matching).
+MATCH_WEIGHT = "match_weight"
 
 # status of a unit x cohort in CohortMatch.status_units (the labels of the published counts table)
 S_MATCHED = "matched"
@@ -388,6 +410,16 @@ def _balance_table(
     return pd.DataFrame(rows, columns=BALANCE_COLUMNS)
 
 
+def _long_counts(counts: pd.DataFrame, groups: list) -> pd.DataFrame:
+    """A wide sample-size table (one column per sample) as a count table ``groups, sample, n_units, value``."""
+    long = counts.melt(id_vars=groups, var_name="sample", value_name="value")
+    long["value"] = long["value"].astype("int64")
+    long["n_units"] = long["value"]  # every count is a count of firms
+    order = {g: i for i, g in enumerate(counts[groups[0]])}
+    long = long.sort_values(groups[0], key=lambda s: s.map(order), kind="stable")
+    return count_table(long, [*groups, "sample"])
+
+
 def _md_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     cols = list(df.columns)
     out = ["| " + " | ".join(str(c) for c in cols) + " |", "|" + "---|" * len(cols)]
@@ -404,8 +436,8 @@ def _md_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
 
 # ============================================================================ Match
 
-@dataclass(frozen=True)
-class Match:
+@dataclass(frozen=True, repr=False)
+class Match(ResultDisplay):
     """Result of :func:`match` (immutable).
 
     Attributes
@@ -422,8 +454,8 @@ class Match:
         Logistic-regression coefficients on the covariates' own scale (``ps_model="logit"``).
     units : pandas.DataFrame
         One row per complete-case input row (index = input index): ``treated``,
-        ``distance``, ``discarded``, ``weights``, ``subclass``, ``stratum``, ``status``,
-        ``reason``.
+        ``distance``, ``discarded``, ``match_weight`` (``weights``: its deprecated alias, MatchIt's
+        name), ``subclass``, ``stratum``, ``status``, ``reason``.
     pairs : pandas.DataFrame
         ``treated_index, control_index, subclass, round``: one row per matched pair.
     excluded : pandas.DataFrame
@@ -492,22 +524,23 @@ class Match:
             X = pd.concat([self.units[["distance"]], X], axis=1)
             binary["distance"] = False
         return _balance_table(
-            X, binary, self.units["treated"].to_numpy().astype(int), self.units["weights"].to_numpy(),
+            X, binary, self.units["treated"].to_numpy().astype(int), self.units[MATCH_WEIGHT].to_numpy(),
             focal=0 if self.estimand == "ATC" else 1,
         )
 
     def matched_data(self) -> pd.DataFrame:
-        """Matched rows of the input with ``weights``, ``subclass`` and ``distance``.
+        """Matched rows of the input with ``match_weight``, ``subclass`` and ``distance``.
 
         As MatchIt's ``match_data()``: one row per matched unit (with replacement a
         control appears once, its weight counting its uses). ``subclass`` is the
         pair/set id of treated units and, without replacement, of their controls;
         with replacement controls may belong to several sets and get ``<NA>``.
         """
-        u = self.units[self.units["weights"] > 0]
+        u = self.units[self.units[MATCH_WEIGHT] > 0]
         out = self._data.loc[u.index].copy()
         out["distance"] = u["distance"].to_numpy()
-        out["weights"] = u["weights"].to_numpy()
+        out[MATCH_WEIGHT] = u[MATCH_WEIGHT].to_numpy()
+        out["weights"] = out[MATCH_WEIGHT]  # deprecated alias (MatchIt's name), one release
         out["subclass"] = u["subclass"].to_numpy()
         return out
 
@@ -515,7 +548,7 @@ class Match:
         """Focal units (treated; controls for the ATC) without any match, with the reason
         (``index``, ``reason``)."""
         focal = self.estimand != "ATC"
-        u = self.units[(self.units["treated"] == focal) & (self.units["weights"] == 0)]
+        u = self.units[(self.units["treated"] == focal) & (self.units[MATCH_WEIGHT] == 0)]
         a = pd.DataFrame({"index": u.index, "reason": u["reason"].to_numpy()})
         e = self.excluded[self.excluded["treated"] == (1 if focal else 0)]
         b = pd.DataFrame({"index": e.index, "reason": e["reason"].to_numpy()})
@@ -528,7 +561,7 @@ class Match:
             u = self.units[self.units["treated"] == flag]
             ex = int((self.excluded["treated"] == (1 if flag else 0)).sum())
             disc = int(u["discarded"].sum())
-            matched = int((u["weights"] > 0).sum())
+            matched = int((u[MATCH_WEIGHT] > 0).sum())
             rows.append({
                 "group": g, "all": len(u) + ex, "excluded_missing": ex, "discarded": disc,
                 "matched": matched, "unmatched": len(u) - disc - matched,
@@ -536,8 +569,8 @@ class Match:
         return pd.DataFrame(rows, columns=COUNT_COLUMNS)
 
     def tidy(self) -> pd.DataFrame:
-        """The sample-size table (:meth:`counts`)."""
-        return self.counts()
+        """The sample sizes of :meth:`counts` as a count table, columns :data:`COUNT_TIDY_COLUMNS`."""
+        return _long_counts(self.counts(), ["group"])
 
     def ps_summary(self) -> pd.DataFrame:
         """Propensity-model coefficients (logit only): ``term, estimate``."""
@@ -592,10 +625,7 @@ class Match:
     def _repr_markdown_(self) -> str:
         return ("**Matching:** " + self._spec() + "\n\n" + _md_table(self.counts()))
 
-    def _repr_html_(self) -> str:
-        return "<p><b>Matching:</b> " + self._spec() + "</p>" + self.counts().to_html(index=False)
-
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # one line: summary() also computes the balance table
         c = self.counts().set_index("group")
         return (f"Match(treated matched {c.loc['treated', 'matched']}/{c.loc['treated', 'all']}, "
                 f"controls matched {c.loc['control', 'matched']}/{c.loc['control', 'all']})")
@@ -673,40 +703,46 @@ def _nn_1d(
     hi_t = np.searchsorted(cs, stratum[order_t], side="right")
     p_t = p_all[order_t]
     cal = np.inf if caliper is None else float(caliper)
+    if replace:
+        return _nn_1d_replace(d, order_t, ctrl_sorted, cd, lo_t, hi_t, p_t, ratio, cal)
+    return _nn_1d_greedy(d, order_t, ctrl_sorted, cd, lo_t, hi_t, p_t, ratio, cal)
 
+
+def _nn_1d_replace(d, order_t, ctrl_sorted, cd, lo_t, hi_t, p_t, ratio: int, cal: float):
+    """With replacement, vectorised: each treated unit takes its ``ratio`` nearest controls, independently."""
     tp_out: list = []
     cp_out: list = []
     rd_out: list = []
-    if replace:
-        # vectorised: each treated unit takes its `ratio` nearest controls, independently
-        t = order_t
-        dt, lo, hi = d[t], lo_t, hi_t
-        left = p_t - 1
-        right = p_t.copy()
-        alive = np.ones(t.size, dtype=bool)
-        for r in range(ratio):
-            okl = alive & (left >= lo)
-            okr = alive & (right < hi)
-            dl = np.where(okl, np.abs(dt - cd[np.clip(left, 0, max(cd.size - 1, 0))]) if cd.size else np.inf, np.inf)
-            dr = np.where(okr, np.abs(cd[np.clip(right, 0, max(cd.size - 1, 0))] - dt) if cd.size else np.inf, np.inf)
-            dl = np.where(dl > cal, np.inf, dl)
-            dr = np.where(dr > cal, np.inf, dr)
-            take_l = np.isfinite(dl) & (dl <= dr)
-            take_r = np.isfinite(dr) & ~take_l
-            got = take_l | take_r
-            cpos = np.where(take_l, left, right)
-            tp_out.append(t[got])
-            cp_out.append(ctrl_sorted[cpos[got]])
-            rd_out.append(np.full(int(got.sum()), r))
-            left = np.where(take_l, left - 1, left)
-            right = np.where(take_r, right + 1, right)
-            alive = got
-        if not tp_out:
-            e = np.empty(0, dtype=np.int64)
-            return e, e, e
-        return np.concatenate(tp_out), np.concatenate(cp_out), np.concatenate(rd_out)
+    t = order_t
+    dt, lo, hi = d[t], lo_t, hi_t
+    left = p_t - 1
+    right = p_t.copy()
+    alive = np.ones(t.size, dtype=bool)
+    for r in range(ratio):
+        okl = alive & (left >= lo)
+        okr = alive & (right < hi)
+        dl = np.where(okl, np.abs(dt - cd[np.clip(left, 0, max(cd.size - 1, 0))]) if cd.size else np.inf, np.inf)
+        dr = np.where(okr, np.abs(cd[np.clip(right, 0, max(cd.size - 1, 0))] - dt) if cd.size else np.inf, np.inf)
+        dl = np.where(dl > cal, np.inf, dl)
+        dr = np.where(dr > cal, np.inf, dr)
+        take_l = np.isfinite(dl) & (dl <= dr)
+        take_r = np.isfinite(dr) & ~take_l
+        got = take_l | take_r
+        cpos = np.where(take_l, left, right)
+        tp_out.append(t[got])
+        cp_out.append(ctrl_sorted[cpos[got]])
+        rd_out.append(np.full(int(got.sum()), r))
+        left = np.where(take_l, left - 1, left)
+        right = np.where(take_r, right + 1, right)
+        alive = got
+    if not tp_out:
+        e = np.empty(0, dtype=np.int64)
+        return e, e, e
+    return np.concatenate(tp_out), np.concatenate(cp_out), np.concatenate(rd_out)
 
-    # without replacement: union-find "next available" pointers on the sorted controls
+
+def _nn_1d_greedy(d, order_t, ctrl_sorted, cd, lo_t, hi_t, p_t, ratio: int, cal: float):
+    """Without replacement, in visiting order: union-find "next available" pointers on the sorted controls."""
     m = ctrl_sorted.size
     nxt = list(range(m + 1))          # nxt[j] == j: j available (m is a sentinel)
     prv = list(range(m + 1))          # prv index shifted by one: prv[j+1] for control j; 0 is a sentinel
@@ -1296,11 +1332,86 @@ def match(
                 missing=missing, ratio=ratio, caliper=caliper, algorithm=algorithm, replace=replace,
                 distance=distance, mahalanobis=mahalanobis, mahvars=mahvars, reestimate=reestimate,
                 cutpoints=cutpoints, grouping=grouping, moments=moments, estimand=estimand)
-    if isinstance(covariates, str):
-        covariates = [covariates]
-    covariates = list(covariates)
-    exact_l = [exact] if isinstance(exact, str) else list(exact or [])
-    mahvars_l = [mahvars] if isinstance(mahvars, str) else list(mahvars or [])
+    s = _match_sample(df, treatment, covariates, exact, mahvars, distance, missing, table)
+    common = dict(treatment=treatment, covariates=tuple(s.covariates), exact=tuple(s.exact), method=method,
+                  ps_model=ps_model, seed=seed, std_caliper=bool(std_caliper), link=link, excluded=s.excluded,
+                  _data=df, _design=s.design)
+    if method == "cem":
+        return _match_cem(df, s.idx, s.t, s.stratum, s.covariates, cutpoints, grouping, table, common)
+    if method == "ebal":
+        return _match_ebal(s.idx, s.t, s.stratum, s.Xm, s.design, moments, table, common)
+
+    m_order_arg = m_order
+    m_order = _resolve_m_order(m_order, mahalanobis, s.mahvars, caliper, discard, distance)
+    if estimand == "ATC" and m_order_arg is None and m_order == "largest":
+        m_order = "smallest"  # MatchIt: switch(estimand, ATC = "smallest", "largest")
+    f = s.t if estimand == "ATT" else ~s.t  # focal group: the units that each get matches
+
+    def score(rows: np.ndarray):
+        return _distance(df, s.idx, s.t, s.Xm, rows, distance=distance, ps_model=ps_model, link=link,
+                         seed=seed, table=table)
+
+    dist, coef, dropped = score(np.ones(len(s.idx), dtype=bool))
+    discarded = _discarded(dist, s.t, discard)
+    eligible = ~discarded
+    if reestimate and discarded.any() and not distance:
+        # MatchIt's reestimate: the score of the units left is refitted on them alone
+        dist, coef, dropped = score(eligible)
+    cal_w = None
+    if caliper is not None:
+        cal_w = float(caliper) * (float(np.std(dist[eligible], ddof=1)) if std_caliper else 1.0)
+
+    t_pos = np.flatnonzero(f & eligible)
+    order_t = t_pos[_order_treated(dist[t_pos], m_order, seed)]
+    if mahalanobis or s.mahvars:
+        if not s.mahvars and not s.covariates:
+            raise ValueError("mahalanobis=True needs covariates")
+        Z = (s.mah_design.loc[s.idx] if s.mahvars else s.Xm).to_numpy(dtype="float64")
+        # MatchIt: the covariance comes from the units that remain after discarding
+        M = _mahalanobis_coords(Z, s.t, eligible)
+        tp, cp, rd = _nn_mahalanobis(M, dist, f, s.stratum, eligible, order_t, int(ratio), bool(replace), cal_w,
+                                     algorithm)
+    else:
+        tp, cp, rd = _nn_1d(dist, f, s.stratum, eligible, order_t, int(ratio), bool(replace), cal_w)
+    units, pairs = _nearest_units(s, f, dist, discarded, eligible, tp, cp, rd, cal_w, bool(replace))
+    return Match(
+        ratio=int(ratio), replace=bool(replace), caliper=caliper, distance=distance,
+        mahalanobis=bool(mahalanobis or s.mahvars), discard=discard, m_order=m_order, caliper_width=cal_w,
+        dropped_terms=tuple(dropped), ps_coef=coef, units=units, pairs=pairs, mahvars=tuple(s.mahvars),
+        estimand=estimand,
+        reestimate=bool(reestimate), algorithm=algorithm, **common,
+    )
+
+
+# ---------------------------------------------------------------------------- match's stages
+# match() runs: _match_sample (validation, missing values, strata) -> _distance (propensity score
+# or a given distance) and _discarded (common support) -> _nn_1d / _nn_mahalanobis (the greedy
+# matching) -> _nearest_units (weights, subclasses, statuses and reasons: the result).
+
+@dataclass(frozen=True)
+class _Sample:
+    """The units :func:`match` works on, after validation and the missing-value rule."""
+
+    covariates: list
+    exact: list
+    mahvars: list
+    design: _Design
+    mah_design: pd.DataFrame | None
+    excluded: pd.DataFrame
+    idx: pd.Index
+    t: np.ndarray
+    Xm: pd.DataFrame
+    stratum: np.ndarray
+
+
+def _as_list(x: Sequence[str] | str | None) -> list:
+    return [x] if isinstance(x, str) else list(x or [])
+
+
+def _match_sample(df: pd.DataFrame, treatment: str, covariates, exact, mahvars, distance: str | None,
+                  missing: str, table: str) -> _Sample:
+    """Checks the columns, applies the missing-value rule (counted with reasons) and numbers the exact strata."""
+    covariates, exact_l, mahvars_l = _as_list(covariates), _as_list(exact), _as_list(mahvars)
     if not covariates and distance is None:
         raise ValueError("covariates: give at least one covariate (or a distance column)")
     need = [treatment, *covariates, *exact_l, *[v for v in mahvars_l if v not in covariates]] + (
@@ -1311,22 +1422,15 @@ def match(
 
     tr = _treatment_vector(df[treatment], table, treatment)
     design = _design(df, covariates)
-    check_cols = list(dict.fromkeys([*covariates, *exact_l, *mahvars_l] + ([distance] if distance else [])))
-    na = pd.isna(tr) | df[check_cols].isna().any(axis=1).to_numpy()
-    if distance:
-        dv = pd.to_numeric(df[distance], errors="coerce").to_numpy(dtype="float64")
-        na |= ~np.isfinite(dv)
-    na |= ~np.isfinite(design.model.to_numpy(dtype="float64")).all(axis=1) if design.model.shape[1] else False
     mah_design = _design(df, mahvars_l).model if mahvars_l else None
-    if mah_design is not None and mah_design.shape[1]:
-        na |= ~np.isfinite(mah_design.to_numpy(dtype="float64")).all(axis=1)
-    if na.any():
-        if missing == "error":
-            bad_cols = [c for c in check_cols if df[c].isna().any()]
-            raise ValueError(
-                f"{table}: {int(na.sum())} row(s) with missing values in {bad_cols or [treatment]}, e.g.:\n"
-                + examples(df, na, [treatment, *bad_cols][:8])
-            )
+    check_cols = list(dict.fromkeys([*covariates, *exact_l, *mahvars_l] + ([distance] if distance else [])))
+    na = _missing_rows(df, tr, design, mah_design, check_cols, distance)
+    if na.any() and missing == "error":
+        bad_cols = [c for c in check_cols if df[c].isna().any()]
+        raise ValueError(
+            f"{table}: {int(na.sum())} row(s) with missing values in {bad_cols or [treatment]}, e.g.:\n"
+            + examples(df, na, [treatment, *bad_cols][:8])
+        )
     miss_reason = np.full(len(df), "", dtype=object)
     if na.any():
         isna = df[check_cols].isna()
@@ -1335,113 +1439,91 @@ def match(
             miss_reason[i] = f"{R_MISSING} in {', '.join(cols) if cols else treatment}"
     excluded = pd.DataFrame({"treated": tr[na], "reason": miss_reason[na]}, index=df.index[na])
 
-    keep = ~na
-    idx = df.index[keep]
-    t = tr[keep].astype(bool)
+    idx = df.index[~na]
+    t = tr[~na].astype(bool)
     if t.sum() == 0:
         raise ValueError(f"{table}: no treated units ({treatment} == 1) with complete data")
     if (~t).sum() == 0:
         raise ValueError(f"{table}: no control units ({treatment} == 0) with complete data")
-    Xm = design.model.loc[idx]
-
-    # ---------------- strata
     if exact_l:
         # vectorised stratum code: one group number per combination (sorted, so deterministic)
         stratum = df.loc[idx, exact_l].groupby(exact_l, sort=True, dropna=False, observed=True).ngroup().to_numpy(dtype=np.int64)
     else:
         stratum = np.zeros(len(idx), dtype=np.int64)
+    return _Sample(covariates, exact_l, mahvars_l, design, mah_design, excluded, idx, t, design.model.loc[idx],
+                   stratum)
 
-    common = dict(treatment=treatment, covariates=tuple(covariates), exact=tuple(exact_l), method=method,
-                  ps_model=ps_model, seed=seed, std_caliper=bool(std_caliper), link=link, excluded=excluded,
-                  _data=df, _design=design)
-    m_order_arg = m_order
-    if method == "cem":
-        return _match_cem(df, idx, t, stratum, covariates, cutpoints, grouping, table, common)
-    if method == "ebal":
-        return _match_ebal(idx, t, stratum, Xm, design, moments, table, common)
 
-    m_order = _resolve_m_order(m_order, mahalanobis, mahvars_l, caliper, discard, distance)
-    if estimand == "ATC" and m_order_arg is None and m_order == "largest":
-        m_order = "smallest"  # MatchIt: switch(estimand, ATC = "smallest", "largest")
-    f = t if estimand == "ATT" else ~t  # focal group: the units that each get matches
+def _missing_rows(df, tr, design: _Design, mah_design, check_cols: list, distance: str | None) -> np.ndarray:
+    """Rows with a missing treatment, covariate, stratum or distance, or a non-finite model column."""
+    na = pd.isna(tr) | df[check_cols].isna().any(axis=1).to_numpy()
+    if distance:
+        dv = pd.to_numeric(df[distance], errors="coerce").to_numpy(dtype="float64")
+        na |= ~np.isfinite(dv)
+    na |= ~np.isfinite(design.model.to_numpy(dtype="float64")).all(axis=1) if design.model.shape[1] else False
+    if mah_design is not None and mah_design.shape[1]:
+        na |= ~np.isfinite(mah_design.to_numpy(dtype="float64")).all(axis=1)
+    return na
 
-    # ---------------- distance
-    def score(rows: np.ndarray):
-        """Distance for all units from a model fitted on ``rows``: (dist, coef, dropped)."""
-        if distance:
-            return pd.to_numeric(df.loc[idx, distance]).to_numpy(dtype="float64"), pd.Series(dtype="float64"), []
-        Xa = Xm.to_numpy(dtype="float64")
-        tt = t[rows]
-        if ps_model == "logit":
-            X, names, drop = _reduce_rank(Xa[rows], list(Xm.columns))
-            sep = _separating(Xm.iloc[np.flatnonzero(rows)][names], tt.astype(int)) if names else []
-            eta, b, conv = _fit_logit(X, tt.astype(float))
-            pt, pc = eta[tt], eta[~tt]
-            if sep or (pt.min() > pc.max()) or (pt.max() < pc.min()):
-                raise ValueError(
-                    f"{table}: perfect separation: the propensity model separates treated and controls completely"
-                    + (f"; covariate(s) that alone separate them: {sep}" if sep else "")
-                    + ". Drop or coarsen these covariates, or use them as exact strata."
-                )
-            if not conv:
-                raise ValueError(f"{table}: the logistic propensity model did not converge in 25 IRLS iterations "
-                                 "(quasi-separation?); check covariates " + str(names))
-            cf = pd.Series(b, index=["(Intercept)", *names])
-            eta_all = b[0] + Xm[names].to_numpy(dtype="float64") @ b[1:] if names else np.full(len(idx), b[0])
-            if rows.all():
-                eta_all = eta  # bit-identical to the fit itself
-            return (eta_all if link == "linear.logit" else 1.0 / (1.0 + np.exp(-eta_all))), cf, drop
-        from sklearn.ensemble import HistGradientBoostingClassifier
 
-        from threadpoolctl import threadpool_limits
+def _distance(df, idx, t, Xm, rows: np.ndarray, *, distance, ps_model, link, seed, table):
+    """Distance for all units from a model fitted on ``rows``: (dist, coef, dropped)."""
+    if distance:
+        return pd.to_numeric(df.loc[idx, distance]).to_numpy(dtype="float64"), pd.Series(dtype="float64"), []
+    Xa = Xm.to_numpy(dtype="float64")
+    tt = t[rows]
+    if ps_model == "gbm":
+        return _gbm_score(Xa, rows, tt, link, seed), pd.Series(dtype="float64"), []
+    X, names, drop = _reduce_rank(Xa[rows], list(Xm.columns))
+    sep = _separating(Xm.iloc[np.flatnonzero(rows)][names], tt.astype(int)) if names else []
+    eta, b, conv = _fit_logit(X, tt.astype(float))
+    pt, pc = eta[tt], eta[~tt]
+    if sep or (pt.min() > pc.max()) or (pt.max() < pc.min()):
+        raise ValueError(
+            f"{table}: perfect separation: the propensity model separates treated and controls completely"
+            + (f"; covariate(s) that alone separate them: {sep}" if sep else "")
+            + ". Drop or coarsen these covariates, or use them as exact strata."
+        )
+    if not conv:
+        raise ValueError(f"{table}: the logistic propensity model did not converge in 25 IRLS iterations "
+                         "(quasi-separation?); check covariates " + str(names))
+    cf = pd.Series(b, index=["(Intercept)", *names])
+    eta_all = b[0] + Xm[names].to_numpy(dtype="float64") @ b[1:] if names else np.full(len(idx), b[0])
+    if rows.all():
+        eta_all = eta  # bit-identical to the fit itself
+    return (eta_all if link == "linear.logit" else 1.0 / (1.0 + np.exp(-eta_all))), cf, drop
 
-        clf = HistGradientBoostingClassifier(random_state=seed)
-        # OpenMP threads busy-wait; on small samples on a shared 2-core machine that costs
-        # seconds per fit for no gain, so small fits run single-threaded
-        with threadpool_limits(1 if len(Xm) < 100_000 else None):
-            clf.fit(Xa[rows], tt.astype(int))
-            p = clf.predict_proba(Xa)[:, 1]
-        p = np.clip(p, 1e-12, 1 - 1e-12)
-        return (np.log(p / (1 - p)) if link == "linear.logit" else p), pd.Series(dtype="float64"), []
 
-    dist, coef, dropped = score(np.ones(len(idx), dtype=bool))
+def _gbm_score(Xa: np.ndarray, rows: np.ndarray, tt: np.ndarray, link: str, seed: int) -> np.ndarray:
+    """Gradient-boosted propensity score (scikit-learn), on the probability or the logit scale."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
 
-    # ---------------- common support (MatchIt discard)
-    discarded = np.zeros(len(idx), dtype=bool)
+    from threadpoolctl import threadpool_limits
+
+    clf = HistGradientBoostingClassifier(random_state=seed)
+    # OpenMP threads busy-wait; on small samples on a shared 2-core machine that costs
+    # seconds per fit for no gain, so small fits run single-threaded
+    with threadpool_limits(1 if len(Xa) < 100_000 else None):
+        clf.fit(Xa[rows], tt.astype(int))
+        p = clf.predict_proba(Xa)[:, 1]
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return np.log(p / (1 - p)) if link == "linear.logit" else p
+
+
+def _discarded(dist: np.ndarray, t: np.ndarray, discard: str) -> np.ndarray:
+    """MatchIt's ``discard``: units outside the other group's range of the distance."""
+    discarded = np.zeros(len(dist), dtype=bool)
     if discard != "none":
         dt_, dc_ = dist[t], dist[~t]
         if discard in ("both", "control"):
             discarded |= (~t) & ((dist < dt_.min()) | (dist > dt_.max()))
         if discard in ("both", "treated"):
             discarded |= t & ((dist < dc_.min()) | (dist > dc_.max()))
-    eligible = ~discarded
-    if reestimate and discarded.any() and not distance:
-        # MatchIt's reestimate: the score of the units left is refitted on them alone
-        dist, coef, dropped = score(eligible)
+    return discarded
 
-    cal_w = None
-    if caliper is not None:
-        cal_w = float(caliper) * (float(np.std(dist[eligible], ddof=1)) if std_caliper else 1.0)
 
-    t_pos = np.flatnonzero(f & eligible)
-    order_t = t_pos[_order_treated(dist[t_pos], m_order, seed)]
-    if mahalanobis or mahvars_l:
-        if mahvars_l:
-            Zdf = mah_design.loc[idx]
-        else:
-            if not covariates:
-                raise ValueError("mahalanobis=True needs covariates")
-            Zdf = Xm
-        Z = Zdf.to_numpy(dtype="float64")
-        # MatchIt: the covariance comes from the units that remain after discarding
-        M = _mahalanobis_coords(Z, t, eligible)
-        tp, cp, rd = _nn_mahalanobis(M, dist, f, stratum, eligible, order_t, int(ratio), bool(replace), cal_w,
-                                     algorithm)
-    else:
-        tp, cp, rd = _nn_1d(dist, f, stratum, eligible, order_t, int(ratio), bool(replace), cal_w)
-
-    # ---------------- weights (MatchIt get_weights_from_mm, ATT)
-    n = len(idx)
+def _nearest_weights(tp: np.ndarray, cp: np.ndarray, n: int, replace: bool):
+    """MatchIt's ``get_weights_from_mm`` (ATT) and subclasses: (weights, subclass, matches per focal unit)."""
     w = np.zeros(n)
     k_t = np.bincount(tp, minlength=n).astype(float)
     w[k_t > 0] = 1.0
@@ -1456,60 +1538,65 @@ def match(
     sub[mt] = np.arange(1, mt.size + 1)
     if not replace and cp.size:
         sub[cp] = sub[tp]
-    # ---------------- reasons for unmatched treated
+    return w, sub, k_t
+
+
+def _unmatched_reasons(un_t: np.ndarray, f, eligible, stratum, dist, cal_w) -> np.ndarray:
+    """Why each unmatched focal unit found no control: no control in its stratum, none within the caliper, or all used."""
+    c_el = np.flatnonzero((~f) & eligible)
+    ck = np.lexsort((dist[c_el], stratum[c_el]))
+    cs, cdd = stratum[c_el][ck], dist[c_el][ck]
+    lo = np.searchsorted(cs, stratum[un_t], side="left")
+    hi = np.searchsorted(cs, stratum[un_t], side="right")
+    none = hi <= lo
+    # distance to the nearest control of the stratum, ignoring use
+    pos = _insert_pos(cs, cdd, stratum[un_t], dist[un_t])
+    if cdd.size:
+        left = np.where(pos - 1 >= lo, np.abs(dist[un_t] - cdd[np.clip(pos - 1, 0, cdd.size - 1)]), np.inf)
+        right = np.where(pos < hi, np.abs(cdd[np.clip(pos, 0, cdd.size - 1)] - dist[un_t]), np.inf)
+        near = np.minimum(left, right)
+    else:
+        near = np.full(un_t.size, np.inf)
+    return np.where(none, R_NO_STRATUM, np.where((cal_w is not None) & (near > (cal_w or np.inf)), R_CALIPER, R_USED))
+
+
+def _nearest_units(s: _Sample, f, dist, discarded, eligible, tp, cp, rd, cal_w, replace: bool):
+    """The ``units`` and ``pairs`` tables of a nearest-neighbour :class:`Match`."""
+    idx, n = s.idx, len(s.idx)
+    w, sub, k_t = _nearest_weights(tp, cp, n, replace)
     reason = np.full(n, "", dtype=object)
     status = np.where(w > 0, "matched", "unmatched").astype(object)
     status[discarded] = "discarded"
     reason[discarded & f] = R_DISCARDED
     un_t = np.flatnonzero(f & eligible & (k_t == 0))
     if un_t.size:
-        c_el = np.flatnonzero((~f) & eligible)
-        ck = np.lexsort((dist[c_el], stratum[c_el]))
-        cs, cdd = stratum[c_el][ck], dist[c_el][ck]
-        lo = np.searchsorted(cs, stratum[un_t], side="left")
-        hi = np.searchsorted(cs, stratum[un_t], side="right")
-        none = hi <= lo
-        # distance to the nearest control of the stratum, ignoring use
-        pos = _insert_pos(cs, cdd, stratum[un_t], dist[un_t])
-        if cdd.size:
-            left = np.where(pos - 1 >= lo, np.abs(dist[un_t] - cdd[np.clip(pos - 1, 0, cdd.size - 1)]), np.inf)
-            right = np.where(pos < hi, np.abs(cdd[np.clip(pos, 0, cdd.size - 1)] - dist[un_t]), np.inf)
-            near = np.minimum(left, right)
-        else:
-            near = np.full(un_t.size, np.inf)
-        r = np.where(none, R_NO_STRATUM, np.where((cal_w is not None) & (near > (cal_w or np.inf)), R_CALIPER, R_USED))
-        reason[un_t] = r
-    units = pd.DataFrame({
-        "treated": t, "distance": dist, "discarded": discarded, "weights": w,
-        "subclass": pd.array(np.where(sub > 0, sub, 0), dtype="Int64"), "stratum": stratum,
-        "status": status, "reason": reason,
-    }, index=idx)
-    units.loc[units["subclass"] == 0, "subclass"] = pd.NA
+        reason[un_t] = _unmatched_reasons(un_t, f, eligible, s.stratum, dist, cal_w)
+    units = _units_table(idx, s.t, dist, discarded, w, sub, s.stratum, status, reason)
     if replace:
         units.loc[units["treated"] != f, "subclass"] = pd.NA
     pairs = pd.DataFrame({
         "treated_index": idx[tp], "control_index": idx[cp],
         "subclass": sub[tp] if tp.size else np.empty(0, dtype=np.int64), "round": rd + 1,
     })
-    return Match(
-        ratio=int(ratio), replace=bool(replace), caliper=caliper, distance=distance,
-        mahalanobis=bool(mahalanobis or mahvars_l), discard=discard, m_order=m_order, caliper_width=cal_w,
-        dropped_terms=tuple(dropped), ps_coef=coef, units=units, pairs=pairs, mahvars=tuple(mahvars_l),
-        estimand=estimand,
-        reestimate=bool(reestimate), algorithm=algorithm, **common,
-    )
+    return units, pairs
+
+
+def _units_table(idx, t, dist, discarded, w, subclass, stratum, status, reason) -> pd.DataFrame:
+    """:attr:`Match.units`: one row per unit with complete data (subclass NA when unmatched)."""
+    units = pd.DataFrame({
+        "treated": t, "distance": dist, "discarded": discarded, MATCH_WEIGHT: w, "weights": w,
+        "subclass": pd.array(np.where(subclass > 0, subclass, 0), dtype="Int64"), "stratum": stratum,
+        "status": status, "reason": reason,
+    }, index=idx)
+    units.loc[units["subclass"] == 0, "subclass"] = pd.NA
+    return units
 
 
 def _weighting_match(idx, t, stratum, w, subclass, reason, common, dropped, **extra) -> Match:
     """A :class:`Match` for designs without pairs or score (cem, ebal)."""
     n = len(idx)
     status = np.where(w > 0, S_MATCHED, S_UNMATCHED).astype(object)
-    units = pd.DataFrame({
-        "treated": t, "distance": np.full(n, np.nan), "discarded": np.zeros(n, dtype=bool), "weights": w,
-        "subclass": pd.array(np.where(subclass > 0, subclass, 0), dtype="Int64"), "stratum": stratum,
-        "status": status, "reason": reason,
-    }, index=idx)
-    units.loc[units["subclass"] == 0, "subclass"] = pd.NA
+    units = _units_table(idx, t, np.full(n, np.nan), np.zeros(n, dtype=bool), w, subclass, stratum, status, reason)
     e = np.empty(0, dtype=np.int64)
     pairs = pd.DataFrame({"treated_index": idx[e], "control_index": idx[e], "subclass": e, "round": e})
     return Match(ratio=1, replace=False, caliper=None, distance=None, mahalanobis=False, discard="none",
@@ -1606,8 +1693,8 @@ def _match_ebal(idx, t, stratum, Xm, design, moments, table, common) -> Match:
 
 # ============================================================================ effect
 
-@dataclass(frozen=True)
-class Effect:
+@dataclass(frozen=True, repr=False)
+class Effect(ResultDisplay):
     """ATT on a matched sample (immutable). See :func:`att`."""
 
     outcome: str
@@ -1624,12 +1711,13 @@ class Effect:
     estimand: str = "ATT"
 
     def tidy(self) -> pd.DataFrame:
-        """One row: ``term, estimate, std_error, conf_low, conf_high, n_treated, n_control, n``."""
-        return pd.DataFrame([{
+        """One row, columns :data:`EFFECT_COLUMNS` (``statistic`` = estimate / SE, normal ``p_value``)."""
+        return estimate_table(pd.DataFrame([{
             "term": f"{self.estimand}({self.outcome})", "estimate": self.estimate, "std_error": self.std_error,
             "conf_low": self.conf_low, "conf_high": self.conf_high, "n_treated": self.n_treated,
-            "n_control": self.n_control, "n": self.n,
-        }], columns=EFFECT_COLUMNS)
+            "n_control": self.n_control, "outcome": self.outcome, "n": self.n, "n_clusters": self.n_clusters,
+            "vcov": self.vcov,
+        }]), EFFECT_COLUMNS[len(ESTIMATE_CORE):])
 
     def summary(self) -> str:
         lvl = int(round(100 * (1 - self.alpha)))
@@ -1639,9 +1727,6 @@ class Effect:
 
     def _repr_markdown_(self) -> str:
         return _md_table(self.tidy())
-
-    def _repr_html_(self) -> str:
-        return self.tidy().to_html(index=False)
 
 
 def att(m: Match, outcome: str, alpha: float = 0.05, vcov: str = "auto") -> Effect:
@@ -1711,7 +1796,7 @@ def att(m: Match, outcome: str, alpha: float = 0.05, vcov: str = "auto") -> Effe
         raise ValueError(f"matched data: outcome {outcome!r} is missing for {int(bad.sum())} matched unit(s), e.g.:\n"
                          + examples(md, bad, [m.treatment, outcome]))
     T = m.units.loc[md.index, "treated"].to_numpy().astype(float)
-    w = md["weights"].to_numpy(dtype="float64")
+    w = md[MATCH_WEIGHT].to_numpy(dtype="float64")
     X = np.column_stack([np.ones_like(T), T])
     XtWX = X.T @ (X * w[:, None])
     beta = np.linalg.solve(XtWX, X.T @ (w * y))
@@ -1816,8 +1901,8 @@ def _example_panel(n: int = 300, seed: int = 0) -> pd.DataFrame:
 _PREDETERMINED = re.compile(r"(_lag\d+$)|(_before$)|(_before_)")
 
 
-@dataclass(frozen=True)
-class CohortMatch:
+@dataclass(frozen=True, repr=False)
+class CohortMatch(ResultDisplay):
     """Cohort-wise matching result of :func:`match_cohorts` (immutable).
 
     Attributes
@@ -1849,11 +1934,13 @@ class CohortMatch:
             md.insert(0, "cohort", g)
             parts.append(md)
         if not parts:
-            return pd.DataFrame(columns=["cohort", self.idname, "weights", "subclass", "distance"])
+            return pd.DataFrame(columns=["cohort", self.idname, MATCH_WEIGHT, "weights", "subclass", "distance"])
         return pd.concat(parts, ignore_index=True)
 
     def unit_weights(self) -> pd.DataFrame:
-        """``(idname, weight)`` for ``reach.did.att_gt(weightsname=...)``.
+        """``(idname, match_weight, weight)`` for ``reach.did.att_gt(weightsname="match_weight")``.
+
+        ``weight`` is the deprecated alias of ``match_weight`` (one release).
 
         Treated units have weight 1 (they belong to one cohort). A control gets the
         *sum* of its matching weights over the cohorts it was matched for; units
@@ -1873,13 +1960,14 @@ class CohortMatch:
         """
         md = self.matched_data()
         if md.empty:
-            return pd.DataFrame({self.idname: pd.Series(dtype=object), "weight": pd.Series(dtype="float64")})
-        out = md.groupby(self.idname, sort=True, observed=True)["weights"].sum().rename("weight")
+            return pd.DataFrame({self.idname: pd.Series(dtype=object), MATCH_WEIGHT: pd.Series(dtype="float64"),
+                                 "weight": pd.Series(dtype="float64")})
+        out = md.groupby(self.idname, sort=True, observed=True)[MATCH_WEIGHT].sum().rename(MATCH_WEIGHT)
         # a unit treated in its own cohort keeps weight 1 even if it was also a not-yet-treated
         # control for an earlier cohort: its own ATT(g,t) must stay the plain treated mean
         treated_ids = md.loc[md[self._treat_col] == 1, self.idname].unique()
         out.loc[out.index.isin(treated_ids)] = 1.0
-        return out.reset_index()
+        return out.reset_index().assign(weight=lambda d: d[MATCH_WEIGHT])  # deprecated alias, one release
 
     def balance(self, by_cohort: bool = False) -> pd.DataFrame:
         """Balance over all cohorts stacked (default) or per cohort (``cohort`` column).
@@ -1897,7 +1985,7 @@ class CohortMatch:
         if not self.matches:
             return pd.DataFrame(columns=BALANCE_COLUMNS)
         keys, X, binary = self._stacked()
-        return _balance_table(X, binary, keys["treated"].to_numpy(), keys["weights"].to_numpy())
+        return _balance_table(X, binary, keys["treated"].to_numpy(), keys[MATCH_WEIGHT].to_numpy())
 
     def _stacked(self) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         """Every unit x cohort of the matched cohorts: keys, balance columns, binary flags.
@@ -1914,7 +2002,7 @@ class CohortMatch:
             u = m.units
             ks.append(pd.DataFrame({self.idname: u.index, "cohort": g,
                                     "treated": u["treated"].to_numpy().astype(int),
-                                    "weights": u["weights"].to_numpy()}))
+                                    MATCH_WEIGHT: u[MATCH_WEIGHT].to_numpy()}))
             Xs.append(pd.concat([u[["distance"]], m._design.balance.loc[u.index]], axis=1).reset_index(drop=True))
             binary.update(m._design.binary)
         X = pd.concat(Xs, ignore_index=True)
@@ -1940,7 +2028,7 @@ class CohortMatch:
         front = pd.DataFrame({self.idname: keys[self.idname], "cohort": keys["cohort"],
                               "group": np.where(keys["treated"] == 1, "treated", "control")})
         both = pd.concat([front, X], axis=1)
-        after = keys["weights"].to_numpy() > 0
+        after = keys[MATCH_WEIGHT].to_numpy() > 0
         out = pd.concat([both.assign(phase="before"), both.loc[after].assign(phase="after")], ignore_index=True)
         return out[[self.idname, "cohort", "phase", "group", *X.columns]]
 
@@ -2110,9 +2198,9 @@ class CohortMatch:
         Returns
         -------
         pandas.DataFrame
-            ``PS_TABLE_COLUMNS``: ``cohort, term, estimate`` and per cohort
-            ``n_treated``, ``n_control`` (complete-case units in the model) and
-            ``df_resid`` (:math:`n_T + n_C - k`, ``k`` coefficients incl. the
+            ``PS_TABLE_COLUMNS``: ``term, estimate`` (no standard error or test) and per
+            cohort ``n_treated``, ``n_control`` (complete-case units in the model), then
+            ``cohort`` and ``df_resid`` (:math:`n_T + n_C - k`, ``k`` coefficients incl. the
             intercept). Ready for ``reach.disclosure.check_estimates(...,
             df_resid="df_resid")``. Empty for ``ps_model="gbm"`` or a user score.
 
@@ -2131,12 +2219,11 @@ class CohortMatch:
             n_t = int(c.loc["treated", "all"] - c.loc["treated", "excluded_missing"])
             n_c = int(c.loc["control", "all"] - c.loc["control", "excluded_missing"])
             t = m.ps_summary()
-            t.insert(0, "cohort", g)
-            parts.append(t.assign(n_treated=n_t, n_control=n_c, df_resid=n_t + n_c - len(m.ps_coef)))
+            parts.append(t.assign(n_treated=n_t, n_control=n_c, cohort=g, df_resid=n_t + n_c - len(m.ps_coef)))
         if not parts:
-            dtypes = {"term": object, "estimate": "float64"}
-            return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "int64")) for c in PS_TABLE_COLUMNS})
-        return pd.concat(parts, ignore_index=True)[PS_TABLE_COLUMNS]
+            dtypes = {"term": object, "cohort": "int64", "df_resid": "int64", "n_treated": "int64", "n_control": "int64"}
+            return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "float64")) for c in PS_TABLE_COLUMNS})
+        return estimate_table(pd.concat(parts, ignore_index=True), PS_TABLE_COLUMNS[len(ESTIMATE_CORE):], tests=False)
 
     def matched_units(self) -> pd.DataFrame:
         """The matched sample for the effect estimates: one row per matched unit x cohort.
@@ -2145,29 +2232,32 @@ class CohortMatch:
         -------
         pandas.DataFrame
             ``idname`` (as in the panel), ``cohort`` (int64), ``treated`` (int64 0/1),
-            ``weight`` (float64, the cohort's ATT weight: users 1; comparison firms
+            ``match_weight`` (float64, the cohort's ATT weight: users 1; comparison firms
             MatchIt's matching weights for ``"nearest"``, its stratum weights (mean 1)
             for ``"cem"``, WeightIt's entropy-balancing weights (summing to the cohort's
             users) for ``"ebal"``; firms with weight 0 are left out). Written by
             notebook 03 to ``work/<run>/matched_units.parquet`` (never ``output/``); a
-            unit's weight over cohorts is summed as in :meth:`unit_weights`.
+            unit's weight over cohorts is summed as in :meth:`unit_weights`. Then ``weight``,
+            the deprecated alias of ``match_weight`` (one release).
 
         Examples
         --------
         >>> p = _example_panel()  # 300 firms, 2018-2019, about a fifth first use the programme in 2019
         >>> mu = match_cohorts(p, "g", "year", "id", ["x"], caliper=None).matched_units()
-        >>> list(mu.columns), mu.groupby("treated")["weight"].sum().to_dict()
-        (['id', 'cohort', 'treated', 'weight'], {0: 58.0, 1: 58.0})
+        >>> list(mu.columns), mu.groupby("treated")["match_weight"].sum().to_dict()
+        (['id', 'cohort', 'treated', 'match_weight', 'weight'], {0: 58.0, 1: 58.0})
         """
         parts = []
         for g, m in self.matches.items():
-            u = m.units.loc[m.units["weights"] > 0]
+            u = m.units.loc[m.units[MATCH_WEIGHT] > 0]
+            w = u[MATCH_WEIGHT].to_numpy(dtype="float64")
             parts.append(pd.DataFrame({self.idname: u.index, "cohort": np.int64(g),
                                        "treated": u["treated"].to_numpy().astype("int64"),
-                                       "weight": u["weights"].to_numpy(dtype="float64")}))
+                                       MATCH_WEIGHT: w, "weight": w}))
         if not parts:
             return pd.DataFrame({self.idname: pd.Series(dtype=str), "cohort": pd.Series(dtype="int64"),
-                                 "treated": pd.Series(dtype="int64"), "weight": pd.Series(dtype="float64")})
+                                 "treated": pd.Series(dtype="int64"), MATCH_WEIGHT: pd.Series(dtype="float64"),
+                                 "weight": pd.Series(dtype="float64")})
         return pd.concat(parts, ignore_index=True).astype({"cohort": "int64"})
 
     def spec(self) -> str:
@@ -2222,8 +2312,14 @@ class CohortMatch:
             "max_abs_smd_after", "status"])
 
     def tidy(self) -> pd.DataFrame:
-        """Per-cohort counts (:meth:`counts`)."""
-        return self.counts()
+        """Per-cohort sample sizes as a count table: ``cohort`` first, then :data:`COUNT_TIDY_COLUMNS`."""
+        parts = [_long_counts(m.counts(), ["group"]).assign(cohort=g) for g, m in self.matches.items()]
+        c = self.counts()
+        # users absent in their reference year never reach match(): counted here, per cohort
+        parts.append(pd.DataFrame({"cohort": c["cohort"], "group": "treated", "sample": "not_observed",
+                                   "n_units": c["not_observed"], "value": c["not_observed"]}))
+        t = pd.concat(parts, ignore_index=True).sort_values(["cohort", "group"], kind="stable", ignore_index=True)
+        return count_table(t.astype({"n_units": "int64", "value": "int64"}), ["cohort", "group", "sample"])
 
     def summary(self) -> str:
         c = self.counts()
@@ -2239,8 +2335,47 @@ class CohortMatch:
     def _repr_markdown_(self) -> str:
         return _md_table(self.counts())
 
-    def _repr_html_(self) -> str:
-        return self.counts().to_html(index=False)
+    def __repr__(self) -> str:  # one line: summary() also computes the stacked balance table
+        c = self.counts()
+        return (f"CohortMatch({len(c)} cohorts, users matched {int(c['treated_matched'].sum())}/"
+                f"{int(c['n_treated'].sum())}, {len(self.failures)} cohort(s) not matched)")
+
+
+def _cohort_cross_section(panel, g: int, b: int, treated_codes, *, codes, uniq, years, unit_g, gname, idname,
+                          pre, contemporaneous, control_group, anticipation):
+    """Cohort ``g``'s users and eligible controls as one row per unit in reference year ``b``.
+
+    Contemporaneous covariates come from year ``b``, predetermined ones (lags, "before" flags)
+    from the unit's row of year ``b + 1`` (missing if it has none). Returns the cross-section
+    (index: the unit ids) and the codes of users absent in year ``b``.
+    """
+    rows_b = np.flatnonzero(years == b)
+    in_base = np.zeros(len(uniq), dtype=bool)
+    in_base[codes[rows_b]] = True
+    missing_t = treated_codes[~in_base[treated_codes]]
+    ug = unit_g[codes[rows_b]]
+    is_t = ug == g
+    is_c = ug == 0
+    if control_group == "notyettreated":
+        is_c = is_c | (ug > g + anticipation)
+    rows = rows_b[is_t | is_c]
+    cs_codes = codes[rows]
+    cs = panel.iloc[rows][[gname, *contemporaneous]]
+    cs.index = pd.Index(uniq.take(cs_codes), name=idname)
+    cs = cs.assign(treated=is_t[is_t | is_c].astype(int))
+    cs[idname] = cs.index
+    if pre:
+        pos = np.full(len(uniq), -1, dtype=np.int64)
+        rows_n = np.flatnonzero(years == b + 1)
+        pos[codes[rows_n]] = rows_n
+        take = pos[cs_codes]
+        nxt = panel.iloc[np.where(take >= 0, take, 0)][pre].reset_index(drop=True)
+        nxt = nxt.astype({c: "float64" for c in pre if pd.api.types.is_integer_dtype(nxt[c])
+                          or pd.api.types.is_bool_dtype(nxt[c])})
+        nxt.loc[take < 0, :] = np.nan
+        nxt.index = cs.index
+        cs = pd.concat([cs, nxt], axis=1)
+    return cs, missing_t
 
 
 def match_cohorts(
@@ -2358,36 +2493,13 @@ def match_cohorts(
         b = g - 1 - anticipation
         treated_codes = np.flatnonzero(unit_g == g)
         n_treated[g] = treated_codes.size
-        rows_b = np.flatnonzero(years == b)
-        in_base = np.zeros(len(uniq), dtype=bool)
-        in_base[codes[rows_b]] = True
-        missing_t = treated_codes[~in_base[treated_codes]]
+        cs, missing_t = _cohort_cross_section(panel, g, b, treated_codes, codes=codes, uniq=uniq, years=years,
+                                              unit_g=unit_g, gname=gname, idname=idname, pre=pre,
+                                              contemporaneous=contemporaneous, control_group=control_group,
+                                              anticipation=anticipation)
         if missing_t.size:
             not_obs.append(pd.DataFrame({idname: uniq.take(missing_t), "cohort": g,
                                          "reason": f"{R_NOT_OBSERVED} {b}"}))
-        ug = unit_g[codes[rows_b]]
-        is_t = ug == g
-        is_c = ug == 0
-        if control_group == "notyettreated":
-            is_c = is_c | (ug > g + anticipation)
-        rows = rows_b[is_t | is_c]
-        cs_codes = codes[rows]
-        cs = panel.iloc[rows][[gname, *contemporaneous]]
-        cs.index = pd.Index(uniq.take(cs_codes), name=idname)
-        cs = cs.assign(treated=is_t[is_t | is_c].astype(int))
-        cs[idname] = cs.index
-        if pre:
-            # predetermined covariates from the unit's row of year b + 1 (missing if it has none)
-            pos = np.full(len(uniq), -1, dtype=np.int64)
-            rows_n = np.flatnonzero(years == b + 1)
-            pos[codes[rows_n]] = rows_n
-            take = pos[cs_codes]
-            nxt = panel.iloc[np.where(take >= 0, take, 0)][pre].reset_index(drop=True)
-            nxt = nxt.astype({c: "float64" for c in pre if pd.api.types.is_integer_dtype(nxt[c])
-                              or pd.api.types.is_bool_dtype(nxt[c])})
-            nxt.loc[take < 0, :] = np.nan
-            nxt.index = cs.index
-            cs = pd.concat([cs, nxt], axis=1)
         try:
             if cs["treated"].sum() == 0:
                 raise ValueError("no treated unit observed in the reference year")

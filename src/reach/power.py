@@ -29,6 +29,7 @@ import pandas as pd
 from scipy import stats
 
 from reach._checks import check_choice, count_text, require_columns
+from reach._display import ESTIMATE_CORE, ResultDisplay, estimate_table
 from reach.did import CONTROL_GROUPS, EST_METHODS, AggteResult, aggte, att_gt, parse_xformla
 
 __all__ = [
@@ -43,10 +44,14 @@ __all__ = [
 ]
 
 #: Columns of :meth:`MDE.tidy`.
-MDE_COLUMNS = ("yname", "estimate", "std_error", "alpha", "power", "multiplier", "mde", "mde_percent",
-               "n_treated", "n_control")
+#: The estimate core (``reach._display.ESTIMATE_CORE``: ``term`` is the outcome; no test or interval),
+#: then the MDE's own columns.
+MDE_COLUMNS = (*ESTIMATE_CORE, "yname", "alpha", "power", "multiplier", "mde", "mde_percent")
 #: Columns of :meth:`PlaceboResult.tidy`.
-PLACEBO_COLUMNS = ("measure", "value", "percent", "band_low", "band_high", "n_draws", "n_treated", "n_control")
+#: The estimate core (``term`` the measure, ``estimate`` its value; no standard error, test or interval:
+#: these are summaries of the placebo draws), then ``percent``, the binomial band, ``n_draws`` and the
+#: deprecated aliases ``measure`` (= ``term``) and ``value`` (= ``estimate``), kept for one release.
+PLACEBO_COLUMNS = (*ESTIMATE_CORE, "percent", "band_low", "band_high", "n_draws", "measure", "value")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -103,8 +108,8 @@ def binomial_band(n_draws: int, alpha: float = 0.05, level: float = 0.99) -> tup
 
 
 # --------------------------------------------------------------------------- analytic MDE
-@dataclass(frozen=True)
-class MDE:
+@dataclass(frozen=True, repr=False)
+class MDE(ResultDisplay):
     """Minimum detectable effect of one estimate (immutable; see :func:`analytic_mde`)."""
 
     yname: str
@@ -119,11 +124,17 @@ class MDE:
     n_control: int | None = None
 
     def tidy(self) -> pd.DataFrame:
-        """One row with the columns of :data:`MDE_COLUMNS`."""
-        row = {c: getattr(self, c) for c in MDE_COLUMNS}
-        for c in ("n_treated", "n_control"):
-            row[c] = np.nan if row[c] is None else row[c]
-        return pd.DataFrame([row], columns=list(MDE_COLUMNS))
+        """One row with the columns of :data:`MDE_COLUMNS`.
+
+        ``estimate`` and ``std_error`` are those the MDE was computed from; ``statistic``,
+        ``p_value`` and the interval are left missing (the row describes the design's power,
+        and its disclosure check blanks ``estimate, std_error, mde, mde_percent`` only).
+        """
+        row = {"term": self.yname or "estimate", "estimate": self.estimate, "std_error": self.std_error,
+               "n_treated": np.nan if self.n_treated is None else self.n_treated,
+               "n_control": np.nan if self.n_control is None else self.n_control,
+               **{c: getattr(self, c) for c in ("yname", "alpha", "power", "multiplier", "mde", "mde_percent")}}
+        return estimate_table(pd.DataFrame([row]), MDE_COLUMNS[len(ESTIMATE_CORE):], tests=False)
 
     def exceeded_by(self, effect: float) -> bool:
         """True when ``|effect|`` is at least the MDE (such an effect would be detected with the stated power)."""
@@ -149,9 +160,6 @@ class MDE:
         pct = f" ({100 * self.mde_percent:.1f}%)" if np.isfinite(self.mde_percent) else ""
         return (f"Minimum detectable effect, {self.yname or 'estimate'}: {_fmt(self.mde)}{pct} = "
                 f"{self.multiplier:.3f} x s.e. {_fmt(self.std_error)} (alpha {self.alpha:g}, power {self.power:g}; Bloom 1995)")
-
-    def _repr_markdown_(self) -> str:
-        return self.summary()
 
 
 def analytic_mde(estimate: AggteResult | float, *, alpha: float | None = None, power: float = 0.8,
@@ -341,8 +349,8 @@ def _predetermined(c: str) -> bool:
 
 
 # --------------------------------------------------------------------------- placebo
-@dataclass(frozen=True, eq=False)
-class PlaceboResult:
+@dataclass(frozen=True, eq=False, repr=False)
+class PlaceboResult(ResultDisplay):
     """Design-based placebo of a programme evaluation (immutable; see :func:`placebo`).
 
     Attributes
@@ -421,18 +429,19 @@ class PlaceboResult:
         for name in ("analytic_mde", "empirical_mde_sd", "empirical_mde_planted"):
             v = getattr(self, name)
             rows.append((name, v, self._pct(v), np.nan, np.nan))
-        t = pd.DataFrame(rows, columns=["measure", "value", "percent", "band_low", "band_high"])
+        t = pd.DataFrame(rows, columns=["term", "estimate", "percent", "band_low", "band_high"])
         t["n_draws"] = self.n_draws
         t["n_treated"] = self.n_treated
         t["n_control"] = int(np.min(self.n_control)) if len(self.n_control) else 0
-        return t[list(PLACEBO_COLUMNS)]
+        t["measure"], t["value"] = t["term"], t["estimate"]  # deprecated aliases (one release)
+        return estimate_table(t, PLACEBO_COLUMNS[len(ESTIMATE_CORE):], tests=False)
 
     def checked(self, rules=None, name: str | None = None):
         """The :meth:`tidy` table checked with :func:`reach.disclosure.check_estimates`."""
         from reach.disclosure import check_estimates
 
         return check_estimates(self.tidy(), name=name or f"placebo_{self.yname}", rules=rules,
-                               columns=["value", "percent", "band_low", "band_high"])
+                               columns=["estimate", "value", "percent", "band_low", "band_high"])
 
     def headline(self) -> dict:
         """Numbers for ``reach.report.record_headline``: rate, band, calibration and the three MDEs."""
@@ -461,7 +470,7 @@ class PlaceboResult:
         for r in t.itertuples():
             extra = f"  band [{_fmt(r.band_low)}, {_fmt(r.band_high)}]" if np.isfinite(r.band_low) else ""
             pct = f"  ({100 * r.percent:.1f}%)" if np.isfinite(r.percent) else ""
-            lines.append(f" {r.measure:<24} {_fmt(r.value):>9}{pct}{extra}")
+            lines.append(f" {r.term:<24} {_fmt(r.estimate):>9}{pct}{extra}")
         lines.append("False-positive rate " + ("within" if self.calibrated else "OUTSIDE")
                      + f" its {100 * self.band_level:g}% binomial band around alpha = {self.alpha:g}.")
         if self.exclusions:
@@ -474,13 +483,9 @@ class PlaceboResult:
         for r in t.itertuples():
             band = f"[{_fmt(r.band_low)}, {_fmt(r.band_high)}]" if np.isfinite(r.band_low) else ""
             pct = f"{100 * r.percent:.1f}%" if np.isfinite(r.percent) else ""
-            rows.append(f"| {r.measure} | {_fmt(r.value)} | {pct} | {band} |")
+            rows.append(f"| {r.term} | {_fmt(r.estimate)} | {pct} | {band} |")
         return (f"**Placebo programmes for `{self.yname}`**: {self.n_draws} draws; false-positive rate "
                 f"{'within' if self.calibrated else 'outside'} its binomial band\n\n" + "\n".join(rows))
-
-    def __repr__(self) -> str:
-        return (f"PlaceboResult(yname={self.yname!r}, n_draws={self.n_draws}, "
-                f"false_positive_rate={self.false_positive_rate:.3f}, empirical_mde={self.empirical_mde_planted:.4f})")
 
 
 def _weighted_sample(rng: np.random.Generator, weights: np.ndarray, k: int) -> np.ndarray:
@@ -490,6 +495,53 @@ def _weighted_sample(rng: np.random.Generator, weights: np.ndarray, k: int) -> n
     u = rng.random(int(ok.sum()))
     keys[ok] = np.log(u) / weights[ok]
     return np.argpartition(-keys, k - 1)[:k] if k > 0 else np.array([], dtype=np.int64)
+
+
+def _propensity_odds(panel, users: pd.Series, pool_ids: np.ndarray, cohorts: np.ndarray, sizes: pd.Series,
+                     covariates, anticipation: int, tname: str, idname: str, excl: dict) -> np.ndarray:
+    """Sampling odds of every never-user per cohort: pseudo-users get the real users' covariate profile.
+
+    A ridge logit of use on the covariates (users vs never-users, in each cohort's reference
+    year) gives each never-user's odds relative to the largest; without covariates all are 1.
+    Never-users lacking a covariate get odds 0 (counted in ``excl``).
+    """
+    odds = np.ones((len(pool_ids), len(cohorts)))
+    if not covariates:
+        return odds
+    Xu, Xn = [], []
+    for c, g in enumerate(cohorts):
+        b = int(g) - 1 - int(anticipation)
+        yrs = {v: (b + 1 if _predetermined(v) else b) for v in covariates}
+        uid = users.index[users.to_numpy() == g].to_numpy()
+        xu = np.column_stack([reference_values(panel, uid, np.full(len(uid), yrs[v]), [v], tname=tname,
+                                               idname=idname)[v].to_numpy(dtype=float) for v in covariates])
+        xn = np.column_stack([reference_values(panel, pool_ids, np.full(len(pool_ids), yrs[v]), [v], tname=tname,
+                                               idname=idname)[v].to_numpy(dtype=float) for v in covariates])
+        Xu.append(xu)
+        Xn.append(xn)
+    Xu_all, Xn_all = np.vstack(Xu), np.vstack(Xn)
+    okU, okN = np.isfinite(Xu_all).all(axis=1), np.isfinite(Xn_all).all(axis=1)
+    if (~okU).any():
+        excl["users_missing_covariates_left_out_of_propensity_model"] = int((~okU).sum())
+    X = np.vstack([Xu_all[okU], Xn_all[okN]])
+    mu, sd = X.mean(axis=0), X.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    Z = np.column_stack([np.ones(len(X)), (X - mu) / sd])
+    y = np.r_[np.ones(okU.sum()), np.zeros(okN.sum())]
+    beta = _newton_logit(Z, y)
+    for c in range(len(cohorts)):
+        xn = Xn[c]
+        ok = np.isfinite(xn).all(axis=1)
+        eta = np.column_stack([np.ones(len(xn)), (np.where(ok[:, None], xn, 0.0) - mu) / sd]) @ beta
+        # odds relative to the largest: the intercept cancels in proportional sampling
+        o = np.exp(np.clip(eta - eta[ok].max(), -700, 0)) if ok.any() else np.zeros(len(xn))
+        odds[:, c] = np.where(ok, o, 0.0)
+        if (~ok).any():
+            excl[f"never_users_missing_covariates_cohort_{int(cohorts[c])}"] = int((~ok).sum())
+        if int((odds[:, c] > 0).sum()) < 2 * sizes.iloc[c]:
+            raise ValueError(f"cohort {int(cohorts[c])}: too few never-users with covariates to draw "
+                             f"{int(sizes.iloc[c])} pseudo-users")
+    return odds
 
 
 def placebo(panel: pd.DataFrame, yname: str, *, gname: str, tname: str = "year", idname: str = "firm_id",
@@ -592,41 +644,7 @@ def placebo(panel: pd.DataFrame, yname: str, *, gname: str, tname: str = "year",
             f"{need} pseudo-users and leave as many comparison firms; placebo needs at least {2 * need}")
 
     # Propensity of use: pseudo-users get the real users' covariate profile.
-    odds = np.ones((len(pool_ids), len(cohorts)))
-    if covariates:
-        Xu, Xn = [], []
-        for c, g in enumerate(cohorts):
-            b = int(g) - 1 - int(anticipation)
-            yrs = {v: (b + 1 if _predetermined(v) else b) for v in covariates}
-            uid = users.index[users.to_numpy() == g].to_numpy()
-            xu = np.column_stack([reference_values(panel, uid, np.full(len(uid), yrs[v]), [v], tname=tname,
-                                                   idname=idname)[v].to_numpy(dtype=float) for v in covariates])
-            xn = np.column_stack([reference_values(panel, pool_ids, np.full(len(pool_ids), yrs[v]), [v], tname=tname,
-                                                   idname=idname)[v].to_numpy(dtype=float) for v in covariates])
-            Xu.append(xu)
-            Xn.append(xn)
-        Xu_all, Xn_all = np.vstack(Xu), np.vstack(Xn)
-        okU, okN = np.isfinite(Xu_all).all(axis=1), np.isfinite(Xn_all).all(axis=1)
-        if (~okU).any():
-            excl["users_missing_covariates_left_out_of_propensity_model"] = int((~okU).sum())
-        X = np.vstack([Xu_all[okU], Xn_all[okN]])
-        mu, sd = X.mean(axis=0), X.std(axis=0)
-        sd = np.where(sd > 0, sd, 1.0)
-        Z = np.column_stack([np.ones(len(X)), (X - mu) / sd])
-        y = np.r_[np.ones(okU.sum()), np.zeros(okN.sum())]
-        beta = _newton_logit(Z, y)
-        for c in range(len(cohorts)):
-            xn = Xn[c]
-            ok = np.isfinite(xn).all(axis=1)
-            eta = np.column_stack([np.ones(len(xn)), (np.where(ok[:, None], xn, 0.0) - mu) / sd]) @ beta
-            # odds relative to the largest: the intercept cancels in proportional sampling
-            o = np.exp(np.clip(eta - eta[ok].max(), -700, 0)) if ok.any() else np.zeros(len(xn))
-            odds[:, c] = np.where(ok, o, 0.0)
-            if (~ok).any():
-                excl[f"never_users_missing_covariates_cohort_{int(cohorts[c])}"] = int((~ok).sum())
-            if int((odds[:, c] > 0).sum()) < 2 * sizes.iloc[c]:
-                raise ValueError(f"cohort {int(cohorts[c])}: too few never-users with covariates to draw "
-                                 f"{int(sizes.iloc[c])} pseudo-users")
+    odds = _propensity_odds(panel, users, pool_ids, cohorts, sizes, covariates, anticipation, tname, idname, excl)
 
     # The never-user panel is built once; each draw only rewrites the cohort column.
     dn = d[d[idname].isin(pool_ids)].reset_index(drop=True)

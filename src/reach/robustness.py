@@ -756,7 +756,7 @@ def how_sure(panel: pd.DataFrame, reports: Mapping, *, programme: str, label: st
         full = pd.concat([_sensitivity_rows(r, y) for y, r in sens.items()], ignore_index=True)
         checked["sensitivity"] = check_estimates(full, f"sensitivity_{programme}", n_treated="n_treated",
                                                  n_control="n_control", rules=rules,
-                                                 columns=["lb", "ub", "excludes_zero", "estimate"])
+                                                 columns=["lb", "ub", "excludes_zero", "estimate", "conf_low", "conf_high"])
 
     # 2. analytic MDE per outcome from the recorded (publishable) SE on the primary sample
     mdes = {}

@@ -65,6 +65,7 @@ import pandas as pd
 from scipy import optimize, special, stats
 
 from reach._checks import check_choice
+from reach._display import ESTIMATE_CORE, ResultDisplay, estimate_table
 
 __all__ = [
     "honest_did",
@@ -75,7 +76,12 @@ __all__ = [
     "SensitivityResult",
     "SENSITIVITY_TYPES",
     "METHODS",
+    "SENSITIVITY_COLUMNS",
 ]
+
+#: Columns of :meth:`SensitivityResult.tidy`: the estimate core, then the grid value, method,
+#: restriction, whether the set excludes zero, and the deprecated aliases ``lb`` / ``ub``.
+SENSITIVITY_COLUMNS = (*ESTIMATE_CORE, "M", "method", "delta", "excludes_zero", "lb", "ub")
 
 SENSITIVITY_TYPES = ("relative_magnitude", "smoothness")
 #: Allowed ``method`` per sensitivity type; the first is the default (HonestDiD's).
@@ -518,8 +524,8 @@ def _flci(betahat, sigma, npre, npost, l_vec, M, alpha, problem=None):
 
 
 # --------------------------------------------------------------------------- results
-@dataclass(frozen=True)
-class SensitivityResult:
+@dataclass(frozen=True, repr=False)
+class SensitivityResult(ResultDisplay):
     """Robust confidence sets over a grid of M (or Mbar); immutable.
 
     Attributes
@@ -569,22 +575,32 @@ class SensitivityResult:
         return "Mbar" if self.sensitivity_type == "relative_magnitude" else "M"
 
     def tidy(self, include_original: bool = False) -> pd.DataFrame:
-        """One row per grid value: ``M, lb, ub, method, delta, excludes_zero``.
+        """One row per grid value, columns :data:`SENSITIVITY_COLUMNS`.
 
-        ``M`` holds Mbar for relative magnitudes. With ``include_original`` a first
-        row (``M`` missing, ``method="Original"``) gives the usual confidence interval.
+        The estimate core first (``reach._display.ESTIMATE_CORE``): ``term`` the target
+        parameter, ``estimate`` its point estimate, ``conf_low`` / ``conf_high`` the robust
+        confidence set at that grid value; no standard error or test (a robust set is not a
+        Wald interval). Then ``M`` (Mbar for relative magnitudes), ``method``, ``delta``,
+        ``excludes_zero`` and the deprecated aliases ``lb`` (= ``conf_low``) and ``ub``
+        (= ``conf_high``), kept for one release. With ``include_original`` a first row
+        (``M`` missing, ``method="Original"``) gives the usual confidence interval.
         """
         t = pd.DataFrame({
-            "M": self.grid.astype(float), "lb": self.lb, "ub": self.ub,
+            "M": self.grid.astype(float), "conf_low": self.lb, "conf_high": self.ub,
             "method": self.method, "delta": self.delta,
             "excludes_zero": (self.lb > 0) | (self.ub < 0),
         })
         if include_original:
             lo, hi = self.original_ci
-            head = pd.DataFrame({"M": [np.nan], "lb": [lo], "ub": [hi], "method": ["Original"],
+            head = pd.DataFrame({"M": [np.nan], "conf_low": [lo], "conf_high": [hi], "method": ["Original"],
                                  "delta": [""], "excludes_zero": [lo > 0 or hi < 0]})
             t = pd.concat([head, t], ignore_index=True)
-        return t
+        t.insert(0, "term", self.target or "l_vec")
+        t.insert(1, "estimate", float(self.estimate))
+        t["n_treated"] = np.nan if self.n_treated is None else self.n_treated
+        t["n_control"] = np.nan if self.n_control is None else self.n_control
+        t["lb"], t["ub"] = t["conf_low"], t["conf_high"]  # deprecated aliases (one release)
+        return estimate_table(t, SENSITIVITY_COLUMNS[len(ESTIMATE_CORE):], tests=False)
 
     def summary(self) -> str:
         p = self.parameter
@@ -606,15 +622,13 @@ class SensitivityResult:
         t = self.tidy(include_original=True)
         head = f"| {self.parameter} | lb | ub | method |\n|---|---|---|---|\n"
         body = "".join(
-            f"| {'' if np.isnan(r.M) else f'{r.M:g}'} | {r.lb:.4g} | {r.ub:.4g} | {r.method} |\n" for r in t.itertuples()
+            f"| {'' if np.isnan(r.M) else f'{r.M:g}'} | {r.conf_low:.4g} | {r.conf_high:.4g} | {r.method} |\n"
+            for r in t.itertuples()
         )
         bv = self.breakdown_value
         return (f"**Sensitivity to parallel trends ({self.delta}, {self.method})"
                 + (f" for `{self.yname}`" if self.yname else "") + f", target {self.target}**\n\n"
                 + head + body + f"\nBreakdown value: {'none' if np.isnan(bv) else f'{bv:g}'}\n")
-
-    def _repr_html_(self) -> str:
-        return self.tidy(include_original=True).to_html(index=False, float_format=lambda v: f"{v:.4g}")
 
 
 # --------------------------------------------------------------------------- public functions
@@ -1013,8 +1027,10 @@ def honest_did(
     >>> es = aggte(att_gt(panel, "y", "year", "id", "g", base_period="universal", bootstrap=False),
     ...            type="dynamic")
     >>> res = honest_did(es, event_time="average", sensitivity_type="smoothness", grid=[0.0, 0.5])
-    >>> res.tidy().columns.tolist()
-    ['M', 'lb', 'ub', 'method', 'delta', 'excludes_zero']
+    >>> res.tidy()[["M", "conf_low", "method", "delta"]].columns.tolist() == ["M", "conf_low", "method", "delta"]
+    True
+    >>> res.tidy().columns.tolist()[:3]
+    ['term', 'estimate', 'std_error']
     >>> bool(res.lb[0] > 0)  # the planted effect of 1 survives a linear pre-trend
     True
     """
@@ -1079,8 +1095,8 @@ def sensitivity_table(res: SensitivityResult, rules=None, name: str | None = Non
     Returns
     -------
     reach.disclosure.Checked
-        ``.suppress()`` is the publishable table (columns ``outcome, target, M, lb, ub,
-        method, delta, excludes_zero, n_treated, n_control``).
+        ``.suppress()`` is the publishable table (the estimate core, then ``outcome, target,
+        M, method, delta, excludes_zero, lb, ub``).
 
     Examples
     --------
@@ -1099,13 +1115,11 @@ def sensitivity_table(res: SensitivityResult, rules=None, name: str | None = Non
                          "aggte result, or set them with dataclasses.replace(res, n_treated=..., n_control=...)")
     t = res.tidy(include_original=True)
     t["excludes_zero"] = t["excludes_zero"].astype(float)
-    t.insert(0, "outcome", res.yname)
-    t.insert(1, "target", res.target)
-    t["n_treated"] = int(res.n_treated)
-    t["n_control"] = int(res.n_control)
+    t["outcome"], t["target"] = res.yname, res.target
+    t = estimate_table(t, ["outcome", "target", *SENSITIVITY_COLUMNS[len(ESTIMATE_CORE):]], tests=False)
     label = "_".join(x for x in ("sensitivity", res.yname, res.delta) if x)
     return check_estimates(t, name or label, n_treated="n_treated", n_control="n_control", rules=rules,
-                           columns=["lb", "ub", "excludes_zero"])
+                           columns=["estimate", "conf_low", "conf_high", "lb", "ub", "excludes_zero"])
 
 
 def sensitivity_plot(res: SensitivityResult, ax=None, data: pd.DataFrame | None = None, title: str | None = None):

@@ -474,38 +474,65 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
     >>> truth.effects["nlib"]["simple"]
     0.0
     """
+    _check_stub_args(n_firms, first_year, last_year)
+    s = _setup(Path(out_dir), int(n_firms), seed, first_year, last_year)
+    _draw_firms(s)
+    _draw_users(s)
+    _draw_trade_pairs(s)
+    _write_yearly_files(s)
+    _write_instruments(s)
+    _write_participants(s)
+    return _write_truth(s)
+
+
+# ----------------------------------------------------------------------------- stages
+# make_stub runs these in order on one _Stub. Each stage draws from its own streams in a
+# fixed order, so splitting the generator into stages left every file and number unchanged
+# (tests/test_synth.py compares a fresh stub with the committed one, file by file).
+
+class _Stub:
+    """The generator's working state, passed from stage to stage (arrays over firms, pairs, users)."""
+
+
+def _check_stub_args(n_firms: Any, first_year: int, last_year: int) -> None:
     if not isinstance(n_firms, (int, np.integer)) or n_firms < 500:
         raise ValueError(f"n_firms must be an integer >= 500 (enough users for four cohorts); got {n_firms!r}")
     if not (first_year <= min(_TINL_COHORTS) - 1 and last_year >= _TINL_LAST_ACTIVITY_YEAR):
         raise ValueError(f"the window must contain {min(_TINL_COHORTS) - 1}-{_TINL_LAST_ACTIVITY_YEAR}; "
                          f"got first_year={first_year!r}, last_year={last_year!r}")
-    out = Path(out_dir)
+
+
+def _setup(out: Path, n: int, seed: int, first_year: int, last_year: int) -> _Stub:
+    """Output folder, random streams and reference tables."""
+    s = _Stub()
     out.mkdir(parents=True, exist_ok=True)
-    n = int(n_firms)
-    years = np.arange(first_year, last_year + 1)
+    s.out, s.n, s.seed, s.first_year, s.last_year = out, n, seed, first_year, last_year
+    s.years = np.arange(first_year, last_year + 1)
     ss = np.random.SeedSequence(seed)
     # the sixth stream (NLWorks) was added later: spawned children are keyed by index,
     # so the first five streams, and every file drawn from them, are unchanged
-    r_firm, r_trade, r_part, r_instr, r_year, r_nlw = (np.random.default_rng(s) for s in ss.spawn(6))
-    year_rngs = [np.random.default_rng(s) for s in np.random.SeedSequence([seed, 1]).spawn(len(years))]
-
+    s.r_firm, s.r_trade, s.r_part, s.r_instr, s.r_year, s.r_nlw = (np.random.default_rng(x) for x in ss.spawn(6))
+    s.year_rngs = [np.random.default_rng(x) for x in np.random.SeedSequence([seed, 1]).spawn(len(s.years))]
     countries = pd.read_csv(resources.files("reach").joinpath("data/countries.csv"), dtype=str)
-    munis = pd.read_csv(resources.files("reach").joinpath("data/municipalities.csv"), dtype=str)
-    iso = countries["iso2"].to_numpy()
-    geonom = countries["geonom"].str.zfill(3).to_numpy()
-    gm_idx = np.array([np.flatnonzero(iso == m)[0] for m in GROWTH_MARKETS])
+    s.munis = pd.read_csv(resources.files("reach").joinpath("data/municipalities.csv"), dtype=str)
+    s.iso = countries["iso2"].to_numpy()
+    s.geonom = countries["geonom"].str.zfill(3).to_numpy()
+    s.gm_idx = np.array([np.flatnonzero(s.iso == m)[0] for m in GROWTH_MARKETS])
+    return s
 
-    # ---------------------------------------------------------------- firms
-    f = {}
+
+def _draw_firms(s: _Stub) -> None:
+    """Firms: size, sector, municipality, entry and exit, trade propensities, KvK numbers and BE_IDs."""
+    n, r_firm, first_year, last_year = s.n, s.r_firm, s.first_year, s.last_year
     emp0 = np.floor(np.exp(r_firm.normal(0.7, 1.5, size=n))).clip(0, 30_000)
     lsz = np.log1p(emp0)
     sbi_w = np.array([w for _, w, _ in _SBI], float)
-    sector = r_firm.choice(len(_SBI), size=n, p=sbi_w / sbi_w.sum())
-    sec_eff = np.array([e for _, _, e in _SBI])[sector]
-    muni_codes = munis["gemcode"].to_numpy()
-    mw = np.array([_MUNI_WEIGHT.get(c, 1.0) for c in muni_codes])
-    muni = r_firm.choice(len(muni_codes), size=n, p=mw / mw.sum())
-    province = munis["province"].to_numpy()[muni]
+    s.sector = r_firm.choice(len(_SBI), size=n, p=sbi_w / sbi_w.sum())
+    sec_eff = np.array([e for _, _, e in _SBI])[s.sector]
+    s.muni_codes = s.munis["gemcode"].to_numpy()
+    mw = np.array([_MUNI_WEIGHT.get(c, 1.0) for c in s.muni_codes])
+    s.muni = r_firm.choice(len(s.muni_codes), size=n, p=mw / mw.sum())
+    s.province = s.munis["province"].to_numpy()[s.muni]
 
     # entry and exit; established firms are in the register every year
     est = r_firm.random(n) < 0.62
@@ -513,76 +540,90 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
     last = np.where(r_firm.random(n) < 0.4, last_year, entry + np.floor(r_firm.random(n) * (last_year - entry)).astype(int))
     both_full = (entry == first_year) & (last == last_year)
     last = np.where(both_full & ~est, first_year + np.floor(r_firm.random(n) * (last_year - first_year)).astype(int), last)
-    entry = np.where(est, first_year, entry)
-    last = np.where(est, last_year, last)
+    s.entry = np.where(est, first_year, entry)
+    s.last = np.where(est, last_year, last)
     # KvK registrations outlive some units by a year: linked, but not in the register
-    linger = (~est) & (last < last_year) & (r_firm.random(n) < 0.06)
-    link_last = last + linger
+    s.linger = (~est) & (s.last < last_year) & (r_firm.random(n) < 0.06)
+    s.link_last = s.last + s.linger
 
     # Stationary probabilities of the extensive margins (exporting, importing).
-    pi_x = _sigmoid(-2.6 + 2.3 * lsz + 0.7 * sec_eff)
-    pi_m = _sigmoid(-2.2 + 2.0 * lsz + 0.4 * sec_eff)
-    mu = 9.3 + 0.9 * lsz + r_firm.normal(0, 1.1, size=n)
-    nu = 9.0 + 0.9 * lsz + r_firm.normal(0, 1.2, size=n)
-    z_instr = r_firm.normal(0, 1, size=n) + 0.4 * (lsz - 1.0)
+    s.pi_x = _sigmoid(-2.6 + 2.3 * lsz + 0.7 * sec_eff)
+    s.pi_m = _sigmoid(-2.2 + 2.0 * lsz + 0.4 * sec_eff)
+    s.mu = 9.3 + 0.9 * lsz + r_firm.normal(0, 1.1, size=n)
+    s.nu = 9.0 + 0.9 * lsz + r_firm.normal(0, 1.2, size=n)
+    s.z_instr = r_firm.normal(0, 1, size=n) + 0.4 * (lsz - 1.0)
+    s.emp0, s.lsz, s.est = emp0, lsz, est
+    _draw_identifiers(s)
 
-    # identifiers
-    n_kvk = 1 + np.where(r_firm.random(n) < 0.02 + 0.12 * (emp0 >= 50), r_firm.integers(1, 4, size=n), 0)
-    kvk_all = _unique_ints(r_firm, 0, 100_000_000, int(n_kvk.sum()))
-    kvk_firm = np.repeat(np.arange(n), n_kvk)
-    kvk_first = np.concatenate([[0], np.cumsum(n_kvk)[:-1]])
-    kvk_str = _kvk_str(kvk_all)
+
+def _draw_identifiers(s: _Stub) -> None:
+    """KvK numbers (several for enterprise groups) and BE_IDs of 9-11 digits, all distinct."""
+    n, r_firm = s.n, s.r_firm
+    n_kvk = 1 + np.where(r_firm.random(n) < 0.02 + 0.12 * (s.emp0 >= 50), r_firm.integers(1, 4, size=n), 0)
+    s.kvk_all = _unique_ints(r_firm, 0, 100_000_000, int(n_kvk.sum()))
+    s.kvk_firm = np.repeat(np.arange(n), n_kvk)
+    s.kvk_first = np.concatenate([[0], np.cumsum(n_kvk)[:-1]])
+    s.kvk_str = _kvk_str(s.kvk_all)
+    s.n_kvk = n_kvk
     blen = r_firm.choice([9, 10, 11], size=n, p=[0.3, 0.4, 0.3])
     be_num = _unique_ints(r_firm, 0, 10**8, n)  # distinct middle 8 digits make the ids distinct
-    be_str = (pd.Series(r_firm.integers(1, 10, size=n)).astype(str)
-              + pd.Series(be_num).astype(str).str.zfill(8)
-              + pd.Series(np.where(blen >= 10, r_firm.integers(0, 10, size=n).astype(str), ""))
-              + pd.Series(np.where(blen >= 11, r_firm.integers(0, 10, size=n).astype(str), ""))).to_numpy(dtype=object)
+    s.be_str = (pd.Series(r_firm.integers(1, 10, size=n)).astype(str)
+                + pd.Series(be_num).astype(str).str.zfill(8)
+                + pd.Series(np.where(blen >= 10, r_firm.integers(0, 10, size=n).astype(str), ""))
+                + pd.Series(np.where(blen >= 11, r_firm.integers(0, 10, size=n).astype(str), ""))).to_numpy(dtype=object)
 
-    # ---------------------------------------------------------------- programme users
-    def top(score, k):
-        return np.sort(np.argsort(-score, kind="stable")[:k])
 
+def _top(score: np.ndarray, k: int) -> np.ndarray:
+    return np.sort(np.argsort(-score, kind="stable")[:k])
+
+
+def _draw_users(s: _Stub) -> None:
+    """The three programmes' users and their cohorts."""
+    n, lsz, z_instr, r_firm, r_nlw = s.n, s.lsz, s.z_instr, s.r_firm, s.r_nlw
     # Users are chosen on size and instrument propensity only (never on exporter
     # status or outcome shocks), so parallel trends hold conditionally on size.
     # Users are established firms (balanced for treated units); the two
     # programmes' users are disjoint so NLiB's planted null is not TINL's effect.
-    elig = est.copy()
+    elig = s.est.copy()
     s_tinl = np.where(elig, 2.0 * lsz + 0.6 * z_instr + r_firm.logistic(size=n), -np.inf)
-    tinl = top(s_tinl, max(8, round(0.036 * n)))
+    tinl = _top(s_tinl, max(8, round(0.036 * n)))
     elig[tinl] = False
     s_nlib = np.where(elig, 1.3 * lsz + 0.6 * z_instr + r_firm.logistic(size=n), -np.inf)
-    nlib = top(s_nlib, max(8, round(0.032 * n)))
+    nlib = _top(s_nlib, max(8, round(0.032 * n)))
     cohort_tinl = np.array(_TINL_COHORTS)[r_firm.permutation(tinl.size) % len(_TINL_COHORTS)]
-    g_tinl = np.zeros(n, dtype=np.int64)
-    g_tinl[tinl] = cohort_tinl
+    s.g_tinl = np.zeros(n, dtype=np.int64)
+    s.g_tinl[tinl] = cohort_tinl
     # NLWorks: consortium members, disjoint from the other two, from their own stream; selected
     # only mildly on size, so that the large firms the other programmes' comparison groups need
     # (their users are left out of each other's comparison groups) are not used up
     elig[nlib] = False
     s_nlw = np.where(elig, 0.6 * lsz + 0.4 * z_instr + r_nlw.logistic(size=n), -np.inf)
-    nlw = top(s_nlw, max(6, round(0.015 * n)))
+    nlw = _top(s_nlw, max(6, round(0.015 * n)))
     cohort_nlw = np.array(_NLW_COHORTS)[r_nlw.permutation(nlw.size) % len(_NLW_COHORTS)]
 
-    users = np.concatenate([tinl, nlib, nlw])
-    user_prog = np.array(["tinl"] * tinl.size + ["nlib"] * nlib.size + ["nlw"] * nlw.size)
-    user_g = np.concatenate([cohort_tinl, np.full(nlib.size, _NLIB_YEAR), cohort_nlw])
+    s.users = np.concatenate([tinl, nlib, nlw])
+    s.user_prog = np.array(["tinl"] * tinl.size + ["nlib"] * nlib.size + ["nlw"] * nlw.size)
+    s.user_g = np.concatenate([cohort_tinl, np.full(nlib.size, _NLIB_YEAR), cohort_nlw])
     # target-group membership of TINL users in g-1, set in the yearly loop when g-1 is drawn
-    tg_tinl = np.zeros(n, dtype=bool)
-    upos = np.full(n, -1)
-    upos[users] = np.arange(users.size)
+    s.tg_tinl = np.zeros(n, dtype=bool)
+    s.upos = np.full(n, -1)
+    s.upos[s.users] = np.arange(s.users.size)
+    s.tinl, s.nlib, s.nlw, s.cohort_tinl, s.cohort_nlw = tinl, nlib, nlw, cohort_tinl, cohort_nlw
 
-    # ---------------------------------------------------------------- trade pairs
+
+def _draw_trade_pairs(s: _Stub) -> None:
+    """Potential partner countries per firm, the chains' starting states and the goods rows."""
     # Each firm has a static set of *potential* partner countries with static
     # weights; which of them are active, and whether the firm trades at all,
     # follows Markov chains carried from year to year (below). Firms whose
     # stationary probability is negligible get no potential partners and never
     # trade, which keeps the pair arrays small for millions of firms.
+    iso, r_trade, lsz, n = s.iso, s.r_trade, s.lsz, s.n
     cw_x = np.array([_XW.get(c, 0.3) for c in iso], float)
     cw_x[iso == "NL"] = 1e-12
     cw_m = cw_x + np.array([_MW_EXTRA.get(c, 0.0) for c in iso])
-    pot_x, pot_m = pi_x >= _PI_MIN, pi_m >= _PI_MIN
-    pi_x, pi_m = np.where(pot_x, pi_x, 0.0), np.where(pot_m, pi_m, 0.0)
+    pot_x, pot_m = s.pi_x >= _PI_MIN, s.pi_m >= _PI_MIN
+    s.pi_x, s.pi_m = np.where(pot_x, s.pi_x, 0.0), np.where(pot_m, s.pi_m, 0.0)
     # potential sets are larger than the active ones by 1/_RHO_PAIR (the main partner is always active)
     k_x = np.where(pot_x, 1 + r_trade.poisson(np.exp(-0.9 + 0.7 * lsz) / _RHO_PAIR), 0).clip(0, len(iso) - 1)
     k_m = np.where(pot_m, 1 + r_trade.poisson(np.exp(-0.9 + 0.65 * lsz) / _RHO_PAIR), 0).clip(0, len(iso) - 1)
@@ -595,193 +636,232 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
     ms = r_trade.lognormal(0, 1, size=mu_.size) * cw_m[mc] * np.where(m_main, 3.0, 1.0)
     key = np.concatenate([xu * len(iso) + xc, mu_ * len(iso) + mc])
     ukey, inv = np.unique(key, return_inverse=True)
-    npair = ukey.size
-    pxs = np.bincount(inv[:xu.size], weights=xs, minlength=npair)
-    pms = np.bincount(inv[xu.size:], weights=ms, minlength=npair)
-    has_x, has_m = pxs > 0, pms > 0
-    main_x = np.bincount(inv[:xu.size], weights=x_main, minlength=npair) > 0
-    main_m = np.bincount(inv[xu.size:], weights=m_main, minlength=npair) > 0
-    p_firm, p_cty = (ukey // len(iso)).astype(np.int64), ukey % len(iso)
+    npair = s.npair = ukey.size
+    s.pxs = np.bincount(inv[:xu.size], weights=xs, minlength=npair)
+    s.pms = np.bincount(inv[xu.size:], weights=ms, minlength=npair)
+    s.has_x, s.has_m = s.pxs > 0, s.pms > 0
+    s.main_x = np.bincount(inv[:xu.size], weights=x_main, minlength=npair) > 0
+    s.main_m = np.bincount(inv[xu.size:], weights=m_main, minlength=npair) > 0
+    s.p_firm, p_cty = (ukey // len(iso)).astype(np.int64), ukey % len(iso)
     # states in first_year - 1, drawn from the stationary distributions
-    x_entry, x_exit_new, x_exit_est, p_non, p_new = _export_hazards(pi_x, lsz, mu - (9.3 + 0.9 * lsz), est)
+    s.x_entry, s.x_exit_new, s.x_exit_est, p_non, p_new = _export_hazards(s.pi_x, lsz, s.mu - (9.3 + 0.9 * lsz), s.est)
     u = r_trade.random(n)
-    x_on, x_new = u >= p_non, (u >= p_non) & (u < p_non + p_new)
-    m_on = r_trade.random(n) < pi_m
-    px_on = has_x & (main_x | (r_trade.random(npair) < _RHO_PAIR))
-    pm_on = has_m & (main_m | (r_trade.random(npair) < _RHO_PAIR))
-    # goods chapters: 1-3 rows per firm x country; the loader must aggregate them
+    s.x_on, s.x_new = u >= p_non, (u >= p_non) & (u < p_non + p_new)
+    s.m_on = r_trade.random(n) < s.pi_m
+    s.px_on = s.has_x & (s.main_x | (r_trade.random(npair) < _RHO_PAIR))
+    s.pm_on = s.has_m & (s.main_m | (r_trade.random(npair) < _RHO_PAIR))
+    _draw_goods_rows(s, p_cty)
+
+
+def _draw_goods_rows(s: _Stub, p_cty: np.ndarray) -> None:
+    """Goods chapters: 1-3 rows per firm x country; the loader must aggregate them."""
+    r_trade, npair = s.r_trade, s.npair
     n_gs = r_trade.choice([1, 2, 3], size=npair, p=[0.7, 0.22, 0.08])
-    rows = np.repeat(np.arange(npair), n_gs)
+    s.rows = rows = np.repeat(np.arange(npair), n_gs)
     gsh = r_trade.exponential(size=rows.size)
     gsh /= np.bincount(rows, weights=gsh)[rows]
+    s.gsh = gsh
     chapter = r_trade.integers(1, 98, size=rows.size)
     chapter = np.where(chapter == 77, 76, chapter)  # chapter 77 is reserved in the HS
-    t_firm = p_firm[rows]
-    t_cty = p_cty[rows]
-    t_chap = chapter.astype(np.int16)
-    del key, ukey, inv, xu, xc, mu_, mc, xs, ms, chapter
-    t_user = upos[t_firm]
-    ut = t_user >= 0
-    ut_rows = np.flatnonzero(ut)
-    is_gm = np.isin(t_cty, gm_idx)
-    gm_col = np.full(len(iso), -1)
-    gm_col[gm_idx] = np.arange(gm_idx.size)
+    s.t_firm = s.p_firm[rows]
+    s.t_cty = p_cty[rows]
+    s.t_chap = chapter.astype(np.int16)
+    s.t_user = s.upos[s.t_firm]
+    s.ut_rows = np.flatnonzero(s.t_user >= 0)
+    s.is_gm = np.isin(s.t_cty, s.gm_idx)
+    s.gm_col = np.full(len(s.iso), -1)
+    s.gm_col[s.gm_idx] = np.arange(s.gm_idx.size)
 
-    # ---------------------------------------------------------------- yearly files
-    ny, nu_ = len(years), users.size
-    U_exp = np.zeros((ny, nu_))
-    U_exp0 = np.zeros((ny, nu_))
-    U_ndest0 = np.zeros((ny, nu_), dtype=np.int64)
-    U_imp = np.zeros((ny, nu_))
-    U_ndest = np.zeros((ny, nu_), dtype=np.int64)
-    U_emp = np.zeros((ny, nu_))
-    U_gm = np.zeros((ny, nu_, gm_idx.size), dtype=bool)
-    U_instr = np.zeros((ny, nu_), dtype=np.int64)
-    pop_share = {}
-    instr_parts = []
-    lam_instr = np.exp(-2.8 + 0.8 * z_instr)
-    for k, y in enumerate(years):
-        ry = year_rngs[k]
-        alive = (entry <= y) & (last >= y)
-        ai = np.flatnonzero(alive)
-        emp = np.where(emp0 >= 5, np.round(emp0 * np.exp(ry.normal(0, 0.04, size=n))), emp0)
-        reg = pd.DataFrame({
-            "BE_ID": _obj(be_str[ai]),
-            "SbiGecoordineerd": _obj(np.array([s for s, _, _ in _SBI])[sector[ai]]),
-            "GkSbsGecoordineerd": _obj(_size_class(emp[ai])),
-            "WPActueel": emp[ai].astype(float),
-            "gemcode": _obj(muni_codes[muni[ai]]),
-        })
-        _write_sav(reg, out / "ABR" / f"ABR_BE_{y}V1.sav")
-        lk = np.flatnonzero((entry[kvk_firm] <= y) & (link_last[kvk_firm] >= y))
-        _write_sav(pd.DataFrame({"KVK_NR": _obj(kvk_str[lk]),
-                                 "BE_ID": _obj(be_str[kvk_firm[lk]])}),
-                   out / "KvK" / f"KVK_BE_{y}V1.sav")
 
-        # One step of the extensive-margin chains, each firm's state staying at
-        # its stationary law. Treatment never enters these draws (they are
-        # shared by both potential outcomes): the planted effect is intensive only.
-        u = ry.random(n)
-        x_on, x_new = (np.where(x_on, u >= np.where(x_new, x_exit_new, x_exit_est), u < x_entry),
-                       ~x_on & (u < x_entry))
-        u = ry.random(n)
-        m_on = np.where(m_on, u >= _CHURN_M * (1.0 - pi_m), u < _CHURN_M * pi_m)
-        u = ry.random(npair)
-        px_on = has_x & (main_x | np.where(px_on, u >= _CHURN_PAIR * (1.0 - _RHO_PAIR), u < _CHURN_PAIR * _RHO_PAIR))
-        u = ry.random(npair)
-        pm_on = has_m & (main_m | np.where(pm_on, u >= _CHURN_PAIR * (1.0 - _RHO_PAIR), u < _CHURN_PAIR * _RHO_PAIR))
-        del u
-        sx, sm = np.where(px_on, pxs, 0.0), np.where(pm_on, pms, 0.0)
-        sx /= np.bincount(p_firm, weights=sx, minlength=n)[p_firm].clip(1e-300)
-        sm /= np.bincount(p_firm, weights=sm, minlength=n)[p_firm].clip(1e-300)
-        t_xs, t_ms = sx[rows] * gsh, sm[rows] * gsh
-        del sx, sm
+def _write_yearly_files(s: _Stub) -> None:
+    """Register, KvK link and trade files year by year; what the truth needs about users on the way."""
+    ny, nu_, n_gm = len(s.years), s.users.size, s.gm_idx.size
+    s.U_exp, s.U_exp0, s.U_imp, s.U_emp = (np.zeros((ny, nu_)) for _ in range(4))
+    s.U_ndest0, s.U_ndest, s.U_instr = (np.zeros((ny, nu_), dtype=np.int64) for _ in range(3))
+    s.U_gm = np.zeros((ny, nu_, n_gm), dtype=bool)
+    s.pop_share = {}
+    s.instr_parts = []
+    s.lam_instr = np.exp(-2.8 + 0.8 * s.z_instr)
+    for k, y in enumerate(s.years):
+        ry = s.year_rngs[k]
+        alive, ai, emp = _write_register_year(s, y, ry)
+        t_xs, t_ms = _step_chains(s, ry)
+        y0, xv, mv = _write_trade_year(s, y, ry, alive, ai, t_xs, t_ms)
+        _record_users_year(s, k, y, emp, _flows(y0, t_xs, s.t_firm), xv, mv)
+        _draw_instruments_year(s, k, y, ry, ai)
 
-        gam = _GAMMA.get(int(y), _GAMMA[min(max(int(y), 2014), 2023)])
-        eps = ry.normal(0, 0.3, size=n)
-        # new exporters start small (first year of an export spell)
-        logy0 = (mu + gam + _KAPPA * (lsz - _L_CENTRE) * (y - first_year) + eps
-                 - _ENTRY_DISCOUNT * x_new)
-        y0 = np.where(alive & x_on, np.exp(logy0), 0.0)
-        tau = np.where(g_tinl > 0, planted_effect(y - g_tinl, tg_tinl), 0.0)
-        y1 = y0 * np.exp(tau)
-        m_tot = np.where(alive & m_on, np.exp(nu + 0.7 * gam + ry.normal(0, 0.3, size=n)), 0.0)
 
-        def flows(total, share):
-            v = np.round(total[t_firm] * share)
-            return np.where((share > 0) & (total[t_firm] > 0), np.maximum(v, 1.0), 0.0)
+def _write_register_year(s: _Stub, y: int, ry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ABR register and KvK link file of year ``y``."""
+    n, out = s.n, s.out
+    alive = (s.entry <= y) & (s.last >= y)
+    ai = np.flatnonzero(alive)
+    emp = np.where(s.emp0 >= 5, np.round(s.emp0 * np.exp(ry.normal(0, 0.04, size=n))), s.emp0)
+    reg = pd.DataFrame({
+        "BE_ID": _obj(s.be_str[ai]),
+        "SbiGecoordineerd": _obj(np.array([c for c, _, _ in _SBI])[s.sector[ai]]),
+        "GkSbsGecoordineerd": _obj(_size_class(emp[ai])),
+        "WPActueel": emp[ai].astype(float),
+        "gemcode": _obj(s.muni_codes[s.muni[ai]]),
+    })
+    _write_sav(reg, out / "ABR" / f"ABR_BE_{y}V1.sav")
+    kvk_firm = s.kvk_firm
+    lk = np.flatnonzero((s.entry[kvk_firm] <= y) & (s.link_last[kvk_firm] >= y))
+    _write_sav(pd.DataFrame({"KVK_NR": _obj(s.kvk_str[lk]),
+                             "BE_ID": _obj(s.be_str[kvk_firm[lk]])}),
+               out / "KvK" / f"KVK_BE_{y}V1.sav")
+    return alive, ai, emp
 
-        xv, mv = flows(y1, t_xs), flows(m_tot, t_ms)
-        live = alive[t_firm] & ((xv > 0) | (mv > 0))
-        code = geonom if y <= _GEONOM_UNTIL else iso
-        trade = pd.DataFrame({"BE_ID": _obj(be_str[t_firm[live]]),
-                              "Land_HB": _obj(code[t_cty[live]]),
-                              "GS2": _obj(_CHAPTERS[t_chap[live]]),
-                              "Uitvoer": xv[live], "Invoer": mv[live]})
-        if y == _STALE_YEAR:
-            keep = ry.random(len(trade)) >= 0.03
-            stale = trade[keep].assign(Uitvoer=np.round(trade["Uitvoer"][keep] * ry.uniform(0.7, 1.3, keep.sum())),
-                                       Invoer=np.round(trade["Invoer"][keep] * ry.uniform(0.7, 1.3, keep.sum())))
-            _write_sav(stale, out / "IHG" / f"IHG_per_BE_ID{y}V1.sav")
-            _write_sav(trade, out / "IHG" / f"IHG_per_BE_ID{y}V2.sav")
-        else:
-            _write_sav(trade, out / "IHG" / f"IHG_per_BE_ID{y}V1.sav")
-        del trade
-        pop_share[str(int(y))] = float((np.bincount(t_firm, weights=xv, minlength=n)[ai] > 0).mean())
 
-        # what the truth needs about users (tiny: users x years)
-        tu = t_user[ut_rows]
-        x0u = flows(y0, t_xs)[ut_rows]
-        U_exp[k] = np.bincount(tu, weights=xv[ut_rows], minlength=nu_)
-        U_exp0[k] = np.bincount(tu, weights=x0u, minlength=nu_)
-        U_imp[k] = np.bincount(tu, weights=mv[ut_rows], minlength=nu_)
-        # destinations: countries with positive exports summed over goods rows
-        for arr, val in ((U_ndest, xv[ut_rows]), (U_ndest0, x0u)):
-            pos = val > 0
-            dk = np.unique(tu[pos] * len(iso) + t_cty[ut_rows][pos])
-            arr[k] = np.bincount(dk // len(iso), minlength=nu_)
-        g_rows = ut_rows[is_gm[ut_rows] & ((xv[ut_rows] > 0) | (mv[ut_rows] > 0))]
-        U_gm[k, t_user[g_rows], gm_col[t_cty[g_rows]]] = True
-        U_emp[k] = emp[users]
-        # the heterogeneity rule is observed in g-1, before the effect starts
-        nxt = np.flatnonzero(g_tinl[users] == y + 1)
-        tg_tinl[users[nxt]] = ((U_emp[k, nxt] >= 10) & (U_emp[k, nxt] <= 250)
-                               & (U_ndest[k, nxt] >= 1) & (U_ndest[k, nxt] <= 5))
+def _step_chains(s: _Stub, ry) -> tuple[np.ndarray, np.ndarray]:
+    """One step of the extensive-margin chains; returns each goods row's share of exports and imports."""
+    # Each firm's state stays at its stationary law. Treatment never enters these draws (they
+    # are shared by both potential outcomes): the planted effect is intensive only.
+    n, npair = s.n, s.npair
+    u = ry.random(n)
+    s.x_on, s.x_new = (np.where(s.x_on, u >= np.where(s.x_new, s.x_exit_new, s.x_exit_est), u < s.x_entry),
+                       ~s.x_on & (u < s.x_entry))
+    u = ry.random(n)
+    s.m_on = np.where(s.m_on, u >= _CHURN_M * (1.0 - s.pi_m), u < _CHURN_M * s.pi_m)
+    u = ry.random(npair)
+    s.px_on = s.has_x & (s.main_x | np.where(s.px_on, u >= _CHURN_PAIR * (1.0 - _RHO_PAIR), u < _CHURN_PAIR * _RHO_PAIR))
+    u = ry.random(npair)
+    s.pm_on = s.has_m & (s.main_m | np.where(s.pm_on, u >= _CHURN_PAIR * (1.0 - _RHO_PAIR), u < _CHURN_PAIR * _RHO_PAIR))
+    sx, sm = np.where(s.px_on, s.pxs, 0.0), np.where(s.pm_on, s.pms, 0.0)
+    sx /= np.bincount(s.p_firm, weights=sx, minlength=n)[s.p_firm].clip(1e-300)
+    sm /= np.bincount(s.p_firm, weights=sm, minlength=n)[s.p_firm].clip(1e-300)
+    return sx[s.rows] * s.gsh, sm[s.rows] * s.gsh
 
-        # instrument registrations (clean KvK, primary number)
-        cnt = ry.poisson(lam_instr[ai])
-        rf = np.repeat(ai, cnt)
-        instr_parts.append(pd.DataFrame({"firm": rf, "Jaar": np.full(rf.size, y, dtype=np.int64),
-                                         "inst": ry.choice(len(_INSTRUMENTS), size=rf.size, p=_INSTR_W / _INSTR_W.sum())}))
-        U_instr[k] = np.bincount(upos[rf][upos[rf] >= 0], minlength=nu_)
 
-    ins = pd.concat(instr_parts, ignore_index=True)
-    _write_sav(pd.DataFrame({"KVK_NR": _obj(kvk_str[kvk_first[ins["firm"].to_numpy()]]),
+def _flows(total: np.ndarray, share: np.ndarray, t_firm: np.ndarray) -> np.ndarray:
+    """A firm's total split over its goods rows, in whole euros (at least 1 where both are positive)."""
+    v = np.round(total[t_firm] * share)
+    return np.where((share > 0) & (total[t_firm] > 0), np.maximum(v, 1.0), 0.0)
+
+
+def _write_trade_year(s: _Stub, y: int, ry, alive, ai, t_xs, t_ms):
+    """Potential outcomes of year ``y`` and its trade file(s); returns ``y0`` and the rows' exports and imports."""
+    n, t_firm, out = s.n, s.t_firm, s.out
+    gam = _GAMMA.get(int(y), _GAMMA[min(max(int(y), 2014), 2023)])
+    eps = ry.normal(0, 0.3, size=n)
+    # new exporters start small (first year of an export spell)
+    logy0 = (s.mu + gam + _KAPPA * (s.lsz - _L_CENTRE) * (y - s.first_year) + eps
+             - _ENTRY_DISCOUNT * s.x_new)
+    y0 = np.where(alive & s.x_on, np.exp(logy0), 0.0)
+    tau = np.where(s.g_tinl > 0, planted_effect(y - s.g_tinl, s.tg_tinl), 0.0)
+    y1 = y0 * np.exp(tau)
+    m_tot = np.where(alive & s.m_on, np.exp(s.nu + 0.7 * gam + ry.normal(0, 0.3, size=n)), 0.0)
+    xv, mv = _flows(y1, t_xs, t_firm), _flows(m_tot, t_ms, t_firm)
+    live = alive[t_firm] & ((xv > 0) | (mv > 0))
+    code = s.geonom if y <= _GEONOM_UNTIL else s.iso
+    trade = pd.DataFrame({"BE_ID": _obj(s.be_str[t_firm[live]]),
+                          "Land_HB": _obj(code[s.t_cty[live]]),
+                          "GS2": _obj(_CHAPTERS[s.t_chap[live]]),
+                          "Uitvoer": xv[live], "Invoer": mv[live]})
+    if y == _STALE_YEAR:
+        keep = ry.random(len(trade)) >= 0.03
+        stale = trade[keep].assign(Uitvoer=np.round(trade["Uitvoer"][keep] * ry.uniform(0.7, 1.3, keep.sum())),
+                                   Invoer=np.round(trade["Invoer"][keep] * ry.uniform(0.7, 1.3, keep.sum())))
+        _write_sav(stale, out / "IHG" / f"IHG_per_BE_ID{y}V1.sav")
+        _write_sav(trade, out / "IHG" / f"IHG_per_BE_ID{y}V2.sav")
+    else:
+        _write_sav(trade, out / "IHG" / f"IHG_per_BE_ID{y}V1.sav")
+    s.pop_share[str(int(y))] = float((np.bincount(t_firm, weights=xv, minlength=n)[ai] > 0).mean())
+    return y0, xv, mv
+
+
+def _record_users_year(s: _Stub, k: int, y: int, emp, x0, xv, mv) -> None:
+    """What the truth needs about users in year ``y`` (tiny: users x years)."""
+    ut_rows, nu_, n_cty = s.ut_rows, s.users.size, len(s.iso)
+    tu = s.t_user[ut_rows]
+    x0u = x0[ut_rows]
+    s.U_exp[k] = np.bincount(tu, weights=xv[ut_rows], minlength=nu_)
+    s.U_exp0[k] = np.bincount(tu, weights=x0u, minlength=nu_)
+    s.U_imp[k] = np.bincount(tu, weights=mv[ut_rows], minlength=nu_)
+    # destinations: countries with positive exports summed over goods rows
+    for arr, val in ((s.U_ndest, xv[ut_rows]), (s.U_ndest0, x0u)):
+        pos = val > 0
+        dk = np.unique(tu[pos] * n_cty + s.t_cty[ut_rows][pos])
+        arr[k] = np.bincount(dk // n_cty, minlength=nu_)
+    g_rows = ut_rows[s.is_gm[ut_rows] & ((xv[ut_rows] > 0) | (mv[ut_rows] > 0))]
+    s.U_gm[k, s.t_user[g_rows], s.gm_col[s.t_cty[g_rows]]] = True
+    s.U_emp[k] = emp[s.users]
+    # the heterogeneity rule is observed in g-1, before the effect starts
+    users = s.users
+    nxt = np.flatnonzero(s.g_tinl[users] == y + 1)
+    s.tg_tinl[users[nxt]] = ((s.U_emp[k, nxt] >= 10) & (s.U_emp[k, nxt] <= 250)
+                             & (s.U_ndest[k, nxt] >= 1) & (s.U_ndest[k, nxt] <= 5))
+
+
+def _draw_instruments_year(s: _Stub, k: int, y: int, ry, ai) -> None:
+    """Instrument registrations of year ``y`` (clean KvK, primary number)."""
+    cnt = ry.poisson(s.lam_instr[ai])
+    rf = np.repeat(ai, cnt)
+    s.instr_parts.append(pd.DataFrame({"firm": rf, "Jaar": np.full(rf.size, y, dtype=np.int64),
+                                       "inst": ry.choice(len(_INSTRUMENTS), size=rf.size, p=_INSTR_W / _INSTR_W.sum())}))
+    upos = s.upos
+    s.U_instr[k] = np.bincount(upos[rf][upos[rf] >= 0], minlength=s.users.size)
+
+
+def _write_instruments(s: _Stub) -> None:
+    ins = pd.concat(s.instr_parts, ignore_index=True)
+    _write_sav(pd.DataFrame({"KVK_NR": _obj(s.kvk_str[s.kvk_first[ins["firm"].to_numpy()]]),
                              "Jaar": ins["Jaar"].to_numpy(dtype=np.int64),
                              "Regeling": _obj(_INSTRUMENTS[ins["inst"].to_numpy()])}),
-               out / "RVO" / "Achilles_instrumenten.sav", formats={"Jaar": "F4.0"})
-    del ins, instr_parts
+               s.out / "RVO" / "Achilles_instrumenten.sav", formats={"Jaar": "F4.0"})
+    del s.instr_parts
 
-    # ---------------------------------------------------------------- participants
-    wf = {p: dict.fromkeys(_BUCKETS, 0) for p in ("nlib", "tinl", "nlw")}
-    def firm_kvk_pick(fi, r):
-        """One of each firm's KvK numbers (enterprise groups register with any of them)."""
-        return kvk_all[kvk_first[fi] + np.floor(r.random(fi.size) * n_kvk[fi]).astype(int)]
 
-    non_user = np.ones(n, bool)
-    non_user[users] = False
+def _firm_kvk_pick(s: _Stub, fi: np.ndarray, r) -> np.ndarray:
+    """One of each firm's KvK numbers (enterprise groups register with any of them)."""
+    return s.kvk_all[s.kvk_first[fi] + np.floor(r.random(fi.size) * s.n_kvk[fi]).astype(int)]
 
-    def not_linked_firms(r, yrs):
-        """Distinct non-user firms, one per requested year, whose KvK is in the link files but not that year."""
-        cand = np.flatnonzero(non_user & ~est)
-        cand = cand[r.permutation(cand.size)]
-        out_f = np.full(yrs.size, -1)
-        used = np.zeros(n, bool)
-        for y in np.unique(yrs):  # a loop over a handful of years, not over firms
-            want = np.flatnonzero(yrs == y)
-            ok = cand[((entry[cand] > y) | (link_last[cand] < y)) & ~used[cand]][:want.size]
-            out_f[want[:ok.size]] = ok
-            used[ok] = True
-        return out_f
 
-    not_found_pool = _kvk_str(_unique_ints(r_part, 0, 100_000_000, max(64, n // 10), exclude=kvk_all))
+def _not_linked_firms(s: _Stub, r, yrs: np.ndarray) -> np.ndarray:
+    """Distinct non-user firms, one per requested year, whose KvK is in the link files but not that year."""
+    cand = np.flatnonzero(s.non_user & ~s.est)
+    cand = cand[r.permutation(cand.size)]
+    out_f = np.full(yrs.size, -1)
+    used = np.zeros(s.n, bool)
+    for y in np.unique(yrs):  # a loop over a handful of years, not over firms
+        want = np.flatnonzero(yrs == y)
+        ok = cand[((s.entry[cand] > y) | (s.link_last[cand] < y)) & ~used[cand]][:want.size]
+        out_f[want[:ok.size]] = ok
+        used[ok] = True
+    return out_f
 
-    # NLiB portal: one row per user (some twice), no dates
-    nl_f = nlib
+
+def _write_participants(s: _Stub) -> None:
+    """The three participant lists, each record planted in one waterfall bucket."""
+    s.wf = {p: dict.fromkeys(_BUCKETS, 0) for p in ("nlib", "tinl", "nlw")}
+    s.non_user = np.ones(s.n, bool)
+    s.non_user[s.users] = False
+    s.not_found_pool = _kvk_str(_unique_ints(s.r_part, 0, 100_000_000, max(64, s.n // 10), exclude=s.kvk_all))
+    _write_nlib(s)
+    _write_tinl(s)
+    _write_nlw(s)
+    for p in s.wf:
+        s.wf[p]["total"] = int(sum(s.wf[p][b] for b in _BUCKETS))
+
+
+def _write_nlib(s: _Stub) -> None:
+    """NLiB portal: one row per user (some twice), no dates."""
+    r_part, wf = s.r_part, s.wf
+    nl_f = s.nlib
     dup = r_part.random(nl_f.size) < 0.08
-    nl_k = firm_kvk_pick(nl_f, r_part)
+    nl_k = _firm_kvk_pick(s, nl_f, r_part)
     raw_rows = [_mess_kvk(r_part, _kvk_str(nl_k)), _mess_kvk(r_part, _kvk_str(nl_k[dup]))]
     wf["nlib"]["linked"] = int(nl_f.size)
     wf["nlib"]["duplicate_record"] = int(dup.sum())
     k_inv, k_nf, k_nl = (max(2, round(c * nl_f.size)) for c in (0.03, 0.04, 0.03))
     raw_rows.append(_invalid_kvk(r_part, k_inv))
-    raw_rows.append(not_found_pool[:k_nf])
-    nlf = not_linked_firms(r_part, np.full(k_nl, _NLIB_YEAR))
+    raw_rows.append(s.not_found_pool[:k_nf])
+    nlf = _not_linked_firms(s, r_part, np.full(k_nl, _NLIB_YEAR))
     nlf = nlf[nlf >= 0]
-    raw_rows.append(_mess_kvk(r_part, _kvk_str(firm_kvk_pick(nlf, r_part))))
-    nrf = np.flatnonzero(linger & (last + 1 == _NLIB_YEAR))
+    raw_rows.append(_mess_kvk(r_part, _kvk_str(_firm_kvk_pick(s, nlf, r_part))))
+    nrf = np.flatnonzero(s.linger & (s.last + 1 == _NLIB_YEAR))
     nrf = nrf[r_part.permutation(nrf.size)][:max(1, round(0.02 * nl_f.size))]
-    raw_rows.append(_mess_kvk(r_part, _kvk_str(firm_kvk_pick(nrf, r_part))))
+    raw_rows.append(_mess_kvk(r_part, _kvk_str(_firm_kvk_pick(s, nrf, r_part))))
     wf["nlib"].update(invalid_kvk=k_inv, kvk_not_found=k_nf, not_linked_that_year=int(nlf.size),
                       not_in_register=int(nrf.size))
     raw = np.concatenate(raw_rows)
@@ -790,44 +870,60 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
     final = r_part.permutation(raw.size)
     nlib_df = pd.DataFrame({"KvK_nummer": _obj(raw[final]),
                             "Aanmeld_id": _obj(_ids("NLIB-", np.arange(1, raw.size + 1), 6))})
-    _write_sav(nlib_df, out / "Programmas" / "NLiB_portaal.sav")
+    _write_sav(nlib_df, s.out / "Programmas" / "NLiB_portaal.sav")
 
-    # TINL activities
-    act_years = np.arange(min(_TINL_COHORTS), _TINL_LAST_ACTIVITY_YEAR + 1)
-    n_act_y = max(12, round(0.004 * n))
-    a_year = np.repeat(act_years, n_act_y)
-    a_id = _ids("TINL-", a_year.astype(str).astype(object) + "-" + _ids("", np.tile(np.arange(1, n_act_y + 1), act_years.size), 4), 0)
-    provs = np.unique(munis["province"].to_numpy())
-    a_reg = provs[r_part.integers(0, provs.size, size=a_year.size)]
-    a_type = r_part.choice(_ACTIVITY_TYPES, size=a_year.size, p=_ACTIVITY_W)
-    a_date = (pd.to_datetime(pd.Series(a_year).astype(str) + "-01-01")
-              + pd.to_timedelta(r_part.integers(0, 365, size=a_year.size), unit="D")).dt.date.to_numpy()
-    # events: the first in the cohort year, more in later programme years
+
+def _tinl_activities(s: _Stub) -> None:
+    """TINL's activities: ids, years, organising province, type and date."""
+    r_part, n = s.r_part, s.n
+    s.act_years = act_years = np.arange(min(_TINL_COHORTS), _TINL_LAST_ACTIVITY_YEAR + 1)
+    s.n_act_y = n_act_y = max(12, round(0.004 * n))
+    s.a_year = a_year = np.repeat(act_years, n_act_y)
+    s.a_id = _ids("TINL-", a_year.astype(str).astype(object) + "-"
+                  + _ids("", np.tile(np.arange(1, n_act_y + 1), act_years.size), 4), 0)
+    s.provs = np.unique(s.munis["province"].to_numpy())
+    s.a_reg = s.provs[r_part.integers(0, s.provs.size, size=a_year.size)]
+    s.a_type = r_part.choice(_ACTIVITY_TYPES, size=a_year.size, p=_ACTIVITY_W)
+    s.a_date = (pd.to_datetime(pd.Series(a_year).astype(str) + "-01-01")
+                + pd.to_timedelta(r_part.integers(0, 365, size=a_year.size), unit="D")).dt.date.to_numpy()
+
+
+def _pick_activity(s: _Stub, fi: np.ndarray, yi: np.ndarray, own_p: float) -> np.ndarray:
+    """An activity of year yi; with probability own_p one organised in the firm's province."""
+    r_part, act_years, provs, a_year = s.r_part, s.act_years, s.provs, s.a_year
+    base = (yi - act_years[0]) * s.n_act_y
+    act = base + r_part.integers(0, s.n_act_y, size=fi.size)
+    want = r_part.random(fi.size) < own_p
+    key_a = (a_year - act_years[0]) * provs.size + np.searchsorted(provs, s.a_reg)
+    srt = np.argsort(key_a, kind="stable")
+    key_f = (yi - act_years[0]) * provs.size + np.searchsorted(provs, s.province[fi])
+    lo_, hi_ = np.searchsorted(key_a[srt], key_f, "left"), np.searchsorted(key_a[srt], key_f, "right")
+    has = want & (hi_ > lo_)
+    own = srt[np.minimum(lo_ + np.floor(r_part.random(fi.size) * (hi_ - lo_)).astype(int), srt.size - 1)]
+    return np.where(has, own, act)
+
+
+def _tinl_events(s: _Stub) -> None:
+    """Users' attended activities: the first in the cohort year, more in later programme years."""
+    r_part, tinl, cohort_tinl, act_years = s.r_part, s.tinl, s.cohort_tinl, s.act_years
     n_extra = r_part.poisson(1.2, size=tinl.size)
     ev_f = np.concatenate([tinl, np.repeat(tinl, n_extra)])
     lo = np.concatenate([cohort_tinl, np.repeat(cohort_tinl, n_extra)])
     ev_y = np.where(np.arange(ev_f.size) < tinl.size, lo,
                     lo + np.floor(r_part.random(ev_f.size) * (act_years[-1] + 1 - lo)).astype(int))
-
-    def pick_activity(fi, yi, own_p):
-        """An activity of year yi; with probability own_p one organised in the firm's province."""
-        base = (yi - act_years[0]) * n_act_y
-        act = base + r_part.integers(0, n_act_y, size=fi.size)
-        want = r_part.random(fi.size) < own_p
-        key_a = (a_year - act_years[0]) * provs.size + np.searchsorted(provs, a_reg)
-        srt = np.argsort(key_a, kind="stable")
-        key_f = (yi - act_years[0]) * provs.size + np.searchsorted(provs, province[fi])
-        lo_, hi_ = np.searchsorted(key_a[srt], key_f, "left"), np.searchsorted(key_a[srt], key_f, "right")
-        has = want & (hi_ > lo_)
-        own = srt[np.minimum(lo_ + np.floor(r_part.random(fi.size) * (hi_ - lo_)).astype(int), srt.size - 1)]
-        return np.where(has, own, act)
-
-    ev_a = pick_activity(ev_f, ev_y, 0.5)
-    _, first_ev = np.unique(ev_f * a_year.size + ev_a, return_index=True)
+    ev_a = _pick_activity(s, ev_f, ev_y, 0.5)
+    _, first_ev = np.unique(ev_f * s.a_year.size + ev_a, return_index=True)
     first_ev = np.sort(first_ev)  # a firm attends an activity once; the cohort-year event is kept
-    ev_f, ev_y, ev_a = ev_f[first_ev], ev_y[first_ev], ev_a[first_ev]
-    ev_k = firm_kvk_pick(ev_f, r_part)
-    ev_k = np.where(r_part.random(ev_f.size) < 0.8, kvk_all[kvk_first[ev_f]], ev_k)
+    s.ev_f, s.ev_y, s.ev_a = ev_f[first_ev], ev_y[first_ev], ev_a[first_ev]
+
+
+def _write_tinl(s: _Stub) -> None:
+    """TINL activity list: one row per person per activity, plus the planted problem records."""
+    _tinl_activities(s)
+    _tinl_events(s)
+    r_part, wf, ev_f, ev_a, act_years, n_act_y = s.r_part, s.wf, s.ev_f, s.ev_a, s.act_years, s.n_act_y
+    ev_k = _firm_kvk_pick(s, ev_f, r_part)
+    ev_k = np.where(r_part.random(ev_f.size) < 0.8, s.kvk_all[s.kvk_first[ev_f]], ev_k)
     n_pers = 1 + r_part.poisson(0.5, size=ev_f.size)
     wf["tinl"]["linked"] = int(ev_f.size)
     wf["tinl"]["duplicate_record"] = int((n_pers - 1).sum())
@@ -835,20 +931,20 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
     r_kvk = _mess_kvk(r_part, _kvk_str(np.repeat(ev_k, n_pers)))
     r_first = np.repeat(np.cumsum(n_pers) - n_pers, n_pers) == np.arange(n_pers.sum())
     k_inv, k_nf, k_nl = (max(2, round(c * ev_f.size)) for c in (0.03, 0.04, 0.03))
-    x_act_inv = r_part.integers(0, a_year.size, size=k_inv + k_nf)
+    x_act_inv = r_part.integers(0, s.a_year.size, size=k_inv + k_nf)
     nl_y = act_years[r_part.integers(0, act_years.size, size=k_nl)]
-    nlf = not_linked_firms(r_part, nl_y)
+    nlf = _not_linked_firms(s, r_part, nl_y)
     nl_y, nlf = nl_y[nlf >= 0], nlf[nlf >= 0]
     nl_act = (nl_y - act_years[0]) * n_act_y + r_part.integers(0, n_act_y, size=nlf.size)
-    nrf = np.flatnonzero(linger & (last + 1 >= act_years[0]) & (last + 1 <= act_years[-1]))
+    nrf = np.flatnonzero(s.linger & (s.last + 1 >= act_years[0]) & (s.last + 1 <= act_years[-1]))
     nrf = np.sort(nrf[r_part.permutation(nrf.size)][:max(1, round(0.02 * ev_f.size))])
-    nr_act = (last[nrf] + 1 - act_years[0]) * n_act_y + r_part.integers(0, n_act_y, size=nrf.size)
+    nr_act = (s.last[nrf] + 1 - act_years[0]) * n_act_y + r_part.integers(0, n_act_y, size=nrf.size)
     wf["tinl"].update(invalid_kvk=k_inv, kvk_not_found=k_nf, not_linked_that_year=int(nlf.size),
                       not_in_register=int(nrf.size))
     t_act = np.concatenate([r_act, x_act_inv, nl_act, nr_act])
-    t_raw = np.concatenate([r_kvk, _invalid_kvk(r_part, k_inv), not_found_pool[-k_nf:],
-                            _mess_kvk(r_part, _kvk_str(firm_kvk_pick(nlf, r_part))),
-                            _mess_kvk(r_part, _kvk_str(firm_kvk_pick(nrf, r_part)))])
+    t_raw = np.concatenate([r_kvk, _invalid_kvk(r_part, k_inv), s.not_found_pool[-k_nf:],
+                            _mess_kvk(r_part, _kvk_str(_firm_kvk_pick(s, nlf, r_part))),
+                            _mess_kvk(r_part, _kvk_str(_firm_kvk_pick(s, nrf, r_part)))])
     t_first = np.concatenate([r_first, np.ones(t_act.size - r_first.size, bool)])
     # delivered sorted by activity; within an activity persons in random order, but a
     # firm's first person before its colleagues (any order gives the same counts)
@@ -856,19 +952,23 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
     t_act, t_raw = t_act[o], t_raw[o]
     tinl_df = pd.DataFrame({
         "KvK_nummer": _obj(t_raw),
-        "Activiteit_ID": _obj(a_id[t_act]),
-        "Datum": a_date[t_act],
-        "Organiserende_regio": _obj(a_reg[t_act]),
-        "Activiteit_type": _obj(a_type[t_act]),
+        "Activiteit_ID": _obj(s.a_id[t_act]),
+        "Datum": s.a_date[t_act],
+        "Organiserende_regio": _obj(s.a_reg[t_act]),
+        "Activiteit_type": _obj(s.a_type[t_act]),
         "Persoon_ID": _obj(_ids("P", r_part.permutation(t_act.size) + 1, 7)),
     })
-    _write_sav(tinl_df, out / "Programmas" / "TINL_activiteiten.sav", formats={"Datum": "DATE11"})
+    _write_sav(tinl_df, s.out / "Programmas" / "TINL_activiteiten.sav", formats={"Datum": "DATE11"})
 
-    # NLWorks consortia: one row per member firm and consortium, with the project start
-    # year; some firms join a second, later consortium; some members are registered twice
+
+def _write_nlw(s: _Stub) -> None:
+    """NLWorks consortia: one row per member firm and consortium, with the project start year."""
+    # some firms join a second, later consortium; some members are registered twice
+    r_nlw, wf, nlw, cohort_nlw = s.r_nlw, s.wf, s.nlw, s.cohort_nlw
     n_cons = max(6, round(nlw.size / 8))
     c_year = np.array(_NLW_COHORTS)[np.arange(n_cons) % len(_NLW_COHORTS)]
     c_id = _ids("NLW-", np.arange(1, n_cons + 1), 4)
+
     def consortium_of(yrs):
         cand = [np.flatnonzero(c_year == y_) for y_ in yrs]
         return np.array([c[r_nlw.integers(0, c.size)] for c in cand], dtype=np.int64)
@@ -880,13 +980,12 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
     _, keep_first = np.unique(w_f * n_cons + w_c, return_index=True)
     keep_first = np.sort(keep_first)
     w_f, w_c = w_f[keep_first], w_c[keep_first]
-    w_k = firm_kvk_pick(w_f, r_nlw)
+    w_k = _firm_kvk_pick(s, w_f, r_nlw)
     twice = r_nlw.random(w_f.size) < 0.05
     wf["nlw"]["linked"] = int(w_f.size)
     wf["nlw"]["duplicate_record"] = int(twice.sum())
     k_inv, k_nf = (max(2, round(c * w_f.size)) for c in (0.02, 0.03))
-    nf_pool = _kvk_str(_unique_ints(r_nlw, 0, 100_000_000, k_nf,
-                                    exclude=kvk_all))
+    nf_pool = _kvk_str(_unique_ints(r_nlw, 0, 100_000_000, k_nf, exclude=s.kvk_all))
     wf["nlw"].update(invalid_kvk=k_inv, kvk_not_found=k_nf)
     n_raw = w_f.size + int(twice.sum()) + k_inv + k_nf
     cons = np.concatenate([w_c, w_c[twice], r_nlw.integers(0, n_cons, size=k_inv + k_nf)])
@@ -897,75 +996,87 @@ def make_stub(out_dir: str | Path, n_firms: int = 10_000, seed: int = 0,
     o = np.lexsort((~first_reg, r_nlw.random(n_raw), cons))
     _write_sav(pd.DataFrame({"KvK_nummer": _obj(kraw[o]), "Consortium_ID": _obj(c_id[cons[o]]),
                              "Startjaar": c_year[cons[o]].astype(np.int64)}),
-               out / "Programmas" / _NLW_FILE, formats={"Startjaar": "F4.0"})
-    for p in wf:
-        wf[p]["total"] = int(sum(wf[p][b] for b in _BUCKETS))
+               s.out / "Programmas" / _NLW_FILE, formats={"Startjaar": "F4.0"})
 
-    # ---------------------------------------------------------------- truth
-    yi = {int(y): k for k, y in enumerate(years)}
+
+def _potential_outcomes(s: _Stub) -> pd.DataFrame:
+    """Users x years with both potential outcomes and target-group membership in g-1."""
+    ny, nu_, years, user_prog, user_g = len(s.years), s.users.size, s.years, s.user_prog, s.user_g
     po = pd.DataFrame({
-        "programme": np.repeat(user_prog, ny), "be_id": np.repeat(be_str[users], ny),
+        "programme": np.repeat(user_prog, ny), "be_id": np.repeat(s.be_str[s.users], ny),
         "year": np.tile(years.astype(np.int64), nu_), "cohort": np.repeat(user_g.astype(np.int64), ny),
-        "exports_0": np.where(user_prog[:, None] == "tinl", U_exp0.T, U_exp.T).ravel(),
-        "exports_1": U_exp.T.ravel(),
-        "n_dest_0": np.where(user_prog[:, None] == "tinl", U_ndest0.T, U_ndest.T).ravel(),
-        "n_dest_1": U_ndest.T.ravel(),
+        "exports_0": np.where(user_prog[:, None] == "tinl", s.U_exp0.T, s.U_exp.T).ravel(),
+        "exports_1": s.U_exp.T.ravel(),
+        "n_dest_0": np.where(user_prog[:, None] == "tinl", s.U_ndest0.T, s.U_ndest.T).ravel(),
+        "n_dest_1": s.U_ndest.T.ravel(),
     })
     po = po.astype({"programme": "str", "be_id": "str"})
     # target-group membership in g-1 of every user (the heterogeneity rule, observed in the files)
-    kb_all = np.array([yi[int(v) - 1] for v in user_g])
+    kb_all = np.array([s.yi[int(v) - 1] for v in user_g])
     cols_all = np.arange(nu_)
-    emp_gm1, nd_gm1 = U_emp[kb_all, cols_all], U_ndest[kb_all, cols_all]
-    in_tg = (emp_gm1 >= 10) & (emp_gm1 <= 250) & (nd_gm1 >= 1) & (nd_gm1 <= 5)
-    assert (in_tg[user_prog == "tinl"] == tg_tinl[tinl]).all()  # planted on what the files show
-    po["in_target_group"] = np.repeat(in_tg, ny)
-    effects = {p: _effects(po[po["programme"] == p]) for p in ("tinl", "nlib", "nlw")}
+    emp_gm1, nd_gm1 = s.U_emp[kb_all, cols_all], s.U_ndest[kb_all, cols_all]
+    s.in_tg = (emp_gm1 >= 10) & (emp_gm1 <= 250) & (nd_gm1 >= 1) & (nd_gm1 <= 5)
+    assert (s.in_tg[user_prog == "tinl"] == s.tg_tinl[s.tinl]).all()  # planted on what the files show
+    po["in_target_group"] = np.repeat(s.in_tg, ny)
+    return po
+
+
+def _heterogeneity_truth(s: _Stub, po: pd.DataFrame) -> dict:
     het_simple = {}
     for lab, flag in zip(_HET_LABELS, (True, False)):
         sub = po[(po["programme"] == "tinl") & (po["in_target_group"] == flag)]
         het_simple[lab] = _effects(sub)["simple"] if len(sub) else None
-    heterogeneity = {"tinl": {"by": _HET_RULE, "definition": _HET_DEFINITION, "simple": het_simple,
-                              "n_users": {lab: int(((user_prog == "tinl") & (in_tg == flag)).sum())
-                                          for lab, flag in zip(_HET_LABELS, (True, False))},
-                              "planted_extra": _HET_EXTRA}}
+    return {"tinl": {"by": _HET_RULE, "definition": _HET_DEFINITION, "simple": het_simple,
+                     "n_users": {lab: int(((s.user_prog == "tinl") & (s.in_tg == flag)).sum())
+                                 for lab, flag in zip(_HET_LABELS, (True, False))},
+                     "planted_extra": _HET_EXTRA}}
 
-    def shares(sel):
-        g = user_g[sel]
-        kb = np.array([yi[int(v) - 1] for v in g])
-        cols = np.flatnonzero(sel)
-        e_b, i_b = U_exp[kb, cols], U_imp[kb, cols]
-        win = (years[:, None] >= g[None, :] - 5) & (years[:, None] <= g[None, :] - 1)
-        trade_any = ((U_exp[:, cols] > 0) | (U_imp[:, cols] > 0)) & win
-        gm_any = (U_gm[:, cols, :] & win[:, :, None]).any(axis=0)
-        instr_b = ((U_instr[:, cols] > 0) & (years[:, None] < g[None, :])).any(axis=0)
-        emp_b, nd_b = U_emp[kb, cols], U_ndest[kb, cols]
-        return {
-            "share_exporter_before": float((e_b > 0).mean()),
-            "share_intl_before": float(((e_b > 0) | (i_b > 0)).mean()),
-            "share_intl_5y": float(trade_any.any(axis=0).mean()),
-            "share_gm_5y": {m: float(gm_any[:, j].mean()) for j, m in enumerate(GROWTH_MARKETS)},
-            "share_instr_before": float(instr_b.mean()),
-            "share_target_group": float(((emp_b >= 10) & (emp_b <= 250) & (nd_b >= 1) & (nd_b <= 5)).mean()),
-        }
 
-    reach = {p: shares(user_prog == p) for p in ("nlib", "tinl", "nlw")}
-    reach["tinl"]["share_own_region"] = float((province[ev_f] == a_reg[ev_a]).mean())
+def _reach_shares(s: _Stub, sel: np.ndarray) -> dict:
+    """Realised reach shares of the selected users, from the yearly user arrays."""
+    years, U_exp = s.years, s.U_exp
+    g = s.user_g[sel]
+    kb = np.array([s.yi[int(v) - 1] for v in g])
+    cols = np.flatnonzero(sel)
+    e_b, i_b = U_exp[kb, cols], s.U_imp[kb, cols]
+    win = (years[:, None] >= g[None, :] - 5) & (years[:, None] <= g[None, :] - 1)
+    trade_any = ((U_exp[:, cols] > 0) | (s.U_imp[:, cols] > 0)) & win
+    gm_any = (s.U_gm[:, cols, :] & win[:, :, None]).any(axis=0)
+    instr_b = ((s.U_instr[:, cols] > 0) & (years[:, None] < g[None, :])).any(axis=0)
+    emp_b, nd_b = s.U_emp[kb, cols], s.U_ndest[kb, cols]
+    return {
+        "share_exporter_before": float((e_b > 0).mean()),
+        "share_intl_before": float(((e_b > 0) | (i_b > 0)).mean()),
+        "share_intl_5y": float(trade_any.any(axis=0).mean()),
+        "share_gm_5y": {m: float(gm_any[:, j].mean()) for j, m in enumerate(GROWTH_MARKETS)},
+        "share_instr_before": float(instr_b.mean()),
+        "share_target_group": float(((emp_b >= 10) & (emp_b <= 250) & (nd_b >= 1) & (nd_b <= 5)).mean()),
+    }
 
+
+def _write_truth(s: _Stub) -> Truth:
+    """``truth.json`` from what was planted; the returned Truth also holds the potential outcomes."""
+    s.yi = {int(y): k for k, y in enumerate(s.years)}
+    po = _potential_outcomes(s)
+    effects = {p: _effects(po[po["programme"] == p]) for p in ("tinl", "nlib", "nlw")}
+    heterogeneity = _heterogeneity_truth(s, po)
+    reach = {p: _reach_shares(s, s.user_prog == p) for p in ("nlib", "tinl", "nlw")}
+    reach["tinl"]["share_own_region"] = float((s.province[s.ev_f] == s.a_reg[s.ev_a]).mean())
     d = {
-        "seed": int(seed), "n_firms": n, "first_year": int(first_year), "last_year": int(last_year),
+        "seed": int(s.seed), "n_firms": s.n, "first_year": int(s.first_year), "last_year": int(s.last_year),
         "growth_markets": list(GROWTH_MARKETS),
-        "waterfall": wf,
-        "n_users": {"nlib": int(nlib.size), "tinl": int(tinl.size), "nlw": int(nlw.size)},
-        "cohort_sizes": {"tinl": {str(c): int((cohort_tinl == c).sum()) for c in _TINL_COHORTS},
-                         "nlib": {str(_NLIB_YEAR): int(nlib.size)},
-                         "nlw": {str(c): int((cohort_nlw == c).sum()) for c in _NLW_COHORTS}},
+        "waterfall": s.wf,
+        "n_users": {"nlib": int(s.nlib.size), "tinl": int(s.tinl.size), "nlw": int(s.nlw.size)},
+        "cohort_sizes": {"tinl": {str(c): int((s.cohort_tinl == c).sum()) for c in _TINL_COHORTS},
+                         "nlib": {str(_NLIB_YEAR): int(s.nlib.size)},
+                         "nlw": {str(c): int((s.cohort_nlw == c).sum()) for c in _NLW_COHORTS}},
         "effects": effects,
         "reach": reach,
-        "population": {"share_exporter": pop_share},
+        "population": {"share_exporter": s.pop_share},
         "heterogeneity": heterogeneity,
     }
     d = _round_floats(d)
-    (out / "truth.json").write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
+    (s.out / "truth.json").write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
     return Truth(**d, potential_outcomes=po)
 
 
