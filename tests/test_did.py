@@ -59,7 +59,8 @@ def test_att_gt_matches_r_did(fits, scenario):
 def test_pretest_matches_r_did(fits, scenario):
     p = fits[scenario].pretest()
     assert p["df"] == 5
-    assert abs(p["pvalue"] - REF["scenarios"][scenario]["pretest_pvalue"]) <= PVAL
+    assert abs(p["p_value"] - REF["scenarios"][scenario]["pretest_pvalue"]) <= PVAL
+    assert p["pvalue"] == p["p_value"]  # deprecated alias, one release
 
 
 @pytest.mark.parametrize(
@@ -75,8 +76,8 @@ def test_aggte_matches_reference(fits, scenario, kind):
     np.testing.assert_allclose(a.att, by[:, 1], atol=POINT)
     np.testing.assert_allclose(a.se, by[:, 2], rtol=SE_REL)
     t = a.tidy()
-    assert list(t.columns) == ["type", "level", "key", "estimate", "std_error", "conf_low", "conf_high",
-                               "pointwise_low", "pointwise_high", "n_treated", "n_control"]
+    assert list(t.columns) == ["term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high",
+                               "n_treated", "n_control", "type", "level", "key", "pointwise_low", "pointwise_high"]
     # simultaneous bands are at least as wide as pointwise ones
     assert (t["conf_high"] - t["conf_low"] >= t["pointwise_high"] - t["pointwise_low"] - 1e-12).all()
 
@@ -227,7 +228,7 @@ def test_planted_effects_recovered_naive_is_not():
     assert abs(s.overall_att - true_simple) < 1.96 * s.overall_se
     naive = naive_difference(df, "y", "year", "id", "g")
     assert not (naive.conf_low <= true_simple <= naive.conf_high)
-    assert r.pretest()["pvalue"] > 0.01
+    assert r.pretest()["p_value"] > 0.01
 
 
 def test_event_study_plot_has_two_bands():
@@ -944,3 +945,41 @@ def test_report_lists_na_cells_and_balanced_drop():
     assert "ATT(2017," in txt and "overlap" in txt
     assert set(rep.na_cells()["group"]) == {2017}
     assert rep.estimable  # cohort 2019 is estimated
+
+
+# --------------------------------------------------------------------------- one tidy column core
+CORE = ["term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high", "n_treated", "n_control"]
+
+
+def test_every_did_estimate_table_starts_with_the_column_core(mpdta):
+    """att_gt (balanced, unbalanced, matched), every aggte type, twfe/did_2x2/naive: the same core first."""
+    from reach import did
+
+    assert list(did.TIDY_CORE) == CORE
+    r = att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", bootstrap=False)
+    un = att_gt(mpdta.drop(index=mpdta.index[::7]), "lemp", "year", "countyreal", "first.treat",
+                allow_unbalanced_panel=True, bootstrap=False)
+    d2 = mpdta[mpdta["year"].isin([2003, 2004]) & mpdta["first.treat"].isin([0, 2004])].assign(
+        tr=lambda d: (d["first.treat"] > 0).astype(int), post=lambda d: (d["year"] == 2004).astype(int))
+    tables = {
+        "att_gt": (r.tidy(), did.ATT_GT_COLUMNS),
+        "att_gt_unbalanced": (un.tidy(), did.ATT_GT_COLUMNS),
+        **{f"aggte_{k}": (aggte(r, k).tidy(), did.AGGTE_COLUMNS) for k in did.AGG_TYPES},
+        "twfe": (twfe(mpdta, "lemp", "year", "countyreal", "first.treat").tidy(), did.ESTIMATE_COLUMNS),
+        "did_2x2": (did_2x2(d2, "lemp", "year", "countyreal", "tr", "post").tidy(), did.ESTIMATE_COLUMNS),
+        "naive": (naive_difference(mpdta, "lemp", "year", "countyreal", "first.treat").tidy(), did.ESTIMATE_COLUMNS),
+    }
+    for name, (t, cols) in tables.items():
+        assert list(t.columns[:len(CORE)]) == CORE, name
+        assert list(t.columns) == list(cols), name
+        ok = t["std_error"] > 0
+        # statistic and p-value from an independent computation (the normal tail by erfc)
+        z = (t["estimate"] / t["std_error"])[ok]
+        np.testing.assert_allclose(t.loc[ok, "statistic"], z, rtol=1e-12, err_msg=name)
+        from math import erfc, sqrt
+
+        np.testing.assert_allclose(t.loc[ok, "p_value"], [erfc(abs(v) / sqrt(2)) for v in z], rtol=1e-9, atol=1e-300,
+                                   err_msg=name)
+        assert t["term"].map(type).eq(str).all() and t["term"].is_unique, name
+    assert r.tidy()["term"].iloc[0] == "ATT(2004,2004)"
+    assert aggte(r, "dynamic").tidy()["term"].tolist()[:2] == ["ATT", "ATT(e=-3)"]

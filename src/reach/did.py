@@ -56,7 +56,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.special import chdtrc, ndtri  # not scipy.stats: its import costs seconds
+from scipy.special import chdtrc, ndtr, ndtri  # not scipy.stats: its import costs seconds
 
 from reach._checks import check_choice, count_text, examples, require_columns
 
@@ -86,6 +86,10 @@ __all__ = [
     "REPORT_TABLES",
     "effects_intro",
     "samples_text",
+    "TIDY_CORE",
+    "ATT_GT_COLUMNS",
+    "AGGTE_COLUMNS",
+    "ESTIMATE_COLUMNS",
 ]
 
 CONTROL_GROUPS = ("nevertreated", "notyettreated")
@@ -93,6 +97,16 @@ EST_METHODS = ("dr", "ipw", "reg")
 BASE_PERIODS = ("varying", "universal")
 AGG_TYPES = ("simple", "dynamic", "group", "calendar")
 UNBALANCED_MODES = ("rc", "pairs")
+
+#: The column core every estimate table of this module starts with (as broom/pyfixest): result-specific
+#: columns follow it. ``statistic`` is ``estimate / std_error`` and ``p_value`` its two-sided normal p-value.
+TIDY_CORE = ("term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high", "n_treated", "n_control")
+#: Columns of :meth:`ATTgtResult.tidy`.
+ATT_GT_COLUMNS = TIDY_CORE + ("group", "time", "pointwise_low", "pointwise_high", "post")
+#: Columns of :meth:`AggteResult.tidy`.
+AGGTE_COLUMNS = TIDY_CORE + ("type", "level", "key", "pointwise_low", "pointwise_high")
+#: Columns of :meth:`DiDEstimate.tidy`.
+ESTIMATE_COLUMNS = TIDY_CORE + ("method", "n_obs", "n_units", "df_resid")
 
 #: R's threshold for a degenerate standard error (sqrt(.Machine$double.eps) * 10).
 _TINY = math.sqrt(np.finfo(float).eps) * 10
@@ -715,10 +729,24 @@ def _fmt(x, nd=4):
     return "NA" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
 
 
-def _intervals(est, se, crit, z) -> dict:
-    """Estimate columns of a tidy table: simultaneous (``crit``) and pointwise (``z``) bands."""
-    return {"estimate": est, "std_error": se, "conf_low": est - crit * se, "conf_high": est + crit * se,
-            "pointwise_low": est - z * se, "pointwise_high": est + z * se}
+def _core(term, est, se, lo, hi, n_treated, n_control) -> dict:
+    """The :data:`TIDY_CORE` columns of a tidy table, in order.
+
+    ``statistic`` :math:`= \\hat\\theta/\\widehat{se}` and ``p_value`` :math:`= 2\\Phi(-|statistic|)`
+    (normal, as R did's summaries); both NaN where the standard error is missing or zero.
+    """
+    est = np.asarray(est, dtype=float)
+    se = np.asarray(se, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stat = np.where(np.isfinite(se) & (se > 0), est / se, np.nan)
+    return {"term": term, "estimate": est, "std_error": se, "statistic": stat, "p_value": 2.0 * ndtr(-np.abs(stat)),
+            "conf_low": lo, "conf_high": hi, "n_treated": n_treated, "n_control": n_control}
+
+
+def _intervals(term, est, se, crit, z, n_treated, n_control) -> dict:
+    """The core columns with simultaneous (``crit``) bands as ``conf_*``, and the pointwise (``z``) band."""
+    core = _core(term, est, se, est - crit * se, est + crit * se, n_treated, n_control)
+    return core, {"pointwise_low": est - z * se, "pointwise_high": est + z * se}
 
 
 def _markdown_table(t: pd.DataFrame, cols: Sequence[str]) -> str:
@@ -789,44 +817,38 @@ class ATTgtResult:
         return self.groups <= self.times
 
     def tidy(self) -> pd.DataFrame:
-        """One row per (g, t): ``group, time, estimate, std_error, conf_low, conf_high,
-        pointwise_low, pointwise_high, n_treated, n_control, post``.
+        """One row per (g, t): the :data:`TIDY_CORE` columns (``term`` is ``"ATT(g,t)"``), then
+        ``group, time, pointwise_low, pointwise_high, post`` (:data:`ATT_GT_COLUMNS`).
 
         ``conf_low/conf_high`` use the simultaneous critical value (R did's
-        default ``cband = TRUE``); ``pointwise_*`` use the normal quantile.
+        default ``cband = TRUE``); ``pointwise_*``, ``statistic`` and ``p_value`` use the normal.
         """
         z = ndtri(1 - self.alp / 2)
         c = self.crit_val if np.isfinite(self.crit_val) else z
-        return pd.DataFrame(
-            {
-                "group": self.groups.astype("int64"),
-                "time": self.times.astype("int64"),
-                **_intervals(self.att, self.se, c, z),
-                "n_treated": self.n_treated.astype("int64"),
-                "n_control": self.n_control.astype("int64"),
-                "post": self.post,
-            }
-        )
+        g, t = self.groups.astype("int64"), self.times.astype("int64")
+        core, band = _intervals([f"ATT({a},{b})" for a, b in zip(g, t)], self.att, self.se, c, z,
+                                self.n_treated.astype("int64"), self.n_control.astype("int64"))
+        return pd.DataFrame({**core, "group": g, "time": t, **band, "post": self.post}, columns=list(ATT_GT_COLUMNS))
 
     def pretest(self) -> dict:
         """Wald test that every pre-treatment ATT(g, t) is zero (R did's summary pre-test).
 
         Uses the analytic variance ``V = IF'IF/n`` of the pre-treatment cells with a
-        non-degenerate variance. Returns ``{"statistic", "df", "pvalue"}``
-        (``pvalue`` NaN if there are no pre-periods or ``V`` is singular).
+        non-degenerate variance. Returns ``{"statistic", "df", "p_value"}``
+        (``p_value`` NaN if there are no pre-periods or ``V`` is singular). The key
+        ``"pvalue"`` (same number) is a deprecated alias kept for one release.
         """
         pre = (self.groups > self.times) & np.isfinite(self.se_analytic) & np.isfinite(self.att)
-        if not pre.any():
-            return {"statistic": np.nan, "df": 0, "pvalue": np.nan}
-        IF = self.inffunc[:, pre]
-        n = IF.shape[0]
-        V = IF.T @ IF / n
-        a = self.att[pre]
-        if np.linalg.cond(V) > 1 / np.finfo(float).eps:
-            return {"statistic": np.nan, "df": int(pre.sum()), "pvalue": np.nan}
-        W = float(n * a @ np.linalg.solve(V, a))
-        q = int(pre.sum())
-        return {"statistic": W, "df": q, "pvalue": float(chdtrc(q, W))}
+        W, q = np.nan, int(pre.sum())
+        if pre.any():
+            IF = self.inffunc[:, pre]
+            n = IF.shape[0]
+            V = IF.T @ IF / n
+            a = self.att[pre]
+            if np.linalg.cond(V) <= 1 / np.finfo(float).eps:
+                W = float(n * a @ np.linalg.solve(V, a))
+        p = float(chdtrc(q, W)) if np.isfinite(W) else np.nan
+        return {"statistic": W, "df": q, "p_value": p, "pvalue": p}
 
     def pretrend_test(self) -> dict:
         """Alias of :meth:`pretest`."""
@@ -859,7 +881,7 @@ class ATTgtResult:
                 f" {_fmt(r.conf_low):>8} {_fmt(r.conf_high):>8}  {r.n_treated:9d} {r.n_control:9d}"
             )
         p = self.pretest()
-        lines.append(f"P-value for pre-test of parallel trends assumption: {_fmt(p['pvalue'], 5)}")
+        lines.append(f"P-value for pre-test of parallel trends assumption: {_fmt(p['p_value'], 5)}")
         lines.append(
             f"Units: {self.n_units}; standard errors: "
             + (f"multiplier bootstrap ({self.biters} draws)" if self.bootstrap else "analytic (influence function)")
@@ -872,7 +894,7 @@ class ATTgtResult:
 
     def _repr_markdown_(self) -> str:
         t = self.tidy()
-        head = f"**ATT(g,t) for `{self.yname}`** ({self.est_method}, {self.control_group}); pre-test p = {_fmt(self.pretest()['pvalue'], 3)}\n\n"
+        head = f"**ATT(g,t) for `{self.yname}`** ({self.est_method}, {self.control_group}); pre-test p = {_fmt(self.pretest()['p_value'], 3)}\n\n"
         return head + _markdown_table(t, ["group", "time", "estimate", "std_error", "conf_low", "conf_high",
                                           "n_treated", "n_control"])
 
@@ -927,34 +949,25 @@ class AggteResult:
     def tidy(self) -> pd.DataFrame:
         """Overall row first (``key`` missing), then one row per event time / group / period.
 
-        Columns: ``type, level, key, estimate, std_error, conf_low, conf_high,
-        pointwise_low, pointwise_high, n_treated, n_control``. ``conf_*`` of the
-        keyed rows are simultaneous bands; the overall row's are pointwise.
+        Columns (:data:`AGGTE_COLUMNS`): the :data:`TIDY_CORE` (``term`` ``"ATT"`` for the overall
+        row, ``"ATT(e=k)"``, ``"ATT(g=k)"`` or ``"ATT(t=k)"`` for the keyed rows), then ``type, level,
+        key, pointwise_low, pointwise_high``. ``conf_*`` of the keyed rows are simultaneous bands;
+        the overall row's are pointwise.
         """
         z = ndtri(1 - self.alp / 2)
         c = self.crit_val if np.isfinite(self.crit_val) else z
-        overall = pd.DataFrame(
-            {
-                "type": [self.type],
-                "level": ["overall"],
-                "key": pd.array([pd.NA], dtype="Int64"),
-                **_intervals(np.array([self.overall_att]), np.array([self.overall_se]), z, z),
-                "n_treated": [self.n_treated],
-                "n_control": [self.n_control],
-            }
-        )
+        core, band = _intervals(["ATT"], np.array([self.overall_att]), np.array([self.overall_se]), z, z,
+                                [self.n_treated], [self.n_control])
+        overall = pd.DataFrame({**core, "type": [self.type], "level": ["overall"],
+                                "key": pd.array([pd.NA], dtype="Int64"), **band}, columns=list(AGGTE_COLUMNS))
         if self.type == "simple" or len(self.keys) == 0:
             return overall
-        keyed = pd.DataFrame(
-            {
-                "type": self.type,
-                "level": self._LEVEL[self.type],
-                "key": pd.array(self.keys.astype("int64"), dtype="Int64"),
-                **_intervals(self.att, self.se, c, z),
-                "n_treated": self.n_treated_keys.astype("int64"),
-                "n_control": self.n_control_keys.astype("int64"),
-            }
-        )
+        keys = self.keys.astype("int64")
+        letter = {"dynamic": "e", "group": "g", "calendar": "t"}[self.type]
+        core, band = _intervals([f"ATT({letter}={k})" for k in keys], self.att, self.se, c, z,
+                                self.n_treated_keys.astype("int64"), self.n_control_keys.astype("int64"))
+        keyed = pd.DataFrame({**core, "type": self.type, "level": self._LEVEL[self.type],
+                              "key": pd.array(keys, dtype="Int64"), **band}, columns=list(AGGTE_COLUMNS))
         return pd.concat([overall, keyed], ignore_index=True)
 
     def summary(self) -> str:
@@ -1002,10 +1015,12 @@ class DiDEstimate:
     note: str = ""
 
     def tidy(self) -> pd.DataFrame:
-        """One row: ``method, estimate, std_error, conf_low, conf_high, n_obs, n_units, n_treated, n_control, df_resid``."""
-        return pd.DataFrame([{k: getattr(self, k) for k in
-                              ("method", "estimate", "std_error", "conf_low", "conf_high", "n_obs", "n_units",
-                               "n_treated", "n_control", "df_resid")}])
+        """One row (:data:`ESTIMATE_COLUMNS`): the :data:`TIDY_CORE` (``term`` is the method), then
+        ``method, n_obs, n_units, df_resid``. ``p_value`` is the normal one, as the interval."""
+        core = _core([self.method], [self.estimate], [self.std_error], [self.conf_low], [self.conf_high],
+                     [self.n_treated], [self.n_control])
+        return pd.DataFrame({**core, "method": [self.method], "n_obs": [self.n_obs], "n_units": [self.n_units],
+                             "df_resid": [self.df_resid]}, columns=list(ESTIMATE_COLUMNS))
 
     def summary(self) -> str:
         return (f"{self.method}: {_fmt(self.estimate)} (s.e. {_fmt(self.std_error)}; CI {_fmt(self.conf_low)} to "
