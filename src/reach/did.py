@@ -56,7 +56,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.special import chdtrc, ndtr, ndtri  # not scipy.stats: its import costs seconds
+from statistics import NormalDist
 
 from reach._checks import check_choice, count_text, examples, require_columns
 
@@ -107,6 +107,23 @@ ATT_GT_COLUMNS = TIDY_CORE + ("group", "time", "pointwise_low", "pointwise_high"
 AGGTE_COLUMNS = TIDY_CORE + ("type", "level", "key", "pointwise_low", "pointwise_high")
 #: Columns of :meth:`DiDEstimate.tidy`.
 ESTIMATE_COLUMNS = TIDY_CORE + ("method", "n_obs", "n_units", "df_resid")
+
+#: The standard normal. Not scipy at import: ``scipy.special`` costs about a second on the first call of a
+#: fresh process, more than a whole ATT(g, t) of 50k firms (bench/did_shapes.py); the chi-square tail of
+#: the pre-test imports it when asked.
+_NORMAL = NormalDist()
+
+
+def ndtri(p: float) -> float:
+    """Standard normal quantile (``scipy.special.ndtri``; Wichura's AS241, about 1e-16 relative)."""
+    return _NORMAL.inv_cdf(float(p))
+
+
+def _two_sided_p(stat: np.ndarray) -> np.ndarray:
+    """Two-sided normal p-values :math:`2\\Phi(-|z|) = \\mathrm{erfc}(|z|/\\sqrt 2)`; NaN stays NaN."""
+    stat = np.asarray(stat, dtype=float)
+    return np.array([math.erfc(abs(v) / math.sqrt(2.0)) for v in stat.ravel()]).reshape(stat.shape)
+
 
 #: R's threshold for a degenerate standard error (sqrt(.Machine$double.eps) * 10).
 _TINY = math.sqrt(np.finfo(float).eps) * 10
@@ -168,26 +185,49 @@ class _Panel:
     exclusions: dict
 
 
-def _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, allow_unbalanced_panel) -> _Panel:
+def _numeric_frame(df, cols: list, numeric: list) -> pd.DataFrame:
+    """The columns the estimator reads, checked: present, and numeric where they must be."""
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"df must be a pandas DataFrame; got {type(df).__name__}")
-    extra_cluster = [c for c in (clustervars or []) if c != idname]
-    if len(extra_cluster) > 1:
-        raise ValueError(f"clustervars: at most one variable besides idname ({idname!r}); got {clustervars!r}")
-    cols = [yname, tname, idname, gname, *covs] + ([weightsname] if weightsname else []) + extra_cluster
-    require_columns(df, list(dict.fromkeys(cols)))
-    if allow_unbalanced_panel:
-        raise NotImplementedError(
-            "allow_unbalanced_panel=True (R did's repeated-cross-section estimator for unbalanced panels) is not "
-            "implemented; use the default, which keeps units observed in every period and reports how many were dropped."
-        )
-    d = df[list(dict.fromkeys(cols))]
-    for c in [yname, tname, gname, *covs] + ([weightsname] if weightsname else []):
+    require_columns(df, cols)
+    d = df[cols]
+    for c in numeric:
         if not (pd.api.types.is_numeric_dtype(d[c]) or pd.api.types.is_bool_dtype(d[c])):
             raise TypeError(f"df: column {c!r} must be numeric; got dtype {d[c].dtype}")
-    excl: dict[str, int] = {}
-    # Everything below is integer codes and scatter/gather on numpy arrays: no pandas groupby,
-    # which dominated the run time at millions of rows.
+    return d
+
+
+def _extra_cluster(clustervars, idname: str) -> list:
+    """The cluster variable besides ``idname`` (R did allows at most one)."""
+    extra = [c for c in (clustervars or []) if c != idname]
+    if len(extra) > 1:
+        raise ValueError(f"clustervars: at most one variable besides idname ({idname!r}); got {clustervars!r}")
+    return extra
+
+
+@dataclass(frozen=True)
+class _Codes:
+    """Integer codes of the long rows: unit ``uid`` (of ``nid``) and period ``tcode`` (of ``periods_all``)."""
+
+    uid: np.ndarray
+    ids_all: np.ndarray
+    tcode: np.ndarray
+    periods_all: np.ndarray
+
+    @property
+    def nid(self) -> int:
+        return len(self.ids_all)
+
+    def varies(self, values: np.ndarray) -> np.ndarray:
+        """Rows whose unit has more than one distinct value (NaN counted as a value, as nunique(dropna=False))."""
+        v = np.where(np.isnan(values), np.inf, values)
+        first = np.empty(self.nid)
+        first[self.uid] = v
+        return v != first[self.uid]
+
+
+def _unit_period_codes(d: pd.DataFrame, idname, tname, yname, gname) -> _Codes:
+    """Factorise units and periods (no pandas groupby, which dominated at millions of rows); one row per pair."""
     uid, ids_all = pd.factorize(d[idname], sort=True)
     if (uid < 0).any():
         raise ValueError(f"df: column {idname!r} has missing values. Examples:\n{examples(d, uid < 0, [idname, tname, yname])}")
@@ -204,63 +244,83 @@ def _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, al
             f"df: {int(dup.sum())} rows share a ({idname}, {tname}) pair; one row per unit and period is required. "
             f"Examples:\n{examples(d, dup, [idname, tname, yname, gname])}"
         )
+    return _Codes(uid=uid, ids_all=np.asarray(ids_all), tcode=tcode, periods_all=periods_all)
 
-    def varies(values: np.ndarray) -> np.ndarray:
-        """Rows whose unit has more than one distinct value (NaN counted as a value, as nunique(dropna=False))."""
-        v = np.where(np.isnan(values), np.inf, values)
-        first = np.empty(nid)
-        first[uid] = v
-        return v != first[uid]
 
+def _check_unit_constants(d, k: _Codes, idname, tname, gname, weightsname) -> tuple[np.ndarray, np.ndarray | None]:
+    """The first-treatment period and the weights per row, refused unless constant within unit and valid."""
     gv = d[gname].to_numpy(dtype=float)
-    bad = varies(gv)
+    bad = k.varies(gv)
     if bad.any():
-        bad = np.isin(uid, np.unique(uid[bad]))
+        bad = np.isin(k.uid, np.unique(k.uid[bad]))
         raise ValueError(
             f"df: column {gname!r} (first treatment period) varies within {idname} for "
-            f"{len(np.unique(uid[bad]))} unit(s); it must be constant per unit. Examples:\n"
+            f"{len(np.unique(k.uid[bad]))} unit(s); it must be constant per unit. Examples:\n"
             f"{examples(d, bad, [idname, tname, gname])}"
         )
     if np.isnan(gv).any():
         raise ValueError(f"df: column {gname!r} has missing values (use 0 for never treated). Examples:\n{examples(d, np.isnan(gv), [idname, tname, gname])}")
     if (gv < 0).any():
         raise ValueError(f"df: column {gname!r} must be 0 (never treated) or a period; got negatives. Examples:\n{examples(d, gv < 0, [idname, tname, gname])}")
+    wv = None
     if weightsname:
         wv = d[weightsname].to_numpy(dtype=float)
-        bad = varies(wv)
+        bad = k.varies(wv)
         if bad.any():
-            bad = np.isin(uid, np.unique(uid[bad]))
+            bad = np.isin(k.uid, np.unique(k.uid[bad]))
             raise ValueError(f"df: weights {weightsname!r} must be constant within unit. Examples:\n{examples(d, bad, [idname, tname, weightsname])}")
         if (wv < 0).any():
             raise ValueError(f"df: weights {weightsname!r} must be non-negative")
+    return gv, wv
 
-    # Units with a missing outcome, covariate or weight in any period leave the balanced panel.
-    need = [yname, *covs] + ([weightsname] if weightsname else [])
-    vals = {c: d[c].to_numpy(dtype=float) for c in need}
-    rowbad = np.zeros(len(d), dtype=bool)
-    for c in need:
-        rowbad |= np.isnan(vals[c])
-    unit_ok = np.ones(nid, dtype=bool)
+
+def _balanced_units(k: _Codes, vals: dict, excl: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Units kept in the balanced panel (observed, without missing values, in every period) and the periods.
+
+    Units with a missing outcome, covariate or weight in some period leave, counted in ``excl``.
+    """
+    rowbad = np.zeros(len(k.uid), dtype=bool)
+    for v in vals.values():
+        rowbad |= np.isnan(v)
+    unit_ok = np.ones(k.nid, dtype=bool)
     if rowbad.any():
-        unit_ok[uid[rowbad]] = False
+        unit_ok[k.uid[rowbad]] = False
         excl["units_with_missing_values"] = int((~unit_ok).sum())
-    rows = unit_ok[uid]
-    present = np.zeros(Tall, dtype=bool)
-    present[tcode[rows]] = True
-    periods = periods_all[present]
-    T = len(periods)
-    nper = np.bincount(uid[rows], minlength=nid)
-    short = unit_ok & (nper < T)
+    present = np.zeros(len(k.periods_all), dtype=bool)
+    present[k.tcode[unit_ok[k.uid]]] = True
+    nper = np.bincount(k.uid[unit_ok[k.uid]], minlength=k.nid)
+    short = unit_ok & (nper < present.sum())
     if short.any():
         excl["units_not_observed_every_period"] = int(short.sum())
-    keep_unit = unit_ok & (nper == T)
+    keep_unit = unit_ok & (nper == present.sum())
     if not keep_unit.any():
         raise ValueError("df: no unit is observed in every period with non-missing data; cannot form a balanced panel")
-    rows = keep_unit[uid]
-    newid = np.cumsum(keep_unit) - 1
-    r_u = newid[uid[rows]]
-    r_t = np.cumsum(present)[tcode[rows]] - 1
-    n = int(keep_unit.sum())
+    return keep_unit, present
+
+
+def _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, allow_unbalanced_panel) -> _Panel:
+    """The balanced units x periods arrays of :class:`_Panel` from the long frame (R did's ``pre_process_did``)."""
+    extra_cluster = _extra_cluster(clustervars, idname)
+    if allow_unbalanced_panel:
+        raise NotImplementedError(
+            "allow_unbalanced_panel=True (R did's repeated-cross-section estimator for unbalanced panels) is not "
+            "implemented; use the default, which keeps units observed in every period and reports how many were dropped."
+        )
+    wcol = [weightsname] if weightsname else []
+    cols = list(dict.fromkeys([yname, tname, idname, gname, *covs] + wcol + extra_cluster))
+    d = _numeric_frame(df, cols, [yname, tname, gname, *covs] + wcol)
+    k = _unit_period_codes(d, idname, tname, yname, gname)
+    gv, wv = _check_unit_constants(d, k, idname, tname, gname, weightsname)
+    vals = {c: d[c].to_numpy(dtype=float) for c in [yname, *covs]}
+    if weightsname:
+        vals[weightsname] = wv
+    excl: dict[str, int] = {}
+    keep_unit, present = _balanced_units(k, vals, excl)
+    periods = k.periods_all[present]
+    rows = keep_unit[k.uid]
+    r_u = (np.cumsum(keep_unit) - 1)[k.uid[rows]]
+    r_t = np.cumsum(present)[k.tcode[rows]] - 1
+    n, T = int(keep_unit.sum()), len(periods)
 
     def wide(v: np.ndarray) -> np.ndarray:
         # Fortran order: one period's column is contiguous, which is how every (g, t) cell reads it
@@ -273,27 +333,24 @@ def _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, al
         out[r_u] = v[rows]
         return out
 
-    ids = np.asarray(ids_all)[keep_unit]
-    Y = wide(vals[yname])
     G = per_unit(gv)
     # R did: cohorts first treated after the last period are not-yet-treated throughout: never treated here.
     late = G > periods[-1]
     if late.any():
         excl["units_treated_after_last_period_set_never_treated"] = int(late.sum())
         G = np.where(late, 0.0, G)
-    w = per_unit(vals[weightsname]) if weightsname else np.ones(n)
+    w = per_unit(wv) if weightsname else np.ones(n)
     if w.sum() <= 0:
         raise ValueError(f"df: weights {weightsname!r} sum to zero")
-    w = w / w.mean()
-    X = {c: wide(vals[c]) for c in covs}
     cluster = None
     if extra_cluster:
         ccode = pd.factorize(d[extra_cluster[0]])[0].astype(float)
         ccode[ccode < 0] = np.nan
-        if varies(ccode).any():
+        if k.varies(ccode).any():
             raise ValueError(f"clustervars: {extra_cluster[0]!r} varies over time within {idname}; it must be constant per unit")
         cluster = pd.factorize(per_unit(ccode))[0]
-    return _Panel(ids=ids, periods=periods, Y=Y, G=G, w=w, X=X, cluster=cluster, exclusions=excl)
+    return _Panel(ids=k.ids_all[keep_unit], periods=periods, Y=wide(vals[yname]), G=G, w=w / w.mean(),
+                  X={c: wide(vals[c]) for c in covs}, cluster=cluster, exclusions=excl)
 
 
 # --------------------------------------------------------------------------- 2x2 estimators
@@ -739,7 +796,7 @@ def _core(term, est, se, lo, hi, n_treated, n_control) -> dict:
     se = np.asarray(se, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         stat = np.where(np.isfinite(se) & (se > 0), est / se, np.nan)
-    return {"term": term, "estimate": est, "std_error": se, "statistic": stat, "p_value": 2.0 * ndtr(-np.abs(stat)),
+    return {"term": term, "estimate": est, "std_error": se, "statistic": stat, "p_value": _two_sided_p(stat),
             "conf_low": lo, "conf_high": hi, "n_treated": n_treated, "n_control": n_control}
 
 
@@ -847,7 +904,12 @@ class ATTgtResult:
             a = self.att[pre]
             if np.linalg.cond(V) <= 1 / np.finfo(float).eps:
                 W = float(n * a @ np.linalg.solve(V, a))
-        p = float(chdtrc(q, W)) if np.isfinite(W) else np.nan
+        if np.isfinite(W):
+            from scipy.special import chdtrc  # only here: see _NORMAL
+
+            p = float(chdtrc(q, W))
+        else:
+            p = np.nan
         return {"statistic": W, "df": q, "p_value": p, "pvalue": p}
 
     def pretrend_test(self) -> dict:
@@ -1170,22 +1232,9 @@ def att_gt(
     >>> r.tidy()[["group", "time"]].values.tolist()
     [[2003, 2002], [2003, 2003]]
     """
-    check_choice("control_group", control_group, CONTROL_GROUPS)
-    check_choice("est_method", est_method, EST_METHODS)
-    check_choice("base_period", base_period, BASE_PERIODS)
-    if not isinstance(anticipation, (int, np.integer)) or anticipation < 0:
-        raise ValueError(f"anticipation must be a non-negative integer; got {anticipation!r}")
-    if not 0 < alp < 1:
-        raise ValueError(f"alp must be in (0, 1); got {alp!r}")
-    if int(biters) < 1:
-        raise ValueError(f"biters must be a positive integer; got {biters!r}")
-    for name, v in (("overlap_max", overlap_max), ("trim_level", trim_level)):
-        if not (isinstance(v, (int, float)) and 0.5 < float(v) <= 1.0):
-            raise ValueError(f"{name} must be a probability in (0.5, 1]; got {v!r}")
+    _check_att_gt_args(control_group, est_method, base_period, anticipation, alp, biters, overlap_max, trim_level,
+                       unbalanced, panel)
     cband = bool(bootstrap) if cband is None else bool(cband)
-    check_choice("unbalanced", unbalanced, UNBALANCED_MODES)
-    if unbalanced == "pairs" and not panel:
-        raise ValueError("unbalanced='pairs' follows units over time: it needs panel=True; got panel=False")
     clustervars = list(clustervars) if clustervars else []
     covs = parse_xformla(xformla)
     if allow_unbalanced_panel and panel and _is_balanced(df, idname, tname, [yname, *covs] + ([weightsname] if weightsname else [])):
@@ -1198,28 +1247,61 @@ def att_gt(
             clustervars=clustervars, bootstrap=bootstrap, biters=biters, alp=alp, seed=seed, panel=panel,
             cband=cband, overlap_max=overlap_max, trim_level=trim_level, _groups=_groups,
             unbalanced=unbalanced if panel else "rc")
-    P = _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, allow_unbalanced_panel)
-    periods, Y, G, w = P.periods, P.Y, P.G, P.w
-    n, T = Y.shape
-    excl = dict(P.exclusions)
-    notes: list[str] = []
-    na_cells: list[tuple] = []
-    dropped = {k: v for k, v in excl.items() if k in ("units_not_observed_every_period", "units_with_missing_values")}
-    if dropped:
-        # R did warns when it balances the panel; a line in summary() is easy to miss
-        warnings.warn(f"att_gt: balanced panel required (allow_unbalanced_panel=False): dropped "
-                      + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dropped.items())
-                      + "; pass allow_unbalanced_panel=True to keep them", UserWarning, stacklevel=2)
+    # the stages of R did: pre_process_did -> compute.att_gt -> mboot -> MP
+    P, glist, notes = _pre_process(df, yname, tname, idname, gname, covs, weightsname, clustervars,
+                                   control_group, anticipation, _groups)
+    cells = _cell_list(glist, P.periods, anticipation, base_period)
+    S = _sort_by_cohort(P, len(cells))
+    E = _estimate_cells(S, cells, covs, control_group, est_method, anticipation, overlap_max, trim_level)
+    E.notes[:0] = notes
+    small = [int(g) for g in glist if S.size[float(g)] < len(covs) + 5]
+    if small:
+        E.notes.append(f"small cohort(s) {small}: fewer than {len(covs) + 5} units (R did warns likewise)")
+    _warn_na_cells(E.na_cells)
+    if E.R is not None:
+        draws = lambda: _draws_by_cohort(S, E.R, glist, int(biters), seed, progress)  # noqa: E731
+    else:
+        draws = lambda: _draws_dense(E.IF, S.cluster, _cohort_columns(S.G, S.w, glist), int(biters), seed, progress)  # noqa: E731
+    inf = _inference(E.IF, S.cluster, E.att, draws, bootstrap=bootstrap, cband=cband, alp=alp)
+    if np.isfinite(inf.crit) and inf.crit >= 7:
+        E.notes.append(f"simultaneous critical value {inf.crit:.2f} is large; small cohorts or little outcome variation")
+    return _att_gt_result(E, inf, S.G, S.w, S.cluster, S.periods, S.ids, glist, yname=yname, xformla=xformla,
+                          control_group=control_group, est_method=est_method, anticipation=anticipation,
+                          base_period=base_period, bootstrap=bootstrap, biters=biters, alp=alp, seed=seed,
+                          cband=cband, exclusions=P.exclusions)
 
-    # R did drops units treated in the first period with a warning; we refuse, so nothing is silently dropped.
+
+def _check_att_gt_args(control_group, est_method, base_period, anticipation, alp, biters, overlap_max, trim_level,
+                       unbalanced, panel) -> None:
+    """Refuse an invalid choice or number, naming the argument, what is allowed and what was received."""
+    check_choice("control_group", control_group, CONTROL_GROUPS)
+    check_choice("est_method", est_method, EST_METHODS)
+    check_choice("base_period", base_period, BASE_PERIODS)
+    if not isinstance(anticipation, (int, np.integer)) or anticipation < 0:
+        raise ValueError(f"anticipation must be a non-negative integer; got {anticipation!r}")
+    if not 0 < alp < 1:
+        raise ValueError(f"alp must be in (0, 1); got {alp!r}")
+    if int(biters) < 1:
+        raise ValueError(f"biters must be a positive integer; got {biters!r}")
+    for name, v in (("overlap_max", overlap_max), ("trim_level", trim_level)):
+        if not (isinstance(v, (int, float)) and 0.5 < float(v) <= 1.0):
+            raise ValueError(f"{name} must be a probability in (0.5, 1]; got {v!r}")
+    check_choice("unbalanced", unbalanced, UNBALANCED_MODES)
+    if unbalanced == "pairs" and not panel:
+        raise ValueError("unbalanced='pairs' follows units over time: it needs panel=True; got panel=False")
+
+
+def _check_cohorts(G, periods, anticipation, gname, tname, control_group, _groups) -> np.ndarray:
+    """The cohorts to estimate; refuses cohorts without a pre-period (R did drops them with a warning: we
+    drop nothing silently), no treated units, and ``nevertreated`` without never-treated units."""
     glist_all = np.unique(G[G > 0])
     no_pre = [int(g) for g in glist_all if g - anticipation <= periods[0]]
     if no_pre:
         counts = {g: int((G == g).sum()) for g in no_pre}
         raise ValueError(
-            f"df: cohort(s) {counts} (cohort: units) in {gname!r} have no pre-treatment period within "
-            f"{tname} {int(periods[0])}-{int(periods[-1])} (anticipation {anticipation}); ATT(g,t) needs a period "
-            f"before g - anticipation. Drop these units or start the panel earlier."
+            f"df: cohort(s) {counts} (cohort: units) in {gname!r} have no pre-treatment period "
+            f"within {tname} {int(periods[0])}-{int(periods[-1])} (anticipation {anticipation}); ATT(g,t) needs a "
+            f"period before g - anticipation. Drop these units or start the panel earlier."
         )
     glist = glist_all if _groups is None else glist_all[np.isin(glist_all, np.asarray(_groups, dtype=float))]
     if len(glist) == 0:
@@ -1229,198 +1311,297 @@ def att_gt(
             f"df: control_group='nevertreated' but no unit has {gname!r} == 0 (never treated); "
             f"use control_group='notyettreated' or add never-treated units"
         )
-    if control_group == "notyettreated" and not (G == 0).any():
+    return glist
+
+
+def _pre_process(df, yname, tname, idname, gname, covs, weightsname, clustervars, control_group, anticipation,
+                 _groups) -> tuple[_Panel, np.ndarray, list]:
+    """R did's ``pre_process_did`` for a balanced panel: the arrays, the cohorts, notes; warns when units are dropped."""
+    P = _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, False)
+    excl = dict(P.exclusions)
+    notes: list[str] = []
+    dropped = {k: v for k, v in excl.items() if k in ("units_not_observed_every_period", "units_with_missing_values")}
+    if dropped:
+        # R did warns when it balances the panel; a line in summary() is easy to miss
+        warnings.warn(f"att_gt: balanced panel required (allow_unbalanced_panel=False): dropped "
+                      + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dropped.items())
+                      + "; pass allow_unbalanced_panel=True to keep them", UserWarning, stacklevel=3)
+    glist = _check_cohorts(P.G, P.periods, anticipation, gname, tname, control_group, _groups)
+    if control_group == "notyettreated" and not (P.G == 0).any():
         # R did: without never-treated units, the last cohort serves as the comparison and periods from it on are dropped.
         gmax = glist.max()
-        keep_t = periods < gmax - anticipation
+        keep_t = P.periods < gmax - anticipation
         excl["periods_dropped_no_never_treated"] = int((~keep_t).sum())
         notes.append(f"no never-treated units: cohort {int(gmax)} serves as not-yet-treated comparison; periods >= {int(gmax - anticipation)} dropped")
-        periods = periods[keep_t]
-        Y = Y[:, keep_t]
-        P = _Panel(P.ids, periods, Y, np.where(G == gmax, 0.0, G), w, {k: v[:, keep_t] for k, v in P.X.items()}, P.cluster, excl)
-        G = P.G
+        P = _Panel(P.ids, P.periods[keep_t], P.Y[:, keep_t], np.where(P.G == gmax, 0.0, P.G), P.w,
+                   {k: v[:, keep_t] for k, v in P.X.items()}, P.cluster, excl)
         glist = glist[glist < gmax]
-        T = len(periods)
-        if T < 2 or len(glist) == 0:
+        if len(P.periods) < 2 or len(glist) == 0:
             raise ValueError("df: without never-treated units too few periods/cohorts remain to estimate any ATT(g,t)")
+    return _Panel(P.ids, P.periods, P.Y, P.G, P.w, P.X, P.cluster, excl), glist, notes
 
-    cells = []  # (g, target index, base index)
-    if base_period == "varying":
-        for g in glist:
-            b_post = int(np.searchsorted(periods, g - anticipation, side="left")) - 1
-            for ti in range(1, T):
-                if periods[ti] >= g - anticipation:
-                    cells.append((g, ti, b_post))
-                else:
-                    cells.append((g, ti, ti - 1))
-    else:
-        for g in glist:
-            b = int(np.searchsorted(periods, g - anticipation, side="left")) - 1
-            for ti in range(T):
-                cells.append((g, ti, b))
-    k = len(cells)
-    if n * k * 8 > _MAX_IF_BYTES:
+
+def _cell_list(glist, periods, anticipation, base_period) -> list[tuple]:
+    """(g, target index, base index) of every ATT(g, t): the base is ``g - anticipation - 1`` for post
+    cells (and every cell with a universal base), the previous period for pre cells with a varying base."""
+    cells = []
+    T = len(periods)
+    for g in glist:
+        b_post = int(np.searchsorted(periods, g - anticipation, side="left")) - 1
+        for ti in (range(1, T) if base_period == "varying" else range(T)):
+            pre = periods[ti] < g - anticipation
+            cells.append((g, ti, ti - 1 if pre and base_period == "varying" else b_post))
+    return cells
+
+
+@dataclass(frozen=True)
+class _Sorted:
+    """The balanced panel with units sorted by cohort: every cohort is a contiguous block of rows,
+    so a (g, t) cell reads slices (views) of the wide arrays instead of masking all n units."""
+
+    ids: np.ndarray
+    periods: np.ndarray
+    Y: np.ndarray
+    G: np.ndarray
+    w: np.ndarray
+    X: dict
+    cluster: np.ndarray | None
+    cvals: np.ndarray
+    cstart: np.ndarray
+    block: dict
+    size: dict
+
+
+def _sort_by_cohort(P: _Panel, n_cells: int) -> _Sorted:
+    n = P.Y.shape[0]
+    if n * n_cells * 8 > _MAX_IF_BYTES:
         raise MemoryError(
-            f"influence functions would need {n * k * 8 / 2**30:.1f} GiB ({n} units x {k} cells); "
+            f"influence functions would need {n * n_cells * 8 / 2**30:.1f} GiB ({n} units x {n_cells} cells); "
             f"restrict the periods or cohorts, or raise reach.did._MAX_IF_BYTES"
         )
-    # Units sorted by cohort: every cohort is a contiguous block of rows, so a (g, t) cell reads
-    # slices (views) of the wide outcome array instead of masking all n units.
-    order = np.argsort(G, kind="stable")
-    G, w = G[order], w[order]
-    Y = np.asfortranarray(Y[order])
-    Xs = {c: np.asfortranarray(v[order]) for c, v in P.X.items()}
-    cluster = None if P.cluster is None else P.cluster[order]
+    order = np.argsort(P.G, kind="stable")
+    G = P.G[order]
     cvals, cstart, csize = np.unique(G, return_index=True, return_counts=True)
-    block = {float(c): slice(int(s), int(s + m)) for c, s, m in zip(cvals, cstart, csize)}
-    size = {float(c): int(m) for c, m in zip(cvals, csize)}
-    never = block.get(0.0)
+    return _Sorted(ids=np.asarray(P.ids)[order], periods=P.periods, Y=np.asfortranarray(P.Y[order]), G=G,
+                   w=P.w[order], X={c: np.asfortranarray(v[order]) for c, v in P.X.items()},
+                   cluster=None if P.cluster is None else P.cluster[order], cvals=cvals, cstart=cstart,
+                   block={float(c): slice(int(s), int(s + m)) for c, s, m in zip(cvals, cstart, csize)},
+                   size={float(c): int(m) for c, m in zip(cvals, csize)})
 
-    IF = np.zeros((n, k), order="F")  # column = one cell, contiguous
+
+@dataclass
+class _CellEstimates:
+    """What the cell stage produces (filled cell by cell): estimates, influence functions, counts, NA cells."""
+
+    groups: np.ndarray
+    times: np.ndarray
+    bases: np.ndarray
+    att: np.ndarray
+    IF: np.ndarray
+    n_tr: np.ndarray
+    n_co: np.ndarray
+    R: np.ndarray | None = None  # no covariates: IF = (per-cohort columns of w Y) @ R (see _nocov_cell)
+    na_cells: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, cells, periods, n, order="F"):
+        k = len(cells)
+        return cls(groups=np.array([c[0] for c in cells], dtype=float),
+                   times=np.array([periods[c[1]] for c in cells], dtype=float),
+                   bases=np.array([periods[c[2]] for c in cells], dtype=float), att=np.full(k, np.nan),
+                   IF=np.zeros((n, k), order=order),  # column = one cell, contiguous
+                   n_tr=np.zeros(k, dtype=np.int64), n_co=np.zeros(k, dtype=np.int64))
+
+
+def _estimate_cells(S: _Sorted, cells, covs, control_group, est_method, anticipation, overlap_max,
+                    trim_level) -> _CellEstimates:
+    """R did's ``compute.att_gt``: every ATT(g, t) and its influence function over all n units."""
+    n, T = S.Y.shape
+    E = _CellEstimates.empty(cells, S.periods, n)
     # Without covariates IF[:, j] = sum over cohorts c of R[(c, period), j] * w_i Y_i,period (and
     # R[(c, T), j] * w_i): the bootstrap then needs only the per-cohort sums of U w Y (T + 1 columns),
     # not all k cells. Y is centred per period first so the sums do not cancel.
-    structured = not covs and cluster is None
-    mu = Y.mean(axis=0)
-    cpos = {float(c): i for i, c in enumerate(cvals)}
-    R = np.zeros((len(cvals) * (T + 1), k)) if structured else None
-    att = np.full(k, np.nan)
-    n_tr = np.zeros(k, dtype=np.int64)
-    n_co = np.zeros(k, dtype=np.int64)
-    groups = np.array([c[0] for c in cells], dtype=float)
-    times = np.array([periods[c[1]] for c in cells], dtype=float)
-    bases = np.array([periods[c[2]] for c in cells], dtype=float)
-    des_key, des, last_beta = None, None, {}
+    if not covs and S.cluster is None:
+        E.R = np.zeros((len(S.cvals) * (T + 1), len(cells)))
+    mu = S.Y.mean(axis=0)
+    cpos = {float(c): i for i, c in enumerate(S.cvals)}
+    never = S.block.get(0.0)
+    designs = _DesignCache(S, covs, est_method, overlap_max, trim_level)
     for j, (g, ti, bi) in enumerate(cells):
+        E.n_tr[j] = S.size[float(g)]
         if ti == bi:  # universal base: the reference period itself
-            att[j] = 0.0
-            n_tr[j] = size[float(g)]
-            n_co[j] = size.get(0.0, 0) if control_group == "nevertreated" else 0
+            E.att[j] = 0.0
+            E.n_co[j] = S.size.get(0.0, 0) if control_group == "nevertreated" else 0
             continue
         if control_group == "nevertreated":
             ctrl = [never] if never is not None else []
         else:
-            tc = periods[max(ti, bi)]
-            ctrl = [block[c] for c in cvals if c == 0 or (c > tc + anticipation and c != g)]
-        tr = block[float(g)]
-        n_tr[j] = size[float(g)]
-        n_co[j] = sum(s.stop - s.start for s in ctrl)
-        if n_co[j] == 0:
-            notes.append(f"ATT({int(g)},{int(periods[ti])}): no comparison units; left missing")
-            na_cells.append((g, periods[ti], "no comparison units"))
+            tc = S.periods[max(ti, bi)]
+            ctrl = [S.block[c] for c in S.cvals if c == 0 or (c > tc + anticipation and c != g)]
+        E.n_co[j] = sum(s.stop - s.start for s in ctrl)
+        if E.n_co[j] == 0:
+            E.notes.append(f"ATT({int(g)},{int(S.periods[ti])}): no comparison units; left missing")
+            E.na_cells.append((g, S.periods[ti], "no comparison units"))
             continue
-        if not covs and est_method in ("dr", "ipw") and n_tr[j] / (n_tr[j] + n_co[j]) >= overlap_max:
+        share = E.n_tr[j] / (E.n_tr[j] + E.n_co[j])
+        if not covs and est_method in ("dr", "ipw") and share >= overlap_max:
             # R did's guard with an intercept-only score: the cohort's share of the cell
-            na_cells.append((g, periods[ti], f"overlap fails: cohort is {n_tr[j] / (n_tr[j] + n_co[j]):.4f} "
-                                             f">= overlap_max {overlap_max} of the cell's units"))
+            E.na_cells.append((g, S.periods[ti], f"overlap fails: cohort is {share:.4f} >= overlap_max "
+                                                  f"{overlap_max} of the cell's units"))
             continue
         if not covs:
-            # closed form: all three methods reduce to a difference of weighted mean changes
-            dY1 = Y[tr, ti] - Y[tr, bi]
-            W1 = w[tr].sum()
-            m1 = _dot(w[tr], dY1) / W1
-            dY0 = [Y[s, ti] - Y[s, bi] for s in ctrl]
-            W0 = sum(w[s].sum() for s in ctrl)
-            m0 = sum(_dot(w[s], d) for s, d in zip(ctrl, dY0)) / W0
-            att[j] = m1 - m0
-            IF[tr, j] = (n / W1) * w[tr] * (dY1 - m1)
-            for s, d in zip(ctrl, dY0):
-                IF[s, j] = (-n / W0) * w[s] * (d - m0)
-            if structured:
-                shift = mu[ti] - mu[bi]
-                for c, f, mm in [(float(g), n / W1, m1)] + [(float(G[s.start]), -n / W0, m0) for s in ctrl]:
-                    base = cpos[c] * (T + 1)
-                    R[base + ti, j] += f
-                    R[base + bi, j] -= f
-                    R[base + T, j] -= f * (mm - shift)
+            _nocov_cell(S, E, j, g, ti, bi, ctrl, mu, cpos)
         else:
-            cov_t = min(ti, bi)
-            key = (float(g), cov_t, tuple(s.start for s in ctrl))
-            if key != des_key:  # cells sharing the key (a cohort's post-treatment cells) reuse the fits
-                Xr = np.empty((1 + len(covs), n_tr[j] + n_co[j]))
-                Xr[0] = 1.0
-                for r_, c in enumerate(covs, start=1):
-                    Xr[r_] = np.concatenate([Xs[c][s, cov_t] for s in [tr, *ctrl]])
-                wc = np.concatenate([w[s] for s in [tr, *ctrl]])
-                des = _CovDesign(Xr, wc, n_tr[j], est_method, beta0=last_beta.get(float(g)),
-                                 overlap_max=overlap_max, trim_level=trim_level)
-                if des.n_trimmed:
-                    notes.append(f"cohort {int(g)}, covariates of {int(periods[cov_t])}: {des.n_trimmed} comparison "
-                                 f"unit(s) with propensity score >= trim_level {trim_level} get weight zero (DRDID)")
-                des_key = key
-                if des.beta is not None:
-                    last_beta[float(g)] = des.beta
-            if des.ok:  # controls may be several cohort blocks (not-yet-treated)
-                dY_c = np.concatenate([Y[s, ti] - Y[s, bi] for s in ctrl]) if len(ctrl) > 1 else Y[ctrl[0], ti] - Y[ctrl[0], bi]
-                a, inf_t, inf_c = des.estimate(Y[tr, ti] - Y[tr, bi], dY_c, est_method)
-            if not des.ok:
-                if des.reason.startswith("overlap"):
-                    na_cells.append((g, periods[ti], des.reason))
-                else:
-                    notes.append(f"ATT({int(g)},{int(periods[ti])}): covariate model could not be estimated (singular design or separation); left missing")
-                    na_cells.append((g, periods[ti], des.reason or "covariate model could not be estimated"))
-                continue
-            att[j] = a
-            scale = n / des.m
-            IF[tr, j] = scale * inf_t
-            pos = 0
-            for s in ctrl:
-                IF[s, j] = scale * inf_c[pos:pos + s.stop - s.start]
-                pos += s.stop - s.start
-    small = [int(g) for g in glist if size[float(g)] < len(covs) + 5]
-    if small:
-        notes.append(f"small cohort(s) {small}: fewer than {len(covs) + 5} units (R did warns likewise)")
+            _cov_cell(S, E, j, g, ti, bi, ctrl, designs)
+    return E
 
-    se_an = _analytic_se(IF, cluster)
-    se_an = np.where(np.isfinite(att), se_an, np.nan)
-    _warn_na_cells(na_cells)
+
+def _nocov_cell(S: _Sorted, E: _CellEstimates, j, g, ti, bi, ctrl, mu, cpos) -> None:
+    """Closed form without covariates: all three methods reduce to a difference of weighted mean changes."""
+    n, T = S.Y.shape
+    Y, w = S.Y, S.w
+    tr = S.block[float(g)]
+    dY1 = Y[tr, ti] - Y[tr, bi]
+    W1 = w[tr].sum()
+    m1 = _dot(w[tr], dY1) / W1
+    dY0 = [Y[s, ti] - Y[s, bi] for s in ctrl]
+    W0 = sum(w[s].sum() for s in ctrl)
+    m0 = sum(_dot(w[s], d) for s, d in zip(ctrl, dY0)) / W0
+    E.att[j] = m1 - m0
+    E.IF[tr, j] = (n / W1) * w[tr] * (dY1 - m1)
+    for s, d in zip(ctrl, dY0):
+        E.IF[s, j] = (-n / W0) * w[s] * (d - m0)
+    if E.R is not None:
+        shift = mu[ti] - mu[bi]
+        for c, f, mm in [(float(g), n / W1, m1)] + [(float(S.G[s.start]), -n / W0, m0) for s in ctrl]:
+            base = cpos[c] * (T + 1)
+            E.R[base + ti, j] += f
+            E.R[base + bi, j] -= f
+            E.R[base + T, j] -= f * (mm - shift)
+
+
+class _DesignCache:
+    """The covariate design of the current (cohort, covariate period, control set); cells sharing the
+    key (a cohort's post-treatment cells) reuse the fits, and each cohort's logit starts from its last one."""
+
+    def __init__(self, S, covs, est_method, overlap_max, trim_level):
+        self.S, self.covs, self.method = S, covs, est_method
+        self.overlap_max, self.trim_level = overlap_max, trim_level
+        self.key, self.des, self.last_beta = None, None, {}
+
+    def get(self, g, cov_t, tr, ctrl, notes) -> _CovDesign:
+        key = (float(g), cov_t, tuple(s.start for s in ctrl))
+        if key == self.key:
+            return self.des
+        S = self.S
+        m_t = tr.stop - tr.start
+        m = m_t + sum(s.stop - s.start for s in ctrl)
+        Xr = np.empty((1 + len(self.covs), m))
+        Xr[0] = 1.0
+        for r_, c in enumerate(self.covs, start=1):
+            Xr[r_] = np.concatenate([S.X[c][s, cov_t] for s in [tr, *ctrl]])
+        wc = np.concatenate([S.w[s] for s in [tr, *ctrl]])
+        des = _CovDesign(Xr, wc, m_t, self.method, beta0=self.last_beta.get(float(g)),
+                         overlap_max=self.overlap_max, trim_level=self.trim_level)
+        if des.n_trimmed:
+            notes.append(f"cohort {int(g)}, covariates of {int(S.periods[cov_t])}: {des.n_trimmed} comparison "
+                         f"unit(s) with propensity score >= trim_level {self.trim_level} get weight zero (DRDID)")
+        if des.beta is not None:
+            self.last_beta[float(g)] = des.beta
+        self.key, self.des = key, des
+        return des
+
+
+def _cov_cell(S: _Sorted, E: _CellEstimates, j, g, ti, bi, ctrl, designs: _DesignCache) -> None:
+    """A cell with covariates (taken at the earlier of its two periods) through the shared :class:`_CovDesign`."""
+    n = S.Y.shape[0]
+    Y = S.Y
+    tr = S.block[float(g)]
+    des = designs.get(g, min(ti, bi), tr, ctrl, E.notes)
+    if not des.ok:
+        if des.reason.startswith("overlap"):
+            E.na_cells.append((g, S.periods[ti], des.reason))
+        else:
+            E.notes.append(f"ATT({int(g)},{int(S.periods[ti])}): covariate model could not be estimated (singular design or separation); left missing")
+            E.na_cells.append((g, S.periods[ti], des.reason or "covariate model could not be estimated"))
+        return
+    # controls may be several cohort blocks (not-yet-treated)
+    dY_c = np.concatenate([Y[s, ti] - Y[s, bi] for s in ctrl]) if len(ctrl) > 1 else Y[ctrl[0], ti] - Y[ctrl[0], bi]
+    a, inf_t, inf_c = des.estimate(Y[tr, ti] - Y[tr, bi], dY_c, designs.method)
+    E.att[j] = a
+    scale = n / des.m
+    E.IF[tr, j] = scale * inf_t
+    pos = 0
+    for s in ctrl:
+        E.IF[s, j] = scale * inf_c[pos:pos + s.stop - s.start]
+        pos += s.stop - s.start
+
+
+# --------------------------------------------------------------------------- inference
+@dataclass(frozen=True)
+class _Inference:
+    se: np.ndarray
+    se_analytic: np.ndarray
+    crit: float
+    boot_draws: np.ndarray | None = None
+    cohort_draws: np.ndarray | None = None
+    m: int = 0
+
+
+def _draws_by_cohort(S: _Sorted, R, glist, biters, seed, progress):
+    """Bootstrap draws without covariates: only the per-cohort sums of U w (Y - mean) and of U w are drawn
+    (``T + 1`` columns per cohort), then mapped to the cells by ``R`` and to the cohort indicators."""
+    n, T = S.Y.shape
+    mu = S.Y.mean(axis=0)
+    WY = np.empty((n, T + 1), order="F")
+    WY[:, :T] = (S.Y - mu) * S.w[:, None]
+    WY[:, T] = S.w
+    # float32 products: the centred sums lose ~1e-6 relative, far below the bootstrap's own noise
+    D, m = _multiplier_bootstrap(WY, None, biters, seed, progress, segments=S.cstart[1:], dtype=np.float32)
+    cpos = {float(c): i for i, c in enumerate(S.cvals)}
+    zcols = np.array([cpos[float(g)] * (T + 1) + T for g in glist], dtype=np.int64)
+    return D @ R, D[:, zcols], m
+
+
+def _draws_dense(IF, cluster, Z, biters, seed, progress):
+    """Bootstrap draws of the cells' influence functions and of the cohort columns ``Z``, with the same multipliers."""
+    k = IF.shape[1]
+    bres_all, m = _multiplier_bootstrap(IF, cluster, biters, seed, progress, extra=Z)
+    return bres_all[:, :k], bres_all[:, k:], m
+
+
+def _inference(IF, cluster, att, draws, *, bootstrap, cband, alp) -> _Inference:
+    """Analytic standard errors; the multiplier bootstrap (``draws()``) only when its standard errors or the
+    uniform band are asked for. The cohort indicators are drawn with the same multipliers: :func:`aggte`'s
+    influence functions are linear in the cells' and theirs, so it maps these draws instead of redrawing."""
+    se_an = np.where(np.isfinite(att), _analytic_se(IF, cluster), np.nan)
     if not (bootstrap or cband):  # nothing needs the multiplier bootstrap: do not run it
-        return ATTgtResult(
-            groups=_readonly(groups), times=_readonly(times), base_times=_readonly(bases), att=_readonly(att),
-            se=_readonly(se_an), se_analytic=_readonly(se_an), crit_val=np.nan, n_treated=_readonly(n_tr),
-            n_control=_readonly(n_co), inffunc=_readonly(IF), unit_cohort=_readonly(G),
-            unit_weight=_readonly(w), cluster=None if cluster is None else _readonly(cluster),
-            periods=_readonly(periods.copy()), n_units=int(n), yname=yname, xformla=xformla,
-            control_group=control_group, est_method=est_method, anticipation=int(anticipation),
-            base_period=base_period, bootstrap=False, biters=int(biters), alp=float(alp), seed=int(seed),
-            exclusions=excl, notes=tuple(dict.fromkeys(notes)), cband=False, na_cells=_na_frame(na_cells),
-            unit_ids=_readonly(np.asarray(P.ids)[order]),
-        )
-    # The cohort indicators (times the weight) are bootstrapped with the same draws: aggte's
-    # influence functions are linear in the cells' and these, so it reuses the draws instead of redrawing.
-    if structured:
-        WY = np.empty((n, T + 1), order="F")
-        WY[:, :T] = (Y - mu) * w[:, None]
-        WY[:, T] = w
-        # float32 products: the centred sums lose ~1e-6 relative, far below the bootstrap's own noise
-        S, m = _multiplier_bootstrap(WY, None, int(biters), seed, progress, segments=cstart[1:], dtype=np.float32)
-        bres = S @ R
-        zcols = np.array([cpos[float(g)] * (T + 1) + T for g in glist], dtype=np.int64)
-        bres_all = np.column_stack([bres, S[:, zcols]])
-    else:
-        Z = _cohort_columns(G, w, glist)
-        bres_all, m = _multiplier_bootstrap(IF, cluster, int(biters), seed, progress, extra=Z)
-        bres = bres_all[:, :k]
+        return _Inference(se=se_an, se_analytic=se_an, crit=np.nan, m=IF.shape[0])
+    bres, Zd, m = draws()
     se_b, crit = _boot_summary(bres, m, alp)
-    se = se_b if bootstrap else se_an
-    se = np.where(np.isfinite(att), se, np.nan)
-    if not cband:
-        crit = np.nan
-    if np.isfinite(crit) and crit >= 7:
-        notes.append(f"simultaneous critical value {crit:.2f} is large; small cohorts or little outcome variation")
+    se = np.where(np.isfinite(att), se_b, np.nan) if bootstrap else se_an
+    return _Inference(se=se, se_analytic=se_an, crit=float(crit) if cband else np.nan, boot_draws=bres,
+                      cohort_draws=Zd, m=int(m))
 
+
+def _att_gt_result(E: _CellEstimates, inf: _Inference, G, w, cluster, periods, ids, glist, *, yname, xformla,
+                   control_group, est_method, anticipation, base_period, bootstrap, biters, alp, seed, cband,
+                   exclusions, **extra) -> ATTgtResult:
+    """The immutable result of the stages (R did's ``MP`` object)."""
+    ro = _readonly
+    boot = inf.boot_draws is not None
     return ATTgtResult(
-        groups=_readonly(groups), times=_readonly(times), base_times=_readonly(bases), att=_readonly(att),
-        se=_readonly(se), se_analytic=_readonly(se_an), crit_val=float(crit), n_treated=_readonly(n_tr),
-        n_control=_readonly(n_co), inffunc=_readonly(IF), unit_cohort=_readonly(G),
-        unit_weight=_readonly(w), cluster=None if cluster is None else _readonly(cluster),
-        periods=_readonly(periods.copy()), n_units=int(n), yname=yname, xformla=xformla,
-        control_group=control_group, est_method=est_method, anticipation=int(anticipation),
-        base_period=base_period, bootstrap=bool(bootstrap), biters=int(biters), alp=float(alp), seed=int(seed),
-        exclusions=excl, notes=tuple(dict.fromkeys(notes)),
-        boot_draws=_readonly(bres), boot_cohorts=_readonly(np.asarray(glist, dtype=float)),
-        boot_cohort_draws=_readonly(bres_all[:, k:]), n_boot_units=int(m), cband=cband,
-        na_cells=_na_frame(na_cells), unit_ids=_readonly(np.asarray(P.ids)[order]),
+        groups=ro(E.groups), times=ro(E.times), base_times=ro(E.bases), att=ro(E.att), se=ro(inf.se),
+        se_analytic=ro(inf.se_analytic), crit_val=float(inf.crit), n_treated=ro(E.n_tr), n_control=ro(E.n_co),
+        inffunc=ro(E.IF), unit_cohort=ro(G), unit_weight=ro(w), cluster=None if cluster is None else ro(cluster),
+        periods=ro(np.asarray(periods, dtype=float).copy()), n_units=int(E.IF.shape[0]), yname=yname,
+        xformla=xformla, control_group=control_group, est_method=est_method, anticipation=int(anticipation),
+        base_period=base_period, bootstrap=bool(bootstrap) and boot, biters=int(biters), alp=float(alp),
+        seed=int(seed), exclusions=exclusions, notes=tuple(dict.fromkeys(E.notes)),
+        boot_draws=ro(inf.boot_draws) if boot else None, boot_cohorts=ro(np.asarray(glist, dtype=float)),
+        boot_cohort_draws=ro(inf.cohort_draws) if boot else None, n_boot_units=int(inf.m), cband=bool(cband) and boot,
+        na_cells=_na_frame(E.na_cells), unit_ids=ro(np.asarray(ids)), **extra,
     )
 
 
