@@ -457,7 +457,7 @@ def _cov_panel(n=1200, seed=3):
 def test_covariate_cells_equal_direct_drdid(method, control_group):
     """Cached designs, warm-started logits and the rearranged influence function give what the
     direct per-cell estimator (DRDID's formulas on the cell's stacked units, logit from zero) gives."""
-    from reach.did import _drdid_cell
+    from reference_drdid import _drdid_cell
 
     df = _cov_panel()
     r = att_gt(df, "y", "year", "id", "g", xformla="~ x1 + x2", est_method=method, control_group=control_group,
@@ -747,7 +747,7 @@ def test_intercept_only_overlap_guard(mpdta):
 @pytest.mark.parametrize("method", ["dr", "ipw"])
 def test_trimming_equals_direct_drdid_with_trim(method):
     """Comparison units with score >= trim_level get weight zero (DRDID); the fast path equals the direct one."""
-    from reach.did import _drdid_cell
+    from reference_drdid import _drdid_cell
 
     df = _poor_overlap(n=1500)
     df = df[df["g"] != 2017].copy()

@@ -354,21 +354,14 @@ def _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, al
 
 
 # --------------------------------------------------------------------------- 2x2 estimators
-def _wls(X, y, w):
-    """Weighted least squares coefficients; None if X'WX is singular."""
-    XtW = X.T * w
-    A = XtW @ X
-    if np.linalg.matrix_rank(A) < A.shape[0]:
-        return None, None
-    return np.linalg.solve(A, XtW @ y), A
-
-
 def _logit(X, D, w, maxiter=50, tol=1e-10):
     """Weighted logit by Newton-Raphson (glm(binomial) with prior weights) on a design ``X`` (m, k).
 
     Returns the fitted probabilities and the Hessian ``X' diag(w p (1-p)) X`` at the
     solution, or ``(None, None)`` if a Newton step or the final Hessian is singular.
     The fit itself is :func:`_logit_rows`' (one Newton-Raphson in this module), cold-started.
+    Kept in the package (not with the test-only references in ``tests/reference_drdid.py``):
+    the repeated-cross-section cells (:func:`_rc_cell`) and the overlap guard of :func:`_rc_cells` use it.
     """
     p, H, _ = _logit_rows(np.ascontiguousarray(np.asarray(X, dtype=float).T), D, w, None, maxiter, tol)
     return p, H
@@ -387,72 +380,6 @@ def _overlap_problem(X: np.ndarray, D: np.ndarray, has_covs: bool, overlap_max: 
         return (f"overlap fails: propensity score reaches {np.nan if pu is None else pu.max():.4f} "
                 f">= overlap_max {overlap_max}")
     return None
-
-
-def _drdid_cell(dY, D, X, w, method, trim_level=0.995):
-    """One 2x2 ATT with covariates, as DRDID's drdid_panel / std_ipw_did_panel / reg_did_panel.
-
-    The direct transcription; :class:`_CovDesign` computes the same faster, and the tests
-    check the two against each other. :func:`att_gt` uses it for the cells of an unbalanced
-    panel in ``unbalanced="pairs"`` mode, where every cell has its own set of units.
-
-    Returns (att, influence function on the cell's units) or (nan, None).
-    Weights ``w`` are normalised to mean one on the cell, as DRDID does; comparison units
-    with a propensity score of ``trim_level`` or more get weight zero (DRDID's trimming).
-    """
-    n = len(dY)
-    w = w / w.mean()
-    C = 1.0 - D
-    need_or = method in ("dr", "reg")
-    need_ps = method in ("dr", "ipw")
-    if need_or:
-        coef, A = _wls(X, dY, w * C)
-        if coef is None:
-            return np.nan, None
-        out = X @ coef
-        # asymptotic linear representation of the OLS coefficients (control units only)
-        XpX_inv = np.linalg.inv(A / n)
-        alr_ols = ((w * C * (dY - out))[:, None] * X) @ XpX_inv
-    if need_ps:
-        ps, H = _logit(X, D, w)
-        if ps is None:
-            return np.nan, None
-        ps = np.minimum(ps, 1 - 1e-6)
-        alr_ps = ((w * (D - ps))[:, None] * X) @ (np.linalg.inv(H) * n)
-        keep = np.where(D == 1, 1.0, (ps < trim_level).astype(float))
-    w_t = w * D
-    if method == "reg":
-        w_c = w * D
-        att_t = w_t * dY
-        att_c = w_c * out
-        eta_t = att_t.mean() / w_t.mean()
-        eta_c = att_c.mean() / w_c.mean()
-        inf_t = (att_t - w_t * eta_t) / w_t.mean()
-        M1 = (w_c[:, None] * X).mean(axis=0)
-        inf_c = (att_c - w_c * eta_c + alr_ols @ M1) / w_c.mean()
-        return eta_t - eta_c, inf_t - inf_c
-    w_c = keep * w * ps * C / (1 - ps)
-    if method == "ipw":
-        att_t = w_t * dY
-        att_c = w_c * dY
-        eta_t = att_t.mean() / w_t.mean()
-        eta_c = att_c.mean() / w_c.mean()
-        inf_t = (att_t - w_t * eta_t) / w_t.mean()
-        M2 = ((w_c * (dY - eta_c))[:, None] * X).mean(axis=0)
-        inf_c = (att_c - w_c * eta_c + alr_ps @ M2) / w_c.mean()
-        return eta_t - eta_c, inf_t - inf_c
-    # doubly robust (locally efficient, Sant'Anna & Zhao 2020, eq. 3.1)
-    r = dY - out
-    dr_t = w_t * r
-    dr_c = w_c * r
-    eta_t = dr_t.mean() / w_t.mean()
-    eta_c = dr_c.mean() / w_c.mean()
-    M1 = (w_t[:, None] * X).mean(axis=0)
-    inf_t = (dr_t - w_t * eta_t - alr_ols @ M1) / w_t.mean()
-    M2 = ((w_c * (r - eta_c))[:, None] * X).mean(axis=0)
-    M3 = (w_c[:, None] * X).mean(axis=0)
-    inf_c = (dr_c - w_c * eta_c + alr_ps @ M2 - alr_ols @ M3) / w_c.mean()
-    return eta_t - eta_c, inf_t - inf_c
 
 
 def _xv(Xr, v):
@@ -586,9 +513,10 @@ class _CovDesign:
                 self.v3 = XpX_inv @ (_xv(self.Xc, self.wc_ps) / m)  # XpX_inv @ mean(w_c X)
 
     def estimate(self, dY_t, dY_c, method):
-        """ATT and the influence function on the cohort's and the controls' rows (as :func:`_drdid_cell`).
+        """ATT and the influence function on the cohort's and the controls' rows.
 
-        The same algebra as :func:`_drdid_cell`, but each ``alr @ M`` product is taken as
+        The same algebra as DRDID's ``drdid_panel`` (transcribed directly in the tests'
+        ``reference_drdid._drdid_cell``, which the tests check this against), but each ``alr @ M`` product is taken as
         ``a_i * (X_i @ (inv @ M))``: no (m, k) temporaries per cell.
         """
         m = self.m
@@ -1723,52 +1651,87 @@ def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, contro
     moved by firms entering or leaving between the two periods (a change of composition),
     and on a balanced panel it is exactly the balanced estimator.
     """
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"df must be a pandas DataFrame; got {type(df).__name__}")
-    extra_cluster = [c for c in clustervars if c != idname]
-    if len(extra_cluster) > 1:
-        raise ValueError(f"clustervars: at most one variable besides idname ({idname!r}); got {clustervars!r}")
-    cols = list(dict.fromkeys([yname, tname, gname, *covs] + ([idname] if idname else [])
-                              + ([weightsname] if weightsname else []) + extra_cluster))
-    require_columns(df, cols)
-    d = df[cols]
-    for c in [yname, tname, gname, *covs] + ([weightsname] if weightsname else []):
-        if not (pd.api.types.is_numeric_dtype(d[c]) or pd.api.types.is_bool_dtype(d[c])):
-            raise TypeError(f"df: column {c!r} must be numeric; got dtype {d[c].dtype}")
+    rows = _long_rows(df, yname, tname, idname, gname, covs, weightsname, clustervars, panel)
+    glist = _check_cohorts(rows.G_unit, rows.periods, anticipation, gname, tname, control_group, _groups)
+    cells = _cell_list(glist, rows.periods, anticipation, base_period)
+    if unbalanced == "pairs":
+        E = _pairs_cells(rows, cells, covs, control_group, est_method, anticipation, overlap_max, trim_level)
+    else:
+        E = _rc_cells(rows, cells, covs, control_group, est_method, anticipation, overlap_max, trim_level)
+    _warn_na_cells(E.na_cells)
+    w_unit = rows.w_unit / rows.w_unit.mean()
+    inf = _inference(E.IF, rows.cluster, E.att, lambda: _draws_dense(
+        E.IF, rows.cluster, _cohort_columns(rows.G_unit, w_unit, glist), int(biters), seed, None),
+        bootstrap=bootstrap, cband=cband, alp=alp)
+    return _att_gt_result(E, inf, rows.G_unit, w_unit, rows.cluster, rows.periods, rows.ids, glist, yname=yname,
+                          xformla=xformla, control_group=control_group, est_method=est_method,
+                          anticipation=anticipation, base_period=base_period, bootstrap=bootstrap, biters=biters,
+                          alp=alp, seed=seed, cband=cband, exclusions=rows.exclusions, panel=bool(panel),
+                          allow_unbalanced_panel=True, unbalanced=unbalanced)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The long rows of an unbalanced panel or of repeated cross sections, as arrays (``uid``: unit of a row)."""
+
+    uid: np.ndarray
+    ids: np.ndarray
+    periods: np.ndarray
+    tcode: np.ndarray
+    y: np.ndarray
+    G: np.ndarray
+    w: np.ndarray
+    X: np.ndarray           # (rows, 1 + covariates), intercept first
+    G_unit: np.ndarray
+    w_unit: np.ndarray
+    cluster: np.ndarray | None
+    exclusions: dict
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+
+def _unit_codes_checked(d, idname, tname, yname, gname, weightsname, extra_cluster):
+    """Unit codes of the rows; refuses missing ids, repeated (unit, period) pairs and unit-level columns that vary."""
+    uid, ids = pd.factorize(d[idname], sort=True)
+    if (uid < 0).any():
+        raise ValueError(f"df: column {idname!r} has missing values. Examples:\n{examples(d, uid < 0, [idname, tname, yname])}")
+    dup = d.duplicated([idname, tname], keep=False).to_numpy()
+    if dup.any():
+        raise ValueError(f"df: {int(dup.sum())} rows share a ({idname}, {tname}) pair; one row per unit and period is "
+                         f"required. Examples:\n{examples(d, dup, [idname, tname, yname, gname])}")
+    for c in [gname] + ([weightsname] if weightsname else []) + extra_cluster:
+        nun = d.groupby(uid)[c].nunique(dropna=False)
+        if (nun > 1).any():
+            badu = np.isin(uid, nun.index[nun > 1])
+            what = "first treatment period" if c == gname else ("weights" if c == weightsname else "cluster variable")
+            raise ValueError(f"df: column {c!r} ({what}) varies within {idname} for {int((nun > 1).sum())} unit(s); "
+                             f"it must be constant per unit. Examples:\n{examples(d, badu, [idname, tname, c])}")
+    return uid, np.asarray(ids)
+
+
+def _long_rows(df, yname, tname, idname, gname, covs, weightsname, clustervars, panel) -> _Rows:
+    """Pre-processing of the unbalanced / repeated-cross-section path: rows with a missing value are dropped
+    and counted (R did drops them with a warning), units observed in some periods only are kept and counted."""
+    extra_cluster = _extra_cluster(clustervars, idname)
+    wcol = [weightsname] if weightsname else []
+    cols = list(dict.fromkeys([yname, tname, gname, *covs] + ([idname] if idname else []) + wcol + extra_cluster))
+    need = [yname, tname, gname, *covs] + wcol
+    d = _numeric_frame(df, cols, need)
     excl: dict[str, int] = {}
-    notes: list[str] = []
-    na_cells: list[tuple] = []
-    need = [yname, tname, gname, *covs] + ([weightsname] if weightsname else [])
     bad = d[need].isna().any(axis=1).to_numpy()
     if bad.any():
-        # R did drops rows with missing values (with a warning); we count them
         excl["rows_with_missing_values"] = int(bad.sum())
-        warnings.warn(f"att_gt: {int(bad.sum())} row(s) with missing values in {need} dropped", UserWarning, stacklevel=3)
+        warnings.warn(f"att_gt: {int(bad.sum())} row(s) with missing values in {need} dropped", UserWarning, stacklevel=4)
         d = d.loc[~bad]
     if panel:
-        uid, ids = pd.factorize(d[idname], sort=True)
-        if (uid < 0).any():
-            raise ValueError(f"df: column {idname!r} has missing values. Examples:\n{examples(d, uid < 0, [idname, tname, yname])}")
-        dup = d.duplicated([idname, tname], keep=False).to_numpy()
-        if dup.any():
-            raise ValueError(f"df: {int(dup.sum())} rows share a ({idname}, {tname}) pair; one row per unit and period is "
-                             f"required. Examples:\n{examples(d, dup, [idname, tname, yname, gname])}")
-        for c in [gname] + ([weightsname] if weightsname else []) + extra_cluster:
-            nun = d.groupby(uid)[c].nunique(dropna=False)
-            if (nun > 1).any():
-                badu = np.isin(uid, nun.index[nun > 1])
-                what = "first treatment period" if c == gname else ("weights" if c == weightsname else "cluster variable")
-                raise ValueError(f"df: column {c!r} ({what}) varies within {idname} for {int((nun > 1).sum())} unit(s); "
-                                 f"it must be constant per unit. Examples:\n{examples(d, badu, [idname, tname, c])}")
+        uid, ids = _unit_codes_checked(d, idname, tname, yname, gname, weightsname, extra_cluster)
     else:
-        uid = np.arange(len(d))
-        ids = np.arange(len(d))
+        uid = ids = np.arange(len(d))
     n = len(ids)
     t_row = d[tname].to_numpy(dtype=float)
     periods = np.unique(t_row)
-    T = len(periods)
-    tcode = np.searchsorted(periods, t_row)
-    y = d[yname].to_numpy(dtype=float)
     G = d[gname].to_numpy(dtype=float)
     if (G < 0).any():
         raise ValueError(f"df: column {gname!r} must be 0 (never treated) or a period; got negatives")
@@ -1779,17 +1742,14 @@ def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, contro
     w = d[weightsname].to_numpy(dtype=float) if weightsname else np.ones(len(d))
     if (w < 0).any():
         raise ValueError(f"df: weights {weightsname!r} must be non-negative")
-    Xall = np.column_stack([np.ones(len(d))] + [d[c].to_numpy(dtype=float) for c in covs])
     if panel:
         nper = np.bincount(uid, minlength=n)
-        if (nper < T).any():
-            excl["units_not_observed_every_period_kept"] = int((nper < T).sum())
+        if (nper < len(periods)).any():
+            excl["units_not_observed_every_period_kept"] = int((nper < len(periods)).sum())
         if (nper == 1).any():
             excl["units_observed_once_kept"] = int((nper == 1).sum())
-    G_unit = np.zeros(n)
-    G_unit[uid] = G
-    w_unit = np.zeros(n)
-    w_unit[uid] = w
+    G_unit, w_unit = np.zeros(n), np.zeros(n)
+    G_unit[uid], w_unit[uid] = G, w
     cluster = None
     if extra_cluster:
         cc = pd.factorize(d[extra_cluster[0]])[0]
@@ -1798,123 +1758,113 @@ def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, contro
         cl_unit = np.zeros(n, dtype=np.int64)
         cl_unit[uid] = cc
         cluster = pd.factorize(cl_unit)[0]
+    return _Rows(uid=uid, ids=ids, periods=periods, tcode=np.searchsorted(periods, t_row), y=d[yname].to_numpy(dtype=float),
+                 G=G, w=w, X=np.column_stack([np.ones(len(d))] + [d[c].to_numpy(dtype=float) for c in covs]),
+                 G_unit=G_unit, w_unit=w_unit, cluster=cluster, exclusions=excl)
 
-    glist_all = np.unique(G[G > 0])
-    no_pre = [int(g) for g in glist_all if g - anticipation <= periods[0]]
-    if no_pre:
-        raise ValueError(
-            f"df: cohort(s) {no_pre} in {gname!r} have no pre-treatment period within {tname} "
-            f"{int(periods[0])}-{int(periods[-1])} (anticipation {anticipation}); drop these units or start earlier.")
-    glist = glist_all if _groups is None else glist_all[np.isin(glist_all, np.asarray(_groups, dtype=float))]
-    if len(glist) == 0:
-        raise ValueError(f"df: no treated units (all {gname!r} are 0 or after the last period)")
-    if control_group == "nevertreated" and not (G == 0).any():
-        raise ValueError(f"df: control_group='nevertreated' but no unit has {gname!r} == 0 (never treated); "
-                         f"use control_group='notyettreated' or add never-treated units")
-    cells = []
-    for g in glist:
-        b_post = int(np.searchsorted(periods, g - anticipation, side="left")) - 1
-        rng_t = range(1, T) if base_period == "varying" else range(T)
-        for ti in rng_t:
-            if periods[ti] >= g - anticipation:
-                cells.append((g, ti, b_post))
-            else:
-                cells.append((g, ti, ti - 1 if base_period == "varying" else b_post))
-    k = len(cells)
-    IF = np.zeros((n, k))
-    att = np.full(k, np.nan)
-    n_tr = np.zeros(k, dtype=np.int64)
-    n_co = np.zeros(k, dtype=np.int64)
-    groups = np.array([c[0] for c in cells], dtype=float)
-    times = np.array([periods[c[1]] for c in cells], dtype=float)
-    bases = np.array([periods[c[2]] for c in cells], dtype=float)
-    pairs = unbalanced == "pairs"
-    if pairs:
-        Yw = np.full((n, T), np.nan)
-        Yw[uid, tcode] = y
-        Xw = [np.full((n, T), np.nan) for _ in covs]
-        for c_, xw in enumerate(Xw):
-            xw[uid, tcode] = Xall[:, c_ + 1]
+
+def _is_control(G, g, tc, control_group, anticipation) -> np.ndarray:
+    """Comparison units (or rows) of cohort g in a cell whose later period is ``tc``."""
+    if control_group == "nevertreated":
+        return G == 0
+    return (G == 0) | ((G > tc + anticipation) & (G != g))
+
+
+def _pairs_cells(rows: _Rows, cells, covs, control_group, est_method, anticipation, overlap_max,
+                 trim_level) -> _CellEstimates:
+    """``unbalanced="pairs"``: each cell on the units observed (outcome and covariates) in both its periods,
+    with the panel estimator: the closed form without covariates, :class:`_CovDesign` with them."""
+    n, T = rows.n, len(rows.periods)
+    E = _CellEstimates.empty(cells, rows.periods, n, order="C")
+    Yw = np.full((n, T), np.nan)
+    Yw[rows.uid, rows.tcode] = rows.y
+    Xw = [np.full((n, T), np.nan) for _ in covs]
+    for c_, xw in enumerate(Xw):
+        xw[rows.uid, rows.tcode] = rows.X[:, c_ + 1]
+    obs = np.isfinite(Yw)
+    G, w = rows.G_unit, rows.w_unit
     for j, (g, ti, bi) in enumerate(cells):
         if ti == bi:
-            att[j] = 0.0
+            E.att[j] = 0.0
             continue
-        tc = periods[max(ti, bi)]
-        if pairs:
-            ctrl_u = (G_unit == 0) if control_group == "nevertreated" else (
-                (G_unit == 0) | ((G_unit > tc + anticipation) & (G_unit != g)))
-            ok = np.isfinite(Yw[:, ti]) & np.isfinite(Yw[:, bi])
-            cov_t = min(ti, bi)
-            for xw in Xw:
-                ok &= np.isfinite(xw[:, cov_t])
-            units = np.flatnonzero(ok & ((G_unit == g) | ctrl_u))
-            Du = (G_unit[units] == g).astype(float)
-            n_tr[j], n_co[j] = int(Du.sum()), int((1 - Du).sum())
-            if n_tr[j] == 0 or n_co[j] == 0:
-                na_cells.append((g, periods[ti], "no cohort or no comparison firm observed in both years"))
-                continue
-            X = np.column_stack([np.ones(len(units))] + [xw[units, cov_t] for xw in Xw])
-            why = _overlap_problem(X, Du, bool(covs), overlap_max) if est_method in ("dr", "ipw") else None
-            if why:
-                na_cells.append((g, periods[ti], why))
-                continue
-            a, inf = _drdid_cell(Yw[units, ti] - Yw[units, bi], Du, X, w_unit[units], est_method, trim_level)
-            if inf is None or not np.isfinite(a):
-                na_cells.append((g, periods[ti], "covariate model could not be estimated (singular design or separation)"))
-                continue
-            att[j] = a
-            IF[units, j] = (n / len(units)) * inf
+        cov_t = min(ti, bi)
+        ok = obs[:, ti] & obs[:, bi]
+        for xw in Xw:  # a unit enters a cell only with its covariates of the cell's earlier period
+            ok &= np.isfinite(xw[:, cov_t])
+        is_g = G == g
+        tr = np.flatnonzero(ok & is_g)
+        co = np.flatnonzero(ok & ~is_g & _is_control(G, g, rows.periods[max(ti, bi)], control_group, anticipation))
+        E.n_tr[j], E.n_co[j] = len(tr), len(co)
+        if len(tr) == 0 or len(co) == 0:
+            E.na_cells.append((g, rows.periods[ti], "no cohort or no comparison firm observed in both years"))
             continue
-        ctrl_row = (G == 0) if control_group == "nevertreated" else ((G == 0) | ((G > tc + anticipation) & (G != g)))
-        rows = np.flatnonzero(((tcode == ti) | (tcode == bi)) & ((G == g) | ctrl_row))
-        Dr = (G[rows] == g).astype(float)
-        postr = (tcode[rows] == ti).astype(float)
-        n_tr[j] = len(np.unique(uid[rows][Dr == 1]))
-        n_co[j] = len(np.unique(uid[rows][Dr == 0]))
+        share = len(tr) / (len(tr) + len(co))
+        if not covs and est_method in ("dr", "ipw") and share >= overlap_max:
+            E.na_cells.append((g, rows.periods[ti], f"overlap fails: propensity score reaches {share:.4f} "
+                                                    f">= overlap_max {overlap_max}"))
+            continue
+        units = np.concatenate([tr, co])
+        dY = Yw[units, ti] - Yw[units, bi]
+        if not covs:  # difference of weighted mean changes, every method
+            wt, wc = w[tr], w[co]
+            m1, m0 = _dot(wt, dY[:len(tr)]) / wt.sum(), _dot(wc, dY[len(tr):]) / wc.sum()
+            E.att[j] = m1 - m0
+            E.IF[tr, j] = (n / wt.sum()) * wt * (dY[:len(tr)] - m1)
+            E.IF[co, j] = (-n / wc.sum()) * wc * (dY[len(tr):] - m0)
+            continue
+        Xr = np.vstack([np.ones(len(units))] + [xw[units, cov_t] for xw in Xw])
+        des = _CovDesign(Xr, w[units], len(tr), est_method, overlap_max=overlap_max, trim_level=trim_level)
+        if not des.ok:
+            why = des.reason if des.reason.startswith("overlap") else (
+                "covariate model could not be estimated (singular design or separation)")
+            E.na_cells.append((g, rows.periods[ti], why))
+            continue
+        if des.n_trimmed:
+            E.notes.append(f"ATT({int(g)},{int(rows.periods[ti])}): {des.n_trimmed} comparison unit(s) with "
+                           f"propensity score >= trim_level {trim_level} get weight zero (DRDID)")
+        a, inf_t, inf_c = des.estimate(dY[:len(tr)], dY[len(tr):], est_method)
+        E.att[j] = a
+        E.IF[tr, j] = (n / len(units)) * inf_t
+        E.IF[co, j] = (n / len(units)) * inf_c
+    return E
+
+
+def _rc_cells(rows: _Rows, cells, covs, control_group, est_method, anticipation, overlap_max,
+              trim_level) -> _CellEstimates:
+    """``unbalanced="rc"`` (R did 2.5) and ``panel=False``: each cell on the rows of its two periods with
+    DRDID's repeated-cross-section estimator; the per-row influence function is summed within unit."""
+    n = rows.n
+    E = _CellEstimates.empty(cells, rows.periods, n, order="C")
+    G, uid, tcode = rows.G, rows.uid, rows.tcode
+    for j, (g, ti, bi) in enumerate(cells):
+        if ti == bi:
+            E.att[j] = 0.0
+            continue
+        ctrl_row = _is_control(G, g, rows.periods[max(ti, bi)], control_group, anticipation)
+        sel = np.flatnonzero(((tcode == ti) | (tcode == bi)) & ((G == g) | ctrl_row))
+        Dr = (G[sel] == g).astype(float)
+        postr = (tcode[sel] == ti).astype(float)
+        E.n_tr[j] = len(np.unique(uid[sel][Dr == 1]))
+        E.n_co[j] = len(np.unique(uid[sel][Dr == 0]))
         if min((Dr * postr).sum(), (Dr * (1 - postr)).sum(), ((1 - Dr) * postr).sum(), ((1 - Dr) * (1 - postr)).sum()) == 0:
-            na_cells.append((g, periods[ti], "no treated or no comparison rows in one of the two periods"))
+            E.na_cells.append((g, rows.periods[ti], "no treated or no comparison rows in one of the two periods"))
             continue
-        X = Xall[rows] if covs else Xall[rows, :1]
+        X = rows.X[sel] if covs else rows.X[sel, :1]
         why = _overlap_problem(X, Dr, bool(covs), overlap_max) if est_method in ("dr", "ipw") else None
         if why:
-            na_cells.append((g, periods[ti], why))
+            E.na_cells.append((g, rows.periods[ti], why))
             continue
-        a, inf, ntrim = _rc_cell(y[rows], postr, Dr, X, w[rows], est_method, trim_level)
+        a, inf, ntrim = _rc_cell(rows.y[sel], postr, Dr, X, rows.w[sel], est_method, trim_level)
         if inf is None or not np.isfinite(a):
-            na_cells.append((g, periods[ti], "covariate model could not be estimated (singular design or separation)"))
+            E.na_cells.append((g, rows.periods[ti], "covariate model could not be estimated (singular design or separation)"))
             continue
         if ntrim:
-            notes.append(f"ATT({int(g)},{int(periods[ti])}): {ntrim} comparison row(s) with propensity score >= "
-                         f"trim_level {trim_level} get weight zero (DRDID)")
-        att[j] = a
+            E.notes.append(f"ATT({int(g)},{int(rows.periods[ti])}): {ntrim} comparison row(s) with propensity score >= "
+                           f"trim_level {trim_level} get weight zero (DRDID)")
+        E.att[j] = a
         # per-row influence function, scaled to the n units, summed within unit (clustered by unit)
-        IF[:, j] = np.bincount(uid[rows], weights=(n / len(rows)) * inf, minlength=n)
-    _warn_na_cells(na_cells)
-    se_an = np.where(np.isfinite(att), _analytic_se(IF, cluster), np.nan)
-    crit, se, bres, Zd, m = np.nan, se_an, None, None, n
-    if bootstrap or cband:
-        Z = _cohort_columns(G_unit, w_unit / w_unit.mean(), glist)
-        bres_all, m = _multiplier_bootstrap(IF, cluster, int(biters), seed, None, extra=Z)
-        bres, Zd = bres_all[:, :k], bres_all[:, k:]
-        se_b, crit = _boot_summary(bres, m, alp)
-        if bootstrap:
-            se = np.where(np.isfinite(att), se_b, np.nan)
-        if not cband:
-            crit = np.nan
-    return ATTgtResult(
-        groups=_readonly(groups), times=_readonly(times), base_times=_readonly(bases), att=_readonly(att),
-        se=_readonly(se), se_analytic=_readonly(se_an), crit_val=float(crit), n_treated=_readonly(n_tr),
-        n_control=_readonly(n_co), inffunc=_readonly(IF), unit_cohort=_readonly(G_unit),
-        unit_weight=_readonly(w_unit / w_unit.mean()), cluster=None if cluster is None else _readonly(cluster),
-        periods=_readonly(periods.copy()), n_units=int(n), yname=yname, xformla=xformla,
-        control_group=control_group, est_method=est_method, anticipation=int(anticipation), base_period=base_period,
-        bootstrap=bool(bootstrap), biters=int(biters), alp=float(alp), seed=int(seed), exclusions=excl,
-        notes=tuple(dict.fromkeys(notes)), boot_draws=None if bres is None else _readonly(bres),
-        boot_cohorts=_readonly(np.asarray(glist, dtype=float)),
-        boot_cohort_draws=None if Zd is None else _readonly(Zd), n_boot_units=int(m), cband=cband,
-        na_cells=_na_frame(na_cells), unit_ids=_readonly(np.asarray(ids)), panel=bool(panel),
-        allow_unbalanced_panel=True, unbalanced=unbalanced,
-    )
+        E.IF[:, j] = np.bincount(uid[sel], weights=(n / len(sel)) * inf, minlength=n)
+    return E
 
 
 # --------------------------------------------------------------------------- matched samples: stacked, cohort-wise
