@@ -2048,29 +2048,22 @@ def matched_att_gt(stacked: pd.DataFrame, yname: str, tname: str = "year", *, ke
     w[mu_t["_firm"].to_numpy()] = mu_t["weight"].to_numpy(dtype=float)
     w = w / w.mean()
     glist = np.unique(cat("groups"))
-    se_an = np.where(np.isfinite(att), _analytic_se(IF), np.nan)
-    crit, se, bres, Zd, m = np.nan, se_an, None, None, N
-    if bootstrap or cband:
-        bres_all, m = _multiplier_bootstrap(IF, None, int(biters), seed, None, extra=_cohort_columns(G, w, glist))
-        bres, Zd = bres_all[:, :K], bres_all[:, K:]
-        se_b, crit = _boot_summary(bres, m, alp)
-        if bootstrap:
-            se = np.where(np.isfinite(att), se_b, np.nan)
-        if not cband:
-            crit = np.nan
+    inf = _inference(IF, None, att, lambda: _draws_dense(IF, None, _cohort_columns(G, w, glist), int(biters), seed, None),
+                     bootstrap=bootstrap, cband=cband, alp=alp)
     na_cells = pd.concat(na, ignore_index=True) if na else _na_frame([])
     r0 = parts[0][0]
+    boot = inf.boot_draws is not None
     return ATTgtResult(
         groups=_readonly(cat("groups")), times=_readonly(cat("times")), base_times=_readonly(cat("base_times")),
-        att=_readonly(att), se=_readonly(se), se_analytic=_readonly(se_an), crit_val=float(crit),
+        att=_readonly(att), se=_readonly(inf.se), se_analytic=_readonly(inf.se_analytic), crit_val=float(inf.crit),
         n_treated=_readonly(cat("n_treated")), n_control=_readonly(cat("n_control")), inffunc=_readonly(IF),
         unit_cohort=_readonly(G), unit_weight=_readonly(w), cluster=None,
         periods=_readonly(np.unique(np.concatenate([np.asarray(r.periods) for r, _ in parts]))), n_units=int(N),
         yname=yname, xformla=xformla, control_group=control_group, est_method=est_method,
         anticipation=int(anticipation), base_period="varying", bootstrap=bool(bootstrap), biters=int(biters),
         alp=float(alp), seed=int(seed), exclusions=excl, notes=tuple(dict.fromkeys(notes)),
-        boot_draws=None if bres is None else _readonly(bres), boot_cohorts=_readonly(glist),
-        boot_cohort_draws=None if Zd is None else _readonly(Zd), n_boot_units=int(m), cband=cband,
+        boot_draws=_readonly(inf.boot_draws) if boot else None, boot_cohorts=_readonly(glist),
+        boot_cohort_draws=_readonly(inf.cohort_draws) if boot else None, n_boot_units=int(inf.m), cband=cband,
         na_cells=na_cells, unit_ids=_readonly(firms), panel=True, allow_unbalanced_panel=r0.allow_unbalanced_panel,
         unbalanced=r0.unbalanced,
     )
@@ -2140,118 +2133,194 @@ def aggte(
     cband = result.cband if cband is None else bool(cband)
     biters = result.biters if biters is None else int(biters)
     alp = result.alp if alp is None else float(alp)
-    att_all = np.asarray(result.att)
-    keep = np.ones(len(att_all), dtype=bool)
-    if np.isnan(att_all).any():
-        if not na_rm:
-            nan = np.isnan(att_all)
-            bad = [(int(a), int(b)) for a, b in zip(result.groups[nan], result.times[nan])]
-            raise ValueError(f"missing ATT(g,t) for cells {bad[:5]}; pass na_rm=True to aggregate without them")
-        keep = ~np.isnan(att_all)
-    kidx = np.flatnonzero(keep)
-    group, t, att = np.asarray(result.groups)[kidx], np.asarray(result.times)[kidx], att_all[kidx]
-    n_co_cell = np.asarray(result.n_control)[kidx]
-    G, w = result.unit_cohort, result.unit_weight
-    n = len(G)
-    cohorts = result.boot_cohorts if result.boot_cohorts is not None else np.unique(G[G > 0])
-    # per cohort: weighted share p_g and unit count, from one pass over the units
-    gval, ginv = np.unique(G, return_inverse=True)
-    wsum, cnt = np.bincount(ginv, weights=w) / n, np.bincount(ginv)
-    glist = np.unique(group)
-    pgg = wsum[np.searchsorted(gval, glist)]
-    cohort_n = dict(zip(glist.tolist(), cnt[np.searchsorted(gval, glist)].tolist()))
-    pg = pgg[np.searchsorted(glist, group)]
-    keepers = np.flatnonzero((group <= t) & (t <= group + max_e))
+    c = _AggCells.of(result, na_rm, max_e)
+    agg = _AGGREGATIONS[type](c, min_e=min_e, max_e=max_e, balance_e=balance_e)
+    A_full, C, allif = _aggregate_if(result, c, agg)
+    se_all, crit = _aggregate_inference(result, A_full, C, allif, bootstrap=bootstrap, cband=cband, biters=biters,
+                                        alp=alp, keyed=len(agg.cols) > 0)
+    return AggteResult(
+        type=type, overall_att=agg.overall, overall_se=float(se_all[0]), keys=_readonly(np.asarray(agg.keys)),
+        att=_readonly(np.asarray(agg.key_att, dtype=float)), se=_readonly(se_all[1:]), crit_val=float(crit),
+        n_treated_keys=_readonly(agg.key_ntr), n_control_keys=_readonly(agg.key_nco), n_treated=int(agg.n_treated),
+        n_control=int(agg.n_control), alp=alp, yname=result.yname, bootstrap=bootstrap,
+        inffunc=_readonly(allif[:, 1:]), overall_inffunc=_readonly(allif[:, 0]), min_e=min_e, max_e=max_e,
+        balance_e=balance_e, cluster=result.cluster,
+    )
 
-    # Every aggregate is linear in the cells' influence functions and in the cohort columns Z
-    # (w_i 1{G_i = g}, which carry the estimated weights' uncertainty): column q of
-    # A (cells x q) and C (cohorts x q) define it. Cheap to build, and the bootstrap
-    # draws of att_gt are mapped through the same matrices instead of drawing again.
-    def combo(which, wts, wif_w=None):
-        a = np.zeros(len(att))
+
+@dataclass(frozen=True)
+class _AggCells:
+    """The cells an aggregation uses (missing ones dropped with ``na_rm``) and the cohorts' weighted shares."""
+
+    kidx: np.ndarray        # positions of the used cells among all cells
+    n_all: int
+    group: np.ndarray
+    t: np.ndarray
+    att: np.ndarray
+    n_co: np.ndarray
+    cohorts: np.ndarray     # cohorts of the influence-function columns Z (att_gt's boot_cohorts)
+    glist: np.ndarray       # cohorts of the used cells
+    pgg: np.ndarray         # weighted share p_g of each cohort of glist
+    pg: np.ndarray          # p_g of each used cell's cohort
+    cohort_n: dict          # units per cohort
+    keepers: np.ndarray     # post-treatment cells within max_e
+
+    @classmethod
+    def of(cls, result: ATTgtResult, na_rm: bool, max_e: float) -> "_AggCells":
+        att_all = np.asarray(result.att)
+        keep = np.ones(len(att_all), dtype=bool)
+        if np.isnan(att_all).any():
+            if not na_rm:
+                nan = np.isnan(att_all)
+                bad = [(int(a), int(b)) for a, b in zip(result.groups[nan], result.times[nan])]
+                raise ValueError(f"missing ATT(g,t) for cells {bad[:5]}; pass na_rm=True to aggregate without them")
+            keep = ~np.isnan(att_all)
+        kidx = np.flatnonzero(keep)
+        group, t = np.asarray(result.groups)[kidx], np.asarray(result.times)[kidx]
+        G, w = result.unit_cohort, result.unit_weight
+        # per cohort: weighted share p_g and unit count, from one pass over the units
+        gval, ginv = np.unique(G, return_inverse=True)
+        wsum, cnt = np.bincount(ginv, weights=w) / len(G), np.bincount(ginv)
+        glist = np.unique(group)
+        pgg = wsum[np.searchsorted(gval, glist)]
+        return cls(kidx=kidx, n_all=len(att_all), group=group, t=t, att=att_all[kidx],
+                   n_co=np.asarray(result.n_control)[kidx],
+                   cohorts=result.boot_cohorts if result.boot_cohorts is not None else np.unique(G[G > 0]),
+                   glist=glist, pgg=pgg, pg=pgg[np.searchsorted(glist, group)],
+                   cohort_n=dict(zip(glist.tolist(), cnt[np.searchsorted(gval, glist)].tolist())),
+                   keepers=np.flatnonzero((group <= t) & (t <= group + max_e)))
+
+    def combo(self, which, wts, wif_w=None) -> tuple[np.ndarray, np.ndarray]:
+        """Column of A (cells) and of C (cohorts) of one aggregate :math:`\\sum_j a_j ATT_j`.
+
+        Every aggregate is linear in the cells' influence functions and in the cohort columns Z
+        (:math:`w_i 1\\{G_i = g\\}`, which carry the estimated weights' uncertainty): cheap to build,
+        and att_gt's bootstrap draws are mapped through the same matrices instead of drawing again.
+        ``wif_w`` = (p_g of the cells, their ATTs, their cohorts) adds the weights' term.
+        """
+        a = np.zeros(len(self.att))
         a[which] = wts
-        c = np.zeros(len(cohorts))
-        if wif_w is not None:  # wif_w = (p_g of the cells, their ATTs, their cohorts)
+        c = np.zeros(len(self.cohorts))
+        if wif_w is not None:
             p, a_, gk = wif_w
             s = p.sum()
-            np.add.at(c, np.searchsorted(cohorts, gk), a_ / s - (a_ @ p) / s**2)
+            np.add.at(c, np.searchsorted(self.cohorts, gk), a_ / s - (a_ @ p) / s**2)
         return a, c
 
-    keys = np.array([])
-    key_att = np.array([])
-    cols: list[tuple[np.ndarray, np.ndarray]] = []
-    key_ntr = np.array([], dtype=np.int64)
-    key_nco = np.array([], dtype=np.int64)
-    if type == "simple":
-        if len(keepers) == 0:
-            raise ValueError("no post-treatment ATT(g,t) to aggregate")
-        wts = pg[keepers] / pg[keepers].sum()
-        overall = float(att[keepers] @ wts)
-        over = combo(keepers, wts, (pg[keepers], att[keepers], group[keepers]))
-        n_treated = sum(cohort_n[g] for g in np.unique(group[keepers]))
-        n_control = int(n_co_cell[keepers].min())
-    else:
-        if type == "group":
-            units = [(g, np.flatnonzero((group == g) & (g <= t) & (t <= group + max_e))) for g in glist]
-            keys = glist
-        elif type == "dynamic":
-            e_all = t - group
-            include = np.ones(len(att), dtype=bool)
-            eseq = np.unique(e_all)
-            if balance_e is not None:
-                include = (t.max() - group) >= balance_e
-                eseq = np.unique(e_all[include])
-                eseq = eseq[(eseq <= balance_e) & (eseq >= balance_e - t.max() + t.min())]
-            keys = eseq[(eseq >= min_e) & (eseq <= max_e)]
-            units = [(e, np.flatnonzero((e_all == e) & include)) for e in keys]
-        else:  # calendar
-            tlist = np.unique(t)
-            keys = tlist[tlist >= group.min()]
-            units = [(t1, np.flatnonzero((t == t1) & (group <= t))) for t1 in keys]
-        atts, ntr, nco = [], [], []
-        for key, sel in units:
-            if len(sel) == 0:  # only for type="group": a cohort without post cells in the window
-                atts.append(np.nan)
-                cols.append((np.zeros(len(att)), np.zeros(len(cohorts))))
-                ntr.append(cohort_n[key])
-                nco.append(0)
-                continue
-            wts = pg[sel] / pg[sel].sum()
-            atts.append(float(att[sel] @ wts))
-            # within one cohort the weights are equal: no weight uncertainty to add
-            cols.append(combo(sel, wts, None if type == "group" else (pg[sel], att[sel], group[sel])))
-            ntr.append(cohort_n[key] if type == "group" else sum(cohort_n[g] for g in np.unique(group[sel])))
-            nco.append(int(n_co_cell[sel].min()))
-        key_att = np.array(atts, dtype=float)
-        key_ntr, key_nco = np.array(ntr, dtype=np.int64), np.array(nco, dtype=np.int64)
-        KA = np.column_stack([a for a, _ in cols]) if cols else np.zeros((len(att), 0))
-        KC = np.column_stack([c for _, c in cols]) if cols else np.zeros((len(cohorts), 0))
-        if type == "group":
-            sel = np.flatnonzero(np.isfinite(key_att))
-            wts = pgg[sel] / pgg[sel].sum()
-            overall = float(key_att[sel] @ wts)
-            a_w, c_w = combo(sel, wts, (pgg[sel], key_att[sel], glist[sel]))
-            over = (KA[:, sel] @ wts, KC[:, sel] @ wts + c_w)
-            n_treated = int(key_ntr[sel].sum())
-            n_control = int(key_nco[sel].min())
-        else:
-            use = np.flatnonzero(keys >= 0) if type == "dynamic" else np.arange(len(keys))
-            if len(use) == 0:
-                raise ValueError("no event time >= 0 within [min_e, max_e] to aggregate")
-            overall = float(key_att[use].mean())
-            over = (KA[:, use].mean(axis=1), KC[:, use].mean(axis=1))
-            n_treated = int(key_ntr[use].max())
-            n_control = int(key_nco[use].min())
-    A = np.column_stack([over[0]] + [a for a, _ in cols])
-    C = np.column_stack([over[1]] + [c for _, c in cols])
-    A_full = np.zeros((len(att_all), A.shape[1]))
-    A_full[kidx] = A
-    cpos = np.searchsorted(cohorts, G)
-    on = (cpos < len(cohorts)) & (cohorts[np.minimum(cpos, len(cohorts) - 1)] == G) if len(cohorts) else np.zeros(n, bool)
-    C_ext = np.vstack([C, np.zeros((1, C.shape[1]))])
-    allif = result.inffunc @ A_full + w[:, None] * C_ext[np.where(on, cpos, len(cohorts))]
 
-    key_if, overall_if = allif[:, 1:], allif[:, 0]
+@dataclass
+class _Agg:
+    """One aggregation: the overall estimate and its (A, C) column, the keyed estimates and theirs."""
+
+    overall: float
+    over: tuple
+    n_treated: int
+    n_control: int
+    keys: np.ndarray = field(default_factory=lambda: np.array([]))
+    key_att: np.ndarray = field(default_factory=lambda: np.array([]))
+    cols: list = field(default_factory=list)
+    key_ntr: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    key_nco: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+
+
+def _agg_simple(c: _AggCells, **_) -> _Agg:
+    """:math:`\\theta = \\sum_{g \\le t} ATT(g,t) p_g / \\sum_{g \\le t} p_g`."""
+    k = c.keepers
+    if len(k) == 0:
+        raise ValueError("no post-treatment ATT(g,t) to aggregate")
+    wts = c.pg[k] / c.pg[k].sum()
+    return _Agg(overall=float(c.att[k] @ wts), over=c.combo(k, wts, (c.pg[k], c.att[k], c.group[k])),
+                n_treated=sum(c.cohort_n[g] for g in np.unique(c.group[k])), n_control=int(c.n_co[k].min()))
+
+
+def _keyed(c: _AggCells, keys, units, within_cohort: bool) -> _Agg:
+    """The keyed estimates: a p_g-weighted mean of the cells of each key (no weight term within one cohort)."""
+    atts, ntr, nco, cols = [], [], [], []
+    for key, sel in units:
+        if len(sel) == 0:  # only for type="group": a cohort without post cells in the window
+            atts.append(np.nan)
+            cols.append((np.zeros(len(c.att)), np.zeros(len(c.cohorts))))
+            ntr.append(c.cohort_n[key])
+            nco.append(0)
+            continue
+        wts = c.pg[sel] / c.pg[sel].sum()
+        atts.append(float(c.att[sel] @ wts))
+        cols.append(c.combo(sel, wts, None if within_cohort else (c.pg[sel], c.att[sel], c.group[sel])))
+        ntr.append(c.cohort_n[key] if within_cohort else sum(c.cohort_n[g] for g in np.unique(c.group[sel])))
+        nco.append(int(c.n_co[sel].min()))
+    return _Agg(overall=np.nan, over=(), n_treated=0, n_control=0, keys=keys, key_att=np.array(atts, dtype=float),
+                cols=cols, key_ntr=np.array(ntr, dtype=np.int64), key_nco=np.array(nco, dtype=np.int64))
+
+
+def _agg_mean_of_keys(c: _AggCells, agg: _Agg, use) -> _Agg:
+    """Overall = the plain mean of the keyed estimates ``use`` (dynamic: e >= 0; calendar: every period)."""
+    if len(use) == 0:
+        raise ValueError("no event time >= 0 within [min_e, max_e] to aggregate")
+    KA = np.column_stack([a for a, _ in agg.cols])
+    KC = np.column_stack([cc for _, cc in agg.cols])
+    agg.overall = float(agg.key_att[use].mean())
+    agg.over = (KA[:, use].mean(axis=1), KC[:, use].mean(axis=1))
+    agg.n_treated, agg.n_control = int(agg.key_ntr[use].max()), int(agg.key_nco[use].min())
+    return agg
+
+
+def _agg_group(c: _AggCells, max_e, **_) -> _Agg:
+    """:math:`\\theta(g)` = mean of the post-treatment ATT(g, t); overall weighted by :math:`p_g`."""
+    g_, t_ = c.group, c.t
+    agg = _keyed(c, c.glist, [(g, np.flatnonzero((g_ == g) & (g <= t_) & (t_ <= g_ + max_e))) for g in c.glist], True)
+    KA = np.column_stack([a for a, _ in agg.cols]) if agg.cols else np.zeros((len(c.att), 0))
+    KC = np.column_stack([cc for _, cc in agg.cols]) if agg.cols else np.zeros((len(c.cohorts), 0))
+    sel = np.flatnonzero(np.isfinite(agg.key_att))
+    wts = c.pgg[sel] / c.pgg[sel].sum()
+    agg.overall = float(agg.key_att[sel] @ wts)
+    _, c_w = c.combo(sel, wts, (c.pgg[sel], agg.key_att[sel], c.glist[sel]))
+    agg.over = (KA[:, sel] @ wts, KC[:, sel] @ wts + c_w)
+    agg.n_treated, agg.n_control = int(agg.key_ntr[sel].sum()), int(agg.key_nco[sel].min())
+    return agg
+
+
+def _agg_dynamic(c: _AggCells, min_e, max_e, balance_e, **_) -> _Agg:
+    """:math:`\\theta(e)` = p_g-weighted mean of the cells with :math:`t - g = e`; overall = mean over e >= 0."""
+    e_all = c.t - c.group
+    include = np.ones(len(c.att), dtype=bool)
+    eseq = np.unique(e_all)
+    if balance_e is not None:
+        include = (c.t.max() - c.group) >= balance_e
+        eseq = np.unique(e_all[include])
+        eseq = eseq[(eseq <= balance_e) & (eseq >= balance_e - c.t.max() + c.t.min())]
+    keys = eseq[(eseq >= min_e) & (eseq <= max_e)]
+    agg = _keyed(c, keys, [(e, np.flatnonzero((e_all == e) & include)) for e in keys], False)
+    return _agg_mean_of_keys(c, agg, np.flatnonzero(keys >= 0))
+
+
+def _agg_calendar(c: _AggCells, **_) -> _Agg:
+    """:math:`\\theta(t)` = p_g-weighted mean over cohorts treated by t; overall = mean over t."""
+    tlist = np.unique(c.t)
+    keys = tlist[tlist >= c.group.min()]
+    agg = _keyed(c, keys, [(t1, np.flatnonzero((c.t == t1) & (c.group <= c.t))) for t1 in keys], False)
+    return _agg_mean_of_keys(c, agg, np.arange(len(keys)))
+
+
+_AGGREGATIONS = {"simple": _agg_simple, "group": _agg_group, "dynamic": _agg_dynamic, "calendar": _agg_calendar}
+
+
+def _aggregate_if(result: ATTgtResult, c: _AggCells, agg: _Agg):
+    """Influence functions of the overall (column 0) and keyed aggregates: ``IF_cells @ A + w * C[cohort]``."""
+    A = np.column_stack([agg.over[0]] + [a for a, _ in agg.cols])
+    C = np.column_stack([agg.over[1]] + [cc for _, cc in agg.cols])
+    A_full = np.zeros((c.n_all, A.shape[1]))
+    A_full[c.kidx] = A
+    G, w, cohorts = result.unit_cohort, result.unit_weight, c.cohorts
+    cpos = np.searchsorted(cohorts, G)
+    on = ((cpos < len(cohorts)) & (cohorts[np.minimum(cpos, len(cohorts) - 1)] == G) if len(cohorts)
+          else np.zeros(len(G), bool))
+    C_ext = np.vstack([C, np.zeros((1, C.shape[1]))])
+    return A_full, C, result.inffunc @ A_full + w[:, None] * C_ext[np.where(on, cpos, len(cohorts))]
+
+
+def _aggregate_inference(result: ATTgtResult, A_full, C, allif, *, bootstrap, cband, biters, alp, keyed):
+    """Standard errors (bootstrap: att_gt's draws mapped through A and C, drawn again only for another
+    ``biters``; else analytic) and the keyed rows' simultaneous critical value (at least the normal one)."""
     crit = np.nan
     z = ndtri(1 - alp / 2)
     if bootstrap or cband:
@@ -2261,19 +2330,12 @@ def aggte(
         else:
             bres, m = _multiplier_bootstrap(allif, result.cluster, biters, result.seed + 1, None)
         se_b, _ = _boot_summary(bres, m, alp)
-        if key_if.shape[1] > 0 and cband:
+        if keyed and cband:
             _, crit = _boot_summary(bres[:, 1:], m, alp)
             if not np.isfinite(crit) or crit < z:
                 crit = z
     se_all = se_b if bootstrap else _analytic_se(allif, result.cluster)
-    return AggteResult(
-        type=type, overall_att=overall, overall_se=float(se_all[0]), keys=_readonly(np.asarray(keys)),
-        att=_readonly(np.asarray(key_att, dtype=float)), se=_readonly(se_all[1:]), crit_val=float(crit),
-        n_treated_keys=_readonly(key_ntr), n_control_keys=_readonly(key_nco), n_treated=int(n_treated),
-        n_control=int(n_control), alp=alp, yname=result.yname, bootstrap=bootstrap,
-        inffunc=_readonly(key_if), overall_inffunc=_readonly(overall_if), min_e=min_e, max_e=max_e,
-        balance_e=balance_e, cluster=result.cluster,
-    )
+    return se_all, crit
 
 
 import builtins as _builtins  # noqa: E402  (aggte has a parameter named ``type``)
