@@ -983,3 +983,94 @@ def test_every_did_estimate_table_starts_with_the_column_core(mpdta):
         assert t["term"].map(type).eq(str).all() and t["term"].is_unique, name
     assert r.tidy()["term"].iloc[0] == "ATT(2004,2004)"
     assert aggte(r, "dynamic").tidy()["term"].tolist()[:2] == ["ATT", "ATT(e=-3)"]
+
+
+# --------------------------------------------------------------------------- stages and speed paths: same numbers
+@pytest.mark.parametrize("method", ["dr", "ipw", "reg"])
+def test_pairs_mode_with_covariates_equals_direct_drdid_on_each_cells_units(method):
+    """Independent computation: every pairs-mode cell with a covariate equals the direct DRDID transcription
+    (tests/reference_drdid.py) on the units observed in both of the cell's years, with the covariate of the
+    earlier year; the influence function too (so the analytic SE)."""
+    from reference_drdid import _drdid_cell
+
+    df = _unbalanced(seed=4)
+    df["x"] = df["x"] + 0.1 * (df["year"] - 2014)  # time-varying: the covariate's year matters
+    r = att_gt(df, "y", "year", "id", "g", xformla="~ x", est_method=method, allow_unbalanced_panel=True,
+               unbalanced="pairs", bootstrap=False, cband=False)
+    wide = {c: df.pivot(index="id", columns="year", values=c) for c in ("y", "x")}
+    G = df.groupby("id")["g"].first().reindex(wide["y"].index).to_numpy()
+    checked = 0
+    for j in range(len(r.att)):
+        g, t, b = r.groups[j], r.times[j], r.base_times[j]
+        if t == b:
+            continue
+        both = (wide["y"][t].notna() & wide["y"][b].notna() & wide["x"][min(t, b)].notna()).to_numpy()
+        idx = np.flatnonzero(both & ((G == g) | (G == 0)))
+        X = np.column_stack([np.ones(len(idx)), wide["x"][min(t, b)].to_numpy()[idx]])
+        a, inf = _drdid_cell((wide["y"][t] - wide["y"][b]).to_numpy()[idx], (G[idx] == g).astype(float), X,
+                             np.ones(len(idx)), method)
+        assert r.att[j] == pytest.approx(a, abs=1e-10)
+        assert r.se_analytic[j] == pytest.approx(np.sqrt(np.sum(inf**2)) / len(idx), rel=1e-8)
+        checked += 1
+    assert checked > 10
+
+
+def test_sorted_fast_path_equals_general_path():
+    """The reshaped fast path (rows sorted by unit and year) and the general path (shuffled rows) agree exactly,
+    with covariates, weights and the not-yet-treated comparison group."""
+    df = _planted(seed=8, n=600)
+    df["w"] = np.repeat(np.random.default_rng(1).uniform(0.5, 2, 600), df["year"].nunique())
+    shuffled = df.sample(frac=1, random_state=3)
+    for kw in ({}, {"xformla": "~ x", "weightsname": "w", "control_group": "notyettreated"}):
+        a = att_gt(df, "y", "year", "id", "g", bootstrap=False, cband=False, **kw)
+        b = att_gt(shuffled, "y", "year", "id", "g", bootstrap=False, cband=False, **kw)
+        np.testing.assert_array_equal(a.att, b.att)
+        np.testing.assert_array_equal(a.se, b.se)
+        np.testing.assert_array_equal(np.asarray(a.unit_ids), np.asarray(b.unit_ids))
+        np.testing.assert_array_equal(a.inffunc, b.inffunc)
+
+
+@pytest.mark.parametrize("xformla", [None, "~ x"])
+def test_shared_bootstrap_draws_give_the_same_ses_as_fresh_draws(monkeypatch, xformla):
+    """A second outcome on the same design reuses the first one's multiplier draws (no new draws are made)
+    and its bootstrap SEs, critical value and aggregated SEs equal those from fresh draws with the same seed;
+    another seed draws anew."""
+    from reach import did
+
+    df = _planted(seed=9, n=800)
+    df["y2"] = df["y"] * 0.5 + np.random.default_rng(2).normal(size=len(df))
+    stores = []
+    real_store = did._draw_cache_store
+    monkeypatch.setattr(did, "_draw_cache_store", lambda *a: (stores.append(a[:2]), real_store(*a)))
+    did._DRAW_CACHE.clear()
+    att_gt(df, "y", "year", "id", "g", xformla=xformla, biters=299, seed=11)
+    assert len(stores) == 1 and len(did._DRAW_CACHE) == 1
+    shared = att_gt(df, "y2", "year", "id", "g", xformla=xformla, biters=299, seed=11)
+    assert len(stores) == 1  # a hit: nothing drawn, nothing stored
+    did._DRAW_CACHE.clear()
+    fresh = att_gt(df, "y2", "year", "id", "g", xformla=xformla, biters=299, seed=11)
+    assert len(stores) == 2
+    np.testing.assert_array_equal(shared.se, fresh.se)
+    np.testing.assert_array_equal(shared.boot_draws, fresh.boot_draws)
+    assert shared.crit_val == fresh.crit_val
+    for k in ("simple", "dynamic"):
+        assert aggte(shared, k).overall_se == aggte(fresh, k).overall_se
+    other = att_gt(df, "y2", "year", "id", "g", xformla=xformla, biters=299, seed=12)
+    assert len(stores) == 3 and not np.array_equal(other.boot_draws, fresh.boot_draws)
+    # the bootstrap SEs are still the bootstrap's: close to the analytic ones
+    np.testing.assert_allclose(fresh.se, fresh.se_analytic, rtol=0.3)  # 299 draws: ~7% noise per cell, 21 cells
+
+
+def test_draw_cache_is_bounded(monkeypatch):
+    """The cache forgets the oldest design beyond its byte budget and never caches unseeded draws."""
+    from reach import did
+
+    did._DRAW_CACHE.clear()
+    monkeypatch.setattr(did, "_DRAW_CACHE_BYTES", 3 * 99 * (500 // 8 + 1))
+    IF = np.random.default_rng(0).normal(size=(500, 2))
+    for seed in range(5):
+        did._multiplier_bootstrap(IF, None, 99, seed, progress=False)
+    assert len(did._DRAW_CACHE) == 3 and [k[1] for k in did._DRAW_CACHE] == [2, 3, 4]
+    did._multiplier_bootstrap(IF, None, 99, None, progress=False)
+    assert len(did._DRAW_CACHE) == 3
+    did._DRAW_CACHE.clear()
