@@ -1506,9 +1506,12 @@ class _DesignCache:
         self.S, self.covs, self.method = S, covs, est_method
         self.overlap_max, self.trim_level = overlap_max, trim_level
         self.key, self.des, self.last_beta = None, None, {}
+        # Covariates constant over time (sector, a baseline size) give every period the same design: a cohort's
+        # pre-treatment cells then share its post-treatment cells' fits instead of one logit per period.
+        self.invariant = all(bool((S.X[c] == S.X[c][:, :1]).all()) for c in covs)
 
     def get(self, g, cov_t, tr, ctrl, notes) -> _CovDesign:
-        key = (float(g), cov_t, tuple(s.start for s in ctrl))
+        key = (float(g), None if self.invariant else cov_t, tuple(s.start for s in ctrl))
         if key == self.key:
             return self.des
         S = self.S
