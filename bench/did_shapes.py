@@ -146,8 +146,32 @@ def compare(work: Path, shape: str, n: int, spec: str) -> float:
     return float((a["att"] - b["att"]).abs().max())
 
 
+def report(jsonl: Path, work: Path) -> str:
+    """Markdown table of the latest run per (units, shape, spec): wall times, ratios, agreement."""
+    rows = {}
+    for line in Path(jsonl).read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)
+        rows[(r["n_units"], r["shape"], r["spec"], r["impl"])] = r
+    out = ["| units | cohorts | spec | reach wall s | csdid wall s | ratio (wall) | reach fit s | csdid fit s "
+           "| ratio (fit) | max abs diff ATT |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (n, shape, spec, impl), r in sorted(rows.items()):
+        if impl != "reach" or (n, shape, spec, "csdid") not in rows:
+            continue
+        c = rows[(n, shape, spec, "csdid")]
+        if r["status"] != "ok" or c["status"] != "ok":
+            out.append(f"| {n:,} | {len(SHAPES[shape])} | {spec} | {r['status']} | {c['status']} | | | | | |")
+            continue
+        diff = compare(Path(work), shape, n, spec)
+        agree = f"{diff:.1e}" if diff <= TOL else f"DIFFERENT ({diff:.3g})"
+        out.append(f"| {n:,} | {len(SHAPES[shape])} | {spec} | {r['wall']:.1f} | {c['wall']:.1f} | "
+                   f"{r['wall'] / c['wall']:.2f} | {r['fit']:.2f} | {c['fit']:.1f} | {r['fit'] / c['fit']:.3f} | {agree} |")
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         _worker(*sys.argv[2:6])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--report":
+        print(report(Path(sys.argv[2]), Path(sys.argv[3])))
     else:
         sys.exit(main())
