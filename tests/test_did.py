@@ -59,7 +59,8 @@ def test_att_gt_matches_r_did(fits, scenario):
 def test_pretest_matches_r_did(fits, scenario):
     p = fits[scenario].pretest()
     assert p["df"] == 5
-    assert abs(p["pvalue"] - REF["scenarios"][scenario]["pretest_pvalue"]) <= PVAL
+    assert abs(p["p_value"] - REF["scenarios"][scenario]["pretest_pvalue"]) <= PVAL
+    assert p["pvalue"] == p["p_value"]  # deprecated alias, one release
 
 
 @pytest.mark.parametrize(
@@ -75,8 +76,8 @@ def test_aggte_matches_reference(fits, scenario, kind):
     np.testing.assert_allclose(a.att, by[:, 1], atol=POINT)
     np.testing.assert_allclose(a.se, by[:, 2], rtol=SE_REL)
     t = a.tidy()
-    assert list(t.columns) == ["type", "level", "key", "estimate", "std_error", "conf_low", "conf_high",
-                               "pointwise_low", "pointwise_high", "n_treated", "n_control"]
+    assert list(t.columns) == ["term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high",
+                               "n_treated", "n_control", "type", "level", "key", "pointwise_low", "pointwise_high"]
     # simultaneous bands are at least as wide as pointwise ones
     assert (t["conf_high"] - t["conf_low"] >= t["pointwise_high"] - t["pointwise_low"] - 1e-12).all()
 
@@ -227,7 +228,7 @@ def test_planted_effects_recovered_naive_is_not():
     assert abs(s.overall_att - true_simple) < 1.96 * s.overall_se
     naive = naive_difference(df, "y", "year", "id", "g")
     assert not (naive.conf_low <= true_simple <= naive.conf_high)
-    assert r.pretest()["pvalue"] > 0.01
+    assert r.pretest()["p_value"] > 0.01
 
 
 def test_event_study_plot_has_two_bands():
@@ -456,7 +457,7 @@ def _cov_panel(n=1200, seed=3):
 def test_covariate_cells_equal_direct_drdid(method, control_group):
     """Cached designs, warm-started logits and the rearranged influence function give what the
     direct per-cell estimator (DRDID's formulas on the cell's stacked units, logit from zero) gives."""
-    from reach.did import _drdid_cell
+    from reference_drdid import _drdid_cell
 
     df = _cov_panel()
     r = att_gt(df, "y", "year", "id", "g", xformla="~ x1 + x2", est_method=method, control_group=control_group,
@@ -746,7 +747,7 @@ def test_intercept_only_overlap_guard(mpdta):
 @pytest.mark.parametrize("method", ["dr", "ipw"])
 def test_trimming_equals_direct_drdid_with_trim(method):
     """Comparison units with score >= trim_level get weight zero (DRDID); the fast path equals the direct one."""
-    from reach.did import _drdid_cell
+    from reference_drdid import _drdid_cell
 
     df = _poor_overlap(n=1500)
     df = df[df["g"] != 2017].copy()
@@ -944,3 +945,132 @@ def test_report_lists_na_cells_and_balanced_drop():
     assert "ATT(2017," in txt and "overlap" in txt
     assert set(rep.na_cells()["group"]) == {2017}
     assert rep.estimable  # cohort 2019 is estimated
+
+
+# --------------------------------------------------------------------------- one tidy column core
+CORE = ["term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high", "n_treated", "n_control"]
+
+
+def test_every_did_estimate_table_starts_with_the_column_core(mpdta):
+    """att_gt (balanced, unbalanced, matched), every aggte type, twfe/did_2x2/naive: the same core first."""
+    from reach import did
+
+    assert list(did.TIDY_CORE) == CORE
+    r = att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", bootstrap=False)
+    un = att_gt(mpdta.drop(index=mpdta.index[::7]), "lemp", "year", "countyreal", "first.treat",
+                allow_unbalanced_panel=True, bootstrap=False)
+    d2 = mpdta[mpdta["year"].isin([2003, 2004]) & mpdta["first.treat"].isin([0, 2004])].assign(
+        tr=lambda d: (d["first.treat"] > 0).astype(int), post=lambda d: (d["year"] == 2004).astype(int))
+    tables = {
+        "att_gt": (r.tidy(), did.ATT_GT_COLUMNS),
+        "att_gt_unbalanced": (un.tidy(), did.ATT_GT_COLUMNS),
+        **{f"aggte_{k}": (aggte(r, k).tidy(), did.AGGTE_COLUMNS) for k in did.AGG_TYPES},
+        "twfe": (twfe(mpdta, "lemp", "year", "countyreal", "first.treat").tidy(), did.ESTIMATE_COLUMNS),
+        "did_2x2": (did_2x2(d2, "lemp", "year", "countyreal", "tr", "post").tidy(), did.ESTIMATE_COLUMNS),
+        "naive": (naive_difference(mpdta, "lemp", "year", "countyreal", "first.treat").tidy(), did.ESTIMATE_COLUMNS),
+    }
+    for name, (t, cols) in tables.items():
+        assert list(t.columns[:len(CORE)]) == CORE, name
+        assert list(t.columns) == list(cols), name
+        ok = t["std_error"] > 0
+        # statistic and p-value from an independent computation (the normal tail by erfc)
+        z = (t["estimate"] / t["std_error"])[ok]
+        np.testing.assert_allclose(t.loc[ok, "statistic"], z, rtol=1e-12, err_msg=name)
+        from math import erfc, sqrt
+
+        np.testing.assert_allclose(t.loc[ok, "p_value"], [erfc(abs(v) / sqrt(2)) for v in z], rtol=1e-9, atol=1e-300,
+                                   err_msg=name)
+        assert t["term"].map(type).eq(str).all() and t["term"].is_unique, name
+    assert r.tidy()["term"].iloc[0] == "ATT(2004,2004)"
+    assert aggte(r, "dynamic").tidy()["term"].tolist()[:2] == ["ATT", "ATT(e=-3)"]
+
+
+# --------------------------------------------------------------------------- stages and speed paths: same numbers
+@pytest.mark.parametrize("method", ["dr", "ipw", "reg"])
+def test_pairs_mode_with_covariates_equals_direct_drdid_on_each_cells_units(method):
+    """Independent computation: every pairs-mode cell with a covariate equals the direct DRDID transcription
+    (tests/reference_drdid.py) on the units observed in both of the cell's years, with the covariate of the
+    earlier year; the influence function too (so the analytic SE)."""
+    from reference_drdid import _drdid_cell
+
+    df = _unbalanced(seed=4)
+    df["x"] = df["x"] + 0.1 * (df["year"] - 2014)  # time-varying: the covariate's year matters
+    r = att_gt(df, "y", "year", "id", "g", xformla="~ x", est_method=method, allow_unbalanced_panel=True,
+               unbalanced="pairs", bootstrap=False, cband=False)
+    wide = {c: df.pivot(index="id", columns="year", values=c) for c in ("y", "x")}
+    G = df.groupby("id")["g"].first().reindex(wide["y"].index).to_numpy()
+    checked = 0
+    for j in range(len(r.att)):
+        g, t, b = r.groups[j], r.times[j], r.base_times[j]
+        if t == b:
+            continue
+        both = (wide["y"][t].notna() & wide["y"][b].notna() & wide["x"][min(t, b)].notna()).to_numpy()
+        idx = np.flatnonzero(both & ((G == g) | (G == 0)))
+        X = np.column_stack([np.ones(len(idx)), wide["x"][min(t, b)].to_numpy()[idx]])
+        a, inf = _drdid_cell((wide["y"][t] - wide["y"][b]).to_numpy()[idx], (G[idx] == g).astype(float), X,
+                             np.ones(len(idx)), method)
+        assert r.att[j] == pytest.approx(a, abs=1e-10)
+        assert r.se_analytic[j] == pytest.approx(np.sqrt(np.sum(inf**2)) / len(idx), rel=1e-8)
+        checked += 1
+    assert checked > 10
+
+
+def test_sorted_fast_path_equals_general_path():
+    """The reshaped fast path (rows sorted by unit and year) and the general path (shuffled rows) agree exactly,
+    with covariates, weights and the not-yet-treated comparison group."""
+    df = _planted(seed=8, n=600)
+    df["w"] = np.repeat(np.random.default_rng(1).uniform(0.5, 2, 600), df["year"].nunique())
+    shuffled = df.sample(frac=1, random_state=3)
+    for kw in ({}, {"xformla": "~ x", "weightsname": "w", "control_group": "notyettreated"}):
+        a = att_gt(df, "y", "year", "id", "g", bootstrap=False, cband=False, **kw)
+        b = att_gt(shuffled, "y", "year", "id", "g", bootstrap=False, cband=False, **kw)
+        np.testing.assert_array_equal(a.att, b.att)
+        np.testing.assert_array_equal(a.se, b.se)
+        np.testing.assert_array_equal(np.asarray(a.unit_ids), np.asarray(b.unit_ids))
+        np.testing.assert_array_equal(a.inffunc, b.inffunc)
+
+
+@pytest.mark.parametrize("xformla", [None, "~ x"])
+def test_shared_bootstrap_draws_give_the_same_ses_as_fresh_draws(monkeypatch, xformla):
+    """A second outcome on the same design reuses the first one's multiplier draws (no new draws are made)
+    and its bootstrap SEs, critical value and aggregated SEs equal those from fresh draws with the same seed;
+    another seed draws anew."""
+    from reach import did
+
+    df = _planted(seed=9, n=800)
+    df["y2"] = df["y"] * 0.5 + np.random.default_rng(2).normal(size=len(df))
+    stores = []
+    real_store = did._draw_cache_store
+    monkeypatch.setattr(did, "_draw_cache_store", lambda *a: (stores.append(a[:2]), real_store(*a)))
+    did._DRAW_CACHE.clear()
+    att_gt(df, "y", "year", "id", "g", xformla=xformla, biters=299, seed=11)
+    assert len(stores) == 1 and len(did._DRAW_CACHE) == 1
+    shared = att_gt(df, "y2", "year", "id", "g", xformla=xformla, biters=299, seed=11)
+    assert len(stores) == 1  # a hit: nothing drawn, nothing stored
+    did._DRAW_CACHE.clear()
+    fresh = att_gt(df, "y2", "year", "id", "g", xformla=xformla, biters=299, seed=11)
+    assert len(stores) == 2
+    np.testing.assert_array_equal(shared.se, fresh.se)
+    np.testing.assert_array_equal(shared.boot_draws, fresh.boot_draws)
+    assert shared.crit_val == fresh.crit_val
+    for k in ("simple", "dynamic"):
+        assert aggte(shared, k).overall_se == aggte(fresh, k).overall_se
+    other = att_gt(df, "y2", "year", "id", "g", xformla=xformla, biters=299, seed=12)
+    assert len(stores) == 3 and not np.array_equal(other.boot_draws, fresh.boot_draws)
+    # the bootstrap SEs are still the bootstrap's: close to the analytic ones
+    np.testing.assert_allclose(fresh.se, fresh.se_analytic, rtol=0.3)  # 299 draws: ~7% noise per cell, 21 cells
+
+
+def test_draw_cache_is_bounded(monkeypatch):
+    """The cache forgets the oldest design beyond its byte budget and never caches unseeded draws."""
+    from reach import did
+
+    did._DRAW_CACHE.clear()
+    monkeypatch.setattr(did, "_DRAW_CACHE_BYTES", 3 * 99 * (500 // 8 + 1))
+    IF = np.random.default_rng(0).normal(size=(500, 2))
+    for seed in range(5):
+        did._multiplier_bootstrap(IF, None, 99, seed, progress=False)
+    assert len(did._DRAW_CACHE) == 3 and [k[1] for k in did._DRAW_CACHE] == [2, 3, 4]
+    did._multiplier_bootstrap(IF, None, 99, None, progress=False)
+    assert len(did._DRAW_CACHE) == 3
+    did._DRAW_CACHE.clear()

@@ -56,7 +56,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.special import chdtrc, ndtri  # not scipy.stats: its import costs seconds
+from statistics import NormalDist
 
 from reach._checks import check_choice, count_text, examples, require_columns
 
@@ -86,6 +86,10 @@ __all__ = [
     "REPORT_TABLES",
     "effects_intro",
     "samples_text",
+    "TIDY_CORE",
+    "ATT_GT_COLUMNS",
+    "AGGTE_COLUMNS",
+    "ESTIMATE_COLUMNS",
 ]
 
 CONTROL_GROUPS = ("nevertreated", "notyettreated")
@@ -93,6 +97,33 @@ EST_METHODS = ("dr", "ipw", "reg")
 BASE_PERIODS = ("varying", "universal")
 AGG_TYPES = ("simple", "dynamic", "group", "calendar")
 UNBALANCED_MODES = ("rc", "pairs")
+
+#: The column core every estimate table of this module starts with (as broom/pyfixest): result-specific
+#: columns follow it. ``statistic`` is ``estimate / std_error`` and ``p_value`` its two-sided normal p-value.
+TIDY_CORE = ("term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high", "n_treated", "n_control")
+#: Columns of :meth:`ATTgtResult.tidy`.
+ATT_GT_COLUMNS = TIDY_CORE + ("group", "time", "pointwise_low", "pointwise_high", "post")
+#: Columns of :meth:`AggteResult.tidy`.
+AGGTE_COLUMNS = TIDY_CORE + ("type", "level", "key", "pointwise_low", "pointwise_high")
+#: Columns of :meth:`DiDEstimate.tidy`.
+ESTIMATE_COLUMNS = TIDY_CORE + ("method", "n_obs", "n_units", "df_resid")
+
+#: The standard normal. Not scipy at import: ``scipy.special`` costs about a second on the first call of a
+#: fresh process, more than a whole ATT(g, t) of 50k firms (bench/did_shapes.py); the chi-square tail of
+#: the pre-test imports it when asked.
+_NORMAL = NormalDist()
+
+
+def ndtri(p: float) -> float:
+    """Standard normal quantile (``scipy.special.ndtri``; Wichura's AS241, about 1e-16 relative)."""
+    return _NORMAL.inv_cdf(float(p))
+
+
+def _two_sided_p(stat: np.ndarray) -> np.ndarray:
+    """Two-sided normal p-values :math:`2\\Phi(-|z|) = \\mathrm{erfc}(|z|/\\sqrt 2)`; NaN stays NaN."""
+    stat = np.asarray(stat, dtype=float)
+    return np.array([math.erfc(abs(v) / math.sqrt(2.0)) for v in stat.ravel()]).reshape(stat.shape)
+
 
 #: R's threshold for a degenerate standard error (sqrt(.Machine$double.eps) * 10).
 _TINY = math.sqrt(np.finfo(float).eps) * 10
@@ -154,26 +185,53 @@ class _Panel:
     exclusions: dict
 
 
-def _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, allow_unbalanced_panel) -> _Panel:
+def _numeric_frame(df, cols: list, numeric: list, select: bool = True) -> pd.DataFrame:
+    """The columns the estimator reads, checked: present, and numeric where they must be.
+
+    ``select=False`` returns ``df`` itself (read column by column): selecting a list of columns
+    copies them, a noticeable share of a call on millions of rows.
+    """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"df must be a pandas DataFrame; got {type(df).__name__}")
-    extra_cluster = [c for c in (clustervars or []) if c != idname]
-    if len(extra_cluster) > 1:
-        raise ValueError(f"clustervars: at most one variable besides idname ({idname!r}); got {clustervars!r}")
-    cols = [yname, tname, idname, gname, *covs] + ([weightsname] if weightsname else []) + extra_cluster
-    require_columns(df, list(dict.fromkeys(cols)))
-    if allow_unbalanced_panel:
-        raise NotImplementedError(
-            "allow_unbalanced_panel=True (R did's repeated-cross-section estimator for unbalanced panels) is not "
-            "implemented; use the default, which keeps units observed in every period and reports how many were dropped."
-        )
-    d = df[list(dict.fromkeys(cols))]
-    for c in [yname, tname, gname, *covs] + ([weightsname] if weightsname else []):
+    require_columns(df, cols)
+    d = df[cols] if select else df
+    for c in numeric:
         if not (pd.api.types.is_numeric_dtype(d[c]) or pd.api.types.is_bool_dtype(d[c])):
             raise TypeError(f"df: column {c!r} must be numeric; got dtype {d[c].dtype}")
-    excl: dict[str, int] = {}
-    # Everything below is integer codes and scatter/gather on numpy arrays: no pandas groupby,
-    # which dominated the run time at millions of rows.
+    return d
+
+
+def _extra_cluster(clustervars, idname: str) -> list:
+    """The cluster variable besides ``idname`` (R did allows at most one)."""
+    extra = [c for c in (clustervars or []) if c != idname]
+    if len(extra) > 1:
+        raise ValueError(f"clustervars: at most one variable besides idname ({idname!r}); got {clustervars!r}")
+    return extra
+
+
+@dataclass(frozen=True)
+class _Codes:
+    """Integer codes of the long rows: unit ``uid`` (of ``nid``) and period ``tcode`` (of ``periods_all``)."""
+
+    uid: np.ndarray
+    ids_all: np.ndarray
+    tcode: np.ndarray
+    periods_all: np.ndarray
+
+    @property
+    def nid(self) -> int:
+        return len(self.ids_all)
+
+    def varies(self, values: np.ndarray) -> np.ndarray:
+        """Rows whose unit has more than one distinct value (NaN counted as a value, as nunique(dropna=False))."""
+        v = np.where(np.isnan(values), np.inf, values)
+        first = np.empty(self.nid)
+        first[self.uid] = v
+        return v != first[self.uid]
+
+
+def _unit_period_codes(d: pd.DataFrame, idname, tname, yname, gname) -> _Codes:
+    """Factorise units and periods (no pandas groupby, which dominated at millions of rows); one row per pair."""
     uid, ids_all = pd.factorize(d[idname], sort=True)
     if (uid < 0).any():
         raise ValueError(f"df: column {idname!r} has missing values. Examples:\n{examples(d, uid < 0, [idname, tname, yname])}")
@@ -190,63 +248,86 @@ def _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, al
             f"df: {int(dup.sum())} rows share a ({idname}, {tname}) pair; one row per unit and period is required. "
             f"Examples:\n{examples(d, dup, [idname, tname, yname, gname])}"
         )
+    return _Codes(uid=uid, ids_all=np.asarray(ids_all), tcode=tcode, periods_all=periods_all)
 
-    def varies(values: np.ndarray) -> np.ndarray:
-        """Rows whose unit has more than one distinct value (NaN counted as a value, as nunique(dropna=False))."""
-        v = np.where(np.isnan(values), np.inf, values)
-        first = np.empty(nid)
-        first[uid] = v
-        return v != first[uid]
 
+def _check_unit_constants(d, k: _Codes, idname, tname, gname, weightsname) -> tuple[np.ndarray, np.ndarray | None]:
+    """The first-treatment period and the weights per row, refused unless constant within unit and valid."""
     gv = d[gname].to_numpy(dtype=float)
-    bad = varies(gv)
+    bad = k.varies(gv)
     if bad.any():
-        bad = np.isin(uid, np.unique(uid[bad]))
+        bad = np.isin(k.uid, np.unique(k.uid[bad]))
         raise ValueError(
             f"df: column {gname!r} (first treatment period) varies within {idname} for "
-            f"{len(np.unique(uid[bad]))} unit(s); it must be constant per unit. Examples:\n"
+            f"{len(np.unique(k.uid[bad]))} unit(s); it must be constant per unit. Examples:\n"
             f"{examples(d, bad, [idname, tname, gname])}"
         )
     if np.isnan(gv).any():
         raise ValueError(f"df: column {gname!r} has missing values (use 0 for never treated). Examples:\n{examples(d, np.isnan(gv), [idname, tname, gname])}")
     if (gv < 0).any():
         raise ValueError(f"df: column {gname!r} must be 0 (never treated) or a period; got negatives. Examples:\n{examples(d, gv < 0, [idname, tname, gname])}")
+    wv = None
     if weightsname:
         wv = d[weightsname].to_numpy(dtype=float)
-        bad = varies(wv)
+        bad = k.varies(wv)
         if bad.any():
-            bad = np.isin(uid, np.unique(uid[bad]))
+            bad = np.isin(k.uid, np.unique(k.uid[bad]))
             raise ValueError(f"df: weights {weightsname!r} must be constant within unit. Examples:\n{examples(d, bad, [idname, tname, weightsname])}")
         if (wv < 0).any():
             raise ValueError(f"df: weights {weightsname!r} must be non-negative")
+    return gv, wv
 
-    # Units with a missing outcome, covariate or weight in any period leave the balanced panel.
-    need = [yname, *covs] + ([weightsname] if weightsname else [])
-    vals = {c: d[c].to_numpy(dtype=float) for c in need}
-    rowbad = np.zeros(len(d), dtype=bool)
-    for c in need:
-        rowbad |= np.isnan(vals[c])
-    unit_ok = np.ones(nid, dtype=bool)
+
+def _balanced_units(k: _Codes, vals: dict, excl: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Units kept in the balanced panel (observed, without missing values, in every period) and the periods.
+
+    Units with a missing outcome, covariate or weight in some period leave, counted in ``excl``.
+    """
+    rowbad = np.zeros(len(k.uid), dtype=bool)
+    for v in vals.values():
+        rowbad |= np.isnan(v)
+    unit_ok = np.ones(k.nid, dtype=bool)
     if rowbad.any():
-        unit_ok[uid[rowbad]] = False
+        unit_ok[k.uid[rowbad]] = False
         excl["units_with_missing_values"] = int((~unit_ok).sum())
-    rows = unit_ok[uid]
-    present = np.zeros(Tall, dtype=bool)
-    present[tcode[rows]] = True
-    periods = periods_all[present]
-    T = len(periods)
-    nper = np.bincount(uid[rows], minlength=nid)
-    short = unit_ok & (nper < T)
+    present = np.zeros(len(k.periods_all), dtype=bool)
+    present[k.tcode[unit_ok[k.uid]]] = True
+    nper = np.bincount(k.uid[unit_ok[k.uid]], minlength=k.nid)
+    short = unit_ok & (nper < present.sum())
     if short.any():
         excl["units_not_observed_every_period"] = int(short.sum())
-    keep_unit = unit_ok & (nper == T)
+    keep_unit = unit_ok & (nper == present.sum())
     if not keep_unit.any():
         raise ValueError("df: no unit is observed in every period with non-missing data; cannot form a balanced panel")
-    rows = keep_unit[uid]
-    newid = np.cumsum(keep_unit) - 1
-    r_u = newid[uid[rows]]
-    r_t = np.cumsum(present)[tcode[rows]] - 1
-    n = int(keep_unit.sum())
+    return keep_unit, present
+
+
+def _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, allow_unbalanced_panel) -> _Panel:
+    """The balanced units x periods arrays of :class:`_Panel` from the long frame (R did's ``pre_process_did``)."""
+    extra_cluster = _extra_cluster(clustervars, idname)
+    if allow_unbalanced_panel:
+        raise NotImplementedError(
+            "allow_unbalanced_panel=True (R did's repeated-cross-section estimator for unbalanced panels) is not "
+            "implemented; use the default, which keeps units observed in every period and reports how many were dropped."
+        )
+    wcol = [weightsname] if weightsname else []
+    cols = list(dict.fromkeys([yname, tname, idname, gname, *covs] + wcol + extra_cluster))
+    d = _numeric_frame(df, cols, [yname, tname, gname, *covs] + wcol, select=False)
+    fast = None if extra_cluster else _sorted_balanced(d, idname, tname, yname, gname, covs, weightsname)
+    if fast is not None:
+        return _panel_of(*fast, covs=covs, yname=yname, weightsname=weightsname, excl={})
+    k = _unit_period_codes(d, idname, tname, yname, gname)
+    gv, wv = _check_unit_constants(d, k, idname, tname, gname, weightsname)
+    vals = {c: d[c].to_numpy(dtype=float) for c in [yname, *covs]}
+    if weightsname:
+        vals[weightsname] = wv
+    excl: dict[str, int] = {}
+    keep_unit, present = _balanced_units(k, vals, excl)
+    periods = k.periods_all[present]
+    rows = keep_unit[k.uid]
+    r_u = (np.cumsum(keep_unit) - 1)[k.uid[rows]]
+    r_t = np.cumsum(present)[k.tcode[rows]] - 1
+    n, T = int(keep_unit.sum()), len(periods)
 
     def wide(v: np.ndarray) -> np.ndarray:
         # Fortran order: one period's column is contiguous, which is how every (g, t) cell reads it
@@ -259,45 +340,74 @@ def _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, al
         out[r_u] = v[rows]
         return out
 
-    ids = np.asarray(ids_all)[keep_unit]
-    Y = wide(vals[yname])
-    G = per_unit(gv)
+    cluster = None
+    if extra_cluster:
+        ccode = pd.factorize(d[extra_cluster[0]])[0].astype(float)
+        ccode[ccode < 0] = np.nan
+        if k.varies(ccode).any():
+            raise ValueError(f"clustervars: {extra_cluster[0]!r} varies over time within {idname}; it must be constant per unit")
+        cluster = pd.factorize(per_unit(ccode))[0]
+    return _panel_of(k.ids_all[keep_unit], periods, {c: wide(v) for c, v in vals.items() if c != weightsname},
+                     per_unit(gv), per_unit(wv) if weightsname else None, covs=covs, yname=yname,
+                     weightsname=weightsname, excl=excl, cluster=cluster)
+
+
+def _panel_of(ids, periods, wide: dict, G, w, *, covs, yname, weightsname, excl, cluster=None) -> _Panel:
+    """The :class:`_Panel` of per-unit arrays: late cohorts set never treated (counted), weights to mean one."""
     # R did: cohorts first treated after the last period are not-yet-treated throughout: never treated here.
     late = G > periods[-1]
     if late.any():
         excl["units_treated_after_last_period_set_never_treated"] = int(late.sum())
         G = np.where(late, 0.0, G)
-    w = per_unit(vals[weightsname]) if weightsname else np.ones(n)
+    w = np.ones(len(G)) if w is None else w
     if w.sum() <= 0:
         raise ValueError(f"df: weights {weightsname!r} sum to zero")
-    w = w / w.mean()
-    X = {c: wide(vals[c]) for c in covs}
-    cluster = None
-    if extra_cluster:
-        ccode = pd.factorize(d[extra_cluster[0]])[0].astype(float)
-        ccode[ccode < 0] = np.nan
-        if varies(ccode).any():
-            raise ValueError(f"clustervars: {extra_cluster[0]!r} varies over time within {idname}; it must be constant per unit")
-        cluster = pd.factorize(per_unit(ccode))[0]
-    return _Panel(ids=ids, periods=periods, Y=Y, G=G, w=w, X=X, cluster=cluster, exclusions=excl)
+    return _Panel(ids=ids, periods=periods, Y=wide[yname], G=G, w=w / w.mean(), X={c: wide[c] for c in covs},
+                  cluster=cluster, exclusions=excl)
+
+
+def _sorted_balanced(d, idname, tname, yname, gname, covs, weightsname):
+    """Fast path for the common input: rows sorted by a numeric unit id, every unit in every period in the
+    same (increasing) period order, nothing missing, unit-level columns constant. Then the long columns are
+    the wide arrays, reshaped without a copy: no factorising, no scatter (most of a call's time otherwise).
+
+    Returns ``(ids, periods, wide, G, w)`` or None, and then the general path runs (and raises what is wrong).
+    """
+    ida = d[idname].to_numpy()
+    N = len(ida)
+    if ida.dtype.kind not in "iuf" or N == 0 or not (ida[1:] >= ida[:-1]).all():
+        return None
+    starts = np.flatnonzero(np.r_[True, ida[1:] != ida[:-1]])
+    n = len(starts)
+    T = N // n
+    if N != n * T or not (starts == np.arange(n) * T).all():
+        return None
+    tm = d[tname].to_numpy(dtype=float).reshape(n, T)
+    periods = tm[0]
+    if not (periods[1:] > periods[:-1]).all() or not (tm == periods).all():
+        return None
+    wide = {c: d[c].to_numpy(dtype=float).reshape(n, T) for c in [yname, *covs]}
+    if any(np.isnan(v).any() for v in wide.values()):
+        return None
+    per_unit = {}
+    for c in [gname] + ([weightsname] if weightsname else []):
+        v = d[c].to_numpy(dtype=float).reshape(n, T)
+        first = v[:, 0]
+        if np.isnan(first).any() or (first < 0).any() or (v != first[:, None]).any():
+            return None
+        per_unit[c] = first.copy()
+    return ida[starts], periods.copy(), wide, per_unit[gname], per_unit.get(weightsname)
 
 
 # --------------------------------------------------------------------------- 2x2 estimators
-def _wls(X, y, w):
-    """Weighted least squares coefficients; None if X'WX is singular."""
-    XtW = X.T * w
-    A = XtW @ X
-    if np.linalg.matrix_rank(A) < A.shape[0]:
-        return None, None
-    return np.linalg.solve(A, XtW @ y), A
-
-
 def _logit(X, D, w, maxiter=50, tol=1e-10):
     """Weighted logit by Newton-Raphson (glm(binomial) with prior weights) on a design ``X`` (m, k).
 
     Returns the fitted probabilities and the Hessian ``X' diag(w p (1-p)) X`` at the
     solution, or ``(None, None)`` if a Newton step or the final Hessian is singular.
     The fit itself is :func:`_logit_rows`' (one Newton-Raphson in this module), cold-started.
+    Kept in the package (not with the test-only references in ``tests/reference_drdid.py``):
+    the repeated-cross-section cells (:func:`_rc_cell`) and the overlap guard of :func:`_rc_cells` use it.
     """
     p, H, _ = _logit_rows(np.ascontiguousarray(np.asarray(X, dtype=float).T), D, w, None, maxiter, tol)
     return p, H
@@ -316,72 +426,6 @@ def _overlap_problem(X: np.ndarray, D: np.ndarray, has_covs: bool, overlap_max: 
         return (f"overlap fails: propensity score reaches {np.nan if pu is None else pu.max():.4f} "
                 f">= overlap_max {overlap_max}")
     return None
-
-
-def _drdid_cell(dY, D, X, w, method, trim_level=0.995):
-    """One 2x2 ATT with covariates, as DRDID's drdid_panel / std_ipw_did_panel / reg_did_panel.
-
-    The direct transcription; :class:`_CovDesign` computes the same faster, and the tests
-    check the two against each other. :func:`att_gt` uses it for the cells of an unbalanced
-    panel in ``unbalanced="pairs"`` mode, where every cell has its own set of units.
-
-    Returns (att, influence function on the cell's units) or (nan, None).
-    Weights ``w`` are normalised to mean one on the cell, as DRDID does; comparison units
-    with a propensity score of ``trim_level`` or more get weight zero (DRDID's trimming).
-    """
-    n = len(dY)
-    w = w / w.mean()
-    C = 1.0 - D
-    need_or = method in ("dr", "reg")
-    need_ps = method in ("dr", "ipw")
-    if need_or:
-        coef, A = _wls(X, dY, w * C)
-        if coef is None:
-            return np.nan, None
-        out = X @ coef
-        # asymptotic linear representation of the OLS coefficients (control units only)
-        XpX_inv = np.linalg.inv(A / n)
-        alr_ols = ((w * C * (dY - out))[:, None] * X) @ XpX_inv
-    if need_ps:
-        ps, H = _logit(X, D, w)
-        if ps is None:
-            return np.nan, None
-        ps = np.minimum(ps, 1 - 1e-6)
-        alr_ps = ((w * (D - ps))[:, None] * X) @ (np.linalg.inv(H) * n)
-        keep = np.where(D == 1, 1.0, (ps < trim_level).astype(float))
-    w_t = w * D
-    if method == "reg":
-        w_c = w * D
-        att_t = w_t * dY
-        att_c = w_c * out
-        eta_t = att_t.mean() / w_t.mean()
-        eta_c = att_c.mean() / w_c.mean()
-        inf_t = (att_t - w_t * eta_t) / w_t.mean()
-        M1 = (w_c[:, None] * X).mean(axis=0)
-        inf_c = (att_c - w_c * eta_c + alr_ols @ M1) / w_c.mean()
-        return eta_t - eta_c, inf_t - inf_c
-    w_c = keep * w * ps * C / (1 - ps)
-    if method == "ipw":
-        att_t = w_t * dY
-        att_c = w_c * dY
-        eta_t = att_t.mean() / w_t.mean()
-        eta_c = att_c.mean() / w_c.mean()
-        inf_t = (att_t - w_t * eta_t) / w_t.mean()
-        M2 = ((w_c * (dY - eta_c))[:, None] * X).mean(axis=0)
-        inf_c = (att_c - w_c * eta_c + alr_ps @ M2) / w_c.mean()
-        return eta_t - eta_c, inf_t - inf_c
-    # doubly robust (locally efficient, Sant'Anna & Zhao 2020, eq. 3.1)
-    r = dY - out
-    dr_t = w_t * r
-    dr_c = w_c * r
-    eta_t = dr_t.mean() / w_t.mean()
-    eta_c = dr_c.mean() / w_c.mean()
-    M1 = (w_t[:, None] * X).mean(axis=0)
-    inf_t = (dr_t - w_t * eta_t - alr_ols @ M1) / w_t.mean()
-    M2 = ((w_c * (r - eta_c))[:, None] * X).mean(axis=0)
-    M3 = (w_c[:, None] * X).mean(axis=0)
-    inf_c = (dr_c - w_c * eta_c + alr_ps @ M2 - alr_ols @ M3) / w_c.mean()
-    return eta_t - eta_c, inf_t - inf_c
 
 
 def _xv(Xr, v):
@@ -515,9 +559,10 @@ class _CovDesign:
                 self.v3 = XpX_inv @ (_xv(self.Xc, self.wc_ps) / m)  # XpX_inv @ mean(w_c X)
 
     def estimate(self, dY_t, dY_c, method):
-        """ATT and the influence function on the cohort's and the controls' rows (as :func:`_drdid_cell`).
+        """ATT and the influence function on the cohort's and the controls' rows.
 
-        The same algebra as :func:`_drdid_cell`, but each ``alr @ M`` product is taken as
+        The same algebra as DRDID's ``drdid_panel`` (transcribed directly in the tests'
+        ``reference_drdid._drdid_cell``, which the tests check this against), but each ``alr @ M`` product is taken as
         ``a_i * (X_i @ (inv @ M))``: no (m, k) temporaries per cell.
         """
         m = self.m
@@ -631,9 +676,16 @@ def _multiplier_bootstrap(IF, cluster, biters, seed, progress=None, extra=None, 
             starts = tqdm(starts, total=len(seg_of), desc="multiplier bootstrap", leave=False)
         except ImportError:  # pragma: no cover - tqdm is a dependency
             pass
-    for s, e, si in starts:
+    cached, store = _draw_cache_lookup(seed, biters, seg_of)
+    for i, (s, e, si) in enumerate(starts):
         nb = e - s
-        bits = np.unpackbits(rng.integers(0, 256, size=(biters, (nb + 7) // 8), dtype=np.uint8), axis=1, count=nb)
+        if cached is not None:
+            packed = cached[i]
+        else:
+            packed = rng.integers(0, 256, size=(biters, (nb + 7) // 8), dtype=np.uint8)
+            if store is not None:
+                store.append(packed)
+        bits = np.unpackbits(packed, axis=1, count=nb)
         B = bits.astype(dtype)
         col = si * width if segments is not None else 0
         for M in mats:
@@ -648,7 +700,43 @@ def _multiplier_bootstrap(IF, cluster, biters, seed, progress=None, extra=None, 
                 acc[:, col + nz] += B @ Mb[:, nz]
             totals[col:col + k] += Mb.sum(axis=0, dtype=np.float64)
             col += k
+    if store is not None:
+        _draw_cache_store(seed, biters, seg_of, store)
     return (2.0 * acc - totals[None, :]) / math.sqrt(n_units), n_units
+
+
+#: Multiplier draws kept for reuse: ``(seed, biters, blocks) -> packed Rademacher bits per block``.
+#: Estimates on the same design (same units/clusters in the same cohort blocks, same biters and seed:
+#: notebook 04's outcomes on one sample) draw the same multipliers; generating them again costs time and
+#: gives the same numbers. Packed bits: biters x units / 8 bytes (125 MB at a million units, 999 draws).
+_DRAW_CACHE: dict = {}
+#: Most bytes the draw cache holds; the oldest design is forgotten first.
+_DRAW_CACHE_BYTES = 512 * 2**20
+
+
+def _draw_cache_key(seed, biters, blocks):
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        return None  # no seed (or a Generator): the draws are meant to differ from call to call
+    return ("rademacher", int(seed), int(biters), tuple((int(s), int(e)) for s, e, _ in blocks))
+
+
+def _draw_cache_lookup(seed, biters, blocks):
+    """``(cached packed blocks, None)`` on a hit; ``(None, [])`` to collect a new design's blocks when they fit
+    in the cache; ``(None, None)`` when nothing is cached (no integer seed, or too large)."""
+    key = _draw_cache_key(seed, biters, blocks)
+    if key is None:
+        return None, None
+    if key in _DRAW_CACHE:
+        _DRAW_CACHE[key] = _DRAW_CACHE.pop(key)  # most recently used last
+        return _DRAW_CACHE[key], None
+    size = biters * sum((e - s + 7) // 8 for s, e, _ in blocks)
+    return None, ([] if size <= _DRAW_CACHE_BYTES else None)
+
+
+def _draw_cache_store(seed, biters, blocks, packed: list) -> None:
+    _DRAW_CACHE[_draw_cache_key(seed, biters, blocks)] = packed
+    while sum(b.nbytes for v in _DRAW_CACHE.values() for b in v) > _DRAW_CACHE_BYTES:
+        _DRAW_CACHE.pop(next(iter(_DRAW_CACHE)))
 
 
 def _boot_summary(bres, m, alp):
@@ -715,10 +803,24 @@ def _fmt(x, nd=4):
     return "NA" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
 
 
-def _intervals(est, se, crit, z) -> dict:
-    """Estimate columns of a tidy table: simultaneous (``crit``) and pointwise (``z``) bands."""
-    return {"estimate": est, "std_error": se, "conf_low": est - crit * se, "conf_high": est + crit * se,
-            "pointwise_low": est - z * se, "pointwise_high": est + z * se}
+def _core(term, est, se, lo, hi, n_treated, n_control) -> dict:
+    """The :data:`TIDY_CORE` columns of a tidy table, in order.
+
+    ``statistic`` :math:`= \\hat\\theta/\\widehat{se}` and ``p_value`` :math:`= 2\\Phi(-|statistic|)`
+    (normal, as R did's summaries); both NaN where the standard error is missing or zero.
+    """
+    est = np.asarray(est, dtype=float)
+    se = np.asarray(se, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stat = np.where(np.isfinite(se) & (se > 0), est / se, np.nan)
+    return {"term": term, "estimate": est, "std_error": se, "statistic": stat, "p_value": _two_sided_p(stat),
+            "conf_low": lo, "conf_high": hi, "n_treated": n_treated, "n_control": n_control}
+
+
+def _intervals(term, est, se, crit, z, n_treated, n_control) -> dict:
+    """The core columns with simultaneous (``crit``) bands as ``conf_*``, and the pointwise (``z``) band."""
+    core = _core(term, est, se, est - crit * se, est + crit * se, n_treated, n_control)
+    return core, {"pointwise_low": est - z * se, "pointwise_high": est + z * se}
 
 
 def _markdown_table(t: pd.DataFrame, cols: Sequence[str]) -> str:
@@ -789,44 +891,43 @@ class ATTgtResult:
         return self.groups <= self.times
 
     def tidy(self) -> pd.DataFrame:
-        """One row per (g, t): ``group, time, estimate, std_error, conf_low, conf_high,
-        pointwise_low, pointwise_high, n_treated, n_control, post``.
+        """One row per (g, t): the :data:`TIDY_CORE` columns (``term`` is ``"ATT(g,t)"``), then
+        ``group, time, pointwise_low, pointwise_high, post`` (:data:`ATT_GT_COLUMNS`).
 
         ``conf_low/conf_high`` use the simultaneous critical value (R did's
-        default ``cband = TRUE``); ``pointwise_*`` use the normal quantile.
+        default ``cband = TRUE``); ``pointwise_*``, ``statistic`` and ``p_value`` use the normal.
         """
         z = ndtri(1 - self.alp / 2)
         c = self.crit_val if np.isfinite(self.crit_val) else z
-        return pd.DataFrame(
-            {
-                "group": self.groups.astype("int64"),
-                "time": self.times.astype("int64"),
-                **_intervals(self.att, self.se, c, z),
-                "n_treated": self.n_treated.astype("int64"),
-                "n_control": self.n_control.astype("int64"),
-                "post": self.post,
-            }
-        )
+        g, t = self.groups.astype("int64"), self.times.astype("int64")
+        core, band = _intervals([f"ATT({a},{b})" for a, b in zip(g, t)], self.att, self.se, c, z,
+                                self.n_treated.astype("int64"), self.n_control.astype("int64"))
+        return pd.DataFrame({**core, "group": g, "time": t, **band, "post": self.post}, columns=list(ATT_GT_COLUMNS))
 
     def pretest(self) -> dict:
         """Wald test that every pre-treatment ATT(g, t) is zero (R did's summary pre-test).
 
         Uses the analytic variance ``V = IF'IF/n`` of the pre-treatment cells with a
-        non-degenerate variance. Returns ``{"statistic", "df", "pvalue"}``
-        (``pvalue`` NaN if there are no pre-periods or ``V`` is singular).
+        non-degenerate variance. Returns ``{"statistic", "df", "p_value"}``
+        (``p_value`` NaN if there are no pre-periods or ``V`` is singular). The key
+        ``"pvalue"`` (same number) is a deprecated alias kept for one release.
         """
         pre = (self.groups > self.times) & np.isfinite(self.se_analytic) & np.isfinite(self.att)
-        if not pre.any():
-            return {"statistic": np.nan, "df": 0, "pvalue": np.nan}
-        IF = self.inffunc[:, pre]
-        n = IF.shape[0]
-        V = IF.T @ IF / n
-        a = self.att[pre]
-        if np.linalg.cond(V) > 1 / np.finfo(float).eps:
-            return {"statistic": np.nan, "df": int(pre.sum()), "pvalue": np.nan}
-        W = float(n * a @ np.linalg.solve(V, a))
-        q = int(pre.sum())
-        return {"statistic": W, "df": q, "pvalue": float(chdtrc(q, W))}
+        W, q = np.nan, int(pre.sum())
+        if pre.any():
+            IF = self.inffunc[:, pre]
+            n = IF.shape[0]
+            V = IF.T @ IF / n
+            a = self.att[pre]
+            if np.linalg.cond(V) <= 1 / np.finfo(float).eps:
+                W = float(n * a @ np.linalg.solve(V, a))
+        if np.isfinite(W):
+            from scipy.special import chdtrc  # only here: see _NORMAL
+
+            p = float(chdtrc(q, W))
+        else:
+            p = np.nan
+        return {"statistic": W, "df": q, "p_value": p, "pvalue": p}
 
     def pretrend_test(self) -> dict:
         """Alias of :meth:`pretest`."""
@@ -859,7 +960,7 @@ class ATTgtResult:
                 f" {_fmt(r.conf_low):>8} {_fmt(r.conf_high):>8}  {r.n_treated:9d} {r.n_control:9d}"
             )
         p = self.pretest()
-        lines.append(f"P-value for pre-test of parallel trends assumption: {_fmt(p['pvalue'], 5)}")
+        lines.append(f"P-value for pre-test of parallel trends assumption: {_fmt(p['p_value'], 5)}")
         lines.append(
             f"Units: {self.n_units}; standard errors: "
             + (f"multiplier bootstrap ({self.biters} draws)" if self.bootstrap else "analytic (influence function)")
@@ -872,7 +973,7 @@ class ATTgtResult:
 
     def _repr_markdown_(self) -> str:
         t = self.tidy()
-        head = f"**ATT(g,t) for `{self.yname}`** ({self.est_method}, {self.control_group}); pre-test p = {_fmt(self.pretest()['pvalue'], 3)}\n\n"
+        head = f"**ATT(g,t) for `{self.yname}`** ({self.est_method}, {self.control_group}); pre-test p = {_fmt(self.pretest()['p_value'], 3)}\n\n"
         return head + _markdown_table(t, ["group", "time", "estimate", "std_error", "conf_low", "conf_high",
                                           "n_treated", "n_control"])
 
@@ -927,34 +1028,25 @@ class AggteResult:
     def tidy(self) -> pd.DataFrame:
         """Overall row first (``key`` missing), then one row per event time / group / period.
 
-        Columns: ``type, level, key, estimate, std_error, conf_low, conf_high,
-        pointwise_low, pointwise_high, n_treated, n_control``. ``conf_*`` of the
-        keyed rows are simultaneous bands; the overall row's are pointwise.
+        Columns (:data:`AGGTE_COLUMNS`): the :data:`TIDY_CORE` (``term`` ``"ATT"`` for the overall
+        row, ``"ATT(e=k)"``, ``"ATT(g=k)"`` or ``"ATT(t=k)"`` for the keyed rows), then ``type, level,
+        key, pointwise_low, pointwise_high``. ``conf_*`` of the keyed rows are simultaneous bands;
+        the overall row's are pointwise.
         """
         z = ndtri(1 - self.alp / 2)
         c = self.crit_val if np.isfinite(self.crit_val) else z
-        overall = pd.DataFrame(
-            {
-                "type": [self.type],
-                "level": ["overall"],
-                "key": pd.array([pd.NA], dtype="Int64"),
-                **_intervals(np.array([self.overall_att]), np.array([self.overall_se]), z, z),
-                "n_treated": [self.n_treated],
-                "n_control": [self.n_control],
-            }
-        )
+        core, band = _intervals(["ATT"], np.array([self.overall_att]), np.array([self.overall_se]), z, z,
+                                [self.n_treated], [self.n_control])
+        overall = pd.DataFrame({**core, "type": [self.type], "level": ["overall"],
+                                "key": pd.array([pd.NA], dtype="Int64"), **band}, columns=list(AGGTE_COLUMNS))
         if self.type == "simple" or len(self.keys) == 0:
             return overall
-        keyed = pd.DataFrame(
-            {
-                "type": self.type,
-                "level": self._LEVEL[self.type],
-                "key": pd.array(self.keys.astype("int64"), dtype="Int64"),
-                **_intervals(self.att, self.se, c, z),
-                "n_treated": self.n_treated_keys.astype("int64"),
-                "n_control": self.n_control_keys.astype("int64"),
-            }
-        )
+        keys = self.keys.astype("int64")
+        letter = {"dynamic": "e", "group": "g", "calendar": "t"}[self.type]
+        core, band = _intervals([f"ATT({letter}={k})" for k in keys], self.att, self.se, c, z,
+                                self.n_treated_keys.astype("int64"), self.n_control_keys.astype("int64"))
+        keyed = pd.DataFrame({**core, "type": self.type, "level": self._LEVEL[self.type],
+                              "key": pd.array(keys, dtype="Int64"), **band}, columns=list(AGGTE_COLUMNS))
         return pd.concat([overall, keyed], ignore_index=True)
 
     def summary(self) -> str:
@@ -1002,10 +1094,12 @@ class DiDEstimate:
     note: str = ""
 
     def tidy(self) -> pd.DataFrame:
-        """One row: ``method, estimate, std_error, conf_low, conf_high, n_obs, n_units, n_treated, n_control, df_resid``."""
-        return pd.DataFrame([{k: getattr(self, k) for k in
-                              ("method", "estimate", "std_error", "conf_low", "conf_high", "n_obs", "n_units",
-                               "n_treated", "n_control", "df_resid")}])
+        """One row (:data:`ESTIMATE_COLUMNS`): the :data:`TIDY_CORE` (``term`` is the method), then
+        ``method, n_obs, n_units, df_resid``. ``p_value`` is the normal one, as the interval."""
+        core = _core([self.method], [self.estimate], [self.std_error], [self.conf_low], [self.conf_high],
+                     [self.n_treated], [self.n_control])
+        return pd.DataFrame({**core, "method": [self.method], "n_obs": [self.n_obs], "n_units": [self.n_units],
+                             "df_resid": [self.df_resid]}, columns=list(ESTIMATE_COLUMNS))
 
     def summary(self) -> str:
         return (f"{self.method}: {_fmt(self.estimate)} (s.e. {_fmt(self.std_error)}; CI {_fmt(self.conf_low)} to "
@@ -1155,22 +1249,9 @@ def att_gt(
     >>> r.tidy()[["group", "time"]].values.tolist()
     [[2003, 2002], [2003, 2003]]
     """
-    check_choice("control_group", control_group, CONTROL_GROUPS)
-    check_choice("est_method", est_method, EST_METHODS)
-    check_choice("base_period", base_period, BASE_PERIODS)
-    if not isinstance(anticipation, (int, np.integer)) or anticipation < 0:
-        raise ValueError(f"anticipation must be a non-negative integer; got {anticipation!r}")
-    if not 0 < alp < 1:
-        raise ValueError(f"alp must be in (0, 1); got {alp!r}")
-    if int(biters) < 1:
-        raise ValueError(f"biters must be a positive integer; got {biters!r}")
-    for name, v in (("overlap_max", overlap_max), ("trim_level", trim_level)):
-        if not (isinstance(v, (int, float)) and 0.5 < float(v) <= 1.0):
-            raise ValueError(f"{name} must be a probability in (0.5, 1]; got {v!r}")
+    _check_att_gt_args(control_group, est_method, base_period, anticipation, alp, biters, overlap_max, trim_level,
+                       unbalanced, panel)
     cband = bool(bootstrap) if cband is None else bool(cband)
-    check_choice("unbalanced", unbalanced, UNBALANCED_MODES)
-    if unbalanced == "pairs" and not panel:
-        raise ValueError("unbalanced='pairs' follows units over time: it needs panel=True; got panel=False")
     clustervars = list(clustervars) if clustervars else []
     covs = parse_xformla(xformla)
     if allow_unbalanced_panel and panel and _is_balanced(df, idname, tname, [yname, *covs] + ([weightsname] if weightsname else [])):
@@ -1183,28 +1264,61 @@ def att_gt(
             clustervars=clustervars, bootstrap=bootstrap, biters=biters, alp=alp, seed=seed, panel=panel,
             cband=cband, overlap_max=overlap_max, trim_level=trim_level, _groups=_groups,
             unbalanced=unbalanced if panel else "rc")
-    P = _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, allow_unbalanced_panel)
-    periods, Y, G, w = P.periods, P.Y, P.G, P.w
-    n, T = Y.shape
-    excl = dict(P.exclusions)
-    notes: list[str] = []
-    na_cells: list[tuple] = []
-    dropped = {k: v for k, v in excl.items() if k in ("units_not_observed_every_period", "units_with_missing_values")}
-    if dropped:
-        # R did warns when it balances the panel; a line in summary() is easy to miss
-        warnings.warn(f"att_gt: balanced panel required (allow_unbalanced_panel=False): dropped "
-                      + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dropped.items())
-                      + "; pass allow_unbalanced_panel=True to keep them", UserWarning, stacklevel=2)
+    # the stages of R did: pre_process_did -> compute.att_gt -> mboot -> MP
+    P, glist, notes = _pre_process(df, yname, tname, idname, gname, covs, weightsname, clustervars,
+                                   control_group, anticipation, _groups)
+    cells = _cell_list(glist, P.periods, anticipation, base_period)
+    S = _sort_by_cohort(P, len(cells))
+    E = _estimate_cells(S, cells, covs, control_group, est_method, anticipation, overlap_max, trim_level)
+    E.notes[:0] = notes
+    small = [int(g) for g in glist if S.size[float(g)] < len(covs) + 5]
+    if small:
+        E.notes.append(f"small cohort(s) {small}: fewer than {len(covs) + 5} units (R did warns likewise)")
+    _warn_na_cells(E.na_cells)
+    if E.R is not None:
+        draws = lambda: _draws_by_cohort(S, E.R, glist, int(biters), seed, progress)  # noqa: E731
+    else:
+        draws = lambda: _draws_dense(E.IF, S.cluster, _cohort_columns(S.G, S.w, glist), int(biters), seed, progress)  # noqa: E731
+    inf = _inference(E.IF, S.cluster, E.att, draws, bootstrap=bootstrap, cband=cband, alp=alp)
+    if np.isfinite(inf.crit) and inf.crit >= 7:
+        E.notes.append(f"simultaneous critical value {inf.crit:.2f} is large; small cohorts or little outcome variation")
+    return _att_gt_result(E, inf, S.G, S.w, S.cluster, S.periods, S.ids, glist, yname=yname, xformla=xformla,
+                          control_group=control_group, est_method=est_method, anticipation=anticipation,
+                          base_period=base_period, bootstrap=bootstrap, biters=biters, alp=alp, seed=seed,
+                          cband=cband, exclusions=P.exclusions)
 
-    # R did drops units treated in the first period with a warning; we refuse, so nothing is silently dropped.
+
+def _check_att_gt_args(control_group, est_method, base_period, anticipation, alp, biters, overlap_max, trim_level,
+                       unbalanced, panel) -> None:
+    """Refuse an invalid choice or number, naming the argument, what is allowed and what was received."""
+    check_choice("control_group", control_group, CONTROL_GROUPS)
+    check_choice("est_method", est_method, EST_METHODS)
+    check_choice("base_period", base_period, BASE_PERIODS)
+    if not isinstance(anticipation, (int, np.integer)) or anticipation < 0:
+        raise ValueError(f"anticipation must be a non-negative integer; got {anticipation!r}")
+    if not 0 < alp < 1:
+        raise ValueError(f"alp must be in (0, 1); got {alp!r}")
+    if int(biters) < 1:
+        raise ValueError(f"biters must be a positive integer; got {biters!r}")
+    for name, v in (("overlap_max", overlap_max), ("trim_level", trim_level)):
+        if not (isinstance(v, (int, float)) and 0.5 < float(v) <= 1.0):
+            raise ValueError(f"{name} must be a probability in (0.5, 1]; got {v!r}")
+    check_choice("unbalanced", unbalanced, UNBALANCED_MODES)
+    if unbalanced == "pairs" and not panel:
+        raise ValueError("unbalanced='pairs' follows units over time: it needs panel=True; got panel=False")
+
+
+def _check_cohorts(G, periods, anticipation, gname, tname, control_group, _groups) -> np.ndarray:
+    """The cohorts to estimate; refuses cohorts without a pre-period (R did drops them with a warning: we
+    drop nothing silently), no treated units, and ``nevertreated`` without never-treated units."""
     glist_all = np.unique(G[G > 0])
     no_pre = [int(g) for g in glist_all if g - anticipation <= periods[0]]
     if no_pre:
         counts = {g: int((G == g).sum()) for g in no_pre}
         raise ValueError(
-            f"df: cohort(s) {counts} (cohort: units) in {gname!r} have no pre-treatment period within "
-            f"{tname} {int(periods[0])}-{int(periods[-1])} (anticipation {anticipation}); ATT(g,t) needs a period "
-            f"before g - anticipation. Drop these units or start the panel earlier."
+            f"df: cohort(s) {counts} (cohort: units) in {gname!r} have no pre-treatment period "
+            f"within {tname} {int(periods[0])}-{int(periods[-1])} (anticipation {anticipation}); ATT(g,t) needs a "
+            f"period before g - anticipation. Drop these units or start the panel earlier."
         )
     glist = glist_all if _groups is None else glist_all[np.isin(glist_all, np.asarray(_groups, dtype=float))]
     if len(glist) == 0:
@@ -1214,198 +1328,300 @@ def att_gt(
             f"df: control_group='nevertreated' but no unit has {gname!r} == 0 (never treated); "
             f"use control_group='notyettreated' or add never-treated units"
         )
-    if control_group == "notyettreated" and not (G == 0).any():
+    return glist
+
+
+def _pre_process(df, yname, tname, idname, gname, covs, weightsname, clustervars, control_group, anticipation,
+                 _groups) -> tuple[_Panel, np.ndarray, list]:
+    """R did's ``pre_process_did`` for a balanced panel: the arrays, the cohorts, notes; warns when units are dropped."""
+    P = _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, False)
+    excl = dict(P.exclusions)
+    notes: list[str] = []
+    dropped = {k: v for k, v in excl.items() if k in ("units_not_observed_every_period", "units_with_missing_values")}
+    if dropped:
+        # R did warns when it balances the panel; a line in summary() is easy to miss
+        warnings.warn(f"att_gt: balanced panel required (allow_unbalanced_panel=False): dropped "
+                      + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dropped.items())
+                      + "; pass allow_unbalanced_panel=True to keep them", UserWarning, stacklevel=3)
+    glist = _check_cohorts(P.G, P.periods, anticipation, gname, tname, control_group, _groups)
+    if control_group == "notyettreated" and not (P.G == 0).any():
         # R did: without never-treated units, the last cohort serves as the comparison and periods from it on are dropped.
         gmax = glist.max()
-        keep_t = periods < gmax - anticipation
+        keep_t = P.periods < gmax - anticipation
         excl["periods_dropped_no_never_treated"] = int((~keep_t).sum())
         notes.append(f"no never-treated units: cohort {int(gmax)} serves as not-yet-treated comparison; periods >= {int(gmax - anticipation)} dropped")
-        periods = periods[keep_t]
-        Y = Y[:, keep_t]
-        P = _Panel(P.ids, periods, Y, np.where(G == gmax, 0.0, G), w, {k: v[:, keep_t] for k, v in P.X.items()}, P.cluster, excl)
-        G = P.G
+        P = _Panel(P.ids, P.periods[keep_t], P.Y[:, keep_t], np.where(P.G == gmax, 0.0, P.G), P.w,
+                   {k: v[:, keep_t] for k, v in P.X.items()}, P.cluster, excl)
         glist = glist[glist < gmax]
-        T = len(periods)
-        if T < 2 or len(glist) == 0:
+        if len(P.periods) < 2 or len(glist) == 0:
             raise ValueError("df: without never-treated units too few periods/cohorts remain to estimate any ATT(g,t)")
+    return _Panel(P.ids, P.periods, P.Y, P.G, P.w, P.X, P.cluster, excl), glist, notes
 
-    cells = []  # (g, target index, base index)
-    if base_period == "varying":
-        for g in glist:
-            b_post = int(np.searchsorted(periods, g - anticipation, side="left")) - 1
-            for ti in range(1, T):
-                if periods[ti] >= g - anticipation:
-                    cells.append((g, ti, b_post))
-                else:
-                    cells.append((g, ti, ti - 1))
-    else:
-        for g in glist:
-            b = int(np.searchsorted(periods, g - anticipation, side="left")) - 1
-            for ti in range(T):
-                cells.append((g, ti, b))
-    k = len(cells)
-    if n * k * 8 > _MAX_IF_BYTES:
+
+def _cell_list(glist, periods, anticipation, base_period) -> list[tuple]:
+    """(g, target index, base index) of every ATT(g, t): the base is ``g - anticipation - 1`` for post
+    cells (and every cell with a universal base), the previous period for pre cells with a varying base."""
+    cells = []
+    T = len(periods)
+    for g in glist:
+        b_post = int(np.searchsorted(periods, g - anticipation, side="left")) - 1
+        for ti in (range(1, T) if base_period == "varying" else range(T)):
+            pre = periods[ti] < g - anticipation
+            cells.append((g, ti, ti - 1 if pre and base_period == "varying" else b_post))
+    return cells
+
+
+@dataclass(frozen=True)
+class _Sorted:
+    """The balanced panel with units sorted by cohort: every cohort is a contiguous block of rows,
+    so a (g, t) cell reads slices (views) of the wide arrays instead of masking all n units."""
+
+    ids: np.ndarray
+    periods: np.ndarray
+    Y: np.ndarray
+    G: np.ndarray
+    w: np.ndarray
+    X: dict
+    cluster: np.ndarray | None
+    cvals: np.ndarray
+    cstart: np.ndarray
+    block: dict
+    size: dict
+
+
+def _sort_by_cohort(P: _Panel, n_cells: int) -> _Sorted:
+    n = P.Y.shape[0]
+    if n * n_cells * 8 > _MAX_IF_BYTES:
         raise MemoryError(
-            f"influence functions would need {n * k * 8 / 2**30:.1f} GiB ({n} units x {k} cells); "
+            f"influence functions would need {n * n_cells * 8 / 2**30:.1f} GiB ({n} units x {n_cells} cells); "
             f"restrict the periods or cohorts, or raise reach.did._MAX_IF_BYTES"
         )
-    # Units sorted by cohort: every cohort is a contiguous block of rows, so a (g, t) cell reads
-    # slices (views) of the wide outcome array instead of masking all n units.
-    order = np.argsort(G, kind="stable")
-    G, w = G[order], w[order]
-    Y = np.asfortranarray(Y[order])
-    Xs = {c: np.asfortranarray(v[order]) for c, v in P.X.items()}
-    cluster = None if P.cluster is None else P.cluster[order]
+    order = np.argsort(P.G, kind="stable")
+    G = P.G[order]
     cvals, cstart, csize = np.unique(G, return_index=True, return_counts=True)
-    block = {float(c): slice(int(s), int(s + m)) for c, s, m in zip(cvals, cstart, csize)}
-    size = {float(c): int(m) for c, m in zip(cvals, csize)}
-    never = block.get(0.0)
+    return _Sorted(ids=np.asarray(P.ids)[order], periods=P.periods, Y=np.asfortranarray(P.Y[order]), G=G,
+                   w=P.w[order], X={c: np.asfortranarray(v[order]) for c, v in P.X.items()},
+                   cluster=None if P.cluster is None else P.cluster[order], cvals=cvals, cstart=cstart,
+                   block={float(c): slice(int(s), int(s + m)) for c, s, m in zip(cvals, cstart, csize)},
+                   size={float(c): int(m) for c, m in zip(cvals, csize)})
 
-    IF = np.zeros((n, k), order="F")  # column = one cell, contiguous
+
+@dataclass
+class _CellEstimates:
+    """What the cell stage produces (filled cell by cell): estimates, influence functions, counts, NA cells."""
+
+    groups: np.ndarray
+    times: np.ndarray
+    bases: np.ndarray
+    att: np.ndarray
+    IF: np.ndarray
+    n_tr: np.ndarray
+    n_co: np.ndarray
+    R: np.ndarray | None = None  # no covariates: IF = (per-cohort columns of w Y) @ R (see _nocov_cell)
+    na_cells: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, cells, periods, n, order="F"):
+        k = len(cells)
+        return cls(groups=np.array([c[0] for c in cells], dtype=float),
+                   times=np.array([periods[c[1]] for c in cells], dtype=float),
+                   bases=np.array([periods[c[2]] for c in cells], dtype=float), att=np.full(k, np.nan),
+                   IF=np.zeros((n, k), order=order),  # column = one cell, contiguous
+                   n_tr=np.zeros(k, dtype=np.int64), n_co=np.zeros(k, dtype=np.int64))
+
+
+def _estimate_cells(S: _Sorted, cells, covs, control_group, est_method, anticipation, overlap_max,
+                    trim_level) -> _CellEstimates:
+    """R did's ``compute.att_gt``: every ATT(g, t) and its influence function over all n units."""
+    n, T = S.Y.shape
+    E = _CellEstimates.empty(cells, S.periods, n)
     # Without covariates IF[:, j] = sum over cohorts c of R[(c, period), j] * w_i Y_i,period (and
     # R[(c, T), j] * w_i): the bootstrap then needs only the per-cohort sums of U w Y (T + 1 columns),
     # not all k cells. Y is centred per period first so the sums do not cancel.
-    structured = not covs and cluster is None
-    mu = Y.mean(axis=0)
-    cpos = {float(c): i for i, c in enumerate(cvals)}
-    R = np.zeros((len(cvals) * (T + 1), k)) if structured else None
-    att = np.full(k, np.nan)
-    n_tr = np.zeros(k, dtype=np.int64)
-    n_co = np.zeros(k, dtype=np.int64)
-    groups = np.array([c[0] for c in cells], dtype=float)
-    times = np.array([periods[c[1]] for c in cells], dtype=float)
-    bases = np.array([periods[c[2]] for c in cells], dtype=float)
-    des_key, des, last_beta = None, None, {}
+    if not covs and S.cluster is None:
+        E.R = np.zeros((len(S.cvals) * (T + 1), len(cells)))
+    mu = S.Y.mean(axis=0)
+    cpos = {float(c): i for i, c in enumerate(S.cvals)}
+    never = S.block.get(0.0)
+    designs = _DesignCache(S, covs, est_method, overlap_max, trim_level)
     for j, (g, ti, bi) in enumerate(cells):
+        E.n_tr[j] = S.size[float(g)]
         if ti == bi:  # universal base: the reference period itself
-            att[j] = 0.0
-            n_tr[j] = size[float(g)]
-            n_co[j] = size.get(0.0, 0) if control_group == "nevertreated" else 0
+            E.att[j] = 0.0
+            E.n_co[j] = S.size.get(0.0, 0) if control_group == "nevertreated" else 0
             continue
         if control_group == "nevertreated":
             ctrl = [never] if never is not None else []
         else:
-            tc = periods[max(ti, bi)]
-            ctrl = [block[c] for c in cvals if c == 0 or (c > tc + anticipation and c != g)]
-        tr = block[float(g)]
-        n_tr[j] = size[float(g)]
-        n_co[j] = sum(s.stop - s.start for s in ctrl)
-        if n_co[j] == 0:
-            notes.append(f"ATT({int(g)},{int(periods[ti])}): no comparison units; left missing")
-            na_cells.append((g, periods[ti], "no comparison units"))
+            tc = S.periods[max(ti, bi)]
+            ctrl = [S.block[c] for c in S.cvals if c == 0 or (c > tc + anticipation and c != g)]
+        E.n_co[j] = sum(s.stop - s.start for s in ctrl)
+        if E.n_co[j] == 0:
+            E.notes.append(f"ATT({int(g)},{int(S.periods[ti])}): no comparison units; left missing")
+            E.na_cells.append((g, S.periods[ti], "no comparison units"))
             continue
-        if not covs and est_method in ("dr", "ipw") and n_tr[j] / (n_tr[j] + n_co[j]) >= overlap_max:
+        share = E.n_tr[j] / (E.n_tr[j] + E.n_co[j])
+        if not covs and est_method in ("dr", "ipw") and share >= overlap_max:
             # R did's guard with an intercept-only score: the cohort's share of the cell
-            na_cells.append((g, periods[ti], f"overlap fails: cohort is {n_tr[j] / (n_tr[j] + n_co[j]):.4f} "
-                                             f">= overlap_max {overlap_max} of the cell's units"))
+            E.na_cells.append((g, S.periods[ti], f"overlap fails: cohort is {share:.4f} >= overlap_max "
+                                                  f"{overlap_max} of the cell's units"))
             continue
         if not covs:
-            # closed form: all three methods reduce to a difference of weighted mean changes
-            dY1 = Y[tr, ti] - Y[tr, bi]
-            W1 = w[tr].sum()
-            m1 = _dot(w[tr], dY1) / W1
-            dY0 = [Y[s, ti] - Y[s, bi] for s in ctrl]
-            W0 = sum(w[s].sum() for s in ctrl)
-            m0 = sum(_dot(w[s], d) for s, d in zip(ctrl, dY0)) / W0
-            att[j] = m1 - m0
-            IF[tr, j] = (n / W1) * w[tr] * (dY1 - m1)
-            for s, d in zip(ctrl, dY0):
-                IF[s, j] = (-n / W0) * w[s] * (d - m0)
-            if structured:
-                shift = mu[ti] - mu[bi]
-                for c, f, mm in [(float(g), n / W1, m1)] + [(float(G[s.start]), -n / W0, m0) for s in ctrl]:
-                    base = cpos[c] * (T + 1)
-                    R[base + ti, j] += f
-                    R[base + bi, j] -= f
-                    R[base + T, j] -= f * (mm - shift)
+            _nocov_cell(S, E, j, g, ti, bi, ctrl, mu, cpos)
         else:
-            cov_t = min(ti, bi)
-            key = (float(g), cov_t, tuple(s.start for s in ctrl))
-            if key != des_key:  # cells sharing the key (a cohort's post-treatment cells) reuse the fits
-                Xr = np.empty((1 + len(covs), n_tr[j] + n_co[j]))
-                Xr[0] = 1.0
-                for r_, c in enumerate(covs, start=1):
-                    Xr[r_] = np.concatenate([Xs[c][s, cov_t] for s in [tr, *ctrl]])
-                wc = np.concatenate([w[s] for s in [tr, *ctrl]])
-                des = _CovDesign(Xr, wc, n_tr[j], est_method, beta0=last_beta.get(float(g)),
-                                 overlap_max=overlap_max, trim_level=trim_level)
-                if des.n_trimmed:
-                    notes.append(f"cohort {int(g)}, covariates of {int(periods[cov_t])}: {des.n_trimmed} comparison "
-                                 f"unit(s) with propensity score >= trim_level {trim_level} get weight zero (DRDID)")
-                des_key = key
-                if des.beta is not None:
-                    last_beta[float(g)] = des.beta
-            if des.ok:  # controls may be several cohort blocks (not-yet-treated)
-                dY_c = np.concatenate([Y[s, ti] - Y[s, bi] for s in ctrl]) if len(ctrl) > 1 else Y[ctrl[0], ti] - Y[ctrl[0], bi]
-                a, inf_t, inf_c = des.estimate(Y[tr, ti] - Y[tr, bi], dY_c, est_method)
-            if not des.ok:
-                if des.reason.startswith("overlap"):
-                    na_cells.append((g, periods[ti], des.reason))
-                else:
-                    notes.append(f"ATT({int(g)},{int(periods[ti])}): covariate model could not be estimated (singular design or separation); left missing")
-                    na_cells.append((g, periods[ti], des.reason or "covariate model could not be estimated"))
-                continue
-            att[j] = a
-            scale = n / des.m
-            IF[tr, j] = scale * inf_t
-            pos = 0
-            for s in ctrl:
-                IF[s, j] = scale * inf_c[pos:pos + s.stop - s.start]
-                pos += s.stop - s.start
-    small = [int(g) for g in glist if size[float(g)] < len(covs) + 5]
-    if small:
-        notes.append(f"small cohort(s) {small}: fewer than {len(covs) + 5} units (R did warns likewise)")
+            _cov_cell(S, E, j, g, ti, bi, ctrl, designs)
+    return E
 
-    se_an = _analytic_se(IF, cluster)
-    se_an = np.where(np.isfinite(att), se_an, np.nan)
-    _warn_na_cells(na_cells)
+
+def _nocov_cell(S: _Sorted, E: _CellEstimates, j, g, ti, bi, ctrl, mu, cpos) -> None:
+    """Closed form without covariates: all three methods reduce to a difference of weighted mean changes."""
+    n, T = S.Y.shape
+    Y, w = S.Y, S.w
+    tr = S.block[float(g)]
+    dY1 = Y[tr, ti] - Y[tr, bi]
+    W1 = w[tr].sum()
+    m1 = _dot(w[tr], dY1) / W1
+    dY0 = [Y[s, ti] - Y[s, bi] for s in ctrl]
+    W0 = sum(w[s].sum() for s in ctrl)
+    m0 = sum(_dot(w[s], d) for s, d in zip(ctrl, dY0)) / W0
+    E.att[j] = m1 - m0
+    E.IF[tr, j] = (n / W1) * w[tr] * (dY1 - m1)
+    for s, d in zip(ctrl, dY0):
+        E.IF[s, j] = (-n / W0) * w[s] * (d - m0)
+    if E.R is not None:
+        shift = mu[ti] - mu[bi]
+        for c, f, mm in [(float(g), n / W1, m1)] + [(float(S.G[s.start]), -n / W0, m0) for s in ctrl]:
+            base = cpos[c] * (T + 1)
+            E.R[base + ti, j] += f
+            E.R[base + bi, j] -= f
+            E.R[base + T, j] -= f * (mm - shift)
+
+
+class _DesignCache:
+    """The covariate design of the current (cohort, covariate period, control set); cells sharing the
+    key (a cohort's post-treatment cells) reuse the fits, and each cohort's logit starts from its last one."""
+
+    def __init__(self, S, covs, est_method, overlap_max, trim_level):
+        self.S, self.covs, self.method = S, covs, est_method
+        self.overlap_max, self.trim_level = overlap_max, trim_level
+        self.key, self.des, self.last_beta = None, None, {}
+        # Covariates constant over time (sector, a baseline size) give every period the same design: a cohort's
+        # pre-treatment cells then share its post-treatment cells' fits instead of one logit per period.
+        self.invariant = all(bool((S.X[c] == S.X[c][:, :1]).all()) for c in covs)
+
+    def get(self, g, cov_t, tr, ctrl, notes) -> _CovDesign:
+        key = (float(g), None if self.invariant else cov_t, tuple(s.start for s in ctrl))
+        if key == self.key:
+            return self.des
+        S = self.S
+        m_t = tr.stop - tr.start
+        m = m_t + sum(s.stop - s.start for s in ctrl)
+        Xr = np.empty((1 + len(self.covs), m))
+        Xr[0] = 1.0
+        for r_, c in enumerate(self.covs, start=1):
+            Xr[r_] = np.concatenate([S.X[c][s, cov_t] for s in [tr, *ctrl]])
+        wc = np.concatenate([S.w[s] for s in [tr, *ctrl]])
+        des = _CovDesign(Xr, wc, m_t, self.method, beta0=self.last_beta.get(float(g)),
+                         overlap_max=self.overlap_max, trim_level=self.trim_level)
+        if des.n_trimmed:
+            notes.append(f"cohort {int(g)}, covariates of {int(S.periods[cov_t])}: {des.n_trimmed} comparison "
+                         f"unit(s) with propensity score >= trim_level {self.trim_level} get weight zero (DRDID)")
+        if des.beta is not None:
+            self.last_beta[float(g)] = des.beta
+        self.key, self.des = key, des
+        return des
+
+
+def _cov_cell(S: _Sorted, E: _CellEstimates, j, g, ti, bi, ctrl, designs: _DesignCache) -> None:
+    """A cell with covariates (taken at the earlier of its two periods) through the shared :class:`_CovDesign`."""
+    n = S.Y.shape[0]
+    Y = S.Y
+    tr = S.block[float(g)]
+    des = designs.get(g, min(ti, bi), tr, ctrl, E.notes)
+    if not des.ok:
+        if des.reason.startswith("overlap"):
+            E.na_cells.append((g, S.periods[ti], des.reason))
+        else:
+            E.notes.append(f"ATT({int(g)},{int(S.periods[ti])}): covariate model could not be estimated (singular design or separation); left missing")
+            E.na_cells.append((g, S.periods[ti], des.reason or "covariate model could not be estimated"))
+        return
+    # controls may be several cohort blocks (not-yet-treated)
+    dY_c = np.concatenate([Y[s, ti] - Y[s, bi] for s in ctrl]) if len(ctrl) > 1 else Y[ctrl[0], ti] - Y[ctrl[0], bi]
+    a, inf_t, inf_c = des.estimate(Y[tr, ti] - Y[tr, bi], dY_c, designs.method)
+    E.att[j] = a
+    scale = n / des.m
+    E.IF[tr, j] = scale * inf_t
+    pos = 0
+    for s in ctrl:
+        E.IF[s, j] = scale * inf_c[pos:pos + s.stop - s.start]
+        pos += s.stop - s.start
+
+
+# --------------------------------------------------------------------------- inference
+@dataclass(frozen=True)
+class _Inference:
+    se: np.ndarray
+    se_analytic: np.ndarray
+    crit: float
+    boot_draws: np.ndarray | None = None
+    cohort_draws: np.ndarray | None = None
+    m: int = 0
+
+
+def _draws_by_cohort(S: _Sorted, R, glist, biters, seed, progress):
+    """Bootstrap draws without covariates: only the per-cohort sums of U w (Y - mean) and of U w are drawn
+    (``T + 1`` columns per cohort), then mapped to the cells by ``R`` and to the cohort indicators."""
+    n, T = S.Y.shape
+    mu = S.Y.mean(axis=0)
+    WY = np.empty((n, T + 1), order="F")
+    WY[:, :T] = (S.Y - mu) * S.w[:, None]
+    WY[:, T] = S.w
+    # float32 products: the centred sums lose ~1e-6 relative, far below the bootstrap's own noise
+    D, m = _multiplier_bootstrap(WY, None, biters, seed, progress, segments=S.cstart[1:], dtype=np.float32)
+    cpos = {float(c): i for i, c in enumerate(S.cvals)}
+    zcols = np.array([cpos[float(g)] * (T + 1) + T for g in glist], dtype=np.int64)
+    return D @ R, D[:, zcols], m
+
+
+def _draws_dense(IF, cluster, Z, biters, seed, progress):
+    """Bootstrap draws of the cells' influence functions and of the cohort columns ``Z``, with the same multipliers."""
+    k = IF.shape[1]
+    bres_all, m = _multiplier_bootstrap(IF, cluster, biters, seed, progress, extra=Z)
+    return bres_all[:, :k], bres_all[:, k:], m
+
+
+def _inference(IF, cluster, att, draws, *, bootstrap, cband, alp) -> _Inference:
+    """Analytic standard errors; the multiplier bootstrap (``draws()``) only when its standard errors or the
+    uniform band are asked for. The cohort indicators are drawn with the same multipliers: :func:`aggte`'s
+    influence functions are linear in the cells' and theirs, so it maps these draws instead of redrawing."""
+    se_an = np.where(np.isfinite(att), _analytic_se(IF, cluster), np.nan)
     if not (bootstrap or cband):  # nothing needs the multiplier bootstrap: do not run it
-        return ATTgtResult(
-            groups=_readonly(groups), times=_readonly(times), base_times=_readonly(bases), att=_readonly(att),
-            se=_readonly(se_an), se_analytic=_readonly(se_an), crit_val=np.nan, n_treated=_readonly(n_tr),
-            n_control=_readonly(n_co), inffunc=_readonly(IF), unit_cohort=_readonly(G),
-            unit_weight=_readonly(w), cluster=None if cluster is None else _readonly(cluster),
-            periods=_readonly(periods.copy()), n_units=int(n), yname=yname, xformla=xformla,
-            control_group=control_group, est_method=est_method, anticipation=int(anticipation),
-            base_period=base_period, bootstrap=False, biters=int(biters), alp=float(alp), seed=int(seed),
-            exclusions=excl, notes=tuple(dict.fromkeys(notes)), cband=False, na_cells=_na_frame(na_cells),
-            unit_ids=_readonly(np.asarray(P.ids)[order]),
-        )
-    # The cohort indicators (times the weight) are bootstrapped with the same draws: aggte's
-    # influence functions are linear in the cells' and these, so it reuses the draws instead of redrawing.
-    if structured:
-        WY = np.empty((n, T + 1), order="F")
-        WY[:, :T] = (Y - mu) * w[:, None]
-        WY[:, T] = w
-        # float32 products: the centred sums lose ~1e-6 relative, far below the bootstrap's own noise
-        S, m = _multiplier_bootstrap(WY, None, int(biters), seed, progress, segments=cstart[1:], dtype=np.float32)
-        bres = S @ R
-        zcols = np.array([cpos[float(g)] * (T + 1) + T for g in glist], dtype=np.int64)
-        bres_all = np.column_stack([bres, S[:, zcols]])
-    else:
-        Z = _cohort_columns(G, w, glist)
-        bres_all, m = _multiplier_bootstrap(IF, cluster, int(biters), seed, progress, extra=Z)
-        bres = bres_all[:, :k]
+        return _Inference(se=se_an, se_analytic=se_an, crit=np.nan, m=IF.shape[0])
+    bres, Zd, m = draws()
     se_b, crit = _boot_summary(bres, m, alp)
-    se = se_b if bootstrap else se_an
-    se = np.where(np.isfinite(att), se, np.nan)
-    if not cband:
-        crit = np.nan
-    if np.isfinite(crit) and crit >= 7:
-        notes.append(f"simultaneous critical value {crit:.2f} is large; small cohorts or little outcome variation")
+    se = np.where(np.isfinite(att), se_b, np.nan) if bootstrap else se_an
+    return _Inference(se=se, se_analytic=se_an, crit=float(crit) if cband else np.nan, boot_draws=bres,
+                      cohort_draws=Zd, m=int(m))
 
+
+def _att_gt_result(E: _CellEstimates, inf: _Inference, G, w, cluster, periods, ids, glist, *, yname, xformla,
+                   control_group, est_method, anticipation, base_period, bootstrap, biters, alp, seed, cband,
+                   exclusions, **extra) -> ATTgtResult:
+    """The immutable result of the stages (R did's ``MP`` object)."""
+    ro = _readonly
+    boot = inf.boot_draws is not None
     return ATTgtResult(
-        groups=_readonly(groups), times=_readonly(times), base_times=_readonly(bases), att=_readonly(att),
-        se=_readonly(se), se_analytic=_readonly(se_an), crit_val=float(crit), n_treated=_readonly(n_tr),
-        n_control=_readonly(n_co), inffunc=_readonly(IF), unit_cohort=_readonly(G),
-        unit_weight=_readonly(w), cluster=None if cluster is None else _readonly(cluster),
-        periods=_readonly(periods.copy()), n_units=int(n), yname=yname, xformla=xformla,
-        control_group=control_group, est_method=est_method, anticipation=int(anticipation),
-        base_period=base_period, bootstrap=bool(bootstrap), biters=int(biters), alp=float(alp), seed=int(seed),
-        exclusions=excl, notes=tuple(dict.fromkeys(notes)),
-        boot_draws=_readonly(bres), boot_cohorts=_readonly(np.asarray(glist, dtype=float)),
-        boot_cohort_draws=_readonly(bres_all[:, k:]), n_boot_units=int(m), cband=cband,
-        na_cells=_na_frame(na_cells), unit_ids=_readonly(np.asarray(P.ids)[order]),
+        groups=ro(E.groups), times=ro(E.times), base_times=ro(E.bases), att=ro(E.att), se=ro(inf.se),
+        se_analytic=ro(inf.se_analytic), crit_val=float(inf.crit), n_treated=ro(E.n_tr), n_control=ro(E.n_co),
+        inffunc=ro(E.IF), unit_cohort=ro(G), unit_weight=ro(w), cluster=None if cluster is None else ro(cluster),
+        periods=ro(np.asarray(periods, dtype=float).copy()), n_units=int(E.IF.shape[0]), yname=yname,
+        xformla=xformla, control_group=control_group, est_method=est_method, anticipation=int(anticipation),
+        base_period=base_period, bootstrap=bool(bootstrap) and boot, biters=int(biters), alp=float(alp),
+        seed=int(seed), exclusions=exclusions, notes=tuple(dict.fromkeys(E.notes)),
+        boot_draws=ro(inf.boot_draws) if boot else None, boot_cohorts=ro(np.asarray(glist, dtype=float)),
+        boot_cohort_draws=ro(inf.cohort_draws) if boot else None, n_boot_units=int(inf.m), cband=bool(cband) and boot,
+        na_cells=_na_frame(E.na_cells), unit_ids=ro(np.asarray(ids)), **extra,
     )
 
 
@@ -1527,52 +1743,87 @@ def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, contro
     moved by firms entering or leaving between the two periods (a change of composition),
     and on a balanced panel it is exactly the balanced estimator.
     """
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"df must be a pandas DataFrame; got {type(df).__name__}")
-    extra_cluster = [c for c in clustervars if c != idname]
-    if len(extra_cluster) > 1:
-        raise ValueError(f"clustervars: at most one variable besides idname ({idname!r}); got {clustervars!r}")
-    cols = list(dict.fromkeys([yname, tname, gname, *covs] + ([idname] if idname else [])
-                              + ([weightsname] if weightsname else []) + extra_cluster))
-    require_columns(df, cols)
-    d = df[cols]
-    for c in [yname, tname, gname, *covs] + ([weightsname] if weightsname else []):
-        if not (pd.api.types.is_numeric_dtype(d[c]) or pd.api.types.is_bool_dtype(d[c])):
-            raise TypeError(f"df: column {c!r} must be numeric; got dtype {d[c].dtype}")
+    rows = _long_rows(df, yname, tname, idname, gname, covs, weightsname, clustervars, panel)
+    glist = _check_cohorts(rows.G_unit, rows.periods, anticipation, gname, tname, control_group, _groups)
+    cells = _cell_list(glist, rows.periods, anticipation, base_period)
+    if unbalanced == "pairs":
+        E = _pairs_cells(rows, cells, covs, control_group, est_method, anticipation, overlap_max, trim_level)
+    else:
+        E = _rc_cells(rows, cells, covs, control_group, est_method, anticipation, overlap_max, trim_level)
+    _warn_na_cells(E.na_cells)
+    w_unit = rows.w_unit / rows.w_unit.mean()
+    inf = _inference(E.IF, rows.cluster, E.att, lambda: _draws_dense(
+        E.IF, rows.cluster, _cohort_columns(rows.G_unit, w_unit, glist), int(biters), seed, None),
+        bootstrap=bootstrap, cband=cband, alp=alp)
+    return _att_gt_result(E, inf, rows.G_unit, w_unit, rows.cluster, rows.periods, rows.ids, glist, yname=yname,
+                          xformla=xformla, control_group=control_group, est_method=est_method,
+                          anticipation=anticipation, base_period=base_period, bootstrap=bootstrap, biters=biters,
+                          alp=alp, seed=seed, cband=cband, exclusions=rows.exclusions, panel=bool(panel),
+                          allow_unbalanced_panel=True, unbalanced=unbalanced)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The long rows of an unbalanced panel or of repeated cross sections, as arrays (``uid``: unit of a row)."""
+
+    uid: np.ndarray
+    ids: np.ndarray
+    periods: np.ndarray
+    tcode: np.ndarray
+    y: np.ndarray
+    G: np.ndarray
+    w: np.ndarray
+    X: np.ndarray           # (rows, 1 + covariates), intercept first
+    G_unit: np.ndarray
+    w_unit: np.ndarray
+    cluster: np.ndarray | None
+    exclusions: dict
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+
+def _unit_codes_checked(d, idname, tname, yname, gname, weightsname, extra_cluster):
+    """Unit codes of the rows; refuses missing ids, repeated (unit, period) pairs and unit-level columns that vary."""
+    uid, ids = pd.factorize(d[idname], sort=True)
+    if (uid < 0).any():
+        raise ValueError(f"df: column {idname!r} has missing values. Examples:\n{examples(d, uid < 0, [idname, tname, yname])}")
+    dup = d.duplicated([idname, tname], keep=False).to_numpy()
+    if dup.any():
+        raise ValueError(f"df: {int(dup.sum())} rows share a ({idname}, {tname}) pair; one row per unit and period is "
+                         f"required. Examples:\n{examples(d, dup, [idname, tname, yname, gname])}")
+    for c in [gname] + ([weightsname] if weightsname else []) + extra_cluster:
+        nun = d.groupby(uid)[c].nunique(dropna=False)
+        if (nun > 1).any():
+            badu = np.isin(uid, nun.index[nun > 1])
+            what = "first treatment period" if c == gname else ("weights" if c == weightsname else "cluster variable")
+            raise ValueError(f"df: column {c!r} ({what}) varies within {idname} for {int((nun > 1).sum())} unit(s); "
+                             f"it must be constant per unit. Examples:\n{examples(d, badu, [idname, tname, c])}")
+    return uid, np.asarray(ids)
+
+
+def _long_rows(df, yname, tname, idname, gname, covs, weightsname, clustervars, panel) -> _Rows:
+    """Pre-processing of the unbalanced / repeated-cross-section path: rows with a missing value are dropped
+    and counted (R did drops them with a warning), units observed in some periods only are kept and counted."""
+    extra_cluster = _extra_cluster(clustervars, idname)
+    wcol = [weightsname] if weightsname else []
+    cols = list(dict.fromkeys([yname, tname, gname, *covs] + ([idname] if idname else []) + wcol + extra_cluster))
+    need = [yname, tname, gname, *covs] + wcol
+    d = _numeric_frame(df, cols, need)
     excl: dict[str, int] = {}
-    notes: list[str] = []
-    na_cells: list[tuple] = []
-    need = [yname, tname, gname, *covs] + ([weightsname] if weightsname else [])
     bad = d[need].isna().any(axis=1).to_numpy()
     if bad.any():
-        # R did drops rows with missing values (with a warning); we count them
         excl["rows_with_missing_values"] = int(bad.sum())
-        warnings.warn(f"att_gt: {int(bad.sum())} row(s) with missing values in {need} dropped", UserWarning, stacklevel=3)
+        warnings.warn(f"att_gt: {int(bad.sum())} row(s) with missing values in {need} dropped", UserWarning, stacklevel=4)
         d = d.loc[~bad]
     if panel:
-        uid, ids = pd.factorize(d[idname], sort=True)
-        if (uid < 0).any():
-            raise ValueError(f"df: column {idname!r} has missing values. Examples:\n{examples(d, uid < 0, [idname, tname, yname])}")
-        dup = d.duplicated([idname, tname], keep=False).to_numpy()
-        if dup.any():
-            raise ValueError(f"df: {int(dup.sum())} rows share a ({idname}, {tname}) pair; one row per unit and period is "
-                             f"required. Examples:\n{examples(d, dup, [idname, tname, yname, gname])}")
-        for c in [gname] + ([weightsname] if weightsname else []) + extra_cluster:
-            nun = d.groupby(uid)[c].nunique(dropna=False)
-            if (nun > 1).any():
-                badu = np.isin(uid, nun.index[nun > 1])
-                what = "first treatment period" if c == gname else ("weights" if c == weightsname else "cluster variable")
-                raise ValueError(f"df: column {c!r} ({what}) varies within {idname} for {int((nun > 1).sum())} unit(s); "
-                                 f"it must be constant per unit. Examples:\n{examples(d, badu, [idname, tname, c])}")
+        uid, ids = _unit_codes_checked(d, idname, tname, yname, gname, weightsname, extra_cluster)
     else:
-        uid = np.arange(len(d))
-        ids = np.arange(len(d))
+        uid = ids = np.arange(len(d))
     n = len(ids)
     t_row = d[tname].to_numpy(dtype=float)
     periods = np.unique(t_row)
-    T = len(periods)
-    tcode = np.searchsorted(periods, t_row)
-    y = d[yname].to_numpy(dtype=float)
     G = d[gname].to_numpy(dtype=float)
     if (G < 0).any():
         raise ValueError(f"df: column {gname!r} must be 0 (never treated) or a period; got negatives")
@@ -1583,17 +1834,14 @@ def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, contro
     w = d[weightsname].to_numpy(dtype=float) if weightsname else np.ones(len(d))
     if (w < 0).any():
         raise ValueError(f"df: weights {weightsname!r} must be non-negative")
-    Xall = np.column_stack([np.ones(len(d))] + [d[c].to_numpy(dtype=float) for c in covs])
     if panel:
         nper = np.bincount(uid, minlength=n)
-        if (nper < T).any():
-            excl["units_not_observed_every_period_kept"] = int((nper < T).sum())
+        if (nper < len(periods)).any():
+            excl["units_not_observed_every_period_kept"] = int((nper < len(periods)).sum())
         if (nper == 1).any():
             excl["units_observed_once_kept"] = int((nper == 1).sum())
-    G_unit = np.zeros(n)
-    G_unit[uid] = G
-    w_unit = np.zeros(n)
-    w_unit[uid] = w
+    G_unit, w_unit = np.zeros(n), np.zeros(n)
+    G_unit[uid], w_unit[uid] = G, w
     cluster = None
     if extra_cluster:
         cc = pd.factorize(d[extra_cluster[0]])[0]
@@ -1602,123 +1850,113 @@ def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, contro
         cl_unit = np.zeros(n, dtype=np.int64)
         cl_unit[uid] = cc
         cluster = pd.factorize(cl_unit)[0]
+    return _Rows(uid=uid, ids=ids, periods=periods, tcode=np.searchsorted(periods, t_row), y=d[yname].to_numpy(dtype=float),
+                 G=G, w=w, X=np.column_stack([np.ones(len(d))] + [d[c].to_numpy(dtype=float) for c in covs]),
+                 G_unit=G_unit, w_unit=w_unit, cluster=cluster, exclusions=excl)
 
-    glist_all = np.unique(G[G > 0])
-    no_pre = [int(g) for g in glist_all if g - anticipation <= periods[0]]
-    if no_pre:
-        raise ValueError(
-            f"df: cohort(s) {no_pre} in {gname!r} have no pre-treatment period within {tname} "
-            f"{int(periods[0])}-{int(periods[-1])} (anticipation {anticipation}); drop these units or start earlier.")
-    glist = glist_all if _groups is None else glist_all[np.isin(glist_all, np.asarray(_groups, dtype=float))]
-    if len(glist) == 0:
-        raise ValueError(f"df: no treated units (all {gname!r} are 0 or after the last period)")
-    if control_group == "nevertreated" and not (G == 0).any():
-        raise ValueError(f"df: control_group='nevertreated' but no unit has {gname!r} == 0 (never treated); "
-                         f"use control_group='notyettreated' or add never-treated units")
-    cells = []
-    for g in glist:
-        b_post = int(np.searchsorted(periods, g - anticipation, side="left")) - 1
-        rng_t = range(1, T) if base_period == "varying" else range(T)
-        for ti in rng_t:
-            if periods[ti] >= g - anticipation:
-                cells.append((g, ti, b_post))
-            else:
-                cells.append((g, ti, ti - 1 if base_period == "varying" else b_post))
-    k = len(cells)
-    IF = np.zeros((n, k))
-    att = np.full(k, np.nan)
-    n_tr = np.zeros(k, dtype=np.int64)
-    n_co = np.zeros(k, dtype=np.int64)
-    groups = np.array([c[0] for c in cells], dtype=float)
-    times = np.array([periods[c[1]] for c in cells], dtype=float)
-    bases = np.array([periods[c[2]] for c in cells], dtype=float)
-    pairs = unbalanced == "pairs"
-    if pairs:
-        Yw = np.full((n, T), np.nan)
-        Yw[uid, tcode] = y
-        Xw = [np.full((n, T), np.nan) for _ in covs]
-        for c_, xw in enumerate(Xw):
-            xw[uid, tcode] = Xall[:, c_ + 1]
+
+def _is_control(G, g, tc, control_group, anticipation) -> np.ndarray:
+    """Comparison units (or rows) of cohort g in a cell whose later period is ``tc``."""
+    if control_group == "nevertreated":
+        return G == 0
+    return (G == 0) | ((G > tc + anticipation) & (G != g))
+
+
+def _pairs_cells(rows: _Rows, cells, covs, control_group, est_method, anticipation, overlap_max,
+                 trim_level) -> _CellEstimates:
+    """``unbalanced="pairs"``: each cell on the units observed (outcome and covariates) in both its periods,
+    with the panel estimator: the closed form without covariates, :class:`_CovDesign` with them."""
+    n, T = rows.n, len(rows.periods)
+    E = _CellEstimates.empty(cells, rows.periods, n, order="C")
+    Yw = np.full((n, T), np.nan)
+    Yw[rows.uid, rows.tcode] = rows.y
+    Xw = [np.full((n, T), np.nan) for _ in covs]
+    for c_, xw in enumerate(Xw):
+        xw[rows.uid, rows.tcode] = rows.X[:, c_ + 1]
+    obs = np.isfinite(Yw)
+    G, w = rows.G_unit, rows.w_unit
     for j, (g, ti, bi) in enumerate(cells):
         if ti == bi:
-            att[j] = 0.0
+            E.att[j] = 0.0
             continue
-        tc = periods[max(ti, bi)]
-        if pairs:
-            ctrl_u = (G_unit == 0) if control_group == "nevertreated" else (
-                (G_unit == 0) | ((G_unit > tc + anticipation) & (G_unit != g)))
-            ok = np.isfinite(Yw[:, ti]) & np.isfinite(Yw[:, bi])
-            cov_t = min(ti, bi)
-            for xw in Xw:
-                ok &= np.isfinite(xw[:, cov_t])
-            units = np.flatnonzero(ok & ((G_unit == g) | ctrl_u))
-            Du = (G_unit[units] == g).astype(float)
-            n_tr[j], n_co[j] = int(Du.sum()), int((1 - Du).sum())
-            if n_tr[j] == 0 or n_co[j] == 0:
-                na_cells.append((g, periods[ti], "no cohort or no comparison firm observed in both years"))
-                continue
-            X = np.column_stack([np.ones(len(units))] + [xw[units, cov_t] for xw in Xw])
-            why = _overlap_problem(X, Du, bool(covs), overlap_max) if est_method in ("dr", "ipw") else None
-            if why:
-                na_cells.append((g, periods[ti], why))
-                continue
-            a, inf = _drdid_cell(Yw[units, ti] - Yw[units, bi], Du, X, w_unit[units], est_method, trim_level)
-            if inf is None or not np.isfinite(a):
-                na_cells.append((g, periods[ti], "covariate model could not be estimated (singular design or separation)"))
-                continue
-            att[j] = a
-            IF[units, j] = (n / len(units)) * inf
+        cov_t = min(ti, bi)
+        ok = obs[:, ti] & obs[:, bi]
+        for xw in Xw:  # a unit enters a cell only with its covariates of the cell's earlier period
+            ok &= np.isfinite(xw[:, cov_t])
+        is_g = G == g
+        tr = np.flatnonzero(ok & is_g)
+        co = np.flatnonzero(ok & ~is_g & _is_control(G, g, rows.periods[max(ti, bi)], control_group, anticipation))
+        E.n_tr[j], E.n_co[j] = len(tr), len(co)
+        if len(tr) == 0 or len(co) == 0:
+            E.na_cells.append((g, rows.periods[ti], "no cohort or no comparison firm observed in both years"))
             continue
-        ctrl_row = (G == 0) if control_group == "nevertreated" else ((G == 0) | ((G > tc + anticipation) & (G != g)))
-        rows = np.flatnonzero(((tcode == ti) | (tcode == bi)) & ((G == g) | ctrl_row))
-        Dr = (G[rows] == g).astype(float)
-        postr = (tcode[rows] == ti).astype(float)
-        n_tr[j] = len(np.unique(uid[rows][Dr == 1]))
-        n_co[j] = len(np.unique(uid[rows][Dr == 0]))
+        share = len(tr) / (len(tr) + len(co))
+        if not covs and est_method in ("dr", "ipw") and share >= overlap_max:
+            E.na_cells.append((g, rows.periods[ti], f"overlap fails: propensity score reaches {share:.4f} "
+                                                    f">= overlap_max {overlap_max}"))
+            continue
+        units = np.concatenate([tr, co])
+        dY = Yw[units, ti] - Yw[units, bi]
+        if not covs:  # difference of weighted mean changes, every method
+            wt, wc = w[tr], w[co]
+            m1, m0 = _dot(wt, dY[:len(tr)]) / wt.sum(), _dot(wc, dY[len(tr):]) / wc.sum()
+            E.att[j] = m1 - m0
+            E.IF[tr, j] = (n / wt.sum()) * wt * (dY[:len(tr)] - m1)
+            E.IF[co, j] = (-n / wc.sum()) * wc * (dY[len(tr):] - m0)
+            continue
+        Xr = np.vstack([np.ones(len(units))] + [xw[units, cov_t] for xw in Xw])
+        des = _CovDesign(Xr, w[units], len(tr), est_method, overlap_max=overlap_max, trim_level=trim_level)
+        if not des.ok:
+            why = des.reason if des.reason.startswith("overlap") else (
+                "covariate model could not be estimated (singular design or separation)")
+            E.na_cells.append((g, rows.periods[ti], why))
+            continue
+        if des.n_trimmed:
+            E.notes.append(f"ATT({int(g)},{int(rows.periods[ti])}): {des.n_trimmed} comparison unit(s) with "
+                           f"propensity score >= trim_level {trim_level} get weight zero (DRDID)")
+        a, inf_t, inf_c = des.estimate(dY[:len(tr)], dY[len(tr):], est_method)
+        E.att[j] = a
+        E.IF[tr, j] = (n / len(units)) * inf_t
+        E.IF[co, j] = (n / len(units)) * inf_c
+    return E
+
+
+def _rc_cells(rows: _Rows, cells, covs, control_group, est_method, anticipation, overlap_max,
+              trim_level) -> _CellEstimates:
+    """``unbalanced="rc"`` (R did 2.5) and ``panel=False``: each cell on the rows of its two periods with
+    DRDID's repeated-cross-section estimator; the per-row influence function is summed within unit."""
+    n = rows.n
+    E = _CellEstimates.empty(cells, rows.periods, n, order="C")
+    G, uid, tcode = rows.G, rows.uid, rows.tcode
+    for j, (g, ti, bi) in enumerate(cells):
+        if ti == bi:
+            E.att[j] = 0.0
+            continue
+        ctrl_row = _is_control(G, g, rows.periods[max(ti, bi)], control_group, anticipation)
+        sel = np.flatnonzero(((tcode == ti) | (tcode == bi)) & ((G == g) | ctrl_row))
+        Dr = (G[sel] == g).astype(float)
+        postr = (tcode[sel] == ti).astype(float)
+        E.n_tr[j] = len(np.unique(uid[sel][Dr == 1]))
+        E.n_co[j] = len(np.unique(uid[sel][Dr == 0]))
         if min((Dr * postr).sum(), (Dr * (1 - postr)).sum(), ((1 - Dr) * postr).sum(), ((1 - Dr) * (1 - postr)).sum()) == 0:
-            na_cells.append((g, periods[ti], "no treated or no comparison rows in one of the two periods"))
+            E.na_cells.append((g, rows.periods[ti], "no treated or no comparison rows in one of the two periods"))
             continue
-        X = Xall[rows] if covs else Xall[rows, :1]
+        X = rows.X[sel] if covs else rows.X[sel, :1]
         why = _overlap_problem(X, Dr, bool(covs), overlap_max) if est_method in ("dr", "ipw") else None
         if why:
-            na_cells.append((g, periods[ti], why))
+            E.na_cells.append((g, rows.periods[ti], why))
             continue
-        a, inf, ntrim = _rc_cell(y[rows], postr, Dr, X, w[rows], est_method, trim_level)
+        a, inf, ntrim = _rc_cell(rows.y[sel], postr, Dr, X, rows.w[sel], est_method, trim_level)
         if inf is None or not np.isfinite(a):
-            na_cells.append((g, periods[ti], "covariate model could not be estimated (singular design or separation)"))
+            E.na_cells.append((g, rows.periods[ti], "covariate model could not be estimated (singular design or separation)"))
             continue
         if ntrim:
-            notes.append(f"ATT({int(g)},{int(periods[ti])}): {ntrim} comparison row(s) with propensity score >= "
-                         f"trim_level {trim_level} get weight zero (DRDID)")
-        att[j] = a
+            E.notes.append(f"ATT({int(g)},{int(rows.periods[ti])}): {ntrim} comparison row(s) with propensity score >= "
+                           f"trim_level {trim_level} get weight zero (DRDID)")
+        E.att[j] = a
         # per-row influence function, scaled to the n units, summed within unit (clustered by unit)
-        IF[:, j] = np.bincount(uid[rows], weights=(n / len(rows)) * inf, minlength=n)
-    _warn_na_cells(na_cells)
-    se_an = np.where(np.isfinite(att), _analytic_se(IF, cluster), np.nan)
-    crit, se, bres, Zd, m = np.nan, se_an, None, None, n
-    if bootstrap or cband:
-        Z = _cohort_columns(G_unit, w_unit / w_unit.mean(), glist)
-        bres_all, m = _multiplier_bootstrap(IF, cluster, int(biters), seed, None, extra=Z)
-        bres, Zd = bres_all[:, :k], bres_all[:, k:]
-        se_b, crit = _boot_summary(bres, m, alp)
-        if bootstrap:
-            se = np.where(np.isfinite(att), se_b, np.nan)
-        if not cband:
-            crit = np.nan
-    return ATTgtResult(
-        groups=_readonly(groups), times=_readonly(times), base_times=_readonly(bases), att=_readonly(att),
-        se=_readonly(se), se_analytic=_readonly(se_an), crit_val=float(crit), n_treated=_readonly(n_tr),
-        n_control=_readonly(n_co), inffunc=_readonly(IF), unit_cohort=_readonly(G_unit),
-        unit_weight=_readonly(w_unit / w_unit.mean()), cluster=None if cluster is None else _readonly(cluster),
-        periods=_readonly(periods.copy()), n_units=int(n), yname=yname, xformla=xformla,
-        control_group=control_group, est_method=est_method, anticipation=int(anticipation), base_period=base_period,
-        bootstrap=bool(bootstrap), biters=int(biters), alp=float(alp), seed=int(seed), exclusions=excl,
-        notes=tuple(dict.fromkeys(notes)), boot_draws=None if bres is None else _readonly(bres),
-        boot_cohorts=_readonly(np.asarray(glist, dtype=float)),
-        boot_cohort_draws=None if Zd is None else _readonly(Zd), n_boot_units=int(m), cband=cband,
-        na_cells=_na_frame(na_cells), unit_ids=_readonly(np.asarray(ids)), panel=bool(panel),
-        allow_unbalanced_panel=True, unbalanced=unbalanced,
-    )
+        E.IF[:, j] = np.bincount(uid[sel], weights=(n / len(sel)) * inf, minlength=n)
+    return E
 
 
 # --------------------------------------------------------------------------- matched samples: stacked, cohort-wise
@@ -1902,29 +2140,22 @@ def matched_att_gt(stacked: pd.DataFrame, yname: str, tname: str = "year", *, ke
     w[mu_t["_firm"].to_numpy()] = mu_t["weight"].to_numpy(dtype=float)
     w = w / w.mean()
     glist = np.unique(cat("groups"))
-    se_an = np.where(np.isfinite(att), _analytic_se(IF), np.nan)
-    crit, se, bres, Zd, m = np.nan, se_an, None, None, N
-    if bootstrap or cband:
-        bres_all, m = _multiplier_bootstrap(IF, None, int(biters), seed, None, extra=_cohort_columns(G, w, glist))
-        bres, Zd = bres_all[:, :K], bres_all[:, K:]
-        se_b, crit = _boot_summary(bres, m, alp)
-        if bootstrap:
-            se = np.where(np.isfinite(att), se_b, np.nan)
-        if not cband:
-            crit = np.nan
+    inf = _inference(IF, None, att, lambda: _draws_dense(IF, None, _cohort_columns(G, w, glist), int(biters), seed, None),
+                     bootstrap=bootstrap, cband=cband, alp=alp)
     na_cells = pd.concat(na, ignore_index=True) if na else _na_frame([])
     r0 = parts[0][0]
+    boot = inf.boot_draws is not None
     return ATTgtResult(
         groups=_readonly(cat("groups")), times=_readonly(cat("times")), base_times=_readonly(cat("base_times")),
-        att=_readonly(att), se=_readonly(se), se_analytic=_readonly(se_an), crit_val=float(crit),
+        att=_readonly(att), se=_readonly(inf.se), se_analytic=_readonly(inf.se_analytic), crit_val=float(inf.crit),
         n_treated=_readonly(cat("n_treated")), n_control=_readonly(cat("n_control")), inffunc=_readonly(IF),
         unit_cohort=_readonly(G), unit_weight=_readonly(w), cluster=None,
         periods=_readonly(np.unique(np.concatenate([np.asarray(r.periods) for r, _ in parts]))), n_units=int(N),
         yname=yname, xformla=xformla, control_group=control_group, est_method=est_method,
         anticipation=int(anticipation), base_period="varying", bootstrap=bool(bootstrap), biters=int(biters),
         alp=float(alp), seed=int(seed), exclusions=excl, notes=tuple(dict.fromkeys(notes)),
-        boot_draws=None if bres is None else _readonly(bres), boot_cohorts=_readonly(glist),
-        boot_cohort_draws=None if Zd is None else _readonly(Zd), n_boot_units=int(m), cband=cband,
+        boot_draws=_readonly(inf.boot_draws) if boot else None, boot_cohorts=_readonly(glist),
+        boot_cohort_draws=_readonly(inf.cohort_draws) if boot else None, n_boot_units=int(inf.m), cband=cband,
         na_cells=na_cells, unit_ids=_readonly(firms), panel=True, allow_unbalanced_panel=r0.allow_unbalanced_panel,
         unbalanced=r0.unbalanced,
     )
@@ -1994,118 +2225,194 @@ def aggte(
     cband = result.cband if cband is None else bool(cband)
     biters = result.biters if biters is None else int(biters)
     alp = result.alp if alp is None else float(alp)
-    att_all = np.asarray(result.att)
-    keep = np.ones(len(att_all), dtype=bool)
-    if np.isnan(att_all).any():
-        if not na_rm:
-            nan = np.isnan(att_all)
-            bad = [(int(a), int(b)) for a, b in zip(result.groups[nan], result.times[nan])]
-            raise ValueError(f"missing ATT(g,t) for cells {bad[:5]}; pass na_rm=True to aggregate without them")
-        keep = ~np.isnan(att_all)
-    kidx = np.flatnonzero(keep)
-    group, t, att = np.asarray(result.groups)[kidx], np.asarray(result.times)[kidx], att_all[kidx]
-    n_co_cell = np.asarray(result.n_control)[kidx]
-    G, w = result.unit_cohort, result.unit_weight
-    n = len(G)
-    cohorts = result.boot_cohorts if result.boot_cohorts is not None else np.unique(G[G > 0])
-    # per cohort: weighted share p_g and unit count, from one pass over the units
-    gval, ginv = np.unique(G, return_inverse=True)
-    wsum, cnt = np.bincount(ginv, weights=w) / n, np.bincount(ginv)
-    glist = np.unique(group)
-    pgg = wsum[np.searchsorted(gval, glist)]
-    cohort_n = dict(zip(glist.tolist(), cnt[np.searchsorted(gval, glist)].tolist()))
-    pg = pgg[np.searchsorted(glist, group)]
-    keepers = np.flatnonzero((group <= t) & (t <= group + max_e))
+    c = _AggCells.of(result, na_rm, max_e)
+    agg = _AGGREGATIONS[type](c, min_e=min_e, max_e=max_e, balance_e=balance_e)
+    A_full, C, allif = _aggregate_if(result, c, agg)
+    se_all, crit = _aggregate_inference(result, A_full, C, allif, bootstrap=bootstrap, cband=cband, biters=biters,
+                                        alp=alp, keyed=len(agg.cols) > 0)
+    return AggteResult(
+        type=type, overall_att=agg.overall, overall_se=float(se_all[0]), keys=_readonly(np.asarray(agg.keys)),
+        att=_readonly(np.asarray(agg.key_att, dtype=float)), se=_readonly(se_all[1:]), crit_val=float(crit),
+        n_treated_keys=_readonly(agg.key_ntr), n_control_keys=_readonly(agg.key_nco), n_treated=int(agg.n_treated),
+        n_control=int(agg.n_control), alp=alp, yname=result.yname, bootstrap=bootstrap,
+        inffunc=_readonly(allif[:, 1:]), overall_inffunc=_readonly(allif[:, 0]), min_e=min_e, max_e=max_e,
+        balance_e=balance_e, cluster=result.cluster,
+    )
 
-    # Every aggregate is linear in the cells' influence functions and in the cohort columns Z
-    # (w_i 1{G_i = g}, which carry the estimated weights' uncertainty): column q of
-    # A (cells x q) and C (cohorts x q) define it. Cheap to build, and the bootstrap
-    # draws of att_gt are mapped through the same matrices instead of drawing again.
-    def combo(which, wts, wif_w=None):
-        a = np.zeros(len(att))
+
+@dataclass(frozen=True)
+class _AggCells:
+    """The cells an aggregation uses (missing ones dropped with ``na_rm``) and the cohorts' weighted shares."""
+
+    kidx: np.ndarray        # positions of the used cells among all cells
+    n_all: int
+    group: np.ndarray
+    t: np.ndarray
+    att: np.ndarray
+    n_co: np.ndarray
+    cohorts: np.ndarray     # cohorts of the influence-function columns Z (att_gt's boot_cohorts)
+    glist: np.ndarray       # cohorts of the used cells
+    pgg: np.ndarray         # weighted share p_g of each cohort of glist
+    pg: np.ndarray          # p_g of each used cell's cohort
+    cohort_n: dict          # units per cohort
+    keepers: np.ndarray     # post-treatment cells within max_e
+
+    @classmethod
+    def of(cls, result: ATTgtResult, na_rm: bool, max_e: float) -> "_AggCells":
+        att_all = np.asarray(result.att)
+        keep = np.ones(len(att_all), dtype=bool)
+        if np.isnan(att_all).any():
+            if not na_rm:
+                nan = np.isnan(att_all)
+                bad = [(int(a), int(b)) for a, b in zip(result.groups[nan], result.times[nan])]
+                raise ValueError(f"missing ATT(g,t) for cells {bad[:5]}; pass na_rm=True to aggregate without them")
+            keep = ~np.isnan(att_all)
+        kidx = np.flatnonzero(keep)
+        group, t = np.asarray(result.groups)[kidx], np.asarray(result.times)[kidx]
+        G, w = result.unit_cohort, result.unit_weight
+        # per cohort: weighted share p_g and unit count, from one pass over the units
+        gval, ginv = np.unique(G, return_inverse=True)
+        wsum, cnt = np.bincount(ginv, weights=w) / len(G), np.bincount(ginv)
+        glist = np.unique(group)
+        pgg = wsum[np.searchsorted(gval, glist)]
+        return cls(kidx=kidx, n_all=len(att_all), group=group, t=t, att=att_all[kidx],
+                   n_co=np.asarray(result.n_control)[kidx],
+                   cohorts=result.boot_cohorts if result.boot_cohorts is not None else np.unique(G[G > 0]),
+                   glist=glist, pgg=pgg, pg=pgg[np.searchsorted(glist, group)],
+                   cohort_n=dict(zip(glist.tolist(), cnt[np.searchsorted(gval, glist)].tolist())),
+                   keepers=np.flatnonzero((group <= t) & (t <= group + max_e)))
+
+    def combo(self, which, wts, wif_w=None) -> tuple[np.ndarray, np.ndarray]:
+        """Column of A (cells) and of C (cohorts) of one aggregate :math:`\\sum_j a_j ATT_j`.
+
+        Every aggregate is linear in the cells' influence functions and in the cohort columns Z
+        (:math:`w_i 1\\{G_i = g\\}`, which carry the estimated weights' uncertainty): cheap to build,
+        and att_gt's bootstrap draws are mapped through the same matrices instead of drawing again.
+        ``wif_w`` = (p_g of the cells, their ATTs, their cohorts) adds the weights' term.
+        """
+        a = np.zeros(len(self.att))
         a[which] = wts
-        c = np.zeros(len(cohorts))
-        if wif_w is not None:  # wif_w = (p_g of the cells, their ATTs, their cohorts)
+        c = np.zeros(len(self.cohorts))
+        if wif_w is not None:
             p, a_, gk = wif_w
             s = p.sum()
-            np.add.at(c, np.searchsorted(cohorts, gk), a_ / s - (a_ @ p) / s**2)
+            np.add.at(c, np.searchsorted(self.cohorts, gk), a_ / s - (a_ @ p) / s**2)
         return a, c
 
-    keys = np.array([])
-    key_att = np.array([])
-    cols: list[tuple[np.ndarray, np.ndarray]] = []
-    key_ntr = np.array([], dtype=np.int64)
-    key_nco = np.array([], dtype=np.int64)
-    if type == "simple":
-        if len(keepers) == 0:
-            raise ValueError("no post-treatment ATT(g,t) to aggregate")
-        wts = pg[keepers] / pg[keepers].sum()
-        overall = float(att[keepers] @ wts)
-        over = combo(keepers, wts, (pg[keepers], att[keepers], group[keepers]))
-        n_treated = sum(cohort_n[g] for g in np.unique(group[keepers]))
-        n_control = int(n_co_cell[keepers].min())
-    else:
-        if type == "group":
-            units = [(g, np.flatnonzero((group == g) & (g <= t) & (t <= group + max_e))) for g in glist]
-            keys = glist
-        elif type == "dynamic":
-            e_all = t - group
-            include = np.ones(len(att), dtype=bool)
-            eseq = np.unique(e_all)
-            if balance_e is not None:
-                include = (t.max() - group) >= balance_e
-                eseq = np.unique(e_all[include])
-                eseq = eseq[(eseq <= balance_e) & (eseq >= balance_e - t.max() + t.min())]
-            keys = eseq[(eseq >= min_e) & (eseq <= max_e)]
-            units = [(e, np.flatnonzero((e_all == e) & include)) for e in keys]
-        else:  # calendar
-            tlist = np.unique(t)
-            keys = tlist[tlist >= group.min()]
-            units = [(t1, np.flatnonzero((t == t1) & (group <= t))) for t1 in keys]
-        atts, ntr, nco = [], [], []
-        for key, sel in units:
-            if len(sel) == 0:  # only for type="group": a cohort without post cells in the window
-                atts.append(np.nan)
-                cols.append((np.zeros(len(att)), np.zeros(len(cohorts))))
-                ntr.append(cohort_n[key])
-                nco.append(0)
-                continue
-            wts = pg[sel] / pg[sel].sum()
-            atts.append(float(att[sel] @ wts))
-            # within one cohort the weights are equal: no weight uncertainty to add
-            cols.append(combo(sel, wts, None if type == "group" else (pg[sel], att[sel], group[sel])))
-            ntr.append(cohort_n[key] if type == "group" else sum(cohort_n[g] for g in np.unique(group[sel])))
-            nco.append(int(n_co_cell[sel].min()))
-        key_att = np.array(atts, dtype=float)
-        key_ntr, key_nco = np.array(ntr, dtype=np.int64), np.array(nco, dtype=np.int64)
-        KA = np.column_stack([a for a, _ in cols]) if cols else np.zeros((len(att), 0))
-        KC = np.column_stack([c for _, c in cols]) if cols else np.zeros((len(cohorts), 0))
-        if type == "group":
-            sel = np.flatnonzero(np.isfinite(key_att))
-            wts = pgg[sel] / pgg[sel].sum()
-            overall = float(key_att[sel] @ wts)
-            a_w, c_w = combo(sel, wts, (pgg[sel], key_att[sel], glist[sel]))
-            over = (KA[:, sel] @ wts, KC[:, sel] @ wts + c_w)
-            n_treated = int(key_ntr[sel].sum())
-            n_control = int(key_nco[sel].min())
-        else:
-            use = np.flatnonzero(keys >= 0) if type == "dynamic" else np.arange(len(keys))
-            if len(use) == 0:
-                raise ValueError("no event time >= 0 within [min_e, max_e] to aggregate")
-            overall = float(key_att[use].mean())
-            over = (KA[:, use].mean(axis=1), KC[:, use].mean(axis=1))
-            n_treated = int(key_ntr[use].max())
-            n_control = int(key_nco[use].min())
-    A = np.column_stack([over[0]] + [a for a, _ in cols])
-    C = np.column_stack([over[1]] + [c for _, c in cols])
-    A_full = np.zeros((len(att_all), A.shape[1]))
-    A_full[kidx] = A
-    cpos = np.searchsorted(cohorts, G)
-    on = (cpos < len(cohorts)) & (cohorts[np.minimum(cpos, len(cohorts) - 1)] == G) if len(cohorts) else np.zeros(n, bool)
-    C_ext = np.vstack([C, np.zeros((1, C.shape[1]))])
-    allif = result.inffunc @ A_full + w[:, None] * C_ext[np.where(on, cpos, len(cohorts))]
 
-    key_if, overall_if = allif[:, 1:], allif[:, 0]
+@dataclass
+class _Agg:
+    """One aggregation: the overall estimate and its (A, C) column, the keyed estimates and theirs."""
+
+    overall: float
+    over: tuple
+    n_treated: int
+    n_control: int
+    keys: np.ndarray = field(default_factory=lambda: np.array([]))
+    key_att: np.ndarray = field(default_factory=lambda: np.array([]))
+    cols: list = field(default_factory=list)
+    key_ntr: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    key_nco: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+
+
+def _agg_simple(c: _AggCells, **_) -> _Agg:
+    """:math:`\\theta = \\sum_{g \\le t} ATT(g,t) p_g / \\sum_{g \\le t} p_g`."""
+    k = c.keepers
+    if len(k) == 0:
+        raise ValueError("no post-treatment ATT(g,t) to aggregate")
+    wts = c.pg[k] / c.pg[k].sum()
+    return _Agg(overall=float(c.att[k] @ wts), over=c.combo(k, wts, (c.pg[k], c.att[k], c.group[k])),
+                n_treated=sum(c.cohort_n[g] for g in np.unique(c.group[k])), n_control=int(c.n_co[k].min()))
+
+
+def _keyed(c: _AggCells, keys, units, within_cohort: bool) -> _Agg:
+    """The keyed estimates: a p_g-weighted mean of the cells of each key (no weight term within one cohort)."""
+    atts, ntr, nco, cols = [], [], [], []
+    for key, sel in units:
+        if len(sel) == 0:  # only for type="group": a cohort without post cells in the window
+            atts.append(np.nan)
+            cols.append((np.zeros(len(c.att)), np.zeros(len(c.cohorts))))
+            ntr.append(c.cohort_n[key])
+            nco.append(0)
+            continue
+        wts = c.pg[sel] / c.pg[sel].sum()
+        atts.append(float(c.att[sel] @ wts))
+        cols.append(c.combo(sel, wts, None if within_cohort else (c.pg[sel], c.att[sel], c.group[sel])))
+        ntr.append(c.cohort_n[key] if within_cohort else sum(c.cohort_n[g] for g in np.unique(c.group[sel])))
+        nco.append(int(c.n_co[sel].min()))
+    return _Agg(overall=np.nan, over=(), n_treated=0, n_control=0, keys=keys, key_att=np.array(atts, dtype=float),
+                cols=cols, key_ntr=np.array(ntr, dtype=np.int64), key_nco=np.array(nco, dtype=np.int64))
+
+
+def _agg_mean_of_keys(c: _AggCells, agg: _Agg, use) -> _Agg:
+    """Overall = the plain mean of the keyed estimates ``use`` (dynamic: e >= 0; calendar: every period)."""
+    if len(use) == 0:
+        raise ValueError("no event time >= 0 within [min_e, max_e] to aggregate")
+    KA = np.column_stack([a for a, _ in agg.cols])
+    KC = np.column_stack([cc for _, cc in agg.cols])
+    agg.overall = float(agg.key_att[use].mean())
+    agg.over = (KA[:, use].mean(axis=1), KC[:, use].mean(axis=1))
+    agg.n_treated, agg.n_control = int(agg.key_ntr[use].max()), int(agg.key_nco[use].min())
+    return agg
+
+
+def _agg_group(c: _AggCells, max_e, **_) -> _Agg:
+    """:math:`\\theta(g)` = mean of the post-treatment ATT(g, t); overall weighted by :math:`p_g`."""
+    g_, t_ = c.group, c.t
+    agg = _keyed(c, c.glist, [(g, np.flatnonzero((g_ == g) & (g <= t_) & (t_ <= g_ + max_e))) for g in c.glist], True)
+    KA = np.column_stack([a for a, _ in agg.cols]) if agg.cols else np.zeros((len(c.att), 0))
+    KC = np.column_stack([cc for _, cc in agg.cols]) if agg.cols else np.zeros((len(c.cohorts), 0))
+    sel = np.flatnonzero(np.isfinite(agg.key_att))
+    wts = c.pgg[sel] / c.pgg[sel].sum()
+    agg.overall = float(agg.key_att[sel] @ wts)
+    _, c_w = c.combo(sel, wts, (c.pgg[sel], agg.key_att[sel], c.glist[sel]))
+    agg.over = (KA[:, sel] @ wts, KC[:, sel] @ wts + c_w)
+    agg.n_treated, agg.n_control = int(agg.key_ntr[sel].sum()), int(agg.key_nco[sel].min())
+    return agg
+
+
+def _agg_dynamic(c: _AggCells, min_e, max_e, balance_e, **_) -> _Agg:
+    """:math:`\\theta(e)` = p_g-weighted mean of the cells with :math:`t - g = e`; overall = mean over e >= 0."""
+    e_all = c.t - c.group
+    include = np.ones(len(c.att), dtype=bool)
+    eseq = np.unique(e_all)
+    if balance_e is not None:
+        include = (c.t.max() - c.group) >= balance_e
+        eseq = np.unique(e_all[include])
+        eseq = eseq[(eseq <= balance_e) & (eseq >= balance_e - c.t.max() + c.t.min())]
+    keys = eseq[(eseq >= min_e) & (eseq <= max_e)]
+    agg = _keyed(c, keys, [(e, np.flatnonzero((e_all == e) & include)) for e in keys], False)
+    return _agg_mean_of_keys(c, agg, np.flatnonzero(keys >= 0))
+
+
+def _agg_calendar(c: _AggCells, **_) -> _Agg:
+    """:math:`\\theta(t)` = p_g-weighted mean over cohorts treated by t; overall = mean over t."""
+    tlist = np.unique(c.t)
+    keys = tlist[tlist >= c.group.min()]
+    agg = _keyed(c, keys, [(t1, np.flatnonzero((c.t == t1) & (c.group <= c.t))) for t1 in keys], False)
+    return _agg_mean_of_keys(c, agg, np.arange(len(keys)))
+
+
+_AGGREGATIONS = {"simple": _agg_simple, "group": _agg_group, "dynamic": _agg_dynamic, "calendar": _agg_calendar}
+
+
+def _aggregate_if(result: ATTgtResult, c: _AggCells, agg: _Agg):
+    """Influence functions of the overall (column 0) and keyed aggregates: ``IF_cells @ A + w * C[cohort]``."""
+    A = np.column_stack([agg.over[0]] + [a for a, _ in agg.cols])
+    C = np.column_stack([agg.over[1]] + [cc for _, cc in agg.cols])
+    A_full = np.zeros((c.n_all, A.shape[1]))
+    A_full[c.kidx] = A
+    G, w, cohorts = result.unit_cohort, result.unit_weight, c.cohorts
+    cpos = np.searchsorted(cohorts, G)
+    on = ((cpos < len(cohorts)) & (cohorts[np.minimum(cpos, len(cohorts) - 1)] == G) if len(cohorts)
+          else np.zeros(len(G), bool))
+    C_ext = np.vstack([C, np.zeros((1, C.shape[1]))])
+    return A_full, C, result.inffunc @ A_full + w[:, None] * C_ext[np.where(on, cpos, len(cohorts))]
+
+
+def _aggregate_inference(result: ATTgtResult, A_full, C, allif, *, bootstrap, cband, biters, alp, keyed):
+    """Standard errors (bootstrap: att_gt's draws mapped through A and C, drawn again only for another
+    ``biters``; else analytic) and the keyed rows' simultaneous critical value (at least the normal one)."""
     crit = np.nan
     z = ndtri(1 - alp / 2)
     if bootstrap or cband:
@@ -2115,19 +2422,12 @@ def aggte(
         else:
             bres, m = _multiplier_bootstrap(allif, result.cluster, biters, result.seed + 1, None)
         se_b, _ = _boot_summary(bres, m, alp)
-        if key_if.shape[1] > 0 and cband:
+        if keyed and cband:
             _, crit = _boot_summary(bres[:, 1:], m, alp)
             if not np.isfinite(crit) or crit < z:
                 crit = z
     se_all = se_b if bootstrap else _analytic_se(allif, result.cluster)
-    return AggteResult(
-        type=type, overall_att=overall, overall_se=float(se_all[0]), keys=_readonly(np.asarray(keys)),
-        att=_readonly(np.asarray(key_att, dtype=float)), se=_readonly(se_all[1:]), crit_val=float(crit),
-        n_treated_keys=_readonly(key_ntr), n_control_keys=_readonly(key_nco), n_treated=int(n_treated),
-        n_control=int(n_control), alp=alp, yname=result.yname, bootstrap=bootstrap,
-        inffunc=_readonly(key_if), overall_inffunc=_readonly(overall_if), min_e=min_e, max_e=max_e,
-        balance_e=balance_e, cluster=result.cluster,
-    )
+    return se_all, crit
 
 
 import builtins as _builtins  # noqa: E402  (aggte has a parameter named ``type``)
