@@ -904,6 +904,8 @@ def test_outcome_that_never_changes_is_not_estimable():
     assert rep.tables["comparison"]["estimate"].isna().all()
     ok = effect_report(_report_panel(0.3, n=600), "y", programme="x", control_group="notyettreated", biters=99)
     assert ok.estimable and ok.headline()["not_estimable_reason"] == ""
+    for name in ("event_study", "att_gt", "pretest", "comparison"):  # one table shape, estimable or not
+        assert list(rep.tables[name].columns) == list(ok.tables[name].columns), name
 
 
 def test_report_tables_html_no_index_no_nan_and_figure_counts():

@@ -3144,7 +3144,7 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
     pre_cells = r.groups > r.times
     pre_t = pd.DataFrame([{
         "test": "pre-trends (Wald, all pre-treatment ATT(g,t) = 0)", "statistic": pre["statistic"],
-        "df": pre["df"], "p_value": pre["pvalue"],
+        "df": pre["df"], "p_value": pre["p_value"],
         "n_treated": int(r.n_treated[pre_cells].min()) if pre_cells.any() else 0,
         "n_control": int(r.n_control[pre_cells].min()) if pre_cells.any() else 0}])
     tag = f"{programme}_{outcome}_{sample}"
@@ -3194,14 +3194,16 @@ def _not_estimable_report(programme, outcome, sample, r, tw, nv, why, alp, rules
     nan = np.nan
     cols = ["estimate", "std_error", "conf_low", "conf_high", "n_treated", "n_control"]
     comp = pd.DataFrame({"method": list(COMPARISON_METHODS), **{c: nan for c in cols[:4]},
-                         "n_treated": 0, "n_control": 0, "n_control_all": 0})[["method", *cols, "n_control_all"]]
-    es = pd.DataFrame({"type": ["dynamic"], "level": ["overall"], "key": pd.array([pd.NA], dtype="Int64"),
-                       **{c: [nan] for c in ("estimate", "std_error", "conf_low", "conf_high", "pointwise_low",
-                                              "pointwise_high")}, "n_treated": [0], "n_control": [0]})
+                         "n_treated": 0, "n_control": 0, "n_control_all": 0})[["method", *cols[:5], "n_control_all", "n_control"]]
+    # the same columns as an estimable report's tables (AGGTE_COLUMNS, ATT_GT_COLUMNS), all undefined
+    es = pd.DataFrame({"term": ["ATT"], "type": ["dynamic"], "level": ["overall"],
+                       "key": pd.array([pd.NA], dtype="Int64"),
+                       **{c: [nan] for c in ("estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high",
+                                              "pointwise_low", "pointwise_high")},
+                       "n_treated": [0], "n_control": [0]})[list(AGGTE_COLUMNS)]
     pre = pd.DataFrame([{"test": "pre-trends (Wald, all pre-treatment ATT(g,t) = 0)", "statistic": nan, "df": 0,
                          "p_value": nan, "n_treated": 0, "n_control": 0}])
-    gt = r.tidy() if r is not None else pd.DataFrame(columns=["group", "time", *cols[:4], "pointwise_low",
-                                                              "pointwise_high", "n_treated", "n_control", "post"])
+    gt = r.tidy() if r is not None else pd.DataFrame(columns=list(ATT_GT_COLUMNS))
     tag = f"{programme}_{outcome}_{sample}"
     raw = {"comparison": comp, "pretest": pre, "event_study": es, "att_gt": gt}
     checked = {k: check_estimates(v, name=f"{tag}_{k}", n_treated="n_treated", n_control="n_control", rules=rules,
