@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reach.did import aggte, att_gt, cohort_from_treatment, did_2x2, event_study_plot, naive_difference, twfe
+from reach.did import aggte, att_gt, cohort_from_treatment, did_2x2, naive_difference, twfe
+from reach.effects import event_study_plot
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden"
@@ -377,7 +378,7 @@ def _report_panel(effect: float, seed: int = 0, n: int = 1500, tiny: int = 0) ->
 
 
 def test_effect_report_planted_null_says_no_detectable_effect():
-    from reach.did import effect_report
+    from reach.effects import effect_report
 
     rep = effect_report(_report_panel(0.0), "y", programme="x", control_group="notyettreated", biters=199)
     cs = rep.tidy().set_index("method").loc["Callaway-Sant'Anna, simple average"]
@@ -389,7 +390,7 @@ def test_effect_report_planted_null_says_no_detectable_effect():
 
 
 def test_effect_report_planted_effect_detected():
-    from reach.did import effect_report
+    from reach.effects import effect_report
 
     rep = effect_report(_report_panel(0.5), "y", programme="x", control_group="notyettreated", biters=199)
     h = rep.headline()
@@ -399,7 +400,7 @@ def test_effect_report_planted_effect_detected():
 
 
 def test_effect_report_small_cohort_suppressed_not_crashed():
-    from reach.did import REPORT_TABLES, effect_report
+    from reach.effects import REPORT_TABLES, effect_report
     from reach.disclosure import Rules
 
     rep = effect_report(_report_panel(0.3, tiny=4), "y", programme="x", control_group="notyettreated", biters=99,
@@ -867,7 +868,8 @@ def test_matched_stack_bad_input():
 def test_stub_matched_count_equals_notebook_03(stub_panel):
     """The matched-user count of 04 (matched_user_count) is 03's (distinct treated be_id); the stacked estimate
     covers the planted effect without dropping firms that are not alive in every year."""
-    from reach.did import drop_without_pre_period, effect_report, matched_user_count
+    from reach.did import drop_without_pre_period, matched_user_count
+    from reach.effects import effect_report
     from reach.matching import match_cohorts
     from reach.panel import analysis_sample
     import yaml
@@ -892,7 +894,7 @@ def test_stub_matched_count_equals_notebook_03(stub_panel):
 
 # --------------------------------------------------------------------------- not estimable
 def test_outcome_that_never_changes_is_not_estimable():
-    from reach.did import effect_report
+    from reach.effects import effect_report
 
     df = _report_panel(0.3, n=600)
     df["always"] = 1.0  # every firm exports in every year
@@ -909,7 +911,7 @@ def test_outcome_that_never_changes_is_not_estimable():
 
 
 def test_report_tables_html_no_index_no_nan_and_figure_counts():
-    from reach.did import effect_report
+    from reach.effects import effect_report
     from reach.disclosure import Rules
 
     rep = effect_report(_report_panel(0.3, tiny=4), "y", programme="x", control_group="notyettreated", biters=99,
@@ -937,7 +939,7 @@ def test_report_tables_html_no_index_no_nan_and_figure_counts():
 
 
 def test_report_lists_na_cells_and_balanced_drop():
-    from reach.did import effect_report
+    from reach.effects import effect_report
 
     df = _poor_overlap()
     df = df.drop(index=df.index[::9]).rename(columns={"id": "firm_id", "g": "g_x"})
@@ -1076,3 +1078,15 @@ def test_draw_cache_is_bounded(monkeypatch):
     did._multiplier_bootstrap(IF, None, 99, None, progress=False)
     assert len(did._DRAW_CACHE) == 3
     did._DRAW_CACHE.clear()
+
+
+def test_effect_reports_moved_to_effects_old_names_warn():
+    """Presentation left the estimator module; the old import path works one more release, with a warning."""
+    import reach.did as did
+    import reach.effects as effects
+
+    for name in ("effect_report", "EffectReport", "event_study_plot", "effects_intro", "samples_text"):
+        with pytest.warns(DeprecationWarning, match=f"reach.effects.{name}"):
+            assert getattr(did, name) is getattr(effects, name)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        did.no_such_name

@@ -163,7 +163,7 @@ def test_matching_figures_have_no_legend_over_data():
 
 
 def test_event_study_plot_axis_from_the_label_table_counts_and_legend():
-    from reach.did import effect_report
+    from reach.effects import effect_report
 
     rng = np.random.default_rng(0)
     n, years = 400, np.arange(2001, 2009)

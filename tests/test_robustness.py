@@ -145,15 +145,15 @@ def test_reader_texts_have_no_code_names_or_missing_markers(sure):
 
 def test_mde_from_the_primary_report_standard_error(stub_panel, stub_params):
     """MDE = (z_0.975 + z_0.8) * SE of the recorded primary estimate; percent = exp(MDE) - 1 (Bloom 1995)."""
-    from reach import did
+    from reach import did, effects
     from reach.panel import analysis_sample
 
     panel, _, _ = stub_panel
     s = analysis_sample(panel, "nlib", first_year=stub_params["first_year"], last_year=stub_params["last_year"])
     est, _ = did.drop_without_pre_period(s.panel, "g_nlib")
-    rep = did.effect_report(est, "log_exports", programme="nlib", sample="full", xformla=stub_params["xformla"],
-                            control_group=stub_params["control_group"], biters=0, rules=Rules(**stub_params["disclosure"]),
-                            allow_unbalanced_panel=True)
+    rep = effects.effect_report(est, "log_exports", programme="nlib", sample="full", xformla=stub_params["xformla"],
+                                control_group=stub_params["control_group"], biters=0,
+                                rules=Rules(**stub_params["disclosure"]), allow_unbalanced_panel=True)
     res = robustness.how_sure(est, {("log_exports", "full"): rep}, programme="nlib",
                               primary={"sample": "full", "outcome": "log_exports"}, outcomes=["log_exports"],
                               xformla=stub_params["xformla"], control_group=stub_params["control_group"],

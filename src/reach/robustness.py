@@ -163,7 +163,7 @@ def event_study_universal(panel: pd.DataFrame, outcome: str, *, gname: str, tnam
     Analytic standard errors: HonestDiD works with the covariance of the event-time
     estimates, :math:`\hat\Sigma = \psi'\psi/n^2` from their influence functions.
     With ``allow_unbalanced_panel`` each ATT(g, t) uses the firms observed in both years
-    (``unbalanced="pairs"``, as :func:`reach.did.effect_report`), not R ``did``'s
+    (``unbalanced="pairs"``, as :func:`reach.effects.effect_report`), not R ``did``'s
     repeated-cross-section route: over the long differences of a universal base period that
     route compares different firms in the two years (on the stub: pre-period coefficients of
     about -1 with standard errors above 1, against about 0.0 +/- 0.05 with pairs).
@@ -659,7 +659,7 @@ def how_sure(panel: pd.DataFrame, reports: Mapping, *, programme: str, label: st
         The effect notebook's estimation panel (analysis sample, users without a year before
         first use removed).
     reports : mapping
-        ``{(outcome, sample): reach.did.EffectReport}`` of notebook 04; the MDE uses each
+        ``{(outcome, sample): reach.effects.EffectReport}`` of notebook 04; the MDE uses each
         outcome's recorded (publishable) standard error on the primary sample.
     programme, label : str
         Programme key (``g_<programme>`` is the cohort column) and reader name.
