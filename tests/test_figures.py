@@ -146,7 +146,7 @@ def test_waterfall_figure_plain_labels_and_legend():
 
 
 def test_matching_figures_have_no_legend_over_data():
-    from reach.matching import love_plot, overlap_plot
+    from reach.matching_report import love_plot, overlap_plot
 
     bal = pd.DataFrame({"variable": ["log_exports_lag1", "n_dest_lag1", "instr_ever_before", "distance"],
                         "smd_before": [2.8, 0.9, 0.4, 1.9], "smd_after": [0.05, 0.02, 0.01, 0.03]})

@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from reach import matching as rm
-from reach.matching import att, love_plot, match, match_cohorts, overlap_data, overlap_plot
+from reach.matching import att, match, match_cohorts, overlap_data
+from reach.matching_report import love_plot, overlap_plot
 
 GOLDEN = Path(__file__).parent / "golden"
 LALONDE_COV = ["age", "educ", "race", "married", "nodegree", "re74", "re75"]
@@ -985,3 +986,13 @@ def test_atc_balance_standardised_by_control_sd(lalonde):
     p = c["married"].mean()
     assert b.loc["married", "smd_before"] == pytest.approx((t["married"].mean() - p) / np.sqrt(p * (1 - p)))
     assert m.counts().set_index("group").loc["control", "matched"] == len(c)  # with replacement: every control
+
+
+def test_balance_figures_moved_to_matching_report_old_names_warn():
+    """Presentation left the estimator module; the old import path works one more release, with a warning."""
+    import reach.matching as matching
+    import reach.matching_report as report
+
+    for name in ("love_plot", "overlap_plot", "balance_summary"):
+        with pytest.warns(DeprecationWarning, match=f"reach.matching_report.{name}"):
+            assert getattr(matching, name) is getattr(report, name)

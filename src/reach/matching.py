@@ -77,6 +77,7 @@ covariates measured before its first use and returns weights for
 from __future__ import annotations
 
 import math
+import warnings
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -96,10 +97,7 @@ __all__ = [
     "match",
     "match_cohorts",
     "att",
-    "love_plot",
-    "overlap_plot",
     "overlap_data",
-    "balance_summary",
     "STATUSES",
     "METHODS",
     "VCOV_TYPES",
@@ -1846,50 +1844,6 @@ def _finite_or_none(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def balance_summary(published: pd.DataFrame, threshold: float = SMD_THRESHOLD) -> dict:
-    """Headline of a *publishable* balance table (e.g. ``CohortMatch.balance_checked().suppress()``).
-
-    Parameters
-    ----------
-    published : pandas.DataFrame
-        Balance table with ``variable, smd_before, smd_after``; suppressed rows are NaN.
-    threshold : float
-        |SMD| above which a covariate counts as imbalanced.
-
-    Returns
-    -------
-    dict
-        ``max_abs_smd_before``, ``max_abs_smd_after`` (over the published covariate
-        rows, the ``distance`` row left out; ``None`` if none is published),
-        ``worst`` (covariate with the largest |SMD| after, or ``None``),
-        ``n_above`` (covariates with |SMD| after above ``threshold``) and
-        ``n_suppressed`` (covariate rows not published).
-
-    Notes
-    -----
-    :math:`\\max_j |\\mathrm{SMD}_j|` over published covariates :math:`j`; a maximum
-    over published rows only is a lower bound when ``n_suppressed > 0``.
-
-    Examples
-    --------
-    >>> t = pd.DataFrame({"variable": ["distance", "x", "z"], "smd_before": [1.5, 0.8, -0.4],
-    ...                   "smd_after": [0.01, -0.12, np.nan]})
-    >>> balance_summary(t)
-    {'max_abs_smd_before': 0.8, 'max_abs_smd_after': 0.12, 'worst': 'x', 'n_above': 1, 'n_suppressed': 1}
-    """
-    require_columns(published, ["variable", "smd_before", "smd_after"], "published balance table")
-    cov = published[published["variable"] != "distance"]
-    before = cov["smd_before"].abs().astype("float64")
-    after = cov["smd_after"].abs().astype("float64")
-    return {
-        "max_abs_smd_before": _finite_or_none(before.max()) if before.notna().any() else None,
-        "max_abs_smd_after": _finite_or_none(after.max()) if after.notna().any() else None,
-        "worst": str(cov.loc[after.idxmax(), "variable"]) if after.notna().any() else None,
-        "n_above": int((after > threshold).sum()),
-        "n_suppressed": int(after.isna().sum()),
-    }
-
-
 def _example_panel(n: int = 300, seed: int = 0) -> pd.DataFrame:
     """Toy panel of the docstring examples: ``id, year`` (2018-2019), ``g`` (2019 or 0), ``x``."""
     rng = np.random.default_rng(seed)
@@ -2520,42 +2474,6 @@ def match_cohorts(
     )
 
 
-# ============================================================================ plots
-
-def love_plot(m: Match | CohortMatch | pd.DataFrame, threshold: float = SMD_THRESHOLD, title: str | None = None):
-    """Love plot: |SMD| per covariate before and after matching.
-
-    ``m`` may be a :class:`Match`, a :class:`CohortMatch` (stacked balance) or a
-    balance table with ``variable, smd_before, smd_after`` (e.g. the publishable,
-    disclosure-checked copy; NaN values are not drawn). Returns a matplotlib Figure.
-    """
-    # a Figure object, not pyplot: a library must not switch (or depend on) the user's backend
-    from matplotlib.figure import Figure
-
-    b = m if isinstance(m, pd.DataFrame) else m.balance()
-    require_columns(b, ["variable", "smd_before", "smd_after"], "balance table")
-    b = b.iloc[::-1]
-    y = np.arange(len(b))
-    fig = Figure(figsize=(6.5, 0.35 * len(b) + 1.5))
-    ax = fig.subplots()
-    ax.scatter(np.abs(b["smd_before"]), y, marker="o", facecolors="white", edgecolors="black", label="before matching")
-    ax.scatter(np.abs(b["smd_after"]), y, marker="o", color="black", label="after matching")
-    ax.axvline(threshold, color="grey", linestyle="--", linewidth=1)
-    ax.axvline(0, color="black", linewidth=0.5)
-    from reach import labels
-
-    ax.set_yticks(y)
-    ax.set_yticklabels([labels.covariate(v) for v in b["variable"]])  # reader names, not column names
-    ax.set_xlabel("absolute standardised mean difference")
-    ax.set_title(title or "Covariate balance")
-    fig.tight_layout()
-    from reach.report import place_legend
-
-    place_legend(ax)  # a corner free of points, else beside the axes
-    fig.tight_layout()
-    return fig
-
-
 def overlap_data(m: Match | CohortMatch, bins: int = 20) -> pd.DataFrame:
     """Unit-level rows for an overlap histogram of the distance, before and after matching.
 
@@ -2592,40 +2510,16 @@ def overlap_data(m: Match | CohortMatch, bins: int = 20) -> pd.DataFrame:
     return pd.concat([before, after], ignore_index=True)
 
 
-def overlap_plot(m: Match | CohortMatch | pd.DataFrame, bins: int = 20, title: str | None = None):
-    """Distribution of the distance (propensity score) for treated and controls, before/after.
+# The balance figures and headline moved to :mod:`reach.matching_report` (presentation is not
+# estimation). The old names stay importable from here for one release.
+_MOVED_TO_REPORT = ("love_plot", "overlap_plot", "balance_summary")
 
-    ``m`` may be a :class:`Match`/:class:`CohortMatch` (counts computed here) or a
-    table with ``phase, group, bin, value`` (counts per cell, e.g. the publishable
-    copy of a disclosure check of :func:`overlap_data`; NaN cells are left empty).
-    Bars show the share of each group's units per bin. Returns a matplotlib Figure.
-    """
-    from matplotlib.figure import Figure
 
-    if isinstance(m, pd.DataFrame):
-        tab = m
-        require_columns(tab, ["phase", "group", "bin", "value"], "overlap table")
-    else:
-        od = overlap_data(m, bins=bins)
-        tab = od.groupby(["phase", "group", "bin"], observed=True)["weight"].sum().rename("value").reset_index()
-    fig = Figure(figsize=(10, 3.8))
-    axes = fig.subplots(1, 2, sharey=True)
-    edges = np.sort(tab["bin"].unique())
-    width = float(np.min(np.diff(edges))) if edges.size > 1 else 1.0
-    for ax, phase in zip(axes, ("before", "after")):
-        for grp, colr, off in (("treated", "tab:red", 0.0), ("control", "tab:blue", 0.0)):
-            s = tab[(tab["phase"] == phase) & (tab["group"] == grp)]
-            tot = np.nansum(s["value"])
-            share = s["value"] / tot if tot > 0 else s["value"]
-            ax.bar(s["bin"] + off, share, width=width, align="edge", alpha=0.5, color=colr,
-                   label={"treated": "users", "control": "comparison firms"}[grp])
-        ax.set_title(f"{phase} matching")
-        ax.set_xlabel("distance (propensity score)")
-    axes[0].set_ylabel("share of group")
-    fig.suptitle(title or "Overlap of the propensity score")
-    fig.tight_layout()
-    from reach.report import place_legend
+def __getattr__(name: str):
+    if name in _MOVED_TO_REPORT:
+        warnings.warn(f"reach.matching.{name} moved to reach.matching_report.{name}; the old name goes in the "
+                      "next release", DeprecationWarning, stacklevel=2)
+        from reach import matching_report
 
-    place_legend(axes[1], fontsize=8)  # a corner free of bars, else below the axes
-    fig.tight_layout()
-    return fig
+        return getattr(matching_report, name)
+    raise AttributeError(f"module 'reach.matching' has no attribute {name!r}")
