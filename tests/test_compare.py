@@ -41,6 +41,20 @@ def test_identical_runs_have_no_differences(tmp_path):
     assert "0 differ" in res.summary() and len(res.parameters) == 0
 
 
+def test_last_years_run_with_a_renamed_headline_key_still_compares(tmp_path):
+    """The pre-trend p-value's key was renamed (pretest_pvalue -> pretest_p_value): still one row, same value."""
+    import copy
+
+    old = copy.deepcopy(EFFECTS)
+    old["outcomes"]["log_exports"]["matched"]["pretest_pvalue"] = 0.31
+    new = copy.deepcopy(EFFECTS)
+    new["outcomes"]["log_exports"]["matched"]["pretest_p_value"] = 0.31
+    res = compare_runs(_run(tmp_path / "a", REACH, old), _run(tmp_path / "b", REACH, new))
+    rows = res.tidy()[res.tidy()["key"].str.contains("pretest")]
+    assert rows["key"].tolist() == ["outcomes.log_exports.matched.pretest_p_value"]
+    assert rows["status"].tolist() == ["same"] and res.n_different == 0
+
+
 def test_different_runs_flag_each_difference_and_suppress_small_count_differences(tmp_path):
     a = _run(tmp_path / "a", REACH, EFFECTS, seed=0)
     reach_b = {**REACH, "n_firms": 364, "share_exporter_before_users": 0.93, "share_own_region": 0.5}

@@ -423,7 +423,7 @@ def test_effect_report_small_cohort_suppressed_not_crashed():
     # rules nobody meets: every headline number is suppressed, and the text says so
     strict = effect_report(_report_panel(0.3), "y", programme="x", biters=99, rules=Rules(min_treated=10**6))
     hs = strict.headline()
-    assert all(np.isnan(hs[k]) for k in ("simple_att", "simple_se", "naive", "twfe", "pretest_pvalue", "n_treated"))
+    assert all(np.isnan(hs[k]) for k in ("simple_att", "simple_se", "naive", "twfe", "pretest_p_value", "n_treated"))
     assert all(np.isnan(v) for v in hs["dynamic"].values()) and not hs["detectable"]
     assert strict.verdict() == "not publishable (too few firms)" and "too few firms" in strict.narrative()
     assert "0." not in repr(strict)

@@ -7,7 +7,7 @@ HEAD = {
     "reach": {"n_firms": 360, "share_exporter_before_users": 0.94, "share_exporter_before_comparison": 0.40,
               "share_instr_before_users": 0.6, "share_instr_before_comparison": None, "share_in_target_group": 0.44},
     "effects": {"outcomes": {"log_exports": {"full": {"simple_att": 0.19, "simple_conf_low": 0.15, "simple_conf_high": 0.23,
-                                                      "detectable": True, "pretest_pvalue": 0.28, "naive": 8.0, "twfe": 0.59}}}},
+                                                      "detectable": True, "pretest_p_value": 0.28, "naive": 8.0, "twfe": 0.59}}}},
 }
 
 
@@ -52,7 +52,7 @@ from reach.summary import EFFECT_COLUMNS, REACH_COLUMNS, compare_programmes, pct
 
 def _eff(att, lo, hi, n, det):
     return {"simple_att": att, "simple_conf_low": lo, "simple_conf_high": hi, "n_treated": n, "detectable": det,
-            "simple_se": (hi - lo) / 3.92 if att is not None else None, "pretest_pvalue": 0.4}
+            "simple_se": (hi - lo) / 3.92 if att is not None else None, "pretest_p_value": 0.4}
 
 
 # The example: matched 0.18 (0.12-0.24) "an effect", full 0.14 (-0.01-0.28) "no detectable effect".

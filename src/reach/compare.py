@@ -148,6 +148,22 @@ def _manifest(run: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+# headline keys renamed between releases: last year's run still compares with this year's
+RENAMED_KEYS = {"pretest_pvalue": "pretest_p_value"}
+
+
+def _current_key(key: str) -> str:
+    """``key`` with a renamed last segment replaced by its current name (:data:`RENAMED_KEYS`).
+
+    Examples
+    --------
+    >>> _current_key("outcomes.log_exports.full.pretest_pvalue")
+    'outcomes.log_exports.full.pretest_p_value'
+    """
+    head, _, last = key.rpartition(".")
+    return f"{head}.{RENAMED_KEYS[last]}" if last in RENAMED_KEYS else key
+
+
 def compare_runs(run_a: str | Path, run_b: str | Path, *, tolerance: float = 1e-9,
                  min_units: int | None = None) -> RunComparison:
     """Compare the headline numbers of two runs.
@@ -198,8 +214,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, tolerance: float = 1e-
     ma, mb = _manifest(run_a), _manifest(run_b)
     if min_units is None:
         min_units = int(((ma.get("parameters") or {}).get("disclosure") or {}).get("min_units", 10))
-    flat_a = {(s, k): v for s, tree in heads[0].items() for k, v in flatten(tree)}
-    flat_b = {(s, k): v for s, tree in heads[1].items() for k, v in flatten(tree)}
+    flat_a = {(s, _current_key(k)): v for s, tree in heads[0].items() for k, v in flatten(tree)}
+    flat_b = {(s, _current_key(k)): v for s, tree in heads[1].items() for k, v in flatten(tree)}
     rows = []
     for key in sorted(set(flat_a) | set(flat_b)):
         a, b = flat_a.get(key, math.nan), flat_b.get(key, math.nan)

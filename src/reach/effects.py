@@ -245,7 +245,7 @@ class EffectReport:
         """Headline numbers, read only from the publishable tables (suppressed: NaN, recorded as null).
 
         Keys: ``simple_att, simple_se, simple_conf_low, simple_conf_high, detectable,
-        pretest_pvalue, naive, twfe, n_treated, dynamic`` (``{event time: estimate}``).
+        pretest_p_value, naive, twfe, n_treated, dynamic`` (``{event time: estimate}``).
         """
         cmp_ = self.tables["comparison"].set_index("method")
         cs = cmp_.loc[COMPARISON_METHODS[0]]
@@ -257,7 +257,7 @@ class EffectReport:
             "dynamic": {str(int(k)): float(v) for k, v in zip(dyn["key"], dyn["estimate"])},
             "twfe": float(cmp_.loc["two-way fixed effects", "estimate"]),
             "naive": float(cmp_.loc["naive users vs others", "estimate"]),
-            "pretest_pvalue": float(self.tables["pretest"]["p_value"].iloc[0]),
+            "pretest_p_value": float(self.tables["pretest"]["p_value"].iloc[0]),
             "n_treated": float(cs["n_treated"]),
             # every comparison firm of the estimate, and the smallest comparison set behind any of its cells
             # (the disclosure count): a reader takes the latter for the former without both

@@ -149,7 +149,7 @@ COLUMNS: dict[str, str] = {
     "share_users": "users", "share_comparison": "comparison group",
     "simple_att": "effect", "simple_se": "standard error",
     "simple_conf_low": "lower bound", "simple_conf_high": "upper bound",
-    "pretest_pvalue": "pre-trend test p-value", "detectable": "effect detectable",
+    "pretest_p_value": "pre-trend test p-value", "detectable": "effect detectable",
     "n_control_all": "comparison firms (all)", "n_control_min": "smallest comparison group in a cell",
 }
 

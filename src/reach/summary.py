@@ -220,7 +220,7 @@ def summarise(headlines: Mapping[str, Any], *, programme: str, label: str | None
             effect.append(
                 f"Difference-in-differences {where}: average effect on {labels.outcome(outcome)} after first use "
                 f"{att:+.3f}{scale} ({level}% confidence interval {lo:+.3f} to {hi:+.3f}), that is {verdict}.")
-            pre = q("effects", f"{base}.{sample}.pretest_pvalue")
+            pre = q("effects", f"{base}.{sample}.pretest_p_value")
             if pre is not None:
                 effect.append(
                     f"Pre-trend test {where}: p = {pre:.3f}"
@@ -262,7 +262,7 @@ REACH_INDICATORS: tuple[tuple[str, str], ...] = (
 #: Columns of :meth:`Comparison.tidy` (one row per programme, outcome and sample).
 EFFECT_COLUMNS = ("programme", "outcome", "sample", "primary", "estimate", "std_error", "conf_low", "conf_high",
                   "pct_change", "pct_low", "pct_high", "n_treated", "n_control_all", "n_control_min", "detectable",
-                  "pretest_pvalue")
+                  "pretest_p_value")
 #: Columns of :meth:`Comparison.reach_tidy` (one row per programme and indicator).
 REACH_COLUMNS = ("programme", "indicator", "users", "comparison", "n_firms")
 
@@ -622,7 +622,7 @@ def compare_programmes(headlines: Mapping[str, Any], programmes: Sequence[str], 
                 for key, col in (("simple_att", "estimate"), ("simple_se", "std_error"), ("simple_conf_low", "conf_low"),
                                  ("simple_conf_high", "conf_high"), ("n_treated", "n_treated"),
                                  ("n_control_all", "n_control_all"), ("n_control_min", "n_control_min"),
-                                 ("detectable", "detectable"), ("pretest_pvalue", "pretest_pvalue")):
+                                 ("detectable", "detectable"), ("pretest_p_value", "pretest_p_value")):
                     v = (h or {}).get(key)
                     if key.startswith("n_control") and outcome == p_outcome and v is not None:
                         q(sec, f"outcomes.{outcome}.{sample}.{key}")  # shown in the effect table: quoted
