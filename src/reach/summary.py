@@ -594,145 +594,28 @@ def compare_programmes(headlines: Mapping[str, Any], programmes: Sequence[str], 
     primary = dict(primary or {"sample": "matched", "outcome": "log_exports"})
     names = {p: (names or {}).get(p, p) for p in programmes}
     p_sample, p_outcome = primary["sample"], primary["outcome"]
-    other_sample = "full" if p_sample == "matched" else "matched"
     level = int(round(100 * (1 - alpha)))
-    quoted: dict[str, dict[str, Any]] = {}
-    derived: dict[str, dict[str, Any]] = {}
-
-    def q(section: str, path: str) -> Any:
-        value = lookup(headlines, section, path)
-        if value is not None:
-            quoted.setdefault(section, {})[path] = value
-        return value
-
-    def d(name: str, value: Any, formula: str, sources: list[str]) -> Any:
-        if value is not None:
-            derived[name] = {"value": value, "formula": formula, "from": sources}
-        return value
-
-    rows, reach_rows = [], []
-    not_measured: set[tuple[str, str, str]] = set()
+    src = _Quoted(headlines)
+    rows, reach_rows, not_measured = [], [], set()
     for p in programmes:
-        sec = section_name(headlines, "effects", p)
-        outs = lookup(headlines, sec, "outcomes") or {}
-        for outcome, samples in outs.items():
-            for sample, h in (samples or {}).items():
-                row = {"programme": p, "outcome": outcome, "sample": sample,
-                       "primary": outcome == p_outcome and sample == p_sample}
-                for key, col in (("simple_att", "estimate"), ("simple_se", "std_error"), ("simple_conf_low", "conf_low"),
-                                 ("simple_conf_high", "conf_high"), ("n_treated", "n_treated"),
-                                 ("n_control_all", "n_control_all"), ("n_control_min", "n_control_min"),
-                                 ("detectable", "detectable"), ("pretest_p_value", "pretest_p_value")):
-                    v = (h or {}).get(key)
-                    if key.startswith("n_control") and outcome == p_outcome and v is not None:
-                        q(sec, f"outcomes.{outcome}.{sample}.{key}")  # shown in the effect table: quoted
-                    row[col] = v if v is not None else (None if key == "detectable" else math.nan)
-                for src, col in (("estimate", "pct_change"), ("conf_low", "pct_low"), ("conf_high", "pct_high")):
-                    row[col] = (pct_change(row[src]) if labels.is_log_outcome(outcome) else None)
-                    row[col] = math.nan if row[col] is None else row[col]
-                rows.append(row)
-        rsec = section_name(headlines, "reach", p)
-        n_firms = lookup(headlines, rsec, "n_firms")
-        for stem, _ in REACH_INDICATORS:
-            node = headlines.get(rsec) or {}
-            key_u = f"{stem}_users" if f"{stem}_users" in node else stem
-            u, c = node.get(key_u), node.get(f"{stem}_comparison")
-            if key_u not in node:
-                not_measured.add((p, stem, "users"))
-            if f"{stem}_comparison" not in node:
-                not_measured.add((p, stem, "comparison"))
-            reach_rows.append({"programme": p, "indicator": stem, "users": math.nan if u is None else u,
-                               "comparison": math.nan if c is None else c,
-                               "n_firms": math.nan if n_firms is None else n_firms})
+        rows.extend(_effect_rows(src, p, p_outcome, p_sample))
+        reach_rows.extend(_reach_rows(headlines, p, not_measured))
     effects = pd.DataFrame(rows, columns=list(EFFECT_COLUMNS))
     reach = pd.DataFrame(reach_rows, columns=list(REACH_COLUMNS))
-
     lead: list[str] = []
     differences: list[str] = []
     for p in programmes:
-        sec = section_name(headlines, "effects", p)
-        base = f"outcomes.{p_outcome}"
-        if lookup(headlines, sec, f"{base}.{p_sample}") is None:
-            lead.append(f"{names[p]}: the primary estimate ({labels.sample(p_sample)}, "
-                        f"{labels.outcome(p_outcome)}) was not recorded for this run.")
-            continue
-        att = q(sec, f"{base}.{p_sample}.simple_att")
-        if att is None:
-            lead.append(f"{names[p]}: the primary estimate is suppressed (too few firms behind it).")
-            continue
-        lo = q(sec, f"{base}.{p_sample}.simple_conf_low")
-        hi = q(sec, f"{base}.{p_sample}.simple_conf_high")
-        n = q(sec, f"{base}.{p_sample}.n_treated")
-        det = q(sec, f"{base}.{p_sample}.detectable")
-        verdict = "an effect" if det else "no detectable effect"
-        users = f", from {int(round(n)):,} users" if n is not None else ""
-        where = f" on the {labels.sample(p_sample)}" if p_sample == "matched" else f" on {labels.sample(p_sample)}"
-        if labels.is_log_outcome(p_outcome) and lo is not None and hi is not None:
-            pc = d(f"{p}.pct_change", pct_change(att), "100*(exp(b)-1)", [f"{sec}:{base}.{p_sample}.simple_att"])
-            pl = d(f"{p}.pct_low", pct_change(lo), "100*(exp(l)-1)", [f"{sec}:{base}.{p_sample}.simple_conf_low"])
-            ph = d(f"{p}.pct_high", pct_change(hi), "100*(exp(u)-1)", [f"{sec}:{base}.{p_sample}.simple_conf_high"])
-            lead.append(f"{names[p]}: change in exports after first use {_signed_pct(pc)} "
-                        f"({level}% confidence interval {_signed_pct(pl)} to {_signed_pct(ph)}; "
-                        f"{att:+.3f} log points, {lo:+.3f} to {hi:+.3f}){users}{where}: {verdict}.")
-        else:
-            lead.append(f"{names[p]}: effect on {labels.outcome(p_outcome)} {att:+.3f} ({level}% confidence interval "
-                        f"{_num(lo, signed=True)} to {_num(hi, signed=True)}){users}{where}: {verdict}.")
-        # the other sample: how it differs, from the numbers
-        o_att = lookup(headlines, sec, f"{base}.{other_sample}.simple_att")
-        if o_att is None:
-            continue
-        o_att = q(sec, f"{base}.{other_sample}.simple_att")
-        o_lo = q(sec, f"{base}.{other_sample}.simple_conf_low")
-        o_hi = q(sec, f"{base}.{other_sample}.simple_conf_high")
-        o_n = q(sec, f"{base}.{other_sample}.n_treated")
-        o_det = q(sec, f"{base}.{other_sample}.detectable")
-        text = (f"{names[p]} on {labels.sample(other_sample) if other_sample == 'full' else 'the matched sample'}: "
-                f"{o_att:+.3f} ({level}% confidence interval {_num(o_lo, signed=True)} to {_num(o_hi, signed=True)}), "
-                f"{'an effect' if o_det else 'no detectable effect'}.")
-        why = []
-        if o_n is not None and n is not None and int(round(o_n)) != int(round(n)):
-            why.append(f"it rests on {int(round(o_n)):,} users instead of {int(round(n)):,}"
-                       + (" (users without comparable non-users are left out of the matched sample)"
-                          if p_sample == "matched" and o_n > n else ""))
-        why.append("its comparison group is " + ("all firms not (yet) using the programme, which differ more from the users"
-                                                 if other_sample == "full" else
-                                                 "matched non-users that resemble the users before first use"))
-        if all(_isnum(v) for v in (lo, hi, o_lo, o_hi)) and hi > lo:
-            ratio = d(f"{p}.width_ratio", (o_hi - o_lo) / (hi - lo), "(u_other - l_other) / (u_primary - l_primary)",
-                      [f"{sec}:{base}.{other_sample}.simple_conf_low", f"{sec}:{base}.{other_sample}.simple_conf_high",
-                       f"{sec}:{base}.{p_sample}.simple_conf_low", f"{sec}:{base}.{p_sample}.simple_conf_high"])
-            why.append(f"its interval is {ratio:.1f} times as wide as the primary one"
-                       + (" (less precise)" if ratio > 1.05 else " (more precise)" if ratio < 0.95 else ""))
-            overlap = o_lo <= hi and lo <= o_hi
-            if bool(o_det) != bool(det):
-                why.append("the two intervals overlap, so the estimates do not contradict each other: one interval "
-                           "includes zero and the other does not" if overlap else
-                           "the intervals do not overlap: the choice of comparison group matters; quote the primary estimate")
-        text += " It differs from the primary estimate because " + "; ".join(why) + "."
-        differences.append(text)
-
+        sentence, numbers = _lead_sentence(src, p, names[p], p_outcome, p_sample, level)
+        lead.append(sentence)
+        if numbers is not None:
+            text = _difference_sentence(src, p, names[p], p_outcome, p_sample, level, numbers)
+            if text:
+                differences.append(text)
     how_sure: list[str] = []
     for p in programmes:
-        how_sure.extend(_how_sure_sentences(headlines, section_name(headlines, "effects", p), names[p], p_outcome, q))
-
-    reach_text: list[str] = []
-    for p in programmes:
-        rsec = section_name(headlines, "reach", p)
-        if rsec not in headlines:
-            reach_text.append(f"{names[p]}: the reach notebook did not record results.")
-            continue
-        n = q(rsec, "n_firms")
-        parts = [f"{names[p]} reached {int(round(n)):,} firms" if n is not None else f"{names[p]}: number of firms suppressed"]
-        u = q(rsec, "share_exporter_before_users")
-        c = q(rsec, "share_exporter_before_comparison")
-        if u is not None:
-            parts.append(f"{_pct(u)} of them exported in the year before first use"
-                         + (f" (comparison group {_pct(c)})" if c is not None else ""))
-        t = q(rsec, "share_in_target_group")
-        if t is not None:
-            parts.append(f"{_pct(t)} were inside the programme's target group")
-        reach_text.append("; ".join(parts) + ".")
-
+        how_sure.extend(_how_sure_sentences(headlines, section_name(headlines, "effects", p), names[p], p_outcome,
+                                            src.q))
+    reach_text = [_reach_sentence(src, p, names[p]) for p in programmes]
     caveats = (
         f"The primary estimate ({labels.sample(p_sample)}, {labels.outcome(p_outcome)}) was fixed in the parameters "
         "before the run; the other samples and outcomes are checks on it, not alternatives to choose from.",
@@ -743,5 +626,161 @@ def compare_programmes(headlines: Mapping[str, Any], programmes: Sequence[str], 
         "report (disclosure_report.csv).",
     )
     return Comparison(tuple(programmes), names, primary, alpha, tuple(lead), tuple(differences), tuple(reach_text),
-                      caveats, effects, reach, quoted, derived, frozenset(not_measured), checks or "",
+                      caveats, effects, reach, src.quoted, src.derived, frozenset(not_measured), checks or "",
                       tuple(how_sure))
+
+
+class _Quoted:
+    """Reads recorded headline numbers and remembers each one quoted (and each derived number's sources).
+
+    05's test checks that every number the summary quotes equals a recorded headline: the record of
+    what was read is that check's input.
+    """
+
+    def __init__(self, headlines: Mapping[str, Any]):
+        self.headlines = headlines
+        self.quoted: dict[str, dict[str, Any]] = {}
+        self.derived: dict[str, dict[str, Any]] = {}
+
+    def q(self, section: str, path: str) -> Any:
+        value = lookup(self.headlines, section, path)
+        if value is not None:
+            self.quoted.setdefault(section, {})[path] = value
+        return value
+
+    def d(self, name: str, value: Any, formula: str, sources: list[str]) -> Any:
+        if value is not None:
+            self.derived[name] = {"value": value, "formula": formula, "from": sources}
+        return value
+
+
+_EFFECT_KEYS = (("simple_att", "estimate"), ("simple_se", "std_error"), ("simple_conf_low", "conf_low"),
+                ("simple_conf_high", "conf_high"), ("n_treated", "n_treated"), ("n_control_all", "n_control_all"),
+                ("n_control_min", "n_control_min"), ("detectable", "detectable"),
+                ("pretest_p_value", "pretest_p_value"))
+
+
+def _effect_rows(src: _Quoted, p: str, p_outcome: str, p_sample: str) -> list[dict]:
+    """One row per outcome x sample of programme ``p``'s recorded effects (percent change for log outcomes)."""
+    sec = section_name(src.headlines, "effects", p)
+    rows = []
+    for outcome, samples in (lookup(src.headlines, sec, "outcomes") or {}).items():
+        for sample, h in (samples or {}).items():
+            row = {"programme": p, "outcome": outcome, "sample": sample,
+                   "primary": outcome == p_outcome and sample == p_sample}
+            for key, col in _EFFECT_KEYS:
+                v = (h or {}).get(key)
+                if key.startswith("n_control") and outcome == p_outcome and v is not None:
+                    src.q(sec, f"outcomes.{outcome}.{sample}.{key}")  # shown in the effect table: quoted
+                row[col] = v if v is not None else (None if key == "detectable" else math.nan)
+            for source, col in (("estimate", "pct_change"), ("conf_low", "pct_low"), ("conf_high", "pct_high")):
+                row[col] = (pct_change(row[source]) if labels.is_log_outcome(outcome) else None)
+                row[col] = math.nan if row[col] is None else row[col]
+            rows.append(row)
+    return rows
+
+
+def _reach_rows(headlines: Mapping[str, Any], p: str, not_measured: set) -> list[dict]:
+    """One row per reach indicator of programme ``p`` (users, comparison); unmeasured ones noted."""
+    rsec = section_name(headlines, "reach", p)
+    n_firms = lookup(headlines, rsec, "n_firms")
+    node = headlines.get(rsec) or {}
+    rows = []
+    for stem, _ in REACH_INDICATORS:
+        key_u = f"{stem}_users" if f"{stem}_users" in node else stem
+        u, c = node.get(key_u), node.get(f"{stem}_comparison")
+        if key_u not in node:
+            not_measured.add((p, stem, "users"))
+        if f"{stem}_comparison" not in node:
+            not_measured.add((p, stem, "comparison"))
+        rows.append({"programme": p, "indicator": stem, "users": math.nan if u is None else u,
+                     "comparison": math.nan if c is None else c, "n_firms": math.nan if n_firms is None else n_firms})
+    return rows
+
+
+def _lead_sentence(src: _Quoted, p: str, name: str, p_outcome: str, p_sample: str,
+                   level: int) -> tuple[str, tuple | None]:
+    """The primary estimate of programme ``p`` in words, and its numbers (None when not quotable)."""
+    sec = section_name(src.headlines, "effects", p)
+    base = f"outcomes.{p_outcome}"
+    if lookup(src.headlines, sec, f"{base}.{p_sample}") is None:
+        return (f"{name}: the primary estimate ({labels.sample(p_sample)}, "
+                f"{labels.outcome(p_outcome)}) was not recorded for this run."), None
+    att = src.q(sec, f"{base}.{p_sample}.simple_att")
+    if att is None:
+        return f"{name}: the primary estimate is suppressed (too few firms behind it).", None
+    lo = src.q(sec, f"{base}.{p_sample}.simple_conf_low")
+    hi = src.q(sec, f"{base}.{p_sample}.simple_conf_high")
+    n = src.q(sec, f"{base}.{p_sample}.n_treated")
+    det = src.q(sec, f"{base}.{p_sample}.detectable")
+    verdict = "an effect" if det else "no detectable effect"
+    users = f", from {int(round(n)):,} users" if n is not None else ""
+    where = f" on the {labels.sample(p_sample)}" if p_sample == "matched" else f" on {labels.sample(p_sample)}"
+    if labels.is_log_outcome(p_outcome) and lo is not None and hi is not None:
+        pc = src.d(f"{p}.pct_change", pct_change(att), "100*(exp(b)-1)", [f"{sec}:{base}.{p_sample}.simple_att"])
+        pl = src.d(f"{p}.pct_low", pct_change(lo), "100*(exp(l)-1)", [f"{sec}:{base}.{p_sample}.simple_conf_low"])
+        ph = src.d(f"{p}.pct_high", pct_change(hi), "100*(exp(u)-1)", [f"{sec}:{base}.{p_sample}.simple_conf_high"])
+        text = (f"{name}: change in exports after first use {_signed_pct(pc)} "
+                f"({level}% confidence interval {_signed_pct(pl)} to {_signed_pct(ph)}; "
+                f"{att:+.3f} log points, {lo:+.3f} to {hi:+.3f}){users}{where}: {verdict}.")
+    else:
+        text = (f"{name}: effect on {labels.outcome(p_outcome)} {att:+.3f} ({level}% confidence interval "
+                f"{_num(lo, signed=True)} to {_num(hi, signed=True)}){users}{where}: {verdict}.")
+    return text, (lo, hi, n, det)
+
+
+def _difference_sentence(src: _Quoted, p: str, name: str, p_outcome: str, p_sample: str, level: int,
+                         primary_numbers: tuple) -> str | None:
+    """How the other sample's estimate differs from the primary one and why, from the recorded numbers."""
+    lo, hi, n, det = primary_numbers
+    sec = section_name(src.headlines, "effects", p)
+    base = f"outcomes.{p_outcome}"
+    other_sample = "full" if p_sample == "matched" else "matched"
+    if lookup(src.headlines, sec, f"{base}.{other_sample}.simple_att") is None:
+        return None
+    o_att = src.q(sec, f"{base}.{other_sample}.simple_att")
+    o_lo = src.q(sec, f"{base}.{other_sample}.simple_conf_low")
+    o_hi = src.q(sec, f"{base}.{other_sample}.simple_conf_high")
+    o_n = src.q(sec, f"{base}.{other_sample}.n_treated")
+    o_det = src.q(sec, f"{base}.{other_sample}.detectable")
+    text = (f"{name} on {labels.sample(other_sample) if other_sample == 'full' else 'the matched sample'}: "
+            f"{o_att:+.3f} ({level}% confidence interval {_num(o_lo, signed=True)} to {_num(o_hi, signed=True)}), "
+            f"{'an effect' if o_det else 'no detectable effect'}.")
+    why = []
+    if o_n is not None and n is not None and int(round(o_n)) != int(round(n)):
+        why.append(f"it rests on {int(round(o_n)):,} users instead of {int(round(n)):,}"
+                   + (" (users without comparable non-users are left out of the matched sample)"
+                      if p_sample == "matched" and o_n > n else ""))
+    why.append("its comparison group is " + ("all firms not (yet) using the programme, which differ more from the users"
+                                             if other_sample == "full" else
+                                             "matched non-users that resemble the users before first use"))
+    if all(_isnum(v) for v in (lo, hi, o_lo, o_hi)) and hi > lo:
+        ratio = src.d(f"{p}.width_ratio", (o_hi - o_lo) / (hi - lo), "(u_other - l_other) / (u_primary - l_primary)",
+                      [f"{sec}:{base}.{other_sample}.simple_conf_low", f"{sec}:{base}.{other_sample}.simple_conf_high",
+                       f"{sec}:{base}.{p_sample}.simple_conf_low", f"{sec}:{base}.{p_sample}.simple_conf_high"])
+        why.append(f"its interval is {ratio:.1f} times as wide as the primary one"
+                   + (" (less precise)" if ratio > 1.05 else " (more precise)" if ratio < 0.95 else ""))
+        overlap = o_lo <= hi and lo <= o_hi
+        if bool(o_det) != bool(det):
+            why.append("the two intervals overlap, so the estimates do not contradict each other: one interval "
+                       "includes zero and the other does not" if overlap else
+                       "the intervals do not overlap: the choice of comparison group matters; quote the primary estimate")
+    return text + " It differs from the primary estimate because " + "; ".join(why) + "."
+
+
+def _reach_sentence(src: _Quoted, p: str, name: str) -> str:
+    """Programme ``p``'s reach in one sentence (firms reached, exporters before, target group)."""
+    rsec = section_name(src.headlines, "reach", p)
+    if rsec not in src.headlines:
+        return f"{name}: the reach notebook did not record results."
+    n = src.q(rsec, "n_firms")
+    parts = [f"{name} reached {int(round(n)):,} firms" if n is not None else f"{name}: number of firms suppressed"]
+    u = src.q(rsec, "share_exporter_before_users")
+    c = src.q(rsec, "share_exporter_before_comparison")
+    if u is not None:
+        parts.append(f"{_pct(u)} of them exported in the year before first use"
+                     + (f" (comparison group {_pct(c)})" if c is not None else ""))
+    t = src.q(rsec, "share_in_target_group")
+    if t is not None:
+        parts.append(f"{_pct(t)} were inside the programme's target group")
+    return "; ".join(parts) + "."
