@@ -695,3 +695,38 @@ def test_identifier_scan_ignores_sha256_digests(tmp_path):
     (tmp_path / "t.csv").write_text("x\n7546635\n", encoding="utf-8")
     hits = scan_for_identifiers(tmp_path, ["07546635"], kind="kvk")
     assert [p.split("/")[-1] for p in hits["file"]] == ["t.csv"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_reach_is_at_least_as_strict_as_the_real_acro(seed):
+    """The same cross-check against ACRO itself (PyPI ``acro`` 1.0.2) where it is installed.
+
+    ``pip install acro`` downgrades pandas (it pins ``pandas<=2.3.3``), so ACRO is no test dependency; with
+    ``pip install --no-deps acro tabulate lxml rdflib`` (checked with pandas 3.1) it imports and runs.
+    Every cell ACRO suppresses (frequency threshold; mean: threshold, nk-rule, p-ratio, all values the same)
+    must be suppressed or go to review in reach.
+    """
+    acro = pytest.importorskip("acro")
+    import logging
+
+    logging.getLogger("acro").setLevel(logging.ERROR)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g in range(8):
+        for h in range(3):
+            n = int(rng.integers(1, 30))
+            kind = rng.choice(["lognormal", "dominant", "same"])
+            x = {"lognormal": rng.lognormal(10, 1, n), "dominant": np.r_[1e6, rng.uniform(1, 10, n - 1)],
+                 "same": np.full(n, 500.0)}[kind]
+            rows += [{"be_id": f"{g}-{h}-{i}", "g": f"g{g}", "h": f"h{h}", "x": float(v)} for i, v in enumerate(x)]
+    micro = pd.DataFrame(rows)
+    session = acro.ACRO(suppress=True)
+    counts = session.crosstab(micro["g"], micro["h"])
+    means = session.crosstab(micro["g"], micro["h"], values=micro["x"], aggfunc="mean")
+    for table, stat in ((counts, "count"), (means, "mean")):
+        chk = check_table(micro, by=["g", "h"], value=None if stat == "count" else "x", stat=stat)
+        verdict = chk.cells.set_index(["g", "h"])["verdict"]
+        for g in table.index:
+            for h in table.columns:
+                if pd.isna(table.loc[g, h]):
+                    assert verdict.loc[(g, h)] in ("suppress", "review"), (stat, g, h)
