@@ -278,6 +278,85 @@ def test_missing_dates_without_default_year(mini_params, tmp_path):
 
 def test_unsupported_extension(mini_params, tmp_path):
     p = copy.deepcopy(mini_params)
-    p["inputs"]["instruments"]["path"] = "RVO/Achilles.xlsx"
-    (Path(p["data_dir"]) / "RVO/Achilles.xlsx").write_bytes(b"PK")
-    _assert_fails_cleanly(p, tmp_path, r"unsupported file type '.xlsx'")
+    p["inputs"]["instruments"]["path"] = "RVO/Achilles.dbf"
+    (Path(p["data_dir"]) / "RVO/Achilles.dbf").write_bytes(b"PK")
+    _assert_fails_cleanly(p, tmp_path, r"unsupported file type '.dbf'.*'.xlsx'")
+
+
+def test_old_excel_format_asks_for_xlsx(mini_params, tmp_path):
+    p = copy.deepcopy(mini_params)
+    p["programmes"]["nlib"]["path"] = "Programmas/NLiB.xls"
+    (Path(p["data_dir"]) / "Programmas/NLiB.xls").write_bytes(b"\xd0\xcf\x11\xe0")
+    _assert_fails_cleanly(p, tmp_path, r"NLiB.xls: spreadsheet type '.xls' is not read; save it as .xlsx")
+
+
+def test_corrupt_xlsx_is_a_clear_error(mini_params, tmp_path):
+    p = copy.deepcopy(mini_params)
+    p["programmes"]["nlib"]["path"] = "Programmas/NLiB.xlsx"
+    (Path(p["data_dir"]) / "Programmas/NLiB.xlsx").write_bytes(b"PK not a workbook")
+    _assert_fails_cleanly(p, tmp_path, r"NLiB.xlsx: cannot be read as xlsx .*corrupt")
+
+
+def _excel_serial(day: str) -> int:
+    """Excel's serial number of a date (origin 1899-12-30), computed here independently of reach."""
+    import datetime as dtm
+
+    return (dtm.date.fromisoformat(day) - dtm.date(1899, 12, 30)).days
+
+
+def test_xlsx_participant_list_reads_like_the_sav(mini_params):
+    """TINL's list as an analyst keeps it in Excel, written with openpyxl: the same participants.
+
+    What Excel does to the list: KvK numbers typed as numbers (leading zero lost,
+    one stored as a float), one kept as text with dashes; dates as date cells, one
+    as a bare serial number and one typed as Dutch day-first text. The participants
+    must equal those read from the .sav (conftest's truth), with the repairs counted.
+    """
+    openpyxl = pytest.importorskip("openpyxl")
+    import datetime as dtm
+
+    root = Path(mini_params["data_dir"])
+    sav, _ = pyreadstat.read_sav(str(root / "Programmas/TINL_activiteiten.sav"))
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(list(sav.columns))
+    kvk_cells = [1234567, 1234567, 1234568, 33333333, 33333333.0, 44444444, 22222222, "22-22-22-22"]
+    for i, row in enumerate(sav.itertuples(index=False)):
+        d = row.Datum.date()
+        date_cell = {3: _excel_serial(str(d)), 5: d.strftime("%d-%m-%Y")}.get(i, dtm.datetime(d.year, d.month, d.day))
+        ws.append([kvk_cells[i], row.Activiteit_ID, date_cell, row.Organiserende_regio, row.Activiteit_type,
+                   row.Persoon_ID])
+    wb.save(root / "Programmas/TINL_activiteiten.xlsx")
+    base = load_inputs(mini_params)
+    p = copy.deepcopy(mini_params)
+    p["programmes"]["tinl"]["path"] = "Programmas/TINL_activiteiten.xlsx"
+    got = load_inputs(p)
+    cols = ["programme", "kvk", "year", "date", "activity_id", "activity_type", "organiser_region", "row"]
+    pd.testing.assert_frame_equal(got.participants[cols], base.participants[cols])
+    rep = got.repairs.set_index(["table", "column", "reason"])["n"]
+    assert rep[("participants:tinl", "date", "Excel date serial number converted to a date")] == 1
+    assert rep[("participants:tinl", "date", "date d-m-yyyy read day-first")] == 1
+    # the xlsx's KvK numbers arrive as digits without their leading zero, as from an SPSS numeric column
+    assert got.participants.loc[got.participants["programme"] == "tinl", "kvk_raw"].tolist()[:3] == [
+        "1234567", "1234567", "1234568"]
+    assert [f["role"] for f in got.files].count("programme:tinl") == 1
+
+
+def test_xlsx_numeric_kvk_column_and_serial_dates(tmp_path):
+    """A sheet whose KvK column holds only numbers and whose date column only serials (no date format)."""
+    openpyxl = pytest.importorskip("openpyxl")
+    from reach import io as rio
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["KvK", "Datum"])
+    for kvk, day in ((12345678.0, "2019-03-05"), (1234567, "2020-12-31"), (None, "2021-01-04")):
+        ws.append([kvk, _excel_serial(day)])
+    path = tmp_path / "list.xlsx"
+    wb.save(path)
+    state = rio._FileState()
+    df = pd.concat(rio._read_table(path, {"kvk": "KvK", "date": "Datum"}, "programme x", 2, state))
+    assert df["kvk"].tolist()[:2] == ["12345678", "1234567"] and pd.isna(df["kvk"].iloc[2])
+    assert df["date"].dt.strftime("%Y-%m-%d").tolist() == ["2019-03-05", "2020-12-31", "2021-01-04"]
+    assert df["_row"].tolist() == [1, 2, 3]
+    assert state.repairs == {("date", "Excel date serial number converted to a date"): 3}

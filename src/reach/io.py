@@ -1,8 +1,8 @@
 """Read the run's microdata: locate files, map CBS names, validate, aggregate trade while streaming.
 
 Every input named in ``params["inputs"]`` and ``params["programmes"]`` is read
-from ``params["data_dir"]``: SPSS ``.sav``/``.zsav`` (pyreadstat), ``.csv`` or
-``.parquet``. Per-year files are found through a pattern with ``{year}``; a
+from ``params["data_dir"]``: SPSS ``.sav``/``.zsav`` (pyreadstat), ``.csv``,
+``.parquet`` or Excel ``.xlsx`` (first sheet, openpyxl; meant for participant lists). Per-year files are found through a pattern with ``{year}``; a
 ``V*`` in the pattern matches CBS's version suffix and the highest version
 wins (logged, and recorded in :attr:`Inputs.files`).
 
@@ -83,7 +83,8 @@ SENTINELS = {
     "imports": ("< 0", "row left out"),
 }
 _DEFAULT_CHUNKSIZE = 500_000
-_SUFFIXES = {".sav": "sav", ".zsav": "sav", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+_SUFFIXES = {".sav": "sav", ".zsav": "sav", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet",
+             ".xlsx": "xlsx"}
 
 
 class InputError(ValueError):
@@ -220,6 +221,9 @@ def locate(data_dir: str | Path, pattern: str, year: int, role: str = "input") -
 
 def _kind(path: Path) -> str:
     kind = _SUFFIXES.get(path.suffix.lower())
+    if kind is None and path.suffix.lower() in (".xls", ".xlsm", ".xlsb", ".ods"):
+        raise InputError(f"{path}: spreadsheet type {path.suffix!r} is not read; save it as .xlsx "
+                         f"(Excel workbook) or .csv; allowed: {sorted(_SUFFIXES)}")
     if kind is None:
         raise InputError(f"{path}: unsupported file type {path.suffix!r}; allowed: {sorted(_SUFFIXES)}")
     return kind
@@ -257,6 +261,8 @@ def read_columns(path: str | Path) -> list[str]:
             import pyarrow.parquet as pq
 
             return list(pq.ParquetFile(path).schema_arrow.names)
+        if kind == "xlsx":
+            return [str(c) for c in pd.read_excel(path, sheet_name=0, nrows=0, engine="openpyxl").columns]
         return list(pd.read_csv(path, nrows=0, sep=_csv_sep(path), encoding=_csv_encoding(path)).columns)
     except InputError:
         raise
@@ -283,6 +289,54 @@ def _sav_frame(cols: Mapping[str, list]) -> pd.DataFrame:
     return pd.DataFrame({name: _sav_column(v) for name, v in cols.items()})
 
 
+def _xlsx_cell_text(v: Any) -> Any:
+    """One cell of a mixed-type Excel column as the text a CSV export of it would hold."""
+    import datetime as _dtm
+
+    if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NaT:
+        return None
+    if isinstance(v, (_dtm.datetime, _dtm.date)):
+        # a date cell (time part 00:00 in Excel) written ISO: parse_dates reads it without guessing
+        return v.strftime("%Y-%m-%d") if not isinstance(v, _dtm.datetime) or v.time() == _dtm.time(0) \
+            else v.isoformat(sep=" ")
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        # an integral float is what Excel stores for a number typed as 12345678: the digits, as
+        # the numeric reading path writes it (no spurious ".0" for normalise to repair)
+        return str(int(v)) if float(v).is_integer() else repr(float(v))
+    return str(v)
+
+
+def _xlsx_frame(path: Path, usecols: list[str]) -> pd.DataFrame:
+    """The first sheet's mapped columns, typed as the other readers type them.
+
+    A column whose cells are all numbers stays numeric (KvK numbers stored as numbers
+    take the same route as an SPSS numeric KvK: digits, leading zeros restored and
+    counted by :func:`reach.normalise.normalise_kvk`; a date column of serial numbers is
+    read as Excel serials), a column of date cells stays datetime, and a column that
+    mixes kinds becomes text cell by cell (dates ISO, integral numbers as digits),
+    so the CSV rules apply to it: day-first ``d-m-yyyy``, Dutch number notation.
+    """
+    # header=0 on the first sheet; names compared as text (a header cell may be a number)
+    df = pd.read_excel(path, sheet_name=0, engine="openpyxl", dtype=object)
+    df.columns = [str(c) for c in df.columns]
+    out = {}
+    for c in usecols:
+        col = df[c]
+        vals = [v for v in col.tolist() if _xlsx_cell_text(v) is not None]
+        if vals and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                        for v in vals):
+            out[c] = pd.to_numeric(col, errors="coerce").astype("float64")
+        elif vals and all(isinstance(v, (pd.Timestamp,)) or hasattr(v, "strftime") for v in vals):
+            out[c] = pd.to_datetime(col)
+        else:
+            out[c] = pd.Series([_xlsx_cell_text(v) for v in col.tolist()], index=df.index, dtype="str")
+    return pd.DataFrame(out, index=df.index)
+
+
 def _iter_raw(path: Path, usecols: list[str], chunksize: int) -> Iterator[pd.DataFrame]:
     kind = _kind(path)
     try:
@@ -307,6 +361,11 @@ def _iter_raw(path: Path, usecols: list[str], chunksize: int) -> Iterator[pd.Dat
             pf = pq.ParquetFile(path, pre_buffer=False)
             for batch in pf.iter_batches(batch_size=chunksize, columns=usecols):
                 yield batch.to_pandas()
+        elif kind == "xlsx":
+            # a workbook cannot be streamed by rows through pandas; participant lists are small
+            df = _xlsx_frame(path, usecols)
+            for start in range(0, len(df), chunksize):
+                yield df.iloc[start:start + chunksize].reset_index(drop=True)
         else:
             # strings throughout: identifiers keep their leading zeros; types are checked afterwards
             yield from pd.read_csv(path, usecols=usecols, dtype=str, chunksize=chunksize, sep=_csv_sep(path),
@@ -431,7 +490,8 @@ def _date(s: pd.Series, what: str, path: Path, col: str, offset: int, state: _Fi
         for k, n in repairs.items():
             state.count(what, {"excel_serial": "Excel date serial number converted to a date",
                                "day_first": "date d-m-yyyy read day-first"}[k], n)
-    return pd.to_datetime(out)
+    # one unit whatever the source (SPSS gives us, text parsing ns): dates are days, exact in both
+    return pd.to_datetime(out).astype("datetime64[us]")
 
 
 _ZFILL = {"kvk": None, **_norm.CODE_WIDTH}
