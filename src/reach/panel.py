@@ -21,6 +21,13 @@ from reach.link import LinkResult
 
 __all__ = ["build_panel", "save_run", "stale_reason", "PANEL_KEYS", "BUILD_FILE", "read_panel", "read_link", "panel_columns", "analysis_sample", "Sample"]
 
+#: dtypes of the panel's 0/1 indicators and counts: exact (0/1 and counts below 2**31), an eighth
+#: and a half of int64's memory; sums and means of them are taken in int64/float64 by numpy and pandas.
+#: Keys (year, firm_id, g_*) stay int64 and every continuous column float64: float32 would change
+#: estimates in the 7th digit, which the golden tests (and a replication) would see.
+_FLAG = "int8"
+_COUNT = "int32"
+
 _LAGS = [("log_exports", 1), ("log_exports", 2), ("exporter", 1), ("n_dest", 1), ("log_employees", 1),
          ("importer", 1)]
 
@@ -140,15 +147,15 @@ def build_panel(inputs, link: LinkResult) -> pd.DataFrame:
     cols["imports"] = np.bincount(tr_rows, weights=im, minlength=n)
     cols["exports_gm"] = np.bincount(tr_rows[is_gm], weights=ex[is_gm], minlength=n)
     cols["imports_gm"] = np.bincount(tr_rows[is_gm], weights=im[is_gm], minlength=n)
-    cols["exporter"] = (cols["exports"] > 0).astype("int64")
-    cols["importer"] = (cols["imports"] > 0).astype("int64")
-    cols["intl_active"] = (cols["exporter"] | cols["importer"]).astype("int64")
+    cols["exporter"] = (cols["exports"] > 0).astype(_FLAG)
+    cols["importer"] = (cols["imports"] > 0).astype(_FLAG)
+    cols["intl_active"] = (cols["exporter"] | cols["importer"]).astype(_FLAG)
     # trade rows are unique per (be_id, year, country), so counting positive rows counts countries
-    cols["n_dest"] = np.bincount(tr_rows[ex > 0], minlength=n).astype("int64")
-    cols["n_orig"] = np.bincount(tr_rows[im > 0], minlength=n).astype("int64")
+    cols["n_dest"] = np.bincount(tr_rows[ex > 0], minlength=n).astype(_COUNT)
+    cols["n_orig"] = np.bincount(tr_rows[im > 0], minlength=n).astype(_COUNT)
     for c in gm:
         sel = (country == c) & ((ex > 0) | (im > 0))
-        cols[f"gm_{c}"] = (np.bincount(tr_rows[sel], minlength=n) > 0).astype("int64")
+        cols[f"gm_{c}"] = (np.bincount(tr_rows[sel], minlength=n) > 0).astype(_FLAG)
     cols["log_exports"] = np.log1p(cols["exports"])
     cols["ihs_exports"] = np.arcsinh(cols["exports"])
     cols["log_exports_gm"] = np.log1p(cols["exports_gm"])
@@ -162,10 +169,10 @@ def build_panel(inputs, link: LinkResult) -> pd.DataFrame:
     grid = np.bincount(f_ins[ok] * ny + (ins["year"].to_numpy(dtype="int64")[ok] - first),
                        minlength=n_firms * ny).reshape(n_firms, ny)
     before = np.cumsum(grid, axis=1) - grid
-    cols["instr_n"] = grid.ravel()[key].astype("int64")
-    cols["instr_any"] = (cols["instr_n"] > 0).astype("int64")
-    cols["instr_n_before"] = before.ravel()[key].astype("int64")
-    cols["instr_ever_before"] = (cols["instr_n_before"] > 0).astype("int64")
+    cols["instr_n"] = grid.ravel()[key].astype(_COUNT)
+    cols["instr_any"] = (cols["instr_n"] > 0).astype(_FLAG)
+    cols["instr_n_before"] = before.ravel()[key].astype(_COUNT)
+    cols["instr_ever_before"] = (cols["instr_n_before"] > 0).astype(_FLAG)
     del grid, before
 
     fr = link.firms[["programme", "be_id", "first_year"]]
@@ -183,17 +190,19 @@ def build_panel(inputs, link: LinkResult) -> pd.DataFrame:
         g_firm[f_p[okp]] = sub["first_year"].to_numpy(dtype="int64")[okp]
         g = g_firm[fid]
         cols[f"g_{p}"] = g
-        cols[f"d_{p}"] = ((g > 0) & (cols["year"] >= g)).astype("int64")
+        cols[f"d_{p}"] = ((g > 0) & (cols["year"] >= g)).astype(_FLAG)
 
     for v, k in _LAGS:
         cols[f"{v}_lag{k}"] = lag_of(np.asarray(cols[v], dtype="float64"), k)
     cols["export_growth_lag1"] = cols["log_exports_lag1"] - cols["log_exports_lag2"]
 
-    panel = pd.DataFrame(cols)
     for c in ("be_id", "sbi", "sbi_section", "size_class", "region"):
-        if panel[c].dtype != "str":
-            panel[c] = panel[c].astype("str")
-    return panel[panel_columns(programmes, gm)]
+        if cols[c].dtype != "str":
+            cols[c] = cols[c].astype("str")
+    del reg
+    # one copy of the panel: the frame takes the arrays as they are, in the contract's order
+    # (a DataFrame from a dict copies every column by default, and a reordering copies them again)
+    return pd.DataFrame({c: cols.pop(c) for c in panel_columns(programmes, gm)}, copy=False)
 
 
 @dataclass(frozen=True)
