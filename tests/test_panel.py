@@ -117,6 +117,15 @@ def test_save_and_read_round_trip(mini, tmp_path):
     assert back.records["bucket"].astype(str).tolist() == link.records["bucket"].astype(str).tolist()
     assert (back.first_year, back.last_year) == (2018, 2020)
     assert not list((tmp_path / "work").glob("*.tmp"))
+    # dtypes survive the parquet round trip (int8 flags, int32 counts)
+    assert read_panel(tmp_path / "work").dtypes.equals(panel.dtypes)
+    # a window read while reading equals the window cut afterwards
+    for lo, hi in ((2019, None), (None, 2019), (2019, 2019), (2018, 2020)):
+        keep = np.ones(len(panel), bool)
+        keep &= panel["year"].to_numpy() >= (lo or 0)
+        keep &= panel["year"].to_numpy() <= (hi or 9999)
+        pd.testing.assert_frame_equal(read_panel(tmp_path / "work", first_year=lo, last_year=hi),
+                                      panel[keep].reset_index(drop=True))
 
 
 def test_save_run_leaves_nothing_on_failure(mini, tmp_path):

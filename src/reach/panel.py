@@ -437,14 +437,28 @@ def _read(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def read_panel(work_dir) -> pd.DataFrame:
+def read_panel(work_dir, first_year: int | None = None, last_year: int | None = None) -> pd.DataFrame:
     """Read ``work_dir/panel.parquet`` written by :func:`save_run`.
+
+    Parameters
+    ----------
+    work_dir : path
+        The run's work folder.
+    first_year, last_year : int, optional
+        Keep only the years in this window. The rows are filtered while the file is
+        read, so the caller never holds the whole panel and a windowed copy of it
+        (a ``panel[panel["year"] >= ...]`` afterwards copies every column).
 
     Examples
     --------
-    >>> panel = read_panel("work/stub")                                     # doctest: +SKIP
+    >>> panel = read_panel("work/stub", first_year=2014, last_year=2023)  # doctest: +SKIP
     """
-    return _read(Path(work_dir) / "panel.parquet")
+    path = Path(work_dir) / "panel.parquet"
+    filters = ([("year", ">=", int(first_year))] if first_year is not None else []) + \
+        ([("year", "<=", int(last_year))] if last_year is not None else [])
+    if not filters or not path.is_file():
+        return _read(path)
+    return pd.read_parquet(path, filters=filters)
 
 
 def read_link(work_dir) -> LinkResult:
