@@ -380,3 +380,13 @@ def test_integer_key_sort_and_duplicates_equal_pandas(ids):
         pd.testing.assert_frame_equal(rio._sort_rows(df, keys), df.sort_values(keys, ignore_index=True))
         for keep in ("first", "last", False):
             np.testing.assert_array_equal(rio._duplicated(df, keys, keep), df.duplicated(keys, keep=keep).to_numpy())
+
+
+def test_packed_key_order_equals_lexsort_and_falls_back_when_too_wide():
+    from reach import io as rio
+
+    rng = np.random.default_rng(2)
+    a, b = rng.integers(-5, 5, 500), rng.integers(0, 3, 500)
+    np.testing.assert_array_equal(rio._stable_order([a, b]), np.lexsort((b, a)))
+    wide = [rng.integers(0, 2**40, 500), rng.integers(0, 2**40, 500)]  # spans multiply past int64
+    np.testing.assert_array_equal(rio._stable_order(wide), np.lexsort(wide[::-1]))
