@@ -390,3 +390,18 @@ def test_packed_key_order_equals_lexsort_and_falls_back_when_too_wide():
     np.testing.assert_array_equal(rio._stable_order([a, b]), np.lexsort((b, a)))
     wide = [rng.integers(0, 2**40, 500), rng.integers(0, 2**40, 500)]  # spans multiply past int64
     np.testing.assert_array_equal(rio._stable_order(wide), np.lexsort(wide[::-1]))
+
+
+def test_kvk_fast_path_equals_normalise_kvk():
+    """The pass-through of clean 8-digit numbers gives normalise_kvk's own answer on every kind of value."""
+    from reach import io as rio
+    from reach.normalise import normalise_kvk
+
+    raw = pd.Series(["12345678", "1234567", " 12345678", "1234567.0", "1.2345678E+07", "12345678-0001", "A1",
+                     None, "", "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668", "123456789", "01234567"] * 3,
+                    dtype="str")
+    for s in (raw, raw[raw.str.fullmatch(r"[0-9]{8}").fillna(False)]):
+        got_k, got_w = rio._normalise_kvk(s)
+        exp_k, exp_w = normalise_kvk(s)
+        pd.testing.assert_series_equal(got_k, exp_k)
+        pd.testing.assert_series_equal(got_w, exp_w)

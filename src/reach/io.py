@@ -837,6 +837,27 @@ def _duplicated(df: pd.DataFrame, keys: list[str], keep: str | bool = "first") -
     return out
 
 
+def _normalise_kvk(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """:func:`reach.normalise.normalise_kvk`, with values already 8 ASCII digits passed through.
+
+    The link file holds one KvK number per firm and year (millions at register scale), almost all
+    clean: one vectorised test takes those (the first rule of ``normalise_kvk``: kept, ``ok``)
+    and only the rest go through its per-distinct-value rules.
+    """
+    from reach.link import normalise_kvk
+
+    if values.dtype != "str":
+        return normalise_kvk(values)
+    clean = values.str.fullmatch(r"[0-9]{8}").fillna(False).to_numpy(dtype=bool)
+    kvk = pd.Series(values.to_numpy(), index=values.index, dtype="str", name="kvk")
+    why = pd.Series(_norm.KVK_OK, index=values.index, dtype="str", name="kvk_reason")
+    if not clean.all():
+        k2, w2 = normalise_kvk(values[~clean])
+        kvk[~clean] = k2.to_numpy()
+        why[~clean] = w2.to_numpy()
+    return kvk, why
+
+
 def _load_register(params, years, lg: _Log) -> pd.DataFrame:
     reg = _read_role(params, "register", years, lg)
     miss = reg["be_id"].isna()
@@ -866,10 +887,8 @@ def _load_register(params, years, lg: _Log) -> pd.DataFrame:
 
 
 def _load_kvk_link(params, years, lg: _Log) -> pd.DataFrame:
-    from reach.link import normalise_kvk
-
     kl = _read_role(params, "kvk_link", years, lg)[["kvk", "be_id", "year"]]
-    norm, why = normalise_kvk(kl["kvk"])
+    norm, why = _normalise_kvk(kl["kvk"])
     for reason, n in why[why.isin(_norm.KVK_REPAIRED)].value_counts().items():
         lg.repair("kvk_link", "kvk", f"KvK number repaired: {reason}", int(n))
     bad = norm.isna() | kl["be_id"].isna()
