@@ -298,6 +298,37 @@ def analysis_sample(panel: pd.DataFrame, programme: str, *, first_year: int | No
                   pd.DataFrame(rows, columns=["reason", "n_firms"]).astype({"n_firms": "int64"}))
 
 
+#: Rows converted to Arrow at a time when writing a table: ``DataFrame.to_parquet`` converts the whole
+#: frame first, which at register scale is a second copy of the panel (GBs) next to the first.
+WRITE_ROWS = 1_000_000
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """``df.to_parquet(path, index=False)`` in slices of :data:`WRITE_ROWS` rows (one row group each).
+
+    Same file contents and the same frame when read back (the pandas metadata of the first slice,
+    without an index, describes every slice); memory is one slice in Arrow form, not the table.
+    """
+    if len(df) <= WRITE_ROWS:
+        df.to_parquet(path, index=False)
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer = None
+    try:
+        for start in range(0, len(df), WRITE_ROWS):
+            table = pa.Table.from_pandas(df.iloc[start:start + WRITE_ROWS], preserve_index=False)
+            if writer is None:
+                schema = table.schema
+                writer = pq.ParquetWriter(path, schema)
+            writer.write_table(table.cast(schema) if not table.schema.equals(schema) else table)
+            del table
+    finally:
+        if writer is not None:
+            writer.close()
+
+
 def _atomic_parquet(frames: dict[str, pd.DataFrame], work_dir: Path) -> dict[str, Path]:
     """Write every frame to a temporary file first, then rename: a failure leaves no partial run."""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -307,7 +338,7 @@ def _atomic_parquet(frames: dict[str, pd.DataFrame], work_dir: Path) -> dict[str
             fd, p = tempfile.mkstemp(prefix=f".{name}.", suffix=".parquet.tmp", dir=work_dir)
             os.close(fd)
             tmp[name] = Path(p)
-            df.to_parquet(tmp[name], index=False)
+            _write_parquet(df, tmp[name])
     except Exception:
         for p in tmp.values():
             p.unlink(missing_ok=True)
