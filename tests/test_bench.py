@@ -78,3 +78,31 @@ def test_bench_smoke_tiny_scale_without_peers(tmp_path):
     assert len(on_disk) == len(df)
     assert "| stage | firms |" in (out / "results.md").read_text()
     assert (out / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_meter_counts_a_child_process_cpu_seconds():
+    """manifest.json's `cpu_seconds`: the kernel (a child process) burns a known amount of CPU.
+
+    The child spins until its own CPU clock (``time.process_time``, an independent
+    measure) has advanced 0.6 s, then sleeps so the meter can poll it. The meter must
+    report at least that (minus one polling interval) and not more than the wall time
+    of the block allows on the machine's cores.
+    """
+    import os
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("psutil")
+    from reach.runner import _PeakMemory
+
+    code = ("import time\nt=time.process_time()\nwhile time.process_time()-t<0.6: pass\n"
+            "time.sleep(0.6)\n")
+    t0 = time.perf_counter()
+    with _PeakMemory(interval=0.05) as meter:
+        subprocess.run([sys.executable, "-c", code], check=True)
+    wall = time.perf_counter() - t0
+    assert meter.peak_mb is not None and meter.peak_mb > 0
+    assert meter.cpu_s is not None
+    assert meter.cpu_s >= 0.5
+    assert meter.cpu_s <= wall * (os.cpu_count() or 1) + 0.2

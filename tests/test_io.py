@@ -278,6 +278,130 @@ def test_missing_dates_without_default_year(mini_params, tmp_path):
 
 def test_unsupported_extension(mini_params, tmp_path):
     p = copy.deepcopy(mini_params)
-    p["inputs"]["instruments"]["path"] = "RVO/Achilles.xlsx"
-    (Path(p["data_dir"]) / "RVO/Achilles.xlsx").write_bytes(b"PK")
-    _assert_fails_cleanly(p, tmp_path, r"unsupported file type '.xlsx'")
+    p["inputs"]["instruments"]["path"] = "RVO/Achilles.dbf"
+    (Path(p["data_dir"]) / "RVO/Achilles.dbf").write_bytes(b"PK")
+    _assert_fails_cleanly(p, tmp_path, r"unsupported file type '.dbf'.*'.xlsx'")
+
+
+def test_old_excel_format_asks_for_xlsx(mini_params, tmp_path):
+    p = copy.deepcopy(mini_params)
+    p["programmes"]["nlib"]["path"] = "Programmas/NLiB.xls"
+    (Path(p["data_dir"]) / "Programmas/NLiB.xls").write_bytes(b"\xd0\xcf\x11\xe0")
+    _assert_fails_cleanly(p, tmp_path, r"NLiB.xls: spreadsheet type '.xls' is not read; save it as .xlsx")
+
+
+def test_corrupt_xlsx_is_a_clear_error(mini_params, tmp_path):
+    p = copy.deepcopy(mini_params)
+    p["programmes"]["nlib"]["path"] = "Programmas/NLiB.xlsx"
+    (Path(p["data_dir"]) / "Programmas/NLiB.xlsx").write_bytes(b"PK not a workbook")
+    _assert_fails_cleanly(p, tmp_path, r"NLiB.xlsx: cannot be read as xlsx .*corrupt")
+
+
+def _excel_serial(day: str) -> int:
+    """Excel's serial number of a date (origin 1899-12-30), computed here independently of reach."""
+    import datetime as dtm
+
+    return (dtm.date.fromisoformat(day) - dtm.date(1899, 12, 30)).days
+
+
+def test_xlsx_participant_list_reads_like_the_sav(mini_params):
+    """TINL's list as an analyst keeps it in Excel, written with openpyxl: the same participants.
+
+    What Excel does to the list: KvK numbers typed as numbers (leading zero lost,
+    one stored as a float), one kept as text with dashes; dates as date cells, one
+    as a bare serial number and one typed as Dutch day-first text. The participants
+    must equal those read from the .sav (conftest's truth), with the repairs counted.
+    """
+    openpyxl = pytest.importorskip("openpyxl")
+    import datetime as dtm
+
+    root = Path(mini_params["data_dir"])
+    sav, _ = pyreadstat.read_sav(str(root / "Programmas/TINL_activiteiten.sav"))
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(list(sav.columns))
+    kvk_cells = [1234567, 1234567, 1234568, 33333333, 33333333.0, 44444444, 22222222, "22-22-22-22"]
+    for i, row in enumerate(sav.itertuples(index=False)):
+        d = row.Datum.date()
+        date_cell = {3: _excel_serial(str(d)), 5: d.strftime("%d-%m-%Y")}.get(i, dtm.datetime(d.year, d.month, d.day))
+        ws.append([kvk_cells[i], row.Activiteit_ID, date_cell, row.Organiserende_regio, row.Activiteit_type,
+                   row.Persoon_ID])
+    wb.save(root / "Programmas/TINL_activiteiten.xlsx")
+    base = load_inputs(mini_params)
+    p = copy.deepcopy(mini_params)
+    p["programmes"]["tinl"]["path"] = "Programmas/TINL_activiteiten.xlsx"
+    got = load_inputs(p)
+    cols = ["programme", "kvk", "year", "date", "activity_id", "activity_type", "organiser_region", "row"]
+    pd.testing.assert_frame_equal(got.participants[cols], base.participants[cols])
+    rep = got.repairs.set_index(["table", "column", "reason"])["n"]
+    assert rep[("participants:tinl", "date", "Excel date serial number converted to a date")] == 1
+    assert rep[("participants:tinl", "date", "date d-m-yyyy read day-first")] == 1
+    # the xlsx's KvK numbers arrive as digits without their leading zero, as from an SPSS numeric column
+    assert got.participants.loc[got.participants["programme"] == "tinl", "kvk_raw"].tolist()[:3] == [
+        "1234567", "1234567", "1234568"]
+    assert [f["role"] for f in got.files].count("programme:tinl") == 1
+
+
+def test_xlsx_numeric_kvk_column_and_serial_dates(tmp_path):
+    """A sheet whose KvK column holds only numbers and whose date column only serials (no date format)."""
+    openpyxl = pytest.importorskip("openpyxl")
+    from reach import io as rio
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["KvK", "Datum"])
+    for kvk, day in ((12345678.0, "2019-03-05"), (1234567, "2020-12-31"), (None, "2021-01-04")):
+        ws.append([kvk, _excel_serial(day)])
+    path = tmp_path / "list.xlsx"
+    wb.save(path)
+    state = rio._FileState()
+    df = pd.concat(rio._read_table(path, {"kvk": "KvK", "date": "Datum"}, "programme x", 2, state))
+    assert df["kvk"].tolist()[:2] == ["12345678", "1234567"] and pd.isna(df["kvk"].iloc[2])
+    assert df["date"].dt.strftime("%Y-%m-%d").tolist() == ["2019-03-05", "2020-12-31", "2021-01-04"]
+    assert df["_row"].tolist() == [1, 2, 3]
+    assert state.repairs == {("date", "Excel date serial number converted to a date"): 3}
+
+
+@pytest.mark.parametrize("ids", ["digits", "mixed_width", "text", "with_na"])
+def test_integer_key_sort_and_duplicates_equal_pandas(ids):
+    """The fast sort/duplicate paths of reach.io give pandas' own answer (the reference), row for row."""
+    from reach import io as rio
+
+    rng = np.random.default_rng(1)
+    n = 2_000
+    num = rng.integers(0, 300, n)
+    be = {"digits": [f"{100000000 + v:09d}" for v in num],
+          "mixed_width": [str(v) for v in num],            # "99" sorts after "100" as text, not as a number
+          "text": [f"x{v}" for v in num],
+          "with_na": [None if v % 37 == 0 else f"{v:05d}" for v in num]}[ids]
+    df = pd.DataFrame({"be_id": pd.Series(be, dtype="str"), "year": rng.integers(2014, 2017, n).astype("int64"),
+                       "country": pd.Series(rng.choice(["DE", "BE", "CN"], n), dtype="str"), "v": np.arange(n)})
+    for keys in (["be_id", "year"], ["be_id", "year", "country"], ["country", "be_id"]):
+        pd.testing.assert_frame_equal(rio._sort_rows(df, keys), df.sort_values(keys, ignore_index=True))
+        for keep in ("first", "last", False):
+            np.testing.assert_array_equal(rio._duplicated(df, keys, keep), df.duplicated(keys, keep=keep).to_numpy())
+
+
+def test_packed_key_order_equals_lexsort_and_falls_back_when_too_wide():
+    from reach import io as rio
+
+    rng = np.random.default_rng(2)
+    a, b = rng.integers(-5, 5, 500), rng.integers(0, 3, 500)
+    np.testing.assert_array_equal(rio._stable_order([a, b]), np.lexsort((b, a)))
+    wide = [rng.integers(0, 2**40, 500), rng.integers(0, 2**40, 500)]  # spans multiply past int64
+    np.testing.assert_array_equal(rio._stable_order(wide), np.lexsort(wide[::-1]))
+
+
+def test_kvk_fast_path_equals_normalise_kvk():
+    """The pass-through of clean 8-digit numbers gives normalise_kvk's own answer on every kind of value."""
+    from reach import io as rio
+    from reach.normalise import normalise_kvk
+
+    raw = pd.Series(["12345678", "1234567", " 12345678", "1234567.0", "1.2345678E+07", "12345678-0001", "A1",
+                     None, "", "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668", "123456789", "01234567"] * 3,
+                    dtype="str")
+    for s in (raw, raw[raw.str.fullmatch(r"[0-9]{8}").fillna(False)]):
+        got_k, got_w = rio._normalise_kvk(s)
+        exp_k, exp_w = normalise_kvk(s)
+        pd.testing.assert_series_equal(got_k, exp_k)
+        pd.testing.assert_series_equal(got_w, exp_w)

@@ -21,6 +21,13 @@ from reach.link import LinkResult
 
 __all__ = ["build_panel", "save_run", "stale_reason", "PANEL_KEYS", "BUILD_FILE", "read_panel", "read_link", "panel_columns", "analysis_sample", "Sample"]
 
+#: dtypes of the panel's 0/1 indicators and counts: exact (0/1 and counts below 2**31), an eighth
+#: and a half of int64's memory; sums and means of them are taken in int64/float64 by numpy and pandas.
+#: Keys (year, firm_id, g_*) stay int64 and every continuous column float64: float32 would change
+#: estimates in the 7th digit, which the golden tests (and a replication) would see.
+_FLAG = "int8"
+_COUNT = "int32"
+
 _LAGS = [("log_exports", 1), ("log_exports", 2), ("exporter", 1), ("n_dest", 1), ("log_employees", 1),
          ("importer", 1)]
 
@@ -140,15 +147,15 @@ def build_panel(inputs, link: LinkResult) -> pd.DataFrame:
     cols["imports"] = np.bincount(tr_rows, weights=im, minlength=n)
     cols["exports_gm"] = np.bincount(tr_rows[is_gm], weights=ex[is_gm], minlength=n)
     cols["imports_gm"] = np.bincount(tr_rows[is_gm], weights=im[is_gm], minlength=n)
-    cols["exporter"] = (cols["exports"] > 0).astype("int64")
-    cols["importer"] = (cols["imports"] > 0).astype("int64")
-    cols["intl_active"] = (cols["exporter"] | cols["importer"]).astype("int64")
+    cols["exporter"] = (cols["exports"] > 0).astype(_FLAG)
+    cols["importer"] = (cols["imports"] > 0).astype(_FLAG)
+    cols["intl_active"] = (cols["exporter"] | cols["importer"]).astype(_FLAG)
     # trade rows are unique per (be_id, year, country), so counting positive rows counts countries
-    cols["n_dest"] = np.bincount(tr_rows[ex > 0], minlength=n).astype("int64")
-    cols["n_orig"] = np.bincount(tr_rows[im > 0], minlength=n).astype("int64")
+    cols["n_dest"] = np.bincount(tr_rows[ex > 0], minlength=n).astype(_COUNT)
+    cols["n_orig"] = np.bincount(tr_rows[im > 0], minlength=n).astype(_COUNT)
     for c in gm:
         sel = (country == c) & ((ex > 0) | (im > 0))
-        cols[f"gm_{c}"] = (np.bincount(tr_rows[sel], minlength=n) > 0).astype("int64")
+        cols[f"gm_{c}"] = (np.bincount(tr_rows[sel], minlength=n) > 0).astype(_FLAG)
     cols["log_exports"] = np.log1p(cols["exports"])
     cols["ihs_exports"] = np.arcsinh(cols["exports"])
     cols["log_exports_gm"] = np.log1p(cols["exports_gm"])
@@ -162,10 +169,10 @@ def build_panel(inputs, link: LinkResult) -> pd.DataFrame:
     grid = np.bincount(f_ins[ok] * ny + (ins["year"].to_numpy(dtype="int64")[ok] - first),
                        minlength=n_firms * ny).reshape(n_firms, ny)
     before = np.cumsum(grid, axis=1) - grid
-    cols["instr_n"] = grid.ravel()[key].astype("int64")
-    cols["instr_any"] = (cols["instr_n"] > 0).astype("int64")
-    cols["instr_n_before"] = before.ravel()[key].astype("int64")
-    cols["instr_ever_before"] = (cols["instr_n_before"] > 0).astype("int64")
+    cols["instr_n"] = grid.ravel()[key].astype(_COUNT)
+    cols["instr_any"] = (cols["instr_n"] > 0).astype(_FLAG)
+    cols["instr_n_before"] = before.ravel()[key].astype(_COUNT)
+    cols["instr_ever_before"] = (cols["instr_n_before"] > 0).astype(_FLAG)
     del grid, before
 
     fr = link.firms[["programme", "be_id", "first_year"]]
@@ -183,17 +190,19 @@ def build_panel(inputs, link: LinkResult) -> pd.DataFrame:
         g_firm[f_p[okp]] = sub["first_year"].to_numpy(dtype="int64")[okp]
         g = g_firm[fid]
         cols[f"g_{p}"] = g
-        cols[f"d_{p}"] = ((g > 0) & (cols["year"] >= g)).astype("int64")
+        cols[f"d_{p}"] = ((g > 0) & (cols["year"] >= g)).astype(_FLAG)
 
     for v, k in _LAGS:
         cols[f"{v}_lag{k}"] = lag_of(np.asarray(cols[v], dtype="float64"), k)
     cols["export_growth_lag1"] = cols["log_exports_lag1"] - cols["log_exports_lag2"]
 
-    panel = pd.DataFrame(cols)
     for c in ("be_id", "sbi", "sbi_section", "size_class", "region"):
-        if panel[c].dtype != "str":
-            panel[c] = panel[c].astype("str")
-    return panel[panel_columns(programmes, gm)]
+        if cols[c].dtype != "str":
+            cols[c] = cols[c].astype("str")
+    del reg
+    # one copy of the panel: the frame takes the arrays as they are, in the contract's order
+    # (a DataFrame from a dict copies every column by default, and a reordering copies them again)
+    return pd.DataFrame({c: cols.pop(c) for c in panel_columns(programmes, gm)}, copy=False)
 
 
 @dataclass(frozen=True)
@@ -289,6 +298,37 @@ def analysis_sample(panel: pd.DataFrame, programme: str, *, first_year: int | No
                   pd.DataFrame(rows, columns=["reason", "n_firms"]).astype({"n_firms": "int64"}))
 
 
+#: Rows converted to Arrow at a time when writing a table: ``DataFrame.to_parquet`` converts the whole
+#: frame first, which at register scale is a second copy of the panel (GBs) next to the first.
+WRITE_ROWS = 1_000_000
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """``df.to_parquet(path, index=False)`` in slices of :data:`WRITE_ROWS` rows (one row group each).
+
+    Same file contents and the same frame when read back (the pandas metadata of the first slice,
+    without an index, describes every slice); memory is one slice in Arrow form, not the table.
+    """
+    if len(df) <= WRITE_ROWS:
+        df.to_parquet(path, index=False)
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer = None
+    try:
+        for start in range(0, len(df), WRITE_ROWS):
+            table = pa.Table.from_pandas(df.iloc[start:start + WRITE_ROWS], preserve_index=False)
+            if writer is None:
+                schema = table.schema
+                writer = pq.ParquetWriter(path, schema)
+            writer.write_table(table.cast(schema) if not table.schema.equals(schema) else table)
+            del table
+    finally:
+        if writer is not None:
+            writer.close()
+
+
 def _atomic_parquet(frames: dict[str, pd.DataFrame], work_dir: Path) -> dict[str, Path]:
     """Write every frame to a temporary file first, then rename: a failure leaves no partial run."""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -298,7 +338,7 @@ def _atomic_parquet(frames: dict[str, pd.DataFrame], work_dir: Path) -> dict[str
             fd, p = tempfile.mkstemp(prefix=f".{name}.", suffix=".parquet.tmp", dir=work_dir)
             os.close(fd)
             tmp[name] = Path(p)
-            df.to_parquet(tmp[name], index=False)
+            _write_parquet(df, tmp[name])
     except Exception:
         for p in tmp.values():
             p.unlink(missing_ok=True)
@@ -428,14 +468,28 @@ def _read(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def read_panel(work_dir) -> pd.DataFrame:
+def read_panel(work_dir, first_year: int | None = None, last_year: int | None = None) -> pd.DataFrame:
     """Read ``work_dir/panel.parquet`` written by :func:`save_run`.
+
+    Parameters
+    ----------
+    work_dir : path
+        The run's work folder.
+    first_year, last_year : int, optional
+        Keep only the years in this window. The rows are filtered while the file is
+        read, so the caller never holds the whole panel and a windowed copy of it
+        (a ``panel[panel["year"] >= ...]`` afterwards copies every column).
 
     Examples
     --------
-    >>> panel = read_panel("work/stub")                                     # doctest: +SKIP
+    >>> panel = read_panel("work/stub", first_year=2014, last_year=2023)  # doctest: +SKIP
     """
-    return _read(Path(work_dir) / "panel.parquet")
+    path = Path(work_dir) / "panel.parquet"
+    filters = ([("year", ">=", int(first_year))] if first_year is not None else []) + \
+        ([("year", "<=", int(last_year))] if last_year is not None else [])
+    if not filters or not path.is_file():
+        return _read(path)
+    return pd.read_parquet(path, filters=filters)
 
 
 def read_link(work_dir) -> LinkResult:

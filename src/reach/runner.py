@@ -326,24 +326,38 @@ def scan_output(output_dir: Path, work_dir: Path) -> list[str]:
 
 
 class _PeakMemory:
-    """Peak resident memory (MB) of this process and its children (the notebook kernel) while in the block.
+    """Peak resident memory (MB) and CPU seconds of this process and its children (the notebook kernel).
 
     Polled by a daemon thread with psutil (installed with ipykernel, on Windows too); without psutil
-    the peak is None. The analyst sees in ``manifest.json`` where time and memory go.
+    both are None. The analyst sees in ``manifest.json`` where time and memory go. CPU seconds
+    (user + system) are reported next to wall seconds because on a shared machine the wall time
+    also counts the time other processes held the cores: ``cpu_s`` is this run's own work. A
+    child's CPU time is its last sample (a kernel that ends between two polls loses at most one
+    interval of CPU); this process's own CPU is its increase over the block.
     """
 
     def __init__(self, interval: float = 0.25):
         self.interval = interval
         self.peak_mb: float | None = None
+        self.cpu_s: float | None = None
+        self._cpu: dict[int, float] = {}
 
     def _sample(self, proc) -> float:
         total = 0
         for p in [proc, *proc.children(recursive=True)]:
             try:
                 total += p.memory_info().rss
+                if p.pid != proc.pid:
+                    t = p.cpu_times()
+                    self._cpu[p.pid] = max(self._cpu.get(p.pid, 0.0), t.user + t.system)
             except Exception:  # noqa: BLE001 - a child that just ended
                 continue
         return total / 2**20
+
+    @staticmethod
+    def _own_cpu(proc) -> float:
+        t = proc.cpu_times()
+        return t.user + t.system
 
     def _poll(self, proc) -> None:
         while not self._stop.wait(self.interval):
@@ -360,6 +374,10 @@ class _PeakMemory:
         except ImportError:
             return self
         proc = psutil.Process()
+        self._proc = proc
+        # children alive before the block (none in a run) are not this block's work
+        self._cpu0 = {c.pid: sum(c.cpu_times()[:2]) for c in proc.children(recursive=True)}
+        self._own0 = self._own_cpu(proc)
         self.peak_mb = self._sample(proc)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, args=(proc,), daemon=True)
@@ -370,6 +388,13 @@ class _PeakMemory:
         if hasattr(self, "_thread"):
             self._stop.set()
             self._thread.join(timeout=2)
+            try:
+                self._sample(self._proc)  # children still alive at the end: their final CPU time
+                own = self._own_cpu(self._proc) - self._own0
+            except Exception:  # noqa: BLE001
+                own = 0.0
+            kids = sum(max(0.0, t - self._cpu0.get(pid, 0.0)) for pid, t in self._cpu.items())
+            self.cpu_s = round(own + kids, 1)
         if self.peak_mb is not None:
             self.peak_mb = round(self.peak_mb, 1)
 
@@ -477,6 +502,7 @@ def run_suite(
     html: list[Path] = []
     seconds: dict[str, float] = {}
     peak_mb: dict[str, float | None] = {}
+    cpu_s: dict[str, float | None] = {}
     jobs = executed_names(params, names)
     for i, (notebook, prog) in enumerate(jobs, 1):
         source = nb_dir / f"{notebook}.ipynb"
@@ -510,6 +536,7 @@ def run_suite(
         target = published
         seconds[name] = round(time.perf_counter() - t0, 1)
         peak_mb[name] = memory.peak_mb
+        cpu_s[name] = memory.cpu_s
         print(f"[{i}/{len(jobs)}] {name} done in {seconds[name]:.1f} s", flush=True)
         executed.append(target)
         if render:
@@ -532,6 +559,9 @@ def run_suite(
         "notebooks": [executed_name(nb, p) for nb, p in executed_names(params, names)],
         "programmes": analysed_programmes(params),
         "seconds": seconds,
+        # CPU seconds (user + system) of the runner and the notebook's kernel: on a shared machine
+        # wall `seconds` also counts waiting for the cores
+        "cpu_seconds": cpu_s,
         # peak resident memory of the runner and the notebook's kernel while each notebook ran
         "peak_rss_mb": peak_mb,
         "seeds": {"seed": params.get("seed")},
