@@ -697,6 +697,21 @@ def test_identifier_scan_ignores_sha256_digests(tmp_path):
     assert [p.split("/")[-1] for p in hits["file"]] == ["t.csv"]
 
 
+def test_identifier_scan_ignores_file_sizes_in_json_records(tmp_path):
+    """At register scale a file's byte size in manifest.json (26,128,107 bytes) equals a KvK number by chance:
+    file metadata is not a leak; the same number as any other JSON value, or in a table, still is."""
+    import json
+
+    from reach.disclosure import scan_for_identifiers
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"inputs": [{"path": "IHG/x.sav", "size": 26128107,
+                                                                    "seconds": 26128107.0}]}), encoding="utf-8")
+    (tmp_path / "headline.json").write_text(json.dumps({"n_firms": 26128107}), encoding="utf-8")
+    (tmp_path / "t.csv").write_text("size\n26128107\n", encoding="utf-8")
+    hits = scan_for_identifiers(tmp_path, ["26128107"], kind="kvk")
+    assert sorted(p.split("/")[-1] for p in hits["file"]) == ["headline.json", "t.csv"]
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_reach_is_at_least_as_strict_as_the_real_acro(seed):
     """The same cross-check against ACRO itself (PyPI ``acro`` 1.0.2) where it is installed.

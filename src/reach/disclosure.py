@@ -1295,6 +1295,9 @@ _ENTITIES = re.compile(r"&nbsp;|&#160;|&#xa0;|\\u00a0", re.IGNORECASE)
 #: SHA-256 digests (checksums/, manifest): hexadecimal, they carry no identifier, but their digit runs
 #: can match one by chance
 _HEX_DIGEST = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{64}(?![0-9A-Za-z])")
+# file metadata in JSON records (manifest, results.json): a file's byte size can equal a KvK number at register
+# scale (a 26 MB file, 8 digits); the key says what the number is
+_FILE_METADATA = re.compile(r'"(?:size|size_bytes|bytes|mtime|mtime_ns|peak_rss_mb|seconds|cpu_seconds)"\s*:\s*[0-9.]+')
 
 
 def _normalise_ids(identifiers: Iterable[Any], kind: str) -> list[str]:
@@ -1390,6 +1393,8 @@ def scan_for_identifiers(
     for f in sorted(set(files)):
         text = f.read_bytes().decode("utf-8", errors="replace")
         text = _HEX_DIGEST.sub(" ", _ENTITIES.sub(" ", text))
+        if f.suffix.lower() in (".json", ".ipynb"):
+            text = _FILE_METADATA.sub(" ", text)
         for run in _RUN.findall(text):
             if len(run) < min_len:
                 continue  # fast path: the run cannot hold an identifier
