@@ -112,7 +112,8 @@ def test_several_kvk_one_firm_counts_once(mini_link):
     _, res = mini_link
     f = res.firms.set_index(["programme", "be_id"])
     # 01234567 and 01234568 both link to 100000001 in activity T1: one firm, one activity, two records
-    assert f.loc[("tinl", "100000001"), ["first_year", "n_activities", "n_records"]].tolist() == [2018, 1, 2]
+    assert f.loc[("tinl", "100000001"), ["first_use", "n_activities", "n_records"]].tolist() == [2018, 1, 2]
+    assert (f["first_year"] == f["first_use"]).all()  # deprecated alias, one release
     assert res.firms.groupby("programme").size().to_dict() == {"nlib": 3, "tinl": 3}
     a = res.activities.set_index(["programme", "activity_id"])
     # T1: three person-records, two linked (the third is a duplicate), two KvK numbers, one firm
@@ -122,7 +123,7 @@ def test_several_kvk_one_firm_counts_once(mini_link):
 
 def test_first_year_from_date_and_default_year(mini_link):
     _, res = mini_link
-    f = res.firms.set_index(["programme", "be_id"])["first_year"]
+    f = res.firms.set_index(["programme", "be_id"])["first_use"]
     assert f.loc["nlib"].eq(2019).all()                       # default_year
     assert f.loc[("tinl", "100000003")] == 2019               # 2018 record not linked that year
     # the 2017 record lies before the window: first use is 2017 (full history), never re-cohorted to 2020
@@ -178,7 +179,7 @@ def test_stub_users_and_cohorts_equal_truth(stub_link):
     _, res, truth = stub_link
     assert res.firms.groupby("programme").size().to_dict() == truth["n_users"]
     for prog, sizes in truth["cohort_sizes"].items():
-        got = res.firms.loc[res.firms["programme"] == prog, "first_year"].value_counts()
+        got = res.firms.loc[res.firms["programme"] == prog, "first_use"].value_counts()
         assert {str(k): int(v) for k, v in got.items()} == {k: int(v) for k, v in sizes.items()}, prog
 
 

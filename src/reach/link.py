@@ -46,9 +46,10 @@ class LinkResult(SummaryDisplay):
         ``programme, bucket, n_records`` in :data:`BUCKETS` order plus a
         ``total`` row per programme equal to the input row count.
     firms : DataFrame
-        One row per programme x ``be_id``: ``first_year`` (the cohort, R ``did``'s
-        ``gname``), ``n_activities`` (distinct activities), ``n_records``
-        (linked records).
+        One row per programme x ``be_id``: ``first_use`` (the year of first use over the
+        whole history: the cohort, R ``did``'s ``gname``), ``n_activities`` (distinct
+        activities), ``n_records`` (linked records); ``first_year`` is a deprecated alias
+        of ``first_use`` kept one release (it read like the window's first year).
     activities : DataFrame
         Per programme x ``activity_id``: ``n_records`` (all records, as in
         published participant counts), ``n_linked_records``, ``n_kvk``
@@ -186,14 +187,16 @@ def link_participants(inputs, first_year: int | None = None, last_year: int | No
     # a record without activity id is its own activity (NLiB: one portal registration)
     lk_act = lk["activity_id"].fillna("row:" + lk["row"].astype(str))
     firms = (lk.assign(_act=lk_act).groupby(["programme", "be_id"], sort=True)
-             .agg(first_year=("year", "min"), n_activities=("_act", "nunique"), n_records=("row", "size"))
+             .agg(first_use=("year", "min"), n_activities=("_act", "nunique"), n_records=("row", "size"))
              .reset_index())
-    firms = firms.astype({"first_year": "int64", "n_activities": "int64", "n_records": "int64"})
+    firms = firms.astype({"first_use": "int64", "n_activities": "int64", "n_records": "int64"})
     early = _first_use_before(rec, kl, first)
     if len(early):
         # the cohort is the first use over the whole history, never the first use inside the window
-        fu = firms.merge(early, on=["programme", "be_id"], how="left")["first_use"]
-        firms["first_year"] = np.where(fu.notna(), fu.fillna(0), firms["first_year"]).astype("int64")
+        fu = firms[["programme", "be_id"]].merge(early, on=["programme", "be_id"], how="left")["first_use"]
+        firms["first_use"] = np.where(fu.notna(), fu.fillna(0), firms["first_use"]).astype("int64")
+    # deprecated name of first_use (it read like the window's first_year), kept one release
+    firms["first_year"] = firms["first_use"]
 
     with_act = rec.loc[rec["activity_id"].notna()]
     if len(with_act):

@@ -84,49 +84,74 @@ def build_panel(inputs, link: LinkResult) -> pd.DataFrame:
     >>> panel.groupby("year")["exporter"].mean()                           # doctest: +SKIP
     """
     first, last = int(inputs.first_year), int(inputs.last_year)
-    ny = last - first + 1
     gm = list(inputs.growth_markets)
     programmes = list(inputs.programmes) if inputs.programmes else sorted(link.firms["programme"].unique())
-
     reg = inputs.register
-    reg = reg.loc[(reg["year"] >= first) & (reg["year"] <= last)]
-    # factorize keeps the Arrow strings (no round trip through Python objects); sort=True makes
-    # firm_id the rank of be_id, stable across runs
-    fid, firms = pd.factorize(reg["be_id"], sort=True)
-    firms = pd.Index(firms)
-    fid = fid.astype("int64")
-    n_firms = len(firms)
-    yoff = reg["year"].to_numpy(dtype="int64") - first
-    order = np.lexsort((yoff, fid))
-    fid, yoff = fid[order], yoff[order]
-    reg = reg.iloc[order].reset_index(drop=True)
-    n = len(reg)
-    # dense (firm, year) -> panel row; -1 where the unit is not in the register that year
-    lookup = np.full(n_firms * ny, -1, dtype=np.int64)
-    key = fid * ny + yoff
-    lookup[key] = np.arange(n)
+    grid = _PanelGrid(reg.loc[(reg["year"] >= first) & (reg["year"] <= last)], first, last)
+    del reg
+    cols = _register_columns(grid)
+    cols.update(_trade_columns(grid, inputs.trade, gm))
+    cols.update(_instrument_columns(grid, inputs.instruments))
+    cols.update(_cohort_columns(grid, link, programmes, cols["year"]))
+    for v, k in _LAGS:
+        cols[f"{v}_lag{k}"] = grid.lag_of(np.asarray(cols[v], dtype="float64"), k)
+    cols["export_growth_lag1"] = cols["log_exports_lag1"] - cols["log_exports_lag2"]
+    for c in ("be_id", "sbi", "sbi_section", "size_class", "region"):
+        if cols[c].dtype != "str":
+            cols[c] = cols[c].astype("str")
+    del grid
+    # one copy of the panel: the frame takes the arrays as they are, in the contract's order
+    # (a DataFrame from a dict copies every column by default, and a reordering copies them again)
+    return pd.DataFrame({c: cols.pop(c) for c in panel_columns(programmes, gm)}, copy=False)
 
-    def rows_of(be_id: pd.Series, year: np.ndarray) -> np.ndarray:
-        f = firms.get_indexer(be_id)
-        y = np.asarray(year, dtype="int64") - first
-        ok = (f >= 0) & (y >= 0) & (y < ny)
+
+class _PanelGrid:
+    """The register rows of the window sorted by (be_id, year), and a dense (firm, year) -> row lookup."""
+
+    def __init__(self, reg: pd.DataFrame, first: int, last: int):
+        self.first, self.ny = first, last - first + 1
+        # factorize keeps the Arrow strings (no round trip through Python objects); sort=True makes
+        # firm_id the rank of be_id, stable across runs
+        fid, firms = pd.factorize(reg["be_id"], sort=True)
+        self.firms = pd.Index(firms)
+        fid = fid.astype("int64")
+        yoff = reg["year"].to_numpy(dtype="int64") - first
+        order = np.lexsort((yoff, fid))
+        self.fid, self.yoff = fid[order], yoff[order]
+        self.reg = reg.iloc[order].reset_index(drop=True)
+        self.n = len(self.reg)
+        self.n_firms = len(self.firms)
+        # -1 where the unit is not in the register that year
+        self.lookup = np.full(self.n_firms * self.ny, -1, dtype=np.int64)
+        self.key = self.fid * self.ny + self.yoff
+        self.lookup[self.key] = np.arange(self.n)
+
+    def rows_of(self, be_id: pd.Series, year: np.ndarray) -> np.ndarray:
+        """Panel row of each (be_id, year); -1 outside the register or the window."""
+        f = self.firms.get_indexer(be_id)
+        y = np.asarray(year, dtype="int64") - self.first
+        ok = (f >= 0) & (y >= 0) & (y < self.ny)
         out = np.full(len(f), -1, dtype=np.int64)
-        out[ok] = lookup[f[ok] * ny + y[ok]]
+        out[ok] = self.lookup[f[ok] * self.ny + y[ok]]
         return out
 
-    def lag_of(values: np.ndarray, k: int) -> np.ndarray:
-        out = np.full(n, np.nan)
-        ok = yoff >= k
-        src = np.full(n, -1, dtype=np.int64)
-        src[ok] = lookup[key[ok] - k]
+    def lag_of(self, values: np.ndarray, k: int) -> np.ndarray:
+        """``values`` of the same unit k years earlier; NaN without a register row then."""
+        out = np.full(self.n, np.nan)
+        ok = self.yoff >= k
+        src = np.full(self.n, -1, dtype=np.int64)
+        src[ok] = self.lookup[self.key[ok] - k]
         has = src >= 0
         out[has] = values[src[has]]
         return out
 
+
+def _register_columns(grid: _PanelGrid) -> dict:
+    reg = grid.reg
     cols: dict[str, np.ndarray | pd.Series] = {
         "be_id": reg["be_id"],
         "year": reg["year"].to_numpy(dtype="int64"),
-        "firm_id": fid,
+        "firm_id": grid.fid,
     }
     for c in ("sbi", "sbi_section", "size_class"):
         cols[c] = reg[c]
@@ -134,15 +159,19 @@ def build_panel(inputs, link: LinkResult) -> pd.DataFrame:
     cols["employees"] = emp
     cols["log_employees"] = np.log1p(emp)
     cols["region"] = reg["region"]
+    return cols
 
-    tr = inputs.trade
-    trow = rows_of(tr["be_id"], tr["year"].to_numpy())
+
+def _trade_columns(grid: _PanelGrid, tr: pd.DataFrame, gm: list) -> dict:
+    n = grid.n
+    trow = grid.rows_of(tr["be_id"], tr["year"].to_numpy())
     inpanel = trow >= 0
     tr_rows = trow[inpanel]
     ex = tr["exports"].to_numpy(dtype="float64")[inpanel]
     im = tr["imports"].to_numpy(dtype="float64")[inpanel]
     country = tr["country"].to_numpy()[inpanel]
     is_gm = np.isin(country, gm)
+    cols: dict[str, np.ndarray] = {}
     cols["exports"] = np.bincount(tr_rows, weights=ex, minlength=n)
     cols["imports"] = np.bincount(tr_rows, weights=im, minlength=n)
     cols["exports_gm"] = np.bincount(tr_rows[is_gm], weights=ex[is_gm], minlength=n)
@@ -160,49 +189,43 @@ def build_panel(inputs, link: LinkResult) -> pd.DataFrame:
     cols["ihs_exports"] = np.arcsinh(cols["exports"])
     cols["log_exports_gm"] = np.log1p(cols["exports_gm"])
     cols["log_imports"] = np.log1p(cols["imports"])
+    return cols
 
-    ins = inputs.instruments
-    ins = ins.loc[ins["be_id"].notna() & (ins["year"] >= first) & (ins["year"] <= last)]
-    f_ins = firms.get_indexer(ins["be_id"])
+
+def _instrument_columns(grid: _PanelGrid, ins: pd.DataFrame) -> dict:
+    first, ny = grid.first, grid.ny
+    ins = ins.loc[ins["be_id"].notna() & (ins["year"] >= first) & (ins["year"] < first + ny)]
+    f_ins = grid.firms.get_indexer(ins["be_id"])
     ok = f_ins >= 0
     # a dense firm x year grid, because registrations in years without a register row still count "before"
-    grid = np.bincount(f_ins[ok] * ny + (ins["year"].to_numpy(dtype="int64")[ok] - first),
-                       minlength=n_firms * ny).reshape(n_firms, ny)
-    before = np.cumsum(grid, axis=1) - grid
-    cols["instr_n"] = grid.ravel()[key].astype(_COUNT)
+    dense = np.bincount(f_ins[ok] * ny + (ins["year"].to_numpy(dtype="int64")[ok] - first),
+                        minlength=grid.n_firms * ny).reshape(grid.n_firms, ny)
+    before = np.cumsum(dense, axis=1) - dense
+    cols = {"instr_n": dense.ravel()[grid.key].astype(_COUNT)}
     cols["instr_any"] = (cols["instr_n"] > 0).astype(_FLAG)
-    cols["instr_n_before"] = before.ravel()[key].astype(_COUNT)
+    cols["instr_n_before"] = before.ravel()[grid.key].astype(_COUNT)
     cols["instr_ever_before"] = (cols["instr_n_before"] > 0).astype(_FLAG)
-    del grid, before
+    return cols
 
-    fr = link.firms[["programme", "be_id", "first_year"]]
+
+def _cohort_columns(grid: _PanelGrid, link: LinkResult, programmes: list, year: np.ndarray) -> dict:
+    fr = link.firms[["programme", "be_id", "first_use"]]
     early = getattr(link, "early", None)
     if early is not None and len(early):
         # firms whose only records lie before the window are users too (first use before it)
-        only_early = early.rename(columns={"first_use": "first_year"})
-        fr = pd.concat([fr, only_early[["programme", "be_id", "first_year"]]], ignore_index=True)
-        fr = fr.groupby(["programme", "be_id"], as_index=False, sort=False)["first_year"].min()
+        fr = pd.concat([fr, early[["programme", "be_id", "first_use"]]], ignore_index=True)
+        fr = fr.groupby(["programme", "be_id"], as_index=False, sort=False)["first_use"].min()
+    cols = {}
     for p in programmes:
         sub = fr.loc[fr["programme"] == p]
-        g_firm = np.zeros(n_firms, dtype="int64")
-        f_p = firms.get_indexer(sub["be_id"])
+        g_firm = np.zeros(grid.n_firms, dtype="int64")
+        f_p = grid.firms.get_indexer(sub["be_id"])
         okp = f_p >= 0
-        g_firm[f_p[okp]] = sub["first_year"].to_numpy(dtype="int64")[okp]
-        g = g_firm[fid]
+        g_firm[f_p[okp]] = sub["first_use"].to_numpy(dtype="int64")[okp]
+        g = g_firm[grid.fid]
         cols[f"g_{p}"] = g
-        cols[f"d_{p}"] = ((g > 0) & (cols["year"] >= g)).astype(_FLAG)
-
-    for v, k in _LAGS:
-        cols[f"{v}_lag{k}"] = lag_of(np.asarray(cols[v], dtype="float64"), k)
-    cols["export_growth_lag1"] = cols["log_exports_lag1"] - cols["log_exports_lag2"]
-
-    for c in ("be_id", "sbi", "sbi_section", "size_class", "region"):
-        if cols[c].dtype != "str":
-            cols[c] = cols[c].astype("str")
-    del reg
-    # one copy of the panel: the frame takes the arrays as they are, in the contract's order
-    # (a DataFrame from a dict copies every column by default, and a reordering copies them again)
-    return pd.DataFrame({c: cols.pop(c) for c in panel_columns(programmes, gm)}, copy=False)
+        cols[f"d_{p}"] = ((g > 0) & (year >= g)).astype(_FLAG)
+    return cols
 
 
 @dataclass(frozen=True)
