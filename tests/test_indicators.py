@@ -123,6 +123,7 @@ def test_international_activity_by_construction(panel):
     # window measure: weights are all users per cohort (20 and 32); comparison exports every window year j < 35
     assert _cell(r, measure="intl_window", group="comparison", cohort="all")[0] == pytest.approx(0.5)
     assert r.headline["intl_before"]["users"] == pytest.approx(0.8)
+    assert r.headline() == dict(r.headline)  # called as on every other result
     assert "80%" in r.narrative
     assert list(r.tidy().columns) == ["measure", "group", "cohort", "value", "n_units"]
 

@@ -276,3 +276,17 @@ def test_no_library_module_switches_the_matplotlib_backend():
     for code in ("import matplotlib\nmatplotlib.use('Agg')", "import matplotlib as mpl\nmpl.use('Agg')",
                  "from matplotlib import use\nuse('Agg')"):
         assert _calls_matplotlib_use(ast.parse(code)) == [2]
+
+
+def test_headline_is_called_the_same_way_on_every_result():
+    """``headline()`` on every result; the stage results whose headline is data still index as a mapping."""
+    from reach._display import Headline
+    from reach.publish import StageOutput
+
+    stage = StageOutput(headline={"n": 12})
+    assert stage.headline() == {"n": 12} and stage.headline["n"] == 12
+    with pytest.raises(TypeError):
+        stage.headline["n"] = 13  # read-only, as the frozen result it belongs to
+    h = Headline({"a": 1})
+    h()["a"] = 2  # a copy: the result's numbers do not change
+    assert h["a"] == 1

@@ -16,18 +16,55 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Mapping
 from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["ESTIMATE_CORE", "COUNT_CORE", "ResultDisplay", "estimate_table", "count_table", "has_core"]
+__all__ = ["ESTIMATE_CORE", "COUNT_CORE", "ResultDisplay", "Headline", "estimate_table", "count_table", "has_core"]
 
 #: First columns of every estimate table, in this order.
 ESTIMATE_CORE = ("term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high",
                  "n_treated", "n_control")
 #: Last columns of every count table, after its grouping columns (``group..., n_units, value``).
 COUNT_CORE = ("n_units", "value")
+
+
+class Headline(Mapping):
+    """A result's headline numbers: a read-only mapping that is also called as ``headline()``.
+
+    Every result offers its headline numbers as ``result.headline()`` (``EffectReport``,
+    ``HowSure``, ``MDE``, ``PlaceboResult``); stage results whose headline is data
+    (``IndicatorResult.headline``, the publishing shape's ``headline`` field) hold one of these,
+    so ``r.headline()`` works on every result and ``r.headline["key"]`` keeps working where it did.
+
+    Examples
+    --------
+    >>> h = Headline({"n_firms": 360})
+    >>> h["n_firms"], h(), len(h)
+    (360, {'n_firms': 360}, 1)
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping | None = None):
+        self._data = dict(data or {})
+
+    def __call__(self) -> dict:
+        return dict(self._data)
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"Headline({self._data!r})"
 
 
 def _normal_sf2(z: np.ndarray) -> np.ndarray:

@@ -62,6 +62,7 @@ import numpy as np
 import pandas as pd
 
 from reach._checks import check_choice, require_columns
+from reach._display import Headline
 from reach.disclosure import Checked, Rules, check_table, join_checked
 from reach.report import fmt_count, fmt_share
 
@@ -125,8 +126,9 @@ class IndicatorResult:
         Empty when the indicator could not be computed (see ``message``).
     published : pandas.DataFrame
         Tidy publishable table (suppressed cells are NaN), with derived rows.
-    headline : Mapping[str, Any]
-        Headline numbers, read from ``published`` only (suppressed -> None/NaN).
+    headline : Headline
+        Headline numbers, read from ``published`` only (suppressed -> None/NaN): a read-only
+        mapping, also called as ``headline()`` like every other result's.
     narrative : str
         Two or three sentences computed from the headline numbers.
     definition : str
@@ -291,7 +293,7 @@ def _result(name, programme, checked, published, headline, narrative, definition
         programme=programme,
         checked=MappingProxyType(dict(checked)),
         published=published.reset_index(drop=True),
-        headline=MappingProxyType(dict(headline)),
+        headline=Headline(headline),
         narrative=narrative,
         definition=definition,
         message=message,

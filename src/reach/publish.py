@@ -270,6 +270,12 @@ class StageOutput:
     headline: Mapping[str, Any] = field(default_factory=dict)
     narrative: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        from reach._display import Headline
+
+        # read-only, and ``stage.headline()`` as on every result
+        object.__setattr__(self, "headline", Headline(self.headline))
+
     def publish(self, log: Any, section: str | None = None) -> dict[str, Any]:
         """Export everything through ``log`` (:class:`reach.disclosure.OutputLog`); returns the published tables."""
         from reach.report import record_headline
