@@ -59,6 +59,7 @@ import pandas as pd
 from statistics import NormalDist
 
 from reach._checks import check_choice, examples, require_columns
+from reach._display import ResultDisplay
 
 __all__ = [
     "att_gt",
@@ -836,8 +837,8 @@ def _readonly(a):
     return a
 
 
-@dataclass(frozen=True, eq=False)
-class ATTgtResult:
+@dataclass(frozen=True, eq=False, repr=False)
+class ATTgtResult(ResultDisplay):
     """Group-time average treatment effects (immutable; see :func:`att_gt`).
 
     Arrays are read-only. ``inffunc`` is the ``(n_units, n_cells)`` influence
@@ -987,8 +988,8 @@ class ATTgtResult:
         )
 
 
-@dataclass(frozen=True, eq=False)
-class AggteResult:
+@dataclass(frozen=True, eq=False, repr=False)
+class AggteResult(ResultDisplay):
     """Aggregated treatment effects (immutable; see :func:`aggte`)."""
 
     type: str
@@ -1077,8 +1078,8 @@ class AggteResult:
         return f"AggteResult(type={self.type!r}, overall_att={self.overall_att:.4f}, overall_se={self.overall_se:.4f})"
 
 
-@dataclass(frozen=True)
-class DiDEstimate:
+@dataclass(frozen=True, repr=False)
+class DiDEstimate(ResultDisplay):
     """A single (naive or two-way fixed effects) estimate with its uncertainty."""
 
     method: str

@@ -50,7 +50,7 @@ import pandas as pd
 from reach import _checks
 from reach import countries as _countries
 from reach import normalise as _norm
-from reach.report import SummaryDisplay
+from reach._display import ResultDisplay
 
 __all__ = ["InputError", "Inputs", "load_inputs", "locate", "read_columns", "ROLES", "ROLE_IDS", "SENTINELS",
            "PROGRAMME_COLUMNS", "missing_role_columns"]
@@ -92,7 +92,7 @@ class InputError(ValueError):
 
 
 @dataclass(frozen=True, repr=False)
-class Inputs(SummaryDisplay):
+class Inputs(ResultDisplay):
     """The run's typed input tables (CONTRACTS.md section 2).
 
     Attributes

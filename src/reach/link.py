@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from reach.normalise import KVK_INVALID, KVK_OK, KVK_REPAIRED, normalise_kvk
-from reach.report import SummaryDisplay
+from reach._display import ResultDisplay
 
 __all__ = ["BUCKETS", "KVK_REASONS", "LinkResult", "normalise_kvk", "link_participants", "check_waterfall",
            "waterfall_table", "waterfall_figure", "kvk_repairs", "early_users"]
@@ -34,7 +34,7 @@ KVK_REASONS = (KVK_OK,) + KVK_REPAIRED + KVK_INVALID
 
 
 @dataclass(frozen=True, repr=False)
-class LinkResult(SummaryDisplay):
+class LinkResult(ResultDisplay):
     """Participants linked to business units (CONTRACTS.md section 3).
 
     Attributes

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from reach._checks import count_text  # re-exported for notebooks: the one wording of a small count
+from reach._display import ResultDisplay
 
 __all__ = ["record_headline", "read_headlines", "fmt_number", "fmt_count", "count_text", "fmt_share", "show_figure",
            "SummaryDisplay", "checks_statement", "html_table", "place_legend", "legend_overlaps", "tidy_legends",
@@ -86,25 +87,8 @@ def read_headlines(output_dir: str | Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- notebook display helpers
-class SummaryDisplay:
-    """Mixin: console and notebook display of a result from its ``summary()`` text.
-
-    ``summary()`` shows counts and labels only, never rows of microdata, so a
-    result printed in a notebook cannot leak a firm. Dataclasses using it need
-    ``repr=False`` (the generated repr would print their DataFrames).
-    """
-
-    def summary(self) -> str:  # pragma: no cover - implemented by the result classes
-        raise NotImplementedError
-
-    def _repr_markdown_(self) -> str:
-        return "```\n" + self.summary() + "\n```"
-
-    def _repr_html_(self) -> str:
-        return "<pre>" + self.summary().replace("&", "&amp;").replace("<", "&lt;") + "</pre>"
-
-    def __repr__(self) -> str:
-        return self.summary()
+# The one display mixin of every result lives in reach._display; the old name stays for one release.
+SummaryDisplay = ResultDisplay
 
 
 # Shared by the notebooks so that a suppressed number reads the same everywhere.
