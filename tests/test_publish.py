@@ -301,6 +301,23 @@ def test_checks_statement_is_computed_from_verdicts():
                                                    "1 figure(s) were not released.")
 
 
+def test_summary_before_the_run_audit_says_the_audit_follows(tmp_path):
+    """05 runs before the run-level audit: its sentence says so; once the audit says "review", a summary that
+    claimed "All 240 outputs passed" goes to review itself (the count between "All" and "outputs" included)."""
+    before = pd.DataFrame({"file": ["a.csv"], "kind": ["table"], "verdict": ["ok"]})
+    text = publish.checks_statement(before)
+    assert text.startswith("All 1 outputs passed") and "run-level differencing audit" in text
+    (tmp_path / "headline").mkdir()
+    (tmp_path / "headline" / "summary.json").write_text(json.dumps({"sentences": [
+        "Disclosure checks: All 240 outputs passed the disclosure checks (53 with suppressed cells)."]}))
+    rep = pd.DataFrame({"file": ["a.csv", "disclosure_audit.csv", "05_summary.html", "headline/summary.json"],
+                        "kind": ["table", "audit", "report", "record"], "verdict": ["ok", "review", "ok", "ok"],
+                        "reason": ["", "110 cells still recoverable", "", ""]})
+    assert "run-level" not in publish.checks_statement(rep)  # the audit's row is there: no pending note
+    publish._check_summary_statement(tmp_path, rep)
+    assert rep.set_index("file").loc[["05_summary.html", "headline/summary.json"], "verdict"].tolist() == ["review"] * 2
+
+
 def test_nothing_registered_outside_a_run(tmp_path, monkeypatch):
     monkeypatch.delenv(publish.ENV_REGISTRY, raising=False)
     micro = pd.DataFrame({"be_id": [str(i) for i in range(12)], "g": "a"})

@@ -974,15 +974,19 @@ def checks_statement(report: pd.DataFrame | str | Path) -> str:
     review = rep.loc[~safe]
     # counts of outputs (not of firms): registered so that the summary that quotes them is no "review"
     register_numbers("text", [n, int(safe.sum()), len(review), withheld, int((rep["verdict"] == "suppressed").sum())])
+    # the summary notebook runs before the run-level differencing audit: say so instead of claiming the run passed
+    pending = ("" if "kind" not in rep.columns or (rep["kind"] == "audit").any() else
+               " The run-level differencing audit (all outputs read together) runs after this summary: its verdict is"
+               " the run_audit row of disclosure_report.csv.")
     if review.empty:
         n_sup = int((rep["verdict"] == "suppressed").sum())
         extra = f" ({n_sup} with suppressed cells)" if n_sup else ""
         held = f" {withheld} figure(s) were not released." if withheld else ""
-        return f"All {n} outputs passed the disclosure checks{extra}.{held}"
+        return f"All {n} outputs passed the disclosure checks{extra}.{held}{pending}"
     names = ", ".join((r["file"] or r.get("object", "")) for _, r in review.head(6).iterrows())
     more = ", ..." if len(review) > 6 else ""
     return (f"{int(safe.sum())} of {n} outputs passed the disclosure checks; {len(review)} need review by the "
-            f"output checker ({names}{more}).")
+            f"output checker ({names}{more}).{pending}")
 
 
 # =========================================================================== finalise
@@ -1089,7 +1093,8 @@ def _check_summary_statement(output_dir: Path, rep: pd.DataFrame) -> None:
     if not summary.is_file():
         return
     text = summary.read_text(encoding="utf-8")
-    if not re.search(r"(All|all|Every|every) (numbers?|outputs?)[^\"]{0,40}passed", text):
+    # "All 240 outputs passed ...": the count sits between "All" and "outputs"
+    if not re.search(r"(All|all|Every|every) (?:[0-9][0-9,]* )?(numbers?|outputs?)[^\"]{0,40}passed", text):
         return
     for name in ("headline/summary.json", "05_summary.html", "notebooks/05_summary.ipynb"):
         sel = rep["file"] == name
