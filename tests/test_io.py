@@ -283,18 +283,15 @@ def test_unsupported_extension(mini_params, tmp_path):
     _assert_fails_cleanly(p, tmp_path, r"unsupported file type '.dbf'.*'.xlsx'")
 
 
-def test_old_excel_format_asks_for_xlsx(mini_params, tmp_path):
+@pytest.mark.parametrize("name, content, message", [
+    ("NLiB.xls", b"\xd0\xcf\x11\xe0", r"NLiB.xls: spreadsheet type '.xls' is not read; save it as .xlsx"),  # old Excel
+    ("NLiB.xlsx", b"PK not a workbook", r"NLiB.xlsx: cannot be read as xlsx .*corrupt"),  # a corrupt workbook
+])
+def test_unreadable_spreadsheet_is_a_clear_error(mini_params, tmp_path, name, content, message):
     p = copy.deepcopy(mini_params)
-    p["programmes"]["nlib"]["path"] = "Programmas/NLiB.xls"
-    (Path(p["data_dir"]) / "Programmas/NLiB.xls").write_bytes(b"\xd0\xcf\x11\xe0")
-    _assert_fails_cleanly(p, tmp_path, r"NLiB.xls: spreadsheet type '.xls' is not read; save it as .xlsx")
-
-
-def test_corrupt_xlsx_is_a_clear_error(mini_params, tmp_path):
-    p = copy.deepcopy(mini_params)
-    p["programmes"]["nlib"]["path"] = "Programmas/NLiB.xlsx"
-    (Path(p["data_dir"]) / "Programmas/NLiB.xlsx").write_bytes(b"PK not a workbook")
-    _assert_fails_cleanly(p, tmp_path, r"NLiB.xlsx: cannot be read as xlsx .*corrupt")
+    p["programmes"]["nlib"]["path"] = f"Programmas/{name}"
+    (Path(p["data_dir"]) / "Programmas" / name).write_bytes(content)
+    _assert_fails_cleanly(p, tmp_path, message)
 
 
 def _excel_serial(day: str) -> int:

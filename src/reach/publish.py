@@ -29,7 +29,6 @@ computed from the verdicts.
 """
 from __future__ import annotations
 
-import csv
 import getpass
 import html as _html
 import json
