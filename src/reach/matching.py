@@ -2486,12 +2486,12 @@ def overlap_data(m: Match | CohortMatch, bins: int = 20) -> pd.DataFrame:
     if isinstance(m, CohortMatch):
         parts = []
         for g, mm in m.matches.items():
-            u = mm.units[["treated", "distance", "weights"]].copy()
+            u = mm.units[["treated", "distance", MATCH_WEIGHT]].copy()
             u["unit"] = u.index
             parts.append(u.reset_index(drop=True))
-        u = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["treated", "distance", "weights", "unit"])
+        u = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["treated", "distance", MATCH_WEIGHT, "unit"])
     else:
-        u = m.units[["treated", "distance", "weights"]].copy()
+        u = m.units[["treated", "distance", MATCH_WEIGHT]].copy()
         u["unit"] = u.index
         u = u.reset_index(drop=True)
     if not u["distance"].notna().any():
@@ -2504,9 +2504,9 @@ def overlap_data(m: Match | CohortMatch, bins: int = 20) -> pd.DataFrame:
     b = np.clip(np.searchsorted(edges, u["distance"].to_numpy(), side="right") - 1, 0, bins - 1)
     grp = np.where(u["treated"].to_numpy(dtype=bool), "treated", "control")
     before = pd.DataFrame({"unit": u["unit"].to_numpy(), "phase": "before", "group": grp, "bin": edges[b], "weight": 1.0})
-    a = u["weights"].to_numpy() > 0
+    a = u[MATCH_WEIGHT].to_numpy() > 0
     after = pd.DataFrame({"unit": u["unit"].to_numpy()[a], "phase": "after", "group": grp[a], "bin": edges[b][a],
-                          "weight": u["weights"].to_numpy()[a]})
+                          "weight": u[MATCH_WEIGHT].to_numpy()[a]})
     return pd.concat([before, after], ignore_index=True)
 
 

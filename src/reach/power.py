@@ -440,8 +440,9 @@ class PlaceboResult(ResultDisplay):
         """The :meth:`tidy` table checked with :func:`reach.disclosure.check_estimates`."""
         from reach.disclosure import check_estimates
 
-        return check_estimates(self.tidy(), name=name or f"placebo_{self.yname}", rules=rules,
-                               columns=["estimate", "value", "percent", "band_low", "band_high"])
+        # published without the deprecated alias columns (measure, value): one copy of each number
+        return check_estimates(self.tidy().drop(columns=["measure", "value"]), name=name or f"placebo_{self.yname}",
+                               rules=rules, columns=["estimate", "percent", "band_low", "band_high"])
 
     def headline(self) -> dict:
         """Numbers for ``reach.report.record_headline``: rate, band, calibration and the three MDEs."""

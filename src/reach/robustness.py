@@ -204,7 +204,7 @@ def _sensitivity_rows(results: Mapping, outcome: str) -> pd.DataFrame:
     """Every (type, target) robust set of an outcome, one row per grid value plus the usual interval."""
     parts = []
     for (stype, target), res in results.items():
-        t = res.tidy(include_original=True)
+        t = res.tidy(include_original=True).drop(columns=["lb", "ub"])  # the deprecated aliases are not published
         t["excludes_zero"] = t["excludes_zero"].astype(float)
         t.insert(0, "outcome", outcome)
         t.insert(1, "sensitivity_type", stype)
@@ -220,9 +220,9 @@ def _sensitivity_rows(results: Mapping, outcome: str) -> pd.DataFrame:
 def _breakdown(pub: pd.DataFrame, stype: str, target: str) -> float | None:
     """Breakdown value read from the publishable table: largest grid value up to which every set excludes zero."""
     rows = pub[(pub["sensitivity_type"] == stype) & (pub["target"] == target) & (pub["method"] != "Original")]
-    if rows.empty or rows["lb"].isna().any() or rows["ub"].isna().any():
+    if rows.empty or rows["conf_low"].isna().any() or rows["conf_high"].isna().any():
         return None  # suppressed (or an empty robust set): nothing to quote
-    excl = ((rows["lb"] > 0) | (rows["ub"] < 0)).to_numpy()
+    excl = ((rows["conf_low"] > 0) | (rows["conf_high"] < 0)).to_numpy()
     m = rows["M"].to_numpy(float)
     if not excl[0]:
         return None
@@ -323,8 +323,8 @@ class HowSure:
                             "significant_at_zero": (bool(r["excludes_zero"].iloc[0] == 1)
                                                     if _finite(r["excludes_zero"].iloc[0]) else None),
                             "grid_max": float(r["M"].iloc[-1]),
-                            "lb_at_zero": _val(r["lb"].iloc[0]), "ub_at_zero": _val(r["ub"].iloc[0]),
-                            "lb_at_max": _val(r["lb"].iloc[-1]), "ub_at_max": _val(r["ub"].iloc[-1]),
+                            "lb_at_zero": _val(r["conf_low"].iloc[0]), "ub_at_zero": _val(r["conf_high"].iloc[0]),
+                            "lb_at_max": _val(r["conf_low"].iloc[-1]), "ub_at_max": _val(r["conf_high"].iloc[-1]),
                             "method": str(r["method"].iloc[0]),
                         }
                 out["sensitivity"][outcome] = node
@@ -336,14 +336,14 @@ class HowSure:
                                        "alpha": float(r.alpha), "power": float(r.power), "sample": self.sample}
         pl = self.publishable("placebo")
         if pl is not None and self.placebo is not None:
-            v = pl.set_index("measure")
+            v = pl.set_index("term")
             out["placebo"] = {"outcome": self.outcome, "n_draws": int(self.placebo.n_draws),
-                              "false_positive_rate": _val(v.loc["false_positive_rate", "value"]),
+                              "false_positive_rate": _val(v.loc["false_positive_rate", "estimate"]),
                               "band_low": _val(v.loc["false_positive_rate", "band_low"]),
                               "band_high": _val(v.loc["false_positive_rate", "band_high"]),
                               "calibrated": bool(self.placebo.calibrated),
-                              "analytic_mde": _val(v.loc["analytic_mde", "value"]),
-                              "empirical_mde": _val(v.loc["empirical_mde_planted", "value"]),
+                              "analytic_mde": _val(v.loc["analytic_mde", "estimate"]),
+                              "empirical_mde": _val(v.loc["empirical_mde_planted", "estimate"]),
                               "empirical_mde_percent": _val(v.loc["empirical_mde_planted", "percent"])}
         for part, res in (("heterogeneity", self.heterogeneity), ("dose", self.dose)):
             if res is None:
@@ -394,9 +394,9 @@ class HowSure:
                     (f"relative magnitudes, Mbar = {r.M:g}" if r.sensitivity_type == "relative_magnitude"
                      else f"smoothness, M = {r.M:.3g}"))
             target = "average after first use" if r.target == "average" else "year of first use"
-            lo, hi = _num(r.lb, 3, True), _num(r.ub, 3, True)
-            lo = "unbounded" if _finite(r.lb) is False and isinstance(r.lb, float) and np.isinf(r.lb) else lo
-            hi = "unbounded" if _finite(r.ub) is False and isinstance(r.ub, float) and np.isinf(r.ub) else hi
+            lo, hi = _num(r.conf_low, 3, True), _num(r.conf_high, 3, True)
+            lo = "unbounded" if isinstance(r.conf_low, float) and np.isinf(r.conf_low) else lo
+            hi = "unbounded" if isinstance(r.conf_high, float) and np.isinf(r.conf_high) else hi
             rows.append({"effect": target, "assumption": what, "lower bound": lo, "upper bound": hi,
                          "excludes zero": ("suppressed" if not _finite(r.excludes_zero)
                                            else "yes" if r.excludes_zero == 1 else "no")})
@@ -496,7 +496,7 @@ class HowSure:
                  "analytic_mde": "minimum detectable effect (analytic)",
                  "empirical_mde_sd": "minimum detectable effect (from the spread)",
                  "empirical_mde_planted": "minimum detectable effect (empirical)"}
-        rows = [{"measure": names.get(r.measure, r.measure), "value": _num(r.value),
+        rows = [{"measure": names.get(r.term, r.term), "value": _num(r.estimate),
                  "change in level": f"{100 * r.percent:.0f}%" if _finite(r.percent) else "",
                  "band": (f"{_num(r.band_low)} to {_num(r.band_high)}" if _finite(r.band_low) else "")}
                 for r in pub.itertuples()]
@@ -756,7 +756,7 @@ def how_sure(panel: pd.DataFrame, reports: Mapping, *, programme: str, label: st
         full = pd.concat([_sensitivity_rows(r, y) for y, r in sens.items()], ignore_index=True)
         checked["sensitivity"] = check_estimates(full, f"sensitivity_{programme}", n_treated="n_treated",
                                                  n_control="n_control", rules=rules,
-                                                 columns=["lb", "ub", "excludes_zero", "estimate", "conf_low", "conf_high"])
+                                                 columns=["excludes_zero", "estimate", "conf_low", "conf_high"])
 
     # 2. analytic MDE per outcome from the recorded (publishable) SE on the primary sample
     mdes = {}

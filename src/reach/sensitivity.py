@@ -1152,15 +1152,16 @@ def sensitivity_plot(res: SensitivityResult, ax=None, data: pd.DataFrame | None 
     m = grid_rows["M"].to_numpy(float)
     gap = (np.ptp(m) if len(m) > 1 and np.ptp(m) > 0 else 1.0) / max(len(m), 4)
     x_orig = (m.min() if len(m) else 0.0) - gap
-    finite = np.r_[grid_rows[["lb", "ub"]].to_numpy(float).ravel(), orig[["lb", "ub"]].to_numpy(float).ravel()]
+    finite = np.r_[grid_rows[["conf_low", "conf_high"]].to_numpy(float).ravel(),
+                   orig[["conf_low", "conf_high"]].to_numpy(float).ravel()]
     finite = finite[np.isfinite(finite)]
     span = (finite.min(), finite.max()) if len(finite) else (-1.0, 1.0)
     pad = 0.1 * (span[1] - span[0] or 1.0)
     lo_edge, hi_edge = span[0] - pad, span[1] + pad
     for x, rows, colour, label in ((np.full(len(orig), x_orig), orig, "tab:grey", "original"),
                                    (m, grid_rows, "tab:blue", f"robust ({res.method})")):
-        lb = rows["lb"].to_numpy(float)
-        ub = rows["ub"].to_numpy(float)
+        lb = rows["conf_low"].to_numpy(float)
+        ub = rows["conf_high"].to_numpy(float)
         keep = ~(np.isnan(lb) | np.isnan(ub))
         if keep.any():
             ax.vlines(x[keep], np.clip(lb[keep], lo_edge, hi_edge), np.clip(ub[keep], lo_edge, hi_edge),
