@@ -305,8 +305,8 @@ class Checked:
     unprotectable: tuple[int, ...] = ()
     units: str | None = None
     #: Unit membership of the cells (for the run-level audit of :mod:`reach.publish`):
-    #: ``{"cell": int64 cell position, "unit": uint64 hash of the unit id, "trait": bool}``,
-    #: one entry per (cell, unit). Never exported: it identifies the units of each cell.
+    #: ``{"cell": int64 cell position, "unit": uint64 hash of the unit id, "trait": bool,
+    #: "rows": int32 rows of the unit in the cell}``, one entry per (cell, unit). Never exported: it identifies the units of each cell.
     members: Mapping[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     # -- data ------------------------------------------------------------------
@@ -571,7 +571,9 @@ def _cell_stats(
     hashes = df["__unit_hash__"].to_numpy()
     first_row = np.zeros(n_codes, dtype=np.int64)
     first_row[ucode[::-1]] = np.arange(len(ucode))[::-1]
-    out.attrs["members"] = {"cell": ucell, "unit": hashes[first_row[uniq % n_codes]], "trait": trait}
+    # rows per unit and cell: a share over rows (participations) rather than units is no firm count
+    out.attrs["members"] = {"cell": ucell, "unit": hashes[first_row[uniq % n_codes]], "trait": trait,
+                            "rows": np.bincount(ukey, minlength=len(uniq)).astype(np.int32)}
     return out
 
 
@@ -882,7 +884,7 @@ def check_table(
                 parts.append(part)
         cells = pd.concat(parts, ignore_index=True)
         cells = cells[by + [c for c in cells.columns if c not in by]]
-        members = {k: np.concatenate([m[k] for m in member_parts]) for k in ("cell", "unit", "trait")}
+        members = {k: np.concatenate([m[k] for m in member_parts]) for k in member_parts[0]}
     else:
         cells = _cell_stats(df, by, unit, value, stat, rules, q)
         members = cells.attrs.pop("members")
@@ -1073,8 +1075,8 @@ def join_checked(parts: Sequence[Checked]) -> Checked:
         cell = np.concatenate([p.members["cell"] + o for p, o in zip(parts, offsets)])
         new_pos = np.empty(len(order), dtype=np.int64)
         new_pos[np.asarray(order)] = np.arange(len(order))
-        members = {"cell": new_pos[cell], "unit": np.concatenate([p.members["unit"] for p in parts]),
-                   "trait": np.concatenate([p.members["trait"] for p in parts])}
+        members = {"cell": new_pos[cell], **{k: np.concatenate([p.members[k] for p in parts])
+                                             for k in first.members if k != "cell"}}
     return replace(first, _table=table.loc[order].reset_index(drop=True), _cells=cells.loc[order].reset_index(drop=True),
                    n_rows_excluded=sum(p.n_rows_excluded for p in parts), members=members)
 

@@ -36,7 +36,7 @@ import math
 import os
 import re
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -342,28 +342,6 @@ def _label(labels: Mapping[str, Any], i: int) -> str:
     return "|".join(f"{k}={v}" for k, v in labels.items()) or f"row={i}"
 
 
-def _bounds(c: np.ndarray, A_eq, b_eq, A_ub, b_ub, min_units: float = 0.0) -> tuple[float, float]:
-    """Smallest and largest value of ``c @ x`` over ``x >= 0`` meeting the published constraints."""
-    from scipy.optimize import linprog
-
-    out = []
-    for sign in (-1.0, 1.0):  # the upper bound first: below min_units already decides
-        if out and out[0] < min_units - 1e-6:
-            return 0.0, out[0]
-        res = linprog(sign * c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_eq, bounds=(0, None), method="highs",
-                      options={"time_limit": 30.0})
-        if res.status == 3:  # unbounded
-            out.append(-math.inf if sign > 0 else math.inf)
-            continue
-        elif res.status != 0:
-            # infeasible only through float slack of rounded constraints: treat as unprotected
-            # so the caller suppresses more (safe side)
-            out.append(math.nan)
-        else:
-            out.append(sign * res.fun)
-    return out[1], out[0]
-
-
 def _safe(lo: float, hi: float, n_true: float, min_units: int) -> bool:
     """Protection interval: the attacker cannot show the cell is below ``min_units`` nor pin its lower end."""
     if math.isnan(lo) or math.isnan(hi):
@@ -371,60 +349,161 @@ def _safe(lo: float, hi: float, n_true: float, min_units: int) -> bool:
     return hi >= min_units - 1e-6 and (n_true <= 0 or lo <= n_true - 1 + 1e-6)
 
 
-def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 6,
-                lp_stats: Sequence[str] = ("count", "share"), lp_budget: int = 200,
-                max_set_units: int = 2000) -> Audit:
-    r"""Audit all registered cells of a run together against differencing; suppress more where needed.
+@dataclass
+class _System:
+    """Published cells of a run as linear constraints on the sizes of firm atoms (the interval attack).
 
-    Parameters
-    ----------
-    tables : sequence of dict
-        From :func:`load_registry` (each with ``rows`` and, for ``check_table``
-        tables, ``members``).
-    max_rounds : int
-        Most extra suppressions per protected cell.
-    lp_stats : sequence of str
-        Statistics whose tables enter the interval attack (frequency tables by
-        default; the unit counts of magnitude tables enter the line-total attack).
-    lp_budget : int
-        Most linear programmes solved (a count, not seconds: two runs give the same
-        result); protected cells not reached within it are listed as ``not
-        audited`` and count as unprotected (the output goes to review).
-    max_set_units : int
-        Cells of more units stay out of the interval attack (they split the firms
-        into thousands of atoms and make each LP take seconds); their counts still
-        enter the line-total attack. A limitation, stated in the audit record.
-
-    Returns
-    -------
-    Audit
-        ``suppressed`` lists the extra cells to blank; the caller rewrites the files.
-
-    Notes
-    -----
-    Every published cell with unit membership is a set :math:`S` of firms.
-    The firms split into *atoms* (firms in exactly the same published sets);
-    :math:`x_a \ge 0` is the size of atom :math:`a`. Published counts give
-    :math:`\sum_{a \subseteq S} x_a = n_S` (within :math:`\pm b/2` for counts
-    rounded to base :math:`b`); a published share :math:`p` of :math:`S` with
-    numerator set :math:`N` gives :math:`(p - h) n_S \le n_N \le (p + h) n_S`
-    with :math:`h` half the rounding step. Protected cells are the suppressed
-    cells with fewer than ``min_units`` firms and the numerators/complements
-    below ``min_units`` of suppressed shares. For each, two linear programmes
-    (HiGHS) give the attacker's interval :math:`[l, u]`; the cell is protected
-    iff :math:`u \ge` ``min_units`` and :math:`l \le n - 1` (``n`` its true size).
-    Otherwise the published cell overlapping it with the fewest firms whose
-    removal protects it (else the one with the fewest firms) is suppressed,
-    and the audit repeats: removing a constraint only widens every interval,
-    so cells protected earlier stay protected.
-
-    A second attack covers totals published without unit membership
-    (estimates tables' ``n_treated``/``n_control``, headline counts): a line of a
-    table (cells varying along one by-column) with one suppressed cell whose
-    true line total equals a published count anywhere in the run gives that
-    cell back by subtraction; the cheapest other cell of the line is suppressed.
+    ``M`` is the sets x atoms incidence (a set is a cell's firms or a share cell's
+    numerator); ``A x (=|<=) b`` holds every published constraint, equalities in
+    the first ``n_eq`` rows. ``owners`` (rows x sets) marks the cells publishing
+    each row (one constraint published by several cells, e.g. the same
+    population's size in two tables, is one row): a row stays while any of its
+    cells is published.
     """
-    # ---- sets
+
+    set_meta: list[tuple[int, int, str]]
+    M: Any
+    true_size: np.ndarray
+    index: dict[tuple[int, int, str], int]
+    A: Any
+    b: np.ndarray
+    n_eq: int
+    owners: Any
+    srcs: list[tuple[int, int, str]]
+    _components: dict[frozenset[int], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    n_lp: int = 0
+
+    def active(self, removed: frozenset[int]) -> np.ndarray:
+        if not removed:
+            return np.ones(self.A.shape[0], bool)
+        keep = np.ones(self.owners.shape[1])
+        keep[list(removed)] = 0.0
+        return (self.owners @ keep) > 0
+
+    def components(self, removed: frozenset[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Connected components of the active constraints: label per row, label per atom."""
+        if removed not in self._components:
+            from scipy import sparse
+            from scipy.sparse.csgraph import connected_components
+
+            B = self.A[self.active(removed)]
+            B = sparse.csr_matrix((np.ones(B.nnz), B.indices, B.indptr), shape=B.shape)
+            r, k = B.shape
+            G = sparse.bmat([[None, B], [B.T, None]], format="csr")
+            _, lab = connected_components(G, directed=False)
+            row_lab = np.full(self.A.shape[0], -1)
+            row_lab[self.active(removed)] = lab[:r]
+            self._components[removed] = (row_lab, lab[r:])
+        return self._components[removed]
+
+    def interval(self, c: np.ndarray, removed: frozenset[int], min_units: float
+                 ) -> tuple[float, float, dict[str, np.ndarray]]:
+        """The attacker's interval ``[lo, hi]`` of ``c @ x`` and the cells whose constraints bind each end.
+
+        Only the connected component(s) of the constraints holding the cell's atoms
+        enter the linear programmes (the rest cannot move it). ``binding["hi"]`` /
+        ``binding["lo"]`` are the rows with a non-zero dual value in the
+        programme giving that end: suppressing one of them is what can widen it.
+        """
+        from scipy.optimize import linprog
+
+        row_lab, atom_lab = self.components(removed)
+        comps = np.unique(atom_lab[np.flatnonzero(c)])
+        cols = np.isin(atom_lab, comps)
+        rows = np.flatnonzero(np.isin(row_lab, comps))
+        A = self.A[rows][:, cols]
+        b = self.b[rows]
+        eq = rows < self.n_eq
+        cc = c[cols]
+        out: dict[str, float] = {}
+        binding: dict[str, np.ndarray] = {}
+        for side, sign in (("hi", -1.0), ("lo", 1.0)):  # the upper end first: below min_units already decides
+            if side == "lo" and out["hi"] < min_units - 1e-6:
+                out["lo"] = 0.0
+                break
+            self.n_lp += 1
+            res = linprog(sign * cc, A_ub=A[~eq] if (~eq).any() else None, b_ub=b[~eq] if (~eq).any() else None,
+                          A_eq=A[eq] if eq.any() else None, b_eq=b[eq] if eq.any() else None, bounds=(0, None),
+                          method="highs", options={"time_limit": 30.0})
+            if res.status == 3:  # unbounded above
+                out[side] = math.inf
+                continue
+            if res.status != 0:
+                # infeasible only through float slack of rounded constraints: unprotected, so the caller
+                # suppresses more (the safe side)
+                out[side] = math.nan
+                continue
+            out[side] = sign * res.fun
+            marg = np.zeros(len(rows))
+            if eq.any():
+                marg[eq] = res.eqlin.marginals
+            if (~eq).any():
+                marg[~eq] = res.ineqlin.marginals
+            binding[side] = rows[np.abs(marg) > 1e-9]
+        return out["lo"], out["hi"], binding
+
+
+def _prove_protected(system: _System, targets: Sequence[tuple[Any, ...]], min_units: np.ndarray,
+                     max_rounds: int = 20) -> np.ndarray:
+    """Targets shown protected by programmes over many targets at once (most need no programme of their own).
+
+    One feasible point with :math:`c_T x \ge` ``min_units`` proves the upper end of
+    target :math:`T`; one with :math:`c_T x \le n_T - 1` proves its lower end.
+    Maximising :math:`\sum_T z_T` with :math:`z_T \le c_T x`,
+    :math:`0 \le z_T \le` ``min_units`` (and minimising :math:`\sum_T w_T` with
+    :math:`w_T \ge c_T x - (n_T - 1)`, :math:`w_T \ge 0`) gives such points for
+    many targets together; repeated on the targets not yet proven until a round
+    proves none. The rest get their own programmes. Published constraints are
+    only ever removed afterwards, so a point found here stays feasible.
+    """
+    from scipy import sparse
+    from scipy.optimize import linprog
+
+    k = len(targets)
+    if not k:
+        return np.zeros(0, bool)
+    C_all = sparse.csr_matrix(np.vstack([t[3] for t in targets]))
+    n_all = np.array([t[4] for t in targets], dtype=float)
+    eq = np.arange(system.A.shape[0]) < system.n_eq
+    ub_x, ub_b = system.A[~eq], system.b[~eq]
+    n_x = C_all.shape[1]
+    proven = {"hi": np.zeros(k, bool), "lo": n_all <= 0}
+    for side in ("hi", "lo"):
+        for _ in range(max_rounds):
+            todo = np.flatnonzero(~proven[side])
+            if not len(todo):
+                break
+            C, n, m = C_all[todo], n_all[todo], len(todo)
+            I, Z = sparse.identity(m, format="csr"), sparse.csr_matrix((ub_x.shape[0], m))
+            A_eq = sparse.hstack([system.A[eq], sparse.csr_matrix((int(eq.sum()), m))]).tocsr() if eq.any() else None
+            if side == "hi":  # z - C x <= 0, maximise sum z, 0 <= z <= min_units
+                A_ub = sparse.vstack([sparse.hstack([ub_x, Z]), sparse.hstack([-C, I])]).tocsr()
+                b_ub = np.concatenate([ub_b, np.zeros(m)])
+                cost = np.concatenate([np.zeros(n_x), -np.ones(m)])
+                bounds = [(0, None)] * n_x + [(0, float(v)) for v in min_units[todo]]
+            else:  # C x - w <= n - 1, minimise sum w, w >= 0
+                A_ub = sparse.vstack([sparse.hstack([ub_x, Z]), sparse.hstack([C, -I])]).tocsr()
+                b_ub = np.concatenate([ub_b, n - 1])
+                cost = np.concatenate([np.zeros(n_x), np.ones(m)])
+                bounds = [(0, None)] * (n_x + m)
+            system.n_lp += 1
+            res = linprog(cost, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=system.b[eq] if eq.any() else None,
+                          bounds=bounds, method="highs", options={"time_limit": 120.0})
+            if res.status != 0:
+                break
+            v = res.x[n_x:]
+            done = v >= min_units[todo] - 1e-6 if side == "hi" else v <= 1e-6
+            if not done.any():
+                break
+            proven[side][todo[done]] = True
+    return proven["hi"] & proven["lo"]
+
+
+def _build_system(tables: Sequence[Mapping[str, Any]], sup_now: set[tuple[int, int]], lp_stats: Sequence[str],
+                  max_set_units: int) -> _System | None:
+    """Sets (cells, numerators) with unit membership -> atoms -> the published constraints on them."""
+    from scipy import sparse
+
     set_meta: list[tuple[int, int, str]] = []  # (table index, row, "cell" | "num")
     set_units: list[np.ndarray] = []
     for ti, t in enumerate(tables):
@@ -434,182 +513,224 @@ def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 6,
         cell, unit, trait = np.asarray(m["cell"]), np.asarray(m["unit"]), np.asarray(m["trait"]).astype(bool)
         order = np.argsort(cell, kind="stable")
         cell, unit, trait = cell[order], unit[order], trait[order]
-        bounds = np.searchsorted(cell, np.arange(len(t["rows"]) + 1))
+        starts = np.searchsorted(cell, np.arange(len(t["rows"]) + 1))
+        # a share over rows (firm-activity pairs), not over firms, says nothing linear about firm counts:
+        # only its firm count enters
+        firm_share = t["stat"] == "share" and not (np.asarray(m.get("rows", [1])) > 1).any()
         for r in range(len(t["rows"])):
-            u = unit[bounds[r]:bounds[r + 1]]
-            if len(u) > max_set_units:
-                continue  # a large population: see Notes
+            u = unit[starts[r]:starts[r + 1]]
             set_meta.append((ti, r, "cell"))
             set_units.append(u)
-            if t["stat"] == "share":
+            if firm_share:
                 set_meta.append((ti, r, "num"))
-                set_units.append(u[trait[bounds[r]:bounds[r + 1]]])
-    suppressed: dict[tuple[str, str], list[int]] = {}
-    sup_now = {(ti, r) for ti, t in enumerate(tables) for r, row in enumerate(t["rows"]) if row["suppressed"]}
+                set_units.append(u[trait[starts[r]:starts[r + 1]]])
+    if not set_units:
+        return None
+    allu = np.concatenate(set_units)
+    uniq, inv = np.unique(allu, return_inverse=True)
+    sid = np.repeat(np.arange(len(set_units)), [len(u) for u in set_units])
+    # atom of a unit: the sets holding it, identified by a sum of random 64-bit keys of those sets
+    # (vectorised; two different signatures collide with probability ~2^-64 per pair)
+    key = np.random.default_rng(0).integers(1, 2**63, size=len(set_units), dtype=np.uint64)
+    order = np.argsort(inv, kind="stable")
+    inv_s, sid_s = inv[order], sid[order]
+    starts = np.searchsorted(inv_s, np.arange(len(uniq)))
+    with np.errstate(over="ignore"):
+        h = np.add.reduceat(key[sid_s], starts)
+    _, first, atom_of_unit, counts = np.unique(h, return_index=True, return_inverse=True, return_counts=True)
+    ends = np.append(starts[1:], len(sid_s))
+    sigs = [np.unique(sid_s[starts[u]:ends[u]]) for u in first]
+    sig_of: dict[bytes, int] = {g.tobytes(): a for a, g in enumerate(sigs)}
+    xstar = [float(c) for c in counts]
+    index = {(ti, r, k): s for s, (ti, r, k) in enumerate(set_meta)}
+    # An empty numerator or complement has no firm, hence no atom; the attacker does not know it is
+    # empty. Phantom atoms: every observed signature with the trait switched off (out of every
+    # numerator) and on (into the numerator of every share cell holding it).
+    num_of = {s: index[(ti, r, "num")] for s, (ti, r, k) in enumerate(set_meta)
+              if k == "cell" and (ti, r, "num") in index}
+    is_num = np.array([k == "num" for _, _, k in set_meta])
+    for sig in list(sigs):
+        off = sig[~is_num[sig]]
+        on = np.unique(np.concatenate([off, np.array([num_of[c] for c in off if c in num_of], dtype=off.dtype)]))
+        for variant in (off, on):
+            vkey = variant.tobytes()
+            if vkey not in sig_of:
+                sig_of[vkey] = len(sigs)
+                sigs.append(variant)
+                xstar.append(0.0)
+    rows_i = np.concatenate(sigs)
+    cols_i = np.repeat(np.arange(len(sigs)), [len(g) for g in sigs])
+    M = sparse.csr_matrix((np.ones(len(rows_i)), (rows_i, cols_i)), shape=(len(set_units), len(sigs)))
+    true_size = np.array([len(np.unique(u)) for u in set_units], dtype=float)
 
-    cons_rows: list[dict[str, Any]] = []
-    target_rows: list[dict[str, Any]] = []
-    if set_units:
-        allu = np.concatenate(set_units) if set_units else np.zeros(0, np.uint64)
-        uniq, inv = np.unique(allu, return_inverse=True)
-        sid = np.repeat(np.arange(len(set_units)), [len(u) for u in set_units])
-        # atom signature per unit: the sorted list of sets holding it
-        order = np.lexsort((sid, inv))
-        inv_s, sid_s = inv[order], sid[order]
-        starts = np.searchsorted(inv_s, np.arange(len(uniq) + 1))
-        sig_of: dict[bytes, int] = {}
-        sigs: list[np.ndarray] = []
-        for u in range(len(uniq)):
-            sig = np.unique(sid_s[starts[u]:starts[u + 1]])
-            key = sig.tobytes()
-            if key not in sig_of:
-                sig_of[key] = len(sigs)
-                sigs.append(sig)
-        index = {(ti, r, k): s for s, (ti, r, k) in enumerate(set_meta)}
-        # An empty numerator or complement has no firm, hence no atom; the attacker does not know it is
-        # empty. Phantom atoms: every observed signature with the trait switched off (out of every
-        # numerator) and on (into the numerator of every share cell holding it).
-        num_of = {s: index[(ti, r, "num")] for s, (ti, r, k) in enumerate(set_meta)
-                  if k == "cell" and (ti, r, "num") in index}
-        is_num = np.array([k == "num" for _, _, k in set_meta])
-        for sig in list(sigs):
-            off = sig[~is_num[sig]]
-            on = np.unique(np.concatenate([off, np.array([num_of[c] for c in off if c in num_of], dtype=off.dtype)]))
-            for variant in (off, on):
-                key = variant.tobytes()
-                if key not in sig_of:
-                    sig_of[key] = len(sigs)
-                    sigs.append(variant)
-        n_atoms = len(sigs)
-        from scipy import sparse
-
-        rows_i = np.concatenate(sigs) if sigs else np.zeros(0, np.int64)
-        cols_i = np.repeat(np.arange(n_atoms), [len(g) for g in sigs])
-        M = sparse.csr_matrix((np.ones(len(rows_i)), (rows_i, cols_i)), shape=(len(set_units), n_atoms))
-        true_size = np.array([len(np.unique(u)) for u in set_units], dtype=float)
-
-        # every published constraint once, with the cell that publishes it; removing a cell = masking rows
-        eq_rows, eq_b, eq_own, ub_rows, ub_b, ub_own, srcs = [], [], [], [], [], [], []
-        for s, (ti, r, k) in enumerate(set_meta):
-            if k != "cell" or (ti, r) in sup_now:
-                continue
-            t = tables[ti]
-            pub = t["rows"][r]["published"]
-            n = pub.get("n_units")
-            if n is None and t["stat"] == "count":
-                n = pub.get("value")
-            if n is not None:
-                half = t["count_base"] / 2 if t["count_base"] > 1 else 0.0
-                if half:
-                    ub_rows += [M[s], -M[s]]
-                    ub_b += [n + half, -(n - half)]
-                    ub_own += [s, s]
-                else:
-                    eq_rows.append(M[s])
-                    eq_b.append(float(n))
-                    eq_own.append(s)
-                srcs.append((ti, r, "count"))
-            p_ = pub.get("value")
-            if t["stat"] == "share" and p_ is not None:
-                h = (t["share_step"] or 0.0) / 2 + 1e-9
-                num = M[index[(ti, r, "num")]]
+    # every published constraint once, owned by the cell that publishes it
+    eq_rows, eq_b, eq_own, ub_rows, ub_b, ub_own, srcs = [], [], [], [], [], [], []
+    for s, (ti, r, k) in enumerate(set_meta):
+        if k != "cell" or (ti, r) in sup_now:
+            continue
+        t = tables[ti]
+        pub = t["rows"][r]["published"]
+        n = pub.get("n_units")
+        if n is None and t["stat"] == "count":
+            n = pub.get("value")
+        if n is not None:
+            half = t["count_base"] / 2 if t["count_base"] > 1 else 0.0
+            if half:
+                ub_rows += [M[s], -M[s]]
+                ub_b += [n + half, -(n - half)]
+                ub_own += [s, s]
+            else:
+                eq_rows.append(M[s])
+                eq_b.append(float(n))
+                eq_own.append(s)
+            srcs.append((ti, r, "count"))
+        p_ = pub.get("value")
+        if (ti, r, "num") in index and p_ is not None:
+            h = (t["share_step"] or 0.0) / 2 + 1e-9
+            num = M[index[(ti, r, "num")]]
+            if n is not None and not half:
+                # with the cell's size published exactly the share bounds the numerator alone: the same
+                # constraint (add the size's equality), on the numerator's atoms only (fewer non-zeros)
+                ub_rows += [num, -num]
+                ub_b += [(p_ + h) * float(n), -(p_ - h) * float(n)]
+            else:
                 ub_rows += [num - (p_ + h) * M[s], (p_ - h) * M[s] - num]
                 ub_b += [0.0, 0.0]
-                ub_own += [s, s]
-                srcs.append((ti, r, "share"))
-        EQ = sparse.vstack(eq_rows).tocsr() if eq_rows else None
-        UB = sparse.vstack(ub_rows).tocsr() if ub_rows else None
-        EQb, UBb = np.array(eq_b), np.array(ub_b)
-        eq_own_a, ub_own_a = np.array(eq_own, dtype=np.int64), np.array(ub_own, dtype=np.int64)
+            ub_own += [s, s]
+            srcs.append((ti, r, "share"))
+    rows = eq_rows + ub_rows
+    A = sparse.vstack(rows).tocsr() if rows else sparse.csr_matrix((0, M.shape[1]))
+    own = np.array(eq_own + ub_own, dtype=np.int64)
+    owners = sparse.csr_matrix((np.ones(len(own)), (np.arange(len(own)), own)), shape=(len(own), len(set_meta)))
+    system = _System(set_meta, M, true_size, index, A, np.array(eq_b + ub_b, dtype=float), len(eq_rows),
+                     owners, srcs)
+    return _merge_duplicate_rows(_fix_outside_small_cells(system, tables, np.array(xstar), max_set_units))
 
-        def constraints(removed: set[int]):
-            out = []
-            for A, b, own in ((EQ, EQb, eq_own_a), (UB, UBb, ub_own_a)):
-                if A is None:
-                    out += [None, None]
-                    continue
-                keep = ~np.isin(own, list(removed)) if removed else np.ones(len(own), bool)
-                out += [A[keep], b[keep]] if keep.any() else [None, None]
-            return out[0], out[1], out[2], out[3], srcs
 
-        # protected cells
-        targets: list[tuple[int, int, str, np.ndarray, float]] = []
-        for s, (ti, r, k) in enumerate(set_meta):
-            t = tables[ti]
-            row = t["rows"][r]
-            if not row["suppressed"] or k != "cell":
-                continue
-            mu = t["min_units"]
-            if true_size[s] < mu:
-                targets.append((ti, r, "cell", M[s].toarray().ravel(), true_size[s]))
-            if t["stat"] == "share":
-                ns = index[(ti, r, "num")]
-                if true_size[ns] < mu:
-                    targets.append((ti, r, "numerator", M[ns].toarray().ravel(), true_size[ns]))
-                comp = true_size[s] - true_size[ns]
-                if comp < mu:
-                    targets.append((ti, r, "complement", (M[s] - M[ns]).toarray().ravel(), comp))
-        sup = set(sup_now)
-        removed: set[int] = set()
-        A_eq, b_eq, A_ub, b_ub, srcs = constraints(removed)
-        for ti, r, k in srcs:
-            t = tables[ti]
-            cons_rows.append({"source": "published cell", "kind": k, "object": t["object"],
-                              "cell": _label(t["rows"][r]["labels"], r)})
-        published_set = np.array([k == "cell" and (ti, r) not in sup for ti, r, k in set_meta])
-        n_lp = [0]
+def _merge_duplicate_rows(system: _System) -> _System:
+    """One row per distinct constraint, owned by every cell that publishes it (fewer non-zeros per programme)."""
+    from scipy import sparse
 
-        def over() -> bool:
-            return n_lp[0] >= lp_budget
+    A = system.A.tocsr()
+    A.sort_indices()
+    first: dict[tuple[bytes, bytes, float, bool], int] = {}
+    target = np.empty(A.shape[0], dtype=np.int64)
+    for i in range(A.shape[0]):
+        lo, hi = A.indptr[i], A.indptr[i + 1]
+        key = (A.indices[lo:hi].tobytes(), np.round(A.data[lo:hi], 12).tobytes(), round(float(system.b[i]), 9),
+               i < system.n_eq)
+        target[i] = first.setdefault(key, i)
+    kept = np.unique(target)
+    if len(kept) == A.shape[0]:
+        return system
+    pos = np.searchsorted(kept, target)
+    merge = sparse.csr_matrix((np.ones(len(target)), (pos, np.arange(len(target)))), shape=(len(kept), len(target)))
+    owners = ((merge @ system.owners) > 0).astype(float).tocsr()
+    return replace(system, A=A[kept], b=system.b[kept], n_eq=int((kept < system.n_eq).sum()), owners=owners,
+                   _components={})
 
-        def bounds(*args: Any) -> tuple[float, float]:
-            n_lp[0] += 1
-            return _bounds(*args)
 
-        # the smallest cells first: they are the easiest to recover
-        targets.sort(key=lambda x: x[4])
-        for ti, r, what, c, n in targets:
-            t = tables[ti]
-            mu = t["min_units"]
-            if over():
-                target_rows.append({"object": t["object"], "cell": _label(t["rows"][r]["labels"], r), "set": what,
-                                    "attack": "interval LP not run (LP budget)", "safe_before": False,
-                                    "safe_after": False, "action": "review by the output checker"})
-                continue
-            lo, hi = bounds(c, A_eq, b_eq, A_ub, b_ub, mu)
-            before = _safe(lo, hi, n, mu)
-            action = ""
-            rounds = 0
-            while not _safe(lo, hi, n, mu) and rounds < max_rounds and not over():
-                rounds += 1
-                # published cells sharing firms with the protected one, cheapest first
-                overlap = np.asarray(M @ c).ravel() > 0
-                cand = sorted((true_size[s], s) for s in np.flatnonzero(overlap & published_set))
-                if not cand:
+def _fix_outside_small_cells(system: _System, tables: Sequence[Mapping[str, Any]], xstar: np.ndarray,
+                             max_set_units: int) -> _System:
+    """Atoms in no cell of at most ``max_set_units`` firms and in no protected set: known to the attacker.
+
+    Large populations split their firms into many atoms and make every programme
+    slow; their firms outside every small cell are fixed at their true numbers
+    (moved to the right-hand sides). The attacker is made stronger, never weaker:
+    a cell protected against it is protected against the real one.
+    """
+    small = system.true_size <= max_set_units
+    keep = np.asarray(system.M[small].sum(axis=0)).ravel() > 0
+    for *_, c, _n in _protected_cells(system, tables):
+        keep |= c != 0
+    if keep.all():
+        return system
+    fixed = ~keep
+    b = system.b - system.A[:, fixed] @ xstar[fixed]
+    return replace(system, M=system.M[:, keep].tocsr(), A=system.A[:, keep].tocsr(), b=b, _components={})
+
+
+def _protected_cells(system: _System, tables: Sequence[Mapping[str, Any]]
+                     ) -> list[tuple[int, int, str, np.ndarray, float]]:
+    """Suppressed cells below ``min_units`` and the small numerators/complements of suppressed shares."""
+    out = []
+    M, size = system.M, system.true_size
+    for s, (ti, r, k) in enumerate(system.set_meta):
+        t = tables[ti]
+        if not t["rows"][r]["suppressed"] or k != "cell":
+            continue
+        mu = t["min_units"]
+        if size[s] < mu:
+            out.append((ti, r, "cell", M[s].toarray().ravel(), size[s]))
+        if (ti, r, "num") in system.index:
+            ns = system.index[(ti, r, "num")]
+            if size[ns] < mu:
+                out.append((ti, r, "numerator", M[ns].toarray().ravel(), size[ns]))
+            if size[s] - size[ns] < mu:
+                out.append((ti, r, "complement", (M[s] - M[ns]).toarray().ravel(), size[s] - size[ns]))
+    # the smallest cells first: they are the easiest to recover
+    return sorted(out, key=lambda x: x[4])
+
+
+def _interval_attack(tables: Sequence[Mapping[str, Any]], system: _System, sup_now: set[tuple[int, int]],
+                     suppressed: dict[tuple[str, str], list[int]], target_rows: list[dict[str, Any]],
+                     max_rounds: int, lp_budget: int, tries: int) -> None:
+    """Protect every protected cell against the interval attack, suppressing binding cells as needed."""
+    published = np.array([k == "cell" and (ti, r) not in sup_now for ti, r, k in system.set_meta])
+    removed: frozenset[int] = frozenset()
+    targets = _protected_cells(system, tables)
+    proven = _prove_protected(system, targets, np.array([tables[t[0]]["min_units"] for t in targets], dtype=float))
+    for (ti, r, what, c, n), done in zip(targets, proven):
+        t = tables[ti]
+        mu = t["min_units"]
+        row = {"object": t["object"], "cell": _label(t["rows"][r]["labels"], r), "set": what}
+        if done:
+            target_rows.append({**row, "attack": "interval LP over published cells", "safe_before": True,
+                                "safe_after": True, "action": ""})
+            continue
+        if system.n_lp >= lp_budget:
+            target_rows.append({**row, "attack": "interval LP not run (LP budget)", "safe_before": False,
+                                "safe_after": False, "action": "review by the output checker"})
+            continue
+        lo, hi, binding = system.interval(c, removed, mu)
+        before = safe = _safe(lo, hi, n, mu)
+        actions: list[str] = []
+        while not safe and len(actions) < max_rounds and system.n_lp < lp_budget:
+            # the constraints that pin the failing end: only dropping one of them can widen it; dropping a
+            # constraint means suppressing every published cell that publishes it
+            side = "hi" if not hi >= mu - 1e-6 else "lo"
+            groups = {frozenset(g) for g in (np.flatnonzero(published & (system.owners[i].toarray().ravel() > 0))
+                                             for i in binding.get(side, ())) if len(g)}
+            if not groups:  # no dual to go by (an infeasible programme): every overlapping cell alone
+                groups = {frozenset([s]) for s in np.flatnonzero((np.asarray(system.M @ c).ravel() > 0) & published)}
+            if not groups:
+                break
+            cand = sorted(groups, key=lambda g: (sum(system.true_size[s] for s in g), sorted(g)))
+            chosen, found = cand[0], None
+            for g in cand[:tries]:  # a single suppression that protects the cell, the smallest first
+                if system.n_lp >= lp_budget:
                     break
-                chosen = cand[0][1]
-                for _, s in cand[:3]:
-                    if over():
-                        break
-                    e = constraints(removed | {int(s)})
-                    l2, h2 = bounds(c, e[0], e[1], e[2], e[3], mu)
-                    if _safe(l2, h2, n, mu):
-                        chosen = s
-                        break
-                tj, rr, _ = set_meta[chosen]
-                sup.add((tj, rr))
-                removed.add(int(chosen))
-                published_set[chosen] = False
+                trial = system.interval(c, removed | g, mu)
+                if _safe(trial[0], trial[1], n, mu):
+                    chosen, found = g, trial
+                    break
+            removed = removed | chosen
+            for s_ in sorted(chosen):
+                tj, rr, _ = system.set_meta[s_]
+                sup_now.add((tj, rr))
+                published[s_] = False
                 suppressed.setdefault((tables[tj]["notebook"], tables[tj]["object"]), []).append(rr)
-                action += ("; " if action else "") + f"suppressed {tables[tj]['object']}:{_label(tables[tj]['rows'][rr]['labels'], rr)}"
-                A_eq, b_eq, A_ub, b_ub, _ = constraints(removed)
-                lo, hi = bounds(c, A_eq, b_eq, A_ub, b_ub, mu)
-            target_rows.append({"object": t["object"], "cell": _label(t["rows"][r]["labels"], r), "set": what,
-                                "attack": "interval LP over published cells", "safe_before": before,
-                                "safe_after": _safe(lo, hi, n, mu), "action": action})
-        sup_now = sup
+                actions.append(f"suppressed {tables[tj]['object']}:{_label(tables[tj]['rows'][rr]['labels'], rr)}")
+            lo, hi, binding = found if found is not None else system.interval(c, removed, mu)
+            safe = _safe(lo, hi, n, mu)
+        target_rows.append({**row, "attack": "interval LP over published cells", "safe_before": before,
+                            "safe_after": safe, "action": "; ".join(actions)})
 
-    # ---- totals published without membership (line subtraction)
+
+def _line_total_attack(tables: Sequence[Mapping[str, Any]], sup_now: set[tuple[int, int]],
+                       suppressed: dict[tuple[str, str], list[int]], cons_rows: list[dict[str, Any]],
+                       target_rows: list[dict[str, Any]]) -> None:
+    """A line with one suppressed small cell whose total is published anywhere: suppress a second cell."""
     published_counts: set[float] = set()
     for t in tables:
         for row in t["rows"]:
@@ -620,9 +741,8 @@ def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 6,
         if t["kind"] != "table" or not t["by"] or t["stat"] != "count":
             continue
         rows = t["rows"]
-        by = t["by"]
-        for col in by:
-            others = [c for c in by if c != col]
+        for col in t["by"]:
+            others = [c for c in t["by"] if c != col]
             lines: dict[str, list[int]] = {}
             for r, row in enumerate(rows):
                 if row["labels"].get(col) == "Total":
@@ -648,6 +768,82 @@ def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 6,
                                     "attack": "line total published elsewhere", "safe_before": False,
                                     "safe_after": True,
                                     "action": f"suppressed {t['object']}:{_label(rows[cheapest]['labels'], cheapest)}"})
+
+
+def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 25,
+                lp_stats: Sequence[str] = ("count", "share"), lp_budget: int = 20_000,
+                max_set_units: int = 2000, tries: int = 2) -> Audit:
+    r"""Audit all registered cells of a run together against differencing; suppress more where needed.
+
+    Parameters
+    ----------
+    tables : sequence of dict
+        From :func:`load_registry` (each with ``rows`` and, for ``check_table``
+        tables, ``members``).
+    max_rounds : int
+        Most extra suppressions per protected cell.
+    lp_stats : sequence of str
+        Statistics whose tables enter the interval attack (frequency tables by
+        default; the unit counts of magnitude tables enter the line-total attack).
+    lp_budget : int
+        Most linear programmes solved (a count, not seconds: two runs give the same
+        result); protected cells not reached within it are listed as ``not
+        audited`` and count as unprotected (the output goes to review).
+    max_set_units : int
+        Cells of more units stay out of the interval attack (they split the firms
+        into thousands of atoms and make each LP take seconds); their counts still
+        enter the line-total attack. A limitation, stated in the audit record.
+    tries : int
+        Binding cells tried one by one before the smallest binding cell is
+        suppressed (a single suppression that protects the cell is preferred).
+
+    Returns
+    -------
+    Audit
+        ``suppressed`` lists the extra cells to blank; the caller rewrites the files.
+
+    Notes
+    -----
+    Every published cell with unit membership is a set :math:`S` of firms.
+    The firms split into *atoms* (firms in exactly the same published sets);
+    :math:`x_a \ge 0` is the size of atom :math:`a`. Published counts give
+    :math:`\sum_{a \subseteq S} x_a = n_S` (within :math:`\pm b/2` for counts
+    rounded to base :math:`b`); a published share :math:`p` of :math:`S` with
+    numerator set :math:`N` gives :math:`(p - h) n_S \le n_N \le (p + h) n_S`
+    with :math:`h` half the rounding step (a share over rows with several
+    rows per firm, e.g. firm-activity pairs, is no share of firms: only its
+    firm count enters). Protected cells are the suppressed
+    cells with fewer than ``min_units`` firms and the numerators/complements
+    below ``min_units`` of suppressed shares. For each, two linear programmes
+    (HiGHS, on the connected component of the constraints holding the cell)
+    give the attacker's interval :math:`[l, u]`; the cell is protected iff
+    :math:`u \ge` ``min_units`` and :math:`l \le n - 1` (``n`` its true size).
+
+    Otherwise the audit suppresses a published cell whose constraint *binds*
+    the failing end (a non-zero dual value in that programme: only removing
+    such a constraint can widen the interval, as in tau-ARGUS's LP-based
+    secondary suppression), preferring one whose removal alone protects the
+    cell, else the binding cell with the fewest firms, and repeats. Removing a
+    constraint only widens every interval, so cells protected earlier stay
+    protected.
+
+    A second attack covers totals published without unit membership
+    (estimates tables' ``n_treated``/``n_control``, headline counts): a line of a
+    table (cells varying along one by-column) with one suppressed cell whose
+    true line total equals a published count anywhere in the run gives that
+    cell back by subtraction; the cheapest other cell of the line is suppressed.
+    """
+    suppressed: dict[tuple[str, str], list[int]] = {}
+    sup_now = {(ti, r) for ti, t in enumerate(tables) for r, row in enumerate(t["rows"]) if row["suppressed"]}
+    cons_rows: list[dict[str, Any]] = []
+    target_rows: list[dict[str, Any]] = []
+    system = _build_system(tables, sup_now, lp_stats, max_set_units)
+    if system is not None:
+        for ti, r, k in system.srcs:
+            cons_rows.append({"source": "published cell", "kind": k, "object": tables[ti]["object"],
+                              "cell": _label(tables[ti]["rows"][r]["labels"], r)})
+        _interval_attack(tables, system, sup_now, suppressed, target_rows, max_rounds, lp_budget, tries)
+    _line_total_attack(tables, sup_now, suppressed, cons_rows, target_rows)
     cons = pd.DataFrame(cons_rows, columns=["source", "kind", "object", "cell"])
     targ = pd.DataFrame(target_rows, columns=["object", "cell", "set", "attack", "safe_before", "safe_after", "action"])
     return Audit(cons, targ, {k: sorted(set(v)) for k, v in suppressed.items()})
