@@ -208,16 +208,23 @@ def text(template: str, **numbers: Any) -> str:
     return template.format(**out)
 
 
-def load_registry(registry: str | Path) -> tuple[list[dict[str, Any]], list[float]]:
-    """Registered tables (meta with ``members`` arrays when kept) and registered loose numbers."""
+def load_registry(registry: str | Path, members: bool = True) -> tuple[list[dict[str, Any]], list[float]]:
+    """Registered tables (meta with ``members`` arrays when kept) and registered loose numbers.
+
+    ``members=False`` gives each table's ``members_path`` instead: the audit reads
+    them one table at a time (at register scale they hold every firm of every cell).
+    """
     registry = Path(registry)
     tables = []
     for path in sorted((registry / "tables").glob("*.json")):
         meta = json.loads(path.read_text(encoding="utf-8"))
         npz = path.with_suffix(".npz")
         if npz.is_file():
-            with np.load(npz) as z:
-                meta["members"] = {k: z[k] for k in z.files}
+            if members:
+                with np.load(npz) as z:
+                    meta["members"] = {k: z[k] for k in z.files}
+            else:
+                meta["members_path"] = str(npz)
         tables.append(meta)
     numbers: list[float] = []
     for path in sorted((registry / "numbers").glob("*.jsonl")):
@@ -499,50 +506,99 @@ def _prove_protected(system: _System, targets: Sequence[tuple[Any, ...]], min_un
     return proven["hi"] & proven["lo"]
 
 
+def _members(t: Mapping[str, Any]) -> Mapping[str, np.ndarray] | None:
+    """A registered table's unit memberships: in memory, or read from its ``.npz`` one table at a time."""
+    if t.get("members") is not None:
+        return t["members"]
+    path = t.get("members_path")
+    if not path:
+        return None
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _table_sets(t: Mapping[str, Any], m: Mapping[str, np.ndarray]):
+    """Per row of a table: its units and, for a share of firms, the units with the trait (else None)."""
+    cell, unit, trait = np.asarray(m["cell"]), np.asarray(m["unit"]), np.asarray(m["trait"]).astype(bool)
+    order = np.argsort(cell, kind="stable")
+    cell, unit, trait = cell[order], unit[order], trait[order]
+    starts = np.searchsorted(cell, np.arange(len(t["rows"]) + 1))
+    # a share over rows (firm-activity pairs), not over firms, says nothing linear about firm counts:
+    # only its firm count enters
+    firm_share = t["stat"] == "share" and not (np.asarray(m.get("rows", [1])) > 1).any()
+    for r in range(len(t["rows"])):
+        u = unit[starts[r]:starts[r + 1]]
+        yield r, u, (u[trait[starts[r]:starts[r + 1]]] if firm_share else None)
+
+
 def _build_system(tables: Sequence[Mapping[str, Any]], sup_now: set[tuple[int, int]], lp_stats: Sequence[str],
                   max_set_units: int) -> _System | None:
-    """Sets (cells, numerators) with unit membership -> atoms -> the published constraints on them."""
+    """Sets (cells, numerators) with unit membership -> atoms -> the published constraints on them.
+
+    Two passes over the tables, one table's memberships in memory at a time. The
+    first finds the *small universe*: the firms of every set of at most
+    ``max_set_units`` firms and of every protected complement. The second keeps
+    each set's firms inside it; a larger set's firms outside it are known to the
+    attacker (their number moves to the right-hand sides). That attacker is
+    stronger, never weaker, than one who must also bound those firms: a cell
+    protected against it is protected. Large populations (a whole comparison
+    group) still enter, without splitting millions of firms into atoms.
+    """
     from scipy import sparse
 
+    used = [ti for ti, t in enumerate(tables) if t["stat"] in lp_stats and
+            (t.get("members") is not None or t.get("members_path"))]
     set_meta: list[tuple[int, int, str]] = []  # (table index, row, "cell" | "num")
-    set_units: list[np.ndarray] = []
-    for ti, t in enumerate(tables):
-        m = t.get("members")
-        if m is None or t["stat"] not in lp_stats:
-            continue
-        cell, unit, trait = np.asarray(m["cell"]), np.asarray(m["unit"]), np.asarray(m["trait"]).astype(bool)
-        order = np.argsort(cell, kind="stable")
-        cell, unit, trait = cell[order], unit[order], trait[order]
-        starts = np.searchsorted(cell, np.arange(len(t["rows"]) + 1))
-        # a share over rows (firm-activity pairs), not over firms, says nothing linear about firm counts:
-        # only its firm count enters
-        firm_share = t["stat"] == "share" and not (np.asarray(m.get("rows", [1])) > 1).any()
-        for r in range(len(t["rows"])):
-            u = unit[starts[r]:starts[r + 1]]
+    true_size: list[float] = []
+    small_parts: list[np.ndarray] = []
+    for ti in used:
+        t = tables[ti]
+        for r, u, num in _table_sets(t, _members(t)):
             set_meta.append((ti, r, "cell"))
-            set_units.append(u)
-            if firm_share:
-                set_meta.append((ti, r, "num"))
-                set_units.append(u[trait[starts[r]:starts[r + 1]]])
-    if not set_units:
+            true_size.append(float(len(u)))
+            if len(u) <= max_set_units:
+                small_parts.append(u)
+            if num is None:
+                continue
+            set_meta.append((ti, r, "num"))
+            true_size.append(float(len(num)))
+            if len(num) <= max_set_units:
+                small_parts.append(num)
+            if t["rows"][r]["suppressed"] and len(u) - len(num) < t["min_units"]:
+                small_parts.append(np.setdiff1d(u, num))  # a protected complement
+    if not set_meta:
         return None
-    allu = np.concatenate(set_units)
-    uniq, inv = np.unique(allu, return_inverse=True)
-    sid = np.repeat(np.arange(len(set_units)), [len(u) for u in set_units])
+    universe = np.unique(np.concatenate(small_parts)) if small_parts else np.zeros(0, np.uint64)
+    set_units: list[np.ndarray] = []
+    for ti in used:
+        t = tables[ti]
+        for r, u, num in _table_sets(t, _members(t)):
+            for part in (u, num):
+                if part is None:
+                    continue
+                pos = np.searchsorted(universe, part)
+                inside = (pos < len(universe)) & (universe[np.minimum(pos, len(universe) - 1)] == part)
+                set_units.append(pos[inside])
+    true_size_a = np.array(true_size)
+    outside = true_size_a - np.array([len(u) for u in set_units], dtype=float)
+    index = {(ti, r, k): s for s, (ti, r, k) in enumerate(set_meta)}
+
     # atom of a unit: the sets holding it, identified by a sum of random 64-bit keys of those sets
     # (vectorised; two different signatures collide with probability ~2^-64 per pair)
+    sid = np.repeat(np.arange(len(set_units)), [len(u) for u in set_units])
+    inv = np.concatenate(set_units) if set_units else np.zeros(0, np.int64)
     key = np.random.default_rng(0).integers(1, 2**63, size=len(set_units), dtype=np.uint64)
     order = np.argsort(inv, kind="stable")
     inv_s, sid_s = inv[order], sid[order]
-    starts = np.searchsorted(inv_s, np.arange(len(uniq)))
-    with np.errstate(over="ignore"):
-        h = np.add.reduceat(key[sid_s], starts)
-    _, first, atom_of_unit, counts = np.unique(h, return_index=True, return_inverse=True, return_counts=True)
-    ends = np.append(starts[1:], len(sid_s))
-    sigs = [np.unique(sid_s[starts[u]:ends[u]]) for u in first]
+    starts = np.flatnonzero(np.r_[True, inv_s[1:] != inv_s[:-1]]) if len(inv_s) else np.zeros(0, np.int64)
+    sigs: list[np.ndarray] = []
+    if len(starts):
+        with np.errstate(over="ignore"):
+            h = np.add.reduceat(key[sid_s], starts)
+        _, first = np.unique(h, return_index=True)
+        ends = np.append(starts[1:], len(sid_s))
+        sigs = [np.unique(sid_s[starts[u]:ends[u]]) for u in first]
     sig_of: dict[bytes, int] = {g.tobytes(): a for a, g in enumerate(sigs)}
-    xstar = [float(c) for c in counts]
-    index = {(ti, r, k): s for s, (ti, r, k) in enumerate(set_meta)}
     # An empty numerator or complement has no firm, hence no atom; the attacker does not know it is
     # empty. Phantom atoms: every observed signature with the trait switched off (out of every
     # numerator) and on (into the numerator of every share cell holding it).
@@ -557,13 +613,12 @@ def _build_system(tables: Sequence[Mapping[str, Any]], sup_now: set[tuple[int, i
             if vkey not in sig_of:
                 sig_of[vkey] = len(sigs)
                 sigs.append(variant)
-                xstar.append(0.0)
-    rows_i = np.concatenate(sigs)
+    rows_i = np.concatenate(sigs) if sigs else np.zeros(0, np.int64)
     cols_i = np.repeat(np.arange(len(sigs)), [len(g) for g in sigs])
-    M = sparse.csr_matrix((np.ones(len(rows_i)), (rows_i, cols_i)), shape=(len(set_units), len(sigs)))
-    true_size = np.array([len(np.unique(u)) for u in set_units], dtype=float)
+    M = sparse.csr_matrix((np.ones(len(rows_i)), (rows_i, cols_i)), shape=(len(set_units), max(len(sigs), 1)))
 
-    # every published constraint once, owned by the cell that publishes it
+    # every published constraint once, owned by the cell that publishes it; firms outside the small
+    # universe enter the right-hand side at their true number
     eq_rows, eq_b, eq_own, ub_rows, ub_b, ub_own, srcs = [], [], [], [], [], [], []
     for s, (ti, r, k) in enumerate(set_meta):
         if k != "cell" or (ti, r) in sup_now:
@@ -573,38 +628,39 @@ def _build_system(tables: Sequence[Mapping[str, Any]], sup_now: set[tuple[int, i
         n = pub.get("n_units")
         if n is None and t["stat"] == "count":
             n = pub.get("value")
+        half = t["count_base"] / 2 if t["count_base"] > 1 else 0.0
         if n is not None:
-            half = t["count_base"] / 2 if t["count_base"] > 1 else 0.0
             if half:
                 ub_rows += [M[s], -M[s]]
-                ub_b += [n + half, -(n - half)]
+                ub_b += [n + half - outside[s], -(n - half - outside[s])]
                 ub_own += [s, s]
             else:
                 eq_rows.append(M[s])
-                eq_b.append(float(n))
+                eq_b.append(float(n) - outside[s])
                 eq_own.append(s)
             srcs.append((ti, r, "count"))
         p_ = pub.get("value")
         if (ti, r, "num") in index and p_ is not None:
             h = (t["share_step"] or 0.0) / 2 + 1e-9
-            num = M[index[(ti, r, "num")]]
+            ns = index[(ti, r, "num")]
+            num = M[ns]
             if n is not None and not half:
                 # with the cell's size published exactly the share bounds the numerator alone: the same
                 # constraint (add the size's equality), on the numerator's atoms only (fewer non-zeros)
                 ub_rows += [num, -num]
-                ub_b += [(p_ + h) * float(n), -(p_ - h) * float(n)]
+                ub_b += [(p_ + h) * float(n) - outside[ns], -((p_ - h) * float(n) - outside[ns])]
             else:
                 ub_rows += [num - (p_ + h) * M[s], (p_ - h) * M[s] - num]
-                ub_b += [0.0, 0.0]
+                ub_b += [(p_ + h) * outside[s] - outside[ns], outside[ns] - (p_ - h) * outside[s]]
             ub_own += [s, s]
             srcs.append((ti, r, "share"))
     rows = eq_rows + ub_rows
     A = sparse.vstack(rows).tocsr() if rows else sparse.csr_matrix((0, M.shape[1]))
     own = np.array(eq_own + ub_own, dtype=np.int64)
     owners = sparse.csr_matrix((np.ones(len(own)), (np.arange(len(own)), own)), shape=(len(own), len(set_meta)))
-    system = _System(set_meta, M, true_size, index, A, np.array(eq_b + ub_b, dtype=float), len(eq_rows),
+    system = _System(set_meta, M, true_size_a, index, A, np.array(eq_b + ub_b, dtype=float), len(eq_rows),
                      owners, srcs)
-    return _merge_duplicate_rows(_fix_outside_small_cells(system, tables, np.array(xstar), max_set_units))
+    return _merge_duplicate_rows(system)
 
 
 def _merge_duplicate_rows(system: _System) -> _System:
@@ -628,26 +684,6 @@ def _merge_duplicate_rows(system: _System) -> _System:
     owners = ((merge @ system.owners) > 0).astype(float).tocsr()
     return replace(system, A=A[kept], b=system.b[kept], n_eq=int((kept < system.n_eq).sum()), owners=owners,
                    _components={})
-
-
-def _fix_outside_small_cells(system: _System, tables: Sequence[Mapping[str, Any]], xstar: np.ndarray,
-                             max_set_units: int) -> _System:
-    """Atoms in no cell of at most ``max_set_units`` firms and in no protected set: known to the attacker.
-
-    Large populations split their firms into many atoms and make every programme
-    slow; their firms outside every small cell are fixed at their true numbers
-    (moved to the right-hand sides). The attacker is made stronger, never weaker:
-    a cell protected against it is protected against the real one.
-    """
-    small = system.true_size <= max_set_units
-    keep = np.asarray(system.M[small].sum(axis=0)).ravel() > 0
-    for *_, c, _n in _protected_cells(system, tables):
-        keep |= c != 0
-    if keep.all():
-        return system
-    fixed = ~keep
-    b = system.b - system.A[:, fixed] @ xstar[fixed]
-    return replace(system, M=system.M[:, keep].tocsr(), A=system.A[:, keep].tocsr(), b=b, _components={})
 
 
 def _protected_cells(system: _System, tables: Sequence[Mapping[str, Any]]
@@ -790,9 +826,10 @@ def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 25,
         result); protected cells not reached within it are listed as ``not
         audited`` and count as unprotected (the output goes to review).
     max_set_units : int
-        Cells of more units stay out of the interval attack (they split the firms
-        into thousands of atoms and make each LP take seconds); their counts still
-        enter the line-total attack. A limitation, stated in the audit record.
+        Firms that are only in cells of more units (and in no protected set) are
+        known to the attacker at their true numbers: large populations enter the
+        attack without splitting millions of firms into atoms (a stronger
+        attacker, so a protected cell stays protected; it may suppress more).
     tries : int
         Binding cells tried one by one before the smallest binding cell is
         suppressed (a single suppression that protects the cell is preferred).
@@ -1219,7 +1256,7 @@ def _file_rows(output_dir: Path, report: pd.DataFrame, numbers: pd.DataFrame, le
 def audit_run(output_dir: str | Path, work_dir: str | Path) -> Audit:
     """Step 1 of finalising: audit the registered cells, blank what must go, write ``disclosure_audit.csv``."""
     output_dir, work_dir = Path(output_dir), Path(work_dir)
-    tables, _ = load_registry(work_dir / "registry")
+    tables, _ = load_registry(work_dir / "registry", members=False)
     audit = audit_cells(tables)
     _apply_suppression(output_dir, tables, audit)
     # the audit's record: which constraints, which protected cells, what was done (never values or bounds)
@@ -1253,7 +1290,7 @@ def record_run(output_dir: str | Path, work_dir: str | Path, audit: Audit, *, ro
     from reach.disclosure import REPORT_COLUMNS
 
     output_dir, work_dir = Path(output_dir), Path(work_dir)
-    tables, numbers = load_registry(work_dir / "registry")
+    tables, numbers = load_registry(work_dir / "registry", members=False)
     text_files = [f for f in sorted(output_dir.rglob("*")) if f.is_file()
                   and f.suffix.lower() in (".html", ".ipynb", ".json", ".csv", ".md", ".txt")
                   and "checksums" not in f.relative_to(output_dir).parts]
