@@ -383,3 +383,22 @@ def test_summary_claiming_all_passed_goes_to_review_when_verdicts_disagree(regis
     # 02_reach.html holds an unregistered number (review), so the summary's claim is false
     row = rep.loc[rep["file"] == "05_summary.html"].iloc[0]
     assert row["verdict"] == "review" and "the verdicts say" in row["reason"]
+
+
+def test_second_pass_suppresses_the_audits_cells_where_the_check_is_made(registry, monkeypatch):
+    """The runner's next pass: a check made again suppresses the cells the audit chose (by labels), so
+    every table, figure and sentence drawn from it leaves them out; other checks are untouched."""
+    pop = pd.DataFrame({"be_id": [str(10**8 + i) for i in range(90)], "a": ["a0"] * 40 + ["a1"] * 50, "x": 1})
+    first = check_table(pop, by=["a"], rules=Rules(), name="by_a")
+    assert first.ok
+    path = registry / "work" / "audit_suppress.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps([{"notebook": "nb", "check": "by_a", "object": "by_a", "labels": {"a": "a1"}}]))
+    monkeypatch.setenv(publish.ENV_AUDIT_SUPPRESS, str(path))
+    again = check_table(pop, by=["a"], rules=Rules(), name="by_a")
+    pub = again.suppress()
+    assert pub.loc[pub["a"] == "a1", "n_units"].isna().all() and pub.loc[pub["a"] == "a0", "n_units"].notna().all()
+    assert again.cells.loc[again.cells["a"] == "a1", "suppression"].item() == "audit"
+    assert check_table(pop, by=["a"], rules=Rules(), name="other").ok  # another check: not touched
+    monkeypatch.setenv(publish.ENV_NOTEBOOK, "another_notebook")
+    assert check_table(pop, by=["a"], rules=Rules(), name="by_a").ok  # the same name in another notebook

@@ -306,8 +306,22 @@ class Checked:
     units: str | None = None
     #: Unit membership of the cells (for the run-level audit of :mod:`reach.publish`):
     #: ``{"cell": int64 cell position, "unit": uint64 hash of the unit id, "trait": bool,
-    #: "rows": int32 rows of the unit in the cell}``, one entry per (cell, unit). Never exported: it identifies the units of each cell.
+    #: "rows": int32 rows of the unit in the cell}``, one entry per (cell, unit). Never exported: it
+    #: identifies the units of each cell.
     members: Mapping[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # a run's second pass: cells the run-level audit of the first pass suppressed are suppressed here,
+        # where the check is made, so tables, figures and text drawn from it all leave them out
+        from reach.publish import audit_suppressions
+
+        rows = audit_suppressions(self)
+        if rows:
+            cells = self._cells.copy()
+            cells.loc[cells.index[rows], "verdict"] = "suppress"
+            cells.loc[cells.index[rows], "suppression"] = "audit"
+            cells.loc[cells.index[rows], "reason"] = "suppressed by the run-level differencing audit"
+            object.__setattr__(self, "_cells", cells)
 
     # -- data ------------------------------------------------------------------
     @property
@@ -335,7 +349,8 @@ class Checked:
 
     @property
     def n_secondary(self) -> int:
-        return int((self._cells["suppression"] == "secondary").sum())
+        """Cells suppressed to protect others: within the table, or by the run-level audit."""
+        return int(self._cells["suppression"].isin(["secondary", "audit"]).sum())
 
     @property
     def n_review(self) -> int:
@@ -1063,7 +1078,8 @@ def join_checked(parts: Sequence[Checked]) -> Checked:
     if len(parts) == 1:
         return first
     for p in parts:
-        if (p.name, p.stat, p.by, p.rules) != (first.name, first.stat, first.by, first.rules) or p.n_secondary or p.unprotectable:
+        if (p.name, p.stat, p.by, p.rules) != (first.name, first.stat, first.by, first.rules) or \
+                (p._cells["suppression"] == "secondary").any() or p.unprotectable:
             raise ValueError(f"cannot join checks {first.name!r} and {p.name!r}: different tables or secondary suppression")
     by = list(first.by)
     table = pd.concat([p.table for p in parts], ignore_index=True)

@@ -46,9 +46,10 @@ import pandas as pd
 from reach import _checks
 
 __all__ = [
-    "ENV_REGISTRY", "ENV_NOTEBOOK", "StageOutput", "register_table", "register_numbers", "text",
+    "ENV_REGISTRY", "ENV_NOTEBOOK", "ENV_AUDIT_SUPPRESS", "StageOutput", "register_table", "register_numbers", "text",
     "registered_numbers", "load_registry", "audit_cells", "Audit", "audit_numbers", "scrub_paths",
     "scan_for_machine_paths", "write_results_json", "checks_statement", "audit_run", "record_run", "FILE_VERDICTS",
+    "row_labels", "audit_suppressions", "write_audit_suppressions",
 ]
 
 #: Folder of the run's registry (set by the runner; unset: nothing is registered).
@@ -98,15 +99,10 @@ def register_table(notebook: str, name: str, file: str, checked: Any, published:
     folder = reg / "tables"
     folder.mkdir(parents=True, exist_ok=True)
     cells = checked.cells
-    table = checked.table
     by = list(checked.by)
     fails = [c for c in cells.columns if c.startswith("fail_")]
     rows = []
-    for i in range(len(cells)):
-        labels = {c: _plain(cells.iloc[i][c]) for c in by} if by else (
-            {c: _plain(table.iloc[i][c]) for c in table.columns
-             if c not in checked.value_columns and c not in checked.count_columns
-             and not pd.api.types.is_float_dtype(table[c])} if checked.kind == "estimates" else {})
+    for i, labels in enumerate(row_labels(checked)):
         rows.append({
             "labels": labels,
             "published": {c: _plain(published.iloc[i][c]) for c in published.columns
@@ -134,6 +130,66 @@ def register_table(notebook: str, name: str, file: str, checked: Any, published:
     if checked.members is not None:
         np.savez_compressed(folder / f"{stem}.npz", **{k: np.asarray(v) for k, v in checked.members.items()})
     return folder / f"{stem}.json"
+
+
+def row_labels(checked: Any) -> list[dict[str, Any]]:
+    """The labels of each cell of a check, as registered (by-columns; an estimates table's text columns)."""
+    cells, table, by = checked._cells, checked._table, list(checked.by)
+    if by:
+        return [{c: _plain(v) for c, v in zip(by, vals)} for vals in cells[by].itertuples(index=False)]
+    if checked.kind != "estimates":
+        return [{} for _ in range(len(cells))]
+    cols = [c for c in table.columns if c not in checked.value_columns and c not in checked.count_columns
+            and not pd.api.types.is_float_dtype(table[c])]
+    return [{c: _plain(v) for c, v in zip(cols, vals)} for vals in table[cols].itertuples(index=False)]
+
+
+#: File of a run's second pass: the cells its first pass's audit suppressed (set by the runner).
+ENV_AUDIT_SUPPRESS = "REACH_AUDIT_SUPPRESS"
+_SUPPRESS_CACHE: dict[tuple[str, float], dict[tuple[str, str], list[dict[str, Any]]]] = {}
+
+
+def audit_suppressions(checked: Any) -> list[int]:
+    """Row positions of ``checked`` that the first pass's run-level audit suppressed (second pass only).
+
+    Matched by notebook, check name and the row's labels (not its position alone), so
+    a check made the same way finds its rows again.
+    """
+    path = os.environ.get(ENV_AUDIT_SUPPRESS)
+    if not path or not Path(path).is_file():
+        return []
+    key = (path, Path(path).stat().st_mtime)
+    if key not in _SUPPRESS_CACHE:
+        entries = json.loads(Path(path).read_text(encoding="utf-8"))
+        table: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for e in entries:
+            table.setdefault((e["notebook"], e["check"]), []).append(e["labels"])
+        _SUPPRESS_CACHE.clear()
+        _SUPPRESS_CACHE[key] = table
+    wanted = _SUPPRESS_CACHE[key].get((_notebook(), checked.name))
+    if not wanted:
+        return []
+    want = {json.dumps(w, sort_keys=True, default=str) for w in wanted}
+    return [i for i, lab in enumerate(row_labels(checked)) if json.dumps(lab, sort_keys=True, default=str) in want]
+
+
+def write_audit_suppressions(work_dir: str | Path, audit: "Audit",
+                             cells: Mapping[tuple[str, str], list[int]] | None = None) -> Path:
+    """Add the cells ``audit`` suppressed (or ``cells`` of it), by notebook, check and labels, to the file
+    the run's next pass reads; the registry's row numbers are those of the pass ``audit`` ran on."""
+    work_dir = Path(work_dir)
+    tables, _ = load_registry(work_dir / "registry", members=False)
+    by_object = {(t["notebook"], t["object"]): t for t in tables}
+    path = work_dir / "audit_suppress.json"
+    entries = []
+    if path.is_file():  # cells of earlier passes stay suppressed
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    for (nb, obj), rows in (audit.suppressed if cells is None else cells).items():
+        t = by_object[(nb, obj)]
+        entries += [{"notebook": nb, "check": t["check"], "object": obj, "labels": t["rows"][r]["labels"]}
+                    for r in rows]
+    path.write_text(json.dumps(entries, default=str), encoding="utf-8")
+    return path
 
 
 def register_numbers(source: str, numbers: Any, *, notebook: str | None = None) -> None:
@@ -327,6 +383,8 @@ class Audit:
     constraints: pd.DataFrame
     targets: pd.DataFrame
     suppressed: Mapping[tuple[str, str], list[int]]
+    #: the cells this pass's audit suppressed (``suppressed`` also holds earlier passes')
+    this_pass: Mapping[tuple[str, str], list[int]] = field(default_factory=dict)
 
     @property
     def n_unprotected(self) -> int:
@@ -883,7 +941,8 @@ def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 25,
     _line_total_attack(tables, sup_now, suppressed, cons_rows, target_rows)
     cons = pd.DataFrame(cons_rows, columns=["source", "kind", "object", "cell"])
     targ = pd.DataFrame(target_rows, columns=["object", "cell", "set", "attack", "safe_before", "safe_after", "action"])
-    return Audit(cons, targ, {k: sorted(set(v)) for k, v in suppressed.items()})
+    out = {k: sorted(set(v)) for k, v in suppressed.items()}
+    return Audit(cons, targ, out, out)
 
 
 def _apply_suppression(output_dir: Path, tables: Sequence[Mapping[str, Any]], audit: Audit) -> list[str]:
@@ -1253,12 +1312,32 @@ def _file_rows(output_dir: Path, report: pd.DataFrame, numbers: pd.DataFrame, le
     return pd.DataFrame(rows)
 
 
-def audit_run(output_dir: str | Path, work_dir: str | Path) -> Audit:
-    """Step 1 of finalising: audit the registered cells, blank what must go, write ``disclosure_audit.csv``."""
+def audit_run(output_dir: str | Path, work_dir: str | Path, earlier: Audit | None = None) -> Audit:
+    """Step 1 of finalising: audit the registered cells, blank what must go, write ``disclosure_audit.csv``.
+
+    ``earlier``: the audit of the run's first pass, whose suppressions this pass's
+    checks already made; the record keeps what it found and did for each protected
+    cell, this audit's verdict decides.
+    """
     output_dir, work_dir = Path(output_dir), Path(work_dir)
     tables, _ = load_registry(work_dir / "registry", members=False)
     audit = audit_cells(tables)
     _apply_suppression(output_dir, tables, audit)
+    if earlier is not None:
+        key = ["object", "cell", "set", "attack"]
+        first = earlier.targets.drop_duplicates(key).set_index(key)
+        targ = audit.targets.set_index(key)
+        both = targ.index.isin(first.index)
+        targ.loc[both, "safe_before"] = first.loc[targ.index[both], "safe_before"].to_numpy()
+        targ.loc[both, "action"] = [
+            "; ".join(x for x in (a, f"(first pass) {b}" if b else "") if x)
+            for a, b in zip(targ.loc[both, "action"], first.loc[targ.index[both], "action"])]
+        # protected cells of the first pass that are no longer suppressed cells of their own here
+        rest = first.loc[~first.index.isin(targ.index)]
+        targ = pd.concat([targ, rest]).reset_index()
+        merged = {k: sorted(set(earlier.suppressed.get(k, [])) | set(audit.suppressed.get(k, [])))
+                  for k in set(earlier.suppressed) | set(audit.suppressed)}
+        audit = Audit(audit.constraints, targ.reindex(columns=audit.targets.columns), merged, audit.suppressed)
     # the audit's record: which constraints, which protected cells, what was done (never values or bounds)
     rec = pd.concat([audit.constraints.assign(record="constraint"), audit.targets.assign(record="protected cell")],
                     ignore_index=True)
@@ -1305,8 +1384,13 @@ def record_run(output_dir: str | Path, work_dir: str | Path, audit: Audit, *, ro
         pd.DataFrame(columns=list(REPORT_COLUMNS))
     rep = rep.loc[~rep["kind"].isin(["report", "notebook", "record", "audit"])]
     audit_row = pd.DataFrame([{"notebook": "", "object": "run_audit", "kind": "audit", "file": "disclosure_audit.csv",
-                               "check": "run audit", "verdict": "ok" if audit.n_unprotected == 0 else "review",
-                               "reason": audit.summary()}])
+                               "check": "run audit",
+                               # cells suppressed after the reports were rendered: the reports may show them
+                               "verdict": "ok" if audit.n_unprotected == 0 and not any(audit.this_pass.values())
+                               else "review",
+                               "reason": audit.summary() + ("; the reports were rendered before the last of "
+                                                            "these suppressions" if any(audit.this_pass.values())
+                                                            else "")}])
     rep = pd.concat([rep, audit_row], ignore_index=True)
     rep = pd.concat([rep, _file_rows(output_dir, rep, nums, leaks)], ignore_index=True)
     rep = rep.reindex(columns=list(REPORT_COLUMNS)).fillna("")

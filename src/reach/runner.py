@@ -416,6 +416,33 @@ def _failure_message(name: str, exc: Exception, partial: Path) -> str:
             f"the partially executed notebook is kept at {partial}")
 
 
+#: Most passes of a run (each after the first runs the notebooks again with the audit's extra cells suppressed).
+MAX_PASSES = 3
+
+
+def _forget(output_dir: Path, registry: Path, params: Mapping[str, Any], names: Sequence[str], *, full: bool) -> None:
+    """Take what the notebooks about to run will write out of output/ and the registry."""
+    if full:
+        # a full run starts from an empty output folder so nothing stale is exported
+        for sub in ("tables", "figures", "headline", "notebooks"):
+            for path in sorted((output_dir / sub).glob("*")):
+                if path.is_file():
+                    path.unlink()
+        for stale in ("disclosure_report.csv", "manifest.json", "results.json", "disclosure_audit.csv"):
+            (output_dir / stale).unlink(missing_ok=True)
+        for path in output_dir.glob("*.html"):
+            path.unlink()
+        shutil.rmtree(output_dir / "checksums", ignore_errors=True)
+        shutil.rmtree(registry, ignore_errors=True)
+    else:
+        executed_now = [executed_name(nb, p) for nb, p in executed_names(params, names)]
+        _drop_report_rows(output_dir, executed_now)
+        for name in executed_now:  # the registry forgets the notebooks about to run again
+            for stale in [*(registry / "tables").glob(f"{name}__*"), registry / "numbers" / f"{name}.jsonl"]:
+                stale.unlink(missing_ok=True)
+    registry.mkdir(parents=True, exist_ok=True)
+
+
 def run_suite(
     params_path: str | Path,
     *,
@@ -474,27 +501,18 @@ def run_suite(
     output_dir.mkdir(parents=True, exist_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)
     registry = work_dir / "registry"
+    suppress_file = work_dir / "audit_suppress.json"
     if not only:
-        # a full run starts from an empty output folder so nothing stale is exported
-        for sub in ("tables", "figures", "headline", "notebooks"):
-            for path in sorted((output_dir / sub).glob("*")):
-                if path.is_file():
-                    path.unlink()
-        for stale in ("disclosure_report.csv", "manifest.json", "results.json", "disclosure_audit.csv"):
-            (output_dir / stale).unlink(missing_ok=True)
-        shutil.rmtree(output_dir / "checksums", ignore_errors=True)
-        shutil.rmtree(registry, ignore_errors=True)
-    else:
-        executed_now = [executed_name(nb, p) for nb, p in executed_names(params, names)]
-        _drop_report_rows(output_dir, executed_now)
-        for name in executed_now:  # the registry forgets the notebooks about to run again
-            for stale in [*(registry / "tables").glob(f"{name}__*"), registry / "numbers" / f"{name}.jsonl"]:
-                stale.unlink(missing_ok=True)
-    registry.mkdir(parents=True, exist_ok=True)
+        suppress_file.unlink(missing_ok=True)  # a full run's audit starts afresh
+    _forget(output_dir, registry, params, names, full=not only)
     # the papermill kernels inherit the environment: every OutputLog / record_headline / fmt_* registers
-    # its numbers in work/<run>/registry (with the microdata, never in output/)
-    saved_env = {k: os.environ.get(k) for k in (publish.ENV_REGISTRY, publish.ENV_NOTEBOOK)}
+    # its numbers in work/<run>/registry (with the microdata, never in output/); a rerun of some stages
+    # keeps the cells an earlier full run's audit suppressed
+    saved_env = {k: os.environ.get(k) for k in (publish.ENV_REGISTRY, publish.ENV_NOTEBOOK, publish.ENV_AUDIT_SUPPRESS)}
     os.environ[publish.ENV_REGISTRY] = str(registry)
+    os.environ.pop(publish.ENV_AUDIT_SUPPRESS, None)
+    if suppress_file.is_file():
+        os.environ[publish.ENV_AUDIT_SUPPRESS] = str(suppress_file)
 
     nb_dir = notebook_dir()
     injected = {"output_dir": str(output_dir), "work_dir": str(work_dir)}
@@ -504,48 +522,73 @@ def run_suite(
     peak_mb: dict[str, float | None] = {}
     cpu_s: dict[str, float | None] = {}
     jobs = executed_names(params, names)
-    for i, (notebook, prog) in enumerate(jobs, 1):
-        source = nb_dir / f"{notebook}.ipynb"
-        declared = notebook_parameters(source)
-        per_run = {"programme": prog} if prog else {}
-        passed = {k: v for k, v in {**params, **injected, **per_run}.items() if k in declared}
-        name = executed_name(notebook, prog)
-        # executed under work/ first: a failing notebook can quote microdata (error examples) and
-        # must never land in output/, which goes to output checking
-        target = work_dir / "notebooks" / f"{name}.ipynb"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        published = output_dir / "notebooks" / f"{name}.ipynb"
-        print(f"[{i}/{len(jobs)}] {name} ...", flush=True)
-        t0 = time.perf_counter()
-        memory = _PeakMemory()
-        os.environ[publish.ENV_NOTEBOOK] = name
-        try:
-            with memory:
-                pm.execute_notebook(str(source), str(target), parameters=passed, progress_bar=progress,
-                                    kernel_name="python3", cwd=str(nb_dir), log_output=False)
-        except PapermillExecutionError as exc:
-            _restore_env(saved_env)
-            # an earlier run's copy of this notebook would now contradict the run: take it out of output/
-            published.unlink(missing_ok=True)
-            (output_dir / f"{name}.html").unlink(missing_ok=True)
-            moved = scan_output(output_dir, work_dir)
-            note = f"\nidentifiers found in output/: moved to work/: {moved}" if moved else ""
-            raise SuiteError(_failure_message(name, exc, target) + note) from None
-        published.parent.mkdir(parents=True, exist_ok=True)
-        _copy(target, published)
-        target = published
-        seconds[name] = round(time.perf_counter() - t0, 1)
-        peak_mb[name] = memory.peak_mb
-        cpu_s[name] = memory.cpu_s
-        print(f"[{i}/{len(jobs)}] {name} done in {seconds[name]:.1f} s", flush=True)
-        executed.append(target)
-        if render:
-            html.append(render_html(target, output_dir / f"{name}.html", show_code=bool(params.get("show_code"))))
 
-    _restore_env(saved_env)
-    # the run-level differencing audit of every registered cell: suppress more, rewrite, withdraw figures
+    def execute() -> None:
+        """Every job once: execute under work/, copy to output/, render."""
+        for i, (notebook, prog) in enumerate(jobs, 1):
+            source = nb_dir / f"{notebook}.ipynb"
+            declared = notebook_parameters(source)
+            per_run = {"programme": prog} if prog else {}
+            passed = {k: v for k, v in {**params, **injected, **per_run}.items() if k in declared}
+            name = executed_name(notebook, prog)
+            # executed under work/ first: a failing notebook can quote microdata (error examples) and
+            # must never land in output/, which goes to output checking
+            target = work_dir / "notebooks" / f"{name}.ipynb"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            published = output_dir / "notebooks" / f"{name}.ipynb"
+            print(f"[{i}/{len(jobs)}] {name} ...", flush=True)
+            t0 = time.perf_counter()
+            memory = _PeakMemory()
+            os.environ[publish.ENV_NOTEBOOK] = name
+            try:
+                with memory:
+                    pm.execute_notebook(str(source), str(target), parameters=passed, progress_bar=progress,
+                                        kernel_name="python3", cwd=str(nb_dir), log_output=False)
+            except PapermillExecutionError as exc:
+                _restore_env(saved_env)
+                # an earlier run's copy of this notebook would now contradict the run: take it out of output/
+                published.unlink(missing_ok=True)
+                (output_dir / f"{name}.html").unlink(missing_ok=True)
+                moved = scan_output(output_dir, work_dir)
+                note = f"\nidentifiers found in output/: moved to work/: {moved}" if moved else ""
+                raise SuiteError(_failure_message(name, exc, target) + note) from None
+            published.parent.mkdir(parents=True, exist_ok=True)
+            _copy(target, published)
+            target = published
+            seconds[name] = round(time.perf_counter() - t0, 1)
+            peak_mb[name] = memory.peak_mb
+            cpu_s[name] = memory.cpu_s
+            print(f"[{i}/{len(jobs)}] {name} done in {seconds[name]:.1f} s", flush=True)
+            executed.append(target)
+            if render:
+                html.append(render_html(target, output_dir / f"{name}.html", show_code=bool(params.get("show_code"))))
+
+    execute()
+    # the run-level differencing audit of every registered cell of the run together
     audit = publish.audit_run(output_dir, work_dir)
     print(audit.summary(), flush=True)
+    new_cells, passes = audit.suppressed, 1
+    while any(new_cells.values()) and passes < MAX_PASSES:
+        # Another pass: run the notebooks again with the audit's cells suppressed where each check is made,
+        # so every table, figure, sentence and report of the run leaves them out (the first pass's reports
+        # were rendered before the audit); then audit again, until the audit suppresses nothing new.
+        passes += 1
+        os.environ[publish.ENV_AUDIT_SUPPRESS] = str(publish.write_audit_suppressions(work_dir, audit, new_cells))
+        _forget(output_dir, registry, params, names, full=not only)
+        for part in (executed, html):
+            part.clear()
+        print(f"pass {passes}: {sum(len(v) for v in new_cells.values())} more cells suppressed by the "
+              "run-level audit, notebooks run again", flush=True)
+        first = (dict(seconds), dict(cpu_s))
+        execute()
+        for done, before in zip((seconds, cpu_s), first):  # every pass counts
+            for k, v in before.items():
+                if v is not None and done.get(k) is not None:
+                    done[k] = round(done[k] + v, 1)
+        audit = publish.audit_run(output_dir, work_dir, earlier=audit)
+        new_cells = audit.this_pass
+        print(audit.summary(), flush=True)
+    _restore_env(saved_env)
     roots = _roots(output_dir, work_dir, params, run)
     moved = scan_output(output_dir, work_dir)
     if moved:
