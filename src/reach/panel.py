@@ -559,9 +559,14 @@ def read_panel(work_dir, first_year: int | None = None, last_year: int | None = 
     path = Path(work_dir) / "panel.parquet"
     filters = ([("year", ">=", int(first_year))] if first_year is not None else []) + \
         ([("year", "<=", int(last_year))] if last_year is not None else [])
-    if not filters or not path.is_file():
+    if not path.is_file():
         return _read(path)
-    return pd.read_parquet(path, filters=filters)
+    # Arrow's buffers are released column by column as the frame is made (not after the whole frame):
+    # 2M firms: the panel is ~4 GB and would otherwise exist twice; same frame, column per block
+    return pd.read_parquet(path, filters=filters or None, to_pandas_kwargs=_TO_PANDAS)
+
+
+_TO_PANDAS = {"split_blocks": True, "self_destruct": True}
 
 
 def read_link(work_dir) -> LinkResult:
