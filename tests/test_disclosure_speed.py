@@ -67,3 +67,19 @@ def test_check_table_members_hash_like_the_unit_text():
     pd.testing.assert_frame_equal(a.suppress(), b.suppress())
     for k in ("cell", "unit", "trait"):
         assert np.array_equal(a.members[k], b.members[k]), k
+
+
+@pytest.mark.parametrize("n, n_cells", [(0, 3), (1, 1), (50, 5), (5000, 40)])
+def test_cell_extremes_equal_groupby_min_max(n, n_cells):
+    from reach.disclosure import _cell_extremes
+
+    rng = np.random.default_rng(n)
+    ucell = np.sort(rng.integers(0, n_cells, n))
+    c = rng.normal(size=n).round(1)
+    c[::7] = np.nan                                  # missing contributions are skipped, as groupby does
+    if n:
+        c[ucell == ucell[0]] = np.nan                # a cell whose every contribution is missing
+    ext = pd.Series(c).groupby(ucell).agg(["min", "max"]).reindex(range(n_cells))
+    lo, hi = _cell_extremes(c, ucell, n_cells)
+    assert np.array_equal(ext["min"].to_numpy(), lo, equal_nan=True)
+    assert np.array_equal(ext["max"].to_numpy(), hi, equal_nan=True)

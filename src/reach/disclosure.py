@@ -520,6 +520,21 @@ def _sorted_codes(key: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
     return rank[key].astype(np.int64), uniq.astype(np.int64)
 
 
+def _cell_extremes(c: np.ndarray, ucell: np.ndarray, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell the smallest and largest of ``c`` (NaN ignored; NaN for a cell without values).
+
+    ``ucell`` is sorted (each cell's units are one run), so one ``reduceat`` per extreme does
+    what ``groupby(ucell).agg(["min", "max"])`` does without hashing millions of unit rows.
+    """
+    lo, hi = np.full(n_cells, np.nan), np.full(n_cells, np.nan)
+    if len(c):
+        has = np.bincount(ucell, minlength=n_cells) > 0
+        starts = np.searchsorted(ucell, np.flatnonzero(has), side="left")
+        lo[has] = np.fmin.reduceat(c, starts)
+        hi[has] = np.fmax.reduceat(c, starts)
+    return lo, hi
+
+
 def _cell_stats(
     df: pd.DataFrame, keys: list[str], unit: str, value: str | None, stat: str, rules: Rules, q: float
 ) -> pd.DataFrame:
@@ -599,8 +614,8 @@ def _cell_stats(
         out["fail_dominance"] = share > rules.dominance_max * (1 + _REL_TOL)
         out["fail_p_ratio"] = pratio < rules.p_ratio_min * (1 - _REL_TOL)
         # every unit contributes the same value: the mean is each unit's value (ACRO "all-values-are-same")
-        ext = pd.Series(c).groupby(ucell).agg(["min", "max"]).reindex(range(n_cells))
-        out["fail_all_same"] = (ext["min"] == ext["max"]).to_numpy() & (n_units > 1)
+        lo, hi = _cell_extremes(c, ucell, n_cells)
+        out["fail_all_same"] = (lo == hi) & (n_units > 1)
         neg = np.bincount(ucell, weights=(c < 0), minlength=n_cells) > 0
         out["review_zero_negative"] = (out["value"].to_numpy() == 0) | neg
     trait = np.zeros(len(ucell), dtype=bool)
