@@ -923,7 +923,9 @@ def check_table(
                 )
         keep = vals.notna()
         n_excluded = int((~keep).sum())
-        df = df.assign(**{value: vals.astype("float64")}).loc[keep]
+        df = df.assign(**{value: vals.astype("float64")})
+        if n_excluded:  # a boolean selection copies every column, also when it keeps every row
+            df = df.loc[keep]
 
     if margins and by:
         if len(by) > 6:
