@@ -682,7 +682,9 @@ class _Rows:
             del long
         out = {}
         for stat in stats:
-            chk = join_checked(pieces[stat])
+            # taken out of `pieces`: a stat's parts (their unit memberships: firms x cohorts each) are freed
+            # once joined, before the next stat's join copies its own
+            chk = join_checked(pieces.pop(stat))
             pub = _published(chk)
             cols = [*self.by, "value", "n_units"]
             out[stat] = chk, pd.concat([pub[cols], self.weighted_comparison(pub)[cols]], ignore_index=True)
