@@ -486,6 +486,70 @@ def _row_positions(mask: pd.Series) -> list[int]:
     return np.flatnonzero(mask.to_numpy())[:5].tolist()
 
 
+#: Hashes of the integer unit codes 0..n-1 computed so far (see :func:`_unit_hashes`).
+_INT_HASHES = np.zeros(0, dtype=np.uint64)
+
+
+def _unit_hashes(uniques) -> np.ndarray:
+    """``pd.util.hash_array`` of each unit identifier's text, as the run-level audit keys units.
+
+    The same numbers as ``hash_array(np.asarray(uniques, dtype=object).astype(str))``, faster:
+    identifiers are hashed once each (they are distinct already, so no categorising), and
+    non-negative integer codes (the indicators' firm codes, millions per table at register
+    scale, the same codes table after table) are looked up in hashes of ``0..n-1`` kept for the
+    process, computed once.
+    """
+    global _INT_HASHES
+    arr = np.asarray(uniques)
+    top = int(arr.max()) + 1 if arr.dtype.kind in "iu" and len(arr) and int(arr.min()) >= 0 else 0
+    # dense codes only (not sparse identifiers stored as integers), and at most 2**25 of them (256 MB)
+    if 0 < top <= min(max(2 * len(arr), 1024), 2**25):
+        if top > len(_INT_HASHES):
+            new = np.arange(len(_INT_HASHES), top, dtype=np.int64)
+            _INT_HASHES = np.concatenate([_INT_HASHES, _hash_text(new.astype(str).astype(object))])
+        return _INT_HASHES[arr]
+    return _hash_text(np.asarray(uniques, dtype=object).astype(str).astype(object))
+
+
+def _hash_text(text: np.ndarray) -> np.ndarray:
+    return pd.util.hash_array(text, categorize=False)
+
+
+def _sorted_codes(key: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """``pd.factorize(key, sort=True)`` for non-negative integer keys below ``bound``.
+
+    When ``bound`` is at most 8 times the number of keys (cells x units of a table: the
+    indicators' tables at register scale), the distinct keys are marked in a dense array and
+    numbered in order: linear time, where factorising hashes every key and sorts
+    the distinct ones. Same codes and uniques; otherwise ``pd.factorize`` itself.
+    """
+    if len(key) == 0 or bound > min(8 * len(key) + 1024, 2**27):
+        codes, uniq = pd.factorize(key, sort=True)
+        return codes, np.asarray(uniq)
+    present = np.zeros(bound, dtype=bool)
+    present[key] = True
+    uniq = np.flatnonzero(present)
+    # only the marked positions are ever read: no need to fill the rest (int32 halves the random reads)
+    rank = np.empty(bound, dtype=np.int32 if len(uniq) < 2**31 else np.int64)
+    rank[uniq] = np.arange(len(uniq), dtype=rank.dtype)
+    return rank[key].astype(np.int64), uniq.astype(np.int64)
+
+
+def _cell_extremes(c: np.ndarray, ucell: np.ndarray, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell the smallest and largest of ``c`` (NaN ignored; NaN for a cell without values).
+
+    ``ucell`` is sorted (each cell's units are one run), so one ``reduceat`` per extreme does
+    what ``groupby(ucell).agg(["min", "max"])`` does without hashing millions of unit rows.
+    """
+    lo, hi = np.full(n_cells, np.nan), np.full(n_cells, np.nan)
+    if len(c):
+        has = np.bincount(ucell, minlength=n_cells) > 0
+        starts = np.searchsorted(ucell, np.flatnonzero(has), side="left")
+        lo[has] = np.fmin.reduceat(c, starts)
+        hi[has] = np.fmax.reduceat(c, starts)
+    return lo, hi
+
+
 def _cell_stats(
     df: pd.DataFrame, keys: list[str], unit: str, value: str | None, stat: str, rules: Rules, q: float
 ) -> pd.DataFrame:
@@ -502,7 +566,7 @@ def _cell_stats(
     # key is an order of magnitude faster than on (cell, string id) pairs.
     ucode = df["__unit_code__"].to_numpy()
     n_codes = int(ucode.max()) + 1 if len(ucode) else 1
-    ukey, uniq = pd.factorize(cell.astype(np.int64) * n_codes + ucode, sort=True)
+    ukey, uniq = _sorted_codes(cell.astype(np.int64) * n_codes + ucode, n_cells * n_codes)
     ucell = (uniq // n_codes).astype(np.int64)
     work = pd.DataFrame({"cell": cell})
     units = pd.DataFrame({"cell": ucell})
@@ -565,8 +629,8 @@ def _cell_stats(
         out["fail_dominance"] = share > rules.dominance_max * (1 + _REL_TOL)
         out["fail_p_ratio"] = pratio < rules.p_ratio_min * (1 - _REL_TOL)
         # every unit contributes the same value: the mean is each unit's value (ACRO "all-values-are-same")
-        ext = pd.Series(c).groupby(ucell).agg(["min", "max"]).reindex(range(n_cells))
-        out["fail_all_same"] = (ext["min"] == ext["max"]).to_numpy() & (n_units > 1)
+        lo, hi = _cell_extremes(c, ucell, n_cells)
+        out["fail_all_same"] = (lo == hi) & (n_units > 1)
         neg = np.bincount(ucell, weights=(c < 0), minlength=n_cells) > 0
         out["review_zero_negative"] = (out["value"].to_numpy() == 0) | neg
     trait = np.zeros(len(ucell), dtype=bool)
@@ -856,7 +920,7 @@ def check_table(
             f"(row positions {_row_positions(bad_unit)}); every row must belong to a unit"
         )
     codes, uniques = pd.factorize(df[unit])
-    uhash = pd.util.hash_array(np.asarray(uniques, dtype=object).astype(str))
+    uhash = _unit_hashes(uniques)
     df = df.assign(__unit_code__=codes.astype(np.int64), __unit_hash__=uhash[codes])
     n_excluded = 0
     if value is not None:
@@ -876,7 +940,9 @@ def check_table(
                 )
         keep = vals.notna()
         n_excluded = int((~keep).sum())
-        df = df.assign(**{value: vals.astype("float64")}).loc[keep]
+        df = df.assign(**{value: vals.astype("float64")})
+        if n_excluded:  # a boolean selection copies every column, also when it keeps every row
+            df = df.loc[keep]
 
     if margins and by:
         if len(by) > 6:

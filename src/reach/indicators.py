@@ -615,6 +615,7 @@ class _Rows:
     key: str
     key_last: bool = False  # by-columns (group, cohort, key) instead of (key, group, cohort)
     parts: list = field(default_factory=list)
+    _cohorts: tuple | None = field(default=None, repr=False, compare=False)  # (parts seen, cohorts)
 
     def add(self, label: Any, ref: _Ref, value: np.ndarray, keep: np.ndarray | None = None) -> None:
         if keep is not None:
@@ -625,9 +626,16 @@ class _Rows:
     def by(self) -> list[str]:
         return ["group", "cohort", self.key] if self.key_last else [self.key, "group", "cohort"]
 
+    def cohorts(self) -> list[int]:
+        """Every cohort of every part, sorted (one pass over the parts, not one per part's frame)."""
+        if self._cohorts is None or self._cohorts[0] != len(self.parts):
+            found = sorted({int(c) for _, ref, _ in self.parts for c in np.unique(ref.cohort)})
+            self._cohorts = (len(self.parts), found)
+        return self._cohorts[1]
+
     def frame(self, k: int) -> pd.DataFrame:
         """Rows of part ``k`` (integer unit codes, categorical labels) plus the users' all-cohort rows."""
-        cohorts = sorted({int(c) for _, ref, _ in self.parts for c in np.unique(ref.cohort)})
+        cohorts = self.cohorts()
         lut = np.zeros(max(cohorts, default=0) + 1, dtype="int64")
         lut[cohorts] = np.arange(len(cohorts))
         _, ref, value = self.parts[k]
@@ -674,7 +682,9 @@ class _Rows:
             del long
         out = {}
         for stat in stats:
-            chk = join_checked(pieces[stat])
+            # taken out of `pieces`: a stat's parts (their unit memberships: firms x cohorts each) are freed
+            # once joined, before the next stat's join copies its own
+            chk = join_checked(pieces.pop(stat))
             pub = _published(chk)
             cols = [*self.by, "value", "n_units"]
             out[stat] = chk, pd.concat([pub[cols], self.weighted_comparison(pub)[cols]], ignore_index=True)

@@ -52,7 +52,7 @@ from reach import countries as _countries
 from reach import normalise as _norm
 from reach._display import ResultDisplay
 
-__all__ = ["InputError", "Inputs", "load_inputs", "locate", "read_columns", "ROLES", "ROLE_IDS", "SENTINELS",
+__all__ = ["InputError", "Inputs", "InputsRecord", "TABLES", "load_inputs", "input_files", "locate", "read_columns", "ROLES", "ROLE_IDS", "SENTINELS",
            "PROGRAMME_COLUMNS", "missing_role_columns"]
 
 log = logging.getLogger(__name__)
@@ -130,25 +130,93 @@ class Inputs(ResultDisplay):
 
     def tidy(self) -> pd.DataFrame:
         """Files read: ``role, year, file, version, n_rows, size`` (no microdata)."""
-        cols = ["role", "year", "file", "version", "n_rows", "size"]
-        rows = [{**f, "file": Path(f["path"]).name} for f in self.files]
-        out = pd.DataFrame(rows, columns=cols + [c for c in (rows[0] if rows else {}) if c not in cols])[cols]
-        return out.astype({"year": "Int64", "version": "Int64", "n_rows": "int64", "size": "int64"})
+        return _files_table(self.files)
 
     def summary(self) -> str:
         """One line per table with its row count, then the exclusions."""
-        lines = [f"Inputs {self.first_year}-{self.last_year}: {len(self.files)} files read"]
-        for name in ("register", "kvk_link", "trade", "instruments", "participants"):
-            lines.append(f"  {name:<13} {len(getattr(self, name)):>12,} rows")
-        if len(self.exclusions):
-            lines.append("Exclusions:")
-            for r in self.exclusions.itertuples(index=False):
-                lines.append(f"  {r.table:<13} {r.reason}: {r.n:,}")
-        if len(self.repairs):
-            lines.append("Repairs:")
-            for r in self.repairs.itertuples(index=False):
-                lines.append(f"  {r.table:<13} {r.column}: {r.reason}: {r.n:,}")
-        return "\n".join(lines)
+        return _inputs_summary(self.first_year, self.last_year, self.files, self.n_rows(), self.exclusions,
+                               self.repairs)
+
+    def n_rows(self) -> dict[str, int]:
+        """Rows per table (``register, kvk_link, trade, instruments, participants``)."""
+        return {name: len(getattr(self, name)) for name in TABLES}
+
+    def record(self) -> "InputsRecord":
+        """What was read, without the tables: files, exclusions, repairs, row counts.
+
+        Notebook 01 shows only this; the panel build holds the tables themselves, so they
+        can be freed while the panel's columns are built (:func:`reach.panel.build_run`).
+
+        Examples
+        --------
+        >>> inputs.record().tidy().equals(inputs.tidy())                    # doctest: +SKIP
+        True
+        """
+        return InputsRecord(files=[dict(f) for f in self.files], exclusions=self.exclusions.copy(),
+                            repairs=self.repairs.copy(), first_year=self.first_year, last_year=self.last_year,
+                            programmes=dict(self.programmes), growth_markets=tuple(self.growth_markets),
+                            rows=self.n_rows())
+
+
+#: The typed tables of :class:`Inputs`, in the order :func:`load_inputs` reads them.
+TABLES = ("register", "kvk_link", "trade", "instruments", "participants")
+
+
+@dataclass(frozen=True, repr=False)
+class InputsRecord(ResultDisplay):
+    """What a load of the inputs read, without the tables (:meth:`Inputs.record`).
+
+    Attributes
+    ----------
+    files, exclusions, repairs, first_year, last_year, programmes, growth_markets
+        As in :class:`Inputs`.
+    rows : dict
+        Rows per table of :data:`TABLES`.
+    """
+
+    files: list = field(default_factory=list)
+    exclusions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["table", "reason", "n"]))
+    repairs: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["table", "column", "reason", "n"]))
+    first_year: int = 0
+    last_year: int = 0
+    programmes: dict = field(default_factory=dict)
+    growth_markets: tuple = _countries.DEFAULT_GROWTH_MARKETS
+    rows: dict = field(default_factory=dict)
+
+    def tidy(self) -> pd.DataFrame:
+        """Files read: ``role, year, file, version, n_rows, size`` (no microdata)."""
+        return _files_table(self.files)
+
+    def summary(self) -> str:
+        """One line per table with its row count, then the exclusions."""
+        return _inputs_summary(self.first_year, self.last_year, self.files, self.rows, self.exclusions, self.repairs)
+
+    def n_rows(self) -> dict[str, int]:
+        """Rows per table, as :meth:`Inputs.n_rows`."""
+        return dict(self.rows)
+
+
+def _files_table(files: list[dict]) -> pd.DataFrame:
+    cols = ["role", "year", "file", "version", "n_rows", "size"]
+    rows = [{**f, "file": Path(f["path"]).name} for f in files]
+    out = pd.DataFrame(rows, columns=cols + [c for c in (rows[0] if rows else {}) if c not in cols])[cols]
+    return out.astype({"year": "Int64", "version": "Int64", "n_rows": "int64", "size": "int64"})
+
+
+def _inputs_summary(first_year: int, last_year: int, files: list, rows: Mapping[str, int], exclusions: pd.DataFrame,
+                    repairs: pd.DataFrame) -> str:
+    lines = [f"Inputs {first_year}-{last_year}: {len(files)} files read"]
+    for name in TABLES:
+        lines.append(f"  {name:<13} {rows.get(name, 0):>12,} rows")
+    if len(exclusions):
+        lines.append("Exclusions:")
+        for r in exclusions.itertuples(index=False):
+            lines.append(f"  {r.table:<13} {r.reason}: {r.n:,}")
+    if len(repairs):
+        lines.append("Repairs:")
+        for r in repairs.itertuples(index=False):
+            lines.append(f"  {r.table:<13} {r.column}: {r.reason}: {r.n:,}")
+    return "\n".join(lines)
 
 
 
@@ -574,11 +642,13 @@ def _csv_notation(path: Path, cols: list[str], chunksize: int, state: _FileState
 
 
 def _read_table(path: Path, colmap: Mapping[str, str], role: str, chunksize: int,
-                state: _FileState | None = None, cache_dir: Path | None = None) -> Iterator[pd.DataFrame]:
+                state: _FileState | None = None, cache_dir: Path | None = None,
+                sha256: str | None = None) -> Iterator[pd.DataFrame]:
     """Yield typed chunks with internal names and ``_row`` (1-based row in the file); raise for an empty file.
 
     With ``cache_dir``, a typed copy of the file is kept there and used while the
-    file and the mapping are unchanged (:mod:`reach.cache`).
+    file and the mapping are unchanged (:mod:`reach.cache`); ``sha256`` is the file's
+    checksum when the caller has it already.
     """
     state = state if state is not None else _FileState()
     if cache_dir is not None:
@@ -592,7 +662,7 @@ def _read_table(path: Path, colmap: Mapping[str, str], role: str, chunksize: int
                 state.count(c, r, n)
             state.notation.update(saved.get("notation", {}))
 
-        yield from cached_chunks(path, _checks.sha256(path), colmap, role, chunksize, Path(cache_dir),
+        yield from cached_chunks(path, sha256 or _checks.sha256(path), colmap, role, chunksize, Path(cache_dir),
                                  lambda: _read_table(path, colmap, role, chunksize, state), state_out, state_in)
         return
     colmap = _check_columns(path, colmap, role, state)
@@ -639,6 +709,19 @@ class _Log:
         self.excl: dict[tuple[str, str], int] = {}
         self.rep: dict[tuple[str, str, str], int] = {}
         self.cache_dir: Path | None = None
+        self._sums: dict[Path, str] = {}
+
+    def checksum(self, path: Path) -> str:
+        """SHA-256 of ``path``, computed once per load (the copy's key and :attr:`Inputs.files` share it)."""
+        if path not in self._sums:
+            self._sums[path] = _checks.sha256(path)
+        return self._sums[path]
+
+    def read(self, path: Path, colmap: Mapping[str, str], role: str, chunksize: int,
+             state: "_FileState") -> Iterator[pd.DataFrame]:
+        """:func:`_read_table` through this load's cache folder (if any)."""
+        sha = self.checksum(path) if self.cache_dir is not None else None
+        return _read_table(path, colmap, role, chunksize, state, self.cache_dir, sha)
 
     def repair(self, table: str, column: str, reason: str, n: int) -> None:
         if n <= 0:
@@ -660,7 +743,7 @@ class _Log:
              candidates: list[Path] | None = None) -> None:
         self.files.append({
             "role": role, "year": year, "path": str(path), "size": path.stat().st_size,
-            "sha256": _checks.sha256(path), "version": version, "n_rows": int(n_rows),
+            "sha256": self.checksum(path), "version": version, "n_rows": int(n_rows),
             "candidates": [p.name for p in (candidates or [path])],
         })
 
@@ -725,6 +808,40 @@ def _role_files(params, role, years) -> list[tuple[int | None, Path, int | None,
     return [(None, p, None, [p])]
 
 
+def input_files(params: Mapping[str, Any]) -> list[dict]:
+    """The files :func:`load_inputs` would read, found but not read.
+
+    Returns
+    -------
+    list of dict
+        ``role, year, path, version, candidates`` per file, in the order and with the values of
+        :attr:`Inputs.files` (``path`` absolute, ``candidates`` the names of every version found).
+
+    Raises
+    ------
+    InputError
+        As :func:`load_inputs` for a missing file or year.
+
+    Examples
+    --------
+    >>> [f["role"] for f in input_files(params)][:2]                      # doctest: +SKIP
+    ['programme:nlib', 'programme:tinl']
+    """
+    data_dir = Path(params["data_dir"])
+    first, last = int(params["first_year"]), int(params["last_year"])
+    years = list(range(first, last + 1))
+    out = [{"role": f"programme:{name}", "year": None, "path": str(data_dir / spec["path"]), "version": None,
+            "candidates": [Path(spec["path"]).name]} for name, spec in (params.get("programmes") or {}).items()]
+    for role in ("register", "kvk_link", "trade", "instruments"):
+        for year, path, version, cands in _role_files(params, role, years):
+            out.append({"role": role, "year": year, "path": str(path), "version": version,
+                        "candidates": [p.name for p in cands]})
+    for f in out:
+        if not Path(f["path"]).is_file():
+            raise InputError(f"{f['role']}: file {f['path']!r} does not exist")
+    return out
+
+
 def _year_column(chunk: pd.DataFrame, year: int | None, role: str, path: Path) -> pd.DataFrame:
     if year is not None:
         chunk["year"] = np.int64(year)
@@ -753,7 +870,7 @@ def _read_role(params, role: str, years, lg: _Log) -> pd.DataFrame:
     for year, path, version, cands in _role_files(params, role, years):
         n = 0
         state = _FileState()
-        for ch in _read_table(path, dict(spec["columns"]), role, chunksize, state, lg.cache_dir):
+        for ch in lg.read(path, dict(spec["columns"]), role, chunksize, state):
             n += len(ch)
             # file and row stay with each record until the checks are done: errors name them, not
             # a position in the combined all-years table
@@ -761,6 +878,7 @@ def _read_role(params, role: str, years, lg: _Log) -> pd.DataFrame:
         lg.file(role, year, path, version, n, cands)
         lg.repairs_of(role, state)
     df = pd.concat(parts, ignore_index=True)
+    parts.clear()  # the chunks are copied into df: free them before the caller's checks copy df again
     df["year"] = df["year"].astype("int64")
     return _window(df, role, years[0], years[-1], lg)
 
@@ -805,12 +923,23 @@ def _stable_order(codes: list[np.ndarray]) -> np.ndarray:
     return np.argsort(key, kind="stable")
 
 
-def _sort_rows(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """``df.sort_values(keys, ignore_index=True)`` through integer keys where exact (same order, stable)."""
+def _sort_rows(df: pd.DataFrame, keys: list[str], consume: bool = False) -> pd.DataFrame:
+    """``df.sort_values(keys, ignore_index=True)`` through integer keys where exact (same order, stable).
+
+    With ``consume``, ``df`` is emptied column by column as the sorted copy is made, so a table the
+    caller drops afterwards (the trade aggregate: GBs at register scale) never exists twice.
+    """
     codes = [_order_codes(df[k]) for k in keys]
     if any(c is None for c in codes):
         return df.sort_values(keys, ignore_index=True)
-    return df.take(_stable_order(codes)).reset_index(drop=True)
+    order = _stable_order(codes)
+    del codes
+    if not consume:
+        return df.take(order).reset_index(drop=True)
+    cols = {}
+    for c in list(df.columns):
+        cols[c] = df.pop(c).take(order).reset_index(drop=True)
+    return pd.DataFrame(cols, copy=False)
 
 
 def _duplicated(df: pd.DataFrame, keys: list[str], keep: str | bool = "first") -> np.ndarray:
@@ -924,7 +1053,7 @@ def _load_trade(params, years, lg: _Log) -> pd.DataFrame:
         acc: list[pd.DataFrame] = []
         acc_rows = 0
         state = _FileState()
-        for ch in _read_table(path, cols, "trade", chunksize, state, lg.cache_dir):
+        for ch in lg.read(path, cols, "trade", chunksize, state):
             n += len(ch)
             ch = _year_column(ch, year, "trade", path)
             if year is None:
@@ -963,8 +1092,9 @@ def _load_trade(params, years, lg: _Log) -> pd.DataFrame:
         out.append(pd.concat(acc, ignore_index=True).groupby(["be_id", "year", "country"], sort=False, as_index=False)[
             ["exports", "imports"]].sum())
     trade = pd.concat(out, ignore_index=True)
+    out.clear()  # the yearly aggregates are copied into trade: free them before the sort copies it again
     trade["year"] = trade["year"].astype("int64")
-    return _sort_rows(trade, ["be_id", "year", "country"])
+    return _sort_rows(trade, ["be_id", "year", "country"], consume=True)
 
 
 def _load_instruments(params, years, kvk_link: pd.DataFrame, lg: _Log) -> pd.DataFrame:
@@ -1002,8 +1132,8 @@ def _load_participants(params, years, lg: _Log) -> pd.DataFrame:
         if not path.is_file():
             raise InputError(f"programme {name}: file {str(path)!r} does not exist")
         state = _FileState()
-        chunks = list(_read_table(path, cols, f"programme {name}", int(spec.get("chunksize", _DEFAULT_CHUNKSIZE)),
-                                  state, lg.cache_dir))
+        chunks = list(lg.read(path, cols, f"programme {name}", int(spec.get("chunksize", _DEFAULT_CHUNKSIZE)),
+                              state))
         df = pd.concat(chunks, ignore_index=True)
         lg.file(f"programme:{name}", None, path, None, len(df))
         lg.repairs_of(f"participants:{name}", state)
@@ -1109,10 +1239,15 @@ def load_inputs(params: Mapping[str, Any], cache_dir: str | Path | None = None) 
     years = list(range(first, last + 1))
     lg = _Log()
     lg.cache_dir = Path(cache_dir) if cache_dir is not None else None
+    # each loader leaves freed chunks and sort buffers behind in the allocators' pools: handed back
+    # after each table, the next table's peak does not stack on the previous one's garbage
     participants = _load_participants(params, years, lg)
     register = _load_register(params, years, lg)
+    _checks.release_memory()
     kvk_link = _load_kvk_link(params, years, lg)
+    _checks.release_memory()
     trade = _load_trade(params, years, lg)
+    _checks.release_memory()
     instruments = _load_instruments(params, years, kvk_link, lg)
     progs = {k: {"label": v.get("label", k), "default_year": v.get("default_year")}
              for k, v in params["programmes"].items()}

@@ -7,7 +7,9 @@ integer look-ups (no merges of the big tables, no loops over firms).
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -17,9 +19,13 @@ import numpy as np
 import pandas as pd
 
 from reach import _checks
-from reach.link import LinkResult
+from reach._display import ResultDisplay
+from reach.io import InputError, InputsRecord, input_files, load_inputs
+from reach.link import LinkResult, link_participants
 
-__all__ = ["build_panel", "save_run", "stale_reason", "PANEL_KEYS", "BUILD_FILE", "read_panel", "read_link", "panel_columns", "analysis_sample", "Sample"]
+log = logging.getLogger(__name__)
+
+__all__ = ["build_panel", "build_run", "PanelRun", "panel_cache_key", "PANEL_CACHE_VERSION", "save_run", "stale_reason", "PANEL_KEYS", "BUILD_FILE", "read_panel", "read_link", "panel_columns", "analysis_sample", "Sample"]
 
 #: dtypes of the panel's 0/1 indicators and counts: exact (0/1 and counts below 2**31), an eighth
 #: and a half of int64's memory; sums and means of them are taken in int64/float64 by numpy and pandas.
@@ -83,15 +89,28 @@ def build_panel(inputs, link: LinkResult) -> pd.DataFrame:
     >>> panel = build_panel(inputs, link)                                  # doctest: +SKIP
     >>> panel.groupby("year")["exporter"].mean()                           # doctest: +SKIP
     """
-    first, last = int(inputs.first_year), int(inputs.last_year)
-    gm = list(inputs.growth_markets)
+    tables = {name: getattr(inputs, name) for name in ("register", "trade", "instruments")}
     programmes = list(inputs.programmes) if inputs.programmes else sorted(link.firms["programme"].unique())
-    reg = inputs.register
-    grid = _PanelGrid(reg.loc[(reg["year"] >= first) & (reg["year"] <= last)], first, last)
-    del reg
+    return _assemble(tables, link, int(inputs.first_year), int(inputs.last_year), list(inputs.growth_markets),
+                     programmes)
+
+
+def _assemble(tables: dict, link: LinkResult, first: int, last: int, gm: list, programmes: list) -> pd.DataFrame:
+    """:func:`build_panel` from ``tables`` (``register, trade, instruments``), which it empties as it goes.
+
+    Each table is taken out of the dict once its columns are built: when the caller holds no
+    other reference (:func:`build_run`), its memory is freed before the next columns are made,
+    so the inputs and the panel never coexist whole.
+    """
+    reg = tables.pop("register")
+    in_window = (reg["year"] >= first) & (reg["year"] <= last)
+    # reach.io already cut the register to the window: then no filtered copy is needed
+    grid = _PanelGrid(reg if in_window.all() else reg.loc[in_window], first, last)
+    del reg, in_window
     cols = _register_columns(grid)
-    cols.update(_trade_columns(grid, inputs.trade, gm))
-    cols.update(_instrument_columns(grid, inputs.instruments))
+    grid.reg = None  # the register's columns are in `cols` now
+    cols.update(_trade_columns(grid, tables.pop("trade"), gm))
+    cols.update(_instrument_columns(grid, tables.pop("instruments")))
     cols.update(_cohort_columns(grid, link, programmes, cols["year"]))
     for v, k in _LAGS:
         cols[f"{v}_lag{k}"] = grid.lag_of(np.asarray(cols[v], dtype="float64"), k)
@@ -103,6 +122,13 @@ def build_panel(inputs, link: LinkResult) -> pd.DataFrame:
     # one copy of the panel: the frame takes the arrays as they are, in the contract's order
     # (a DataFrame from a dict copies every column by default, and a reordering copies them again)
     return pd.DataFrame({c: cols.pop(c) for c in panel_columns(programmes, gm)}, copy=False)
+
+
+_REGISTER_COLUMNS = ["be_id", "year", "sbi", "sbi_section", "size_class", "employees", "region"]
+
+
+def _is_identity(order: np.ndarray) -> bool:
+    return bool(len(order) == 0 or (order[0] == 0 and np.all(np.diff(order) == 1)))
 
 
 class _PanelGrid:
@@ -118,7 +144,9 @@ class _PanelGrid:
         yoff = reg["year"].to_numpy(dtype="int64") - first
         order = np.lexsort((yoff, fid))
         self.fid, self.yoff = fid[order], yoff[order]
-        self.reg = reg.iloc[order].reset_index(drop=True)
+        # reach.io delivers the register sorted by (be_id, year): then the rows need no reordered copy
+        used = reg[_REGISTER_COLUMNS]
+        self.reg = used.reset_index(drop=True) if _is_identity(order) else used.iloc[order].reset_index(drop=True)
         self.n = len(self.reg)
         self.n_firms = len(self.firms)
         # -1 where the unit is not in the register that year
@@ -126,9 +154,19 @@ class _PanelGrid:
         self.key = self.fid * self.ny + self.yoff
         self.lookup[self.key] = np.arange(self.n)
 
+    def firm_of(self, be_id: pd.Series) -> np.ndarray:
+        """Dense firm number of each ``be_id``; -1 when it has no register row in the window.
+
+        Same as ``firms.get_indexer(be_id)``, but looks up each distinct value once: a lookup of
+        every row turns millions of Arrow strings into Python objects first.
+        """
+        codes, uniques = pd.factorize(be_id)
+        found = np.append(self.firms.get_indexer(uniques), -1)  # code -1 (missing) -> -1
+        return found[codes]
+
     def rows_of(self, be_id: pd.Series, year: np.ndarray) -> np.ndarray:
         """Panel row of each (be_id, year); -1 outside the register or the window."""
-        f = self.firms.get_indexer(be_id)
+        f = self.firm_of(be_id)
         y = np.asarray(year, dtype="int64") - self.first
         ok = (f >= 0) & (y >= 0) & (y < self.ny)
         out = np.full(len(f), -1, dtype=np.int64)
@@ -169,8 +207,13 @@ def _trade_columns(grid: _PanelGrid, tr: pd.DataFrame, gm: list) -> dict:
     tr_rows = trow[inpanel]
     ex = tr["exports"].to_numpy(dtype="float64")[inpanel]
     im = tr["imports"].to_numpy(dtype="float64")[inpanel]
-    country = tr["country"].to_numpy()[inpanel]
-    is_gm = np.isin(country, gm)
+    # country as integer codes: an object array of every row's country string costs more than the panel's
+    # trade columns together at register scale
+    codes, uniques = pd.factorize(tr["country"])
+    del tr
+    country = codes[inpanel]
+    gm_code = {c: (int(np.flatnonzero(uniques == c)[0]) if (uniques == c).any() else -2) for c in gm}
+    is_gm = np.isin(country, list(gm_code.values()))
     cols: dict[str, np.ndarray] = {}
     cols["exports"] = np.bincount(tr_rows, weights=ex, minlength=n)
     cols["imports"] = np.bincount(tr_rows, weights=im, minlength=n)
@@ -183,7 +226,7 @@ def _trade_columns(grid: _PanelGrid, tr: pd.DataFrame, gm: list) -> dict:
     cols["n_dest"] = np.bincount(tr_rows[ex > 0], minlength=n).astype(_COUNT)
     cols["n_orig"] = np.bincount(tr_rows[im > 0], minlength=n).astype(_COUNT)
     for c in gm:
-        sel = (country == c) & ((ex > 0) | (im > 0))
+        sel = (country == gm_code[c]) & ((ex > 0) | (im > 0))
         cols[f"gm_{c}"] = (np.bincount(tr_rows[sel], minlength=n) > 0).astype(_FLAG)
     cols["log_exports"] = np.log1p(cols["exports"])
     cols["ihs_exports"] = np.arcsinh(cols["exports"])
@@ -195,7 +238,7 @@ def _trade_columns(grid: _PanelGrid, tr: pd.DataFrame, gm: list) -> dict:
 def _instrument_columns(grid: _PanelGrid, ins: pd.DataFrame) -> dict:
     first, ny = grid.first, grid.ny
     ins = ins.loc[ins["be_id"].notna() & (ins["year"] >= first) & (ins["year"] < first + ny)]
-    f_ins = grid.firms.get_indexer(ins["be_id"])
+    f_ins = grid.firm_of(ins["be_id"])
     ok = f_ins >= 0
     # a dense firm x year grid, because registrations in years without a register row still count "before"
     dense = np.bincount(f_ins[ok] * ny + (ins["year"].to_numpy(dtype="int64")[ok] - first),
@@ -219,7 +262,7 @@ def _cohort_columns(grid: _PanelGrid, link: LinkResult, programmes: list, year: 
     for p in programmes:
         sub = fr.loc[fr["programme"] == p]
         g_firm = np.zeros(grid.n_firms, dtype="int64")
-        f_p = grid.firms.get_indexer(sub["be_id"])
+        f_p = grid.firm_of(sub["be_id"])
         okp = f_p >= 0
         g_firm[f_p[okp]] = sub["first_use"].to_numpy(dtype="int64")[okp]
         g = g_firm[grid.fid]
@@ -379,9 +422,11 @@ def save_run(work_dir, panel: pd.DataFrame, link: LinkResult, inputs=None, param
 
     Files: ``panel.parquet``, ``participants.parquet`` (``link.records``),
     ``firms.parquet``, ``waterfall.parquet``, ``activities.parquet``, ``early.parquet``
-    and, when ``inputs`` and ``params`` are given, ``panel_build.json``: the
-    parameters (:data:`PANEL_KEYS`) and input checksums the panel was built from,
-    which :func:`stale_reason` compares with a later run's.
+    and, when ``inputs`` (:class:`reach.io.Inputs` or its :class:`~reach.io.InputsRecord`)
+    and ``params`` are given, ``panel_build.json``: the parameters (:data:`PANEL_KEYS`)
+    and input checksums the panel was built from, which :func:`stale_reason` compares
+    with a later run's, and the cache key, the inputs' record and the size of every file
+    written, with which :func:`build_run` reuses this run instead of building it again.
 
     Returns
     -------
@@ -402,8 +447,12 @@ def save_run(work_dir, panel: pd.DataFrame, link: LinkResult, inputs=None, param
     meta = pd.DataFrame({"first_year": [link.first_year], "last_year": [link.last_year]})
     _atomic_parquet({"link_meta": meta}, work_dir)
     if inputs is not None and params is not None:
+        record = inputs.record() if hasattr(inputs, "record") else inputs
+        written = {p.name: p.stat().st_size for p in [*paths.values(), work_dir / "link_meta.parquet"]}
         build = {"params": {k: params.get(k) for k in PANEL_KEYS},
-                 "inputs": [_file_entry(f["role"], f["year"], Path(f["path"]), f["sha256"]) for f in inputs.files]}
+                 "inputs": [_file_entry(f["role"], f["year"], Path(f["path"]), f["sha256"]) for f in inputs.files],
+                 "cache": {"key": panel_cache_key(params, inputs.files), "version": PANEL_CACHE_VERSION,
+                           "written": written, "panel_rows": len(panel), "record": _record_json(record)}}
         tmp = work_dir / (BUILD_FILE + ".tmp")
         tmp.write_text(json.dumps(build, indent=1, sort_keys=True, default=str), encoding="utf-8")
         os.replace(tmp, work_dir / BUILD_FILE)
@@ -510,9 +559,14 @@ def read_panel(work_dir, first_year: int | None = None, last_year: int | None = 
     path = Path(work_dir) / "panel.parquet"
     filters = ([("year", ">=", int(first_year))] if first_year is not None else []) + \
         ([("year", "<=", int(last_year))] if last_year is not None else [])
-    if not filters or not path.is_file():
+    if not path.is_file():
         return _read(path)
-    return pd.read_parquet(path, filters=filters)
+    # Arrow's buffers are released column by column as the frame is made (not after the whole frame):
+    # 2M firms: the panel is ~4 GB and would otherwise exist twice; same frame, column per block
+    return pd.read_parquet(path, filters=filters or None, to_pandas_kwargs=_TO_PANDAS)
+
+
+_TO_PANDAS = {"split_blocks": True, "self_destruct": True}
 
 
 def read_link(work_dir) -> LinkResult:
@@ -538,3 +592,198 @@ def read_link(work_dir) -> LinkResult:
     return LinkResult(records=records, waterfall=_read(work_dir / "waterfall.parquet"),
                       firms=_read(work_dir / "firms.parquet"), activities=_read(work_dir / "activities.parquet"),
                       first_year=first, last_year=last, **extra)
+
+
+# ----------------------------------------------------------------------------- the saved run as a cache
+
+#: Bump when the panel or the linkage built from the same inputs changes (reach.link, this module):
+#: a saved run of another version is built again, never reused.
+PANEL_CACHE_VERSION = "1"
+
+
+def panel_cache_key(params, files: list[dict]) -> str:
+    """The key of a built panel: parameters, every input file's identity and contents, the code versions.
+
+    Parameters
+    ----------
+    params : mapping
+        The run's parameters; :data:`PANEL_KEYS` are used (data folder, window, every input's
+        pattern and column mapping, the programmes' lists and mappings, growth markets).
+    files : list of dict
+        The files read (:attr:`reach.io.Inputs.files` or :func:`reach.io.input_files` plus
+        ``sha256``): role, year, path, version chosen, every version found, SHA-256.
+
+    Returns
+    -------
+    str
+        Hex digest; equal keys mean the same panel and linkage would be built.
+
+    Notes
+    -----
+    The versions found count as well as the version chosen: notebook 01 shows them. The
+    reading rules' version (:data:`reach.cache.CACHE_VERSION`) and :data:`PANEL_CACHE_VERSION`
+    are part of the key, so a change of the code that builds the panel invalidates it.
+
+    Examples
+    --------
+    >>> f = [{"role": "register", "year": 2019, "path": "/d/ABR_BE_2019V1.sav", "version": 1,
+    ...       "candidates": ["ABR_BE_2019V1.sav"], "sha256": "ab" * 32}]
+    >>> p = {"first_year": 2019, "last_year": 2019}
+    >>> panel_cache_key(p, f) == panel_cache_key(dict(p), [dict(f[0])])
+    True
+    >>> panel_cache_key(p, f) == panel_cache_key({**p, "first_year": 2018}, f)
+    False
+    """
+    from reach.cache import CACHE_VERSION
+
+    ident = sorted(([f["role"], f["year"], str(f["path"]), f["version"], sorted(f["candidates"]), f["sha256"]]
+                    for f in files), key=lambda r: (r[0], -1 if r[1] is None else r[1]))
+    payload = {"panel": PANEL_CACHE_VERSION, "reading": CACHE_VERSION,
+               "params": {k: params.get(k) for k in PANEL_KEYS}, "files": ident}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def _record_json(record: InputsRecord) -> dict:
+    return {"files": record.files, "exclusions": record.exclusions.to_dict("records"),
+            "repairs": record.repairs.to_dict("records"), "first_year": record.first_year,
+            "last_year": record.last_year, "programmes": record.programmes,
+            "growth_markets": list(record.growth_markets), "rows": record.n_rows()}
+
+
+def _record_from(saved: dict) -> InputsRecord:
+    # the frames as reach.io builds them (reach.io._Log.frame / repair_frame)
+    excl = pd.DataFrame(saved["exclusions"], columns=["table", "reason", "n"]).astype({"n": "int64"})
+    rep = pd.DataFrame(saved["repairs"], columns=["table", "column", "reason", "n"]).astype({"n": "int64"})
+    return InputsRecord(files=saved["files"], exclusions=excl, repairs=rep, first_year=int(saved["first_year"]),
+                        last_year=int(saved["last_year"]), programmes=saved["programmes"],
+                        growth_markets=tuple(saved["growth_markets"]), rows={k: int(v) for k, v in saved["rows"].items()})
+
+
+@dataclass(frozen=True, repr=False)
+class PanelRun(ResultDisplay):
+    """Notebook 01's result: what was read, the linkage and the panel, built or reused.
+
+    Attributes
+    ----------
+    inputs : reach.io.InputsRecord
+        Files read, exclusions, repairs and row counts (the tables themselves are not kept).
+    link : reach.link.LinkResult
+    panel : DataFrame
+        The firm-year panel (:func:`build_panel`).
+    paths : dict
+        Name -> file in the work folder, as :func:`save_run` returns it.
+    reused : bool
+        True when the saved run was loaded instead of built.
+    reason : str
+        Why it was reused, or why it was built.
+    """
+
+    inputs: InputsRecord
+    link: LinkResult
+    panel: pd.DataFrame
+    paths: dict
+    reused: bool
+    reason: str
+
+    def summary(self) -> str:
+        how = "reused from the work folder" if self.reused else "built and saved to the work folder"
+        return (f"panel of {len(self.panel):,} firm-years, {self.panel.shape[1]} columns, {how} ({self.reason}); "
+                f"{len(self.inputs.files)} input files")
+
+
+def build_run(params, work_dir, cache_dir=None, *, reuse: bool = True) -> PanelRun:
+    """Read the inputs, link the participants, build and save the panel; or reuse the saved run.
+
+    Parameters
+    ----------
+    params : mapping
+        The run's parameters (``data_dir`` absolute), as for :func:`reach.io.load_inputs`.
+    work_dir : path
+        The run's work folder: the panel and the linkage are saved there (:func:`save_run`).
+    cache_dir : path, optional
+        Folder for the typed copies of the input files (:func:`reach.io.load_inputs`).
+    reuse : bool, default True
+        Load the run saved in ``work_dir`` when its key (:func:`panel_cache_key`) equals the
+        key of the inputs and parameters now; False always builds.
+
+    Returns
+    -------
+    PanelRun
+
+    Notes
+    -----
+    *Reuse.* The key covers every input file's SHA-256 (hashed in full each time: about
+    1 GB/s, a second for the 2M-firm data set, so size and modification time are not
+    trusted instead), every column mapping, every parameter the build reads and the code
+    versions. A saved file whose size differs from its record, or that cannot be read,
+    is logged as a warning and the run is built again; a reused run never skips a check.
+
+    *Memory.* The inputs' tables are held only here: linkage first, then the link file and
+    the participant lists are dropped, and the register, trade and instrument tables are
+    freed one by one as the panel's columns are made (:func:`_assemble`).
+
+    Examples
+    --------
+    >>> run = build_run(params, "work/stub", cache_dir="work/stub/cache")      # doctest: +SKIP
+    >>> run.reused, run.link.waterfall.shape                                  # doctest: +SKIP
+    """
+    work_dir = Path(work_dir)
+    if reuse:
+        saved, reason = _saved_run(params, work_dir)
+        if saved is not None:
+            return saved
+    else:
+        reason = "reuse switched off"
+    log.info("building the panel: %s", reason)
+    inputs = load_inputs(params, cache_dir=cache_dir)
+    link = link_participants(inputs)
+    record = inputs.record()
+    programmes = list(inputs.programmes) if inputs.programmes else sorted(link.firms["programme"].unique())
+    tables = {name: getattr(inputs, name) for name in ("register", "trade", "instruments")}
+    del inputs  # the link file and the participant lists go now; _assemble frees the rest as it goes
+    _checks.release_memory()
+    panel = _assemble(tables, link, record.first_year, record.last_year, list(record.growth_markets), programmes)
+    _checks.release_memory()
+    paths = save_run(work_dir, panel, link, record, params)
+    return PanelRun(inputs=record, link=link, panel=panel, paths=paths, reused=False, reason=reason)
+
+
+def _saved_run(params, work_dir: Path) -> tuple[PanelRun | None, str]:
+    """The run saved in ``work_dir`` if its key fits ``params`` and the inputs now, else (None, why not)."""
+    build_path = work_dir / BUILD_FILE
+    if not build_path.is_file():
+        return None, f"no saved panel in the work folder ({BUILD_FILE} absent)"
+    try:
+        saved = json.loads(build_path.read_text(encoding="utf-8"))["cache"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("%s cannot be read (%s: %s); building the panel again", build_path, type(exc).__name__, exc)
+        return None, f"{BUILD_FILE} cannot be read"
+    try:
+        files = input_files(params)
+    except InputError as exc:
+        return None, f"input files cannot be listed ({exc})"  # the build raises it where it belongs
+    for f in files:
+        f["sha256"] = _checks.sha256(f["path"])
+    if saved.get("key") != panel_cache_key(params, files):
+        return None, "inputs, column mappings, parameters or code version changed since the saved build"
+    try:
+        for name, size in saved["written"].items():
+            if (work_dir / name).stat().st_size != size:
+                raise ValueError(f"{name} has {(work_dir / name).stat().st_size} bytes, its record says {size}")
+        panel = read_panel(work_dir)
+        if len(panel) != saved["panel_rows"]:
+            raise ValueError(f"panel has {len(panel)} rows, its record says {saved['panel_rows']}")
+        link = read_link(work_dir)
+        record = _record_from(saved["record"])
+    except Exception as exc:  # noqa: BLE001 - any unreadable saved file means: build again
+        log.warning("the saved panel in %s is unreadable (%s: %s); building it again",
+                    work_dir, type(exc).__name__, exc)
+        build_path.unlink(missing_ok=True)
+        return None, "the saved panel was unreadable"
+    paths = {name: work_dir / f"{name}.parquet"
+             for name in ("panel", "participants", "firms", "waterfall", "activities", "early")}
+    paths["panel_build"] = build_path
+    reason = "same inputs, column mappings, parameters and code version as the saved build"
+    log.info("reusing the saved panel: %s", reason)
+    return PanelRun(inputs=record, link=link, panel=panel, paths=paths, reused=True, reason=reason), reason
+

@@ -1,0 +1,85 @@
+"""reach.disclosure's register-scale shortcuts (issue 17) give exactly what they replace.
+
+``_unit_hashes`` must equal ``pd.util.hash_array`` of the identifiers' text (the run-level
+audit intersects these hashes across tables and notebooks), and ``_sorted_codes`` must equal
+``pd.factorize(sort=True)`` (cell order and member order of every checked table follow it).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reach import disclosure
+from reach.disclosure import _sorted_codes, _unit_hashes, check_table
+
+
+def _reference_hashes(uniques) -> np.ndarray:
+    return pd.util.hash_array(np.asarray(uniques, dtype=object).astype(str))
+
+
+@pytest.mark.parametrize("uniques", [
+    np.arange(10),
+    np.arange(20)[::-1],
+    np.array([5, 3, 9, 2**40]),                       # sparse integers: no table of 2**40 hashes
+    np.array([-1, 4]),
+    np.array([7, 3], dtype=np.uint8),
+    np.array([1.5, 2.0]),
+    np.array([True, False]),
+    np.array([], dtype=np.int64),
+    np.array(["100000001", "ü", "", "10"], dtype=object),
+    pd.factorize(pd.Series(["b", "a", "b"], dtype="str"))[1],
+    pd.factorize(pd.Series([3, 1, 3]))[1],
+], ids=str)
+def test_unit_hashes_equal_hash_array_of_the_text(uniques, monkeypatch):
+    monkeypatch.setattr(disclosure, "_INT_HASHES", np.zeros(0, dtype=np.uint64))
+    got = _unit_hashes(uniques)
+    want = _reference_hashes(uniques)
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+    assert np.array_equal(_unit_hashes(uniques), want)          # again, from the kept table
+
+
+def test_unit_hashes_table_grows_and_stays_right(monkeypatch):
+    monkeypatch.setattr(disclosure, "_INT_HASHES", np.zeros(0, dtype=np.uint64))
+    small, large = np.array([3, 0, 2]), np.arange(5000)[::-1]
+    for u in (small, large, small):
+        assert np.array_equal(_unit_hashes(u), _reference_hashes(u))
+    assert len(disclosure._INT_HASHES) == 5000
+
+
+@pytest.mark.parametrize("n, bound", [(0, 10), (1, 5), (500, 100), (5000, 3000), (2000, 10**7), (200_000, 900_000)])
+def test_sorted_codes_equal_factorize(n, bound):
+    key = np.random.default_rng(n).integers(0, bound, n).astype(np.int64)
+    codes, uniq = _sorted_codes(key, bound)
+    want_codes, want_uniq = pd.factorize(key, sort=True)
+    assert codes.dtype == want_codes.dtype and np.array_equal(codes, want_codes)
+    assert np.array_equal(uniq, np.asarray(want_uniq)) and uniq.dtype == np.asarray(want_uniq).dtype
+
+
+def test_check_table_members_hash_like_the_unit_text():
+    # integer unit codes and their text must give the same member hashes (as before the shortcut)
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 300, 2000)
+    df_int = pd.DataFrame({"be_id": ids, "g": rng.integers(0, 4, 2000), "v": rng.random(2000)})
+    df_txt = df_int.assign(be_id=df_int["be_id"].astype(str))
+    a = check_table(df_int, by=["g"], value="v", stat="mean", name="t")
+    b = check_table(df_txt, by=["g"], value="v", stat="mean", name="t")
+    pd.testing.assert_frame_equal(a.suppress(), b.suppress())
+    for k in ("cell", "unit", "trait"):
+        assert np.array_equal(a.members[k], b.members[k]), k
+
+
+@pytest.mark.parametrize("n, n_cells", [(0, 3), (1, 1), (50, 5), (5000, 40)])
+def test_cell_extremes_equal_groupby_min_max(n, n_cells):
+    from reach.disclosure import _cell_extremes
+
+    rng = np.random.default_rng(n)
+    ucell = np.sort(rng.integers(0, n_cells, n))
+    c = rng.normal(size=n).round(1)
+    c[::7] = np.nan                                  # missing contributions are skipped, as groupby does
+    if n:
+        c[ucell == ucell[0]] = np.nan                # a cell whose every contribution is missing
+    ext = pd.Series(c).groupby(ucell).agg(["min", "max"]).reindex(range(n_cells))
+    lo, hi = _cell_extremes(c, ucell, n_cells)
+    assert np.array_equal(ext["min"].to_numpy(), lo, equal_nan=True)
+    assert np.array_equal(ext["max"].to_numpy(), hi, equal_nan=True)
