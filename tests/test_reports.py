@@ -12,6 +12,7 @@ import re
 from html import unescape
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from html_lint import lint_html
