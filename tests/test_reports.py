@@ -12,6 +12,7 @@ import re
 from html import unescape
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from html_lint import lint_html
@@ -53,7 +54,12 @@ def test_every_programme_has_reach_and_effect_outputs(run, heads):
         primary = PARAMS["primary"]
         h = eff["outcomes"][primary["outcome"]][primary["sample"]]
         assert h["simple_att"] is not None and h["simple_conf_low"] < h["simple_conf_high"]
-        assert heads[f"matching_{p}"]["n_treated_matched"] is not None
+        # the matched users: the total of the published cohort cells, or none when the run-level audit
+        # suppressed one of them (a total would give the suppressed cell back)
+        counts = pd.read_csv(run.output_dir / "tables" / f"{p}_matched_counts.csv")
+        cells = counts.loc[(counts["group"] == "treated") & (counts["status"] == "matched"), "value"]
+        want = None if cells.isna().any() else int(cells.sum())
+        assert heads[f"matching_{p}"]["n_treated_matched"] == want
 
 
 def test_effects_per_programme_agree_with_the_planted_truth(heads):

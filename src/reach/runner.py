@@ -435,12 +435,16 @@ def _forget(output_dir: Path, registry: Path, params: Mapping[str, Any], names: 
         shutil.rmtree(output_dir / "checksums", ignore_errors=True)
         shutil.rmtree(registry, ignore_errors=True)
     else:
-        executed_now = [executed_name(nb, p) for nb, p in executed_names(params, names)]
-        _drop_report_rows(output_dir, executed_now)
-        for name in executed_now:  # the registry forgets the notebooks about to run again
-            for stale in [*(registry / "tables").glob(f"{name}__*"), registry / "numbers" / f"{name}.jsonl"]:
-                stale.unlink(missing_ok=True)
+        _forget_notebooks(output_dir, registry, [executed_name(nb, p) for nb, p in executed_names(params, names)])
     registry.mkdir(parents=True, exist_ok=True)
+
+
+def _forget_notebooks(output_dir: Path, registry: Path, executed_now: Sequence[str]) -> None:
+    """Report rows and registry entries of the notebooks about to run again."""
+    _drop_report_rows(output_dir, executed_now)
+    for name in executed_now:
+        for stale in [*(registry / "tables").glob(f"{name}__*"), registry / "numbers" / f"{name}.jsonl"]:
+            stale.unlink(missing_ok=True)
 
 
 def run_suite(
@@ -523,7 +527,7 @@ def run_suite(
     cpu_s: dict[str, float | None] = {}
     jobs = executed_names(params, names)
 
-    def execute() -> None:
+    def execute(jobs: Sequence[tuple[str, str | None]]) -> None:
         """Every job once: execute under work/, copy to output/, render."""
         for i, (notebook, prog) in enumerate(jobs, 1):
             source = nb_dir / f"{notebook}.ipynb"
@@ -563,7 +567,7 @@ def run_suite(
             if render:
                 html.append(render_html(target, output_dir / f"{name}.html", show_code=bool(params.get("show_code"))))
 
-    execute()
+    execute(jobs)
     # the run-level differencing audit of every registered cell of the run together
     audit = publish.audit_run(output_dir, work_dir)
     print(audit.summary(), flush=True)
@@ -574,13 +578,20 @@ def run_suite(
         # were rendered before the audit); then audit again, until the audit suppresses nothing new.
         passes += 1
         os.environ[publish.ENV_AUDIT_SUPPRESS] = str(publish.write_audit_suppressions(work_dir, audit, new_cells))
-        _forget(output_dir, registry, params, names, full=not only)
+        # only the notebooks holding such cells run again, and the summary, which quotes them all
+        affected = {nb for nb, _ in new_cells} | {executed_name(NOTEBOOKS[-1], None)}
+        again = [(nb, p) for nb, p in jobs if executed_name(nb, p) in affected]
+        again_names = [executed_name(nb, p) for nb, p in again]
+        _forget_notebooks(output_dir, registry, again_names)
         for part in (executed, html):
-            part.clear()
+            part[:] = [f for f in part if f.stem not in again_names]
         print(f"pass {passes}: {sum(len(v) for v in new_cells.values())} more cells suppressed by the "
-              "run-level audit, notebooks run again", flush=True)
+              f"run-level audit; {len(again)} notebooks run again", flush=True)
         first = (dict(seconds), dict(cpu_s))
-        execute()
+        execute(again)
+        order = {executed_name(nb, p): i for i, (nb, p) in enumerate(jobs)}
+        for part in (executed, html):
+            part.sort(key=lambda f: order.get(f.stem, len(order)))
         for done, before in zip((seconds, cpu_s), first):  # every pass counts
             for k, v in before.items():
                 if v is not None and done.get(k) is not None:
