@@ -423,6 +423,11 @@ def test_plots_and_display(lalonde):
     assert (od["phase"] == "before").sum() == 614 and (od["phase"] == "after").sum() == 370
     tab = od.groupby(["phase", "group", "bin"])["weight"].sum().rename("value").reset_index()
     assert isinstance(overlap_plot(tab), Figure)
+    # round bin edges: no edge is a unit's own score (the smallest or largest would be published)
+    scores = m.units["distance"].to_numpy()
+    edges = np.sort(od["bin"].unique())
+    assert not np.isin(edges, scores).any()
+    assert edges.min() <= scores.min() and np.all(np.abs(edges / 0.05 - np.round(edges / 0.05)) < 1e-9)
     assert "nearest-neighbour" in m._repr_markdown_()
     assert list(m.counts().columns) == rm.COUNT_COLUMNS
     assert list(m.tidy().columns) == rm.COUNT_TIDY_COLUMNS

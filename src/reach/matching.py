@@ -2474,6 +2474,29 @@ def match_cohorts(
     )
 
 
+def _round_edges(lo: float, hi: float, bins: int) -> np.ndarray:
+    """Histogram edges on a round grid (1, 2, 2.5 or 5 x 10^k) covering ``[lo, hi]`` in about ``bins`` bins.
+
+    Edges at the smallest and largest score would publish one firm's score each (an
+    output checker's "no minimum or maximum" rule); round edges publish none.
+
+    Examples
+    --------
+    >>> _round_edges(0.0123, 0.4871, 20).round(3).tolist()[:3]
+    [0.0, 0.025, 0.05]
+    """
+    if not hi - lo > 1e-9:  # one value: a unit-wide window around it
+        lo, hi = lo - 0.5, hi + 0.5
+    raw = (hi - lo) / bins
+    mag = 10.0 ** math.floor(math.log10(raw))
+    step = next(f * mag for f in (1.0, 2.0, 2.5, 5.0, 10.0) if f * mag >= raw)
+    start = math.floor(lo / step) * step
+    n = max(1, math.ceil((hi - start) / step + 1e-9))
+    if start + n * step <= hi:  # hi on an edge: one more bin so it falls inside
+        n += 1
+    return np.round(start + step * np.arange(n + 1), 12)
+
+
 def overlap_data(m: Match | CohortMatch, bins: int = 20) -> pd.DataFrame:
     """Unit-level rows for an overlap histogram of the distance, before and after matching.
 
@@ -2497,11 +2520,8 @@ def overlap_data(m: Match | CohortMatch, bins: int = 20) -> pd.DataFrame:
     if not u["distance"].notna().any():
         raise ValueError("overlap_data: this design has no propensity score (method 'cem' or 'ebal'); "
                          "judge it by its balance table instead")
-    lo, hi = float(np.nanmin(u["distance"])), float(np.nanmax(u["distance"]))
-    if hi <= lo:
-        hi = lo + 1.0
-    edges = np.linspace(lo, hi, bins + 1)
-    b = np.clip(np.searchsorted(edges, u["distance"].to_numpy(), side="right") - 1, 0, bins - 1)
+    edges = _round_edges(float(np.nanmin(u["distance"])), float(np.nanmax(u["distance"])), bins)
+    b = np.clip(np.searchsorted(edges, u["distance"].to_numpy(), side="right") - 1, 0, len(edges) - 2)
     grp = np.where(u["treated"].to_numpy(dtype=bool), "treated", "control")
     before = pd.DataFrame({"unit": u["unit"].to_numpy(), "phase": "before", "group": grp, "bin": edges[b], "weight": 1.0})
     a = u[MATCH_WEIGHT].to_numpy() > 0
