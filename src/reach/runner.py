@@ -217,7 +217,8 @@ def _exported(output_dir: Path) -> list[dict[str, Any]]:
 
 
 def _drop_report_rows(output_dir: Path, notebooks: Iterable[str]) -> None:
-    """Forget disclosure-report rows of notebooks about to run again, so a rerun does not double them."""
+    """Forget disclosure-report rows of notebooks about to run again, so a rerun does not double them,
+    and the files those rows list: what the rerun does not write again must not stay behind."""
     report = output_dir / "disclosure_report.csv"
     if not report.is_file():
         return
@@ -225,7 +226,11 @@ def _drop_report_rows(output_dir: Path, notebooks: Iterable[str]) -> None:
     with open(report, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         fields = reader.fieldnames or []
-        keep = [row for row in reader if row.get("notebook") not in names]
+        rows = list(reader)
+    keep = [row for row in rows if row.get("notebook") not in names]
+    for row in rows:
+        if row.get("notebook") in names and row.get("file"):
+            (output_dir / row["file"]).unlink(missing_ok=True)
     with open(report, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
@@ -592,10 +597,10 @@ def run_suite(
         order = {executed_name(nb, p): i for i, (nb, p) in enumerate(jobs)}
         for part in (executed, html):
             part.sort(key=lambda f: order.get(f.stem, len(order)))
-        for done, before in zip((seconds, cpu_s), first):  # every pass counts
-            for k, v in before.items():
-                if v is not None and done.get(k) is not None:
-                    done[k] = round(done[k] + v, 1)
+        for done, before in zip((seconds, cpu_s), first):  # a notebook run again counts both runs
+            for k in again_names:
+                if before.get(k) is not None and done.get(k) is not None:
+                    done[k] = round(done[k] + before[k], 1)
         audit = publish.audit_run(output_dir, work_dir, earlier=audit)
         new_cells = audit.this_pass
         print(audit.summary(), flush=True)
