@@ -1002,3 +1002,64 @@ def test_balance_figures_moved_to_matching_report_old_names_warn():
     for name in ("love_plot", "overlap_plot", "balance_summary"):
         with pytest.warns(DeprecationWarning, match=f"reach.matching_report.{name}"):
             assert getattr(matching, name) is getattr(report, name)
+
+
+def _scan_mahalanobis(M, d, treat, stratum, order_t, ratio, replace, cal):
+    """MatchIt 4.7.2's ``find_control_mahcovs`` rule, transcribed literally (O(n) per treated unit):
+    units sorted by the first coordinate (ties in data order); from the treated unit's place visit
+    offset 1, 2, ... left then right; a usable control (same stratum, inside the caliper, not used
+    without replacement, not already this unit's) at least as close as the best so far replaces it.
+    Rounds outer, treated units inner."""
+    n = len(d)
+    by_x = sorted(range(n), key=lambda i: (M[i, 0], i))
+    at = {u: p for p, u in enumerate(by_x)}
+    used = np.zeros(n, dtype=bool)
+    got = {int(i): [] for i in order_t}
+    pairs = []
+    for r in range(ratio):
+        for i in map(int, order_t):
+            if len(got[i]) < r:
+                continue
+            best, pick = np.inf, -1
+            for k in range(1, n):
+                for p in (at[i] - k, at[i] + k):
+                    if not 0 <= p < n:
+                        continue
+                    j = by_x[p]
+                    if (treat[j] or stratum[j] != stratum[i] or (used[j] and not replace) or j in got[i]
+                            or abs(d[j] - d[i]) > cal):
+                        continue
+                    dist = float(np.sum((M[j] - M[i]) ** 2))
+                    if dist <= best:
+                        best, pick = dist, j
+            if pick >= 0:
+                pairs.append((i, pick, r))
+                got[i].append(pick)
+                used[pick] = True
+    return sorted(pairs)
+
+
+@pytest.mark.parametrize("algorithm", ["kdtree", "brute"])
+@pytest.mark.parametrize("replace,ratio,cal", [(False, 1, np.inf), (False, 3, 0.3), (True, 3, np.inf),
+                                               (True, 2, 0.2)])
+def test_mahalanobis_large_tie_groups_follow_matchit_scan(algorithm, replace, ratio, cal):
+    """Register data: many firms share one covariate vector (e.g. every non-exporter of a size
+    class). Controls in groups of up to ~150 identical rows, treated units inside the groups,
+    scores partly shared within a group (a subset of the score's covariates), two strata; the
+    pairs must be those of the literal scan above."""
+    rng = np.random.default_rng(7)
+    n = 700
+    g = rng.choice(6, size=n, p=[0.3, 0.25, 0.2, 0.1, 0.1, 0.05])
+    M = np.column_stack([g % 3, g // 3]).astype(float)
+    M[g == 5] = rng.normal(size=((g == 5).sum(), 2))          # one group of distinct rows
+    d = np.round(0.1 * g + rng.choice([0.0, 0.15], size=n), 2)
+    treat = rng.random(n) < 0.15
+    stratum = rng.integers(0, 2, n)
+    eligible = np.ones(n, dtype=bool)
+    order_t = np.flatnonzero(treat)[rng.permutation(treat.sum())]
+    want = _scan_mahalanobis(M, d, treat, stratum, order_t, ratio, replace, cal)
+    tp, cp, rd = rm._nn_mahalanobis(M, d, treat, stratum, eligible, order_t, ratio, replace,
+                                    None if np.isinf(cal) else cal, algorithm)
+    got = sorted(zip(tp.tolist(), cp.tolist(), rd.tolist()))
+    assert len(got) > 50
+    assert got == want

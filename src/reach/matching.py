@@ -801,6 +801,69 @@ def _pick(cand: np.ndarray, dist: np.ndarray, pos: np.ndarray, p_t: int) -> int:
     return int(tied[np.argmax(key)])
 
 
+class _TieGroups:
+    """The available controls of one stratum, collapsed into tie groups: units with identical
+    Mahalanobis coordinates *and* score are one point of the search.
+
+    Register data hold groups of hundreds of thousands of identical covariate vectors (every
+    non-exporter of one size class and sector). Searched unit by unit, each member is a tie at
+    distance 0 that must be enumerated for MatchIt's tie rule. Within a group every member is
+    equally far from a treated unit and equally inside or outside its caliper, so the rule
+    (:func:`_pick`: the largest :math:`|pos_c - pos_t|`, right side first) only needs the
+    group's usable member with the smallest or the largest ``pos``. Members are kept sorted by
+    ``pos``; without replacement a pick is always at one end of the available members, so they
+    stay one contiguous range ``lo[g]..hi[g]``.
+    """
+
+    def __init__(self, c: np.ndarray, M: np.ndarray, d: np.ndarray, pos: np.ndarray, gid: np.ndarray):
+        _, first, inv = np.unique(np.column_stack([M[c], d[c]]), axis=0, return_index=True,
+                                  return_inverse=True)
+        inv = np.asarray(inv).ravel()
+        o = np.lexsort((pos[c], inv))
+        self.units = c[o]                                  # members, by group then pos
+        self.group = inv[o]
+        gid[self.units] = self.group                       # a unit's group, for the caller
+        self.mem = self.units.tolist()
+        self.rep = c[first]                                # a member of each group (its coordinates)
+        self.size = np.bincount(inv, minlength=first.size)
+        self.first = np.concatenate([[0], np.cumsum(self.size)[:-1]]).astype(np.int64)
+        self.lo = self.first.copy()                        # available members without replacement
+        self.hi = self.first + self.size - 1
+        self.d = d[self.rep]
+        self.by_score = np.argsort(self.d, kind="stable")  # the caliper window, over groups
+        self.ds = self.d[self.by_score]
+        self.n = int(first.size)
+        self.tree = None
+        self.near: dict | None = None                      # first neighbours of the treated units
+
+    def window(self, dt: float, cal: float) -> np.ndarray:
+        """Groups whose score lies within ``cal`` of ``dt`` (all groups without a caliper)."""
+        if not np.isfinite(cal):
+            return self.by_score
+        a = int(np.searchsorted(self.ds, dt - cal, side="left"))
+        b = int(np.searchsorted(self.ds, dt + cal, side="right"))
+        return self.by_score[a:b]
+
+    def ends(self, g: int, replace: bool, taken: list) -> tuple[int, int]:
+        """Slots (into ``units``) of the group's first and last usable member by ``pos``."""
+        if not replace:
+            return int(self.lo[g]), int(self.hi[g])
+        a, b = int(self.first[g]), int(self.first[g] + self.size[g] - 1)
+        while self.mem[a] in taken:
+            a += 1
+        while self.mem[b] in taken:
+            b -= 1
+        return a, b
+
+    def take(self, slot: int) -> None:
+        """The member in ``slot`` is used (without replacement); it is an end of its range."""
+        g = self.group[slot]
+        if slot == self.lo[g]:
+            self.lo[g] += 1
+        else:
+            self.hi[g] -= 1
+
+
 def _nn_mahalanobis(
     M: np.ndarray, d: np.ndarray, treat: np.ndarray, stratum: np.ndarray, eligible: np.ndarray,
     order_t: np.ndarray, ratio: int, replace: bool, caliper: float | None, algorithm: str = "auto",
@@ -813,144 +876,106 @@ def _nn_mahalanobis(
     controls (e.g. identical covariates) are broken as MatchIt 4.7 does (:func:`_pick`), from
     the sort order of the first column of ``M`` with ties in data order.
 
-    ``algorithm="brute"`` computes the distance to every control of the stratum inside the
-    caliper window of the score (cost: window size per treated unit, quadratic when the
-    caliper is wide). ``"kdtree"`` queries a k-d tree of the stratum's controls for the
-    ``k`` nearest (``k`` grows while none of them is usable), then collects *every* control
-    within the best usable distance (a ball query) and chooses among those exactly as the
-    brute path does, so both return the same pairs. ``"auto"`` uses the tree only where the
-    caliper window holds more than a few hundred controls.
+    Controls with identical coordinates and score are searched as one point
+    (:class:`_TieGroups`): a group of 300,000 identical firms costs one distance.
+    ``algorithm="brute"`` computes the distance to every group of the stratum inside the
+    caliper window of the score (quadratic when the caliper is wide). ``"kdtree"`` queries a
+    k-d tree of the stratum's groups for the ``k`` nearest (``k`` grows fourfold while none is
+    certainly the nearest usable one), then takes *every* group within the best usable
+    distance and chooses among those exactly as the brute path does, so both return the same
+    pairs. ``"auto"`` uses the tree only where the caliper window holds more than a few
+    hundred groups.
     """
     from scipy.spatial import cKDTree
 
     n = d.size
-    rows = np.arange(n)
     pos = np.empty(n, dtype=np.int64)
-    pos[np.argsort(M[:, 0], kind="stable")] = rows
+    pos[np.argsort(M[:, 0], kind="stable")] = np.arange(n)
     is_c = (~treat) & eligible
     cal = np.inf if caliper is None else float(caliper)
-    used = np.zeros(n, dtype=bool)
+    gid = np.full(n, -1, dtype=np.int64)
+    strata = {int(s): _TieGroups(np.flatnonzero(is_c & (stratum == s)), M, d, pos, gid)
+              for s in np.unique(stratum[order_t])}
     taken: dict[int, list] = {}
+    K0, small = 16, 256  # first neighbours asked of the tree; a window under `small` groups: brute force
+
+    def usable(tg: _TieGroups, ti: int, G: np.ndarray) -> np.ndarray:
+        good = np.abs(tg.d[G] - d[ti]) <= cal
+        if not replace:
+            return good & (tg.lo[G] <= tg.hi[G])
+        tk = taken.get(ti)
+        if tk:  # with replacement a group is spent for ti only once ti has taken all its members
+            good &= tg.size[G] > (G[:, None] == gid[tk][None, :]).sum(axis=1)
+        return good
+
+    def choose(tg: _TieGroups, ti: int, G: np.ndarray) -> int:
+        """Slot of the chosen member among the usable groups ``G`` (none: -1)."""
+        if G.size == 0:
+            return -1
+        dist = np.sum((M[tg.rep[G]] - M[ti]) ** 2, axis=1)
+        tk = taken.get(ti, [])
+        slots = np.array([e for g in G[dist == dist.min()] for e in tg.ends(int(g), replace, tk)])
+        return int(slots[_pick(tg.units[slots], np.zeros(slots.size), pos, int(pos[ti]))])
+
+    def brute(tg: _TieGroups, ti: int, G: np.ndarray) -> int:
+        return choose(tg, ti, G[usable(tg, ti, G)])
+
+    def nearest(tg: _TieGroups, ti: int, dd: np.ndarray, G: np.ndarray) -> int | None:
+        """Choice among the ``G`` nearest groups (distances ``dd``), or None if farther groups could win."""
+        good = usable(tg, ti, G)
+        if good.any():
+            r2 = np.sum((M[tg.rep[G[good]]] - M[ti]) ** 2, axis=1).min()
+            bound = math.sqrt(r2) * (1 + 1e-9) + 1e-12
+            # every group at least as close as the best usable one is among those returned
+            if G.size >= tg.n or dd[-1] > bound:
+                return choose(tg, ti, G[good & (dd <= bound)])
+        elif G.size >= tg.n:
+            return -1
+        return None
+
+    def kdtree(tg: _TieGroups, ti: int, nwin: int) -> int:
+        if tg.tree is None:
+            tg.tree = cKDTree(M[tg.rep])
+        if tg.near is None:  # the K0 nearest groups of every treated unit of the stratum, in one query
+            t_in = order_t[stratum[order_t] == stratum[ti]]
+            kk = min(K0, tg.n)
+            dd, ii = tg.tree.query(M[t_in], k=kk)
+            tg.near = dict(zip(t_in.tolist(), zip(dd.reshape(len(t_in), kk), ii.reshape(len(t_in), kk))))
+        dd, ii = tg.near[ti]
+        k = K0
+        while True:
+            got = nearest(tg, ti, dd, ii)
+            if got is not None:
+                return got
+            k *= 4
+            if k >= nwin:  # the tree would look at more groups than the caliper window holds
+                return brute(tg, ti, tg.window(d[ti], cal))
+            dd, ii = tg.tree.query(M[ti], k=min(k, tg.n))
+
     tp: list[int] = []
     cp: list[int] = []
     rd: list[int] = []
-    # per stratum: controls sorted by score (the caliper window) and a k-d tree in data order
-    cstr = stratum[is_c]
-    cpos = rows[is_c]
-    blocks: dict[int, tuple] = {}
-    for s in np.unique(stratum[order_t]):
-        c = cpos[cstr == s]
-        o = np.lexsort((c, d[c]))
-        blocks[int(s)] = (c[o], d[c[o]], c, None)
-    small = 256  # window below this: brute force is cheaper than a tree query
-
-    def tree_of(s: int):
-        cs, ds, c_data, tree = blocks[s]
-        if tree is None:
-            tree = cKDTree(M[c_data])
-            blocks[s] = (cs, ds, c_data, tree)
-        return tree
-
-    def ok(ti: int, c: np.ndarray) -> np.ndarray:
-        good = np.abs(d[c] - d[ti]) <= cal
-        if not replace:
-            good &= ~used[c]
-        for k in taken.get(ti, ()):
-            good &= c != k
-        return good
-
-    def choose(ti: int, cand: np.ndarray) -> int:
-        if cand.size == 1:
-            return int(cand[0])
-        dist = np.sum((M[cand] - M[ti]) ** 2, axis=1)
-        return int(cand[_pick(cand, dist, pos, int(pos[ti]))])
-
-    def brute(ti: int, cs: np.ndarray, ds: np.ndarray, a: int, b: int) -> int:
-        cand = cs[a:b]
-        cand = cand[ok(ti, cand)]
-        return choose(ti, cand) if cand.size else -1
-
-    K0 = 16
-    d_l = d.tolist()
-    used_l = [False] * n  # mirror of `used` for fast scalar access in the loop below
-    pre: dict[int, dict] = {}
-
-    def first_neighbours(s: int) -> dict:
-        """The K0 nearest controls of every treated unit of stratum ``s``, in one vectorised query."""
-        if s not in pre:
-            tree, c_data = tree_of(s), blocks[s][2]
-            t_in = order_t[stratum[order_t] == s]
-            kk = min(K0, c_data.size)
-            dd, ii = tree.query(M[t_in], k=kk)
-            dd, ii = dd.reshape(len(t_in), kk), ii.reshape(len(t_in), kk)
-            cc = c_data[ii]
-            pre[s] = {int(t_): (dd[j].tolist(), cc[j].tolist()) for j, t_ in enumerate(t_in)}
-        return pre[s]
-
-    def kdtree(ti: int, s: int, nwin: int, cs, ds, a, b) -> int:
-        tree = tree_of(s)
-        c_data = blocks[s][2]
-        # fast path: the precomputed K0 neighbours, checked in plain Python
-        dd0, cc0 = first_neighbours(s)[ti]
-        dti, tk, ul = d_l[ti], taken.get(ti, ()), used_l
-        valid = [j for j, c in enumerate(cc0)
-                 if abs(d_l[c] - dti) <= cal and (replace or not ul[c]) and c not in tk]
-        if valid:
-            cv = np.asarray([cc0[j] for j in valid], dtype=np.int64)
-            r2 = np.sum((M[cv] - M[ti]) ** 2, axis=1).min()
-            bound = math.sqrt(r2) * (1 + 1e-9) + 1e-12
-            if len(cc0) >= c_data.size or dd0[-1] > bound:
-                return choose(ti, np.asarray([cc0[j] for j in valid if dd0[j] <= bound], dtype=np.int64))
-        elif len(cc0) >= c_data.size:
-            return -1
-        k = 4 * K0
-        if k >= nwin:
-            return brute(ti, cs, ds, a, b)
-        while True:
-            kk = min(k, c_data.size)
-            dd, ii = tree.query(M[ti], k=kk)
-            dd, ii = np.atleast_1d(dd), np.atleast_1d(ii)
-            cand = c_data[ii]
-            good = ok(ti, cand)
-            if good.any():
-                r2 = np.sum((M[cand[good]] - M[ti]) ** 2, axis=1).min()
-                bound = math.sqrt(r2) * (1 + 1e-9) + 1e-12
-                # every control at least as close as the best usable one is among the k returned
-                # (the k-th is farther than the bound): choose among those exactly as brute force does
-                if kk >= c_data.size or dd[-1] > bound:
-                    return choose(ti, cand[good & (dd <= bound)])
-            elif kk >= c_data.size:
-                return -1
-            k *= 4
-            if k >= nwin:  # the tree would look at more controls than the caliper window holds
-                return brute(ti, cs, ds, a, b)
-
-    active = [int(t) for t in order_t]
+    active = order_t.tolist()
     for r in range(ratio):
         still = []
         for ti in active:
-            cs, ds, c_data, _ = blocks[int(stratum[ti])]
-            if np.isfinite(cal):
-                a = int(np.searchsorted(ds, d[ti] - cal, side="left"))
-                b = int(np.searchsorted(ds, d[ti] + cal, side="right"))
-            else:
-                a, b = 0, cs.size
-            nwin = b - a
-            if nwin == 0:
+            tg = strata[int(stratum[ti])]
+            win = tg.window(d[ti], cal)
+            if win.size == 0:
                 continue
-            if algorithm == "brute" or (algorithm == "auto" and nwin <= small):
-                k = brute(ti, cs, ds, a, b)
+            if algorithm == "brute" or (algorithm == "auto" and win.size <= small):
+                slot = brute(tg, ti, win)
             else:
-                k = kdtree(ti, int(stratum[ti]), nwin, cs, ds, a, b)
-            if k < 0:
+                slot = kdtree(tg, ti, win.size)
+            if slot < 0:
                 continue
+            k = int(tg.units[slot])
             tp.append(ti)
             cp.append(k)
             rd.append(r)
             taken.setdefault(ti, []).append(k)
             if not replace:
-                used[k] = True
-                used_l[k] = True
+                tg.take(slot)
             still.append(ti)
         active = still
     return np.asarray(tp, dtype=np.int64), np.asarray(cp, dtype=np.int64), np.asarray(rd, dtype=np.int64)

@@ -510,7 +510,7 @@ class _System:
 
 def _prove_protected(system: _System, targets: Sequence[tuple[Any, ...]], min_units: np.ndarray,
                      max_rounds: int = 20) -> np.ndarray:
-    """Targets shown protected by programmes over many targets at once (most need no programme of their own).
+    r"""Targets shown protected by programmes over many targets at once (most need no programme of their own).
 
     One feasible point with :math:`c_T x \ge` ``min_units`` proves the upper end of
     target :math:`T`; one with :math:`c_T x \le n_T - 1` proves its lower end.
