@@ -90,3 +90,51 @@ def test_only_with_changed_panel_parameters_rebuilds_the_panel(fake_suite, tmp_p
     assert "rebuilding the panel first: parameter 'first_year' changed: 2014 -> 2019" in capsys.readouterr().out
     assert (work / "built.txt").is_file() and [p.stem for p in res.notebooks] == ["01_build_panel", *per_programme]
     assert all((out_root / "stub" / "notebooks" / f"{n}.ipynb").is_file() for n in per_programme)
+
+
+def test_audit_pass_reruns_earlier_notebooks_of_an_only_run_and_stops_when_none_can_change(
+        tmp_path, monkeypatch, capsys):
+    """A ``--only matching`` run whose audit suppresses a cell of 02 (published by the earlier full run):
+    02 of that programme runs again with the suppression, and the summary; a pass whose cells lie in no
+    notebook of the run ends the passes without another audit (nothing it reads can have changed)."""
+    from reach import publish
+
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    monkeypatch.setattr(runner, "notebook_dir", lambda: nb_dir)
+    monkeypatch.setattr(runner, "NOTEBOOKS", ("01_build_panel", "02_reach", "03_matching", "05_summary"))
+    monkeypatch.setattr(runner, "STAGES", {"panel": ("01_build_panel",), "reach": ("02_reach",),
+                                           "matching": ("03_matching",), "summary": ("05_summary",)})
+    log = tmp_path / "runs.txt"
+    for nb in runner.NOTEBOOKS:
+        _notebook(nb_dir / f"{nb}.ipynb",
+                  f"import os\nwith open({str(log)!r}, 'a') as f:\n    f.write(os.environ[{publish.ENV_NOTEBOOK!r}] + '\\n')")
+    audits = []
+
+    def fake_audit(output_dir, work_dir, earlier=None):
+        cells = plan.pop(0) if plan else {}
+        audits.append(cells)
+        return publish.Audit(pd.DataFrame(), pd.DataFrame(columns=["safe_after"]), cells, cells)
+
+    monkeypatch.setattr(publish, "audit_run", fake_audit)
+    monkeypatch.setattr(publish, "write_audit_suppressions", lambda work_dir, audit, cells=None: tmp_path / "s.json")
+    monkeypatch.setattr(publish, "record_run", lambda *a, **k: None)
+    params = load_params(STUB_YAML)
+    progs = runner.analysed_programmes(params)
+    kw = dict(output_root=tmp_path / "output", work_root=tmp_path / "work", progress=False, render=False)
+
+    plan = [{}]
+    runner.run_suite(STUB_YAML, **kw)                        # the full run: every notebook once
+    log.write_text("")
+    plan = [{(f"02_reach_{progs[0]}", "some_table"): [3]}, {}]
+    res = runner.run_suite(STUB_YAML, only="matching", **kw)
+    runs = log.read_text().split()
+    # (the fake 01 writes no panel, so the --only run builds it first)
+    assert runs == ["01_build_panel"] + [f"03_matching_{p}" for p in progs] + [f"02_reach_{progs[0]}", "05_summary"]
+    assert len(audits) == 1 + 2 and f"02_reach_{progs[0]}" in [p.stem for p in res.notebooks]
+
+    log.write_text("")
+    audits.clear()
+    plan = [{("02_reach_unknown", "t"): [0]}]
+    runner.run_suite(STUB_YAML, only="reach", **{**kw, "work_root": tmp_path / "w2", "output_root": tmp_path / "o2"})
+    assert "05_summary" not in log.read_text().split() and len(audits) == 1

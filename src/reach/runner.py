@@ -583,10 +583,16 @@ def run_suite(
         # were rendered before the audit); then audit again, until the audit suppresses nothing new.
         passes += 1
         os.environ[publish.ENV_AUDIT_SUPPRESS] = str(publish.write_audit_suppressions(work_dir, audit, new_cells))
-        # only the notebooks holding such cells run again, and the summary, which quotes them all
+        # only the notebooks holding such cells run again, and the summary, which quotes them all; with
+        # --only these can be notebooks of an earlier run whose published cells the audit now suppresses
         affected = {nb for nb, _ in new_cells} | {executed_name(NOTEBOOKS[-1], None)}
-        again = [(nb, p) for nb, p in jobs if executed_name(nb, p) in affected]
+        present = {executed_name(nb, p) for nb, p in jobs} | {f.stem for f in (output_dir / "notebooks").glob("*.ipynb")}
+        again = [(nb, p) for nb, p in executed_names(params, list(NOTEBOOKS))
+                 if executed_name(nb, p) in affected and executed_name(nb, p) in present]
+        if not again:
+            break
         again_names = [executed_name(nb, p) for nb, p in again]
+        names = [nb for nb in NOTEBOOKS if nb in names or any(nb == a for a, _ in again)]
         _forget_notebooks(output_dir, registry, again_names)
         for part in (executed, html):
             part[:] = [f for f in part if f.stem not in again_names]
@@ -594,7 +600,7 @@ def run_suite(
               f"run-level audit; {len(again)} notebooks run again", flush=True)
         first = (dict(seconds), dict(cpu_s))
         execute(again)
-        order = {executed_name(nb, p): i for i, (nb, p) in enumerate(jobs)}
+        order = {executed_name(nb, p): i for i, (nb, p) in enumerate(executed_names(params, list(NOTEBOOKS)))}
         for part in (executed, html):
             part.sort(key=lambda f: order.get(f.stem, len(order)))
         for done, before in zip((seconds, cpu_s), first):  # a notebook run again counts both runs
