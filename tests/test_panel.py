@@ -128,6 +128,19 @@ def test_save_and_read_round_trip(mini, tmp_path):
                                       panel[keep].reset_index(drop=True))
 
 
+def test_read_panel_columns_reads_keys_cohorts_and_the_named_columns(mini, tmp_path):
+    """A stage reads only what it uses: the named columns, the keys and every ``g_*`` (analysis_sample's
+    exclusions), in the file's order; with the window applied, equal to the columns cut from a full read."""
+    _, link, panel = mini
+    save_run(tmp_path / "work", panel, link)
+    got = read_panel(tmp_path / "work", 2019, None, columns=["exporter_lag1", "n_dest"])
+    cols = [c for c in panel.columns if c in ("be_id", "year", "exporter_lag1", "n_dest") or c.startswith("g_")]
+    assert any(c.startswith("g_") for c in cols)
+    pd.testing.assert_frame_equal(got, read_panel(tmp_path / "work", 2019, None)[cols])
+    with pytest.raises(ValueError, match=r"no column\(s\) \['nope'\]"):
+        read_panel(tmp_path / "work", columns=["nope"])
+
+
 def test_sliced_parquet_write_reads_back_identical(mini, tmp_path, monkeypatch):
     """Writing in slices (register scale) gives back the frame the one-piece write gives."""
     import reach.panel as rp
