@@ -1090,3 +1090,32 @@ def test_effect_reports_moved_to_effects_old_names_warn():
             assert getattr(did, name) is getattr(effects, name)
     with pytest.raises(AttributeError, match="no_such_name"):
         did.no_such_name
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("treat", ["g", "d01"])
+def test_twfe_equals_linearmodels_panelols(mpdta, weighted, treat):
+    """twfe's closed form against linearmodels 7.1 ``PanelOLS(entity_effects, time_effects)`` clustered by unit
+    (an independent implementation): on mpdta made unbalanced (10% of rows dropped) with firm weights."""
+    from linearmodels.panel import PanelOLS
+
+    rng = np.random.default_rng(3)
+    d = mpdta.loc[rng.random(len(mpdta)) > 0.1].copy()
+    d["w"] = d["countyreal"].map(pd.Series(rng.uniform(0.2, 3.0, d["countyreal"].nunique()),
+                                           index=d["countyreal"].unique()))
+    d["g"] = d["first.treat"]
+    d["d01"] = ((d["g"] > 0) & (d["year"] >= d["g"])).astype(int)
+    got = twfe(d, "lemp", "year", "countyreal", treat, weightsname="w" if weighted else None)
+    idx = pd.MultiIndex.from_arrays([d["countyreal"], d["year"]])
+    kw = {"weights": pd.Series(d["w"].to_numpy(), index=idx)} if weighted else {}
+    ref = PanelOLS(pd.Series(d["lemp"].to_numpy(), index=idx), pd.DataFrame({"D": d["d01"].to_numpy(float)}, index=idx),
+                   entity_effects=True, time_effects=True, **kw).fit(cov_type="clustered", cluster_entity=True)
+    assert got.estimate == pytest.approx(float(ref.params["D"]), rel=1e-9, abs=1e-12)
+    assert got.std_error == pytest.approx(float(ref.std_errors["D"]), rel=1e-9)
+    assert got.n_obs == ref.nobs and got.df_resid == ref.df_resid
+
+
+def test_twfe_absorbed_treatment_is_a_clear_error(mpdta):
+    d = mpdta.assign(d01=(mpdta["first.treat"] > 0).astype(int))  # constant within every unit
+    with pytest.raises(ValueError, match="absorbed"):
+        twfe(d, "lemp", "year", "countyreal", "d01")

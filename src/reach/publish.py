@@ -627,6 +627,9 @@ def _build_system(tables: Sequence[Mapping[str, Any]], sup_now: set[tuple[int, i
     if not set_meta:
         return None
     universe = np.unique(np.concatenate(small_parts)) if small_parts else np.zeros(0, np.uint64)
+    # a hash table of the universe: at register scale a comparison group's million firms are looked up
+    # in it per set, and binary search (random access into a large array) took most of the audit's set-up
+    where = pd.Index(universe)
     set_units: list[np.ndarray] = []
     for ti in used:
         t = tables[ti]
@@ -634,9 +637,8 @@ def _build_system(tables: Sequence[Mapping[str, Any]], sup_now: set[tuple[int, i
             for part in (u, num):
                 if part is None:
                     continue
-                pos = np.searchsorted(universe, part)
-                inside = (pos < len(universe)) & (universe[np.minimum(pos, len(universe) - 1)] == part)
-                set_units.append(pos[inside])
+                pos = where.get_indexer(part)
+                set_units.append(pos[pos >= 0])
     true_size_a = np.array(true_size)
     outside = true_size_a - np.array([len(u) for u in set_units], dtype=float)
     index = {(ti, r, k): s for s, (ti, r, k) in enumerate(set_meta)}
