@@ -1790,12 +1790,18 @@ def _unit_codes_checked(d, idname, tname, yname, gname, weightsname, extra_clust
     uid, ids = pd.factorize(d[idname], sort=True)
     if (uid < 0).any():
         raise ValueError(f"df: column {idname!r} has missing values. Examples:\n{examples(d, uid < 0, [idname, tname, yname])}")
-    dup = d.duplicated([idname, tname], keep=False).to_numpy()
+    # integer keys: at register scale (15M rows, string ids) pandas' duplicated/nunique on the columns took
+    # seconds per call, and every att_gt call of a notebook repeats this check
+    n_units = len(ids)
+    tcode = pd.factorize(d[tname])[0].astype(np.int64)
+    dup = pd.Series(uid.astype(np.int64) * (int(tcode.max(initial=0)) + 1) + tcode).duplicated(keep=False).to_numpy()
     if dup.any():
         raise ValueError(f"df: {int(dup.sum())} rows share a ({idname}, {tname}) pair; one row per unit and period is "
                          f"required. Examples:\n{examples(d, dup, [idname, tname, yname, gname])}")
     for c in [gname] + ([weightsname] if weightsname else []) + extra_cluster:
-        nun = d.groupby(uid)[c].nunique(dropna=False)
+        ccode = pd.factorize(d[c], use_na_sentinel=False)[0].astype(np.int64)
+        pairs = pd.unique(uid.astype(np.int64) * (int(ccode.max(initial=0)) + 1) + ccode)
+        nun = pd.Series(np.bincount(pairs // (int(ccode.max(initial=0)) + 1), minlength=n_units))
         if (nun > 1).any():
             badu = np.isin(uid, nun.index[nun > 1])
             what = "first treatment period" if c == gname else ("weights" if c == weightsname else "cluster variable")
@@ -2028,6 +2034,9 @@ def with_matching_weights(panel: pd.DataFrame, matched_units: pd.DataFrame, *, g
     if dup.any():
         raise ValueError(f"matched_units: {int(dup.sum())} rows repeat a ({key}, cohort) pair; one row per firm and "
                          f"cohort is required. Examples:\n{examples(mu, dup, [key, 'cohort', 'treated', 'weight'])}")
+    # only the matched firms' rows: at register scale the panel has millions of firms and a thousandth of
+    # them matched; grouping and merging the whole panel took seconds per outcome (same rows, same order)
+    panel = panel.loc[panel[key].isin(mu[key]).to_numpy()]
     g_firm = panel.groupby(key, sort=False)[gname].first()
     own = mu[key].map(g_firm)
     missing = own.isna().to_numpy()
