@@ -34,8 +34,10 @@ output, see ``tests/golden/matchit_lalonde*.json``):
   ``distance = "mahalanobis"``): covariates scaled, pooled within-group covariance of the
   units *not discarded*, generalized inverse, pivoted Cholesky coordinates; exact ties
   are broken as MatchIt 4.7's scan along the first coordinate (``_pick``). Neighbours are
-  found with a k-d tree per stratum (no quadratic step); ``algorithm="brute"`` is the
-  plain search over every control in the caliper window and gives identical pairs.
+  found with a k-d tree per stratum (no quadratic step) whose points are *tie groups*:
+  controls with identical coordinates and score, searched as one point (register data
+  hold groups of 100,000s of identical firms); ``algorithm="brute"`` is the plain search
+  over every group in the caliper window and gives identical pairs.
 * **weights** (MatchIt's ``get_weights_from_mm``, ATT): a matched treated unit has
   weight 1; a control gets :math:`\\sum_{t} 1/k_t` over the treated units ``t`` it
   is matched to (``k_t`` = number of controls of ``t``); control weights are then
