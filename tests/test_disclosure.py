@@ -572,6 +572,19 @@ def test_scan_ignores_unrelated_numbers(tmp_path):
         scan_for_identifiers(tmp_path, ids, kind="bsn")
 
 
+def test_scan_decimal_numbers_are_not_split_identifiers(tmp_path):
+    """Seen at 2M firms: 04's estimate table printed a test statistic "101.9262", whose digits are the KvK
+    number 01019262 without its leading zero; the runner quarantined a correct report. One dot between two
+    digit groups is a decimal number; the same digits split by spaces or by several dots still hit."""
+    ids = ["01019262", "87654321"]
+    (tmp_path / "est.html").write_text("<td>101.9262</td><td>1019.262</td><td>8765.4321</td>", encoding="utf-8")
+    assert scan_for_identifiers(tmp_path, ids, kind="kvk").empty
+    (tmp_path / "leak.txt").write_text("firm 1019 262, firm 1.01.92.62, firm 8765 4321", encoding="utf-8")
+    hits = scan_for_identifiers(tmp_path, ids, kind="kvk")
+    assert hits[["identifier", "form", "n"]].to_numpy().tolist() == [
+        ["01019262", "separated", 2], ["87654321", "separated", 1]]
+
+
 def test_scan_many_identifiers_big_text(tmp_path):
     rng = np.random.default_rng(1)
     ids = [f"{v:09d}" for v in rng.choice(10**9, size=3000, replace=False)]

@@ -1429,7 +1429,8 @@ def scan_for_identifiers(
     DataFrame
         Columns ``file, identifier, form, n``; ``form`` is ``as_is``,
         ``no_leading_zeros`` or ``separated`` (digit groups split by single
-        spaces/dots, e.g. ``1234 5678`` or ``12.34.56.78``). Empty if clean.
+        spaces/dots, e.g. ``1234 5678`` or ``12.34.56.78``; two groups joined by one dot
+        are a decimal number, not a split identifier). Empty if clean.
 
     Notes
     -----
@@ -1492,6 +1493,11 @@ def scan_for_identifiers(
                 for ident, form in lookup.get(g, ()):
                     key = (f.as_posix(), ident, form)
                     hits[key] = hits.get(key, 0) + 1
+            if len(groups) == 2 and run[len(groups[0])] == ".":
+                # one dot between two digit groups is a decimal number (a test statistic "101.9262"), not an id
+                # written in groups: at register scale (10^5 KvK numbers, searched without their leading zero
+                # too) a run of 7 digits matches one by chance every few hundred numbers
+                continue
             lens = [len(g) for g in groups]
             for a in range(len(groups)):
                 if lens[a] > 4:
