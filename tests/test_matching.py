@@ -1063,3 +1063,13 @@ def test_mahalanobis_large_tie_groups_follow_matchit_scan(algorithm, replace, ra
     got = sorted(zip(tp.tolist(), cp.tolist(), rd.tolist()))
     assert len(got) > 50
     assert got == want
+
+
+@pytest.mark.parametrize("algorithm", ["kdtree", "brute"])
+def test_mahalanobis_stratum_without_controls_matches_nobody(algorithm):
+    """A stratum whose treated units have no control at all: no pair there, the others unaffected."""
+    M = np.array([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [2.0, 2.0]])
+    treat = np.array([True, False, False, True])
+    tp, cp, rd = rm._nn_mahalanobis(M, np.array([0.1, 0.2, 0.3, 0.4]), treat, np.array([0, 0, 0, 1]),
+                                    np.ones(4, dtype=bool), np.array([0, 3]), 1, False, None, algorithm)
+    assert (tp.tolist(), cp.tolist(), rd.tolist()) == ([0], [1], [0])

@@ -828,7 +828,7 @@ class _TieGroups:
         self.mem = self.units.tolist()
         self.rep = c[first]                                # a member of each group (its coordinates)
         self.size = np.bincount(inv, minlength=first.size)
-        self.first = np.concatenate([[0], np.cumsum(self.size)[:-1]]).astype(np.int64)
+        self.first = (np.cumsum(self.size) - self.size).astype(np.int64)
         self.lo = self.first.copy()                        # available members without replacement
         self.hi = self.first + self.size - 1
         self.d = d[self.rep]
