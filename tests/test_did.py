@@ -1119,3 +1119,19 @@ def test_twfe_absorbed_treatment_is_a_clear_error(mpdta):
     d = mpdta.assign(d01=(mpdta["first.treat"] > 0).astype(int))  # constant within every unit
     with pytest.raises(ValueError, match="absorbed"):
         twfe(d, "lemp", "year", "countyreal", "d01")
+
+
+def test_no_progress_bar_inside_a_notebook_kernel(monkeypatch, capsys):
+    """Seen at 2M firms: the bootstrap's and matching's tqdm bars went to stderr in the executed notebooks
+    and were rendered as red boxes quoting tqdm's installation path. In a kernel the bar is left out; in a
+    terminal it stays."""
+    from reach import _checks, did
+
+    assert not _checks.in_notebook_kernel()  # pytest is no Jupyter kernel
+    monkeypatch.setattr(did, "_PROGRESS_MIN_UNITS", 10)
+    IF = np.random.default_rng(0).normal(size=(50, 2))
+    did._multiplier_bootstrap(IF, None, 9, 0)
+    assert "multiplier bootstrap" in capsys.readouterr().err
+    monkeypatch.setattr(_checks, "in_notebook_kernel", lambda: True)
+    did._multiplier_bootstrap(IF, None, 9, 0)
+    assert capsys.readouterr().err == ""

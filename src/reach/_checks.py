@@ -158,3 +158,18 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc: return freed heap pages
     except (OSError, AttributeError):
         pass
+
+
+def in_notebook_kernel() -> bool:
+    """True inside a Jupyter kernel (a notebook, also one papermill executes).
+
+    A library progress bar there goes to stderr and is rendered as a red error box in the
+    report, with tqdm's warning about ipywidgets and its installation path; the runner prints
+    each notebook's progress itself, so long library loops show their bar only in a terminal.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with the notebook stack
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"

@@ -58,6 +58,7 @@ import numpy as np
 import pandas as pd
 from statistics import NormalDist
 
+from reach import _checks
 from reach._checks import check_choice, examples, require_columns
 from reach._display import ResultDisplay
 
@@ -669,7 +670,7 @@ def _multiplier_bootstrap(IF, cluster, biters, seed, progress=None, extra=None, 
     acc = np.zeros((biters, nseg * width))
     totals = np.zeros(nseg * width)
     starts = seg_of
-    show = progress if progress is not None else m >= _PROGRESS_MIN_UNITS
+    show = progress if progress is not None else (m >= _PROGRESS_MIN_UNITS and not _checks.in_notebook_kernel())
     if show:
         try:
             from tqdm.auto import tqdm

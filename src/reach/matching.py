@@ -89,6 +89,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from reach import _checks
 from reach._checks import check_choice, examples, require_columns
 from reach._display import COUNT_CORE, ESTIMATE_CORE, ResultDisplay, count_table, estimate_table
 
@@ -2466,7 +2467,7 @@ def match_cohorts(
     not_obs = []
     n_treated: dict[int, int] = {}
     cohort_iter = all_cohorts
-    if len(panel) >= 1_000_000:  # register scale: show progress per cohort (minutes, not seconds)
+    if len(panel) >= 1_000_000 and not _checks.in_notebook_kernel():  # register scale, in a terminal: a bar per cohort
         from tqdm.auto import tqdm
 
         cohort_iter = tqdm(all_cohorts, desc="matching cohorts", leave=False)

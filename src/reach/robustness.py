@@ -125,16 +125,13 @@ class _DisplayProgress:
 @contextlib.contextmanager
 def _progress_in_notebook():
     """Inside a notebook kernel, send stderr (tqdm's bar) to an updated display; else leave it alone."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import Markdown, display
+    from reach._checks import in_notebook_kernel
 
-        shell = get_ipython()
-    except ImportError:  # pragma: no cover - IPython comes with the notebook stack
-        shell = None
-    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
+    if not in_notebook_kernel():
         yield
         return
+    from IPython.display import Markdown, display
+
     handle = display(Markdown("*placebo draws: starting*"), display_id=True)
     with contextlib.redirect_stderr(_DisplayProgress(handle)):
         yield
