@@ -1117,7 +1117,7 @@ def test_twfe_equals_linearmodels_panelols(mpdta, weighted, treat):
 
 def test_twfe_absorbed_treatment_is_a_clear_error(mpdta):
     d = mpdta.assign(d01=(mpdta["first.treat"] > 0).astype(int))  # constant within every unit
-    with pytest.raises(ValueError, match="absorbed"):
+    with pytest.raises(ValueError, match="'d01'.*absorbed"):
         twfe(d, "lemp", "year", "countyreal", "d01")
 
 

@@ -1786,22 +1786,30 @@ class _Rows:
         return len(self.ids)
 
 
+def _pair_key(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One int64 per row for the pair of non-negative integer codes ``(a, b)``: equal pairs, equal keys.
+
+    At register scale (15M rows, string ids) pandas' ``duplicated`` / ``nunique`` on the columns takes
+    seconds per call, on one integer key a fraction of that.
+    """
+    b = np.asarray(b, dtype=np.int64)
+    return np.asarray(a, dtype=np.int64) * (int(b.max(initial=0)) + 1) + b
+
+
 def _unit_codes_checked(d, idname, tname, yname, gname, weightsname, extra_cluster):
     """Unit codes of the rows; refuses missing ids, repeated (unit, period) pairs and unit-level columns that vary."""
     uid, ids = pd.factorize(d[idname], sort=True)
     if (uid < 0).any():
         raise ValueError(f"df: column {idname!r} has missing values. Examples:\n{examples(d, uid < 0, [idname, tname, yname])}")
-    # integer keys: at register scale (15M rows, string ids) pandas' duplicated/nunique on the columns took
-    # seconds per call, and every att_gt call of a notebook repeats this check
     n_units = len(ids)
-    tcode = pd.factorize(d[tname])[0].astype(np.int64)
-    dup = pd.Series(uid.astype(np.int64) * (int(tcode.max(initial=0)) + 1) + tcode).duplicated(keep=False).to_numpy()
+    dup = pd.Series(_pair_key(uid, pd.factorize(d[tname])[0])).duplicated(keep=False).to_numpy()
     if dup.any():
         raise ValueError(f"df: {int(dup.sum())} rows share a ({idname}, {tname}) pair; one row per unit and period is "
                          f"required. Examples:\n{examples(d, dup, [idname, tname, yname, gname])}")
     for c in [gname] + ([weightsname] if weightsname else []) + extra_cluster:
-        ccode = pd.factorize(d[c], use_na_sentinel=False)[0].astype(np.int64)
-        pairs = pd.unique(uid.astype(np.int64) * (int(ccode.max(initial=0)) + 1) + ccode)
+        ccode = pd.factorize(d[c], use_na_sentinel=False)[0]
+        # distinct (unit, value) pairs per unit: the key's quotient by the number of codes is the unit
+        pairs = pd.unique(_pair_key(uid, ccode))
         nun = pd.Series(np.bincount(pairs // (int(ccode.max(initial=0)) + 1), minlength=n_units))
         if (nun > 1).any():
             badu = np.isin(uid, nun.index[nun > 1])
@@ -2488,7 +2496,7 @@ def _twfe_fit(y: np.ndarray, D: np.ndarray, ent: np.ndarray, tc: np.ndarray, w: 
     H = (np.diag(E.sum(axis=0)) - E.T @ P)[1:, 1:]
 
     def year_part(x):
-        """A @ coefficients of the within-deviation x on the year block (rows' fitted values), and the coefficients."""
+        """Fitted values (per row) of the weighted regression of the within-deviation x on the year block A."""
         if n_t == 1:
             return np.zeros_like(x)
         c = np.linalg.solve(H, np.bincount(tc, weights=w * x, minlength=n_t)[1:])
@@ -2542,13 +2550,15 @@ def twfe(df: pd.DataFrame, yname: str, tname: str, idname: str, treat: str, weig
         raise ValueError("df: no rows with the outcome, period, unit and treatment all observed")
     ent, _ = pd.factorize(d[idname])
     tc, _ = pd.factorize(d[tname], sort=True)
-    key = ent.astype(np.int64) * (int(tc.max(initial=0)) + 1) + tc
-    dup = pd.Series(key).duplicated(keep=False).to_numpy()
+    dup = pd.Series(_pair_key(ent, tc)).duplicated(keep=False).to_numpy()
     if dup.any():
         raise ValueError(f"df: duplicate ({idname}, {tname}) rows. Examples:\n{examples(d, dup, [idname, tname])}")
     D = _treat_indicator(d, tname, treat, idname)
     w = d[weightsname].to_numpy(dtype=float) if weightsname else np.ones(len(d))
-    b, se, df_resid = _twfe_fit(d[yname].to_numpy(dtype=float), D, ent.astype(np.int64), tc.astype(np.int64), w)
+    try:
+        b, se, df_resid = _twfe_fit(d[yname].to_numpy(dtype=float), D, ent.astype(np.int64), tc.astype(np.int64), w)
+    except ValueError as exc:
+        raise ValueError(f"df: TWFE of {yname!r} on the treatment from {treat!r} by ({idname}, {tname}): {exc}") from None
     z = ndtri(1 - alp / 2)
     ever = np.bincount(ent, weights=D) > 0  # units treated in some year
     return DiDEstimate("TWFE (unit and year effects)", b, se, b - z * se, b + z * se, int(len(d)),
