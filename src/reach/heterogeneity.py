@@ -33,7 +33,7 @@ from scipy import stats
 from reach._checks import check_choice, require_columns
 from reach._display import ESTIMATE_CORE, ResultDisplay
 from reach.did import CONTROL_GROUPS, EST_METHODS, parse_xformla
-from reach.power import _check_level, _Fit, _fmt, balanced_rows, fit_simple, reference_values
+from reach.power import _check_level, _Fit, _fmt, RowLookup, balanced_rows, fit_simple, reference_values
 
 __all__ = [
     "heterogeneity",
@@ -537,9 +537,10 @@ def heterogeneity(panel: pd.DataFrame, yname: str, subgroups: Mapping[str, Any] 
         never = ug.index[ug.to_numpy() == 0].to_numpy()
         cols = sorted({c for r in subgroups.values() for c in _rule_columns(r)})
         comp_labels = {dim: {} for dim in subgroups}
+        look = RowLookup(panel, tname=tname, idname=idname)
         for g in np.unique(lab[gname].to_numpy()):
             b = int(g) - 1 - int(anticipation)
-            vals = reference_values(panel, never, np.full(len(never), b), cols, tname=tname, idname=idname)
+            vals = reference_values(look, never, np.full(len(never), b), cols, tname=tname, idname=idname)
             for dim, rule in subgroups.items():
                 comp_labels[dim][g] = _labels(rule, vals, target_group or {})[0]
     rows = _estimate(d, lab, subgroups, yname=yname, gname=gname, tname=tname, idname=idname, xformla=xformla,
