@@ -602,3 +602,38 @@ def test_stage_output_shape(panel):
     assert stage.narrative == (r.narrative,)
     assert list(stage.figures) == ([r.figure_name] if r.plottable else [])
     assert stage.tidy()["kind"].value_counts()["table"] == len(r.exports)
+
+
+@pytest.mark.parametrize("programme", ["nlib", "tinl", "nlw"])
+def test_panel_columns_are_all_the_indicators_read(stub_panel, stub_params, programme):
+    """Notebook 02 reads only ``panel_columns``: every table of every indicator equals the full panel's."""
+    import warnings
+
+    from reach.disclosure import Rules
+
+    full, link, _ = stub_panel
+    full = full[full["year"].between(stub_params["first_year"], stub_params["last_year"])]
+    cols = ["be_id", "year", *[c for c in full.columns if c.startswith("g_")],
+            *ind.panel_columns(stub_params["growth_markets"])]
+    assert set(cols) <= set(full.columns) and len(set(cols)) < full.shape[1]
+    rules = Rules(**stub_params["disclosure"])
+    common = dict(comparison_group=stub_params["comparison_group"], never_treated_only=stub_params["never_treated_only"],
+                  reach_window=stub_params["reach_window"], target_group=stub_params["target_group"], rules=rules)
+
+    def tables(panel):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rs = [ind.international_activity(panel, programme, **common),
+                  ind.growth_market_presence(panel, programme, stub_params["growth_markets"], **common),
+                  ind.target_group_fit(panel, programme, target_group=stub_params["target_group"], rules=rules),
+                  ind.prior_instrument_use(panel, programme, **common),
+                  ind.instrument_use_after(panel, programme, reach_window=stub_params["reach_window"],
+                                           last_year=stub_params["last_year"], rules=rules),
+                  ind.regional_reach(panel, programme, link, rules=rules),
+                  ind.export_values(panel, programme, **common)]
+        return {(i, k): c.cells for i, r in enumerate(rs) for k, c in r.exports.items()}
+
+    want, got = tables(full), tables(full[list(dict.fromkeys(cols))].copy())
+    assert want.keys() == got.keys()
+    for k in want:
+        pd.testing.assert_frame_equal(got[k], want[k], obj=str(k))

@@ -81,6 +81,7 @@ __all__ = [
     "comparison_mask",
     "comparison_description",
     "reach_headline",
+    "panel_columns",
 ]
 
 COMPARISON_GROUPS = ("business_economy", "target_group")
@@ -407,6 +408,27 @@ def _in_target(employees: Any, n_dest: Any, tg: Mapping) -> pd.Series:
     dest = pd.Series(n_dest).astype("float64")
     ok = emp.between(tg["min_employees"], tg["max_employees"]) & dest.between(tg["min_destinations"], tg["max_destinations"])
     return ok.fillna(False).astype(bool)
+
+
+#: Panel columns the indicators of notebook 02 read, besides the keys, the ``g_*`` first-use years
+#: (which :func:`reach.panel.read_panel` always reads) and one ``gm_<ISO>`` column per growth market.
+PANEL_COLUMNS = ("sbi", "sbi_section", "size_class", "employees", "region", "exports", "exporter", "intl_active",
+                 "n_dest", "instr_n", "instr_any", "instr_ever_before")
+
+
+def panel_columns(growth_markets: Sequence[str]) -> list[str]:
+    """The panel columns notebook 02's indicators read: ``read_panel(..., columns=panel_columns(gm))``.
+
+    At register scale the panel has ~50 columns (lags, logs, imports, outcome transforms) and
+    the reach indicators use half of them; reading only those saves time and memory in both
+    passes of a run. Keys (``be_id``, ``year``) and ``g_*`` come with every read.
+
+    Examples
+    --------
+    >>> panel_columns(["CN", "TR"])[-2:]
+    ['gm_CN', 'gm_TR']
+    """
+    return [*PANEL_COLUMNS, *(f"gm_{c}" for c in growth_markets)]
 
 
 def comparison_description(comparison_group: str, never_treated_only: bool, *, short: bool = False) -> str:
