@@ -758,3 +758,33 @@ def test_reach_is_at_least_as_strict_as_the_real_acro(seed):
             for h in table.columns:
                 if pd.isna(table.loc[g, h]):
                     assert verdict.loc[(g, h)] in ("suppress", "review"), (stat, g, h)
+
+
+def _additive_table():
+    sizes = {("x", 1): 5, ("x", 2): 12, ("x", 3): 20, ("y", 1): 11, ("y", 2): 30, ("y", 3): 40}
+    rows, k = [], 0
+    for (g, b), n in sizes.items():
+        for _ in range(n):
+            rows.append({"be_id": f"u{k}", "g": g, "b": b})
+            k += 1
+    return pd.DataFrame(rows)
+
+
+def test_additive_along_named_columns_only():
+    """additive=["b"]: the groups' totals are published elsewhere, the bins' totals over groups are not."""
+    df = _additive_table()
+    along_b = check_table(df, by=["g", "b"], stat="count", name="hist", additive=["b"]).cells
+    sup = {(r.g, r.b) for r in along_b.itertuples() if r.verdict == "suppress"}
+    # the lone small bin of group x and the cheapest other bin of x; group y untouched
+    assert sup == {("x", 1), ("x", 2)}
+    assert set(along_b.loc[along_b.verdict == "suppress", "suppression"]) == {"primary", "secondary"}
+    # every line with a known total (a group's bins) has no suppressed cell or at least two
+    assert along_b[along_b.verdict == "suppress"].groupby("g").size().min() >= 2
+    # with totals along every by-column, the bin columns are lines too: more cells go
+    every = check_table(df, by=["g", "b"], stat="count", name="hist", additive=True).cells
+    assert (every.verdict == "suppress").sum() > len(sup)
+
+
+def test_additive_names_by_columns():
+    with pytest.raises(ValueError, match=r"additive must be True/False or by-columns.*\['g', 'b'\].*'zzz'"):
+        check_table(_additive_table(), by=["g", "b"], stat="count", name="hist", additive=["zzz"])

@@ -693,15 +693,19 @@ def _verdicts(cells: pd.DataFrame) -> pd.DataFrame:
     return cells
 
 
-def _lines(cells: pd.DataFrame, by: list[str], margins: bool) -> list[tuple[list[int], int | None]]:
+def _lines(cells: pd.DataFrame, by: list[str], margins: bool,
+           along: Sequence[str] | None = None) -> list[tuple[list[int], int | None]]:
     """Additive lines of the table: (member cell positions, total cell position or None).
 
     With ``margins`` the total is a cell of the table labelled ``Total``; without,
     the total is published elsewhere (declared additive) and is a known constant.
+    ``along``: only the lines along these by-columns (default: every by-column).
     """
     out: list[tuple[list[int], int | None]] = []
     pos = np.arange(len(cells))
     for j, col in enumerate(by):
+        if along is not None and col not in along:
+            continue
         others = [c for c in by if c != col]
         is_total = cells[col].astype("object").eq(_TOTAL).to_numpy() if margins else np.zeros(len(cells), bool)
         key = (
@@ -840,9 +844,12 @@ def check_table(
         combinations, so a 2-D table gets row, column and grand totals). The
         by-columns then have object dtype. Totals are computed from the rows,
         so a unit in several cells counts once in the total.
-    additive : bool, default False
+    additive : bool or sequence of str, default False
         Declare that totals of this table are published elsewhere (without
         ``margins``): secondary suppression then protects against them too.
+        ``True``: totals along every by-column; a list of by-columns: only the
+        totals along those (e.g. ``["bin"]`` for a histogram whose group sizes
+        another table publishes, but whose bins are not summed over groups).
     q : float, default 0.5
         Quantile for ``stat="quantile"``.
     units : {"count", "share", "EUR", "log", "index", "ratio", "number"}, optional
@@ -900,6 +907,13 @@ def check_table(
         )
     check_choice(f"check '{name}': stat", stat, STATS)
     by = [by] if isinstance(by, str) else list(by)
+    additive_cols = None
+    if not isinstance(additive, (bool, np.bool_)):
+        additive_cols = [additive] if isinstance(additive, str) else list(additive)
+        wrong = [c for c in additive_cols if c not in by]
+        if wrong or not additive_cols:
+            raise ValueError(f"check '{name}': additive must be True/False or by-columns along which totals are "
+                             f"published elsewhere, among {by}; got {additive!r}")
     if value is None and stat != "count":
         raise ValueError(f"check '{name}': stat={stat!r} needs a value column")
     if unit in by:
@@ -975,7 +989,7 @@ def check_table(
     cells = _verdicts(cells)
     unprotectable: tuple[int, ...] = ()
     if (margins or additive) and by:
-        lines = _lines(cells, by, margins)
+        lines = _lines(cells, by, margins, along=None if margins or additive is True else additive_cols)
         second, unprotectable = _secondary(cells, lines)
         cells.loc[second, "verdict"] = "suppress"
         cells.loc[second, "suppression"] = "secondary"

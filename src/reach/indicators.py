@@ -1047,8 +1047,10 @@ def target_group_fit(
     frames = {"fit": fit}
     pub_fit = _published(fit).assign(table="fit")
     if len(out):
+        # each characteristic's categories add up to the firms outside the target group, published in the
+        # same table: a single suppressed category would be that total minus the others
         profile = check_table(prof, by=["characteristic", "category"], unit="be_id", stat="count", rules=rules,
-                              name=f"reach_target_profile_{programme}")
+                              name=f"reach_target_profile_{programme}", additive=["category"])
         frames["profile"] = profile
         pub_prof = _published(profile).assign(table="profile", cohort=ALL)
         pub_prof["share"] = pub_prof["value"] / _val(pub_prof, characteristic="all outside target group", category=ALL)
