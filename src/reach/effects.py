@@ -26,7 +26,28 @@ from reach.did import (AGGTE_COLUMNS, ATT_GT_COLUMNS, _TINY, AggteResult, ATTgtR
                        matched_att_gt, matched_user_count, naive_difference, twfe, with_matching_weights)
 
 __all__ = ["EffectReport", "effect_report", "event_study_plot", "effects_intro", "samples_text", "REPORT_TABLES",
-           "COMPARISON_METHODS"]
+           "COMPARISON_METHODS", "panel_columns"]
+
+
+def panel_columns(outcomes, *, xformla: str | None = None, covariates=(), subgroups=None,
+                  idname: str = "firm_id") -> list[str]:
+    """The panel columns notebook 04 reads: ``read_panel(..., columns=panel_columns(...))``.
+
+    The unit id, the outcomes, the covariates of ``xformla``, the placebo's propensity
+    covariates and the columns the subgroup rules classify on (keys and ``g_*`` come with every
+    read). At register scale that is a third of the panel's columns, read in a third of the
+    time and held in a third of the memory.
+
+    Examples
+    --------
+    >>> panel_columns(["log_exports"], xformla="~ log_employees", subgroups={"exporter_before": "exporter_before"})
+    ['firm_id', 'log_exports', 'log_employees', 'exports']
+    """
+    from reach.did import parse_xformla
+    from reach.heterogeneity import _rule_columns
+
+    rules = [] if not subgroups else [c for r in dict(subgroups).values() for c in _rule_columns(r)]
+    return list(dict.fromkeys([idname, *outcomes, *parse_xformla(xformla), *covariates, *rules]))
 
 
 # --------------------------------------------------------------------------- plot
