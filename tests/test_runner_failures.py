@@ -138,3 +138,50 @@ def test_audit_pass_reruns_earlier_notebooks_of_an_only_run_and_stops_when_none_
     plan = [{("02_reach_unknown", "t"): [0]}]
     runner.run_suite(STUB_YAML, only="reach", **{**kw, "work_root": tmp_path / "w2", "output_root": tmp_path / "o2"})
     assert "05_summary" not in log.read_text().split() and len(audits) == 1
+
+
+def test_jobs_run_notebooks_side_by_side_in_dependency_order(tmp_path, monkeypatch):
+    """``jobs=2``: programmes' notebooks overlap, each waits for its own earlier stages and for the shared
+    ones, every kernel knows its notebook, and the shared disclosure report loses no row."""
+    from reach import publish
+
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    monkeypatch.setattr(runner, "notebook_dir", lambda: nb_dir)
+    monkeypatch.setattr(runner, "NOTEBOOKS", ("01_build_panel", "02_reach", "03_matching", "05_summary"))
+    monkeypatch.setattr(runner, "STAGES", {"panel": ("01_build_panel",), "reach": ("02_reach",),
+                                           "matching": ("03_matching",), "summary": ("05_summary",)})
+    log = tmp_path / "runs.jsonl"
+    body = (
+        "import json, os, time\nimport pandas as pd\nfrom reach.disclosure import OutputLog, check_table\n"
+        f"name = os.environ[{publish.ENV_NOTEBOOK!r}]\nt0 = time.time()\n"
+        "out = OutputLog(output_dir, notebook=name)\n"
+        "df = pd.DataFrame({'be_id': [str(i) for i in range(30)], 'g': ['a'] * 15 + ['b'] * 15})\n"
+        "for k in range(12):\n    out.table(check_table(df, by='g', name=f't{k}'), f'{name}_t{k}')\n"
+        "time.sleep(0.5)\n"
+        f"with open({str(log)!r}, 'a') as f:\n    f.write(json.dumps([name, t0, time.time()]) + '\\n')")
+    for nb in runner.NOTEBOOKS:
+        _notebook(nb_dir / f"{nb}.ipynb", body)
+    monkeypatch.setattr(publish, "audit_run", lambda output_dir, work_dir, earlier=None: publish.Audit(
+        pd.DataFrame(), pd.DataFrame(columns=["safe_after"]), {}, {}))
+    monkeypatch.setattr(publish, "record_run", lambda *a, **k: None)
+    kw = dict(output_root=tmp_path / "output", work_root=tmp_path / "work", progress=False, render=False)
+    with pytest.raises(ValueError, match="jobs must be a whole number >= 1; got 0"):
+        runner.run_suite(STUB_YAML, jobs=0, **kw)
+    res = runner.run_suite(STUB_YAML, jobs=2, **kw)
+
+    progs = runner.analysed_programmes(load_params(STUB_YAML))
+    runs = {name: (t0, t1) for name, t0, t1 in map(json.loads, log.read_text().split("\n")[:-1])}
+    order = runner.executed_names(load_params(STUB_YAML), list(runner.NOTEBOOKS))
+    names = [runner.executed_name(nb, p) for nb, p in order]
+    assert sorted(runs) == sorted(names)  # each kernel had its own notebook's name
+    assert [p.stem for p in res.notebooks] == names  # reported in suite order, whatever order they ended
+    start, end = {k: v[0] for k, v in runs.items()}, {k: v[1] for k, v in runs.items()}
+    for p in progs:
+        assert end["01_build_panel"] <= start[f"02_reach_{p}"] and end[f"02_reach_{p}"] <= start[f"03_matching_{p}"]
+    assert start["05_summary"] >= max(t for k, t in end.items() if k != "05_summary")
+    overlap = any(start[a] < end[b] and start[b] < end[a] for a in names for b in names if a < b)
+    assert overlap, "no two notebooks ran at the same time"
+    report = pd.read_csv(tmp_path / "output" / "stub" / "disclosure_report.csv", dtype=str)
+    assert report.groupby("notebook").size().to_dict() == {n: 12 for n in names}
+    assert not list((tmp_path / "output" / "stub").glob(".disclosure_report.csv*"))  # no lock or temp file left

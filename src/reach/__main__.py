@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output-root", default="output", help="parent of output/<run> (default: output)")
     run.add_argument("--work-root", default="work", help="parent of work/<run> (default: work)")
     run.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+    run.add_argument("--jobs", type=int, default=1, metavar="N",
+                     help="notebooks run side by side (default 1; each needs its own memory)")
 
     render = sub.add_parser("render", help="render the executed notebooks of a run to HTML again")
     render.add_argument("--params", default="params/stub.yaml")
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
             try:
                 run_suite(args.params, only=args.only, overrides=args.overrides, output_root=args.output_root,
-                          work_root=args.work_root, progress=not args.no_progress)
+                          work_root=args.work_root, progress=not args.no_progress, jobs=args.jobs)
             except SuiteError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1

@@ -27,10 +27,13 @@ rules they failed, never their unit counts or contributions.
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import itertools
 import math
+import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -1178,6 +1181,37 @@ def join_checked(parts: Sequence[Checked]) -> Checked:
 
 
 
+@contextlib.contextmanager
+def _file_lock(path: Path, stale: float = 30.0, timeout: float = 600.0):
+    """Exclusive lock on ``path`` across processes: notebooks of a run executed side by side
+    (``reach run --jobs``) read, change and rewrite the same ``disclosure_report.csv``.
+
+    The lock is a file created with ``O_EXCL`` (atomic on POSIX and Windows, no extra package).
+    A read-modify-write takes milliseconds, so a lock older than ``stale`` seconds was left by a
+    killed kernel and is broken.
+    """
+    lock = path.with_name(f".{path.name}.lock")
+    t0 = time.monotonic()
+    while True:
+        try:
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            break
+        except FileExistsError:
+            try:
+                if time.time() - lock.stat().st_mtime > stale:
+                    lock.unlink(missing_ok=True)
+                    continue
+            except FileNotFoundError:
+                continue
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"{path}: locked by {lock} for more than {timeout:.0f} s") from None
+            time.sleep(0.01)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
 class OutputLog:
     """Export point of a notebook: writes checked tables and figures, keeps the report.
 
@@ -1230,9 +1264,10 @@ class OutputLog:
             reset = key not in OutputLog._started
         OutputLog._started.add(key)
         if reset:
-            rep = self._read()
-            if len(rep):
-                self._write(rep.loc[rep["notebook"] != notebook])
+            with _file_lock(self.report_path):
+                rep = self._read()
+                if len(rep):
+                    self._write(rep.loc[rep["notebook"] != notebook])
 
     @property
     def report_path(self) -> Path:
@@ -1246,7 +1281,10 @@ class OutputLog:
     def _write(self, rep: pd.DataFrame) -> None:
         rep = rep.reindex(columns=list(REPORT_COLUMNS)).fillna("")
         rep = rep.sort_values("notebook", kind="stable")
-        rep.to_csv(self.report_path, index=False, lineterminator="\n")
+        # written aside and moved in: a reader never sees half a file
+        tmp = self.report_path.with_name(f".{self.REPORT}.{os.getpid()}.tmp")
+        rep.to_csv(tmp, index=False, lineterminator="\n")
+        os.replace(tmp, self.report_path)
 
     def _record(self, object_name: str, kind: str, file: str, checks: Sequence[Checked], verdict: str | None, reason: str) -> None:
         rows = [c.report_rows() for c in checks]
@@ -1273,11 +1311,12 @@ class OutputLog:
             row["verdict"] = verdict
         if reason:
             row["reason"] = "; ".join(s for s in (row.get("reason", ""), reason) if s)
-        rep = self._read()
-        # a table and the figure drawn from it may share a name: each keeps its own row
-        rep = rep.loc[~((rep["notebook"] == self.notebook) & (rep["object"] == object_name) & (rep["kind"] == kind))]
         new = pd.DataFrame([{k: str(row.get(k, "")) for k in REPORT_COLUMNS}])
-        self._write(pd.concat([rep, new], ignore_index=True) if len(rep) else new)
+        with _file_lock(self.report_path):  # notebooks running side by side share the report
+            rep = self._read()
+            # a table and the figure drawn from it may share a name: each keeps its own row
+            rep = rep.loc[~((rep["notebook"] == self.notebook) & (rep["object"] == object_name) & (rep["kind"] == kind))]
+            self._write(pd.concat([rep, new], ignore_index=True) if len(rep) else new)
         self._reasons[object_name] = row["reason"] or row["verdict"]
 
     @staticmethod

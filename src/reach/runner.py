@@ -27,7 +27,7 @@ from reach.params import load_params
 
 __all__ = ["NOTEBOOKS", "STAGES", "PER_PROGRAMME", "SuiteError", "notebook_dir", "notebook_parameters", "run_suite",
            "render_html", "RunResult", "analysed_programmes", "executed_name", "executed_names", "scan_output",
-           "panel_stage_needed"]
+           "panel_stage_needed", "job_dependencies"]
 
 log = logging.getLogger("reach.runner")
 
@@ -341,15 +341,31 @@ class _PeakMemory:
     interval of CPU); this process's own CPU is its increase over the block.
     """
 
-    def __init__(self, interval: float = 0.25):
+    def __init__(self, interval: float = 0.25, kernels: list[int] | None = None):
         self.interval = interval
         self.peak_mb: float | None = None
         self.cpu_s: float | None = None
         self._cpu: dict[int, float] = {}
+        # jobs side by side: only these kernels' process trees (filled when the kernel starts), not the shared runner
+        self.kernels = kernels
+        self._procs: dict[int, Any] = {}
+
+    def _roots(self, proc) -> list:
+        if self.kernels is None:
+            return [proc]
+        import psutil
+
+        for pid in list(self.kernels):
+            if pid not in self._procs:
+                try:
+                    self._procs[pid] = psutil.Process(pid)
+                except Exception:  # noqa: BLE001 - a kernel that already ended
+                    continue
+        return list(self._procs.values())
 
     def _sample(self, proc) -> float:
         total = 0
-        for p in [proc, *proc.children(recursive=True)]:
+        for p in [q for r in self._roots(proc) for q in [r, *r.children(recursive=True)]]:
             try:
                 total += p.memory_info().rss
                 if p.pid != proc.pid:
@@ -395,13 +411,64 @@ class _PeakMemory:
             self._thread.join(timeout=2)
             try:
                 self._sample(self._proc)  # children still alive at the end: their final CPU time
-                own = self._own_cpu(self._proc) - self._own0
+                own = self._own_cpu(self._proc) - self._own0 if self.kernels is None else 0.0
             except Exception:  # noqa: BLE001
                 own = 0.0
             kids = sum(max(0.0, t - self._cpu0.get(pid, 0.0)) for pid, t in self._cpu.items())
             self.cpu_s = round(own + kids, 1)
         if self.peak_mb is not None:
             self.peak_mb = round(self.peak_mb, 1)
+
+
+class _JobFailed(Exception):
+    """A notebook of a run failed (raised in its job's thread, reported by the runner)."""
+
+    def __init__(self, name: str, error: Exception, partial: Path):
+        super().__init__(name)
+        self.name, self.error, self.partial = name, error, partial
+
+
+def _kernel_manager(env: Mapping[str, str], started: list[int]):
+    """A kernel manager class whose kernels get ``env`` on top of this process's environment.
+
+    Notebooks running side by side cannot each set ``os.environ`` (one process, several kernels
+    starting): each kernel gets its notebook's name (:data:`reach.publish.ENV_NOTEBOOK`) this
+    way instead. The kernel's process id is appended to ``started`` (its job measures it).
+    """
+    from jupyter_client.manager import AsyncKernelManager, KernelManager
+
+    class _RunKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw: Any) -> None:
+            full = dict(kw.pop("env", None) or os.environ)
+            full.update(env)
+            await KernelManager._async_start_kernel(self, env=full, **kw)
+            pid = getattr(self.provisioner, "pid", None)
+            if pid is not None:
+                started.append(int(pid))
+
+    return _RunKernelManager
+
+
+def job_dependencies(jobs: Sequence[tuple[str, str | None]]) -> list[set[int]]:
+    """For each job ``(notebook, programme)``, the positions of the jobs it waits for.
+
+    A job waits for every job of an earlier stage (notebook order of :data:`NOTEBOOKS`) that
+    belongs to the same programme or to none: 01 before everything, a programme's 02 -> 03 -> 04
+    in order (04 reads 03's matched sample), 05 after all. Jobs of different programmes
+    never wait for each other: they read the panel of 01 and their own programme's files only.
+
+    Examples
+    --------
+    >>> job_dependencies([("01_build_panel", None), ("02_reach", "a"), ("02_reach", "b"),
+    ...                   ("03_matching", "a"), ("05_summary", None)])
+    [set(), {0}, {0}, {0, 1}, {0, 1, 2, 3}]
+    """
+    stage = {nb: i for i, nb in enumerate(NOTEBOOKS)}
+    out = []
+    for nb, prog in jobs:
+        out.append({j for j, (nb2, prog2) in enumerate(jobs)
+                    if stage[nb2] < stage[nb] and (prog2 is None or prog is None or prog2 == prog)})
+    return out
 
 
 def _restore_env(saved: Mapping[str, str | None]) -> None:
@@ -461,6 +528,7 @@ def run_suite(
     work_root: str | Path = "work",
     progress: bool = True,
     render: bool = True,
+    jobs: int = 1,
 ) -> RunResult:
     """Run the suite (or ``only`` some stages) for one parameter file.
 
@@ -479,6 +547,12 @@ def run_suite(
         Show papermill's per-cell progress bar.
     render : bool
         Render each executed notebook to HTML.
+    jobs : int, default 1
+        Notebooks executed side by side (one kernel each). A notebook waits for the earlier
+        stages of its own programme and for the programme-independent ones (see
+        :func:`job_dependencies`), so e.g. 02 of two programmes run together. Results do not
+        depend on it; memory does: the peaks of the notebooks running together add up
+        (``manifest.json`` records each notebook's peak).
 
     Returns
     -------
@@ -488,6 +562,9 @@ def run_suite(
     from papermill.exceptions import PapermillExecutionError
 
     started = _dt.datetime.now(_dt.timezone.utc)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a whole number >= 1; got {jobs!r}")
+    workers = jobs
     params = load_params(params_path, overrides)
     run = params["run_name"]
     output_dir = (Path(output_root) / run).resolve()
@@ -530,49 +607,92 @@ def run_suite(
     seconds: dict[str, float] = {}
     peak_mb: dict[str, float | None] = {}
     cpu_s: dict[str, float | None] = {}
-    jobs = executed_names(params, names)
+    todo = executed_names(params, names)
+
+    parallel = workers > 1
+
+    def run_one(i: int, n: int, notebook: str, prog: str | None) -> tuple:
+        """Execute one job (from any thread) under work/ and copy it to output/; a failure raises _JobFailed."""
+        source = nb_dir / f"{notebook}.ipynb"
+        declared = notebook_parameters(source)
+        per_run = {"programme": prog} if prog else {}
+        passed = {k: v for k, v in {**params, **injected, **per_run}.items() if k in declared}
+        name = executed_name(notebook, prog)
+        # executed under work/ first: a failing notebook can quote microdata (error examples) and
+        # must never land in output/, which goes to output checking
+        target = work_dir / "notebooks" / f"{name}.ipynb"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        published = output_dir / "notebooks" / f"{name}.ipynb"
+        print(f"[{i}/{n}] {name} ...", flush=True)
+        t0 = time.perf_counter()
+        kernels: list[int] = []
+        # side by side, each job measures its own kernel (the runner process is shared)
+        memory = _PeakMemory(kernels=kernels if parallel else None)
+        if not parallel:
+            os.environ[publish.ENV_NOTEBOOK] = name
+        try:
+            with memory:
+                pm.execute_notebook(str(source), str(target), parameters=passed, progress_bar=progress and not parallel,
+                                    kernel_name="python3", cwd=str(nb_dir), log_output=False,
+                                    kernel_manager_class=_kernel_manager({publish.ENV_NOTEBOOK: name}, kernels))
+        except PapermillExecutionError as exc:
+            # an earlier run's copy of this notebook would now contradict the run: take it out of output/
+            published.unlink(missing_ok=True)
+            (output_dir / f"{name}.html").unlink(missing_ok=True)
+            raise _JobFailed(name, exc, target) from None
+        published.parent.mkdir(parents=True, exist_ok=True)
+        _copy(target, published)
+        secs = round(time.perf_counter() - t0, 1)
+        print(f"[{i}/{n}] {name} done in {secs:.1f} s", flush=True)
+        return name, published, secs, memory.peak_mb, memory.cpu_s
+
+    def finish(result: tuple) -> None:
+        name, published, secs, peak, cpu = result
+        seconds[name], peak_mb[name], cpu_s[name] = secs, peak, cpu
+        executed.append(published)
+        if render:
+            html.append(render_html(published, output_dir / f"{name}.html", show_code=bool(params.get("show_code"))))
 
     def execute(jobs: Sequence[tuple[str, str | None]]) -> None:
-        """Every job once: execute under work/, copy to output/, render."""
-        for i, (notebook, prog) in enumerate(jobs, 1):
-            source = nb_dir / f"{notebook}.ipynb"
-            declared = notebook_parameters(source)
-            per_run = {"programme": prog} if prog else {}
-            passed = {k: v for k, v in {**params, **injected, **per_run}.items() if k in declared}
-            name = executed_name(notebook, prog)
-            # executed under work/ first: a failing notebook can quote microdata (error examples) and
-            # must never land in output/, which goes to output checking
-            target = work_dir / "notebooks" / f"{name}.ipynb"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            published = output_dir / "notebooks" / f"{name}.ipynb"
-            print(f"[{i}/{len(jobs)}] {name} ...", flush=True)
-            t0 = time.perf_counter()
-            memory = _PeakMemory()
-            os.environ[publish.ENV_NOTEBOOK] = name
-            try:
-                with memory:
-                    pm.execute_notebook(str(source), str(target), parameters=passed, progress_bar=progress,
-                                        kernel_name="python3", cwd=str(nb_dir), log_output=False)
-            except PapermillExecutionError as exc:
-                _restore_env(saved_env)
-                # an earlier run's copy of this notebook would now contradict the run: take it out of output/
-                published.unlink(missing_ok=True)
-                (output_dir / f"{name}.html").unlink(missing_ok=True)
-                moved = scan_output(output_dir, work_dir)
-                note = f"\nidentifiers found in output/: moved to work/: {moved}" if moved else ""
-                raise SuiteError(_failure_message(name, exc, target) + note) from None
-            published.parent.mkdir(parents=True, exist_ok=True)
-            _copy(target, published)
-            target = published
-            seconds[name] = round(time.perf_counter() - t0, 1)
-            peak_mb[name] = memory.peak_mb
-            cpu_s[name] = memory.cpu_s
-            print(f"[{i}/{len(jobs)}] {name} done in {seconds[name]:.1f} s", flush=True)
-            executed.append(target)
-            if render:
-                html.append(render_html(target, output_dir / f"{name}.html", show_code=bool(params.get("show_code"))))
+        """Every job once: execute under work/, copy to output/, render. With ``workers`` > 1, jobs whose
+        earlier stages are done run side by side (see :func:`job_dependencies`); rendering stays here."""
+        try:
+            if not parallel:
+                for i, (notebook, prog) in enumerate(jobs, 1):
+                    finish(run_one(i, len(jobs), notebook, prog))
+                return
+            from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    execute(jobs)
+            deps = job_dependencies(jobs)
+            pending, done, running, failed = list(range(len(jobs))), set(), {}, None
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                while pending or running:
+                    if failed is None:  # after a failure no new job starts; the running ones finish
+                        for k in [k for k in pending if deps[k] <= done][:workers - len(running)]:
+                            pending.remove(k)
+                            running[pool.submit(run_one, k + 1, len(jobs), *jobs[k])] = k
+                    if not running:
+                        break
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        k = running.pop(f)
+                        try:
+                            finish(f.result())
+                            done.add(k)
+                        except _JobFailed as exc:
+                            failed = failed or exc
+            if failed is not None:
+                raise failed
+        except _JobFailed as exc:
+            _restore_env(saved_env)
+            moved = scan_output(output_dir, work_dir)
+            note = f"\nidentifiers found in output/: moved to work/: {moved}" if moved else ""
+            raise SuiteError(_failure_message(exc.name, exc.error, exc.partial) + note) from None
+
+    execute(todo)
+    rank = {executed_name(nb, p): i for i, (nb, p) in enumerate(todo)}
+    for part in (executed, html):  # side by side, jobs end in any order
+        part.sort(key=lambda f: rank.get(f.stem, len(rank)))
     # the run-level differencing audit of every registered cell of the run together
     audit = publish.audit_run(output_dir, work_dir)
     print(audit.summary(), flush=True)
@@ -586,7 +706,7 @@ def run_suite(
         # only the notebooks holding such cells run again, and the summary, which quotes them all; with
         # --only these can be notebooks of an earlier run whose published cells the audit now suppresses
         affected = {nb for nb, _ in new_cells} | {executed_name(NOTEBOOKS[-1], None)}
-        present = {executed_name(nb, p) for nb, p in jobs} | {f.stem for f in (output_dir / "notebooks").glob("*.ipynb")}
+        present = {executed_name(nb, p) for nb, p in todo} | {f.stem for f in (output_dir / "notebooks").glob("*.ipynb")}
         again = [(nb, p) for nb, p in executed_names(params, list(NOTEBOOKS))
                  if executed_name(nb, p) in affected and executed_name(nb, p) in present]
         if not again:
