@@ -92,19 +92,26 @@ def test_only_with_changed_panel_parameters_rebuilds_the_panel(fake_suite, tmp_p
     assert all((out_root / "stub" / "notebooks" / f"{n}.ipynb").is_file() for n in per_programme)
 
 
-def test_audit_pass_reruns_earlier_notebooks_of_an_only_run_and_stops_when_none_can_change(
-        tmp_path, monkeypatch, capsys):
-    """A ``--only matching`` run whose audit suppresses a cell of 02 (published by the earlier full run):
-    02 of that programme runs again with the suppression, and the summary; a pass whose cells lie in no
-    notebook of the run ends the passes without another audit (nothing it reads can have changed)."""
-    from reach import publish
-
+@pytest.fixture
+def four_stage_suite(tmp_path, monkeypatch):
+    """A suite of four fake notebooks: 01 and 05 once, 02 and 03 once per programme."""
     nb_dir = tmp_path / "notebooks"
     nb_dir.mkdir()
     monkeypatch.setattr(runner, "notebook_dir", lambda: nb_dir)
     monkeypatch.setattr(runner, "NOTEBOOKS", ("01_build_panel", "02_reach", "03_matching", "05_summary"))
     monkeypatch.setattr(runner, "STAGES", {"panel": ("01_build_panel",), "reach": ("02_reach",),
                                            "matching": ("03_matching",), "summary": ("05_summary",)})
+    return nb_dir
+
+
+def test_audit_pass_reruns_earlier_notebooks_of_an_only_run_and_stops_when_none_can_change(
+        tmp_path, monkeypatch, capsys, four_stage_suite):
+    """A ``--only matching`` run whose audit suppresses a cell of 02 (published by the earlier full run):
+    02 of that programme runs again with the suppression, and the summary; a pass whose cells lie in no
+    notebook of the run ends the passes without another audit (nothing it reads can have changed)."""
+    from reach import publish
+
+    nb_dir = four_stage_suite
     log = tmp_path / "runs.txt"
     for nb in runner.NOTEBOOKS:
         _notebook(nb_dir / f"{nb}.ipynb",
@@ -140,17 +147,12 @@ def test_audit_pass_reruns_earlier_notebooks_of_an_only_run_and_stops_when_none_
     assert "05_summary" not in log.read_text().split() and len(audits) == 1
 
 
-def test_jobs_run_notebooks_side_by_side_in_dependency_order(tmp_path, monkeypatch):
+def test_jobs_run_notebooks_side_by_side_in_dependency_order(tmp_path, monkeypatch, four_stage_suite):
     """``jobs=2``: programmes' notebooks overlap, each waits for its own earlier stages and for the shared
     ones, every kernel knows its notebook, and the shared disclosure report loses no row."""
     from reach import publish
 
-    nb_dir = tmp_path / "notebooks"
-    nb_dir.mkdir()
-    monkeypatch.setattr(runner, "notebook_dir", lambda: nb_dir)
-    monkeypatch.setattr(runner, "NOTEBOOKS", ("01_build_panel", "02_reach", "03_matching", "05_summary"))
-    monkeypatch.setattr(runner, "STAGES", {"panel": ("01_build_panel",), "reach": ("02_reach",),
-                                           "matching": ("03_matching",), "summary": ("05_summary",)})
+    nb_dir = four_stage_suite
     log = tmp_path / "runs.jsonl"
     body = (
         "import json, os, time\nimport pandas as pd\nfrom reach.disclosure import OutputLog, check_table\n"
