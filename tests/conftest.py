@@ -157,9 +157,13 @@ def stub_suite_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def stub_suite_rerun(tmp_path_factory, stub_suite_run):
-    """A second run with the same parameters and data (reproducibility; compare of identical runs)."""
+    """A second run with the same parameters and data (reproducibility; compare of identical runs).
+
+    It runs two notebooks side by side (``jobs=2``): the tests comparing it with :func:`stub_suite_run`
+    (one at a time) also check that ``reach run --jobs`` changes no table, headline or report row.
+    """
     from reach.runner import run_suite
 
     base = tmp_path_factory.mktemp("suite_again")
     return run_suite(STUB_YAML, overrides=SUITE_FAST, output_root=base / "output", work_root=base / "work",
-                     progress=False, render=False)
+                     progress=False, render=False, jobs=2)
