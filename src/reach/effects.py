@@ -426,7 +426,7 @@ def _or_nan(fit, method: str) -> DiDEstimate:
 def _not_estimable(panel, outcome, idname, r, simple) -> str:
     """Why an effect is undefined, or "" (never report an undefined effect as a 0.0 'no effect')."""
     y = panel[outcome]
-    changes = panel.assign(_y=y).groupby(idname)["_y"].nunique(dropna=True)
+    changes = y.groupby(panel[idname].to_numpy()).nunique(dropna=True)  # not panel.assign: a copy of every column
     if len(changes) and (changes <= 1).all():
         vals = pd.unique(y.dropna())
         v = f" (every firm has {outcome} = {vals[0]:g} in every year)" if len(vals) == 1 else ""
@@ -526,7 +526,7 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
         data, est_id, est_g, est_w = panel, idname, gname, weightsname
         cmp_data, cmp_g = panel, gname
     # firms a balanced panel would drop: not observed (with the outcome) in every year of the sample
-    obs = data.dropna(subset=[outcome]).groupby(est_id)[tname].nunique()
+    obs = data.loc[data[outcome].notna().to_numpy(), [est_id, tname]].groupby(est_id)[tname].nunique()
     n_bal_drop = int((obs < data[tname].nunique()).sum()) + int(data[est_id].nunique() - len(obs))
     if matched_units is not None:  # count firms, not (cohort, firm) blocks
         short = obs.index[obs < data[tname].nunique()]
@@ -602,15 +602,15 @@ def _comparison_firms(data: pd.DataFrame, outcome: str, r, *, matched: bool, key
     :math:`(g_{min}, g_{min})`). The tables' ``n_control`` of an aggregate is instead the smallest comparison set
     behind any cell (what the disclosure rule needs).
     """
-    d = data.dropna(subset=[outcome])
+    has_y = data[outcome].notna().to_numpy()  # a mask, not dropna: that copied every column of the panel
     if matched:
-        return int(d.loc[d["treated"] == 0, key].nunique())
-    g = d[gname].to_numpy(dtype=float)
+        return int(data.loc[has_y & (data["treated"] == 0).to_numpy(), key].nunique())
+    g = data[gname].to_numpy(dtype=float)
     eligible = g == 0
     groups = np.asarray(r.groups, dtype=float) if r is not None else np.array([])
     if control_group == "notyettreated" and groups.size:
         eligible |= g > groups.min() + anticipation
-    return int(d.loc[eligible, idname].nunique())
+    return int(data.loc[has_y & eligible, idname].nunique())
 
 
 def _not_estimable_report(programme, outcome, sample, r, tw, nv, why, alp, rules, n_bal_drop) -> EffectReport:
