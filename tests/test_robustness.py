@@ -228,3 +228,28 @@ def test_suppressed_mde_is_said_and_comparison_carries_the_sentences():
     # no how-sure numbers recorded (older run): nothing said, nothing invented
     del h["effects_x"]["mde"], h["effects_x"]["sensitivity"]
     assert compare_programmes(h, ["x"], names={"x": "X"}).how_sure == ()
+
+
+def test_sensitivity_cells_left_missing_are_said_not_warned():
+    """At 2M firms the universal-base event study left cells missing (overlap guard): its warnings reached the
+    rendered report as stderr boxes quoting the library's path and the largest propensity score (one firm's
+    value). They are now the reason in the text, without the score."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    n, T = 600, 6
+    g = np.repeat(rng.choice([0, 0, 0, 2019, 2020], n), T)
+    d = pd.DataFrame({"firm_id": np.repeat(np.arange(n), T), "year": np.tile(np.arange(2016, 2016 + T), n), "g_x": g})
+    # cohort 2019 lies far outside the comparison firms in 2016-2017: its pre-period cells fail the overlap guard
+    d["lemp"] = rng.normal(size=n * T) + np.where((d.g_x == 2019) & (d.year <= 2017), 40.0, 0.0)
+    d["y"] = rng.normal(size=n * T)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = robustness.how_sure(d, {}, programme="x", primary={"sample": "full", "outcome": "y"}, outcomes=["y"],
+                                  xformla="~ lemp", control_group="notyettreated", placebo_draws=0, subgroups={},
+                                  progress=False)
+    assert not [w for w in caught if "att_gt" in str(w.message)]
+    text = res.sensitivity_text()
+    assert "event study not estimable: 2 group-time effects could not be estimated, e.g. first-use year 2019 in 2016: " \
+           "too little overlap" in text
+    assert not re.search(r"0\.999[0-9]|1\.000", text)  # the guard, never a firm's score

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -183,6 +185,19 @@ def event_study_universal(panel: pd.DataFrame, outcome: str, *, gname: str, tnam
                est_method=est_method, anticipation=anticipation, base_period="universal", bootstrap=False,
                allow_unbalanced_panel=bool(allow_unbalanced_panel), alp=alpha, **kw)
     return aggte(r, type="dynamic")
+
+
+def _missing_cells_reason(caught) -> str:
+    """Reader text from ``att_gt``'s warning about cells left missing (how many, and the first reason)."""
+    for w in caught:
+        m = re.match(r"att_gt: (\d+) group-time cell\(s\) left missing \(NA\): ATT\((\d+),(\d+)\): ([^;]*)", str(w.message))
+        if m:
+            n, g, t, why = m.groups()
+            # never the score itself: the largest propensity score is one firm's value
+            why = ("too little overlap between users and comparison firms, a propensity score at or above "
+                   "the 0.999 guard of R did" if why.startswith("overlap fails") else why.split(":")[0].strip())
+            return f"{n} group-time effects could not be estimated, e.g. first-use year {g} in {t}: {why}"
+    return ""
 
 
 def _sensitivity(es, outcome: str, mbar: Sequence[float], alpha: float) -> dict:
@@ -407,7 +422,9 @@ class HowSure:
         for outcome in self.outcomes:
             node = h.get(outcome)
             if not node:
-                lines.append(f"- **{_outcome(outcome)}**: no sensitivity analysis (event study not estimable).")
+                why = self.notes.get(f"sensitivity_{outcome}", "")
+                why = f": {why}" if why.startswith(tuple("0123456789")) else ""
+                lines.append(f"- **{_outcome(outcome)}**: no sensitivity analysis (event study not estimable{why}).")
                 continue
             rm = node.get("relative_magnitude", {}).get("average", {})
             sd = node.get("smoothness", {}).get("average", {})
@@ -742,13 +759,17 @@ def how_sure(panel: pd.DataFrame, reports: Mapping, *, programme: str, label: st
     # 1. sensitivity for every outcome (event study with a universal base period, all firms)
     sens: dict[str, dict] = {}
     for y in outcomes:
-        try:
-            es = event_study_universal(panel, y, gname=gname, xformla=xformla, control_group=control_group,
-                                       est_method=est_method, anticipation=anticipation,
-                                       allow_unbalanced_panel=allow_unbalanced_panel, alpha=alpha)
-            sens[y] = _sensitivity(es, y, sensitivity_mbar, alpha)
-        except ValueError as e:  # e.g. no pre-period or gaps in event times: said, not hidden
-            notes[f"sensitivity_{y}"] = str(e)
+        # the estimator's warnings (cells left missing) become the reason in the text: in a rendered report
+        # they would be stderr boxes quoting the library's file and line
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                es = event_study_universal(panel, y, gname=gname, xformla=xformla, control_group=control_group,
+                                           est_method=est_method, anticipation=anticipation,
+                                           allow_unbalanced_panel=allow_unbalanced_panel, alpha=alpha)
+                sens[y] = _sensitivity(es, y, sensitivity_mbar, alpha)
+            except ValueError as e:  # e.g. no pre-period or gaps in event times: said, not hidden
+                notes[f"sensitivity_{y}"] = _missing_cells_reason(caught) or str(e)
     if sens:
         full = pd.concat([_sensitivity_rows(r, y) for y, r in sens.items()], ignore_index=True)
         checked["sensitivity"] = check_estimates(full, f"sensitivity_{programme}", n_treated="n_treated",
