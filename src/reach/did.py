@@ -511,14 +511,12 @@ def _row_codes(cols: list) -> tuple[np.ndarray, np.ndarray]:
     number of employees) take a few thousand distinct values over millions of firms, so the
     propensity logit can be fitted on the distinct rows (see :func:`_logit_grouped`).
     """
-    codes, uniq = pd.factorize(np.asarray(cols[0]))
-    vals = [np.asarray(uniq, dtype=float)]
+    codes, _ = pd.factorize(np.asarray(cols[0]))
     for v in cols[1:]:
         c2, u2 = pd.factorize(np.asarray(v))
         bad = (codes < 0) | (c2 < 0)
         both = (codes.astype(np.int64) * len(u2) + c2).astype(float)  # exact below 2**53
         codes, _ = pd.factorize(np.where(bad, np.nan, both))  # a missing value: code -1
-        vals.append(np.asarray(u2, dtype=float))
     K = int(codes.max()) + 1 if len(codes) else 0
     U = np.ones((len(cols) + 1, K))
     if K:
@@ -557,6 +555,22 @@ def _logit_grouped(U, codes, w, m_t, beta0=None):
 def _worth_grouping(K: int, m: int) -> bool:
     """Fit the logit on K distinct rows instead of m rows (the grouping costs a few passes over m)."""
     return m >= 1000 and 4 * K <= m
+
+
+def _design_groups(cache: dict, period, columns, rows, m: int):
+    """``(U, codes of the design's rows)`` for :func:`_logit_grouped`, or None when grouping would not pay.
+
+    ``cache`` keeps each covariate period's :func:`_row_codes` over all units (``columns()`` gives
+    that period's covariate columns); ``rows(codes)`` picks the design's rows. A design row
+    without covariates (code -1) is fitted row by row.
+    """
+    if period not in cache:
+        cache[period] = _row_codes(columns())
+    codes, U = cache[period]
+    if not _worth_grouping(U.shape[1], m):
+        return None
+    dc = rows(codes)
+    return (U, dc) if dc.min(initial=0) >= 0 else None
 
 
 class _CovDesign:
@@ -1575,17 +1589,6 @@ class _DesignCache:
         # pre-treatment cells then share its post-treatment cells' fits instead of one logit per period.
         self.invariant = all(bool((S.X[c] == S.X[c][:, :1]).all()) for c in covs)
 
-    def _groups(self, cov_t, blocks, m):
-        """(U, codes) of the design's distinct covariate rows, or None when grouping would not pay."""
-        if self.method == "reg":
-            return None
-        t = 0 if self.invariant else cov_t
-        if t not in self.codes:
-            self.codes[t] = _row_codes([self.S.X[c][:, t] for c in self.covs])
-        codes, U = self.codes[t]
-        dc = np.concatenate([codes[s] for s in blocks])
-        return (U, dc) if _worth_grouping(U.shape[1], m) and dc.min(initial=0) >= 0 else None
-
     def get(self, g, cov_t, tr, ctrl, notes) -> _CovDesign:
         key = (float(g), None if self.invariant else cov_t, tuple(s.start for s in ctrl))
         if key == self.key:
@@ -1598,9 +1601,12 @@ class _DesignCache:
         for r_, c in enumerate(self.covs, start=1):
             Xr[r_] = np.concatenate([S.X[c][s, cov_t] for s in [tr, *ctrl]])
         wc = np.concatenate([S.w[s] for s in [tr, *ctrl]])
+        t_cov = 0 if self.invariant else cov_t  # time-invariant covariates: one set of row codes for every period
         des = _CovDesign(Xr, wc, m_t, self.method, beta0=self.last_beta.get(float(g)),
                          overlap_max=self.overlap_max, trim_level=self.trim_level,
-                         groups=self._groups(cov_t, [tr, *ctrl], m))
+                         groups=None if self.method == "reg" else _design_groups(
+                             self.codes, t_cov, lambda: [S.X[c][:, t_cov] for c in self.covs],
+                             lambda codes: np.concatenate([codes[s] for s in [tr, *ctrl]]), m))
         if des.n_trimmed:
             notes.append(f"cohort {int(g)}, covariates of {int(S.periods[cov_t])}: {des.n_trimmed} comparison "
                          f"unit(s) with propensity score >= trim_level {self.trim_level} get weight zero (DRDID)")
@@ -1997,13 +2003,8 @@ def _pairs_cells(rows: _Rows, cells, covs, control_group, est_method, anticipati
             E.IF[co, j] = (-n / wc.sum()) * wc * (dY[len(tr):] - m0)
             continue
         Xr = np.vstack([np.ones(len(units))] + [xw[units, cov_t] for xw in Xw])
-        groups = None
-        if est_method != "reg":
-            if cov_t not in row_codes:
-                row_codes[cov_t] = _row_codes([xw[:, cov_t] for xw in Xw])
-            codes, U = row_codes[cov_t]
-            if _worth_grouping(U.shape[1], len(units)):
-                groups = (U, codes[units])  # units here have their covariates: no code -1
+        groups = None if est_method == "reg" else _design_groups(
+            row_codes, cov_t, lambda: [xw[:, cov_t] for xw in Xw], lambda codes: codes[units], len(units))
         des = _CovDesign(Xr, w[units], len(tr), est_method, overlap_max=overlap_max, trim_level=trim_level,
                          groups=groups)
         if not des.ok:
