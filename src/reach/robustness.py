@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -153,6 +152,12 @@ def event_study_universal(panel: pd.DataFrame, outcome: str, *, gname: str, tnam
     reach.did.AggteResult
         ``aggte(att_gt(..., base_period="universal", bootstrap=False), type="dynamic")``.
 
+    Raises
+    ------
+    CellsMissing
+        When the estimator leaves group-time cells missing (e.g. the overlap guard); its text is
+        the reason for a reader.
+
     Notes
     -----
     With a universal base period every ATT(g, t), before and after first use, compares the
@@ -181,23 +186,34 @@ def event_study_universal(panel: pd.DataFrame, outcome: str, *, gname: str, tnam
     from reach.did import aggte, att_gt
 
     kw = {"unbalanced": "pairs"} if allow_unbalanced_panel else {}
-    r = att_gt(panel, outcome, tname, idname, gname, xformla=xformla, control_group=control_group,
-               est_method=est_method, anticipation=anticipation, base_period="universal", bootstrap=False,
-               allow_unbalanced_panel=bool(allow_unbalanced_panel), alp=alpha, **kw)
+    with warnings.catch_warnings():
+        # cells left missing are raised below, with the reason for a reader: the warning would reach a
+        # rendered report as a stderr box quoting the library's file and the largest propensity score
+        warnings.filterwarnings("ignore", message=r"att_gt: \d+ group-time cell", category=UserWarning)
+        r = att_gt(panel, outcome, tname, idname, gname, xformla=xformla, control_group=control_group,
+                   est_method=est_method, anticipation=anticipation, base_period="universal", bootstrap=False,
+                   allow_unbalanced_panel=bool(allow_unbalanced_panel), alp=alpha, **kw)
+    if len(r.na_cells):
+        raise CellsMissing(r.na_cells)
     return aggte(r, type="dynamic")
 
 
-def _missing_cells_reason(caught) -> str:
-    """Reader text from ``att_gt``'s warning about cells left missing (how many, and the first reason)."""
-    for w in caught:
-        m = re.match(r"att_gt: (\d+) group-time cell\(s\) left missing \(NA\): ATT\((\d+),(\d+)\): ([^;]*)", str(w.message))
-        if m:
-            n, g, t, why = m.groups()
-            # never the score itself: the largest propensity score is one firm's value
-            why = ("too little overlap between users and comparison firms, a propensity score at or above "
-                   "the 0.999 guard of R did" if why.startswith("overlap fails") else why.split(":")[0].strip())
-            return f"{n} group-time effects could not be estimated, e.g. first-use year {g} in {t}: {why}"
-    return ""
+class CellsMissing(ValueError):
+    """The event study behind the sensitivity analysis has group-time cells the estimator left missing.
+
+    HonestDiD bounds a complete event study; which cells are missing changes what each event time
+    averages, so the analysis is not run. ``str()`` is the reason for a reader: how many cells,
+    the first one and why, naming the overlap guard but never a propensity score (the largest
+    score is one firm's value).
+    """
+
+    def __init__(self, na_cells: pd.DataFrame):
+        first = na_cells.iloc[0]
+        why = str(first["reason"])
+        why = ("too little overlap between users and comparison firms, a propensity score at or above "
+               "the 0.999 guard of R did" if why.startswith("overlap fails") else why.split(":")[0].strip())
+        super().__init__(f"{len(na_cells)} group-time effects could not be estimated, e.g. first-use year "
+                         f"{int(first['group'])} in {int(first['time'])}: {why}")
 
 
 def _sensitivity(es, outcome: str, mbar: Sequence[float], alpha: float) -> dict:
@@ -423,7 +439,7 @@ class HowSure:
             node = h.get(outcome)
             if not node:
                 why = self.notes.get(f"sensitivity_{outcome}", "")
-                why = f": {why}" if why.startswith(tuple("0123456789")) else ""
+                why = f": {why}" if why else ""
                 lines.append(f"- **{_outcome(outcome)}**: no sensitivity analysis (event study not estimable{why}).")
                 continue
             rm = node.get("relative_magnitude", {}).get("average", {})
@@ -759,17 +775,15 @@ def how_sure(panel: pd.DataFrame, reports: Mapping, *, programme: str, label: st
     # 1. sensitivity for every outcome (event study with a universal base period, all firms)
     sens: dict[str, dict] = {}
     for y in outcomes:
-        # the estimator's warnings (cells left missing) become the reason in the text: in a rendered report
-        # they would be stderr boxes quoting the library's file and line
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                es = event_study_universal(panel, y, gname=gname, xformla=xformla, control_group=control_group,
-                                           est_method=est_method, anticipation=anticipation,
-                                           allow_unbalanced_panel=allow_unbalanced_panel, alpha=alpha)
-                sens[y] = _sensitivity(es, y, sensitivity_mbar, alpha)
-            except ValueError as e:  # e.g. no pre-period or gaps in event times: said, not hidden
-                notes[f"sensitivity_{y}"] = _missing_cells_reason(caught) or str(e)
+        try:
+            es = event_study_universal(panel, y, gname=gname, xformla=xformla, control_group=control_group,
+                                       est_method=est_method, anticipation=anticipation,
+                                       allow_unbalanced_panel=allow_unbalanced_panel, alpha=alpha)
+            sens[y] = _sensitivity(es, y, sensitivity_mbar, alpha)
+        except CellsMissing as e:  # a reason for the reader: the text quotes it
+            notes[f"sensitivity_{y}"] = str(e)
+        except ValueError as e:  # e.g. no pre-period or gaps in event times: kept, not hidden
+            notes[f"sensitivity_error_{y}"] = str(e)
     if sens:
         full = pd.concat([_sensitivity_rows(r, y) for y, r in sens.items()], ignore_index=True)
         checked["sensitivity"] = check_estimates(full, f"sensitivity_{programme}", n_treated="n_treated",
