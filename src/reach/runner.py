@@ -564,7 +564,6 @@ def run_suite(
     started = _dt.datetime.now(_dt.timezone.utc)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a whole number >= 1; got {jobs!r}")
-    workers = jobs
     params = load_params(params_path, overrides)
     run = params["run_name"]
     output_dir = (Path(output_root) / run).resolve()
@@ -609,7 +608,7 @@ def run_suite(
     cpu_s: dict[str, float | None] = {}
     todo = executed_names(params, names)
 
-    parallel = workers > 1
+    parallel = jobs > 1
 
     def run_one(i: int, n: int, notebook: str, prog: str | None) -> tuple:
         """Execute one job (from any thread) under work/ and copy it to output/; a failure raises _JobFailed."""
@@ -653,24 +652,24 @@ def run_suite(
         if render:
             html.append(render_html(published, output_dir / f"{name}.html", show_code=bool(params.get("show_code"))))
 
-    def execute(jobs: Sequence[tuple[str, str | None]]) -> None:
-        """Every job once: execute under work/, copy to output/, render. With ``workers`` > 1, jobs whose
-        earlier stages are done run side by side (see :func:`job_dependencies`); rendering stays here."""
+    def execute(batch: Sequence[tuple[str, str | None]]) -> None:
+        """Every job of ``batch`` once: execute under work/, copy to output/, render. With ``jobs`` > 1, jobs
+        whose earlier stages are done run side by side (see :func:`job_dependencies`); rendering stays here."""
         try:
             if not parallel:
-                for i, (notebook, prog) in enumerate(jobs, 1):
-                    finish(run_one(i, len(jobs), notebook, prog))
+                for i, (notebook, prog) in enumerate(batch, 1):
+                    finish(run_one(i, len(batch), notebook, prog))
                 return
             from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-            deps = job_dependencies(jobs)
-            pending, done, running, failed = list(range(len(jobs))), set(), {}, None
-            with ThreadPoolExecutor(max_workers=workers) as pool:
+            deps = job_dependencies(batch)
+            pending, done, running, failed = list(range(len(batch))), set(), {}, None
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
                 while pending or running:
                     if failed is None:  # after a failure no new job starts; the running ones finish
-                        for k in [k for k in pending if deps[k] <= done][:workers - len(running)]:
+                        for k in [k for k in pending if deps[k] <= done][:jobs - len(running)]:
                             pending.remove(k)
-                            running[pool.submit(run_one, k + 1, len(jobs), *jobs[k])] = k
+                            running[pool.submit(run_one, k + 1, len(batch), *batch[k])] = k
                     if not running:
                         break
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -689,10 +688,15 @@ def run_suite(
             note = f"\nidentifiers found in output/: moved to work/: {moved}" if moved else ""
             raise SuiteError(_failure_message(exc.name, exc.error, exc.partial) + note) from None
 
+    order = {executed_name(nb, p): i for i, (nb, p) in enumerate(executed_names(params, list(NOTEBOOKS)))}
+
+    def in_suite_order() -> None:
+        """Executed notebooks and their HTML in the suite's order (jobs side by side, or a pass's reruns, end in any order)."""
+        for part in (executed, html):
+            part.sort(key=lambda f: order.get(f.stem, len(order)))
+
     execute(todo)
-    rank = {executed_name(nb, p): i for i, (nb, p) in enumerate(todo)}
-    for part in (executed, html):  # side by side, jobs end in any order
-        part.sort(key=lambda f: rank.get(f.stem, len(rank)))
+    in_suite_order()
     # the run-level differencing audit of every registered cell of the run together
     audit = publish.audit_run(output_dir, work_dir)
     print(audit.summary(), flush=True)
@@ -720,9 +724,7 @@ def run_suite(
               f"run-level audit; {len(again)} notebooks run again", flush=True)
         first = (dict(seconds), dict(cpu_s))
         execute(again)
-        order = {executed_name(nb, p): i for i, (nb, p) in enumerate(executed_names(params, list(NOTEBOOKS)))}
-        for part in (executed, html):
-            part.sort(key=lambda f: order.get(f.stem, len(order)))
+        in_suite_order()
         for done, before in zip((seconds, cpu_s), first):  # a notebook run again counts both runs
             for k in again_names:
                 if before.get(k) is not None and done.get(k) is not None:
