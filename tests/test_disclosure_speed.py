@@ -83,3 +83,41 @@ def test_cell_extremes_equal_groupby_min_max(n, n_cells):
     lo, hi = _cell_extremes(c, ucell, n_cells)
     assert np.array_equal(ext["min"].to_numpy(), lo, equal_nan=True)
     assert np.array_equal(ext["max"].to_numpy(), hi, equal_nan=True)
+
+
+def _grouping_frame(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    strings = rng.choice(np.array(["b", "a", "c", None], dtype=object), n)
+    cats = pd.Categorical(rng.choice(["z", "a", "m", None], n), categories=["z", "unused", "a", "m"])
+    floats = np.where(rng.random(n) < 0.1, np.nan, rng.integers(0, 4, n).astype(float))
+    return pd.DataFrame({
+        "s": strings, "c": cats, "f": floats, "i": rng.integers(-2, 3, n), "b": rng.random(n) < 0.5,
+        "a": pd.array(rng.choice(["y", "x", None], n), dtype="string[pyarrow]"),
+        "year": rng.integers(2014, 2024, n).astype(np.int32)})
+
+
+@pytest.mark.parametrize("keys", [["s"], ["c"], ["f"], ["i"], ["b"], ["a"], ["year", "c"], ["s", "f", "i"],
+                                  ["c", "a", "b", "year"]])
+@pytest.mark.parametrize("n", [0, 1, 57, 5_000])
+def test_group_codes_equal_groupby_ngroup_and_labels(keys, n):
+    df = _grouping_frame(n, seed=n + len(keys))
+    grouper = df.groupby(keys, dropna=False, sort=True, observed=True)
+    cell, labels = disclosure._group_codes(df, keys)
+    assert np.array_equal(cell, grouper.ngroup().to_numpy())
+    pd.testing.assert_frame_equal(labels, grouper.size().index.to_frame(index=False))
+
+
+def test_check_table_cells_unchanged_by_the_group_codes(monkeypatch):
+    df = _grouping_frame(3_000, seed=5).assign(be_id=lambda d: [str(10**8 + i % 700) for i in range(len(d))],
+                                               v=lambda d: np.arange(len(d), dtype=float))
+    fast = check_table(df, by=["c", "s", "year"], value="v", stat="median", name="t")
+
+    def by_groupby(frame, keys):
+        g = frame.groupby(keys, dropna=False, sort=True, observed=True)
+        return g.ngroup().to_numpy(), g.size().index.to_frame(index=False)
+
+    monkeypatch.setattr(disclosure, "_group_codes", by_groupby)
+    slow = check_table(df, by=["c", "s", "year"], value="v", stat="median", name="t")
+    pd.testing.assert_frame_equal(fast.cells, slow.cells)
+    for k in slow.members:
+        assert np.array_equal(fast.members[k], slow.members[k])
