@@ -121,3 +121,36 @@ def test_check_table_cells_unchanged_by_the_group_codes(monkeypatch):
     pd.testing.assert_frame_equal(fast.cells, slow.cells)
     for k in slow.members:
         assert np.array_equal(fast.members[k], slow.members[k])
+
+
+@pytest.mark.parametrize("n_cells", [1, 7, 70_000])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_central_mean_equals_the_mean_of_the_sorted_central_values(n_cells, seed):
+    rng = np.random.default_rng(seed)
+    n = 40_000
+    cell = rng.integers(0, n_cells, n)
+    v = np.round(rng.lognormal(size=n), 1)  # ties
+    got = disclosure._central_mean(cell, v, n_cells)
+    want = np.full(n_cells, np.nan)
+    for c, x in pd.Series(v).groupby(cell):
+        x = np.sort(x.to_numpy())
+        m = len(x)
+        mid = m // 2
+        want[c] = x[max(mid - 1, 0):min(mid + 2 if m % 2 else mid + 1, m)].mean()
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.array_equal(got[~np.isnan(got)], want[~np.isnan(want)])  # exactly: same values, same order
+
+
+@pytest.mark.parametrize("rows_per_unit", [1, 3])
+def test_median_sides_equal_with_one_or_several_rows_per_unit(rows_per_unit, monkeypatch):
+    rng = np.random.default_rng(rows_per_unit)
+    n_units = 900
+    df = pd.DataFrame({"be_id": np.repeat([str(10**8 + i) for i in range(n_units)], rows_per_unit),
+                       "g": np.repeat(rng.integers(0, 4, n_units), rows_per_unit)})
+    df["x"] = np.round(rng.lognormal(size=len(df)), 1)
+    got = check_table(df, by="g", value="x", stat="median", name="m").cells
+    # each side counted by hand: units whose every value is below (above) the published median
+    for _, row in got.iterrows():
+        part = df[df["g"] == row["g"]].groupby("be_id")["x"].agg(["min", "max"])
+        assert row["n_below"] == int((part["max"] < row["value"]).sum())
+        assert row["n_above"] == int((part["min"] > row["value"]).sum())

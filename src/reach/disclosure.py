@@ -621,9 +621,12 @@ def _cell_stats(
         work["v"] = v
         units["c"] = np.bincount(ukey, weights=v, minlength=len(uniq))
         if stat in ("median", "quantile"):
-            mm = pd.Series(v).groupby(ukey).agg(["min", "max"])
-            units["vmin"] = mm["min"].to_numpy()
-            units["vmax"] = mm["max"].to_numpy()
+            if len(uniq) == len(v):  # one row per unit and cell (the usual case): its value is both extremes
+                units["vmin"] = units["vmax"] = np.bincount(ukey, weights=v, minlength=len(uniq))
+            else:
+                mm = pd.Series(v).groupby(ukey).agg(["min", "max"])
+                units["vmin"] = mm["min"].to_numpy()
+                units["vmax"] = mm["max"].to_numpy()
     n_units = np.bincount(ucell, minlength=n_cells)
     n_rows = np.bincount(cell, minlength=n_cells)
     out = labels.reset_index(drop=True).copy()
@@ -708,7 +711,9 @@ def _central_mean(cell: np.ndarray, v: np.ndarray, n_cells: int) -> np.ndarray:
     Odd :math:`n`: mean of the three central order statistics; even :math:`n`: of the two.
     """
     out = np.full(n_cells, np.nan)
-    order = np.lexsort((v, cell))
+    # rows grouped by cell (a radix sort when the cell number fits 16 bits), then only each cell's central
+    # order statistics found by partitioning: a full sort of the values (lexsort) took ten times as long
+    order = np.argsort(cell.astype(np.uint16) if n_cells <= 2**16 else cell, kind="stable")
     cs, vs = cell[order], v[order]
     starts = np.searchsorted(cs, np.arange(n_cells))
     ends = np.searchsorted(cs, np.arange(n_cells), side="right")
@@ -716,10 +721,11 @@ def _central_mean(cell: np.ndarray, v: np.ndarray, n_cells: int) -> np.ndarray:
         n = ends[c] - starts[c]
         if n == 0:
             continue
-        mid = starts[c] + n // 2
+        mid = n // 2
         lo, hi = (mid - 1, mid + 2) if n % 2 else (mid - 1, mid + 1)
-        lo, hi = max(lo, starts[c]), min(hi, ends[c])
-        out[c] = vs[lo:hi].mean()
+        central = list(range(max(lo, 0), min(hi, n)))
+        part = np.partition(vs[starts[c]:ends[c]], central)
+        out[c] = np.sort(part[central]).mean()  # in sorted order, as the mean of the sorted slice
     return out
 
 
