@@ -1135,3 +1135,39 @@ def test_no_progress_bar_inside_a_notebook_kernel(monkeypatch, capsys):
     monkeypatch.setattr(_checks, "in_notebook_kernel", lambda: True)
     did._multiplier_bootstrap(IF, None, 9, 0)
     assert capsys.readouterr().err == ""
+
+
+def test_dense_draws_in_float32_agree_with_float64_far_below_the_bootstrap_noise():
+    """_draws_dense multiplies in float32: its draws and standard errors against the same draws in float64."""
+    from reach.did import _boot_summary, _draws_dense, _multiplier_bootstrap
+
+    rng = np.random.default_rng(11)
+    n, k = 30_000, 12
+    IF = rng.standard_t(3, size=(n, k)) * rng.lognormal(size=k) * 40  # heavy tails, unequal scales
+    IF -= IF.mean(axis=0)
+    Z = (rng.random((n, 3)) < 0.2).astype(float)
+    b32, z32, m = _draws_dense(IF, None, Z, 999, 5, False)
+    b64, m64 = _multiplier_bootstrap(IF, None, 999, 5, False, extra=Z)
+    assert m == m64
+    scale = b64.std(axis=0)
+    assert np.max(np.abs(b32 - b64[:, :k]) / scale[:k]) < 1e-4
+    assert np.max(np.abs(z32 - b64[:, k:]) / scale[k:]) < 1e-4
+    se32, _ = _boot_summary(b32, m, 0.05)
+    se64, _ = _boot_summary(b64[:, :k], m, 0.05)
+    assert np.allclose(se32, se64, rtol=1e-5, atol=0)  # the bootstrap's own noise at 999 draws is ~2%
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dense_pair_checks_equal_the_hash_based_ones(seed):
+    from reach.did import _distinct_per_unit, _pair_key, _repeated
+
+    rng = np.random.default_rng(seed)
+    n = 5_000
+    a = rng.integers(0, 900, n)
+    b = rng.integers(0, 6, n)
+    assert np.array_equal(_repeated(a, b), pd.Series(_pair_key(a, b)).duplicated(keep=False).to_numpy())
+    sparse_b = b * 10**7  # a key space too large to mark: the hash path
+    assert np.array_equal(_repeated(a, sparse_b), pd.Series(_pair_key(a, sparse_b)).duplicated(keep=False).to_numpy())
+    want = pd.DataFrame({"a": a, "b": b}).groupby("a")["b"].nunique().reindex(range(1000), fill_value=0).to_numpy()
+    assert np.array_equal(_distinct_per_unit(a, b, 1000), want)
+    assert np.array_equal(_distinct_per_unit(a, sparse_b, 1000), want)
