@@ -291,3 +291,17 @@ def test_build_panel_holds_one_copy_of_the_panel(stub_linked):
         tracemalloc.stop()
     numeric = int(panel.select_dtypes("number").memory_usage(index=False).sum())
     assert peak <= 2.5 * numeric, (peak / numeric)
+
+
+def test_write_parquet_if_changed_leaves_an_identical_file_alone(tmp_path):
+    from reach.panel import write_parquet_if_changed
+
+    f = tmp_path / "matched_units_x.parquet"
+    df = pd.DataFrame({"be_id": ["1", "2"], "cohort": [2019, 2020], "treated": [1, 0], "weight": [1.0, 0.5]})
+    assert write_parquet_if_changed(df, f)
+    ino = f.stat().st_ino
+    assert not write_parquet_if_changed(df.copy(), f)  # same bytes: the file (and a reader's handle) untouched
+    assert f.stat().st_ino == ino
+    assert write_parquet_if_changed(df.assign(weight=[1.0, 0.25]), f)
+    pd.testing.assert_frame_equal(pd.read_parquet(f), df.assign(weight=[1.0, 0.25]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f.name]  # no temporary file left

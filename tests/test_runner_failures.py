@@ -7,6 +7,7 @@ The suite's notebooks are replaced by two tiny ones (a kernel per notebook, henc
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import nbformat
@@ -118,13 +119,13 @@ def test_audit_pass_reruns_earlier_notebooks_of_an_only_run_and_stops_when_none_
                   f"import os\nwith open({str(log)!r}, 'a') as f:\n    f.write(os.environ[{publish.ENV_NOTEBOOK!r}] + '\\n')")
     audits = []
 
-    def fake_audit(output_dir, work_dir, earlier=None):
+    def fake_audit(output_dir, work_dir, earlier=None, notebooks=None):
         cells = plan.pop(0) if plan else {}
         audits.append(cells)
         return publish.Audit(pd.DataFrame(), pd.DataFrame(columns=["safe_after"]), cells, cells)
 
     monkeypatch.setattr(publish, "audit_run", fake_audit)
-    monkeypatch.setattr(publish, "write_audit_suppressions", lambda work_dir, audit, cells=None: tmp_path / "s.json")
+    monkeypatch.setattr(publish, "write_audit_suppressions", lambda work_dir, audit, cells=None, notebooks=None: tmp_path / "s.json")
     monkeypatch.setattr(publish, "record_run", lambda *a, **k: None)
     params = load_params(STUB_YAML)
     progs = runner.analysed_programmes(params)
@@ -164,7 +165,7 @@ def test_jobs_run_notebooks_side_by_side_in_dependency_order(tmp_path, monkeypat
         f"with open({str(log)!r}, 'a') as f:\n    f.write(json.dumps([name, t0, time.time()]) + '\\n')")
     for nb in runner.NOTEBOOKS:
         _notebook(nb_dir / f"{nb}.ipynb", body)
-    monkeypatch.setattr(publish, "audit_run", lambda output_dir, work_dir, earlier=None: publish.Audit(
+    monkeypatch.setattr(publish, "audit_run", lambda output_dir, work_dir, earlier=None, notebooks=None: publish.Audit(
         pd.DataFrame(), pd.DataFrame(columns=["safe_after"]), {}, {}))
     monkeypatch.setattr(publish, "record_run", lambda *a, **k: None)
     kw = dict(output_root=tmp_path / "output", work_root=tmp_path / "work", progress=False, render=False)
@@ -187,3 +188,71 @@ def test_jobs_run_notebooks_side_by_side_in_dependency_order(tmp_path, monkeypat
     report = pd.read_csv(tmp_path / "output" / "stub" / "disclosure_report.csv", dtype=str)
     assert report.groupby("notebook").size().to_dict() == {n: 12 for n in names}
     assert not list((tmp_path / "output" / "stub").glob(".disclosure_report.csv*"))  # no lock or temp file left
+
+
+@pytest.fixture
+def five_stage_suite(tmp_path, monkeypatch):
+    """The suite's five stages as fake notebooks (04_effects included: the early audit's stage)."""
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    monkeypatch.setattr(runner, "notebook_dir", lambda: nb_dir)
+    return nb_dir
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_audit_of_the_notebooks_before_the_effects_runs_early_and_its_reruns_beside_the_effects(
+        tmp_path, monkeypatch, five_stage_suite, jobs):
+    """As soon as 01-03 are done, the run-level audit of their cells runs; the notebooks holding the cells it
+    suppresses run again beside the effects notebooks (jobs=2) or before them (jobs=1), with the suppressions
+    in their environment, the summary runs once, after them; the last audit takes every cell, after the early one."""
+    from reach import publish
+
+    nb_dir = five_stage_suite
+    log = tmp_path / "runs.jsonl"
+    body = ("import json, os, time\n"
+            f"name = os.environ[{publish.ENV_NOTEBOOK!r}]\nt0 = time.time()\n"
+            "time.sleep(3.0 if name.startswith('04_') else 0.2)\n"
+            f"with open({str(log)!r}, 'a') as f:\n"
+            f"    f.write(json.dumps([name, t0, time.time(), os.environ.get({publish.ENV_AUDIT_SUPPRESS!r})]) + '\\n')")
+    for nb in runner.NOTEBOOKS:
+        _notebook(nb_dir / f"{nb}.ipynb", body)
+    params = load_params(STUB_YAML)
+    progs = runner.analysed_programmes(params)
+    target = f"03_matching_{progs[1]}"
+    audits = []
+
+    def fake_audit(output_dir, work_dir, earlier=None, notebooks=None):
+        early = notebooks is not None
+        cells = {(target, "overlap"): [2]} if early else {}
+        audits.append((sorted(notebooks) if early else None, earlier, time.time()))
+        return publish.Audit(pd.DataFrame(), pd.DataFrame(columns=["safe_after"]), cells, cells)
+
+    monkeypatch.setattr(publish, "audit_run", fake_audit)
+    written = []
+    monkeypatch.setattr(publish, "write_audit_suppressions",
+                        lambda work_dir, audit, cells=None, notebooks=None: written.append(notebooks) or tmp_path / "s.json")
+    monkeypatch.setattr(publish, "record_run", lambda *a, **k: None)
+    kw = dict(output_root=tmp_path / "output", work_root=tmp_path / "work", progress=False, render=False)
+    res = runner.run_suite(STUB_YAML, jobs=jobs, **kw)
+
+    runs = [json.loads(line) for line in log.read_text().splitlines()]
+    names = [r[0] for r in runs]
+    before = sorted(runner.executed_name(nb, p) for nb, p in runner.executed_names(params, list(runner.NOTEBOOKS))
+                    if nb in ("01_build_panel", "02_reach", "03_matching"))
+    assert len(audits) == 2 and audits[0][0] == before and audits[0][1] is None  # the early audit: 01-03 only
+    assert audits[1][0] is None and audits[1][1] is not None  # the last audit: every cell, after the early one
+    assert [sorted(w) for w in written] == [before]
+    assert names.count(target) == 2 and names.count("05_summary") == 1
+    rerun = [r for r in runs if r[0] == target][1]
+    assert rerun[3] == str(tmp_path / "s.json")  # the rerun checks its tables with the audit's cells
+    summary = next(r for r in runs if r[0] == "05_summary")
+    assert summary[1] >= rerun[2] and summary[3] == str(tmp_path / "s.json")
+    effects = [r for r in runs if r[0].startswith("04_effects")]
+    assert rerun[1] >= audits[0][2]
+    if jobs == 2:  # the rerun ran while an effects notebook was still running
+        assert any(e[1] < rerun[2] and rerun[1] < e[2] for e in effects)
+    else:  # one at a time: the rerun before the effects notebooks
+        assert all(rerun[2] <= e[1] for e in effects)
+    assert sorted(p.stem for p in res.notebooks) == sorted(set(names))
+    manifest = json.loads((tmp_path / "output" / "stub" / "manifest.json").read_text())
+    assert manifest["seconds"][target] >= 0.4  # both runs counted

@@ -396,6 +396,37 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
             writer.close()
 
 
+def write_parquet_if_changed(df: pd.DataFrame, path: str | Path) -> bool:
+    """Write ``df`` to ``path`` as parquet unless the file already holds exactly these bytes; True if written.
+
+    The new file is written beside the old one and moved into place, so a reader never sees a part
+    of it. A notebook run again by a later pass of ``reach run`` (its tables' cells suppressed by the
+    run-level audit) writes the same data: the file a later notebook may be reading right then
+    (``reach run --jobs``) is left alone.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "m.parquet"
+    >>> df = pd.DataFrame({"be_id": ["1"], "weight": [1.0]})
+    >>> write_parquet_if_changed(df, f), write_parquet_if_changed(df, f)
+    (True, False)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".parquet.tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        df.to_parquet(tmp, index=False)
+        if path.is_file() and path.stat().st_size == tmp.stat().st_size and path.read_bytes() == tmp.read_bytes():
+            return False
+        os.replace(tmp, path)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _atomic_parquet(frames: dict[str, pd.DataFrame], work_dir: Path) -> dict[str, Path]:
     """Write every frame to a temporary file first, then rename: a failure leaves no partial run."""
     work_dir.mkdir(parents=True, exist_ok=True)

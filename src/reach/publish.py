@@ -206,11 +206,13 @@ def audit_suppressions(checked: Any) -> list[int]:
 
 
 def write_audit_suppressions(work_dir: str | Path, audit: "Audit",
-                             cells: Mapping[tuple[str, str], list[int]] | None = None) -> Path:
+                             cells: Mapping[tuple[str, str], list[int]] | None = None,
+                             notebooks: Iterable[str] | None = None) -> Path:
     """Add the cells ``audit`` suppressed (or ``cells`` of it), by notebook, check and labels, to the file
-    the run's next pass reads; the registry's row numbers are those of the pass ``audit`` ran on."""
+    the run's next pass reads; the registry's row numbers are those of the pass ``audit`` ran on
+    (``notebooks``: the notebooks it audited, when others may still be writing their entries)."""
     work_dir = Path(work_dir)
-    tables, _ = load_registry(work_dir / "registry", members=False)
+    tables, _ = load_registry(work_dir / "registry", members=False, notebooks=notebooks)
     by_object = {(t["notebook"], t["object"]): t for t in tables}
     path = work_dir / "audit_suppress.json"
     entries = []
@@ -296,15 +298,21 @@ def text(template: str, **numbers: Any) -> str:
     return template.format(**out)
 
 
-def load_registry(registry: str | Path, members: bool = True) -> tuple[list[dict[str, Any]], list[float]]:
+def load_registry(registry: str | Path, members: bool = True,
+                  notebooks: Iterable[str] | None = None) -> tuple[list[dict[str, Any]], list[float]]:
     """Registered tables (meta with ``members`` arrays when kept) and registered loose numbers.
 
     ``members=False`` gives each table's ``members_path`` instead: the audit reads
     them one table at a time (at register scale they hold every firm of every cell).
+    ``notebooks``: only the entries of these executed notebooks (by file name, so that entries
+    other notebooks are still writing are never opened).
     """
     registry = Path(registry)
+    only = None if notebooks is None else set(notebooks)
     tables = []
     for path in sorted((registry / "tables").glob("*.json")):
+        if only is not None and path.stem.split("__", 1)[0] not in only:
+            continue
         meta = json.loads(path.read_text(encoding="utf-8"))
         npz = path.with_suffix(".npz")
         if npz.is_file():
@@ -316,6 +324,8 @@ def load_registry(registry: str | Path, members: bool = True) -> tuple[list[dict
         tables.append(meta)
     numbers: list[float] = []
     for path in sorted((registry / "numbers").glob("*.jsonl")):
+        if only is not None and path.stem not in only:
+            continue
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 numbers.extend(json.loads(line)["values"])
@@ -982,8 +992,7 @@ def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 25,
 def _apply_suppression(output_dir: Path, tables: Sequence[Mapping[str, Any]], audit: Audit) -> list[str]:
     """Blank the newly suppressed cells in the written tables and update their report rows; returns changed checks."""
     changed: list[str] = []
-    report_path = output_dir / "disclosure_report.csv"
-    rep = pd.read_csv(report_path, dtype=str, keep_default_na=False) if report_path.is_file() else None
+    blanked = []
     for t in tables:
         rows = audit.suppressed.get((t["notebook"], t["object"]))
         if not rows or not t["file"]:
@@ -999,29 +1008,41 @@ def _apply_suppression(output_dir: Path, tables: Sequence[Mapping[str, Any]], au
             t["rows"][r]["suppressed"] = True
             t["rows"][r]["published"] = {k: None for k in t["rows"][r]["published"]}
         changed.append(t["check"])
-        if rep is not None:
-            sel = (rep["notebook"] == t["notebook"]) & (rep["object"] == t["object"]) & (rep["kind"] == t["kind"])
-            for i in rep.index[sel]:
-                n2 = int(rep.at[i, "n_suppressed_secondary"] or 0) + len(rows)
-                rep.at[i, "n_suppressed_secondary"] = str(n2)
-                if rep.at[i, "verdict"] == "ok":
-                    rep.at[i, "verdict"] = "suppressed"
-                labels = "; ".join(f"{_label(t['rows'][r]['labels'], r)} [run audit]" for r in rows)
-                rep.at[i, "suppressed_cells"] = "; ".join(s for s in (rep.at[i, "suppressed_cells"], labels) if s)
-                note = f"run-level audit: {len(rows)} more cell(s) suppressed against differencing across tables"
-                rep.at[i, "reason"] = "; ".join(s for s in (rep.at[i, "reason"], note) if s)
-    if rep is not None:
-        # figures drawn from a table the audit changed show cells that are now suppressed: withdraw them
-        for i in rep.index[rep["kind"] == "figure"]:
-            checks = set(rep.at[i, "check"].split(";"))
-            if checks & set(changed) and rep.at[i, "file"]:
-                (output_dir / rep.at[i, "file"]).unlink(missing_ok=True)
-                rep.at[i, "verdict"] = "not_written"
-                rep.at[i, "reason"] = "; ".join(s for s in (rep.at[i, "reason"],
-                                                              "withdrawn by the run-level audit: drawn from cells suppressed later") if s)
-                rep.at[i, "file"] = ""
-        rep.to_csv(report_path, index=False, lineterminator="\n")
+        blanked.append((t, rows))
+    report_path = output_dir / "disclosure_report.csv"
+    if not report_path.is_file():
+        return changed
+    from reach.disclosure import _file_lock
+
+    with _file_lock(report_path):  # notebooks still running (reach run --jobs) add rows to the same report
+        _report_suppression(output_dir, report_path, blanked, changed)
     return changed
+
+
+def _report_suppression(output_dir: Path, report_path: Path, blanked, changed: list[str]) -> None:
+    """The report rows of the tables the audit blanked cells in, and the figures drawn from them withdrawn."""
+    rep = pd.read_csv(report_path, dtype=str, keep_default_na=False)
+    for t, rows in blanked:
+        sel = (rep["notebook"] == t["notebook"]) & (rep["object"] == t["object"]) & (rep["kind"] == t["kind"])
+        for i in rep.index[sel]:
+            n2 = int(rep.at[i, "n_suppressed_secondary"] or 0) + len(rows)
+            rep.at[i, "n_suppressed_secondary"] = str(n2)
+            if rep.at[i, "verdict"] == "ok":
+                rep.at[i, "verdict"] = "suppressed"
+            labels = "; ".join(f"{_label(t['rows'][r]['labels'], r)} [run audit]" for r in rows)
+            rep.at[i, "suppressed_cells"] = "; ".join(s for s in (rep.at[i, "suppressed_cells"], labels) if s)
+            note = f"run-level audit: {len(rows)} more cell(s) suppressed against differencing across tables"
+            rep.at[i, "reason"] = "; ".join(s for s in (rep.at[i, "reason"], note) if s)
+    # figures drawn from a table the audit changed show cells that are now suppressed: withdraw them
+    for i in rep.index[rep["kind"] == "figure"]:
+        checks = set(rep.at[i, "check"].split(";"))
+        if checks & set(changed) and rep.at[i, "file"]:
+            (output_dir / rep.at[i, "file"]).unlink(missing_ok=True)
+            rep.at[i, "verdict"] = "not_written"
+            rep.at[i, "reason"] = "; ".join(s for s in (rep.at[i, "reason"],
+                                                          "withdrawn by the run-level audit: drawn from cells suppressed later") if s)
+            rep.at[i, "file"] = ""
+    rep.to_csv(report_path, index=False, lineterminator="\n")
 
 
 # =========================================================================== audit of rendered outputs
@@ -1346,15 +1367,18 @@ def _file_rows(output_dir: Path, report: pd.DataFrame, numbers: pd.DataFrame, le
     return pd.DataFrame(rows)
 
 
-def audit_run(output_dir: str | Path, work_dir: str | Path, earlier: Audit | None = None) -> Audit:
+def audit_run(output_dir: str | Path, work_dir: str | Path, earlier: Audit | None = None,
+              notebooks: Iterable[str] | None = None) -> Audit:
     """Step 1 of finalising: audit the registered cells, blank what must go, write ``disclosure_audit.csv``.
 
     ``earlier``: the audit of the run's first pass, whose suppressions this pass's
     checks already made; the record keeps what it found and did for each protected
     cell, this audit's verdict decides.
+    ``notebooks``: audit only these executed notebooks' cells (the runner's early audit of
+    notebooks 01-03 while the effects notebooks still run; the run's last audit takes every cell).
     """
     output_dir, work_dir = Path(output_dir), Path(work_dir)
-    tables, _ = load_registry(work_dir / "registry", members=False)
+    tables, _ = load_registry(work_dir / "registry", members=False, notebooks=notebooks)
     audit = audit_cells(tables)
     _apply_suppression(output_dir, tables, audit)
     if earlier is not None:

@@ -219,22 +219,25 @@ def _exported(output_dir: Path) -> list[dict[str, Any]]:
 def _drop_report_rows(output_dir: Path, notebooks: Iterable[str]) -> None:
     """Forget disclosure-report rows of notebooks about to run again, so a rerun does not double them,
     and the files those rows list: what the rerun does not write again must not stay behind."""
+    from reach.disclosure import _file_lock
+
     report = output_dir / "disclosure_report.csv"
     if not report.is_file():
         return
     names = set(notebooks)
-    with open(report, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        fields = reader.fieldnames or []
-        rows = list(reader)
-    keep = [row for row in rows if row.get("notebook") not in names]
-    for row in rows:
-        if row.get("notebook") in names and row.get("file"):
-            (output_dir / row["file"]).unlink(missing_ok=True)
-    with open(report, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(keep)
+    with _file_lock(report):  # other notebooks may be running (reach run --jobs) and adding their rows
+        with open(report, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            fields = reader.fieldnames or []
+            rows = list(reader)
+        keep = [row for row in rows if row.get("notebook") not in names]
+        for row in rows:
+            if row.get("notebook") in names and row.get("file"):
+                (output_dir / row["file"]).unlink(missing_ok=True)
+        with open(report, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(keep)
 
 
 def render_html(executed: str | Path, html_path: str | Path | None = None, *, show_code: bool = False) -> Path:
@@ -490,6 +493,9 @@ def _failure_message(name: str, exc: Exception, partial: Path) -> str:
 
 #: Most passes of a run (each after the first runs the notebooks again with the audit's extra cells suppressed).
 MAX_PASSES = 3
+#: The run-level audit of the notebooks before this one runs as soon as they are done (in a run that includes
+#: the summary), and its reruns run beside this stage's notebooks; the run's last audit then takes every cell.
+EARLY_AUDIT_BEFORE = "04_effects"
 
 
 def _forget(output_dir: Path, registry: Path, params: Mapping[str, Any], names: Sequence[str], *, full: bool) -> None:
@@ -647,29 +653,64 @@ def run_suite(
 
     def finish(result: tuple) -> None:
         name, published, secs, peak, cpu = result
-        seconds[name], peak_mb[name], cpu_s[name] = secs, peak, cpu
+        # a notebook run again (a later pass) counts both runs' time, and the larger peak
+        seconds[name] = round(seconds.get(name, 0.0) + secs, 1)
+        cpu_s[name] = None if cpu is None else round((cpu_s.get(name) or 0.0) + cpu, 1)
+        peak_mb[name] = max((m for m in (peak_mb.get(name), peak) if m is not None), default=None)
         executed.append(published)
         if render:
             html.append(render_html(published, output_dir / f"{name}.html", show_code=bool(params.get("show_code"))))
 
-    def execute(batch: Sequence[tuple[str, str | None]]) -> None:
+    stage = {nb: i for i, nb in enumerate(NOTEBOOKS)}
+    cut = stage.get(EARLY_AUDIT_BEFORE, len(NOTEBOOKS))  # a suite without it: no early audit
+
+    def execute(batch: Sequence[tuple[str, str | None]], early_audit=None) -> None:
         """Every job of ``batch`` once: execute under work/, copy to output/, render. With ``jobs`` > 1, jobs
-        whose earlier stages are done run side by side (see :func:`job_dependencies`); rendering stays here."""
+        whose earlier stages are done run side by side (see :func:`job_dependencies`); rendering stays here.
+
+        ``early_audit()`` is called once, as soon as every job of ``batch`` before the effects notebooks is
+        done (see :data:`EARLY_AUDIT_BEFORE`), and returns the jobs to run again; later-stage jobs that have
+        not started wait for them, running ones go on (they read none of what a rerun rewrites)."""
+        order = list(batch)
+        deps = job_dependencies(order)
+        early = {k for k, (nb, _) in enumerate(order) if stage[nb] < cut}
+        due = early_audit is not None and bool(early) and len(early) < len(order)
+        pending, done, running, failed = list(range(len(order))), set(), {}, None
+
+        def add_reruns() -> None:
+            nonlocal due
+            due = False
+            for job in early_audit():
+                k = len(order)
+                order.append(job)
+                deps.append(set())
+                for q in pending:
+                    if stage[order[q][0]] > stage[job[0]] and (order[q][1] is None or job[1] is None
+                                                              or order[q][1] == job[1]):
+                        deps[q].add(k)
+                pending.insert(0, k)
+
         try:
             if not parallel:
-                for i, (notebook, prog) in enumerate(batch, 1):
-                    finish(run_one(i, len(batch), notebook, prog))
+                while pending:
+                    if due and early <= done:
+                        add_reruns()
+                        continue
+                    k = next(k for k in pending if deps[k] <= done)
+                    pending.remove(k)
+                    finish(run_one(k + 1, len(order), *order[k]))
+                    done.add(k)
                 return
             from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-            deps = job_dependencies(batch)
-            pending, done, running, failed = list(range(len(batch))), set(), {}, None
             with ThreadPoolExecutor(max_workers=jobs) as pool:
                 while pending or running:
                     if failed is None:  # after a failure no new job starts; the running ones finish
+                        if due and early <= done:
+                            add_reruns()  # here, while the effects notebooks run
                         for k in [k for k in pending if deps[k] <= done][:jobs - len(running)]:
                             pending.remove(k)
-                            running[pool.submit(run_one, k + 1, len(batch), *batch[k])] = k
+                            running[pool.submit(run_one, k + 1, len(order), *order[k])] = k
                     if not running:
                         break
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -695,26 +736,23 @@ def run_suite(
         for part in (executed, html):
             part.sort(key=lambda f: order.get(f.stem, len(order)))
 
-    execute(todo)
-    in_suite_order()
-    # the run-level differencing audit of every registered cell of the run together
-    audit = publish.audit_run(output_dir, work_dir)
-    print(audit.summary(), flush=True)
-    new_cells, passes = audit.suppressed, 1
-    while any(new_cells.values()) and passes < MAX_PASSES:
-        # Another pass: run the notebooks again with the audit's cells suppressed where each check is made,
-        # so every table, figure, sentence and report of the run leaves them out (the first pass's reports
-        # were rendered before the audit); then audit again, until the audit suppresses nothing new.
-        passes += 1
-        os.environ[publish.ENV_AUDIT_SUPPRESS] = str(publish.write_audit_suppressions(work_dir, audit, new_cells))
-        # only the notebooks holding such cells run again, and the summary, which quotes them all; with
-        # --only these can be notebooks of an earlier run whose published cells the audit now suppresses
-        affected = {nb for nb, _ in new_cells} | {executed_name(NOTEBOOKS[-1], None)}
+    passes = 1
+
+    def next_pass(audit: publish.Audit, new_cells, audited: Sequence[str] | None,
+                  rerun_summary: bool) -> list[tuple[str, str | None]]:
+        """Start another pass: the audit's cells suppressed where each check is made, in the notebooks
+        holding them (and the summary, which quotes them all) run again; returns those notebooks."""
+        nonlocal passes, names
+        affected = {nb for nb, _ in new_cells} | ({executed_name(NOTEBOOKS[-1], None)} if rerun_summary else set())
+        # with --only these can be notebooks of an earlier run whose published cells the audit now suppresses
         present = {executed_name(nb, p) for nb, p in todo} | {f.stem for f in (output_dir / "notebooks").glob("*.ipynb")}
         again = [(nb, p) for nb, p in executed_names(params, list(NOTEBOOKS))
                  if executed_name(nb, p) in affected and executed_name(nb, p) in present]
         if not again:
-            break
+            return []
+        passes += 1
+        os.environ[publish.ENV_AUDIT_SUPPRESS] = str(
+            publish.write_audit_suppressions(work_dir, audit, new_cells, notebooks=audited))
         again_names = [executed_name(nb, p) for nb, p in again]
         names = [nb for nb in NOTEBOOKS if nb in names or any(nb == a for a, _ in again)]
         _forget_notebooks(output_dir, registry, again_names)
@@ -722,13 +760,38 @@ def run_suite(
             part[:] = [f for f in part if f.stem not in again_names]
         print(f"pass {passes}: {sum(len(v) for v in new_cells.values())} more cells suppressed by the "
               f"run-level audit; {len(again)} notebooks run again", flush=True)
-        first = (dict(seconds), dict(cpu_s))
+        return again
+
+    first_audit: list[publish.Audit] = []
+
+    def audit_early() -> list[tuple[str, str | None]]:
+        """The run-level audit of the notebooks before the effects, once they are done: its reruns then run
+        beside the effects notebooks instead of after them. The summary has not run yet (it waits for
+        every other notebook), so it is not run again."""
+        audited = [executed_name(nb, p) for nb, p in todo if stage[nb] < cut]
+        audit = publish.audit_run(output_dir, work_dir, notebooks=audited)
+        print(f"{audit.summary()} (notebooks before the effects)", flush=True)
+        first_audit.append(audit)
+        if not any(audit.suppressed.values()):
+            return []
+        return next_pass(audit, audit.suppressed, audited, rerun_summary=False)
+
+    # the early audit needs the summary in this run: it quotes the cells the reruns suppress
+    execute(todo, early_audit=audit_early if any(nb == NOTEBOOKS[-1] for nb, _ in todo) else None)
+    in_suite_order()
+    # the run-level differencing audit of every registered cell of the run together
+    audit = publish.audit_run(output_dir, work_dir, earlier=first_audit[0] if first_audit else None)
+    print(audit.summary(), flush=True)
+    new_cells = audit.this_pass
+    while any(new_cells.values()) and passes < MAX_PASSES:
+        # Another pass: run the notebooks again with the audit's cells suppressed where each check is made,
+        # so every table, figure, sentence and report of the run leaves them out (the first pass's reports
+        # were rendered before the audit); then audit again, until the audit suppresses nothing new.
+        again = next_pass(audit, new_cells, None, rerun_summary=True)
+        if not again:
+            break
         execute(again)
         in_suite_order()
-        for done, before in zip((seconds, cpu_s), first):  # a notebook run again counts both runs
-            for k in again_names:
-                if before.get(k) is not None and done.get(k) is not None:
-                    done[k] = round(done[k] + before[k], 1)
         audit = publish.audit_run(output_dir, work_dir, earlier=audit)
         new_cells = audit.this_pass
         print(audit.summary(), flush=True)
