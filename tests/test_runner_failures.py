@@ -203,8 +203,9 @@ def five_stage_suite(tmp_path, monkeypatch):
 def test_audit_of_the_notebooks_before_the_effects_runs_early_and_its_reruns_beside_the_effects(
         tmp_path, monkeypatch, five_stage_suite, jobs):
     """As soon as 01-03 are done, the run-level audit of their cells runs; the notebooks holding the cells it
-    suppresses run again beside the effects notebooks (jobs=2) or before them (jobs=1), with the suppressions
-    in their environment, the summary runs once, after them; the last audit takes every cell, after the early one."""
+    suppresses run again beside the effects notebooks (jobs=2) or after them (jobs=1), which never wait for
+    them, with the suppressions in their environment; the summary runs once, after them; the last audit takes
+    every cell, after the early one."""
     from reach import publish
 
     nb_dir = five_stage_suite
@@ -249,10 +250,12 @@ def test_audit_of_the_notebooks_before_the_effects_runs_early_and_its_reruns_bes
     assert summary[1] >= rerun[2] and summary[3] == str(tmp_path / "s.json")
     effects = [r for r in runs if r[0].startswith("04_effects")]
     assert rerun[1] >= audits[0][2]
+    own = next(e for e in effects if e[0] == f"04_effects_{progs[1]}")
+    assert own[1] < rerun[1]  # the effects notebooks did not wait for it (they read nothing it rewrites)
     if jobs == 2:  # the rerun ran while an effects notebook was still running
         assert any(e[1] < rerun[2] and rerun[1] < e[2] for e in effects)
-    else:  # one at a time: the rerun before the effects notebooks
-        assert all(rerun[2] <= e[1] for e in effects)
+    else:  # one at a time: after the effects notebooks that were waiting
+        assert all(rerun[1] >= e[2] for e in effects)
     assert sorted(p.stem for p in res.notebooks) == sorted(set(names))
     manifest = json.loads((tmp_path / "output" / "stub" / "manifest.json").read_text())
     assert manifest["seconds"][target] >= 0.4  # both runs counted

@@ -669,8 +669,8 @@ def run_suite(
         whose earlier stages are done run side by side (see :func:`job_dependencies`); rendering stays here.
 
         ``early_audit()`` is called once, as soon as every job of ``batch`` before the effects notebooks is
-        done (see :data:`EARLY_AUDIT_BEFORE`), and returns the jobs to run again; later-stage jobs that have
-        not started wait for them, running ones go on (they read none of what a rerun rewrites)."""
+        done (see :data:`EARLY_AUDIT_BEFORE`), and returns the jobs to run again: they run after the effects
+        notebooks already waiting (beside them with ``jobs`` > 1), and the summary waits for them."""
         order = list(batch)
         deps = job_dependencies(order)
         early = {k for k, (nb, _) in enumerate(order) if stage[nb] < cut}
@@ -684,11 +684,14 @@ def run_suite(
                 k = len(order)
                 order.append(job)
                 deps.append(set())
+                # only what reads a rerun's published output waits for it: the summary. The effects notebooks
+                # read 03's matched sample, which a rerun leaves untouched (the same data: written only when it
+                # changed), so they start as before: the longest jobs first, the reruns in the free slots.
                 for q in pending:
-                    if stage[order[q][0]] > stage[job[0]] and (order[q][1] is None or job[1] is None
-                                                              or order[q][1] == job[1]):
+                    if stage[order[q][0]] > cut:
                         deps[q].add(k)
-                pending.insert(0, k)
+                at = next((i for i, q in enumerate(pending) if stage[order[q][0]] > cut), len(pending))
+                pending.insert(at, k)
 
         try:
             if not parallel:
