@@ -180,6 +180,24 @@ def test_universal_base_period(mpdta):
     assert tu.loc[(2007, 2004), "estimate"] == pytest.approx(-(tv.loc[(2007, 2005), "estimate"] + tv.loc[(2007, 2006), "estimate"]), abs=1e-12)
 
 
+@pytest.mark.parametrize("kw", [dict(xformla="~ lpop", control_group="notyettreated"),
+                                dict(base_period="universal"),
+                                dict(xformla="~ lpop", allow_unbalanced_panel=True, unbalanced="pairs", drop=7),
+                                dict(allow_unbalanced_panel=True, drop=7)])
+def test_post_only_cells_equal_the_full_fit(mpdta, kw):
+    """``_post_only`` (fit_simple's shortcut) leaves out exactly the pre cells; the post cells are unchanged."""
+    kw = dict(kw)
+    d = mpdta.iloc[kw.pop("drop", 0):]  # drop=7: a few rows fewer, an unbalanced panel
+    full = att_gt(d, "lemp", "year", "countyreal", "first.treat", bootstrap=False, **kw).tidy()
+    post = att_gt(d, "lemp", "year", "countyreal", "first.treat", bootstrap=False, _post_only=True, **kw).tidy()
+    ant = kw.get("anticipation", 0)
+    keep = full[full["time"] >= full["group"] - ant].reset_index(drop=True)
+    assert len(post) == len(keep) < len(full)
+    pd.testing.assert_frame_equal(post[["group", "time"]], keep[["group", "time"]])
+    np.testing.assert_allclose(post["estimate"], keep["estimate"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(post["std_error"], keep["std_error"], rtol=1e-9)
+
+
 def test_notyettreated_last_cohort_equals_nevertreated(mpdta):
     ny = att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", control_group="notyettreated", bootstrap=False).tidy()
     nv = att_gt(mpdta, "lemp", "year", "countyreal", "first.treat", bootstrap=False).tidy()

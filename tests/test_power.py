@@ -115,12 +115,20 @@ def test_planted_effect_shifts_estimate_exactly_and_keeps_se(xformla):
     assert shifted.se == pytest.approx(base.se, rel=1e-9)
 
 
-def test_fit_simple_matches_att_gt_aggte():
+@pytest.mark.parametrize("control_group,est_method,anticipation,varying_x", [
+    ("nevertreated", "dr", 0, False), ("notyettreated", "dr", 0, True), ("notyettreated", "ipw", 1, True),
+    ("nevertreated", "reg", 0, True)])
+def test_fit_simple_matches_att_gt_aggte(control_group, est_method, anticipation, varying_x):
+    """fit_simple estimates only the post cells; the simple ATT and its SE are those of every cell's fit."""
     p = make_panel(seed=4, effect=0.2)
-    f = fit_simple(p, "y", "year", "firm_id", "g", xformla="~ x")
-    a = did.aggte(did.att_gt(p, "y", "year", "firm_id", "g", xformla="~ x", bootstrap=False, biters=1), "simple")
-    assert f.att == pytest.approx(a.overall_att, rel=1e-12)
+    if varying_x:  # a time-varying covariate: every pre cell has a propensity design of its own
+        p["x"] = p["x"] + np.random.default_rng(5).normal(scale=0.5, size=len(p))
+    kw = dict(xformla="~ x", control_group=control_group, est_method=est_method, anticipation=anticipation)
+    f = fit_simple(p, "y", "year", "firm_id", "g", **kw)
+    a = did.aggte(did.att_gt(p, "y", "year", "firm_id", "g", bootstrap=False, biters=1, **kw), "simple")
+    assert f.att == pytest.approx(a.overall_att, rel=1e-10)
     assert f.se == pytest.approx(a.overall_se, rel=1e-9)
+    assert f.n_treated == a.n_treated and f.n_control == a.n_control
     assert np.sqrt((f.phi ** 2).sum()) == pytest.approx(f.se, rel=1e-9)
 
 

@@ -1240,6 +1240,7 @@ def att_gt(
     trim_level: float = 0.995,
     unbalanced: str = "rc",
     _groups: Sequence[float] | None = None,
+    _post_only: bool = False,
 ) -> ATTgtResult:
     r"""Group-time average treatment effects of Callaway & Sant'Anna (2021), panel data.
 
@@ -1342,11 +1343,11 @@ def att_gt(
             est_method=est_method, anticipation=anticipation, base_period=base_period, weightsname=weightsname,
             clustervars=clustervars, bootstrap=bootstrap, biters=biters, alp=alp, seed=seed, panel=panel,
             cband=cband, overlap_max=overlap_max, trim_level=trim_level, _groups=_groups,
-            unbalanced=unbalanced if panel else "rc")
+            unbalanced=unbalanced if panel else "rc", _post_only=_post_only)
     # the stages of R did: pre_process_did -> compute.att_gt -> mboot -> MP
     P, glist, notes = _pre_process(df, yname, tname, idname, gname, covs, weightsname, clustervars,
                                    control_group, anticipation, _groups)
-    cells = _cell_list(glist, P.periods, anticipation, base_period)
+    cells = _cell_list(glist, P.periods, anticipation, base_period, _post_only)
     S = _sort_by_cohort(P, len(cells))
     E = _estimate_cells(S, cells, covs, control_group, est_method, anticipation, overlap_max, trim_level)
     E.notes[:0] = notes
@@ -1437,15 +1438,23 @@ def _pre_process(df, yname, tname, idname, gname, covs, weightsname, clustervars
     return _Panel(P.ids, P.periods, P.Y, P.G, P.w, P.X, P.cluster, excl), glist, notes
 
 
-def _cell_list(glist, periods, anticipation, base_period) -> list[tuple]:
+def _cell_list(glist, periods, anticipation, base_period, post_only=False) -> list[tuple]:
     """(g, target index, base index) of every ATT(g, t): the base is ``g - anticipation - 1`` for post
-    cells (and every cell with a universal base), the previous period for pre cells with a varying base."""
+    cells (and every cell with a universal base), the previous period for pre cells with a varying base.
+
+    ``post_only``: only the cells with ``t >= g - anticipation``. Each cell is estimated on its own,
+    so the post cells are the same without the pre cells; an ``aggte("simple")`` that only needs them
+    (:func:`reach.power.fit_simple`, once per placebo draw or subgroup) skips the pre-period fits, which
+    with a varying base and time-varying covariates each need a propensity design of their own.
+    """
     cells = []
     T = len(periods)
     for g in glist:
         b_post = int(np.searchsorted(periods, g - anticipation, side="left")) - 1
         for ti in (range(1, T) if base_period == "varying" else range(T)):
             pre = periods[ti] < g - anticipation
+            if pre and post_only:
+                continue
             cells.append((g, ti, ti - 1 if pre and base_period == "varying" else b_post))
     return cells
 
@@ -1810,7 +1819,7 @@ def _rc_cell(y, post, D, X, w, method, trim_level=0.995):
 
 def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, control_group, est_method, anticipation,
                        base_period, weightsname, clustervars, bootstrap, biters, alp, seed, panel, cband,
-                       overlap_max, trim_level, _groups=None, unbalanced="rc") -> ATTgtResult:
+                       overlap_max, trim_level, _groups=None, unbalanced="rc", _post_only=False) -> ATTgtResult:
     r"""``att_gt`` for unbalanced panels (``allow_unbalanced_panel=True``) and repeated cross sections
     (``panel=False``), as R did 2.5.
 
@@ -1834,7 +1843,7 @@ def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, contro
     """
     rows = _long_rows(df, yname, tname, idname, gname, covs, weightsname, clustervars, panel)
     glist = _check_cohorts(rows.G_unit, rows.periods, anticipation, gname, tname, control_group, _groups)
-    cells = _cell_list(glist, rows.periods, anticipation, base_period)
+    cells = _cell_list(glist, rows.periods, anticipation, base_period, _post_only)
     if unbalanced == "pairs":
         E = _pairs_cells(rows, cells, covs, control_group, est_method, anticipation, overlap_max, trim_level)
     else:

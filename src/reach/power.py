@@ -293,7 +293,7 @@ def fit_simple(df: pd.DataFrame, yname: str, tname: str, idname: str, gname: str
         # biters=1: the standard error is analytic; the bootstrap's critical value is not used here.
         r = att_gt(df, yname, tname, idname, gname, xformla=xformla, control_group=control_group,
                    est_method=est_method, anticipation=anticipation, weightsname=weightsname,
-                   bootstrap=False, biters=1, alp=alpha, seed=0, progress=False)
+                   bootstrap=False, biters=1, alp=alpha, seed=0, progress=False, _post_only=True)
         a = aggte(r, "simple", na_rm=True, bootstrap=False)
     ids = getattr(r, "unit_ids", None)
     if ids is None:
