@@ -2014,10 +2014,13 @@ def _pairs_cells(rows: _Rows, cells, covs, control_group, est_method, anticipati
     """``unbalanced="pairs"``: each cell on the units observed (outcome and covariates) in both its periods,
     with the panel estimator: the closed form without covariates, :class:`_CovDesign` with them."""
     n, T = rows.n, len(rows.periods)
-    E = _CellEstimates.empty(cells, rows.periods, n, order="C")
-    Yw = np.full((n, T), np.nan)
+    # Column-major: a cell reads two periods' columns and writes one column of the influence
+    # functions at its units; row-major made each of those a strided gather (a third of the
+    # cells' time at register scale).
+    E = _CellEstimates.empty(cells, rows.periods, n, order="F")
+    Yw = np.full((n, T), np.nan, order="F")
     Yw[rows.uid, rows.tcode] = rows.y
-    Xw = [np.full((n, T), np.nan) for _ in covs]
+    Xw = [np.full((n, T), np.nan, order="F") for _ in covs]
     for c_, xw in enumerate(Xw):
         xw[rows.uid, rows.tcode] = rows.X[:, c_ + 1]
     obs = np.isfinite(Yw)
