@@ -210,11 +210,18 @@ def test_audit_of_the_notebooks_before_the_effects_runs_early_and_its_reruns_bes
 
     nb_dir = five_stage_suite
     log = tmp_path / "runs.jsonl"
-    body = ("import json, os, time\n"
+    computed = tmp_path / "computed.txt"
+    body = ("import json, os, time\nfrom reach.memo import once_per_run\n"
             f"name = os.environ[{publish.ENV_NOTEBOOK!r}]\nt0 = time.time()\n"
+            "def compute():\n"
+            f"    with open({str(computed)!r}, 'a') as f:\n"
+            "        f.write(name + '\\n')\n"
+            "    return os.getpid()\n"
+            "made_by = once_per_run('thing', compute, key={'k': 1})\n"
             "time.sleep(3.0 if name.startswith('04_') else 0.2)\n"
             f"with open({str(log)!r}, 'a') as f:\n"
-            f"    f.write(json.dumps([name, t0, time.time(), os.environ.get({publish.ENV_AUDIT_SUPPRESS!r})]) + '\\n')")
+            f"    f.write(json.dumps([name, t0, time.time(), os.environ.get({publish.ENV_AUDIT_SUPPRESS!r}), "
+            "made_by, os.getpid()]) + '\\n')")
     for nb in runner.NOTEBOOKS:
         _notebook(nb_dir / f"{nb}.ipynb", body)
     params = load_params(STUB_YAML)
@@ -259,3 +266,9 @@ def test_audit_of_the_notebooks_before_the_effects_runs_early_and_its_reruns_bes
     assert sorted(p.stem for p in res.notebooks) == sorted(set(names))
     manifest = json.loads((tmp_path / "output" / "stub" / "manifest.json").read_text())
     assert manifest["seconds"][target] >= 0.4  # both runs counted
+    # the rerun loaded what the first pass computed (reach.memo): made once, by the first pass's kernel
+    first = [r for r in runs if r[0] == target][0]
+    assert computed.read_text().split().count(target) == 1
+    assert rerun[5] != first[5] and rerun[4] == first[4] == first[5]
+    assert sorted(computed.read_text().split()) == sorted(set(names))  # every notebook computed once
+    assert not (tmp_path / "work" / "stub" / "memo").exists()  # gone with the run

@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from reach import _checks, publish
+from reach import _checks, memo, publish
 from reach.params import load_params
 
 __all__ = ["NOTEBOOKS", "STAGES", "PER_PROGRAMME", "SuiteError", "notebook_dir", "notebook_parameters", "run_suite",
@@ -599,8 +599,13 @@ def run_suite(
     # the papermill kernels inherit the environment: every OutputLog / record_headline / fmt_* registers
     # its numbers in work/<run>/registry (with the microdata, never in output/); a rerun of some stages
     # keeps the cells an earlier full run's audit suppressed
-    saved_env = {k: os.environ.get(k) for k in (publish.ENV_REGISTRY, publish.ENV_NOTEBOOK, publish.ENV_AUDIT_SUPPRESS)}
+    saved_env = {k: os.environ.get(k) for k in (publish.ENV_REGISTRY, publish.ENV_NOTEBOOK, publish.ENV_AUDIT_SUPPRESS,
+                                                memo.ENV_MEMO)}
     os.environ[publish.ENV_REGISTRY] = str(registry)
+    # what a notebook computes before any disclosure check, kept for its later passes in this run only
+    memo_dir = work_dir / "memo"
+    shutil.rmtree(memo_dir, ignore_errors=True)
+    os.environ.pop(memo.ENV_MEMO, None)
     os.environ.pop(publish.ENV_AUDIT_SUPPRESS, None)
     if suppress_file.is_file():
         os.environ[publish.ENV_AUDIT_SUPPRESS] = str(suppress_file)
@@ -639,7 +644,9 @@ def run_suite(
             with memory:
                 pm.execute_notebook(str(source), str(target), parameters=passed, progress_bar=progress and not parallel,
                                     kernel_name="python3", cwd=str(nb_dir), log_output=False,
-                                    kernel_manager_class=_kernel_manager({publish.ENV_NOTEBOOK: name}, kernels))
+                                    kernel_manager_class=_kernel_manager(
+                                        {publish.ENV_NOTEBOOK: name, memo.ENV_MEMO: str(memo.folder(memo_dir, name, passed))},
+                                        kernels))
         except PapermillExecutionError as exc:
             # an earlier run's copy of this notebook would now contradict the run: take it out of output/
             published.unlink(missing_ok=True)
@@ -728,6 +735,7 @@ def run_suite(
                 raise failed
         except _JobFailed as exc:
             _restore_env(saved_env)
+            shutil.rmtree(memo_dir, ignore_errors=True)
             moved = scan_output(output_dir, work_dir)
             note = f"\nidentifiers found in output/: moved to work/: {moved}" if moved else ""
             raise SuiteError(_failure_message(exc.name, exc.error, exc.partial) + note) from None
@@ -799,6 +807,7 @@ def run_suite(
         new_cells = audit.this_pass
         print(audit.summary(), flush=True)
     _restore_env(saved_env)
+    shutil.rmtree(memo_dir, ignore_errors=True)  # no later pass: its entries (GBs at register scale) go
     roots = _roots(output_dir, work_dir, params, run)
     moved = scan_output(output_dir, work_dir)
     if moved:
