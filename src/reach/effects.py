@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from reach._checks import check_choice, count_text, require_columns
-from reach.did import (AGGTE_COLUMNS, ATT_GT_COLUMNS, _TINY, AggteResult, ATTgtResult, DiDEstimate, aggte, att_gt,
-                       matched_att_gt, matched_user_count, naive_difference, twfe, with_matching_weights)
+from reach.did import (AGGTE_COLUMNS, ATT_GT_COLUMNS, _TINY, AggteResult, ATTgtResult, DiDEstimate,
+                       _distinct_per_unit, aggte, att_gt, matched_att_gt, matched_user_count, naive_difference, twfe, with_matching_weights)
 
 __all__ = ["EffectReport", "effect_report", "event_study_plot", "effects_intro", "samples_text", "REPORT_TABLES",
            "COMPARISON_METHODS", "panel_columns"]
@@ -423,11 +423,48 @@ def _or_nan(fit, method: str) -> DiDEstimate:
         return DiDEstimate(method, np.nan, np.nan, np.nan, np.nan, 0, 0, 0, 0, np.nan, note=f"not estimable: {e}")
 
 
+def _constant_within(y: pd.Series, unit: pd.Series) -> bool:
+    """Whether no unit's ``y`` takes two values (missing values left out), with at least one unit.
+
+    ``y.groupby(unit).nunique() <= 1`` for every unit, as each unit's smallest value equals its
+    largest: a hash of every (unit, value) pair took ~1.5 s per report on a stacked sample of
+    15M rows, grouped minima and maxima a fraction of that.
+    """
+    codes, uniques = pd.factorize(unit)
+    if not len(uniques):
+        return False
+    v = pd.to_numeric(y, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    ok = (codes >= 0) & ~np.isnan(v)
+    g = pd.Series(v[ok]).groupby(codes[ok], sort=False)
+    return bool((g.min().to_numpy() == g.max().to_numpy()).all())
+
+
+def _balanced_panel_drop(data: pd.DataFrame, outcome: str, unit: str, tname: str, firm: str | None = None) -> int:
+    """Firms a balanced panel would drop: not observed with ``outcome`` in every period of ``data``.
+
+    Counted per ``unit`` (a firm, or a cohort x firm block of a stacked matched sample), or, with
+    ``firm``, as the distinct firms of the units observed in some periods but not all (a firm in
+    several blocks counts once). Periods are counted per unit in an array, not hashed by a grouped
+    ``nunique`` (~1.2 s per report at 15M rows).
+    """
+    uid, uniques = pd.factorize(data[unit])
+    tcode, periods = pd.factorize(data[tname])
+    ok = (uid >= 0) & data[outcome].notna().to_numpy()
+    observed = np.bincount(uid[ok], minlength=len(uniques)) > 0
+    okt = ok & (tcode >= 0)
+    short = observed & (_distinct_per_unit(uid[okt], tcode[okt], len(uniques)) < len(periods))
+    if firm is None:  # never observed with the outcome counts as dropped too
+        return int(short.sum() + (~observed).sum())
+    fcode, firms = pd.factorize(data[firm])
+    rows = (uid >= 0) & (fcode >= 0)
+    rows[rows] = short[uid[rows]]
+    return int(np.count_nonzero(np.bincount(fcode[rows], minlength=len(firms))))
+
+
 def _not_estimable(panel, outcome, idname, r, simple) -> str:
     """Why an effect is undefined, or "" (never report an undefined effect as a 0.0 'no effect')."""
     y = panel[outcome]
-    changes = y.groupby(panel[idname].to_numpy()).nunique(dropna=True)  # not panel.assign: a copy of every column
-    if len(changes) and (changes <= 1).all():
+    if _constant_within(y, panel[idname]):
         vals = pd.unique(y.dropna())
         v = f" (every firm has {outcome} = {vals[0]:g} in every year)" if len(vals) == 1 else ""
         return f"{outcome} never changes over time within a firm in this sample{v}, so there is no change to compare"
@@ -526,11 +563,8 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
         data, est_id, est_g, est_w = panel, idname, gname, weightsname
         cmp_data, cmp_g = panel, gname
     # firms a balanced panel would drop: not observed (with the outcome) in every year of the sample
-    obs = data.loc[data[outcome].notna().to_numpy(), [est_id, tname]].groupby(est_id)[tname].nunique()
-    n_bal_drop = int((obs < data[tname].nunique()).sum()) + int(data[est_id].nunique() - len(obs))
-    if matched_units is not None:  # count firms, not (cohort, firm) blocks
-        short = obs.index[obs < data[tname].nunique()]
-        n_bal_drop = int(data.loc[data[est_id].isin(short), key].nunique())
+    n_bal_drop = _balanced_panel_drop(data, outcome, est_id, tname,
+                                      firm=key if matched_units is not None else None)  # matched: firms, not blocks
     r = simple = dyn = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
