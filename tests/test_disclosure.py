@@ -788,3 +788,41 @@ def test_additive_along_named_columns_only():
 def test_additive_names_by_columns():
     with pytest.raises(ValueError, match=r"additive must be True/False or by-columns.*\['g', 'b'\].*'zzz'"):
         check_table(_additive_table(), by=["g", "b"], stat="count", name="hist", additive=["zzz"])
+
+
+def test_scan_leaves_out_pictures_and_decodes_other_encoded_payloads(tmp_path):
+    """Seen at 2M firms (tinl.yaml-like run): a PNG embedded in 04_effects_nlw held "+3993759w" in its base64,
+    the KvK number 03993759 without its leading zero, and the runner quarantined the report and failed the run.
+    Pictures and PDFs (data URIs, notebook image outputs) are not text; SVG pictures neither (the report
+    template's icons are base64 SVGs whose path coordinates read as split identifiers once decoded); a payload
+    that is text (a CSV or JSON data URI) is decoded and searched, so an identifier cannot hide in it."""
+    import base64
+    import json
+
+    ids = ["03993759", "12345678"]
+    png = "iVBORw0KGgoAAAANSUhEUgXpW4L7/8Uti+3993759woIFC4SioiLltlOnTgnz588X+12345678w=="
+    (tmp_path / "r.html").write_text(f'<img src="data:image/png;base64,{png}"><p>2019</p>', encoding="utf-8")
+    nb = {"cells": [{"cell_type": "code", "outputs": [{"output_type": "display_data", "data": {
+        "image/png": png + "\n", "text/plain": ["<Figure size 640x480 with 1 Axes>"]}}]}]}
+    (tmp_path / "r.ipynb").write_text(json.dumps(nb, indent=1), encoding="utf-8")
+    assert scan_for_identifiers(tmp_path, ids, kind="kvk").empty
+    # the same digits as text are found (the scan itself is unchanged)
+    (tmp_path / "t.html").write_text("<p>firm 3993759 exported</p>", encoding="utf-8")
+    hits = scan_for_identifiers(tmp_path, ids, kind="kvk")
+    assert hits[["file", "identifier", "form"]].to_numpy().tolist() == [
+        [(tmp_path / "t.html").as_posix(), "03993759", "no_leading_zeros"]]
+    (tmp_path / "t.html").unlink()
+    # encoded text is decoded and searched (a CSV or JSON data URI); an SVG icon's coordinates are not read
+    csv = base64.b64encode(b"kvk\n12345678\n").decode()
+    js = base64.b64encode(b'{"kvk": "03993759"}').decode()
+    svg = base64.b64encode(b'<svg><path d="M 0 8 99 13 01 L 3 99 37 59"/></svg>').decode()
+    (tmp_path / "d.html").write_text(f'<a href="data:text/csv;base64,{csv}">x</a><img src="data:image/svg+xml;base64,{svg}">'
+                                     f'<a href="data:application/json;charset=utf-8;base64,{js}">y</a>', encoding="utf-8")
+    hits = scan_for_identifiers(tmp_path, ids, kind="kvk")
+    assert sorted(hits["identifier"]) == ["03993759", "12345678"] and set(hits["file"]) == {(tmp_path / "d.html").as_posix()}
+    assert scan_for_identifiers(tmp_path, ["08991301"], kind="kvk").empty  # the SVG's "0 8 99 13 01"
+    # a notebook's text outputs are still searched
+    nb["cells"][0]["outputs"][0]["data"]["text/plain"] = ["12345678"]
+    (tmp_path / "d.html").unlink()
+    (tmp_path / "r.ipynb").write_text(json.dumps(nb, indent=1), encoding="utf-8")
+    assert scan_for_identifiers(tmp_path, ids, kind="kvk")["identifier"].tolist() == ["12345678"]
