@@ -48,7 +48,7 @@ render: $(VENV)/.installed ## re-render the executed notebooks of PARAMS' run to
 	$(PY) -m reach render --params $(PARAMS)
 
 test: $(VENV)/.installed ## run the tests CI runs (fast tier + notebook suite on the stub)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" --durations=25  # the slowest tests listed: where CI time goes
 
 test-all: $(VENV)/.installed ## run every test tier, slow included
 	$(PY) -m pytest

@@ -232,7 +232,10 @@ def test_audit_of_the_notebooks_before_the_effects_runs_early_and_its_reruns_bes
     def fake_audit(output_dir, work_dir, earlier=None, notebooks=None):
         early = notebooks is not None
         cells = {(target, "overlap"): [2]} if early else {}
-        audits.append((sorted(notebooks) if early else None, earlier, time.time()))
+        t0 = time.time()
+        if early:
+            time.sleep(4.0)  # at 2M firms the early audit takes ~2 min
+        audits.append((sorted(notebooks) if early else None, earlier, t0, time.time()))
         return publish.Audit(pd.DataFrame(), pd.DataFrame(columns=["safe_after"]), cells, cells)
 
     monkeypatch.setattr(publish, "audit_run", fake_audit)
@@ -261,6 +264,8 @@ def test_audit_of_the_notebooks_before_the_effects_runs_early_and_its_reruns_bes
     assert own[1] < rerun[1]  # the effects notebooks did not wait for it (they read nothing it rewrites)
     if jobs == 2:  # the rerun ran while an effects notebook was still running
         assert any(e[1] < rerun[2] and rerun[1] < e[2] for e in effects)
+        # the early audit ran beside the effects notebooks: two of them started before it ended
+        assert sum(e[1] < audits[0][3] for e in effects) >= 2 and rerun[1] >= audits[0][3]
     else:  # one at a time: after the effects notebooks that were waiting
         assert all(rerun[1] >= e[2] for e in effects)
     assert sorted(p.stem for p in res.notebooks) == sorted(set(names))

@@ -675,19 +675,19 @@ def run_suite(
         """Every job of ``batch`` once: execute under work/, copy to output/, render. With ``jobs`` > 1, jobs
         whose earlier stages are done run side by side (see :func:`job_dependencies`); rendering stays here.
 
-        ``early_audit()`` is called once, as soon as every job of ``batch`` before the effects notebooks is
-        done (see :data:`EARLY_AUDIT_BEFORE`), and returns the jobs to run again: they run after the effects
-        notebooks already waiting (beside them with ``jobs`` > 1), and the summary waits for them."""
+        ``early_audit``: ``(audit, reruns)``. ``audit()`` is called once, as soon as every job of ``batch``
+        before the effects notebooks is done (see :data:`EARLY_AUDIT_BEFORE`); with ``jobs`` > 1 in a thread
+        of its own while jobs keep starting in the free slots (the effects notebooks do not wait for it).
+        ``reruns(result)`` then returns the jobs to run again: they run after the effects notebooks already
+        waiting (beside them with ``jobs`` > 1), and the summary waits for the audit and for them."""
         order = list(batch)
         deps = job_dependencies(order)
         early = {k for k, (nb, _) in enumerate(order) if stage[nb] < cut}
         due = early_audit is not None and bool(early) and len(early) < len(order)
         pending, done, running, failed = list(range(len(order))), set(), {}, None
 
-        def add_reruns() -> None:
-            nonlocal due
-            due = False
-            for job in early_audit():
+        def add_reruns(audit: publish.Audit) -> None:
+            for job in early_audit[1](audit):
                 k = len(order)
                 order.append(job)
                 deps.append(set())
@@ -704,7 +704,8 @@ def run_suite(
             if not parallel:
                 while pending:
                     if due and early <= done:
-                        add_reruns()
+                        due = False
+                        add_reruns(early_audit[0]())
                         continue
                     k = next(k for k in pending if deps[k] <= done)
                     pending.remove(k)
@@ -713,18 +714,29 @@ def run_suite(
                 return
             from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
-                while pending or running:
+            auditing = None  # the early audit's future while it runs
+            with ThreadPoolExecutor(max_workers=jobs) as pool, ThreadPoolExecutor(max_workers=1) as auditor:
+                while pending or running or auditing is not None:
                     if failed is None:  # after a failure no new job starts; the running ones finish
                         if due and early <= done:
-                            add_reruns()  # here, while the effects notebooks run
-                        for k in [k for k in pending if deps[k] <= done][:jobs - len(running)]:
+                            due = False
+                            auditing = auditor.submit(early_audit[0])  # beside the effects notebooks
+                        # while it runs, nothing after the effects starts (the summary quotes its reruns' cells)
+                        ready = [k for k in pending if deps[k] <= done
+                                 and not (auditing is not None and stage[order[k][0]] > cut)]
+                        for k in ready[:jobs - len(running)]:
                             pending.remove(k)
                             running[pool.submit(run_one, k + 1, len(order), *order[k])] = k
-                    if not running:
+                    if not running and auditing is None:
                         break
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    finished, _ = wait([*running, *([auditing] if auditing is not None else [])],
+                                       return_when=FIRST_COMPLETED)
                     for f in finished:
+                        if f is auditing:
+                            auditing = None
+                            if failed is None:
+                                add_reruns(f.result())  # here, in the thread that schedules
+                            continue
                         k = running.pop(f)
                         try:
                             finish(f.result())
@@ -775,20 +787,25 @@ def run_suite(
 
     first_audit: list[publish.Audit] = []
 
-    def audit_early() -> list[tuple[str, str | None]]:
-        """The run-level audit of the notebooks before the effects, once they are done: its reruns then run
-        beside the effects notebooks instead of after them. The summary has not run yet (it waits for
-        every other notebook), so it is not run again."""
-        audited = [executed_name(nb, p) for nb, p in todo if stage[nb] < cut]
-        audit = publish.audit_run(output_dir, work_dir, notebooks=audited)
+    early_names = [executed_name(nb, p) for nb, p in todo if stage[nb] < cut]
+
+    def audit_early() -> publish.Audit:
+        """The run-level audit of the notebooks before the effects, once they are done (with ``jobs`` > 1 in a
+        thread of its own, while the effects notebooks run: at 2M firms it takes ~2 min)."""
+        return publish.audit_run(output_dir, work_dir, notebooks=early_names)
+
+    def after_early_audit(audit: publish.Audit) -> list[tuple[str, str | None]]:
+        """Its reruns (run beside the effects notebooks instead of after them). The summary has not run yet (it
+        waits for every other notebook), so it is not run again. Called from the scheduling thread only: it
+        edits the run's lists of notebooks and outputs."""
         print(f"{audit.summary()} (notebooks before the effects)", flush=True)
         first_audit.append(audit)
         if not any(audit.suppressed.values()):
             return []
-        return next_pass(audit, audit.suppressed, audited, rerun_summary=False)
+        return next_pass(audit, audit.suppressed, early_names, rerun_summary=False)
 
     # the early audit needs the summary in this run: it quotes the cells the reruns suppress
-    execute(todo, early_audit=audit_early if any(nb == NOTEBOOKS[-1] for nb, _ in todo) else None)
+    execute(todo, early_audit=(audit_early, after_early_audit) if any(nb == NOTEBOOKS[-1] for nb, _ in todo) else None)
     in_suite_order()
     # the run-level differencing audit of every registered cell of the run together
     audit = publish.audit_run(output_dir, work_dir, earlier=first_audit[0] if first_audit else None)
