@@ -1488,10 +1488,10 @@ def _match_sample(df: pd.DataFrame, treatment: str, covariates, exact, mahvars, 
         # register cohort; a Python loop over the rows took ~10 s per cohort)
         rows = np.flatnonzero(na)
         isna = df[check_cols].iloc[rows].isna().to_numpy()
-        patterns, which = np.unique(isna, axis=0, return_inverse=True)
+        first, which = _unique_rows(isna)
         texts = np.array([f"{R_MISSING} in {', '.join(c for c, m in zip(check_cols, pat) if m) if pat.any() else treatment}"
-                          for pat in patterns], dtype=object)
-        miss_reason[rows] = texts[np.asarray(which).reshape(-1)]
+                          for pat in isna[first]], dtype=object)
+        miss_reason[rows] = texts[which]
     excluded = pd.DataFrame({"treated": tr[na], "reason": miss_reason[na]}, index=df.index[na])
 
     keep = ~na
