@@ -424,3 +424,31 @@ def test_registered_memberships_read_back_exactly_with_the_hashes_stored_uncompr
     assert how.pop("unit.npy") == zipfile.ZIP_STORED
     assert how and set(how.values()) == {zipfile.ZIP_DEFLATED}
     assert not list((registry / "work" / "registry" / "tables").glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_audit_programmes_without_presolve_have_the_default_solvers_optima(registry, seed, monkeypatch):
+    """The audit solves its programmes with HiGHS's presolve off (speed): every programme it solves has the
+    same status and optimal value as with HiGHS's defaults (presolve on)."""
+    import scipy.optimize
+
+    solved = []
+    real = scipy.optimize.linprog
+
+    def spy(*args, **kw):
+        res = real(*args, **kw)
+        solved.append((args, kw, res))
+        return res
+
+    monkeypatch.setattr(scipy.optimize, "linprog", spy)
+    rng = np.random.default_rng(seed)
+    pop = _population(rng, int(rng.integers(40, 120)))
+    out = registry / "output"
+    _publish_random_tables(pop, out, rng)
+    publish.audit_run(out, registry / "work")
+    assert solved and all(kw["options"].get("presolve") is False for _, kw, _ in solved)
+    for args, kw, res in solved:
+        ref = real(*args, **{**kw, "options": {k: v for k, v in kw["options"].items() if k != "presolve"}})
+        assert res.status == ref.status
+        if ref.status == 0:
+            assert res.fun == pytest.approx(ref.fun, rel=1e-9, abs=1e-7)
