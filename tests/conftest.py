@@ -145,25 +145,85 @@ def mini_params(tmp_path) -> dict:
 # (test_suite, test_reports); fewer bootstrap draws keep CI fast without changing what is exercised.
 SUITE_FAST = ["biters=199"]
 
+# The two stub runs execute in processes of their own, started with the session: most tests run one at a
+# time in this process and leave the other core idle, so the runs cost the session little wall time. The
+# tests comparing the two runs are collected last; a test waits for a run only if it is not done yet.
+_RUN_CODE = """
+import json, sys
+from pathlib import Path
+from reach.runner import run_suite
+base, params, overrides, jobs, render = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
+res = run_suite(params, overrides=overrides, output_root=base / "output", work_root=base / "work", progress=False,
+                render=render, jobs=jobs)
+(base / "result.json").write_text(json.dumps({"run_name": res.run_name, "output_dir": str(res.output_dir),
+    "work_dir": str(res.work_dir), "notebooks": [str(p) for p in res.notebooks], "html": [str(p) for p in res.html],
+    "seconds": dict(res.seconds)}), encoding="utf-8")
+"""
+# fixture -> (folder, jobs, render): the first run one notebook at a time and rendered, the second two at a time
+_STUB_RUNS = {"stub_suite_run": ("suite", 1, True), "stub_suite_rerun": ("suite_again", 2, False)}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests comparing the first stub run with the second come last (the runs execute beside the other tests)."""
+    items.sort(key=lambda item: "stub_suite_rerun" in getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stub_runs_started(request, tmp_path_factory):
+    """Start the stub runs the selected tests need (see :func:`stub_suite_run`) when the session starts."""
+    import json
+    import subprocess
+    import sys
+
+    started = {}
+    try:
+        for fixture, (folder, jobs, render) in _STUB_RUNS.items():
+            if not any(fixture in getattr(item, "fixturenames", ()) for item in request.session.items):
+                continue
+            base = tmp_path_factory.mktemp(folder)
+            log = (base / "run.log").open("w", encoding="utf-8")
+            proc = subprocess.Popen([sys.executable, "-c", _RUN_CODE, str(base), str(STUB_YAML), json.dumps(SUITE_FAST),
+                                     str(jobs), "1" if render else "0"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            started[fixture] = (proc, base, log)
+        yield started
+    finally:
+        for proc, _, log in started.values():
+            if proc.poll() is None:  # the session ended early (e.g. -x): the run is not needed any more
+                proc.kill()
+            proc.wait()
+            log.close()
+
+
+def _finished_run(started, fixture):
+    import json
+
+    from reach.runner import RunResult
+
+    proc, base, _ = started[fixture]
+    rc = proc.wait(timeout=3600)
+    if rc != 0:
+        tail = (base / "run.log").read_text(encoding="utf-8", errors="replace")[-4000:]
+        pytest.fail(f"the stub run for {fixture} failed with exit code {rc}:\n{tail}")
+    got = json.loads((base / "result.json").read_text(encoding="utf-8"))
+    return RunResult(got["run_name"], Path(got["output_dir"]), Path(got["work_dir"]),
+                     tuple(Path(p) for p in got["notebooks"]), tuple(Path(p) for p in got["html"]), got["seconds"])
+
 
 @pytest.fixture(scope="session")
-def stub_suite_run(tmp_path_factory):
-    from reach.runner import run_suite
+def stub_suite_run(_stub_runs_started):
+    """The whole suite on the stub (``reach run``, one notebook at a time, rendered), shared by the session.
 
-    base = tmp_path_factory.mktemp("suite")
-    return run_suite(STUB_YAML, overrides=SUITE_FAST, output_root=base / "output", work_root=base / "work",
-                     progress=False)
+    It executes in a process of its own, started with the session (see :func:`_stub_runs_started`).
+    """
+    return _finished_run(_stub_runs_started, "stub_suite_run")
 
 
 @pytest.fixture(scope="session")
-def stub_suite_rerun(tmp_path_factory, stub_suite_run):
+def stub_suite_rerun(_stub_runs_started):
     """A second run with the same parameters and data (reproducibility; compare of identical runs).
 
     It runs two notebooks side by side (``jobs=2``): the tests comparing it with :func:`stub_suite_run`
     (one at a time) also check that ``reach run --jobs`` changes no table, headline or report row.
+    It executes in a process of its own, started with the session (see :func:`_stub_runs_started`).
     """
-    from reach.runner import run_suite
-
-    base = tmp_path_factory.mktemp("suite_again")
-    return run_suite(STUB_YAML, overrides=SUITE_FAST, output_root=base / "output", work_root=base / "work",
-                     progress=False, render=False, jobs=2)
+    return _finished_run(_stub_runs_started, "stub_suite_rerun")

@@ -211,14 +211,20 @@ def test_audit_of_the_notebooks_before_the_effects_runs_early_and_its_reruns_bes
     nb_dir = five_stage_suite
     log = tmp_path / "runs.jsonl"
     computed = tmp_path / "computed.txt"
-    body = ("import json, os, time\nfrom reach.memo import once_per_run\n"
+    started = tmp_path / "started"  # one file per notebook run, written as its kernel starts working
+    started.mkdir()
+    # side by side, the effects notebooks outlast a kernel's start-up by far: the rerun that starts when one of
+    # them ends still overlaps the one that started last, also on a loaded machine (CI runs other tests beside)
+    effects_s = 10.0 if jobs == 2 else 3.0
+    body = ("import json, os, time, uuid\nfrom reach.memo import once_per_run\n"
             f"name = os.environ[{publish.ENV_NOTEBOOK!r}]\nt0 = time.time()\n"
+            f"open(os.path.join({str(started)!r}, name + '-' + uuid.uuid4().hex), 'w').close()\n"
             "def compute():\n"
             f"    with open({str(computed)!r}, 'a') as f:\n"
             "        f.write(name + '\\n')\n"
             "    return os.getpid()\n"
             "made_by = once_per_run('thing', compute, key={'k': 1})\n"
-            "time.sleep(3.0 if name.startswith('04_') else 0.2)\n"
+            f"time.sleep({effects_s} if name.startswith('04_') else 0.2)\n"
             f"with open({str(log)!r}, 'a') as f:\n"
             f"    f.write(json.dumps([name, t0, time.time(), os.environ.get({publish.ENV_AUDIT_SUPPRESS!r}), "
             "made_by, os.getpid()]) + '\\n')")
@@ -233,8 +239,12 @@ def test_audit_of_the_notebooks_before_the_effects_runs_early_and_its_reruns_bes
         early = notebooks is not None
         cells = {(target, "overlap"): [2]} if early else {}
         t0 = time.time()
-        if early:
-            time.sleep(4.0)  # at 2M firms the early audit takes ~2 min
+        if early and jobs == 2:
+            # at 2M firms the early audit takes ~2 min: it ends only once two effects notebooks have started
+            # beside it (a runner that made them wait for it fails here, after a minute)
+            deadline = time.time() + 60
+            while len(list(started.glob("04_effects*"))) < 2 and time.time() < deadline:
+                time.sleep(0.1)
         audits.append((sorted(notebooks) if early else None, earlier, t0, time.time()))
         return publish.Audit(pd.DataFrame(), pd.DataFrame(columns=["safe_after"]), cells, cells)
 
