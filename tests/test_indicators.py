@@ -8,6 +8,7 @@ indicator with the realised shares the generator wrote to ``data_stub/truth.json
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -162,7 +163,8 @@ def test_target_group_fit_and_profile(panel):
     r = ind.target_group_fit(panel, "p", rules=RULES)
     # with a row in g-1: i = 0..49; inside: even and i % 5 != 0 -> 25 - 5 = 20
     assert _cell(r, table="fit", cohort="all") == (20 / 50, 50)
-    assert r.headline["n_no_row_before"] == 2
+    # the 2 users without a row in g-1 are a suppressed cell of their own (see the test below)
+    assert np.isnan(r.headline["n_no_row_before"])
     assert r.headline["n_outside"] == 30
     # outside: 25 odd (5 employees; 20 of them export) + 5 even non-exporters
     assert _cell(r, table="profile", characteristic="exporter", category="exporter")[0] == 20
@@ -172,6 +174,69 @@ def test_target_group_fit_and_profile(panel):
     assert np.isnan(_cell(r, table="profile", characteristic="reason (first applying)", category="fewer employees than target")[0])
     cells = r.checked["profile"].cells.set_index(["characteristic", "category"])
     assert cells.loc[("reason (first applying)", "fewer employees than target"), "suppression"] == "secondary"
+
+
+def test_users_without_a_register_record_are_a_checked_cell(panel):
+    """Users without a row in g-1 (i = 50, 51 in _panel) were printed and recorded as they were: '2 users had no ...'."""
+    r = ind.target_group_fit(panel, "p", rules=RULES)
+    cells = r.checked["coverage"].cells.set_index("category")
+    assert cells.loc["no", "n_units"] == 2 and cells.loc["no", "suppression"] == "primary"
+    # yes + no is every user, a count the other indicators publish (52): "yes" would give "no" back
+    assert cells.loc["yes", "n_units"] == 50 and cells.loc["yes", "suppression"] == "secondary"
+    assert np.isnan(r.headline["n_no_row_before"])
+    assert not re.search(r"\b2 users", r.text)
+    assert "A suppressed number of users had no register record in that year" in r.text
+    # with min_units 2 the cell may be published, and is said as it is
+    loose = ind.target_group_fit(panel, "p", rules={**RULES, "min_units": 2})
+    assert loose.headline["n_no_row_before"] == 2 and "2 users had no register record in that year" in loose.text
+    everyone = ind.target_group_fit(panel[~panel["be_id"].isin(["1000000050", "1000000051"])], "p", rules=RULES)
+    assert everyone.headline["n_no_row_before"] == 0 and "Every user had a register record in that year." in everyone.text
+
+
+def test_run_audit_protects_users_without_a_register_record(results, tmp_path, monkeypatch):
+    """All users (52, published by the other indicators) minus those with a row (50, the fit's n) is the
+    suppressed 2: the run's differencing audit must see it and suppress more."""
+    import matplotlib
+
+    from reach import publish
+    from reach.disclosure import OutputLog
+
+    matplotlib.use("Agg")
+    monkeypatch.setenv(publish.ENV_REGISTRY, str(tmp_path / "work" / "registry"))
+    monkeypatch.setenv(publish.ENV_NOTEBOOK, "nb")
+    log = OutputLog(tmp_path / "output", notebook="nb", reset=True)
+    for r in results:
+        if r.programme == "p":
+            r.stage_output("P").publish(log)
+    audit = publish.audit_run(tmp_path / "output", tmp_path / "work")
+    t = audit.targets
+    mine = t[t["object"].eq("p_target_group_fit_coverage") & t["cell"].str.contains("category=no")]
+    assert len(mine) and not mine["safe_before"].all(), t  # recoverable as published by the indicators one by one
+    assert audit.n_unprotected == 0, t
+
+
+# "suppressed" may only stand as a word of a phrase ("a suppressed share of the users", "was suppressed"),
+# never where a number would ("suppressed of suppressed users", "EUR suppressed", "from suppressed to")
+_NUMBER_SLOT = re.compile(r"(?<!a )(?<!was )(?<!were )(?<!are )\bsuppressed\b(?! (share|number|amount|by the))")
+
+
+@pytest.mark.parametrize("min_units", [10, 60, 10_000])
+def test_narratives_read_as_sentences_when_numbers_are_suppressed(panel, min_units):
+    """Seen in a stub render: 'In the year before first use, suppressed of suppressed users traded internationally'."""
+    rules = {**RULES, "min_units": min_units}
+    common = {**COMMON, "rules": rules}
+    p = panel.copy()
+    p.loc[p["be_id"].isin([str(1000000000 + k) for k in range(4)]), "region"] = "NH"
+    rs = [ind.international_activity(panel, "p", **common), ind.growth_market_presence(panel, "p", ["CN", "TR"], **common),
+          ind.target_group_fit(panel, "p", rules=rules), ind.prior_instrument_use(panel, "p", **common),
+          ind.instrument_use_after(panel, "p", reach_window=2, rules=rules), ind.regional_reach(p, "t", _link(), rules=rules),
+          ind.export_values(panel, "p", **common), ind.participant_counts(_link(), "t", rules=rules)]
+    if min_units == 10_000:
+        assert all(np.isnan(r.published["value"]).all() for r in rs if "value" in r.published)
+    for r in rs:
+        bad = [r.narrative[max(0, m.start() - 40):m.end() + 20] for m in _NUMBER_SLOT.finditer(r.narrative)]
+        assert not bad, (r.name, bad)
+        assert not re.search(r"\b(nan|NaN|None)\b", r.narrative), r.narrative
 
 
 def test_prior_instrument_use(panel):
@@ -245,7 +310,9 @@ def test_regional_reach(panel):
 def test_all_users_in_one_region(panel):
     r = ind.regional_reach(panel, "t", _link(), rules=RULES)  # every firm in ZH
     assert np.isnan(_cell(r, organiser_region="all")[0])  # 12 of 18: complement 6 < min_units
-    assert "one organiser region" in r.narrative or "range" in r.narrative
+    # every region's cell is suppressed too: the text said "Only one organiser region has a publishable cell"
+    assert r.published.query("organiser_region != 'all'")["value"].isna().all()
+    assert "No organiser region has a publishable cell." in r.narrative
 
 
 def test_regional_reach_without_organiser_data(panel):
@@ -495,7 +562,8 @@ def test_nothing_to_plot_when_everything_is_suppressed(panel):
 def test_export_names(results):
     names = {r.name: list(r.exports) for r in results}
     assert names["international_activity"] == ["p_international_activity"]
-    assert names["target_group_fit"] == ["p_target_group_fit_fit", "p_target_group_fit_profile"]
+    assert names["target_group_fit"] == ["p_target_group_fit_fit", "p_target_group_fit_coverage",
+                                         "p_target_group_fit_profile"]
     assert names["export_values"] == ["p_export_values_mean", "p_export_values_median"]
     assert names["participant_counts"] == ["t_participant_counts_firms", "t_participant_counts_participations"]
     assert all(isinstance(c, ind.Checked) for r in results for c in r.checks)

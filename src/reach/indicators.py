@@ -61,10 +61,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from reach._checks import check_choice, require_columns
+from reach._checks import check_choice, count_text, require_columns
 from reach._display import Headline
 from reach.disclosure import Checked, Rules, check_table, join_checked
-from reach.report import fmt_count, fmt_share
+from reach.report import count_of, fmt_count, fmt_share, share_of, share_text
 
 __all__ = [
     "IndicatorResult",
@@ -747,9 +747,15 @@ def _groups(pub: pd.DataFrame, **where) -> dict[str, float]:
             "n_users": _n(pub, group=USERS, cohort=ALL, **where), "n_comparison": _n(pub, group=COMPARISON, cohort=ALL, **where)}
 
 
-# Narratives format numbers as every notebook does: a suppressed (NaN) number reads "suppressed".
+# Narratives format numbers as every notebook does; where a number may be suppressed the phrase around it
+# changes (reach.report.share_of / count_of / share_text), so no sentence reads "suppressed of suppressed users".
 _pct, _int = fmt_share, fmt_count
-_money = fmt_count
+
+
+def _money(value: Any) -> str:
+    """An amount in euros for running text: "EUR 1,234", or "a suppressed amount"."""
+    return "a suppressed amount" if not np.isfinite(value) else f"EUR {fmt_count(value)}"
+
 
 
 SHARE_COLUMNS = ("measure", "group", "cohort", "value", "n_units")
@@ -861,11 +867,12 @@ def international_activity(
     head = {m: _groups(pub, measure=m) for m in ("exporter_before", "intl_before", "intl_window")}
     h1, hw = head["intl_before"], head["intl_window"]
     text = (
-        f"In the year before first use, {_pct(h1['users'])} of {_int(h1['n_users'])} users traded internationally "
-        f"(exports or imports), against {_pct(h1['comparison'])} of the comparison group "
+        f"In the year before first use, {share_of(h1['users'], h1['n_users'], 'users')} traded internationally "
+        f"(exports or imports), against {share_text(h1['comparison'])} of the comparison group "
         f"({comparison_description(comparison_group, never_treated_only, short=True)}, "
-        f"same reference years). Over the {W} years before first use, {_pct(hw['users'])} of users traded at some point "
-        f"(comparison: {_pct(hw['comparison'])}). {_pct(head['exporter_before']['users'])} of users already exported in the year before."
+        f"same reference years). Over the {W} years before first use, {share_of(hw['users'], None, 'users')} traded at "
+        f"some point (comparison: {share_text(hw['comparison'])}). "
+        f"{share_of(head['exporter_before']['users'], None, 'users', start=True)} already exported in the year before."
     )
     return _result(name, programme, {name: chk}, pub, head, text, definition, SHARE_COLUMNS, settings=settings)
 
@@ -934,11 +941,13 @@ def growth_market_presence(
     chk, pub = rows.check(["share"], rules, {"share": f"reach_growth_markets_{programme}"})["share"]
     head = {m: _groups(pub, measure=m) for m in [*markets, "any"]}
     shares = pd.Series({m: head[m]["users"] for m in markets}).dropna()
-    top = f"The most frequent growth market among users was {shares.idxmax()} ({_pct(shares.max())})" if len(shares) else "All market cells were suppressed"
+    per_market = (f"The most frequent growth market among users was {shares.idxmax()} ({_pct(shares.max())}); per market, "
+                  f"users' shares range from {_pct(shares.min())} to {_pct(shares.max())}." if len(shares)
+                  else "Every per-market share of users was suppressed.")
     text = (
-        f"In the {W} years before first use, {_pct(head['any']['users'])} of users traded with at least one of the "
-        f"{len(markets)} growth markets, against {_pct(head['any']['comparison'])} of the comparison group. "
-        f"{top}; per market, users' shares range from {_pct(shares.min() if len(shares) else np.nan)} to {_pct(shares.max() if len(shares) else np.nan)}."
+        f"In the {W} years before first use, {share_of(head['any']['users'], None, 'users')} traded with at least one "
+        f"of the {len(markets)} growth markets, against {share_text(head['any']['comparison'])} of the comparison group. "
+        f"{per_market}"
     )
     return _result(name, programme, {name: chk}, pub, head, text, definition, SHARE_COLUMNS,
                    settings={**settings, "growth_markets": tuple(markets)})
@@ -947,6 +956,8 @@ def growth_market_presence(
 # ----------------------------------------------------------------------------- 3. target group
 
 TARGET_COLUMNS = ("table", "characteristic", "category", "cohort", "value", "n_units")
+#: characteristic of target_group_fit's ``coverage`` table: users with ("yes") and without ("no") a register row
+COVERAGE = "register record in the year before first use"
 DEST_BANDS = ("0", "1-5", "6-10", "11+")
 
 
@@ -987,8 +998,9 @@ def target_group_fit(
     Returns
     -------
     IndicatorResult
-        Tables ``fit`` (share per cohort and all) and ``profile`` (counts of users outside
-        the target group by size class, exporter status, destinations band and reason).
+        Tables ``fit`` (share per cohort and all), ``profile`` (counts of users outside
+        the target group by size class, exporter status, destinations band and reason) and
+        ``coverage`` (users with and without a register row in the year before first use).
         ``tidy()`` columns ``table, characteristic, category, cohort, value, n_units, share``.
 
     Notes
@@ -996,7 +1008,10 @@ def target_group_fit(
     Among users with a register row in :math:`g_i-1`:
     :math:`\\text{fit}_i = 1[e_{min}\\le \\text{employees}_{i,g_i-1}\\le e_{max}]\\cdot
     1[d_{min}\\le \\text{n\\_dest}_{i,g_i-1}\\le d_{max}]`. Users without a row in
-    :math:`g_i-1` (new firms) are counted in ``headline["n_no_row_before"]``, not dropped silently.
+    :math:`g_i-1` (new firms) are not dropped silently: they are the ``coverage`` table's cell
+    ``no``, checked like every count and declared additive (``yes + no`` is all users, published
+    by the other indicators), and ``headline["n_no_row_before"]`` is that published cell (NaN when
+    suppressed, 0 when every user has a row).
     Profile shares are counts over the number of users outside the target group.
 
     Examples
@@ -1012,10 +1027,17 @@ def target_group_fit(
         return _no_users(name, programme, definition, TARGET_COLUMNS)
     year = ref.cohort - 1
     emp, present = grid.at(grid.values("employees"), ref.firm, year)
-    n_missing = int((~present).sum())
     if not present.any():
         return _empty(name, programme, definition, TARGET_COLUMNS,
-                      f"None of the {len(ref)} users has a register row in the year before first use.")
+                      "No user has a register row in the year before first use.")
+    # Users without a row in g-1 (new firms) are a cell of firms like any other: 1-9 of them must not be
+    # printed, nor follow from the users counted here and the users published by the other indicators
+    # (all users minus those with a row). A count table whose lines add up to all users (additive) lets the
+    # table's own check and the run's differencing audit protect it.
+    cover = check_table(pd.DataFrame({"be_id": ref.firm, "characteristic": COVERAGE,
+                                      "category": np.where(present, "yes", "no")}),
+                        by=["characteristic", "category"], unit="be_id", stat="count", rules=rules,
+                        name=f"reach_target_coverage_{programme}", additive=["category"])
     at = pd.DataFrame({
         "be_id": ref.firm, "cohort": ref.cohort, "employees": emp,
         "n_dest": grid.at(grid.values("n_dest"), ref.firm, year)[0],
@@ -1044,8 +1066,9 @@ def target_group_fit(
     }
     prof = pd.concat([pd.DataFrame({"be_id": out["be_id"].to_numpy(), "characteristic": c, "category": v})
                       for c, v in profile_of.items()], ignore_index=True)
-    frames = {"fit": fit}
+    frames = {"fit": fit, "coverage": cover}
     pub_fit = _published(fit).assign(table="fit")
+    pub_cover = _published(cover).assign(table="coverage", cohort=ALL)
     if len(out):
         # each characteristic's categories add up to the firms outside the target group, published in the
         # same table: a single suppressed category would be that total minus the others
@@ -1056,16 +1079,23 @@ def target_group_fit(
         pub_prof["share"] = pub_prof["value"] / _val(pub_prof, characteristic="all outside target group", category=ALL)
     else:
         pub_prof = pd.DataFrame(columns=[*TARGET_COLUMNS, "share"])
-    pub = pd.concat([pub_fit, pub_prof], ignore_index=True)
+    pub = pd.concat([pub_fit, pub_prof, pub_cover], ignore_index=True)
     share, n_users = _val(pub_fit, cohort=ALL), _n(pub_fit, cohort=ALL)
+    # no "no" cell: every user had a row (a zero reveals no firm)
+    n_missing = _val(pub_cover, category="no") if (pub_cover["category"] == "no").any() else 0.0
     head = {"share_in_target": share, "n_users_with_row_before": n_users, "n_no_row_before": n_missing,
             "n_outside": _val(pub_prof, characteristic="all outside target group", category=ALL) if len(out) else 0.0}
     exp_out = _val(pub_prof, characteristic="exporter", category="exporter") / head["n_outside"] if len(out) else np.nan
+    if n_missing == 0:
+        missing = "Every user had a register record in that year."
+    else:
+        missing = f"{count_of(n_missing, 'users', start=True)} had no register record in that year and are not classified."
     text = (
-        f"{_pct(share)} of the {_int(n_users)} users with a register record in the year before first use were inside "
-        f"the target group ({tg['min_employees']:.0f}-{tg['max_employees']:.0f} employees and {tg['min_destinations']:.0f}-"
-        f"{tg['max_destinations']:.0f} export destinations), so {_pct(1 - share)} were outside it. "
-        f"Of those outside, {_pct(exp_out)} exported. {n_missing} users had no register record in that year and are not classified."
+        f"{share_of(share, n_users, 'users with a register record in the year before first use', start=True)} were "
+        f"inside the target group ({tg['min_employees']:.0f}-{tg['max_employees']:.0f} employees and "
+        f"{tg['min_destinations']:.0f}-{tg['max_destinations']:.0f} export destinations)"
+        + (f", so {_pct(1 - share)} were outside it. " if np.isfinite(share) else ". ")
+        + f"Of those outside, {share_text(exp_out)} exported. {missing}"
     )
     return _result(name, programme, frames, pub, head, text, definition, (*TARGET_COLUMNS, "share"), settings=settings)
 
@@ -1119,8 +1149,8 @@ def prior_instrument_use(
     chk, pub = rows.check(["share"], rules, {"share": f"reach_prior_instruments_{programme}"})["share"]
     head = _groups(pub)
     text = (
-        f"{_pct(head['users'])} of the {_int(head['n_users'])} users had registered for a public instrument before "
-        f"first use, against {_pct(head['comparison'])} of the comparison group "
+        f"{share_of(head['users'], head['n_users'], 'users', start=True)} had registered for a public instrument before "
+        f"first use, against {share_text(head['comparison'])} of the comparison group "
         f"({comparison_description(comparison_group, never_treated_only, short=True)}, same reference years)."
     )
     return _result(name, programme, {name: chk}, pub, head, text, definition, SHARE_COLUMNS, settings=settings)
@@ -1203,10 +1233,11 @@ def instrument_use_after(
     head = {pu: {c: _cell(pub, "share", prior_use=pu, category=c) for c in INSTRUMENT_CATEGORIES} for pu in [ALL, *PRIOR_USE]}
     head["n_users"] = _val(pub, prior_use=ALL, category=ALL)
     text = (
-        f"After first use, {_pct(head[ALL]['none'])} of users registered for no further public instrument, "
-        f"{_pct(head[ALL]['one'])} for one, {_pct(head[ALL]['several, not more than before'])} for several but not more than before, "
-        f"and {_pct(head[ALL]['more than before'])} for more than before (windows of up to {W} years on each side). "
-        f"Among users without earlier instruments, {_pct(head['no instruments before']['none'])} registered for none."
+        f"After first use, {share_of(head[ALL]['none'], None, 'users')} registered for no further public instrument, "
+        f"{share_text(head[ALL]['one'])} for one, {share_text(head[ALL]['several, not more than before'])} for several but "
+        f"not more than before, and {share_text(head[ALL]['more than before'])} for more than before (windows of up to "
+        f"{W} years on each side). Among users without earlier instruments, "
+        f"{share_text(head['no instruments before']['none'])} registered for none."
     )
     return _result(name, programme, {name: chk}, pub, head, text, definition, AFTER_COLUMNS, settings=settings)
 
@@ -1294,14 +1325,18 @@ def regional_reach(
     per = pub[(pub["organiser_region"] != ALL)].set_index("organiser_region")["value"].dropna()
     head = {"share_own_region": share, "n_participations": float(npart.get(ALL, 0)) if np.isfinite(share) else np.nan,
             "n_firms": _n(pub, organiser_region=ALL), "n_organiser_regions": int((pub["organiser_region"] != ALL).sum()),
-            "n_without_organiser": n_no_org}
+            # an unchecked count of participations: 1-9 are not given
+            "n_without_organiser": float(n_no_org) if n_no_org == 0 or n_no_org >= rules.min_units else np.nan}
     spread = (f"Across organiser regions the own-region share ranges from {_pct(per.min())} to {_pct(per.max())}."
-              if len(per) > 1 else "Only one organiser region has a publishable cell.")
+              if len(per) > 1 else "Only one organiser region has a publishable cell." if len(per)
+              else "No organiser region has a publishable cell.")
     text = (
-        f"{_pct(share)} of the {_int(head['n_participations'])} participations (unique firm-activity pairs) came "
+        f"{share_of(share, head['n_participations'], 'participations', start=True)} (unique firm-activity pairs) came "
         f"from firms located in the organiser's own province; the rest came from elsewhere. {spread}"
     )
-    msg = f"{n_no_org} participations without organiser region were left out." if n_no_org else None
+    # an unchecked count: never exact below min_units
+    msg = (f"{count_text(n_no_org, rules.min_units, 'participations')} without organiser region were left out."
+           if n_no_org else None)
     return _result(name, programme, {name: chk}, pub, head, text, definition, REGION_COLUMNS, msg)
 
 
@@ -1367,9 +1402,9 @@ def export_values(
     head = {f"{g}_{s}_{lab}": _val(pub, stat=s, group=g, cohort=ALL, event_time=e)
             for g in (USERS, COMPARISON) for s in ("mean", "median") for lab, e in (("before", -1), ("after", 1))}
     text = (
-        f"In the year before first use, users exported on average EUR {_money(head['users_mean_before'])} "
-        f"(comparison group: EUR {_money(head['comparison_mean_before'])}); one year after, EUR {_money(head['users_mean_after'])} "
-        f"(comparison: EUR {_money(head['comparison_mean_after'])}). These are descriptive averages of different firms, "
+        f"In the year before first use, users exported on average {_money(head['users_mean_before'])} "
+        f"(comparison group: {_money(head['comparison_mean_before'])}); one year after, {_money(head['users_mean_after'])} "
+        f"(comparison: {_money(head['comparison_mean_after'])}). These are descriptive averages of different firms, "
         f"not an effect of the programme: users already differed before first use."
     )
     return _result(name, programme, frames, pub, head, text, definition, EXPORT_COLUMNS, settings=settings)
@@ -1448,8 +1483,8 @@ def participant_counts(
     else:
         verdict = "each firm took part once, so participations and firms coincide."
     text = (
-        f"{_int(head['n_firms'])} distinct firms took part in the programme, with {_int(head['n_participations'])} participations "
-        f"(unique firm-activity pairs)"
+        f"{count_of(head['n_firms'], 'distinct firms', start=True)} took part in the programme, with "
+        f"{count_of(head['n_participations'], 'participations')} (unique firm-activity pairs)"
         + (f", i.e. {fmt_number(ratio, 2)} per firm: {verdict}" if np.isfinite(ratio) else f": {verdict}") + busiest
     )
     return _result(name, programme, {"firms": firms, "participations": parts}, pub, head, text, definition, COUNT_COLUMNS)

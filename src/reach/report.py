@@ -15,7 +15,8 @@ import numpy as np
 from reach._checks import count_text  # re-exported for notebooks: the one wording of a small count
 from reach._display import ResultDisplay
 
-__all__ = ["record_headline", "read_headlines", "fmt_number", "fmt_count", "count_text", "fmt_share", "show_figure",
+__all__ = ["record_headline", "read_headlines", "fmt_number", "fmt_count", "count_text", "fmt_share", "share_text",
+           "share_of", "count_of", "show_figure",
            "SummaryDisplay", "checks_statement", "html_table", "place_legend", "legend_overlaps", "tidy_legends",
            "dominated_cells", "dominance_note", "DOMINANT_SHARE", "figure_html", "details_html", "markdown_html"]
 
@@ -93,6 +94,18 @@ SummaryDisplay = ResultDisplay
 
 # Shared by the notebooks so that a suppressed number reads the same everywhere.
 
+def _missing(value: Any) -> bool:
+    """Suppressed (or absent): ``None``, NaN, ``pd.NA``."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return True
+    try:
+        import pandas as pd
+
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
 def fmt_number(value: Any, digits: int = 3, *, signed: bool = False) -> str:
     """A published number as text; a suppressed (NaN/None) one as ``"suppressed"``.
 
@@ -101,15 +114,8 @@ def fmt_number(value: Any, digits: int = 3, *, signed: bool = False) -> str:
     >>> fmt_number(0.1234), fmt_number(float("nan")), fmt_number(0.1, 2, signed=True)
     ('0.123', 'suppressed', '+0.10')
     """
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    if _missing(value):
         return "suppressed"
-    try:
-        import pandas as pd
-
-        if pd.isna(value):
-            return "suppressed"
-    except (TypeError, ValueError):
-        pass
     from reach.publish import register_numbers
 
     # what is formatted for narrative text is published: the output audit must know it
@@ -138,6 +144,55 @@ def fmt_share(value: Any, digits: int = 0) -> str:
     """
     text = fmt_number(value, digits + 2)
     return text if text == "suppressed" else f"{100 * float(value):.{digits}f}%"
+
+
+# Running text: a suppressed number cannot stand where a number would ("suppressed of suppressed users"),
+# so the phrase around it changes instead.
+
+def _start(text: str, start: bool) -> str:
+    return text[:1].upper() + text[1:] if start else text
+
+
+def share_text(value: Any, digits: int = 0, *, start: bool = False) -> str:
+    """A published share in running text: ``"81%"``, or ``"a suppressed share"``.
+
+    ``start=True`` capitalises it for the start of a sentence.
+
+    Examples
+    --------
+    >>> share_text(0.81), share_text(float("nan")), share_text(None, start=True)
+    ('81%', 'a suppressed share', 'A suppressed share')
+    """
+    return _start("a suppressed share" if _missing(value) else fmt_share(value, digits), start)
+
+
+def count_of(n: Any, noun: str, *, start: bool = False) -> str:
+    """A published count of ``noun`` in running text: ``"1,234 users"``, or ``"a suppressed number of users"``.
+
+    Only for published (checked) counts; an unchecked count goes through :func:`count_text`.
+
+    Examples
+    --------
+    >>> count_of(1234.0, "users"), count_of(float("nan"), "participations", start=True)
+    ('1,234 users', 'A suppressed number of participations')
+    """
+    return _start(f"a suppressed number of {noun}" if _missing(n) else f"{fmt_count(n)} {noun}", start)
+
+
+def share_of(share: Any, n: Any, noun: str, *, digits: int = 0, start: bool = False) -> str:
+    """A published share of a published group in running text, grammatical when either is suppressed.
+
+    ``n=None`` leaves the group's size out.
+
+    Examples
+    --------
+    >>> share_of(0.81, 1234, "users"), share_of(float("nan"), 1234, "users")
+    ('81% of the 1,234 users', 'a suppressed share of the 1,234 users')
+    >>> share_of(0.81, float("nan"), "users"), share_of(None, None, "users", start=True)
+    ('81% of the users', 'A suppressed share of the users')
+    """
+    group = noun if n is None or _missing(n) else f"{fmt_count(n)} {noun}"
+    return f"{share_text(share, digits, start=start)} of the {group}"
 
 
 def html_table(table: Any, *, digits: int = 3, counts: Sequence[str] = (), undefined: Any = None,
