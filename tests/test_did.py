@@ -417,6 +417,24 @@ def test_effect_report_planted_effect_detected():
     assert "higher than it would have been" in rep.narrative()
 
 
+def test_samples_text_names_the_matching_covariates_and_reads_the_intervals():
+    """The text described the matching as "export history (level, growth, destinations), size, imports and earlier
+    use of public instruments" whatever 03 matched on, and closed one parenthesis too many."""
+    from reach.effects import effect_report, samples_text
+
+    null = effect_report(_report_panel(0.0), "y", programme="x", control_group="notyettreated", biters=99)
+    planted = effect_report(_report_panel(0.5), "y", programme="x", control_group="notyettreated", biters=99)
+    a, b = null.headline(), planted.headline()
+    assert a["simple_conf_high"] < b["simple_conf_low"]  # the planted 0.5 is far outside the null's interval
+    apart = samples_text(null, planted, matching_covariates=["log_exports_lag1", "instr_ever_before"])
+    assert "exports in the year before (log); used a public instrument before" in apart
+    assert "imports" not in apart and "do not overlap" in apart
+    assert apart.count("(") == apart.count(")")
+    same = samples_text(null, null)
+    assert "the covariates notebook 03 matched on" in same and "intervals overlap" in same
+    assert samples_text(null, None) == ""
+
+
 def test_effect_report_small_cohort_suppressed_not_crashed():
     from reach.effects import REPORT_TABLES, effect_report
     from reach.disclosure import Rules

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -730,8 +731,16 @@ def effects_intro(*, programme: str, first_year: int, last_year: int, control_gr
         "clustered by firm, so such a firm is never counted twice nor as a user of a cohort it was not matched to.")
 
 
-def samples_text(full: EffectReport | None, matched: EffectReport | None) -> str:
-    """Why the full-sample and matched estimates of one outcome differ, read from the publishable numbers."""
+def samples_text(full: EffectReport | None, matched: EffectReport | None, *,
+                 matching_covariates: Sequence[str] | None = None) -> str:
+    """Why the full-sample and matched estimates of one outcome differ, read from the publishable numbers.
+
+    ``matching_covariates``: what notebook 03 matched on (04's ``covariates`` parameter), named in
+    the text; without them the text refers to notebook 03. Whether the two confidence intervals
+    overlap is read from the published bounds (the samples share the users, so it is no test of a
+    difference).
+    """
+    from reach import labels
     from reach.report import fmt_number as f
 
     if full is None or matched is None or not (full.estimable and matched.estimable):
@@ -740,12 +749,22 @@ def samples_text(full: EffectReport | None, matched: EffectReport | None) -> str
     if not (np.isfinite(a["simple_att"]) and np.isfinite(b["simple_att"])):
         return ""
     name = _outcome_label(full.outcome)
+    on = ("; ".join(labels.covariate(c) for c in matching_covariates) if matching_covariates
+          else "the covariates notebook 03 matched on")
+    bounds = [a["simple_conf_low"], a["simple_conf_high"], b["simple_conf_low"], b["simple_conf_high"]]
+    if not np.isfinite(bounds).all():
+        reading = "The matched estimate is the one to quote: it also balances what the users were like before."
+    elif a["simple_conf_high"] < b["simple_conf_low"] or b["simple_conf_high"] < a["simple_conf_low"]:
+        reading = ("Their confidence intervals do not overlap: users differ from comparison firms in more than the "
+                   "full sample's covariates capture (firms tend to take up a programme when their exports are "
+                   "already moving), and the matched estimate, which balances that history too, is the one to quote.")
+    else:
+        reading = ("Their confidence intervals overlap (the samples share the users, so this is no test of a "
+                   "difference); the matched estimate, which also balances the users' earlier history, is the one "
+                   "to quote.")
     return (f"**Full vs matched ({name}):** the full-sample estimate {f(a['simple_att'])} "
             f"(CI {f(a['simple_conf_low'])} to {f(a['simple_conf_high'])}) assumes that users' {name} would "
             f"have moved like that of *all* comparison firms with the same base-year covariates "
-            f"({_covariates_text(full.att_gt.xformla)})). The matched estimate {f(b['simple_att'])} (CI "
+            f"({_covariates_text(full.att_gt.xformla)}). The matched estimate {f(b['simple_att'])} (CI "
             f"{f(b['simple_conf_low'])} to {f(b['simple_conf_high'])}) compares each cohort's users with comparison "
-            f"firms that had a similar export history (level, growth, destinations), size, imports and earlier use of "
-            f"public instruments. Users choose the programme when their exports are already moving, which size alone "
-            f"does not capture; where the two differ, that selection is the likely reason, and the matched estimate "
-            f"is the one to quote.")
+            f"firms alike in the year before first use in: {on}. {reading}")
