@@ -179,10 +179,14 @@ def test_target_group_fit_and_profile(panel):
 def test_users_without_a_register_record_are_a_checked_cell(panel):
     """Users without a row in g-1 (i = 50, 51 in _panel) were printed and recorded as they were: '2 users had no ...'."""
     r = ind.target_group_fit(panel, "p", rules=RULES)
-    cells = r.checked["coverage"].cells.set_index("category")
-    assert cells.loc["no", "n_units"] == 2 and cells.loc["no", "suppression"] == "primary"
-    # yes + no is every user, a count the other indicators publish (52): "yes" would give "no" back
-    assert cells.loc["yes", "n_units"] == 50 and cells.loc["yes", "suppression"] == "secondary"
+    cells = r.checked["coverage"].cells.astype({"cohort": str}).set_index(["category", "cohort"])
+    # both are in cohort 2020 (30 users with a row); cohort 2019 has none without a row: no "no" cell
+    assert ("no", "2019") not in cells.index and cells.loc[("yes", "2019"), "n_units"] == 20
+    for cohort, n_yes in (("2020", 30), ("all", 50)):
+        assert cells.loc[("no", cohort), "n_units"] == 2 and cells.loc[("no", cohort), "suppression"] == "primary"
+        # yes + no is the cohort's users, a count the other indicators publish: "yes" would give "no" back
+        assert cells.loc[("yes", cohort), "n_units"] == n_yes
+        assert cells.loc[("yes", cohort), "suppression"] == "secondary"
     assert np.isnan(r.headline["n_no_row_before"])
     assert not re.search(r"\b2 users", r.text)
     assert "A suppressed number of users had no register record in that year" in r.text
@@ -211,7 +215,8 @@ def test_run_audit_protects_users_without_a_register_record(results, tmp_path, m
     audit = publish.audit_run(tmp_path / "output", tmp_path / "work")
     t = audit.targets
     mine = t[t["object"].eq("p_target_group_fit_coverage") & t["cell"].str.contains("category=no")]
-    assert len(mine) and not mine["safe_before"].all(), t  # recoverable as published by the indicators one by one
+    # cohort 2020 and all; the first found recoverable is protected by suppressions that protect the other too
+    assert len(mine) == 2 and not mine["safe_before"].all() and mine["safe_after"].all(), t
     assert audit.n_unprotected == 0, t
 
 

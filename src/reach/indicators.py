@@ -1000,7 +1000,8 @@ def target_group_fit(
     IndicatorResult
         Tables ``fit`` (share per cohort and all), ``profile`` (counts of users outside
         the target group by size class, exporter status, destinations band and reason) and
-        ``coverage`` (users with and without a register row in the year before first use).
+        ``coverage`` (users with and without a register row in the year before first use, per
+        cohort and all).
         ``tidy()`` columns ``table, characteristic, category, cohort, value, n_units, share``.
 
     Notes
@@ -1008,10 +1009,10 @@ def target_group_fit(
     Among users with a register row in :math:`g_i-1`:
     :math:`\\text{fit}_i = 1[e_{min}\\le \\text{employees}_{i,g_i-1}\\le e_{max}]\\cdot
     1[d_{min}\\le \\text{n\\_dest}_{i,g_i-1}\\le d_{max}]`. Users without a row in
-    :math:`g_i-1` (new firms) are not dropped silently: they are the ``coverage`` table's cell
-    ``no``, checked like every count and declared additive (``yes + no`` is all users, published
-    by the other indicators), and ``headline["n_no_row_before"]`` is that published cell (NaN when
-    suppressed, 0 when every user has a row).
+    :math:`g_i-1` (new firms) are not dropped silently: they are the ``coverage`` table's cells
+    ``no`` (per cohort and all), checked like every count and declared additive (``yes + no`` is a
+    cohort's users, published by the other indicators), and ``headline["n_no_row_before"]`` is the
+    published all-cohort cell (NaN when suppressed, 0 when every user has a row).
     Profile shares are counts over the number of users outside the target group.
 
     Examples
@@ -1032,11 +1033,12 @@ def target_group_fit(
                       "No user has a register row in the year before first use.")
     # Users without a row in g-1 (new firms) are a cell of firms like any other: 1-9 of them must not be
     # printed, nor follow from the users counted here and the users published by the other indicators
-    # (all users minus those with a row). A count table whose lines add up to all users (additive) lets the
-    # table's own check and the run's differencing audit protect it.
-    cover = check_table(pd.DataFrame({"be_id": ref.firm, "characteristic": COVERAGE,
-                                      "category": np.where(present, "yes", "no")}),
-                        by=["characteristic", "category"], unit="be_id", stat="count", rules=rules,
+    # (a cohort's users minus those with a row, per cohort as in the fit table). A count table whose lines
+    # add up to each cohort's users (additive) lets the table's own check and the run's differencing audit
+    # protect it.
+    cover = check_table(_stack_all(pd.DataFrame({"be_id": ref.firm, "cohort": ref.cohort, "characteristic": COVERAGE,
+                                                 "category": np.where(present, "yes", "no")})),
+                        by=["characteristic", "category", "cohort"], unit="be_id", stat="count", rules=rules,
                         name=f"reach_target_coverage_{programme}", additive=["category"])
     at = pd.DataFrame({
         "be_id": ref.firm, "cohort": ref.cohort, "employees": emp,
@@ -1068,7 +1070,7 @@ def target_group_fit(
                       for c, v in profile_of.items()], ignore_index=True)
     frames = {"fit": fit, "coverage": cover}
     pub_fit = _published(fit).assign(table="fit")
-    pub_cover = _published(cover).assign(table="coverage", cohort=ALL)
+    pub_cover = _published(cover).assign(table="coverage")
     if len(out):
         # each characteristic's categories add up to the firms outside the target group, published in the
         # same table: a single suppressed category would be that total minus the others
@@ -1082,7 +1084,7 @@ def target_group_fit(
     pub = pd.concat([pub_fit, pub_prof, pub_cover], ignore_index=True)
     share, n_users = _val(pub_fit, cohort=ALL), _n(pub_fit, cohort=ALL)
     # no "no" cell: every user had a row (a zero reveals no firm)
-    n_missing = _val(pub_cover, category="no") if (pub_cover["category"] == "no").any() else 0.0
+    n_missing = _val(pub_cover, category="no", cohort=ALL) if (pub_cover["category"] == "no").any() else 0.0
     head = {"share_in_target": share, "n_users_with_row_before": n_users, "n_no_row_before": n_missing,
             "n_outside": _val(pub_prof, characteristic="all outside target group", category=ALL) if len(out) else 0.0}
     exp_out = _val(pub_prof, characteristic="exporter", category="exporter") / head["n_outside"] if len(out) else np.nan

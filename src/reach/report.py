@@ -176,7 +176,10 @@ def count_of(n: Any, noun: str, *, start: bool = False) -> str:
     >>> count_of(1234.0, "users"), count_of(float("nan"), "participations", start=True)
     ('1,234 users', 'A suppressed number of participations')
     """
-    return _start(f"a suppressed number of {noun}" if _missing(n) else f"{fmt_count(n)} {noun}", start)
+    if not _missing(n):
+        fmt_count(n)  # registers the published count the text prints (the output audit must know it)
+    # the one wording of a count in text (a published count is never 1-9: min_units 1 adds no rounding)
+    return _start(count_text(n, 1, noun), start)
 
 
 def share_of(share: Any, n: Any, noun: str, *, digits: int = 0, start: bool = False) -> str:
