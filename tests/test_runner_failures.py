@@ -150,19 +150,26 @@ def test_audit_pass_reruns_earlier_notebooks_of_an_only_run_and_stops_when_none_
 
 def test_jobs_run_notebooks_side_by_side_in_dependency_order(tmp_path, monkeypatch, four_stage_suite):
     """``jobs=2``: programmes' notebooks overlap, each waits for its own earlier stages and for the shared
-    ones, every kernel knows its notebook, and the shared disclosure report loses no row."""
+    ones, every kernel knows its notebook, and the shared disclosure report loses no row. Each kernel gets
+    half the cores for its BLAS (4 cores here: 2 threads), not a thread per core beside the other kernel's."""
     from reach import publish
 
     nb_dir = four_stage_suite
     log = tmp_path / "runs.jsonl"
+    for k in runner.THREAD_ENV:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(runner, "usable_cpus", lambda: 4)
     body = (
         "import json, os, time\nimport pandas as pd\nfrom reach.disclosure import OutputLog, check_table\n"
+        "import numpy\nfrom threadpoolctl import threadpool_info\n"
         f"name = os.environ[{publish.ENV_NOTEBOOK!r}]\nt0 = time.time()\n"
         "out = OutputLog(output_dir, notebook=name)\n"
         "df = pd.DataFrame({'be_id': [str(i) for i in range(30)], 'g': ['a'] * 15 + ['b'] * 15})\n"
         "for k in range(12):\n    out.table(check_table(df, by='g', name=f't{k}'), f'{name}_t{k}')\n"
         "time.sleep(0.5)\n"
-        f"with open({str(log)!r}, 'a') as f:\n    f.write(json.dumps([name, t0, time.time()]) + '\\n')")
+        f"env = {{k: os.environ.get(k) for k in {runner.THREAD_ENV!r}}}\n"
+        "blas = sorted({p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'})\n"
+        f"with open({str(log)!r}, 'a') as f:\n    f.write(json.dumps([name, t0, time.time(), env, blas]) + '\\n')")
     for nb in runner.NOTEBOOKS:
         _notebook(nb_dir / f"{nb}.ipynb", body)
     monkeypatch.setattr(publish, "audit_run", lambda output_dir, work_dir, earlier=None, notebooks=None: publish.Audit(
@@ -174,7 +181,11 @@ def test_jobs_run_notebooks_side_by_side_in_dependency_order(tmp_path, monkeypat
     res = runner.run_suite(STUB_YAML, jobs=2, **kw)
 
     progs = runner.analysed_programmes(load_params(STUB_YAML))
-    runs = {name: (t0, t1) for name, t0, t1 in map(json.loads, log.read_text().split("\n")[:-1])}
+    records = [json.loads(line) for line in log.read_text().split("\n")[:-1]]
+    runs = {name: (t0, t1) for name, t0, t1, _, _ in records}
+    assert all(env == dict.fromkeys(runner.THREAD_ENV, "2") and blas == [2] for *_, env, blas in records)
+    manifest = json.loads((tmp_path / "output" / "stub" / "manifest.json").read_text())
+    assert manifest["jobs"] == 2 and manifest["kernel_threads"] == dict.fromkeys(runner.THREAD_ENV, "2")
     order = runner.executed_names(load_params(STUB_YAML), list(runner.NOTEBOOKS))
     names = [runner.executed_name(nb, p) for nb, p in order]
     assert sorted(runs) == sorted(names)  # each kernel had its own notebook's name

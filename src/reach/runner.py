@@ -47,6 +47,42 @@ PER_PROGRAMME: tuple[str, ...] = ("02_reach", "03_matching", "04_effects")
 #: Packages whose versions go into the manifest.
 MANIFEST_PACKAGES = ("reach", "numpy", "pandas", "scipy", "scikit-learn", "statsmodels", "linearmodels",
                      "matplotlib", "seaborn", "pyreadstat", "pyarrow", "papermill", "nbconvert")
+#: Thread-pool variables of the numerical libraries a kernel loads (OpenMP, OpenBLAS, MKL).
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def usable_cpus() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # Windows, macOS
+        return max(1, os.cpu_count() or 1)
+
+
+def kernel_thread_env(jobs: int, environ: Mapping[str, str] | None = None, cpus: int | None = None) -> dict[str, str]:
+    """Thread limits for each kernel when ``jobs`` notebooks run side by side: the cores shared out.
+
+    Every kernel's BLAS would otherwise start one thread per core, so ``jobs`` kernels run
+    ``jobs`` x cores threads on the cores, and the BLAS threads (which spin while they wait)
+    slow each other down: on 2 cores two kernels' products took 1.4-1.9x as long with 2
+    threads each as with 1 (``bench/README.md``). Each kernel gets ``cpus // jobs`` threads
+    (at least 1). A run with one job keeps the libraries' defaults, and so does a run whose
+    environment already sets any of :data:`THREAD_ENV` (the analyst's choice wins).
+
+    Examples
+    --------
+    >>> kernel_thread_env(2, environ={}, cpus=2)
+    {'OMP_NUM_THREADS': '1', 'OPENBLAS_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
+    >>> kernel_thread_env(2, environ={}, cpus=8)["OPENBLAS_NUM_THREADS"]
+    '4'
+    >>> kernel_thread_env(1, environ={}, cpus=8), kernel_thread_env(2, environ={"OMP_NUM_THREADS": "3"}, cpus=8)
+    ({}, {})
+    """
+    environ = os.environ if environ is None else environ
+    if jobs <= 1 or any(k in environ for k in THREAD_ENV):
+        return {}
+    n = str(max(1, (usable_cpus() if cpus is None else int(cpus)) // jobs))
+    return {k: n for k in THREAD_ENV}
 
 
 def analysed_programmes(params: Mapping[str, Any]) -> list[str]:
@@ -620,6 +656,7 @@ def run_suite(
     todo = executed_names(params, names)
 
     parallel = jobs > 1
+    threads = kernel_thread_env(jobs)
 
     def run_one(i: int, n: int, notebook: str, prog: str | None) -> tuple:
         """Execute one job (from any thread) under work/ and copy it to output/; a failure raises _JobFailed."""
@@ -645,7 +682,8 @@ def run_suite(
                 pm.execute_notebook(str(source), str(target), parameters=passed, progress_bar=progress and not parallel,
                                     kernel_name="python3", cwd=str(nb_dir), log_output=False,
                                     kernel_manager_class=_kernel_manager(
-                                        {publish.ENV_NOTEBOOK: name, memo.ENV_MEMO: str(memo.folder(memo_dir, name, passed))},
+                                        {publish.ENV_NOTEBOOK: name, memo.ENV_MEMO: str(memo.folder(memo_dir, name, passed)),
+                                         **threads},
                                         kernels))
         except PapermillExecutionError as exc:
             # an earlier run's copy of this notebook would now contradict the run: take it out of output/
@@ -843,6 +881,9 @@ def run_suite(
         "cpu_seconds": cpu_s,
         # peak resident memory of the runner and the notebook's kernel while each notebook ran
         "peak_rss_mb": peak_mb,
+        # notebooks side by side and the thread limits each kernel got (empty: the libraries' defaults)
+        "jobs": jobs,
+        "kernel_threads": threads,
         "seeds": {"seed": params.get("seed")},
         "started": started.isoformat(timespec="seconds"),
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
