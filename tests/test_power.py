@@ -275,3 +275,89 @@ def test_stub_placebo_calibrated_and_mdes_agree(stub_panel, stub_params, program
     assert 1 / 1.5 < r.empirical_mde_sd / r.analytic_mde < 1.5, r.summary()
     if programme == "tinl":
         assert truth["effects"]["tinl"]["simple"] > max(r.empirical_mde_sd, r.empirical_mde_planted, r.analytic_mde)
+
+
+# --------------------------------------------------------------------------- the placebo's grouped draws
+def _grouped_vs_each_draw(monkeypatch, panel, yname, gname, n_draws=6, **kw):
+    """placebo() with the pool summarised once (:class:`reach.power._PlaceboPool`) and with fit_simple on every
+    draw: the same draws, so the same numbers; counts that the summarised path really ran."""
+    import reach.power as pw
+
+    ran = []
+    fit = pw._PlaceboPool.fit
+    monkeypatch.setattr(pw._PlaceboPool, "fit", lambda self, g: ran.append(1) or fit(self, g))
+    a = placebo(panel, yname, gname=gname, n_draws=n_draws, seed=3, progress=False, **kw)
+    assert len(ran) == n_draws
+    b = placebo(panel, yname, gname=gname, n_draws=n_draws, seed=3, progress=False, _grouped=False, **kw)
+    assert len(ran) == n_draws
+    np.testing.assert_allclose(a.estimates, b.estimates, rtol=1e-9, atol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(a.std_errors, b.std_errors, rtol=1e-9, atol=1e-12, equal_nan=True)
+    np.testing.assert_array_equal(a.n_control, b.n_control)
+    assert a.exclusions == b.exclusions
+    return a
+
+
+def _register_like_panel(n=2500, seed=7, cohorts=(2016, 2017, 2019)):
+    """Firms whose size (a whole number of employees, logged) changes over the years and selects users."""
+    rng = np.random.default_rng(seed)
+    T = len(YEARS)
+    base = rng.integers(1, 80, n)
+    emp = np.maximum(1, np.repeat(base, T) + rng.integers(-2, 3, n * T))
+    users = np.argsort(-(np.log(base) + rng.logistic(size=n)))[:60 * len(cohorts)]
+    g = np.zeros(n)
+    g[users] = np.repeat(cohorts, 60)[rng.permutation(len(users))]
+    p = pd.DataFrame({"firm_id": np.repeat(np.arange(n), T), "year": np.tile(YEARS, n), "g": np.repeat(g, T),
+                      "log_employees": np.log(emp), "sector": np.repeat(rng.integers(0, 4, n), T).astype(float)})
+    p["y"] = np.repeat(rng.normal(size=n), T) + 0.05 * p["log_employees"] * (p["year"] - 2014) + rng.normal(size=n * T)
+    return p
+
+
+@pytest.mark.parametrize("control_group,anticipation,xformla", [
+    ("notyettreated", 0, "~ log_employees"), ("nevertreated", 0, "~ log_employees"),
+    ("notyettreated", 1, "~ log_employees + sector")])
+def test_placebo_grouped_draws_equal_fit_simple_on_every_draw(monkeypatch, control_group, anticipation, xformla):
+    """A time-varying register covariate (distinct rows per year), not-yet-treated comparisons whose sets change
+    with t (later pseudo-cohorts), anticipation and two covariates: every draw's estimate, standard error and
+    comparison count as att_gt + aggte on the draw's panel."""
+    _grouped_vs_each_draw(monkeypatch, _register_like_panel(), "y", "g", covariates=["log_employees"],
+                          xformla=xformla, control_group=control_group, est_method="dr", anticipation=anticipation)
+
+
+def test_placebo_grouped_draws_equal_fit_simple_when_cells_fail(monkeypatch):
+    """A covariate value that only users and twelve never-users hold: the pseudo-users, drawn on it, take all
+    twelve into the first cohort, so its cells separate (no comparison firm of that value) and the other
+    cohorts' designs are singular. Every cell fails: each draw is left without estimate and counted, on both
+    paths (fit_simple's "no post-treatment ATT(g,t)" used to stop the whole placebo)."""
+    p = _register_like_panel(n=1500, seed=11)
+    users = p.groupby("firm_id")["g"].first() > 0
+    rare = users.copy()
+    rare[users.index[~users.to_numpy()][:12]] = True
+    p["rare"] = p["firm_id"].map(rare).astype(float)
+    kw = dict(n_draws=5, covariates=["rare"], xformla="~ log_employees + rare", est_method="dr")
+    for control_group in ("notyettreated", "nevertreated"):
+        r = _grouped_vs_each_draw(monkeypatch, p, "y", "g", control_group=control_group, **kw)
+        assert np.isnan(r.estimates).all() and r.exclusions["draws_without_estimate"] == 5
+
+
+def test_placebo_grouped_draws_equal_fit_simple_on_the_stub(monkeypatch, stub_panel, stub_params):
+    """The stub's TINL sample with the run's estimator settings (as notebook 04's how_sure)."""
+    est, _ = _stub_sample(stub_panel, stub_params, "tinl")
+    _grouped_vs_each_draw(monkeypatch, est, "log_exports", "g_tinl", n_draws=4, covariates=["log_employees"],
+                          xformla=stub_params["xformla"], control_group=stub_params["control_group"],
+                          est_method=stub_params["est_method"], anticipation=stub_params["anticipation"])
+
+
+def test_propensity_logit_on_distinct_rows_equals_every_row():
+    """The pseudo-users' propensity logit (ridge Newton) on the distinct (covariate row, use) pairs weighted by
+    their counts has the coefficients of the fit on every row: the sampling odds, hence the draws, are unchanged."""
+    from reach.power import _newton_logit
+
+    rng = np.random.default_rng(8)
+    n = 20000
+    X = np.column_stack([np.log(rng.integers(1, 50, n)), rng.integers(0, 3, n)]).astype(float)
+    y = (rng.random(n) < 1 / (1 + np.exp(3 - 0.8 * X[:, 0]))).astype(float)
+    Z = np.column_stack([np.ones(n), (X - X.mean(axis=0)) / X.std(axis=0)])
+    _, first, count = np.unique(np.unique(X, axis=0, return_inverse=True)[1].ravel() * 2 + y.astype(int),
+                                return_index=True, return_counts=True)
+    assert len(first) < n / 50
+    np.testing.assert_allclose(_newton_logit(Z[first], y[first], w=count), _newton_logit(Z, y), rtol=1e-10, atol=1e-12)

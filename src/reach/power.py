@@ -384,17 +384,20 @@ def reference_values(panel: pd.DataFrame | RowLookup, ids: np.ndarray, years: np
     return look.values(ids, years, list(columns))
 
 
-def _newton_logit(X: np.ndarray, y: np.ndarray, ridge: float = 1e-6, maxiter: int = 50) -> np.ndarray:
+def _newton_logit(X: np.ndarray, y: np.ndarray, ridge: float = 1e-6, maxiter: int = 50,
+                  w: np.ndarray | None = None) -> np.ndarray:
     """Logit coefficients by Newton-Raphson; a tiny ridge keeps separated designs finite.
 
     Not ``did._logit_rows``: the pseudo-user sampling needs finite odds even when a covariate
-    separates users from never-users, where an unpenalised fit has none.
+    separates users from never-users, where an unpenalised fit has none. ``w``: frequency weights
+    (rows standing for ``w`` identical rows: the same likelihood, penalty and fit).
     """
+    w = np.ones(len(y)) if w is None else np.asarray(w, dtype=float)
     beta = np.zeros(X.shape[1])
     for _ in range(maxiter):
         p = 1.0 / (1.0 + np.exp(-np.clip(X @ beta, -30, 30)))
-        H = (X.T * (p * (1 - p))) @ X + ridge * np.eye(X.shape[1])
-        step = np.linalg.solve(H, X.T @ (y - p) - ridge * beta)
+        H = (X.T * (w * p * (1 - p))) @ X + ridge * np.eye(X.shape[1])
+        step = np.linalg.solve(H, X.T @ (w * (y - p)) - ridge * beta)
         beta = beta + step
         if np.max(np.abs(step)) < 1e-9:
             break
@@ -590,7 +593,13 @@ def _propensity_odds(panel, users: pd.Series, pool_ids: np.ndarray, cohorts: np.
     sd = np.where(sd > 0, sd, 1.0)
     Z = np.column_stack([np.ones(len(X)), (X - mu) / sd])
     y = np.r_[np.ones(okU.sum()), np.zeros(okN.sum())]
-    beta = _newton_logit(Z, y)
+    # register covariates take a few thousand distinct values over millions of (firm, cohort) rows: the same
+    # fit on the distinct (row, use) pairs, weighted by their counts
+    from reach.did import _row_codes
+
+    codes, _ = _row_codes([X[:, j] for j in range(X.shape[1])])
+    _, first, count = np.unique(codes.astype(np.int64) * 2 + y.astype(np.int64), return_index=True, return_counts=True)
+    beta = _newton_logit(Z[first], y[first], w=count) if len(first) < len(y) else _newton_logit(Z, y)
     for c in range(len(cohorts)):
         xn = Xn[c]
         ok = np.isfinite(xn).all(axis=1)
@@ -606,11 +615,216 @@ def _propensity_odds(panel, users: pd.Series, pool_ids: np.ndarray, cohorts: np.
     return odds
 
 
+class _PlaceboPool:
+    r"""The never-user panel of :func:`placebo` summarised once, so that each draw's doubly robust
+    ``att_gt`` + ``aggte("simple")`` costs a few passes over the pool instead of a full estimate.
+
+    Only the cohort column changes between draws: a few hundred pseudo-users among a pool of up
+    to millions. Every sum over a cell's comparison firms that DRDID's ``drdid_panel`` needs is
+    a sum over the whole pool minus the pseudo-users that are not comparisons in that cell, and
+    with a register covariate (log employees of a whole number of employees, a size class) the
+    sums group by the distinct covariate rows :math:`k` of the cell's covariate period
+    (:func:`reach.did._row_codes`). The propensity logit is fitted on those rows, as
+    :func:`reach.did._logit_grouped` does.
+
+    Notes
+    -----
+    For a cell with comparison set :math:`C`, distinct rows :math:`x_k` with :math:`n_k` comparison
+    firms and :math:`S_k=\sum_{i\in C,k_i=k}\Delta Y_i`, unit weights and :math:`m` firms in the
+    cell, the estimate uses :math:`A=\sum_k n_k x_kx_k'` (outcome regression),
+    :math:`\sum_{i\in C}x_i\Delta Y_i=\sum_k x_kS_k`, the odds :math:`o_k=p_k/(1-p_k)` (0 from
+    ``trim_level``) and :math:`\sum_{i\in C}o_{k_i}r_i=\sum_k o_k(S_k-n_kx_k'\beta)`. The
+    influence function of a comparison firm is then affine in its own change,
+    :math:`\alpha_{k_i}\Delta Y_i+\beta_{k_i}` with
+
+    .. math::
+
+        \alpha_k = -x_k'u - o_k/\bar o, \quad
+        \beta_k = (x_k'\beta)(x_k'u) + o_k(x_k'\beta + \eta_C)/\bar o + p_k x_k'v_2/\bar o,
+
+    (:math:`u`, :math:`v_2`, :math:`\bar o`, :math:`\eta_C` as in :class:`reach.did._CovDesign`),
+    so the simple aggregate's influence function :math:`\psi_i=\sum_c a_c\frac nm IF_{ic}` needs one
+    gather per cell over the pool; the pseudo-users' entries are then replaced by their own
+    (treated or comparison) terms and the cohort-share term. The standard error is
+    :math:`\sqrt{\sum_i\psi_i^2}/n`, as :func:`reach.did._analytic_se`. The tests check the
+    estimate, standard error and comparison count against :func:`fit_simple` draw by draw.
+    """
+
+    def __init__(self, Y: np.ndarray, X: list, periods: np.ndarray, cohorts: np.ndarray, *, control_group: str,
+                 anticipation: int, overlap_max: float = 0.999, trim_level: float = 0.995):
+        from reach.did import _cell_list, _row_codes
+
+        self.Y, self.periods, self.n = Y, periods, Y.shape[0]
+        self.cohorts = np.asarray(cohorts, dtype=float)
+        self.control_group, self.anticipation = control_group, int(anticipation)
+        self.overlap_max, self.trim_level = overlap_max, trim_level
+        self.cells = _cell_list(self.cohorts, periods, anticipation, "varying", post_only=True)
+        self.codes, self.U, self.count, self.S = {}, {}, {}, {}
+        for _, ti, bi in self.cells:
+            if bi not in self.codes:
+                codes, U = _row_codes([x[:, bi] for x in X])
+                if codes.min(initial=0) < 0:
+                    raise ValueError("placebo pool: a never-user lacks a covariate")
+                self.codes[bi], self.U[bi] = codes, U
+                self.count[bi] = np.bincount(codes, minlength=U.shape[1]).astype(float)
+            K = self.U[bi].shape[1]
+            self.S[ti, bi] = np.bincount(self.codes[bi], weights=Y[:, ti] - Y[:, bi], minlength=K)
+
+    def fit(self, g_unit: np.ndarray) -> tuple[float, float, int]:
+        """``(att, se, n_control)`` of the simple aggregate for pseudo cohorts ``g_unit`` (0: never-user)."""
+        from reach.did import _TINY
+
+        n, Y = self.n, self.Y
+        pseudo = np.flatnonzero(g_unit > 0)
+        gp = g_unit[pseudo]
+        sizes = {float(g): int((gp == g).sum()) for g in self.cohorts}
+        cells, last_beta, key, des = [], {}, None, None
+        for g, ti, bi in self.cells:
+            tc = self.periods[ti]
+            if self.control_group == "nevertreated":
+                ctrl_cohorts = ()
+            else:
+                ctrl_cohorts = tuple(c for c in self.cohorts if c > tc + self.anticipation and c != g)
+            k_des = (g, bi, ctrl_cohorts)
+            if k_des != key:
+                des, beta = self._design(g, bi, pseudo, gp, ctrl_cohorts, last_beta.get(g))
+                key = k_des
+                if beta is not None:  # the next design of the cohort starts from it, as reach.did._DesignCache
+                    last_beta[g] = beta
+            n_co = self.n - len(pseudo) + sum(sizes[c] for c in ctrl_cohorts)
+            cells.append(self._estimate(des, g, ti, bi, pseudo, gp, ctrl_cohorts) + (g, n_co))
+        # aggte("simple"): the estimated cells with t >= g (with anticipation the cells from g - anticipation on are
+        # estimated, but only those enter the average)
+        kept = [c for c in cells if c[0] is not None and np.isfinite(c[0]["att"]) and self.periods[c[0]["ti"]] >= c[0]["g"]]
+        if not kept:
+            return np.nan, np.nan, 0
+        pg = np.array([sizes[c[-2]] / n for c in kept])
+        att = np.array([c[0]["att"] for c in kept])
+        wts = pg / pg.sum()
+        overall = float(att @ wts)
+        s = pg.sum()
+        cterm = {}
+        for c, a_ in zip(kept, att / s - (att @ pg) / s**2):
+            cterm[c[-2]] = cterm.get(c[-2], 0.0) + a_
+        # sum_c s_c (alpha_c[k] (Y_t - Y_b) + beta_c[k]), gathered per base period: a cohort's cells share its codes
+        by_base: dict = {}
+        for c, wj in zip(kept, wts):
+            est, sc = c[0], wj * n / c[0]["m"]
+            acc = by_base.setdefault(est["bi"], [[], 0.0, 0.0])
+            acc[0].append((est["ti"], sc * est["alpha"]))
+            acc[1] = acc[1] + sc * est["alpha"]
+            acc[2] = acc[2] + sc * est["beta_c"]
+        psi, tmp = np.zeros(n), np.empty(n)
+        for bi, (per_t, a_base, b_sum) in by_base.items():
+            codes = self.codes[bi]
+            for ti, a in per_t:
+                np.take(a, codes, out=tmp)
+                tmp *= Y[:, ti]
+                psi += tmp
+            np.take(a_base, codes, out=tmp)
+            tmp *= Y[:, bi]
+            psi -= tmp
+            np.take(b_sum, codes, out=tmp)
+            psi += tmp
+        # the pseudo-users: their comparison terms only where they were comparisons, their treated terms, the share term
+        fix = np.zeros(len(pseudo))
+        for c, wj in zip(kept, wts):
+            est, sc = c[0], wj * n / c[0]["m"]
+            mine = gp == est["g"]
+            fix[mine] += sc * est["inf_t"]
+            ctrl = np.isin(gp, est["ctrl_cohorts"])
+            fix[ctrl] += sc * est["ctrl_pseudo"]
+        fix += np.array([cterm.get(float(g), 0.0) for g in gp])
+        psi[pseudo] = fix
+        se = math.sqrt(float(psi @ psi) / n / n)
+        return overall, (se if se > _TINY else np.nan), int(min(c[-1] for c in kept))
+
+    def _design(self, g, bi, pseudo, gp, ctrl_cohorts, beta0):
+        """The cell design of :class:`reach.did._CovDesign` (dr) from per-row sums, or None when it cannot be estimated."""
+        from reach.did import _logit_rows
+
+        U, codes = self.U[bi], self.codes[bi]
+        K = U.shape[1]
+        kt = codes[pseudo[gp == g]]
+        W1 = np.bincount(kt, minlength=K).astype(float)
+        # the comparison firms: the pool less every pseudo-user that is no comparison here (the cohort's own too)
+        nk = self.count[bi] - np.bincount(codes[pseudo[~np.isin(gp, ctrl_cohorts)]], minlength=K)
+        m_t, m = len(kt), len(kt) + float(nk.sum())
+        A = (U * nk) @ U.T
+        if m_t == 0 or nk.sum() == 0 or np.linalg.matrix_rank(A) < A.shape[0]:
+            return None, None
+        k1, k0 = np.flatnonzero(W1 > 0), np.flatnonzero(nk > 0)
+        X2 = np.ascontiguousarray(np.concatenate([U[:, k1], U[:, k0]], axis=1))
+        _, H, beta = _logit_rows(X2, np.r_[np.ones(len(k1)), np.zeros(len(k0))], np.r_[W1[k1], nk[k0]], beta0)
+        if beta is None:
+            return None, None
+        pk = 1.0 / (1.0 + np.exp(-(beta @ U)))
+        if pk[np.union1d(k1, k0)].max() >= self.overlap_max:  # R did's overlap guard (unit weights: this score)
+            return None, beta
+        pk = np.minimum(pk, 1 - 1e-6)
+        o = pk / (1 - pk)
+        o[pk >= self.trim_level] = 0.0
+        XpX_inv = np.linalg.inv(A / m)
+        mwc = float(o @ nk) / m
+        return {"U": U, "nk": nk, "W1": W1, "A": A, "m": m, "m_t": m_t, "mwt": m_t / m, "mwc": mwc, "p": pk, "o": o,
+                "Hinv_n": np.linalg.inv(H) * m, "v1": XpX_inv @ (U @ W1 / m), "v3": XpX_inv @ (U @ (o * nk) / m),
+                "beta": beta}, beta
+
+    def _estimate(self, des, g, ti, bi, pseudo, gp, ctrl_cohorts):
+        """One cell's estimate and the affine form of its comparison firms' influence function (or ``(None,)``)."""
+        if des is None:
+            return (None,)
+        Y, U, codes = self.Y, des["U"], self.codes[bi]
+        K = U.shape[1]
+        treated = pseudo[gp == g]
+        dY_t = Y[treated, ti] - Y[treated, bi]
+        not_c = pseudo[~np.isin(gp, ctrl_cohorts)]  # pseudo-users that are no comparison here (the cohort's own too)
+        Sk = self.S[ti, bi] - np.bincount(codes[not_c], weights=Y[not_c, ti] - Y[not_c, bi], minlength=K)
+        nk, m, o, p = des["nk"], des["m"], des["o"], des["p"]
+        coef = np.linalg.solve(des["A"], U @ Sk)
+        xb = coef @ U
+        xt = U[:, codes[treated]]
+        r_t = dY_t - coef @ xt
+        eta_t = float(r_t.sum()) / m / des["mwt"]
+        eta_c = float(o @ (Sk - nk * xb)) / m / des["mwc"]
+        v2 = des["Hinv_n"] @ (U @ (o * (Sk - nk * xb - nk * eta_c)) / m)
+        mwt, mwc = des["mwt"], des["mwc"]
+        inf_t = (r_t - eta_t) / mwt - (1 - p[codes[treated]]) * (v2 @ xt) / mwc
+        xu = (des["v1"] / mwt - des["v3"] / mwc) @ U
+        alpha = -xu - o / mwc
+        beta_c = xb * xu + o * (xb + eta_c) / mwc + p * (v2 @ U) / mwc
+        ctrl_pseudo_all = alpha[codes[pseudo]] * (Y[pseudo, ti] - Y[pseudo, bi]) + beta_c[codes[pseudo]]
+        return ({"att": eta_t - eta_c, "m": m, "g": g, "ti": ti, "bi": bi, "alpha": alpha, "beta_c": beta_c,
+                 "inf_t": inf_t, "ctrl_cohorts": ctrl_cohorts,
+                 "ctrl_pseudo": ctrl_pseudo_all[np.isin(gp, ctrl_cohorts)]},)
+
+
+def _placebo_pool(dn: pd.DataFrame, row_unit: np.ndarray, n_units: int, yname: str, tname: str, xcovs: list,
+                  cohorts: np.ndarray, *, control_group: str, est_method: str, anticipation: int) -> "_PlaceboPool | None":
+    """The pool summarised for the draws (:class:`_PlaceboPool`), or None where :func:`fit_simple` runs each draw:
+    other methods than dr, no covariates (already a closed form), or a cohort without a pre-period (fit_simple
+    then raises att_gt's error)."""
+    if est_method != "dr" or not xcovs:
+        return None
+    periods = np.sort(pd.unique(dn[tname].to_numpy(dtype=float)))
+    if len(dn) != n_units * len(periods) or any(g - anticipation <= periods[0] for g in cohorts):
+        return None
+    tcode = np.searchsorted(periods, dn[tname].to_numpy(dtype=float))
+    wide = []
+    for v in [yname, *xcovs]:
+        a = np.full((n_units, len(periods)), np.nan, order="F")
+        a[row_unit, tcode] = dn[v].to_numpy(dtype=float)
+        wide.append(a)
+    if not all(np.isfinite(a).all() for a in wide):
+        return None
+    return _PlaceboPool(wide[0], wide[1:], periods, cohorts, control_group=control_group, anticipation=anticipation)
+
+
 def placebo(panel: pd.DataFrame, yname: str, *, gname: str, tname: str = "year", idname: str = "firm_id",
             covariates: Sequence[str] | None = None, xformla: str | None = None,
             control_group: str = "nevertreated", est_method: str = "dr", anticipation: int = 0,
             n_draws: int = 100, alpha: float = 0.05, power: float = 0.8, band_level: float = 0.99,
-            seed: int = 0, progress: bool | None = None) -> PlaceboResult:
+            seed: int = 0, progress: bool | None = None, _grouped: bool = True) -> PlaceboResult:
     r"""Placebo programmes among never-users: false-positive rate and empirical MDE of the design.
 
     Parameters
@@ -713,6 +927,8 @@ def placebo(panel: pd.DataFrame, yname: str, *, gname: str, tname: str = "year",
     row_unit = np.searchsorted(pool_ids, dn[idname].to_numpy())
     pseudo_g = "__placebo_g__"
     dn[pseudo_g] = 0.0
+    pool = _placebo_pool(dn, row_unit, len(pool_ids), yname, tname, xcovs, cohorts, control_group=control_group,
+                         est_method=est_method, anticipation=anticipation) if _grouped else None
     rng = np.random.default_rng(seed)
     est = np.full(n_draws, np.nan)
     se = np.full(n_draws, np.nan)
@@ -732,9 +948,17 @@ def placebo(panel: pd.DataFrame, yname: str, *, gname: str, tname: str = "year",
             pick = _weighted_sample(rng, np.where(free, odds[:, c], 0.0), int(sizes.iloc[c]))
             g_unit[pick] = g
             free[pick] = False
+        if pool is not None:
+            est[k], se[k], n_co[k] = pool.fit(g_unit)
+            continue
         dn[pseudo_g] = g_unit[row_unit]
-        f = fit_simple(dn, yname, tname, idname, pseudo_g, xformla=xformla, control_group=control_group,
-                       est_method=est_method, anticipation=anticipation, alpha=alpha)
+        try:
+            f = fit_simple(dn, yname, tname, idname, pseudo_g, xformla=xformla, control_group=control_group,
+                           est_method=est_method, anticipation=anticipation, alpha=alpha)
+        except ValueError as e:  # every cell of this draw failed (e.g. separation): counted, not the whole placebo
+            if "no post-treatment ATT(g,t)" not in str(e):
+                raise
+            continue
         est[k], se[k], n_co[k] = f.att, f.se, f.n_control
     z = stats.norm.ppf(1 - alpha / 2)
     kmul = mde_multiplier(alpha, power)
