@@ -1207,3 +1207,20 @@ def test_dense_pair_checks_equal_the_hash_based_ones(seed):
     want = pd.DataFrame({"a": a, "b": b}).groupby("a")["b"].nunique().reindex(range(1000), fill_value=0).to_numpy()
     assert np.array_equal(_distinct_per_unit(a, b, 1000), want)
     assert np.array_equal(_distinct_per_unit(a, sparse_b, 1000), want)
+
+
+@pytest.mark.parametrize("n,k", [(9000, 33), (20000, 90), (5000, 1)])
+def test_multiplier_bootstrap_does_not_depend_on_the_blas_threads(n, k):
+    """`reach run --jobs 2` gives each kernel fewer BLAS threads than `--jobs 1`; OpenBLAS splits a product's sums
+    differently by thread count, which moved bootstrap standard errors in the 8th digit between the two. The block
+    products run on one thread whatever the setting: the draws are bit for bit the same."""
+    from threadpoolctl import threadpool_limits
+
+    from reach import did
+
+    IF = np.random.default_rng(n).normal(size=(n, k))
+    out = []
+    for threads in (1, 2, 4):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            out.append(did._multiplier_bootstrap(IF, None, 999, 11, progress=False, dtype=np.float32)[0])
+    assert all(np.array_equal(out[0], o) for o in out[1:])

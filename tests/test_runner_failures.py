@@ -169,6 +169,7 @@ def test_jobs_run_notebooks_side_by_side_in_dependency_order(tmp_path, monkeypat
         "time.sleep(0.5)\n"
         f"env = {{k: os.environ.get(k) for k in {runner.THREAD_ENV!r}}}\n"
         "blas = sorted({p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'})\n"
+        "env['cwd'] = os.getcwd()\n"
         f"with open({str(log)!r}, 'a') as f:\n    f.write(json.dumps([name, t0, time.time(), env, blas]) + '\\n')")
     for nb in runner.NOTEBOOKS:
         _notebook(nb_dir / f"{nb}.ipynb", body)
@@ -178,11 +179,16 @@ def test_jobs_run_notebooks_side_by_side_in_dependency_order(tmp_path, monkeypat
     kw = dict(output_root=tmp_path / "output", work_root=tmp_path / "work", progress=False, render=False)
     with pytest.raises(ValueError, match="jobs must be a whole number >= 1; got 0"):
         runner.run_suite(STUB_YAML, jobs=0, **kw)
-    res = runner.run_suite(STUB_YAML, jobs=2, **kw)
+    # a relative parameter file, as `python -m reach run --params params/stub.yaml --jobs 2` from the repository:
+    # the jobs' threads must not move the runner's working folder (papermill's cwd= is a process-wide chdir)
+    monkeypatch.chdir(Path(STUB_YAML).parent)
+    res = runner.run_suite(Path(STUB_YAML).name, jobs=2, **kw)
+    assert Path.cwd() == Path(STUB_YAML).parent
 
     progs = runner.analysed_programmes(load_params(STUB_YAML))
     records = [json.loads(line) for line in log.read_text().split("\n")[:-1]]
     runs = {name: (t0, t1) for name, t0, t1, _, _ in records}
+    assert all(env.pop("cwd") == str(nb_dir) for *_, env, _ in records)  # each kernel starts in the notebooks' folder
     assert all(env == dict.fromkeys(runner.THREAD_ENV, "2") and blas == [2] for *_, env, blas in records)
     manifest = json.loads((tmp_path / "output" / "stub" / "manifest.json").read_text())
     assert manifest["jobs"] == 2 and manifest["kernel_threads"] == dict.fromkeys(runner.THREAD_ENV, "2")

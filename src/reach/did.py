@@ -56,6 +56,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 from statistics import NormalDist
 
 from reach import _checks
@@ -756,6 +757,18 @@ def _multiplier_bootstrap(IF, cluster, biters, seed, progress=None, extra=None, 
         except ImportError:  # pragma: no cover - tqdm is a dependency
             pass
     cached, store = _draw_cache_lookup(seed, biters, seg_of)
+    # One BLAS thread for the block products, whatever the kernel's thread settings: OpenBLAS splits the sums
+    # of a (draws x units) @ (units x cells) product differently with 2 threads than with 1, which moved the
+    # standard errors in the 8th digit between `reach run --jobs 1` and `--jobs 2` (reach.runner.kernel_thread_env).
+    with threadpool_limits(limits=1, user_api="blas"):
+        _boot_blocks(starts, mats, cached, store, rng, biters, acc, totals, width, segments, dtype)
+    if store is not None:
+        _draw_cache_store(seed, biters, seg_of, store)
+    return (2.0 * acc - totals[None, :]) / math.sqrt(n_units), n_units
+
+
+def _boot_blocks(starts, mats, cached, store, rng, biters, acc, totals, width, segments, dtype) -> None:
+    """The block loop of :func:`_multiplier_bootstrap`: adds each block's products into ``acc`` and ``totals``."""
     for i, (s, e, si) in enumerate(starts):
         nb = e - s
         if cached is not None:
@@ -779,9 +792,6 @@ def _multiplier_bootstrap(IF, cluster, biters, seed, progress=None, extra=None, 
                 acc[:, col + nz] += B @ Mb[:, nz]
             totals[col:col + k] += Mb.sum(axis=0, dtype=np.float64)
             col += k
-    if store is not None:
-        _draw_cache_store(seed, biters, seg_of, store)
-    return (2.0 * acc - totals[None, :]) / math.sqrt(n_units), n_units
 
 
 #: Multiplier draws kept for reuse: ``(seed, biters, blocks) -> packed Rademacher bits per block``.

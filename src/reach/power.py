@@ -868,6 +868,10 @@ def placebo(panel: pd.DataFrame, yname: str, *, gname: str, tname: str = "year",
     odds reweight never-users to the users' covariate distribution. Real users are left out;
     each draw runs :func:`reach.did.att_gt` and :func:`reach.did.aggte` ``"simple"`` with
     analytic standard errors on the same never-user panel, only the cohort column changing.
+    With ``est_method="dr"`` and covariates the pool is summarised once and each draw's
+    estimate, standard error and comparison count come from those sums (:class:`_PlaceboPool`,
+    the same numbers at a fraction of the time); a draw in which no cell can be estimated is
+    left without estimate and counted (``draws_without_estimate``).
 
     With :math:`k = z_{1-\alpha/2} + z_\pi`, the false-positive rate is
     :math:`\frac1D\sum_d 1\{|\hat\theta_d| > z_{1-\alpha/2} s_d\}`; the empirical MDEs are

@@ -47,8 +47,9 @@ PER_PROGRAMME: tuple[str, ...] = ("02_reach", "03_matching", "04_effects")
 #: Packages whose versions go into the manifest.
 MANIFEST_PACKAGES = ("reach", "numpy", "pandas", "scipy", "scikit-learn", "statsmodels", "linearmodels",
                      "matplotlib", "seaborn", "pyreadstat", "pyarrow", "papermill", "nbconvert")
-#: Thread-pool variables of the numerical libraries a kernel loads (OpenMP, OpenBLAS, MKL).
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: Thread-pool variables of the BLAS libraries a kernel loads (OpenBLAS, MKL). Not ``OMP_NUM_THREADS``:
+#: Arrow sizes its pool by it, and the panel reads (not BLAS) then lost their threads (01 alone: 17-20 -> 28 s at 2M).
+THREAD_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def usable_cpus() -> int:
@@ -60,22 +61,24 @@ def usable_cpus() -> int:
 
 
 def kernel_thread_env(jobs: int, environ: Mapping[str, str] | None = None, cpus: int | None = None) -> dict[str, str]:
-    """Thread limits for each kernel when ``jobs`` notebooks run side by side: the cores shared out.
+    """BLAS thread limits for each kernel when ``jobs`` notebooks run side by side: the cores shared out.
 
     Every kernel's BLAS would otherwise start one thread per core, so ``jobs`` kernels run
     ``jobs`` x cores threads on the cores, and the BLAS threads (which spin while they wait)
     slow each other down: on 2 cores two kernels' products took 1.4-1.9x as long with 2
     threads each as with 1 (``bench/README.md``). Each kernel gets ``cpus // jobs`` threads
     (at least 1). A run with one job keeps the libraries' defaults, and so does a run whose
-    environment already sets any of :data:`THREAD_ENV` (the analyst's choice wins).
+    environment already sets any of :data:`THREAD_ENV` (the analyst's choice wins). Results do
+    not depend on it: the one product whose rounding did (the multiplier bootstrap's) always
+    runs on one thread (:func:`reach.did._multiplier_bootstrap`).
 
     Examples
     --------
     >>> kernel_thread_env(2, environ={}, cpus=2)
-    {'OMP_NUM_THREADS': '1', 'OPENBLAS_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
+    {'OPENBLAS_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
     >>> kernel_thread_env(2, environ={}, cpus=8)["OPENBLAS_NUM_THREADS"]
     '4'
-    >>> kernel_thread_env(1, environ={}, cpus=8), kernel_thread_env(2, environ={"OMP_NUM_THREADS": "3"}, cpus=8)
+    >>> kernel_thread_env(1, environ={}, cpus=8), kernel_thread_env(2, environ={"OPENBLAS_NUM_THREADS": "3"}, cpus=8)
     ({}, {})
     """
     environ = os.environ if environ is None else environ
@@ -467,12 +470,16 @@ class _JobFailed(Exception):
         self.name, self.error, self.partial = name, error, partial
 
 
-def _kernel_manager(env: Mapping[str, str], started: list[int]):
-    """A kernel manager class whose kernels get ``env`` on top of this process's environment.
+def _kernel_manager(env: Mapping[str, str], started: list[int], cwd: str | Path | None = None):
+    """A kernel manager class whose kernels get ``env`` on top of this process's environment, started in ``cwd``.
 
     Notebooks running side by side cannot each set ``os.environ`` (one process, several kernels
     starting): each kernel gets its notebook's name (:data:`reach.publish.ENV_NOTEBOOK`) this
-    way instead. The kernel's process id is appended to ``started`` (its job measures it).
+    way instead. Nor can they change folder: papermill's ``cwd=`` changes the whole process's
+    folder for the length of a notebook, and two of them ending in the other order left the
+    runner in the notebooks' folder (a relative ``--params`` then failed at the end of the run);
+    the kernel process is started in ``cwd`` instead. The kernel's process id is appended to
+    ``started`` (its job measures it).
     """
     from jupyter_client.manager import AsyncKernelManager, KernelManager
 
@@ -480,6 +487,8 @@ def _kernel_manager(env: Mapping[str, str], started: list[int]):
         async def start_kernel(self, **kw: Any) -> None:
             full = dict(kw.pop("env", None) or os.environ)
             full.update(env)
+            if cwd is not None:
+                kw["cwd"] = str(cwd)
             await KernelManager._async_start_kernel(self, env=full, **kw)
             pid = getattr(self.provisioner, "pid", None)
             if pid is not None:
@@ -680,11 +689,11 @@ def run_suite(
         try:
             with memory:
                 pm.execute_notebook(str(source), str(target), parameters=passed, progress_bar=progress and not parallel,
-                                    kernel_name="python3", cwd=str(nb_dir), log_output=False,
+                                    kernel_name="python3", log_output=False,
                                     kernel_manager_class=_kernel_manager(
                                         {publish.ENV_NOTEBOOK: name, memo.ENV_MEMO: str(memo.folder(memo_dir, name, passed)),
                                          **threads},
-                                        kernels))
+                                        kernels, cwd=nb_dir))
         except PapermillExecutionError as exc:
             # an earlier run's copy of this notebook would now contradict the run: take it out of output/
             published.unlink(missing_ok=True)
