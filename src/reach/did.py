@@ -52,12 +52,12 @@ import math
 import re
 import warnings
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
-from statistics import NormalDist
 
 from reach import _checks
 from reach._checks import check_choice, examples, require_columns
@@ -74,6 +74,7 @@ __all__ = [
     "ATTgtResult",
     "AggteResult",
     "DiDEstimate",
+    "NoPostTreatmentCells",
     "CONTROL_GROUPS",
     "EST_METHODS",
     "BASE_PERIODS",
@@ -761,37 +762,32 @@ def _multiplier_bootstrap(IF, cluster, biters, seed, progress=None, extra=None, 
     # of a (draws x units) @ (units x cells) product differently with 2 threads than with 1, which moved the
     # standard errors in the 8th digit between `reach run --jobs 1` and `--jobs 2` (reach.runner.kernel_thread_env).
     with threadpool_limits(limits=1, user_api="blas"):
-        _boot_blocks(starts, mats, cached, store, rng, biters, acc, totals, width, segments, dtype)
+        for i, (s, e, si) in enumerate(starts):
+            nb = e - s
+            if cached is not None:
+                packed = cached[i]
+            else:
+                packed = rng.integers(0, 256, size=(biters, (nb + 7) // 8), dtype=np.uint8)
+                if store is not None:
+                    store.append(packed)
+            bits = np.unpackbits(packed, axis=1, count=nb)
+            B = bits.astype(dtype)
+            col = si * width if segments is not None else 0
+            for M in mats:
+                k = M.shape[1]
+                Mb = M[s:e]
+                # Units sorted by cohort: a block's influence functions are zero in every cell its
+                # cohorts take no part in, and those columns would only add exact zeros.
+                nz = np.flatnonzero(Mb.any(axis=0))
+                if len(nz) == k:
+                    acc[:, col:col + k] += B @ Mb
+                elif len(nz):
+                    acc[:, col + nz] += B @ Mb[:, nz]
+                totals[col:col + k] += Mb.sum(axis=0, dtype=np.float64)
+                col += k
     if store is not None:
         _draw_cache_store(seed, biters, seg_of, store)
     return (2.0 * acc - totals[None, :]) / math.sqrt(n_units), n_units
-
-
-def _boot_blocks(starts, mats, cached, store, rng, biters, acc, totals, width, segments, dtype) -> None:
-    """The block loop of :func:`_multiplier_bootstrap`: adds each block's products into ``acc`` and ``totals``."""
-    for i, (s, e, si) in enumerate(starts):
-        nb = e - s
-        if cached is not None:
-            packed = cached[i]
-        else:
-            packed = rng.integers(0, 256, size=(biters, (nb + 7) // 8), dtype=np.uint8)
-            if store is not None:
-                store.append(packed)
-        bits = np.unpackbits(packed, axis=1, count=nb)
-        B = bits.astype(dtype)
-        col = si * width if segments is not None else 0
-        for M in mats:
-            k = M.shape[1]
-            Mb = M[s:e]
-            # Units sorted by cohort: a block's influence functions are zero in every cell its
-            # cohorts take no part in, and those columns would only add exact zeros.
-            nz = np.flatnonzero(Mb.any(axis=0))
-            if len(nz) == k:
-                acc[:, col:col + k] += B @ Mb
-            elif len(nz):
-                acc[:, col + nz] += B @ Mb[:, nz]
-            totals[col:col + k] += Mb.sum(axis=0, dtype=np.float64)
-            col += k
 
 
 #: Multiplier draws kept for reuse: ``(seed, biters, blocks) -> packed Rademacher bits per block``.
@@ -2512,11 +2508,15 @@ class _Agg:
     key_nco: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
 
 
+class NoPostTreatmentCells(ValueError):
+    """``aggte("simple")`` found no estimated post-treatment cell (every one left missing, e.g. by separation)."""
+
+
 def _agg_simple(c: _AggCells, **_) -> _Agg:
     """:math:`\\theta = \\sum_{g \\le t} ATT(g,t) p_g / \\sum_{g \\le t} p_g`."""
     k = c.keepers
     if len(k) == 0:
-        raise ValueError("no post-treatment ATT(g,t) to aggregate")
+        raise NoPostTreatmentCells("no post-treatment ATT(g,t) to aggregate")
     wts = c.pg[k] / c.pg[k].sum()
     return _Agg(overall=float(c.att[k] @ wts), over=c.combo(k, wts, (c.pg[k], c.att[k], c.group[k])),
                 n_treated=sum(c.cohort_n[g] for g in np.unique(c.group[k])), n_control=int(c.n_co[k].min()))

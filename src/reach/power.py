@@ -30,7 +30,7 @@ from scipy import stats
 
 from reach._checks import check_choice, count_text, require_columns
 from reach._display import ESTIMATE_CORE, ResultDisplay, estimate_table
-from reach.did import CONTROL_GROUPS, EST_METHODS, AggteResult, aggte, att_gt, parse_xformla
+from reach.did import CONTROL_GROUPS, EST_METHODS, AggteResult, NoPostTreatmentCells, aggte, att_gt, parse_xformla
 
 __all__ = [
     "analytic_mde",
@@ -662,9 +662,7 @@ class _PlaceboPool:
         self.codes, self.U, self.count, self.S = {}, {}, {}, {}
         for _, ti, bi in self.cells:
             if bi not in self.codes:
-                codes, U = _row_codes([x[:, bi] for x in X])
-                if codes.min(initial=0) < 0:
-                    raise ValueError("placebo pool: a never-user lacks a covariate")
+                codes, U = _row_codes([x[:, bi] for x in X])  # every value finite (see _placebo_pool)
                 self.codes[bi], self.U[bi] = codes, U
                 self.count[bi] = np.bincount(codes, minlength=U.shape[1]).astype(float)
             K = self.U[bi].shape[1]
@@ -678,7 +676,7 @@ class _PlaceboPool:
         pseudo = np.flatnonzero(g_unit > 0)
         gp = g_unit[pseudo]
         sizes = {float(g): int((gp == g).sum()) for g in self.cohorts}
-        cells, last_beta, key, des = [], {}, None, None
+        cells, last_beta, key, des = [], {}, None, None  # the estimable cells
         for g, ti, bi in self.cells:
             tc = self.periods[ti]
             if self.control_group == "nevertreated":
@@ -691,25 +689,27 @@ class _PlaceboPool:
                 key = k_des
                 if beta is not None:  # the next design of the cohort starts from it, as reach.did._DesignCache
                     last_beta[g] = beta
-            n_co = self.n - len(pseudo) + sum(sizes[c] for c in ctrl_cohorts)
-            cells.append(self._estimate(des, g, ti, bi, pseudo, gp, ctrl_cohorts) + (g, n_co))
+            if des is not None:
+                est = self._estimate(des, g, ti, bi, pseudo, gp, ctrl_cohorts)
+                est["n_co"] = self.n - len(pseudo) + sum(sizes[c] for c in ctrl_cohorts)
+                cells.append(est)
         # aggte("simple"): the estimated cells with t >= g (with anticipation the cells from g - anticipation on are
         # estimated, but only those enter the average)
-        kept = [c for c in cells if c[0] is not None and np.isfinite(c[0]["att"]) and self.periods[c[0]["ti"]] >= c[0]["g"]]
+        kept = [est for est in cells if np.isfinite(est["att"]) and self.periods[est["ti"]] >= est["g"]]
         if not kept:
             return np.nan, np.nan, 0
-        pg = np.array([sizes[c[-2]] / n for c in kept])
-        att = np.array([c[0]["att"] for c in kept])
+        pg = np.array([sizes[est["g"]] / n for est in kept])
+        att = np.array([est["att"] for est in kept])
         wts = pg / pg.sum()
         overall = float(att @ wts)
         s = pg.sum()
         cterm = {}
-        for c, a_ in zip(kept, att / s - (att @ pg) / s**2):
-            cterm[c[-2]] = cterm.get(c[-2], 0.0) + a_
+        for est, a_ in zip(kept, att / s - (att @ pg) / s**2):
+            cterm[est["g"]] = cterm.get(est["g"], 0.0) + a_
         # sum_c s_c (alpha_c[k] (Y_t - Y_b) + beta_c[k]), gathered per base period: a cohort's cells share its codes
         by_base: dict = {}
-        for c, wj in zip(kept, wts):
-            est, sc = c[0], wj * n / c[0]["m"]
+        for est, wj in zip(kept, wts):
+            sc = wj * n / est["m"]
             acc = by_base.setdefault(est["bi"], [[], 0.0, 0.0])
             acc[0].append((est["ti"], sc * est["alpha"]))
             acc[1] = acc[1] + sc * est["alpha"]
@@ -728,8 +728,8 @@ class _PlaceboPool:
             psi += tmp
         # the pseudo-users: their comparison terms only where they were comparisons, their treated terms, the share term
         fix = np.zeros(len(pseudo))
-        for c, wj in zip(kept, wts):
-            est, sc = c[0], wj * n / c[0]["m"]
+        for est, wj in zip(kept, wts):
+            sc = wj * n / est["m"]
             mine = gp == est["g"]
             fix[mine] += sc * est["inf_t"]
             ctrl = np.isin(gp, est["ctrl_cohorts"])
@@ -737,7 +737,7 @@ class _PlaceboPool:
         fix += np.array([cterm.get(float(g), 0.0) for g in gp])
         psi[pseudo] = fix
         se = math.sqrt(float(psi @ psi) / n / n)
-        return overall, (se if se > _TINY else np.nan), int(min(c[-1] for c in kept))
+        return overall, (se if se > _TINY else np.nan), int(min(est["n_co"] for est in kept))
 
     def _design(self, g, bi, pseudo, gp, ctrl_cohorts, beta0):
         """The cell design of :class:`reach.did._CovDesign` (dr) from per-row sums, or None when it cannot be estimated."""
@@ -766,14 +766,11 @@ class _PlaceboPool:
         o[pk >= self.trim_level] = 0.0
         XpX_inv = np.linalg.inv(A / m)
         mwc = float(o @ nk) / m
-        return {"U": U, "nk": nk, "W1": W1, "A": A, "m": m, "m_t": m_t, "mwt": m_t / m, "mwc": mwc, "p": pk, "o": o,
-                "Hinv_n": np.linalg.inv(H) * m, "v1": XpX_inv @ (U @ W1 / m), "v3": XpX_inv @ (U @ (o * nk) / m),
-                "beta": beta}, beta
+        return {"U": U, "nk": nk, "A": A, "m": m, "mwt": m_t / m, "mwc": mwc, "p": pk, "o": o,
+                "Hinv_n": np.linalg.inv(H) * m, "v1": XpX_inv @ (U @ W1 / m), "v3": XpX_inv @ (U @ (o * nk) / m)}, beta
 
-    def _estimate(self, des, g, ti, bi, pseudo, gp, ctrl_cohorts):
-        """One cell's estimate and the affine form of its comparison firms' influence function (or ``(None,)``)."""
-        if des is None:
-            return (None,)
+    def _estimate(self, des, g, ti, bi, pseudo, gp, ctrl_cohorts) -> dict:
+        """One cell's estimate and the affine form of its comparison firms' influence function."""
         Y, U, codes = self.Y, des["U"], self.codes[bi]
         K = U.shape[1]
         treated = pseudo[gp == g]
@@ -793,10 +790,10 @@ class _PlaceboPool:
         xu = (des["v1"] / mwt - des["v3"] / mwc) @ U
         alpha = -xu - o / mwc
         beta_c = xb * xu + o * (xb + eta_c) / mwc + p * (v2 @ U) / mwc
-        ctrl_pseudo_all = alpha[codes[pseudo]] * (Y[pseudo, ti] - Y[pseudo, bi]) + beta_c[codes[pseudo]]
-        return ({"att": eta_t - eta_c, "m": m, "g": g, "ti": ti, "bi": bi, "alpha": alpha, "beta_c": beta_c,
-                 "inf_t": inf_t, "ctrl_cohorts": ctrl_cohorts,
-                 "ctrl_pseudo": ctrl_pseudo_all[np.isin(gp, ctrl_cohorts)]},)
+        cp = pseudo[np.isin(gp, ctrl_cohorts)]  # pseudo-users of later cohorts: comparisons in this cell
+        return {"att": eta_t - eta_c, "m": m, "g": g, "ti": ti, "bi": bi, "alpha": alpha, "beta_c": beta_c,
+                "inf_t": inf_t, "ctrl_cohorts": ctrl_cohorts,
+                "ctrl_pseudo": alpha[codes[cp]] * (Y[cp, ti] - Y[cp, bi]) + beta_c[codes[cp]]}
 
 
 def _placebo_pool(dn: pd.DataFrame, row_unit: np.ndarray, n_units: int, yname: str, tname: str, xcovs: list,
@@ -959,9 +956,7 @@ def placebo(panel: pd.DataFrame, yname: str, *, gname: str, tname: str = "year",
         try:
             f = fit_simple(dn, yname, tname, idname, pseudo_g, xformla=xformla, control_group=control_group,
                            est_method=est_method, anticipation=anticipation, alpha=alpha)
-        except ValueError as e:  # every cell of this draw failed (e.g. separation): counted, not the whole placebo
-            if "no post-treatment ATT(g,t)" not in str(e):
-                raise
+        except NoPostTreatmentCells:  # every cell of this draw failed (e.g. separation): counted, not the whole placebo
             continue
         est[k], se[k], n_co[k] = f.att, f.se, f.n_control
     z = stats.norm.ppf(1 - alpha / 2)
