@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -185,17 +186,106 @@ def test_universal_base_period(mpdta):
                                 dict(xformla="~ lpop", allow_unbalanced_panel=True, unbalanced="pairs", drop=7),
                                 dict(allow_unbalanced_panel=True, drop=7)])
 def test_post_only_cells_equal_the_full_fit(mpdta, kw):
-    """``_post_only`` (fit_simple's shortcut) leaves out exactly the pre cells; the post cells are unchanged."""
+    """``_cells="post"`` (fit_simple's shortcut) leaves out exactly the pre cells; the post cells are unchanged."""
     kw = dict(kw)
     d = mpdta.iloc[kw.pop("drop", 0):]  # drop=7: a few rows fewer, an unbalanced panel
     full = att_gt(d, "lemp", "year", "countyreal", "first.treat", bootstrap=False, **kw).tidy()
-    post = att_gt(d, "lemp", "year", "countyreal", "first.treat", bootstrap=False, _post_only=True, **kw).tidy()
+    post = att_gt(d, "lemp", "year", "countyreal", "first.treat", bootstrap=False, _cells="post", **kw).tidy()
     ant = kw.get("anticipation", 0)
     keep = full[full["time"] >= full["group"] - ant].reset_index(drop=True)
     assert len(post) == len(keep) < len(full)
     pd.testing.assert_frame_equal(post[["group", "time"]], keep[["group", "time"]])
     np.testing.assert_allclose(post["estimate"], keep["estimate"], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(post["std_error"], keep["std_error"], rtol=1e-9)
+
+
+def _with_varying_covariate(d: pd.DataFrame) -> pd.DataFrame:
+    """mpdta with ``x`` (lpop plus noise: varies over time) and ``sep`` (nearly separates the 2007 cohort: its
+    propensity scores reach R did's 0.999 guard, so its cells are left missing, before and after first use)."""
+    rng = np.random.default_rng(3)
+    return d.assign(x=d["lpop"] + rng.normal(scale=0.3, size=len(d)),
+                    sep=d["lpop"] + 8.0 * (d["first.treat"] == 2007) + rng.normal(scale=0.5, size=len(d)))
+
+
+UNIVERSAL_CASES = {
+    "balanced, no covariates": dict(),
+    "balanced, dr, not-yet-treated": dict(xformla="~ lpop", control_group="notyettreated"),
+    "pairs, time-varying covariate": dict(xformla="~ x", allow_unbalanced_panel=True, unbalanced="pairs", drop=7),
+    "pairs, anticipation 1, ipw": dict(xformla="~ x", est_method="ipw", anticipation=1, no2004=True,
+                                       allow_unbalanced_panel=True, unbalanced="pairs", drop=7),
+    "repeated cross sections of an unbalanced panel": dict(allow_unbalanced_panel=True, drop=7),
+    "balanced, cells missing": dict(xformla="~ sep"),
+    "pairs, cells missing": dict(xformla="~ sep", allow_unbalanced_panel=True, unbalanced="pairs", drop=7),
+}
+
+
+@pytest.mark.parametrize("case", list(UNIVERSAL_CASES))
+def test_universal_from_varying_equals_the_universal_fit(mpdta, case):
+    """The universal-base att_gt from its pre cells and a varying-base fit's post cells is the direct universal fit:
+    every cell's estimate, influence function, counts and missing-cell reasons, and the dynamic aggregate."""
+    from reach.did import _universal_from_varying
+
+    kw = dict(UNIVERSAL_CASES[case])
+    d = _with_varying_covariate(mpdta).iloc[kw.pop("drop", 0):]
+    if kw.pop("no2004", False):  # with anticipation 1 the 2004 cohort has no year before 2003
+        d = d[d["first.treat"] != 2004]
+    fit = lambda **k: att_gt(d, "lemp", "year", "countyreal", "first.treat", **kw, **k)  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # missing cells are compared below
+        direct = fit(base_period="universal", bootstrap=False)
+        varying = fit(bootstrap=True, biters=99)  # the effect report's call: draws do not enter the cells
+        pre = fit(base_period="universal", bootstrap=False, _cells="pre")
+    got = _universal_from_varying(pre, varying)
+    assert pre.att.size < got.att.size == direct.att.size
+    for f in ("groups", "times", "base_times", "n_treated", "n_control"):
+        np.testing.assert_array_equal(getattr(got, f), getattr(direct, f), err_msg=f)
+    # balanced covariate fits warm-start each cohort's logit from its previous cell (converged to 1e-10)
+    np.testing.assert_allclose(got.att, direct.att, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got.se, direct.se, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got.inffunc, direct.inffunc, rtol=1e-8, atol=1e-10)
+    pd.testing.assert_frame_equal(got.na_cells, direct.na_cells)
+    if case.endswith("missing"):
+        pre_cell = (direct.groups > direct.times)[~np.isfinite(direct.att)]
+        assert pre_cell.any() and not pre_cell.all()  # missing cells among both the pre and the post cells
+    assert set(got.notes) == set(direct.notes)
+    assert not got.bootstrap and got.boot_draws is None and np.isnan(got.crit_val)
+    pd.testing.assert_frame_equal(aggte(got, "dynamic", na_rm=True).tidy(), aggte(direct, "dynamic", na_rm=True).tidy(),
+                                  rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("change, reason", [
+    (dict(yname="lpop"), "yname differs"),
+    (dict(control_group="notyettreated"), "control_group differs"),
+    (dict(unbalanced="rc"), "unbalanced differs"),
+    (dict(xformla="~ lpop"), "xformla differs"),
+    (dict(data=lambda d: d.assign(lemp=d["lemp"] + (d["year"] == 2005) * 0.01)), "not of the same outcome"),
+    (dict(data=lambda d: d.assign(lemp=np.where(np.arange(len(d)) == 100, d["lemp"] + 1e-6, d["lemp"]))),
+     "not of the same outcome"),
+    (dict(data=lambda d: d.assign(**{"first.treat": np.where(d["countyreal"] == 8001, 0, d["first.treat"])})),
+     "unit_cohort differ"),
+    (dict(data=lambda d: d.iloc[5:]), "unit_ids differ"),
+])
+def test_universal_from_varying_refuses_another_estimate(mpdta, change, reason):
+    """Cells are only taken from an estimate of the same data and settings; the reason is named. An outcome
+    changed in one row (same firms, cohorts and settings) is told apart by the data signature."""
+    from reach.did import _universal_from_varying
+
+    d0 = mpdta.drop(index=7)  # unbalanced: the firms observed in both years of each cell (pairs)
+    kw = dict(yname="lemp", control_group="nevertreated", unbalanced="pairs", xformla=None)
+    pre = att_gt(d0, "lemp", "year", "countyreal", "first.treat", base_period="universal", bootstrap=False,
+                 allow_unbalanced_panel=True, unbalanced="pairs", _cells="pre")
+    change = dict(change)
+    d = change.pop("data", lambda d: d)(d0)
+    kw |= change
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        other = att_gt(d, kw.pop("yname"), "year", "countyreal", "first.treat", bootstrap=False,
+                       allow_unbalanced_panel=True, **kw)
+    with pytest.raises(ValueError, match=reason):
+        _universal_from_varying(pre, other)
+    same = att_gt(d0, "lemp", "year", "countyreal", "first.treat", bootstrap=False, allow_unbalanced_panel=True,
+                  unbalanced="pairs")
+    assert _universal_from_varying(pre, same).att.size > pre.att.size
 
 
 def test_notyettreated_last_cohort_equals_nevertreated(mpdta):
@@ -849,6 +939,21 @@ def test_matched_stack_roles_and_weights_hand_built():
     assert matched_user_count(mu) == 2 == s.loc[s["treated"] == 1, "be_id"].nunique()
 
 
+def test_matched_stack_keeps_only_the_columns_asked_for():
+    """``columns=``: the same rows, roles and values as the full stack, with the asked columns only; a column the
+    panel lacks is named."""
+    from reach.did import with_matching_weights
+
+    panel, mu = _hand_matched()
+    panel = panel.assign(extra=1.0, y2=panel["y"] * 2)
+    full = with_matching_weights(panel, mu, gname="g_x")
+    few = with_matching_weights(panel, mu, gname="g_x", columns=["y"])
+    assert "extra" not in few and "y2" not in few
+    pd.testing.assert_frame_equal(few, full[list(few.columns)])
+    with pytest.raises(ValueError, match="nope"):
+        with_matching_weights(panel, mu, gname="g_x", columns=["nope"])
+
+
 def test_matched_att_gt_is_per_cohort_and_clustered_by_firm():
     """Independent computation: each cohort's cells are the weighted DiD on that cohort's own matched set, and
     the aggregate's SE is the firm-clustered sum of the per-cohort influence functions."""
@@ -1224,3 +1329,45 @@ def test_multiplier_bootstrap_does_not_depend_on_the_blas_threads(n, k):
         with threadpool_limits(limits=threads, user_api="blas"):
             out.append(did._multiplier_bootstrap(IF, None, 999, 11, progress=False, dtype=np.float32)[0])
     assert all(np.array_equal(out[0], o) for o in out[1:])
+
+
+@pytest.mark.parametrize("values", [
+    np.repeat(np.array([3, 5, 9, 12]), 3),                       # sorted integers: the shortcut
+    np.repeat(np.array([3.0, 5.5, 9.0]), 2),                     # sorted floats
+    np.array([5, 3, 3, 9, 5]),                                   # unsorted: pandas
+    np.array([1.0, np.nan, 2.0, 2.0]),                           # a missing value: code -1, as pandas
+    np.array(["b", "a", "a", "c"], dtype=object),                # text
+])
+def test_factorize_sorted_equals_pandas(values):
+    from reach.did import _factorize_sorted
+
+    codes, uniques = _factorize_sorted(pd.Series(values))
+    ref_codes, ref_uniques = pd.factorize(pd.Series(values), sort=True)
+    np.testing.assert_array_equal(codes, ref_codes)
+    np.testing.assert_array_equal(uniques, np.asarray(ref_uniques))
+
+
+@pytest.mark.parametrize("values", [np.array([2019, 2014, 2023, 2014, 2019]),  # gaps: codes 0..k-1 in order
+                                    np.array([7, 7, 7]), np.array([2.5, 1.0, 2.5]), np.array([10**12, 0, 5])])
+def test_period_codes_equal_pandas_sorted_codes(values):
+    from reach.did import _period_codes
+
+    np.testing.assert_array_equal(_period_codes(pd.Series(values)), pd.factorize(pd.Series(values), sort=True)[0])
+
+
+def test_unit_level_columns_that_vary_are_refused_with_the_units(mpdta):
+    """The per-unit checks of the unbalanced path (sorted-id shortcut included): a cohort or weight that changes
+    within a unit is named with its count of units; a missing weight is a value of its own."""
+    d = mpdta.drop(index=7).assign(w=1.0)
+    bad = d.assign(**{"first.treat": np.where((d["countyreal"] == 8001) & (d["year"] == 2005), 2006, d["first.treat"])})
+    with pytest.raises(ValueError, match=r"'first.treat' \(first treatment period\) varies within countyreal for 1 unit"):
+        att_gt(bad, "lemp", "year", "countyreal", "first.treat", allow_unbalanced_panel=True, bootstrap=False)
+    w = d.assign(w=np.where(d["countyreal"].isin([8001, 8019]) & (d["year"] == 2007), 2.0, 1.0))
+    with pytest.raises(ValueError, match=r"'w' \(weights\) varies within countyreal for 2 unit"):
+        att_gt(w, "lemp", "year", "countyreal", "first.treat", weightsname="w", allow_unbalanced_panel=True,
+               bootstrap=False)
+    from reach.did import _varying_units
+
+    uid = np.array([0, 0, 1, 1, 2])
+    col = pd.Series([1.0, np.nan, np.nan, np.nan, 3.0])
+    np.testing.assert_array_equal(_varying_units(uid, col, 3), [True, False, False])

@@ -253,3 +253,48 @@ def test_sensitivity_cells_left_missing_are_said_not_warned():
     assert "event study not estimable: 2 group-time effects could not be estimated, e.g. first-use year 2019 in 2016: " \
            "too little overlap" in text
     assert not re.search(r"0\.999[0-9]|1\.000", text)  # the guard, never a firm's score
+
+
+@pytest.mark.parametrize("unbalanced", [False, True])
+def test_sensitivity_takes_the_full_reports_post_cells_and_gives_the_same_sets(panel, monkeypatch, unbalanced):
+    """With the effect reports of the same panel, the universal event study takes their post-period cells (only its
+    pre-period cells are estimated) and every robust set is the one estimated from scratch."""
+    from reach import did
+    from reach.effects import effect_report
+
+    p = panel.assign(size=np.log1p(panel["employees"]))
+    if unbalanced:  # firms entering and leaving: each cell on the firms observed in both years
+        p = p[(p["firm_id"] % 7 != 0) | (p["year"] != 2015)]
+    kw = dict(xformla="~ size", control_group="notyettreated", est_method="dr", anticipation=0,
+              allow_unbalanced_panel=True, alpha=0.05)
+    reports = {("y", "full"): effect_report(p, "y", programme="x", biters=99, rules=RULES, **{
+        k: v for k, v in kw.items() if k != "alpha"})}
+    used = []
+    real = did._universal_from_varying
+    monkeypatch.setattr(did, "_universal_from_varying", lambda pre, v: used.append(v) or real(pre, v))
+    common = dict(programme="x", primary={"sample": "full", "outcome": "y"}, outcomes=["y"],
+                  sensitivity_mbar=[0, 0.5, 1], placebo_draws=0, subgroups={}, rules=RULES, progress=False, **kw)
+    got = robustness.how_sure(p, reports, **common)
+    assert used == [reports[("y", "full")].att_gt]
+    ref = robustness.how_sure(p, {}, **common)
+    assert len(used) == 1  # without reports: estimated in full
+    # balanced: each cohort's logit starts from its previous cell's fit (converged to 1e-10), hence rtol
+    pd.testing.assert_frame_equal(got.checked["sensitivity"].table, ref.checked["sensitivity"].table, rtol=1e-8)
+    a, b = _flat(got.headline()["sensitivity"]), _flat(ref.headline()["sensitivity"])
+    assert a.keys() == b.keys()
+    for k in a:
+        num = isinstance(b[k], float)
+        assert a[k] == (pytest.approx(b[k], rel=1e-8, nan_ok=True) if num else b[k]), k
+    # another panel's report (an outcome changed in a base year) is not used: the sets are this panel's own
+    q = p.assign(y=p["y"] + 0.5 * ((p["year"] == 2017) & (p["g_x"] == 2018)))  # a base year of the post cells
+    other = robustness.how_sure(q, reports, **common)
+    fresh = robustness.how_sure(q, {}, **common)
+    pd.testing.assert_frame_equal(other.checked["sensitivity"].table, fresh.checked["sensitivity"].table, rtol=1e-8)
+    assert got.checked["sensitivity"].table["estimate"].iloc[0] != other.checked["sensitivity"].table["estimate"].iloc[0]
+
+
+def _flat(node, prefix=""):
+    """A nested headline as ``{path: value}`` (numbers compared with a tolerance, the rest exactly)."""
+    if isinstance(node, dict):
+        return {k: v for key, sub in node.items() for k, v in _flat(sub, f"{prefix}/{key}").items()}
+    return {prefix: node}

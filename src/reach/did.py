@@ -51,7 +51,7 @@ import contextlib
 import math
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 from typing import Sequence
 
@@ -970,6 +970,9 @@ class ATTgtResult(ResultDisplay):
     panel: bool = True
     allow_unbalanced_panel: bool = False
     unbalanced: str = "rc"
+    overlap_max: float = 0.999
+    trim_level: float = 0.995
+    data_signature: tuple = field(default=(), repr=False)
 
     @property
     def post(self) -> np.ndarray:
@@ -1246,7 +1249,7 @@ def att_gt(
     trim_level: float = 0.995,
     unbalanced: str = "rc",
     _groups: Sequence[float] | None = None,
-    _post_only: bool = False,
+    _cells: str = "all",
 ) -> ATTgtResult:
     r"""Group-time average treatment effects of Callaway & Sant'Anna (2021), panel data.
 
@@ -1349,11 +1352,11 @@ def att_gt(
             est_method=est_method, anticipation=anticipation, base_period=base_period, weightsname=weightsname,
             clustervars=clustervars, bootstrap=bootstrap, biters=biters, alp=alp, seed=seed, panel=panel,
             cband=cband, overlap_max=overlap_max, trim_level=trim_level, _groups=_groups,
-            unbalanced=unbalanced if panel else "rc", _post_only=_post_only)
+            unbalanced=unbalanced if panel else "rc", _cells=_cells)
     # the stages of R did: pre_process_did -> compute.att_gt -> mboot -> MP
     P, glist, notes = _pre_process(df, yname, tname, idname, gname, covs, weightsname, clustervars,
                                    control_group, anticipation, _groups)
-    cells = _cell_list(glist, P.periods, anticipation, base_period, _post_only)
+    cells = _cell_list(glist, P.periods, anticipation, base_period, _cells)
     S = _sort_by_cohort(P, len(cells))
     E = _estimate_cells(S, cells, covs, control_group, est_method, anticipation, overlap_max, trim_level)
     E.notes[:0] = notes
@@ -1371,7 +1374,9 @@ def att_gt(
     return _att_gt_result(E, inf, S.G, S.w, S.cluster, S.periods, S.ids, glist, yname=yname, xformla=xformla,
                           control_group=control_group, est_method=est_method, anticipation=anticipation,
                           base_period=base_period, bootstrap=bootstrap, biters=biters, alp=alp, seed=seed,
-                          cband=cband, exclusions=P.exclusions)
+                          cband=cband, exclusions=P.exclusions, overlap_max=float(overlap_max),
+                          trim_level=float(trim_level), data_signature=_data_signature(
+                              S.Y.ravel(order="K"), [S.X[c].ravel(order="K") for c in covs], np.arange(S.Y.size)))
 
 
 def _check_att_gt_args(control_group, est_method, base_period, anticipation, alp, biters, overlap_max, trim_level,
@@ -1444,22 +1449,26 @@ def _pre_process(df, yname, tname, idname, gname, covs, weightsname, clustervars
     return _Panel(P.ids, P.periods, P.Y, P.G, P.w, P.X, P.cluster, excl), glist, notes
 
 
-def _cell_list(glist, periods, anticipation, base_period, post_only=False) -> list[tuple]:
+def _cell_list(glist, periods, anticipation, base_period, which="all") -> list[tuple]:
     """(g, target index, base index) of every ATT(g, t): the base is ``g - anticipation - 1`` for post
     cells (and every cell with a universal base), the previous period for pre cells with a varying base.
 
-    ``post_only``: only the cells with ``t >= g - anticipation``. Each cell is estimated on its own,
+    ``which="post"``: only the cells with ``t >= g - anticipation``. Each cell is estimated on its own,
     so the post cells are the same without the pre cells; an ``aggte("simple")`` that only needs them
     (:func:`reach.power.fit_simple`, once per placebo draw or subgroup) skips the pre-period fits, which
     with a varying base and time-varying covariates each need a propensity design of their own.
+    ``which="pre"``: only the others; with a universal base they are what a varying-base estimate of the
+    same data does not already hold (see :func:`_universal_from_varying`).
     """
+    if which not in ("all", "post", "pre"):
+        raise ValueError(f"which must be 'all', 'post' or 'pre'; got {which!r}")
     cells = []
     T = len(periods)
     for g in glist:
         b_post = int(np.searchsorted(periods, g - anticipation, side="left")) - 1
         for ti in (range(1, T) if base_period == "varying" else range(T)):
             pre = periods[ti] < g - anticipation
-            if pre and post_only:
+            if (pre and which == "post") or (not pre and which == "pre"):
                 continue
             cells.append((g, ti, ti - 1 if pre and base_period == "varying" else b_post))
     return cells
@@ -1729,6 +1738,107 @@ def _att_gt_result(E: _CellEstimates, inf: _Inference, G, w, cluster, periods, i
     )
 
 
+def _data_signature(y: np.ndarray, X: list, key: np.ndarray) -> tuple:
+    """Sums that tell two estimation samples apart: the outcome and covariate values, weighted by where they sit.
+
+    ``key`` numbers each value's (unit, period) place. Two estimates of the same data give the same tuple;
+    :func:`_universal_from_varying` takes cells from one estimate into another only when they agree (ids,
+    cohorts and weights are compared in full).
+    """
+    k = (np.asarray(key, dtype=np.int64) % 1_000_003).astype(np.float64) + 1.0
+    return (int(y.size), _dot(y, np.ones_like(k)), _dot(y, k),
+            *(_dot(np.ascontiguousarray(x, dtype=np.float64), k) for x in X))
+
+
+def _same_estimation(a: ATTgtResult, b: ATTgtResult) -> str:
+    """Why the cells of ``b`` are not cells of the estimate ``a`` could make of the same data, or ""."""
+    for f in ("yname", "control_group", "est_method", "anticipation", "panel", "allow_unbalanced_panel",
+              "unbalanced", "overlap_max", "trim_level"):
+        if getattr(a, f) != getattr(b, f):
+            return f"{f} differs ({getattr(a, f)!r} and {getattr(b, f)!r})"
+    if parse_xformla(a.xformla) != parse_xformla(b.xformla):
+        return f"xformla differs ({a.xformla!r} and {b.xformla!r})"
+    for f in ("periods", "unit_ids", "unit_cohort", "unit_weight"):
+        x, y = getattr(a, f), getattr(b, f)
+        if x is None or y is None or x.shape != y.shape or not np.array_equal(x, y):
+            return f"{f} differ"
+    if (a.cluster is None) != (b.cluster is None) or (a.cluster is not None and not np.array_equal(a.cluster, b.cluster)):
+        return "cluster differs"
+    if not a.data_signature or a.data_signature != b.data_signature:
+        return "the estimates are not of the same outcome and covariate values"
+    return ""
+
+
+def _universal_from_varying(pre: ATTgtResult, varying: ATTgtResult) -> ATTgtResult:
+    r"""The universal-base ``att_gt`` from its pre-period cells and a varying-base estimate's post-period cells.
+
+    ``pre`` is ``att_gt(..., base_period="universal", _cells="pre")``; ``varying`` an ``att_gt`` of the
+    same data and settings with ``base_period="varying"`` (e.g. :func:`reach.effects.effect_report`'s).
+
+    Notes
+    -----
+    A post-period cell :math:`t \ge g - \delta` has base :math:`g - \delta - 1` with either base period,
+    so both estimate the same 2x2 comparison with the same influence function; the universal estimate
+    then only needs its pre-period cells (:math:`t < g - \delta`, long differences to :math:`g - \delta - 1`).
+    The result has analytic standard errors and no bootstrap draws, as ``att_gt(..., bootstrap=False)``.
+
+    Raises
+    ------
+    ValueError
+        When the two are not estimates of the same data and settings (the reason is named), or a post
+        cell is missing from ``varying``.
+    """
+    if pre.base_period != "universal" or varying.base_period != "varying":
+        raise ValueError(f"pre must have a universal and varying a varying base period; got {pre.base_period!r} "
+                         f"and {varying.base_period!r}")
+    why = _same_estimation(pre, varying)
+    if why:
+        raise ValueError(f"_universal_from_varying: not estimates of the same data and settings: {why}")
+    glist = np.asarray(pre.boot_cohorts, dtype=float)
+    periods = np.asarray(pre.periods, dtype=float)
+    ant = int(pre.anticipation)
+    cells = _cell_list(glist, periods, ant, "universal")
+    at_pre = {(float(g), float(t)): j for j, (g, t) in enumerate(zip(pre.groups, pre.times))}
+    at_var = {(float(g), float(t)): j for j, (g, t) in enumerate(zip(varying.groups, varying.times))}
+    src = []  # (from the pre estimate?, column) of every universal cell, in att_gt's order
+    for g, ti, bi in cells:
+        key = (float(g), float(periods[ti]))
+        if periods[ti] < g - ant:
+            src.append((True, at_pre[key]))
+            continue
+        j = at_var.get(key)
+        if j is None or varying.base_times[j] != periods[bi]:
+            raise ValueError(f"_universal_from_varying: the varying estimate has no cell ATT({int(g)},{int(key[1])}) "
+                             f"with base {int(periods[bi])}")
+        src.append((False, j))
+    n, k = pre.inffunc.shape[0], len(cells)
+    IF = np.empty((n, k), order="F")
+    out = {f: np.empty(k, dtype=getattr(pre, f).dtype) for f in ("att", "se_analytic", "n_treated", "n_control")}
+    for c, (from_pre, j) in enumerate(src):
+        r = pre if from_pre else varying
+        IF[:, c] = r.inffunc[:, j]
+        for f, v in out.items():
+            v[c] = getattr(r, f)[j]
+    pos = {key: c for c, key in enumerate((float(g), float(periods[ti])) for g, ti, _ in cells)}
+    na = [row for r in (pre, varying) for row in r.na_cells.itertuples(index=False)
+          if (float(row.group), float(row.time)) in pos and src[pos[(float(row.group), float(row.time))]][0] == (r is pre)]
+    na.sort(key=lambda row: pos[(float(row.group), float(row.time))])
+    cell_note = re.compile(r"^ATT\((-?\d+),(-?\d+)\)")
+    notes = [x for x in pre.notes if not cell_note.match(x)]
+    for r in (pre, varying):  # notes on one cell come with that cell
+        for x in r.notes:
+            m = cell_note.match(x)
+            if m and (key := (float(m.group(1)), float(m.group(2)))) in pos and src[pos[key]][0] == (r is pre):
+                notes.append(x)
+    ro = _readonly
+    return replace(pre, groups=ro(np.array([c[0] for c in cells], dtype=float)),
+                   times=ro(periods[[c[1] for c in cells]]), base_times=ro(periods[[c[2] for c in cells]]),
+                   att=ro(out["att"]), se=ro(out["se_analytic"].copy()), se_analytic=ro(out["se_analytic"]),
+                   crit_val=np.nan, n_treated=ro(out["n_treated"]), n_control=ro(out["n_control"]), inffunc=ro(IF),
+                   bootstrap=False, cband=False, boot_draws=None, boot_cohort_draws=None,
+                   notes=tuple(dict.fromkeys(notes)), na_cells=_na_frame([tuple(r) for r in na]))
+
+
 # --------------------------------------------------------------------------- unbalanced panels, repeated cross sections
 def _ols_alr(X, y, wsel, n):
     """Weighted OLS on the rows with ``wsel > 0``: fitted values on all rows and the asymptotic
@@ -1825,7 +1935,7 @@ def _rc_cell(y, post, D, X, w, method, trim_level=0.995):
 
 def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, control_group, est_method, anticipation,
                        base_period, weightsname, clustervars, bootstrap, biters, alp, seed, panel, cband,
-                       overlap_max, trim_level, _groups=None, unbalanced="rc", _post_only=False) -> ATTgtResult:
+                       overlap_max, trim_level, _groups=None, unbalanced="rc", _cells="all") -> ATTgtResult:
     r"""``att_gt`` for unbalanced panels (``allow_unbalanced_panel=True``) and repeated cross sections
     (``panel=False``), as R did 2.5.
 
@@ -1849,7 +1959,7 @@ def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, contro
     """
     rows = _long_rows(df, yname, tname, idname, gname, covs, weightsname, clustervars, panel)
     glist = _check_cohorts(rows.G_unit, rows.periods, anticipation, gname, tname, control_group, _groups)
-    cells = _cell_list(glist, rows.periods, anticipation, base_period, _post_only)
+    cells = _cell_list(glist, rows.periods, anticipation, base_period, _cells)
     if unbalanced == "pairs":
         E = _pairs_cells(rows, cells, covs, control_group, est_method, anticipation, overlap_max, trim_level)
     else:
@@ -1863,7 +1973,10 @@ def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, contro
                           xformla=xformla, control_group=control_group, est_method=est_method,
                           anticipation=anticipation, base_period=base_period, bootstrap=bootstrap, biters=biters,
                           alp=alp, seed=seed, cband=cband, exclusions=rows.exclusions, panel=bool(panel),
-                          allow_unbalanced_panel=True, unbalanced=unbalanced)
+                          allow_unbalanced_panel=True, unbalanced=unbalanced, overlap_max=float(overlap_max),
+                          trim_level=float(trim_level), data_signature=_data_signature(
+                              rows.y, [rows.X[:, c] for c in range(1, rows.X.shape[1])],
+                              rows.uid * len(rows.periods) + rows.tcode))
 
 
 @dataclass(frozen=True)
@@ -1965,23 +2078,65 @@ def _sorted_text_codes(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return firms, inv.reshape(-1)[codes]
 
 
+def _factorize_sorted(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``pd.factorize(col, sort=True)``; for numbers already in order (a panel sorted by unit) without hashing.
+
+    At register scale (15M rows) the hash and the sort took ~0.5 s per ``att_gt``; on sorted numbers the
+    codes are the running count of changes.
+    """
+    a = col.to_numpy() if isinstance(col.dtype, np.dtype) and col.dtype.kind in "iuf" else None
+    if a is not None and len(a) and bool((a[1:] >= a[:-1]).all()):  # NaN compares False: factorized below
+        new = np.empty(len(a), dtype=bool)
+        new[0] = True
+        np.not_equal(a[1:], a[:-1], out=new[1:])
+        codes = np.cumsum(new, dtype=np.int64) - 1
+        return codes, a[new]
+    codes, uniques = pd.factorize(col, sort=True)
+    return codes, np.asarray(uniques)
+
+
+def _period_codes(col: pd.Series) -> np.ndarray:
+    """``pd.factorize(col, sort=True)[0]``; for whole numbers in a short range (periods) by counting, not hashing."""
+    if isinstance(col.dtype, np.dtype) and col.dtype.kind in "iu" and len(col):
+        a = col.to_numpy()
+        lo, hi = int(a.min()), int(a.max())
+        if hi - lo < 4 * len(a) + 1024:
+            off = (a - lo).astype(np.int64, copy=False)
+            present = np.bincount(off, minlength=hi - lo + 1) > 0
+            return (np.cumsum(present) - 1)[off]
+    return pd.factorize(col, sort=True)[0]
+
+
+def _varying_units(uid: np.ndarray, col: pd.Series, n_units: int) -> np.ndarray:
+    """Per unit, whether ``col`` takes more than one value on its rows (a missing value is a value)."""
+    if isinstance(col.dtype, np.dtype) and col.dtype.kind in "iuf":
+        v = col.to_numpy()
+        if v.dtype.kind != "f" or not np.isnan(v).any():
+            one = np.empty(n_units, dtype=v.dtype)
+            one[uid] = v  # some value of each unit: all its rows equal it iff it has one value
+            out = np.zeros(n_units, dtype=bool)
+            out[uid[v != one[uid]]] = True
+            return out
+    ccode = pd.factorize(col, use_na_sentinel=False)[0]
+    return _distinct_per_unit(uid, ccode, n_units) > 1
+
+
 def _unit_codes_checked(d, idname, tname, yname, gname, weightsname, extra_cluster):
     """Unit codes of the rows; refuses missing ids, repeated (unit, period) pairs and unit-level columns that vary."""
-    uid, ids = pd.factorize(d[idname], sort=True)
+    uid, ids = _factorize_sorted(d[idname])
     if (uid < 0).any():
         raise ValueError(f"df: column {idname!r} has missing values. Examples:\n{examples(d, uid < 0, [idname, tname, yname])}")
     n_units = len(ids)
-    dup = _repeated(uid, pd.factorize(d[tname])[0])
+    dup = _repeated(uid, _period_codes(d[tname]))
     if dup.any():
         raise ValueError(f"df: {int(dup.sum())} rows share a ({idname}, {tname}) pair; one row per unit and period is "
                          f"required. Examples:\n{examples(d, dup, [idname, tname, yname, gname])}")
     for c in [gname] + ([weightsname] if weightsname else []) + extra_cluster:
-        ccode = pd.factorize(d[c], use_na_sentinel=False)[0]
-        nun = pd.Series(_distinct_per_unit(uid, ccode, n_units))
-        if (nun > 1).any():
-            badu = np.isin(uid, nun.index[nun > 1])
+        varies = _varying_units(uid, d[c], n_units)
+        if varies.any():
+            badu = varies[uid]
             what = "first treatment period" if c == gname else ("weights" if c == weightsname else "cluster variable")
-            raise ValueError(f"df: column {c!r} ({what}) varies within {idname} for {int((nun > 1).sum())} unit(s); "
+            raise ValueError(f"df: column {c!r} ({what}) varies within {idname} for {int(varies.sum())} unit(s); "
                              f"it must be constant per unit. Examples:\n{examples(d, badu, [idname, tname, c])}")
     return uid, np.asarray(ids)
 
@@ -2169,7 +2324,8 @@ def matched_user_count(matched_units: pd.DataFrame, key: str = "be_id") -> int:
 
 
 def with_matching_weights(panel: pd.DataFrame, matched_units: pd.DataFrame, *, gname: str, key: str = "be_id",
-                          weight: str = "weight", tname: str = "year") -> pd.DataFrame:
+                          weight: str = "weight", tname: str = "year",
+                          columns: Sequence[str] | None = None) -> pd.DataFrame:
     r"""The stacked matched panel: one block of rows per cohort, holding that cohort's matched set.
 
     Block g has the panel rows of cohort g's matched users and of *their* matched comparison
@@ -2186,11 +2342,14 @@ def with_matching_weights(panel: pd.DataFrame, matched_units: pd.DataFrame, *, g
         ``key, cohort, treated, weight`` (notebook 03's ``matched_units.parquet``).
     gname : str
         First-use column of the panel.
+    columns : sequence of str, optional
+        The panel columns to keep besides ``key``, ``tname`` and ``gname`` (default: all). An estimate
+        needs a few of a register panel's columns; the stacked sample repeats every row it keeps.
 
     Returns
     -------
     DataFrame
-        The panel columns plus ``cohort`` (the block), ``treated`` (0/1, role in the block),
+        The panel columns (``columns``) plus ``cohort`` (the block), ``treated`` (0/1, role in the block),
         ``weight`` (the match weight), ``stack_id`` (int64, one per cohort x firm) and
         ``g_stack``: the block's cohort for its users; for comparison firms 0, or their own
         first use if it comes later (they leave the not-yet-treated comparison set then).
@@ -2219,7 +2378,12 @@ def with_matching_weights(panel: pd.DataFrame, matched_units: pd.DataFrame, *, g
                          f"cohort is required. Examples:\n{examples(mu, dup, [key, 'cohort', 'treated', 'weight'])}")
     # only the matched firms' rows: at register scale the panel has millions of firms and a thousandth of
     # them matched; grouping and merging the whole panel took seconds per outcome (same rows, same order)
-    panel = panel.loc[_isin(panel[key], mu[key])]
+    rows = _isin(panel[key], mu[key])
+    if columns is None:
+        panel = panel.loc[rows]
+    else:
+        require_columns(panel, list(columns), "panel")
+        panel = panel.loc[rows, list(dict.fromkeys([key, tname, gname, *columns]))]
     g_firm = panel.groupby(key, sort=False)[gname].first()
     own = mu[key].map(g_firm)
     missing = own.isna().to_numpy()
@@ -2726,8 +2890,8 @@ def twfe(df: pd.DataFrame, yname: str, tname: str, idname: str, treat: str, weig
     d = df[cols].dropna()
     if not len(d):
         raise ValueError("df: no rows with the outcome, period, unit and treatment all observed")
-    ent, _ = pd.factorize(d[idname])
-    tc, _ = pd.factorize(d[tname], sort=True)
+    ent, _ = _factorize_sorted(d[idname])
+    tc = _period_codes(d[tname])
     dup = _repeated(ent, tc)
     if dup.any():
         raise ValueError(f"df: duplicate ({idname}, {tname}) rows. Examples:\n{examples(d, dup, [idname, tname])}")

@@ -24,7 +24,8 @@ import pandas as pd
 
 from reach._checks import check_choice, count_text, require_columns
 from reach.did import (AGGTE_COLUMNS, ATT_GT_COLUMNS, _TINY, AggteResult, ATTgtResult, DiDEstimate,
-                       _distinct_per_unit, aggte, att_gt, matched_att_gt, matched_user_count, naive_difference, twfe, with_matching_weights)
+                       _distinct_per_unit, aggte, att_gt, matched_att_gt, matched_user_count, naive_difference,
+                       parse_xformla, twfe, with_matching_weights)
 
 __all__ = ["EffectReport", "effect_report", "event_study_plot", "effects_intro", "samples_text", "REPORT_TABLES",
            "COMPARISON_METHODS", "panel_columns"]
@@ -555,7 +556,9 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
               allow_unbalanced_panel=allow_unbalanced_panel, overlap_max=overlap_max, trim_level=trim_level,
               unbalanced=unbalanced)
     if matched_units is not None:
-        data = with_matching_weights(panel, matched_units, gname=gname, key=key, tname=tname)
+        # only what the estimates read: every kept column is repeated once per block a firm is in
+        data = with_matching_weights(panel, matched_units, gname=gname, key=key, tname=tname,
+                                     columns=[outcome, idname, *parse_xformla(xformla)])
         est_id, est_g, est_w = "stack_id", "g_stack", "weight"
         # TWFE and the naive comparison on the same stacked sample: a block's users are treated from its
         # cohort on; comparison firms leave their block once they start using the programme themselves

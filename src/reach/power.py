@@ -293,7 +293,7 @@ def fit_simple(df: pd.DataFrame, yname: str, tname: str, idname: str, gname: str
         # biters=1: the standard error is analytic; the bootstrap's critical value is not used here.
         r = att_gt(df, yname, tname, idname, gname, xformla=xformla, control_group=control_group,
                    est_method=est_method, anticipation=anticipation, weightsname=weightsname,
-                   bootstrap=False, biters=1, alp=alpha, seed=0, progress=False, _post_only=True)
+                   bootstrap=False, biters=1, alp=alpha, seed=0, progress=False, _cells="post")
         a = aggte(r, "simple", na_rm=True, bootstrap=False)
     ids = getattr(r, "unit_ids", None)
     if ids is None:
@@ -658,7 +658,7 @@ class _PlaceboPool:
         self.cohorts = np.asarray(cohorts, dtype=float)
         self.control_group, self.anticipation = control_group, int(anticipation)
         self.overlap_max, self.trim_level = overlap_max, trim_level
-        self.cells = _cell_list(self.cohorts, periods, anticipation, "varying", post_only=True)
+        self.cells = _cell_list(self.cohorts, periods, anticipation, "varying", "post")
         self.codes, self.U, self.count, self.S = {}, {}, {}, {}
         for _, ti, bi in self.cells:
             if bi not in self.codes:

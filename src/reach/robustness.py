@@ -144,8 +144,18 @@ def _progress_in_notebook():
 def event_study_universal(panel: pd.DataFrame, outcome: str, *, gname: str, tname: str = "year",
                           idname: str = "firm_id", xformla: str | None = None,
                           control_group: str = "notyettreated", est_method: str = "dr", anticipation: int = 0,
-                          allow_unbalanced_panel: bool = True, alpha: float = 0.05):
+                          allow_unbalanced_panel: bool = True, alpha: float = 0.05, varying=None):
     r"""Event study with a universal base period, as input of :func:`reach.sensitivity.honest_did`.
+
+    Parameters
+    ----------
+    panel, outcome, gname, tname, idname, xformla, control_group, est_method, anticipation, allow_unbalanced_panel, alpha
+        As :func:`reach.did.att_gt`.
+    varying : reach.did.ATTgtResult, optional
+        An ``att_gt`` of the same panel, outcome and settings with the default varying base period
+        (notebook 04's full-sample estimate, ``EffectReport.att_gt``). Its post-period cells are the
+        same 2x2 comparisons as the universal base's, so only the pre-period cells are estimated.
+        When it is not an estimate of the same data and settings it is not used (everything is estimated).
 
     Returns
     -------
@@ -183,16 +193,23 @@ def event_study_universal(panel: pd.DataFrame, outcome: str, *, gname: str, tnam
     >>> es.type, [int(k) for k in es.keys]
     ('dynamic', [-4, -3, -2, -1, 0, 1])
     """
-    from reach.did import aggte, att_gt
+    from reach.did import _universal_from_varying, aggte, att_gt
 
     kw = {"unbalanced": "pairs"} if allow_unbalanced_panel else {}
     with warnings.catch_warnings():
         # cells left missing are raised below, with the reason for a reader: the warning would reach a
         # rendered report as a stderr box quoting the library's file and the largest propensity score
         warnings.filterwarnings("ignore", message=r"att_gt: \d+ group-time cell", category=UserWarning)
-        r = att_gt(panel, outcome, tname, idname, gname, xformla=xformla, control_group=control_group,
-                   est_method=est_method, anticipation=anticipation, base_period="universal", bootstrap=False,
-                   allow_unbalanced_panel=bool(allow_unbalanced_panel), alp=alpha, **kw)
+        kw.update(xformla=xformla, control_group=control_group, est_method=est_method, anticipation=anticipation,
+                  base_period="universal", bootstrap=False, allow_unbalanced_panel=bool(allow_unbalanced_panel),
+                  alp=alpha)
+        r = None
+        if varying is not None:
+            pre = att_gt(panel, outcome, tname, idname, gname, _cells="pre", **kw)
+            with contextlib.suppress(ValueError):  # not the same data or settings: estimated in full below
+                r = _universal_from_varying(pre, varying)
+        if r is None:
+            r = att_gt(panel, outcome, tname, idname, gname, **kw)
     if len(r.na_cells):
         raise CellsMissing(r.na_cells)
     return aggte(r, type="dynamic")
@@ -690,7 +707,9 @@ def how_sure(panel: pd.DataFrame, reports: Mapping, *, programme: str, label: st
         first use removed).
     reports : mapping
         ``{(outcome, sample): reach.effects.EffectReport}`` of notebook 04; the MDE uses each
-        outcome's recorded (publishable) standard error on the primary sample.
+        outcome's recorded (publishable) standard error on the primary sample. The sensitivity
+        analysis takes the post-period cells of the ``"full"`` sample's estimate when it is an
+        estimate of ``panel`` with the same settings (checked; see :func:`event_study_universal`).
     programme, label : str
         Programme key (``g_<programme>`` is the cohort column) and reader name.
     primary : dict
@@ -775,10 +794,13 @@ def how_sure(panel: pd.DataFrame, reports: Mapping, *, programme: str, label: st
     # 1. sensitivity for every outcome (event study with a universal base period, all firms)
     sens: dict[str, dict] = {}
     for y in outcomes:
+        # the full-sample report's post-period cells are the universal event study's: only its pre cells are new
+        full_rep = reports.get((y, "full"))
+        varying = getattr(full_rep, "att_gt", None) if getattr(full_rep, "estimable", False) else None
         try:
             es = event_study_universal(panel, y, gname=gname, xformla=xformla, control_group=control_group,
                                        est_method=est_method, anticipation=anticipation,
-                                       allow_unbalanced_panel=allow_unbalanced_panel, alpha=alpha)
+                                       allow_unbalanced_panel=allow_unbalanced_panel, alpha=alpha, varying=varying)
             sens[y] = _sensitivity(es, y, sensitivity_mbar, alpha)
         except CellsMissing as e:  # a reason for the reader: the text quotes it
             notes[f"sensitivity_{y}"] = str(e)
