@@ -301,3 +301,54 @@ def test_difference_se_matches_monte_carlo_spread(comparison):
     assert 0.8 < se.mean() / est.std(ddof=1) < 1.2, (se.mean(), est.std(ddof=1))
     cover = np.mean(np.abs(est - 0.6) <= Z * se)
     assert 0.85 <= cover <= 1.0, cover
+
+
+@pytest.mark.parametrize("kw", [dict(xformla=None, control_group="nevertreated"),
+                                dict(xformla="~ x", control_group="notyettreated", est_method="dr"),
+                                dict(xformla="~ x", control_group="nevertreated", est_method="ipw", anticipation=1),
+                                dict(xformla=None, control_group="notyettreated", users_only=True)])
+def test_fit_on_prepared_units_equals_fit_simple_on_their_rows(kw):
+    """A subgroup fit on the prepared arrays is fit_simple on the subgroup's rows, bit for bit: estimate, standard
+    error, counts, the units and their influence contributions; also without never-users (the last cohort then
+    compares) and for a subset that cannot be estimated (the same error)."""
+    from reach.did import _UnitArrays
+    from reach.power import _fit_simple_units, fit_simple
+
+    kw = dict(kw)
+    users_only = kw.pop("users_only", False)
+    p = make_panel(n=600, cohorts=(2017, 2018, 2019), n_users=200)
+    rng = np.random.default_rng(1)
+    p["x"] = np.log1p(p["employees"]) + rng.normal(scale=0.2, size=len(p))  # varies over time
+    arrays = _UnitArrays(p, "y", "year", "firm_id", "g_x", [] if kw["xformla"] is None else ["x"])
+    firms = p.drop_duplicates("firm_id")
+    users = firms.loc[firms.g_x > 0, "firm_id"].to_numpy()
+    never = firms.loc[firms.g_x == 0, "firm_id"].to_numpy()
+    subsets = [np.concatenate([users[::2], never[::3]]), users[users % 5 == 0]] if users_only else \
+        [np.concatenate([users[::2], never[::3]]), np.concatenate([users[1::4], never])]
+    for ids in subsets:
+        got = _fit_simple_units(arrays, arrays.keep(ids), **kw)
+        ref = fit_simple(p[p["firm_id"].isin(ids)], "y", "year", "firm_id", "g_x", **kw)
+        assert (got.att, got.se, got.n_treated, got.n_control) == (ref.att, ref.se, ref.n_treated, ref.n_control)
+        np.testing.assert_array_equal(got.ids, ref.ids)
+        np.testing.assert_array_equal(got.phi, ref.phi)
+    with pytest.raises(ValueError, match="no treated units"):
+        fit_simple(p[p["firm_id"].isin(never)], "y", "year", "firm_id", "g_x", **kw)
+    with pytest.raises(ValueError, match="no treated units"):
+        _fit_simple_units(arrays, arrays.keep(never), **kw)
+
+
+def test_stacked_influence_over_a_universe_equals_the_sorted_union():
+    """The subgroup differences and cohort combinations mark their units in the sorted ids of the panel instead of
+    sorting the concatenated ids: the same ids and sums, bit for bit."""
+    from reach.heterogeneity import _stacked
+    from reach.power import _Fit
+
+    rng = np.random.default_rng(0)
+    universe = np.sort(rng.choice(10**6, 5000, replace=False))
+    fits = [_Fit(0.0, 0.0, 0, 0, ids=rng.permutation(rng.choice(universe, m, replace=False)), phi=rng.normal(size=m))
+            for m in (3000, 1200, 4000)]
+    for signs in ([1.0, -1.0, 0.5], [0.2, 0.3, 0.5]):
+        ids_u, phi_u = _stacked(fits, signs, universe)
+        ids_s, phi_s = _stacked(fits, signs)
+        np.testing.assert_array_equal(ids_u, ids_s)
+        np.testing.assert_array_equal(phi_u, phi_s)

@@ -370,6 +370,49 @@ def _panel_of(ids, periods, wide: dict, G, w, *, covs, yname, weightsname, excl,
                   cluster=cluster, exclusions=excl)
 
 
+class _UnitArrays:
+    """A balanced panel's unit x period arrays, prepared once, and ``att_gt`` on any subset of its units.
+
+    The subgroup effects fit one ``att_gt`` per subgroup (and per cohort within it) on rows of the same
+    balanced panel: at register scale, selecting those rows and rebuilding the arrays took most of each
+    fit. A subset of the prepared arrays is what :func:`_prepare` gives for the subset's rows (the same
+    units in the same order, the same periods), so the estimates are the same. Unit weights only.
+    """
+
+    def __init__(self, df: pd.DataFrame, yname: str, tname: str, idname: str, gname: str, covs: list):
+        self.P = _prepare(df, yname, tname, idname, gname, list(covs), None, None, False)
+        self.yname, self.tname, self.gname, self.covs = yname, tname, gname, list(covs)
+        self.index = pd.Index(self.P.ids)
+
+    def keep(self, ids) -> np.ndarray:
+        """Units of ``ids`` as a mask over the prepared units (ids not in the panel are not units of it)."""
+        pos = self.index.get_indexer(np.asarray(ids))
+        out = np.zeros(len(self.index), dtype=bool)
+        out[pos[pos >= 0]] = True
+        return out
+
+    def att_gt(self, keep: np.ndarray, *, xformla=None, control_group="nevertreated", est_method="dr",
+               anticipation=0, alp=0.05, _cells="all") -> ATTgtResult:
+        """``att_gt(rows of the kept units, ..., bootstrap=False)`` without going back to the rows.
+
+        The units the preparation left out are counted once, in ``self.P.exclusions``; the result's
+        ``exclusions`` are empty.
+        """
+        if parse_xformla(xformla) != self.covs:
+            raise ValueError(f"xformla {xformla!r} is not the prepared covariates {self.covs}")
+        _check_att_gt_args(control_group, est_method, "varying", anticipation, alp, 1, 0.999, 0.995, "rc", True)
+        P = self.P
+        sub = _Panel(ids=P.ids[keep], periods=P.periods, Y=P.Y[keep], G=P.G[keep], w=np.ones(int(keep.sum())),
+                     X={c: v[keep] for c, v in P.X.items()}, cluster=None, exclusions={})
+        if not len(sub.ids):
+            raise ValueError("df: no unit is observed in every period with non-missing data; cannot form a balanced panel")
+        sub, glist, notes = _pre_process_panel(sub, self.gname, self.tname, control_group, anticipation, None)
+        return _att_gt_balanced(sub, glist, notes, self.covs, yname=self.yname, xformla=xformla,
+                                control_group=control_group, est_method=est_method, anticipation=anticipation,
+                                base_period="varying", bootstrap=False, biters=1, alp=alp, seed=0, progress=False,
+                                cband=False, overlap_max=0.999, trim_level=0.995, _cells=_cells)
+
+
 def _sorted_balanced(d, idname, tname, yname, gname, covs, weightsname):
     """Fast path for the common input: rows sorted by a numeric unit id, every unit in every period in the
     same (increasing) period order, nothing missing, unit-level columns constant. Then the long columns are
@@ -1356,6 +1399,16 @@ def att_gt(
     # the stages of R did: pre_process_did -> compute.att_gt -> mboot -> MP
     P, glist, notes = _pre_process(df, yname, tname, idname, gname, covs, weightsname, clustervars,
                                    control_group, anticipation, _groups)
+    return _att_gt_balanced(P, glist, notes, covs, yname=yname, xformla=xformla, control_group=control_group,
+                            est_method=est_method, anticipation=anticipation, base_period=base_period,
+                            bootstrap=bootstrap, biters=biters, alp=alp, seed=seed, progress=progress, cband=cband,
+                            overlap_max=overlap_max, trim_level=trim_level, _cells=_cells)
+
+
+def _att_gt_balanced(P: _Panel, glist, notes, covs, *, yname, xformla, control_group, est_method, anticipation,
+                     base_period, bootstrap, biters, alp, seed, progress, cband, overlap_max, trim_level,
+                     _cells) -> ATTgtResult:
+    """``att_gt`` on the balanced arrays of :func:`_pre_process`: the cells, the inference, the result."""
     cells = _cell_list(glist, P.periods, anticipation, base_period, _cells)
     S = _sort_by_cohort(P, len(cells))
     E = _estimate_cells(S, cells, covs, control_group, est_method, anticipation, overlap_max, trim_level)
@@ -1375,8 +1428,8 @@ def att_gt(
                           control_group=control_group, est_method=est_method, anticipation=anticipation,
                           base_period=base_period, bootstrap=bootstrap, biters=biters, alp=alp, seed=seed,
                           cband=cband, exclusions=P.exclusions, overlap_max=float(overlap_max),
-                          trim_level=float(trim_level), data_signature=_data_signature(
-                              S.Y.ravel(order="K"), [S.X[c].ravel(order="K") for c in covs], np.arange(S.Y.size)))
+                          trim_level=float(trim_level),
+                          data_signature=() if _cells == "post" else _wide_signature(S.Y, [S.X[c] for c in covs]))
 
 
 def _check_att_gt_args(control_group, est_method, base_period, anticipation, alp, biters, overlap_max, trim_level,
@@ -1426,6 +1479,12 @@ def _pre_process(df, yname, tname, idname, gname, covs, weightsname, clustervars
                  _groups) -> tuple[_Panel, np.ndarray, list]:
     """R did's ``pre_process_did`` for a balanced panel: the arrays, the cohorts, notes; warns when units are dropped."""
     P = _prepare(df, yname, tname, idname, gname, covs, weightsname, clustervars, False)
+    return _pre_process_panel(P, gname, tname, control_group, anticipation, _groups)
+
+
+def _pre_process_panel(P: _Panel, gname, tname, control_group, anticipation, _groups) -> tuple[_Panel, np.ndarray, list]:
+    """:func:`_pre_process` from the prepared arrays: the warning on dropped units, the cohorts, the comparison
+    cohort when no unit is never treated."""
     excl = dict(P.exclusions)
     notes: list[str] = []
     dropped = {k: v for k, v in excl.items() if k in ("units_not_observed_every_period", "units_with_missing_values")}
@@ -1741,13 +1800,25 @@ def _att_gt_result(E: _CellEstimates, inf: _Inference, G, w, cluster, periods, i
 def _data_signature(y: np.ndarray, X: list, key: np.ndarray) -> tuple:
     """Sums that tell two estimation samples apart: the outcome and covariate values, weighted by where they sit.
 
-    ``key`` numbers each value's (unit, period) place. Two estimates of the same data give the same tuple;
+    ``key`` numbers each value's (unit, period) place. Not computed for ``_cells="post"`` fits (the
+    placebo's and the subgroups' many ``fit_simple`` calls), which nothing takes cells from. Two estimates of the same data give the same tuple;
     :func:`_universal_from_varying` takes cells from one estimate into another only when they agree (ids,
     cohorts and weights are compared in full).
     """
     k = (np.asarray(key, dtype=np.int64) % 1_000_003).astype(np.float64) + 1.0
     return (int(y.size), _dot(y, np.ones_like(k)), _dot(y, k),
             *(_dot(np.ascontiguousarray(x, dtype=np.float64), k) for x in X))
+
+
+def _wide_signature(Y: np.ndarray, X: list) -> tuple:
+    """:func:`_data_signature` of a balanced panel's (units, periods) arrays: one pass per array, no row keys."""
+    k = (np.arange(Y.shape[0]) % 1_000_003).astype(np.float64) + 1.0
+
+    def one(a: np.ndarray) -> float:
+        cols = [np.ascontiguousarray(a[:, t]) for t in range(a.shape[1])]
+        return float(sum((t + 1.0) * _dot(c, k) + c.sum() for t, c in enumerate(cols)))
+
+    return (Y.shape, *(one(a) for a in [Y, *X]))
 
 
 def _same_estimation(a: ATTgtResult, b: ATTgtResult) -> str:
@@ -1974,7 +2045,7 @@ def _att_gt_unbalanced(df, yname, tname, idname, gname, covs, *, xformla, contro
                           anticipation=anticipation, base_period=base_period, bootstrap=bootstrap, biters=biters,
                           alp=alp, seed=seed, cband=cband, exclusions=rows.exclusions, panel=bool(panel),
                           allow_unbalanced_panel=True, unbalanced=unbalanced, overlap_max=float(overlap_max),
-                          trim_level=float(trim_level), data_signature=_data_signature(
+                          trim_level=float(trim_level), data_signature=() if _cells == "post" else _data_signature(
                               rows.y, [rows.X[:, c] for c in range(1, rows.X.shape[1])],
                               rows.uid * len(rows.periods) + rows.tcode))
 

@@ -32,8 +32,8 @@ from scipy import stats
 
 from reach._checks import check_choice, require_columns
 from reach._display import ESTIMATE_CORE, ResultDisplay
-from reach.did import CONTROL_GROUPS, EST_METHODS, parse_xformla
-from reach.power import _check_level, _Fit, _fmt, RowLookup, balanced_rows, fit_simple, reference_values
+from reach.did import CONTROL_GROUPS, EST_METHODS, _UnitArrays, parse_xformla
+from reach.power import _check_level, _Fit, _fit_simple_units, _fmt, RowLookup, balanced_rows, reference_values
 
 __all__ = [
     "heterogeneity",
@@ -316,25 +316,41 @@ def _row(dimension, subgroup, reference, kind, est, se, n_t, n_c, status, z) -> 
             "n_treated": float(n_t), "n_control": float(n_c), "status": status}
 
 
-def _diff(a, b) -> tuple[float, float]:
+def _stacked(fits: list, signs, universe: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, sum_f sign_f phi_f)`` over the union of the fits' units, sorted by id.
+
+    ``universe``: the sorted ids of every unit the fits can hold; the union is then marked in it
+    instead of sorting the concatenated ids (millions of comparison firms per fit at register scale).
+    The sums are the same, added in the same order.
+    """
+    if universe is None:
+        ids = np.unique(np.concatenate([f.ids for f in fits]))
+        phi = np.zeros(len(ids))
+        for f, s in zip(fits, signs):
+            phi[np.searchsorted(ids, f.ids)] += s * f.phi
+        return ids, phi
+    phi = np.zeros(len(universe))
+    member = np.zeros(len(universe), dtype=bool)
+    for f, s in zip(fits, signs):
+        pos = np.searchsorted(universe, f.ids)
+        phi[pos] += s * f.phi
+        member[pos] = True
+    return universe[member], phi[member]
+
+
+def _diff(a, b, universe: np.ndarray | None = None) -> tuple[float, float]:
     """Difference a - b of two fits and its standard error from the stacked influence functions.
 
     Units present in both samples (shared comparison firms) contribute
     :math:`\\phi_{a,i} - \\phi_{b,i}`; the others one term each.
     """
-    ids = np.union1d(a.ids, b.ids)
-    d = np.zeros(len(ids))
-    d[np.searchsorted(ids, a.ids)] += a.phi
-    d[np.searchsorted(ids, b.ids)] -= b.phi
+    _, d = _stacked([a, b], [1.0, -1.0], universe)
     return a.att - b.att, float(math.sqrt(np.einsum("i,i->", d, d)))
 
 
-def _combine(parts: list, weights: np.ndarray) -> _Fit:
+def _combine(parts: list, weights: np.ndarray, universe: np.ndarray | None = None) -> _Fit:
     """Fixed-weight combination sum_c w_c theta_c of fits on overlapping samples (influence functions stacked)."""
-    ids = np.unique(np.concatenate([f.ids for f in parts]))
-    phi = np.zeros(len(ids))
-    for f, w in zip(parts, weights):
-        phi[np.searchsorted(ids, f.ids)] += w * f.phi
+    ids, phi = _stacked(parts, weights, universe)
     return _Fit(att=float(sum(w * f.att for f, w in zip(parts, weights))), se=float(math.sqrt(np.einsum("i,i->", phi, phi))),
                 n_treated=int(sum(f.n_treated for f in parts)), n_control=int(min(f.n_control for f in parts)),
                 ids=ids, phi=phi)
@@ -350,15 +366,10 @@ def _estimate(d: pd.DataFrame, labels: pd.Series, dims: dict, *, yname, gname, t
     z = stats.norm.ppf(1 - alpha / 2)
     min_t = int(getattr(rules, "min_treated", 10))
     min_c = int(getattr(rules, "min_control", 10))
-    # units as codes, looked up in a membership array: np.isin hashed ~10M rows for every subgroup fit
-    ucode, uniq = pd.factorize(d[idname].to_numpy())
-    uniq = pd.Index(uniq)
-
-    def rows_of(ids) -> pd.DataFrame:
-        member = np.zeros(len(uniq), dtype=bool)
-        pos = uniq.get_indexer(np.asarray(ids))
-        member[pos[pos >= 0]] = True
-        return d[member[ucode]]
+    # the balanced arrays once; each fit takes its units' rows of them (selecting the rows of a 10M-row
+    # frame and rebuilding the arrays took most of each subgroup fit)
+    arrays = _UnitArrays(d, yname, tname, idname, gname, parse_xformla(xformla))
+    universe = np.asarray(arrays.index)  # sorted unit ids: the fits' units are among them
 
     ug = d.groupby(idname, sort=True)[gname].first()
     never = ug.index[ug.to_numpy() == 0].to_numpy()
@@ -368,17 +379,16 @@ def _estimate(d: pd.DataFrame, labels: pd.Series, dims: dict, *, yname, gname, t
 
     def fit(user_ids, dim=None, lev=None):
         if dim is None or comp_labels is None:
-            return fit_simple(rows_of(np.concatenate([user_ids, never])), yname, tname, idname, gname, **kw)
+            return _fit_simple_units(arrays, arrays.keep(np.concatenate([user_ids, never])), **kw)
         # Cohort by cohort: cohort g's users of the level against the never-users in the same level in
         # g's reference year; cohorts combined with the simple aggregation's weights n_g x (post periods).
         g_of = ug.loc[user_ids]
         parts, wts = [], []
         for g, grp in g_of.groupby(g_of):
             comp = never[comp_labels[dim][g] == lev]
-            parts.append(fit_simple(rows_of(np.concatenate([grp.index.to_numpy(), comp])), yname, tname, idname,
-                                    gname, **kw))
+            parts.append(_fit_simple_units(arrays, arrays.keep(np.concatenate([grp.index.to_numpy(), comp])), **kw))
             wts.append(len(grp) * int((periods >= g).sum()))
-        return _combine(parts, np.asarray(wts, float) / sum(wts))
+        return _combine(parts, np.asarray(wts, float) / sum(wts), universe)
 
     users_all = labels.index.to_numpy()
     if len(users_all) >= min_t:
@@ -427,7 +437,7 @@ def _estimate(d: pd.DataFrame, labels: pd.Series, dims: dict, *, yname, gname, t
                 continue
             n_t = min(sizes[lev], sizes[ref])
             if lev in fits and ref in fits:
-                est, se = _diff(fits[lev], fits[ref])
+                est, se = _diff(fits[lev], fits[ref], universe)
                 n_c = min(fits[lev].n_control, fits[ref].n_control)
                 rows.append(_row(dim, lev, ref, "difference", est, se, n_t, n_c, "estimated", z))
             else:

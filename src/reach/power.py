@@ -295,6 +295,26 @@ def fit_simple(df: pd.DataFrame, yname: str, tname: str, idname: str, gname: str
                    est_method=est_method, anticipation=anticipation, weightsname=weightsname,
                    bootstrap=False, biters=1, alp=alpha, seed=0, progress=False, _cells="post")
         a = aggte(r, "simple", na_rm=True, bootstrap=False)
+    return _fit_of(r, a, df, idname, gname, tname)
+
+
+def _fit_simple_units(arrays, keep: np.ndarray, *, xformla: str | None = None, control_group: str = "nevertreated",
+                     est_method: str = "dr", anticipation: int = 0, alpha: float = 0.05) -> _Fit:
+    """:func:`fit_simple` on the units ``keep`` (a mask) of a balanced panel prepared once (``reach.did._UnitArrays``).
+
+    The same estimate as ``fit_simple`` on those units' rows, without selecting the rows and rebuilding the
+    arrays for every subgroup (most of each fit's time at register scale).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = arrays.att_gt(keep, xformla=xformla, control_group=control_group, est_method=est_method,
+                          anticipation=anticipation, alp=alpha, _cells="post")
+        a = aggte(r, "simple", na_rm=True, bootstrap=False)
+    return _fit_of(r, a, None, None, None, None)
+
+
+def _fit_of(r, a, df, idname, gname, tname) -> _Fit:
+    """The :class:`_Fit` of an ``att_gt`` result and its simple aggregate (units in the influence function's order)."""
     ids = getattr(r, "unit_ids", None)
     if ids is None:
         ids, G = unit_order(df, idname, gname, tname)
