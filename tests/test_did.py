@@ -1371,3 +1371,24 @@ def test_unit_level_columns_that_vary_are_refused_with_the_units(mpdta):
     uid = np.array([0, 0, 1, 1, 2])
     col = pd.Series([1.0, np.nan, np.nan, np.nan, 3.0])
     np.testing.assert_array_equal(_varying_units(uid, col, 3), [True, False, False])
+
+
+@pytest.mark.parametrize("a, b", [
+    ([0, 0, 1, 1, 2], [2014, 2015, 2014, 2016, 2015]),   # sorted by unit and period: no repeats, shortcut
+    ([0, 0, 1, 1, 1], [2014, 2015, 2014, 2014, 2016]),   # sorted with a repeated pair: counted
+    ([1, 0, 1, 0, 2], [2015, 2014, 2015, 2016, 2014]),   # unsorted with a repeated pair
+    ([0, 0, 0], [2016, 2015, 2014]),                     # periods in decreasing order: counted, none repeats
+])
+def test_repeated_pairs_equal_pandas_duplicated(a, b):
+    from reach.did import _repeated
+
+    a, b = np.array(a), np.array(b) - 2014
+    ref = pd.DataFrame({"a": a, "b": b}).duplicated(keep=False).to_numpy()
+    np.testing.assert_array_equal(_repeated(a, b), ref)
+
+
+def test_repeated_unit_period_rows_are_refused_in_a_sorted_panel(mpdta):
+    """A panel sorted by unit and year with one row twice: the unbalanced path names the repeated pair."""
+    d = pd.concat([mpdta, mpdta.iloc[[12]]]).sort_values(["countyreal", "year"], kind="stable").drop(index=3)
+    with pytest.raises(ValueError, match=r"2 rows share a \(countyreal, year\) pair"):
+        att_gt(d, "lemp", "year", "countyreal", "first.treat", allow_unbalanced_panel=True, bootstrap=False)

@@ -2091,12 +2091,23 @@ def _dense_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int] | None:
     return (_pair_key(a, b), bound) if bound <= 8 * len(a) + 1024 else None
 
 
+def _increasing_pairs(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether the rows' pairs ``(a, b)`` strictly increase (a panel sorted by unit and period): then none repeats."""
+    if len(a) < 2:
+        return True
+    a0, a1, b0, b1 = a[:-1], a[1:], b[:-1], b[1:]
+    return bool(((a1 > a0) | ((a1 == a0) & (b1 > b0))).all())
+
+
 def _repeated(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Rows whose pair of codes ``(a, b)`` occurs more than once (``duplicated(keep=False)`` on the pairs).
 
     A panel's (unit, period) pairs fill a dense space: counting them in an array replaces the hash
-    table of ``duplicated`` (~1.7 s per call at 15M rows).
+    table of ``duplicated`` (~1.7 s per call at 15M rows). Rows sorted by the pairs (the usual panel)
+    are recognised in a few comparisons (~0.05 s at 15M rows against ~0.45 s for the count).
     """
+    if _increasing_pairs(a, b):
+        return np.zeros(len(a), dtype=bool)
     dense = _dense_pairs(a, b)
     if dense is None:
         return pd.Series(_pair_key(a, b)).duplicated(keep=False).to_numpy()
@@ -2160,8 +2171,9 @@ def _factorize_sorted(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         new = np.empty(len(a), dtype=bool)
         new[0] = True
         np.not_equal(a[1:], a[:-1], out=new[1:])
-        codes = np.cumsum(new, dtype=np.int64) - 1
-        return codes, a[new]
+        starts = np.flatnonzero(new)
+        codes = np.repeat(np.arange(len(starts), dtype=np.int64), np.diff(np.append(starts, len(a))))
+        return codes, a[starts]
     codes, uniques = pd.factorize(col, sort=True)
     return codes, np.asarray(uniques)
 
@@ -2198,8 +2210,11 @@ def _unit_codes_checked(d, idname, tname, yname, gname, weightsname, extra_clust
     if (uid < 0).any():
         raise ValueError(f"df: column {idname!r} has missing values. Examples:\n{examples(d, uid < 0, [idname, tname, yname])}")
     n_units = len(ids)
-    dup = _repeated(uid, _period_codes(d[tname]))
-    if dup.any():
+    t = d[tname]
+    # sorted by unit and period (the usual panel): no pair repeats, without coding the periods
+    dup = (None if isinstance(t.dtype, np.dtype) and t.dtype.kind in "iuf" and _increasing_pairs(uid, t.to_numpy())
+           else _repeated(uid, _period_codes(t)))
+    if dup is not None and dup.any():
         raise ValueError(f"df: {int(dup.sum())} rows share a ({idname}, {tname}) pair; one row per unit and period is "
                          f"required. Examples:\n{examples(d, dup, [idname, tname, yname, gname])}")
     for c in [gname] + ([weightsname] if weightsname else []) + extra_cluster:
@@ -2260,8 +2275,18 @@ def _long_rows(df, yname, tname, idname, gname, covs, weightsname, clustervars, 
         cl_unit[uid] = cc
         cluster = pd.factorize(cl_unit)[0]
     return _Rows(uid=uid, ids=ids, periods=periods, tcode=np.searchsorted(periods, t_row), y=d[yname].to_numpy(dtype=float),
-                 G=G, w=w, X=np.column_stack([np.ones(len(d))] + [d[c].to_numpy(dtype=float) for c in covs]),
+                 G=G, w=w, X=_design_columns(d, covs),
                  G_unit=G_unit, w_unit=w_unit, cluster=cluster, exclusions=excl)
+
+
+def _design_columns(d: pd.DataFrame, covs: list) -> np.ndarray:
+    """``(rows, 1 + covariates)``, intercept first, column-major: the cells read it a column at a time (and
+    ``np.column_stack`` interleaving 15M rows took ~0.3 s per call)."""
+    X = np.empty((len(d), 1 + len(covs)), order="F")
+    X[:, 0] = 1.0
+    for j, c in enumerate(covs, start=1):
+        X[:, j] = d[c].to_numpy(dtype=float)
+    return X
 
 
 def _is_control(G, g, tc, control_group, anticipation) -> np.ndarray:
@@ -2357,7 +2382,7 @@ def _rc_cells(rows: _Rows, cells, covs, control_group, est_method, anticipation,
         if min((Dr * postr).sum(), (Dr * (1 - postr)).sum(), ((1 - Dr) * postr).sum(), ((1 - Dr) * (1 - postr)).sum()) == 0:
             E.na_cells.append((g, rows.periods[ti], "no treated or no comparison rows in one of the two periods"))
             continue
-        X = rows.X[sel] if covs else rows.X[sel, :1]
+        X = np.ascontiguousarray(rows.X[sel] if covs else rows.X[sel, :1])
         why = _overlap_problem(X, Dr, bool(covs), overlap_max) if est_method in ("dr", "ipw") else None
         if why:
             E.na_cells.append((g, rows.periods[ti], why))
