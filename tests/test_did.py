@@ -1341,10 +1341,11 @@ def test_multiplier_bootstrap_does_not_depend_on_the_blas_threads(n, k):
 def test_factorize_sorted_equals_pandas(values):
     from reach.did import _factorize_sorted
 
-    codes, uniques = _factorize_sorted(pd.Series(values))
-    ref_codes, ref_uniques = pd.factorize(pd.Series(values), sort=True)
-    np.testing.assert_array_equal(codes, ref_codes)
-    np.testing.assert_array_equal(uniques, np.asarray(ref_uniques))
+    for sort in (True, False):
+        codes, uniques = _factorize_sorted(pd.Series(values), sort=sort)
+        ref_codes, ref_uniques = pd.factorize(pd.Series(values), sort=sort)
+        np.testing.assert_array_equal(codes, ref_codes)
+        np.testing.assert_array_equal(uniques, np.asarray(ref_uniques))
 
 
 @pytest.mark.parametrize("values", [np.array([2019, 2014, 2023, 2014, 2019]),  # gaps: codes 0..k-1 in order
