@@ -1372,6 +1372,10 @@ def test_unit_level_columns_that_vary_are_refused_with_the_units(mpdta):
     uid = np.array([0, 0, 1, 1, 2])
     col = pd.Series([1.0, np.nan, np.nan, np.nan, 3.0])
     np.testing.assert_array_equal(_varying_units(uid, col, 3), [True, False, False])
+    # an infinite value is not a missing one; whole numbers and text take their own paths
+    np.testing.assert_array_equal(_varying_units(np.array([0, 0, 1]), pd.Series([np.inf, np.nan, 2.0]), 2), [True, False])
+    np.testing.assert_array_equal(_varying_units(uid, pd.Series([4, 4, 5, 6, 7]), 3), [False, True, False])
+    np.testing.assert_array_equal(_varying_units(uid, pd.Series(["a", None, None, None, "b"]), 3), [True, False, False])
 
 
 @pytest.mark.parametrize("a, b", [

@@ -228,10 +228,19 @@ class _Codes:
 
     def varies(self, values: np.ndarray) -> np.ndarray:
         """Rows whose unit has more than one distinct value (NaN counted as a value, as nunique(dropna=False))."""
-        v = np.where(np.isnan(values), np.inf, values)
-        first = np.empty(self.nid)
-        first[self.uid] = v
-        return v != first[self.uid]
+        return _rows_off_unit_value(self.uid, values, self.nid)
+
+
+def _rows_off_unit_value(uid: np.ndarray, values: np.ndarray, n_units: int) -> np.ndarray:
+    """Rows whose value differs from one value of their unit (NaN a value of its own): a unit has more than one
+    value iff one of its rows is flagged. One scatter and one comparison, no hashing of (unit, value) pairs."""
+    one = np.empty(n_units, dtype=values.dtype)
+    one[uid] = values  # some value of each unit: all its rows equal it iff it has one value
+    other = one[uid]
+    off = values != other
+    if values.dtype.kind == "f":
+        off &= ~(np.isnan(values) & np.isnan(other))
+    return off
 
 
 def _unit_period_codes(d: pd.DataFrame, idname, tname, yname, gname) -> _Codes:
@@ -2194,13 +2203,9 @@ def _period_codes(col: pd.Series) -> np.ndarray:
 def _varying_units(uid: np.ndarray, col: pd.Series, n_units: int) -> np.ndarray:
     """Per unit, whether ``col`` takes more than one value on its rows (a missing value is a value)."""
     if isinstance(col.dtype, np.dtype) and col.dtype.kind in "iuf":
-        v = col.to_numpy()
-        if v.dtype.kind != "f" or not np.isnan(v).any():
-            one = np.empty(n_units, dtype=v.dtype)
-            one[uid] = v  # some value of each unit: all its rows equal it iff it has one value
-            out = np.zeros(n_units, dtype=bool)
-            out[uid[v != one[uid]]] = True
-            return out
+        out = np.zeros(n_units, dtype=bool)
+        out[uid[_rows_off_unit_value(uid, col.to_numpy(), n_units)]] = True
+        return out
     ccode = pd.factorize(col, use_na_sentinel=False)[0]
     return _distinct_per_unit(uid, ccode, n_units) > 1
 

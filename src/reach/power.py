@@ -256,19 +256,6 @@ def balanced_rows(df: pd.DataFrame, tname: str, idname: str, needed: Sequence[st
     return good & (count[uid] == n_periods)
 
 
-def unit_order(df: pd.DataFrame, idname: str, gname: str, tname: str) -> tuple[np.ndarray, np.ndarray]:
-    """Unit identifiers and cohorts in the row order of :func:`reach.did.att_gt`'s influence function.
-
-    ``att_gt`` lists units sorted by identifier, then (stably) by cohort; a cohort after the
-    last period counts as never treated. ``df`` must already be balanced (:func:`balanced_rows`).
-    """
-    ids, first = np.unique(df[idname].to_numpy(), return_index=True)
-    G = df[gname].to_numpy(dtype=float)[first]
-    G = np.where(G > df[tname].max(), 0.0, G)
-    order = np.argsort(G, kind="stable")
-    return ids[order], G[order]
-
-
 @dataclass(frozen=True)
 class _Fit:
     att: float
@@ -295,7 +282,7 @@ def fit_simple(df: pd.DataFrame, yname: str, tname: str, idname: str, gname: str
                    est_method=est_method, anticipation=anticipation, weightsname=weightsname,
                    bootstrap=False, biters=1, alp=alpha, seed=0, progress=False, _cells="post")
         a = aggte(r, "simple", na_rm=True, bootstrap=False)
-    return _fit_of(r, a, df, idname, gname, tname)
+    return _fit_of(r, a)
 
 
 def _fit_simple_units(arrays, keep: np.ndarray, *, xformla: str | None = None, control_group: str = "nevertreated",
@@ -310,18 +297,12 @@ def _fit_simple_units(arrays, keep: np.ndarray, *, xformla: str | None = None, c
         r = arrays.att_gt(keep, xformla=xformla, control_group=control_group, est_method=est_method,
                           anticipation=anticipation, alp=alpha, _cells="post")
         a = aggte(r, "simple", na_rm=True, bootstrap=False)
-    return _fit_of(r, a, None, None, None, None)
+    return _fit_of(r, a)
 
 
-def _fit_of(r, a, df, idname, gname, tname) -> _Fit:
-    """The :class:`_Fit` of an ``att_gt`` result and its simple aggregate (units in the influence function's order)."""
-    ids = getattr(r, "unit_ids", None)
-    if ids is None:
-        ids, G = unit_order(df, idname, gname, tname)
-        if len(ids) != r.n_units or not np.array_equal(G, np.asarray(r.unit_cohort)):
-            raise RuntimeError(
-                f"internal: cannot align att_gt's influence function with units ({len(ids)} units prepared, "
-                f"{r.n_units} estimated); was the panel balanced first (reach.power.balanced_rows)?")
+def _fit_of(r, a) -> _Fit:
+    """The :class:`_Fit` of an ``att_gt`` result and its simple aggregate (``r.unit_ids``: the influence function's rows)."""
+    ids = r.unit_ids
     phi = np.asarray(a.overall_inffunc, dtype=float) / r.n_units
     return _Fit(att=float(a.overall_att), se=float(a.overall_se), n_treated=int(a.n_treated),
                 n_control=int(a.n_control), ids=np.asarray(ids), phi=phi)
