@@ -177,3 +177,24 @@ def test_top_sums_equal_the_ranked_sums(k, seed):
     a[ucell == 11] = 4.0  # a cell whose values are all tied
     got = disclosure._top_sums(a, ucell, n_cells, k)
     assert np.array_equal(got, _top_sums_by_sorting(a, ucell, n_cells, k))  # exactly: same order of addition
+
+
+def test_memberships_in_small_types_keep_positions_past_one_byte():
+    """Cell positions and row counts are stored in the smallest unsigned type: joining parts (offsets)
+    and margins (sub-tables appended) must still number every cell right when positions pass 255."""
+    from reach.disclosure import join_checked
+
+    rng = np.random.default_rng(2)
+    n = 20_000
+    df = pd.DataFrame({"be_id": rng.integers(0, 3_000, n).astype(str), "a": rng.integers(0, 200, n), "b": rng.integers(0, 2, n)})
+    whole = check_table(df, by=["b", "a"], stat="count", name="t")
+    parts = join_checked([check_table(df[df["b"] == k], by=["b", "a"], stat="count", name="t") for k in (0, 1)])
+    assert whole.members["cell"].dtype == np.uint16 and whole.members["cell"].max() > 255
+    for chk in (whole, parts):
+        m = pd.DataFrame({k: np.asarray(v) for k, v in chk.members.items()})
+        per_cell = m.groupby("cell")["unit"].nunique().to_numpy()
+        assert np.array_equal(per_cell, chk.table["n_units"].to_numpy())
+    margins = check_table(df, by=["b", "a"], stat="count", name="t", margins=True)
+    m = pd.DataFrame({k: np.asarray(v) for k, v in margins.members.items()})
+    assert np.array_equal(m.groupby("cell")["unit"].nunique().to_numpy(), margins.cells["n_units"].to_numpy())
+    assert margins.members["rows"].dtype == np.uint8 and int(m["rows"].sum()) == 4 * n

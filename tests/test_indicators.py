@@ -644,28 +644,89 @@ def test_grid_engine_matches_direct_merge():
         assert float(got_b["value"].iloc[0]) == pytest.approx(exp_before)
 
 
+def _part_frames(rows, grid) -> list[pd.DataFrame]:
+    """Each part of ``rows`` as the unit-level frame ``check_table`` takes: the kept reference firms by
+    ``be_id`` text, then each user again under cohort ``all`` (independent of the coded path)."""
+    labels = sorted(lab for lab, *_ in rows.parts)
+    cohorts = rows.cohorts()
+    out = []
+    for label, ref, value, keep in rows.parts:
+        ref = ref if keep is None else ref.take(keep)
+        u = ref.user
+        ids = grid.ids.to_numpy()
+        out.append(pd.DataFrame({
+            "be_id": np.concatenate([ids[ref.firm], ids[ref.firm[u]]]),
+            rows.key: pd.Categorical([label] * (len(ref) + int(u.sum())), categories=labels),
+            "group": pd.Categorical(np.where(np.concatenate([u, u[u]]), ind.USERS, ind.COMPARISON),
+                                    categories=[ind.COMPARISON, ind.USERS]),
+            "cohort": pd.Categorical(np.concatenate([ref.cohort.astype(str), np.full(int(u.sum()), ind.ALL)]),
+                                     categories=[str(c) for c in cohorts] + [ind.ALL]),
+            "value": np.concatenate([value, value[u]]),
+        }))
+    return out
+
+
+def _members_by_cell(chk) -> pd.DataFrame:
+    m = chk.members
+    return pd.DataFrame({k: np.asarray(v) for k, v in m.items()}).sort_values(["cell", "unit"], ignore_index=True)
+
+
+def _same_check(got, want) -> None:
+    pd.testing.assert_frame_equal(got.table.astype({c: str for c in got.by}), want.table.astype({c: str for c in want.by}))
+    pd.testing.assert_frame_equal(got.cells.astype({c: str for c in got.by}), want.cells.astype({c: str for c in want.by}))
+    assert got.n_rows_excluded == want.n_rows_excluded and got.units == want.units
+    # the order of a cell's units carries nothing (the audit reads each cell as a set)
+    pd.testing.assert_frame_equal(_members_by_cell(got), _members_by_cell(want))
+
+
 def test_part_by_part_check_equals_one_check_table(panel):
-    """The indicators check one measure at a time and join the verdicts: same as one check_table call."""
+    """The indicators check one measure at a time on rows coded once and join the verdicts: the same
+    table, cells, verdicts and unit memberships as one check_table call on all the rows."""
     from reach.disclosure import check_table
 
-    r = ind.growth_market_presence(panel, "p", ["CN", "TR"], **{**COMMON, "rules": {**RULES, "min_units": 25}})
+    rules = {**RULES, "min_units": 25}
+    r = ind.growth_market_presence(panel, "p", ["CN", "TR"], **{**COMMON, "rules": rules})
     grid = ind._Grid.of(panel)
     ref = ind._reference(grid, "p", "business_economy", True, None)
     rows = ind._Rows("measure")
+    any_market = np.zeros(len(ref), "int8")
     for m in ("CN", "TR"):
-        rows.add(m, ref, (grid.window(grid.values(f"gm_{m}"), ref.firm, ref.cohort, -5, -1) > 0).astype("int8"))
-    rows.add("any", ref, np.zeros(len(ref), "int8"))
-    whole = pd.concat([rows.frame(k) for k in range(3)], ignore_index=True)
-    whole = whole[whole["measure"] != "any"]
+        traded = grid.positive_in(grid.values(f"gm_{m}"), ref.firm, ref.cohort, -5, -1).astype("int8")
+        any_market |= traded
+        rows.add(m, ref, traded)
+    rows.add("any", ref, any_market)
+    whole = pd.concat(_part_frames(rows, grid), ignore_index=True)
     one = check_table(whole, by=["measure", "group", "cohort"], value="value", unit="be_id", stat="share",
-                      rules={**RULES, "min_units": 25}, name="x")
-    joined = r.table
-    keep = joined.table["measure"].astype(str) != "any"
-    pd.testing.assert_frame_equal(joined.table[keep].astype({"measure": str}).reset_index(drop=True),
-                                  one.table.astype({"measure": str}).reset_index(drop=True))
-    cols = ["verdict", "reason", "n_units"]
-    pd.testing.assert_frame_equal(joined.cells.loc[keep.to_numpy(), cols].reset_index(drop=True), one.cells[cols].reset_index(drop=True))
-    assert joined.n_primary == one.n_primary + int((~keep & (joined.cells["verdict"] == "suppress")).sum()) and joined.n_primary > 0
+                      rules=rules, name="reach_growth_markets_p")
+    _same_check(r.table, one)
+    assert r.table.n_primary == one.n_primary and one.n_primary > 0
+
+
+@pytest.mark.parametrize("gaps", [False, True])
+def test_coded_checks_with_kept_rows_equal_check_table(panel, gaps):
+    """Event times keep different firms (those with a row that year) and the median needs each cell's
+    central rows: each part's coded check equals check_table on that part's own frame."""
+    from reach.disclosure import check_table, join_checked
+
+    p = panel
+    if gaps:  # firms missing in some years, and a missing export value in a present row (left out, counted)
+        rng = np.random.default_rng(3)
+        p = panel[rng.random(len(panel)) > 0.2].reset_index(drop=True)
+        p.loc[p.index[::37], "exports"] = np.nan
+    grid = ind._Grid.of(p)
+    ref = ind._reference(grid, "p", "business_economy", True, None)
+    rows = ind._Rows("event_time", key_last=True)
+    exports = grid.values("exports")
+    for e in range(-3, 4):
+        x, present = grid.at(exports, ref.firm, ref.cohort + e)
+        rows.add(e, ref, x, present)
+    rules = {**RULES, "min_units": 12}
+    got = rows.check(["mean", "median"], ind._rules(rules), {"mean": "m", "median": "d"})
+    frames = _part_frames(rows, grid)
+    for stat, name in (("mean", "m"), ("median", "d")):
+        want = [check_table(f, by=rows.by, value="value", unit="be_id", stat=stat, rules=rules, name=name) for f in frames]
+        _same_check(got[stat][0], join_checked(want))
+    assert (got["mean"][0].n_rows_excluded > 0) == gaps
 
 
 def test_stage_output_shape(panel):
@@ -714,3 +775,70 @@ def test_panel_columns_are_all_the_indicators_read(stub_panel, stub_params, prog
     assert want.keys() == got.keys()
     for k in want:
         pd.testing.assert_frame_equal(got[k], want[k], obj=str(k))
+
+
+def test_indicator_tables_key_firms_as_every_other_table_does(panel):
+    """The run audit intersects cells of all tables of all notebooks by unit key. Seen at register scale:
+    the indicators keyed firms by their row number in the grid (hash of "0", "1", ...) while 01, 03, 04 and
+    regional reach key them by ``be_id``, so no indicator cell could ever be differenced against another
+    notebook's cell. Every indicator's units must carry the keys ``check_table`` gives the same ``be_id``."""
+    from reach.disclosure import check_table
+
+    firms = panel[["be_id"]].drop_duplicates().assign(all="all")
+    key_of = dict(zip(firms["be_id"], check_table(firms, by=["all"], name="k").members["unit"]))
+    users = set(panel.loc[panel["g_p"] > 0, "be_id"])
+    results = [ind.international_activity(panel, "p", **COMMON), ind.growth_market_presence(panel, "p", ["CN"], **COMMON),
+               ind.target_group_fit(panel, "p", rules=RULES), ind.prior_instrument_use(panel, "p", **COMMON),
+               ind.instrument_use_after(panel, "p", rules=RULES), ind.export_values(panel, "p", **COMMON)]
+    for r in results:
+        for chk in r.checks:
+            got = set(chk.members["unit"].tolist())
+            assert got <= set(key_of.values()), (r.name, chk.name)
+            # the users are the same firms, under the same keys, in every table
+            assert {key_of[u] for u in users} & got, (r.name, chk.name)
+
+
+@pytest.mark.parametrize("many_starts", [False, True])
+def test_positive_in_a_window_equals_a_direct_lookup(many_starts):
+    """_Grid.positive_in (per-cohort columns of the dense grid; running counts for many start years) against
+    a year-by-year lookup of each (firm, start): missing values, negative values and absent years count as no."""
+    rng = np.random.default_rng(11)
+    n, years = 300, np.arange(2014, 2024)
+    p = pd.DataFrame({"be_id": np.repeat(np.arange(n), len(years)).astype(str), "year": np.tile(years, n)})
+    p = p[rng.random(len(p)) > 0.25].reset_index(drop=True)
+    x = rng.choice([0.0, 1.0, -2.0, np.nan], size=len(p), p=[0.6, 0.2, 0.1, 0.1])
+    grid = ind._Grid.of(p)
+    m = 2_000
+    firm = rng.integers(0, grid.n_firms, m)
+    start = rng.integers(1970, 2060, m) if many_starts else rng.choice([2017, 2019, 2021, 2024], m)
+    assert (len(np.unique(start)) > 64) == many_starts
+    value = {(f, y): v for f, y, v in zip(grid.firm, grid.year, x)}
+    assert grid.positive_in(x, firm[:0], start[:0], -5, -1).shape == (0,)
+    for lo, hi in ((-5, -1), (0, 2), (-1, -1)):
+        want = np.array([any(value.get((f, s + k), 0) > 0 for k in range(lo, hi + 1)) for f, s in zip(firm, start)])
+        assert np.array_equal(grid.positive_in(x, firm, start, lo, hi), want), (lo, hi)
+
+
+def test_run_audit_differences_indicator_cells_against_other_notebooks_tables(panel, tmp_path, monkeypatch):
+    """The 52 users, counted by ``be_id`` as notebook 01 counts them, minus the users with a register row
+    that target_group_fit publishes per cohort, give its suppressed "no" cell (the 2 cohort-2020 users who
+    entered in 2020). The audit sees that only when both notebooks' tables key the same firms alike; with
+    the indicators keying firms by grid row numbers it judged the cell safe."""
+    import matplotlib
+
+    from reach import publish
+    from reach.disclosure import OutputLog, check_table
+
+    matplotlib.use("Agg")
+    monkeypatch.setenv(publish.ENV_REGISTRY, str(tmp_path / "work" / "registry"))
+    monkeypatch.setenv(publish.ENV_NOTEBOOK, "nb")
+    log = OutputLog(tmp_path / "output", notebook="nb", reset=True)
+    users = panel.loc[panel["g_p"] > 0, ["be_id"]].drop_duplicates().assign(programme="p")
+    log.table(check_table(users, by=["programme"], unit="be_id", stat="count", rules=RULES, name="users"), "users")
+    ind.target_group_fit(panel, "p", rules=RULES).stage_output("P").publish(log)
+    audit = publish.audit_run(tmp_path / "output", tmp_path / "work")
+    t = audit.targets.set_index(["object", "cell"])
+    no_2020 = t.loc[("p_target_group_fit_coverage",
+                     "characteristic=register record in the year before first use|category=no|cohort=2020")]
+    assert not no_2020["safe_before"] and no_2020["safe_after"], t
+    assert audit.n_unprotected == 0, t

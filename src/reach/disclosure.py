@@ -37,6 +37,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -310,9 +311,9 @@ class Checked:
     unprotectable: tuple[int, ...] = ()
     units: str | None = None
     #: Unit membership of the cells (for the run-level audit of :mod:`reach.publish`):
-    #: ``{"cell": int64 cell position, "unit": uint64 hash of the unit id, "trait": bool,
-    #: "rows": int32 rows of the unit in the cell}``, one entry per (cell, unit). Never exported: it
-    #: identifies the units of each cell.
+    #: ``{"cell": cell position, "unit": uint64 hash of the unit id, "trait": bool,
+    #: "rows": rows of the unit in the cell}``, one entry per (cell, unit); positions and row counts in the
+    #: smallest unsigned type that holds them. Never exported: it identifies the units of each cell.
     members: Mapping[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -640,37 +641,105 @@ def _top_sums(a: np.ndarray, ucell: np.ndarray, n_cells: int, k: int) -> np.ndar
     return out
 
 
-def _cell_stats(
-    df: pd.DataFrame, keys: list[str], unit: str, value: str | None, stat: str, rules: Rules, q: float
-) -> pd.DataFrame:
-    """Per-cell statistic and rule results for cells defined by ``keys`` (vectorised)."""
+@dataclass(frozen=True, eq=False)
+class _Coding:
+    """A table's rows numbered once: cells, (cell, unit) pairs and unit keys; everything a check needs but the values.
+
+    ``cell`` numbers each row's cell in the order of the cells' sorted labels (``labels``, observed cells
+    only, as ``groupby(sort=True, observed=True)``); ``pair`` numbers each row's (cell, unit) pair, pairs
+    ordered by cell, then unit code; ``pair_cell`` and ``pair_unit`` give each pair's cell and unit key
+    (the hash the run-level audit intersects). Several tables over the same rows (the indicators' measures,
+    event times and statistics over one set of reference firms) are numbered once and checked with their
+    own values, or with a subset of the rows (:meth:`take`), instead of hashing and sorting millions of
+    rows per table.
+    """
+
+    cell: np.ndarray
+    labels: pd.DataFrame
+    pair: np.ndarray
+    pair_cell: np.ndarray
+    pair_unit: np.ndarray
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.labels)
+
+    # counts that depend on the rows only, shared by every table checked over them
+    @cached_property
+    def rows_per_pair(self) -> np.ndarray:
+        return np.bincount(self.pair, minlength=len(self.pair_cell))
+
+    @cached_property
+    def units_per_cell(self) -> np.ndarray:
+        return np.bincount(self.pair_cell, minlength=self.n_cells)
+
+    @cached_property
+    def rows_per_cell(self) -> np.ndarray:
+        return np.bincount(self.cell, minlength=self.n_cells)
+
+    def count_per_cell(self, flag: np.ndarray) -> np.ndarray:
+        """Per cell, the pairs where boolean ``flag`` (one per pair) holds: pairs are sorted by cell and every
+        cell has pairs, so each cell's count is one sum over its run, exact and without float weights."""
+        if not len(flag):
+            return np.zeros(self.n_cells, dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(self.units_per_cell)[:-1]])
+        return np.add.reduceat(flag.view(np.uint8), starts, dtype=np.int64)
+
+    def take(self, rows: np.ndarray) -> "_Coding":
+        """The coding of the rows where boolean ``rows`` holds: cells and pairs without rows left out, the rest
+        renumbered in the same order (what coding those rows afresh gives, without hashing or sorting)."""
+        cell, pair = self.cell[rows], self.pair[rows]
+        kept_cells = np.bincount(cell, minlength=self.n_cells) > 0
+        kept_pairs = np.bincount(pair, minlength=len(self.pair_cell)) > 0
+        new_cell = np.cumsum(kept_cells) - 1
+        new_pair = np.cumsum(kept_pairs) - 1
+        labels = self.labels
+        if not kept_cells.all() and len(labels.columns):
+            labels = labels.loc[kept_cells].reset_index(drop=True)
+        return _Coding(new_cell[cell], labels, new_pair[pair], new_cell[self.pair_cell[kept_pairs]],
+                       self.pair_unit[kept_pairs])
+
+    def with_label(self, column: str, label: pd.Categorical, position: int) -> "_Coding":
+        """The same rows with one more by-column, constant over them (``label``: one value, categorical)."""
+        labels = self.labels.copy() if len(self.labels.columns) else pd.DataFrame(index=range(self.n_cells))
+        labels.insert(position, column, pd.Categorical.from_codes(np.full(self.n_cells, label.codes[0]),
+                                                                  dtype=label.dtype))
+        out = _Coding(self.cell, labels, self.pair, self.pair_cell, self.pair_unit)
+        out.__dict__.update({k: v for k, v in self.__dict__.items() if k in _CODING_COUNTS})  # same rows, same counts
+        return out
+
+
+_CODING_COUNTS = ("rows_per_pair", "units_per_cell", "rows_per_cell")
+
+
+def _code(df: pd.DataFrame, keys: list[str], ucode: np.ndarray, unit_keys: np.ndarray) -> _Coding:
+    """Cells of ``keys`` and (cell, unit) pairs of integer unit codes ``ucode`` (``unit_keys[code]``: the unit's key)."""
     if keys:
         cell, labels = _group_codes(df, keys)
     else:
         cell = np.zeros(len(df), dtype=np.int64)
         labels = pd.DataFrame(index=[0])
     n_cells = len(labels)
-    # Units as integer codes (factorised once by the caller): grouping on one int64
-    # key is an order of magnitude faster than on (cell, string id) pairs.
-    ucode = df["__unit_code__"].to_numpy()
+    # grouping on one int64 key (cell x unit code) is an order of magnitude faster than on (cell, string id) pairs
     n_codes = int(ucode.max()) + 1 if len(ucode) else 1
-    ukey, uniq = _sorted_codes(cell.astype(np.int64) * n_codes + ucode, n_cells * n_codes)
-    ucell = (uniq // n_codes).astype(np.int64)
-    work = pd.DataFrame({"cell": cell})
-    units = pd.DataFrame({"cell": ucell})
-    if value is not None:
-        v = df[value].to_numpy(dtype="float64")
-        work["v"] = v
-        units["c"] = np.bincount(ukey, weights=v, minlength=len(uniq))
+    pair, uniq = _sorted_codes(cell.astype(np.int64) * n_codes + ucode, n_cells * n_codes)
+    return _Coding(cell, labels, pair, (uniq // n_codes).astype(np.int64), np.asarray(unit_keys)[uniq % n_codes])
+
+
+def _cell_stats(coding: _Coding, v: np.ndarray | None, stat: str, rules: Rules, q: float) -> pd.DataFrame:
+    """Per-cell statistic and rule results of coded rows with values ``v`` (float64; None for counts)."""
+    cell, labels, ukey, ucell = coding.cell, coding.labels, coding.pair, coding.pair_cell
+    n_cells, n_pairs = len(labels), len(ucell)
+    c = vmin = vmax = None  # per pair: the unit's sum over its rows in the cell, smallest and largest row
+    if v is not None:
+        c = np.bincount(ukey, weights=v, minlength=n_pairs)
         if stat in ("median", "quantile"):
-            if len(uniq) == len(v):  # one row per unit and cell (the usual case): its value is both extremes
-                units["vmin"] = units["vmax"] = np.bincount(ukey, weights=v, minlength=len(uniq))
+            if n_pairs == len(v):  # one row per unit and cell (the usual case): its value is both extremes
+                vmin = vmax = c
             else:
                 mm = pd.Series(v).groupby(ukey).agg(["min", "max"])
-                units["vmin"] = mm["min"].to_numpy()
-                units["vmax"] = mm["max"].to_numpy()
-    n_units = np.bincount(ucell, minlength=n_cells)
-    n_rows = np.bincount(cell, minlength=n_cells)
+                vmin, vmax = mm["min"].to_numpy(), mm["max"].to_numpy()
+    n_units, n_rows = coding.units_per_cell, coding.rows_per_cell
     out = labels.reset_index(drop=True).copy()
     out["n_units"] = n_units.astype("int64")
     out["n_rows"] = n_rows.astype("int64")
@@ -679,27 +748,26 @@ def _cell_stats(
     if stat == "count":
         out["value"] = n_units.astype("float64")
     else:
-        vsum = np.bincount(cell, weights=work["v"].to_numpy(), minlength=n_cells)
+        vsum = np.bincount(cell, weights=v, minlength=n_cells)
         if stat == "sum":
             out["value"] = vsum
         elif stat in ("mean", "share"):
             out["value"] = vsum / np.where(n_rows > 0, n_rows, np.nan)
         else:  # median / quantile over rows, sides over units
             if stat == "median":
-                qv = _central_mean(work["cell"].to_numpy(), work["v"].to_numpy(), n_cells)
+                qv = _central_mean(cell, v, n_cells)
             else:
-                qv = work.groupby("cell")["v"].quantile(q).reindex(range(n_cells)).to_numpy()
+                qv = pd.Series(v).groupby(cell).quantile(q).reindex(range(n_cells)).to_numpy()
             out["value"] = qv
             uq = qv[ucell]
-            below = np.bincount(ucell, weights=(units["vmax"].to_numpy() < uq), minlength=n_cells)
-            above = np.bincount(ucell, weights=(units["vmin"].to_numpy() > uq), minlength=n_cells)
+            below = np.bincount(ucell, weights=(vmax < uq), minlength=n_cells)
+            above = np.bincount(ucell, weights=(vmin > uq), minlength=n_cells)
             out["n_below"] = below.astype("int64")
             out["n_above"] = above.astype("int64")
             need = rules.min_units_each_side
             out["fail_each_side"] = (below < need) | (above < need)
 
     if stat in _MAGNITUDE:
-        c = units["c"].to_numpy()
         a = np.abs(c)
         total = np.bincount(ucell, weights=a, minlength=n_cells)
         tops = _top_sums(a, ucell, n_cells, max(int(rules.dominance_k), 2))
@@ -722,23 +790,33 @@ def _cell_stats(
     if stat == "share":
         # a share is a frequency table: the units with the trait and those without
         # are both cells a reader can compute (share x n), so both need min_units
-        rows_per_unit = np.bincount(ukey, minlength=len(uniq))
-        c = units["c"].to_numpy()
+        rows_per_unit = coding.rows_per_pair
         trait = c > 0
-        n_num = np.bincount(ucell, weights=trait, minlength=n_cells)
-        n_comp = np.bincount(ucell, weights=(rows_per_unit - c) > 0, minlength=n_cells)
+        n_num = coding.count_per_cell(trait)
+        n_comp = coding.count_per_cell((rows_per_unit - c) > 0)
         out["fail_numerator"] = n_num < rules.min_units
         out["fail_complement"] = n_comp < rules.min_units
         v = out["value"].to_numpy()
         out["review_share_0_1"] = (v == 0) | (v == 1)
-    # unit hashes per cell: what the run-level audit intersects across tables
-    hashes = df["__unit_hash__"].to_numpy()
-    first_row = np.zeros(n_codes, dtype=np.int64)
-    first_row[ucode[::-1]] = np.arange(len(ucode))[::-1]
+    # unit keys per cell: what the run-level audit intersects across tables
     # rows per unit and cell: a share over rows (participations) rather than units is no firm count
-    out.attrs["members"] = {"cell": ucell, "unit": hashes[first_row[uniq % n_codes]], "trait": trait,
-                            "rows": np.bincount(ukey, minlength=len(uniq)).astype(np.int32)}
+    out.attrs["members"] = {"cell": _narrow(ucell), "unit": coding.pair_unit, "trait": trait,
+                            "rows": _narrow(coding.rows_per_pair)}
     return out
+
+
+def _narrow(a: np.ndarray) -> np.ndarray:
+    """Non-negative integers in the smallest unsigned type holding them.
+
+    Memberships run to tens of millions of (cell, unit) pairs per table at register scale, and the
+    registry deflates each array: cell numbers and row counts in one byte instead of eight and four.
+    """
+    a = np.asarray(a)
+    top = int(a.max()) if len(a) else 0
+    for t in (np.uint8, np.uint16, np.uint32):
+        if top <= np.iinfo(t).max:
+            return a.astype(t, copy=False)
+    return a.astype(np.int64, copy=False)
 
 
 def _central_mean(cell: np.ndarray, v: np.ndarray, n_cells: int) -> np.ndarray:
@@ -1022,29 +1100,12 @@ def check_table(
             f"(row positions {_row_positions(bad_unit)}); every row must belong to a unit"
         )
     codes, uniques = pd.factorize(df[unit])
-    uhash = _unit_hashes(uniques)
-    df = df.assign(__unit_code__=codes.astype(np.int64), __unit_hash__=uhash[codes])
-    n_excluded = 0
-    if value is not None:
-        vals = pd.to_numeric(df[value], errors="coerce")
-        nonnum = vals.isna() & df[value].notna()
-        if nonnum.any():
-            raise ValueError(
-                f"check '{name}': column {value!r} is not numeric ({int(nonnum.sum())} rows, "
-                f"row positions {_row_positions(nonnum)})"
-            )
-        if stat == "share":
-            bad = vals.notna() & ~vals.isin([0, 1])
-            if bad.any():
-                raise ValueError(
-                    f"check '{name}': stat='share' needs a 0/1 column; {value!r} has {int(bad.sum())} other values "
-                    f"(row positions {_row_positions(bad)})"
-                )
-        keep = vals.notna()
-        n_excluded = int((~keep).sum())
-        df = df.assign(**{value: vals.astype("float64")})
-        if n_excluded:  # a boolean selection copies every column, also when it keeps every row
-            df = df.loc[keep]
+    ucode = codes.astype(np.int64)
+    unit_keys = _unit_hashes(uniques)
+    v, keep = (None, None) if value is None else _checked_values(df[value], name, value, stat)
+    if keep is not None and not keep.all():  # a boolean selection copies every column, also when it keeps every row
+        df, ucode, v = df.loc[keep], ucode[keep], v[keep]
+    n_excluded = 0 if keep is None else int((~keep).sum())
 
     if margins and by:
         if len(by) > 6:
@@ -1056,9 +1117,9 @@ def check_table(
         for r in range(len(by) + 1):
             for sub in itertools.combinations(by, r):
                 keep_cols = [c for c in by if c not in sub]
-                part = _cell_stats(df, keep_cols, unit, value, stat, rules, q)
+                part = _cell_stats(_code(df, keep_cols, ucode, unit_keys), v, stat, rules, q)
                 m = part.attrs.pop("members")
-                member_parts.append({**m, "cell": m["cell"] + offset})
+                member_parts.append({**m, "cell": m["cell"].astype(np.int64) + offset})
                 offset += len(part)
                 for c in sub:
                     part[c] = _TOTAL
@@ -1068,16 +1129,47 @@ def check_table(
         cells = pd.concat(parts, ignore_index=True)
         cells = cells[by + [c for c in cells.columns if c not in by]]
         members = {k: np.concatenate([m[k] for m in member_parts]) for k in member_parts[0]}
+        members = {**members, "cell": _narrow(members["cell"]), "rows": _narrow(members["rows"])}
     else:
-        cells = _cell_stats(df, by, unit, value, stat, rules, q)
+        cells = _cell_stats(_code(df, by, ucode, unit_keys), v, stat, rules, q)
         members = cells.attrs.pop("members")
+    return _checked(cells, members, name, by, stat, q, rules, n_excluded, units,
+                    secondary=bool((margins or additive) and by), margins=margins,
+                    along=None if margins or additive is True else additive_cols)
+
+
+def _checked_values(col: pd.Series, name: str, value: str, stat: str) -> tuple[np.ndarray, np.ndarray]:
+    """A value column as float64 and which rows have a value; anything but numbers (and 0/1 for a share) refused."""
+    vals = pd.to_numeric(col, errors="coerce")
+    nonnum = vals.isna() & col.notna()
+    if nonnum.any():
+        raise ValueError(
+            f"check '{name}': column {value!r} is not numeric ({int(nonnum.sum())} rows, "
+            f"row positions {_row_positions(nonnum)})"
+        )
+    v = vals.to_numpy(dtype="float64", na_value=np.nan)
+    keep = ~np.isnan(v)
+    if stat == "share":
+        bad = keep & (v != 0) & (v != 1)
+        if bad.any():
+            raise ValueError(
+                f"check '{name}': stat='share' needs a 0/1 column; {value!r} has {int(bad.sum())} other values "
+                f"(row positions {_row_positions(pd.Series(bad))})"
+            )
+    return v, keep
+
+
+def _checked(cells: pd.DataFrame, members: Mapping[str, np.ndarray], name: str, by: list[str], stat: str, q: float,
+             rules: Rules, n_excluded: int, units: str | None, *, secondary: bool = False, margins: bool = False,
+             along: list[str] | None = None) -> Checked:
+    """Verdicts (and secondary suppression along ``along``) of per-cell statistics, as a Checked."""
     cells.attrs.clear()
     for c in [c for c in cells.columns if c.startswith(("fail_", "review_"))]:
         cells[c] = cells[c].fillna(False).astype(bool)
     cells = _verdicts(cells)
     unprotectable: tuple[int, ...] = ()
-    if (margins or additive) and by:
-        lines = _lines(cells, by, margins, along=None if margins or additive is True else additive_cols)
+    if secondary:
+        lines = _lines(cells, by, margins, along=along)
         second, unprotectable = _secondary(cells, lines)
         cells.loc[second, "verdict"] = "suppress"
         cells.loc[second, "suppression"] = "secondary"
@@ -1100,6 +1192,33 @@ def check_table(
         units=units if units is not None else {"count": "count", "share": "share"}.get(stat),
         members=members,
     )
+
+
+def _check_coded(coding: _Coding, values: np.ndarray | None, stat: str, rules: Rules | Mapping | None, name: str, *,
+                 value: str = "value", q: float = 0.5) -> Checked:
+    """:func:`check_table` of rows numbered once (:class:`_Coding`) with their ``values`` (None for a count).
+
+    The same checks, verdicts and Checked as ``check_table`` on a frame of those rows (by-columns the
+    coding's labels, no margins, no declared totals), and the same value rules: not numeric, or not 0/1 for
+    a share, is refused; a missing value leaves its row out and is counted. For several tables over the
+    same rows: the notebook-02 indicators check each measure and statistic of one set of reference firms.
+    """
+    rules = _as_rules(rules, name)
+    check_choice(f"check '{name}': stat", stat, STATS)
+    if values is None and stat != "count":
+        raise ValueError(f"check '{name}': stat={stat!r} needs a value column")
+    if not (0 < q < 1):
+        raise ValueError(f"check '{name}': q must be in (0, 1); got {q!r}")
+    q = 0.5 if stat == "median" else q
+    v = keep = None
+    if values is not None:
+        v, keep = _checked_values(pd.Series(np.asarray(values)), name, value, stat)
+        if not keep.all():
+            coding, v = coding.take(keep), v[keep]
+    cells = _cell_stats(coding, v, stat, rules, q)
+    members = cells.attrs.pop("members")
+    return _checked(cells, members, name, list(coding.labels.columns), stat, q, rules,
+                    0 if keep is None else int((~keep).sum()), None)
 
 
 # --------------------------------------------------------------------------- check_estimates
@@ -1256,11 +1375,12 @@ def join_checked(parts: Sequence[Checked]) -> Checked:
     members = None
     if all(p.members is not None for p in parts):
         offsets = np.cumsum([0] + [len(p.table) for p in parts[:-1]])
-        cell = np.concatenate([p.members["cell"] + o for p, o in zip(parts, offsets)])
+        cell = np.concatenate([p.members["cell"].astype(np.int64) + o for p, o in zip(parts, offsets)])
         new_pos = np.empty(len(order), dtype=np.int64)
         new_pos[np.asarray(order)] = np.arange(len(order))
-        members = {"cell": new_pos[cell], **{k: np.concatenate([p.members[k] for p in parts])
-                                             for k in first.members if k != "cell"}}
+        members = {"cell": _narrow(new_pos[cell]), **{k: np.concatenate([p.members[k] for p in parts])
+                                                      for k in first.members if k != "cell"}}
+        members["rows"] = _narrow(members["rows"])
     return replace(first, _table=table.loc[order].reset_index(drop=True), _cells=cells.loc[order].reset_index(drop=True),
                    n_rows_excluded=sum(p.n_rows_excluded for p in parts), members=members)
 

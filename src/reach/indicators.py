@@ -55,6 +55,7 @@ Nothing here is an effect: these are descriptive contrasts (see ``reach.did``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -63,11 +64,13 @@ import pandas as pd
 
 from reach._checks import check_choice, count_text, require_columns
 from reach._display import Headline
-from reach.disclosure import Checked, Rules, check_table, join_checked
+from reach.disclosure import Checked, Rules, _check_coded, _code, _unit_hashes, check_table, join_checked
 from reach.report import count_of, fmt_count, fmt_share, share_of, share_text
 
 __all__ = [
     "IndicatorResult",
+    "IndexedPanel",
+    "index_panel",
     "COMPARISON_GROUPS",
     "FIGURE_NAMES",
     "international_activity",
@@ -396,8 +399,8 @@ def comparison_mask(
     if comparison_group == "business_economy":
         require_columns(panel, ["sbi_section", "sbi"], "panel", _PANEL_HINT)
         sec = panel["sbi_section"].astype("str")
-        div = panel["sbi"].astype("str").str[:2]
-        return (sec.isin(BUSINESS_ECONOMY_SECTIONS) | div.isin(BUSINESS_ECONOMY_DIVISIONS)).fillna(False).astype(bool)
+        division = panel["sbi"].astype("str").str.startswith(BUSINESS_ECONOMY_DIVISIONS)  # first two digits
+        return (sec.isin(BUSINESS_ECONOMY_SECTIONS) | division).fillna(False).astype(bool)
     tg = _target(target_group)
     require_columns(panel, ["employees", "n_dest"], "panel", _PANEL_HINT)
     return _in_target(panel["employees"], panel["n_dest"], tg)
@@ -534,14 +537,44 @@ class _Grid:
             return out, present
         return np.where(present, out, fill), present
 
-    def window(self, values: np.ndarray, firm: np.ndarray, start: np.ndarray, lo: int, hi: int, how: str = "max") -> np.ndarray:
-        """Per (firm, start): max or sum of ``values`` over years ``start+lo .. start+hi``; absent years count 0."""
-        reduce = {"max": np.fmax, "sum": np.add}[how]
-        acc = np.zeros(len(firm), dtype="float64")
-        for off in range(lo, hi + 1):  # a few year offsets, each a vectorised gather over all firms
-            v, _ = self.at(values, firm, start + off, 0.0)
-            acc = reduce(acc, np.nan_to_num(v.astype("float64")))
-        return acc
+    @cached_property
+    def keys(self) -> np.ndarray:
+        """Firm code -> the firm's key in the run-level audit: the hash of its ``be_id`` text, as every
+        ``check_table`` over ``be_id`` keys it, so indicator cells meet other tables' cells firm by firm."""
+        return _unit_hashes(self.ids.to_numpy())
+
+    def positive_in(self, values: np.ndarray, firm: np.ndarray, start: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Per (firm, start): whether ``values`` is positive in any year ``start+lo .. start+hi`` (absent years: no).
+
+        The start years are a few cohorts: each one's window is reduced over all firms of the dense firm x year
+        grid at once (a 2-million-long column per cohort), and each (firm, start) reads its answer there, one
+        gather from a small table instead of a gather per year of the window from the whole panel.
+        """
+        with np.errstate(invalid="ignore"):
+            positive = np.asarray(values) > 0  # a missing value is no
+        start = np.asarray(start, dtype="int64")
+        starts = _distinct(start)
+        if not len(starts):
+            return np.zeros(0, dtype=bool)
+        if len(starts) > 64:  # many distinct starts (not cohorts): per-firm running counts instead
+            counts = _prefix(self, positive, "sum", dtype="int32")
+            return _span_sum(counts, self, firm, start + lo, start + hi) > 0
+        row, present = self.by_year
+        dense = positive[row] & present  # (year, firm): positive; absent = no
+        table = np.zeros((len(starts), self.n_firms), dtype=bool)
+        for i, s in enumerate(starts):
+            a, b = max(int(s) + lo - self.y0, 0), min(int(s) + hi - self.y0, len(dense) - 1)
+            if a <= b:
+                np.logical_or.reduce(dense[a:b + 1], axis=0, out=table[i])
+        lut = np.zeros(int(starts[-1] - starts[0]) + 1, dtype=np.int64)
+        lut[starts - starts[0]] = np.arange(len(starts))
+        return table.ravel()[lut[start - starts[0]] * self.n_firms + firm]
+
+    @cached_property
+    def by_year(self) -> tuple[np.ndarray, np.ndarray]:
+        """(year, firm) -> panel row (0 where absent) and whether the firm has a row: one year's firms contiguous."""
+        row = np.ascontiguousarray(self.row.T)
+        return np.maximum(row, 0), row >= 0
 
     def first_use(self, programme: str) -> np.ndarray:
         """First-use year per firm code (0 = never); it must be constant within a firm."""
@@ -568,12 +601,15 @@ class _Ref:
     firm: np.ndarray
     cohort: np.ndarray
     user: np.ndarray  # bool
+    keys: np.ndarray  # firm code -> audit key (_Grid.keys)
+    #: the coded rows of this reference's tables, per list of cohorts (see _Rows.check)
+    codings: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.firm)
 
     def take(self, mask: np.ndarray) -> "_Ref":
-        return _Ref(self.firm[mask], self.cohort[mask], self.user[mask])
+        return _Ref(self.firm[mask], self.cohort[mask], self.user[mask], self.keys)
 
 
 def _reference(
@@ -589,24 +625,73 @@ def _reference(
     firms, cohorts = [users], [g[users]]
     if comparison_group is not None and len(users):
         pop = comparison_mask(grid.panel, comparison_group, target_group).to_numpy()
-        g_row = g[grid.firm]
         for cohort in np.unique(g[users]):  # loop over cohorts (a handful), never firms
-            eligible = (g_row == 0) if never_treated_only else (g_row == 0) | (g_row > cohort)
-            comp = grid.firm[(grid.year == cohort - 1) & pop & eligible]
+            col = int(cohort) - 1 - grid.y0
+            ok = np.zeros(grid.n_firms, dtype=bool)
+            if 0 <= col < grid.row.shape[1]:  # each firm's row in g-1 (a column of the grid, not a pass over the panel)
+                r = grid.row[:, col]
+                ok = r >= 0
+                ok[ok] = pop[r[ok]]
+            ok &= (g == 0) if never_treated_only else (g == 0) | (g > cohort)
+            comp = np.flatnonzero(ok)  # by firm code: the panel's order when it is sorted by firm
             firms.append(comp)
             cohorts.append(np.full(len(comp), cohort, dtype="int64"))
     user = np.zeros(sum(len(f) for f in firms), dtype=bool)
     user[: len(users)] = True
-    return _Ref(np.concatenate(firms).astype("int64"), np.concatenate(cohorts).astype("int64"), user)
+    return _Ref(np.concatenate(firms).astype("int64"), np.concatenate(cohorts).astype("int64"), user, grid.keys)
+
+
+@dataclass(frozen=True, eq=False)
+class IndexedPanel:
+    """A firm-year panel indexed once for all the indicators of a programme (notebook 02).
+
+    Every indicator function takes the panel as a DataFrame or as this. Indexing it is most of an
+    indicator's cost at register scale (15 million firm-years: the firm x year grid, each programme's
+    reference firms per cohort, the cells and unit keys of their tables), and a notebook's indicators
+    share one index instead of building it eight times. The index holds the panel as it was when
+    indexed: a panel changed afterwards needs a new index.
+
+    Examples
+    --------
+    >>> indexed = index_panel(panel)                                     # doctest: +SKIP
+    >>> international_activity(indexed, "tinl").headline["intl_window"]   # doctest: +SKIP
+    """
+
+    panel: pd.DataFrame = field(repr=False)
+    grid: _Grid = field(repr=False)
+    _refs: dict = field(default_factory=dict, repr=False)
+
+    def reference(self, programme: str, comparison_group: str | None, never_treated_only: bool,
+                  target_group: Mapping) -> _Ref:
+        """The reference units of ``programme`` under these settings, found once per index."""
+        key = (programme, comparison_group, bool(never_treated_only), tuple(sorted(target_group.items())))
+        if key not in self._refs:
+            self._refs[key] = _reference(self.grid, programme, comparison_group, never_treated_only, target_group)
+        return self._refs[key]
+
+    def __repr__(self) -> str:
+        return f"IndexedPanel({self.grid.n_firms} firms, {len(self.panel)} firm-years)"
+
+
+def index_panel(panel: pd.DataFrame | IndexedPanel) -> IndexedPanel:
+    """The panel indexed for the indicator functions (see :class:`IndexedPanel`); an index is returned as it is."""
+    if isinstance(panel, IndexedPanel):
+        return panel
+    return IndexedPanel(panel, _Grid.of(panel))
+
+
+def _frame(panel: pd.DataFrame | IndexedPanel) -> pd.DataFrame:
+    return panel.panel if isinstance(panel, IndexedPanel) else panel
 
 
 def _prepare(panel, programme, columns, comparison_group="business_economy", never_treated_only=True,
              reach_window=5, target_group=None, rules=None, *, comparison=True):
     """Validated settings, the grid and the reference units shared by the indicator functions."""
     W, tg, rules = _settings(comparison_group, never_treated_only, reach_window, target_group, rules)
-    require_columns(panel, ["be_id", "year", *columns], "panel", _PANEL_HINT)
-    grid = _Grid.of(panel)
-    ref = _reference(grid, programme, comparison_group if comparison else None, never_treated_only, tg)
+    require_columns(_frame(panel), ["be_id", "year", *columns], "panel", _PANEL_HINT)
+    indexed = index_panel(panel)
+    grid = indexed.grid
+    ref = indexed.reference(programme, comparison_group if comparison else None, never_treated_only, tg)
     settings = dict(comparison_group=comparison_group, never_treated_only=bool(never_treated_only), reach_window=W, target_group=tg)
     return W, tg, rules, grid, ref, settings
 
@@ -623,71 +708,99 @@ def _categorical(codes: np.ndarray, labels: Sequence[Any]) -> pd.Categorical:
     return pd.Categorical.from_codes(rank[codes] if len(labels) else codes, [labels[i] for i in order])
 
 
+def _distinct(ints: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of integers spanning a small range (years): a count, not a sort of millions."""
+    if not len(ints):
+        return np.zeros(0, dtype=np.int64)
+    lo, hi = int(ints.min()), int(ints.max())
+    if hi - lo > 10 * len(ints) + 1024:
+        return np.unique(ints)
+    return np.flatnonzero(np.bincount(ints - lo)) + lo
+
+
 @dataclass
 class _Rows:
     """Unit-level rows of one checked table, collected per part (a measure, an event time...).
 
-    A part is a set of reference units sharing one label of ``key``, with one value each.
-    :meth:`check` runs the disclosure checks part by part and joins the results: without
-    margins or declared totals every cell's verdict depends on its own rows only, so the
-    joined table is the one a single ``check_table`` call would give, while memory stays
-    at one part's rows (firms x cohorts, not firms x cohorts x parts).
+    A part is a set of reference units sharing one label of ``key``, with one value each: rows
+    ``be_id, key, group, cohort, value``, the reference units plus each user once more under cohort
+    ``all``. :meth:`check` runs the disclosure checks part by part and joins the results:
+    without margins or declared totals every cell's verdict depends on its own rows only, so the joined
+    table is the one a single ``check_table`` call would give, while memory stays at one part's rows
+    (firms x cohorts, not firms x cohorts x parts). The parts' rows are numbered (cells, firms, audit
+    keys) once per reference (:class:`reach.disclosure._Coding`), not once per part and statistic.
     """
 
     key: str
     key_last: bool = False  # by-columns (group, cohort, key) instead of (key, group, cohort)
-    parts: list = field(default_factory=list)
+    parts: list = field(default_factory=list)  # (label, reference, value of the kept units, kept or None)
     _cohorts: tuple | None = field(default=None, repr=False, compare=False)  # (parts seen, cohorts)
 
     def add(self, label: Any, ref: _Ref, value: np.ndarray, keep: np.ndarray | None = None) -> None:
-        if keep is not None:
-            ref, value = ref.take(keep), value[keep]
-        self.parts.append((label, ref, np.asarray(value)))
+        value = np.asarray(value)
+        self.parts.append((label, ref, value if keep is None else value[keep], keep))
 
     @property
     def by(self) -> list[str]:
         return ["group", "cohort", self.key] if self.key_last else [self.key, "group", "cohort"]
 
+    @staticmethod
+    def _kept(ref: _Ref, keep: np.ndarray | None) -> _Ref:
+        return ref if keep is None else ref.take(keep)
+
     def cohorts(self) -> list[int]:
         """Every cohort of every part, sorted (one pass over the parts, not one per part's frame)."""
         if self._cohorts is None or self._cohorts[0] != len(self.parts):
-            found = sorted({int(c) for _, ref, _ in self.parts for c in np.unique(ref.cohort)})
-            self._cohorts = (len(self.parts), found)
+            found: set[int] = set()
+            for _, ref, _, keep in self.parts:
+                found.update(int(c) for c in _distinct(ref.cohort if keep is None else ref.cohort[keep]))
+            self._cohorts = (len(self.parts), sorted(found))
         return self._cohorts[1]
 
-    def frame(self, k: int) -> pd.DataFrame:
-        """Rows of part ``k`` (integer unit codes, categorical labels) plus the users' all-cohort rows."""
+    def _labels(self, k: int) -> pd.Categorical:
+        """Part ``k``'s label among every part's, as the categorical a frame of all parts would carry."""
+        return _categorical(np.array([k]), [lab for lab, _, _, _ in self.parts])
+
+    def _columns(self, ref: _Ref) -> dict[str, Any]:
+        """The reference's rows (its units, then the users again under ``all``): unit codes, group, cohort."""
         cohorts = self.cohorts()
         lut = np.zeros(max(cohorts, default=0) + 1, dtype="int64")
         lut[cohorts] = np.arange(len(cohorts))
-        _, ref, value = self.parts[k]
         u = ref.user
-        n = len(ref) + int(u.sum())
-        return pd.DataFrame({
+        return {
             "be_id": np.concatenate([ref.firm, ref.firm[u]]),
-            self.key: _categorical(np.full(n, k), [lab for lab, _, _ in self.parts]),
             "group": _categorical(np.concatenate([u, u[u]]).astype("int64"), [COMPARISON, USERS]),
             "cohort": _categorical(np.concatenate([lut[ref.cohort], np.full(int(u.sum()), len(cohorts))]),
                                    [str(c) for c in cohorts] + [ALL]),
-            "value": np.concatenate([value, value[u]]),
-        })
+        }
+
+    def _coding(self, ref: _Ref):
+        """The rows of ``ref`` (all its units) coded once: cells of group x cohort, firms, audit keys."""
+        cohorts = tuple(self.cohorts())
+        if cohorts not in ref.codings:
+            cols = self._columns(ref)
+            df = pd.DataFrame({"group": cols["group"], "cohort": cols["cohort"]})
+            ref.codings[cohorts] = _code(df, ["group", "cohort"], cols["be_id"], ref.keys)
+        return ref.codings[cohorts]
 
     def weighted_comparison(self, pub: pd.DataFrame) -> pd.DataFrame:
         """Comparison all-cohort rows: users-weighted average of publishable comparison cohort cells.
 
-        Weights are the users' counts per cohort in each part's denominator; ``n_units``
-        counts the distinct comparison firms over the cohorts (NaN when the value is).
+        Weights are the users' counts per cohort in each part's denominator; ``n_units`` counts the
+        distinct comparison firms over the cohorts (NaN when the value is).
         """
         comp = pub[(pub["group"].astype(str) == COMPARISON) & (pub["cohort"].astype(str) != ALL)]
         comp = comp.assign(_k=comp[self.key].astype(str), _c=comp["cohort"].astype(str)).set_index(["_k", "_c"])["value"]
         rows = []
-        for label, ref, _ in self.parts:
-            coh, w = np.unique(ref.cohort[ref.user], return_counts=True)
+        for label, ref, _, keep in self.parts:
+            user = ref.user if keep is None else ref.user & keep
+            coh, w = np.unique(ref.cohort[user], return_counts=True)
             if not len(coh):  # no users in this part's denominator: nothing to weight
                 continue
             vals = np.array([comp.get((str(label), str(c)), np.nan) for c in coh], dtype="float64")
             ok = not np.isnan(vals).any()
-            n = np.count_nonzero(np.bincount(ref.firm[~ref.user])) if (~ref.user).any() else 0
+            others = ~ref.user if keep is None else ~ref.user & keep
+            n = np.count_nonzero(np.bincount(ref.firm[others])) if others.any() else 0
             rows.append({self.key: label, "group": COMPARISON, "cohort": ALL,
                          "value": float(np.average(vals, weights=w)) if ok else np.nan, "n_units": float(n) if ok else np.nan})
         out = pd.DataFrame(rows, columns=[self.key, "group", "cohort", "value", "n_units"])
@@ -696,12 +809,17 @@ class _Rows:
     def check(self, stats: Sequence[str], rules: Rules, names: Mapping[str, str]) -> dict[str, tuple[Checked, pd.DataFrame]]:
         """Per stat: the checked table over ``by`` and its publishable copy with weighted comparison rows."""
         pieces: dict[str, list[Checked]] = {stat: [] for stat in stats}
-        for k in range(len(self.parts)):  # a few parts; each check is vectorised over its rows
-            long = self.frame(k)
+        position = len(self.by) - 1 if self.key_last else 0
+        for k, (_, ref, value, keep) in enumerate(self.parts):  # a few parts; each check is vectorised over its rows
+            coding = self._coding(ref)
+            user = ref.user
+            if keep is not None:
+                coding, user = coding.take(np.concatenate([keep, keep[ref.user]])), ref.user[keep]
+            coding = coding.with_label(self.key, self._labels(k), position)
+            values = np.concatenate([value, value[user]])
             for stat in stats:
-                pieces[stat].append(check_table(long, by=self.by, value="value", unit="be_id", stat=stat, rules=rules,
-                                                name=names[stat]))
-            del long
+                pieces[stat].append(_check_coded(coding, values, stat, rules, names[stat]))
+            del coding, values
         out = {}
         for stat in stats:
             # taken out of `pieces`: a stat's parts (their unit memberships: firms x cohorts each) are freed
@@ -767,11 +885,11 @@ def _stack_all(long: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([long, long.assign(cohort=ALL)], ignore_index=True)
 
 
-def _prefix(grid: _Grid, values: np.ndarray, how: str) -> np.ndarray:
+def _prefix(grid: _Grid, values: np.ndarray, how: str, dtype: str = "float64") -> np.ndarray:
     """Dense ``(n_firms, n_years + 1)`` prefix: column k = sum or max over the years before ``y0 + k``."""
-    dense = np.zeros((grid.n_firms, grid.row.shape[1] + 1), dtype="float64")
+    dense = np.zeros((grid.n_firms, grid.row.shape[1] + 1), dtype=dtype)
     dense[grid.firm, grid.year - grid.y0 + 1] = np.nan_to_num(values)
-    return np.cumsum(dense, axis=1) if how == "sum" else np.maximum.accumulate(dense, axis=1)
+    return np.cumsum(dense, axis=1, dtype=dtype) if how == "sum" else np.maximum.accumulate(dense, axis=1)
 
 
 def _before(prefix: np.ndarray, grid: _Grid, firm: np.ndarray, year: np.ndarray) -> np.ndarray:
@@ -800,7 +918,7 @@ def _prior_flag(grid: _Grid, ref: _Ref) -> np.ndarray:
 
 
 def international_activity(
-    panel: pd.DataFrame,
+    panel: pd.DataFrame | IndexedPanel,
     programme: str,
     *,
     comparison_group: str = "business_economy",
@@ -813,9 +931,10 @@ def international_activity(
 
     Parameters
     ----------
-    panel : DataFrame
+    panel : DataFrame or IndexedPanel
         Firm-year panel (CONTRACTS.md section 4): ``be_id, year, g_<programme>,
-        exporter, intl_active`` and the comparison-group columns.
+        exporter, intl_active`` and the comparison-group columns; indexed once
+        (:func:`index_panel`) when several indicators read it.
     programme : str
         Programme key (``g_<programme>`` must exist).
     comparison_group : {"business_economy", "target_group"}
@@ -862,7 +981,7 @@ def international_activity(
     rows = _Rows("measure")
     rows.add("exporter_before", ref, (exporter > 0).astype("int8"), present)
     rows.add("intl_before", ref, (intl_before > 0).astype("int8"), present)
-    rows.add("intl_window", ref, (grid.window(intl, ref.firm, ref.cohort, -W, -1) > 0).astype("int8"))
+    rows.add("intl_window", ref, grid.positive_in(intl, ref.firm, ref.cohort, -W, -1).astype("int8"))
     chk, pub = rows.check(["share"], rules, {"share": f"reach_intl_{programme}"})["share"]
     head = {m: _groups(pub, measure=m) for m in ("exporter_before", "intl_before", "intl_window")}
     h1, hw = head["intl_before"], head["intl_window"]
@@ -881,7 +1000,7 @@ def international_activity(
 
 
 def growth_market_presence(
-    panel: pd.DataFrame,
+    panel: pd.DataFrame | IndexedPanel,
     programme: str,
     growth_markets: Sequence[str],
     *,
@@ -895,7 +1014,7 @@ def growth_market_presence(
 
     Parameters
     ----------
-    panel : DataFrame
+    panel : DataFrame or IndexedPanel
         Needs ``gm_<ISO2>`` (0/1) for every market in ``growth_markets``.
     programme : str
     growth_markets : sequence of str
@@ -934,7 +1053,7 @@ def growth_market_presence(
     rows = _Rows("measure")
     any_market = np.zeros(len(ref), dtype="int8")
     for m in markets:  # a handful of markets, each vectorised over firms
-        traded = (grid.window(grid.values(f"gm_{m}"), ref.firm, ref.cohort, -W, -1) > 0).astype("int8")
+        traded = grid.positive_in(grid.values(f"gm_{m}"), ref.firm, ref.cohort, -W, -1).astype("int8")
         any_market |= traded
         rows.add(m, ref, traded)
     rows.add("any", ref, any_market)
@@ -977,7 +1096,7 @@ def _dest_band(n: Any) -> np.ndarray:
 
 
 def target_group_fit(
-    panel: pd.DataFrame,
+    panel: pd.DataFrame | IndexedPanel,
     programme: str,
     *,
     target_group: Mapping | None = None,
@@ -987,7 +1106,7 @@ def target_group_fit(
 
     Parameters
     ----------
-    panel : DataFrame
+    panel : DataFrame or IndexedPanel
         Needs ``employees, n_dest, size_class, exporter`` and ``g_<programme>``.
     programme : str
     target_group : mapping
@@ -1036,12 +1155,13 @@ def target_group_fit(
     # (a cohort's users minus those with a row, per cohort as in the fit table). A count table whose lines
     # add up to each cohort's users (additive) lets the table's own check and the run's differencing audit
     # protect it.
-    cover = check_table(_stack_all(pd.DataFrame({"be_id": ref.firm, "cohort": ref.cohort, "characteristic": COVERAGE,
+    be_id = grid.ids.to_numpy()[ref.firm]  # users only: by their be_id, the key every table's audit uses
+    cover = check_table(_stack_all(pd.DataFrame({"be_id": be_id, "cohort": ref.cohort, "characteristic": COVERAGE,
                                                  "category": np.where(present, "yes", "no")})),
                         by=["characteristic", "category", "cohort"], unit="be_id", stat="count", rules=rules,
                         name=f"reach_target_coverage_{programme}", additive=["category"])
     at = pd.DataFrame({
-        "be_id": ref.firm, "cohort": ref.cohort, "employees": emp,
+        "be_id": be_id, "cohort": ref.cohort, "employees": emp,
         "n_dest": grid.at(grid.values("n_dest"), ref.firm, year)[0],
         "size_class": grid.at(grid.values("size_class", "object"), ref.firm, year, None)[0],
         "exporter": grid.at(grid.values("exporter"), ref.firm, year)[0],
@@ -1106,7 +1226,7 @@ def target_group_fit(
 
 
 def prior_instrument_use(
-    panel: pd.DataFrame,
+    panel: pd.DataFrame | IndexedPanel,
     programme: str,
     *,
     comparison_group: str = "business_economy",
@@ -1119,7 +1239,7 @@ def prior_instrument_use(
 
     Parameters
     ----------
-    panel : DataFrame
+    panel : DataFrame or IndexedPanel
         Needs ``instr_any`` and ``instr_ever_before``.
     programme, comparison_group, never_treated_only, reach_window, target_group, rules
         As in :func:`international_activity` (``reach_window`` is not used: "before" means
@@ -1165,7 +1285,7 @@ PRIOR_USE = ("used instruments before", "no instruments before")
 
 
 def instrument_use_after(
-    panel: pd.DataFrame,
+    panel: pd.DataFrame | IndexedPanel,
     programme: str,
     *,
     reach_window: int = 5,
@@ -1176,7 +1296,7 @@ def instrument_use_after(
 
     Parameters
     ----------
-    panel : DataFrame
+    panel : DataFrame or IndexedPanel
         Needs ``instr_n, instr_any, instr_ever_before``.
     programme : str
     reach_window : int
@@ -1219,7 +1339,7 @@ def instrument_use_after(
     B = _span_sum(counts, grid, ref.firm, ref.cohort - L, ref.cohort - 1)
     A = _span_sum(counts, grid, ref.firm, ref.cohort, ref.cohort + L - 1)
     base = pd.DataFrame({
-        "be_id": ref.firm,
+        "be_id": grid.ids.to_numpy()[ref.firm],  # users only: by their be_id, the key every table's audit uses
         "prior_use": np.where(_prior_flag(grid, ref) > 0, PRIOR_USE[0], PRIOR_USE[1]),
         "category": np.select([A == 0, A == 1, A <= B], list(INSTRUMENT_CATEGORIES[:3]), INSTRUMENT_CATEGORIES[3]),
     })
@@ -1268,7 +1388,7 @@ def _unique_pairs(link: Any, programme: str) -> pd.DataFrame:
 
 
 def regional_reach(
-    panel: pd.DataFrame,
+    panel: pd.DataFrame | IndexedPanel,
     programme: str,
     link: Any,
     *,
@@ -1278,7 +1398,7 @@ def regional_reach(
 
     Parameters
     ----------
-    panel : DataFrame
+    panel : DataFrame or IndexedPanel
         Needs ``be_id, year, region`` (province code, register of the activity year).
     programme : str
     link : reach.link.LinkResult
@@ -1306,14 +1426,14 @@ def regional_reach(
     name = "regional_reach"
     definition = "share of firm participations in activities organised by the firm's own region"
     rules = _rules(rules)
-    require_columns(panel, ["be_id", "year", "region"], "panel", _PANEL_HINT)
+    require_columns(_frame(panel), ["be_id", "year", "region"], "panel", _PANEL_HINT)
     pairs = _unique_pairs(link, programme)
     if pairs["organiser_region"].notna().sum() == 0:
         return _empty(name, programme, definition, REGION_COLUMNS,
                       "The programme has no organiser-region data, so regional reach does not apply.")
     n_no_org = int(pairs["organiser_region"].isna().sum())
     pairs = pairs[pairs["organiser_region"].notna()]
-    grid = _Grid.of(panel)
+    grid = index_panel(panel).grid
     region, _ = grid.at(grid.values("region", "object"), grid.ids.get_indexer(pairs["be_id"]), pairs["year"].to_numpy(), None)
     org = pairs["organiser_region"].astype(str).to_numpy()
     pairs = pairs.assign(organiser_region=org, value=(pd.Series(region).astype(str).to_numpy() == org).astype("int64"))
@@ -1348,7 +1468,7 @@ EXPORT_COLUMNS = ("stat", "group", "cohort", "event_time", "value", "n_units")
 
 
 def export_values(
-    panel: pd.DataFrame,
+    panel: pd.DataFrame | IndexedPanel,
     programme: str,
     *,
     comparison_group: str = "business_economy",
@@ -1361,7 +1481,7 @@ def export_values(
 
     Parameters
     ----------
-    panel : DataFrame
+    panel : DataFrame or IndexedPanel
         Needs ``exports`` (EUR, 0 when no trade).
     programme, comparison_group, never_treated_only, reach_window, target_group, rules
         As in :func:`international_activity`; event times run from ``-W`` to ``W``.
