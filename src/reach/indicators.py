@@ -41,14 +41,17 @@ equals the same weighted average of the users' cohort cells).
 
 Scale
 -----
-The panel is indexed once per call on a firm x year grid (an ``int32`` row index
-per firm and year), so a firm's value in any reference year, or its maximum or sum
-over a window, is one vectorised gather per year offset: no merges of reference
-rows with the panel and no Python loop over firms. The disclosure checks count
-distinct units per cell, so the comparison's cohort cells still need one row per
-(comparison firm, cohort, measure); those rows are integer codes and categoricals
-only, and they are checked one measure (or event time) at a time and the per-cell
-verdicts joined, so memory holds firms x cohorts rows, never firms x cohorts x measures.
+The panel is indexed on a firm x year grid (an ``int32`` row index per firm and
+year), once per call or once per notebook (:func:`index_panel`, which the
+functions take in place of the DataFrame), so a firm's value in any reference year
+is one vectorised gather, and whether it traded in a window is one look-up in a
+per-cohort column of the dense grid: no merges of reference rows with the panel and
+no Python loop over firms. The disclosure checks count distinct units per cell, so
+the comparison's cohort cells still need one row per (comparison firm, cohort,
+measure). Those rows are numbered once per set of reference firms (cells, firm
+codes and the firms' audit keys, the hash of their ``be_id`` as in every other
+table), checked one measure (or event time) at a time and the per-cell verdicts
+joined, so memory holds firms x cohorts rows, never firms x cohorts x measures.
 
 Nothing here is an effect: these are descriptive contrasts (see ``reach.did``).
 """
