@@ -842,3 +842,37 @@ def test_run_audit_differences_indicator_cells_against_other_notebooks_tables(pa
                      "characteristic=register record in the year before first use|category=no|cohort=2020")]
     assert not no_2020["safe_before"] and no_2020["safe_after"], t
     assert audit.n_unprotected == 0, t
+
+
+def test_an_indexed_panel_gives_what_the_dataframe_gives(panel):
+    """Notebook 02 indexes the panel once (index_panel) and passes the index to every indicator: each
+    result equals the DataFrame's, also when one index serves several settings (the reference firms are
+    kept per programme and settings, never reused across them)."""
+    import warnings
+
+    indexed = ind.index_panel(panel)
+    assert ind.index_panel(indexed) is indexed
+    link = SimpleNamespace(records=pd.DataFrame({"programme": "p", "bucket": "linked", "be_id": ["1000000000", "1000000001"],
+                                                 "year": [2019, 2019], "activity_id": ["a", "b"],
+                                                 "organiser_region": ["ZH", "NH"]}))
+    target = {"min_employees": 10, "max_employees": 250, "min_destinations": 1, "max_destinations": 5}
+    calls = [
+        lambda p: ind.international_activity(p, "p", **COMMON),
+        lambda p: ind.international_activity(p, "p", **{**COMMON, "comparison_group": "target_group", "target_group": target}),
+        lambda p: ind.international_activity(p, "p", **{**COMMON, "never_treated_only": False}),
+        lambda p: ind.growth_market_presence(p, "p", ["CN", "TR"], **COMMON),
+        lambda p: ind.target_group_fit(p, "p", rules=RULES),
+        lambda p: ind.prior_instrument_use(p, "p", **COMMON),
+        lambda p: ind.instrument_use_after(p, "p", rules=RULES),
+        lambda p: ind.regional_reach(p, "p", link, rules=RULES),
+        lambda p: ind.export_values(p, "p", **COMMON),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for call in calls:
+            a, b = call(panel), call(indexed)
+            pd.testing.assert_frame_equal(a.tidy(), b.tidy())
+            assert a.text == b.text and a.name == b.name
+    assert len(indexed._refs) == 4  # business economy, target group, not-yet-treated, users only
+    with pytest.raises(ValueError, match=r"panel lacks column\(s\) \['gm_XX'\]"):  # the same error as for a DataFrame
+        ind.growth_market_presence(indexed, "p", ["XX"], **COMMON)

@@ -651,8 +651,8 @@ class IndexedPanel:
     Every indicator function takes the panel as a DataFrame or as this. Indexing it is most of an
     indicator's cost at register scale (15 million firm-years: the firm x year grid, each programme's
     reference firms per cohort, the cells and unit keys of their tables), and a notebook's indicators
-    share one index instead of building it eight times. The index holds the panel as it was when
-    indexed: a panel changed afterwards needs a new index.
+    share one index instead of building it eight times. The index keeps the panel's firms, years and
+    reference firms as they were when indexed: a panel changed afterwards needs a new index.
 
     Examples
     --------
@@ -746,10 +746,6 @@ class _Rows:
     @property
     def by(self) -> list[str]:
         return ["group", "cohort", self.key] if self.key_last else [self.key, "group", "cohort"]
-
-    @staticmethod
-    def _kept(ref: _Ref, keep: np.ndarray | None) -> _Ref:
-        return ref if keep is None else ref.take(keep)
 
     def cohorts(self) -> list[int]:
         """Every cohort of every part, sorted (one pass over the parts, not one per part's frame)."""
