@@ -1066,12 +1066,7 @@ def check_table(
     (True, [12, 13])
     """
     rules = _as_rules(rules, name)
-    if isinstance(stat, str) and stat.lower() in _REFUSED_STATS:
-        raise ValueError(
-            f"check '{name}': stat={stat!r} refused: minima and maxima of microdata are the value of a single "
-            f"unit and are never publishable (ESSnet/SDAP output guidelines); allowed: {list(STATS)}"
-        )
-    check_choice(f"check '{name}': stat", stat, STATS)
+    q = _stat_settings(name, stat, value is not None, q)
     by = [by] if isinstance(by, str) else list(by)
     additive_cols = None
     if not isinstance(additive, (bool, np.bool_)):
@@ -1080,14 +1075,8 @@ def check_table(
         if wrong or not additive_cols:
             raise ValueError(f"check '{name}': additive must be True/False or by-columns along which totals are "
                              f"published elsewhere, among {by}; got {additive!r}")
-    if value is None and stat != "count":
-        raise ValueError(f"check '{name}': stat={stat!r} needs a value column")
     if unit in by:
         raise ValueError(f"check '{name}': cannot tabulate by the unit identifier {unit!r}: that publishes identifiers")
-    if not (0 < q < 1):
-        raise ValueError(f"check '{name}': q must be in (0, 1); got {q!r}")
-    if stat == "median":
-        q = 0.5
     if units is not None:
         check_choice(f"check '{name}': units", units, UNITS)
     cols = by + [unit] + ([value] if value is not None else [])
@@ -1136,6 +1125,21 @@ def check_table(
     return _checked(cells, members, name, by, stat, q, rules, n_excluded, units,
                     secondary=bool((margins or additive) and by), margins=margins,
                     along=None if margins or additive is True else additive_cols)
+
+
+def _stat_settings(name: str, stat: str, has_value: bool, q: float) -> float:
+    """The statistic checked (minima and maxima refused) and its quantile (0.5 for the median)."""
+    if isinstance(stat, str) and stat.lower() in _REFUSED_STATS:
+        raise ValueError(
+            f"check '{name}': stat={stat!r} refused: minima and maxima of microdata are the value of a single "
+            f"unit and are never publishable (ESSnet/SDAP output guidelines); allowed: {list(STATS)}"
+        )
+    check_choice(f"check '{name}': stat", stat, STATS)
+    if not has_value and stat != "count":
+        raise ValueError(f"check '{name}': stat={stat!r} needs a value column")
+    if not (0 < q < 1):
+        raise ValueError(f"check '{name}': q must be in (0, 1); got {q!r}")
+    return 0.5 if stat == "median" else q
 
 
 def _checked_values(col: pd.Series, name: str, value: str, stat: str) -> tuple[np.ndarray, np.ndarray]:
@@ -1204,12 +1208,7 @@ def _check_coded(coding: _Coding, values: np.ndarray | None, stat: str, rules: R
     same rows: the notebook-02 indicators check each measure and statistic of one set of reference firms.
     """
     rules = _as_rules(rules, name)
-    check_choice(f"check '{name}': stat", stat, STATS)
-    if values is None and stat != "count":
-        raise ValueError(f"check '{name}': stat={stat!r} needs a value column")
-    if not (0 < q < 1):
-        raise ValueError(f"check '{name}': q must be in (0, 1); got {q!r}")
-    q = 0.5 if stat == "median" else q
+    q = _stat_settings(name, stat, values is not None, q)
     v = keep = None
     if values is not None:
         v, keep = _checked_values(pd.Series(np.asarray(values)), name, value, stat)
