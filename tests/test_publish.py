@@ -452,3 +452,128 @@ def test_audit_programmes_without_presolve_have_the_default_solvers_optima(regis
         assert res.status == ref.status
         if ref.status == 0:
             assert res.fun == pytest.approx(ref.fun, rel=1e-9, abs=1e-7)
+
+
+def _random_programme(rng: np.random.Generator, n: int, m_eq: int, m_ub: int, capped: bool):
+    """A sparse programme with a known feasible point x0 (its support ~ a third of the columns)."""
+    from scipy import sparse
+
+    A = sparse.random(m_eq + m_ub, n, density=0.08, random_state=rng, format="csr",
+                      data_rvs=lambda k: rng.choice([1.0, 1.0, 1.0, -0.5, 0.35], size=k))
+    if capped:  # a row bounding every column keeps the optimum finite
+        A = sparse.vstack([A, sparse.csr_matrix(np.ones((1, n)))]).tocsr()
+        m_ub += 1
+    x0 = np.where(rng.random(n) < 0.33, rng.integers(1, 20, size=n), 0).astype(float)
+    r = A @ x0
+    b = np.concatenate([r[:m_eq], r[m_eq:] + rng.integers(0, 3, size=m_ub)])
+    eq = np.arange(m_eq + m_ub) < m_eq
+    cost = rng.normal(size=n) * (rng.random(n) < 0.5)
+    return A, b, eq, cost, x0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_column_generation_gives_the_whole_programmes_optimum_and_duals(seed):
+    """The audit's programmes are solved by column generation from a feasible point's support: status and
+    optimal value equal HiGHS on every column (independently solved), the point is feasible, and its duals
+    price every column non-negatively (optimality of the whole programme, not only the restricted one)."""
+    from scipy.optimize import linprog
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(300, 900))
+    A, b, eq, cost, x0 = _random_programme(rng, n, int(rng.integers(5, 30)), int(rng.integers(5, 40)),
+                                           capped=seed % 4 != 3)
+    lb, ub = np.zeros(n), np.full(n, np.inf)
+    res = publish._column_lp(cost, A, b, eq, lb, ub, x0 > 0, time_limit=60.0)
+    ref = linprog(cost, A_ub=A[~eq], b_ub=b[~eq], A_eq=A[eq], b_eq=b[eq], bounds=(0, None), method="highs")
+    assert res.status == ref.status
+    if ref.status != 0:
+        assert ref.status == 3  # only the uncapped programmes may run off
+        return
+    assert res.n_restricted >= 1 and (x0 > 0).sum() * 2 < n  # the restricted path, not the fallback
+    assert res.fun == pytest.approx(ref.fun, rel=1e-7, abs=1e-6)
+    assert res.x.min() >= -1e-9 and cost @ res.x == pytest.approx(res.fun, rel=1e-7, abs=1e-6)
+    r = A @ res.x - b
+    assert np.abs(r[eq]).max(initial=0) < 1e-6 and r[~eq].max(initial=-1) < 1e-6
+    reduced = cost - A.T @ res.marginals
+    assert reduced.min() > -1e-6
+    assert (res.marginals[~eq] <= 1e-9).all()  # a minimum's <= rows have non-positive duals
+
+
+def test_column_generation_settles_a_restricted_programme_without_a_feasible_point_on_every_column():
+    rng = np.random.default_rng(11)
+    A, b, eq, cost, x0 = _random_programme(rng, 400, 10, 10, capped=True)
+    wrong_start = np.zeros(400, bool)
+    wrong_start[np.flatnonzero(x0 == 0)[:20]] = True  # not the feasible point's support
+    res = publish._column_lp(cost, A, b, eq, np.zeros(400), np.full(400, np.inf), wrong_start, time_limit=60.0)
+    from scipy.optimize import linprog
+    ref = linprog(cost, A_ub=A[~eq], b_ub=b[~eq], A_eq=A[eq], b_eq=b[eq], bounds=(0, None), method="highs")
+    assert res.status == ref.status == 0 and res.fun == pytest.approx(ref.fun, rel=1e-7, abs=1e-6)
+    with pytest.raises(ValueError, match=r"\[0, inf\)"):
+        publish._column_lp(cost, A, b, eq, np.zeros(400), np.full(400, 5.0), wrong_start, time_limit=1.0)
+
+
+SEEDS_WITH_PROGRAMMES = [1, 6, 13, 16]  # 25, 42, 22, 23 intervals, 5-10 extra suppressions
+
+
+@pytest.mark.parametrize("seed", SEEDS_WITH_PROGRAMMES)
+def test_audit_intervals_by_column_generation_equal_the_programmes_on_every_atom(registry, seed, monkeypatch):
+    """Every interval the audit computes (after earlier programmes left feasible points and removals behind)
+    equals the same programme solved on every atom."""
+    from scipy.optimize import linprog
+
+    rng = np.random.default_rng(seed)
+    pop = _population(rng, int(rng.integers(60, 140)))
+    out = registry / "output"
+    _publish_random_tables(pop, out, rng)
+    seen = []
+    real = publish._System.interval
+
+    def spy(self, c, removed, min_units):
+        got = real(self, c, removed, min_units)
+        row_lab, atom_lab = self.components(removed)
+        act = self.active(removed)
+        eq = np.arange(self.A.shape[0]) < self.n_eq
+        A, b = self.A, self.b
+        ends = []
+        for sign in (-1.0, 1.0):
+            ref = linprog(sign * c, A_ub=A[act & ~eq], b_ub=b[act & ~eq], A_eq=A[act & eq], b_eq=b[act & eq],
+                          bounds=(0, None), method="highs")
+            ends.append(math.inf if ref.status == 3 else sign * ref.fun if ref.status == 0 else math.nan)
+        seen.append((got, ends[1], ends[0], min_units))
+        return got
+
+    monkeypatch.setattr(publish._System, "interval", spy)
+    tables, _ = publish.load_registry(registry / "work" / "registry")
+    publish.audit_cells(tables, tries=3)
+    assert len(seen) >= 3  # seeds chosen so that protected cells need programmes of their own
+    for (lo, hi, _), ref_lo, ref_hi, mu in seen:
+        assert hi == pytest.approx(ref_hi, rel=1e-7, abs=1e-6)
+        if ref_hi >= mu - 1e-6:  # the lower end is only computed when the upper end does not decide
+            assert lo == pytest.approx(ref_lo, rel=1e-7, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_feasible_point_on_most_atoms_is_first_replaced_by_one_on_few(seed):
+    """The true sizes spread over most atoms: phase one finds a feasible point on at most as many atoms as
+    there are constraints, and the programme's optimum still equals HiGHS on every column."""
+    from scipy import sparse
+    from scipy.optimize import linprog
+
+    rng = np.random.default_rng(100 + seed)
+    n, m_eq, m_ub = 3000, 20, 30
+    A = sparse.random(m_eq + m_ub, n, density=0.05, random_state=rng, format="csr",
+                      data_rvs=lambda k: rng.choice([1.0, 1.0, -0.5], size=k))
+    A = sparse.vstack([A, sparse.csr_matrix(np.ones((1, n)))]).tocsr()
+    x0 = np.where(rng.random(n) < 0.8, rng.integers(1, 5, size=n), 0).astype(float)
+    r = A @ x0
+    eq = np.arange(A.shape[0]) < m_eq
+    b = np.where(eq, r, r + rng.integers(0, 3, size=A.shape[0]))
+    cost = rng.normal(size=n)
+    lb, ub = np.zeros(n), np.full(n, np.inf)
+    support = publish._sparse_feasible(A, b, eq, lb, ub, time_limit=60.0)
+    assert support is not None and support.sum() <= A.shape[0] < (x0 > 0).sum()
+    res = publish._column_lp(cost, A, b, eq, lb, ub, x0 > 0, time_limit=60.0)
+    ref = linprog(cost, A_ub=A[~eq], b_ub=b[~eq], A_eq=A[eq], b_eq=b[eq], bounds=(0, None), method="highs")
+    assert res.status == ref.status == 0
+    assert res.fun == pytest.approx(ref.fun, rel=1e-7, abs=1e-6)
+    assert (cost - A.T @ res.marginals).min() > -1e-6

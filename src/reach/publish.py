@@ -477,15 +477,51 @@ class _System:
     n_eq: int
     owners: Any
     srcs: list[tuple[int, int, str]]
+    x_true: np.ndarray | None = None
     _components: dict[frozenset[int], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     n_lp: int = 0
+    _points: dict[frozenset[int], np.ndarray] = field(default_factory=dict)
+    _pool: np.ndarray | None = None
+    _slice: tuple[Any, ...] | None = None
+
+    def feasible(self, removed: frozenset[int]) -> np.ndarray:
+        """A point (atom sizes) satisfying every constraint active with ``removed`` suppressed.
+
+        The true sizes satisfy every published constraint; a programme's optimum with the
+        constraints of ``R`` removed satisfies those of any ``R' >= R`` (suppressing only
+        removes constraints). The most constrained stored point that qualifies is taken:
+        after the first programmes its support is a few hundred atoms, not the true sizes'
+        tens of thousands.
+        """
+        if not self._points:
+            x0 = self.x_true if self.x_true is not None else np.zeros(self.A.shape[1])
+            self._points[frozenset()] = np.asarray(x0, dtype=float)
+        best = max((r for r in self._points if r <= removed), key=len)
+        return self._points[best]
+
+    def remember(self, removed: frozenset[int], cols: np.ndarray, x: np.ndarray) -> None:
+        """Keep an optimum on ``cols`` (a union of components under ``removed``) as a feasible point."""
+        point = self.feasible(removed).copy()
+        point[cols] = x
+        self._points[removed] = point
+        if self._pool is None:
+            self._pool = np.zeros(self.A.shape[1], bool)
+        self._pool[cols[x > 0]] = True
+
+    def start(self, removed: frozenset[int], cols: np.ndarray) -> np.ndarray:
+        """Atoms of the first restricted programme on ``cols``: a feasible point's support and earlier optima's."""
+        start = self.feasible(removed)[cols] > 0
+        if self._pool is not None:
+            start |= self._pool[cols]
+        return start
 
     def active(self, removed: frozenset[int]) -> np.ndarray:
         if not removed:
             return np.ones(self.A.shape[0], bool)
         keep = np.ones(self.owners.shape[1])
         keep[list(removed)] = 0.0
-        return (self.owners @ keep) > 0
+        # a row no cell owns (a set size's definition) always holds
+        return ((self.owners @ keep) > 0) | (self.owners.getnnz(axis=1) == 0)
 
     def components(self, removed: frozenset[int]) -> tuple[np.ndarray, np.ndarray]:
         """Connected components of the active constraints: label per row, label per atom."""
@@ -512,16 +548,18 @@ class _System:
         ``binding["lo"]`` are the rows with a non-zero dual value in the
         programme giving that end: suppressing one of them is what can widen it.
         """
-        from scipy.optimize import linprog
-
         row_lab, atom_lab = self.components(removed)
         comps = np.unique(atom_lab[np.flatnonzero(c)])
-        cols = np.isin(atom_lab, comps)
-        rows = np.flatnonzero(np.isin(row_lab, comps))
-        A = self.A[rows][:, cols]
+        key = (removed, comps.tobytes())
+        if self._slice is None or self._slice[0] != key:
+            cols = np.flatnonzero(np.isin(atom_lab, comps))
+            rows = np.flatnonzero(np.isin(row_lab, comps))
+            self._slice = (key, rows, cols, self.A[rows][:, cols].tocsc())
+        _, rows, cols, A = self._slice
         b = self.b[rows]
         eq = rows < self.n_eq
         cc = c[cols]
+        lb, ub = np.zeros(len(cols)), np.full(len(cols), np.inf)
         out: dict[str, float] = {}
         binding: dict[str, np.ndarray] = {}
         for side, sign in (("hi", -1.0), ("lo", 1.0)):  # the upper end first: below min_units already decides
@@ -529,9 +567,7 @@ class _System:
                 out["lo"] = 0.0
                 break
             self.n_lp += 1
-            res = linprog(sign * cc, A_ub=A[~eq] if (~eq).any() else None, b_ub=b[~eq] if (~eq).any() else None,
-                          A_eq=A[eq] if eq.any() else None, b_eq=b[eq] if eq.any() else None, bounds=(0, None),
-                          method="highs", options={**_HIGHS, "time_limit": 30.0})
+            res = _column_lp(sign * cc, A, b, eq, lb, ub, self.start(removed, cols), time_limit=30.0)
             if res.status == 3:  # unbounded above
                 out[side] = math.inf
                 continue
@@ -540,13 +576,9 @@ class _System:
                 # suppresses more (the safe side)
                 out[side] = math.nan
                 continue
+            self.remember(removed, cols, res.x)
             out[side] = sign * res.fun
-            marg = np.zeros(len(rows))
-            if eq.any():
-                marg[eq] = res.eqlin.marginals
-            if (~eq).any():
-                marg[~eq] = res.ineqlin.marginals
-            binding[side] = rows[np.abs(marg) > 1e-9]
+            binding[side] = rows[np.abs(res.marginals) > 1e-9]
         return out["lo"], out["hi"], binding
 
 
@@ -554,6 +586,123 @@ class _System:
 # solve (71 -> 31 s over the stub's 102 programmes, the same optimal values). Where an optimum has several dual
 # solutions (degenerate), HiGHS may now name other binding constraints; any of them is a valid reason to suppress.
 _HIGHS = {"presolve": False}
+
+
+@dataclass(frozen=True)
+class _LPResult:
+    status: int  # scipy's linprog codes: 0 optimal, 1 limit, 2 infeasible, 3 unbounded
+    fun: float
+    x: np.ndarray
+    marginals: np.ndarray  # per row of the programme: d fun / d b
+    n_restricted: int  # restricted programmes solved
+
+
+def _sparse_feasible(A: Any, b: np.ndarray, eq: np.ndarray, lb: np.ndarray, ub: np.ndarray,
+                     time_limit: float) -> np.ndarray | None:
+    """The support of a basic feasible point of ``A x (= | <=) b``, ``lb <= x <= ub`` (phase one), or None.
+
+    Minimises the artificial slack of every constraint that ``x = 0`` violates, by
+    :func:`_column_lp` from the artificial columns (and the columns not bounded by
+    ``[0, inf)``) alone: an optimum of value zero is a feasible point on at most as
+    many columns as there are constraints. None when HiGHS leaves slack above float
+    tolerance (no verdict: the caller takes every column).
+    """
+    from scipy import sparse
+
+    n, m = A.shape[1], A.shape[0]
+    sign = np.where(eq, np.where(b < 0, -1.0, 1.0), -1.0)
+    need = np.flatnonzero(eq | (b < 0))
+    art = sparse.csc_matrix((sign[need], (need, np.arange(len(need)))), shape=(m, len(need)))
+    A1 = sparse.hstack([A, art]).tocsc()
+    free = (lb != 0) | np.isfinite(ub)
+    start = np.concatenate([free, np.ones(len(need), bool)])
+    res = _column_lp(np.concatenate([np.zeros(n), np.ones(len(need))]), A1, b, eq,
+                     np.concatenate([lb, np.zeros(len(need))]), np.concatenate([ub, np.full(len(need), np.inf)]),
+                     start, time_limit=time_limit, phase_one=False)
+    if res.status != 0 or res.fun > 1e-6 * max(1.0, float(np.abs(b).max(initial=0.0))):
+        return None
+    return (res.x[:n] > 0) | free
+
+
+def _column_lp(cost: np.ndarray, A: Any, b: np.ndarray, eq: np.ndarray, lb: np.ndarray, ub: np.ndarray,
+               start: np.ndarray, time_limit: float, max_rounds: int = 100, phase_one: bool = True) -> _LPResult:
+    r"""``min cost x`` s.t. ``A x (= | <=) b`` (equalities where ``eq``), ``lb <= x <= ub``, by column generation.
+
+    The audit's programmes have a few hundred constraints and up to ~10^5 atoms
+    (columns); an optimum uses at most as many atoms as there are constraints.
+    HiGHS solves the programme restricted to the atoms in ``start`` (which must hold
+    a feasible point's support); the restricted optimum's duals :math:`y` price
+    every other atom, :math:`d_j = c_j - A_j^\top y`. Atoms with :math:`d_j < 0`
+    join and the programme is solved again; when none is left, the restricted
+    optimum and its duals are optimal for the whole programme (the simplex
+    optimality condition), so the value and the binding constraints are those of
+    the full programme. A restricted programme that is infeasible (only through
+    float slack) or unbounded is settled on every atom: unbounded is then the
+    whole programme's verdict too, and a restricted one that is unbounded
+    already proves it.
+
+    When ``start`` covers most atoms (the true sizes), a feasible point on few
+    atoms is found first (:func:`_sparse_feasible`); after ``max_rounds`` the
+    programme is settled on every atom. Atoms outside ``start`` must have bounds
+    ``[0, inf)`` (priced at their lower bound).
+    """
+    import time
+
+    from scipy.optimize import linprog
+
+    A = A.tocsc()
+    n = A.shape[1]
+    start = np.asarray(start, bool).copy()
+    if (~start).any() and ((lb[~start] != 0).any() or np.isfinite(ub[~start]).any()):
+        raise ValueError("atoms outside the start set must be bounded by [0, inf)")
+    if not start.any():
+        start[0] = True
+    if start.sum() * 2 >= n and phase_one and n >= 2000:
+        # the feasible point spreads over most atoms (the true sizes, before any optimum): look for one on
+        # at most as many atoms as there are constraints first, else restricting would only add rounds
+        start = _sparse_feasible(A, b, eq, lb, ub, time_limit)
+        if start is None or start.sum() * 2 >= n:
+            start = np.ones(n, bool)
+    elif start.sum() * 2 >= n:  # nearly every atom already: restricting would only add rounds
+        start[:] = True
+    A_eq, A_ub = A[np.flatnonzero(eq)], A[np.flatnonzero(~eq)]
+    deadline = time.monotonic() + time_limit
+    J = np.flatnonzero(start)
+    round_ = 0
+    while True:
+        round_ += 1
+        left = max(deadline - time.monotonic(), 1.0)
+        res = linprog(cost[J], A_ub=A_ub[:, J] if A_ub.shape[0] else None, b_ub=b[~eq] if A_ub.shape[0] else None,
+                      A_eq=A_eq[:, J] if A_eq.shape[0] else None, b_eq=b[eq] if A_eq.shape[0] else None,
+                      bounds=np.column_stack([lb[J], ub[J]]), method="highs", options={**_HIGHS, "time_limit": left})
+        if res.status not in (0, 3) and len(J) < n:
+            # infeasible (a feasible point's support held only within float slack) or HiGHS's numerical
+            # trouble on the restricted programme: settle it on every atom
+            J = np.arange(n)
+            continue
+        if res.status != 0:
+            return _LPResult(res.status, math.nan, np.zeros(n), np.zeros(len(b)), round_)
+        y = np.zeros(len(b))
+        if A_eq.shape[0]:
+            y[eq] = res.eqlin.marginals
+        if A_ub.shape[0]:
+            y[~eq] = res.ineqlin.marginals
+        d = cost - A.T @ y
+        d[J] = 0.0
+        enter = np.flatnonzero(d < -1e-7 * max(1.0, float(np.abs(cost).max(initial=0.0))))
+        if not len(enter) or time.monotonic() > deadline:
+            if len(enter):  # out of time with atoms left to price: no verdict
+                return _LPResult(1, math.nan, np.zeros(n), np.zeros(len(b)), round_)
+            x = np.zeros(n)
+            x[J] = res.x
+            return _LPResult(0, float(res.fun), x, y, round_)
+        if round_ >= max_rounds:  # tailing off: settle it on every atom (no entering atom is left there)
+            J = np.arange(n)
+            continue
+        # the most improving atoms first, as many as half the restricted programme (at least 100): fewer
+        # per round tailed off over dozens of rounds at register scale, each solved from scratch
+        enter = enter[np.argsort(d[enter], kind="stable")[:max(100, len(J) // 2)]]
+        J = np.union1d(J, enter)
 
 
 def _prove_protected(system: _System, targets: Sequence[tuple[Any, ...]], min_units: np.ndarray,
@@ -570,16 +719,14 @@ def _prove_protected(system: _System, targets: Sequence[tuple[Any, ...]], min_un
     only ever removed afterwards, so a point found here stays feasible.
     """
     from scipy import sparse
-    from scipy.optimize import linprog
 
     k = len(targets)
     if not k:
         return np.zeros(0, bool)
     C_all = sparse.csr_matrix(np.vstack([t[3] for t in targets]))
     n_all = np.array([t[4] for t in targets], dtype=float)
-    eq = np.arange(system.A.shape[0]) < system.n_eq
-    ub_x, ub_b = system.A[~eq], system.b[~eq]
-    n_x = C_all.shape[1]
+    n_x, n_rows = C_all.shape[1], system.A.shape[0]
+    eq_x = np.arange(n_rows) < system.n_eq
     proven = {"hi": np.zeros(k, bool), "lo": n_all <= 0}
     for side in ("hi", "lo"):
         for _ in range(max_rounds):
@@ -587,23 +734,20 @@ def _prove_protected(system: _System, targets: Sequence[tuple[Any, ...]], min_un
             if not len(todo):
                 break
             C, n, m = C_all[todo], n_all[todo], len(todo)
-            I, Z = sparse.identity(m, format="csr"), sparse.csr_matrix((ub_x.shape[0], m))
-            A_eq = sparse.hstack([system.A[eq], sparse.csr_matrix((int(eq.sum()), m))]).tocsr() if eq.any() else None
+            I = sparse.identity(m, format="csr")
             if side == "hi":  # z - C x <= 0, maximise sum z, 0 <= z <= min_units
-                A_ub = sparse.vstack([sparse.hstack([ub_x, Z]), sparse.hstack([-C, I])]).tocsr()
-                b_ub = np.concatenate([ub_b, np.zeros(m)])
-                cost = np.concatenate([np.zeros(n_x), -np.ones(m)])
-                bounds = [(0, None)] * n_x + [(0, float(v)) for v in min_units[todo]]
+                extra, b_t, cost_t, ub_t = sparse.hstack([-C, I]), np.zeros(m), -np.ones(m), min_units[todo]
             else:  # C x - w <= n - 1, minimise sum w, w >= 0
-                A_ub = sparse.vstack([sparse.hstack([ub_x, Z]), sparse.hstack([C, -I])]).tocsr()
-                b_ub = np.concatenate([ub_b, n - 1])
-                cost = np.concatenate([np.zeros(n_x), np.ones(m)])
-                bounds = [(0, None)] * (n_x + m)
+                extra, b_t, cost_t, ub_t = sparse.hstack([C, -I]), n - 1, np.ones(m), np.full(m, np.inf)
+            A = sparse.vstack([sparse.hstack([system.A, sparse.csr_matrix((n_rows, m))]), extra]).tocsc()
+            start = np.concatenate([system.start(frozenset(), np.arange(n_x)), np.ones(m, bool)])
             system.n_lp += 1
-            res = linprog(cost, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=system.b[eq] if eq.any() else None,
-                          bounds=bounds, method="highs", options={**_HIGHS, "time_limit": 120.0})
+            res = _column_lp(np.concatenate([np.zeros(n_x), cost_t]), A, np.concatenate([system.b, b_t]),
+                             np.concatenate([eq_x, np.zeros(m, bool)]), np.zeros(n_x + m),
+                             np.concatenate([np.full(n_x, np.inf), ub_t.astype(float)]), start, time_limit=120.0)
             if res.status != 0:
                 break
+            system.remember(frozenset(), np.arange(n_x), res.x[:n_x])
             v = res.x[n_x:]
             done = v >= min_units[todo] - 1e-6 if side == "hi" else v <= 1e-6
             if not done.any():
@@ -703,9 +847,11 @@ def _build_system(tables: Sequence[Mapping[str, Any]], sup_now: set[tuple[int, i
     if len(starts):
         with np.errstate(over="ignore"):
             h = np.add.reduceat(key[sid_s], starts)
-        _, first = np.unique(h, return_index=True)
+        _, first, n_real = np.unique(h, return_index=True, return_counts=True)
         ends = np.append(starts[1:], len(sid_s))
         sigs = [np.unique(sid_s[starts[u]:ends[u]]) for u in first]
+    else:
+        n_real = np.zeros(0, np.int64)
     sig_of: dict[bytes, int] = {g.tobytes(): a for a, g in enumerate(sigs)}
     # An empty numerator or complement has no firm, hence no atom; the attacker does not know it is
     # empty. Phantom atoms: every observed signature with the trait switched off (out of every
@@ -725,25 +871,66 @@ def _build_system(tables: Sequence[Mapping[str, Any]], sup_now: set[tuple[int, i
     cols_i = np.repeat(np.arange(len(sigs)), [len(g) for g in sigs])
     M = sparse.csr_matrix((np.ones(len(rows_i)), (rows_i, cols_i)), shape=(len(set_units), max(len(sigs), 1)))
 
-    # every published constraint once, owned by the cell that publishes it; firms outside the small
-    # universe enter the right-hand side at their true number
-    eq_rows, eq_b, eq_own, ub_rows, ub_b, ub_own, srcs = [], [], [], [], [], [], []
-    for s, (ti, r, k) in enumerate(set_meta):
-        if k != "cell" or (ti, r) in sup_now:
-            continue
+    # A set whose atom sum enters several constraints (a rounded count's two bounds, a share's numerator and
+    # denominator in two bounds, one cohort's firms as the denominator of every market's share) gets a size variable
+    # sigma_S = sum of its atoms, defined once; its constraints then hold one non-zero for it instead of
+    # every atom of the set (the same programme: substitute the definition back). At register scale
+    # the denominators' atoms were most of the non-zeros, and the simplex's work grows with them.
+    def published_size(ti: int, r: int) -> tuple[Any, float]:
         t = tables[ti]
         pub = t["rows"][r]["published"]
         n = pub.get("n_units")
         if n is None and t["stat"] == "count":
             n = pub.get("value")
-        half = t["count_base"] / 2 if t["count_base"] > 1 else 0.0
+        return n, (t["count_base"] / 2 if t["count_base"] > 1 else 0.0)
+
+    Mr = M.tocsr()
+    sigma_of: dict[bytes, int] = {}
+    sigma_set: list[int] = []
+    for s, (ti, r, k) in enumerate(set_meta):
+        if k != "cell" or (ti, r) in sup_now:
+            continue
+        n, half = published_size(ti, r)
+        shared = (n is not None and half) or (
+            (ti, r, "num") in index and tables[ti]["rows"][r]["published"].get("value") is not None
+            and not (n is not None and not half))
+        # a share's numerator always enters two bounds
+        sizes = ([s] if shared else []) + ([index[(ti, r, "num")]] if (ti, r, "num") in index and
+                                            tables[ti]["rows"][r]["published"].get("value") is not None else [])
+        for s_ in sizes:
+            content = Mr.indices[Mr.indptr[s_]:Mr.indptr[s_ + 1]].tobytes()
+            if content not in sigma_of:
+                sigma_of[content] = len(sigma_set)
+                sigma_set.append(s_)
+    n_atoms, n_sig = M.shape[1], len(sigma_set)
+    M = sparse.hstack([Mr, sparse.csr_matrix((M.shape[0], n_sig))]).tocsr()
+
+    def size_of(s: int) -> Any:
+        j = sigma_of.get(Mr.indices[Mr.indptr[s]:Mr.indptr[s + 1]].tobytes())
+        if j is None:
+            return M[s]
+        return sparse.csr_matrix(([1.0], ([0], [n_atoms + j])), shape=(1, M.shape[1]))
+
+    # every published constraint once, owned by the cell that publishes it (a size's definition by none: it
+    # is no published number and always holds); firms outside the small universe enter the right-hand side
+    # at their true number
+    eq_rows = [M[s] - size_of(s) for s in sigma_set]
+    eq_b, eq_own = [0.0] * n_sig, [-1] * n_sig
+    ub_rows, ub_b, ub_own, srcs = [], [], [], []
+    for s, (ti, r, k) in enumerate(set_meta):
+        if k != "cell" or (ti, r) in sup_now:
+            continue
+        t = tables[ti]
+        pub = t["rows"][r]["published"]
+        n, half = published_size(ti, r)
         if n is not None:
+            size = size_of(s)
             if half:
-                ub_rows += [M[s], -M[s]]
+                ub_rows += [size, -size]
                 ub_b += [n + half - outside[s], -(n - half - outside[s])]
                 ub_own += [s, s]
             else:
-                eq_rows.append(M[s])
+                eq_rows.append(size)
                 eq_b.append(float(n) - outside[s])
                 eq_own.append(s)
             srcs.append((ti, r, "count"))
@@ -751,23 +938,29 @@ def _build_system(tables: Sequence[Mapping[str, Any]], sup_now: set[tuple[int, i
         if (ti, r, "num") in index and p_ is not None:
             h = (t["share_step"] or 0.0) / 2 + 1e-9
             ns = index[(ti, r, "num")]
-            num = M[ns]
+            num = size_of(ns)
             if n is not None and not half:
                 # with the cell's size published exactly the share bounds the numerator alone: the same
                 # constraint (add the size's equality), on the numerator's atoms only (fewer non-zeros)
                 ub_rows += [num, -num]
                 ub_b += [(p_ + h) * float(n) - outside[ns], -((p_ - h) * float(n) - outside[ns])]
             else:
-                ub_rows += [num - (p_ + h) * M[s], (p_ - h) * M[s] - num]
+                size = size_of(s)
+                ub_rows += [num - (p_ + h) * size, (p_ - h) * size - num]
                 ub_b += [(p_ + h) * outside[s] - outside[ns], outside[ns] - (p_ - h) * outside[s]]
             ub_own += [s, s]
             srcs.append((ti, r, "share"))
     rows = eq_rows + ub_rows
     A = sparse.vstack(rows).tocsr() if rows else sparse.csr_matrix((0, M.shape[1]))
     own = np.array(eq_own + ub_own, dtype=np.int64)
-    owners = sparse.csr_matrix((np.ones(len(own)), (np.arange(len(own)), own)), shape=(len(own), len(set_meta)))
+    owned = np.flatnonzero(own >= 0)
+    owners = sparse.csr_matrix((np.ones(len(owned)), (owned, own[owned])), shape=(len(own), len(set_meta)))
+    # the true atom sizes (phantoms hold no firm) and set sizes: a feasible point of every programme
+    x_true = np.zeros(M.shape[1])
+    x_true[:len(n_real)] = n_real
+    x_true[n_atoms:] = Mr[sigma_set] @ x_true[:n_atoms] if n_sig else 0.0
     system = _System(set_meta, M, true_size_a, index, A, np.array(eq_b + ub_b, dtype=float), len(eq_rows),
-                     owners, srcs)
+                     owners, srcs, x_true)
     return _merge_duplicate_rows(system)
 
 
