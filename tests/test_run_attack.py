@@ -165,7 +165,7 @@ def _witnessed(polytope, C, goal: np.ndarray, upper: bool) -> np.ndarray:
                       b_ub=np.r_[b_ub, np.zeros(m) if upper else goal[todo]],
                       A_eq=sparse.hstack([A_eq, sparse.csr_matrix((A_eq.shape[0], m))]), b_eq=b_eq,
                       bounds=[(0, None)] * k + ([(0, g) for g in goal[todo]] if upper else [(0, None)] * m),
-                      method="highs")
+                      method="highs", options={"presolve": False})  # any optimum is a witness; 2x faster here
         assert res.status == 0
         s = res.x[k:]
         new = s >= goal[todo] - 1e-6 if upper else s <= 1e-6
