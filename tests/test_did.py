@@ -1256,6 +1256,29 @@ def test_twfe_equals_linearmodels_panelols(mpdta, weighted, treat):
     assert got.n_obs == ref.nobs and got.df_resid == ref.df_resid
 
 
+@pytest.mark.parametrize("seed", [17, 31])  # shapes where a BLAS product's last digits moved with the threads
+def test_twfe_is_the_same_to_the_bit_with_one_or_two_blas_threads(seed):
+    """The same run with one kernel (two BLAS threads) and with two kernels side by side (one each) must give
+    identical tables: the closed form's sums over units do not depend on the thread count."""
+    from threadpoolctl import threadpool_limits
+
+    from reach.did import _twfe_fit
+
+    rng = np.random.default_rng(seed)
+    n_ent, n_t = int(rng.integers(200, 30000)), int(rng.integers(4, 12))
+    ent, tc = np.repeat(np.arange(n_ent), n_t), np.tile(np.arange(n_t), n_ent)
+    keep = rng.random(ent.size) < 0.9
+    ent, tc = np.unique(ent[keep], return_inverse=True)[1], tc[keep]
+    D = (tc >= rng.integers(2, n_t + 2, size=n_ent)[ent]).astype(float)
+    y = rng.normal(size=ent.size) + 0.3 * D
+    w = np.ones(ent.size) if seed % 2 else rng.integers(1, 4, size=ent.size).astype(float)
+    fits = []
+    for threads in (1, 2, 4):
+        with threadpool_limits(threads):
+            fits.append(_twfe_fit(y, D, ent, tc, w))
+    assert fits[0] == fits[1] == fits[2]
+
+
 def test_twfe_absorbed_treatment_is_a_clear_error(mpdta):
     d = mpdta.assign(d01=(mpdta["first.treat"] > 0).astype(int))  # constant within every unit
     with pytest.raises(ValueError, match="'d01'.*absorbed"):

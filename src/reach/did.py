@@ -2937,7 +2937,10 @@ def _twfe_fit(y: np.ndarray, D: np.ndarray, ent: np.ndarray, tc: np.ndarray, w: 
     y_t, d_t = within(y), within(D)
     E = np.bincount(ent * n_t + tc, weights=w, minlength=n_ent * n_t).reshape(n_ent, n_t)
     P = E / W[:, None]                                    # share of a unit's weight in each year
-    H = (np.diag(E.sum(axis=0)) - E.T @ P)[1:, 1:]
+    # sums over units by einsum's own loops (optimize=False), not a BLAS product: a threaded product splits them
+    # by the thread count, and the same run with one kernel (two BLAS threads) and two kernels (one each)
+    # differed in the last digits of this estimate
+    H = (np.diag(E.sum(axis=0)) - np.einsum("is,it->st", E, P, optimize=False))[1:, 1:]
 
     def year_part(x):
         """Fitted values (per row) of the weighted regression of the within-deviation x on the year block A."""
@@ -2945,7 +2948,7 @@ def _twfe_fit(y: np.ndarray, D: np.ndarray, ent: np.ndarray, tc: np.ndarray, w: 
             return np.zeros_like(x)
         c = np.linalg.solve(H, np.bincount(tc, weights=w * x, minlength=n_t)[1:])
         full = np.concatenate([[0.0], c])
-        return full[tc] - (P @ full)[ent]
+        return full[tc] - np.einsum("it,t->i", P, full, optimize=False)[ent]
 
     d_c = d_t - year_part(d_t)
     y_c = y_t - year_part(y_t)
