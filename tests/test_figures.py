@@ -54,6 +54,49 @@ def test_place_legend_goes_outside_when_every_corner_is_taken():
     assert box.x0 >= ax.get_window_extent().x1  # beside the axes, not on them
 
 
+def test_a_wide_legend_that_fits_no_corner_leaves_the_axes_their_width():
+    """At 2M firms 02's instrument-use chart found no free corner for its legend (three entries in one row, group
+    sizes of five digits in the labels): placed beside the axes in that row, it took most of the figure and the
+    category labels overlapped. The chart drawn by the library from such published shares:"""
+    import types
+
+    from reach.indicators import ALL, INSTRUMENT_CATEGORIES, PRIOR_USE, _data_after, _draw_after
+
+    tot = {ALL: 64000, PRIOR_USE[0]: 30806, PRIOR_USE[1]: 33194}
+    shares = {ALL: [0.52, 0.28, 0.05, 0.14], PRIOR_USE[0]: [0.42, 0.30, 0.11, 0.17],
+              PRIOR_USE[1]: [0.62, 0.26, 0.0, 0.12]}
+    rows = [{"prior_use": p, "category": ALL, "value": n, "share": 1.0} for p, n in tot.items()]
+    rows += [{"prior_use": p, "category": c, "value": s * tot[p], "share": s}
+             for p in tot for c, s in zip(INSTRUMENT_CATEGORIES, shares[p])]
+    r = types.SimpleNamespace(published=pd.DataFrame(rows))
+    fig = _draw_after(r, _data_after(r), "NLinBusiness")
+    ax, rend = fig.axes[0], fig.canvas.get_renderer()
+    assert legend_overlaps(fig) == []
+    assert ax.get_window_extent(rend).width >= 0.6 * fig.bbox.width  # was 0.23
+    ticks = [t.get_window_extent(rend) for t in ax.get_xticklabels() if t.get_text()]
+    assert len(ticks) == 4 and all(a.x1 <= b.x0 for a, b in zip(ticks, ticks[1:])), "category labels overlap"
+
+
+def test_a_legend_beside_the_axes_is_one_column_and_narrow_else_below():
+    fig = Figure(figsize=(10, 4))
+    ax = fig.subplots()
+    gx, gy = np.meshgrid(np.linspace(0, 1, 25), np.linspace(0, 1, 25))  # no corner is free
+    ax.scatter(gx.ravel(), gy.ravel(), s=4, label="a")
+    ax.plot([0, 1], [0.5, 0.5], label="b")
+    leg = place_legend(ax, ncol=2)
+    fig.tight_layout()
+    r = fig.canvas.get_renderer()
+    assert leg._ncols == 1 and leg.get_window_extent(r).x0 >= ax.get_window_extent(r).x1  # short: beside
+    fig2 = Figure(figsize=(10, 4))
+    ax2 = fig2.subplots()
+    ax2.scatter(gx.ravel(), gy.ravel(), s=4, label="a label long enough to take a fifth of the figure: " * 2)
+    leg2 = place_legend(ax2)
+    fig2.tight_layout()
+    r2 = fig2.canvas.get_renderer()
+    assert leg2.get_window_extent(r2).y1 <= ax2.get_window_extent(r2).y0  # too wide beside: below
+    assert legend_overlaps(fig2) == []
+
+
 def test_tidy_legends_moves_only_legends_over_data():
     fig = Figure(figsize=(8, 3))
     left, right = fig.subplots(1, 2)

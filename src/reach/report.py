@@ -493,9 +493,11 @@ def place_legend(ax: Any, *, outside: str = "auto", **kwargs: Any) -> Any:
     ax : matplotlib.axes.Axes
         Axes whose labelled artists make the legend (or pass ``handles``/``labels``).
     outside : {"auto", "right", "below"}
-        Where the legend goes when no corner inside the axes is free: to the right of the axes,
-        or below its axis label. ``"auto"``: right for a figure with one axes, below otherwise
-        (a legend to the right of the left panel would sit on the right panel).
+        Where the legend goes when no corner inside the axes is free: to the right of the axes
+        (one entry per line), or below its axis label. ``"auto"``: right for a figure with one
+        axes, below otherwise (a legend to the right of the left panel would sit on the right
+        panel), and below too when the legend beside the axes would be wider than a fifth of the
+        figure and 1.5 in (the re-layout would squeeze the axes).
     **kwargs
         Passed to :meth:`~matplotlib.axes.Axes.legend` (``handles``, ``labels``, ``fontsize``,
         ``ncol``, ``frameon``, ``title``); ``loc`` and ``bbox_to_anchor`` are chosen here.
@@ -551,8 +553,13 @@ def place_legend(ax: Any, *, outside: str = "auto", **kwargs: Any) -> Any:
     if side == "right":
         gap = (max(tight.x1 - box.x1, 0) / px_per_pt) + 4
         anchor = transforms.offset_copy(ax.transAxes, fig=fig, x=gap, y=0, units="points")
-        return ax.legend(handles, labels_, loc="upper left", bbox_to_anchor=(1.0, 1.0), bbox_transform=anchor,
-                         borderaxespad=0, **kwargs)
+        # one entry per line beside the axes: a row of entries there took half a figure and the re-layout
+        # squeezed the axes until their category labels overlapped (02's instrument-use chart at 2M firms)
+        leg = ax.legend(handles, labels_, loc="upper left", bbox_to_anchor=(1.0, 1.0), bbox_transform=anchor,
+                        borderaxespad=0, **{**kwargs, "ncol": 1})
+        if outside != "auto" or leg.get_window_extent(renderer).width <= max(0.2 * fig.bbox.width, 1.5 * fig.dpi):
+            return leg
+        side = "below"  # still wide (a fifth of the figure and 1.5 in): under the axes, where the width is free
     if side != "below":
         raise ValueError(f"place_legend: outside must be 'auto', 'right' or 'below'; got {outside!r}")
     gap = (max(box.y0 - tight.y0, 0) / px_per_pt) + 4
