@@ -477,10 +477,9 @@ class _System:
     n_eq: int
     owners: Any
     srcs: list[tuple[int, int, str]]
-    x_true: np.ndarray | None = None
+    x_true: np.ndarray
     _components: dict[frozenset[int], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     n_lp: int = 0
-    _points: dict[frozenset[int], np.ndarray] = field(default_factory=dict)
     _pool: np.ndarray | None = None
     _slice: tuple[Any, ...] | None = None
     _seen: list[tuple[frozenset[int], np.ndarray]] = field(default_factory=list)
@@ -490,21 +489,20 @@ class _System:
 
         The true sizes satisfy every published constraint; a programme's optimum with the
         constraints of ``R`` removed satisfies those of any ``R' >= R`` (suppressing only
-        removes constraints). The most constrained stored point that qualifies is taken:
-        after the first programmes its support is a few hundred atoms, not the true sizes'
-        tens of thousands.
+        removes constraints). The latest kept optimum with the most removals that qualifies
+        is taken: after the first programmes its support is a few hundred atoms, not the true
+        sizes' tens of thousands.
         """
-        if not self._points:
-            x0 = self.x_true if self.x_true is not None else np.zeros(self.A.shape[1])
-            self._points[frozenset()] = np.asarray(x0, dtype=float)
-        best = max((r for r in self._points if r <= removed), key=len)
-        return self._points[best]
+        best, point = -1, self.x_true
+        for r, x in self._seen:  # later optima win ties
+            if len(r) >= best and r <= removed:
+                best, point = len(r), x
+        return point
 
     def remember(self, removed: frozenset[int], cols: np.ndarray, x: np.ndarray) -> None:
         """Keep an optimum on ``cols`` (a union of components under ``removed``) as a feasible point."""
         point = self.feasible(removed).copy()
         point[cols] = x
-        self._points[removed] = point
         self._seen.append((removed, point))
         del self._seen[:-200]  # the latest optima (memory: atoms x 200 floats)
         if self._pool is None:
@@ -909,12 +907,12 @@ def _build_system(tables: Sequence[Mapping[str, Any]], sup_now: set[tuple[int, i
         if k != "cell" or (ti, r) in sup_now:
             continue
         n, half = published_size(ti, r)
-        shared = (n is not None and half) or (
-            (ti, r, "num") in index and tables[ti]["rows"][r]["published"].get("value") is not None
-            and not (n is not None and not half))
-        # a share's numerator always enters two bounds
-        sizes = ([s] if shared else []) + ([index[(ti, r, "num")]] if (ti, r, "num") in index and
-                                            tables[ti]["rows"][r]["published"].get("value") is not None else [])
+        share = (ti, r, "num") in index and tables[ti]["rows"][r]["published"].get("value") is not None
+        exact = n is not None and not half
+        # the cell's size in a rounded count's two bounds or a share's two bounds (an exact size bounds the
+        # numerator alone); a share's numerator always in two bounds
+        sizes = ([s] if (n is not None and half) or (share and not exact) else []) + \
+            ([index[(ti, r, "num")]] if share else [])
         for s_ in sizes:
             content = Mr.indices[Mr.indptr[s_]:Mr.indptr[s_ + 1]].tobytes()
             if content not in sigma_of:
