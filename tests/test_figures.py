@@ -111,6 +111,64 @@ def test_tidy_legends_moves_only_legends_over_data():
     assert legend_overlaps(fig) == []
 
 
+def _inside_figure(fig) -> list[str]:
+    """Titles (axes and figure) and legends whose box reaches past the figure's edges, in display pixels."""
+    r = fig.canvas.get_renderer()
+    W, H = fig.bbox.width, fig.bbox.height
+    items = [t for ax in fig.axes for t in (ax.title, ax._left_title, ax._right_title) if t.get_text()]
+    items += [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    out = []
+    for it in items:
+        b = it.get_window_extent(r)
+        if b.x0 < -0.5 or b.y0 < -0.5 or b.x1 > W + 0.5 or b.y1 > H + 0.5:
+            out.append(getattr(it, "get_text", lambda: "legend")())
+    return out
+
+
+def test_an_exported_figure_keeps_a_title_wider_than_the_figure_inside_it(tmp_path):
+    """The stub's nlw love plot: programme name and matching method in the title, axes pushed right by the
+    covariate labels; the exported PNG (the figure's own canvas) cut the title at the right edge."""
+    import matplotlib.image as mpimg
+
+    from reach.disclosure import OutputLog
+    from reach.matching_report import love_plot
+    from reach.report import fit_titles, show_figure
+
+    bal = pd.DataFrame({"variable": ["log_exports_lag1", "n_dest_lag1", "instr_ever_before", "distance"],
+                        "smd_before": [0.4, 0.3, 0.2, 0.5], "smd_after": [0.01, 0.02, 0.01, 0.03]})
+    title = "NLWorks: covariate balance (all cohorts, nearest-neighbour matching on the propensity score)"
+    fig = love_plot(bal, title=title)
+    fig.canvas.draw()
+    assert _inside_figure(fig) == [title], "the plot this test is about: its title reaches past the edge"
+    micro = pd.DataFrame({"be_id": np.arange(60), "group": np.repeat(["users", "others"], 30)})
+    checked = check_table(micro, by=["group"], rules=Rules(min_units=10), name="balance")
+    path = show_figure(OutputLog(tmp_path, notebook="03_matching"), fig, checked, "nlw_love_plot")
+    assert path is not None and _inside_figure(fig) == []
+    assert " ".join(fig.axes[0].get_title().split()) == title  # wrapped between words, nothing lost
+    assert 1 <= fig.axes[0].get_title().count("\n") <= 2  # a few lines, not a word per line
+    png = mpimg.imread(path)
+    # the export is the whole canvas checked above (no tight crop that would hide a cut title)
+    assert png.shape[1] / png.shape[0] == pytest.approx(fig.bbox.width / fig.bbox.height, rel=0.01)
+    small = Figure(figsize=(5, 3))
+    small.subplots().set_title("fits")
+    assert fit_titles(small) == 0 and small.axes[0].get_title() == "fits"
+
+
+def test_tidy_legends_lays_out_again_a_figure_laid_out_before():
+    """A figure laid out once with tight_layout holds a placeholder layout engine, not None: a legend moved
+    beside the axes afterwards must still get its room (it was outside the canvas, cut from the PNG)."""
+    fig = Figure(figsize=(5, 3))
+    ax = fig.subplots()
+    gx, gy = np.meshgrid(np.linspace(0, 1, 25), np.linspace(0, 1, 25))  # no corner is free
+    ax.scatter(gx.ravel(), gy.ravel(), s=4, label="everywhere")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    assert fig.get_layout_engine() is not None
+    assert tidy_legends(fig) == 1
+    fig.canvas.draw()
+    assert legend_overlaps(fig) == [] and _inside_figure(fig) == []
+
+
 # --------------------------------------------------------------------------- every library plotting function
 @pytest.fixture(scope="module")
 def panel():

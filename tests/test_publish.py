@@ -615,3 +615,15 @@ def test_a_cell_certified_by_earlier_optima_is_protected_by_its_own_programmes(r
     registries (else the test checks nothing)."""
     verdicts = [v for seed in SEEDS_WITH_PROGRAMMES for v in _certified_verdicts(registry, seed, monkeypatch)]
     assert len(verdicts) >= 3 and all(verdicts)
+
+
+def test_audit_summary_counts_earlier_passes_cells_apart_from_this_pass():
+    """The last audit of a run that suppressed cells in an earlier pass adds none: its line must say so
+    (it read "23 more cells suppressed" after a pass that added none, on the stub run)."""
+    targets = pd.DataFrame({"safe_after": [True, True, True]})
+    earlier = {("02_reach_nlib", "profile"): [1, 4], ("03_matching_tinl", "overlap"): [0]}
+    last = publish.Audit(pd.DataFrame(index=range(5)), targets, earlier, {})
+    assert "3 cells suppressed by the audit (0 new in this pass)" in last.summary()
+    assert "0 cells still recoverable" in last.summary() and "5 published constraints" in last.summary()
+    first = publish.Audit(pd.DataFrame(index=range(5)), targets, earlier, {("03_matching_tinl", "overlap"): [0]})
+    assert "3 cells suppressed by the audit (1 new in this pass)" in first.summary()

@@ -298,6 +298,16 @@ def test_audit_of_the_notebooks_before_the_effects_runs_early_and_its_reruns_bes
     assert sorted(p.stem for p in res.notebooks) == sorted(set(names))
     manifest = json.loads((tmp_path / "output" / "stub" / "manifest.json").read_text())
     assert manifest["seconds"][target] >= 0.4  # both runs counted
+    # ... and each on its own: the rerun's seconds are not hidden in the first pass's
+    each = manifest["pass_seconds"]
+    assert len(each[target]) == 2 and all(s >= 0.2 for s in each[target])
+    assert manifest["seconds"][target] == pytest.approx(sum(each[target]), abs=0.11)
+    assert all(len(v) == 1 for k, v in each.items() if k != target) and set(each) == set(manifest["seconds"])
+    # the audits: the early one (its cell, beside the effects with two jobs) and the last one, timed as they ran
+    assert [(a["notebooks"], a["cells_suppressed"], a["beside_notebooks"]) for a in manifest["audits"]] == [
+        ("before the effects", 1, jobs == 2), ("all", 0, False)]
+    assert manifest["audits"][0]["seconds"] == pytest.approx(audits[0][3] - audits[0][2], abs=0.2)
+    assert manifest["wall_seconds"] >= max(sum(v) for v in each.values())
     # the rerun loaded what the first pass computed (reach.memo): made once, by the first pass's kernel
     first = [r for r in runs if r[0] == target][0]
     assert computed.read_text().split().count(target) == 1

@@ -436,10 +436,12 @@ class Audit:
         return self.targets.copy()
 
     def summary(self) -> str:
-        n_new = sum(len(v) for v in self.suppressed.values())
+        # ``suppressed`` holds earlier passes' cells too: a last audit that adds nothing must not read as if it did
+        n_all = sum(len(v) for v in self.suppressed.values())
+        n_new = sum(len(v) for v in self.this_pass.values())
         return (f"Run-level differencing audit: {len(self.constraints)} published constraints, "
-                f"{len(self.targets)} protected cells, {n_new} more cells suppressed, "
-                f"{self.n_unprotected} cells still recoverable")
+                f"{len(self.targets)} protected cells, {n_all} cells suppressed by the audit "
+                f"({n_new} new in this pass), {self.n_unprotected} cells still recoverable")
 
     def __repr__(self) -> str:
         return self.summary()

@@ -18,6 +18,7 @@ from reach._display import ResultDisplay
 __all__ = ["record_headline", "read_headlines", "fmt_number", "fmt_count", "count_text", "fmt_share", "share_text",
            "share_of", "count_of", "show_figure",
            "SummaryDisplay", "checks_statement", "html_table", "place_legend", "legend_overlaps", "tidy_legends",
+           "fit_titles",
            "dominated_cells", "dominance_note", "DOMINANT_SHARE", "figure_html", "details_html", "markdown_html"]
 
 
@@ -264,10 +265,12 @@ def show_figure(log: Any, fig: Any, checked: Any, name: str, *, drawn_from_suppr
     The figure must have been drawn from the publishable copy (``checked.suppress()``),
     which is what ``drawn_from_suppressed=True`` declares. A refused figure is not
     shown inline either, so the rendered notebook never displays what was not exported.
-    Before export, every legend that covers plotted data is moved (:func:`tidy_legends`).
+    Before export, a title wider than the figure is wrapped (:func:`fit_titles`) and every legend
+    that covers plotted data is moved (:func:`tidy_legends`).
     """
     from IPython.display import Markdown, display
 
+    fit_titles(fig)
     tidy_legends(fig)
     path = log.figure(fig, checked, name, drawn_from_suppressed=drawn_from_suppressed)
     if path is None:
@@ -298,6 +301,7 @@ def figure_html(log: Any, fig: Any, checked: Any, name: str, *, drawn_from_suppr
 
     import matplotlib.pyplot as plt
 
+    fit_titles(fig)
     tidy_legends(fig)
     path = log.figure(fig, checked, name, drawn_from_suppressed=drawn_from_suppressed)
     if path is None:
@@ -591,9 +595,71 @@ def tidy_legends(fig: Any) -> int:
                  "title": leg.get_title().get_text() or None}
         place_legend(ax, handles=leg.legend_handles, labels=[t.get_text() for t in leg.get_texts()], **props)
         moved += 1
-    if moved and fig.get_layout_engine() is None:
-        fig.tight_layout()
+    if moved:
+        _relayout(fig)
     return moved
+
+
+def _relayout(fig: Any) -> None:
+    """``tight_layout`` again, unless the figure has a layout engine of its own (constrained layout
+    lays out at every draw). A figure laid out once with ``tight_layout`` holds a placeholder engine,
+    not None: testing for None skipped exactly the figures that needed it."""
+    from matplotlib.layout_engine import PlaceHolderLayoutEngine, TightLayoutEngine
+
+    engine = fig.get_layout_engine()
+    if engine is None or isinstance(engine, (PlaceHolderLayoutEngine, TightLayoutEngine)):
+        fig.tight_layout()
+
+
+def _titles(fig: Any) -> list[Any]:
+    out = [t for ax in fig.axes for t in (ax.title, ax._left_title, ax._right_title)]
+    if getattr(fig, "_suptitle", None) is not None:
+        out.append(fig._suptitle)
+    return [t for t in out if t.get_visible() and t.get_text()]
+
+
+def fit_titles(fig: Any, pad: float = 4.0) -> int:
+    """Wrap every title of ``fig`` that reaches past the figure's left or right edge; re-layout.
+
+    The exported PNG is the figure's own canvas: a title wider than it is cut at the edge
+    (a programme's long name with the matching method, above axes pushed right by long
+    covariate labels). Each such title gets the fewest lines (broken between words) whose
+    widest line fits inside the figure from where the title is anchored; a title that fits
+    is left as it is. Returns the number of titles wrapped.
+    """
+    import textwrap
+
+    if not hasattr(fig, "axes"):
+        fig = getattr(fig, "figure", fig)  # seaborn grids hold .figure
+    if not hasattr(fig, "axes"):
+        return 0
+    renderer = _renderer(fig)
+    width = fig.bbox.width
+
+    def fits(t: Any) -> bool:
+        bb = t.get_window_extent(renderer)
+        return bb.x0 >= pad - 0.5 and bb.x1 <= width - pad + 0.5
+
+    def wrap(t: Any) -> None:
+        # fewest lines first: the longest line one character shorter each time, until it fits
+        text = " ".join(t.get_text().split())
+        for chars in range(max(len(line) for line in t.get_text().splitlines()) - 1, 7, -1):
+            t.set_text(textwrap.fill(text, chars, break_long_words=False, break_on_hyphens=False))
+            if fits(t):
+                return
+
+    wrapped = 0
+    for t in _titles(fig):
+        if not fits(t):
+            wrap(t)
+            wrapped += 1
+    if wrapped:
+        _relayout(fig)  # the taller title needs its room above the axes
+        for t in _titles(fig):  # the layout can move the axes, and with them a centred title
+            if not fits(t):
+                wrap(t)
+                _relayout(fig)
+    return wrapped
 
 
 # --------------------------------------------------------------------------- one firm behind a plotted point

@@ -613,6 +613,7 @@ def run_suite(
     from papermill.exceptions import PapermillExecutionError
 
     started = _dt.datetime.now(_dt.timezone.utc)
+    t_start = time.perf_counter()
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a whole number >= 1; got {jobs!r}")
     params = load_params(params_path, overrides)
@@ -660,6 +661,8 @@ def run_suite(
     executed: list[Path] = []
     html: list[Path] = []
     seconds: dict[str, float] = {}
+    pass_s: dict[str, list[float]] = {}  # each execution of a notebook, in order (a later pass runs it again)
+    audits: list[dict[str, Any]] = []  # each run-level audit: what it covered and how long it took
     peak_mb: dict[str, float | None] = {}
     cpu_s: dict[str, float | None] = {}
     todo = executed_names(params, names)
@@ -709,6 +712,7 @@ def run_suite(
         name, published, secs, peak, cpu = result
         # a notebook run again (a later pass) counts both runs' time, and the larger peak
         seconds[name] = round(seconds.get(name, 0.0) + secs, 1)
+        pass_s.setdefault(name, []).append(secs)
         cpu_s[name] = None if cpu is None else round((cpu_s.get(name) or 0.0) + cpu, 1)
         peak_mb[name] = max((m for m in (peak_mb.get(name), peak) if m is not None), default=None)
         executed.append(published)
@@ -836,10 +840,19 @@ def run_suite(
 
     early_names = [executed_name(nb, p) for nb, p in todo if stage[nb] < cut]
 
+    def timed_audit(scope: str, **kw) -> publish.Audit:
+        """:func:`publish.audit_run`, its wall seconds and new suppressions recorded for the manifest."""
+        t0 = time.perf_counter()
+        result = publish.audit_run(output_dir, work_dir, **kw)
+        audits.append({"notebooks": scope, "pass": passes, "seconds": round(time.perf_counter() - t0, 1),
+                       "beside_notebooks": scope != "all" and parallel,
+                       "cells_suppressed": sum(len(v) for v in result.this_pass.values())})
+        return result
+
     def audit_early() -> publish.Audit:
         """The run-level audit of the notebooks before the effects, once they are done (with ``jobs`` > 1 in a
-        thread of its own, while the effects notebooks run: at 2M firms it takes ~2 min)."""
-        return publish.audit_run(output_dir, work_dir, notebooks=early_names)
+        thread of its own, while the effects notebooks run: at 2M firms it takes ~1 min)."""
+        return timed_audit("before the effects", notebooks=early_names)
 
     def after_early_audit(audit: publish.Audit) -> list[tuple[str, str | None]]:
         """Its reruns (run beside the effects notebooks instead of after them). The summary has not run yet (it
@@ -855,7 +868,7 @@ def run_suite(
     execute(todo, early_audit=(audit_early, after_early_audit) if any(nb == NOTEBOOKS[-1] for nb, _ in todo) else None)
     in_suite_order()
     # the run-level differencing audit of every registered cell of the run together
-    audit = publish.audit_run(output_dir, work_dir, earlier=first_audit[0] if first_audit else None)
+    audit = timed_audit("all", earlier=first_audit[0] if first_audit else None)
     print(audit.summary(), flush=True)
     new_cells = audit.this_pass
     while any(new_cells.values()) and passes < MAX_PASSES:
@@ -867,7 +880,7 @@ def run_suite(
             break
         execute(again)
         in_suite_order()
-        audit = publish.audit_run(output_dir, work_dir, earlier=audit)
+        audit = timed_audit("all", earlier=audit)
         new_cells = audit.this_pass
         print(audit.summary(), flush=True)
     _restore_env(saved_env)
@@ -884,7 +897,14 @@ def run_suite(
         "parameters": params,
         "notebooks": [executed_name(nb, p) for nb, p in executed_names(params, names)],
         "programmes": analysed_programmes(params),
+        # wall seconds per notebook (every pass summed), and each pass on its own: a notebook the run-level
+        # audit sent back runs twice
         "seconds": seconds,
+        "pass_seconds": pass_s,
+        # the run-level disclosure audits: with jobs > 1 the first one runs beside the effects notebooks
+        "audits": audits,
+        # the whole run until the manifest is written (notebooks side by side, audits, rendering)
+        "wall_seconds": round(time.perf_counter() - t_start, 1),
         # CPU seconds (user + system) of the runner and the notebook's kernel: on a shared machine
         # wall `seconds` also counts waiting for the cores
         "cpu_seconds": cpu_s,
