@@ -876,3 +876,31 @@ def test_an_indexed_panel_gives_what_the_dataframe_gives(panel):
     assert len(indexed._refs) == 4  # business economy, target group, not-yet-treated, users only
     with pytest.raises(ValueError, match=r"panel lacks column\(s\) \['gm_XX'\]"):  # the same error as for a DataFrame
         ind.growth_market_presence(indexed, "p", ["XX"], **COMMON)
+
+
+def test_regional_reach_never_reveals_the_participations_left_out_by_difference(panel):
+    """participant_counts publishes every participation; regional_reach leaves out those without an organiser
+    region. Had it given its own count exactly, the difference would be those 1-9 participations."""
+    link = _link()
+    recs = link.records
+    extra = [dict(programme="t", bucket="linked", be_id=str(1000000000 + k), year=2019, activity_id="a3",
+                  activity_type="webinar", organiser_region=None) for k in range(3)]
+    link = SimpleNamespace(records=pd.concat([recs, pd.DataFrame(extra)], ignore_index=True))
+    rules = {**RULES, "min_units": 5}
+    counts = ind.participant_counts(link, "t", rules=rules)
+    total = counts.headline["n_participations"]
+    assert total == 21  # 18 pairs with an organiser region + the 3 without, published
+    r = ind.regional_reach(panel, "t", link, rules=rules)
+    assert r.headline["share_own_region"] == pytest.approx(12 / 18, abs=5e-4)  # published (rounded): the share itself is no risk
+    assert np.isnan(r.headline["n_participations"])
+    assert r.published["n_participations"].isna().all()  # nor per region: their sum is the total
+    assert "18" not in r.narrative and "fewer than" in r.message
+    fig = r.figure("T")
+    labels_ = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert "all organisers (12 firms)" in labels_ and not any("18" in t for t in labels_)
+    # ten or more left out: the count is published (the difference is then itself publishable)
+    many = [dict(programme="t", bucket="linked", be_id=str(1000000000 + k), year=2019, activity_id="a3",
+                 activity_type="webinar", organiser_region=None) for k in range(12)]
+    link2 = SimpleNamespace(records=pd.concat([recs, pd.DataFrame(many)], ignore_index=True))
+    r2 = ind.regional_reach(panel, "t", link2, rules=rules)
+    assert r2.headline["n_participations"] == 18 and "the 18 participations" in r2.narrative

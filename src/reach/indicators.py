@@ -1409,7 +1409,9 @@ def regional_reach(
     IndicatorResult
         ``tidy()`` columns ``organiser_region, value, n_units, n_participations``: ``value`` the
         share from the own region, ``n_units`` distinct firms, per organiser and ``all``. Empty
-        (with a ``message``) for programmes without organiser data (NLiB).
+        (with a ``message``) for programmes without organiser data (NLiB). ``n_participations``
+        is not given (NaN) when 1 to ``min_units - 1`` participations have no organiser region:
+        :func:`participant_counts` publishes every participation, so the difference would be theirs.
 
     Notes
     -----
@@ -1441,10 +1443,15 @@ def regional_reach(
                       name=f"reach_regional_{programme}")
     pub = _published(chk)
     npart = long.groupby("organiser_region").size().rename("n_participations")
-    pub["n_participations"] = pub["organiser_region"].map(npart).astype(float).where(pub["value"].notna())
+    # participant_counts publishes every participation: beside this table's exact count, the difference would
+    # be the 1-9 participations (of at most as many firms) without an organiser region
+    hidden = 0 < n_no_org < rules.min_units
+    pub["n_participations"] = (pub["organiser_region"].map(npart).astype(float)
+                               .where(pub["value"].notna() & (not hidden)))
     share = _val(pub, organiser_region=ALL)
     per = pub[(pub["organiser_region"] != ALL)].set_index("organiser_region")["value"].dropna()
-    head = {"share_own_region": share, "n_participations": float(npart.get(ALL, 0)) if np.isfinite(share) else np.nan,
+    head = {"share_own_region": share,
+            "n_participations": float(npart.get(ALL, 0)) if np.isfinite(share) and not hidden else np.nan,
             "n_firms": _n(pub, organiser_region=ALL), "n_organiser_regions": int((pub["organiser_region"] != ALL).sum()),
             # an unchecked count of participations: 1-9 are not given
             "n_without_organiser": float(n_no_org) if n_no_org == 0 or n_no_org >= rules.min_units else np.nan}
@@ -1793,7 +1800,9 @@ def _data_region(r: IndicatorResult) -> pd.DataFrame:
     pub = r.published.copy()
     names = pub["organiser_region"].map(lambda o: "all organisers" if o == ALL else labels.label(o, "region"))
     # the bars are shares of participations: the n beside them counts participations too (firms in brackets)
+    # (without the participations where their exact count would reveal those left out: regional_reach)
     return pub.assign(x=[f"{o} (n={int(p):,} participations, {int(f):,} firms)" if pd.notna(p) and pd.notna(f)
+                         else f"{o} ({int(f):,} firms)" if pd.notna(f)
                          else f"{o} (n suppressed)" for o, p, f in zip(names, pub["n_participations"], pub["n_units"])])
 
 
