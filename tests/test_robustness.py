@@ -298,3 +298,45 @@ def _flat(node, prefix=""):
     if isinstance(node, dict):
         return {k: v for key, sub in node.items() for k, v in _flat(sub, f"{prefix}/{key}").items()}
     return {prefix: node}
+
+
+def test_firms_not_exporting_yet_are_answered_on_exporting_not_on_a_log_outcome():
+    """Planted: every user that did not export in the year before first use exports from first use on (other
+    firms keep their own status; the primary outcome moves only for exporters). The answer to "does it help
+    firms that were not exporting yet?" is the effect on exporting: the subgroup's estimate covers the true
+    effect (from the planted status process, known exactly) and equals
+    heterogeneity() on exporting called directly; the primary outcome's number for them is not the answer."""
+    p = make_panel(seed=3)
+    status = (p["exports"] > 0).to_numpy()
+    g, year = p["g_x"].to_numpy(), p["year"].to_numpy()
+    ref = p.loc[p["year"] == p["g_x"] - 1].set_index("firm_id")["exports"].gt(0)
+    non_exp = p["firm_id"].map(~ref).fillna(False).to_numpy(dtype=bool) & (g > 0)
+    post = (g > 0) & (year >= g)
+    p["exporter"] = np.where(non_exp & post, 1.0, status.astype(float))
+    # status flips with probability 0.1 a year (make_panel): from no exports in g - 1, a firm exports k years
+    # later with probability (1 - 0.8^k) / 2; the effect is 1 minus that, averaged over the users' post years
+    # as the simple aggregation weights them (by users)
+    k = (year - g + 1)[non_exp & post]
+    truth = float(np.mean(1.0 - (1.0 - 0.8 ** k) / 2))
+    s = robustness.how_sure(p, {}, programme="x", label="Programme X", primary={"sample": "full", "outcome": "y"},
+                            outcomes=["y"], xformla=None, control_group="nevertreated", placebo_draws=0,
+                            subgroups={"exporter_before": "exporter_before"}, rules=RULES, progress=False)
+    got = s.headline()["starting"]
+    assert got["outcome"] == "exporter" and "starting" in s.checked
+    ne = got["exporter_before"]["non-exporter"]
+    assert ne["conf_low"] <= truth <= ne["conf_high"] and ne["conf_low"] > 0.2
+    direct = heterogeneity(p, "exporter", {"exporter_before": "exporter_before"}, gname="g_x",
+                           control_group="nevertreated", rules=RULES).publishable()
+    row = direct[(direct.kind == "subgroup") & (direct.subgroup == "non-exporter")].iloc[0]
+    assert ne["estimate"] == pytest.approx(row.estimate, rel=1e-12)
+    text = s.heterogeneity_text()
+    answer = text.split("**Does it help firms that were not exporting yet?**")[1]
+    assert f"{row.estimate:+.3f}" in answer and "yes, more of them export." in answer and "Chen & Roth" in answer
+    y_ne = s.headline()["heterogeneity"]["exporter_before"]["non-exporter"]["estimate"]
+    assert f"{y_ne:+.3f}" not in answer  # the log-type outcome's number is not the answer
+    # the primary outcome is exporting itself: the subgroup table answers, once, without the caveat
+    s2 = robustness.how_sure(p, {}, programme="x", primary={"sample": "full", "outcome": "exporter"},
+                             outcomes=["exporter"], xformla=None, control_group="nevertreated", placebo_draws=0,
+                             subgroups={"exporter_before": "exporter_before"}, rules=RULES, progress=False)
+    assert s2.starting is None and "starting" not in s2.checked
+    assert f"{row.estimate:+.3f}" in s2.heterogeneity_text() and "Chen & Roth" not in s2.heterogeneity_text()

@@ -37,12 +37,15 @@ import pandas as pd
 from reach import labels
 
 __all__ = ["how_sure", "HowSure", "event_study_universal", "DEFAULT_MBAR", "SUBGROUP_LABELS", "HOWSURE_COLUMNS",
-           "SENSITIVITY_TARGETS"]
+           "SENSITIVITY_TARGETS", "EXTENSIVE"]
 
 #: Mbar grid of the relative-magnitudes analysis (HonestDiD's vignette uses 0.5, 1, 1.5, 2).
 DEFAULT_MBAR = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 #: Targets of the sensitivity analysis: the average effect after first use, and the year of first use.
 SENSITIVITY_TARGETS = ("average", 0)
+#: The extensive margin: whether a firm exports (0/1). The effect for firms not exporting before first use is
+#: asked of it, whatever the primary outcome (:attr:`HowSure.starting`).
+EXTENSIVE = "exporter"
 #: Reader names of the pre-declared subgroup dimensions and of their levels.
 SUBGROUP_LABELS: dict[str, tuple[str, dict[str, str]]] = {
     "target_group": ("inside or outside the programme's target group",
@@ -288,8 +291,9 @@ class HowSure:
         The primary outcome and sample (params ``primary``).
     checked : dict
         ``{name: reach.disclosure.Checked}`` of every table the section exports:
-        ``sensitivity`` (all outcomes), ``mde``, ``placebo``, ``heterogeneity``, ``dose``
-        (the last three may be missing).
+        ``sensitivity`` (all outcomes), ``mde``, ``placebo``, ``heterogeneity``, ``starting``
+        (the effect on exporting for firms exporting or not before first use), ``dose``
+        (the last four may be missing).
     """
 
     programme: str
@@ -305,6 +309,9 @@ class HowSure:
     heterogeneity: Any = field(repr=False, default=None)
     dose: Any = field(repr=False, default=None)
     dose_reason: str = ""
+    #: firms not exporting in the year before first use: the effect on exporting (:data:`EXTENSIVE`), when the
+    #: primary outcome is another one (then ``heterogeneity`` holds it)
+    starting: Any = field(repr=False, default=None)
     checked: Mapping[str, Any] = field(repr=False, default_factory=dict)
     notes: Mapping[str, str] = field(default_factory=dict)
     min_units: int = 10
@@ -335,9 +342,9 @@ class HowSure:
             walk("sensitivity", out, node)
         for out, node in (h.get("mde") or {}).items():
             walk("mde", out, node)
-        for part in ("placebo", "heterogeneity", "dose"):
+        for part in ("placebo", "heterogeneity", "starting", "dose"):
             if h.get(part):
-                walk(part, self.outcome, h[part])
+                walk(part, EXTENSIVE if part == "starting" else self.outcome, h[part])
         return pd.DataFrame(rows, columns=list(HOWSURE_COLUMNS))
 
     # ------------------------------------------------------------ headline
@@ -347,7 +354,8 @@ class HowSure:
         Keys: ``sensitivity.<outcome>.<type>.<target>`` (``breakdown_value``, ``lb``/``ub`` at
         Mbar or M = 0 and at the largest grid value, ``sample``), ``mde.<outcome>``
         (``mde``, ``mde_percent``, ``std_error``, ``n_treated``, ``alpha``, ``power``,
-        ``sample``), ``placebo``, ``heterogeneity.<dimension>.<subgroup>``, ``dose``.
+        ``sample``), ``placebo``, ``heterogeneity.<dimension>.<subgroup>``, ``starting`` (the
+        same for the effect on exporting by exporting before), ``dose``.
         """
         out: dict[str, Any] = {"sensitivity": {}, "mde": {}}
         sens = self.publishable("sensitivity")
@@ -390,7 +398,7 @@ class HowSure:
                               "analytic_mde": _val(v.loc["analytic_mde", "estimate"]),
                               "empirical_mde": _val(v.loc["empirical_mde_planted", "estimate"]),
                               "empirical_mde_percent": _val(v.loc["empirical_mde_planted", "percent"])}
-        for part, res in (("heterogeneity", self.heterogeneity), ("dose", self.dose)):
+        for part, res in (("heterogeneity", self.heterogeneity), ("starting", self.starting), ("dose", self.dose)):
             if res is None:
                 continue
             p = res.publishable()
@@ -402,7 +410,7 @@ class HowSure:
                 node.setdefault(r.dimension, {})[key] = {
                     "estimate": _val(r.estimate), "std_error": _val(r.std_error), "conf_low": _val(r.conf_low),
                     "conf_high": _val(r.conf_high), "n_treated": _val(r.n_treated), "status": r.status}
-            out[part] = {"outcome": self.outcome, **node}
+            out[part] = {"outcome": EXTENSIVE if part == "starting" else self.outcome, **node}
         return out
 
     # ------------------------------------------------------------ text
@@ -425,7 +433,9 @@ class HowSure:
             "cohort sizes and the users' profile: with no effect to find, about "
             f"{100 * self.alpha:g}% of them should look significant.\n"
             "3. **For whom does it work?** Effects for subgroups declared before the run, defined in the year before "
-            "first use, and the difference between them; subgroups with too few firms are suppressed.")
+            "first use, and the difference between them; subgroups with too few firms are suppressed. For the "
+            "firms not exporting yet, the question is whether more of them start to export: it is answered with the "
+            "effect on exporting (share of firms), not on the primary outcome.")
 
     def sensitivity_html(self) -> str:
         """Reader table of the robust confidence sets of the primary outcome (publishable numbers)."""
@@ -608,27 +618,39 @@ class HowSure:
         if self.heterogeneity is None:
             return self.notes.get("heterogeneity", "No subgroups were declared (parameter subgroups is empty).")
         lines = self._het_sentences(self.heterogeneity)
-        p = self.heterogeneity.publishable()
-        row = p[(p["kind"] == "subgroup") & (p["dimension"] == "exporter_before") & (p["subgroup"] == "non-exporter")]
-        if len(row):
-            r = row.iloc[0]
-            lvl = int(round(100 * (1 - self.alpha)))
-            if not _finite(r["estimate"]):
-                ans = f"cannot be answered here: that subgroup is {_status(r['status'])}."
-            else:
-                sig = r["conf_low"] > 0 or r["conf_high"] < 0
-                ans = (f"the effect for firms that did not export in the year before first use is "
-                       f"{_num(r['estimate'], 3, True)} ({lvl}% interval {_num(r['conf_low'], 3, True)} to "
-                       f"{_num(r['conf_high'], 3, True)}, {_count(r['n_treated'])} users): "
-                       + (("yes, a detectable effect." if r["estimate"] > 0 else "a detectable negative effect.")
-                          if sig else "no detectable effect for them."))
-            lines.append(f"\n**Does it help firms that were not exporting yet?** On {_outcome(self.outcome)}, {ans}")
+        answer = self._starting_text()
+        if answer:
+            lines.append(f"\n**Does it help firms that were not exporting yet?** {answer}")
         n_out = self.heterogeneity.exclusions.get("units_not_observed_every_period")
         if _finite(n_out) and n_out > 0:
             lines.append(f"\n{_count(n_out)} firms not observed in every year are left out of the subgroup "
                          "comparisons and the placebo programmes (both need every firm in every year).")
         return ("Subgroup comparisons (each compared with non-users of the same subgroup in the same year):\n\n"
                 + "\n".join(lines))
+
+    def _starting_text(self) -> str:
+        """The answer for firms not exporting in the year before first use: their effect on exporting."""
+        # the effect on exporting; on the primary outcome only for a panel without an exporting column
+        res, yname = ((self.starting, EXTENSIVE) if self.starting is not None else (self.heterogeneity, self.outcome))
+        p = res.publishable()
+        row = p[(p["kind"] == "subgroup") & (p["dimension"] == "exporter_before") & (p["subgroup"] == "non-exporter")]
+        if not len(row):
+            return ""
+        r = row.iloc[0]
+        lvl = int(round(100 * (1 - self.alpha)))
+        if not _finite(r["estimate"]):
+            return f"This cannot be answered here: that subgroup is {_status(r['status'])}."
+        sig = r["conf_low"] > 0 or r["conf_high"] < 0
+        up, down = (("yes, more of them export.", "no, fewer of them export.") if yname == EXTENSIVE
+                    else ("yes, a detectable effect.", "a detectable negative effect."))
+        verdict = (up if r["estimate"] > 0 else down) if sig else "no detectable effect for them."
+        why = ("" if yname != EXTENSIVE or self.outcome == EXTENSIVE else
+               f" The effect on {_outcome(self.outcome)} is not used for them: from no exports, it mixes starting "
+               "to export with how much is exported, and its size depends on the unit exports are measured in "
+               "(Chen & Roth 2024).")
+        return (f"For the firms that did not export in the year before first use ({_count(r['n_treated'])} users), "
+                f"the effect on {_outcome(yname)} is {_num(r['estimate'], 3, True)} ({lvl}% interval "
+                f"{_num(r['conf_low'], 3, True)} to {_num(r['conf_high'], 3, True)}): {verdict}{why}")
 
     def dose_text(self) -> str:
         if self.dose is None:
@@ -851,6 +873,14 @@ def how_sure(panel: pd.DataFrame, reports: Mapping, *, programme: str, label: st
                             est_method=est_method, anticipation=anticipation, alpha=alpha, rules=rules,
                             target_group=target_group)
         checked["heterogeneity"] = het.checked(name=f"heterogeneity_{programme}")
+    # "does it help firms not exporting yet?" is a question of starting to export: asked of a log outcome, an
+    # effect from zero exports depends on the unit exports are measured in (Chen & Roth 2024)
+    starting = None
+    if "exporter_before" in subgroups and outcome != EXTENSIVE and EXTENSIVE in panel.columns:
+        starting = heterogeneity(panel, EXTENSIVE, {"exporter_before": subgroups["exporter_before"]}, gname=gname,
+                                 xformla=xformla, control_group=control_group, est_method=est_method,
+                                 anticipation=anticipation, alpha=alpha, rules=rules, target_group=target_group)
+        checked["starting"] = starting.checked(name=f"starting_{programme}")
 
     # 5. dose split where the programme has activities (counts > 1 exist)
     dose, dose_reason = None, ""
@@ -868,4 +898,4 @@ def how_sure(panel: pd.DataFrame, reports: Mapping, *, programme: str, label: st
     return HowSure(programme=programme, label=label, outcome=outcome, sample=sample, alpha=float(alpha),
                    power=float(power), outcomes=tuple(y for y in outcomes), sensitivity=sens, mde=mdes, placebo=pl,
                    heterogeneity=het, dose=dose, dose_reason=dose_reason, checked=checked, notes=notes,
-                   min_units=min_units)
+                   min_units=min_units, starting=starting)
