@@ -7,6 +7,7 @@ The suite's notebooks are replaced by two tiny ones (a kernel per notebook, henc
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -314,3 +315,40 @@ def test_audit_of_the_notebooks_before_the_effects_runs_early_and_its_reruns_bes
     assert rerun[5] != first[5] and rerun[4] == first[4] == first[5]
     assert sorted(computed.read_text().split()) == sorted(set(names))  # every notebook computed once
     assert not (tmp_path / "work" / "stub" / "memo").exists()  # gone with the run
+
+
+def test_a_finished_notebooks_kernel_is_shut_down_without_an_interrupt(tmp_path, monkeypatch):
+    """jupyter_client 8 sends SIGINT before every shutdown; landing while ipykernel still handled a message it
+    logged "ERROR | KeyboardInterrupt caught in kernel" in 2M runs' output. The runner's kernels are shut down
+    by the shutdown request alone (signals sent to the kernel recorded at the provisioner); an interrupt asked
+    for while the kernel runs still reaches it."""
+    import asyncio
+
+    import papermill as pm
+    from jupyter_client.provisioning.local_provisioner import LocalProvisioner
+
+    sent: list[int] = []
+    orig = LocalProvisioner.send_signal
+
+    async def record(self, signum):
+        sent.append(int(signum))
+        return await orig(self, signum)
+
+    monkeypatch.setattr(LocalProvisioner, "send_signal", record)
+    _notebook(tmp_path / "n.ipynb", "x = 1")
+    manager = runner._kernel_manager({}, [], cwd=tmp_path)
+    pm.execute_notebook(str(tmp_path / "n.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                        progress_bar=False, kernel_manager_class=manager)
+    assert signal.SIGINT not in sent
+    # outside a shutdown the interrupt is sent as before
+    km = manager(kernel_name="python3")
+
+    async def interrupt_running():
+        await km.start_kernel()
+        try:
+            await km.interrupt_kernel()
+        finally:
+            await km.shutdown_kernel(now=True)
+
+    asyncio.run(interrupt_running())
+    assert sent.count(signal.SIGINT) == 1

@@ -494,6 +494,15 @@ def _kernel_manager(env: Mapping[str, str], started: list[int], cwd: str | Path 
             if pid is not None:
                 started.append(int(pid))
 
+        async def _async_interrupt_kernel(self) -> None:
+            # jupyter_client 8 interrupts every kernel before shutting it down. papermill shuts a kernel down
+            # when its notebook has ended, and a SIGINT landing while ipykernel still handled a message logged
+            # "ERROR | KeyboardInterrupt caught in kernel" in the run's output. The shutdown request alone stops
+            # the kernel (on its control channel, even when busy), and the kill after the wait time stays.
+            if self.shutting_down:
+                return
+            await KernelManager._async_interrupt_kernel(self)
+
     return _RunKernelManager
 
 
