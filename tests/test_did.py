@@ -857,6 +857,25 @@ def test_overlap_guard_sets_cells_na_with_reason(unbalanced):
     assert len(r1.na_cells) < len(na) or np.isfinite(r1.att).sum() > np.isfinite(r.att).sum()
 
 
+def test_no_post_cell_left_says_why_without_a_firms_value():
+    """At 2M firms a subgroup of 67,701 users read "not estimable: no post-treatment ATT(g,t) to aggregate": every
+    cell had failed the overlap guard. The error now says so, by reason, but never the propensity
+    score the cell's reason quotes (one firm's value; the text reaches published status columns)."""
+    from reach.did import NoPostTreatmentCells
+
+    df = _poor_overlap()
+    df = df[df["g"] != 2019]  # only the cohort far from the comparison firms
+    with pytest.warns(UserWarning, match="left missing"):
+        r = att_gt(df, "y", "year", "id", "g", xformla="~ x", bootstrap=False, cband=False)
+    n_post = int(((r.groups <= r.times) & np.isnan(r.att)).sum())
+    assert n_post == 4 and r.na_cells["reason"].str.contains(r"0\.99").all()
+    with pytest.raises(NoPostTreatmentCells) as e:
+        aggte(r, "simple", na_rm=True)
+    msg = str(e.value)
+    assert msg == "no post-treatment ATT(g,t) to aggregate: every one was left missing (overlap fails)"
+    assert "0.99" not in msg
+
+
 def test_intercept_only_overlap_guard(mpdta):
     """Without covariates R did's guard reduces to the cohort's share of the cell (>= 0.999 -> NA)."""
     d = mpdta[(mpdta["first.treat"] != 0) | (mpdta["countyreal"] == mpdta.loc[mpdta["first.treat"] == 0, "countyreal"].min())]

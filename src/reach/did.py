@@ -2715,6 +2715,7 @@ class _AggCells:
     pg: np.ndarray          # p_g of each used cell's cohort
     cohort_n: dict          # units per cohort
     keepers: np.ndarray     # post-treatment cells within max_e
+    missing: str = ""       # why post-treatment cells were dropped (na_rm): the reasons' heads, no values
 
     @classmethod
     def of(cls, result: ATTgtResult, na_rm: bool, max_e: float) -> "_AggCells":
@@ -2727,6 +2728,7 @@ class _AggCells:
                 raise ValueError(f"missing ATT(g,t) for cells {bad[:5]}; pass na_rm=True to aggregate without them")
             keep = ~np.isnan(att_all)
         kidx = np.flatnonzero(keep)
+        missing = _missing_post(result, max_e) if not keep.all() else ""
         group, t = np.asarray(result.groups)[kidx], np.asarray(result.times)[kidx]
         G, w = result.unit_cohort, result.unit_weight
         # per cohort: weighted share p_g and unit count, from one pass over the units
@@ -2739,7 +2741,7 @@ class _AggCells:
                    cohorts=result.boot_cohorts if result.boot_cohorts is not None else np.unique(G[G > 0]),
                    glist=glist, pgg=pgg, pg=pgg[np.searchsorted(glist, group)],
                    cohort_n=dict(zip(glist.tolist(), cnt[np.searchsorted(gval, glist)].tolist())),
-                   keepers=np.flatnonzero((group <= t) & (t <= group + max_e)))
+                   keepers=np.flatnonzero((group <= t) & (t <= group + max_e)), missing=missing)
 
     def combo(self, which, wts, wif_w=None) -> tuple[np.ndarray, np.ndarray]:
         """Column of A (cells) and of C (cohorts) of one aggregate :math:`\\sum_j a_j ATT_j`.
@@ -2778,11 +2780,30 @@ class NoPostTreatmentCells(ValueError):
     """``aggte("simple")`` found no estimated post-treatment cell (every one left missing, e.g. by separation)."""
 
 
+def _missing_post(result: ATTgtResult, max_e: float) -> str:
+    """Why post-treatment cells were left missing: the reasons' heads, e.g. ``"overlap fails"``.
+
+    Only the head of each reason (before its colon), and no counts: the rest can quote a value of
+    one firm (the largest propensity score), and this text reaches published status columns
+    (subgroups, placebo) and rendered reports."""
+    att = np.asarray(result.att)
+    g, t = np.asarray(result.groups), np.asarray(result.times)
+    post = np.isnan(att) & (g <= t) & (t <= g + max_e)
+    if not post.any():
+        return ""
+    na = getattr(result, "na_cells", None)
+    why = {} if na is None else {(int(a), int(b)): str(r).split(":")[0].strip()
+                                 for a, b, r in zip(na["group"], na["time"], na["reason"])}
+    heads = dict.fromkeys(why.get((int(a), int(b)), "not estimated") for a, b in zip(g[post], t[post]))
+    return "; ".join(heads)
+
+
 def _agg_simple(c: _AggCells, **_) -> _Agg:
     """:math:`\\theta = \\sum_{g \\le t} ATT(g,t) p_g / \\sum_{g \\le t} p_g`."""
     k = c.keepers
     if len(k) == 0:
-        raise NoPostTreatmentCells("no post-treatment ATT(g,t) to aggregate")
+        raise NoPostTreatmentCells("no post-treatment ATT(g,t) to aggregate"
+                                   + (f": every one was left missing ({c.missing})" if c.missing else ""))
     wts = c.pg[k] / c.pg[k].sum()
     return _Agg(overall=float(c.att[k] @ wts), over=c.combo(k, wts, (c.pg[k], c.att[k], c.group[k])),
                 n_treated=sum(c.cohort_n[g] for g in np.unique(c.group[k])), n_control=int(c.n_co[k].min()))
