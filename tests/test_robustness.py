@@ -340,3 +340,30 @@ def test_firms_not_exporting_yet_are_answered_on_exporting_not_on_a_log_outcome(
                              subgroups={"exporter_before": "exporter_before"}, rules=RULES, progress=False)
     assert s2.starting is None and "starting" not in s2.checked
     assert f"{row.estimate:+.3f}" in s2.heterogeneity_text() and "Chen & Roth" not in s2.heterogeneity_text()
+
+
+def test_a_miscalibrated_placebo_does_not_quote_its_empirical_mde_as_a_detectable_size():
+    """Never-users with a high covariate value trend upwards, users have high values, and the placebo draws
+    pseudo-users on that covariate: the placebo estimates (no covariate in the estimator) are biased upwards, so
+    a planted effect is 'found' by the bias. The text then says so instead of 'effects smaller than X would have
+    gone undetected' (at 2M firms it read 'effects smaller than 0% of exports'). A calibrated placebo keeps it."""
+    rng = np.random.default_rng(5)
+    p = make_panel(seed=5)
+    firm_x = pd.Series(rng.normal(size=p["firm_id"].nunique()))
+    firm_x[p.groupby("firm_id")["g_x"].first().to_numpy() > 0] += 1.5  # users sit high on x
+    p["xc"] = p["firm_id"].map(firm_x)
+    p["y"] = p["y"] + 0.3 * p["xc"] * (p["year"] - YEARS[0])  # a trend that grows with x
+    s = robustness.how_sure(p, {}, programme="x", primary={"sample": "full", "outcome": "y"}, outcomes=["y"],
+                            xformla=None, control_group="nevertreated", placebo_draws=20, placebo_covariates=["xc"],
+                            subgroups={}, rules=RULES, progress=False)
+    assert not s.placebo.calibrated and s.placebo.false_positive_rate > s.placebo.band[1]
+    text = s.power_text()
+    assert "would have gone undetected" not in text
+    assert "measures that bias rather than what the design can detect" in text
+    assert "went undetected" not in s.placebo.sentence() and "measures that bias" in s.placebo.sentence()
+    # the uniform draws of the module's fixture are calibrated: the empirical MDE is read as a size there
+    calibrated = robustness.how_sure(make_panel(), {}, programme="x", primary={"sample": "full", "outcome": "y"},
+                                     outcomes=["y"], xformla=None, control_group="nevertreated", placebo_draws=20,
+                                     subgroups={}, rules=RULES, progress=False)
+    assert calibrated.placebo.calibrated and "would have gone undetected" in calibrated.power_text()
+    assert "went undetected" in calibrated.placebo.sentence()

@@ -521,10 +521,14 @@ class PlaceboResult(ResultDisplay):
         m = self.empirical_mde_planted
         size = f"{100 * self._pct(m):.0f}% of {what}" if np.isfinite(self._pct(m)) else f"{_fmt(m, 3)} ({self.yname})"
         check = ("in line with" if self.calibrated else "outside the range expected from")
-        return (f"In {self.n_draws} placebo programmes of {count_text(self.n_treated, min_units)} firms that never used "
-                f"the programme, effects smaller than {size} went undetected in more than "
-                f"{100 * (1 - self.power):.0f}% of draws; {100 * self.false_positive_rate:.1f}% of the placebo "
-                f"estimates were significant at {100 * self.alpha:g}%, {check} the nominal level.")
+        rate = (f"{100 * self.false_positive_rate:.1f}% of the placebo estimates were significant at "
+                f"{100 * self.alpha:g}%, {check} the nominal level")
+        head = f"In {self.n_draws} placebo programmes of {count_text(self.n_treated, min_units)} firms that never used the programme, "
+        if not self.calibrated:  # a planted effect is then found by the placebo estimates' bias, not by the design
+            return (head + rate + f": the placebo estimates are off zero, so the empirical minimum detectable effect "
+                    f"({size}) measures that bias rather than what the design can detect.")
+        return (head + f"effects smaller than {size} went undetected in more than "
+                f"{100 * (1 - self.power):.0f}% of draws; {rate}.")
 
     def summary(self) -> str:
         t = self.tidy()
