@@ -332,13 +332,14 @@ def test_firms_not_exporting_yet_are_answered_on_exporting_not_on_a_log_outcome(
     text = s.heterogeneity_text()
     answer = text.split("**Does it help firms that were not exporting yet?**")[1]
     assert f"{row.estimate:+.3f}" in answer and "yes, more of them export." in answer and "Chen & Roth" in answer
+    assert "start to export" in s.intro()
     y_ne = s.headline()["heterogeneity"]["exporter_before"]["non-exporter"]["estimate"]
     assert f"{y_ne:+.3f}" not in answer  # the log-type outcome's number is not the answer
     # the primary outcome is exporting itself: the subgroup table answers, once, without the caveat
     s2 = robustness.how_sure(p, {}, programme="x", primary={"sample": "full", "outcome": "exporter"},
                              outcomes=["exporter"], xformla=None, control_group="nevertreated", placebo_draws=0,
                              subgroups={"exporter_before": "exporter_before"}, rules=RULES, progress=False)
-    assert s2.starting is None and "starting" not in s2.checked
+    assert s2.starting is None and "starting" not in s2.checked and "start to export" not in s2.intro()
     assert f"{row.estimate:+.3f}" in s2.heterogeneity_text() and "Chen & Roth" not in s2.heterogeneity_text()
 
 

@@ -433,9 +433,10 @@ class HowSure:
             "cohort sizes and the users' profile: with no effect to find, about "
             f"{100 * self.alpha:g}% of them should look significant.\n"
             "3. **For whom does it work?** Effects for subgroups declared before the run, defined in the year before "
-            "first use, and the difference between them; subgroups with too few firms are suppressed. For the "
-            "firms not exporting yet, the question is whether more of them start to export: it is answered with the "
-            "effect on exporting (share of firms), not on the primary outcome.")
+            "first use, and the difference between them; subgroups with too few firms are suppressed."
+            + (" For the firms not exporting yet, the question is whether more of them start to export: it is "
+               "answered with the effect on exporting (share of firms), not on the primary outcome."
+               if self.starting is not None else ""))
 
     def sensitivity_html(self) -> str:
         """Reader table of the robust confidence sets of the primary outcome (publishable numbers)."""
