@@ -226,7 +226,7 @@ class HeterogeneityResult(ResultDisplay):
         """Publishable copy: suppressed rows' numbers are NaN, and their status says so."""
         chk = self.checked()
         pub = chk.suppress()
-        blanked = (chk.cells["verdict"] == "suppress").to_numpy() & (pub["status"] == "estimated").to_numpy()
+        blanked = (chk.cells["verdict"] == "suppress").to_numpy() & pub["status"].str.startswith("estimated").to_numpy()
         pub.loc[blanked, "status"] = "suppressed: disclosure rules (treated or comparison firms)"
         return pub
 
@@ -353,7 +353,13 @@ def _combine(parts: list, weights: np.ndarray, universe: np.ndarray | None = Non
     ids, phi = _stacked(parts, weights, universe)
     return _Fit(att=float(sum(w * f.att for f, w in zip(parts, weights))), se=float(math.sqrt(np.einsum("i,i->", phi, phi))),
                 n_treated=int(sum(f.n_treated for f in parts)), n_control=int(min(f.n_control for f in parts)),
-                ids=ids, phi=phi)
+                ids=ids, phi=phi, left_out="; ".join(dict.fromkeys(f.left_out for f in parts if f.left_out)))
+
+
+def _estimated(*left_out: str) -> str:
+    """A fit's status: "estimated", or that it had to leave group-time effects out, and why (no counts)."""
+    why = "; ".join(dict.fromkeys(x for x in left_out if x))
+    return f"estimated, some group-time effects left out ({why})" if why else "estimated"
 
 
 def _estimate(d: pd.DataFrame, labels: pd.Series, dims: dict, *, yname, gname, tname, idname, xformla,
@@ -393,7 +399,7 @@ def _estimate(d: pd.DataFrame, labels: pd.Series, dims: dict, *, yname, gname, t
     users_all = labels.index.to_numpy()
     if len(users_all) >= min_t:
         f = fit(users_all)
-        rows.append(_row("all", "all users", "", "overall", f.att, f.se, f.n_treated, f.n_control, "estimated", z))
+        rows.append(_row("all", "all users", "", "overall", f.att, f.se, f.n_treated, f.n_control, _estimated(f.left_out), z))
     else:
         rows.append(_row("all", "all users", "", "overall", np.nan, np.nan, len(users_all), len(never),
                          f"suppressed: fewer than {min_t} users", z))
@@ -419,7 +425,7 @@ def _estimate(d: pd.DataFrame, labels: pd.Series, dims: dict, *, yname, gname, t
                                      f"suppressed: fewer than {min_c} comparison firms", z)
                 continue
             fits[lev] = f
-            sub_rows[lev] = _row(dim, lev, "", "subgroup", f.att, f.se, f.n_treated, f.n_control, "estimated", z)
+            sub_rows[lev] = _row(dim, lev, "", "subgroup", f.att, f.se, f.n_treated, f.n_control, _estimated(f.left_out), z)
         # Users not published in any level (suppressed, or unknown reference year) are the overall
         # minus the published levels: when they form a single piece, one more level is withheld
         # (the smallest), so neither their count nor (approximately) their effect can be recovered.
@@ -439,7 +445,8 @@ def _estimate(d: pd.DataFrame, labels: pd.Series, dims: dict, *, yname, gname, t
             if lev in fits and ref in fits:
                 est, se = _diff(fits[lev], fits[ref], universe)
                 n_c = min(fits[lev].n_control, fits[ref].n_control)
-                rows.append(_row(dim, lev, ref, "difference", est, se, n_t, n_c, "estimated", z))
+                rows.append(_row(dim, lev, ref, "difference", est, se, n_t, n_c,
+                                 _estimated(fits[lev].left_out, fits[ref].left_out), z))
             else:
                 rows.append(_row(dim, lev, ref, "difference", np.nan, np.nan, np.nan, len(never),
                                  "suppressed: a subgroup is suppressed or not estimable", z))

@@ -264,6 +264,7 @@ class _Fit:
     n_control: int
     ids: np.ndarray      # unit identifiers (rows of phi)
     phi: np.ndarray      # per-unit contribution: att - theta ~ sum_i phi_i, Var = sum phi_i^2
+    left_out: str = ""   # why post-treatment cells the estimate leaves out are missing ("" none): reasons, no values
 
 
 def fit_simple(df: pd.DataFrame, yname: str, tname: str, idname: str, gname: str, *, xformla: str | None = None,
@@ -302,10 +303,13 @@ def _fit_simple_units(arrays, keep: np.ndarray, *, xformla: str | None = None, c
 
 def _fit_of(r, a) -> _Fit:
     """The :class:`_Fit` of an ``att_gt`` result and its simple aggregate (``r.unit_ids``: the influence function's rows)."""
+    from reach.did import _missing_post
+
     ids = r.unit_ids
     phi = np.asarray(a.overall_inffunc, dtype=float) / r.n_units
+    # aggte(na_rm=True) leaves missing cells out: said in the subgroup's status, never silently
     return _Fit(att=float(a.overall_att), se=float(a.overall_se), n_treated=int(a.n_treated),
-                n_control=int(a.n_control), ids=np.asarray(ids), phi=phi)
+                n_control=int(a.n_control), ids=np.asarray(ids), phi=phi, left_out=_missing_post(r, np.inf))
 
 
 class RowLookup:
