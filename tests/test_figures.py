@@ -345,3 +345,31 @@ def test_export_values_figure_rings_a_point_one_firm_dominates(panel):
     # without the planted firm: no ring, no note
     fig0 = ind.export_values(panel, "p", **COMMON).figure("P")
     assert "one firm holds" not in _all_texts(fig0)
+
+
+def test_firm_counts_beside_export_points_stay_inside_the_axes():
+    """At 2M firms the comparison group's mean exports were a flat line at the bottom of the axes, and the firm
+    counts written under its points (1,286,959 ...) ran across the bottom spine; the users' count above the
+    highest point touched the top one. Every count now lies inside the axes."""
+    import types
+
+    from reach.indicators import COMPARISON, USERS, _draw_exports
+
+    ev = np.arange(-5, 6)
+    users = 670.0 * 1.18 ** (ev + 5)  # rising steeply, highest point at the top edge
+    comp = 70.0 + 4 * (ev + 5)          # flat at the bottom edge
+    rows = []
+    for stat in ("mean", "median"):
+        for grp, y, n in ((USERS, users, np.r_[54000, [72000] * 6, 54000, 36000, 36000, 18000]),
+                          (COMPARISON, comp, 1_286_959 + 35_000 * np.arange(11))):
+            rows += [{"stat": stat, "group": grp, "cohort": "all", "event_time": e, "value": 1000.0 * v,
+                      "n_units": float(k), "group_label": grp} for e, v, k in zip(ev, y, n)]
+    fig = _draw_exports(types.SimpleNamespace(checked={}), pd.DataFrame(rows), "T")
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        box = ax.get_window_extent(r)
+        assert len(ax.texts) == 22
+        for t in ax.texts:
+            b = t.get_window_extent(r)
+            assert box.y0 <= b.y0 and b.y1 <= box.y1, (t.get_text(), b, box)

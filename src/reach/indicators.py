@@ -1824,6 +1824,32 @@ def _data_exports(r: IndicatorResult) -> pd.DataFrame:
     return pub.assign(group_label=_group_labels(pub, event_time=-1, stat="mean"))
 
 
+def _room_for_counts(ax, counted: list, fontsize: float = 6.0) -> None:
+    """Widen the y range so counts written ``offset`` points above (> 0) or below (< 0) their points stay inside
+    the axes: at 2M firms the comparison group's flat line sat on the bottom spine, its counts written across it.
+
+    ``counted``: ``(y values, offset in points)`` per annotated line. Sizes in points of the axes as laid out
+    now (the figure's own size); a later ``tight_layout`` changes the height little."""
+    if not counted:
+        return
+    lo, hi = ax.get_ylim()
+    height_pt = ax.get_position().height * ax.figure.get_figheight() * 72
+    # widening the top shrinks the bottom's share of the range and back: settle in a few rounds
+    for yv, offset in [c for _ in range(3) for c in counted]:
+        y = np.asarray(yv, dtype=float)
+        y = y[np.isfinite(y)]
+        if not len(y) or height_pt <= 0:
+            continue
+        need = (abs(offset) + fontsize + 2) / height_pt  # the label's far edge, as a share of the axes' height
+        if need >= 0.5:
+            continue
+        if offset < 0 and (y.min() - lo) / (hi - lo) < need:
+            lo = (y.min() - need * hi) / (1 - need)
+        elif offset > 0 and (hi - y.max()) / (hi - lo) < need:
+            hi = (y.max() - need * lo) / (1 - need)
+    ax.set_ylim(lo, hi)
+
+
 def _draw_exports(r, data, label):
     from matplotlib.lines import Line2D
 
@@ -1837,7 +1863,7 @@ def _draw_exports(r, data, label):
     fig, axes = _new_figure(12, 4.8, ncols=2)
     for ax, stat in zip(axes, ("mean", "median")):
         sub = data[data["stat"] == stat]
-        hidden, extra = [], []
+        hidden, extra, counted = [], [], []
         for color, grp, offset in (("tab:blue", USERS, 7), ("tab:orange", COMPARISON, -11)):  # users first
             line = sub[sub["group"] == grp].sort_values("event_time")
             if not line["value"].notna().any():
@@ -1854,6 +1880,7 @@ def _draw_exports(r, data, label):
                     if np.isfinite(yi) and np.isfinite(ni):
                         ax.annotate(f"{int(ni):,}", (xi, yi), textcoords="offset points", xytext=(0, offset),
                                     ha="center", fontsize=6, color=color)
+                counted.append((yv, offset))
             if stat == "mean":
                 hit = [(xi, yi) for xi, yi in zip(x, yv) if (grp, int(xi)) in ringed and np.isfinite(yi)]
                 if hit:
@@ -1868,6 +1895,7 @@ def _draw_exports(r, data, label):
         ax.grid(alpha=0.3)
         ax.set(xlabel="years since first use (0 = year of first use)", ylabel=f"{stat} exports (EUR 1,000)",
                title=f"{stat.capitalize()} export value")
+        _room_for_counts(ax, counted)
         handles, names = ax.get_legend_handles_labels()
         legends.append((ax, handles + extra, names + [h.get_label() for h in extra]))
     fig.suptitle(f"{label}: export value around first use (descriptive, not an effect)")
