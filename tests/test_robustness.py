@@ -368,3 +368,11 @@ def test_a_miscalibrated_placebo_does_not_quote_its_empirical_mde_as_a_detectabl
                                      subgroups={}, rules=RULES, progress=False)
     assert calibrated.placebo.calibrated and "would have gone undetected" in calibrated.power_text()
     assert "went undetected" in calibrated.placebo.sentence()
+
+
+def test_a_secondarily_suppressed_subgroup_reads_once_why():
+    """The reader's status of a secondary suppression said the reason twice ("suppressed (would reveal a suppressed
+    subgroup): protects a suppressed subgroup", 2M run's tinl text)."""
+    got = robustness._status("suppressed (secondary): protects a suppressed subgroup")
+    assert got == "suppressed (it would reveal another, suppressed subgroup)"
+    assert robustness._status("estimated") == "estimated"

@@ -714,6 +714,8 @@ def _status(s: str) -> str:
     if s == "estimated":
         return "estimated"
     return (s.replace("min_treated", "minimum").replace("post-treatment ATT(g,t)", "year after first use")
+            .replace("suppressed (secondary): protects a suppressed subgroup",
+                     "suppressed (it would reveal another, suppressed subgroup)")
             .replace("suppressed (secondary)", "suppressed (would reveal a suppressed subgroup)"))
 
 
