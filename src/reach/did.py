@@ -2777,7 +2777,14 @@ class _Agg:
 
 
 class NoPostTreatmentCells(ValueError):
-    """``aggte("simple")`` found no estimated post-treatment cell (every one left missing, e.g. by separation)."""
+    """``aggte("simple")`` found no estimated post-treatment cell (every one left missing, e.g. by separation).
+
+    ``missing``: why they were left missing (the reasons' heads, e.g. ``"overlap fails"``; ``""`` when there
+    were no post-treatment cells at all)."""
+
+    def __init__(self, message: str, missing: str = ""):
+        super().__init__(message)
+        self.missing = missing
 
 
 def _missing_post(result: ATTgtResult, max_e: float) -> str:
@@ -2803,7 +2810,7 @@ def _agg_simple(c: _AggCells, **_) -> _Agg:
     k = c.keepers
     if len(k) == 0:
         raise NoPostTreatmentCells("no post-treatment ATT(g,t) to aggregate"
-                                   + (f": every one was left missing ({c.missing})" if c.missing else ""))
+                                   + (f": every one was left missing ({c.missing})" if c.missing else ""), c.missing)
     wts = c.pg[k] / c.pg[k].sum()
     return _Agg(overall=float(c.att[k] @ wts), over=c.combo(k, wts, (c.pg[k], c.att[k], c.group[k])),
                 n_treated=sum(c.cohort_n[g] for g in np.unique(c.group[k])), n_control=int(c.n_co[k].min()))

@@ -22,6 +22,7 @@ reported as suppressed, not estimated and not an error.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -32,7 +33,7 @@ from scipy import stats
 
 from reach._checks import check_choice, require_columns
 from reach._display import ESTIMATE_CORE, ResultDisplay
-from reach.did import CONTROL_GROUPS, EST_METHODS, _UnitArrays, parse_xformla
+from reach.did import CONTROL_GROUPS, EST_METHODS, NoPostTreatmentCells, _UnitArrays, parse_xformla
 from reach.power import _check_level, _Fit, _fit_simple_units, _fmt, RowLookup, balanced_rows, reference_values
 
 __all__ = [
@@ -379,7 +380,6 @@ def _estimate(d: pd.DataFrame, labels: pd.Series, dims: dict, *, yname, gname, t
 
     ug = d.groupby(idname, sort=True)[gname].first()
     never = ug.index[ug.to_numpy() == 0].to_numpy()
-    periods = np.unique(d[tname].to_numpy())
     kw = dict(xformla=xformla, control_group=control_group, est_method=est_method, anticipation=anticipation, alpha=alpha)
     rows = []
 
@@ -387,14 +387,27 @@ def _estimate(d: pd.DataFrame, labels: pd.Series, dims: dict, *, yname, gname, t
         if dim is None or comp_labels is None:
             return _fit_simple_units(arrays, arrays.keep(np.concatenate([user_ids, never])), **kw)
         # Cohort by cohort: cohort g's users of the level against the never-users in the same level in
-        # g's reference year; cohorts combined with the simple aggregation's weights n_g x (post periods).
+        # g's reference year; cohorts combined with the simple aggregation's weights n_g x (post cells kept).
+        # A cohort none of whose cells could be estimated is left out, as aggte(na_rm=True) leaves out the
+        # cells of the overall row (said in the status): one failing cohort no longer fails the subgroup.
         g_of = ug.loc[user_ids]
-        parts, wts = [], []
+        parts, wts, failed = [], [], []
         for g, grp in g_of.groupby(g_of):
             comp = never[comp_labels[dim][g] == lev]
-            parts.append(_fit_simple_units(arrays, arrays.keep(np.concatenate([grp.index.to_numpy(), comp])), **kw))
-            wts.append(len(grp) * int((periods >= g).sum()))
-        return _combine(parts, np.asarray(wts, float) / sum(wts), universe)
+            try:
+                f = _fit_simple_units(arrays, arrays.keep(np.concatenate([grp.index.to_numpy(), comp])), **kw)
+            except NoPostTreatmentCells as e:
+                failed.append(e)
+                continue
+            parts.append(f)
+            wts.append(len(grp) * f.n_post_cells)
+        if not parts:
+            raise failed[0]
+        out = _combine(parts, np.asarray(wts, float) / sum(wts), universe)
+        if failed:
+            out = dataclasses.replace(out, left_out="; ".join(dict.fromkeys(
+                x for x in (out.left_out, *(e.missing or "not estimated" for e in failed)) if x)))
+        return out
 
     users_all = labels.index.to_numpy()
     if len(users_all) >= min_t:
@@ -443,6 +456,7 @@ def _estimate(d: pd.DataFrame, labels: pd.Series, dims: dict, *, yname, gname, t
                 continue
             n_t = min(sizes[lev], sizes[ref])
             if lev in fits and ref in fits:
+                n_t = min(fits[lev].n_treated, fits[ref].n_treated)  # the users the two estimates rest on
                 est, se = _diff(fits[lev], fits[ref], universe)
                 n_c = min(fits[lev].n_control, fits[ref].n_control)
                 rows.append(_row(dim, lev, ref, "difference", est, se, n_t, n_c,
@@ -516,8 +530,10 @@ def heterogeneity(panel: pd.DataFrame, yname: str, subgroups: Mapping[str, Any] 
     With ``comparison="same_subgroup"`` cohort :math:`g`'s users of :math:`s` are compared
     with the never-users in :math:`s` in year :math:`b_g` (one estimate per cohort), and
     :math:`\hat\theta_s = \sum_g w_g \hat\theta_{s,g}` with the simple aggregation's weights
-    :math:`w_g \propto n_{s,g} \times` (post periods of g), taken as fixed (cohort sizes are
-    known; the estimated-weight term of ``aggte`` is left out). Each estimate has an influence
+    :math:`w_g \propto n_{s,g} \times` (post-treatment cells of g estimated), taken as fixed (cohort
+    sizes are known; the estimated-weight term of ``aggte`` is left out). As ``aggte(na_rm=True)``,
+    cells left missing (e.g. by the overlap guard) are left out, a cohort without any with them,
+    and the status says so. Each estimate has an influence
     function :math:`\psi_{s,i}` over its :math:`n_s` units (analytic standard errors,
     :math:`\hat\theta_s - \theta_s \approx \sum_i \phi_{s,i}`, :math:`\phi_{s,i} = \psi_{s,i}/n_s`).
     The difference of subgroups :math:`a` and :math:`b` has variance

@@ -265,6 +265,7 @@ class _Fit:
     ids: np.ndarray      # unit identifiers (rows of phi)
     phi: np.ndarray      # per-unit contribution: att - theta ~ sum_i phi_i, Var = sum phi_i^2
     left_out: str = ""   # why post-treatment cells the estimate leaves out are missing ("" none): reasons, no values
+    n_post_cells: int = 0  # post-treatment group-time cells aggregated (the simple aggregation weighs each by p_g)
 
 
 def fit_simple(df: pd.DataFrame, yname: str, tname: str, idname: str, gname: str, *, xformla: str | None = None,
@@ -308,8 +309,10 @@ def _fit_of(r, a) -> _Fit:
     ids = r.unit_ids
     phi = np.asarray(a.overall_inffunc, dtype=float) / r.n_units
     # aggte(na_rm=True) leaves missing cells out: said in the subgroup's status, never silently
+    att, g, t = np.asarray(r.att), np.asarray(r.groups), np.asarray(r.times)
     return _Fit(att=float(a.overall_att), se=float(a.overall_se), n_treated=int(a.n_treated),
-                n_control=int(a.n_control), ids=np.asarray(ids), phi=phi, left_out=_missing_post(r, np.inf))
+                n_control=int(a.n_control), ids=np.asarray(ids), phi=phi, left_out=_missing_post(r, np.inf),
+                n_post_cells=int(np.sum(np.isfinite(att) & (g <= t))))
 
 
 class RowLookup:
