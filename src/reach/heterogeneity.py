@@ -397,16 +397,18 @@ def _estimate(d: pd.DataFrame, labels: pd.Series, dims: dict, *, yname, gname, t
             try:
                 f = _fit_simple_units(arrays, arrays.keep(np.concatenate([grp.index.to_numpy(), comp])), **kw)
             except NoPostTreatmentCells as e:
-                failed.append(e)
+                # the message and reasons only: the exception's traceback holds the failed fit's frames, and
+                # at 2M firms their arrays (GBs) stayed alive for the rest of the subgroup
+                failed.append((str(e), e.missing or "not estimated"))
                 continue
             parts.append(f)
             wts.append(len(grp) * f.n_post_cells)
         if not parts:
-            raise failed[0]
+            raise NoPostTreatmentCells(failed[0][0], failed[0][1])
         out = _combine(parts, np.asarray(wts, float) / sum(wts), universe)
         if failed:
             out = dataclasses.replace(out, left_out="; ".join(dict.fromkeys(
-                x for x in (out.left_out, *(e.missing or "not estimated" for e in failed)) if x)))
+                x for x in (out.left_out, *(why for _, why in failed)) if x)))
         return out
 
     users_all = labels.index.to_numpy()
