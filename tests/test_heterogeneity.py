@@ -383,3 +383,24 @@ def test_group_time_effects_left_out_are_named_in_the_status_never_silently():
     # without the covariate nothing is left out: the plain status
     plain = heterogeneity(p, "y", {"e": "exporter_before"}, gname="g_x")
     assert set(plain.tidy()["status"]) == {"estimated"}
+
+
+def test_a_subgroup_left_with_too_few_users_after_a_cohort_is_left_out_is_suppressed_and_protected():
+    """A level of 16 users passes the users' threshold, but 12 are in a cohort whose effects all fail the overlap
+    guard: its estimate would rest on 4 users. It is suppressed like any level under min_treated, decided before
+    the secondary suppression, so the other level is withheld too (else overall minus it would recover it)."""
+    p = make_panel(seed=12)
+    rng = np.random.default_rng(12)
+    firm_g = p.groupby("firm_id")["g_x"].first()
+    x = pd.Series(rng.normal(size=len(firm_g)) + np.where(firm_g.to_numpy() == 2017, 8.0, 0.0), index=firm_g.index)
+    p["x"] = p["firm_id"].map(x)
+    u17 = firm_g.index[firm_g.to_numpy() == 2017][:12]
+    u18 = firm_g.index[firm_g.to_numpy() == 2018][:4]
+    never = firm_g.index[firm_g.to_numpy() == 0]
+    p["kind"] = np.where(p["firm_id"].isin(np.r_[u17, u18, never[::2]]), "a", "b")
+    res = heterogeneity(p, "y", {"kind": "kind"}, gname="g_x", xformla="~ x",
+                        rules={"min_units": 10, "min_treated": 10, "min_control": 10})
+    a = _row(res, "subgroup", "kind", "a")
+    assert np.isnan(a.estimate) and a.status.startswith("suppressed: fewer than 10 users"), a.to_dict()
+    assert _row(res, "subgroup", "kind", "b").status.startswith("suppressed (secondary)")
+    assert res.publishable().loc[lambda t: t.dimension == "kind", "estimate"].isna().all()

@@ -354,12 +354,17 @@ def _combine(parts: list, weights: np.ndarray, universe: np.ndarray | None = Non
     ids, phi = _stacked(parts, weights, universe)
     return _Fit(att=float(sum(w * f.att for f, w in zip(parts, weights))), se=float(math.sqrt(np.einsum("i,i->", phi, phi))),
                 n_treated=int(sum(f.n_treated for f in parts)), n_control=int(min(f.n_control for f in parts)),
-                ids=ids, phi=phi, left_out="; ".join(dict.fromkeys(f.left_out for f in parts if f.left_out)))
+                ids=ids, phi=phi, left_out=_reasons(*(f.left_out for f in parts)))
+
+
+def _reasons(*why: str) -> str:
+    """Reasons for leaving effects out, each once, in order ("" for none)."""
+    return "; ".join(dict.fromkeys(x for x in why if x))
 
 
 def _estimated(*left_out: str) -> str:
     """A fit's status: "estimated", or that it had to leave group-time effects out, and why (no counts)."""
-    why = "; ".join(dict.fromkeys(x for x in left_out if x))
+    why = _reasons(*left_out)
     return f"estimated, some group-time effects left out ({why})" if why else "estimated"
 
 
@@ -407,8 +412,7 @@ def _estimate(d: pd.DataFrame, labels: pd.Series, dims: dict, *, yname, gname, t
             raise NoPostTreatmentCells(failed[0][0], failed[0][1])
         out = _combine(parts, np.asarray(wts, float) / sum(wts), universe)
         if failed:
-            out = dataclasses.replace(out, left_out="; ".join(dict.fromkeys(
-                x for x in (out.left_out, *(why for _, why in failed)) if x)))
+            out = dataclasses.replace(out, left_out=_reasons(out.left_out, *(why for _, why in failed)))
         return out
 
     users_all = labels.index.to_numpy()
@@ -434,6 +438,10 @@ def _estimate(d: pd.DataFrame, labels: pd.Series, dims: dict, *, yname, gname, t
             except ValueError as e:  # e.g. no comparison firms for a cohort: reported, not raised
                 sub_rows[lev] = _row(dim, lev, "", "subgroup", np.nan, np.nan, len(ids), len(never),
                                      f"not estimable: {str(e).splitlines()[0][:200]}", z)
+                continue
+            if f.n_treated < min_t:  # cohorts left out (no estimable effect): the estimate rests on fewer users
+                sub_rows[lev] = _row(dim, lev, "", "subgroup", np.nan, np.nan, len(ids), f.n_control,
+                                     f"suppressed: fewer than {min_t} users in the cohorts estimated", z)
                 continue
             if f.n_control < min_c:  # decided here, not only by the check, so that the protection below sees it
                 sub_rows[lev] = _row(dim, lev, "", "subgroup", np.nan, np.nan, len(ids), f.n_control,

@@ -30,7 +30,8 @@ from scipy import stats
 
 from reach._checks import check_choice, count_text, require_columns
 from reach._display import ESTIMATE_CORE, ResultDisplay, estimate_table
-from reach.did import CONTROL_GROUPS, EST_METHODS, AggteResult, NoPostTreatmentCells, aggte, att_gt, parse_xformla
+from reach.did import (CONTROL_GROUPS, EST_METHODS, AggteResult, NoPostTreatmentCells, _missing_post, aggte, att_gt,
+                       parse_xformla)
 
 __all__ = [
     "analytic_mde",
@@ -304,8 +305,6 @@ def _fit_simple_units(arrays, keep: np.ndarray, *, xformla: str | None = None, c
 
 def _fit_of(r, a) -> _Fit:
     """The :class:`_Fit` of an ``att_gt`` result and its simple aggregate (``r.unit_ids``: the influence function's rows)."""
-    from reach.did import _missing_post
-
     ids = r.unit_ids
     phi = np.asarray(a.overall_inffunc, dtype=float) / r.n_units
     # aggte(na_rm=True) leaves missing cells out: said in the subgroup's status, never silently
