@@ -669,7 +669,6 @@ def run_suite(
     injected = {"output_dir": str(output_dir), "work_dir": str(work_dir)}
     executed: list[Path] = []
     html: list[Path] = []
-    seconds: dict[str, float] = {}
     pass_s: dict[str, list[float]] = {}  # each execution of a notebook, in order (a later pass runs it again)
     audits: list[dict[str, Any]] = []  # each run-level audit: what it covered and how long it took
     peak_mb: dict[str, float | None] = {}
@@ -720,7 +719,6 @@ def run_suite(
     def finish(result: tuple) -> None:
         name, published, secs, peak, cpu = result
         # a notebook run again (a later pass) counts both runs' time, and the larger peak
-        seconds[name] = round(seconds.get(name, 0.0) + secs, 1)
         pass_s.setdefault(name, []).append(secs)
         cpu_s[name] = None if cpu is None else round((cpu_s.get(name) or 0.0) + cpu, 1)
         peak_mb[name] = max((m for m in (peak_mb.get(name), peak) if m is not None), default=None)
@@ -899,6 +897,7 @@ def run_suite(
     if moved:
         raise SuiteError(f"identifiers of firms found in files under {output_dir}; they were moved to "
                          f"{work_dir / 'quarantine'} and must not be exported: {moved}")
+    seconds = {name: round(sum(each), 1) for name, each in pass_s.items()}
     manifest = {
         "run_name": run,
         "params_file": _relative(params_path, _repo_root()) if not _relative(params_path, _repo_root()).startswith("..")
