@@ -533,6 +533,10 @@ def test_effect_report_small_cohort_suppressed_not_crashed():
                         rules=Rules())
     gt = rep.tables["att_gt"]
     assert gt.loc[gt["group"] == 2015, "estimate"].isna().all()  # 4 users < min_treated
+    # and its pointwise interval, whose midpoint is the estimate (was published beside the blanked estimate)
+    assert gt.loc[gt["group"] == 2015, ["pointwise_low", "pointwise_high"]].isna().all().all()
+    es = rep.tables["event_study"]
+    assert es.loc[es["estimate"].isna(), ["pointwise_low", "pointwise_high"]].isna().all().all()
     assert gt.loc[gt["group"] == 2017, "estimate"].notna().all()
     assert set(rep.checked) == set(REPORT_TABLES) and rep.name("att_gt") == "x_y_full_att_gt"
     # the headline reads the publishable tables only: equal to them, never to the raw estimates

@@ -301,23 +301,26 @@ def _flat(node, prefix=""):
 
 
 def test_firms_not_exporting_yet_are_answered_on_exporting_not_on_a_log_outcome():
-    """Planted: every user that did not export in the year before first use exports from first use on (other
-    firms keep their own status; the primary outcome moves only for exporters). The answer to "does it help
-    firms that were not exporting yet?" is the effect on exporting: the subgroup's estimate covers the true
-    effect (from the planted status process, known exactly) and equals
-    heterogeneity() on exporting called directly; the primary outcome's number for them is not the answer."""
+    """Planted: every user that did not export in the year before first use exports in each year from first
+    use on with probability 0.7 (other firms keep their own status; the primary outcome moves only for
+    exporters). The answer to "does it help firms that were not exporting yet?" is the effect on exporting:
+    the subgroup's estimate covers the true effect (from the planted status process, known exactly) and
+    equals heterogeneity() on exporting called directly; the primary outcome's number for them is not the
+    answer. (Had every one of them exported, each user's change would be the same 0 -> 1 and the estimate
+    each user's own change: suppressed, see test_heterogeneity.)"""
     p = make_panel(seed=3)
     status = (p["exports"] > 0).to_numpy()
     g, year = p["g_x"].to_numpy(), p["year"].to_numpy()
     ref = p.loc[p["year"] == p["g_x"] - 1].set_index("firm_id")["exports"].gt(0)
     non_exp = p["firm_id"].map(~ref).fillna(False).to_numpy(dtype=bool) & (g > 0)
     post = (g > 0) & (year >= g)
-    p["exporter"] = np.where(non_exp & post, 1.0, status.astype(float))
+    starts = np.random.default_rng(11).random(len(p)) < 0.7
+    p["exporter"] = np.where(non_exp & post, starts.astype(float), status.astype(float))
     # status flips with probability 0.1 a year (make_panel): from no exports in g - 1, a firm exports k years
-    # later with probability (1 - 0.8^k) / 2; the effect is 1 minus that, averaged over the users' post years
-    # as the simple aggregation weights them (by users)
+    # later with probability (1 - 0.8^k) / 2; the effect is 0.7 minus that, averaged over the users' post
+    # years as the simple aggregation weights them (by users)
     k = (year - g + 1)[non_exp & post]
-    truth = float(np.mean(1.0 - (1.0 - 0.8 ** k) / 2))
+    truth = float(np.mean(0.7 - (1.0 - 0.8 ** k) / 2))
     s = robustness.how_sure(p, {}, programme="x", label="Programme X", primary={"sample": "full", "outcome": "y"},
                             outcomes=["y"], xformla=None, control_group="nevertreated", placebo_draws=0,
                             subgroups={"exporter_before": "exporter_before"}, rules=RULES, progress=False)

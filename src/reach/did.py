@@ -65,6 +65,7 @@ from reach._display import ResultDisplay
 
 __all__ = [
     "att_gt",
+    "users_off_common_change",
     "aggte",
     "twfe",
     "did_2x2",
@@ -3169,6 +3170,66 @@ def cohort_from_treatment(df: pd.DataFrame, idname: str, tname: str, dname: str)
         )
     first = d[tname].where(d[dname] == 1).groupby(d[idname]).transform("min")
     return first.fillna(0).astype("int64")
+
+
+def users_off_common_change(Y: np.ndarray, cohort: np.ndarray, periods: np.ndarray, groups: np.ndarray,
+                            times: np.ndarray, base_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""Which users' outcome change in each group-time cell differs from the cell's most common change.
+
+    The users' side of :math:`ATT(g,t)` is the mean of :math:`\Delta Y_i = Y_{i,t} - Y_{i,b}` over the users
+    of cohort :math:`g` (:math:`b` the cell's base period). When every user's change is the same (a 0/1
+    outcome nobody switches, log exports of firms that never export), that mean is each user's own change:
+    publishing it is a group disclosure (ACRO's "all-values-are-same"), and the influence function's users'
+    side is identically zero, so the standard error reflects the comparison firms alone and the Wald
+    interval is far too narrow. With 1-9 users off the common change the mean rests on those few firms
+    (and a Wald interval with so few "events" is unreliable: Brown, Cai & DasGupta 2001).
+
+    Parameters
+    ----------
+    Y : ndarray (n_users, n_periods)
+        The users' outcome by period (NaN: not observed; a cell uses the users observed in both years).
+    cohort : ndarray (n_users,)
+        Each user's cohort (first period of use).
+    periods : ndarray
+        The columns' periods, increasing.
+    groups, times, base_times : ndarray (n_cells,)
+        The cells (:attr:`ATTgtResult.groups`, ``times``, ``base_times``).
+
+    Returns
+    -------
+    off, member : ndarray of bool (n_users, n_cells)
+        ``member``: the user enters the cell; ``off``: and its change differs from the cell's most common
+        change (ties: any of the most common values; the number off is the same).
+
+    Examples
+    --------
+    >>> Y = np.array([[0., 0.], [0., 0.], [0., 1.]])
+    >>> off, member = users_off_common_change(Y, np.array([2, 2, 2]), np.array([1, 2]), np.array([2]),
+    ...                                       np.array([2]), np.array([1]))
+    >>> off[:, 0].tolist(), int(member.sum())
+    ([False, False, True], 3)
+    """
+    Y = np.asarray(Y, dtype=float)
+    cohort = np.asarray(cohort, dtype=float)
+    periods = np.asarray(periods, dtype=float)
+    n, k = len(cohort), len(groups)
+    off = np.zeros((n, k), dtype=bool)
+    member = np.zeros((n, k), dtype=bool)
+    rows_of = {g: np.flatnonzero(cohort == g) for g in np.unique(np.asarray(groups, dtype=float))}
+    pt = np.searchsorted(periods, np.asarray(times, dtype=float))
+    pb = np.searchsorted(periods, np.asarray(base_times, dtype=float))
+    for j, g in enumerate(np.asarray(groups, dtype=float)):
+        rows = rows_of[g]
+        if not len(rows) or pt[j] >= len(periods) or pb[j] >= len(periods):
+            continue
+        d = Y[rows, pt[j]] - Y[rows, pb[j]]
+        ok = np.isfinite(d)
+        if not ok.any():
+            continue
+        _, inv, cnt = np.unique(d[ok], return_inverse=True, return_counts=True)
+        member[rows[ok], j] = True
+        off[rows[ok], j] = inv != int(np.argmax(cnt))
+    return off, member
 
 
 def drop_without_pre_period(panel: pd.DataFrame, gname: str, anticipation: int = 0, *, tname: str = "year",

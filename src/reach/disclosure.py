@@ -264,6 +264,7 @@ _RULE_TEXT = {
     "fail_min_treated": "fewer than min_treated treated units",
     "fail_min_control": "fewer than min_control control units",
     "fail_min_dof": "fewer than min_dof residual degrees of freedom",
+    "fail_few_changed": "fewer than min_treated treated units whose outcome change differs from the rest",
     "review_zero_negative": "zero cell or negative contribution (review)",
     "review_share_0_1": "share of exactly 0 or 1: group disclosure (review)",
 }
@@ -1223,7 +1224,7 @@ def _check_coded(coding: _Coding, values: np.ndarray | None, stat: str, rules: R
 # --------------------------------------------------------------------------- check_estimates
 _ESTIMATE_COLS = (
     "estimate", "std_error", "conf_low", "conf_high", "statistic", "t_stat", "z_stat", "p_value", "pvalue",
-    "att", "se", "ci_low", "ci_high", "coef",
+    "att", "se", "ci_low", "ci_high", "coef", "pointwise_low", "pointwise_high",
 )
 
 
@@ -1256,6 +1257,7 @@ def check_estimates(
     rules: Rules | None = None,
     *,
     columns: Sequence[str] | None = None,
+    n_changed: str | Sequence[float] | None = None,
 ) -> Checked:
     """Check an estimates table: every row is a reported cell.
 
@@ -1276,6 +1278,15 @@ def check_estimates(
         Columns blanked in failing rows; default: those of
         ``estimate, std_error, conf_low, conf_high, statistic, p_value, ...``
         present. The count columns of failing rows are blanked too.
+    n_changed : str, sequence or None
+        Per row, the treated units whose outcome change differs from the most common change
+        among them (:func:`reach.did.users_off_common_change`); NaN for a row the rule does not
+        apply to, ``None`` skips it. 0 fails (every treated unit's change is the same: the
+        estimate is each unit's own change, ACRO's "all-values-are-same", and its standard
+        error reflects the comparison units alone), and so does 1 to ``min_treated - 1``: the
+        treated side is the common change plus those few units' deviations, which the estimate
+        reveals as a share reveals its 1-9 units (and a Wald interval on so few "events" is
+        unreliable: Brown, Cai & DasGupta 2001).
 
     Returns
     -------
@@ -1285,7 +1296,8 @@ def check_estimates(
     -----
     Row :math:`r` passes iff :math:`n^T_r \\ge` ``min_treated``,
     :math:`n^C_r \\ge` ``min_control`` and :math:`df_r \\ge` ``min_dof``
-    (for the rules given). A missing count fails (unknown support).
+    (for the rules given), and, with ``n_changed``, at least ``min_treated`` treated units'
+    changes differ from the most common one. A missing count fails (unknown support).
 
     Examples
     --------
@@ -1325,6 +1337,12 @@ def check_estimates(
     cells["n_units"] = cells.get("n_treated", pd.Series(np.nan, index=cells.index)).to_numpy() + (
         cells["n_control"].to_numpy() if "n_control" in cells else 0
     )
+    if n_changed is not None:
+        ch = _count_column(table, n_changed, "n_changed", name)
+        cells["n_changed"] = ch
+        # NaN: the rule does not apply to the row
+        cells["fail_all_same"] = ch == 0
+        cells["fail_few_changed"] = (ch > 0) & (ch < rules.min_treated)
     cells = _verdicts(cells)
     value_cols = tuple(columns) if columns is not None else tuple(c for c in _ESTIMATE_COLS if c in table.columns)
     require_columns(table, value_cols, f"check '{name}': the estimates table")

@@ -25,7 +25,7 @@ import pandas as pd
 from reach._checks import check_choice, count_text, require_columns
 from reach.did import (AGGTE_COLUMNS, ATT_GT_COLUMNS, _TINY, AggteResult, ATTgtResult, DiDEstimate,
                        _distinct_per_unit, aggte, att_gt, matched_att_gt, matched_user_count, naive_difference,
-                       parse_xformla, twfe, with_matching_weights)
+                       parse_xformla, twfe, users_off_common_change, with_matching_weights)
 
 __all__ = ["EffectReport", "effect_report", "event_study_plot", "effects_intro", "samples_text", "REPORT_TABLES",
            "COMPARISON_METHODS", "panel_columns"]
@@ -257,6 +257,22 @@ class EffectReport:
     def _cs(self) -> pd.Series:
         return self.tables["comparison"].set_index("method").loc[COMPARISON_METHODS[0]]
 
+    def _cs_rules(self) -> set:
+        """The disclosure rules the simple ATT's row of the comparison table failed or was flagged by."""
+        cells = self.checked["comparison"].cells
+        names = cells.loc[cells.index[0], "rule_names"] if len(cells) else ""
+        return set(filter(None, str(names).split(",")))
+
+    def withheld(self) -> str:
+        """Why the simple ATT is not published ("" when it is): too few firms, or the users' own outcomes."""
+        if np.isfinite(self._cs()["estimate"]) or not self.estimable:
+            return ""
+        rules = self._cs_rules()
+        if rules & {"min_treated", "min_control", "min_dof"} or not rules & {"all_same", "few_changed"}:
+            return "too few firms behind it"
+        # every user's outcome changed alike, or all but 1-9: the estimate would be their own changes
+        return "it would reveal individual users' outcomes"
+
     @property
     def detectable(self) -> bool:
         """True when the published simple ATT's confidence interval excludes zero."""
@@ -268,7 +284,8 @@ class EffectReport:
         """Headline numbers, read only from the publishable tables (suppressed: NaN, recorded as null).
 
         Keys: ``simple_att, simple_se, simple_conf_low, simple_conf_high, detectable,
-        pretest_p_value, naive, twfe, n_treated, dynamic`` (``{event time: estimate}``).
+        pretest_p_value, naive, twfe, n_treated, dynamic`` (``{event time: estimate}``),
+        ``withheld`` (why the estimate is suppressed, "" when published).
         """
         cmp_ = self.tables["comparison"].set_index("method")
         cs = cmp_.loc[COMPARISON_METHODS[0]]
@@ -287,6 +304,7 @@ class EffectReport:
             "n_control_all": float(cs["n_control_all"]) if "n_control_all" in cs else float("nan"),
             "n_control_min": float(cs["n_control"]),
             "detectable": self.detectable,
+            "withheld": self.withheld(),
         }
 
     def verdict(self) -> str:
@@ -297,7 +315,8 @@ class EffectReport:
         if not self.estimable:
             return f"not estimable: {self.not_estimable_reason}"
         if not np.isfinite(cs["estimate"]):
-            return "not publishable (too few firms)"
+            why = self.withheld()
+            return "not publishable (too few firms)" if why.startswith("too few") else f"not publishable ({why})"
         if self.detectable:
             return (f"effect {fmt_number(cs['estimate'], signed=True)} (CI {fmt_number(cs['conf_low'])} to "
                     f"{fmt_number(cs['conf_high'])})")
@@ -318,7 +337,10 @@ class EffectReport:
         if not self.estimable:
             return f"{head} not estimable: {self.not_estimable_reason}."
         if not np.isfinite(cs["estimate"]):
-            text = f"{head} the overall effect rests on too few firms to be published under the disclosure rules."
+            why = self.withheld()
+            text = (f"{head} the overall effect rests on too few firms to be published under the disclosure rules."
+                    if why.startswith("too few") else
+                    f"{head} the overall effect is not published under the disclosure rules: {why}.")
         elif not np.isfinite(cs["std_error"]):
             text = (f"{head} no detectable effect: users' and comparison firms' {name} changed identically "
                     f"(estimate {f(cs['estimate'])}, no variation to attach a confidence interval to).")
@@ -615,8 +637,10 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
         "n_control": int(r.n_control[pre_cells].min()) if pre_cells.any() else 0}])
     tag = f"{programme}_{outcome}_{sample}"
     raw = {"comparison": comp, "pretest": pre_t, "event_study": dyn.tidy(), "att_gt": r.tidy()}
+    users = ((data["treated"] == 1) if matched_units is not None else (data[gname] > 0)).to_numpy()
+    changed = _users_changed(data, outcome, r, dyn, unit=est_id, cohort=est_g, tname=tname, users=users)
     checked = {k: check_estimates(v, name=f"{tag}_{k}", n_treated="n_treated", n_control="n_control", rules=rules,
-                                  columns=_value_columns(v))
+                                  columns=_value_columns(v), n_changed=changed[k])
                for k, v in raw.items()}
     tables = {k: _publishable(c) for k, c in checked.items()}
     # which cells the estimator left undefined (not which the disclosure check removed): shown as "–"
@@ -626,10 +650,46 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
                         min_units=int(rules.min_units), n_balanced_drop=n_bal_drop, undefined=undefined)
 
 
+def _users_changed(data: pd.DataFrame, outcome: str, r: ATTgtResult, dyn: AggteResult, *, unit: str, cohort: str,
+                   tname: str, users: np.ndarray) -> dict:
+    """Per table row, the users whose outcome change differs from their cell's most common change, over the
+    cells the row rests on (NaN: no such rule for the row, as the pre-trend test: a test, not a users' mean).
+
+    ``users``: the rows of ``data`` that are users (full sample: first use > 0; stacked matched sample: the
+    blocks' ``treated == 1``). 0 users off means every user's change was the same: the row is each user's
+    own change (:func:`reach.did.users_off_common_change`), and check_estimates suppresses it.
+    """
+    d = data.loc[users, [unit, cohort, tname, outcome]]
+    uid, uniq = pd.factorize(d[unit])
+    periods = np.asarray(r.periods, dtype=float)
+    col = np.searchsorted(periods, d[tname].to_numpy(dtype=float))
+    inside = (col < len(periods)) & (periods[np.minimum(col, len(periods) - 1)] == d[tname].to_numpy(dtype=float))
+    Y = np.full((len(uniq), len(periods)), np.nan)
+    Y[uid[inside], col[inside]] = pd.to_numeric(d[outcome], errors="coerce").to_numpy(dtype=float)[inside]
+    coh = np.zeros(len(uniq))
+    coh[uid] = d[cohort].to_numpy(dtype=float)
+    g, t = np.asarray(r.groups, dtype=float), np.asarray(r.times, dtype=float)
+    off, _ = users_off_common_change(Y, coh, periods, g, t, np.asarray(r.base_times, dtype=float))
+    done = np.isfinite(np.asarray(r.att, dtype=float))  # aggte(na_rm=True) leaves the missing cells out
+
+    def n_off(cells: np.ndarray) -> float:
+        return float(off[:, cells & done].any(axis=1).sum()) if (cells & done).any() else np.nan
+
+    post = n_off(g <= t)
+    e = t - g
+    keys = [k for k in dyn.tidy()["key"].iloc[1:]]
+    return {"att_gt": np.array([n_off(np.arange(len(g)) == j) for j in range(len(g))]),
+            "event_study": np.array([post] + [n_off(e == float(k)) for k in keys]),
+            # the simple and dynamic averages, TWFE and the naive difference all rest on the users' post-use changes
+            "comparison": np.full(len(COMPARISON_METHODS), post),
+            "pretest": np.array([np.nan])}
+
+
 def _value_columns(t: pd.DataFrame) -> list[str]:
-    """Columns a failing row blanks: the estimates, and the count of every comparison firm (registered with them)."""
-    return [c for c in ("estimate", "std_error", "conf_low", "conf_high", "statistic", "p_value", "n_control_all")
-            if c in t.columns]
+    """Columns a failing row blanks: the estimates and both intervals (the pointwise one's midpoint is the
+    estimate), and the count of every comparison firm (registered with them)."""
+    return [c for c in ("estimate", "std_error", "conf_low", "conf_high", "pointwise_low", "pointwise_high",
+                        "statistic", "p_value", "n_control_all") if c in t.columns]
 
 
 def _comparison_firms(data: pd.DataFrame, outcome: str, r, *, matched: bool, key: str, idname: str, gname: str,

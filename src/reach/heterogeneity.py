@@ -211,6 +211,8 @@ class HeterogeneityResult(ResultDisplay):
     note: str = ""
     exclusions: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    #: per row, users off their cell's common outcome change (NaN: no such rule); for the check, not published
+    n_changed: tuple = field(default=(), repr=False)
 
     def tidy(self) -> pd.DataFrame:
         """All rows, columns :data:`HET_COLUMNS` (``kind``: overall, subgroup, difference). Unchecked."""
@@ -221,7 +223,8 @@ class HeterogeneityResult(ResultDisplay):
         from reach.disclosure import check_estimates
 
         return check_estimates(self.rows, name=name or f"heterogeneity_{self.yname}", rules=self.rules,
-                               columns=["estimate", "std_error", "statistic", "conf_low", "conf_high", "p_value"])
+                               columns=["estimate", "std_error", "statistic", "conf_low", "conf_high", "p_value"],
+                               n_changed=self.n_changed if len(self.n_changed) == len(self.rows) else None)
 
     def publishable(self) -> pd.DataFrame:
         """Publishable copy: suppressed rows' numbers are NaN, and their status says so."""
@@ -307,14 +310,17 @@ def _term(dimension: str, subgroup: str, reference: str, kind: str) -> str:
     return f"{dimension}: {subgroup}" + (f" - {reference}" if kind == "difference" else "")
 
 
-def _row(dimension, subgroup, reference, kind, est, se, n_t, n_c, status, z) -> dict:
+def _row(dimension, subgroup, reference, kind, est, se, n_t, n_c, status, z, n_changed=np.nan) -> dict:
+    """A table row; ``_n_changed`` (users off their cell's common outcome change, NaN: no such rule) is kept
+    for the disclosure check, not published."""
     ok = np.isfinite(est) and np.isfinite(se) and se > 0
     return {"term": _term(dimension, subgroup, reference, kind), "dimension": dimension, "subgroup": subgroup,
             "reference": reference, "kind": kind, "estimate": est, "std_error": se,
             "statistic": est / se if ok else np.nan,
             "conf_low": est - z * se if ok else np.nan, "conf_high": est + z * se if ok else np.nan,
             "p_value": float(2 * stats.norm.sf(abs(est / se))) if ok else np.nan,
-            "n_treated": float(n_t), "n_control": float(n_c), "status": status}
+            "n_treated": float(n_t), "n_control": float(n_c), "status": status,
+            "_n_changed": float(n_changed) if n_changed is not None and n_changed >= 0 else np.nan}
 
 
 def _stacked(fits: list, signs, universe: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -354,7 +360,9 @@ def _combine(parts: list, weights: np.ndarray, universe: np.ndarray | None = Non
     ids, phi = _stacked(parts, weights, universe)
     return _Fit(att=float(sum(w * f.att for f, w in zip(parts, weights))), se=float(math.sqrt(np.einsum("i,i->", phi, phi))),
                 n_treated=int(sum(f.n_treated for f in parts)), n_control=int(min(f.n_control for f in parts)),
-                ids=ids, phi=phi, left_out=_reasons(*(f.left_out for f in parts)))
+                ids=ids, phi=phi, left_out=_reasons(*(f.left_out for f in parts)),
+                # the parts are cohorts of one subgroup: their users are distinct
+                n_changed=-1 if any(f.n_changed < 0 for f in parts) else int(sum(f.n_changed for f in parts)))
 
 
 def _reasons(*why: str) -> str:
@@ -362,10 +370,20 @@ def _reasons(*why: str) -> str:
     return "; ".join(dict.fromkeys(x for x in why if x))
 
 
+#: Status of a subgroup whose users' side is each user's own outcome change, or that of 1-9 users: every
+#: user's change alike, or all but fewer than ``min_treated`` (the estimate would reveal their changes).
+REVEALS_USERS = "suppressed: it would reveal individual users' outcomes"
+
+
 def _estimated(*left_out: str) -> str:
     """A fit's status: "estimated", or that it had to leave group-time effects out, and why (no counts)."""
     why = _reasons(*left_out)
     return f"estimated, some group-time effects left out ({why})" if why else "estimated"
+
+
+def _reveals(f, min_t: int) -> bool:
+    """Fewer than ``min_t`` users' outcome changes differ from their cell's common change (0: all alike)."""
+    return 0 <= f.n_changed < min_t
 
 
 def _estimate(d: pd.DataFrame, labels: pd.Series, dims: dict, *, yname, gname, tname, idname, xformla,
@@ -418,7 +436,12 @@ def _estimate(d: pd.DataFrame, labels: pd.Series, dims: dict, *, yname, gname, t
     users_all = labels.index.to_numpy()
     if len(users_all) >= min_t:
         f = fit(users_all)
-        rows.append(_row("all", "all users", "", "overall", f.att, f.se, f.n_treated, f.n_control, _estimated(f.left_out), z))
+        if _reveals(f, min_t):  # every user's change alike but 0-9: the estimate would be their own changes
+            rows.append(_row("all", "all users", "", "overall", np.nan, np.nan, f.n_treated, f.n_control,
+                             REVEALS_USERS, z, f.n_changed))
+        else:
+            rows.append(_row("all", "all users", "", "overall", f.att, f.se, f.n_treated, f.n_control,
+                             _estimated(f.left_out), z, f.n_changed))
     else:
         rows.append(_row("all", "all users", "", "overall", np.nan, np.nan, len(users_all), len(never),
                          f"suppressed: fewer than {min_t} users", z))
@@ -447,8 +470,13 @@ def _estimate(d: pd.DataFrame, labels: pd.Series, dims: dict, *, yname, gname, t
                 sub_rows[lev] = _row(dim, lev, "", "subgroup", np.nan, np.nan, len(ids), f.n_control,
                                      f"suppressed: fewer than {min_c} comparison firms", z)
                 continue
+            if _reveals(f, min_t):  # users' changes alike but for 0-9 of them: protected below too
+                sub_rows[lev] = _row(dim, lev, "", "subgroup", np.nan, np.nan, len(ids), f.n_control, REVEALS_USERS, z,
+                                     f.n_changed)
+                continue
             fits[lev] = f
-            sub_rows[lev] = _row(dim, lev, "", "subgroup", f.att, f.se, f.n_treated, f.n_control, _estimated(f.left_out), z)
+            sub_rows[lev] = _row(dim, lev, "", "subgroup", f.att, f.se, f.n_treated, f.n_control,
+                                 _estimated(f.left_out), z, f.n_changed)
         # Users not published in any level (suppressed, or unknown reference year) are the overall
         # minus the published levels: when they form a single piece, one more level is withheld
         # (the smallest), so neither their count nor (approximately) their effect can be recovered.
@@ -470,11 +498,12 @@ def _estimate(d: pd.DataFrame, labels: pd.Series, dims: dict, *, yname, gname, t
                 est, se = _diff(fits[lev], fits[ref], universe)
                 n_c = min(fits[lev].n_control, fits[ref].n_control)
                 rows.append(_row(dim, lev, ref, "difference", est, se, n_t, n_c,
-                                 _estimated(fits[lev].left_out, fits[ref].left_out), z))
+                                 _estimated(fits[lev].left_out, fits[ref].left_out), z,
+                                 min(fits[lev].n_changed, fits[ref].n_changed)))
             else:
                 rows.append(_row(dim, lev, ref, "difference", np.nan, np.nan, np.nan, len(never),
                                  "suppressed: a subgroup is suppressed or not estimable", z))
-    return pd.DataFrame(rows, columns=list(HET_COLUMNS))
+    return pd.DataFrame(rows, columns=list(HET_COLUMNS)), tuple(r["_n_changed"] for r in rows)
 
 
 def _prepare(panel, yname, gname, tname, idname, xformla, control_group, est_method, alpha):
@@ -594,10 +623,10 @@ def heterogeneity(panel: pd.DataFrame, yname: str, subgroups: Mapping[str, Any] 
             vals = reference_values(look, never, np.full(len(never), b), cols, tname=tname, idname=idname)
             for dim, rule in subgroups.items():
                 comp_labels[dim][g] = _labels(rule, vals, target_group or {})[0]
-    rows = _estimate(d, lab, subgroups, yname=yname, gname=gname, tname=tname, idname=idname, xformla=xformla,
+    rows, changed = _estimate(d, lab, subgroups, yname=yname, gname=gname, tname=tname, idname=idname, xformla=xformla,
                      control_group=control_group, est_method=est_method, anticipation=anticipation, alpha=alpha,
                      rules=rules, order=order, comp_labels=comp_labels)
-    return HeterogeneityResult(yname=yname, alpha=alpha, rows=rows, rules=rules, exclusions=excl,
+    return HeterogeneityResult(yname=yname, alpha=alpha, rows=rows, rules=rules, exclusions=excl, n_changed=changed,
                                settings={"comparison": comparison, "control_group": control_group,
                                          "est_method": est_method, "xformla": xformla or "~1",
                                          "anticipation": anticipation})
@@ -673,9 +702,10 @@ def dose_split(panel: pd.DataFrame, yname: str, firms: pd.DataFrame, *, programm
     lab = pd.DataFrame({"n_activities": np.where(users["n_activities"].to_numpy() >= split_at, top, ref)},
                        index=pd.Index(users[idname].to_numpy(), name=idname))
     d = d[~d[idname].isin(units.loc[(units[gname] > 0) & ~units[idname].isin(lab.index), idname])]
-    rows = _estimate(d, lab, {"n_activities": "n_activities"}, yname=yname, gname=gname, tname=tname, idname=idname,
+    rows, changed = _estimate(d, lab, {"n_activities": "n_activities"}, yname=yname, gname=gname, tname=tname, idname=idname,
                      xformla=xformla, control_group=control_group, est_method=est_method, anticipation=anticipation,
                      alpha=alpha, rules=rules, order={"n_activities": [ref, top]})
     return HeterogeneityResult(yname=yname, alpha=alpha, rows=rows, rules=rules, note=DOSE_NOTE, exclusions=excl,
+                               n_changed=changed,
                                settings={"control_group": control_group, "est_method": est_method,
                                          "xformla": xformla or "~1", "anticipation": anticipation})

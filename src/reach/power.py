@@ -19,6 +19,7 @@ notebook display; their tables pass :func:`reach.disclosure.check_estimates`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from scipy import stats
 from reach._checks import check_choice, count_text, require_columns
 from reach._display import ESTIMATE_CORE, ResultDisplay, estimate_table
 from reach.did import (CONTROL_GROUPS, EST_METHODS, AggteResult, NoPostTreatmentCells, _missing_post, aggte, att_gt,
-                       parse_xformla)
+                       parse_xformla, users_off_common_change)
 
 __all__ = [
     "analytic_mde",
@@ -267,6 +268,9 @@ class _Fit:
     phi: np.ndarray      # per-unit contribution: att - theta ~ sum_i phi_i, Var = sum phi_i^2
     left_out: str = ""   # why post-treatment cells the estimate leaves out are missing ("" none): reasons, no values
     n_post_cells: int = 0  # post-treatment group-time cells aggregated (the simple aggregation weighs each by p_g)
+    # users whose outcome change differs from their cell's most common change in some aggregated cell
+    # (reach.did.users_off_common_change); 0: every user's change was the same; -1: not computed
+    n_changed: int = -1
 
 
 def fit_simple(df: pd.DataFrame, yname: str, tname: str, idname: str, gname: str, *, xformla: str | None = None,
@@ -300,7 +304,22 @@ def _fit_simple_units(arrays, keep: np.ndarray, *, xformla: str | None = None, c
         r = arrays.att_gt(keep, xformla=xformla, control_group=control_group, est_method=est_method,
                           anticipation=anticipation, alp=alpha, _cells="post")
         a = aggte(r, "simple", na_rm=True, bootstrap=False)
-    return _fit_of(r, a)
+    return dataclasses.replace(_fit_of(r, a), n_changed=_n_changed(arrays, r))
+
+
+def _n_changed(arrays, r) -> int:
+    """Users of ``r`` whose outcome change differs from their cell's most common one in a cell the simple
+    aggregate keeps (the arrays' outcome rows of the cohorts estimated only: users are few, the panel is not)."""
+    g, t = np.asarray(r.groups, dtype=float), np.asarray(r.times, dtype=float)
+    done = np.isfinite(np.asarray(r.att, dtype=float)) & (g <= t)
+    if not done.any():
+        return -1
+    coh = np.asarray(r.unit_cohort, dtype=float)
+    mine = np.isin(coh, g[done])
+    rows = arrays.index.get_indexer(np.asarray(r.unit_ids)[mine])
+    off, _ = users_off_common_change(arrays.P.Y[rows], coh[mine], arrays.P.periods, g[done], t[done],
+                                     np.asarray(r.base_times, dtype=float)[done])
+    return int(off.any(axis=1).sum())
 
 
 def _fit_of(r, a) -> _Fit:

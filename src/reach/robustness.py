@@ -610,10 +610,10 @@ class HowSure:
                 hidden[r.dimension] = hidden.get(r.dimension, 0) + 1
                 continue
             sig = r.conf_low > 0 or r.conf_high < 0
+            verdict = "a detectable difference." if sig else "no detectable difference."
             out.append(f"- **{_dimension_name(r.dimension)}**: the effect for {a} minus that for {b} is "
                        f"{_num(r.estimate, 3, True)} ({lvl}% interval {_num(r.conf_low, 3, True)} to "
-                       f"{_num(r.conf_high, 3, True)}): " + ("a detectable difference." if sig
-                                                             else "no detectable difference."))
+                       f"{_num(r.conf_high, 3, True)}): " + verdict)
         for dim, k in hidden.items():
             out.append(f"- **{_dimension_name(dim)}**: {k} comparison{'s' if k > 1 else ''} not publishable "
                        "(a subgroup with too few users or comparison firms, or one that would reveal it).")

@@ -211,7 +211,8 @@ def summarise(headlines: Mapping[str, Any], *, programme: str, label: str | None
             hi = q("effects", f"{base}.{sample}.simple_conf_high")
             where = "on the matched sample" if sample == "matched" else "on all firms"
             if att is None:
-                effect.append(f"The effect {where} is suppressed: too few firms behind it.")
+                why = get("effects", f"{base}.{sample}.withheld") or "too few firms behind it"
+                effect.append(f"The effect {where} is suppressed: {why}.")
                 continue
             detect = q("effects", f"{base}.{sample}.detectable")
             verdict = ("an effect" if detect else "no detectable effect")
@@ -708,7 +709,8 @@ def _lead_sentence(src: _Quoted, p: str, name: str, p_outcome: str, p_sample: st
                 f"{labels.outcome(p_outcome)}) was not recorded for this run."), None
     att = src.q(sec, f"{base}.{p_sample}.simple_att")
     if att is None:
-        return f"{name}: the primary estimate is suppressed (too few firms behind it).", None
+        why = lookup(src.headlines, sec, f"{base}.{p_sample}.withheld") or "too few firms behind it"
+        return f"{name}: the primary estimate is suppressed ({why}).", None
     lo = src.q(sec, f"{base}.{p_sample}.simple_conf_low")
     hi = src.q(sec, f"{base}.{p_sample}.simple_conf_high")
     n = src.q(sec, f"{base}.{p_sample}.n_treated")
