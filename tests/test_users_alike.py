@@ -176,3 +176,40 @@ def test_subgroup_whose_users_never_export_is_suppressed_and_its_complement_prot
                          control_group="nevertreated", rules=rules)
     ne = res2.publishable().set_index(["kind", "subgroup"]).loc[("subgroup", "non-exporter")]
     assert ne["status"] == "estimated" and ne["conf_low"] > 0
+
+
+def test_the_starting_question_says_why_it_cannot_be_answered():
+    """The stub's case end to end: no user that did not export before first use exports after it. The
+    answer names the reason once, without the numbers (the old text read "no, fewer of them export")."""
+    from reach import robustness
+
+    p = _panel(switchers=0)
+    s = robustness.how_sure(p, {}, programme="x", label="Programme X",
+                            primary={"sample": "full", "outcome": "log_exports"}, outcomes=["log_exports"],
+                            xformla=None, control_group="nevertreated", placebo_draws=0,
+                            subgroups={"exporter_before": "exporter_before"}, rules=Rules(), progress=False)
+    answer = s.heterogeneity_text().split("**Does it help firms that were not exporting yet?**")[1]
+    assert answer.strip() == ("This cannot be answered here: that subgroup is suppressed (it would reveal "
+                              "individual users' outcomes).")
+    assert s.headline()["starting"]["exporter_before"]["non-exporter"]["estimate"] is None  # recorded as null
+
+
+def test_sensitivity_of_an_outcome_no_user_changes_is_withheld():
+    """HonestDiD's robust sets are intervals around the event study's post-use estimates; the "original"
+    row is its confidence interval, whose midpoint is the withheld estimate. Withheld the same way, and
+    said so; an outcome whose users' changes vary keeps its sensitivity rows."""
+    from reach import robustness
+
+    p = _panel(switchers=0)
+    s = robustness.how_sure(p, {}, programme="x", primary={"sample": "full", "outcome": "log_exports"},
+                            outcomes=["log_exports", "exporter"],
+                            xformla=None, control_group="nevertreated", placebo_draws=0, subgroups={},
+                            rules=Rules(), progress=False)
+    pub = s.publishable("sensitivity")
+    ex, lx = pub[pub["outcome"] == "exporter"], pub[pub["outcome"] == "log_exports"]
+    assert len(ex) and ex[["estimate", "conf_low", "conf_high"]].isna().all().all()
+    assert set(s.checked["sensitivity"].cells.loc[s.checked["sensitivity"].cells["outcome"] == "exporter",
+                                                  "rule_names"]) == {"all_same"}
+    assert "suppressed (it would reveal individual users' outcomes)." in s.sensitivity_text()
+    # log exports: the users that never export are alike, the exporters are not: published
+    assert lx["estimate"].notna().all()

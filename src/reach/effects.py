@@ -28,7 +28,7 @@ from reach.did import (AGGTE_COLUMNS, ATT_GT_COLUMNS, _TINY, AggteResult, ATTgtR
                        parse_xformla, twfe, users_off_common_change, with_matching_weights)
 
 __all__ = ["EffectReport", "effect_report", "event_study_plot", "effects_intro", "samples_text", "REPORT_TABLES",
-           "COMPARISON_METHODS", "panel_columns"]
+           "COMPARISON_METHODS", "panel_columns", "users_changed_after_use"]
 
 
 def panel_columns(outcomes, *, xformla: str | None = None, covariates=(), subgroups=None,
@@ -650,6 +650,24 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
                         min_units=int(rules.min_units), n_balanced_drop=n_bal_drop, undefined=undefined)
 
 
+def _users_off(data: pd.DataFrame, outcome: str, *, unit: str, cohort: str, tname: str, users: np.ndarray,
+               periods, groups, times, base_times) -> np.ndarray:
+    """:func:`reach.did.users_off_common_change` of the cells, from the long rows ``users`` of ``data`` (a mask)."""
+    d = data.loc[users, [unit, cohort, tname, outcome]]
+    uid, uniq = pd.factorize(d[unit])
+    periods = np.asarray(periods, dtype=float)
+    yr = d[tname].to_numpy(dtype=float)
+    col = np.searchsorted(periods, yr)
+    inside = (col < len(periods)) & (periods[np.minimum(col, len(periods) - 1)] == yr)
+    Y = np.full((len(uniq), len(periods)), np.nan)
+    Y[uid[inside], col[inside]] = pd.to_numeric(d[outcome], errors="coerce").to_numpy(dtype=float)[inside]
+    coh = np.zeros(len(uniq))
+    coh[uid] = d[cohort].to_numpy(dtype=float)
+    off, _ = users_off_common_change(Y, coh, periods, np.asarray(groups, dtype=float), np.asarray(times, dtype=float),
+                                     np.asarray(base_times, dtype=float))
+    return off
+
+
 def _users_changed(data: pd.DataFrame, outcome: str, r: ATTgtResult, dyn: AggteResult, *, unit: str, cohort: str,
                    tname: str, users: np.ndarray) -> dict:
     """Per table row, the users whose outcome change differs from their cell's most common change, over the
@@ -659,17 +677,9 @@ def _users_changed(data: pd.DataFrame, outcome: str, r: ATTgtResult, dyn: AggteR
     blocks' ``treated == 1``). 0 users off means every user's change was the same: the row is each user's
     own change (:func:`reach.did.users_off_common_change`), and check_estimates suppresses it.
     """
-    d = data.loc[users, [unit, cohort, tname, outcome]]
-    uid, uniq = pd.factorize(d[unit])
-    periods = np.asarray(r.periods, dtype=float)
-    col = np.searchsorted(periods, d[tname].to_numpy(dtype=float))
-    inside = (col < len(periods)) & (periods[np.minimum(col, len(periods) - 1)] == d[tname].to_numpy(dtype=float))
-    Y = np.full((len(uniq), len(periods)), np.nan)
-    Y[uid[inside], col[inside]] = pd.to_numeric(d[outcome], errors="coerce").to_numpy(dtype=float)[inside]
-    coh = np.zeros(len(uniq))
-    coh[uid] = d[cohort].to_numpy(dtype=float)
     g, t = np.asarray(r.groups, dtype=float), np.asarray(r.times, dtype=float)
-    off, _ = users_off_common_change(Y, coh, periods, g, t, np.asarray(r.base_times, dtype=float))
+    off = _users_off(data, outcome, unit=unit, cohort=cohort, tname=tname, users=users, periods=r.periods,
+                     groups=g, times=t, base_times=r.base_times)
     done = np.isfinite(np.asarray(r.att, dtype=float))  # aggte(na_rm=True) leaves the missing cells out
 
     def n_off(cells: np.ndarray) -> float:
@@ -683,6 +693,33 @@ def _users_changed(data: pd.DataFrame, outcome: str, r: ATTgtResult, dyn: AggteR
             # the simple and dynamic averages, TWFE and the naive difference all rest on the users' post-use changes
             "comparison": np.full(len(COMPARISON_METHODS), post),
             "pretest": np.array([np.nan])}
+
+
+def users_changed_after_use(panel: pd.DataFrame, outcome: str, *, gname: str, tname: str = "year",
+                            idname: str = "firm_id", anticipation: int = 0) -> dict:
+    """Users whose outcome change from the year before (first use - anticipation) differs from the common
+    change of their group-time cell, in some post-use cell (``"average"``) and in the year of first use (``0``).
+
+    For estimates built from those cells elsewhere (the sensitivity analysis's event study): fewer than
+    ``min_treated`` means the estimate would reveal the users' own changes, as in :func:`effect_report`.
+
+    Examples
+    --------
+    >>> p = pd.DataFrame({"firm_id": [1, 1, 2, 2, 3, 3], "year": [2019, 2020] * 3, "g": [2020] * 4 + [0, 0],
+    ...                   "y": [0, 1, 0, 1, 5, 7]})
+    >>> users_changed_after_use(p, "y", gname="g")
+    {'average': 0, 0: 0}
+    """
+    years = np.sort(pd.unique(panel[tname].dropna()).astype(float))
+    coh = pd.unique(panel.loc[panel[gname] > 0, gname]).astype(float)
+    cells = [(g, t, g - 1 - anticipation) for g in sorted(coh) for t in years
+             if t >= g and (g - 1 - anticipation) in set(years)]
+    if not cells:
+        return {"average": 0, 0: 0}
+    groups, times, bases = (np.array(c, dtype=float) for c in zip(*cells))
+    off = _users_off(panel, outcome, unit=idname, cohort=gname, tname=tname, users=(panel[gname] > 0).to_numpy(),
+                     periods=years, groups=groups, times=times, base_times=bases)
+    return {"average": int(off.any(axis=1).sum()), 0: int(off[:, times == groups].any(axis=1).sum())}
 
 
 def _value_columns(t: pd.DataFrame) -> list[str]:

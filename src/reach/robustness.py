@@ -321,6 +321,16 @@ class HowSure:
         """Export name of a part's table or figure, e.g. ``sensitivity_tinl``."""
         return f"{part}_{self.programme}"
 
+    def _sensitivity_withheld(self, outcome: str) -> str:
+        """Why an outcome's sensitivity rows are suppressed: too few firms, or the users' own outcome changes."""
+        chk = self.checked.get("sensitivity")
+        if chk is not None:
+            t = chk.cells.loc[chk.cells["outcome"] == outcome, "rule_names"]
+            rules = set(",".join(t).split(","))
+            if rules & {"all_same", "few_changed"} and not rules & {"min_treated", "min_control"}:
+                return "it would reveal individual users' outcomes"
+        return "too few firms behind the event study"
+
     def publishable(self, part: str) -> pd.DataFrame | None:
         chk = self.checked.get(part)
         return None if chk is None else chk.suppress()
@@ -474,7 +484,7 @@ class HowSure:
             sd = node.get("smoothness", {}).get("average", {})
             bv = rm.get("breakdown_value")
             if rm.get("significant_at_zero") is None:
-                text = "suppressed (too few firms behind the event study)."
+                text = f"suppressed ({self._sensitivity_withheld(outcome)})."
             elif bv == 0:
                 g = self.sensitivity[outcome][("relative_magnitude", "average")].grid
                 nxt = f" as large as {100 * g[1]:.0f}% of the largest pre-period change" if len(g) > 1 else ""
@@ -710,13 +720,16 @@ def _val(x: Any) -> float | None:
 
 
 def _status(s: str) -> str:
+    from reach.heterogeneity import REVEALS_USERS
+
     s = str(s)
     if s == "estimated":
         return "estimated"
     return (s.replace("min_treated", "minimum").replace("post-treatment ATT(g,t)", "year after first use")
             .replace("suppressed (secondary): protects a suppressed subgroup",
                      "suppressed (it would reveal another, suppressed subgroup)")
-            .replace("suppressed (secondary)", "suppressed (would reveal a suppressed subgroup)"))
+            .replace("suppressed (secondary)", "suppressed (would reveal a suppressed subgroup)")
+            .replace(REVEALS_USERS, "suppressed (" + REVEALS_USERS.removeprefix("suppressed: ") + ")"))
 
 
 # --------------------------------------------------------------------------- the builder
@@ -802,6 +815,7 @@ def how_sure(panel: pd.DataFrame, reports: Mapping, *, programme: str, label: st
     True
     """
     from reach.disclosure import Rules, check_estimates
+    from reach.effects import users_changed_after_use
     from reach.heterogeneity import dose_split, heterogeneity
     from reach.power import analytic_mde, placebo
 
@@ -838,9 +852,14 @@ def how_sure(panel: pd.DataFrame, reports: Mapping, *, programme: str, label: st
             notes[f"sensitivity_error_{y}"] = str(e)
     if sens:
         full = pd.concat([_sensitivity_rows(r, y) for y, r in sens.items()], ignore_index=True)
+        # the robust sets are intervals around the event study's post-use estimates: withheld, as the effect
+        # tables' rows, when those would reveal the users' own outcome changes
+        changed = {y: users_changed_after_use(panel, y, gname=gname, anticipation=anticipation) for y in sens}
+        n_changed = [changed[y]["average" if tg == "average" else 0] for y, tg in zip(full["outcome"], full["target"])]
         checked["sensitivity"] = check_estimates(full, f"sensitivity_{programme}", n_treated="n_treated",
                                                  n_control="n_control", rules=rules,
-                                                 columns=["excludes_zero", "estimate", "conf_low", "conf_high"])
+                                                 columns=["excludes_zero", "estimate", "conf_low", "conf_high"],
+                                                 n_changed=n_changed)
 
     # 2. analytic MDE per outcome from the recorded (publishable) SE on the primary sample
     mdes = {}
