@@ -192,6 +192,8 @@ def test_the_starting_question_says_why_it_cannot_be_answered():
     assert answer.strip() == ("This cannot be answered here: that subgroup is suppressed (it would reveal "
                               "individual users' outcomes).")
     assert s.headline()["starting"]["exporter_before"]["non-exporter"]["estimate"] is None  # recorded as null
+    # the hidden difference names that reason among the possible ones
+    assert "one that would reveal individual users' outcomes" in s.heterogeneity_text()
 
 
 def test_sensitivity_of_an_outcome_no_user_changes_is_withheld():

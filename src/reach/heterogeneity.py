@@ -200,8 +200,9 @@ class HeterogeneityResult(ResultDisplay):
 
     ``tidy()`` is microdata-derived and unchecked; ``checked()`` / ``publishable()`` apply
     the disclosure rules (a row resting on fewer than ``min_treated`` users or
-    ``min_control`` comparison firms is blanked), and ``summary()`` and the notebook display
-    show only the publishable copy.
+    ``min_control`` comparison firms is blanked, and so is one whose users' outcome changes
+    are all alike but for fewer than ``min_treated`` of them: status :data:`REVEALS_USERS`),
+    and ``summary()`` and the notebook display show only the publishable copy.
     """
 
     yname: str

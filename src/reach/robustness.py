@@ -626,7 +626,8 @@ class HowSure:
                        f"{_num(r.conf_high, 3, True)}): " + verdict)
         for dim, k in hidden.items():
             out.append(f"- **{_dimension_name(dim)}**: {k} comparison{'s' if k > 1 else ''} not publishable "
-                       "(a subgroup with too few users or comparison firms, or one that would reveal it).")
+                       "(a subgroup with too few users or comparison firms, one that would reveal individual users' "
+                       "outcomes, or one that would reveal such a subgroup).")
         return out
 
     def heterogeneity_text(self) -> str:
