@@ -192,8 +192,10 @@ def test_the_starting_question_says_why_it_cannot_be_answered():
     assert answer.strip() == ("This cannot be answered here: that subgroup is suppressed (it would reveal "
                               "individual users' outcomes).")
     assert s.headline()["starting"]["exporter_before"]["non-exporter"]["estimate"] is None  # recorded as null
-    # the hidden difference names that reason among the possible ones
-    assert "one that would reveal individual users' outcomes" in s.heterogeneity_text()
+    # the hidden difference names that reason among the possible ones, in one line for every hidden comparison
+    assert ("- **Not publishable**: 1 by exporting in the year before first use (it rests on a subgroup with too few "
+            "users or comparison firms, one that would reveal individual users' outcomes, or one that would reveal "
+            "such a subgroup).") in s.heterogeneity_text()
 
 
 def test_sensitivity_of_an_outcome_no_user_changes_is_withheld():

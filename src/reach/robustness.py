@@ -624,10 +624,12 @@ class HowSure:
             out.append(f"- **{_dimension_name(r.dimension)}**: the effect for {a} minus that for {b} is "
                        f"{_num(r.estimate, 3, True)} ({lvl}% interval {_num(r.conf_low, 3, True)} to "
                        f"{_num(r.conf_high, 3, True)}): " + verdict)
-        for dim, k in hidden.items():
-            out.append(f"- **{_dimension_name(dim)}**: {k} comparison{'s' if k > 1 else ''} not publishable "
-                       "(a subgroup with too few users or comparison firms, one that would reveal individual users' "
-                       "outcomes, or one that would reveal such a subgroup).")
+        if hidden:  # one line for all of them: the reasons are the same list for each
+            by = ", ".join(f"{k} by {_dimension_name(dim)}" for dim, k in hidden.items())
+            n = sum(hidden.values())
+            out.append(f"- **Not publishable**: {by} ({'each rests' if n > 1 else 'it rests'} on a subgroup with "
+                       "too few users or comparison firms, one that would reveal individual users' outcomes, or one "
+                       "that would reveal such a subgroup).")
         return out
 
     def heterogeneity_text(self) -> str:
