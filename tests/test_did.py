@@ -525,6 +525,54 @@ def test_samples_text_names_the_matching_covariates_and_reads_the_intervals():
     assert samples_text(null, None) == ""
 
 
+def test_withheld_cells_cannot_be_recovered_from_the_averages():
+    """A cohort of 4 users: its ATT(g,t) are withheld. Were they kept in the event-time averages, which weigh
+    cohorts by size, the published averages, the other cohorts' cells and their user counts would give them
+    back exactly: ATT(2015,2015) = (n_0 theta(0) - sum_g n_g ATT(g,g)) / (n_0 - sum_g n_g). Every published
+    average is instead the size-weighted mean of the published cells alone (an independent computation from
+    the published tables), its user count their sum, and the pre-test leaves the withheld cells out."""
+    from reach.disclosure import Rules
+    from reach.effects import WITHHELD_CELL, effect_report
+
+    rep = effect_report(_report_panel(0.3, tiny=4), "y", programme="x", control_group="notyettreated", biters=99,
+                        rules=Rules())
+    gt, es = rep.tables["att_gt"], rep.tables["event_study"].iloc[1:]
+    pub = gt[gt["estimate"].notna()].assign(e=lambda d: d["time"] - d["group"])
+    assert set(gt.loc[gt["estimate"].isna(), "group"]) == {2015}
+    for k, row in zip(es["key"], es.itertuples()):
+        cells = pub[pub["e"] == int(k)]
+        assert row.n_treated == cells["n_treated"].sum()
+        assert row.estimate == pytest.approx((cells["estimate"] * cells["n_treated"]).sum() / cells["n_treated"].sum(),
+                                             rel=1e-9, abs=1e-12)
+    # the simple average: every published post cell weighted by its cohort's users
+    post = pub[pub["post"]]
+    cs = rep.tables["comparison"].iloc[0]
+    assert cs["estimate"] == pytest.approx((post["estimate"] * post["n_treated"]).sum() / post["n_treated"].sum(),
+                                           rel=1e-9)
+    assert cs["n_treated"] == post.groupby("group")["n_treated"].first().sum()
+    assert rep.tables["pretest"]["n_treated"].iloc[0] >= 10  # the tiny cohort's pre cells no longer bind it
+    assert list(rep.withheld_cells["group"].unique()) == [2015] and WITHHELD_CELL in rep.exclusions_text()
+    # the sensitivity analysis's event study (universal base) leaves the same cells out: its average after first
+    # use, the "original" interval's centre, rests on the published cohorts only
+    from reach.robustness import event_study_universal, how_sure
+
+    panel = _report_panel(0.3, tiny=4)
+    es_u = event_study_universal(panel, "y", gname="g_x", xformla=None, control_group="notyettreated",
+                                 varying=rep.att_gt, leave_out=rep.withheld_cells)
+    full_u = event_study_universal(panel, "y", gname="g_x", xformla=None, control_group="notyettreated")
+    k0 = list(es_u.keys).index(0)
+    assert es_u.n_treated_keys[k0] == es.loc[es["key"] == 0, "n_treated"].iloc[0] == 774
+    assert full_u.n_treated_keys[list(full_u.keys).index(0)] == 778  # without leave_out: the tiny cohort is in
+    assert 5 not in list(es_u.keys) and 5 in list(full_u.keys)
+    s = how_sure(panel, {("y", "full"): rep}, programme="x", primary={"sample": "full", "outcome": "y"},
+                 outcomes=["y"], xformla=None, control_group="notyettreated", placebo_draws=0, subgroups={},
+                 rules=Rules(), progress=False)
+    orig = s.publishable("sensitivity")
+    orig = orig[(orig["method"] == "Original") & (orig["target"] == "average")].iloc[0]
+    post_u = np.asarray(es_u.keys) >= 0
+    assert (orig["conf_low"] + orig["conf_high"]) / 2 == pytest.approx(np.asarray(es_u.att)[post_u].mean(), rel=1e-9)
+
+
 def test_effect_report_small_cohort_suppressed_not_crashed():
     from reach.effects import REPORT_TABLES, effect_report
     from reach.disclosure import Rules
@@ -546,7 +594,8 @@ def test_effect_report_small_cohort_suppressed_not_crashed():
     es = rep.tables["event_study"].iloc[1:]
     expected = pd.Series({str(int(k)): v for k, v in zip(es["key"], es["estimate"])})
     assert pd.Series(h["dynamic"]).equals(expected)
-    assert np.isnan(h["dynamic"]["6"])  # only the tiny cohort reaches 6 years after use: suppressed
+    # only the tiny cohort reaches 5-6 years after use: with its cells left out of the averages, no such row
+    assert "6" not in h["dynamic"] and "5" not in h["dynamic"]
     import matplotlib.pyplot as plt
 
     plt.close(rep.figure())

@@ -115,7 +115,7 @@ def test_placebo_and_heterogeneity_headlines_are_the_published_numbers(panel, su
 def test_small_subgroup_is_suppressed_not_crashed(sure):
     h = sure.headline()["heterogeneity"]["rare"]
     assert h["rare"]["estimate"] is None and h["rare"]["status"].startswith("suppressed")
-    assert "not publishable" in sure.heterogeneity_text()
+    assert "**Not publishable**: 1 by" in sure.heterogeneity_text()
     assert "suppressed" in sure.heterogeneity_html()
 
 

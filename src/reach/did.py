@@ -3172,6 +3172,21 @@ def cohort_from_treatment(df: pd.DataFrame, idname: str, tname: str, dname: str)
     return first.fillna(0).astype("int64")
 
 
+def _without_cells(result: ATTgtResult, mask: np.ndarray, reason: str) -> ATTgtResult:
+    """``result`` with the cells of ``mask`` left missing (``att`` NaN, listed in ``na_cells`` with ``reason``),
+    so that :func:`aggte` (``na_rm=True``) and the pre-test leave them out. The influence functions and draws
+    stay: they are only read for the cells kept."""
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return result
+    att = np.array(result.att, dtype=float)
+    att[mask] = np.nan
+    att.setflags(write=False)
+    g, t = np.asarray(result.groups)[mask], np.asarray(result.times)[mask]
+    na = pd.concat([result.na_cells, _na_frame([(a, b, reason) for a, b in zip(g, t)])], ignore_index=True)
+    return replace(result, att=att, na_cells=na)
+
+
 def users_off_common_change(Y: np.ndarray, cohort: np.ndarray, periods: np.ndarray, groups: np.ndarray,
                             times: np.ndarray, base_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r"""Which users' outcome change in each group-time cell differs from the cell's most common change.

@@ -24,8 +24,8 @@ import pandas as pd
 
 from reach._checks import check_choice, count_text, require_columns
 from reach.did import (AGGTE_COLUMNS, ATT_GT_COLUMNS, _TINY, AggteResult, ATTgtResult, DiDEstimate,
-                       _distinct_per_unit, aggte, att_gt, matched_att_gt, matched_user_count, naive_difference,
-                       parse_xformla, twfe, users_off_common_change, with_matching_weights)
+                       _distinct_per_unit, _without_cells, aggte, att_gt, matched_att_gt, matched_user_count,
+                       naive_difference, parse_xformla, twfe, users_off_common_change, with_matching_weights)
 
 __all__ = ["EffectReport", "effect_report", "event_study_plot", "effects_intro", "samples_text", "REPORT_TABLES",
            "COMPARISON_METHODS", "panel_columns", "users_changed_after_use"]
@@ -235,6 +235,8 @@ class EffectReport:
     n_balanced_drop: int = 0
     not_estimable_reason: str = ""
     undefined: dict = field(default_factory=dict, repr=False)
+    #: the ATT(g,t) the disclosure rules withhold (``group, time``), left out of every average
+    withheld_cells: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"group": [], "time": []}), repr=False)
 
     @property
     def estimable(self) -> bool:
@@ -405,6 +407,12 @@ class EffectReport:
         if len(na):
             parts.append("Group-time cells not estimated (NA): " + "; ".join(
                 f"ATT({r.group},{r.time}): {r.reason}" for r in na.itertuples()) + ".")
+        w = self.withheld_cells
+        if len(w):
+            cells = ", ".join(f"ATT({a},{b})" for a, b in zip(w["group"].head(6), w["time"].head(6)))
+            more = f" and {len(w) - 6} more" if len(w) > 6 else ""
+            parts.append(f"Group-time effects {WITHHELD_CELL} ({cells}{more}) are left out of the averages, the "
+                         "pre-trend test and the sensitivity analysis, so that they cannot be recovered from them.")
         return " ".join(parts)
 
     def figure(self, title: str | None = None):
@@ -604,9 +612,14 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
         except ValueError:
             if not _not_estimable(data, outcome, est_id, None, None):
                 raise
+        r_agg, withheld, gt_changed = r, None, None
         if r is not None and np.isfinite(np.asarray(r.att, dtype=float)).any():
-            dyn = aggte(r, "dynamic", na_rm=True)
-            simple = aggte(r, "simple", na_rm=True)
+            users = ((data["treated"] == 1) if matched_units is not None else (data[gname] > 0)).to_numpy()
+            off = _users_off(data, outcome, unit=est_id, cohort=est_g, tname=tname, users=users, periods=r.periods,
+                             groups=r.groups, times=r.times, base_times=r.base_times)
+            r_agg, withheld, gt_changed = _publishable_cells(r, off, rules, f"{programme}_{outcome}_{sample}_att_gt")
+            dyn = aggte(r_agg, "dynamic", na_rm=True)
+            simple = aggte(r_agg, "simple", na_rm=True)
         tw = _or_nan(lambda: twfe(cmp_data, outcome, tname, est_id, cmp_g, weightsname=est_w, alp=alp), "TWFE")
         nv = _or_nan(lambda: naive_difference(cmp_data, outcome, tname, est_id, cmp_g, alp=alp),
                      "naive users vs others")
@@ -628,17 +641,17 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
     comp.insert(comp.columns.get_loc("n_control"), "n_control_all",
                 [n_all] * 4 if matched_units is not None else
                 [n_all, n_all, int(comp.at[2, "n_control"]), int(comp.at[3, "n_control"])])
-    pre = r.pretest()
-    pre_cells = r.groups > r.times
+    # the pre-test on the cells the averages keep: a withheld cell leaves it as it leaves them
+    pre = r_agg.pretest()
+    pre_cells = (r_agg.groups > r_agg.times) & np.isfinite(np.asarray(r_agg.att, dtype=float))
     pre_t = pd.DataFrame([{
         "test": "pre-trends (Wald, all pre-treatment ATT(g,t) = 0)", "statistic": pre["statistic"],
         "df": pre["df"], "p_value": pre["p_value"],
-        "n_treated": int(r.n_treated[pre_cells].min()) if pre_cells.any() else 0,
-        "n_control": int(r.n_control[pre_cells].min()) if pre_cells.any() else 0}])
+        "n_treated": int(r_agg.n_treated[pre_cells].min()) if pre_cells.any() else 0,
+        "n_control": int(r_agg.n_control[pre_cells].min()) if pre_cells.any() else 0}])
     tag = f"{programme}_{outcome}_{sample}"
     raw = {"comparison": comp, "pretest": pre_t, "event_study": dyn.tidy(), "att_gt": r.tidy()}
-    users = ((data["treated"] == 1) if matched_units is not None else (data[gname] > 0)).to_numpy()
-    changed = _users_changed(data, outcome, r, dyn, unit=est_id, cohort=est_g, tname=tname, users=users)
+    changed = _users_changed(r_agg, dyn, off, gt_changed)
     checked = {k: check_estimates(v, name=f"{tag}_{k}", n_treated="n_treated", n_control="n_control", rules=rules,
                                   columns=_value_columns(v), n_changed=changed[k])
                for k, v in raw.items()}
@@ -647,7 +660,9 @@ def effect_report(panel: pd.DataFrame, outcome: str, *, programme: str, sample: 
     undefined = {k: v.isna() for k, v in raw.items()}
     return EffectReport(programme=programme, outcome=outcome, sample=sample, att_gt=r, dynamic=dyn, simple=simple,
                         twfe=tw, naive=nv, checked=checked, tables=tables, alp=float(alp),
-                        min_units=int(rules.min_units), n_balanced_drop=n_bal_drop, undefined=undefined)
+                        min_units=int(rules.min_units), n_balanced_drop=n_bal_drop, undefined=undefined,
+                        withheld_cells=pd.DataFrame({"group": np.asarray(r.groups)[withheld].astype("int64"),
+                                                     "time": np.asarray(r.times)[withheld].astype("int64")}))
 
 
 def _users_off(data: pd.DataFrame, outcome: str, *, unit: str, cohort: str, tname: str, users: np.ndarray,
@@ -668,19 +683,44 @@ def _users_off(data: pd.DataFrame, outcome: str, *, unit: str, cohort: str, tnam
     return off
 
 
-def _users_changed(data: pd.DataFrame, outcome: str, r: ATTgtResult, dyn: AggteResult, *, unit: str, cohort: str,
-                   tname: str, users: np.ndarray) -> dict:
+#: Why a group-time effect is left out of the averages (in ``na_cells`` of the result the averages use).
+WITHHELD_CELL = "withheld under the disclosure rules"
+
+
+def _publishable_cells(r: ATTgtResult, off: np.ndarray, rules, name: str) -> tuple[ATTgtResult, np.ndarray, np.ndarray]:
+    """The ATT(g,t) the disclosure rules withhold, and ``r`` without them for the averages.
+
+    A withheld cell kept in an average could be recovered from it: the event-time and overall averages weigh
+    cells by cohort size, and the other cohorts' cells and sizes are published (a cohort of 4 users: its
+    ATT(g,g) = (n * theta(0) - sum of the others' n_g ATT(g,g)) / 4). So the averages, the pre-test and the
+    sensitivity analysis's event study leave such cells out, as ``aggte(na_rm=True)`` leaves out missing ones;
+    when that would leave no post-use cell, ``r`` is kept (every cell withheld: nothing to subtract).
+
+    Returns ``(r for the averages, withheld mask, users off the common change per cell)``.
+    """
+    from reach.disclosure import check_estimates
+
+    finite = np.isfinite(np.asarray(r.att, dtype=float))
+    n_cell = np.where(finite, off.sum(axis=0).astype(float), np.nan)
+    chk = check_estimates(r.tidy(), name=name, n_treated="n_treated", n_control="n_control", rules=rules,
+                          columns=_value_columns(r.tidy()), n_changed=n_cell)
+    withheld = chk.cells["verdict"].eq("suppress").to_numpy() & finite
+    post = np.asarray(r.groups) <= np.asarray(r.times)
+    if not withheld.any() or not (finite & post & ~withheld).any():
+        return r, np.zeros(len(finite), dtype=bool), n_cell
+    return _without_cells(r, withheld, WITHHELD_CELL), withheld, n_cell
+
+
+def _users_changed(r_agg: ATTgtResult, dyn: AggteResult, off: np.ndarray, gt_changed: np.ndarray) -> dict:
     """Per table row, the users whose outcome change differs from their cell's most common change, over the
     cells the row rests on (NaN: no such rule for the row, as the pre-trend test: a test, not a users' mean).
 
-    ``users``: the rows of ``data`` that are users (full sample: first use > 0; stacked matched sample: the
-    blocks' ``treated == 1``). 0 users off means every user's change was the same: the row is each user's
-    own change (:func:`reach.did.users_off_common_change`), and check_estimates suppresses it.
+    ``off``: :func:`reach.did.users_off_common_change` of every cell; the averages rest on the cells of
+    ``r_agg`` (missing and withheld ones left out). 0 users off means every user's change was the same: the
+    row is each user's own change, and check_estimates suppresses it.
     """
-    g, t = np.asarray(r.groups, dtype=float), np.asarray(r.times, dtype=float)
-    off = _users_off(data, outcome, unit=unit, cohort=cohort, tname=tname, users=users, periods=r.periods,
-                     groups=g, times=t, base_times=r.base_times)
-    done = np.isfinite(np.asarray(r.att, dtype=float))  # aggte(na_rm=True) leaves the missing cells out
+    g, t = np.asarray(r_agg.groups, dtype=float), np.asarray(r_agg.times, dtype=float)
+    done = np.isfinite(np.asarray(r_agg.att, dtype=float))
 
     def n_off(cells: np.ndarray) -> float:
         return float(off[:, cells & done].any(axis=1).sum()) if (cells & done).any() else np.nan
@@ -688,7 +728,7 @@ def _users_changed(data: pd.DataFrame, outcome: str, r: ATTgtResult, dyn: AggteR
     post = n_off(g <= t)
     e = t - g
     keys = [k for k in dyn.tidy()["key"].iloc[1:]]
-    return {"att_gt": np.array([n_off(np.arange(len(g)) == j) for j in range(len(g))]),
+    return {"att_gt": gt_changed,
             "event_study": np.array([post] + [n_off(e == float(k)) for k in keys]),
             # the simple and dynamic averages, TWFE and the naive difference all rest on the users' post-use changes
             "comparison": np.full(len(COMPARISON_METHODS), post),

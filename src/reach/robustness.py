@@ -147,7 +147,8 @@ def _progress_in_notebook():
 def event_study_universal(panel: pd.DataFrame, outcome: str, *, gname: str, tname: str = "year",
                           idname: str = "firm_id", xformla: str | None = None,
                           control_group: str = "notyettreated", est_method: str = "dr", anticipation: int = 0,
-                          allow_unbalanced_panel: bool = True, alpha: float = 0.05, varying=None):
+                          allow_unbalanced_panel: bool = True, alpha: float = 0.05, varying=None,
+                          leave_out: pd.DataFrame | None = None):
     r"""Event study with a universal base period, as input of :func:`reach.sensitivity.honest_did`.
 
     Parameters
@@ -159,6 +160,10 @@ def event_study_universal(panel: pd.DataFrame, outcome: str, *, gname: str, tnam
         (notebook 04's full-sample estimate, ``EffectReport.att_gt``). Its post-period cells are the
         same 2x2 comparisons as the universal base's, so only the pre-period cells are estimated.
         When it is not an estimate of the same data and settings it is not used (everything is estimated).
+    leave_out : DataFrame, optional
+        Group-time cells (``group, time``) the effect tables withhold
+        (:attr:`reach.effects.EffectReport.withheld_cells`): left out of the event study too, so that the
+        robust sets' "original" interval is not an average they could be recovered from.
 
     Returns
     -------
@@ -215,6 +220,17 @@ def event_study_universal(panel: pd.DataFrame, outcome: str, *, gname: str, tnam
             r = att_gt(panel, outcome, tname, idname, gname, **kw)
     if len(r.na_cells):
         raise CellsMissing(r.na_cells)
+    if leave_out is not None and len(leave_out):
+        from reach.did import _without_cells
+        from reach.effects import WITHHELD_CELL
+
+        out = pd.MultiIndex.from_arrays([np.asarray(leave_out["group"], dtype=float),
+                                         np.asarray(leave_out["time"], dtype=float)])
+        mask = pd.MultiIndex.from_arrays([np.asarray(r.groups, dtype=float), np.asarray(r.times, dtype=float)]).isin(out)
+        post = np.asarray(r.groups) <= np.asarray(r.times)
+        if (post & ~mask).any():  # as the effect tables: with every post-use cell withheld nothing is left out
+            r = _without_cells(r, mask, WITHHELD_CELL)
+        return aggte(r, type="dynamic", na_rm=True)
     return aggte(r, type="dynamic")
 
 
@@ -847,7 +863,8 @@ def how_sure(panel: pd.DataFrame, reports: Mapping, *, programme: str, label: st
         try:
             es = event_study_universal(panel, y, gname=gname, xformla=xformla, control_group=control_group,
                                        est_method=est_method, anticipation=anticipation,
-                                       allow_unbalanced_panel=allow_unbalanced_panel, alpha=alpha, varying=varying)
+                                       allow_unbalanced_panel=allow_unbalanced_panel, alpha=alpha, varying=varying,
+                                       leave_out=getattr(full_rep, "withheld_cells", None))
             sens[y] = _sensitivity(es, y, sensitivity_mbar, alpha)
         except CellsMissing as e:  # a reason for the reader: the text quotes it
             notes[f"sensitivity_{y}"] = str(e)
