@@ -352,3 +352,41 @@ def test_a_finished_notebooks_kernel_is_shut_down_without_an_interrupt(tmp_path,
 
     asyncio.run(interrupt_running())
     assert sent.count(signal.SIGINT) == 1
+
+
+def test_kernels_talk_over_an_encrypted_transport(tmp_path, capfd):
+    """The runner's kernels get CurveZMQ keys where the stack supports them: their messages (code and outputs)
+    cannot be read by other sessions on a shared server's loopback, and ipykernel 7 no longer logs that the
+    kernel "is running over TCP without encryption" at every notebook. The same notebook under jupyter_client's
+    default manager is the control: its kernel has no keys and logs the warning (so the check below can fail)."""
+    import papermill as pm
+    import zmq
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_client.provisioning.local_provisioner import LocalProvisioner
+
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    if not (zmq.has("curve") and AsyncKernelManager.class_traits().get("transport_encryption")
+            and "curve" in (spec.metadata.get("supported_encryption") or [])):
+        pytest.skip("this jupyter stack has no CurveZMQ provisioning")
+    keys: list[bool] = []
+    orig = LocalProvisioner.launch_kernel
+
+    async def record(self, cmd, **kw):
+        keys.append(self.parent.curve_secretkey is not None and "curve_publickey" in self.connection_info)
+        return await orig(self, cmd, **kw)
+
+    LocalProvisioner.launch_kernel = record
+    try:
+        _notebook(tmp_path / "n.ipynb", "print(6 * 7)")
+        for manager in (AsyncKernelManager, runner._kernel_manager({}, [], cwd=tmp_path)):
+            capfd.readouterr()
+            pm.execute_notebook(str(tmp_path / "n.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                                progress_bar=False, kernel_manager_class=manager)
+            err = capfd.readouterr().err
+            out = json.loads((tmp_path / "out.ipynb").read_text())["cells"][-1]["outputs"]
+            assert out[0]["text"] in ("42\n", ["42\n"])  # the kernel worked either way
+            keys.append("without encryption" in err)
+    finally:
+        LocalProvisioner.launch_kernel = orig
+    assert keys == [False, True, True, False]

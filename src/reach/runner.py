@@ -480,11 +480,21 @@ def _kernel_manager(env: Mapping[str, str], started: list[int], cwd: str | Path 
     runner in the notebooks' folder (a relative ``--params`` then failed at the end of the run);
     the kernel process is started in ``cwd`` instead. The kernel's process id is appended to
     ``started`` (its job measures it).
+
+    The kernel's messages (code, outputs: microdata aggregates) travel over local TCP
+    sockets; where jupyter_client (>= 8.10), pyzmq and the kernel spec support CurveZMQ,
+    they are encrypted (``transport_encryption="auto"``), which also ends ipykernel 7's
+    warning about plain-text transport in every kernel's log. Older stacks run as before.
     """
+    import zmq
     from jupyter_client.manager import AsyncKernelManager, KernelManager
 
     class _RunKernelManager(AsyncKernelManager):
         async def start_kernel(self, **kw: Any) -> None:
+            # on a shared Remote Access server other sessions share the loopback interface; the HMAC key
+            # only stops them injecting messages, Curve also stops them reading the outputs
+            if self.has_trait("transport_encryption") and zmq.has("curve"):
+                self.transport_encryption = "auto"
             full = dict(kw.pop("env", None) or os.environ)
             full.update(env)
             if cwd is not None:
