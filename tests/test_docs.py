@@ -82,3 +82,27 @@ def test_architecture_names_every_module():
     modules = sorted(m.name for m in pkgutil.iter_modules(reach.__path__) if not m.name.startswith("_"))
     missing = [m for m in modules if f"reach.{m}" not in text and f"`{m}`" not in text and f"{m}.py" not in text]
     assert not missing, f"docs/ARCHITECTURE.md does not describe {missing}"
+
+
+# Claims of the notebooks' fixed text that hold for one value of a run parameter only. A run with the other
+# value read the claim and then its opposite from the library's text (a small run without the unbalanced panel:
+# "Firms that are not in the register in every year are kept", then "only firms observed in every year").
+PARAMETER_CLAIMS = {
+    "04_effects": [("are kept: each ATT(g,t) uses the firms observed", "allow_unbalanced_panel"),
+                   ("conditional on firm size in the base year", "xformla"),
+                   ("all comparison firms of the same size", "xformla"),
+                   ("programme are left out (a parameter of the run)", "exclude_other_users")],
+    "03_matching": [("but used another one are left out as comparison firms", "exclude_other_users")],
+}
+
+
+@pytest.mark.parametrize("notebook", sorted(PARAMETER_CLAIMS))
+def test_fixed_notebook_text_states_nothing_a_parameter_decides(notebook):
+    """What depends on a parameter is said by the library from the parameter (``effects_intro``,
+    ``Sample.summary``), never by a markdown cell written for the default settings."""
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / f"{notebook}.ipynb", as_version=4)
+    text = " ".join(" ".join(c.source.split()) for c in nb.cells if c.cell_type == "markdown")
+    found = [(claim, param) for claim, param in PARAMETER_CLAIMS[notebook] if claim in text]
+    assert not found, f"{notebook}: fixed text states what a parameter decides: {found}"

@@ -1073,3 +1073,20 @@ def test_mahalanobis_stratum_without_controls_matches_nobody(algorithm):
     tp, cp, rd = rm._nn_mahalanobis(M, np.array([0.1, 0.2, 0.3, 0.4]), treat, np.array([0, 0, 0, 1]),
                                     np.ones(4, dtype=bool), np.array([0, 3]), 1, False, None, algorithm)
     assert (tp.tolist(), cp.tolist(), rd.tolist()) == ([0], [1], [0])
+
+
+@pytest.mark.parametrize("design", ["nearest", "cem", "ebal"])
+@pytest.mark.parametrize("control_group", ["nevertreated", "notyettreated"])
+def test_comparison_size_text_says_only_what_holds_for_the_design(design, control_group):
+    """03's paragraph on the comparison groups' sizes said "later cohorts have fewer not-yet users left"
+    and "grows with its number of matched users" for every run; the first holds only when firms not yet
+    using the programme are candidates, the second only when users pick their comparison firms."""
+    from reach.matching_report import comparison_size_text
+
+    t = comparison_size_text(design, control_group=control_group, ratio=3, replace=True)
+    assert ("fewer not-yet users left" in t) == (control_group == "notyettreated")
+    assert ("never users only" in t) == (control_group == "nevertreated")
+    assert ("grows with its number of matched users" in t) == (design == "nearest")
+    assert ("up to 3 comparison firm(s) that may serve several users" in t) == (design == "nearest")
+    with pytest.raises(ValueError, match=r"\['nearest', 'cem', 'ebal'\].*'nn'"):
+        comparison_size_text("nn", control_group=control_group)

@@ -305,3 +305,24 @@ def test_write_parquet_if_changed_leaves_an_identical_file_alone(tmp_path):
     assert write_parquet_if_changed(df.assign(weight=[1.0, 0.25]), f)
     pd.testing.assert_frame_equal(pd.read_parquet(f), df.assign(weight=[1.0, 0.25]))
     assert sorted(p.name for p in tmp_path.iterdir()) == [f.name]  # no temporary file left
+
+
+def test_comparison_firms_that_used_another_programme_are_named_when_kept():
+    """With ``exclude_other_users=False`` the other programmes' users stay as comparison firms: the
+    sample's line says so with their count (notebooks 03 and 04 used to state that they were left out,
+    whatever the parameter); with the default they are counted among the left-out firms as before."""
+    from reach.panel import analysis_sample
+
+    n = 30
+    p = pd.DataFrame({"be_id": [str(i) for i in range(n)], "year": 2019,
+                      "g_a": [2019] * 5 + [0] * 25, "g_b": [0] * 5 + [2018] * 12 + [0] * 13})
+    out = analysis_sample(p, "a")
+    assert len(out.panel) == 18 and out.n_other_users_kept == 0
+    assert out.summary() == "Left out of the analysis sample: 12 firms: comparison firm used another programme."
+    kept = analysis_sample(p, "a", exclude_other_users=False)
+    assert len(kept.panel) == n and kept.n_other_users_kept == 12
+    assert kept.summary() == ("Left out of the analysis sample: none. Kept as comparison firms although they used "
+                              "another programme (a parameter of the run): 12 firms; they may carry that "
+                              "programme's effect.")
+    few = analysis_sample(p[p["be_id"].astype(int) < 10], "a", exclude_other_users=False)
+    assert "fewer than 10 firms" in few.summary() and few.n_other_users_kept == 5

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from reach._checks import require_columns
+from reach._checks import check_choice, require_columns
 from reach.matching import SMD_THRESHOLD, CohortMatch, Match, _finite_or_none, overlap_data
 
-__all__ = ["love_plot", "overlap_plot", "balance_summary"]
+__all__ = ["love_plot", "overlap_plot", "balance_summary", "comparison_size_text"]
 
 
 def balance_summary(published: pd.DataFrame, threshold: float = SMD_THRESHOLD) -> dict:
@@ -59,6 +59,39 @@ def balance_summary(published: pd.DataFrame, threshold: float = SMD_THRESHOLD) -
         "n_above": int((after > threshold).sum()),
         "n_suppressed": int(after.isna().sum()),
     }
+
+
+def comparison_size_text(design: str, *, control_group: str, ratio: int = 1, replace: bool = False) -> str:
+    """Why the comparison groups differ in size between cohorts, for the run's design and comparison group.
+
+    Each clause holds for the settings it is said for only: later cohorts have fewer candidates left
+    only when firms not yet using the programme are candidates, and a comparison group grows with
+    the number of matched users only when users pick their comparison firms (nearest-neighbour
+    matching); ``cem`` keeps every candidate in a user's stratum and ``ebal`` every candidate.
+
+    Examples
+    --------
+    >>> t = comparison_size_text("ebal", control_group="nevertreated")
+    >>> "(never users only)" in t, "fewer not-yet" in t, t.endswith("all of its candidates.")
+    (True, False, True)
+    """
+    from reach import labels
+
+    check_choice("design", design, ("nearest", "cem", "ebal"))
+    check_choice("control_group", control_group, ("nevertreated", "notyettreated"))
+    pool = ("never users and later users; later cohorts have fewer not-yet users left"
+            if control_group == "notyettreated" else "never users only")
+    rule = {"nearest": (f"each matched user gets up to {ratio} comparison firm(s)"
+                        + (" that may serve several users (matching with replacement)" if replace else
+                           ", each firm used once per cohort")
+                        + ": a cohort's comparison group grows with its number of matched users"),
+            "cem": ("every candidate firm sharing a coarsened stratum with a user is kept, weighted by the "
+                    "stratum's ratio of users to firms: a cohort's comparison group is the candidates in its "
+                    "users' strata"),
+            "ebal": ("every candidate firm is kept, with a weight that makes the group reproduce the users' "
+                     "averages: a cohort's comparison group is all of its candidates")}[design]
+    return (f"The candidates of cohort *g* are the firms observed in *g−1* that had not used the programme by "
+            f"*g* ({pool}). With {labels.method(design)}, {rule}.")
 
 
 def love_plot(m: Match | CohortMatch | pd.DataFrame, threshold: float = SMD_THRESHOLD, title: str | None = None):

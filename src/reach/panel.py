@@ -282,10 +282,15 @@ class Sample:
         Rows within the window, without the left-out firms.
     excluded : DataFrame
         ``reason, n_firms``: every firm left out, counted once with its first reason.
+    n_other_users_kept : int
+        Comparison firms that used another programme and were kept
+        (``exclude_other_users=False``); the summary says so, since they may carry that
+        programme's effect.
     """
 
     panel: pd.DataFrame
     excluded: pd.DataFrame
+    n_other_users_kept: int = 0
 
     def tidy(self) -> pd.DataFrame:
         return self.excluded.copy()
@@ -296,7 +301,13 @@ class Sample:
 
         register_counts(self.excluded["n_firms"], min_units)  # printed exactly: known to the output audit
         parts = [f"{_checks.count_text(r.n_firms, min_units, 'firms')}: {r.reason}" for r in self.excluded.itertuples()]
-        return "Left out of the analysis sample: " + ("; ".join(parts) if parts else "none") + "."
+        text = "Left out of the analysis sample: " + ("; ".join(parts) if parts else "none") + "."
+        if self.n_other_users_kept:
+            register_counts([self.n_other_users_kept], min_units)
+            text += (f" Kept as comparison firms although they used another programme (a parameter of the run): "
+                     f"{_checks.count_text(self.n_other_users_kept, min_units, 'firms')}; they may carry that "
+                     "programme's effect.")
+        return text
 
     def _repr_markdown_(self) -> str:
         return self.summary()
@@ -354,15 +365,19 @@ def analysis_sample(panel: pd.DataFrame, programme: str, *, first_year: int | No
                      panel.loc[early, "be_id"].nunique()))
         keep &= ~early
     others = [c for c in panel.columns if c.startswith("g_") and c != gcol]
-    if exclude_other_users and others:
+    n_kept = 0
+    if others:
         other_user = (panel[others].to_numpy() > 0).any(axis=1) & (panel[gcol].to_numpy() == 0) & ~early
-        n = panel.loc[other_user, "be_id"].nunique()
-        if n:
-            # the other programmes are named in the run's parameters; a reader-facing reason carries no keys
-            rows.append(("comparison firm used another programme", n))
-        keep &= ~other_user
+        if exclude_other_users:
+            n = panel.loc[other_user, "be_id"].nunique()
+            if n:
+                # the other programmes are named in the run's parameters; a reader-facing reason carries no keys
+                rows.append(("comparison firm used another programme", n))
+            keep &= ~other_user
+        else:
+            n_kept = int(panel.loc[other_user & keep, "be_id"].nunique())
     return Sample(panel.loc[keep].reset_index(drop=True),
-                  pd.DataFrame(rows, columns=["reason", "n_firms"]).astype({"n_firms": "int64"}))
+                  pd.DataFrame(rows, columns=["reason", "n_firms"]).astype({"n_firms": "int64"}), n_kept)
 
 
 #: Rows converted to Arrow at a time when writing a table: ``DataFrame.to_parquet`` converts the whole
