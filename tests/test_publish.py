@@ -627,3 +627,40 @@ def test_audit_summary_counts_earlier_passes_cells_apart_from_this_pass():
     assert "0 cells still recoverable" in last.summary() and "5 published constraints" in last.summary()
     first = publish.Audit(pd.DataFrame(index=range(5)), targets, earlier, {("03_matching_tinl", "overlap"): [0]})
     assert "3 cells suppressed by the audit (1 new in this pass)" in first.summary()
+
+
+def test_a_cell_suppressed_to_protect_another_is_not_given_back_by_a_line_total(registry):
+    """Seen in a small run: the interval attack suppressed cohort 2021's 15 matched users (to protect a small
+    cell of another table), and the balance table published all 45 matched users: 45 - 15 - 15 gave the cell
+    back, and with it the small cell it protected. The line-total attack protected cells below
+    ``min_units`` only; now every suppressed cell of a line is protected, and the cells it suppresses in turn."""
+    micro = pd.DataFrame({"be_id": [f"{c}{i:05d}" for c in (2019, 2020, 2021) for i in range(15 + 25)],
+                          "cohort": np.repeat([2019, 2020, 2021], 40),
+                          "status": np.tile(["matched"] * 15 + ["unmatched"] * 25, 3)})
+    out = registry / "output"
+    log = OutputLog(out, notebook="nb", reset=True)
+    log.table(check_table(micro, by=["cohort", "status"], rules=Rules(), name="matched_counts"), "matched_counts")
+    log.table(check_estimates(pd.DataFrame({"variable": ["x"], "smd": [0.01], "n_treated": [45], "n_control": [75]}),
+                              "balance", rules=Rules()), "balance")
+    tables, _ = publish.load_registry(registry / "work" / "registry", members=False)
+    counts = next(t for t in tables if t["object"] == "matched_counts")
+    r21 = next(r for r, row in enumerate(counts["rows"])
+               if row["labels"] == {"cohort": 2021, "status": "matched"} or
+               row["labels"] == {"cohort": "2021", "status": "matched"})
+    # what an earlier pass's interval attack left: this cell suppressed, every other cell published
+    counts["rows"][r21]["suppressed"] = True
+    counts["rows"][r21]["published"] = {k: None for k in counts["rows"][r21]["published"]}
+    audit = publish.audit_cells(tables)
+    extra = audit.suppressed.get(("nb", "matched_counts"), [])
+    matched_line = [r for r, row in enumerate(counts["rows"]) if str(row["labels"]["status"]) == "matched"]
+    assert set(extra) & set(matched_line) - {r21}, "the matched line's total 45 still gives cohort 2021 back"
+    line = audit.targets.loc[audit.targets["attack"] == "line total published elsewhere"]
+    assert line["safe_after"].all() and len(line) >= 1
+    # after the extra suppression no line of the table has exactly one unknown cell whose total is published
+    sup = {r21, *extra}
+    for col in ("cohort", "status"):
+        other = "status" if col == "cohort" else "cohort"
+        for key in {str(row["labels"][other]) for row in counts["rows"]}:
+            members = [r for r, row in enumerate(counts["rows"]) if str(row["labels"][other]) == key]
+            if len(set(members) & sup) == 1:
+                assert sum(counts["rows"][r]["n_true"] for r in members) not in (45, 75)

@@ -799,6 +799,12 @@ def _table_sets(t: Mapping[str, Any], m: Mapping[str, np.ndarray]):
         yield r, u, (u[trait[starts[r]:starts[r + 1]]] if firm_share else None)
 
 
+def _lp_tables(tables: Sequence[Mapping[str, Any]], lp_stats: Sequence[str]) -> list[int]:
+    """The tables whose cells enter the interval attack: a statistic in ``lp_stats``, with unit membership."""
+    return [ti for ti, t in enumerate(tables) if t["stat"] in lp_stats and
+            (t.get("members") is not None or t.get("members_path"))]
+
+
 def _build_system(tables: Sequence[Mapping[str, Any]], sup_now: set[tuple[int, int]], lp_stats: Sequence[str],
                   max_set_units: int) -> _System | None:
     """Sets (cells, numerators) with unit membership -> atoms -> the published constraints on them.
@@ -814,8 +820,7 @@ def _build_system(tables: Sequence[Mapping[str, Any]], sup_now: set[tuple[int, i
     """
     from scipy import sparse
 
-    used = [ti for ti, t in enumerate(tables) if t["stat"] in lp_stats and
-            (t.get("members") is not None or t.get("members_path"))]
+    used = _lp_tables(tables, lp_stats)
     set_meta: list[tuple[int, int, str]] = []  # (table index, row, "cell" | "num")
     true_size: list[float] = []
     small_parts: list[np.ndarray] = []
@@ -1084,14 +1089,34 @@ def _interval_attack(tables: Sequence[Mapping[str, Any]], system: _System, sup_n
 
 def _line_total_attack(tables: Sequence[Mapping[str, Any]], sup_now: set[tuple[int, int]],
                        suppressed: dict[tuple[str, str], list[int]], cons_rows: list[dict[str, Any]],
-                       target_rows: list[dict[str, Any]]) -> None:
-    """A line with one suppressed small cell whose total is published anywhere: suppress a second cell."""
+                       target_rows: list[dict[str, Any]], in_lp: Sequence[int] = ()) -> None:
+    """A line with one suppressed cell whose total is published without membership: suppress a second cell.
+
+    Every suppressed cell is protected, not only those below ``min_units``: a cell the interval
+    attack suppressed to protect a small cell elsewhere (10 or more firms itself) given back by
+    subtraction gives that small cell back too. Repeated until no line has one suppressed cell
+    left, since a cell suppressed here may be the only suppressed cell of another line.
+    The totals are the counts of the tables outside the interval attack (``in_lp``: those in it,
+    whose cells the linear programmes already hold with their firms, not just their number).
+    """
     published_counts: set[float] = set()
-    for t in tables:
+    skip = set(in_lp)
+    for ti, t in enumerate(tables):
+        if ti in skip:
+            continue
         for row in t["rows"]:
             for col, v in row["published"].items():
                 if col in t["count_columns"] and isinstance(v, (int, float)) and v is not None:
                     published_counts.add(float(v))
+    while _line_total_pass(tables, sup_now, suppressed, cons_rows, target_rows, published_counts):
+        pass
+
+
+def _line_total_pass(tables: Sequence[Mapping[str, Any]], sup_now: set[tuple[int, int]],
+                     suppressed: dict[tuple[str, str], list[int]], cons_rows: list[dict[str, Any]],
+                     target_rows: list[dict[str, Any]], published_counts: set[float]) -> bool:
+    """One sweep of :func:`_line_total_attack` over every line; whether it suppressed anything."""
+    changed = False
     for ti, t in enumerate(tables):
         if t["kind"] != "table" or not t["by"] or t["stat"] != "count":
             continue
@@ -1108,7 +1133,7 @@ def _line_total_attack(tables: Sequence[Mapping[str, Any]], sup_now: set[tuple[i
                 if len(unknown) != 1 or len(members) < 2:
                     continue
                 r0 = unknown[0]
-                if rows[r0]["n_true"] is None or rows[r0]["n_true"] >= t["min_units"]:
+                if rows[r0]["n_true"] is None:
                     continue
                 total = sum(float(rows[r]["n_true"] or 0) for r in members)
                 if total not in published_counts:
@@ -1123,6 +1148,8 @@ def _line_total_attack(tables: Sequence[Mapping[str, Any]], sup_now: set[tuple[i
                                     "attack": "line total published elsewhere", "safe_before": False,
                                     "safe_after": True,
                                     "action": f"suppressed {t['object']}:{_label(rows[cheapest]['labels'], cheapest)}"})
+                changed = True
+    return changed
 
 
 def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 25,
@@ -1194,10 +1221,12 @@ def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 25,
     protected.
 
     A second attack covers totals published without unit membership
-    (estimates tables' ``n_treated``/``n_control``, headline counts): a line of a
-    table (cells varying along one by-column) with one suppressed cell whose
-    true line total equals a published count anywhere in the run gives that
-    cell back by subtraction; the cheapest other cell of the line is suppressed.
+    (estimates tables' ``n_treated``/``n_control``, the unit counts of tables
+    outside the programmes): a line of a count table (cells varying along one
+    by-column) with one suppressed cell, small or suppressed to protect another,
+    whose true line total equals such a count anywhere in the run gives that
+    cell back by subtraction; the cheapest other cell of the line is suppressed,
+    until no such line is left.
     """
     suppressed: dict[tuple[str, str], list[int]] = {}
     sup_now = {(ti, r) for ti, t in enumerate(tables) for r, row in enumerate(t["rows"]) if row["suppressed"]}
@@ -1209,7 +1238,8 @@ def audit_cells(tables: Sequence[Mapping[str, Any]], *, max_rounds: int = 25,
             cons_rows.append({"source": "published cell", "kind": k, "object": tables[ti]["object"],
                               "cell": _label(tables[ti]["rows"][r]["labels"], r)})
         _interval_attack(tables, system, sup_now, suppressed, target_rows, max_rounds, lp_budget, tries)
-    _line_total_attack(tables, sup_now, suppressed, cons_rows, target_rows)
+    _line_total_attack(tables, sup_now, suppressed, cons_rows, target_rows,
+                       _lp_tables(tables, lp_stats) if system is not None else ())
     cons = pd.DataFrame(cons_rows, columns=["source", "kind", "object", "cell"])
     targ = pd.DataFrame(target_rows, columns=["object", "cell", "set", "attack", "safe_before", "safe_after", "action"])
     out = {k: sorted(set(v)) for k, v in suppressed.items()}
