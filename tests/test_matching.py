@@ -1090,3 +1090,16 @@ def test_comparison_size_text_says_only_what_holds_for_the_design(design, contro
     assert ("up to 3 comparison firm(s) that may serve several users" in t) == (design == "nearest")
     with pytest.raises(ValueError, match=r"\['nearest', 'cem', 'ebal'\].*'nn'"):
         comparison_size_text("nn", control_group=control_group)
+
+
+@pytest.mark.parametrize("method", ["nearest", "cem", "ebal"])
+def test_specification_line_names_covariates_by_their_labels(method):
+    """03 prints each design's specification line in the rendered report; it showed the covariates as a Python
+    list of column names (``['log_exports_lag1', ...]``)."""
+    df = _synthetic(600, seed=3).rename(columns={"x1": "log_exports_lag1", "x2": "n_dest_lag1"})
+    kw = {"mahvars": ["log_exports_lag1", "n_dest_lag1"]} if method == "nearest" else {}
+    m = match(df, "t", ["log_exports_lag1", "n_dest_lag1"], exact="sec", method=method, **kw)
+    spec = m.summary().splitlines()[0]
+    assert "[" not in spec and "log_exports_lag1" not in spec, spec
+    assert "exports in the year before (log) and destination countries in the year before" in spec
+    assert "exact on sec" in spec  # a column without a label keeps its name

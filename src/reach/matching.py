@@ -427,6 +427,20 @@ def _long_counts(counts: pd.DataFrame, groups: list) -> pd.DataFrame:
     return count_table(long, [*groups, "sample"])
 
 
+def _names(columns: Sequence[str]) -> str:
+    """Covariates by their reader-facing labels, in order ("a, b and c"); unknown names as they are.
+
+    Examples
+    --------
+    >>> _names(["log_exports_lag1", "x"])
+    'exports in the year before (log) and x'
+    """
+    from reach import labels
+
+    names = [labels.label(c, "covariate") for c in columns]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1] if names else "none"
+
+
 def _md_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     cols = list(df.columns)
     out = ["| " + " | ".join(str(c) for c in cols) + " |", "|" + "---|" * len(cols)]
@@ -584,19 +598,20 @@ class Match(ResultDisplay):
         return pd.DataFrame({"term": self.ps_coef.index, "estimate": self.ps_coef.to_numpy()})
 
     def _spec(self) -> str:
-        ex = f"exact on {list(self.exact)}" if self.exact else "no exact strata"
+        # shown in rendered notebooks: the covariates by their labels, not their column names
+        ex = f"exact on {_names(self.exact)}" if self.exact else "no exact strata"
         if self.method == "cem":
             cut = "Sturges bins" if self.cutpoints in (None, "sturges") else f"cut points {self.cutpoints!r}"
-            return (f"coarsened exact matching on {list(self.covariates)} ({cut}; categorical covariates exactly); "
+            return (f"coarsened exact matching on {_names(self.covariates)} ({cut}; categorical covariates exactly); "
                     f"{ex}; MatchIt's ATT stratum weights")
         if self.method == "ebal":
             mom = "means" if self.moments == 1 else "means and variances"
             return (f"entropy balancing: comparison-firm weights reproducing the users' {mom} of "
-                    f"{list(self.covariates)}; {ex}; WeightIt's ATT weights")
+                    f"{_names(self.covariates)}; {ex}; WeightIt's ATT weights")
         rep = "with" if self.replace else "without"
         dist = (f"user score {self.distance!r}" if self.distance else
                 f"propensity score ({self.ps_model}{', linear predictor' if self.link == 'linear.logit' else ''})")
-        mah = ((f"; Mahalanobis distance on {list(self.mahvars)}" if self.mahvars else "; Mahalanobis distance")
+        mah = ((f"; Mahalanobis distance on {_names(self.mahvars)}" if self.mahvars else "; Mahalanobis distance")
                + (" within the caliper" if self.caliper_width is not None else "")) if self.mahalanobis else ""
         cal = (f"caliper {self.caliper} {'SD' if self.std_caliper else 'units'} of the distance (= {self.caliper_width:.4g})"
                if self.caliper_width is not None else "no caliper")
@@ -604,7 +619,6 @@ class Match(ResultDisplay):
             from reach.publish import register_numbers
 
             register_numbers("text", [self.caliper_width])  # printed in the specification line
-        ex = f"exact on {list(self.exact)}" if self.exact else "no exact strata"
         return (f"{self.ratio}:1 nearest-neighbour matching {rep} replacement on the {dist}{mah}; "
                 f"{cal}; {ex}; order {self.m_order}; discard {self.discard}"
                 + ("; score re-estimated after discarding" if self.reestimate else "")
