@@ -924,6 +924,9 @@ def test_match_cohorts_weighting_designs_contract(method):
             assert c["weight"].sum() == pytest.approx(len(t))
     b = cm.balance(by_cohort=True)
     assert "distance" not in set(b["variable"])
+    # the pooled table too (03's balance table and love plot showed an empty "propensity score" row)
+    assert "distance" not in set(cm.balance()["variable"])
+    assert "distance" in set(match_cohorts(panel, "g", "year", "be_id", ["x_lag1", "sector"]).balance()["variable"])
     assert cm.ps_table().empty
     assert ("coarsened exact" if method == "cem" else "entropy balancing") in cm.spec()
 

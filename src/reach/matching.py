@@ -2036,7 +2036,10 @@ class CohortMatch(ResultDisplay):
             binary.update(m._design.binary)
         X = pd.concat(Xs, ignore_index=True)
         X = X.fillna({c: 0.0 for c in X.columns if binary.get(c, False)})
-        binary["distance"] = False
+        if X["distance"].notna().all():
+            binary["distance"] = False
+        else:  # a design without a score (cem, ebal): no score row, as in a single Match and MatchIt's summary
+            X = X.drop(columns="distance")
         return pd.concat(ks, ignore_index=True), X, binary
 
     def balance_micro(self) -> pd.DataFrame:
