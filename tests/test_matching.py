@@ -1104,5 +1104,5 @@ def test_specification_line_names_covariates_by_their_labels(method):
     m = match(df, "t", ["log_exports_lag1", "n_dest_lag1"], exact="sec", method=method, **kw)
     spec = m.summary().splitlines()[0]
     assert "[" not in spec and "log_exports_lag1" not in spec, spec
-    assert "exports in the year before (log) and destination countries in the year before" in spec
+    assert "exports in the year before (log), destination countries in the year before" in spec
     assert "exact on sec" in spec  # a column without a label keeps its name

@@ -428,17 +428,16 @@ def _long_counts(counts: pd.DataFrame, groups: list) -> pd.DataFrame:
 
 
 def _names(columns: Sequence[str]) -> str:
-    """Covariates by their reader-facing labels, in order ("a, b and c"); unknown names as they are.
+    """Covariates by their reader-facing labels (:func:`reach.labels.covariate`), as 04 names its covariates.
 
     Examples
     --------
-    >>> _names(["log_exports_lag1", "x"])
-    'exports in the year before (log) and x'
+    >>> _names(["log_exports_lag1", "my_var"])
+    'exports in the year before (log), my var'
     """
     from reach import labels
 
-    names = [labels.label(c, "covariate") for c in columns]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1] if names else "none"
+    return ", ".join(labels.covariate(c) for c in columns) or "none"
 
 
 def _md_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:

@@ -1089,7 +1089,7 @@ def _interval_attack(tables: Sequence[Mapping[str, Any]], system: _System, sup_n
 
 def _line_total_attack(tables: Sequence[Mapping[str, Any]], sup_now: set[tuple[int, int]],
                        suppressed: dict[tuple[str, str], list[int]], cons_rows: list[dict[str, Any]],
-                       target_rows: list[dict[str, Any]], in_lp: Sequence[int] = ()) -> None:
+                       target_rows: list[dict[str, Any]], in_lp: Sequence[int]) -> None:
     """A line with one suppressed cell whose total is published without membership: suppress a second cell.
 
     Every suppressed cell is protected, not only those below ``min_units``: a cell the interval
