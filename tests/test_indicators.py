@@ -904,3 +904,45 @@ def test_regional_reach_never_reveals_the_participations_left_out_by_difference(
     link2 = SimpleNamespace(records=pd.concat([recs, pd.DataFrame(many)], ignore_index=True))
     r2 = ind.regional_reach(panel, "t", link2, rules=rules)
     assert r2.headline["n_participations"] == 18 and "the 18 participations" in r2.narrative
+
+
+def test_mean_and_median_share_one_membership_object(panel, monkeypatch, tmp_path):
+    """An indicator's mean and median keep the same rows: their unit memberships (firms x cohorts, 0.5 GB per
+    table at 2M firms) are one object, joined once over the event-time parts and registered once (the second
+    table's file is a hard link to the first's). The control, with sharing turned off, computes each on its
+    own: the same arrays and the same published tables."""
+    import os
+
+    from reach import publish
+    from reach.disclosure import OutputLog
+
+    shared = ind.export_values(panel, "p", **COMMON)
+    mean, median = (shared.exports[f"p_export_values_{s}"] for s in ("mean", "median"))
+    assert mean.members is median.members
+    monkeypatch.setattr(ind, "_same_members", lambda a, b: False)
+    alone = ind.export_values(panel, "p", **COMMON)
+    for s in ("mean", "median"):
+        own = alone.exports[f"p_export_values_{s}"]
+        assert own.members.keys() == mean.members.keys()
+        for k in own.members:
+            assert own.members[k].dtype == mean.members[k].dtype and np.array_equal(own.members[k], mean.members[k]), k
+        pd.testing.assert_frame_equal(own.suppress(), shared.exports[f"p_export_values_{s}"].suppress())
+    assert alone.exports["p_export_values_mean"].members is not alone.exports["p_export_values_median"].members
+
+    monkeypatch.setenv(publish.ENV_REGISTRY, str(tmp_path / "registry"))
+    log = OutputLog(tmp_path / "output", notebook="nb", reset=True)
+    for name, checked in shared.exports.items():
+        log.table(checked, name)
+    folder = tmp_path / "registry" / "tables"
+    files = [folder / f"nb__p_export_values_{s}.npz" for s in ("mean", "median")]
+    assert os.path.samefile(*files)
+    with np.load(files[1]) as z:
+        assert all(np.array_equal(z[k], mean.members[k]) for k in mean.members)
+    # another table written under the first name gets a new file: the linked one keeps its memberships
+    other = ind.international_activity(panel, "p", **COMMON).exports["p_international_activity"]
+    log.table(other, "p_export_values_mean")
+    assert not os.path.samefile(*files)
+    with np.load(files[0]) as z:
+        assert len(z["unit"]) == len(other.members["unit"]) != len(mean.members["unit"])
+    with np.load(files[1]) as z:
+        assert all(np.array_equal(z[k], mean.members[k]) for k in mean.members)

@@ -57,7 +57,7 @@ Nothing here is an effect: these are descriptive contrasts (see ``reach.did``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -816,18 +816,41 @@ class _Rows:
                 coding, user = coding.take(np.concatenate([keep, keep[ref.user]])), ref.user[keep]
             coding = coding.with_label(self.key, self._labels(k), position)
             values = np.concatenate([value, value[user]])
+            first = None
             for stat in stats:
-                pieces[stat].append(_check_coded(coding, values, stat, rules, names[stat]))
-            del coding, values
+                chk = _check_coded(coding, values, stat, rules, names[stat])
+                # the statistics of one measure (mean, median) keep the same rows, so their unit memberships
+                # (firms x cohorts: 48M pairs, 0.5 GB, at 2M firms) are one object, joined and registered once
+                if first is not None and _same_members(chk.members, first.members):
+                    chk = replace(chk, members=first.members)
+                first = first or chk
+                pieces[stat].append(chk)
+            del coding, values, first
         out = {}
+        joined: dict[tuple[int, ...], Any] = {}  # the parts' membership objects -> their joined memberships
         for stat in stats:
             # taken out of `pieces`: a stat's parts (their unit memberships: firms x cohorts each) are freed
             # once joined, before the next stat's join copies its own
-            chk = join_checked(pieces.pop(stat))
+            parts = pieces.pop(stat)
+            key = tuple(id(p.members) for p in parts)  # alive while `parts` holds them: ids are not reused
+            if key in joined and len(parts) > 1:
+                # same cells in the same order as the stat joined before: only the tables are joined again
+                chk = replace(join_checked([replace(p, members=None) for p in parts]), members=joined[key])
+            else:
+                chk = join_checked(parts)
+                joined[key] = chk.members
+            del parts
             pub = _published(chk)
             cols = [*self.by, "value", "n_units"]
             out[stat] = chk, pd.concat([pub[cols], self.weighted_comparison(pub)[cols]], ignore_index=True)
         return out
+
+
+def _same_members(a: Mapping[str, np.ndarray] | None, b: Mapping[str, np.ndarray] | None) -> bool:
+    """Whether two checks' unit memberships are equal, array by array (dtype included)."""
+    if a is None or b is None or a.keys() != b.keys():
+        return False
+    return all(a[k] is b[k] or (a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k])) for k in a)
 
 
 def _published(chk: Checked) -> pd.DataFrame:

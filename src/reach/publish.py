@@ -128,8 +128,43 @@ def register_table(notebook: str, name: str, file: str, checked: Any, published:
         register_numbers(f"table:{name}", published[other].to_numpy(dtype=float, na_value=np.nan).ravel().tolist(),
                          notebook=notebook)
     if checked.members is not None:
-        write_members(folder / f"{stem}.npz", checked.members)
+        _write_members_once(folder / f"{stem}.npz", checked.members)
     return folder / f"{stem}.json"
+
+
+#: The last memberships this process wrote: weak references to their arrays and the file. Tables that share
+#: one membership object (an indicator's mean and median over the same rows) get a hard link to that file.
+_LAST_MEMBERS: list[tuple[dict[str, Any], Path]] = []
+
+
+def _write_members_once(path: Path, members: Mapping[str, Any]) -> Path:
+    """:func:`write_members`, or a hard link to the file just written for the very same arrays.
+
+    At register scale one membership file is ~0.4 GB; an indicator's mean and median tables share
+    theirs. The link is made beside a temporary name and moved over ``path`` (never an in-place
+    write of a file that may be linked: :func:`write_members` always writes a new file too). Where
+    links are not possible (a file system without them), the file is written again.
+    """
+    import weakref
+
+    if _LAST_MEMBERS:
+        refs, earlier = _LAST_MEMBERS[0]
+        same = refs.keys() == members.keys() and all(refs[k]() is members[k] for k in members)
+        if same and earlier.is_file() and earlier != path:
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.link")
+            try:
+                tmp.unlink(missing_ok=True)
+                os.link(earlier, tmp)
+                os.replace(tmp, path)
+                return path
+            except OSError:
+                tmp.unlink(missing_ok=True)
+    write_members(path, members)
+    try:
+        _LAST_MEMBERS[:] = [({k: weakref.ref(v) for k, v in members.items()}, path)]
+    except TypeError:  # not arrays (no weak references): nothing to share
+        _LAST_MEMBERS.clear()
+    return path
 
 
 #: Membership arrays written without compression: the units' 64-bit hashes are random bytes, which deflate
