@@ -73,24 +73,32 @@ def main(argv: list[str] | None = None) -> int:
         ("export_values", lambda: ind.export_values(panel, programme, **common)),
         ("participant_counts", lambda: ind.participant_counts(link, programme, rules=rules)),
     ]
-    with tempfile.TemporaryDirectory() as tmp:
-        log = None
-        if args.registry:
-            from reach import publish
-            from reach.report import show_figure
+    saved = {k: os.environ.get(k) for k in ("REACH_REGISTRY", "REACH_NOTEBOOK")}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            log = None
+            if args.registry:
+                from reach import publish
+                from reach.report import show_figure
 
-            os.environ[publish.ENV_REGISTRY] = str(Path(tmp) / "registry")
-            os.environ[publish.ENV_NOTEBOOK] = f"02_reach_{programme}"
-            log = OutputLog(Path(tmp) / "output", notebook=f"02_reach_{programme}")
-        for name, call in calls:
-            r = call()
-            if log is not None:
-                for table, checked in r.exports.items():
-                    log.table(checked, table)
-                if r.plottable:
-                    with contextlib.redirect_stdout(io.StringIO()):  # display() outside a notebook prints a repr
-                        show_figure(log, r.figure(programme), r.checks, r.figure_name)
-            step(name)
+                os.environ[publish.ENV_REGISTRY] = str(Path(tmp) / "registry")
+                os.environ[publish.ENV_NOTEBOOK] = f"02_reach_{programme}"
+                log = OutputLog(Path(tmp) / "output", notebook=f"02_reach_{programme}")
+            for name, call in calls:
+                r = call()
+                if log is not None:
+                    for table, checked in r.exports.items():
+                        log.table(checked, table)
+                    if r.plottable:
+                        with contextlib.redirect_stdout(io.StringIO()):  # display() outside a notebook prints a repr
+                            show_figure(log, r.figure(programme), r.checks, r.figure_name)
+                step(name)
+    finally:  # the registry folder is gone with `tmp`: a later call in this process must not write to it
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return 0
 
 

@@ -106,3 +106,38 @@ def test_run_meter_counts_a_child_process_cpu_seconds():
     assert meter.cpu_s is not None
     assert meter.cpu_s >= 0.5
     assert meter.cpu_s <= wall * (os.cpu_count() or 1) + 0.2
+
+
+def test_reach_steps_runs_notebook_02s_steps_on_the_stub(stub_panel, stub_params, tmp_path, capsys, monkeypatch):
+    """``bench/reach_steps.py`` (where 02's time goes) makes every indicator's call on a saved stub run and
+    prints each step with user and system CPU seconds; with ``--registry`` it registers the tables as a run does
+    (in a temporary folder: nothing is left behind)."""
+    import importlib.util
+    import os
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from reach.panel import save_run
+
+    panel, link, _ = stub_panel
+    save_run(tmp_path / "work", panel, link)
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump(stub_params), encoding="utf-8")
+    path = Path(__file__).resolve().parents[1] / "bench" / "reach_steps.py"
+    spec = importlib.util.spec_from_file_location("reach_steps", path)
+    steps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(steps)
+    for env in ("REACH_REGISTRY", "REACH_NOTEBOOK"):
+        monkeypatch.delenv(env, raising=False)
+    assert steps.main(["--params", str(params), "--work", str(tmp_path / "work"), "--programme", "tinl",
+                       "--registry"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    names = [line.split()[0] for line in lines]
+    assert names == ["imports", "read_panel", "index_panel,", "international_activity", "growth_market_presence",
+                     "target_group_fit", "prior_instrument_use", "instrument_use_after", "regional_reach",
+                     "export_values", "participant_counts"]
+    assert all(re.search(r"wall +[\d.]+ s +user +[\d.]+ +system +[\d.]+$", line) for line in lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml", "work"]
+    assert "REACH_REGISTRY" not in os.environ and "REACH_NOTEBOOK" not in os.environ
