@@ -823,7 +823,8 @@ class _Rows:
                 # (firms x cohorts: 48M pairs, 0.5 GB, at 2M firms) are one object, joined and registered once
                 if first is not None and _same_members(chk.members, first.members):
                     chk = replace(chk, members=first.members)
-                first = first or chk
+                if first is None:
+                    first = chk
                 pieces[stat].append(chk)
             del coding, values, first
         out = {}
