@@ -6,6 +6,8 @@ installed), and its correctness checks are tested against known answers.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -106,6 +108,34 @@ def test_run_meter_counts_a_child_process_cpu_seconds():
     assert meter.cpu_s is not None
     assert meter.cpu_s >= 0.5
     assert meter.cpu_s <= wall * (os.cpu_count() or 1) + 0.2
+    assert meter.system_s is not None and 0 <= meter.system_s <= meter.cpu_s
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child maps memory with Linux's semantics")
+def test_run_meter_reports_the_system_part_of_a_child_process_cpu_seconds():
+    """manifest.json's `system_seconds`: a child that spends its time having fresh memory mapped in (every
+    256 MB block filled, then returned to the system by ``munmap``) shows the operating system's share, as the
+    child's own clock (``os.times().system``, an independent measure) counts it; a child that only computes
+    shows almost none of it."""
+    import subprocess
+    import time
+
+    pytest.importorskip("psutil")
+    from reach.runner import _PeakMemory
+
+    code = ("import mmap, os, time\nt = os.times().system\n"
+            "while os.times().system - t < 0.6:\n"
+            "    m = mmap.mmap(-1, 2**28); m.write(b'x' * 2**28); m.close()\n"
+            "print(os.times().system - t, os.times().user)\ntime.sleep(0.6)\n")
+    with _PeakMemory(interval=0.05) as meter:
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    own_sys, own_user = map(float, out.split())
+    assert meter.system_s >= min(own_sys, 0.6) - 0.1, (meter.system_s, own_sys)
+    assert meter.system_s <= meter.cpu_s <= own_sys + own_user + 0.3
+    # arithmetic only (a loop reading the process's CPU clock would itself be system calls)
+    with _PeakMemory(interval=0.05) as busy:
+        subprocess.run([sys.executable, "-c", "import time\nsum(range(4 * 10**7))\ntime.sleep(0.3)\n"], check=True)
+    assert busy.system_s < 0.25 * busy.cpu_s, (busy.system_s, busy.cpu_s)
 
 
 def test_reach_steps_runs_notebook_02s_steps_on_the_stub(stub_panel, stub_params, tmp_path, capsys, monkeypatch):

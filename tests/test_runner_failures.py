@@ -193,6 +193,9 @@ def test_jobs_run_notebooks_side_by_side_in_dependency_order(tmp_path, monkeypat
     assert all(env == dict.fromkeys(runner.THREAD_ENV, "2") and blas == [2] for *_, env, blas in records)
     manifest = json.loads((tmp_path / "output" / "stub" / "manifest.json").read_text())
     assert manifest["jobs"] == 2 and manifest["kernel_threads"] == dict.fromkeys(runner.THREAD_ENV, "2")
+    # each kernel's CPU seconds and their operating-system part (each rounded on its own: 0.1 s of slack)
+    cpu, system = manifest["cpu_seconds"], manifest["system_seconds"]
+    assert set(system) == set(cpu) and all(0 <= system[k] <= cpu[k] + 0.1 for k in cpu), (cpu, system)
     order = runner.executed_names(load_params(STUB_YAML), list(runner.NOTEBOOKS))
     names = [runner.executed_name(nb, p) for nb, p in order]
     assert sorted(runs) == sorted(names)  # each kernel had its own notebook's name

@@ -387,7 +387,9 @@ class _PeakMemory:
         self.interval = interval
         self.peak_mb: float | None = None
         self.cpu_s: float | None = None
+        self.system_s: float | None = None  # the part of cpu_s the operating system spent for the processes
         self._cpu: dict[int, float] = {}
+        self._sys: dict[int, float] = {}
         # jobs side by side: only these kernels' process trees (filled when the kernel starts), not the shared runner
         self.kernels = kernels
         self._procs: dict[int, Any] = {}
@@ -413,6 +415,7 @@ class _PeakMemory:
                 if p.pid != proc.pid:
                     t = p.cpu_times()
                     self._cpu[p.pid] = max(self._cpu.get(p.pid, 0.0), t.user + t.system)
+                    self._sys[p.pid] = max(self._sys.get(p.pid, 0.0), t.system)
             except Exception:  # noqa: BLE001 - a child that just ended
                 continue
         return total / 2**20
@@ -439,8 +442,11 @@ class _PeakMemory:
         proc = psutil.Process()
         self._proc = proc
         # children alive before the block (none in a run) are not this block's work
-        self._cpu0 = {c.pid: sum(c.cpu_times()[:2]) for c in proc.children(recursive=True)}
-        self._own0 = self._own_cpu(proc)
+        self._cpu0, self._sys0 = {}, {}
+        for c in proc.children(recursive=True):
+            t = c.cpu_times()
+            self._cpu0[c.pid], self._sys0[c.pid] = t.user + t.system, t.system
+        self._own0, self._own_sys0 = self._own_cpu(proc), proc.cpu_times().system
         self.peak_mb = self._sample(proc)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, args=(proc,), daemon=True)
@@ -454,10 +460,13 @@ class _PeakMemory:
             try:
                 self._sample(self._proc)  # children still alive at the end: their final CPU time
                 own = self._own_cpu(self._proc) - self._own0 if self.kernels is None else 0.0
+                own_sys = self._proc.cpu_times().system - self._own_sys0 if self.kernels is None else 0.0
             except Exception:  # noqa: BLE001
-                own = 0.0
+                own = own_sys = 0.0
             kids = sum(max(0.0, t - self._cpu0.get(pid, 0.0)) for pid, t in self._cpu.items())
+            kids_sys = sum(max(0.0, t - self._sys0.get(pid, 0.0)) for pid, t in self._sys.items())
             self.cpu_s = round(own + kids, 1)
+            self.system_s = round(max(0.0, own_sys) + kids_sys, 1)
         if self.peak_mb is not None:
             self.peak_mb = round(self.peak_mb, 1)
 
@@ -683,6 +692,7 @@ def run_suite(
     audits: list[dict[str, Any]] = []  # each run-level audit: what it covered and how long it took
     peak_mb: dict[str, float | None] = {}
     cpu_s: dict[str, float | None] = {}
+    sys_s: dict[str, float | None] = {}
     todo = executed_names(params, names)
 
     parallel = jobs > 1
@@ -724,13 +734,14 @@ def run_suite(
         _copy(target, published)
         secs = round(time.perf_counter() - t0, 1)
         print(f"[{i}/{n}] {name} done in {secs:.1f} s", flush=True)
-        return name, published, secs, memory.peak_mb, memory.cpu_s
+        return name, published, secs, memory.peak_mb, memory.cpu_s, memory.system_s
 
     def finish(result: tuple) -> None:
-        name, published, secs, peak, cpu = result
+        name, published, secs, peak, cpu, system = result
         # a notebook run again (a later pass) counts both runs' time, and the larger peak
         pass_s.setdefault(name, []).append(secs)
         cpu_s[name] = None if cpu is None else round((cpu_s.get(name) or 0.0) + cpu, 1)
+        sys_s[name] = None if system is None else round((sys_s.get(name) or 0.0) + system, 1)
         peak_mb[name] = max((m for m in (peak_mb.get(name), peak) if m is not None), default=None)
         executed.append(published)
         if render:
@@ -926,6 +937,9 @@ def run_suite(
         # CPU seconds (user + system) of the runner and the notebook's kernel: on a shared machine
         # wall `seconds` also counts waiting for the cores
         "cpu_seconds": cpu_s,
+        # the operating system's part of cpu_seconds (mostly page faults at register scale): a share far above
+        # a few per cent means the stage waits on memory being mapped in, not on its own computation
+        "system_seconds": sys_s,
         # peak resident memory of the runner and the notebook's kernel while each notebook ran
         "peak_rss_mb": peak_mb,
         # notebooks side by side and the thread limits each kernel got (empty: the libraries' defaults)
