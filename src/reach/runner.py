@@ -444,7 +444,10 @@ class _PeakMemory:
         # children alive before the block (none in a run) are not this block's work
         self._cpu0, self._sys0 = {}, {}
         for c in proc.children(recursive=True):
-            t = c.cpu_times()
+            try:
+                t = c.cpu_times()
+            except Exception:  # noqa: BLE001 - another job's kernel that ended since the listing
+                continue
             self._cpu0[c.pid], self._sys0[c.pid] = t.user + t.system, t.system
         self._own0, self._own_sys0 = self._own_cpu(proc), proc.cpu_times().system
         self.peak_mb = self._sample(proc)
