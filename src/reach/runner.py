@@ -421,9 +421,10 @@ class _PeakMemory:
         return total / 2**20
 
     @staticmethod
-    def _own_cpu(proc) -> float:
+    def _own_cpu(proc) -> tuple[float, float]:
+        """This process's CPU seconds (user + system) and their system part, read together."""
         t = proc.cpu_times()
-        return t.user + t.system
+        return t.user + t.system, t.system
 
     def _poll(self, proc) -> None:
         while not self._stop.wait(self.interval):
@@ -449,7 +450,7 @@ class _PeakMemory:
             except Exception:  # noqa: BLE001 - another job's kernel that ended since the listing
                 continue
             self._cpu0[c.pid], self._sys0[c.pid] = t.user + t.system, t.system
-        self._own0, self._own_sys0 = self._own_cpu(proc), proc.cpu_times().system
+        self._own0, self._own_sys0 = self._own_cpu(proc)
         self.peak_mb = self._sample(proc)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, args=(proc,), daemon=True)
@@ -462,8 +463,10 @@ class _PeakMemory:
             self._thread.join(timeout=2)
             try:
                 self._sample(self._proc)  # children still alive at the end: their final CPU time
-                own = self._own_cpu(self._proc) - self._own0 if self.kernels is None else 0.0
-                own_sys = self._proc.cpu_times().system - self._own_sys0 if self.kernels is None else 0.0
+                own = own_sys = 0.0
+                if self.kernels is None:
+                    cpu, system = self._own_cpu(self._proc)
+                    own, own_sys = cpu - self._own0, system - self._own_sys0
             except Exception:  # noqa: BLE001
                 own = own_sys = 0.0
             kids = sum(max(0.0, t - self._cpu0.get(pid, 0.0)) for pid, t in self._cpu.items())
