@@ -1351,6 +1351,23 @@ def test_twfe_is_the_same_to_the_bit_with_one_or_two_blas_threads(seed):
     assert fits[0] == fits[1] == fits[2]
 
 
+@pytest.mark.parametrize("seed", [17, 31, 5])
+def test_twfe_without_weights_is_unit_weights_to_the_bit(seed):
+    """``w=None`` (``twfe`` without a weights column) skips the row-sized products by the weights; the fit is the
+    one with every weight 1, to the bit, and it is not the fit with other weights (the comparison has power)."""
+    from reach.did import _twfe_fit
+
+    rng = np.random.default_rng(seed)
+    n_ent, n_t = int(rng.integers(200, 30000)), int(rng.integers(4, 12))
+    ent, tc = np.repeat(np.arange(n_ent), n_t), np.tile(np.arange(n_t), n_ent)
+    keep = rng.random(ent.size) < 0.85
+    ent, tc = np.unique(ent[keep], return_inverse=True)[1], tc[keep]
+    D = (tc >= rng.integers(2, n_t + 2, size=n_ent)[ent]).astype(float)
+    y = rng.normal(size=ent.size) + 0.3 * D
+    assert _twfe_fit(y, D, ent, tc, None) == _twfe_fit(y, D, ent, tc, np.ones(ent.size))
+    assert _twfe_fit(y, D, ent, tc, None) != _twfe_fit(y, D, ent, tc, rng.integers(1, 4, size=ent.size).astype(float))
+
+
 def test_twfe_absorbed_treatment_is_a_clear_error(mpdta):
     d = mpdta.assign(d01=(mpdta["first.treat"] > 0).astype(int))  # constant within every unit
     with pytest.raises(ValueError, match="'d01'.*absorbed"):

@@ -326,3 +326,88 @@ def test_comparison_firms_that_used_another_programme_are_named_when_kept():
                               "programme's effect.")
     few = analysis_sample(p[p["be_id"].astype(int) < 10], "a", exclude_other_users=False)
     assert "fewer than 10 firms" in few.summary() and few.n_other_users_kept == 5
+
+
+def _sample_panel(n_firms: int = 60, seed: int = 5) -> pd.DataFrame:
+    """Firms x 2012-2022 with every case :func:`analysis_sample` separates: users of ``a`` before, in and after
+    a 2015-2020 window, never-users, never-users that used ``b`` or ``c``, users of both, and missing cohorts."""
+    rng = np.random.default_rng(seed)
+    years = np.arange(2012, 2023)
+    g_a = rng.choice([0, 0, 0, 2013, 2015, 2017, 2021], n_firms).astype(float)
+    g_b = rng.choice([0, 0, 2014, 2019], n_firms).astype(float)
+    g_c = rng.choice([0, 0, 0, 2016], n_firms).astype(float)
+    g_a[[3, 11]] = np.nan  # a cohort the file leaves missing: NaN > 0 is false in the reference
+    g_b[[4, 12, 20]] = np.nan
+    p = pd.DataFrame({"be_id": np.repeat([f"{i:08d}" for i in range(n_firms)], len(years)),
+                      "year": np.tile(years, n_firms),
+                      "g_a": np.repeat(g_a, len(years)), "g_b": np.repeat(g_b, len(years)),
+                      "g_c": np.repeat(g_c, len(years)).astype("int64")})
+    p["y"] = rng.normal(size=len(p))
+    p["x"] = rng.integers(0, 5, len(p)).astype("int8")
+    return p
+
+
+@pytest.mark.parametrize("window", [(2015, 2020), (None, 2020), (2015, None), (None, None), (2013, 2022)])
+@pytest.mark.parametrize("exclude", [True, False])
+@pytest.mark.parametrize("programme", ["a", "b", "c"])
+def test_read_sample_equals_analysis_sample_of_the_read_panel(tmp_path, window, exclude, programme):
+    """``read_sample`` chooses the sample's rows while reading the file (the register-scale copy of every column is
+    gone) and gives the :class:`Sample` of ``analysis_sample(read_panel(...))``: the same rows in the same order,
+    dtypes, left-out counts and kept other users, over several row groups, early users, other programmes' users and
+    missing cohorts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from reach.panel import analysis_sample, read_sample
+
+    p = _sample_panel()
+    (tmp_path / "w").mkdir()
+    pq.write_table(pa.Table.from_pandas(p, preserve_index=False), tmp_path / "w" / "panel.parquet", row_group_size=97)
+    lo, hi = window
+    ref = analysis_sample(read_panel(tmp_path / "w", lo, hi, columns=["y"]), programme, first_year=lo, last_year=hi,
+                          exclude_other_users=exclude)
+    got = read_sample(tmp_path / "w", programme, first_year=lo, last_year=hi, exclude_other_users=exclude,
+                      columns=["y"])
+    pd.testing.assert_frame_equal(got.panel, ref.panel)
+    pd.testing.assert_frame_equal(got.excluded, ref.excluded)
+    assert got.n_other_users_kept == ref.n_other_users_kept
+    assert got.summary() == ref.summary()
+    assert "x" not in got.panel.columns and "y" in got.panel.columns
+    # the panel has every case, so the comparison is not vacuous
+    if programme == "a" and lo == 2015:
+        assert set(ref.excluded["reason"]) >= ({"comparison firm used another programme"} if exclude else set())
+        assert any(ref.excluded["reason"].str.startswith("first used the programme before the window"))
+        assert (ref.n_other_users_kept > 0) == (not exclude)
+
+
+def test_read_sample_refuses_what_analysis_sample_refuses(tmp_path):
+    from reach.panel import read_sample
+
+    with pytest.raises(FileNotFoundError, match="01_build_panel"):
+        read_sample(tmp_path, "a")
+    (tmp_path / "w").mkdir()
+    _sample_panel().to_parquet(tmp_path / "w" / "panel.parquet", index=False)
+    with pytest.raises(ValueError, match=r"programme 'z' is not in the panel; programmes: \['a', 'b', 'c'\]"):
+        read_sample(tmp_path / "w", "z")
+    with pytest.raises(ValueError, match=r"no column\(s\) \['nope'\]"):
+        read_sample(tmp_path / "w", "a", columns=["nope"])
+
+
+@stub_needed
+def test_read_sample_of_the_stub_run_equals_the_notebooks_former_composition(stub, tmp_path):
+    """On the stub's saved run, for every programme, the sample notebooks 03 and 04 now read is the one they built
+    before (``analysis_sample(read_panel(...))``)."""
+    from reach import effects
+    from reach.panel import analysis_sample, read_sample
+
+    p, _, link, panel, _ = stub
+    work = tmp_path / "work"
+    save_run(work, panel, link)
+    cols = effects.panel_columns(p["outcomes"], xformla=p["xformla"], covariates=p["covariates"],
+                                 subgroups=p["subgroups"])
+    for programme in p["programmes"]:
+        ref = analysis_sample(read_panel(work, p["first_year"], p["last_year"], columns=cols), programme,
+                              first_year=p["first_year"], last_year=p["last_year"])
+        got = read_sample(work, programme, first_year=p["first_year"], last_year=p["last_year"], columns=cols)
+        pd.testing.assert_frame_equal(got.panel, ref.panel)
+        pd.testing.assert_frame_equal(got.excluded, ref.excluded)

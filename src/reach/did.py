@@ -2938,7 +2938,8 @@ def _treat_indicator(df, tname, treat, idname):
     return ((g > 0) & (df[tname].to_numpy(dtype=float) >= g)).astype(float)
 
 
-def _twfe_fit(y: np.ndarray, D: np.ndarray, ent: np.ndarray, tc: np.ndarray, w: np.ndarray) -> tuple[float, float, int]:
+def _twfe_fit(y: np.ndarray, D: np.ndarray, ent: np.ndarray, tc: np.ndarray,
+              w: np.ndarray | None) -> tuple[float, float, int]:
     r"""Coefficient, entity-clustered standard error and residual df of :math:`D` in the (weighted) regression of
     :math:`y` on :math:`D`, unit and year effects: linearmodels ``PanelOLS(entity_effects=True, time_effects=True)
     .fit(cov_type="clustered", cluster_entity=True)``, computed in closed form.
@@ -2954,17 +2955,22 @@ def _twfe_fit(y: np.ndarray, D: np.ndarray, ent: np.ndarray, tc: np.ndarray, w: 
     :math:`V = \frac{n}{n - N - T} \sum_i (\sum_t w \check D \hat e)^2 / (\sum w \check D^2)^2` with
     :math:`n` rows, :math:`N` units and :math:`T` years; residual df :math:`n - N - T`.
     No iteration and no dummy matrix: a few passes over the rows, where ``PanelOLS`` needs minutes at
-    register scale (2M units).
+    register scale (2M units). ``w=None`` is every weight 1, to the bit, without the row-sized products by
+    the weights (at register scale each is fresh memory the operating system maps in).
     """
     n_ent = int(ent.max()) + 1
     n_t = int(tc.max()) + 1
-    W = np.bincount(ent, weights=w, minlength=n_ent)
+
+    def wt(x):  # x * 1.0 is x: the unweighted sums below are the weighted ones' to the bit
+        return x if w is None else w * x
+
+    W = np.bincount(ent, weights=w, minlength=n_ent).astype(float, copy=False)
 
     def within(x):
-        return x - (np.bincount(ent, weights=w * x, minlength=n_ent) / W)[ent]
+        return x - (np.bincount(ent, weights=wt(x), minlength=n_ent) / W)[ent]
 
     y_t, d_t = within(y), within(D)
-    E = np.bincount(ent * n_t + tc, weights=w, minlength=n_ent * n_t).reshape(n_ent, n_t)
+    E = np.bincount(ent * n_t + tc, weights=w, minlength=n_ent * n_t).astype(float, copy=False).reshape(n_ent, n_t)
     P = E / W[:, None]                                    # share of a unit's weight in each year
     # sums over units by einsum's own loops (optimize=False), not a BLAS product: a threaded product splits them
     # by the thread count, and the same run with one kernel (two BLAS threads) and two kernels (one each)
@@ -2975,19 +2981,19 @@ def _twfe_fit(y: np.ndarray, D: np.ndarray, ent: np.ndarray, tc: np.ndarray, w: 
         """Fitted values (per row) of the weighted regression of the within-deviation x on the year block A."""
         if n_t == 1:
             return np.zeros_like(x)
-        c = np.linalg.solve(H, np.bincount(tc, weights=w * x, minlength=n_t)[1:])
+        c = np.linalg.solve(H, np.bincount(tc, weights=wt(x), minlength=n_t)[1:])
         full = np.concatenate([[0.0], c])
         return full[tc] - np.einsum("it,t->i", P, full, optimize=False)[ent]
 
     d_c = d_t - year_part(d_t)
     y_c = y_t - year_part(y_t)
-    sdd = float(np.sum(w * d_c * d_c))
-    if not sdd > 1e-10 * float(np.sum(w * D * D)):
+    sdd = float(np.sum(wt(d_c) * d_c))
+    if not sdd > 1e-10 * float(np.sum(wt(D) * D)):
         raise ValueError("the treatment indicator is fully absorbed by the unit and year effects "
                          "(no unit changes treatment status relative to the others)")
-    b = float(np.sum(w * d_c * y_c)) / sdd
+    b = float(np.sum(wt(d_c) * y_c)) / sdd
     e = y_c - b * d_c
-    score = np.bincount(ent, weights=w * d_c * e, minlength=n_ent)
+    score = np.bincount(ent, weights=wt(d_c) * e, minlength=n_ent)
     nobs = y.size
     df_resid = nobs - n_ent - n_t
     if df_resid <= 0:
@@ -3030,9 +3036,10 @@ def twfe(df: pd.DataFrame, yname: str, tname: str, idname: str, treat: str, weig
     if dup.any():
         raise ValueError(f"df: duplicate ({idname}, {tname}) rows. Examples:\n{examples(d, dup, [idname, tname])}")
     D = _treat_indicator(d, tname, treat, idname)
-    w = d[weightsname].to_numpy(dtype=float) if weightsname else np.ones(len(d))
+    w = d[weightsname].to_numpy(dtype=float) if weightsname else None
     try:
-        b, se, df_resid = _twfe_fit(d[yname].to_numpy(dtype=float), D, ent.astype(np.int64), tc.astype(np.int64), w)
+        b, se, df_resid = _twfe_fit(d[yname].to_numpy(dtype=float), D, np.asarray(ent, dtype=np.int64),
+                                    np.asarray(tc, dtype=np.int64), w)
     except ValueError as exc:
         raise ValueError(f"df: TWFE of {yname!r} on the treatment from {treat!r} by ({idname}, {tname}): {exc}") from None
     z = ndtri(1 - alp / 2)
