@@ -38,8 +38,15 @@ def _reference_drop(data, outcome, unit, tname, firm=None):
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_balanced_panel_drop_equals_the_grouped_count(seed):
+@pytest.mark.parametrize("order", ["sorted", "shuffled", "float years"])
+def test_balanced_panel_drop_equals_the_grouped_count(seed, order):
+    """Units coded by the sorted panel's order (or hashed when out of order) and years by counting (or hashed when
+    not whole numbers) give the grouped count."""
     d = _stacked(seed)
+    if order == "shuffled":
+        d = d.sample(frac=1.0, random_state=seed)
+    elif order == "float years":
+        d = d.assign(year=d["year"] + 0.5)
     for unit, firm in [("stack_id", None), ("stack_id", "be_id"), ("be_id", None)]:
         sub = d.drop_duplicates([unit, "year"]) if unit == "be_id" else d
         assert _balanced_panel_drop(sub, "y", unit, "year", firm=firm) == _reference_drop(sub, "y", unit, "year", firm)
@@ -51,7 +58,7 @@ def test_balanced_panel_drop_equals_the_grouped_count(seed):
 @pytest.mark.parametrize("seed", range(6))
 def test_constant_within_equals_nunique(seed):
     d = _stacked(seed)
-    cases = [d, d.assign(y=d.groupby("stack_id")["y"].transform("first")), d.assign(y=np.nan),
+    cases = [d, d.sample(frac=1.0, random_state=seed), d.assign(y=d.groupby("stack_id")["y"].transform("first")), d.assign(y=np.nan),
              d.assign(y=d["y"].where(d["stack_id"] != 5, -0.0).where(d["stack_id"] != 6, 0.0)),
              d.assign(y=d["stack_id"].astype(float)), d.iloc[:0]]
     for c in cases:

@@ -49,6 +49,19 @@ def test_every_notebook_executed_and_rendered(run):
     assert "import reach" not in (run.output_dir / "02_reach_tinl.html").read_text(encoding="utf-8")
 
 
+def test_no_report_loads_or_names_an_empty_script(run):
+    """Rendered with the CDN URLs blanked (no internet at CBS), nbconvert's template still wrote two
+    ``<script src="">`` elements; a browser fires an error event for each (Chromium 150 in the rendering check).
+    No report has one, and no script element loads anything from outside the file."""
+    import re
+
+    for name in EXECUTED:
+        html = (run.output_dir / f"{name}.html").read_text(encoding="utf-8")
+        srcs = re.findall(r"<script\b[^>]*\bsrc=([\"'])(.*?)\1", html)
+        assert not srcs, f"{name}.html: script elements with src {[v for _, v in srcs]}"
+        assert "MathJax configuration" in html  # the template's head is there: the check above saw it
+
+
 def test_every_exported_figure_is_shown_in_its_report(run):
     with open(run.output_dir / "disclosure_report.csv", newline="", encoding="utf-8") as fh:
         rows = [r for r in csv.DictReader(fh) if r["kind"] == "figure" and r["file"]]

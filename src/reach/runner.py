@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import time
@@ -279,6 +280,10 @@ def _drop_report_rows(output_dir: Path, notebooks: Iterable[str]) -> None:
             writer.writerows(keep)
 
 
+#: A script element with an empty ``src`` (nbconvert's template when the CDN URLs are blanked).
+_EMPTY_SCRIPT = re.compile(r"""<script src=(?:""|'')>\s*</script>\n?""")
+
+
 def render_html(executed: str | Path, html_path: str | Path | None = None, *, show_code: bool = False) -> Path:
     """Render an executed notebook to one self-contained HTML file (figures embedded as data URIs).
 
@@ -299,6 +304,9 @@ def render_html(executed: str | Path, html_path: str | Path | None = None, *, sh
     exporter.require_js_url = ""
     exporter.widget_renderer_url = ""
     body, _ = exporter.from_notebook_node(nb)
+    # without those URLs the template still writes <script src="">: a browser fires an error event for each
+    # (Chromium 150 reports them; a reviewer's console shows errors), and nothing is loaded from them
+    body = _EMPTY_SCRIPT.sub("", body)
     html_path.parent.mkdir(parents=True, exist_ok=True)
     html_path.write_text(body, encoding="utf-8")
     return html_path
