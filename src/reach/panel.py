@@ -716,7 +716,11 @@ def read_sample(work_dir, programme: str, *, first_year: int | None = None, last
     counted = analysis_sample(leaving, programme, first_year=start, last_year=last_year,
                               exclude_other_users=exclude_other_users)
     keep = ~early & ~other_user if exclude_other_users else ~early
-    return Sample(_read_filtered(path, cols, _and(window, keep)), counted.excluded, counted.n_other_users_kept)
+    rows = _read_filtered(path, cols, _and(window, keep))
+    # the reader's pool keeps the freed batches of the scan (2M firms: ~2 GB beside a 2.4 GB sample), space
+    # NumPy's arrays cannot reuse: handed back, as notebook 01 does between its big steps
+    _checks.release_memory()
+    return Sample(rows, counted.excluded, counted.n_other_users_kept)
 
 
 def _year_filter(first_year: int | None, last_year: int | None):
