@@ -1328,6 +1328,16 @@ def test_twfe_equals_linearmodels_panelols(mpdta, weighted, treat):
     assert got.n_obs == ref.nobs and got.df_resid == ref.df_resid
 
 
+def _twfe_rows(rng, keep_share: float):
+    """(y, D, unit codes, period codes) of a random unbalanced panel with staggered treatment, for ``_twfe_fit``."""
+    n_ent, n_t = int(rng.integers(200, 30000)), int(rng.integers(4, 12))
+    ent, tc = np.repeat(np.arange(n_ent), n_t), np.tile(np.arange(n_t), n_ent)
+    keep = rng.random(ent.size) < keep_share
+    ent, tc = np.unique(ent[keep], return_inverse=True)[1], tc[keep]
+    D = (tc >= rng.integers(2, n_t + 2, size=n_ent)[ent]).astype(float)
+    return rng.normal(size=ent.size) + 0.3 * D, D, ent, tc
+
+
 @pytest.mark.parametrize("seed", [17, 31])  # shapes where a BLAS product's last digits moved with the threads
 def test_twfe_is_the_same_to_the_bit_with_one_or_two_blas_threads(seed):
     """The same run with one kernel (two BLAS threads) and with two kernels side by side (one each) must give
@@ -1337,12 +1347,7 @@ def test_twfe_is_the_same_to_the_bit_with_one_or_two_blas_threads(seed):
     from reach.did import _twfe_fit
 
     rng = np.random.default_rng(seed)
-    n_ent, n_t = int(rng.integers(200, 30000)), int(rng.integers(4, 12))
-    ent, tc = np.repeat(np.arange(n_ent), n_t), np.tile(np.arange(n_t), n_ent)
-    keep = rng.random(ent.size) < 0.9
-    ent, tc = np.unique(ent[keep], return_inverse=True)[1], tc[keep]
-    D = (tc >= rng.integers(2, n_t + 2, size=n_ent)[ent]).astype(float)
-    y = rng.normal(size=ent.size) + 0.3 * D
+    y, D, ent, tc = _twfe_rows(rng, 0.9)
     w = np.ones(ent.size) if seed % 2 else rng.integers(1, 4, size=ent.size).astype(float)
     fits = []
     for threads in (1, 2, 4):
@@ -1358,12 +1363,7 @@ def test_twfe_without_weights_is_unit_weights_to_the_bit(seed):
     from reach.did import _twfe_fit
 
     rng = np.random.default_rng(seed)
-    n_ent, n_t = int(rng.integers(200, 30000)), int(rng.integers(4, 12))
-    ent, tc = np.repeat(np.arange(n_ent), n_t), np.tile(np.arange(n_t), n_ent)
-    keep = rng.random(ent.size) < 0.85
-    ent, tc = np.unique(ent[keep], return_inverse=True)[1], tc[keep]
-    D = (tc >= rng.integers(2, n_t + 2, size=n_ent)[ent]).astype(float)
-    y = rng.normal(size=ent.size) + 0.3 * D
+    y, D, ent, tc = _twfe_rows(rng, 0.85)
     assert _twfe_fit(y, D, ent, tc, None) == _twfe_fit(y, D, ent, tc, np.ones(ent.size))
     assert _twfe_fit(y, D, ent, tc, None) != _twfe_fit(y, D, ent, tc, rng.integers(1, 4, size=ent.size).astype(float))
 
