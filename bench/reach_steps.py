@@ -28,6 +28,17 @@ def _cpu() -> tuple[float, float]:
     return t.user, t.system
 
 
+def step_printer(t0: float):
+    """``step(name)`` prints the wall seconds since ``t0`` and the process's user and system CPU seconds so far."""
+
+    def step(name: str) -> None:
+        user, system = _cpu()
+        print(f"{name:<24} wall {time.perf_counter() - t0:7.1f} s   user {user:7.1f}   system {system:7.1f}",
+              flush=True)
+
+    return step
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--params", required=True, help="parameter file of the run")
@@ -48,11 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     programme = args.programme or analysed_programmes(p)[0]
     rules = Rules(**p["disclosure"])
 
-    def step(name: str) -> None:
-        user, system = _cpu()
-        print(f"{name:<24} wall {time.perf_counter() - t0:7.1f} s   user {user:7.1f}   system {system:7.1f}",
-              flush=True)
-
+    step = step_printer(t0)
     step("imports")
     panel = read_panel(work, first_year=p["first_year"], last_year=p["last_year"],
                        columns=ind.panel_columns(p["growth_markets"]))

@@ -199,3 +199,33 @@ def test_reach_steps_runs_notebook_02s_steps_on_the_stub(stub_panel, stub_params
     assert all(re.search(r"wall +[\d.]+ s +user +[\d.]+ +system +[\d.]+$", line) for line in lines)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml", "work"]
     assert "REACH_REGISTRY" not in os.environ and "REACH_NOTEBOOK" not in os.environ
+
+
+def test_effects_steps_runs_notebook_04s_steps_on_the_stub(stub_panel, stub_params, tmp_path, capsys):
+    """``bench/effects_steps.py`` (where 04's time goes) makes 04's calls on a saved stub run, with the sample read
+    by ``read_sample`` or, with ``--composition``, as before; it prints each step with user and system CPU seconds
+    and leaves nothing behind."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from reach.panel import save_run
+
+    panel, link, _ = stub_panel
+    save_run(tmp_path / "work", panel, link)
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump({**stub_params, "biters": 19, "placebo_draws": 2}), encoding="utf-8")
+    path = Path(__file__).resolve().parents[1] / "bench" / "effects_steps.py"
+    spec = importlib.util.spec_from_file_location("effects_steps", path)
+    steps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(steps)
+    for extra, first in (([], "read_sample"), (["--composition"], "composition")):
+        assert steps.main(["--params", str(params), "--work", str(tmp_path / "work"), "--programme", "tinl",
+                           *extra]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        names = [re.sub(r"\s+wall .*", "", line) for line in lines]
+        assert names == ["imports", first, *[f"report {o} full" for o in stub_params["outcomes"]], "how_sure"]
+        assert all(re.search(r"wall +[\d.]+ s +user +[\d.]+ +system +[\d.]+$", line) for line in lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml", "work"]
