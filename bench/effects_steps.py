@@ -15,23 +15,17 @@ one run, not assertions.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reach_steps import step_printer  # noqa: E402  (a bench script beside this one, not a package)
+from reach_steps import arguments, run_setup, step_printer  # noqa: E402  (a bench script beside this one, not a package)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--params", required=True, help="parameter file of the run")
-    ap.add_argument("--work", default=None, help="the run's work folder (default work/<run_name>)")
-    ap.add_argument("--programme", default=None, help="programme key (default: the first analysed)")
-    ap.add_argument("--composition", action="store_true",
-                    help="take the sample as analysis_sample(read_panel(...)), not read_sample")
-    args = ap.parse_args(argv)
+    args = arguments(__doc__, "--composition",
+                     "take the sample as analysis_sample(read_panel(...)), not read_sample").parse_args(argv)
 
     t0 = time.perf_counter()
     import warnings
@@ -39,15 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from reach import did, effects, robustness
-    from reach.disclosure import Rules
     from reach.panel import analysis_sample, read_link, read_panel, read_sample
-    from reach.params import load_params
-    from reach.runner import analysed_programmes
 
-    p = load_params(args.params)
-    work = Path(args.work) if args.work else Path("work") / p["run_name"]
-    programme = args.programme or analysed_programmes(p)[0]
-    rules = Rules(**p["disclosure"])
+    p, work, programme, rules = run_setup(args)
     step = step_printer(t0)
     step("imports")
 

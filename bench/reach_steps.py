@@ -28,6 +28,27 @@ def _cpu() -> tuple[float, float]:
     return t.user, t.system
 
 
+def arguments(doc: str, flag: str, flag_help: str) -> argparse.ArgumentParser:
+    """The steps scripts' command line: ``--params``, ``--work``, ``--programme`` and one switch of their own."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--params", required=True, help="parameter file of the run")
+    ap.add_argument("--work", default=None, help="the run's work folder (default work/<run_name>)")
+    ap.add_argument("--programme", default=None, help="programme key (default: the first analysed)")
+    ap.add_argument(flag, action="store_true", help=flag_help)
+    return ap
+
+
+def run_setup(args):
+    """``(params, work folder, programme, disclosure rules)`` of a steps script's arguments."""
+    from reach.disclosure import Rules
+    from reach.params import load_params
+    from reach.runner import analysed_programmes
+
+    p = load_params(args.params)
+    work = Path(args.work) if args.work else Path("work") / p["run_name"]
+    return p, work, args.programme or analysed_programmes(p)[0], Rules(**p["disclosure"])
+
+
 def step_printer(t0: float):
     """``step(name)`` prints the wall seconds since ``t0`` and the process's user and system CPU seconds so far."""
 
@@ -40,25 +61,14 @@ def step_printer(t0: float):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--params", required=True, help="parameter file of the run")
-    ap.add_argument("--work", default=None, help="the run's work folder (default work/<run_name>)")
-    ap.add_argument("--programme", default=None, help="programme key (default: the first analysed)")
-    ap.add_argument("--registry", action="store_true", help="register tables and figures as a run does")
-    args = ap.parse_args(argv)
+    args = arguments(__doc__, "--registry", "register tables and figures as a run does").parse_args(argv)
 
     t0 = time.perf_counter()
     from reach import indicators as ind
-    from reach.disclosure import OutputLog, Rules
+    from reach.disclosure import OutputLog
     from reach.panel import read_link, read_panel
-    from reach.params import load_params
-    from reach.runner import analysed_programmes
 
-    p = load_params(args.params)
-    work = Path(args.work) if args.work else Path("work") / p["run_name"]
-    programme = args.programme or analysed_programmes(p)[0]
-    rules = Rules(**p["disclosure"])
-
+    p, work, programme, rules = run_setup(args)
     step = step_printer(t0)
     step("imports")
     panel = read_panel(work, first_year=p["first_year"], last_year=p["last_year"],
