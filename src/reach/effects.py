@@ -25,7 +25,8 @@ import pandas as pd
 from reach._checks import check_choice, count_text, require_columns
 from reach.did import (AGGTE_COLUMNS, ATT_GT_COLUMNS, _TINY, AggteResult, ATTgtResult, DiDEstimate,
                        _distinct_per_unit, _factorize_sorted, _period_codes, _without_cells, aggte, att_gt,
-                       matched_att_gt, matched_user_count, naive_difference, parse_xformla, twfe, users_off_common_change, with_matching_weights)
+                       matched_att_gt, matched_user_count, naive_difference, parse_xformla, twfe,
+                       users_off_common_change, with_matching_weights)
 
 __all__ = ["EffectReport", "effect_report", "event_study_plot", "effects_intro", "samples_text", "REPORT_TABLES",
            "COMPARISON_METHODS", "panel_columns", "users_changed_after_use"]
