@@ -611,11 +611,9 @@ def read_panel(work_dir, first_year: int | None = None, last_year: int | None = 
     >>> panel = read_panel("work/stub", columns=["log_exports_lag1"])    # doctest: +SKIP
     """
     path = Path(work_dir) / "panel.parquet"
-    filters = ([("year", ">=", int(first_year))] if first_year is not None else []) + \
-        ([("year", "<=", int(last_year))] if last_year is not None else [])
     if not path.is_file():
         return _read(path)
-    return _read_filtered(path, _panel_file_columns(path, columns), filters or None)
+    return _read_filtered(path, _panel_file_columns(path, columns), _year_filter(first_year, last_year))
 
 
 _TO_PANDAS = {"split_blocks": True, "self_destruct": True}
