@@ -636,7 +636,9 @@ def _panel_file_columns(path: Path, columns: Sequence[str] | None) -> list[str] 
 def _read_filtered(path: Path, cols: list[str] | None, filters) -> pd.DataFrame:
     # Arrow's buffers are released column by column as the frame is made (not after the whole frame):
     # 2M firms: the panel is ~4 GB and would otherwise exist twice; same frame, column per block
-    return pd.read_parquet(path, columns=cols, filters=filters, to_pandas_kwargs=_TO_PANDAS)
+    df = pd.read_parquet(path, columns=cols, filters=filters, to_pandas_kwargs=_TO_PANDAS)
+    _join_text_pieces(df)
+    return df
 
 
 def read_sample(work_dir, programme: str, *, first_year: int | None = None, last_year: int | None = None,
@@ -715,7 +717,6 @@ def read_sample(work_dir, programme: str, *, first_year: int | None = None, last
                               exclude_other_users=exclude_other_users)
     keep = ~early & ~other_user if exclude_other_users else ~early
     rows = _read_filtered(path, cols, _and(window, keep))
-    _join_text_pieces(rows)
     # the reader's pool keeps the freed batches of the scan (2M firms: ~2 GB beside a 2.4 GB sample), space
     # NumPy's arrays cannot reuse: handed back, as notebook 01 does between its big steps
     _checks.release_memory()
@@ -725,9 +726,9 @@ def read_sample(work_dir, programme: str, *, first_year: int | None = None, last
 def _join_text_pieces(df: pd.DataFrame) -> None:
     """Each Arrow-backed column of ``df`` (text: keys and codes) in one piece, in place.
 
-    A filtered read gives such a column in one piece per batch read (125 for the 2M-firm panel), where the row
-    selection of :func:`analysis_sample` leaves one; every later operation on it (codes, ``isin``, grouping) then
-    joins the pieces in a temporary copy (~0.3 GB more at notebook 04's peak at 2M). Values and dtype unchanged.
+    A read of the panel gives such a column in one piece per batch read (125 for the 2M-firm panel); every later
+    operation on it (codes, ``isin``, grouping) then joins the pieces in a temporary copy (~0.3 GB more at
+    notebook 04's peak at 2M). Joined once here, for every reader of the panel. Values and dtype unchanged.
     """
     import pyarrow as pa
 
