@@ -5,7 +5,7 @@ Run: ``python bench/reach_steps.py --params PARAMS [--work WORK_DIR] [--programm
 
 It makes the calls notebook 02 makes, in its order, and prints per step the wall seconds and
 the process's user and system CPU seconds so far; ``--registry`` also registers every table
-and figure as a run does (``OutputLog.table`` / ``show_figure`` into a temporary registry),
+and figure as notebook 02 does (``reach.report.show_indicator`` into a temporary registry),
 which writes the unit memberships the run-level audit reads. System time is the kernel's
 work for the process, at register scale mostly page faults on freshly allocated arrays: on a
 VM that backs its memory lazily it can be several times the user time (``README.md``, *Runs at
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             log = None
             if args.registry:
                 from reach import publish
-                from reach.report import show_figure
+                from reach.report import show_indicator
 
                 os.environ[publish.ENV_REGISTRY] = str(Path(tmp) / "registry")
                 os.environ[publish.ENV_NOTEBOOK] = f"02_reach_{programme}"
@@ -104,11 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, call in calls:
                 r = call()
                 if log is not None:
-                    for table, checked in r.exports.items():
-                        log.table(checked, table)
-                    if r.plottable:
-                        with contextlib.redirect_stdout(io.StringIO()):  # display() outside a notebook prints a repr
-                            show_figure(log, r.figure(programme), r.checks, r.figure_name)
+                    with contextlib.redirect_stdout(io.StringIO()):  # display() outside a notebook prints a repr
+                        show_indicator(log, r, programme)
                 step(name)
     finally:  # the registry folder is gone with `tmp`: a later call in this process must not write to it
         for k, v in saved.items():

@@ -946,3 +946,38 @@ def test_mean_and_median_share_one_membership_object(panel, monkeypatch, tmp_pat
         assert len(z["unit"]) == len(other.members["unit"]) != len(mean.members["unit"])
     with np.load(files[1]) as z:
         assert all(np.array_equal(z[k], mean.members[k]) for k in mean.members)
+
+
+def test_show_indicator_publishes_each_table_then_the_figure_then_the_narrative(results, tmp_path, monkeypatch):
+    """``show_indicator`` (one section of notebook 02, also run by ``bench/reach_steps.py``) writes the same files
+    as writing each checked table with ``OutputLog.table`` and the figure with ``show_figure``, and shows the
+    figure (or why it was refused) before the narrative."""
+    import IPython.display
+
+    from reach.disclosure import OutputLog
+    from reach.report import show_figure, show_indicator
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    assert any(r.plottable for r in results) and any(not r.plottable for r in results)  # both branches run
+    for i, r in enumerate(results):
+        got, ref = (OutputLog(tmp_path / f"{side}{i}", notebook="nb") for side in ("got", "ref"))
+        shown.clear()
+        show_indicator(got, r, "Programme P")
+        assert isinstance(shown[-1], IPython.display.Markdown) and shown[-1].data == r.text
+        assert len(shown) == 1 + r.plottable, r.name
+        for name, checked in r.exports.items():
+            ref.table(checked, name)
+        if r.plottable:
+            show_figure(ref, r.figure("Programme P"), r.checks, r.figure_name)
+        written = sorted(p.relative_to(tmp_path / f"got{i}").as_posix()
+                         for p in (tmp_path / f"got{i}").rglob("*") if p.is_file() and p.suffix != ".png")
+        assert written == sorted(p.relative_to(tmp_path / f"ref{i}").as_posix()
+                                 for p in (tmp_path / f"ref{i}").rglob("*") if p.is_file() and p.suffix != ".png")
+        assert {f"tables/{name}.csv" for name in r.exports} <= set(written), r.name
+        for rel in written:
+            if rel.endswith(".csv"):
+                assert (tmp_path / f"got{i}" / rel).read_bytes() == (tmp_path / f"ref{i}" / rel).read_bytes(), rel
+        pngs = [sorted(p.name for p in (tmp_path / f"{side}{i}").rglob("*.png")) for side in ("got", "ref")]
+        assert pngs[0] == pngs[1] and len(pngs[0]) <= r.plottable, r.name
+    assert list(tmp_path.rglob("got*/**/*.png"))  # some figure was exported, so the comparison is not vacuous

@@ -152,11 +152,7 @@ class IndicatorResult:
     In a notebook, one section per indicator::
 
         r = international_activity(panel, "tinl", rules=rules)
-        for name, chk in r.exports.items():
-            log.table(chk, name)
-        if r.plottable:
-            show_figure(log, r.figure("Trade and Innovate NL"), r.checks, r.figure_name)
-        display(Markdown(r.text))
+        show_indicator(log, r, "Trade and Innovate NL")   # reach.report: tables, figure, narrative
     """
 
     name: str

@@ -16,7 +16,7 @@ from reach._checks import count_text  # re-exported for notebooks: the one wordi
 from reach._display import ResultDisplay
 
 __all__ = ["record_headline", "read_headlines", "fmt_number", "fmt_count", "count_text", "fmt_share", "share_text",
-           "share_of", "count_of", "show_figure",
+           "share_of", "count_of", "show_figure", "show_indicator",
            "SummaryDisplay", "checks_statement", "html_table", "place_legend", "legend_overlaps", "tidy_legends",
            "fit_titles",
            "dominated_cells", "dominance_note", "DOMINANT_SHARE", "figure_html", "details_html", "markdown_html"]
@@ -288,6 +288,33 @@ def show_figure(log: Any, fig: Any, checked: Any, name: str, *, drawn_from_suppr
         display(Image(data=buf.getvalue(), format="png"))
         plt.close(fig)
     return path
+
+
+def show_indicator(log: Any, result: Any, label: str) -> None:
+    """Publish a :class:`reach.indicators.IndicatorResult` through ``log`` and show it: one section of notebook 02.
+
+    Every table of ``result.exports`` is written with ``log.table`` (the suppressed copy), then the figure, when
+    the result has one to draw, goes through :func:`show_figure`, then the narrative is displayed. Notebook 02
+    does this for each of its indicators; ``bench/reach_steps.py`` does it outside a notebook.
+
+    Parameters
+    ----------
+    log : reach.disclosure.OutputLog
+    result : reach.indicators.IndicatorResult
+    label : str
+        The programme's name in the figure's title.
+
+    Examples
+    --------
+    >>> show_indicator(log, ind.international_activity(panel, "tinl", rules=rules), "Trade and Innovate NL")  # doctest: +SKIP
+    """
+    from IPython.display import Markdown, display
+
+    for name, checked in result.exports.items():
+        log.table(checked, name)
+    if result.plottable:
+        show_figure(log, result.figure(label), result.checks, result.figure_name)
+    display(Markdown(result.text))
 
 
 def figure_html(log: Any, fig: Any, checked: Any, name: str, *, drawn_from_suppressed: bool = True) -> str:
