@@ -5,8 +5,8 @@ Run: ``python bench/effects_steps.py --params PARAMS [--work WORK_DIR] [--progra
 
 It makes the library calls notebook 04 makes, in its order: the analysis sample, one effect report
 per outcome and sample, and ``how_sure`` (sensitivity, power, placebo, subgroups). It prints the wall
-seconds and the process's user and system CPU seconds after each step, as
-``bench/reach_steps.py`` does for 02. ``--composition`` takes the sample as the notebook did
+seconds, the process's user and system CPU seconds and its resident memory now and at its peak after
+each step, as ``bench/reach_steps.py`` does for 02. ``--composition`` takes the sample as the notebook did
 before ``reach.panel.read_sample``: ``analysis_sample(read_panel(...))``, which copies every
 column without the left-out rows. The two give the same sample (``tests/test_panel.py``); run
 both, alternated in fresh processes, to compare them (``README.md``, *Runs at 2M firms*,

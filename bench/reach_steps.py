@@ -3,13 +3,14 @@
 Run: ``python bench/reach_steps.py --params PARAMS [--work WORK_DIR] [--programme P] [--registry]``
 (``WORK_DIR`` defaults to ``work/<run_name>``, which a run of notebook 01 filled).
 
-It makes the calls notebook 02 makes, in its order, and prints per step the wall seconds and
-the process's user and system CPU seconds so far; ``--registry`` also registers every table
-and figure as notebook 02 does (``reach.report.show_indicator`` into a temporary registry),
-which writes the unit memberships the run-level audit reads. System time is the kernel's
-work for the process, at register scale mostly page faults on freshly allocated arrays: on a
-VM that backs its memory lazily it can be several times the user time (``README.md``, *Runs at
-2M firms*, twentieth round). The numbers printed are measurements of one run, not assertions.
+It makes the calls notebook 02 makes, in its order, and prints per step the wall seconds,
+the process's user and system CPU seconds so far and its resident memory now and at its peak;
+``--registry`` also registers every table and figure as notebook 02 does
+(``reach.report.show_indicator`` into a temporary registry), which writes the unit memberships
+the run-level audit reads. System time is the kernel's work for the process, at register scale
+mostly page faults on freshly allocated arrays: on a VM that backs its memory lazily it can be
+several times the user time (``README.md``, *Runs at 2M firms*, twentieth round). The numbers
+printed are measurements of one run, not assertions.
 """
 from __future__ import annotations
 
@@ -49,13 +50,29 @@ def run_setup(args):
     return p, work, args.programme or analysed_programmes(p)[0], Rules(**p["disclosure"])
 
 
+def _memory_mb() -> tuple[float, float]:
+    """The process's resident memory now and its peak so far, in MB (psutil, which ipykernel installs)."""
+    import psutil
+
+    info = psutil.Process().memory_info()
+    try:
+        import resource  # POSIX: the kernel's high-water mark, which a poll would miss between steps
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    except ImportError:  # Windows: psutil reports the peak working set
+        peak = getattr(info, "peak_wset", info.rss)
+    return info.rss / 2**20, peak / 2**20
+
+
 def step_printer(t0: float):
-    """``step(name)`` prints the wall seconds since ``t0`` and the process's user and system CPU seconds so far."""
+    """``step(name)`` prints the wall seconds since ``t0``, the process's user and system CPU seconds so far,
+    and its resident memory now and at its peak so far (MB): the step whose peak rises is the one to look at."""
 
     def step(name: str) -> None:
         user, system = _cpu()
-        print(f"{name:<24} wall {time.perf_counter() - t0:7.1f} s   user {user:7.1f}   system {system:7.1f}",
-              flush=True)
+        rss, peak = _memory_mb()
+        print(f"{name:<24} wall {time.perf_counter() - t0:7.1f} s   user {user:7.1f}   system {system:7.1f}"
+              f"   rss {rss:7.0f} MB   peak {peak:7.0f} MB", flush=True)
 
     return step
 

@@ -166,6 +166,10 @@ def test_run_meter_survives_a_child_that_ends_while_it_starts(monkeypatch):
     assert meter.cpu_s is not None and meter.system_s is not None
 
 
+#: A steps script's line: wall seconds, user and system CPU seconds, resident memory now and at its peak.
+STEP_LINE = r"wall +[\d.]+ s +user +[\d.]+ +system +[\d.]+ +rss +\d+ MB +peak +\d+ MB$"
+
+
 def test_reach_steps_runs_notebook_02s_steps_on_the_stub(stub_panel, stub_params, tmp_path, capsys, monkeypatch):
     """``bench/reach_steps.py`` (where 02's time goes) makes every indicator's call on a saved stub run and
     prints each step with user and system CPU seconds; with ``--registry`` it registers the tables as a run does
@@ -196,7 +200,7 @@ def test_reach_steps_runs_notebook_02s_steps_on_the_stub(stub_panel, stub_params
     assert names == ["imports", "read_panel", "index_panel,", "international_activity", "growth_market_presence",
                      "target_group_fit", "prior_instrument_use", "instrument_use_after", "regional_reach",
                      "export_values", "participant_counts"]
-    assert all(re.search(r"wall +[\d.]+ s +user +[\d.]+ +system +[\d.]+$", line) for line in lines)
+    assert all(re.search(STEP_LINE, line) for line in lines)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml", "work"]
     assert "REACH_REGISTRY" not in os.environ and "REACH_NOTEBOOK" not in os.environ
 
@@ -227,5 +231,5 @@ def test_effects_steps_runs_notebook_04s_steps_on_the_stub(stub_panel, stub_para
         lines = capsys.readouterr().out.strip().splitlines()
         names = [re.sub(r"\s+wall .*", "", line) for line in lines]
         assert names == ["imports", first, *[f"report {o} full" for o in stub_params["outcomes"]], "how_sure"]
-        assert all(re.search(r"wall +[\d.]+ s +user +[\d.]+ +system +[\d.]+$", line) for line in lines)
+        assert all(re.search(STEP_LINE, line) for line in lines)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml", "work"]
