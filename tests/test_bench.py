@@ -172,7 +172,8 @@ STEP_LINE = r"wall +[\d.]+ s +user +[\d.]+ +system +[\d.]+ +rss +\d+ MB +peak +\
 
 def test_reach_steps_runs_notebook_02s_steps_on_the_stub(stub_panel, stub_params, tmp_path, capsys, monkeypatch):
     """``bench/reach_steps.py`` (where 02's time goes) makes every indicator's call on a saved stub run and
-    prints each step with user and system CPU seconds; with ``--registry`` it registers the tables as a run does
+    prints each step with user and system CPU seconds and memory; with ``--registry`` it registers the tables as
+    notebook 02 does
     (in a temporary folder: nothing is left behind)."""
     import importlib.util
     import os
@@ -208,7 +209,7 @@ def test_reach_steps_runs_notebook_02s_steps_on_the_stub(stub_panel, stub_params
 def test_effects_steps_runs_notebook_04s_steps_on_the_stub(stub_panel, stub_params, tmp_path, capsys):
     """``bench/effects_steps.py`` (where 04's time goes) makes 04's calls on a saved stub run, with the sample read
     by ``read_sample`` or, with ``--composition``, as before; it prints each step with user and system CPU seconds
-    and leaves nothing behind."""
+    and memory, and leaves nothing behind."""
     import importlib.util
     import re
     from pathlib import Path

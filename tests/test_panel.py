@@ -408,7 +408,7 @@ def test_read_sample_equals_analysis_sample_of_the_read_panel(tmp_path, window, 
     assert got.n_other_users_kept == ref.n_other_users_kept
     assert got.summary() == ref.summary()
     assert "x" not in got.panel.columns and "y" in got.panel.columns
-    # text columns in one piece, as the composition's row selection leaves them (not one per batch read)
+    # text columns in one piece, as read_panel gives them (not one per batch read)
     assert _text_pieces(got.panel) == {"be_id": 1}
     # the panel has every case, so the comparison is not vacuous
     if programme == "a" and lo == 2015:

@@ -306,7 +306,8 @@ def show_indicator(log: Any, result: Any, label: str) -> None:
 
     Examples
     --------
-    >>> show_indicator(log, ind.international_activity(panel, "tinl", rules=rules), "Trade and Innovate NL")  # doctest: +SKIP
+    >>> r = ind.international_activity(panel, "tinl", rules=rules)     # doctest: +SKIP
+    >>> show_indicator(log, r, "Trade and Innovate NL")                # doctest: +SKIP
     """
     from IPython.display import Markdown, display
 
